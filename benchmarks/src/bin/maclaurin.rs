@@ -1,0 +1,180 @@
+//! The benchmark that sells pp: the Maclaurin series of 1/(1-x) split into
+//! tasks, run sequentially, on std threads, on rayon and on our Server.
+
+use anyhow::{ensure, Result};
+use benchmarks::{best_of, Row};
+use clap::Parser;
+use jobs::{maclaurin, maclaurin_exact, task_range};
+use ppclient::Server;
+use rayon::prelude::*;
+
+#[derive(Parser)]
+#[command(about = "Maclaurin series of 1/(1-x): sequential, threads, rayon and pp side by side")]
+struct Args {
+    /// Terms of the series; default: the talk's 12,800,000 and 100 times that.
+    #[arg(long)]
+    terms: Option<u64>,
+    /// Tasks the terms are split into.
+    #[arg(long, default_value_t = 64)]
+    tasks: u64,
+    /// Local worker threads (default: all CPUs).
+    #[arg(long)]
+    ncpus: Option<usize>,
+    /// The x of 1/(1-x).
+    #[arg(long, default_value_t = 0.999999)]
+    x: f64,
+    /// Runs of each variant; the fastest counts.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One size's measurements.
+struct Run {
+    terms: u64,
+    rows: Vec<Row>,
+    sum: f64,
+    exact: f64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut builder = Server::builder();
+    if let Some(n) = args.ncpus {
+        builder = builder.ncpus(n);
+    }
+    let server = builder.build()?;
+    let sizes = match args.terms {
+        Some(t) => vec![t],
+        None => vec![12_800_000, 1_280_000_000],
+    };
+    let runs = sizes
+        .into_iter()
+        .map(|terms| measure(&args, &server, terms))
+        .collect::<Result<Vec<_>>>()?;
+    if args.json {
+        println!("{}", json(&args, &server, &runs));
+    } else {
+        for run in &runs {
+            print_table(&args, &server, run);
+        }
+        server.print_stats();
+    }
+    for run in &runs {
+        let err = ((run.sum - run.exact) / run.exact).abs();
+        ensure!(
+            err <= 1e-9,
+            "sum {} differs from the closed form {} by {err:e} (relative)",
+            run.sum,
+            run.exact
+        );
+    }
+    Ok(())
+}
+
+fn measure(args: &Args, server: &Server, terms: u64) -> Result<Run> {
+    let (x, tasks, n) = (args.x, args.tasks, args.repeat);
+    let ranges: Vec<(u64, u64)> = (0..tasks).map(|k| task_range(terms, tasks, k)).collect();
+    let exact = maclaurin_exact(x, terms);
+    let (seq_s, seq) = best_of(n, || Ok(maclaurin::call(x, 0, terms)))?;
+    let (threads_s, threads) = best_of(n, || Ok(std_threads(x, terms, server.ncpus())))?;
+    let (rayon_s, rayon) = best_of(n, || {
+        Ok(ranges
+            .par_iter()
+            .map(|&(a, b)| maclaurin::call(x, a, b))
+            .sum::<f64>())
+    })?;
+    let (pp_s, pp) = best_of(n, || {
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|&(a, b)| server.submit(maclaurin, (x, a, b)))
+            .collect();
+        let mut sum = 0.0;
+        for h in handles {
+            sum += h.wait()?;
+        }
+        Ok(sum)
+    })?;
+    for (name, value) in [("threads", threads), ("rayon", rayon), ("sequential", seq)] {
+        let err = ((value - exact) / exact).abs();
+        ensure!(
+            err <= 1e-9,
+            "{name} sum {value} is off the closed form {exact}"
+        );
+    }
+    let rows = vec![
+        Row::new("sequential loop", seq_s, seq_s, rayon_s),
+        Row::new("std threads (static split)", threads_s, seq_s, rayon_s),
+        Row::new(&format!("rayon ({tasks} tasks)"), rayon_s, seq_s, rayon_s),
+        Row::new(
+            &format!("pp Server, local ({tasks} jobs)"),
+            pp_s,
+            seq_s,
+            rayon_s,
+        ),
+    ];
+    Ok(Run {
+        terms,
+        rows,
+        sum: pp,
+        exact,
+    })
+}
+
+/// One thread per CPU, each summing a contiguous share of the terms.
+fn std_threads(x: f64, terms: u64, ncpus: usize) -> f64 {
+    let n = ncpus.max(1) as u64;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = (0..n)
+            .map(|k| {
+                let (a, b) = task_range(terms, n, k);
+                s.spawn(move || maclaurin::call(x, a, b))
+            })
+            .collect();
+        parts
+            .into_iter()
+            .map(|h| h.join().unwrap_or(f64::NAN))
+            .sum()
+    })
+}
+
+fn print_table(args: &Args, server: &Server, run: &Run) {
+    println!(
+        "Maclaurin series of 1/(1-x), x = {}, {} terms, {} tasks, {} workers",
+        args.x,
+        run.terms,
+        args.tasks,
+        server.ncpus()
+    );
+    benchmarks::print_rows(&run.rows);
+    println!(
+        "sum = {:.12}, exact (1 - x^N)/(1 - x) = {:.12}, relative error {:.1e}\n",
+        run.sum,
+        run.exact,
+        ((run.sum - run.exact) / run.exact).abs()
+    );
+}
+
+fn json(args: &Args, server: &Server, runs: &[Run]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    out.insert("tasks".into(), args.tasks.into());
+    out.insert("ncpus".into(), server.ncpus().into());
+    out.insert("x".into(), args.x.into());
+    let keys = ["sequential_s", "threads_s", "rayon_s", "pp_local_s"];
+    // The larger size goes under the plain keys, the talk's size under `*_small`.
+    for (i, run) in runs.iter().rev().enumerate() {
+        let suffix = if i == 0 { "" } else { "_small" };
+        out.insert(format!("terms{suffix}"), run.terms.into());
+        for (key, row) in keys.iter().zip(&run.rows) {
+            out.insert(format!("{key}{suffix}"), row.seconds.into());
+        }
+        out.insert(format!("sum{suffix}"), run.sum.into());
+        out.insert(format!("exact{suffix}"), run.exact.into());
+        if let Some(pp) = run.rows.get(3) {
+            out.insert(format!("pp_local_efficiency{suffix}"), pp.efficiency.into());
+        }
+    }
+    serde_json::Value::Object(out)
+}

@@ -1,0 +1,63 @@
+//! Shared helpers of the benchmark binaries: timing and the results table.
+#![allow(missing_docs)]
+
+use std::time::Instant;
+
+/// Runs `f` `n` times (at least once); the fastest time in seconds and its value.
+pub fn best_of<T>(n: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<(f64, T)> {
+    let mut best: Option<(f64, T)> = None;
+    for _ in 0..n.max(1) {
+        let started = Instant::now();
+        let value = f()?;
+        let s = started.elapsed().as_secs_f64();
+        if best.as_ref().is_none_or(|(b, _)| s < *b) {
+            best = Some((s, value));
+        }
+    }
+    best.ok_or_else(|| anyhow::anyhow!("no run"))
+}
+
+/// One line of a results table.
+pub struct Row {
+    pub name: String,
+    pub seconds: f64,
+    /// Sequential time over this time.
+    pub speedup: f64,
+    /// Rayon's time over this time: 1.0 means as fast as rayon.
+    pub efficiency: f64,
+}
+
+impl Row {
+    pub fn new(name: &str, seconds: f64, sequential: f64, rayon: f64) -> Self {
+        Row {
+            name: name.to_owned(),
+            seconds,
+            speedup: sequential / seconds,
+            efficiency: rayon / seconds,
+        }
+    }
+}
+
+pub fn print_rows(rows: &[Row]) {
+    println!(
+        "  {:<34} {:>10} {:>8} {:>15}",
+        "variant", "time (s)", "speedup", "vs rayon"
+    );
+    for r in rows {
+        println!(
+            "  {:<34} {:>10.4} {:>7.2}x {:>15.3}",
+            r.name, r.seconds, r.speedup, r.efficiency
+        );
+    }
+}
+
+/// This process's resident set size, from /proc (Linux).
+pub fn rss_bytes() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/self/status"))?;
+    Ok(kb * 1024)
+}

@@ -1,0 +1,166 @@
+//! Built-in jobs: every `ppserver` can run them, and the benchmarks and tests use them.
+//!
+//! Each item is a job made with [`ppcore::job!`]: pass it to `Server::submit`
+//! with its arguments as a tuple, or call it here with `name::call(...)`.
+
+use std::time::Duration;
+
+ppcore::job! {
+    /// Partial sum of the Maclaurin series of 1/(1-x): the sum of x^n for n in
+    /// [start, end). Computes x^start once, then multiplies.
+    pub fn maclaurin(x: f64, start: u64, end: u64) -> f64 {
+        let mut term = x.powf(start as f64);
+        let mut sum = 0.0;
+        for _ in start..end {
+            sum += term;
+            term *= x;
+        }
+        sum
+    }
+}
+
+ppcore::job! {
+    /// The sum of the primes below `n`, by trial division (deliberately CPU-bound).
+    pub fn sum_primes(n: u64) -> u64 {
+        (2..n).filter(|&k| is_prime(k)).sum()
+    }
+}
+
+fn is_prime(k: u64) -> bool {
+    k >= 2 && (2..).take_while(|d| d * d <= k).all(|d| k % d != 0)
+}
+
+ppcore::job! {
+    /// Sleeps for `ms` milliseconds and returns `ms`.
+    pub fn sleep_ms(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+}
+
+ppcore::job! {
+    /// Does nothing: the cost of a job itself.
+    pub fn noop() {}
+}
+
+ppcore::job! {
+    /// Returns its argument.
+    pub fn echo_u64(value: u64) -> u64 {
+        value
+    }
+}
+
+ppcore::job! {
+    /// Returns its bytes.
+    pub fn echo_bytes(bytes: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
+        bytes
+    }
+}
+
+ppcore::job! {
+    /// Returns its text.
+    pub fn echo_string(text: String) -> String {
+        text
+    }
+}
+
+ppcore::job! {
+    /// Fails on purpose: returns an error carrying `message`.
+    pub fn fail(message: String) -> Result<u64, String> {
+        Err(message)
+    }
+}
+
+ppcore::job! {
+    /// Panics on purpose with `message`.
+    pub fn panic(message: String) -> u64 {
+        panic!("{message}")
+    }
+}
+
+/// The Maclaurin sum of x^n for n in [0, terms), in closed form: (1 - x^terms)/(1 - x).
+pub fn maclaurin_exact(x: f64, terms: u64) -> f64 {
+    (1.0 - x.powf(terms as f64)) / (1.0 - x)
+}
+
+/// The `[start, end)` term range of task `k` when `terms` are split into `tasks` parts.
+pub fn task_range(terms: u64, tasks: u64, k: u64) -> (u64, u64) {
+    let tasks = tasks.max(1);
+    (terms * k / tasks, terms * (k + 1) / tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ppcore::{ErrorKind, Job, Registry};
+
+    #[test]
+    fn maclaurin_slices_sum_to_closed_form() {
+        let (x, terms) = (0.999, 100_000);
+        let sum: f64 = (0..64)
+            .map(|k| {
+                let (lo, hi) = task_range(terms, 64, k);
+                maclaurin::call(x, lo, hi)
+            })
+            .sum();
+        let exact = maclaurin_exact(x, terms);
+        assert!(((sum - exact) / exact).abs() < 1e-9, "{sum} vs {exact}");
+    }
+
+    #[test]
+    fn sum_primes_is_right() {
+        assert_eq!(sum_primes::call(10), 2 + 3 + 5 + 7);
+        assert_eq!(sum_primes::call(2), 0);
+    }
+
+    #[test]
+    fn linked_registry_runs_jobs_from_bytes() {
+        let registry = Registry::linked().unwrap();
+        assert!(registry.has::<maclaurin>());
+        assert!(registry.has::<fail>());
+        let args = ppcore::encode(&(20u64,)).unwrap();
+        let out = registry.run(sum_primes::NAME, &args).unwrap();
+        assert_eq!(ppcore::decode::<u64>(&out).unwrap(), 77);
+    }
+
+    #[test]
+    fn failing_and_panicking_jobs_are_typed_errors() {
+        let registry = Registry::linked().unwrap();
+        let args = ppcore::encode(&("boom".to_string(),)).unwrap();
+        let err = registry.run(fail::NAME, &args).unwrap_err();
+        assert_eq!(
+            (err.kind, err.message.as_str()),
+            (ErrorKind::Failed, "boom")
+        );
+        let err = registry.run(panic::NAME, &args).unwrap_err();
+        assert_eq!(
+            (err.kind, err.message.as_str()),
+            (ErrorKind::Panicked, "boom")
+        );
+        let err = registry.run("no::such", &args).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::UnknownJob);
+        let err = registry.run(sum_primes::NAME, b"\xc1").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Codec);
+    }
+
+    mod other {
+        ppcore::job! {
+            /// A job whose name collides with `jobs::maclaurin` but not its type.
+            pub fn maclaurin(x: f64) -> f64 { x }
+        }
+    }
+
+    #[test]
+    fn name_collision_is_an_error() {
+        let mut registry = Registry::new();
+        registry.add::<maclaurin>().unwrap();
+        registry.add::<maclaurin>().unwrap();
+        let clash = ppcore::JobEntry {
+            name: maclaurin::NAME,
+            ..ppcore::JobEntry::of::<other::maclaurin>()
+        };
+        let err = registry.insert(clash).unwrap_err();
+        assert_eq!(err.name, "jobs::maclaurin");
+        assert!(err.to_string().contains("rename one"), "{err}");
+    }
+}

@@ -1,0 +1,361 @@
+//! A job's result cell and the handle the caller holds.
+//!
+//! The cell moves through QUEUED -> RUNNING -> CLAIMED -> READY. Whoever wins
+//! the move to CLAIMED (the worker, the timer, `cancel`, shutdown) is the one
+//! that resolves the job; everyone else's result is dropped. That is how each
+//! handle and callback resolves exactly once.
+
+use crate::timer::Expire;
+use crate::tracker::{Pending, Tracker};
+use ppcore::{ErrorKind, JobError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const CLAIMED: u8 = 2;
+const READY: u8 = 3;
+
+/// How many times `wait` looks at the cell, spinning, then yielding, before it
+/// sleeps: a job that ends within a microsecond or two is picked up without a
+/// futex round trip, yet a waiter never holds a core the workers need.
+const SPINS: u32 = 256;
+const YIELDS: u32 = 32;
+
+/// A callback given with a job; it sees the result before the handle does.
+pub(crate) type Callback<T> = Box<dyn FnOnce(&Result<T, JobError>) + Send>;
+
+struct Slot<T> {
+    result: Option<Result<T, JobError>>,
+    waker: Option<Waker>,
+    sleeping: bool,
+    callback: Option<Callback<T>>,
+}
+
+/// Where a job's result lands.
+pub(crate) struct Cell<T> {
+    state: AtomicU8,
+    slot: Mutex<Slot<T>>,
+    ready: Condvar,
+    tracker: Arc<Tracker>,
+    group: Option<Arc<Pending>>,
+}
+
+impl<T: Send + 'static> Cell<T> {
+    pub(crate) fn new(
+        tracker: Arc<Tracker>,
+        group: Option<Arc<Pending>>,
+        callback: Option<Callback<T>>,
+    ) -> Arc<Self> {
+        tracker.pending.add();
+        if let Some(g) = &group {
+            g.add();
+        }
+        Arc::new(Cell {
+            state: AtomicU8::new(QUEUED),
+            slot: Mutex::new(Slot {
+                result: None,
+                waker: None,
+                sleeping: false,
+                callback,
+            }),
+            ready: Condvar::new(),
+            tracker,
+            group,
+        })
+    }
+
+    /// Marks the job running; false if it already ended (cancelled).
+    pub(crate) fn start(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Resolves the job with `result` unless it already ended; true if this
+    /// call resolved it.
+    pub(crate) fn finish(self: &Arc<Self>, result: Result<T, JobError>) -> bool {
+        self.finish_from(|s| s == QUEUED || s == RUNNING, result)
+    }
+
+    /// Resolves a job that has not started yet; true if it had not.
+    pub(crate) fn finish_queued(self: &Arc<Self>, err: JobError) -> bool {
+        self.finish_from(|s| s == QUEUED, Err(err))
+    }
+
+    fn finish_from(
+        self: &Arc<Self>,
+        from: impl Fn(u8) -> bool,
+        result: Result<T, JobError>,
+    ) -> bool {
+        if !self.claim(from) {
+            return false;
+        }
+        let callback = self.lock().callback.take();
+        match callback {
+            None => self.publish(result),
+            Some(callback) => {
+                let cell = Arc::clone(self);
+                self.tracker.run_callback(Box::new(move || {
+                    // The handle resolves even if the callback panics.
+                    let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        callback(&result);
+                    }));
+                    cell.publish(result);
+                    if let Err(payload) = seen {
+                        std::panic::resume_unwind(payload);
+                    }
+                }));
+            }
+        }
+        true
+    }
+
+    fn claim(&self, from: impl Fn(u8) -> bool) -> bool {
+        let mut now = self.state.load(Ordering::Acquire);
+        while from(now) {
+            match self
+                .state
+                .compare_exchange(now, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(s) => now = s,
+            }
+        }
+        false
+    }
+
+    fn publish(&self, result: Result<T, JobError>) {
+        self.tracker.ended(&result);
+        let (waker, sleeping) = {
+            let mut slot = self.lock();
+            slot.result = Some(result);
+            self.state.store(READY, Ordering::Release);
+            (slot.waker.take(), slot.sleeping)
+        };
+        if sleeping {
+            self.ready.notify_all();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+        if let Some(g) = &self.group {
+            g.done();
+        }
+        self.tracker.pending.done();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T>> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.state.load(Ordering::Acquire) == READY
+    }
+
+    /// Waits until the result is in or `deadline` passes; true if it is in.
+    fn wait_ready(&self, deadline: Option<Instant>) -> bool {
+        for i in 0..SPINS + YIELDS {
+            if self.is_ready() {
+                return true;
+            }
+            if i < SPINS {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let mut slot = self.lock();
+        while !self.is_ready() {
+            slot.sleeping = true;
+            slot = match deadline {
+                None => self.ready.wait(slot).unwrap_or_else(|e| e.into_inner()),
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left == Duration::ZERO {
+                        return false;
+                    }
+                    self.ready
+                        .wait_timeout(slot, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        true
+    }
+
+    fn take(&self) -> Result<T, JobError> {
+        self.lock().result.take().unwrap_or_else(|| {
+            Err(JobError::new(
+                ErrorKind::Cancelled,
+                "the result was already taken",
+            ))
+        })
+    }
+
+    /// Takes the result if it is in, else leaves `waker` to be woken when it is.
+    fn poll_take(&self, waker: &Waker) -> Poll<Result<T, JobError>> {
+        let mut slot = self.lock();
+        if self.is_ready() {
+            drop(slot);
+            return Poll::Ready(self.take());
+        }
+        match &slot.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => slot.waker = Some(waker.clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Arranges for `waker` to be woken once the result is in (at once if it is).
+    fn notify(&self, waker: Waker) {
+        let mut slot = self.lock();
+        if self.is_ready() {
+            drop(slot);
+            waker.wake();
+        } else {
+            slot.waker = Some(waker);
+        }
+    }
+}
+
+impl<T: Send + 'static> Expire for Cell<T> {
+    fn expire(self: Arc<Self>) {
+        let err = JobError::new(ErrorKind::TimedOut, "the job ran past its timeout");
+        self.finish_from(|s| s == RUNNING, Err(err));
+    }
+}
+
+/// A submitted job: wait for it, poll it, await it or cancel it.
+///
+/// Dropping the handle does not cancel the job; its callback still runs.
+#[must_use = "a job's result is only seen through its handle"]
+pub struct JobHandle<T> {
+    cell: Arc<Cell<T>>,
+    id: u64,
+}
+
+impl<T: Send + 'static> JobHandle<T> {
+    pub(crate) fn new(cell: Arc<Cell<T>>, id: u64) -> Self {
+        JobHandle { cell, id }
+    }
+
+    /// The job's id, unique within its server.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Blocks until the job ends and returns its result.
+    pub fn wait(self) -> Result<T, JobError> {
+        self.cell.wait_ready(None);
+        self.cell.take()
+    }
+
+    /// Waits at most `timeout`; gives the handle back if the job has not ended.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, JobError>, Self> {
+        if self.cell.wait_ready(Some(Instant::now() + timeout)) {
+            Ok(self.cell.take())
+        } else {
+            Err(self)
+        }
+    }
+
+    /// The result if the job has ended, else the handle back.
+    pub fn try_result(self) -> Result<Result<T, JobError>, Self> {
+        if self.cell.is_ready() {
+            Ok(self.cell.take())
+        } else {
+            Err(self)
+        }
+    }
+
+    /// Whether the result is in.
+    pub fn is_finished(&self) -> bool {
+        self.cell.is_ready()
+    }
+
+    /// Cancels the job if it has not started; true if it was cancelled. Its
+    /// handle and callback then get [`ErrorKind::Cancelled`].
+    pub fn cancel(&self) -> bool {
+        self.cell.finish_queued(JobError::new(
+            ErrorKind::Cancelled,
+            "cancelled before it started",
+        ))
+    }
+}
+
+impl<T: Send + 'static> Future for JobHandle<T> {
+    type Output = Result<T, JobError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.cell.poll_take(cx.waker())
+    }
+}
+
+impl<T> std::fmt::Debug for JobHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle").field("id", &self.id).finish()
+    }
+}
+
+/// Results in the order jobs finish, from [`Server::as_completed`](crate::Server::as_completed).
+///
+/// Yields `(index, result)`, where `index` is the job's place in the input.
+pub struct AsCompleted<T> {
+    handles: Vec<Option<JobHandle<T>>>,
+    finished: crossbeam_channel::Receiver<usize>,
+    left: usize,
+}
+
+struct IndexWaker {
+    index: usize,
+    tx: crossbeam_channel::Sender<usize>,
+}
+
+impl Wake for IndexWaker {
+    fn wake(self: Arc<Self>) {
+        // The receiver may be gone if the iterator was dropped; nothing to tell then.
+        let _ = self.tx.send(self.index);
+    }
+}
+
+impl<T: Send + 'static> AsCompleted<T> {
+    pub(crate) fn new(handles: Vec<JobHandle<T>>) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for (index, handle) in handles.iter().enumerate() {
+            let tx = tx.clone();
+            handle
+                .cell
+                .notify(Waker::from(Arc::new(IndexWaker { index, tx })));
+        }
+        AsCompleted {
+            left: handles.len(),
+            handles: handles.into_iter().map(Some).collect(),
+            finished: rx,
+        }
+    }
+}
+
+impl<T: Send + 'static> Iterator for AsCompleted<T> {
+    type Item = (usize, Result<T, JobError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.left > 0 {
+            let index = self.finished.recv().ok()?;
+            if let Some(handle) = self.handles.get_mut(index).and_then(Option::take) {
+                self.left -= 1;
+                return Some((index, handle.wait()));
+            }
+        }
+        None
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}

@@ -1,0 +1,34 @@
+//! Parallel Python for Rust programs: a [`Server`] runs jobs on a local pool
+//! of worker threads and hands back a [`JobHandle`] per job.
+//!
+//! ```
+//! ppcore::job! {
+//!     /// Squares a number.
+//!     pub fn square(x: u64) -> u64 { x * x }
+//! }
+//! let server = ppclient::Server::builder().ncpus(2).build()?;
+//! let handle = server.submit(square, (7,));
+//! assert_eq!(handle.wait()?, 49);
+//! let squares: Vec<u64> = server.map(square, (0..4).map(|x| (x,))).collect::<Result<_, _>>()?;
+//! assert_eq!(squares, [0, 1, 4, 9]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `server` | [`Server`], its [`Builder`] and per-job [`Options`] |
+//! | `handle` | the result cell and [`JobHandle`]: wait, poll, await, cancel; [`AsCompleted`] |
+//! | `task` | the type-erased queue item and how a local worker runs it |
+//! | `tracker` | pending counts for `wait_all` / `wait_group`, outcome counters, the callback thread |
+//! | `timer` | the thread that fires job timeouts |
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod handle;
+mod server;
+mod task;
+mod timer;
+mod tracker;
+
+pub use handle::{AsCompleted, JobHandle};
+pub use ppcore::{ErrorKind, Job, JobError, NodeStats, Registry, Stats};
+pub use server::{detect_ncpus, BuildError, Builder, Options, Server};

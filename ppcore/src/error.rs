@@ -1,0 +1,107 @@
+//! The error a job's handle resolves with when it did not produce a value.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a job did not produce a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The job's function returned an error.
+    Failed,
+    /// The job's function panicked.
+    Panicked,
+    /// The job ran past its timeout.
+    TimedOut,
+    /// The job was cancelled before it finished.
+    Cancelled,
+    /// The server shut down before the job ran.
+    Shutdown,
+    /// No local worker and no node can run a job of this name.
+    UnknownJob,
+    /// The job's arguments or result could not be encoded or decoded.
+    Codec,
+    /// The node running the job was lost and the retries ran out.
+    NodeLost,
+    /// The worker process running the job died (isolation mode).
+    Crashed,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ErrorKind::Failed => "failed",
+            ErrorKind::Panicked => "panicked",
+            ErrorKind::TimedOut => "timed out",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Shutdown => "server shut down",
+            ErrorKind::UnknownJob => "unknown job",
+            ErrorKind::Codec => "encoding error",
+            ErrorKind::NodeLost => "node lost",
+            ErrorKind::Crashed => "worker crashed",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A job's failure: what kind, the message, where it ran and on which attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct JobError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// The detail: the job's error text, the panic message, the reason.
+    pub message: String,
+    /// The node the job ran on (`local` for the local pool), if it ran.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The attempt that failed, starting at 1 (0 if it never started).
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+impl JobError {
+    /// A new error of `kind` with `message`, not yet tied to a node.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        JobError {
+            kind,
+            message: message.into(),
+            node: None,
+            attempt: 0,
+        }
+    }
+
+    /// The same error, noting the node and attempt it happened on.
+    pub fn on(mut self, node: &str, attempt: u32) -> Self {
+        self.node = Some(node.to_owned());
+        self.attempt = attempt;
+        self
+    }
+
+    /// The message carried by a panic payload, as `catch_unwind` returns it.
+    pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "panic with a non-string payload".to_owned()
+        };
+        JobError::new(ErrorKind::Panicked, message)
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job {}", self.kind)?;
+        if let Some(node) = &self.node {
+            write!(f, " on {node}")?;
+        }
+        if self.attempt > 0 {
+            write!(f, " (attempt {})", self.attempt)?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}

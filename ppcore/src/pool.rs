@@ -1,0 +1,189 @@
+//! A resizable pool of worker threads that pull work from a shared queue.
+//!
+//! Pull, not push: the queue is a channel that other consumers (remote node
+//! connections) can pull from too, so an idle slot anywhere takes the next job.
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often an idle worker looks whether the pool shrank.
+const IDLE_CHECK: Duration = Duration::from_millis(200);
+
+/// How many times an idle worker looks at the queue before it sleeps.
+const POLLS: u32 = 64;
+
+type Spawn = dyn Fn(Arc<Counts>, usize) + Send + Sync;
+
+#[derive(Default)]
+struct Counts {
+    target: AtomicUsize,
+    live: AtomicUsize,
+}
+
+impl Counts {
+    /// Claims the right for one live worker to leave, if there are too many.
+    fn retire_one(&self) -> bool {
+        let mut live = self.live.load(Ordering::Acquire);
+        while live > self.target.load(Ordering::Acquire) {
+            match self
+                .live
+                .compare_exchange(live, live - 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => live = now,
+            }
+        }
+        false
+    }
+}
+
+/// Worker threads running `run` on every item pulled from a queue.
+///
+/// Dropping the pool lets each worker finish the item in hand and stop; the
+/// threads are not joined, so a long job never blocks the drop.
+pub struct Pool {
+    counts: Arc<Counts>,
+    spawn: Arc<Spawn>,
+    spawned: AtomicUsize,
+}
+
+impl Pool {
+    /// Starts `workers` threads named `name-N`, each pulling from `queue`.
+    pub fn start<T, F>(name: &str, workers: usize, queue: Receiver<T>, run: F) -> Self
+    where
+        T: Send + 'static,
+        F: Fn(T) + Send + Sync + 'static,
+    {
+        let run = Arc::new(run);
+        let name = name.to_owned();
+        let spawn: Arc<Spawn> = Arc::new(move |counts: Arc<Counts>, index: usize| {
+            let queue = queue.clone();
+            let run = Arc::clone(&run);
+            let worker_counts = Arc::clone(&counts);
+            let spawned = std::thread::Builder::new()
+                .name(format!("{name}-{index}"))
+                .spawn(move || worker_loop(&worker_counts, &queue, &*run));
+            if spawned.is_err() {
+                // The OS refused a thread: the pool stays smaller than asked.
+                counts.live.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+        let pool = Pool {
+            counts: Arc::new(Counts::default()),
+            spawn,
+            spawned: AtomicUsize::new(0),
+        };
+        pool.set_workers(workers);
+        pool
+    }
+
+    /// Grows or shrinks the pool to `n` workers. Shrinking takes effect as
+    /// workers finish their current item or notice within a fraction of a second.
+    pub fn set_workers(&self, n: usize) {
+        self.counts.target.store(n, Ordering::Release);
+        loop {
+            let live = self.counts.live.load(Ordering::Acquire);
+            if live >= n {
+                break;
+            }
+            if self
+                .counts
+                .live
+                .compare_exchange(live, live + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let index = self.spawned.fetch_add(1, Ordering::Relaxed);
+                (self.spawn)(Arc::clone(&self.counts), index);
+            }
+        }
+    }
+
+    /// The number of workers the pool is sized to.
+    pub fn workers(&self) -> usize {
+        self.counts.target.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.counts.target.store(0, Ordering::Release);
+    }
+}
+
+fn worker_loop<T>(counts: &Counts, queue: &Receiver<T>, run: &(dyn Fn(T) + Send + Sync)) {
+    // Leaves the live count right if `run` ever panics.
+    struct Leave<'a>(&'a Counts, bool);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.live.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+    let mut leave = Leave(counts, false);
+    loop {
+        if counts.retire_one() {
+            leave.1 = true;
+            return;
+        }
+        if let Some(item) = poll_briefly(queue) {
+            run(item);
+            continue;
+        }
+        match queue.recv_timeout(IDLE_CHECK) {
+            Ok(item) => run(item),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Looks at the queue a few times, yielding in between, before the worker
+/// sleeps: while jobs arrive back to back, a worker that stays awake saves the
+/// submitter a wake-up system call per job.
+fn poll_briefly<T>(queue: &Receiver<T>) -> Option<T> {
+    for _ in 0..POLLS {
+        if let Ok(item) = queue.try_recv() {
+            return Some(item);
+        }
+        std::thread::yield_now();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Instant;
+
+    #[test]
+    fn every_item_runs_once_and_pool_resizes() {
+        let (tx, rx) = crossbeam_channel::unbounded::<u64>();
+        let sum = Arc::new(AtomicU64::new(0));
+        let s = Arc::clone(&sum);
+        let pool = Pool::start("t", 3, rx, move |x| {
+            s.fetch_add(x, Ordering::Relaxed);
+        });
+        for i in 1..=1000 {
+            tx.send(i).unwrap();
+        }
+        pool.set_workers(1);
+        assert_eq!(pool.workers(), 1);
+        for i in 1001..=2000 {
+            tx.send(i).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sum.load(Ordering::Relaxed) != 2000 * 2001 / 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(sum.load(Ordering::Relaxed), 2000 * 2001 / 2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.counts.live.load(Ordering::Acquire) != 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(pool.counts.live.load(Ordering::Acquire), 1);
+    }
+}

@@ -1,0 +1,127 @@
+//! Job statistics: lock-free counters while jobs run, plain data to read.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters of one place jobs run (the local pool or one node), updated
+/// without locks by whoever finishes a job there.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    jobs: AtomicU64,
+    failed: AtomicU64,
+    busy_ns: AtomicU64,
+}
+
+impl NodeCounters {
+    /// Records one job that ran for `time`; `failed` if it returned an error or panicked.
+    pub fn record(&self, time: Duration, failed: bool) {
+        self.jobs.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        self.busy_ns.fetch_add(ns, Ordering::Relaxed);
+        if failed {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A snapshot under the name `node`.
+    pub fn snapshot(&self, node: &str, workers: usize) -> NodeStats {
+        NodeStats {
+            node: node.to_owned(),
+            workers,
+            jobs: self.jobs.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            job_time: Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// What one node (or the local pool) did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// `local`, or the node's `host:port`.
+    pub node: String,
+    /// Its worker slots.
+    pub workers: usize,
+    /// Jobs it ran to the end, failed ones included.
+    pub jobs: u64,
+    /// Of those, jobs that returned an error or panicked.
+    pub failed: u64,
+    /// The sum of the jobs' run times.
+    pub job_time: Duration,
+}
+
+/// A server's statistics, as `Server::stats` returns them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Per node, the local pool first.
+    pub nodes: Vec<NodeStats>,
+    /// Time since the server was created.
+    pub elapsed: Duration,
+    /// Jobs submitted and not yet resolved.
+    pub active: u64,
+    /// Local worker threads.
+    pub ncpus: usize,
+    /// Jobs submitted.
+    pub submitted: u64,
+    /// Jobs whose handle got a value.
+    pub succeeded: u64,
+    /// Jobs whose handle got an error from the job (returned or panicked).
+    pub failed: u64,
+    /// Jobs cancelled before they finished.
+    pub cancelled: u64,
+    /// Jobs that ran past their timeout.
+    pub timed_out: u64,
+    /// Jobs failed because the server shut down first.
+    pub shut_down: u64,
+    /// Jobs run again after their node was lost.
+    pub retried: u64,
+}
+
+impl fmt::Display for Stats {
+    /// Parallel Python's table, then what pp lacks.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total: u64 = self.nodes.iter().map(|n| n.jobs).sum();
+        writeln!(f, "Job execution statistics:")?;
+        writeln!(
+            f,
+            " job count | % of all jobs | job time sum | time per job | job server"
+        )?;
+        for n in &self.nodes {
+            let share = if total == 0 {
+                0.0
+            } else {
+                100.0 * n.jobs as f64 / total as f64
+            };
+            let sum = n.job_time.as_secs_f64();
+            let per = if n.jobs == 0 {
+                0.0
+            } else {
+                sum / n.jobs as f64
+            };
+            writeln!(
+                f,
+                " {:>9} | {:>13.2} | {:>12.4} | {:>12.6} | {}",
+                n.jobs, share, sum, per, n.node
+            )?;
+        }
+        writeln!(
+            f,
+            "Time elapsed since server creation {:.4}",
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(f, "{} active tasks, {} cores", self.active, self.ncpus)?;
+        write!(
+            f,
+            "{} submitted: {} succeeded, {} failed, {} cancelled, {} timed out, {} shut down, {} retried",
+            self.submitted,
+            self.succeeded,
+            self.failed,
+            self.cancelled,
+            self.timed_out,
+            self.shut_down,
+            self.retried
+        )
+    }
+}

@@ -1,0 +1,2 @@
+//! `ppserver`: the node daemon.
+fn main() {}
