@@ -7,19 +7,28 @@
 //! | `registry` | [`Registry`]: job names to type-erased runners, filled by `job!` at link time |
 //! | `pool` | [`Pool`]: resizable worker threads pulling from a shared queue |
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
+//! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
+//! | `handshake` | mutual HMAC-SHA256 authentication as pure state ([`ClientHandshake`], [`NodeHandshake`]) |
+//! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod error;
+mod handshake;
 mod job;
+mod ledger;
 mod pool;
 mod registry;
 mod stats;
+pub mod wire;
 
 pub use error::{ErrorKind, JobError};
+pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};
 pub use job::{decode, encode, run_caught, run_erased, Job};
+pub use ledger::Ledger;
 pub use pool::Pool;
 pub use registry::{DuplicateJob, JobEntry, Registry};
 pub use stats::{NodeCounters, NodeStats, Stats};
+pub use wire::{decode_frame, encode_frame, FrameError, FrameReader};
 
 #[doc(hidden)]
 pub use inventory;

@@ -1,0 +1,389 @@
+//! The wire protocol: messages and the frame codec, as pure functions over bytes.
+//!
+//! A frame is a u32 big-endian length, then one MessagePack message of that
+//! length. A length above the limit is refused before anything is allocated.
+
+use crate::error::JobError;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use std::io::{self, Read};
+
+/// Sent first in every `Hello`, so that a stray client is told apart at once.
+pub const MAGIC: &str = "pp-rs";
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The default TCP (and discovery UDP) port of a node.
+pub const DEFAULT_PORT: u16 = 60000;
+/// The default largest frame, in bytes.
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+
+/// A job a node can run: its name and signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// The job's stable name.
+    pub name: String,
+    /// Its argument and result types, as written.
+    pub signature: String,
+}
+
+/// One job to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunJob {
+    /// The client's id of the job.
+    pub id: u64,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// The job's name.
+    pub name: String,
+    /// MessagePack arguments.
+    pub args: ByteBuf,
+}
+
+/// One job's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoneJob {
+    /// The client's id of the job.
+    pub id: u64,
+    /// The attempt this answers.
+    pub attempt: u32,
+    /// The MessagePack result, or why there is none.
+    pub result: Result<ByteBuf, JobError>,
+    /// How long the job ran on the node, in nanoseconds.
+    pub exec_ns: u64,
+}
+
+/// What a node reports about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's software version.
+    pub version: String,
+    /// Its worker slots.
+    pub workers: u32,
+    /// The jobs it can run.
+    pub jobs: Vec<JobInfo>,
+    /// Seconds since it started.
+    pub uptime_s: f64,
+    /// Connections open now.
+    pub connections: u32,
+    /// Jobs it finished (failed ones included).
+    pub jobs_done: u64,
+    /// Of those, jobs that failed or panicked.
+    pub jobs_failed: u64,
+    /// Jobs running or queued on it now.
+    pub jobs_active: u64,
+}
+
+/// What a client sends to a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// Opens the handshake.
+    Hello {
+        /// Must be [`MAGIC`].
+        magic: String,
+        /// The client's protocol version.
+        version: u32,
+        /// 32 random bytes.
+        nonce: ByteBuf,
+    },
+    /// Proves the client knows the secret.
+    Auth {
+        /// HMAC-SHA256 over both nonces with the client's label.
+        proof: ByteBuf,
+    },
+    /// Jobs to run, one or many.
+    Run(Vec<RunJob>),
+    /// Stop a job if it has not finished.
+    Cancel {
+        /// The job's id.
+        id: u64,
+    },
+    /// A heartbeat; the node answers `Pong` with the same number.
+    Ping(u64),
+    /// Asks for a [`NodeStatus`].
+    Status,
+    /// The client is leaving.
+    Goodbye,
+}
+
+/// What a node sends to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NodeMsg {
+    /// The node's nonce and its proof of the secret.
+    Challenge {
+        /// 32 random bytes.
+        nonce: ByteBuf,
+        /// HMAC-SHA256 over both nonces with the node's label.
+        proof: ByteBuf,
+    },
+    /// The handshake succeeded.
+    Welcome {
+        /// The node's name for itself.
+        node_id: String,
+        /// Its software version.
+        version: String,
+        /// Its worker slots.
+        workers: u32,
+        /// The jobs it can run.
+        jobs: Vec<JobInfo>,
+    },
+    /// The node refuses this connection, and says why.
+    Reject {
+        /// Why.
+        reason: String,
+    },
+    /// Finished jobs.
+    Done(Vec<DoneJob>),
+    /// Jobs the node gives back unrun (it is shutting down): run them elsewhere.
+    Returned(Vec<(u64, u32)>),
+    /// The answer to `Ping`.
+    Pong(u64),
+    /// The answer to `Status`.
+    Status(NodeStatus),
+    /// The node takes no new jobs; it finishes the ones it has.
+    Draining,
+    /// The node is closing the connection.
+    Goodbye,
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The length prefix is over the limit.
+    #[error("frame of {len} bytes is over the {max}-byte limit")]
+    TooLarge {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body is not a valid message.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    /// Reading or writing failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Encodes `msg` as one frame: length prefix and body in one buffer.
+pub fn encode_frame<M: Serialize>(msg: &M) -> Result<Vec<u8>, FrameError> {
+    let mut buf = vec![0u8; 4];
+    rmp_serde::encode::write(&mut buf, msg).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let len = u32::try_from(buf.len() - 4).map_err(|_| FrameError::TooLarge {
+        len: buf.len() - 4,
+        max: u32::MAX as usize,
+    })?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+/// Decodes the first frame of `buf`: `Ok(None)` if more bytes are needed,
+/// else the message and how many bytes it took.
+pub fn decode_frame<M: DeserializeOwned>(
+    buf: &[u8],
+    max: usize,
+) -> Result<Option<(M, usize)>, FrameError> {
+    let Some(header) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let Some(body) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    let msg = rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    Ok(Some((msg, 4 + len)))
+}
+
+/// Reads frames from a byte stream, growing its buffer only as far as the
+/// frame limit allows.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max: usize,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// A reader of frames of at most `max` bytes.
+    pub fn new(inner: R, max: usize) -> Self {
+        FrameReader {
+            inner,
+            buf: vec![0; 16 << 10],
+            start: 0,
+            end: 0,
+            max,
+        }
+    }
+
+    /// The next message; `Ok(None)` if the stream ended cleanly between frames.
+    pub fn read<M: DeserializeOwned>(&mut self) -> Result<Option<M>, FrameError> {
+        loop {
+            if let Some((msg, used)) = decode_frame(&self.buf[self.start..self.end], self.max)? {
+                self.start += used;
+                if self.start == self.end {
+                    (self.start, self.end) = (0, 0);
+                }
+                return Ok(Some(msg));
+            }
+            self.make_room();
+            let n = self.inner.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                return if self.start == self.end {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+            self.end += n;
+        }
+    }
+
+    /// Ensures free space after `end`: moves the partial frame to the front,
+    /// then doubles the buffer, never past one largest frame.
+    fn make_room(&mut self) {
+        if self.end < self.buf.len() {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+            return;
+        }
+        let grown = (self.buf.len() * 2)
+            .min(self.max + 4)
+            .max(self.buf.len() + 1);
+        self.buf.resize(grown, 0);
+    }
+
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn sample() -> Vec<NodeMsg> {
+        vec![
+            NodeMsg::Done(vec![DoneJob {
+                id: 7,
+                attempt: 2,
+                result: Ok(ByteBuf::from(vec![1, 2, 3])),
+                exec_ns: 99,
+            }]),
+            NodeMsg::Done(vec![DoneJob {
+                id: 8,
+                attempt: 1,
+                result: Err(JobError::new(ErrorKind::Panicked, "boom").on("n", 1)),
+                exec_ns: 1,
+            }]),
+            NodeMsg::Reject {
+                reason: "no".into(),
+            },
+            NodeMsg::Pong(3),
+        ]
+    }
+
+    #[test]
+    fn frames_round_trip_one_by_one_and_byte_by_byte() {
+        let msgs = sample();
+        let mut stream = Vec::new();
+        for m in &msgs {
+            stream.extend(encode_frame(m).unwrap());
+        }
+        // Whole stream at once.
+        let mut reader = FrameReader::new(&stream[..], DEFAULT_MAX_FRAME);
+        for m in &msgs {
+            assert_eq!(reader.read::<NodeMsg>().unwrap().as_ref(), Some(m));
+        }
+        assert!(reader.read::<NodeMsg>().unwrap().is_none());
+        // Every prefix of one frame is "need more", never an error.
+        let one = encode_frame(&msgs[0]).unwrap();
+        for cut in 0..one.len() {
+            assert!(decode_frame::<NodeMsg>(&one[..cut], 1 << 20)
+                .unwrap()
+                .is_none());
+        }
+        // A stream that arrives one byte per read.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let Some((first, rest)) = self.0.split_first() else {
+                    return Ok(0);
+                };
+                out[0] = *first;
+                self.0 = rest;
+                Ok(1)
+            }
+        }
+        let mut reader = FrameReader::new(Trickle(&stream), DEFAULT_MAX_FRAME);
+        for m in &msgs {
+            assert_eq!(reader.read::<NodeMsg>().unwrap().as_ref(), Some(m));
+        }
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_reading_the_body() {
+        let header = (u32::MAX).to_be_bytes();
+        let err = decode_frame::<NodeMsg>(&header, DEFAULT_MAX_FRAME).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { len, .. } if len == u32::MAX as usize));
+        let mut reader = FrameReader::new(&header[..], 1024);
+        assert!(matches!(
+            reader.read::<NodeMsg>(),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(reader.buf.len() < 1 << 20);
+    }
+
+    #[test]
+    fn malformed_and_truncated_frames_are_errors() {
+        let garbage = [0, 0, 0, 3, 0xc1, 0xc1, 0xc1];
+        assert!(matches!(
+            decode_frame::<NodeMsg>(&garbage, 1024),
+            Err(FrameError::Malformed(_))
+        ));
+        let frame = encode_frame(&NodeMsg::Pong(1)).unwrap();
+        let mut reader = FrameReader::new(&frame[..frame.len() - 1], 1024);
+        assert!(matches!(
+            reader.read::<NodeMsg>(),
+            Err(FrameError::Truncated)
+        ));
+        // A valid frame of the other direction's type is malformed here.
+        let wrong = encode_frame(&ClientMsg::Status).unwrap();
+        assert!(decode_frame::<NodeMsg>(&wrong, 1024).is_err());
+        // Empty body.
+        assert!(decode_frame::<NodeMsg>(&[0, 0, 0, 0], 1024).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode_frame::<ClientMsg>(&bytes, 1024);
+            let _ = decode_frame::<NodeMsg>(&bytes, 1024);
+            let mut reader = FrameReader::new(&bytes[..], 1024);
+            for _ in 0..8 {
+                if !matches!(reader.read::<ClientMsg>(), Ok(Some(_))) { break; }
+            }
+        }
+
+        #[test]
+        fn run_batches_round_trip(ids in proptest::collection::vec(0u64..u64::MAX, 0..64), args in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let msg = ClientMsg::Run(ids.iter().map(|&id| RunJob { id, attempt: 1, name: "a::b".into(), args: ByteBuf::from(args.clone()) }).collect());
+            let frame = encode_frame(&msg).unwrap();
+            let (back, used) = decode_frame::<ClientMsg>(&frame, DEFAULT_MAX_FRAME).unwrap().unwrap();
+            proptest::prop_assert_eq!(used, frame.len());
+            proptest::prop_assert_eq!(back, msg);
+        }
+    }
+}
