@@ -76,6 +76,18 @@ impl<T: Send + 'static> Cell<T> {
             .is_ok()
     }
 
+    /// Puts a started job back in the queue state (its node was lost); false
+    /// if it already ended.
+    pub(crate) fn requeue(&self) -> bool {
+        self.state
+            .compare_exchange(RUNNING, QUEUED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub(crate) fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
     /// Resolves the job with `result` unless it already ended; true if this
     /// call resolved it.
     pub(crate) fn finish(self: &Arc<Self>, result: Result<T, JobError>) -> bool {

@@ -1,5 +1,5 @@
 //! Parallel Python for Rust programs: a [`Server`] runs jobs on a local pool
-//! of worker threads and hands back a [`JobHandle`] per job.
+//! of worker threads and on `ppserver` nodes, and hands back a [`JobHandle`] per job.
 //!
 //! ```
 //! ppcore::job! {
@@ -17,13 +17,19 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `server` | [`Server`], its [`Builder`] and per-job [`Options`] |
+//! | `core` | what the server's threads share: the queue, links, stop flag; who can run a job |
+//! | `remote` | a link per node: connect, handshake, feed jobs in batches, read results, reschedule on loss |
+//! | `discovery` | UDP discovery probes and nodes that join a listening server |
 //! | `handle` | the result cell and [`JobHandle`]: wait, poll, await, cancel; [`AsCompleted`] |
 //! | `task` | the type-erased queue item and how a local worker runs it |
 //! | `tracker` | pending counts for `wait_all` / `wait_group`, outcome counters, the callback thread |
 //! | `timer` | the thread that fires job timeouts |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod core;
+mod discovery;
 mod handle;
+mod remote;
 mod server;
 mod task;
 mod timer;
@@ -31,4 +37,5 @@ mod tracker;
 
 pub use handle::{AsCompleted, JobHandle};
 pub use ppcore::{ErrorKind, Job, JobError, NodeStats, Registry, Stats};
+pub use remote::{NodeInfo, NodeState};
 pub use server::{detect_ncpus, BuildError, Builder, Options, Server};

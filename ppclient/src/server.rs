@@ -1,14 +1,17 @@
 //! `Server`: Parallel Python's `pp.Server` for Rust programs.
 
+use crate::core::Core;
 use crate::handle::{AsCompleted, Callback, Cell, JobHandle};
-use crate::task::{shutdown_error, LocalCtx, Task, TypedTask, LOCAL};
+use crate::remote::{with_port, LinkSettings, NodeInfo, NodeState};
+use crate::task::{Task, TypedTask, LOCAL};
 use crate::tracker::{Pending, Tracker};
-use crossbeam_channel::{Receiver, Sender};
-use ppcore::{DuplicateJob, Job, JobError, Pool, Registry, Stats};
+use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
+use ppcore::{DuplicateJob, ErrorKind, Job, JobError, Pool, Registry, Secret, Stats};
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Why a [`Server`] could not be built.
@@ -18,21 +21,49 @@ pub enum BuildError {
     /// Two linked jobs share a name.
     #[error(transparent)]
     DuplicateJob(#[from] DuplicateJob),
-    /// A thread could not be started.
-    #[error("could not start a thread: {0}")]
-    Thread(#[from] std::io::Error),
+    /// A thread could not be started, or the listening address bound.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Configures a [`Server`]; from [`Server::builder`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Builder {
     ncpus: Option<usize>,
     registry: Option<Registry>,
+    nodes: Vec<String>,
+    secret: Secret,
+    discover: Option<(String, SocketAddr)>,
+    listen: Option<String>,
+    node_retries: u32,
+    settings: LinkSettings,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            ncpus: None,
+            registry: None,
+            nodes: Vec::new(),
+            secret: Secret::default(),
+            discover: None,
+            listen: None,
+            node_retries: 3,
+            settings: LinkSettings {
+                secret: Secret::default(),
+                connect_timeout: Duration::from_secs(2),
+                heartbeat: Duration::from_secs(1),
+                max_prefetch: 1024,
+                max_frame: DEFAULT_MAX_FRAME,
+            },
+        }
+    }
 }
 
 impl Builder {
     /// Local worker threads. Default: the CPUs this process may use
     /// (`available_parallelism`, which honours cgroup quotas and affinity).
+    /// 0 runs everything on remote nodes.
     pub fn ncpus(mut self, n: usize) -> Self {
         self.ncpus = Some(n);
         self
@@ -44,33 +75,115 @@ impl Builder {
         self
     }
 
-    /// Starts the server's threads.
-    pub fn build(self) -> Result<Server, BuildError> {
-        let registry = match self.registry {
+    /// Remote nodes, as `host` or `host:port` (default port 60000), like pp's
+    /// `ppservers`. Nodes that are down are retried with backoff.
+    pub fn nodes<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        self.nodes
+            .extend(nodes.into_iter().map(|n| with_port(&n.into())));
+        self
+    }
+
+    /// The secret shared with the nodes.
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Secret::new(secret);
+        self
+    }
+
+    /// Finds nodes by UDP broadcast on the local network, keeping those whose
+    /// address matches `pattern` (`"*"` or like `"192.168.1.*"`), as pp's
+    /// `ppservers=("*",)`.
+    pub fn discover(self, pattern: &str) -> Self {
+        let target = SocketAddr::from(([255, 255, 255, 255], DEFAULT_PORT));
+        self.discover_via(pattern, target)
+    }
+
+    /// Like [`Builder::discover`], sending probes to `target` (a broadcast
+    /// address and port, or one node).
+    pub fn discover_via(mut self, pattern: &str, target: SocketAddr) -> Self {
+        self.discover = Some((pattern.to_owned(), target));
+        self
+    }
+
+    /// Listens on `addr` for nodes started with `ppserver --join`.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = Some(addr.into());
+        self
+    }
+
+    /// How many node losses a job may meet before it fails with
+    /// [`ErrorKind::NodeLost`] (default 3).
+    pub fn node_retries(mut self, n: u32) -> Self {
+        self.node_retries = n;
+        self
+    }
+
+    /// How often nodes are pinged; a node silent for three intervals is lost
+    /// (default 1 s).
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.settings.heartbeat = interval;
+        self
+    }
+
+    /// How long to wait for a node to accept a connection (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// Starts the server: the local pool, and a link to each node. Returns
+    /// once every node given has answered once (or a connect timeout passed).
+    pub fn build(mut self) -> Result<Server, BuildError> {
+        let registry = match self.registry.take() {
             Some(r) => r,
             None => Registry::linked()?,
         };
         let ncpus = self.ncpus.unwrap_or_else(detect_ncpus);
-        let (queue, queue_rx) = crossbeam_channel::unbounded::<Box<dyn Task>>();
-        let local = Arc::new(LocalCtx {
-            counters: Default::default(),
-            timer: OnceLock::new(),
-            stopping: Default::default(),
+        let listener = match &self.listen {
+            Some(addr) => Some(TcpListener::bind(addr.as_str())?),
+            None => None,
+        };
+        let settings = LinkSettings {
+            secret: self.secret.clone(),
+            ..self.settings.clone()
+        };
+        let open_ended = listener.is_some() || self.discover.is_some();
+        let tracker = Arc::new(Tracker::new()?);
+        let core = Arc::new(Core::new(tracker, settings, ncpus, open_ended));
+        let worker_core = Arc::clone(&core);
+        let pool = Pool::start("pp-worker", ncpus, core.queue_rx.clone(), move |task| {
+            Task::run_local(task, &worker_core.ctx)
         });
-        let ctx = Arc::clone(&local);
-        let pool = Pool::start("pp-worker", ncpus, queue_rx.clone(), move |task| {
-            Task::run_local(task, &ctx)
-        });
+        for node in &self.nodes {
+            crate::discovery::start_static(&core, node.clone());
+        }
+        let listen_addr = match listener {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                let core = Arc::clone(&core);
+                std::thread::Builder::new()
+                    .name("pp-listen".into())
+                    .spawn(move || crate::discovery::accept_joins(&core, &listener))?;
+                Some(addr)
+            }
+            None => None,
+        };
+        if let Some((pattern, target)) = self.discover.clone() {
+            let _ = crate::discovery::probe(&core, &pattern, target);
+            let core = Arc::clone(&core);
+            std::thread::Builder::new()
+                .name("pp-discover".into())
+                .spawn(move || crate::discovery::discover(&core, &pattern, target))?;
+        }
+        core.wait_first_contact(self.settings.connect_timeout + Duration::from_secs(1));
         Ok(Server {
-            tracker: Arc::new(Tracker::new()?),
-            local,
+            core,
             pool,
-            queue,
-            queue_rx,
             registry,
             groups: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             created: Instant::now(),
+            node_retries: self.node_retries,
+            listen_addr,
         })
     }
 }
@@ -85,6 +198,7 @@ pub struct Options<T> {
     callback: Option<Callback<T>>,
     group: Option<String>,
     timeout: Option<Duration>,
+    node_retries: Option<u32>,
 }
 
 impl<T> Default for Options<T> {
@@ -93,6 +207,7 @@ impl<T> Default for Options<T> {
             callback: None,
             group: None,
             timeout: None,
+            node_retries: None,
         }
     }
 }
@@ -123,28 +238,32 @@ impl<T> Options<T> {
         self.timeout = Some(timeout);
         self
     }
+
+    /// How many node losses this job may meet (default: the server's).
+    pub fn node_retries(mut self, n: u32) -> Self {
+        self.node_retries = Some(n);
+        self
+    }
 }
 
-/// Runs jobs on a local pool of worker threads.
+/// Runs jobs on a local pool of worker threads and on remote nodes.
 ///
 /// Dropping the server resolves every job that has not started with
-/// [`ErrorKind::Shutdown`](ppcore::ErrorKind::Shutdown); jobs already running
-/// finish and resolve normally. Call [`Server::wait_all`] first to let
-/// everything run.
+/// [`ErrorKind::Shutdown`]; jobs already running locally finish and resolve
+/// normally. Call [`Server::wait_all`] first to let everything run.
 pub struct Server {
-    tracker: Arc<Tracker>,
-    local: Arc<LocalCtx>,
+    core: Arc<Core>,
     pool: Pool,
-    queue: Sender<Box<dyn Task>>,
-    queue_rx: Receiver<Box<dyn Task>>,
     registry: Registry,
     groups: Mutex<HashMap<String, Arc<Pending>>>,
     next_id: AtomicU64,
     created: Instant,
+    node_retries: u32,
+    listen_addr: Option<SocketAddr>,
 }
 
 impl Server {
-    /// A builder with the defaults: every linked job, `ncpus` auto-detected.
+    /// A builder with the defaults: every linked job, `ncpus` auto-detected, no nodes.
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -154,7 +273,10 @@ impl Server {
         self.submit_with(job, args, Options::new())
     }
 
-    /// Submits `job` with a callback, group or timeout.
+    /// Submits `job` with a callback, group, timeout or retry limit.
+    ///
+    /// If no local worker and no node can run it, the handle resolves at
+    /// once with [`ErrorKind::UnknownJob`] saying why.
     pub fn submit_with<J: Job>(
         &self,
         _job: J,
@@ -162,20 +284,26 @@ impl Server {
         options: Options<J::Output>,
     ) -> JobHandle<J::Output> {
         let group = options.group.map(|name| self.group(name));
-        let cell = Cell::new(Arc::clone(&self.tracker), group, options.callback);
+        let tracker = Arc::clone(&self.core.tracker);
+        let cell = Cell::new(tracker, group, options.callback);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.tracker.submitted.fetch_add(1, Ordering::Relaxed);
+        self.core.tracker.submitted.fetch_add(1, Ordering::Relaxed);
         let handle = JobHandle::new(Arc::clone(&cell), id);
+        if let Err(reason) = self.core.runnable((J::NAME, J::SIGNATURE)) {
+            cell.finish(Err(JobError::new(ErrorKind::UnknownJob, reason)));
+            return handle;
+        }
         let task = Box::new(TypedTask::<J> {
+            id,
             args,
             cell,
             timeout: options.timeout,
+            max_losses: options.node_retries.unwrap_or(self.node_retries),
+            attempt: 0,
+            lost_on: Vec::new(),
             job: PhantomData,
         });
-        if let Err(returned) = self.queue.send(task) {
-            // Cannot happen while `self` holds the receiver; resolve rather than lose.
-            returned.into_inner().abandon(shutdown_error());
-        }
+        self.core.requeue(task);
         handle
     }
 
@@ -207,12 +335,13 @@ impl Server {
 
     /// Waits until every job submitted so far has resolved.
     pub fn wait_all(&self) {
-        self.tracker.pending.wait_zero(None);
+        self.core.tracker.pending.wait_zero(None);
     }
 
     /// Like [`Server::wait_all`] but gives up after `timeout`; true if all resolved.
     pub fn wait_all_timeout(&self, timeout: Duration) -> bool {
-        self.tracker
+        self.core
+            .tracker
             .pending
             .wait_zero(Some(Instant::now() + timeout))
     }
@@ -222,8 +351,9 @@ impl Server {
         self.pool.workers()
     }
 
-    /// Resizes the local pool; 0 stops local execution.
+    /// Resizes the local pool; 0 leaves all work to the nodes.
     pub fn set_ncpus(&self, n: usize) {
+        self.core.ncpus.store(n, Ordering::Release);
         self.pool.set_workers(n);
     }
 
@@ -232,11 +362,38 @@ impl Server {
         &self.registry
     }
 
-    /// The statistics as data.
+    /// Every node this server knows, with its state.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.core.nodes()
+    }
+
+    /// The names of the nodes connected now.
+    pub fn active_nodes(&self) -> Vec<String> {
+        self.nodes()
+            .into_iter()
+            .filter(|n| matches!(n.state, NodeState::Up { .. }))
+            .map(|n| n.name)
+            .collect()
+    }
+
+    /// The address nodes join at, when the server listens.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen_addr
+    }
+
+    /// The statistics as data: the local pool first, then each node.
     pub fn stats(&self) -> Stats {
-        let [submitted, succeeded, failed, cancelled, timed_out, shut_down] = self.tracker.counts();
+        let tracker = &self.core.tracker;
+        let [submitted, succeeded, failed, cancelled, timed_out, shut_down] = tracker.counts();
+        let mut nodes = vec![self.core.ctx.local.snapshot(LOCAL, self.ncpus())];
+        nodes.extend(
+            self.core
+                .links()
+                .iter()
+                .map(|l| l.counters.snapshot(&l.name, l.workers())),
+        );
         Stats {
-            nodes: vec![self.local.counters.snapshot(LOCAL, self.ncpus())],
+            nodes,
             elapsed: self.created.elapsed(),
             active: submitted - (succeeded + failed + cancelled + timed_out + shut_down),
             ncpus: self.ncpus(),
@@ -246,7 +403,7 @@ impl Server {
             cancelled,
             timed_out,
             shut_down,
-            retried: self.tracker.retried.load(Ordering::Relaxed),
+            retried: tracker.retried.load(Ordering::Relaxed),
         }
     }
 
@@ -266,11 +423,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.local.stopping.store(true, Ordering::Release);
         self.pool.set_workers(0);
-        while let Ok(task) = self.queue_rx.try_recv() {
-            task.abandon(shutdown_error());
-        }
+        self.core.stop();
     }
 }
 
@@ -278,7 +432,7 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("ncpus", &self.ncpus())
-            .field("jobs", &self.registry.len())
+            .field("nodes", &self.nodes())
             .finish()
     }
 }

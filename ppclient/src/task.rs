@@ -1,73 +1,167 @@
-//! A queued job, type-erased so that one queue holds jobs of every type.
+//! A queued job, type-erased so that one queue holds jobs of every type, and
+//! what it takes to run one locally or hand it to a node.
 
 use crate::handle::Cell;
 use crate::timer::{Expire, Timer};
 use ppcore::{ErrorKind, Job, JobError, NodeCounters};
+use serde_bytes::ByteBuf;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The name the local pool goes by in errors and stats.
 pub(crate) const LOCAL: &str = "local";
 
-/// What a worker needs besides the job itself.
-pub(crate) struct LocalCtx {
-    pub(crate) counters: NodeCounters,
-    pub(crate) timer: OnceLock<Timer>,
-    pub(crate) stopping: std::sync::atomic::AtomicBool,
+/// What running a job needs besides the job itself.
+#[derive(Default)]
+pub(crate) struct RunCtx {
+    pub(crate) local: NodeCounters,
+    timer: OnceLock<Timer>,
+    stopping: AtomicBool,
 }
 
-impl LocalCtx {
+impl RunCtx {
     pub(crate) fn stopping(&self) -> bool {
-        self.stopping.load(std::sync::atomic::Ordering::Acquire)
+        self.stopping.load(Ordering::Acquire)
     }
 
-    /// The timer, started on first use: most programs never set a timeout.
-    pub(crate) fn timer(&self) -> Option<&Timer> {
-        if let Some(t) = self.timer.get() {
-            return Some(t);
-        }
-        match Timer::start() {
-            Ok(t) => Some(self.timer.get_or_init(|| t)),
-            Err(_) => None,
-        }
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
     }
+
+    /// Arranges for `cell` to time out after `timeout`. The timer thread is
+    /// started on first use: most programs never set a timeout.
+    fn arm<T: Send + 'static>(&self, cell: &Arc<Cell<T>>, timeout: Duration) {
+        let timer = match self.timer.get() {
+            Some(t) => t,
+            None => match Timer::start() {
+                Ok(t) => self.timer.get_or_init(|| t),
+                Err(_) => return,
+            },
+        };
+        let cell: Arc<dyn Expire> = cell.clone();
+        timer.schedule(Instant::now() + timeout, Arc::downgrade(&cell));
+    }
+}
+
+/// A job to start on a node.
+pub(crate) struct Dispatch {
+    pub(crate) attempt: u32,
+    pub(crate) args: ByteBuf,
 }
 
 /// A job waiting in the queue.
 pub(crate) trait Task: Send {
+    /// The job's id.
+    fn id(&self) -> u64;
+    /// The job's name and signature.
+    fn job(&self) -> (&'static str, &'static str);
     /// Runs the job on this thread and resolves its handle.
-    fn run_local(self: Box<Self>, ctx: &LocalCtx);
+    fn run_local(self: Box<Self>, ctx: &RunCtx);
+    /// Marks the job running on a node and encodes its arguments; `None` if
+    /// it ended meanwhile (cancelled) or cannot be encoded (then resolved).
+    fn dispatch(&mut self, ctx: &RunCtx) -> Option<Dispatch>;
+    /// Resolves the handle with a node's answer.
+    fn complete(self: Box<Self>, result: Result<ByteBuf, JobError>, node: &str);
+    /// Puts a dispatched job back in line; `lost` counts against its retries.
+    /// `None` if it ended meanwhile or its retries ran out (then resolved).
+    fn retry(self: Box<Self>, node: &str, lost: bool) -> Option<Box<dyn Task>>;
     /// Resolves the handle with `err` without running the job.
     fn abandon(self: Box<Self>, err: JobError);
 }
 
 /// The queue item for job `J`.
 pub(crate) struct TypedTask<J: Job> {
+    pub(crate) id: u64,
     pub(crate) args: J::Args,
     pub(crate) cell: Arc<Cell<J::Output>>,
     pub(crate) timeout: Option<Duration>,
+    /// Node losses this job may survive before it fails with `NodeLost`.
+    pub(crate) max_losses: u32,
+    pub(crate) attempt: u32,
+    /// Nodes lost while they ran this job.
+    pub(crate) lost_on: Vec<String>,
     pub(crate) job: PhantomData<fn() -> J>,
 }
 
 impl<J: Job> Task for TypedTask<J> {
-    fn run_local(self: Box<Self>, ctx: &LocalCtx) {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn job(&self) -> (&'static str, &'static str) {
+        (J::NAME, J::SIGNATURE)
+    }
+
+    fn run_local(mut self: Box<Self>, ctx: &RunCtx) {
         if ctx.stopping() {
             return self.abandon(shutdown_error());
         }
         if !self.cell.start() {
             return; // cancelled while queued
         }
+        self.attempt += 1;
         if let Some(timeout) = self.timeout {
-            if let Some(timer) = ctx.timer() {
-                let cell: Arc<dyn Expire> = self.cell.clone();
-                timer.schedule(Instant::now() + timeout, Arc::downgrade(&cell));
-            }
+            ctx.arm(&self.cell, timeout);
         }
         let started = Instant::now();
-        let result = ppcore::run_caught::<J>(self.args).map_err(|e| e.on(LOCAL, 1));
-        ctx.counters.record(started.elapsed(), result.is_err());
+        let result = ppcore::run_caught::<J>(self.args).map_err(|e| e.on(LOCAL, self.attempt));
+        ctx.local.record(started.elapsed(), result.is_err());
         self.cell.finish(result);
+    }
+
+    fn dispatch(&mut self, ctx: &RunCtx) -> Option<Dispatch> {
+        if !self.cell.start() {
+            return None;
+        }
+        match ppcore::encode(&self.args) {
+            Ok(args) => {
+                self.attempt += 1;
+                if let Some(timeout) = self.timeout {
+                    ctx.arm(&self.cell, timeout);
+                }
+                Some(Dispatch {
+                    attempt: self.attempt,
+                    args: ByteBuf::from(args),
+                })
+            }
+            Err(e) => {
+                self.cell.finish(Err(e));
+                None
+            }
+        }
+    }
+
+    fn complete(self: Box<Self>, result: Result<ByteBuf, JobError>, node: &str) {
+        let result = result.and_then(|bytes| {
+            ppcore::decode::<J::Output>(&bytes).map_err(|e| e.on(node, self.attempt))
+        });
+        self.cell.finish(result);
+    }
+
+    fn retry(mut self: Box<Self>, node: &str, lost: bool) -> Option<Box<dyn Task>> {
+        if lost {
+            self.lost_on.push(node.to_owned());
+        }
+        if self.lost_on.len() as u32 >= self.max_losses.max(1) {
+            let err = JobError::new(
+                ErrorKind::NodeLost,
+                format!(
+                    "lost {} node(s) while they ran the job: {}",
+                    self.lost_on.len(),
+                    self.lost_on.join(", ")
+                ),
+            )
+            .on(node, self.attempt);
+            self.cell.finish(Err(err));
+            return None;
+        }
+        if !self.cell.requeue() {
+            return None; // it ended meanwhile (timed out, cancelled)
+        }
+        self.cell.tracker().retried.fetch_add(1, Ordering::Relaxed);
+        Some(self)
     }
 
     fn abandon(self: Box<Self>, err: JobError) {

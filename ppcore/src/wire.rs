@@ -18,6 +18,24 @@ pub const DEFAULT_PORT: u16 = 60000;
 /// The default largest frame, in bytes.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 
+/// What a client broadcasts (UDP) to find nodes.
+pub const DISCOVERY_PROBE: &[u8] = b"pp-discover 1";
+const DISCOVERY_REPLY: &str = "pp-node 1 ";
+
+/// A node's answer to a discovery probe: its TCP port.
+pub fn discovery_reply(port: u16) -> String {
+    format!("{DISCOVERY_REPLY}{port}")
+}
+
+/// The TCP port in a node's discovery answer; `None` for anything else.
+pub fn parse_discovery_reply(bytes: &[u8]) -> Option<u16> {
+    std::str::from_utf8(bytes)
+        .ok()?
+        .strip_prefix(DISCOVERY_REPLY)?
+        .parse()
+        .ok()
+}
+
 /// A job a node can run: its name and signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobInfo {
@@ -209,6 +227,7 @@ pub struct FrameReader<R> {
     start: usize,
     end: usize,
     max: usize,
+    deadline: Option<std::time::Instant>,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -220,7 +239,20 @@ impl<R: Read> FrameReader<R> {
             start: 0,
             end: 0,
             max,
+            deadline: None,
         }
+    }
+
+    /// Changes the largest frame accepted from now on.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    /// Fails reads that would go on past `deadline` (checked between the
+    /// reads of the stream, so a trickling peer cannot stretch a frame forever;
+    /// a blocking stream also needs its own read timeout).
+    pub fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.deadline = deadline;
     }
 
     /// The next message; `Ok(None)` if the stream ended cleanly between frames.
@@ -232,6 +264,12 @@ impl<R: Read> FrameReader<R> {
                     (self.start, self.end) = (0, 0);
                 }
                 return Ok(Some(msg));
+            }
+            if self
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+            {
+                return Err(FrameError::Io(io::ErrorKind::TimedOut.into()));
             }
             self.make_room();
             let n = self.inner.read(&mut self.buf[self.end..])?;
@@ -364,6 +402,16 @@ mod tests {
         assert!(decode_frame::<NodeMsg>(&wrong, 1024).is_err());
         // Empty body.
         assert!(decode_frame::<NodeMsg>(&[0, 0, 0, 0], 1024).is_err());
+    }
+
+    #[test]
+    fn discovery_reply_round_trips() {
+        assert_eq!(
+            parse_discovery_reply(discovery_reply(60000).as_bytes()),
+            Some(60000)
+        );
+        assert_eq!(parse_discovery_reply(b"pp-node 1 99999"), None);
+        assert_eq!(parse_discovery_reply(b"\xff\xfe"), None);
     }
 
     proptest::proptest! {

@@ -1,0 +1,139 @@
+//! A node's configuration and its command line.
+
+use clap::Parser;
+use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
+use ppcore::Secret;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a node runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The address to listen on.
+    pub interface: IpAddr,
+    /// The TCP port (and UDP port for discovery); 0 picks a free one.
+    pub port: u16,
+    /// Worker threads.
+    pub workers: usize,
+    /// The shared secret; empty is allowed on loopback only.
+    pub secret: Secret,
+    /// Exit after this long without a connection.
+    pub idle_timeout: Option<Duration>,
+    /// Answer discovery probes on UDP.
+    pub discovery: bool,
+    /// Dial a client that listens (`Server::builder().listen(..)`) instead of waiting.
+    pub join: Option<String>,
+    /// Most connections at once; more are refused with a reason.
+    pub max_connections: usize,
+    /// Time a new connection has to authenticate.
+    pub handshake_timeout: Duration,
+    /// Largest frame accepted.
+    pub max_frame: usize,
+    /// How long a stopping node lets running jobs finish.
+    pub grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interface: IpAddr::from([127, 0, 0, 1]),
+            port: DEFAULT_PORT,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            secret: Secret::default(),
+            idle_timeout: None,
+            discovery: false,
+            join: None,
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(5),
+            max_frame: DEFAULT_MAX_FRAME,
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// The node's name for itself: `host:port`-like, for logs and errors.
+    pub(crate) fn node_id(&self) -> String {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| self.interface.to_string());
+        format!("{host}:{}", self.port)
+    }
+}
+
+/// The `ppserver` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ppserver",
+    version,
+    about = "A node of the pp job cluster: runs jobs for clients"
+)]
+pub struct Cli {
+    /// TCP port to listen on (and UDP port for --discovery); 0 picks a free one.
+    #[arg(short, long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(short, long, default_value = "0.0.0.0")]
+    pub interface: IpAddr,
+    /// Worker threads (default: the CPUs this process may use).
+    #[arg(short, long)]
+    pub workers: Option<usize>,
+    /// File holding the shared secret.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// The shared secret from the environment.
+    #[arg(long, env = "PP_SECRET", hide_env_values = true)]
+    pub secret_env: Option<String>,
+    /// The shared secret itself (visible in `ps`: prefer --secret-file or PP_SECRET).
+    #[arg(short, long)]
+    pub secret: Option<String>,
+    /// Exit after this many seconds without a client connection.
+    #[arg(short = 't', long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Answer discovery probes by UDP broadcast (clients' `discover("*")`).
+    #[arg(short = 'a', long)]
+    pub discovery: bool,
+    /// Dial a client that listens, at HOST:PORT, and serve it.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join: Option<String>,
+    /// Most client connections at once.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+    /// Seconds a stopping node lets running jobs finish.
+    #[arg(long, default_value_t = 30)]
+    pub grace: u64,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+impl Cli {
+    /// The configuration this command line asks for.
+    pub fn config(&self) -> Result<Config, std::io::Error> {
+        let secret = match (&self.secret_file, &self.secret_env, &self.secret) {
+            (Some(path), _, _) => Secret::new(std::fs::read(path)?),
+            (None, Some(env), _) => Secret::new(env),
+            (None, None, Some(s)) => {
+                tracing::warn!("--secret shows in `ps`; prefer --secret-file or PP_SECRET");
+                Secret::new(s)
+            }
+            (None, None, None) => Secret::default(),
+        };
+        let defaults = Config::default();
+        Ok(Config {
+            interface: self.interface,
+            port: self.port,
+            workers: self.workers.unwrap_or(defaults.workers),
+            secret,
+            idle_timeout: self.idle_timeout.map(Duration::from_secs),
+            discovery: self.discovery,
+            join: self.join.clone(),
+            max_connections: self.max_connections,
+            grace: Duration::from_secs(self.grace),
+            ..defaults
+        })
+    }
+}

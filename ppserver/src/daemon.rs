@@ -1,0 +1,314 @@
+//! The daemon: listener, workers, discovery, `--join`, idle timeout and the
+//! graceful stop, wired around the shared [`Node`].
+
+use crate::config::{Cli, Config};
+use crate::node::{Node, NodeJob};
+use ppcore::wire::{discovery_reply, NodeMsg, DISCOVERY_PROBE};
+use ppcore::{Pool, Registry};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// An empty secret beyond loopback would let anyone run jobs here.
+    #[error("refusing to listen on {0} without a secret: set PP_SECRET or --secret-file, or listen on 127.0.0.1")]
+    NoSecret(std::net::IpAddr),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another I/O failure at start.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A running node. [`Running::stop`] begins the graceful stop;
+/// [`Running::wait`] returns once the node has stopped.
+pub struct Running {
+    node: Arc<Node>,
+    addr: SocketAddr,
+    stop: Arc<Stop>,
+    _pool: Pool,
+}
+
+/// The stop request, shared by whoever may ask for it.
+#[derive(Default)]
+struct Stop {
+    asked: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Stop {
+    fn ask(&self) {
+        *self.asked.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    fn asked(&self) -> bool {
+        *self.asked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleeps up to `d`; true if a stop was asked.
+    fn sleep(&self, d: Duration) -> bool {
+        let guard = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, d, |asked| !*asked)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+/// Starts a node: binds, starts the workers and the accept loop, and returns.
+pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> {
+    if config.secret.is_empty() && !config.interface.is_loopback() {
+        return Err(ServeError::NoSecret(config.interface));
+    }
+    let addr = SocketAddr::new(config.interface, config.port);
+    let listener = TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    let addr = listener.local_addr()?;
+    let config = Config {
+        port: addr.port(),
+        ..config
+    };
+    let (queue, queue_rx) = crossbeam_channel::unbounded::<NodeJob>();
+    let workers = config.workers;
+    let node = Arc::new(Node::new(config, registry, queue));
+    let worker_node = Arc::clone(&node);
+    let pool = Pool::start("pp-node-worker", workers, queue_rx, move |job| {
+        worker_node.run(job)
+    });
+    let stop = Arc::new(Stop::default());
+    spawn("pp-accept", {
+        let (node, stop) = (Arc::clone(&node), Arc::clone(&stop));
+        move || accept_loop(&listener, &node, &stop)
+    })?;
+    if node.config.discovery {
+        let socket = UdpSocket::bind(addr)?;
+        let (node, stop) = (Arc::clone(&node), Arc::clone(&stop));
+        spawn("pp-discovery", move || discovery(&socket, &node, &stop))?;
+    }
+    if let Some(target) = node.config.join.clone() {
+        let (node, stop) = (Arc::clone(&node), Arc::clone(&stop));
+        spawn("pp-join", move || join(&target, &node, &stop))?;
+    }
+    if let Some(limit) = node.config.idle_timeout {
+        let (node, stop) = (Arc::clone(&node), Arc::clone(&stop));
+        spawn("pp-idle", move || idle_watch(limit, &node, &stop))?;
+    }
+    Ok(Running {
+        node,
+        addr,
+        stop,
+        _pool: pool,
+    })
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+}
+
+impl Running {
+    /// The address the node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Asks the node to stop: no new jobs, running jobs finish, the rest go
+    /// back to their clients.
+    pub fn stop(&self) {
+        self.stop.ask();
+    }
+
+    /// A function that asks this node to stop, for signal handlers and the like.
+    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+        let stop = Arc::clone(&self.stop);
+        move || stop.ask()
+    }
+
+    /// Waits for a stop request, then drains and stops.
+    pub fn wait(self) {
+        {
+            let guard = self.stop.asked.lock().unwrap_or_else(|e| e.into_inner());
+            let _guard = self
+                .stop
+                .cv
+                .wait_while(guard, |asked| !*asked)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        self.drain();
+    }
+
+    fn drain(&self) {
+        let node = &self.node;
+        node.draining.store(true, Ordering::Release);
+        // Wake the accept loop so it sees the stop.
+        let wake = match self.addr {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], a.port()))
+            }
+            a => a,
+        };
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
+        for out in node.outs() {
+            out.send(&NodeMsg::Draining);
+        }
+        let quiet = node.wait_quiet(node.config.grace);
+        if !quiet {
+            tracing::warn!("grace period over with jobs still running");
+        }
+        for out in node.outs() {
+            out.send(&NodeMsg::Goodbye);
+            out.close();
+        }
+        tracing::info!("stopped");
+    }
+}
+
+fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
+    for stream in listener.incoming() {
+        if stop.asked() {
+            return;
+        }
+        match stream {
+            Ok(stream) => {
+                let node = Arc::clone(node);
+                let spawned = spawn("pp-conn", move || crate::conn::serve(&node, stream));
+                if let Err(e) = spawned {
+                    tracing::warn!("cannot start a connection thread: {e}");
+                }
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Answers discovery probes with this node's TCP port. Anything else is ignored.
+fn discovery(socket: &UdpSocket, node: &Node, stop: &Stop) {
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = socket.set_broadcast(true);
+    let reply = discovery_reply(node.config.port);
+    let mut buf = [0u8; 512];
+    while !stop.asked() {
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) if &buf[..n] == DISCOVERY_PROBE => {
+                if let Err(e) = socket.send_to(reply.as_bytes(), from) {
+                    tracing::debug!(%from, "discovery reply failed: {e}");
+                }
+            }
+            Ok((n, from)) => tracing::debug!(%from, "ignored {n} bytes on the discovery port"),
+            Err(_) => {} // timeout: look at the stop flag again
+        }
+    }
+}
+
+/// Dials a listening client and serves it, again and again with capped backoff.
+fn join(target: &str, node: &Arc<Node>, stop: &Stop) {
+    let mut backoff = Duration::from_millis(100);
+    while !stop.asked() {
+        let connected = resolve(target).and_then(|a| {
+            TcpStream::connect_timeout(&a, Duration::from_secs(2)).map_err(|e| e.to_string())
+        });
+        match connected {
+            Ok(stream) => {
+                tracing::info!(target, "joined");
+                backoff = Duration::from_millis(100);
+                crate::conn::serve(node, stream);
+            }
+            Err(e) => tracing::debug!(target, "cannot join: {e}"),
+        }
+        if stop.sleep(backoff) {
+            return;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn resolve(target: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    target
+        .to_socket_addrs()
+        .map_err(|e| format!("{target}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{target}: no address"))
+}
+
+fn idle_watch(limit: Duration, node: &Node, stop: &Stop) {
+    let tick = (limit / 10).clamp(Duration::from_millis(10), Duration::from_millis(500));
+    while !stop.sleep(tick) {
+        if node.idle_for().is_some_and(|idle| idle >= limit) {
+            tracing::info!("no client for {limit:?}: exiting");
+            stop.ask();
+        }
+    }
+}
+
+/// The whole `ppserver` program, with the jobs of `registry`: parses the
+/// command line, logs, starts, prints one line when ready, stops on SIGINT
+/// or SIGTERM. Build your own node binary with your jobs by calling this
+/// from `main`.
+pub fn main_with(registry: Registry) -> ExitCode {
+    use clap::Parser;
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(&cli, registry) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ppserver: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli, registry: Registry) -> anyhow::Result<()> {
+    let config = cli.config()?;
+    let jobs = registry.len();
+    let running = start(config, registry)?;
+    let stopper = running.stopper();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    spawn("pp-signals", move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!("signal {sig}: stopping");
+            stopper();
+        }
+    })?;
+    let started = Instant::now();
+    let mut stdout = std::io::stdout();
+    writeln!(
+        stdout,
+        "ppserver {} ready on {} with {} workers and {jobs} jobs",
+        crate::VERSION,
+        running.local_addr(),
+        running.node.config.workers,
+    )?;
+    stdout.flush()?;
+    tracing::debug!("ready after {:?}", started.elapsed());
+    running.wait();
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! What every connection of a node shares: the registry, the job queue and
+//! its workers, the counters, the open connections, and the shutdown state.
+
+use crate::out::Out;
+use crate::Config;
+use crossbeam_channel::Sender;
+use ppcore::wire::{DoneJob, JobInfo, NodeMsg, NodeStatus};
+use ppcore::{ErrorKind, JobError, Registry};
+use serde_bytes::ByteBuf;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// A job waiting for a worker.
+pub(crate) struct NodeJob {
+    pub(crate) id: u64,
+    pub(crate) attempt: u32,
+    pub(crate) run: fn(&[u8]) -> Result<Vec<u8>, JobError>,
+    pub(crate) args: ByteBuf,
+    pub(crate) out: Arc<Out>,
+}
+
+pub(crate) struct Node {
+    pub(crate) config: Config,
+    pub(crate) registry: Registry,
+    pub(crate) jobs: Vec<JobInfo>,
+    pub(crate) node_id: String,
+    queue: Sender<NodeJob>,
+    started: Instant,
+    done: AtomicU64,
+    failed: AtomicU64,
+    active: AtomicU64,
+    next_conn: AtomicU64,
+    conns: Mutex<HashMap<u64, Arc<Out>>>,
+    /// Set when the node stops taking jobs (SIGTERM, idle timeout).
+    pub(crate) draining: AtomicBool,
+    /// When the last connection closed (or the node started).
+    idle_since: Mutex<Option<Instant>>,
+    /// Wakes whoever waits for the running jobs to end.
+    quiet: (Mutex<()>, Condvar),
+}
+
+impl Node {
+    pub(crate) fn new(config: Config, registry: Registry, queue: Sender<NodeJob>) -> Self {
+        let jobs = registry
+            .entries()
+            .map(|e| JobInfo {
+                name: e.name.to_owned(),
+                signature: e.signature.to_owned(),
+            })
+            .collect();
+        Node {
+            node_id: config.node_id(),
+            config,
+            registry,
+            jobs,
+            queue,
+            started: Instant::now(),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            next_conn: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            idle_since: Mutex::new(Some(Instant::now())),
+            quiet: (Mutex::new(()), Condvar::new()),
+        }
+    }
+
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Registers a connection; `None` if the node is at its connection limit.
+    pub(crate) fn open(&self, out: &Arc<Out>) -> Option<u64> {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if conns.len() >= self.config.max_connections {
+            return None;
+        }
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        conns.insert(id, Arc::clone(out));
+        *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Some(id)
+    }
+
+    pub(crate) fn close(&self, id: u64) {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.remove(&id);
+        if conns.is_empty() {
+            *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+    }
+
+    /// How long the node has had no connection, if it has none.
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        self.idle_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    /// Every open connection's writer.
+    pub(crate) fn outs(&self) -> Vec<Arc<Out>> {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.values().cloned().collect()
+    }
+
+    /// Queues jobs sent by one client; jobs this node does not know, or that
+    /// arrive while it drains, are answered at once.
+    pub(crate) fn submit(&self, jobs: Vec<ppcore::wire::RunJob>, out: &Arc<Out>) {
+        let mut returned = Vec::new();
+        for job in jobs {
+            if self.draining() {
+                returned.push((job.id, job.attempt));
+                continue;
+            }
+            let Some(entry) = self.registry.get(&job.name) else {
+                let err = JobError::new(
+                    ErrorKind::UnknownJob,
+                    format!("node {} has no job named `{}`", self.node_id, job.name),
+                );
+                out.send_done(DoneJob {
+                    id: job.id,
+                    attempt: job.attempt,
+                    result: Err(err),
+                    exec_ns: 0,
+                });
+                continue;
+            };
+            self.active.fetch_add(1, Ordering::AcqRel);
+            let queued = NodeJob {
+                id: job.id,
+                attempt: job.attempt,
+                run: entry.run,
+                args: job.args,
+                out: Arc::clone(out),
+            };
+            if let Err(e) = self.queue.send(queued) {
+                // The workers are gone: the node is stopping.
+                let job = e.into_inner();
+                self.active.fetch_sub(1, Ordering::AcqRel);
+                returned.push((job.id, job.attempt));
+            }
+        }
+        if !returned.is_empty() {
+            out.send(&NodeMsg::Returned(returned));
+        }
+    }
+
+    /// Runs one job on this worker thread and sends its result.
+    pub(crate) fn run(&self, job: NodeJob) {
+        if job.out.is_closed() || job.out.cancelled(job.id) {
+            // Nobody is waiting for it any more.
+        } else if self.draining() {
+            job.out
+                .send(&NodeMsg::Returned(vec![(job.id, job.attempt)]));
+        } else {
+            let started = Instant::now();
+            let result = (job.run)(&job.args)
+                .map(ByteBuf::from)
+                .map_err(|e| e.on(&self.node_id, job.attempt));
+            let exec_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.done.fetch_add(1, Ordering::Relaxed);
+            if result.is_err() {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            job.out.send_done(DoneJob {
+                id: job.id,
+                attempt: job.attempt,
+                result,
+                exec_ns,
+            });
+        }
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _guard = self.quiet.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.quiet.1.notify_all();
+        }
+    }
+
+    /// Waits until no job runs or is queued, or `grace` passes; true if quiet.
+    pub(crate) fn wait_quiet(&self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        let mut guard = self.quiet.0.lock().unwrap_or_else(|e| e.into_inner());
+        while self.active.load(Ordering::Acquire) > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = self
+                .quiet
+                .1
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    pub(crate) fn welcome(&self) -> NodeMsg {
+        NodeMsg::Welcome {
+            node_id: self.node_id.clone(),
+            version: crate::VERSION.to_owned(),
+            workers: self.config.workers as u32,
+            jobs: self.jobs.clone(),
+        }
+    }
+
+    pub(crate) fn status(&self) -> NodeStatus {
+        NodeStatus {
+            version: crate::VERSION.to_owned(),
+            workers: self.config.workers as u32,
+            jobs: self.jobs.clone(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            connections: self.conns.lock().map_or(0, |c| c.len() as u32),
+            jobs_done: self.done.load(Ordering::Relaxed),
+            jobs_failed: self.failed.load(Ordering::Relaxed),
+            jobs_active: self.active.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! A client Server with real ppserver nodes on loopback.
+
+mod common;
+
+use common::{close, eventually, maclaurin_64, Node, SECRET};
+use ppclient::{ErrorKind, NodeState, Server};
+use std::time::{Duration, Instant};
+
+fn remote_only(nodes: &[&Node]) -> Server {
+    Server::builder()
+        .ncpus(0)
+        .secret(SECRET)
+        .nodes(nodes.iter().map(|n| n.name()))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn maclaurin_over_two_nodes_is_exact_and_both_nodes_work() {
+    let (a, b) = (
+        Node::start(&["--workers", "2"]),
+        Node::start(&["--workers", "2"]),
+    );
+    let server = remote_only(&[&a, &b]);
+    assert_eq!(server.active_nodes().len(), 2);
+    let (sum, exact) = maclaurin_64(&server, 4_000_000);
+    assert!(close(sum, exact), "{sum} vs {exact}");
+    let stats = server.stats();
+    let rows: Vec<_> = stats
+        .nodes
+        .iter()
+        .map(|n| (n.node.as_str(), n.jobs))
+        .collect();
+    assert_eq!(rows[0], ("local", 0));
+    assert_eq!(rows.iter().map(|r| r.1).sum::<u64>(), 64, "{rows:?}");
+    for node in [&a, &b] {
+        let row = stats.nodes.iter().find(|n| n.node == node.name()).unwrap();
+        assert!(row.jobs > 0, "{} ran nothing: {rows:?}", node.name());
+    }
+    assert!(stats.to_string().contains(&a.name()));
+}
+
+#[test]
+fn local_and_remote_mixed() {
+    let a = Node::start(&["--workers", "1"]);
+    let server = Server::builder()
+        .ncpus(1)
+        .secret(SECRET)
+        .nodes([a.name()])
+        .build()
+        .unwrap();
+    let (sum, exact) = maclaurin_64(&server, 2_000_000);
+    assert!(close(sum, exact));
+    let out: Vec<u64> = server
+        .map(jobs::echo_u64, (0..2_000).map(|i| (i,)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(out, (0..2_000).collect::<Vec<_>>());
+    let s = server.stats();
+    assert_eq!(s.nodes.len(), 2);
+    assert_eq!(s.nodes[0].jobs + s.nodes[1].jobs, 2_064);
+    assert!(s.nodes[1].jobs > 0, "the node took part");
+}
+
+#[test]
+fn errors_and_panics_come_back_typed_from_a_node() {
+    let a = Node::start(&[]);
+    let server = remote_only(&[&a]);
+    let err = server
+        .submit(jobs::panic, ("far away".into(),))
+        .wait()
+        .unwrap_err();
+    assert_eq!(
+        (err.kind, err.message.as_str()),
+        (ErrorKind::Panicked, "far away")
+    );
+    assert_eq!(err.attempt, 1);
+    assert!(err.node.is_some());
+    let err = server
+        .submit(jobs::fail, ("nope".into(),))
+        .wait()
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Failed);
+    assert_eq!(server.submit(jobs::sum_primes, (100,)).wait(), Ok(1060));
+}
+
+#[test]
+fn wrong_secret_is_a_clear_error_within_a_second() {
+    let a = Node::start(&[]);
+    let started = Instant::now();
+    let server = Server::builder()
+        .ncpus(0)
+        .secret("not the secret")
+        .nodes([a.name()])
+        .build()
+        .unwrap();
+    let err = server.submit(jobs::echo_u64, (1,)).wait().unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.kind, ErrorKind::UnknownJob);
+    assert!(err.message.contains(&a.name()), "{err}");
+    assert!(err.message.contains("authentication failed"), "{err}");
+    let NodeState::Failed { reason } = &server.nodes()[0].state else {
+        panic!("{:?}", server.nodes())
+    };
+    assert!(reason.contains("authentication failed"), "{reason}");
+}
+
+#[test]
+fn unknown_job_fails_at_submit() {
+    ppcore::job! {
+        /// Only this test binary knows it.
+        fn not_on_nodes(x: u64) -> u64 { x }
+    }
+    let a = Node::start(&[]);
+    let server = remote_only(&[&a]);
+    let h = server.submit(not_on_nodes, (1,));
+    assert!(h.is_finished(), "resolved at submit");
+    let err = h.wait().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::UnknownJob);
+    assert!(err.message.contains("not_on_nodes"), "{err}");
+}
+
+#[test]
+fn node_that_starts_after_the_client_is_picked_up() {
+    // Reserve a port, free it, and start the node on it later.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server::builder()
+        .ncpus(0)
+        .secret(SECRET)
+        .nodes([format!("127.0.0.1:{port}")])
+        .connect_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert!(matches!(server.nodes()[0].state, NodeState::Down { .. }));
+    let h = server.submit(jobs::echo_u64, (5,));
+    let _node = Node::start(&["--port", &port.to_string()]);
+    assert_eq!(h.wait_timeout(Duration::from_secs(20)).unwrap(), Ok(5));
+    assert_eq!(server.active_nodes(), vec![format!("127.0.0.1:{port}")]);
+}
+
+#[test]
+fn join_dials_a_listening_client() {
+    let server = Server::builder()
+        .ncpus(0)
+        .secret(SECRET)
+        .listen("127.0.0.1:0")
+        .build()
+        .unwrap();
+    let addr = server.listen_addr().unwrap().to_string();
+    let _node = Node::start(&["--join", &addr]);
+    assert!(eventually(Duration::from_secs(10), || !server
+        .active_nodes()
+        .is_empty()));
+    assert_eq!(server.submit(jobs::echo_u64, (11,)).wait(), Ok(11));
+}
+
+#[test]
+fn idle_timeout_exits() {
+    let mut node = Node::start(&["--idle-timeout", "1"]);
+    assert_eq!(node.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn sigterm_drains_without_losing_a_job() {
+    let (a, b) = (
+        Node::start(&["--workers", "2"]),
+        Node::start(&["--workers", "2"]),
+    );
+    let server = remote_only(&[&a, &b]);
+    let handles: Vec<_> = (0..40u64)
+        .map(|i| server.submit(jobs::sleep_ms, (20 + i % 3,)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(60));
+    a.signal("TERM");
+    for (i, h) in handles.into_iter().enumerate() {
+        let r = h.wait_timeout(Duration::from_secs(30)).expect("resolves");
+        assert_eq!(r, Ok(20 + i as u64 % 3));
+    }
+    let mut a = a;
+    assert_eq!(a.wait_exit(Duration::from_secs(10)), Some(0));
+    let s = server.stats();
+    assert_eq!((s.succeeded, s.failed, s.active), (40, 0, 0));
+}
+
+#[test]
+fn protocol_version_mismatch_is_rejected_with_a_reason() {
+    use ppcore::wire::{ClientMsg, NodeMsg, MAGIC};
+    use std::io::Write;
+    let a = Node::start(&[]);
+    let mut s = std::net::TcpStream::connect(a.addr).unwrap();
+    let hello = ClientMsg::Hello {
+        magic: MAGIC.into(),
+        version: 999,
+        nonce: serde_bytes::ByteBuf::from(vec![0; 32]),
+    };
+    s.write_all(&ppcore::encode_frame(&hello).unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = ppcore::FrameReader::new(s, 1 << 20);
+    match r.read::<NodeMsg>().unwrap() {
+        Some(NodeMsg::Reject { reason }) => assert!(reason.contains("version 999"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,116 @@
+//! Test helpers: real ppserver processes on 127.0.0.1, always cleaned up.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "test-secret";
+
+/// A ppserver child process; killed when dropped.
+pub struct Node {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Node {
+    /// Starts `ppserver` on 127.0.0.1 with an ephemeral port and `args`.
+    pub fn start(args: &[&str]) -> Node {
+        Self::start_with_env(args, &[("PP_SECRET", SECRET)])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ppserver"));
+        cmd.args(["--interface", "127.0.0.1", "--log-level", "warn"]);
+        if !args.contains(&"--port") {
+            cmd.args(["--port", "0"]);
+        }
+        cmd.args(args)
+            .env_remove("PP_SECRET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("ppserver starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Node { child, addr }
+    }
+
+    pub fn name(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits (at most `limit`) for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` holds, for at most `limit`.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+/// Sums the 64-task Maclaurin split of `terms` terms; also the exact value.
+pub fn maclaurin_64(server: &ppclient::Server, terms: u64) -> (f64, f64) {
+    let x = 0.9999;
+    let handles: Vec<_> = (0..64)
+        .map(|k| {
+            let (lo, hi) = jobs::task_range(terms, 64, k);
+            server.submit(jobs::maclaurin, (x, lo, hi))
+        })
+        .collect();
+    let sum = handles
+        .into_iter()
+        .map(|h| {
+            h.wait_timeout(Duration::from_secs(30))
+                .expect("resolves in time")
+        })
+        .sum::<Result<f64, _>>()
+        .expect("all jobs succeed");
+    (sum, jobs::maclaurin_exact(x, terms))
+}
+
+pub fn close(a: f64, b: f64) -> bool {
+    ((a - b) / b).abs() <= 1e-9
+}
