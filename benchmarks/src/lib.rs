@@ -61,3 +61,65 @@ pub fn rss_bytes() -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/self/status"))?;
     Ok(kb * 1024)
 }
+
+/// Set in the environment of a benchmark binary re-run as a node.
+const AS_NODE: &str = "PP_BENCH_AS_NODE";
+
+/// If this process was started by [`spawn_node`], runs as a ppserver node
+/// and returns its exit code.
+pub fn run_as_node_if_asked() -> Option<std::process::ExitCode> {
+    std::env::var_os(AS_NODE)?;
+    let registry = match ppcore::Registry::linked() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return Some(std::process::ExitCode::FAILURE);
+        }
+    };
+    Some(ppserver::main_with(registry))
+}
+
+/// A ppserver node on 127.0.0.1 started by a benchmark; stopped when dropped.
+pub struct SpawnedNode {
+    child: std::process::Child,
+    pub addr: String,
+}
+
+impl Drop for SpawnedNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts this same binary as a ppserver node on an ephemeral loopback port
+/// (so that one `cargo run` measures the remote path, no other build needed).
+pub fn spawn_node(workers: usize) -> anyhow::Result<SpawnedNode> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .env(AS_NODE, "1")
+        .env_remove("PP_SECRET")
+        .args([
+            "--interface",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--log-level",
+            "warn",
+        ])
+        .args(["--workers", &workers.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.parse::<std::net::SocketAddr>().is_ok())
+        .ok_or_else(|| anyhow::anyhow!("node did not start: {line:?}"))?
+        .to_owned();
+    Ok(SpawnedNode { child, addr })
+}

@@ -156,10 +156,9 @@ impl Core {
         }
         let links = self.links();
         if links.is_empty() {
-            return Err(format!(
-                "no local workers (ncpus = 0) and no nodes to run `{}`",
-                job.0
-            ));
+            // No workers and no nodes at all: a paused server; jobs wait for
+            // `set_ncpus`.
+            return Ok(());
         }
         let mut why = Vec::new();
         for link in &links {

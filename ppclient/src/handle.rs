@@ -30,7 +30,9 @@ const YIELDS: u32 = 32;
 pub(crate) type Callback<T> = Box<dyn FnOnce(&Result<T, JobError>) + Send>;
 
 struct Slot<T> {
-    result: Option<Result<T, JobError>>,
+    /// The error is boxed: a million queued cells should not each carry
+    /// room for an error most of them never get.
+    result: Option<Result<T, Box<JobError>>>,
     waker: Option<Waker>,
     sleeping: bool,
     callback: Option<Callback<T>>,
@@ -145,7 +147,7 @@ impl<T: Send + 'static> Cell<T> {
         self.tracker.ended(&result);
         let (waker, sleeping) = {
             let mut slot = self.lock();
-            slot.result = Some(result);
+            slot.result = Some(result.map_err(Box::new));
             self.state.store(READY, Ordering::Release);
             (slot.waker.take(), slot.sleeping)
         };
@@ -202,12 +204,13 @@ impl<T: Send + 'static> Cell<T> {
     }
 
     fn take(&self) -> Result<T, JobError> {
-        self.lock().result.take().unwrap_or_else(|| {
-            Err(JobError::new(
+        match self.lock().result.take() {
+            Some(result) => result.map_err(|e| *e),
+            None => Err(JobError::new(
                 ErrorKind::Cancelled,
                 "the result was already taken",
-            ))
-        })
+            )),
+        }
     }
 
     /// Takes the result if it is in, else leaves `waker` to be woken when it is.

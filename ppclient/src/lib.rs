@@ -36,6 +36,7 @@ mod timer;
 mod tracker;
 
 pub use handle::{AsCompleted, JobHandle};
+pub use ppcore::wire::NodeStatus;
 pub use ppcore::{ErrorKind, Job, JobError, NodeStats, Registry, Stats};
-pub use remote::{NodeInfo, NodeState};
+pub use remote::{node_status, NodeInfo, NodeState, StatusError};
 pub use server::{detect_ncpus, BuildError, Builder, Options, Server};

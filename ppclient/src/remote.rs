@@ -537,3 +537,51 @@ fn read_loop(
         }
     }
 }
+
+/// Why [`node_status`] failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{node}: {reason}")]
+pub struct StatusError {
+    /// The node asked.
+    pub node: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Asks the node at `addr` (`host` or `host:port`) for its status.
+pub fn node_status(
+    addr: &str,
+    secret: impl AsRef<[u8]>,
+    timeout: Duration,
+) -> Result<ppcore::wire::NodeStatus, StatusError> {
+    let node = with_port(addr);
+    let fail = |reason: String| StatusError {
+        node: node.clone(),
+        reason,
+    };
+    let settings = LinkSettings {
+        secret: Secret::new(secret),
+        connect_timeout: timeout,
+        heartbeat: timeout,
+        max_prefetch: 0,
+        max_frame: ppcore::wire::DEFAULT_MAX_FRAME,
+    };
+    let stream = dial(&node, &settings).map_err(|e| fail(e.reason))?;
+    handshake(&stream, &settings).map_err(|e| fail(e.reason))?;
+    let io = |e: std::io::Error| fail(e.to_string());
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    let frame = encode_frame(&ClientMsg::Status).map_err(|e| fail(e.to_string()))?;
+    (&stream).write_all(&frame).map_err(io)?;
+    let mut reader = FrameReader::new(&stream, settings.max_frame);
+    loop {
+        match reader.read::<NodeMsg>() {
+            Ok(Some(NodeMsg::Status(status))) => {
+                let _ = (&stream).write_all(&encode_frame(&ClientMsg::Goodbye).unwrap_or_default());
+                return Ok(status);
+            }
+            Ok(Some(_)) => continue, // a Draining notice and the like
+            Ok(None) => return Err(fail("the node closed the connection".into())),
+            Err(e) => return Err(fail(e.to_string())),
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use crate::core::Core;
 use crate::handle::{AsCompleted, Callback, Cell, JobHandle};
 use crate::remote::{with_port, LinkSettings, NodeInfo, NodeState};
-use crate::task::{Task, TypedTask, LOCAL};
+use crate::task::{Extra, Task, TypedTask, LOCAL};
 use crate::tracker::{Pending, Tracker};
 use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
 use ppcore::{DuplicateJob, ErrorKind, Job, JobError, Pool, Registry, Secret, Stats};
@@ -297,10 +297,14 @@ impl Server {
             id,
             args,
             cell,
-            timeout: options.timeout,
-            max_losses: options.node_retries.unwrap_or(self.node_retries),
             attempt: 0,
-            lost_on: Vec::new(),
+            max_losses: options.node_retries.unwrap_or(self.node_retries),
+            extra: options.timeout.map(|timeout| {
+                Box::new(Extra {
+                    timeout: Some(timeout),
+                    lost_on: Vec::new(),
+                })
+            }),
             job: PhantomData,
         });
         self.core.requeue(task);
@@ -351,7 +355,8 @@ impl Server {
         self.pool.workers()
     }
 
-    /// Resizes the local pool; 0 leaves all work to the nodes.
+    /// Resizes the local pool; 0 leaves all work to the nodes (or, with no
+    /// nodes, holds jobs until workers are added again).
     pub fn set_ncpus(&self, n: usize) {
         self.core.ncpus.store(n, Ordering::Release);
         self.pool.set_workers(n);

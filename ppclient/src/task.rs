@@ -76,13 +76,26 @@ pub(crate) struct TypedTask<J: Job> {
     pub(crate) id: u64,
     pub(crate) args: J::Args,
     pub(crate) cell: Arc<Cell<J::Output>>,
-    pub(crate) timeout: Option<Duration>,
-    /// Node losses this job may survive before it fails with `NodeLost`.
-    pub(crate) max_losses: u32,
     pub(crate) attempt: u32,
+    /// Node losses this job may meet before it fails with `NodeLost`.
+    pub(crate) max_losses: u32,
+    /// What few jobs need, boxed so that queued jobs stay small.
+    pub(crate) extra: Option<Box<Extra>>,
+    pub(crate) job: PhantomData<fn() -> J>,
+}
+
+/// The rarely used part of a queued job.
+#[derive(Default)]
+pub(crate) struct Extra {
+    pub(crate) timeout: Option<Duration>,
     /// Nodes lost while they ran this job.
     pub(crate) lost_on: Vec<String>,
-    pub(crate) job: PhantomData<fn() -> J>,
+}
+
+impl<J: Job> TypedTask<J> {
+    fn timeout(&self) -> Option<Duration> {
+        self.extra.as_ref().and_then(|e| e.timeout)
+    }
 }
 
 impl<J: Job> Task for TypedTask<J> {
@@ -102,7 +115,7 @@ impl<J: Job> Task for TypedTask<J> {
             return; // cancelled while queued
         }
         self.attempt += 1;
-        if let Some(timeout) = self.timeout {
+        if let Some(timeout) = self.timeout() {
             ctx.arm(&self.cell, timeout);
         }
         let started = Instant::now();
@@ -118,7 +131,7 @@ impl<J: Job> Task for TypedTask<J> {
         match ppcore::encode(&self.args) {
             Ok(args) => {
                 self.attempt += 1;
-                if let Some(timeout) = self.timeout {
+                if let Some(timeout) = self.timeout() {
                     ctx.arm(&self.cell, timeout);
                 }
                 Some(Dispatch {
@@ -141,16 +154,18 @@ impl<J: Job> Task for TypedTask<J> {
     }
 
     fn retry(mut self: Box<Self>, node: &str, lost: bool) -> Option<Box<dyn Task>> {
+        let extra = self.extra.get_or_insert_with(Default::default);
         if lost {
-            self.lost_on.push(node.to_owned());
+            extra.lost_on.push(node.to_owned());
         }
-        if self.lost_on.len() as u32 >= self.max_losses.max(1) {
+        let lost_on = &extra.lost_on;
+        if lost_on.len() as u32 >= self.max_losses.max(1) {
             let err = JobError::new(
                 ErrorKind::NodeLost,
                 format!(
                     "lost {} node(s) while they ran the job: {}",
-                    self.lost_on.len(),
-                    self.lost_on.join(", ")
+                    lost_on.len(),
+                    lost_on.join(", ")
                 ),
             )
             .on(node, self.attempt);

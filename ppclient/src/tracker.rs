@@ -2,6 +2,7 @@
 //! group), how they ended, and the thread that runs callbacks.
 
 use crossbeam_channel::Sender;
+use crossbeam_utils::CachePadded;
 use ppcore::{ErrorKind, JobError};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -58,17 +59,18 @@ impl Pending {
 /// Work handed to the callback thread.
 pub(crate) type CallbackWork = Box<dyn FnOnce() + Send>;
 
-/// Server-wide accounting shared by every job's cell.
+/// Server-wide accounting shared by every job's cell. What submitters write
+/// and what workers write sit on separate cache lines.
 pub(crate) struct Tracker {
-    pub(crate) pending: Pending,
-    pub(crate) submitted: AtomicU64,
+    pub(crate) pending: CachePadded<Pending>,
+    pub(crate) submitted: CachePadded<AtomicU64>,
     succeeded: AtomicU64,
     failed: AtomicU64,
     cancelled: AtomicU64,
     timed_out: AtomicU64,
     shut_down: AtomicU64,
     pub(crate) retried: AtomicU64,
-    callbacks: Sender<CallbackWork>,
+    callbacks: CachePadded<Sender<CallbackWork>>,
 }
 
 impl Tracker {
@@ -87,15 +89,15 @@ impl Tracker {
                 }
             })?;
         Ok(Tracker {
-            pending: Pending::default(),
-            submitted: AtomicU64::new(0),
+            pending: CachePadded::new(Pending::default()),
+            submitted: CachePadded::new(AtomicU64::new(0)),
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             shut_down: AtomicU64::new(0),
             retried: AtomicU64::new(0),
-            callbacks: tx,
+            callbacks: CachePadded::new(tx),
         })
     }
 
@@ -123,7 +125,7 @@ impl Tracker {
 
     pub(crate) fn counts(&self) -> [u64; 6] {
         [
-            &self.submitted,
+            &*self.submitted,
             &self.succeeded,
             &self.failed,
             &self.cancelled,

@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 
 /// Gates that test jobs wait on, one per test, so tests can hold a worker busy.
 static GATES: [AtomicBool; 8] = [const { AtomicBool::new(false) }; 8];
+/// Set when the job waiting on the gate of the same index has started.
+static STARTED: [AtomicBool; 8] = [const { AtomicBool::new(false) }; 8];
 
 ppcore::job! {
     /// Waits (at most 10 s) until gate `i` opens, then returns `i`.
     fn gate(i: usize) -> usize {
+        STARTED[i].store(true, Ordering::Release);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !GATES[i].load(Ordering::Acquire) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
@@ -168,7 +171,7 @@ fn timeout_resolves_the_handle_with_timed_out() {
 fn cancel_of_a_queued_job() {
     let server = server(1);
     let running = server.submit(gate, (1,));
-    assert!(eventually(|| server.stats().active == 1));
+    assert!(eventually(|| STARTED[1].load(Ordering::Acquire)));
     let queued = server.submit(jobs::echo_u64, (5,));
     assert!(queued.cancel());
     assert!(!queued.cancel(), "a job is cancelled once");
@@ -184,14 +187,14 @@ fn cancel_of_a_queued_job() {
 fn dropping_the_server_resolves_every_pending_handle() {
     let server = server(1);
     let running = server.submit(gate, (2,));
+    assert!(eventually(|| STARTED[2].load(Ordering::Acquire)));
     let queued: Vec<_> = (0..10u64)
         .map(|i| server.submit(jobs::echo_u64, (i,)))
         .collect();
     drop(server);
     open(2);
-    let first = running.wait_timeout(WAIT).unwrap();
     // The job that was running finishes; the queued ones fail clearly.
-    assert!(first.is_ok() || first.unwrap_err().kind == ErrorKind::Shutdown);
+    assert_eq!(running.wait_timeout(WAIT).unwrap(), Ok(2));
     for h in queued {
         let r = h.wait_timeout(WAIT).unwrap();
         assert_eq!(r.unwrap_err().kind, ErrorKind::Shutdown);

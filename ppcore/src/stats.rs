@@ -7,7 +7,11 @@ use std::time::Duration;
 
 /// Counters of one place jobs run (the local pool or one node), updated
 /// without locks by whoever finishes a job there.
+///
+/// Aligned to its own cache lines: workers write it for every job, and it
+/// must not share a line with fields that submitting threads read.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct NodeCounters {
     jobs: AtomicU64,
     failed: AtomicU64,

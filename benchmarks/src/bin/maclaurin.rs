@@ -29,6 +29,22 @@ struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also run on these nodes (comma-separated host:port), nodes only.
+    #[arg(long, value_delimiter = ',')]
+    nodes: Vec<String>,
+    /// Start a ppserver on 127.0.0.1 and add rows for it: all work through
+    /// the node, and local pool plus node.
+    #[arg(long)]
+    spawn_node: bool,
+    /// The secret the nodes given with --nodes share.
+    #[arg(long, env = "PP_SECRET", hide_env_values = true, default_value = "")]
+    secret: String,
+}
+
+/// The pp servers measured, by row name and JSON key.
+struct Servers {
+    list: Vec<(String, &'static str, Server)>,
+    _node: Option<benchmarks::SpawnedNode>,
 }
 
 /// One size's measurements.
@@ -39,28 +55,31 @@ struct Run {
     exact: f64,
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let mut builder = Server::builder();
-    if let Some(n) = args.ncpus {
-        builder = builder.ncpus(n);
+fn main() -> Result<std::process::ExitCode> {
+    if let Some(code) = benchmarks::run_as_node_if_asked() {
+        return Ok(code);
     }
-    let server = builder.build()?;
+    let args = Args::parse();
+    let servers = servers(&args)?;
+    let server = &servers.list[0].2;
     let sizes = match args.terms {
         Some(t) => vec![t],
         None => vec![12_800_000, 1_280_000_000],
     };
     let runs = sizes
         .into_iter()
-        .map(|terms| measure(&args, &server, terms))
+        .map(|terms| measure(&args, &servers, terms))
         .collect::<Result<Vec<_>>>()?;
     if args.json {
-        println!("{}", json(&args, &server, &runs));
+        println!("{}", json(&args, &servers, &runs));
     } else {
         for run in &runs {
-            print_table(&args, &server, run);
+            print_table(&args, server, run);
         }
-        server.print_stats();
+        for (name, _, s) in &servers.list {
+            println!("{name}:");
+            s.print_stats();
+        }
     }
     for run in &runs {
         let err = ((run.sum - run.exact) / run.exact).abs();
@@ -71,10 +90,63 @@ fn main() -> Result<()> {
             run.exact
         );
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
-fn measure(args: &Args, server: &Server, terms: u64) -> Result<Run> {
+fn servers(args: &Args) -> Result<Servers> {
+    let local = |b: ppclient::Builder| match args.ncpus {
+        Some(n) => b.ncpus(n),
+        None => b,
+    };
+    let mut list = vec![(
+        format!("pp Server, local ({} jobs)", args.tasks),
+        "pp_local_s",
+        local(Server::builder()).build()?,
+    )];
+    if !args.nodes.is_empty() {
+        let s = Server::builder()
+            .ncpus(0)
+            .secret(&args.secret)
+            .nodes(args.nodes.iter().cloned())
+            .build()?;
+        ensure!(
+            !s.active_nodes().is_empty(),
+            "no node reachable: {:?}",
+            s.nodes()
+        );
+        list.push(("pp cluster (--nodes)".into(), "pp_cluster_s", s));
+    }
+    let mut node = None;
+    if args.spawn_node {
+        let n = benchmarks::spawn_node(ppclient::detect_ncpus())?;
+        let remote = Server::builder().ncpus(0).nodes([n.addr.clone()]).build()?;
+        ensure!(
+            !remote.active_nodes().is_empty(),
+            "spawned node unreachable"
+        );
+        list.push(("pp Server, remote (1 node)".into(), "pp_remote_s", remote));
+        let mixed = local(Server::builder()).nodes([n.addr.clone()]).build()?;
+        list.push(("pp Server, local + node".into(), "pp_mixed_s", mixed));
+        node = Some(n);
+    }
+    Ok(Servers { list, _node: node })
+}
+
+/// Sums the task ranges as jobs on `server`.
+fn pp_sum(server: &Server, x: f64, ranges: &[(u64, u64)]) -> Result<f64> {
+    let handles: Vec<_> = ranges
+        .iter()
+        .map(|&(a, b)| server.submit(maclaurin, (x, a, b)))
+        .collect();
+    let mut sum = 0.0;
+    for h in handles {
+        sum += h.wait()?;
+    }
+    Ok(sum)
+}
+
+fn measure(args: &Args, servers: &Servers, terms: u64) -> Result<Run> {
+    let server = &servers.list[0].2;
     let (x, tasks, n) = (args.x, args.tasks, args.repeat);
     let ranges: Vec<(u64, u64)> = (0..tasks).map(|k| task_range(terms, tasks, k)).collect();
     let exact = maclaurin_exact(x, terms);
@@ -86,17 +158,6 @@ fn measure(args: &Args, server: &Server, terms: u64) -> Result<Run> {
             .map(|&(a, b)| maclaurin::call(x, a, b))
             .sum::<f64>())
     })?;
-    let (pp_s, pp) = best_of(n, || {
-        let handles: Vec<_> = ranges
-            .iter()
-            .map(|&(a, b)| server.submit(maclaurin, (x, a, b)))
-            .collect();
-        let mut sum = 0.0;
-        for h in handles {
-            sum += h.wait()?;
-        }
-        Ok(sum)
-    })?;
     for (name, value) in [("threads", threads), ("rayon", rayon), ("sequential", seq)] {
         let err = ((value - exact) / exact).abs();
         ensure!(
@@ -104,21 +165,28 @@ fn measure(args: &Args, server: &Server, terms: u64) -> Result<Run> {
             "{name} sum {value} is off the closed form {exact}"
         );
     }
-    let rows = vec![
+    let mut rows = vec![
         Row::new("sequential loop", seq_s, seq_s, rayon_s),
         Row::new("std threads (static split)", threads_s, seq_s, rayon_s),
         Row::new(&format!("rayon ({tasks} tasks)"), rayon_s, seq_s, rayon_s),
-        Row::new(
-            &format!("pp Server, local ({tasks} jobs)"),
-            pp_s,
-            seq_s,
-            rayon_s,
-        ),
     ];
+    let mut sum = f64::NAN;
+    for (i, (name, _, s)) in servers.list.iter().enumerate() {
+        let (secs, value) = best_of(n, || pp_sum(s, x, &ranges))?;
+        let err = ((value - exact) / exact).abs();
+        ensure!(
+            err <= 1e-9,
+            "{name} sum {value} is off the closed form {exact}"
+        );
+        if i == 0 {
+            sum = value;
+        }
+        rows.push(Row::new(name, secs, seq_s, rayon_s));
+    }
     Ok(Run {
         terms,
         rows,
-        sum: pp,
+        sum,
         exact,
     })
 }
@@ -157,12 +225,13 @@ fn print_table(args: &Args, server: &Server, run: &Run) {
     );
 }
 
-fn json(args: &Args, server: &Server, runs: &[Run]) -> serde_json::Value {
+fn json(args: &Args, servers: &Servers, runs: &[Run]) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     out.insert("tasks".into(), args.tasks.into());
-    out.insert("ncpus".into(), server.ncpus().into());
+    out.insert("ncpus".into(), servers.list[0].2.ncpus().into());
     out.insert("x".into(), args.x.into());
-    let keys = ["sequential_s", "threads_s", "rayon_s", "pp_local_s"];
+    let mut keys = vec!["sequential_s", "threads_s", "rayon_s"];
+    keys.extend(servers.list.iter().map(|(_, key, _)| *key));
     // The larger size goes under the plain keys, the talk's size under `*_small`.
     for (i, run) in runs.iter().rev().enumerate() {
         let suffix = if i == 0 { "" } else { "_small" };
@@ -172,8 +241,9 @@ fn json(args: &Args, server: &Server, runs: &[Run]) -> serde_json::Value {
         }
         out.insert(format!("sum{suffix}"), run.sum.into());
         out.insert(format!("exact{suffix}"), run.exact.into());
-        if let Some(pp) = run.rows.get(3) {
-            out.insert(format!("pp_local_efficiency{suffix}"), pp.efficiency.into());
+        for (key, row) in keys.iter().zip(&run.rows).skip(3) {
+            let name = key.trim_end_matches("_s");
+            out.insert(format!("{name}_efficiency{suffix}"), row.efficiency.into());
         }
     }
     serde_json::Value::Object(out)

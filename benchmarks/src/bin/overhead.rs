@@ -21,9 +21,18 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also measure through a ppserver started on 127.0.0.1 (all work remote).
+    #[arg(long)]
+    spawn_node: bool,
+    /// No-op jobs for the remote throughput run.
+    #[arg(long, default_value_t = 1_000_000)]
+    remote_jobs: u64,
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<std::process::ExitCode> {
+    if let Some(code) = benchmarks::run_as_node_if_asked() {
+        return Ok(code);
+    }
     let args = Args::parse();
     // First, while the heap is fresh: freed memory would hide the growth.
     let queued_mb = queued_memory(args.jobs)?;
@@ -34,18 +43,41 @@ fn main() -> Result<()> {
     let server = builder.build()?;
     let jobs_per_s = throughput(&server, args.jobs)?;
     let (p50, p99) = latency(&server, args.round_trips)?;
+    drop(server);
+    let remote = if args.spawn_node {
+        let node = benchmarks::spawn_node(ppclient::detect_ncpus())?;
+        let server = Server::builder()
+            .ncpus(0)
+            .nodes([node.addr.clone()])
+            .build()?;
+        anyhow::ensure!(
+            !server.active_nodes().is_empty(),
+            "spawned node unreachable"
+        );
+        let jobs_per_s = throughput(&server, args.remote_jobs)?;
+        let (p50, p99) = latency(&server, args.round_trips)?;
+        Some((jobs_per_s, p50, p99))
+    } else {
+        None
+    };
+    let ncpus = args.ncpus.unwrap_or_else(ppclient::detect_ncpus);
     if args.json {
-        let out = serde_json::json!({
-            "ncpus": server.ncpus(),
+        let mut out = serde_json::json!({
+            "ncpus": ncpus,
             "jobs": args.jobs,
             "local_jobs_per_s": jobs_per_s,
             "local_rtt_p50_us": p50,
             "local_rtt_p99_us": p99,
             "queued_rss_mb": queued_mb,
         });
+        if let Some((jobs_per_s, p50, p99)) = remote {
+            out["remote_jobs_per_s"] = jobs_per_s.into();
+            out["remote_rtt_p50_us"] = p50.into();
+            out["remote_rtt_p99_us"] = p99.into();
+        }
         println!("{out}");
     } else {
-        println!("local pool, {} workers", server.ncpus());
+        println!("local pool, {ncpus} workers");
         println!(
             "  throughput: {:>12.0} no-op jobs/s ({} jobs)",
             jobs_per_s, args.jobs
@@ -55,8 +87,16 @@ fn main() -> Result<()> {
             "  {} queued no-op jobs: {queued_mb:.0} MB of RSS",
             args.jobs
         );
+        if let Some((jobs_per_s, p50, p99)) = remote {
+            println!("one loopback node, all work remote");
+            println!(
+                "  throughput: {jobs_per_s:>12.0} no-op jobs/s ({} jobs)",
+                args.remote_jobs
+            );
+            println!("  submit-then-wait: p50 {p50:.1} µs, p99 {p99:.1} µs");
+        }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn throughput(server: &Server, jobs: u64) -> Result<f64> {

@@ -1,0 +1,235 @@
+//! `ppclient`: run a built-in job on a pp cluster, or show a node's status.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ppclient::{NodeState, Server};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "ppclient",
+    version,
+    about = "Run jobs on a pp cluster; ask a node how it is"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// File holding the shared secret.
+    #[arg(long, global = true, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// The shared secret, from the environment.
+    #[arg(long, global = true, env = "PP_SECRET", hide_env_values = true)]
+    secret_env: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a built-in job split into tasks over the local pool and nodes.
+    Run {
+        #[command(subcommand)]
+        job: RunJob,
+    },
+    /// Print a node's version, workers, jobs, uptime and counters.
+    Status {
+        /// The node, as host or host:port.
+        node: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for the node.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunJob {
+    /// The Maclaurin series of 1/(1-x), split into tasks.
+    Maclaurin {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Terms of the series.
+        #[arg(long, default_value_t = 12_800_000)]
+        terms: u64,
+        /// Tasks the terms are split into.
+        #[arg(long, default_value_t = 64)]
+        tasks: u64,
+        /// The x of 1/(1-x).
+        #[arg(long, default_value_t = 0.999999)]
+        x: f64,
+    },
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Nodes, comma-separated, as host or host:port.
+    #[arg(long, value_delimiter = ',')]
+    nodes: Vec<String>,
+    /// Find nodes by UDP broadcast whose address matches PATTERN ("*", "10.0.0.*").
+    #[arg(long, value_name = "PATTERN")]
+    discover: Option<String>,
+    /// Where discovery probes go (default: broadcast on port 60000).
+    #[arg(long, value_name = "ADDR:PORT")]
+    discover_via: Option<std::net::SocketAddr>,
+    /// Local worker threads (default: all CPUs; 0 = nodes only).
+    #[arg(long)]
+    ncpus: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ppclient: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let secret = match (&cli.secret_file, &cli.secret_env) {
+        (Some(path), _) => {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        (None, Some(s)) => s.clone().into_bytes(),
+        (None, None) => Vec::new(),
+    };
+    match cli.command {
+        Command::Status {
+            node,
+            json,
+            timeout,
+        } => status(&node, &secret, json, timeout),
+        Command::Run {
+            job:
+                RunJob::Maclaurin {
+                    cluster,
+                    terms,
+                    tasks,
+                    x,
+                },
+        } => maclaurin(&cluster, &secret, terms, tasks, x),
+    }
+}
+
+fn status(node: &str, secret: &[u8], json: bool, timeout: f64) -> Result<()> {
+    let s = ppclient::node_status(node, secret, Duration::from_secs_f64(timeout))?;
+    if json {
+        let jobs: Vec<_> = s.jobs.iter().map(|j| &j.name).collect();
+        let out = serde_json::json!({
+            "node": node, "version": s.version, "workers": s.workers, "jobs": jobs,
+            "uptime_s": s.uptime_s, "connections": s.connections, "jobs_done": s.jobs_done,
+            "jobs_failed": s.jobs_failed, "jobs_active": s.jobs_active,
+        });
+        println!("{out}");
+    } else {
+        println!("node        {node}");
+        println!("version     {}", s.version);
+        println!("workers     {}", s.workers);
+        println!("uptime      {:.1} s", s.uptime_s);
+        println!("connections {}", s.connections);
+        println!(
+            "jobs done   {} ({} failed), {} active",
+            s.jobs_done, s.jobs_failed, s.jobs_active
+        );
+        println!(
+            "jobs        {}",
+            s.jobs
+                .iter()
+                .map(|j| j.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn connect(cluster: &ClusterArgs, secret: &[u8]) -> Result<Server> {
+    let mut builder = Server::builder()
+        .secret(secret)
+        .nodes(cluster.nodes.iter().cloned());
+    if let Some(n) = cluster.ncpus {
+        builder = builder.ncpus(n);
+    }
+    if let Some(pattern) = &cluster.discover {
+        builder = match cluster.discover_via {
+            Some(target) => builder.discover_via(pattern, target),
+            None => builder.discover(pattern),
+        };
+    }
+    let server = builder.build()?;
+    for node in server.nodes() {
+        if let NodeState::Failed { reason } = node.state {
+            bail!("node {} refused: {reason}", node.name);
+        }
+    }
+    if server.ncpus() == 0 && server.active_nodes().is_empty() && cluster.discover.is_none() {
+        bail!(
+            "no local workers (--ncpus 0) and no node reachable among {:?}",
+            cluster.nodes
+        );
+    }
+    Ok(server)
+}
+
+fn maclaurin(cluster: &ClusterArgs, secret: &[u8], terms: u64, tasks: u64, x: f64) -> Result<()> {
+    let server = connect(cluster, secret)?;
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|k| {
+            let (lo, hi) = jobs::task_range(terms, tasks, k);
+            server.submit(jobs::maclaurin, (x, lo, hi))
+        })
+        .collect();
+    let bar = (!cluster.json && std::io::stdout().is_terminal())
+        .then(|| indicatif::ProgressBar::new(tasks));
+    let mut sum = 0.0;
+    for (_, result) in server.as_completed(handles) {
+        sum += result?;
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let exact = jobs::maclaurin_exact(x, terms);
+    let rel = ((sum - exact) / exact).abs();
+    let stats = server.stats();
+    if cluster.json {
+        let nodes: Vec<_> = stats
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "node": n.node, "workers": n.workers, "jobs": n.jobs,
+                    "failed": n.failed, "job_time_s": n.job_time.as_secs_f64(),
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "job": "maclaurin", "x": x, "terms": terms, "tasks": tasks,
+            "sum": sum, "exact": exact, "relative_error": rel, "seconds": seconds,
+            "ncpus": server.ncpus(), "nodes": nodes, "retried": stats.retried,
+            "failed": stats.failed,
+        });
+        println!("{out}");
+    } else {
+        println!("Maclaurin series of 1/(1-x), x = {x}, {terms} terms, {tasks} tasks");
+        println!("sum   = {sum:.12}");
+        println!("exact = {exact:.12} (relative error {rel:.1e})");
+        println!("time  = {seconds:.4} s");
+        println!("{stats}");
+    }
+    if rel > 1e-9 {
+        bail!("the sum is off the closed form by {rel:e}");
+    }
+    Ok(())
+}
