@@ -53,7 +53,12 @@ pub fn print_rows(rows: &[Row]) {
 
 /// This process's resident set size, from /proc (Linux).
 pub fn rss_bytes() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
+    rss_of("self")
+}
+
+/// The resident set size of process `pid` (or `self`), from /proc (Linux).
+pub fn rss_of(pid: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -83,6 +88,15 @@ pub fn run_as_node_if_asked() -> Option<std::process::ExitCode> {
 pub struct SpawnedNode {
     child: std::process::Child,
     pub addr: String,
+    /// From spawning the process to its ready line.
+    pub ready: std::time::Duration,
+}
+
+impl SpawnedNode {
+    /// The node's resident set size now.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        rss_of(&self.child.id().to_string())
+    }
 }
 
 impl Drop for SpawnedNode {
@@ -96,6 +110,7 @@ impl Drop for SpawnedNode {
 /// (so that one `cargo run` measures the remote path, no other build needed).
 pub fn spawn_node(workers: usize) -> anyhow::Result<SpawnedNode> {
     use std::io::BufRead;
+    let started = std::time::Instant::now();
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .env(AS_NODE, "1")
         .env_remove("PP_SECRET")
@@ -116,10 +131,11 @@ pub fn spawn_node(workers: usize) -> anyhow::Result<SpawnedNode> {
         .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut line = String::new();
     std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let ready = started.elapsed();
     let addr = line
         .split_whitespace()
         .find(|w| w.parse::<std::net::SocketAddr>().is_ok())
         .ok_or_else(|| anyhow::anyhow!("node did not start: {line:?}"))?
         .to_owned();
-    Ok(SpawnedNode { child, addr })
+    Ok(SpawnedNode { child, addr, ready })
 }

@@ -154,14 +154,14 @@ impl Core {
         if self.ncpus.load(Ordering::Acquire) > 0 || self.open_ended {
             return Ok(());
         }
-        let links = self.links();
+        let links = lock(&self.links);
         if links.is_empty() {
             // No workers and no nodes at all: a paused server; jobs wait for
             // `set_ncpus`.
             return Ok(());
         }
         let mut why = Vec::new();
-        for link in &links {
+        for link in links.iter() {
             match link.can_run(job) {
                 Some(true) | None => return Ok(()),
                 Some(false) => why.push(match link.state() {

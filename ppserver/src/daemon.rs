@@ -274,6 +274,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A job's panic is that job's error, sent to its client: one log line
+    // here, not a backtrace on the node's terminal.
+    std::panic::set_hook(Box::new(|info| tracing::debug!("{info}")));
     match run(&cli, registry) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

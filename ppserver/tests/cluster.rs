@@ -209,3 +209,46 @@ fn protocol_version_mismatch_is_rejected_with_a_reason() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn discovery_finds_a_node_that_answers_probes() {
+    let a = Node::start(&["--discovery"]);
+    let server = Server::builder()
+        .ncpus(0)
+        .secret(SECRET)
+        .discover_via("127.0.0.*", a.addr)
+        .build()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || server
+        .active_nodes()
+        == vec![a.name()]));
+    assert_eq!(server.submit(jobs::echo_u64, (3,)).wait(), Ok(3));
+    let elsewhere = Server::builder()
+        .ncpus(0)
+        .secret(SECRET)
+        .discover_via("10.*.*.*", a.addr)
+        .build()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        elsewhere.nodes().is_empty(),
+        "the pattern filters nodes out"
+    );
+}
+
+#[test]
+fn node_status_reports_counters() {
+    let a = Node::start(&["--workers", "3"]);
+    let server = remote_only(&[&a]);
+    for i in 0..5u64 {
+        server.submit(jobs::echo_u64, (i,)).wait().unwrap();
+    }
+    let s = ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (s.workers, s.jobs_done, s.jobs_failed, s.jobs_active),
+        (3, 5, 0, 0)
+    );
+    assert!(s.jobs.iter().any(|j| j.name == "jobs::maclaurin"));
+    let err = ppclient::node_status(&a.name(), "wrong", Duration::from_secs(5)).unwrap_err();
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+}

@@ -46,6 +46,8 @@ fn main() -> Result<std::process::ExitCode> {
     drop(server);
     let remote = if args.spawn_node {
         let node = benchmarks::spawn_node(ppclient::detect_ncpus())?;
+        std::thread::sleep(Duration::from_millis(100));
+        let idle_rss = node.rss_bytes()? as f64 / 1e6;
         let server = Server::builder()
             .ncpus(0)
             .nodes([node.addr.clone()])
@@ -56,7 +58,13 @@ fn main() -> Result<std::process::ExitCode> {
         );
         let jobs_per_s = throughput(&server, args.remote_jobs)?;
         let (p50, p99) = latency(&server, args.round_trips)?;
-        Some((jobs_per_s, p50, p99))
+        Some((
+            jobs_per_s,
+            p50,
+            p99,
+            node.ready.as_secs_f64() * 1e3,
+            idle_rss,
+        ))
     } else {
         None
     };
@@ -70,7 +78,9 @@ fn main() -> Result<std::process::ExitCode> {
             "local_rtt_p99_us": p99,
             "queued_rss_mb": queued_mb,
         });
-        if let Some((jobs_per_s, p50, p99)) = remote {
+        if let Some((jobs_per_s, p50, p99, ready_ms, idle_rss)) = remote {
+            out["node_ready_ms"] = ready_ms.into();
+            out["node_idle_rss_mb"] = idle_rss.into();
             out["remote_jobs_per_s"] = jobs_per_s.into();
             out["remote_rtt_p50_us"] = p50.into();
             out["remote_rtt_p99_us"] = p99.into();
@@ -87,8 +97,9 @@ fn main() -> Result<std::process::ExitCode> {
             "  {} queued no-op jobs: {queued_mb:.0} MB of RSS",
             args.jobs
         );
-        if let Some((jobs_per_s, p50, p99)) = remote {
+        if let Some((jobs_per_s, p50, p99, ready_ms, idle_rss)) = remote {
             println!("one loopback node, all work remote");
+            println!("  node: ready {ready_ms:.1} ms after start, {idle_rss:.1} MB RSS idle");
             println!(
                 "  throughput: {jobs_per_s:>12.0} no-op jobs/s ({} jobs)",
                 args.remote_jobs

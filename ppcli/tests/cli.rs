@@ -1,0 +1,104 @@
+//! The `ppclient` command against a node started in this process.
+
+use std::process::Command;
+
+// Links the built-in jobs into this test binary, so the node has them.
+use jobs as _;
+
+const SECRET: &str = "cli-secret";
+
+fn node() -> ppserver::Running {
+    let config = ppserver::Config {
+        port: 0,
+        workers: 2,
+        secret: ppcore::Secret::new(SECRET),
+        ..Default::default()
+    };
+    ppserver::start(config, ppcore::Registry::linked().unwrap()).unwrap()
+}
+
+fn ppclient(args: &[&str], secret: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ppclient"))
+        .args(args)
+        .env("PP_SECRET", secret)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn status_prints_version_workers_jobs_and_counters() {
+    let node = node();
+    let addr = node.local_addr().to_string();
+    let out = ppclient(&["status", &addr], SECRET);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "version     0.1.0",
+        "workers     2",
+        "jobs::maclaurin",
+        "uptime",
+        "jobs done   0 (0 failed), 0 active",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    let out = ppclient(&["status", &addr, "--json"], SECRET);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["workers"], 2);
+}
+
+#[test]
+fn run_maclaurin_prints_the_sum_and_the_stats_table() {
+    let node = node();
+    let addr = node.local_addr().to_string();
+    let out = ppclient(
+        &[
+            "run",
+            "maclaurin",
+            "--nodes",
+            &addr,
+            "--ncpus",
+            "0",
+            "--terms",
+            "1000000",
+            "--json",
+        ],
+        SECRET,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (sum, exact) = (v["sum"].as_f64().unwrap(), v["exact"].as_f64().unwrap());
+    assert!(((sum - exact) / exact).abs() < 1e-9);
+    assert!(v["seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["nodes"][1]["node"], addr);
+    assert_eq!(v["nodes"][1]["jobs"], 64);
+    let out = ppclient(
+        &["run", "maclaurin", "--nodes", &addr, "--terms", "100000"],
+        SECRET,
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("job count | % of all jobs"), "{text}");
+    assert!(text.contains(&addr), "{text}");
+}
+
+#[test]
+fn wrong_secret_is_one_clear_line_and_a_failure_exit() {
+    let node = node();
+    let addr = node.local_addr().to_string();
+    let out = ppclient(
+        &["run", "maclaurin", "--nodes", &addr, "--ncpus", "0"],
+        "wrong",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&addr) && err.contains("authentication failed"),
+        "{err}"
+    );
+    let out = ppclient(&["status", &addr], "wrong");
+    assert!(!out.status.success());
+}
