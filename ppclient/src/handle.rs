@@ -1,6 +1,7 @@
 //! A job's result cell and the handle the caller holds.
 //!
-//! The cell moves through QUEUED -> RUNNING -> CLAIMED -> READY. Whoever wins
+//! The cell moves through QUEUED -> RUNNING (on a local worker) or REMOTE (on
+//! a node; back to QUEUED if the node is lost) -> CLAIMED -> READY. Whoever wins
 //! the move to CLAIMED (the worker, the timer, `cancel`, shutdown) is the one
 //! that resolves the job; everyone else's result is dropped. That is how each
 //! handle and callback resolves exactly once.
@@ -17,8 +18,9 @@ use std::time::{Duration, Instant};
 
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
-const CLAIMED: u8 = 2;
-const READY: u8 = 3;
+const REMOTE: u8 = 2;
+const CLAIMED: u8 = 3;
+const READY: u8 = 4;
 
 /// How many times `wait` looks at the cell, spinning, then yielding, before it
 /// sleeps: a job that ends within a microsecond or two is picked up without a
@@ -71,18 +73,30 @@ impl<T: Send + 'static> Cell<T> {
         })
     }
 
-    /// Marks the job running; false if it already ended (cancelled).
+    /// Marks the job running here; false if it already ended (cancelled).
     pub(crate) fn start(&self) -> bool {
         self.state
             .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 
+    /// Marks the job sent to a node; false if it already ended (cancelled).
+    pub(crate) fn start_remote(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, REMOTE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Whether the job has ended (resolved, or being resolved).
+    pub(crate) fn ended(&self) -> bool {
+        self.state.load(Ordering::Acquire) >= CLAIMED
+    }
+
     /// Puts a started job back in the queue state (its node was lost); false
     /// if it already ended.
     pub(crate) fn requeue(&self) -> bool {
         self.state
-            .compare_exchange(RUNNING, QUEUED, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(REMOTE, QUEUED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 
@@ -93,12 +107,13 @@ impl<T: Send + 'static> Cell<T> {
     /// Resolves the job with `result` unless it already ended; true if this
     /// call resolved it.
     pub(crate) fn finish(self: &Arc<Self>, result: Result<T, JobError>) -> bool {
-        self.finish_from(|s| s == QUEUED || s == RUNNING, result)
+        self.finish_from(|s| s < CLAIMED, result)
     }
 
-    /// Resolves a job that has not started yet; true if it had not.
-    pub(crate) fn finish_queued(self: &Arc<Self>, err: JobError) -> bool {
-        self.finish_from(|s| s == QUEUED, Err(err))
+    /// Resolves a job that is queued or on a node (not one running on a
+    /// local thread, which cannot be stopped); true if this call resolved it.
+    pub(crate) fn cancel(self: &Arc<Self>, err: JobError) -> bool {
+        self.finish_from(|s| s == QUEUED || s == REMOTE, Err(err))
     }
 
     fn finish_from(
@@ -242,7 +257,7 @@ impl<T: Send + 'static> Cell<T> {
 impl<T: Send + 'static> Expire for Cell<T> {
     fn expire(self: Arc<Self>) {
         let err = JobError::new(ErrorKind::TimedOut, "the job ran past its timeout");
-        self.finish_from(|s| s == RUNNING, Err(err));
+        self.finish_from(|s| s == RUNNING || s == REMOTE, Err(err));
     }
 }
 
@@ -294,12 +309,14 @@ impl<T: Send + 'static> JobHandle<T> {
         self.cell.is_ready()
     }
 
-    /// Cancels the job if it has not started; true if it was cancelled. Its
-    /// handle and callback then get [`ErrorKind::Cancelled`].
+    /// Cancels the job if it is queued or running on a node (the node is
+    /// told to stop it); true if it was cancelled. Its handle and callback
+    /// then get [`ErrorKind::Cancelled`]. A job running on a local thread
+    /// cannot be stopped: then false.
     pub fn cancel(&self) -> bool {
-        self.cell.finish_queued(JobError::new(
+        self.cell.cancel(JobError::new(
             ErrorKind::Cancelled,
-            "cancelled before it started",
+            "cancelled by the caller",
         ))
     }
 }

@@ -394,6 +394,7 @@ fn feed(core: &Arc<Core>, link: &Link, session: &Session) {
             session.send(&ClientMsg::Ping(seq));
             pinged = Instant::now();
         }
+        cancel_ended(session);
         if session.silent_for() > heartbeat * 3 {
             tracing::warn!(node = %link.name, "node silent for {:?}: lost", session.silent_for());
             return;
@@ -424,6 +425,19 @@ fn feed(core: &Arc<Core>, link: &Link, session: &Session) {
             }
         }
         send_batch(core, link, session, &mut batch);
+    }
+}
+
+/// Jobs that ended while on the node (timed out, cancelled) leave the
+/// window, and the node is told to stop them.
+fn cancel_ended(session: &Session) {
+    let gone = lock(&session.ledger).remove_where(|task| task.ended());
+    if gone.is_empty() {
+        return;
+    }
+    session.space.notify_one();
+    for (id, _) in gone {
+        session.send(&ClientMsg::Cancel { id });
     }
 }
 

@@ -69,6 +69,8 @@ pub(crate) trait Task: Send {
     fn retry(self: Box<Self>, node: &str, lost: bool) -> Option<Box<dyn Task>>;
     /// Resolves the handle with `err` without running the job.
     fn abandon(self: Box<Self>, err: JobError);
+    /// Whether the job ended while on a node (timed out, cancelled).
+    fn ended(&self) -> bool;
 }
 
 /// The queue item for job `J`.
@@ -125,7 +127,7 @@ impl<J: Job> Task for TypedTask<J> {
     }
 
     fn dispatch(&mut self, ctx: &RunCtx) -> Option<Dispatch> {
-        if !self.cell.start() {
+        if !self.cell.start_remote() {
             return None;
         }
         match ppcore::encode(&self.args) {
@@ -181,6 +183,10 @@ impl<J: Job> Task for TypedTask<J> {
 
     fn abandon(self: Box<Self>, err: JobError) {
         self.cell.finish(Err(err));
+    }
+
+    fn ended(&self) -> bool {
+        self.cell.ended()
     }
 }
 

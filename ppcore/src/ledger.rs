@@ -99,6 +99,20 @@ impl<T> Ledger<T> {
         }
     }
 
+    /// Takes back every job for which `gone` holds (they ended elsewhere:
+    /// timed out, cancelled), with their ids.
+    pub fn remove_where(&mut self, gone: impl Fn(&T) -> bool) -> Vec<(u64, T)> {
+        let ids: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, (_, job))| gone(job))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.inflight.remove(&id).map(|(_, job)| (id, job)))
+            .collect()
+    }
+
     /// Takes every job back: the node was lost.
     pub fn drain(&mut self) -> Vec<T> {
         self.inflight.drain().map(|(_, (_, job))| job).collect()
@@ -169,7 +183,8 @@ mod tests {
                 match e {
                     Event::Send => if l.free() > 0 { l.sent(next, 1, next); next += 1; },
                     Event::Done(i) => out.extend(l.done(i as u64, 1, Duration::from_micros(i as u64))),
-                    Event::Take(i) => out.extend(l.take(i as u64, 1)),
+                    Event::Take(i) if i % 2 == 0 => out.extend(l.take(i as u64, 1)),
+                    Event::Take(i) => out.extend(l.remove_where(|&job| job == i as u64).into_iter().map(|(_, j)| j)),
                     Event::Drain => out.extend(l.drain()),
                 }
                 prop_assert!(l.len() <= l.window() || l.free() == 0);

@@ -90,6 +90,9 @@ pub struct NodeStatus {
     pub jobs_failed: u64,
     /// Jobs running or queued on it now.
     pub jobs_active: u64,
+    /// Jobs cancelled by their client before they started here.
+    #[serde(default)]
+    pub jobs_cancelled: u64,
 }
 
 /// What a client sends to a node.

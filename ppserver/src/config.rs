@@ -105,6 +105,9 @@ pub struct Cli {
     /// Seconds a stopping node lets running jobs finish.
     #[arg(long, default_value_t = 30)]
     pub grace: u64,
+    /// Seconds a new connection has to authenticate.
+    #[arg(long, default_value_t = 5.0)]
+    pub handshake_timeout: f64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -133,6 +136,8 @@ impl Cli {
             join: self.join.clone(),
             max_connections: self.max_connections,
             grace: Duration::from_secs(self.grace),
+            handshake_timeout: Duration::try_from_secs_f64(self.handshake_timeout)
+                .unwrap_or(defaults.handshake_timeout),
             ..defaults
         })
     }

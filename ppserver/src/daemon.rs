@@ -184,6 +184,7 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
             return;
         }
         match stream {
+            Ok(stream) if node.is_full() => refuse_full(node, stream),
             Ok(stream) => {
                 let node = Arc::clone(node);
                 let spawned = spawn("pp-conn", move || crate::conn::serve(&node, stream));
@@ -198,6 +199,21 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
             }
         }
     }
+}
+
+/// Refuses a connection over the limit at once, on the accept thread: a
+/// flood of connections costs no thread each.
+fn refuse_full(node: &Node, mut stream: TcpStream) {
+    let reason = format!(
+        "too many connections (limit {})",
+        node.config.max_connections
+    );
+    tracing::warn!(peer = ?stream.peer_addr().ok(), "refused: {reason}");
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    if let Ok(frame) = ppcore::encode_frame(&NodeMsg::Reject { reason }) {
+        let _ = stream.write_all(&frame);
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 /// Answers discovery probes with this node's TCP port. Anything else is ignored.

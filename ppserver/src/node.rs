@@ -30,6 +30,7 @@ pub(crate) struct Node {
     started: Instant,
     done: AtomicU64,
     failed: AtomicU64,
+    cancelled: AtomicU64,
     active: AtomicU64,
     next_conn: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<Out>>>,
@@ -59,6 +60,7 @@ impl Node {
             started: Instant::now(),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
             active: AtomicU64::new(0),
             next_conn: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
@@ -70,6 +72,13 @@ impl Node {
 
     pub(crate) fn draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether the node is at its connection limit.
+    pub(crate) fn is_full(&self) -> bool {
+        self.conns
+            .lock()
+            .map_or(true, |c| c.len() >= self.config.max_connections)
     }
 
     /// Registers a connection; `None` if the node is at its connection limit.
@@ -129,6 +138,7 @@ impl Node {
                 continue;
             };
             self.active.fetch_add(1, Ordering::AcqRel);
+            out.begin();
             let queued = NodeJob {
                 id: job.id,
                 attempt: job.attempt,
@@ -140,6 +150,7 @@ impl Node {
                 // The workers are gone: the node is stopping.
                 let job = e.into_inner();
                 self.active.fetch_sub(1, Ordering::AcqRel);
+                out.end();
                 returned.push((job.id, job.attempt));
             }
         }
@@ -150,8 +161,10 @@ impl Node {
 
     /// Runs one job on this worker thread and sends its result.
     pub(crate) fn run(&self, job: NodeJob) {
-        if job.out.is_closed() || job.out.cancelled(job.id) {
+        if job.out.is_closed() {
             // Nobody is waiting for it any more.
+        } else if job.out.cancelled(job.id) {
+            self.cancelled.fetch_add(1, Ordering::Relaxed);
         } else if self.draining() {
             job.out
                 .send(&NodeMsg::Returned(vec![(job.id, job.attempt)]));
@@ -172,6 +185,7 @@ impl Node {
                 exec_ns,
             });
         }
+        job.out.end();
         if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             let _guard = self.quiet.0.lock().unwrap_or_else(|e| e.into_inner());
             self.quiet.1.notify_all();
@@ -216,6 +230,7 @@ impl Node {
             jobs_done: self.done.load(Ordering::Relaxed),
             jobs_failed: self.failed.load(Ordering::Relaxed),
             jobs_active: self.active.load(Ordering::Relaxed),
+            jobs_cancelled: self.cancelled.load(Ordering::Relaxed),
         }
     }
 }

@@ -10,7 +10,7 @@ use ppcore::wire::{DoneJob, NodeMsg};
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 #[derive(Default)]
@@ -23,7 +23,12 @@ pub(crate) struct Out {
     stream: Mutex<TcpStream>,
     pending: Mutex<Pending>,
     closed: AtomicBool,
+    /// Jobs of this connection queued or running here.
+    active: AtomicU64,
+    /// Cancelled jobs not started yet; emptied whenever `active` reaches 0,
+    /// so late cancels cannot pile up.
     cancelled: Mutex<HashSet<u64>>,
+    any_cancelled: AtomicBool,
     peer: String,
 }
 
@@ -33,7 +38,9 @@ impl Out {
             stream: Mutex::new(stream),
             pending: Mutex::new(Pending::default()),
             closed: AtomicBool::new(false),
+            active: AtomicU64::new(0),
             cancelled: Mutex::new(HashSet::new()),
+            any_cancelled: AtomicBool::new(false),
             peer,
         }
     }
@@ -50,18 +57,42 @@ impl Out {
         }
     }
 
+    /// A job of this connection was queued.
+    pub(crate) fn begin(&self) {
+        self.active.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A job of this connection ended (ran, skipped or returned).
+    pub(crate) fn end(&self) {
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.any_cancelled.swap(false, Ordering::AcqRel)
+        {
+            self.cancelled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
+    }
+
     /// Notes that the client cancelled job `id`.
     pub(crate) fn cancel(&self, id: u64) {
+        if self.active.load(Ordering::Acquire) == 0 {
+            return; // nothing of ours is here: the job is done already
+        }
         self.cancelled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id);
+        self.any_cancelled.store(true, Ordering::Release);
     }
 
     /// Whether job `id` was cancelled (and forgets it: each id runs once).
     pub(crate) fn cancelled(&self, id: u64) -> bool {
+        if !self.any_cancelled.load(Ordering::Acquire) {
+            return false;
+        }
         let mut set = self.cancelled.lock().unwrap_or_else(|e| e.into_inner());
-        !set.is_empty() && set.remove(&id)
+        set.remove(&id)
     }
 
     /// Sends one message now.

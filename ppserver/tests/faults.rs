@@ -1,0 +1,158 @@
+//! Node loss, stalls, timeouts and cancellation: nothing hangs, nothing is
+//! lost, every handle and callback resolves exactly once.
+
+mod common;
+
+use common::{close, Node, SECRET};
+use ppclient::{ErrorKind, Options, Server};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn cluster(nodes: &[&Node], heartbeat_ms: u64) -> Server {
+    Server::builder()
+        .ncpus(0)
+        .secret(SECRET)
+        .nodes(nodes.iter().map(|n| n.name()))
+        .heartbeat(Duration::from_millis(heartbeat_ms))
+        .build()
+        .unwrap()
+}
+
+/// Submits the 64 Maclaurin slices of `terms` with a callback counting calls.
+fn maclaurin_with_callbacks(
+    server: &Server,
+    terms: u64,
+) -> (Vec<ppclient::JobHandle<f64>>, Arc<AtomicU64>) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let handles = (0..64)
+        .map(|k| {
+            let (lo, hi) = jobs::task_range(terms, 64, k);
+            let calls = Arc::clone(&calls);
+            let opts = Options::new().callback(move |_: &Result<f64, _>| {
+                calls.fetch_add(1, Ordering::Relaxed);
+            });
+            server.submit_with(jobs::maclaurin, (0.9999, lo, hi), opts)
+        })
+        .collect();
+    (handles, calls)
+}
+
+#[test]
+fn node_killed_mid_job_reruns_elsewhere() {
+    let (a, b) = (
+        Node::start(&["--workers", "2"]),
+        Node::start(&["--workers", "2"]),
+    );
+    let server = cluster(&[&a, &b], 100);
+    let terms = 64 * 4_000_000;
+    let (handles, calls) = maclaurin_with_callbacks(&server, terms);
+    std::thread::sleep(Duration::from_millis(100));
+    a.signal("KILL");
+    let sum: f64 = handles
+        .into_iter()
+        .map(|h| h.wait_timeout(WAIT).expect("resolves").expect("succeeds"))
+        .sum();
+    assert!(close(sum, jobs::maclaurin_exact(0.9999, terms)), "{sum}");
+    assert_eq!(calls.load(Ordering::Relaxed), 64, "each callback once");
+    let s = server.stats();
+    assert_eq!((s.succeeded, s.failed, s.active), (64, 0, 0));
+    assert!(s.retried > 0, "the killed node had jobs in flight: {s:?}");
+    let ran: u64 = s.nodes.iter().map(|n| n.jobs).sum();
+    assert_eq!(ran, 64, "each job counted once: {:?}", s.nodes);
+}
+
+#[test]
+fn stopped_node_jobs_rerun_elsewhere_and_late_results_are_dropped() {
+    let (a, b) = (
+        Node::start(&["--workers", "2"]),
+        Node::start(&["--workers", "2"]),
+    );
+    let server = cluster(&[&a, &b], 100);
+    let calls = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..20u64)
+        .map(|i| {
+            let calls = Arc::clone(&calls);
+            let opts = Options::new().callback(move |_: &Result<u64, _>| {
+                calls.fetch_add(1, Ordering::Relaxed);
+            });
+            server.submit_with(jobs::sleep_ms, (150 + i,), opts)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    a.signal("STOP");
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.wait_timeout(WAIT).expect("resolves"), Ok(150 + i as u64));
+    }
+    a.signal("CONT");
+    // Whatever the stopped node finishes now has nowhere to go.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(calls.load(Ordering::Relaxed), 20);
+    let s = server.stats();
+    assert_eq!((s.succeeded, s.failed, s.active), (20, 0, 0));
+    assert!(s.retried > 0, "the stopped node's jobs ran again: {s:?}");
+    assert_eq!(
+        s.nodes.iter().map(|n| n.jobs).sum::<u64>(),
+        20,
+        "{:?}",
+        s.nodes
+    );
+}
+
+#[test]
+fn retries_are_bounded_and_say_which_nodes_were_lost() {
+    let a = Node::start(&["--workers", "1"]);
+    let server = cluster(&[&a], 100);
+    let opts = Options::new().node_retries(1);
+    let h = server.submit_with(jobs::sleep_ms, (5_000,), opts);
+    std::thread::sleep(Duration::from_millis(200));
+    a.signal("KILL");
+    let err = h.wait_timeout(WAIT).unwrap().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NodeLost);
+    assert!(err.message.contains(&a.name()), "{err}");
+}
+
+#[test]
+fn timeout_reaches_the_node() {
+    let a = Node::start(&["--workers", "1"]);
+    let server = cluster(&[&a], 1000);
+    let first = server.submit(jobs::sleep_ms, (400,));
+    let late = server.submit_with(
+        jobs::sleep_ms,
+        (400,),
+        Options::new().timeout(Duration::from_millis(100)),
+    );
+    let err = late.wait_timeout(WAIT).unwrap().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::TimedOut);
+    assert_eq!(first.wait_timeout(WAIT).unwrap(), Ok(400));
+    let status = ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (status.jobs_done, status.jobs_cancelled),
+        (1, 1),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn cancel_of_a_running_remote_job() {
+    let a = Node::start(&["--workers", "1"]);
+    let server = cluster(&[&a], 1000);
+    let running = server.submit(jobs::sleep_ms, (300,));
+    let queued_on_node = server.submit(jobs::sleep_ms, (300,));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(queued_on_node.cancel());
+    assert_eq!(
+        queued_on_node.wait_timeout(WAIT).unwrap().unwrap_err().kind,
+        ErrorKind::Cancelled
+    );
+    assert_eq!(running.wait_timeout(WAIT).unwrap(), Ok(300));
+    assert_eq!(server.submit(jobs::echo_u64, (1,)).wait(), Ok(1));
+    let status = ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (status.jobs_done, status.jobs_cancelled),
+        (2, 1),
+        "{status:?}"
+    );
+}
