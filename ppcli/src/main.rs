@@ -69,6 +69,8 @@ struct ClusterArgs {
     #[arg(long, value_delimiter = ',')]
     nodes: Vec<String>,
     /// Find nodes by UDP broadcast whose address matches PATTERN ("*", "10.0.0.*").
+    /// Given with --nodes, the job runs twice: once on the named nodes, once
+    /// on the discovered ones.
     #[arg(long, value_name = "PATTERN")]
     discover: Option<String>,
     /// Where discovery probes go (default: broadcast on port 60000).
@@ -150,36 +152,71 @@ fn status(node: &str, secret: &[u8], json: bool, timeout: f64) -> Result<()> {
     Ok(())
 }
 
-fn connect(cluster: &ClusterArgs, secret: &[u8]) -> Result<Server> {
-    let mut builder = Server::builder()
-        .secret(secret)
-        .nodes(cluster.nodes.iter().cloned());
+/// How a run finds its nodes.
+enum Via<'a> {
+    Nodes(&'a [String]),
+    Discovery(&'a str),
+}
+
+/// The runs asked for: by name, by discovery, or both one after the other.
+fn vias(cluster: &ClusterArgs) -> Vec<Via<'_>> {
+    let mut vias = Vec::new();
+    if !cluster.nodes.is_empty() || cluster.discover.is_none() {
+        vias.push(Via::Nodes(&cluster.nodes));
+    }
+    if let Some(pattern) = &cluster.discover {
+        vias.push(Via::Discovery(pattern));
+    }
+    vias
+}
+
+fn connect(cluster: &ClusterArgs, via: &Via<'_>, secret: &[u8]) -> Result<Server> {
+    let mut builder = Server::builder().secret(secret);
     if let Some(n) = cluster.ncpus {
         builder = builder.ncpus(n);
     }
-    if let Some(pattern) = &cluster.discover {
-        builder = match cluster.discover_via {
+    builder = match *via {
+        Via::Nodes(nodes) => builder.nodes(nodes.iter().cloned()),
+        Via::Discovery(pattern) => match cluster.discover_via {
             Some(target) => builder.discover_via(pattern, target),
             None => builder.discover(pattern),
-        };
-    }
+        },
+    };
     let server = builder.build()?;
     for node in server.nodes() {
         if let NodeState::Failed { reason } = node.state {
             bail!("node {} refused: {reason}", node.name);
         }
     }
-    if server.ncpus() == 0 && server.active_nodes().is_empty() && cluster.discover.is_none() {
-        bail!(
-            "no local workers (--ncpus 0) and no node reachable among {:?}",
-            cluster.nodes
-        );
+    if server.ncpus() == 0 && server.active_nodes().is_empty() {
+        match via {
+            Via::Nodes(nodes) => {
+                bail!("no local workers (--ncpus 0) and no node reachable among {nodes:?}")
+            }
+            Via::Discovery(p) => {
+                bail!("no local workers (--ncpus 0) and no node found by discovery ({p})")
+            }
+        }
     }
     Ok(server)
 }
 
 fn maclaurin(cluster: &ClusterArgs, secret: &[u8], terms: u64, tasks: u64, x: f64) -> Result<()> {
-    let server = connect(cluster, secret)?;
+    for via in vias(cluster) {
+        if !cluster.json {
+            match via {
+                Via::Nodes(n) if !n.is_empty() => println!("== nodes by name: {}", n.join(", ")),
+                Via::Nodes(_) => {}
+                Via::Discovery(p) => println!("== nodes by UDP discovery ({p})"),
+            }
+        }
+        let server = connect(cluster, &via, secret)?;
+        maclaurin_on(&server, cluster.json, terms, tasks, x)?;
+    }
+    Ok(())
+}
+
+fn maclaurin_on(server: &Server, json: bool, terms: u64, tasks: u64, x: f64) -> Result<()> {
     let started = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|k| {
@@ -187,8 +224,8 @@ fn maclaurin(cluster: &ClusterArgs, secret: &[u8], terms: u64, tasks: u64, x: f6
             server.submit(jobs::maclaurin, (x, lo, hi))
         })
         .collect();
-    let bar = (!cluster.json && std::io::stdout().is_terminal())
-        .then(|| indicatif::ProgressBar::new(tasks));
+    let bar =
+        (!json && std::io::stdout().is_terminal()).then(|| indicatif::ProgressBar::new(tasks));
     let mut sum = 0.0;
     for (_, result) in server.as_completed(handles) {
         sum += result?;
@@ -203,14 +240,20 @@ fn maclaurin(cluster: &ClusterArgs, secret: &[u8], terms: u64, tasks: u64, x: f6
     let exact = jobs::maclaurin_exact(x, terms);
     let rel = ((sum - exact) / exact).abs();
     let stats = server.stats();
-    if cluster.json {
+    if json {
+        let states = server.nodes();
         let nodes: Vec<_> = stats
             .nodes
             .iter()
             .map(|n| {
+                let state = states
+                    .iter()
+                    .find(|s| s.name == n.node)
+                    .map_or_else(|| "local".to_owned(), |s| format!("{:?}", s.state));
                 serde_json::json!({
                     "node": n.node, "workers": n.workers, "jobs": n.jobs,
                     "failed": n.failed, "job_time_s": n.job_time.as_secs_f64(),
+                    "state": state,
                 })
             })
             .collect();
@@ -218,7 +261,8 @@ fn maclaurin(cluster: &ClusterArgs, secret: &[u8], terms: u64, tasks: u64, x: f6
             "job": "maclaurin", "x": x, "terms": terms, "tasks": tasks,
             "sum": sum, "exact": exact, "relative_error": rel, "seconds": seconds,
             "ncpus": server.ncpus(), "nodes": nodes, "retried": stats.retried,
-            "failed": stats.failed,
+            "submitted": stats.submitted, "succeeded": stats.succeeded,
+            "failed": stats.failed, "active": stats.active,
         });
         println!("{out}");
     } else {
