@@ -36,6 +36,7 @@ pub struct Builder {
     discover: Option<(String, SocketAddr)>,
     listen: Option<String>,
     node_retries: u32,
+    crash_retries: u32,
     settings: LinkSettings,
 }
 
@@ -49,6 +50,7 @@ impl Default for Builder {
             discover: None,
             listen: None,
             node_retries: 3,
+            crash_retries: 2,
             settings: LinkSettings {
                 secret: Secret::default(),
                 connect_timeout: Duration::from_secs(2),
@@ -114,6 +116,14 @@ impl Builder {
     /// [`ErrorKind::NodeLost`] (default 3).
     pub fn node_retries(mut self, n: u32) -> Self {
         self.node_retries = n;
+        self
+    }
+
+    /// How many node worker processes (isolation mode) a job may crash
+    /// before it fails with [`ErrorKind::Crashed`] and is not run again
+    /// (default 2).
+    pub fn crash_retries(mut self, n: u32) -> Self {
+        self.crash_retries = n;
         self
     }
 
@@ -183,9 +193,14 @@ impl Builder {
             next_id: AtomicU64::new(0),
             created: Instant::now(),
             node_retries: self.node_retries,
+            crash_retries: self.crash_retries,
             listen_addr,
         })
     }
+}
+
+fn clamp16(n: u32) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
 }
 
 /// The CPUs this process may use; 1 if that cannot be told.
@@ -199,6 +214,7 @@ pub struct Options<T> {
     group: Option<String>,
     timeout: Option<Duration>,
     node_retries: Option<u32>,
+    crash_retries: Option<u32>,
 }
 
 impl<T> Default for Options<T> {
@@ -208,6 +224,7 @@ impl<T> Default for Options<T> {
             group: None,
             timeout: None,
             node_retries: None,
+            crash_retries: None,
         }
     }
 }
@@ -244,6 +261,13 @@ impl<T> Options<T> {
         self.node_retries = Some(n);
         self
     }
+
+    /// How many node worker processes this job may crash before it is
+    /// given up as poison (default: the server's).
+    pub fn crash_retries(mut self, n: u32) -> Self {
+        self.crash_retries = Some(n);
+        self
+    }
 }
 
 /// Runs jobs on a local pool of worker threads and on remote nodes.
@@ -259,6 +283,7 @@ pub struct Server {
     next_id: AtomicU64,
     created: Instant,
     node_retries: u32,
+    crash_retries: u32,
     listen_addr: Option<SocketAddr>,
 }
 
@@ -298,11 +323,12 @@ impl Server {
             args,
             cell,
             attempt: 0,
-            max_losses: options.node_retries.unwrap_or(self.node_retries),
+            max_losses: clamp16(options.node_retries.unwrap_or(self.node_retries)),
+            max_crashes: clamp16(options.crash_retries.unwrap_or(self.crash_retries)),
             extra: options.timeout.map(|timeout| {
                 Box::new(Extra {
                     timeout: Some(timeout),
-                    lost_on: Vec::new(),
+                    ..Extra::default()
                 })
             }),
             job: PhantomData,

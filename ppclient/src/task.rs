@@ -69,6 +69,9 @@ pub(crate) trait Task: Send {
     fn retry(self: Box<Self>, node: &str, lost: bool) -> Option<Box<dyn Task>>;
     /// Resolves the handle with `err` without running the job.
     fn abandon(self: Box<Self>, err: JobError);
+    /// The job crashed a node's worker process: back in line unless it has
+    /// done so too often (a poison job), then resolved with `err`.
+    fn crashed(self: Box<Self>, err: JobError) -> Option<Box<dyn Task>>;
     /// Whether the job ended while on a node (timed out, cancelled).
     fn ended(&self) -> bool;
 }
@@ -80,7 +83,9 @@ pub(crate) struct TypedTask<J: Job> {
     pub(crate) cell: Arc<Cell<J::Output>>,
     pub(crate) attempt: u32,
     /// Node losses this job may meet before it fails with `NodeLost`.
-    pub(crate) max_losses: u32,
+    pub(crate) max_losses: u16,
+    /// Worker-process crashes it may cause before it fails with `Crashed`.
+    pub(crate) max_crashes: u16,
     /// What few jobs need, boxed so that queued jobs stay small.
     pub(crate) extra: Option<Box<Extra>>,
     pub(crate) job: PhantomData<fn() -> J>,
@@ -92,6 +97,8 @@ pub(crate) struct Extra {
     pub(crate) timeout: Option<Duration>,
     /// Nodes lost while they ran this job.
     pub(crate) lost_on: Vec<String>,
+    /// Worker processes it crashed.
+    pub(crate) crashes: u16,
 }
 
 impl<J: Job> TypedTask<J> {
@@ -161,7 +168,7 @@ impl<J: Job> Task for TypedTask<J> {
             extra.lost_on.push(node.to_owned());
         }
         let lost_on = &extra.lost_on;
-        if lost_on.len() as u32 >= self.max_losses.max(1) {
+        if lost_on.len() >= usize::from(self.max_losses.max(1)) {
             let err = JobError::new(
                 ErrorKind::NodeLost,
                 format!(
@@ -187,6 +194,24 @@ impl<J: Job> Task for TypedTask<J> {
 
     fn ended(&self) -> bool {
         self.cell.ended()
+    }
+
+    fn crashed(mut self: Box<Self>, err: JobError) -> Option<Box<dyn Task>> {
+        let extra = self.extra.get_or_insert_with(Default::default);
+        extra.crashes += 1;
+        if extra.crashes >= self.max_crashes.max(1) {
+            let message = format!(
+                "{} (crashed {} time(s); not retried)",
+                err.message, extra.crashes
+            );
+            self.cell.finish(Err(JobError { message, ..err }));
+            return None;
+        }
+        if !self.cell.requeue() {
+            return None;
+        }
+        self.cell.tracker().retried.fetch_add(1, Ordering::Relaxed);
+        Some(self)
     }
 }
 

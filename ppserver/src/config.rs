@@ -32,6 +32,19 @@ pub struct Config {
     pub max_frame: usize,
     /// How long a stopping node lets running jobs finish.
     pub grace: Duration,
+    /// Where jobs run: worker threads, or worker processes.
+    pub isolation: Isolation,
+}
+
+/// Where a node runs jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Isolation {
+    /// On worker threads: fastest; a job that aborts or segfaults takes the node down.
+    #[default]
+    Thread,
+    /// Each worker thread runs jobs in a worker process of its own: a crash
+    /// or a kill costs only that job, and cancelled or timed-out jobs are stopped.
+    Process,
 }
 
 impl Default for Config {
@@ -48,6 +61,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
             grace: Duration::from_secs(30),
+            isolation: Isolation::Thread,
         }
     }
 }
@@ -105,6 +119,9 @@ pub struct Cli {
     /// Seconds a stopping node lets running jobs finish.
     #[arg(long, default_value_t = 30)]
     pub grace: u64,
+    /// Where jobs run: `thread` (fastest) or `process` (a crashing job costs only itself).
+    #[arg(long, value_enum, default_value_t = Isolation::Thread)]
+    pub isolation: Isolation,
     /// Seconds a new connection has to authenticate.
     #[arg(long, default_value_t = 5.0)]
     pub handshake_timeout: f64,
@@ -136,6 +153,7 @@ impl Cli {
             join: self.join.clone(),
             max_connections: self.max_connections,
             grace: Duration::from_secs(self.grace),
+            isolation: self.isolation,
             handshake_timeout: Duration::try_from_secs_f64(self.handshake_timeout)
                 .unwrap_or(defaults.handshake_timeout),
             ..defaults

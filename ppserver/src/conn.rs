@@ -80,7 +80,7 @@ fn session(node: &Arc<Node>, out: &Arc<Out>, stream: TcpStream) -> Result<(), St
         };
         match msg {
             ClientMsg::Run(jobs) => node.submit(jobs, out),
-            ClientMsg::Cancel { id } => out.cancel(id),
+            ClientMsg::Cancel { id } => node.cancel(out, id),
             ClientMsg::Ping(n) => out.send(&NodeMsg::Pong(n)),
             ClientMsg::Status => out.send(&NodeMsg::Status(node.status())),
             ClientMsg::Goodbye => return Ok(()),

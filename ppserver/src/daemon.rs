@@ -282,6 +282,9 @@ fn idle_watch(limit: Duration, node: &Node, stop: &Stop) {
 /// from `main`.
 pub fn main_with(registry: Registry) -> ExitCode {
     use clap::Parser;
+    if crate::isolate::is_worker() {
+        return crate::isolate::worker_main(&registry);
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

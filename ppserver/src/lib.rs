@@ -18,16 +18,18 @@
 //! | `node` | state shared by a node's connections: registry, job queue, counters, drain |
 //! | `conn` | one connection: handshake, then jobs in and results out |
 //! | `out` | a connection's writer; batches results of jobs that end together |
+//! | `isolate` | isolation mode: worker processes that run jobs, replaced when they crash |
 //! | `daemon` | [`start`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod config;
 mod conn;
 mod daemon;
+mod isolate;
 mod node;
 mod out;
 
-pub use config::{Cli, Config};
+pub use config::{Cli, Config, Isolation};
 pub use daemon::{main_with, start, Running, ServeError};
 
 /// This build's version, as nodes report it.

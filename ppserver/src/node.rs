@@ -1,6 +1,7 @@
 //! What every connection of a node shares: the registry, the job queue and
 //! its workers, the counters, the open connections, and the shutdown state.
 
+use crate::config::Isolation;
 use crate::out::Out;
 use crate::Config;
 use crossbeam_channel::Sender;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 pub(crate) struct NodeJob {
     pub(crate) id: u64,
     pub(crate) attempt: u32,
+    pub(crate) name: String,
     pub(crate) run: fn(&[u8]) -> Result<Vec<u8>, JobError>,
     pub(crate) args: ByteBuf,
     pub(crate) out: Arc<Out>,
@@ -40,6 +42,8 @@ pub(crate) struct Node {
     idle_since: Mutex<Option<Instant>>,
     /// Wakes whoever waits for the running jobs to end.
     quiet: (Mutex<()>, Condvar),
+    /// Jobs running in worker processes (isolation mode).
+    isolated: crate::isolate::Running,
 }
 
 impl Node {
@@ -67,6 +71,7 @@ impl Node {
             draining: AtomicBool::new(false),
             idle_since: Mutex::new(Some(Instant::now())),
             quiet: (Mutex::new(()), Condvar::new()),
+            isolated: Default::default(),
         }
     }
 
@@ -142,6 +147,7 @@ impl Node {
             let queued = NodeJob {
                 id: job.id,
                 attempt: job.attempt,
+                name: job.name,
                 run: entry.run,
                 args: job.args,
                 out: Arc::clone(out),
@@ -170,9 +176,11 @@ impl Node {
                 .send(&NodeMsg::Returned(vec![(job.id, job.attempt)]));
         } else {
             let started = Instant::now();
-            let result = (job.run)(&job.args)
-                .map(ByteBuf::from)
-                .map_err(|e| e.on(&self.node_id, job.attempt));
+            let result = match self.config.isolation {
+                Isolation::Thread => (job.run)(&job.args).map(ByteBuf::from),
+                Isolation::Process => self.isolated.run(&job),
+            }
+            .map_err(|e| e.on(&self.node_id, job.attempt));
             let exec_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.done.fetch_add(1, Ordering::Relaxed);
             if result.is_err() {
@@ -189,6 +197,17 @@ impl Node {
         if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             let _guard = self.quiet.0.lock().unwrap_or_else(|e| e.into_inner());
             self.quiet.1.notify_all();
+        }
+    }
+
+    /// The client cancelled job `id`: skip it if it has not started; in
+    /// isolation mode, kill its worker process if it is running.
+    pub(crate) fn cancel(&self, out: &Arc<Out>, id: u64) {
+        out.cancel(id);
+        if self.config.isolation == Isolation::Process
+            && self.isolated.kill(Arc::as_ptr(out) as usize, id)
+        {
+            self.cancelled.fetch_add(1, Ordering::Relaxed);
         }
     }
 

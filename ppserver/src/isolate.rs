@@ -1,0 +1,208 @@
+//! Isolation mode: each worker thread runs its jobs in a worker process of its
+//! own (this same binary, re-run as a worker), talking frames over pipes. An
+//! abort, a segfault, an out-of-memory kill or a runaway job then costs only
+//! that job: the process is replaced and the node keeps serving.
+
+use crate::node::NodeJob;
+use ppcore::wire::{ClientMsg, DoneJob, NodeMsg, RunJob};
+use ppcore::{encode_frame, ErrorKind, FrameReader, JobError, Registry};
+use serde_bytes::ByteBuf;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// Set in a worker process's environment.
+const WORKER_ENV: &str = "PP_WORKER_PROCESS";
+
+/// Whether this process is a worker process.
+pub(crate) fn is_worker() -> bool {
+    std::env::var_os(WORKER_ENV).is_some()
+}
+
+/// A worker process's whole life: run each job that arrives on stdin, answer
+/// on stdout, exit when stdin closes (the node is gone).
+pub(crate) fn worker_main(registry: &Registry) -> ExitCode {
+    // A panic is the job's error, sent back as such: nothing to print here.
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut input = FrameReader::new(std::io::stdin().lock(), ppcore::wire::DEFAULT_MAX_FRAME);
+    let mut output = std::io::stdout().lock();
+    while let Ok(Some(ClientMsg::Run(jobs))) = input.read::<ClientMsg>() {
+        for job in jobs {
+            let started = std::time::Instant::now();
+            let result = registry.run(&job.name, &job.args).map(ByteBuf::from);
+            let done = NodeMsg::Done(vec![DoneJob {
+                id: job.id,
+                attempt: job.attempt,
+                result,
+                exec_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            }]);
+            let written = encode_frame(&done)
+                .ok()
+                .is_some_and(|f| output.write_all(&f).and_then(|()| output.flush()).is_ok());
+            if !written {
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+struct WorkerProcess {
+    child: Arc<Mutex<Child>>,
+    stdin: ChildStdin,
+    stdout: FrameReader<ChildStdout>,
+}
+
+impl WorkerProcess {
+    fn spawn() -> std::io::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .env(WORKER_ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(std::io::Error::other("worker process without pipes"));
+        };
+        Ok(WorkerProcess {
+            child: Arc::new(Mutex::new(child)),
+            stdin,
+            stdout: FrameReader::new(stdout, ppcore::wire::DEFAULT_MAX_FRAME),
+        })
+    }
+
+    /// Sends one job and reads its answer; `None` if the process died.
+    fn run(&mut self, job: &NodeJob) -> Option<Result<ByteBuf, JobError>> {
+        let run = ClientMsg::Run(vec![RunJob {
+            id: job.id,
+            attempt: job.attempt,
+            name: job.name.clone(),
+            args: job.args.clone(),
+        }]);
+        let frame = encode_frame(&run).ok()?;
+        self.stdin.write_all(&frame).ok()?;
+        match self.stdout.read::<NodeMsg>() {
+            Ok(Some(NodeMsg::Done(mut done))) => done.pop().map(|d| d.result),
+            _ => None,
+        }
+    }
+
+    /// Why the process ended, once it has.
+    fn death(&self) -> String {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        match child.wait() {
+            Ok(status) => match status.signal() {
+                Some(sig) => format!(
+                    "worker process killed by signal {sig} ({})",
+                    signal_name(sig)
+                ),
+                None => format!("worker process exited with {status}"),
+            },
+            Err(e) => format!("worker process lost: {e}"),
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        7 => "SIGBUS",
+        4 => "SIGILL",
+        8 => "SIGFPE",
+        15 => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+thread_local! {
+    /// This worker thread's process, started on first use.
+    static PROCESS: RefCell<Option<WorkerProcess>> = const { RefCell::new(None) };
+}
+
+/// A running job: its connection (by address) and id.
+type JobKey = (usize, u64);
+
+/// Jobs running in worker processes now, so that a cancel can kill them.
+#[derive(Default)]
+pub(crate) struct Running {
+    by_job: Mutex<HashMap<JobKey, Arc<Mutex<Child>>>>,
+}
+
+impl Running {
+    fn key(job: &NodeJob) -> JobKey {
+        (Arc::as_ptr(&job.out) as usize, job.id)
+    }
+
+    /// Kills the process running job `id` of connection `out`, if any.
+    pub(crate) fn kill(&self, out: usize, id: u64) -> bool {
+        let child = self
+            .by_job
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(out, id));
+        match child {
+            Some(child) => {
+                let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs `job` in this thread's worker process, starting or replacing the
+    /// process as needed.
+    pub(crate) fn run(&self, job: &NodeJob) -> Result<ByteBuf, JobError> {
+        PROCESS.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(WorkerProcess::spawn().map_err(|e| {
+                    JobError::new(
+                        ErrorKind::Crashed,
+                        format!("cannot start a worker process: {e}"),
+                    )
+                })?);
+            }
+            let Some(process) = slot.as_mut() else {
+                return Err(JobError::new(ErrorKind::Crashed, "no worker process"));
+            };
+            let key = Self::key(job);
+            self.by_job
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, Arc::clone(&process.child));
+            let answer = process.run(job);
+            let cancelled = self
+                .by_job
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key)
+                .is_none();
+            match answer {
+                Some(result) => result,
+                None => {
+                    let why = process.death();
+                    *slot = None; // replaced on the next job
+                    Err(if cancelled {
+                        JobError::new(ErrorKind::Cancelled, "cancelled: worker process stopped")
+                    } else {
+                        JobError::new(ErrorKind::Crashed, why)
+                    })
+                }
+            }
+        })
+    }
+}
