@@ -93,6 +93,21 @@ pub struct SpawnedNode {
 }
 
 impl SpawnedNode {
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (a name such as `STOP`) to the node.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "kill -{signal} {} failed", self.child.id());
+        Ok(())
+    }
+
     /// The node's resident set size now.
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
         rss_of(&self.child.id().to_string())
@@ -109,19 +124,18 @@ impl Drop for SpawnedNode {
 /// Starts this same binary as a ppserver node on an ephemeral loopback port
 /// (so that one `cargo run` measures the remote path, no other build needed).
 pub fn spawn_node(workers: usize) -> anyhow::Result<SpawnedNode> {
+    spawn_node_on(0, workers)
+}
+
+/// Like [`spawn_node`], on a given port (0: any).
+pub fn spawn_node_on(port: u16, workers: usize) -> anyhow::Result<SpawnedNode> {
     use std::io::BufRead;
     let started = std::time::Instant::now();
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .env(AS_NODE, "1")
         .env_remove("PP_SECRET")
-        .args([
-            "--interface",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--log-level",
-            "warn",
-        ])
+        .args(["--interface", "127.0.0.1", "--log-level", "error"])
+        .args(["--port", &port.to_string()])
         .args(["--workers", &workers.to_string()])
         .stdout(std::process::Stdio::piped())
         .spawn()?;
