@@ -55,7 +55,6 @@ impl<T: Send + 'static> Cell<T> {
         group: Option<Arc<Pending>>,
         callback: Option<Callback<T>>,
     ) -> Arc<Self> {
-        tracker.pending.add();
         if let Some(g) = &group {
             g.add();
         }
@@ -159,7 +158,9 @@ impl<T: Send + 'static> Cell<T> {
     }
 
     fn publish(&self, result: Result<T, JobError>) {
-        self.tracker.ended(&result);
+        // Counted first, so that stats read after a handle resolved count it.
+        self.tracker
+            .ended(&result.as_ref().map(|_| ()).map_err(|e| e.kind));
         let (waker, sleeping) = {
             let mut slot = self.lock();
             slot.result = Some(result.map_err(Box::new));
@@ -175,7 +176,6 @@ impl<T: Send + 'static> Cell<T> {
         if let Some(g) = &self.group {
             g.done();
         }
-        self.tracker.pending.done();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T>> {

@@ -312,7 +312,7 @@ impl Server {
         let tracker = Arc::clone(&self.core.tracker);
         let cell = Cell::new(tracker, group, options.callback);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.core.tracker.submitted.fetch_add(1, Ordering::Relaxed);
+        self.core.tracker.submitted();
         let handle = JobHandle::new(Arc::clone(&cell), id);
         if let Err(reason) = self.core.runnable((J::NAME, J::SIGNATURE)) {
             cell.finish(Err(JobError::new(ErrorKind::UnknownJob, reason)));
@@ -363,17 +363,15 @@ impl Server {
         }
     }
 
-    /// Waits until every job submitted so far has resolved.
+    /// Waits until every job submitted so far has resolved (a handle's
+    /// `wait` then returns at once).
     pub fn wait_all(&self) {
-        self.core.tracker.pending.wait_zero(None);
+        self.core.tracker.wait_quiet(None);
     }
 
     /// Like [`Server::wait_all`] but gives up after `timeout`; true if all resolved.
     pub fn wait_all_timeout(&self, timeout: Duration) -> bool {
-        self.core
-            .tracker
-            .pending
-            .wait_zero(Some(Instant::now() + timeout))
+        self.core.tracker.wait_quiet(Some(Instant::now() + timeout))
     }
 
     /// Local worker threads.
