@@ -4,57 +4,10 @@
 use crossbeam_channel::Sender;
 use crossbeam_utils::CachePadded;
 use ppcore::ErrorKind;
+pub(crate) use ppcore::Pending;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-/// A count of unresolved jobs that threads can wait to reach zero.
-#[derive(Default)]
-pub(crate) struct Pending {
-    count: AtomicUsize,
-    lock: Mutex<()>,
-    zero: Condvar,
-}
-
-impl Pending {
-    pub(crate) fn add(&self) {
-        self.count.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn done(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // Taking the lock orders this wake-up after a waiter's check.
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.zero.notify_all();
-        }
-    }
-
-    pub(crate) fn get(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-
-    /// Waits until the count is zero or `deadline` passes; true if zero.
-    pub(crate) fn wait_zero(&self, deadline: Option<Instant>) -> bool {
-        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        while self.get() != 0 {
-            match deadline {
-                None => guard = self.zero.wait(guard).unwrap_or_else(|e| e.into_inner()),
-                Some(at) => {
-                    let left = at.saturating_duration_since(Instant::now());
-                    if left == Duration::ZERO {
-                        return false;
-                    }
-                    guard = self
-                        .zero
-                        .wait_timeout(guard, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-            }
-        }
-        true
-    }
-}
 
 /// Work handed to the callback thread.
 pub(crate) type CallbackWork = Box<dyn FnOnce() + Send>;

@@ -5,7 +5,7 @@
 //! | `error` | [`JobError`] and [`ErrorKind`]: how a job fails |
 //! | `job` | the [`Job`] trait, the [`job!`] macro, the MessagePack codec of arguments and results |
 //! | `registry` | [`Registry`]: job names to type-erased runners, filled by `job!` at link time |
-//! | `pool` | [`Pool`]: resizable worker threads pulling from a shared queue |
+//! | `pool` | [`Pool`]: resizable worker threads pulling from a shared queue; [`Pending`]: waiting for work to drain |
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
 //! | `handshake` | mutual HMAC-SHA256 authentication as pure state ([`ClientHandshake`], [`NodeHandshake`]) |
@@ -16,6 +16,7 @@ mod error;
 mod handshake;
 mod job;
 mod ledger;
+mod pending;
 mod pool;
 mod registry;
 mod stats;
@@ -25,6 +26,7 @@ pub use error::{ErrorKind, JobError};
 pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};
 pub use job::{decode, encode, run_caught, run_erased, Job};
 pub use ledger::Ledger;
+pub use pending::Pending;
 pub use pool::Pool;
 pub use registry::{DuplicateJob, JobEntry, Registry};
 pub use stats::{NodeCounters, NodeStats, Stats};

@@ -6,8 +6,6 @@
 //! A client that links the same `shout` (same crate, same module path) can
 //! then `server.submit(shout, ("hi".into(),))` on this node.
 
-use std::process::ExitCode;
-
 // The built-in jobs, linked so that `Registry::linked` finds them too.
 use jobs as _;
 
@@ -18,12 +16,6 @@ ppcore::job! {
     }
 }
 
-fn main() -> ExitCode {
-    match ppcore::Registry::linked() {
-        Ok(registry) => ppserver::main_with(registry),
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    ppserver::main_linked()
 }

@@ -305,6 +305,18 @@ pub fn main_with(registry: Registry) -> ExitCode {
     }
 }
 
+/// [`main_with`] every job linked into this binary: a node binary's whole
+/// `main`. Two jobs under one name end it with that error.
+pub fn main_linked() -> ExitCode {
+    match Registry::linked() {
+        Ok(registry) => main_with(registry),
+        Err(e) => {
+            eprintln!("ppserver: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run(cli: &Cli, registry: Registry) -> anyhow::Result<()> {
     let config = cli.config()?;
     let jobs = registry.len();

@@ -8,7 +8,7 @@
 //! }
 //! fn main() -> std::process::ExitCode {
 //!     // Every job linked into this binary (the built-in `jobs` and `shout`).
-//!     ppserver::main_with(ppcore::Registry::linked().expect("job names are unique"))
+//!     ppserver::main_linked()
 //! }
 //! ```
 //!
@@ -30,7 +30,7 @@ mod node;
 mod out;
 
 pub use config::{Cli, Config, Isolation};
-pub use daemon::{main_with, start, Running, ServeError};
+pub use daemon::{main_linked, main_with, start, Running, ServeError};
 
 /// This build's version, as nodes report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -10,7 +10,7 @@ use ppcore::{ErrorKind, JobError, Registry};
 use serde_bytes::ByteBuf;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A job waiting for a worker.
@@ -33,15 +33,14 @@ pub(crate) struct Node {
     done: AtomicU64,
     failed: AtomicU64,
     cancelled: AtomicU64,
-    active: AtomicU64,
+    /// Jobs queued or running here.
+    active: ppcore::Pending,
     next_conn: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<Out>>>,
     /// Set when the node stops taking jobs (SIGTERM, idle timeout).
     pub(crate) draining: AtomicBool,
     /// When the last connection closed (or the node started).
     idle_since: Mutex<Option<Instant>>,
-    /// Wakes whoever waits for the running jobs to end.
-    quiet: (Mutex<()>, Condvar),
     /// Jobs running in worker processes (isolation mode).
     isolated: crate::isolate::Running,
 }
@@ -65,12 +64,11 @@ impl Node {
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
-            active: AtomicU64::new(0),
+            active: ppcore::Pending::default(),
             next_conn: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             idle_since: Mutex::new(Some(Instant::now())),
-            quiet: (Mutex::new(()), Condvar::new()),
             isolated: Default::default(),
         }
     }
@@ -142,7 +140,7 @@ impl Node {
                 });
                 continue;
             };
-            self.active.fetch_add(1, Ordering::AcqRel);
+            self.active.add();
             out.begin();
             let queued = NodeJob {
                 id: job.id,
@@ -155,7 +153,7 @@ impl Node {
             if let Err(e) = self.queue.send(queued) {
                 // The workers are gone: the node is stopping.
                 let job = e.into_inner();
-                self.active.fetch_sub(1, Ordering::AcqRel);
+                self.active.done();
                 out.end();
                 returned.push((job.id, job.attempt));
             }
@@ -194,10 +192,7 @@ impl Node {
             });
         }
         job.out.end();
-        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _guard = self.quiet.0.lock().unwrap_or_else(|e| e.into_inner());
-            self.quiet.1.notify_all();
-        }
+        self.active.done();
     }
 
     /// The client cancelled job `id`: skip it if it has not started; in
@@ -213,21 +208,7 @@ impl Node {
 
     /// Waits until no job runs or is queued, or `grace` passes; true if quiet.
     pub(crate) fn wait_quiet(&self, grace: Duration) -> bool {
-        let deadline = Instant::now() + grace;
-        let mut guard = self.quiet.0.lock().unwrap_or_else(|e| e.into_inner());
-        while self.active.load(Ordering::Acquire) > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            guard = self
-                .quiet
-                .1
-                .wait_timeout(guard, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
+        self.active.wait_zero(Some(Instant::now() + grace))
     }
 
     pub(crate) fn welcome(&self) -> NodeMsg {
@@ -248,7 +229,7 @@ impl Node {
             connections: self.conns.lock().map_or(0, |c| c.len() as u32),
             jobs_done: self.done.load(Ordering::Relaxed),
             jobs_failed: self.failed.load(Ordering::Relaxed),
-            jobs_active: self.active.load(Ordering::Relaxed),
+            jobs_active: self.active.get() as u64,
             jobs_cancelled: self.cancelled.load(Ordering::Relaxed),
         }
     }

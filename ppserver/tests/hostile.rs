@@ -18,6 +18,23 @@ fn connect(node: &Node) -> TcpStream {
     s
 }
 
+/// A connection that completed the handshake by hand (up to `Welcome`).
+fn authenticated(node: &Node) -> TcpStream {
+    let mut s = connect(node);
+    let (hs, hello) = ClientHandshake::start(Secret::new(SECRET), [7; 32]);
+    s.write_all(&encode_frame(&hello).unwrap()).unwrap();
+    let mut r = FrameReader::new(s.try_clone().unwrap(), 1 << 20);
+    let challenge = r.read::<NodeMsg>().unwrap().unwrap();
+    let auth = hs.on_challenge(challenge).unwrap();
+    s.write_all(&encode_frame(&auth).unwrap()).unwrap();
+    let welcome = r.read::<NodeMsg>().unwrap();
+    assert!(
+        matches!(welcome, Some(NodeMsg::Welcome { .. })),
+        "{welcome:?}"
+    );
+    s
+}
+
 /// What the node says before it closes: the reason of its `Reject`.
 fn reject_reason(s: TcpStream) -> String {
     let mut r = FrameReader::new(s, 1 << 20);
@@ -30,15 +47,19 @@ fn reject_reason(s: TcpStream) -> String {
     }
 }
 
-/// The node still serves a well-behaved client.
-fn still_serves(node: &Node) {
-    let server = Server::builder()
+/// A well-behaved client of `node` alone.
+fn client(node: &Node) -> Server {
+    Server::builder()
         .ncpus(0)
         .secret(SECRET)
         .nodes([node.name()])
         .build()
-        .unwrap();
-    assert_eq!(server.submit(jobs::echo_u64, (42,)).wait(), Ok(42));
+        .unwrap()
+}
+
+/// The node still serves a well-behaved client.
+fn still_serves(node: &Node) {
+    assert_eq!(client(node).submit(jobs::echo_u64, (42,)).wait(), Ok(42));
 }
 
 #[test]
@@ -96,18 +117,8 @@ fn valid_frames_in_the_wrong_state() {
         assert!(reject_reason(s).contains("expected Hello"));
     }
     // A second Hello after a complete handshake.
-    let mut s = connect(&node);
-    let (hs, hello) = ClientHandshake::start(Secret::new(SECRET), [7; 32]);
-    s.write_all(&encode_frame(&hello).unwrap()).unwrap();
-    let mut r = FrameReader::new(s.try_clone().unwrap(), 1 << 20);
-    let auth = hs
-        .on_challenge(r.read::<NodeMsg>().unwrap().unwrap())
-        .unwrap();
-    s.write_all(&encode_frame(&auth).unwrap()).unwrap();
-    assert!(matches!(
-        r.read::<NodeMsg>().unwrap(),
-        Some(NodeMsg::Welcome { .. })
-    ));
+    let mut s = authenticated(&node);
+    let (_, hello) = ClientHandshake::start(Secret::new(SECRET), [7; 32]);
     s.write_all(&encode_frame(&hello).unwrap()).unwrap();
     assert!(reject_reason(s).contains("after the handshake"));
     still_serves(&node);
@@ -178,12 +189,7 @@ fn a_thousand_connections_at_once_meet_a_cap_with_a_reason() {
     // Slots come back as the held connections close.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let ok = Server::builder()
-            .ncpus(0)
-            .secret(SECRET)
-            .nodes([node.name()])
-            .build()
-            .unwrap()
+        let ok = client(&node)
             .submit(jobs::echo_u64, (1,))
             .wait_timeout(Duration::from_secs(5))
             .is_ok_and(|r| r == Ok(1));
@@ -198,21 +204,8 @@ fn a_thousand_connections_at_once_meet_a_cap_with_a_reason() {
 #[test]
 fn malformed_frame_after_the_handshake_closes_only_that_connection() {
     let node = Node::start(&[]);
-    let server = Server::builder()
-        .ncpus(0)
-        .secret(SECRET)
-        .nodes([node.name()])
-        .build()
-        .unwrap();
-    let mut s = connect(&node);
-    let (hs, hello) = ClientHandshake::start(Secret::new(SECRET), [9; 32]);
-    s.write_all(&encode_frame(&hello).unwrap()).unwrap();
-    let mut r = FrameReader::new(s.try_clone().unwrap(), 1 << 20);
-    let auth = hs
-        .on_challenge(r.read::<NodeMsg>().unwrap().unwrap())
-        .unwrap();
-    s.write_all(&encode_frame(&auth).unwrap()).unwrap();
-    r.read::<NodeMsg>().unwrap();
+    let server = client(&node);
+    let mut s = authenticated(&node);
     s.write_all(&[0, 0, 0, 2, 0xc1, 0xc1]).unwrap();
     assert!(reject_reason(s).contains("malformed"));
     assert_eq!(server.submit(jobs::echo_u64, (5,)).wait(), Ok(5));
