@@ -141,7 +141,7 @@ impl Core {
 
     /// A node pulled a job it cannot run: back in line if someone else may
     /// run it, else resolved with the reason.
-    pub(crate) fn pass_on(&self, task: Box<dyn Task>, _from: &str) {
+    pub(crate) fn pass_on(&self, task: Box<dyn Task>) {
         match self.runnable(task.job()) {
             Ok(()) => self.requeue(task),
             Err(reason) => task.abandon(JobError::new(ErrorKind::UnknownJob, reason)),

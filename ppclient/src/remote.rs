@@ -383,6 +383,7 @@ pub(crate) fn serve(core: &Arc<Core>, link: &Arc<Link>, stream: TcpStream, welco
 fn feed(core: &Arc<Core>, link: &Link, session: &Session) {
     let heartbeat = core.settings.heartbeat;
     let mut pinged = Instant::now();
+    let mut swept = Instant::now();
     let mut seq = 0u64;
     let mut batch: Vec<Box<dyn Task>> = Vec::new();
     loop {
@@ -394,7 +395,10 @@ fn feed(core: &Arc<Core>, link: &Link, session: &Session) {
             session.send(&ClientMsg::Ping(seq));
             pinged = Instant::now();
         }
-        cancel_ended(session);
+        if swept.elapsed() >= TICK {
+            cancel_ended(session);
+            swept = Instant::now();
+        }
         if session.silent_for() > heartbeat * 3 {
             tracing::warn!(node = %link.name, "node silent for {:?}: lost", session.silent_for());
             return;
@@ -424,7 +428,7 @@ fn feed(core: &Arc<Core>, link: &Link, session: &Session) {
                 Err(_) => break,
             }
         }
-        send_batch(core, link, session, &mut batch);
+        send_batch(core, session, &mut batch);
     }
 }
 
@@ -441,7 +445,7 @@ fn cancel_ended(session: &Session) {
     }
 }
 
-fn send_batch(core: &Arc<Core>, link: &Link, session: &Session, batch: &mut Vec<Box<dyn Task>>) {
+fn send_batch(core: &Arc<Core>, session: &Session, batch: &mut Vec<Box<dyn Task>>) {
     let mut run = Vec::with_capacity(batch.len());
     let mut passed = 0;
     {
@@ -453,7 +457,7 @@ fn send_batch(core: &Arc<Core>, link: &Link, session: &Session, batch: &mut Vec<
                 .contains(&(name.to_owned(), signature.to_owned()))
             {
                 passed += 1;
-                core.pass_on(task, &link.name);
+                core.pass_on(task);
                 continue;
             }
             if let Some(d) = task.dispatch(&core.ctx) {
