@@ -81,6 +81,24 @@ ppcore::job! {
     }
 }
 
+ppcore::job! {
+    /// Fails on purpose the first `failures` times it runs with `key` in this
+    /// process, then returns how many times it ran: for retry tests.
+    pub fn flaky(key: String, failures: u32) -> Result<u32, String> {
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+        static RUNS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+        let mut runs = RUNS.lock().unwrap_or_else(|e| e.into_inner());
+        let n = runs.get_or_insert_with(HashMap::new).entry(key).or_insert(0);
+        *n += 1;
+        if *n <= failures {
+            Err(format!("failure {n} of {failures}, on purpose"))
+        } else {
+            Ok(*n)
+        }
+    }
+}
+
 /// The Maclaurin sum of x^n for n in [0, terms), in closed form: (1 - x^terms)/(1 - x).
 pub fn maclaurin_exact(x: f64, terms: u64) -> f64 {
     (1.0 - x.powf(terms as f64)) / (1.0 - x)

@@ -10,8 +10,8 @@ use crate::core::Core;
 use crate::task::Task;
 use ppcore::wire::{ClientMsg, JobInfo, NodeMsg, RunJob, DEFAULT_PORT};
 use ppcore::{
-    encode_frame, ClientHandshake, ErrorKind, FrameError, FrameReader, HandshakeError, Ledger,
-    NodeCounters, Secret,
+    encode_frame, ClientHandshake, FrameError, FrameReader, HandshakeError, Ledger, NodeCounters,
+    Secret,
 };
 use std::collections::HashSet;
 use std::io::Write;
@@ -515,13 +515,8 @@ fn read_loop(
                 session.space.notify_one();
                 for (task, result, exec) in finished {
                     link.counters.record(exec, result.is_err());
-                    match result {
-                        Err(e) if e.kind == ErrorKind::Crashed => {
-                            if let Some(task) = task.crashed(e) {
-                                core.requeue(task);
-                            }
-                        }
-                        result => task.complete(result, &link.name),
+                    if let Some(again) = task.complete(result, &link.name) {
+                        core.requeue(again);
                     }
                 }
             }

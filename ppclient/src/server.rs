@@ -215,6 +215,7 @@ pub struct Options<T> {
     timeout: Option<Duration>,
     node_retries: Option<u32>,
     crash_retries: Option<u32>,
+    retries: u16,
 }
 
 impl<T> Default for Options<T> {
@@ -225,6 +226,7 @@ impl<T> Default for Options<T> {
             timeout: None,
             node_retries: None,
             crash_retries: None,
+            retries: 0,
         }
     }
 }
@@ -259,6 +261,13 @@ impl<T> Options<T> {
     /// How many node losses this job may meet (default: the server's).
     pub fn node_retries(mut self, n: u32) -> Self {
         self.node_retries = Some(n);
+        self
+    }
+
+    /// How many times to run the job again after it returns an error or
+    /// panics (default 0: such a failure is the job's answer).
+    pub fn retries(mut self, n: u16) -> Self {
+        self.retries = n;
         self
     }
 
@@ -325,9 +334,10 @@ impl Server {
             attempt: 0,
             max_losses: clamp16(options.node_retries.unwrap_or(self.node_retries)),
             max_crashes: clamp16(options.crash_retries.unwrap_or(self.crash_retries)),
-            extra: options.timeout.map(|timeout| {
+            extra: (options.timeout.is_some() || options.retries > 0).then(|| {
                 Box::new(Extra {
-                    timeout: Some(timeout),
+                    timeout: options.timeout,
+                    failure_retries: options.retries,
                     ..Extra::default()
                 })
             }),

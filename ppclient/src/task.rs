@@ -62,16 +62,18 @@ pub(crate) trait Task: Send {
     /// Marks the job running on a node and encodes its arguments; `None` if
     /// it ended meanwhile (cancelled) or cannot be encoded (then resolved).
     fn dispatch(&mut self, ctx: &RunCtx) -> Option<Dispatch>;
-    /// Resolves the handle with a node's answer.
-    fn complete(self: Box<Self>, result: Result<ByteBuf, JobError>, node: &str);
+    /// Takes a node's answer: resolves the handle, or, if the job failed in a
+    /// way it may be retried for, returns it to be queued again.
+    fn complete(
+        self: Box<Self>,
+        result: Result<ByteBuf, JobError>,
+        node: &str,
+    ) -> Option<Box<dyn Task>>;
     /// Puts a dispatched job back in line; `lost` counts against its retries.
     /// `None` if it ended meanwhile or its retries ran out (then resolved).
     fn retry(self: Box<Self>, node: &str, lost: bool) -> Option<Box<dyn Task>>;
     /// Resolves the handle with `err` without running the job.
     fn abandon(self: Box<Self>, err: JobError);
-    /// The job crashed a node's worker process: back in line unless it has
-    /// done so too often (a poison job), then resolved with `err`.
-    fn crashed(self: Box<Self>, err: JobError) -> Option<Box<dyn Task>>;
     /// Whether the job ended while on a node (timed out, cancelled).
     fn ended(&self) -> bool;
 }
@@ -99,11 +101,76 @@ pub(crate) struct Extra {
     pub(crate) lost_on: Vec<String>,
     /// Worker processes it crashed.
     pub(crate) crashes: u16,
+    /// Runs left after the job returns an error or panics.
+    pub(crate) failure_retries: u16,
+}
+
+/// Whether a job's own failure (not the system's) may be retried.
+fn is_job_failure(e: &JobError) -> bool {
+    matches!(e.kind, ErrorKind::Failed | ErrorKind::Panicked)
 }
 
 impl<J: Job> TypedTask<J> {
     fn timeout(&self) -> Option<Duration> {
         self.extra.as_ref().and_then(|e| e.timeout)
+    }
+
+    /// Uses up one retry after a job failure, if any is left.
+    fn take_failure_retry(&mut self) -> bool {
+        take_failure_retry(&mut self.extra, self.cell.tracker())
+    }
+
+    /// Puts a job that was on a node back in line, unless it ended meanwhile.
+    fn back_in_line(self: Box<Self>) -> Option<Box<dyn Task>> {
+        if !self.cell.requeue() {
+            return None; // it ended meanwhile (timed out, cancelled)
+        }
+        Some(self)
+    }
+}
+
+/// Uses up one of `extra`'s retries after a job failure, if any is left.
+fn take_failure_retry(extra: &mut Option<Box<Extra>>, tracker: &crate::tracker::Tracker) -> bool {
+    match extra.as_mut() {
+        Some(extra) if extra.failure_retries > 0 => {
+            extra.failure_retries -= 1;
+            tracker.retried.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Runs job `J` here, and again after a failure while retries are left (the
+/// arguments are then kept encoded: they need not be `Clone`).
+fn run_here<J: Job>(
+    args: J::Args,
+    cell: &Cell<J::Output>,
+    attempt: &mut u32,
+    extra: &mut Option<Box<Extra>>,
+    ctx: &RunCtx,
+) -> Result<J::Output, JobError> {
+    let retries = extra.as_ref().map_or(0, |e| e.failure_retries);
+    let kept = match retries {
+        0 => None,
+        _ => Some(ppcore::encode(&args)?),
+    };
+    let mut args = Some(args);
+    loop {
+        let this = match (args.take(), &kept) {
+            (Some(a), _) => a,
+            (None, Some(bytes)) => ppcore::decode::<J::Args>(bytes)?,
+            (None, None) => unreachable!("a retry without kept arguments"),
+        };
+        let started = Instant::now();
+        let result = ppcore::run_caught::<J>(this).map_err(|e| e.on(LOCAL, *attempt));
+        ctx.local.record(started.elapsed(), result.is_err());
+        match result {
+            Err(e) if is_job_failure(&e) && take_failure_retry(extra, cell.tracker()) => {
+                *attempt += 1;
+            }
+            result => return result,
+        }
     }
 }
 
@@ -127,10 +194,15 @@ impl<J: Job> Task for TypedTask<J> {
         if let Some(timeout) = self.timeout() {
             ctx.arm(&self.cell, timeout);
         }
-        let started = Instant::now();
-        let result = ppcore::run_caught::<J>(self.args).map_err(|e| e.on(LOCAL, self.attempt));
-        ctx.local.record(started.elapsed(), result.is_err());
-        self.cell.finish(result);
+        let TypedTask {
+            args,
+            cell,
+            mut attempt,
+            mut extra,
+            ..
+        } = *self;
+        let result = run_here::<J>(args, &cell, &mut attempt, &mut extra, ctx);
+        cell.finish(result);
     }
 
     fn dispatch(&mut self, ctx: &RunCtx) -> Option<Dispatch> {
@@ -155,11 +227,22 @@ impl<J: Job> Task for TypedTask<J> {
         }
     }
 
-    fn complete(self: Box<Self>, result: Result<ByteBuf, JobError>, node: &str) {
-        let result = result.and_then(|bytes| {
-            ppcore::decode::<J::Output>(&bytes).map_err(|e| e.on(node, self.attempt))
-        });
-        self.cell.finish(result);
+    fn complete(
+        mut self: Box<Self>,
+        result: Result<ByteBuf, JobError>,
+        node: &str,
+    ) -> Option<Box<dyn Task>> {
+        match result {
+            Err(e) if e.kind == ErrorKind::Crashed => self.crashed(e),
+            Err(e) if is_job_failure(&e) && self.take_failure_retry() => self.back_in_line(),
+            result => {
+                let result = result.and_then(|bytes| {
+                    ppcore::decode::<J::Output>(&bytes).map_err(|e| e.on(node, self.attempt))
+                });
+                self.cell.finish(result);
+                None
+            }
+        }
     }
 
     fn retry(mut self: Box<Self>, node: &str, lost: bool) -> Option<Box<dyn Task>> {
@@ -181,11 +264,8 @@ impl<J: Job> Task for TypedTask<J> {
             self.cell.finish(Err(err));
             return None;
         }
-        if !self.cell.requeue() {
-            return None; // it ended meanwhile (timed out, cancelled)
-        }
         self.cell.tracker().retried.fetch_add(1, Ordering::Relaxed);
-        Some(self)
+        self.back_in_line()
     }
 
     fn abandon(self: Box<Self>, err: JobError) {
@@ -195,7 +275,11 @@ impl<J: Job> Task for TypedTask<J> {
     fn ended(&self) -> bool {
         self.cell.ended()
     }
+}
 
+impl<J: Job> TypedTask<J> {
+    /// The job crashed a node's worker process: back in line unless it has
+    /// done so too often (a poison job), then resolved with `err`.
     fn crashed(mut self: Box<Self>, err: JobError) -> Option<Box<dyn Task>> {
         let extra = self.extra.get_or_insert_with(Default::default);
         extra.crashes += 1;
@@ -207,11 +291,8 @@ impl<J: Job> Task for TypedTask<J> {
             self.cell.finish(Err(JobError { message, ..err }));
             return None;
         }
-        if !self.cell.requeue() {
-            return None;
-        }
         self.cell.tracker().retried.fetch_add(1, Ordering::Relaxed);
-        Some(self)
+        self.back_in_line()
     }
 }
 

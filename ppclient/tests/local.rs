@@ -334,3 +334,26 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         std::thread::park_timeout(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn failed_jobs_run_again_only_when_asked() {
+    let server = server(1);
+    let once = server.submit(jobs::flaky, ("local-a".into(), 2));
+    assert_eq!(
+        once.wait().unwrap_err().kind,
+        ErrorKind::Failed,
+        "no retry by default"
+    );
+    let opts = Options::new().retries(2);
+    let h = server.submit_with(jobs::flaky, ("local-b".into(), 2), opts);
+    assert_eq!(h.wait(), Ok(3), "third run succeeds");
+    let opts = Options::new().retries(1);
+    let err = server
+        .submit_with(jobs::flaky, ("local-c".into(), 2), opts)
+        .wait()
+        .unwrap_err();
+    assert_eq!((err.kind, err.attempt), (ErrorKind::Failed, 2));
+    let s = server.stats();
+    assert_eq!((s.succeeded, s.failed, s.retried), (1, 2, 3));
+    assert_eq!(s.nodes[0].jobs, 1 + 3 + 2, "every run counted");
+}

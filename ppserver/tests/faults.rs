@@ -156,3 +156,27 @@ fn cancel_of_a_running_remote_job() {
         "{status:?}"
     );
 }
+
+#[test]
+fn failed_remote_jobs_run_again_when_asked() {
+    let (a, b) = (
+        Node::start(&["--workers", "1"]),
+        Node::start(&["--workers", "1"]),
+    );
+    let server = cluster(&[&a, &b], 1000);
+    // Each node fails a key's first run: with two retries, some node succeeds.
+    let opts = Options::new().retries(2);
+    let runs = server
+        .submit_with(jobs::flaky, ("remote".into(), 1), opts)
+        .wait_timeout(WAIT)
+        .unwrap()
+        .unwrap();
+    assert!(runs >= 2, "{runs}");
+    let err = server
+        .submit(jobs::flaky, ("remote-once".into(), 5))
+        .wait_timeout(WAIT)
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Failed);
+    assert!(server.stats().retried >= 1);
+}
