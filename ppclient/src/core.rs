@@ -4,15 +4,13 @@
 use crate::remote::{lock, Link, LinkSettings, NodeInfo, NodeState};
 use crate::task::{RunCtx, Task};
 use crate::tracker::Tracker;
-use crossbeam_channel::{Receiver, Sender};
-use ppcore::{ErrorKind, JobError};
+use ppcore::{ErrorKind, JobError, Lanes};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) struct Core {
-    pub(crate) queue: Sender<Box<dyn Task>>,
-    pub(crate) queue_rx: Receiver<Box<dyn Task>>,
+    pub(crate) queue: Lanes<Box<dyn Task>>,
     pub(crate) ctx: RunCtx,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) settings: LinkSettings,
@@ -32,10 +30,8 @@ impl Core {
         ncpus: usize,
         open_ended: bool,
     ) -> Self {
-        let (queue, queue_rx) = crossbeam_channel::unbounded();
         Core {
-            queue,
-            queue_rx,
+            queue: Lanes::new(),
             ctx: RunCtx::default(),
             tracker,
             settings,
@@ -59,7 +55,7 @@ impl Core {
         for link in self.links() {
             link.close();
         }
-        while let Ok(task) = self.queue_rx.try_recv() {
+        while let Some(task) = self.queue.try_pop() {
             task.abandon(crate::task::shutdown_error());
         }
     }
@@ -129,14 +125,21 @@ impl Core {
             .collect()
     }
 
-    /// Puts a job back in the queue.
+    /// Queues a new job.
+    pub(crate) fn enqueue(&self, task: Box<dyn Task>) {
+        if self.stopped() {
+            return task.abandon(crate::task::shutdown_error());
+        }
+        self.queue.push(task);
+    }
+
+    /// Puts a job handed back (its node was lost or stopped) ahead of the
+    /// jobs not started yet.
     pub(crate) fn requeue(&self, task: Box<dyn Task>) {
         if self.stopped() {
             return task.abandon(crate::task::shutdown_error());
         }
-        if let Err(e) = self.queue.send(task) {
-            e.into_inner().abandon(crate::task::shutdown_error());
-        }
+        self.queue.push_front(task);
     }
 
     /// A node pulled a job it cannot run: back in line if someone else may
@@ -183,14 +186,14 @@ impl Core {
             return;
         }
         let mut keep = Vec::new();
-        while let Ok(task) = self.queue_rx.try_recv() {
+        while let Some(task) = self.queue.try_pop() {
             match self.runnable(task.job()) {
                 Ok(()) => keep.push(task),
                 Err(reason) => task.abandon(JobError::new(ErrorKind::UnknownJob, reason)),
             }
         }
         for task in keep {
-            self.requeue(task);
+            self.enqueue(task);
         }
     }
 }

@@ -418,14 +418,14 @@ fn feed(core: &Arc<Core>, link: &Link, session: &Session) {
         if free == 0 {
             continue;
         }
-        let Ok(first) = core.queue_rx.recv_timeout(TICK) else {
+        let Some(first) = core.queue.pop_timeout(TICK) else {
             continue;
         };
         batch.push(first);
         while batch.len() < free.min(MAX_BATCH) {
-            match core.queue_rx.try_recv() {
-                Ok(t) => batch.push(t),
-                Err(_) => break,
+            match core.queue.try_pop() {
+                Some(t) => batch.push(t),
+                None => break,
             }
         }
         send_batch(core, session, &mut batch);

@@ -160,7 +160,7 @@ impl Builder {
         let tracker = Arc::new(Tracker::new()?);
         let core = Arc::new(Core::new(tracker, settings, ncpus, open_ended));
         let worker_core = Arc::clone(&core);
-        let pool = Pool::start("pp-worker", ncpus, core.queue_rx.clone(), move |task| {
+        let pool = Pool::start("pp-worker", ncpus, core.queue.clone(), move |task| {
             Task::run_local(task, &worker_core.ctx)
         });
         for node in &self.nodes {
@@ -343,7 +343,7 @@ impl Server {
             }),
             job: PhantomData,
         });
-        self.core.requeue(task);
+        self.core.enqueue(task);
         handle
     }
 

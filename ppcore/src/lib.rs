@@ -5,6 +5,7 @@
 //! | `error` | [`JobError`] and [`ErrorKind`]: how a job fails |
 //! | `job` | the [`Job`] trait, the [`job!`] macro, the MessagePack codec of arguments and results |
 //! | `registry` | [`Registry`]: job names to type-erased runners, filled by `job!` at link time |
+//! | `lanes` | [`Lanes`]: the job queue, with a front lane for work handed back |
 //! | `pool` | [`Pool`]: resizable worker threads pulling from a shared queue; [`Pending`]: waiting for work to drain |
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
@@ -15,6 +16,7 @@
 mod error;
 mod handshake;
 mod job;
+mod lanes;
 mod ledger;
 mod pending;
 mod pool;
@@ -25,6 +27,7 @@ pub mod wire;
 pub use error::{ErrorKind, JobError};
 pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};
 pub use job::{decode, encode, run_caught, run_erased, Job};
+pub use lanes::Lanes;
 pub use ledger::Ledger;
 pub use pending::Pending;
 pub use pool::Pool;

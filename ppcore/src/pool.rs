@@ -3,7 +3,7 @@
 //! Pull, not push: the queue is a channel that other consumers (remote node
 //! connections) can pull from too, so an idle slot anywhere takes the next job.
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crate::lanes::Lanes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +51,7 @@ pub struct Pool {
 
 impl Pool {
     /// Starts `workers` threads named `name-N`, each pulling from `queue`.
-    pub fn start<T, F>(name: &str, workers: usize, queue: Receiver<T>, run: F) -> Self
+    pub fn start<T, F>(name: &str, workers: usize, queue: Lanes<T>, run: F) -> Self
     where
         T: Send + 'static,
         F: Fn(T) + Send + Sync + 'static,
@@ -112,7 +112,7 @@ impl Drop for Pool {
     }
 }
 
-fn worker_loop<T>(counts: &Counts, queue: &Receiver<T>, run: &(dyn Fn(T) + Send + Sync)) {
+fn worker_loop<T>(counts: &Counts, queue: &Lanes<T>, run: &(dyn Fn(T) + Send + Sync)) {
     // Leaves the live count right if `run` ever panics.
     struct Leave<'a>(&'a Counts, bool);
     impl Drop for Leave<'_> {
@@ -132,10 +132,8 @@ fn worker_loop<T>(counts: &Counts, queue: &Receiver<T>, run: &(dyn Fn(T) + Send 
             run(item);
             continue;
         }
-        match queue.recv_timeout(IDLE_CHECK) {
-            Ok(item) => run(item),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+        if let Some(item) = queue.pop_timeout(IDLE_CHECK) {
+            run(item);
         }
     }
 }
@@ -143,9 +141,9 @@ fn worker_loop<T>(counts: &Counts, queue: &Receiver<T>, run: &(dyn Fn(T) + Send 
 /// Looks at the queue a few times, yielding in between, before the worker
 /// sleeps: while jobs arrive back to back, a worker that stays awake saves the
 /// submitter a wake-up system call per job.
-fn poll_briefly<T>(queue: &Receiver<T>) -> Option<T> {
+fn poll_briefly<T>(queue: &Lanes<T>) -> Option<T> {
     for _ in 0..POLLS {
-        if let Ok(item) = queue.try_recv() {
+        if let Some(item) = queue.try_pop() {
             return Some(item);
         }
         std::thread::yield_now();
@@ -161,19 +159,19 @@ mod tests {
 
     #[test]
     fn every_item_runs_once_and_pool_resizes() {
-        let (tx, rx) = crossbeam_channel::unbounded::<u64>();
+        let tx = Lanes::<u64>::new();
         let sum = Arc::new(AtomicU64::new(0));
         let s = Arc::clone(&sum);
-        let pool = Pool::start("t", 3, rx, move |x| {
+        let pool = Pool::start("t", 3, tx.clone(), move |x| {
             s.fetch_add(x, Ordering::Relaxed);
         });
         for i in 1..=1000 {
-            tx.send(i).unwrap();
+            tx.push(i);
         }
         pool.set_workers(1);
         assert_eq!(pool.workers(), 1);
         for i in 1001..=2000 {
-            tx.send(i).unwrap();
+            tx.push(i);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while sum.load(Ordering::Relaxed) != 2000 * 2001 / 2 && Instant::now() < deadline {

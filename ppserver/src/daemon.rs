@@ -81,11 +81,11 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
         port: addr.port(),
         ..config
     };
-    let (queue, queue_rx) = crossbeam_channel::unbounded::<NodeJob>();
+    let queue = ppcore::Lanes::<NodeJob>::new();
     let workers = config.workers;
-    let node = Arc::new(Node::new(config, registry, queue));
+    let node = Arc::new(Node::new(config, registry, queue.clone()));
     let worker_node = Arc::clone(&node);
-    let pool = Pool::start("pp-node-worker", workers, queue_rx, move |job| {
+    let pool = Pool::start("pp-node-worker", workers, queue, move |job| {
         worker_node.run(job)
     });
     let stop = Arc::new(Stop::default());

@@ -4,9 +4,8 @@
 use crate::config::Isolation;
 use crate::out::Out;
 use crate::Config;
-use crossbeam_channel::Sender;
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, NodeStatus};
-use ppcore::{ErrorKind, JobError, Registry};
+use ppcore::{ErrorKind, JobError, Lanes, Registry};
 use serde_bytes::ByteBuf;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +27,7 @@ pub(crate) struct Node {
     pub(crate) registry: Registry,
     pub(crate) jobs: Vec<JobInfo>,
     pub(crate) node_id: String,
-    queue: Sender<NodeJob>,
+    queue: Lanes<NodeJob>,
     started: Instant,
     done: AtomicU64,
     failed: AtomicU64,
@@ -46,7 +45,7 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(config: Config, registry: Registry, queue: Sender<NodeJob>) -> Self {
+    pub(crate) fn new(config: Config, registry: Registry, queue: Lanes<NodeJob>) -> Self {
         let jobs = registry
             .entries()
             .map(|e| JobInfo {
@@ -150,13 +149,7 @@ impl Node {
                 args: job.args,
                 out: Arc::clone(out),
             };
-            if let Err(e) = self.queue.send(queued) {
-                // The workers are gone: the node is stopping.
-                let job = e.into_inner();
-                self.active.done();
-                out.end();
-                returned.push((job.id, job.attempt));
-            }
+            self.queue.push(queued);
         }
         if !returned.is_empty() {
             out.send(&NodeMsg::Returned(returned));
