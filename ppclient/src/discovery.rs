@@ -1,7 +1,8 @@
 //! Finding nodes: UDP discovery probes, and nodes that join a listening client.
 
+use crate::connect::handshake;
 use crate::core::Core;
-use crate::remote::{handshake, serve, Link};
+use crate::remote::{serve, Link};
 use ppcore::wire::{parse_discovery_reply, DISCOVERY_PROBE};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;

@@ -16,9 +16,12 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | `server` | [`Server`], its [`Builder`] and per-job [`Options`] |
+//! | `server` | [`Server`]: submit, wait, map, groups, stats |
+//! | `builder`, `options` | [`Builder`] (ncpus, nodes, secret, discovery, listen, retries) and per-job [`Options`] |
 //! | `core` | what the server's threads share: the queue, links, stop flag; who can run a job |
-//! | `remote` | a link per node: connect, handshake, feed jobs in batches, read results, reschedule on loss |
+//! | `remote` | a link per node: its state, reconnecting with backoff, rescheduling on loss |
+//! | `session` | one live connection: feed jobs in batches within the window, read results, heartbeat |
+//! | `connect` | resolve, connect and authenticate; `node_status` |
 //! | `discovery` | UDP discovery probes and nodes that join a listening server |
 //! | `handle` | the result cell and [`JobHandle`]: wait, poll, await, cancel; [`AsCompleted`] |
 //! | `task` | the type-erased queue item and how a local worker runs it |
@@ -26,17 +29,24 @@
 //! | `timer` | the thread that fires job timeouts |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod builder;
+mod connect;
 mod core;
 mod discovery;
 mod handle;
+mod options;
 mod remote;
 mod server;
+mod session;
 mod task;
 mod timer;
 mod tracker;
 
+pub use builder::{detect_ncpus, BuildError, Builder};
+pub use connect::{node_status, StatusError};
 pub use handle::{AsCompleted, JobHandle};
+pub use options::Options;
 pub use ppcore::wire::NodeStatus;
 pub use ppcore::{ErrorKind, Job, JobError, NodeStats, Registry, Stats};
-pub use remote::{node_status, NodeInfo, NodeState, StatusError};
-pub use server::{detect_ncpus, BuildError, Builder, Options, Server};
+pub use remote::{NodeInfo, NodeState};
+pub use server::Server;
