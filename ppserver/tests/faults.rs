@@ -127,7 +127,10 @@ fn timeout_reaches_the_node() {
     let err = late.wait_timeout(WAIT).unwrap().unwrap_err();
     assert_eq!(err.kind, ErrorKind::TimedOut);
     assert_eq!(first.wait_timeout(WAIT).unwrap(), Ok(400));
-    let status = ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5)).unwrap();
+    // The node skips the cancelled job when its worker comes to it.
+    let status = || ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5)).unwrap();
+    common::eventually(Duration::from_secs(10), || status().jobs_active == 0);
+    let status = status();
     assert_eq!(
         (status.jobs_done, status.jobs_cancelled),
         (1, 1),
