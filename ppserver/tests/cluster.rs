@@ -243,7 +243,10 @@ fn node_status_reports_counters() {
     for i in 0..5u64 {
         server.submit(jobs::echo_u64, (i,)).wait().unwrap();
     }
-    let s = ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5)).unwrap();
+    let status = || ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5)).unwrap();
+    // A job counts as active until its result is on the wire.
+    eventually(Duration::from_secs(10), || status().jobs_active == 0);
+    let s = status();
     assert_eq!(
         (s.workers, s.jobs_done, s.jobs_failed, s.jobs_active),
         (3, 5, 0, 0)
