@@ -32,7 +32,7 @@ impl Core {
     ) -> Self {
         Core {
             queue: Lanes::new(),
-            ctx: RunCtx::default(),
+            ctx: RunCtx::new(settings.max_frame),
             tracker,
             settings,
             ncpus: AtomicUsize::new(ncpus),

@@ -4,7 +4,7 @@
 use crate::core::Core;
 use crate::remote::{lock, JobSet, Link, NodeState};
 use crate::task::Task;
-use ppcore::wire::{ClientMsg, NodeMsg, RunJob};
+use ppcore::wire::{batches_by_size, ClientMsg, NodeMsg, RunJob};
 use ppcore::{encode_frame, FrameReader, Ledger};
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
@@ -182,7 +182,10 @@ fn send_batch(core: &Arc<Core>, session: &Session, batch: &mut Vec<Box<dyn Task>
         }
     }
     if !run.is_empty() {
-        session.send(&ClientMsg::Run(run));
+        let budget = core.settings.max_frame;
+        for part in batches_by_size(run, |j| j.args.len(), budget) {
+            session.send(&ClientMsg::Run(part));
+        }
     } else if passed > 0 {
         // Only jobs this node cannot run are queued: let others take them.
         core.sleep(Duration::from_millis(1));

@@ -14,14 +14,24 @@ use std::time::{Duration, Instant};
 pub(crate) const LOCAL: &str = "local";
 
 /// What running a job needs besides the job itself.
-#[derive(Default)]
 pub(crate) struct RunCtx {
     pub(crate) local: NodeCounters,
     timer: OnceLock<Timer>,
     stopping: AtomicBool,
+    /// The largest arguments a node can be sent.
+    max_payload: usize,
 }
 
 impl RunCtx {
+    pub(crate) fn new(max_frame: usize) -> Self {
+        RunCtx {
+            local: NodeCounters::default(),
+            timer: OnceLock::new(),
+            stopping: AtomicBool::new(false),
+            max_payload: ppcore::wire::max_payload(max_frame),
+        }
+    }
+
     pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
@@ -209,7 +219,17 @@ impl<J: Job> Task for TypedTask<J> {
         if !self.cell.start_remote() {
             return None;
         }
-        match ppcore::encode(&self.args) {
+        let encoded = ppcore::encode(&self.args).and_then(|args| match args.len() {
+            n if n > ctx.max_payload => Err(JobError::new(
+                ErrorKind::Codec,
+                format!(
+                    "arguments of {n} bytes are over the {}-byte frame limit",
+                    ctx.max_payload
+                ),
+            )),
+            _ => Ok(args),
+        });
+        match encoded {
             Ok(args) => {
                 self.attempt += 1;
                 if let Some(timeout) = self.timeout() {

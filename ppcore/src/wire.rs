@@ -167,6 +167,38 @@ pub enum NodeMsg {
     Goodbye,
 }
 
+/// What one job adds to a frame besides its payload, at most (ids, attempt,
+/// name, MessagePack headers), for splitting batches by size.
+pub const PER_JOB_OVERHEAD: usize = 512;
+
+/// The largest payload (arguments or result) of one job in a frame of at
+/// most `max_frame` bytes.
+pub fn max_payload(max_frame: usize) -> usize {
+    max_frame.saturating_sub(4 * PER_JOB_OVERHEAD)
+}
+
+/// Splits `items` into batches whose payloads (as `size` tells) plus
+/// [`PER_JOB_OVERHEAD`] each stay within `budget` bytes; an item alone over
+/// the budget gets a batch of its own.
+pub fn batches_by_size<T>(items: Vec<T>, size: impl Fn(&T) -> usize, budget: usize) -> Vec<Vec<T>> {
+    let mut batches = Vec::new();
+    let mut current = Vec::new();
+    let mut used = 0;
+    for item in items {
+        let cost = size(&item) + PER_JOB_OVERHEAD;
+        if !current.is_empty() && used + cost > budget {
+            batches.push(std::mem::take(&mut current));
+            used = 0;
+        }
+        used += cost;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -405,6 +437,29 @@ mod tests {
         assert!(decode_frame::<NodeMsg>(&wrong, 1024).is_err());
         // Empty body.
         assert!(decode_frame::<NodeMsg>(&[0, 0, 0, 0], 1024).is_err());
+    }
+
+    #[test]
+    fn batches_stay_within_the_frame_limit() {
+        let sizes = vec![100usize, 900, 50, 2000, 10, 10];
+        let batches = batches_by_size(sizes, |&n| n, 1000 + 2 * PER_JOB_OVERHEAD);
+        assert_eq!(
+            batches,
+            vec![vec![100, 900], vec![50], vec![2000], vec![10, 10]]
+        );
+        let jobs: Vec<RunJob> = (0..100)
+            .map(|id| RunJob {
+                id,
+                attempt: 1,
+                name: "jobs::echo_bytes".into(),
+                args: ByteBuf::from(vec![7u8; 10_000]),
+            })
+            .collect();
+        let max = 64 << 10;
+        for batch in batches_by_size(jobs, |j| j.args.len(), max) {
+            let frame = encode_frame(&ClientMsg::Run(batch)).unwrap();
+            assert!(frame.len() - 4 <= max, "{}", frame.len());
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub(crate) fn serve(node: &Arc<Node>, stream: TcpStream) {
             return;
         }
     };
-    let out = Arc::new(Out::new(writer, peer.clone()));
+    let out = Arc::new(Out::new(writer, peer.clone(), node.config.max_frame));
     let Some(id) = node.open(&out) else {
         let reason = format!(
             "too many connections (limit {})",

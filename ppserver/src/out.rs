@@ -6,7 +6,8 @@
 //! One job alone is written at once; many jobs at once go out in few frames.
 
 use ppcore::encode_frame;
-use ppcore::wire::{DoneJob, NodeMsg};
+use ppcore::wire::{batches_by_size, max_payload, DoneJob, NodeMsg};
+use ppcore::{ErrorKind, JobError};
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
@@ -30,10 +31,11 @@ pub(crate) struct Out {
     cancelled: Mutex<HashSet<u64>>,
     any_cancelled: AtomicBool,
     peer: String,
+    max_frame: usize,
 }
 
 impl Out {
-    pub(crate) fn new(stream: TcpStream, peer: String) -> Self {
+    pub(crate) fn new(stream: TcpStream, peer: String, max_frame: usize) -> Self {
         Out {
             stream: Mutex::new(stream),
             pending: Mutex::new(Pending::default()),
@@ -42,6 +44,7 @@ impl Out {
             cancelled: Mutex::new(HashSet::new()),
             any_cancelled: AtomicBool::new(false),
             peer,
+            max_frame,
         }
     }
 
@@ -104,7 +107,17 @@ impl Out {
     }
 
     /// Sends a job's result, batched with whatever else finished meanwhile.
-    pub(crate) fn send_done(&self, done: DoneJob) {
+    pub(crate) fn send_done(&self, mut done: DoneJob) {
+        let max = max_payload(self.max_frame);
+        if let Ok(bytes) = &done.result {
+            if bytes.len() > max {
+                let message = format!(
+                    "result of {} bytes is over the {max}-byte frame limit",
+                    bytes.len()
+                );
+                done.result = Err(JobError::new(ErrorKind::Codec, message));
+            }
+        }
         {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             p.done.push(done);
@@ -122,7 +135,10 @@ impl Out {
                 }
                 std::mem::take(&mut p.done)
             };
-            self.send(&NodeMsg::Done(batch));
+            let size = |d: &DoneJob| d.result.as_ref().map_or(0, |b| b.len());
+            for part in batches_by_size(batch, size, self.max_frame) {
+                self.send(&NodeMsg::Done(part));
+            }
         }
     }
 

@@ -255,3 +255,25 @@ fn node_status_reports_counters() {
     let err = ppclient::node_status(&a.name(), "wrong", Duration::from_secs(5)).unwrap_err();
     assert!(err.to_string().contains("authentication failed"), "{err}");
 }
+
+#[test]
+fn big_batches_are_split_and_oversized_jobs_refused_without_losing_the_node() {
+    use serde_bytes::ByteBuf;
+    let a = Node::start(&["--workers", "2"]);
+    let server = remote_only(&[&a]);
+    // 200 jobs of 300 KB: 60 MB in flight at most, over several frames.
+    let handles: Vec<_> = (0..200u8)
+        .map(|i| server.submit(jobs::echo_bytes, (ByteBuf::from(vec![i; 300_000]),)))
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let back = h.wait_timeout(Duration::from_secs(30)).unwrap().unwrap();
+        assert!(back.len() == 300_000 && back[0] == i as u8);
+    }
+    let huge = ByteBuf::from(vec![0u8; 20 << 20]);
+    let err = server.submit(jobs::echo_bytes, (huge,)).wait().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Codec);
+    assert!(err.message.contains("frame limit"), "{err}");
+    assert_eq!(server.submit(jobs::echo_u64, (9,)).wait(), Ok(9));
+    let s = server.stats();
+    assert_eq!((s.retried, server.active_nodes().len()), (0, 1), "{s:?}");
+}
