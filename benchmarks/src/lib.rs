@@ -124,11 +124,16 @@ impl Drop for SpawnedNode {
 /// Starts this same binary as a ppserver node on an ephemeral loopback port
 /// (so that one `cargo run` measures the remote path, no other build needed).
 pub fn spawn_node(workers: usize) -> anyhow::Result<SpawnedNode> {
-    spawn_node_on(0, workers)
+    spawn_node_with(0, workers, &[])
 }
 
 /// Like [`spawn_node`], on a given port (0: any).
 pub fn spawn_node_on(port: u16, workers: usize) -> anyhow::Result<SpawnedNode> {
+    spawn_node_with(port, workers, &[])
+}
+
+/// Like [`spawn_node_on`], with more `ppserver` arguments.
+pub fn spawn_node_with(port: u16, workers: usize, extra: &[&str]) -> anyhow::Result<SpawnedNode> {
     use std::io::BufRead;
     let started = std::time::Instant::now();
     let mut child = std::process::Command::new(std::env::current_exe()?)
@@ -137,6 +142,7 @@ pub fn spawn_node_on(port: u16, workers: usize) -> anyhow::Result<SpawnedNode> {
         .args(["--interface", "127.0.0.1", "--log-level", "error"])
         .args(["--port", &port.to_string()])
         .args(["--workers", &workers.to_string()])
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let stdout = child

@@ -24,6 +24,9 @@ struct Args {
     /// Also measure through a ppserver started on 127.0.0.1 (all work remote).
     #[arg(long)]
     spawn_node: bool,
+    /// How the spawned node runs jobs: thread or process.
+    #[arg(long, default_value = "thread")]
+    node_isolation: String,
     /// No-op jobs for the remote throughput run.
     #[arg(long, default_value_t = 1_000_000)]
     remote_jobs: u64,
@@ -45,7 +48,8 @@ fn main() -> Result<std::process::ExitCode> {
     let (p50, p99) = latency(&server, args.round_trips)?;
     drop(server);
     let remote = if args.spawn_node {
-        let node = benchmarks::spawn_node(ppclient::detect_ncpus())?;
+        let isolation = ["--isolation", args.node_isolation.as_str()];
+        let node = benchmarks::spawn_node_with(0, ppclient::detect_ncpus(), &isolation)?;
         std::thread::sleep(Duration::from_millis(100));
         let idle_rss = node.rss_bytes()? as f64 / 1e6;
         let server = Server::builder()
