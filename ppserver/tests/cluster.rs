@@ -277,3 +277,21 @@ fn big_batches_are_split_and_oversized_jobs_refused_without_losing_the_node() {
     let s = server.stats();
     assert_eq!((s.retried, server.active_nodes().len()), (0, 1), "{s:?}");
 }
+
+#[test]
+fn dropping_the_server_resolves_jobs_in_flight_on_nodes() {
+    let a = Node::start(&["--workers", "1"]);
+    let server = remote_only(&[&a]);
+    let handles: Vec<_> = (0..10u64)
+        .map(|_| server.submit(jobs::sleep_ms, (300,)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(server);
+    for h in handles {
+        let r = h.wait_timeout(Duration::from_secs(10)).expect("resolves");
+        assert_eq!(r.unwrap_err().kind, ErrorKind::Shutdown);
+    }
+    // The node is fine and serves the next client.
+    let again = remote_only(&[&a]);
+    assert_eq!(again.submit(jobs::echo_u64, (4,)).wait(), Ok(4));
+}
