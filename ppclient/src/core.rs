@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) struct Core {
-    pub(crate) queue: Lanes<Box<dyn Task>>,
+    pub(crate) queue: Lanes<Arc<dyn Task>>,
     pub(crate) ctx: RunCtx,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) settings: LinkSettings,
@@ -126,7 +126,7 @@ impl Core {
     }
 
     /// Queues a new job.
-    pub(crate) fn enqueue(&self, task: Box<dyn Task>) {
+    pub(crate) fn enqueue(&self, task: Arc<dyn Task>) {
         if self.stopped() {
             return task.abandon(crate::task::shutdown_error());
         }
@@ -135,7 +135,7 @@ impl Core {
 
     /// Puts a job handed back (its node was lost or stopped) ahead of the
     /// jobs not started yet.
-    pub(crate) fn requeue(&self, task: Box<dyn Task>) {
+    pub(crate) fn requeue(&self, task: Arc<dyn Task>) {
         if self.stopped() {
             return task.abandon(crate::task::shutdown_error());
         }
@@ -144,7 +144,7 @@ impl Core {
 
     /// A node pulled a job it cannot run: back in line if someone else may
     /// run it, else resolved with the reason.
-    pub(crate) fn pass_on(&self, task: Box<dyn Task>) {
+    pub(crate) fn pass_on(&self, task: Arc<dyn Task>) {
         match self.runnable(task.job()) {
             Ok(()) => self.requeue(task),
             Err(reason) => task.abandon(JobError::new(ErrorKind::UnknownJob, reason)),

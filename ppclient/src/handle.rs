@@ -6,7 +6,6 @@
 //! that resolves the job; everyone else's result is dropped. That is how each
 //! handle and callback resolves exactly once.
 
-use crate::timer::Expire;
 use crate::tracker::{Pending, Tracker};
 use ppcore::{ErrorKind, JobError};
 use std::future::Future;
@@ -54,11 +53,11 @@ impl<T: Send + 'static> Cell<T> {
         tracker: Arc<Tracker>,
         group: Option<Arc<Pending>>,
         callback: Option<Callback<T>>,
-    ) -> Arc<Self> {
+    ) -> Self {
         if let Some(g) = &group {
             g.add();
         }
-        Arc::new(Cell {
+        Cell {
             state: AtomicU8::new(QUEUED),
             slot: Mutex::new(Slot {
                 result: None,
@@ -69,7 +68,7 @@ impl<T: Send + 'static> Cell<T> {
             ready: Condvar::new(),
             tracker,
             group,
-        })
+        }
     }
 
     /// Marks the job running here; false if it already ended (cancelled).
@@ -101,46 +100,6 @@ impl<T: Send + 'static> Cell<T> {
 
     pub(crate) fn tracker(&self) -> &Tracker {
         &self.tracker
-    }
-
-    /// Resolves the job with `result` unless it already ended; true if this
-    /// call resolved it.
-    pub(crate) fn finish(self: &Arc<Self>, result: Result<T, JobError>) -> bool {
-        self.finish_from(|s| s < CLAIMED, result)
-    }
-
-    /// Resolves a job that is queued or on a node (not one running on a
-    /// local thread, which cannot be stopped); true if this call resolved it.
-    pub(crate) fn cancel(self: &Arc<Self>, err: JobError) -> bool {
-        self.finish_from(|s| s == QUEUED || s == REMOTE, Err(err))
-    }
-
-    fn finish_from(
-        self: &Arc<Self>,
-        from: impl Fn(u8) -> bool,
-        result: Result<T, JobError>,
-    ) -> bool {
-        if !self.claim(from) {
-            return false;
-        }
-        let callback = self.lock().callback.take();
-        match callback {
-            None => self.publish(result),
-            Some(callback) => {
-                let cell = Arc::clone(self);
-                self.tracker.run_callback(Box::new(move || {
-                    // The handle resolves even if the callback panics.
-                    let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        callback(&result);
-                    }));
-                    cell.publish(result);
-                    if let Err(payload) = seen {
-                        std::panic::resume_unwind(payload);
-                    }
-                }));
-            }
-        }
-        true
     }
 
     fn claim(&self, from: impl Fn(u8) -> bool) -> bool {
@@ -254,11 +213,74 @@ impl<T: Send + 'static> Cell<T> {
     }
 }
 
-impl<T: Send + 'static> Expire for Cell<T> {
-    fn expire(self: Arc<Self>) {
-        let err = JobError::new(ErrorKind::TimedOut, "the job ran past its timeout");
-        self.finish_from(|s| s == RUNNING || s == REMOTE, Err(err));
+/// Whatever holds a job's cell: the job itself, queued or running, with its
+/// arguments in the same allocation (one allocation per job).
+pub(crate) trait Holder<T>: Send + Sync + 'static {
+    /// The cell.
+    fn cell(&self) -> &Cell<T>;
+}
+
+/// Resolves the job with `result` unless it already ended; true if this
+/// call resolved it.
+pub(crate) fn resolve<T, H>(holder: &Arc<H>, result: Result<T, JobError>) -> bool
+where
+    T: Send + 'static,
+    H: Holder<T> + ?Sized,
+{
+    resolve_from(holder, |s| s < CLAIMED, result)
+}
+
+/// Resolves a job that is queued or on a node (not one running on a local
+/// thread, which cannot be stopped); true if this call resolved it.
+pub(crate) fn cancel<T, H>(holder: &Arc<H>, err: JobError) -> bool
+where
+    T: Send + 'static,
+    H: Holder<T> + ?Sized,
+{
+    resolve_from(holder, |s| s == QUEUED || s == REMOTE, Err(err))
+}
+
+/// Resolves a running job with `TimedOut`, unless it ended first.
+pub(crate) fn expire<T, H>(holder: &Arc<H>)
+where
+    T: Send + 'static,
+    H: Holder<T> + ?Sized,
+{
+    let err = JobError::new(ErrorKind::TimedOut, "the job ran past its timeout");
+    resolve_from(holder, |s| s == RUNNING || s == REMOTE, Err(err));
+}
+
+fn resolve_from<T, H>(
+    holder: &Arc<H>,
+    from: impl Fn(u8) -> bool,
+    result: Result<T, JobError>,
+) -> bool
+where
+    T: Send + 'static,
+    H: Holder<T> + ?Sized,
+{
+    let cell = holder.cell();
+    if !cell.claim(from) {
+        return false;
     }
+    let callback = cell.lock().callback.take();
+    match callback {
+        None => cell.publish(result),
+        Some(callback) => {
+            let keep = Arc::clone(holder);
+            cell.tracker.run_callback(Box::new(move || {
+                // The handle resolves even if the callback panics.
+                let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    callback(&result);
+                }));
+                keep.cell().publish(result);
+                if let Err(payload) = seen {
+                    std::panic::resume_unwind(payload);
+                }
+            }));
+        }
+    }
+    true
 }
 
 /// A submitted job: wait for it, poll it, await it or cancel it.
@@ -266,13 +288,17 @@ impl<T: Send + 'static> Expire for Cell<T> {
 /// Dropping the handle does not cancel the job; its callback still runs.
 #[must_use = "a job's result is only seen through its handle"]
 pub struct JobHandle<T> {
-    cell: Arc<Cell<T>>,
+    job: Arc<dyn Holder<T>>,
     id: u64,
 }
 
 impl<T: Send + 'static> JobHandle<T> {
-    pub(crate) fn new(cell: Arc<Cell<T>>, id: u64) -> Self {
-        JobHandle { cell, id }
+    pub(crate) fn new(job: Arc<dyn Holder<T>>, id: u64) -> Self {
+        JobHandle { job, id }
+    }
+
+    fn cell(&self) -> &Cell<T> {
+        self.job.cell()
     }
 
     /// The job's id, unique within its server.
@@ -282,14 +308,14 @@ impl<T: Send + 'static> JobHandle<T> {
 
     /// Blocks until the job ends and returns its result.
     pub fn wait(self) -> Result<T, JobError> {
-        self.cell.wait_ready(None);
-        self.cell.take()
+        self.cell().wait_ready(None);
+        self.cell().take()
     }
 
     /// Waits at most `timeout`; gives the handle back if the job has not ended.
     pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, JobError>, Self> {
-        if self.cell.wait_ready(Some(Instant::now() + timeout)) {
-            Ok(self.cell.take())
+        if self.cell().wait_ready(Some(Instant::now() + timeout)) {
+            Ok(self.cell().take())
         } else {
             Err(self)
         }
@@ -297,8 +323,8 @@ impl<T: Send + 'static> JobHandle<T> {
 
     /// The result if the job has ended, else the handle back.
     pub fn try_result(self) -> Result<Result<T, JobError>, Self> {
-        if self.cell.is_ready() {
-            Ok(self.cell.take())
+        if self.cell().is_ready() {
+            Ok(self.cell().take())
         } else {
             Err(self)
         }
@@ -306,7 +332,7 @@ impl<T: Send + 'static> JobHandle<T> {
 
     /// Whether the result is in.
     pub fn is_finished(&self) -> bool {
-        self.cell.is_ready()
+        self.cell().is_ready()
     }
 
     /// Cancels the job if it is queued or running on a node (the node is
@@ -314,10 +340,10 @@ impl<T: Send + 'static> JobHandle<T> {
     /// then get [`ErrorKind::Cancelled`]. A job running on a local thread
     /// cannot be stopped: then false.
     pub fn cancel(&self) -> bool {
-        self.cell.cancel(JobError::new(
-            ErrorKind::Cancelled,
-            "cancelled by the caller",
-        ))
+        cancel(
+            &self.job,
+            JobError::new(ErrorKind::Cancelled, "cancelled by the caller"),
+        )
     }
 }
 
@@ -325,7 +351,7 @@ impl<T: Send + 'static> Future for JobHandle<T> {
     type Output = Result<T, JobError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.cell.poll_take(cx.waker())
+        self.cell().poll_take(cx.waker())
     }
 }
 
@@ -362,7 +388,7 @@ impl<T: Send + 'static> AsCompleted<T> {
         for (index, handle) in handles.iter().enumerate() {
             let tx = tx.clone();
             handle
-                .cell
+                .cell()
                 .notify(Waker::from(Arc::new(IndexWaker { index, tx })));
         }
         AsCompleted {

@@ -2,14 +2,13 @@
 
 use crate::builder::Builder;
 use crate::core::Core;
-use crate::handle::{AsCompleted, Cell, JobHandle};
+use crate::handle::{resolve, AsCompleted, Cell, Holder, JobHandle};
 use crate::options::Options;
 use crate::remote::{NodeInfo, NodeState};
 use crate::task::{Extra, TypedTask, LOCAL};
 use crate::tracker::Pending;
 use ppcore::{ErrorKind, Job, JobError, Pool, Registry, Stats};
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,27 +82,23 @@ impl Server {
         let cell = Cell::new(tracker, group, options.callback);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.core.tracker.submitted();
-        let handle = JobHandle::new(Arc::clone(&cell), id);
+        let extra = (options.timeout.is_some() || options.retries > 0).then(|| {
+            Box::new(Extra {
+                timeout: options.timeout,
+                failure_retries: options.retries,
+                ..Extra::default()
+            })
+        });
+        let limits = (
+            clamp16(options.node_retries.unwrap_or(self.node_retries)),
+            clamp16(options.crash_retries.unwrap_or(self.crash_retries)),
+        );
+        let task = Arc::new(TypedTask::<J>::new(id, args, cell, limits, extra));
+        let handle = JobHandle::new(Arc::clone(&task) as Arc<dyn Holder<J::Output>>, id);
         if let Err(reason) = self.core.runnable((J::NAME, J::SIGNATURE)) {
-            cell.finish(Err(JobError::new(ErrorKind::UnknownJob, reason)));
+            resolve(&task, Err(JobError::new(ErrorKind::UnknownJob, reason)));
             return handle;
         }
-        let task = Box::new(TypedTask::<J> {
-            id,
-            args,
-            cell,
-            attempt: 0,
-            max_losses: clamp16(options.node_retries.unwrap_or(self.node_retries)),
-            max_crashes: clamp16(options.crash_retries.unwrap_or(self.crash_retries)),
-            extra: (options.timeout.is_some() || options.retries > 0).then(|| {
-                Box::new(Extra {
-                    timeout: options.timeout,
-                    failure_retries: options.retries,
-                    ..Extra::default()
-                })
-            }),
-            job: PhantomData,
-        });
         self.core.enqueue(task);
         handle
     }

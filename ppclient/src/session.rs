@@ -4,6 +4,7 @@
 use crate::core::Core;
 use crate::remote::{lock, JobSet, Link, NodeState};
 use crate::task::Task;
+use crate::timer::Expire;
 use ppcore::wire::{batches_by_size, ClientMsg, NodeMsg, RunJob};
 use ppcore::{encode_frame, FrameReader, Ledger};
 use std::io::Write;
@@ -20,7 +21,7 @@ const TICK: Duration = Duration::from_millis(50);
 /// One live connection to a node.
 pub(crate) struct Session {
     writer: Mutex<TcpStream>,
-    ledger: Mutex<Ledger<Box<dyn Task>>>,
+    ledger: Mutex<Ledger<Arc<dyn Task>>>,
     space: Condvar,
     jobs: JobSet,
     dead: AtomicBool,
@@ -50,7 +51,7 @@ impl Session {
     }
 
     /// Takes back every job in flight: the connection is gone.
-    pub(crate) fn drain(&self) -> Vec<Box<dyn Task>> {
+    pub(crate) fn drain(&self) -> Vec<Arc<dyn Task>> {
         lock(&self.ledger).drain()
     }
 
@@ -95,7 +96,7 @@ pub(crate) fn feed(core: &Arc<Core>, link: &Link, session: &Session) {
     let mut pinged = Instant::now();
     let mut swept = Instant::now();
     let mut seq = 0u64;
-    let mut batch: Vec<Box<dyn Task>> = Vec::new();
+    let mut batch: Vec<Arc<dyn Task>> = Vec::new();
     loop {
         if session.is_dead() || core.stopped() {
             return;
@@ -155,12 +156,12 @@ fn cancel_ended(session: &Session) {
     }
 }
 
-fn send_batch(core: &Arc<Core>, session: &Session, batch: &mut Vec<Box<dyn Task>>) {
+fn send_batch(core: &Arc<Core>, session: &Session, batch: &mut Vec<Arc<dyn Task>>) {
     let mut run = Vec::with_capacity(batch.len());
     let mut passed = 0;
     {
         let mut ledger = lock(&session.ledger);
-        for mut task in batch.drain(..) {
+        for task in batch.drain(..) {
             let (name, signature) = task.job();
             if !session
                 .jobs
@@ -170,14 +171,20 @@ fn send_batch(core: &Arc<Core>, session: &Session, batch: &mut Vec<Box<dyn Task>
                 core.pass_on(task);
                 continue;
             }
-            if let Some(d) = task.dispatch(&core.ctx) {
-                run.push(RunJob {
-                    id: task.id(),
-                    attempt: d.attempt,
-                    name: name.to_owned(),
-                    args: d.args,
-                });
-                ledger.sent(task.id(), d.attempt, task);
+            match task.dispatch(&core.ctx) {
+                Ok(d) => {
+                    core.ctx
+                        .arm(Arc::clone(&task) as Arc<dyn Expire>, task.timeout());
+                    run.push(RunJob {
+                        id: task.id(),
+                        attempt: d.attempt,
+                        name: name.to_owned(),
+                        args: d.args,
+                    });
+                    ledger.sent(task.id(), d.attempt, task);
+                }
+                Err(Some(e)) => task.abandon(e),
+                Err(None) => {} // cancelled while queued
             }
         }
     }

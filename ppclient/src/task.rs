@@ -1,13 +1,18 @@
-//! A queued job, type-erased so that one queue holds jobs of every type, and
-//! what it takes to run one locally or hand it to a node.
+//! A job, type-erased so that one queue holds jobs of every type, and what it
+//! takes to run one locally or hand it to a node.
+//!
+//! A job is one allocation: its arguments, its bookkeeping and its result
+//! cell live together, shared by the queue (or a node's ledger) and the
+//! caller's handle. Whoever holds it in the queue or ledger owns the run.
 
-use crate::handle::Cell;
+use crate::handle::{expire, resolve, Cell, Holder};
 use crate::timer::{Expire, Timer};
+use crate::tracker::Tracker;
 use ppcore::{ErrorKind, Job, JobError, NodeCounters};
 use serde_bytes::ByteBuf;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The name the local pool goes by in errors and stats.
@@ -40,9 +45,12 @@ impl RunCtx {
         self.stopping.store(true, Ordering::Release);
     }
 
-    /// Arranges for `cell` to time out after `timeout`. The timer thread is
-    /// started on first use: most programs never set a timeout.
-    fn arm<T: Send + 'static>(&self, cell: &Arc<Cell<T>>, timeout: Duration) {
+    /// Arranges for `job` to time out after `timeout`, if it has one. The
+    /// timer thread is started on first use: most programs never set a timeout.
+    pub(crate) fn arm(&self, job: Arc<dyn Expire>, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else {
+            return;
+        };
         let timer = match self.timer.get() {
             Some(t) => t,
             None => match Timer::start() {
@@ -50,8 +58,7 @@ impl RunCtx {
                 Err(_) => return,
             },
         };
-        let cell: Arc<dyn Expire> = cell.clone();
-        timer.schedule(Instant::now() + timeout, Arc::downgrade(&cell));
+        timer.schedule(Instant::now() + timeout, Arc::downgrade(&job));
     }
 }
 
@@ -61,49 +68,58 @@ pub(crate) struct Dispatch {
     pub(crate) args: ByteBuf,
 }
 
-/// A job waiting in the queue.
-pub(crate) trait Task: Send {
+/// A job in the queue or on a node.
+pub(crate) trait Task: Expire + Send + Sync {
     /// The job's id.
     fn id(&self) -> u64;
     /// The job's name and signature.
     fn job(&self) -> (&'static str, &'static str);
+    /// Its timeout, counted from when it starts.
+    fn timeout(&self) -> Option<Duration>;
     /// Runs the job on this thread and resolves its handle.
-    fn run_local(self: Box<Self>, ctx: &RunCtx);
-    /// Marks the job running on a node and encodes its arguments; `None` if
-    /// it ended meanwhile (cancelled) or cannot be encoded (then resolved).
-    fn dispatch(&mut self, ctx: &RunCtx) -> Option<Dispatch>;
+    fn run_local(self: Arc<Self>, ctx: &RunCtx);
+    /// Marks the job running on a node and encodes its arguments. `Err(None)`
+    /// if it ended meanwhile (cancelled); `Err(Some(e))` if it cannot be sent:
+    /// the caller then abandons it with `e`.
+    fn dispatch(&self, ctx: &RunCtx) -> Result<Dispatch, Option<JobError>>;
     /// Takes a node's answer: resolves the handle, or, if the job failed in a
     /// way it may be retried for, returns it to be queued again.
     fn complete(
-        self: Box<Self>,
+        self: Arc<Self>,
         result: Result<ByteBuf, JobError>,
         node: &str,
-    ) -> Option<Box<dyn Task>>;
+    ) -> Option<Arc<dyn Task>>;
     /// Puts a dispatched job back in line; `lost` counts against its retries.
     /// `None` if it ended meanwhile or its retries ran out (then resolved).
-    fn retry(self: Box<Self>, node: &str, lost: bool) -> Option<Box<dyn Task>>;
+    fn retry(self: Arc<Self>, node: &str, lost: bool) -> Option<Arc<dyn Task>>;
     /// Resolves the handle with `err` without running the job.
-    fn abandon(self: Box<Self>, err: JobError);
+    fn abandon(self: Arc<Self>, err: JobError);
     /// Whether the job ended while on a node (timed out, cancelled).
     fn ended(&self) -> bool;
 }
 
-/// The queue item for job `J`.
+/// Job `J`: its result cell and what it takes to run it.
 pub(crate) struct TypedTask<J: Job> {
-    pub(crate) id: u64,
-    pub(crate) args: J::Args,
-    pub(crate) cell: Arc<Cell<J::Output>>,
-    pub(crate) attempt: u32,
+    id: u64,
+    cell: Cell<J::Output>,
     /// Node losses this job may meet before it fails with `NodeLost`.
-    pub(crate) max_losses: u16,
+    max_losses: u16,
     /// Worker-process crashes it may cause before it fails with `Crashed`.
-    pub(crate) max_crashes: u16,
-    /// What few jobs need, boxed so that queued jobs stay small.
-    pub(crate) extra: Option<Box<Extra>>,
-    pub(crate) job: PhantomData<fn() -> J>,
+    max_crashes: u16,
+    run: Mutex<Run<J>>,
+    job: PhantomData<fn() -> J>,
 }
 
-/// The rarely used part of a queued job.
+/// The part of a job that changes as it runs.
+struct Run<J: Job> {
+    /// Taken by a local run; kept (for retries) while on a node.
+    args: Option<J::Args>,
+    attempt: u32,
+    /// What few jobs need, boxed so that queued jobs stay small.
+    extra: Option<Box<Extra>>,
+}
+
+/// The rarely used part of a job.
 #[derive(Default)]
 pub(crate) struct Extra {
     pub(crate) timeout: Option<Duration>,
@@ -121,26 +137,60 @@ fn is_job_failure(e: &JobError) -> bool {
 }
 
 impl<J: Job> TypedTask<J> {
-    fn timeout(&self) -> Option<Duration> {
-        self.extra.as_ref().and_then(|e| e.timeout)
+    pub(crate) fn new(
+        id: u64,
+        args: J::Args,
+        cell: Cell<J::Output>,
+        (max_losses, max_crashes): (u16, u16),
+        extra: Option<Box<Extra>>,
+    ) -> Self {
+        TypedTask {
+            id,
+            cell,
+            max_losses,
+            max_crashes,
+            run: Mutex::new(Run {
+                args: Some(args),
+                attempt: 0,
+                extra,
+            }),
+            job: PhantomData,
+        }
     }
 
-    /// Uses up one retry after a job failure, if any is left.
-    fn take_failure_retry(&mut self) -> bool {
-        take_failure_retry(&mut self.extra, self.cell.tracker())
+    fn lock(&self) -> MutexGuard<'_, Run<J>> {
+        self.run.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Puts a job that was on a node back in line, unless it ended meanwhile.
-    fn back_in_line(self: Box<Self>) -> Option<Box<dyn Task>> {
+    fn back_in_line(self: Arc<Self>) -> Option<Arc<dyn Task>> {
         if !self.cell.requeue() {
             return None; // it ended meanwhile (timed out, cancelled)
         }
         Some(self)
     }
+
+    /// The job crashed a node's worker process: back in line unless it has
+    /// done so too often (a poison job), then resolved with `err`.
+    fn crashed(self: Arc<Self>, err: JobError) -> Option<Arc<dyn Task>> {
+        let crashes = {
+            let mut run = self.lock();
+            let extra = run.extra.get_or_insert_with(Default::default);
+            extra.crashes += 1;
+            extra.crashes
+        };
+        if crashes >= self.max_crashes.max(1) {
+            let message = format!("{} (crashed {crashes} time(s); not retried)", err.message);
+            resolve(&self, Err(JobError { message, ..err }));
+            return None;
+        }
+        self.cell.tracker().retried.fetch_add(1, Ordering::Relaxed);
+        self.back_in_line()
+    }
 }
 
 /// Uses up one of `extra`'s retries after a job failure, if any is left.
-fn take_failure_retry(extra: &mut Option<Box<Extra>>, tracker: &crate::tracker::Tracker) -> bool {
+fn take_failure_retry(extra: &mut Option<Box<Extra>>, tracker: &Tracker) -> bool {
     match extra.as_mut() {
         Some(extra) if extra.failure_retries > 0 => {
             extra.failure_retries -= 1;
@@ -155,12 +205,11 @@ fn take_failure_retry(extra: &mut Option<Box<Extra>>, tracker: &crate::tracker::
 /// arguments are then kept encoded: they need not be `Clone`).
 fn run_here<J: Job>(
     args: J::Args,
-    cell: &Cell<J::Output>,
-    attempt: &mut u32,
-    extra: &mut Option<Box<Extra>>,
+    run: &mut Run<J>,
+    tracker: &Tracker,
     ctx: &RunCtx,
 ) -> Result<J::Output, JobError> {
-    let retries = extra.as_ref().map_or(0, |e| e.failure_retries);
+    let retries = run.extra.as_ref().map_or(0, |e| e.failure_retries);
     let kept = match retries {
         0 => None,
         _ => Some(ppcore::encode(&args)?),
@@ -173,14 +222,26 @@ fn run_here<J: Job>(
             (None, None) => unreachable!("a retry without kept arguments"),
         };
         let started = Instant::now();
-        let result = ppcore::run_caught::<J>(this).map_err(|e| e.on(LOCAL, *attempt));
+        let result = ppcore::run_caught::<J>(this).map_err(|e| e.on(LOCAL, run.attempt));
         ctx.local.record(started.elapsed(), result.is_err());
         match result {
-            Err(e) if is_job_failure(&e) && take_failure_retry(extra, cell.tracker()) => {
-                *attempt += 1;
+            Err(e) if is_job_failure(&e) && take_failure_retry(&mut run.extra, tracker) => {
+                run.attempt += 1;
             }
             result => return result,
         }
+    }
+}
+
+impl<J: Job> Holder<J::Output> for TypedTask<J> {
+    fn cell(&self) -> &Cell<J::Output> {
+        &self.cell
+    }
+}
+
+impl<J: Job> Expire for TypedTask<J> {
+    fn expire(self: Arc<Self>) {
+        expire(&self);
     }
 }
 
@@ -193,33 +254,46 @@ impl<J: Job> Task for TypedTask<J> {
         (J::NAME, J::SIGNATURE)
     }
 
-    fn run_local(mut self: Box<Self>, ctx: &RunCtx) {
+    fn timeout(&self) -> Option<Duration> {
+        self.lock().extra.as_ref().and_then(|e| e.timeout)
+    }
+
+    fn run_local(self: Arc<Self>, ctx: &RunCtx) {
         if ctx.stopping() {
             return self.abandon(shutdown_error());
         }
         if !self.cell.start() {
             return; // cancelled while queued
         }
-        self.attempt += 1;
-        if let Some(timeout) = self.timeout() {
-            ctx.arm(&self.cell, timeout);
-        }
-        let TypedTask {
-            args,
-            cell,
-            mut attempt,
-            mut extra,
-            ..
-        } = *self;
-        let result = run_here::<J>(args, &cell, &mut attempt, &mut extra, ctx);
-        cell.finish(result);
+        let result = {
+            let mut run = self.lock();
+            run.attempt += 1;
+            let timeout = run.extra.as_ref().and_then(|e| e.timeout);
+            ctx.arm(Arc::clone(&self) as Arc<dyn Expire>, timeout);
+            match run.args.take() {
+                Some(args) => run_here::<J>(args, &mut run, self.cell.tracker(), ctx),
+                None => Err(JobError::new(
+                    ErrorKind::Codec,
+                    "the job's arguments are gone",
+                )),
+            }
+        };
+        resolve(&self, result);
     }
 
-    fn dispatch(&mut self, ctx: &RunCtx) -> Option<Dispatch> {
+    fn dispatch(&self, ctx: &RunCtx) -> Result<Dispatch, Option<JobError>> {
         if !self.cell.start_remote() {
-            return None;
+            return Err(None);
         }
-        let encoded = ppcore::encode(&self.args).and_then(|args| match args.len() {
+        let mut run = self.lock();
+        let encoded = match &run.args {
+            Some(args) => ppcore::encode(args),
+            None => Err(JobError::new(
+                ErrorKind::Codec,
+                "the job's arguments are gone",
+            )),
+        };
+        let checked = encoded.and_then(|args| match args.len() {
             n if n > ctx.max_payload => Err(JobError::new(
                 ErrorKind::Codec,
                 format!(
@@ -229,90 +303,73 @@ impl<J: Job> Task for TypedTask<J> {
             )),
             _ => Ok(args),
         });
-        match encoded {
-            Ok(args) => {
-                self.attempt += 1;
-                if let Some(timeout) = self.timeout() {
-                    ctx.arm(&self.cell, timeout);
-                }
-                Some(Dispatch {
-                    attempt: self.attempt,
-                    args: ByteBuf::from(args),
-                })
-            }
-            Err(e) => {
-                self.cell.finish(Err(e));
-                None
-            }
-        }
+        let args = checked.map_err(Some)?;
+        run.attempt += 1;
+        Ok(Dispatch {
+            attempt: run.attempt,
+            args: ByteBuf::from(args),
+        })
     }
 
     fn complete(
-        mut self: Box<Self>,
+        self: Arc<Self>,
         result: Result<ByteBuf, JobError>,
         node: &str,
-    ) -> Option<Box<dyn Task>> {
+    ) -> Option<Arc<dyn Task>> {
         match result {
             Err(e) if e.kind == ErrorKind::Crashed => self.crashed(e),
-            Err(e) if is_job_failure(&e) && self.take_failure_retry() => self.back_in_line(),
+            Err(e)
+                if is_job_failure(&e)
+                    && take_failure_retry(&mut self.lock().extra, self.cell.tracker()) =>
+            {
+                self.back_in_line()
+            }
             result => {
+                let attempt = self.lock().attempt;
                 let result = result.and_then(|bytes| {
-                    ppcore::decode::<J::Output>(&bytes).map_err(|e| e.on(node, self.attempt))
+                    ppcore::decode::<J::Output>(&bytes).map_err(|e| e.on(node, attempt))
                 });
-                self.cell.finish(result);
+                resolve(&self, result);
                 None
             }
         }
     }
 
-    fn retry(mut self: Box<Self>, node: &str, lost: bool) -> Option<Box<dyn Task>> {
-        let extra = self.extra.get_or_insert_with(Default::default);
-        if lost {
-            extra.lost_on.push(node.to_owned());
-        }
-        let lost_on = &extra.lost_on;
-        if lost_on.len() >= usize::from(self.max_losses.max(1)) {
-            let err = JobError::new(
-                ErrorKind::NodeLost,
-                format!(
-                    "lost {} node(s) while they ran the job: {}",
-                    lost_on.len(),
-                    lost_on.join(", ")
-                ),
-            )
-            .on(node, self.attempt);
-            self.cell.finish(Err(err));
+    fn retry(self: Arc<Self>, node: &str, lost: bool) -> Option<Arc<dyn Task>> {
+        let given_up = {
+            let mut run = self.lock();
+            let attempt = run.attempt;
+            let extra = run.extra.get_or_insert_with(Default::default);
+            if lost {
+                extra.lost_on.push(node.to_owned());
+            }
+            let lost_on = &extra.lost_on;
+            (lost_on.len() >= usize::from(self.max_losses.max(1))).then(|| {
+                JobError::new(
+                    ErrorKind::NodeLost,
+                    format!(
+                        "lost {} node(s) while they ran the job: {}",
+                        lost_on.len(),
+                        lost_on.join(", ")
+                    ),
+                )
+                .on(node, attempt)
+            })
+        };
+        if let Some(err) = given_up {
+            resolve(&self, Err(err));
             return None;
         }
         self.cell.tracker().retried.fetch_add(1, Ordering::Relaxed);
         self.back_in_line()
     }
 
-    fn abandon(self: Box<Self>, err: JobError) {
-        self.cell.finish(Err(err));
+    fn abandon(self: Arc<Self>, err: JobError) {
+        resolve(&self, Err(err));
     }
 
     fn ended(&self) -> bool {
         self.cell.ended()
-    }
-}
-
-impl<J: Job> TypedTask<J> {
-    /// The job crashed a node's worker process: back in line unless it has
-    /// done so too often (a poison job), then resolved with `err`.
-    fn crashed(mut self: Box<Self>, err: JobError) -> Option<Box<dyn Task>> {
-        let extra = self.extra.get_or_insert_with(Default::default);
-        extra.crashes += 1;
-        if extra.crashes >= self.max_crashes.max(1) {
-            let message = format!(
-                "{} (crashed {} time(s); not retried)",
-                err.message, extra.crashes
-            );
-            self.cell.finish(Err(JobError { message, ..err }));
-            return None;
-        }
-        self.cell.tracker().retried.fetch_add(1, Ordering::Relaxed);
-        self.back_in_line()
     }
 }
 
