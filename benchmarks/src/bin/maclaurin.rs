@@ -159,7 +159,11 @@ fn measure(args: &Args, servers: &Servers, terms: u64) -> Result<Run> {
     let (seq_s, seq) = best_of(n, || Ok(maclaurin::call(x, 0, terms)))?;
     // Runs of a few milliseconds are at the mercy of one scheduler hiccup:
     // take the best of more of them.
-    let n = if seq_s < SHORT_RUN { n.max(SHORT_REPEAT) } else { n };
+    let n = if seq_s < SHORT_RUN {
+        n.max(SHORT_REPEAT)
+    } else {
+        n
+    };
     let (threads_s, threads) = best_of(n, || Ok(std_threads(x, terms, server.ncpus())))?;
     let (rayon_s, rayon) = best_of(n, || {
         Ok(ranges
