@@ -199,6 +199,7 @@ impl Server {
             timed_out,
             shut_down,
             retried: tracker.retried.load(Ordering::Relaxed),
+            queue_wait: tracker.mean_queue_wait(),
         }
     }
 

@@ -102,6 +102,8 @@ pub(crate) trait Task: Expire + Send + Sync {
 pub(crate) struct TypedTask<J: Job> {
     id: u64,
     cell: Cell<J::Output>,
+    /// When it was submitted, for the queue-wait statistic.
+    submitted: Instant,
     /// Node losses this job may meet before it fails with `NodeLost`.
     max_losses: u16,
     /// Worker-process crashes it may cause before it fails with `Crashed`.
@@ -147,6 +149,7 @@ impl<J: Job> TypedTask<J> {
         TypedTask {
             id,
             cell,
+            submitted: Instant::now(),
             max_losses,
             max_crashes,
             run: Mutex::new(Run {
@@ -267,6 +270,9 @@ impl<J: Job> Task for TypedTask<J> {
         }
         let result = {
             let mut run = self.lock();
+            if run.attempt == 0 {
+                self.cell.tracker().started(self.submitted.elapsed());
+            }
             run.attempt += 1;
             let timeout = run.extra.as_ref().and_then(|e| e.timeout);
             ctx.arm(Arc::clone(&self) as Arc<dyn Expire>, timeout);
@@ -304,6 +310,9 @@ impl<J: Job> Task for TypedTask<J> {
             _ => Ok(args),
         });
         let args = checked.map_err(Some)?;
+        if run.attempt == 0 {
+            self.cell.tracker().started(self.submitted.elapsed());
+        }
         run.attempt += 1;
         Ok(Dispatch {
             attempt: run.attempt,

@@ -21,6 +21,9 @@ pub(crate) enum Count {
     Cancelled,
     TimedOut,
     ShutDown,
+    /// Jobs that started (first time), and their total wait in the queue.
+    Started,
+    WaitNs,
 }
 
 const SHARDS: usize = 8;
@@ -28,7 +31,7 @@ const SHARDS: usize = 8;
 /// One thread's share of the counts, on cache lines of its own.
 #[derive(Default)]
 #[repr(align(128))]
-struct Shard([AtomicU64; 6]);
+struct Shard([AtomicU64; 8]);
 
 thread_local! {
     /// This thread's shard, assigned round-robin on first use.
@@ -77,8 +80,30 @@ impl Tracker {
     }
 
     fn bump(&self, count: Count) {
+        self.add(count, 1);
+    }
+
+    fn add(&self, count: Count, n: u64) {
         let shard = &self.shards[SHARD.with(|s| *s)];
-        shard.0[count as usize].fetch_add(1, Ordering::Relaxed);
+        shard.0[count as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A job started for the first time after `waited` in the queue.
+    pub(crate) fn started(&self, waited: Duration) {
+        self.bump(Count::Started);
+        self.add(
+            Count::WaitNs,
+            u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+        );
+    }
+
+    /// The mean time jobs waited in the queue before they started.
+    pub(crate) fn mean_queue_wait(&self) -> Duration {
+        let started = self.sum(Count::Started);
+        match started {
+            0 => Duration::ZERO,
+            n => Duration::from_nanos(self.sum(Count::WaitNs) / n),
+        }
     }
 
     fn sum(&self, count: Count) -> u64 {

@@ -357,3 +357,22 @@ fn failed_jobs_run_again_only_when_asked() {
     assert_eq!((s.succeeded, s.failed, s.retried), (1, 2, 3));
     assert_eq!(s.nodes[0].jobs, 1 + 3 + 2, "every run counted");
 }
+
+#[test]
+fn stats_report_the_mean_wait_in_the_queue() {
+    let server = server(1);
+    let first = server.submit(gate, (4,));
+    assert!(eventually(|| STARTED[4].load(Ordering::Acquire)));
+    let second = server.submit(jobs::echo_u64, (2,));
+    std::thread::sleep(Duration::from_millis(100));
+    open(4);
+    assert_eq!((first.wait(), second.wait()), (Ok(4), Ok(2)));
+    // The second job waited at least the 100 ms the gate held the worker.
+    let s = server.stats();
+    assert!(
+        s.queue_wait >= Duration::from_millis(50),
+        "{:?}",
+        s.queue_wait
+    );
+    assert!(s.to_string().contains("mean wait in the queue"), "{s}");
+}

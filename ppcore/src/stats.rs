@@ -105,8 +105,11 @@ pub struct Stats {
     pub timed_out: u64,
     /// Jobs failed because the server shut down first.
     pub shut_down: u64,
-    /// Jobs run again after their node was lost.
+    /// Jobs run again after their node was lost (or after a failure, when asked).
     pub retried: u64,
+    /// The mean time jobs waited in the queue before they started.
+    #[serde(default)]
+    pub queue_wait: Duration,
 }
 
 impl fmt::Display for Stats {
@@ -142,7 +145,7 @@ impl fmt::Display for Stats {
             self.elapsed.as_secs_f64()
         )?;
         writeln!(f, "{} active tasks, {} cores", self.active, self.ncpus)?;
-        write!(
+        writeln!(
             f,
             "{} submitted: {} succeeded, {} failed, {} cancelled, {} timed out, {} shut down, {} retried",
             self.submitted,
@@ -152,6 +155,11 @@ impl fmt::Display for Stats {
             self.timed_out,
             self.shut_down,
             self.retried
+        )?;
+        write!(
+            f,
+            "mean wait in the queue {:.6} s",
+            self.queue_wait.as_secs_f64()
         )
     }
 }
