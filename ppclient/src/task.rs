@@ -222,7 +222,14 @@ fn run_here<J: Job>(
         let this = match (args.take(), &kept) {
             (Some(a), _) => a,
             (None, Some(bytes)) => ppcore::decode::<J::Args>(bytes)?,
-            (None, None) => unreachable!("a retry without kept arguments"),
+            (None, None) => {
+                // Retries are counted before the run, so this cannot happen;
+                // if it ever did, fail the job rather than the worker.
+                return Err(JobError::new(
+                    ErrorKind::Codec,
+                    "no arguments kept for a retry",
+                ));
+            }
         };
         let started = Instant::now();
         let result = ppcore::run_caught::<J>(this).map_err(|e| e.on(LOCAL, run.attempt));
