@@ -162,7 +162,7 @@ impl Builder {
             Task::run_local(task, &worker_core.ctx)
         });
         for node in &self.nodes {
-            crate::discovery::start_static(&core, node.clone());
+            crate::remote::start_static(&core, node.clone());
         }
         let listen_addr = match listener {
             Some(listener) => {

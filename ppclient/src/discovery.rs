@@ -64,21 +64,8 @@ pub(crate) fn probe(core: &Arc<Core>, pattern: &str, target: SocketAddr) -> std:
         let name = SocketAddr::new(from.ip(), port).to_string();
         if core.link(&name).is_none() {
             tracing::info!(node = %name, "discovered");
-            start_static(core, name);
+            crate::remote::start_static(core, name);
         }
-    }
-}
-
-/// Adds a link to the node at `name` and starts its supervisor thread.
-pub(crate) fn start_static(core: &Arc<Core>, name: String) {
-    let link = Link::new(name);
-    core.add_link(Arc::clone(&link));
-    let core = Arc::clone(core);
-    let spawned = std::thread::Builder::new()
-        .name("pp-link".into())
-        .spawn(move || crate::remote::run_static(&core, &link));
-    if let Err(e) = spawned {
-        tracing::warn!("cannot start a link thread: {e}");
     }
 }
 

@@ -125,9 +125,22 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Adds a link to the node at `name` and starts its supervisor thread.
+pub(crate) fn start_static(core: &Arc<Core>, name: String) {
+    let link = Link::new(name);
+    core.add_link(Arc::clone(&link));
+    let core = Arc::clone(core);
+    let spawned = std::thread::Builder::new()
+        .name("pp-link".into())
+        .spawn(move || run_static(&core, &link));
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start a link thread: {e}");
+    }
+}
+
 /// Connects to and serves a node at `link.name` until the server stops or the
 /// node refuses us for good.
-pub(crate) fn run_static(core: &Arc<Core>, link: &Arc<Link>) {
+fn run_static(core: &Arc<Core>, link: &Arc<Link>) {
     let mut backoff = BACKOFF_MIN;
     while !core.stopped() {
         let attempt = dial(&link.name, &core.settings)
