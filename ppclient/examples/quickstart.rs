@@ -2,7 +2,7 @@
 
 use ppclient::{Options, Server};
 
-ppcore::job! {
+ppclient::job! {
     /// Partial sum of the Maclaurin series of 1/(1-x) over terms [start, end).
     pub fn partial(x: f64, start: u64, end: u64) -> f64 {
         (start..end).map(|n| x.powf(n as f64)).sum()

@@ -1,8 +1,13 @@
 //! Parallel Python for Rust programs: a [`Server`] runs jobs on a local pool
 //! of worker threads and on `ppserver` nodes, and hands back a [`JobHandle`] per job.
 //!
+//! One dependency is enough: this crate re-exports [`job!`], the [`Job`] and
+//! [`Registry`] types, [`ByteBuf`] for byte arguments, `serde` for your own
+//! argument types (`#[serde(crate = "ppclient::serde")]`), and, with the
+//! default `node` feature, the node library as [`node`] (`ppserver`).
+//!
 //! ```
-//! ppcore::job! {
+//! ppclient::job! {
 //!     /// Squares a number.
 //!     pub fn square(x: u64) -> u64 { x * x }
 //! }
@@ -47,6 +52,41 @@ pub use connect::{node_status, StatusError};
 pub use handle::{AsCompleted, JobHandle};
 pub use options::Options;
 pub use ppcore::wire::NodeStatus;
-pub use ppcore::{ErrorKind, Job, JobError, NodeStats, Registry, Stats};
+pub use ppcore::{
+    job, DuplicateJob, ErrorKind, Job, JobEntry, JobError, NodeStats, Registry, Secret, Stats,
+};
+/// serde, for the derives of your own argument and result types, without a
+/// dependency on serde of your own:
+///
+/// ```
+/// use ppclient::serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// #[serde(crate = "ppclient::serde")]
+/// pub struct Point { x: i64, y: i64 }
+///
+/// ppclient::job! {
+///     /// The Manhattan length of a point.
+///     pub fn manhattan(p: Point) -> i64 { p.x.abs() + p.y.abs() }
+/// }
+/// let server = ppclient::Server::builder().ncpus(1).build()?;
+/// assert_eq!(server.submit(manhattan, (Point { x: 3, y: -4 },)).wait()?, 7);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub use serde;
+/// Bytes that travel as one MessagePack binary (a `Vec<u8>` travels as an
+/// array of numbers, byte by byte): use them for byte arguments and results.
+pub use serde_bytes::{ByteBuf, Bytes};
 pub use remote::{NodeInfo, NodeState};
 pub use server::Server;
+
+/// The node library (`ppserver`): run a node with your own jobs from this
+/// program, e.g. as a subcommand. See [`node::main_linked`].
+#[cfg(feature = "node")]
+pub use ppserver as node;
+
+/// The README's Rust examples, compiled and run as doc tests with this crate
+/// alone.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
