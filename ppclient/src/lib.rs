@@ -53,8 +53,10 @@ pub use handle::{AsCompleted, JobHandle};
 pub use options::Options;
 pub use ppcore::wire::NodeStatus;
 pub use ppcore::{
-    job, DuplicateJob, ErrorKind, Job, JobEntry, JobError, NodeStats, Registry, Secret, Stats,
+    job, DuplicateJob, ErrorKind, Fallible, Job, JobEntry, JobError, NodeStats, Registry, Secret,
+    Stats,
 };
+pub use remote::{NodeInfo, NodeState};
 /// serde, for the derives of your own argument and result types, without a
 /// dependency on serde of your own:
 ///
@@ -77,7 +79,6 @@ pub use serde;
 /// Bytes that travel as one MessagePack binary (a `Vec<u8>` travels as an
 /// array of numbers, byte by byte): use them for byte arguments and results.
 pub use serde_bytes::{ByteBuf, Bytes};
-pub use remote::{NodeInfo, NodeState};
 pub use server::Server;
 
 /// The node library (`ppserver`): run a node with your own jobs from this

@@ -46,6 +46,25 @@ pub fn run_erased<J: Job>(args: &[u8]) -> Result<Vec<u8>, JobError> {
     encode(&output)
 }
 
+/// What a fallible job's function returns: a `Result` (or an alias of one)
+/// whose error is turned into [`ErrorKind::Failed`] with the error's text.
+///
+/// [`job!`](crate::job!) uses it for return types whose path ends in
+/// `Result`, and for any return type under `#[fallible]`.
+pub trait Fallible {
+    /// The value of a job that succeeded.
+    type Ok;
+    /// The value, or the error's text as a [`JobError`] of kind `Failed`.
+    fn into_job_result(self) -> Result<Self::Ok, JobError>;
+}
+
+impl<T, E: std::fmt::Display> Fallible for Result<T, E> {
+    type Ok = T;
+    fn into_job_result(self) -> Result<T, JobError> {
+        self.map_err(|e| JobError::new(ErrorKind::Failed, e.to_string()))
+    }
+}
+
 /// Turns a plain function into a job: a unit struct of the same name that
 /// implements [`Job`] and is registered with every [`Registry::linked`](crate::Registry::linked).
 ///
@@ -58,30 +77,85 @@ pub fn run_erased<J: Job>(args: &[u8]) -> Result<Vec<u8>, JobError> {
 /// assert_eq!(<add as ppcore::Job>::run((2, 3)), Ok(5));
 /// ```
 ///
-/// A function returning `Result<T, E>` with `E: Display` is a fallible job:
-/// its output is `T`, and an `Err` becomes [`ErrorKind::Failed`] with the
-/// error's text.
+/// A function whose return type is a path ending in `Result`
+/// (`Result<T, E>`, `std::result::Result<T, E>`, `std::io::Result<T>`) is a
+/// fallible job: its output is `T`, and an `Err` becomes
+/// [`ErrorKind::Failed`] with the error's text (`E: Display`). A type alias
+/// under another name is marked with `#[fallible]`, written first:
+///
+/// ```
+/// use ppcore::{ErrorKind, Job};
+/// type Parsed<T> = Result<T, std::num::ParseIntError>;
+///
+/// ppcore::job! {
+///     /// Parses a number.
+///     pub fn parse(text: String) -> std::result::Result<i64, String> {
+///         text.parse().map_err(|e| format!("{text:?}: {e}"))
+///     }
+/// }
+/// ppcore::job! {
+///     #[fallible]
+///     /// Parses a number too.
+///     pub fn parse_alias(text: String) -> Parsed<i64> { text.parse() }
+/// }
+/// assert_eq!(parse::run(("7".into(),)), Ok(7));
+/// assert_eq!(parse::run(("x".into(),)).unwrap_err().kind, ErrorKind::Failed);
+/// assert_eq!(parse_alias::run(("8".into(),)), Ok(8));
+/// assert_eq!(parse_alias::run(("y".into(),)).unwrap_err().kind, ErrorKind::Failed);
+/// ```
 #[macro_export]
 macro_rules! job {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?)
-        -> Result<$ok:ty, $err:ty> $body:block) => {
+    (#[fallible] $(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?)
+        -> $ret:ty $body:block) => {
         $crate::__job_item!(
-            [$(#[$meta])*] $vis $name [$($arg: $ty),*] [$ok] [::core::result::Result<$ok, $err>]
-            [|r: ::core::result::Result<$ok, $err>| r.map_err(|e| $crate::JobError::new(
-                $crate::ErrorKind::Failed, ::std::string::ToString::to_string(&e)))]
-            $body
+            [$(#[$meta])*] $vis $name [$($arg: $ty),*] [<$ret as $crate::Fallible>::Ok] [$ret]
+            [$crate::Fallible::into_job_result] $body
         );
     };
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?)
-        -> $ret:ty $body:block) => {
-        $crate::__job_item!(
-            [$(#[$meta])*] $vis $name [$($arg: $ty),*] [$ret] [$ret]
-            [|r: $ret| ::core::result::Result::<$ret, $crate::JobError>::Ok(r)]
-            $body
-        );
+        -> $($rest:tt)+) => {
+        $crate::__job_ret!(@scan [[$(#[$meta])*] $vis $name [$($arg: $ty),*]] [] $($rest)+);
     };
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
         $crate::job!($(#[$meta])* $vis fn $name($($arg: $ty),*) -> () $body);
+    };
+}
+
+/// Splits a job's return type from its body, then tells a fallible job (a
+/// path ending in `Result <`) from an infallible one.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __job_ret {
+    (@scan $item:tt [$($ret:tt)*] $body:tt) => {
+        $crate::__job_ret!(@path $item [$($ret)*] [$($ret)*] $body);
+    };
+    (@scan $item:tt [$($ret:tt)*] $next:tt $($rest:tt)+) => {
+        $crate::__job_ret!(@scan $item [$($ret)* $next] $($rest)+);
+    };
+    (@path $item:tt $ret:tt [Result < $($_x:tt)*] $body:tt) => {
+        $crate::__job_ret!(@emit fallible $item $ret $body);
+    };
+    (@path $item:tt $ret:tt [:: $($x:tt)*] $body:tt) => {
+        $crate::__job_ret!(@path $item $ret [$($x)*] $body);
+    };
+    (@path $item:tt $ret:tt [$_seg:ident :: $($x:tt)*] $body:tt) => {
+        $crate::__job_ret!(@path $item $ret [$($x)*] $body);
+    };
+    (@path $item:tt $ret:tt [$($_x:tt)*] $body:tt) => {
+        $crate::__job_ret!(@emit plain $item $ret $body);
+    };
+    (@emit fallible [[$($meta:tt)*] $vis:vis $name:ident [$($args:tt)*]] [$ret:ty] $body:block) => {
+        $crate::__job_item!(
+            [$($meta)*] $vis $name [$($args)*] [<$ret as $crate::Fallible>::Ok] [$ret]
+            [$crate::Fallible::into_job_result] $body
+        );
+    };
+    (@emit plain [[$($meta:tt)*] $vis:vis $name:ident [$($args:tt)*]] [$ret:ty] $body:block) => {
+        $crate::__job_item!(
+            [$($meta)*] $vis $name [$($args)*] [$ret] [$ret]
+            [|r: $ret| ::core::result::Result::<$ret, $crate::JobError>::Ok(r)]
+            $body
+        );
     };
 }
 
@@ -104,7 +178,7 @@ macro_rules! __job_item {
         impl $crate::Job for $name {
             const NAME: &'static str = concat!(module_path!(), "::", stringify!($name));
             const SIGNATURE: &'static str =
-                concat!("(", stringify!($($ty),*), ") -> ", stringify!($out));
+                concat!("(", stringify!($($ty),*), ") -> ", stringify!($ret));
             type Args = ($($ty,)*);
             type Output = $out;
             #[allow(clippy::unused_unit)]
@@ -116,4 +190,76 @@ macro_rules! __job_item {
 
         $crate::inventory::submit! { $crate::JobEntry::of::<$name>() }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{ErrorKind, Job, JobError};
+
+    type Alias<T> = Result<T, String>;
+
+    crate::job! {
+        /// Fallible, spelled out.
+        fn plain_result(ok: bool) -> Result<u8, String> { if ok { Ok(1) } else { Err("no".into()) } }
+    }
+    crate::job! {
+        /// Fallible, by its full path.
+        fn full_path(ok: bool) -> ::std::result::Result<u8, String> {
+            if ok { Ok(2) } else { Err("no".into()) }
+        }
+    }
+    crate::job! {
+        /// Fallible, a one-parameter alias whose name ends in `Result`.
+        fn io_result(ok: bool) -> std::io::Result<u8> {
+            if ok { Ok(3) } else { Err(std::io::Error::other("disk")) }
+        }
+    }
+    crate::job! {
+        #[fallible]
+        /// Fallible, an alias under another name.
+        fn aliased(ok: bool) -> Alias<u8> { if ok { Ok(4) } else { Err("no".into()) } }
+    }
+    crate::job! {
+        /// Not fallible: the `Result`s are the value.
+        fn results_inside(n: u8) -> Vec<Result<u8, String>> { vec![Ok(n), Err("e".into())] }
+    }
+    crate::job! {
+        /// Not fallible either.
+        fn option_of_result(n: u8) -> Option<Result<u8, String>> { Some(Ok(n)) }
+    }
+
+    fn failed<T: std::fmt::Debug>(r: Result<T, JobError>) -> (ErrorKind, String) {
+        let e = r.unwrap_err();
+        (e.kind, e.message)
+    }
+
+    #[test]
+    fn result_paths_are_fallible() {
+        assert_eq!(plain_result::run((true,)), Ok(1));
+        assert_eq!(full_path::run((true,)), Ok(2));
+        assert_eq!(io_result::run((true,)), Ok(3));
+        assert_eq!(aliased::run((true,)), Ok(4));
+        let no = (ErrorKind::Failed, "no".to_owned());
+        assert_eq!(failed(plain_result::run((false,))), no);
+        assert_eq!(failed(full_path::run((false,))), no);
+        assert_eq!(failed(aliased::run((false,))), no);
+        assert_eq!(
+            failed(io_result::run((false,))),
+            (ErrorKind::Failed, "disk".to_owned())
+        );
+    }
+
+    #[test]
+    fn results_inside_other_types_are_values() {
+        assert_eq!(
+            results_inside::run((5,)),
+            Ok(vec![Ok(5), Err("e".to_owned())])
+        );
+        assert_eq!(option_of_result::run((6,)), Ok(Some(Ok(6))));
+        assert!(
+            aliased::SIGNATURE.ends_with("-> Alias<u8>"),
+            "{}",
+            aliased::SIGNATURE
+        );
+    }
 }
