@@ -189,6 +189,7 @@ impl Builder {
             registry,
             (self.node_retries, self.crash_retries),
             listen_addr,
+            ppcore::wire::max_payload(self.settings.max_frame),
         ))
     }
 }

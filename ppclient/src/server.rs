@@ -33,6 +33,8 @@ pub struct Server {
     node_retries: u32,
     crash_retries: u32,
     listen_addr: Option<SocketAddr>,
+    /// The largest encoded arguments a job may have, local or remote.
+    max_args: usize,
 }
 
 impl Server {
@@ -43,6 +45,7 @@ impl Server {
         registry: Registry,
         (node_retries, crash_retries): (u32, u32),
         listen_addr: Option<SocketAddr>,
+        max_args: usize,
     ) -> Self {
         Server {
             core,
@@ -54,6 +57,7 @@ impl Server {
             node_retries,
             crash_retries,
             listen_addr,
+            max_args,
         }
     }
 
@@ -70,13 +74,17 @@ impl Server {
     /// Submits `job` with a callback, group, timeout or retry limit.
     ///
     /// If no local worker and no node can run it, the handle resolves at
-    /// once with [`ErrorKind::UnknownJob`] saying why.
+    /// once with [`ErrorKind::UnknownJob`] saying why. Arguments that would
+    /// not fit in a frame (16 MiB by default) resolve it at once with
+    /// [`ErrorKind::Codec`], whether the job would have run locally or on a
+    /// node: their encoded size is counted, without encoding them.
     pub fn submit_with<J: Job>(
         &self,
         _job: J,
         args: J::Args,
         options: Options<J::Output>,
     ) -> JobHandle<J::Output> {
+        let too_big = ppcore::check_size(&args, self.max_args).err();
         let group = options.group.map(|name| self.group(name));
         let tracker = Arc::clone(&self.core.tracker);
         let cell = Cell::new(tracker, group, options.callback);
@@ -95,6 +103,10 @@ impl Server {
         );
         let task = Arc::new(TypedTask::<J>::new(id, args, cell, limits, extra));
         let handle = JobHandle::new(Arc::clone(&task) as Arc<dyn Holder<J::Output>>, id);
+        if let Some(err) = too_big {
+            resolve(&task, Err(err));
+            return handle;
+        }
         if let Err(reason) = self.core.runnable((J::NAME, J::SIGNATURE)) {
             resolve(&task, Err(JobError::new(ErrorKind::UnknownJob, reason)));
             return handle;

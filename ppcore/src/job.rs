@@ -34,6 +34,50 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, JobError> {
     rmp_serde::to_vec(value).map_err(|e| JobError::new(ErrorKind::Codec, e.to_string()))
 }
 
+/// Checks that `value`, encoded as [`encode`] would, takes at most `limit`
+/// bytes, and returns how many it takes. Only counts: nothing is allocated,
+/// and counting stops at the limit. Over the limit is an
+/// [`ErrorKind::Codec`] error that says so.
+///
+/// ```
+/// use serde_bytes::ByteBuf;
+/// let args = (ByteBuf::from(vec![0u8; 1000]),);
+/// assert_eq!(ppcore::check_size(&args, 2000), Ok(ppcore::encode(&args)?.len()));
+/// assert_eq!(ppcore::check_size(&args, 999).unwrap_err().kind, ppcore::ErrorKind::Codec);
+/// # Ok::<(), ppcore::JobError>(())
+/// ```
+pub fn check_size<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<usize, JobError> {
+    let mut counter = Counter { bytes: 0, limit };
+    match rmp_serde::encode::write(&mut counter, value) {
+        Ok(()) => Ok(counter.bytes),
+        Err(_) if counter.bytes > limit => Err(JobError::new(
+            ErrorKind::Codec,
+            format!("the arguments take more than the {limit}-byte limit of a frame"),
+        )),
+        Err(e) => Err(JobError::new(ErrorKind::Codec, e.to_string())),
+    }
+}
+
+/// A sink that counts what is written to it and refuses once past `limit`.
+struct Counter {
+    bytes: usize,
+    limit: usize,
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes = self.bytes.saturating_add(buf.len());
+        if self.bytes > self.limit {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Decodes a MessagePack value; a mismatch is an [`ErrorKind::Codec`] error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JobError> {
     rmp_serde::from_slice(bytes).map_err(|e| JobError::new(ErrorKind::Codec, e.to_string()))

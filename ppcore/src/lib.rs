@@ -26,7 +26,7 @@ pub mod wire;
 
 pub use error::{ErrorKind, JobError};
 pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};
-pub use job::{decode, encode, run_caught, run_erased, Fallible, Job};
+pub use job::{check_size, decode, encode, run_caught, run_erased, Fallible, Job};
 pub use lanes::Lanes;
 pub use ledger::Ledger;
 pub use pending::Pending;
