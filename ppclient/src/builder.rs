@@ -141,6 +141,7 @@ impl Builder {
     /// Starts the server: the local pool, and a link to each node. Returns
     /// once every node given has answered once (or a connect timeout passed).
     pub fn build(mut self) -> Result<Server, BuildError> {
+        ppcore::quiet_job_panics();
         let registry = match self.registry.take() {
             Some(r) => r,
             None => Registry::linked()?,

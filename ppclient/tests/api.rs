@@ -53,3 +53,16 @@ fn too_big_arguments_fail_the_same_with_local_workers_and_a_node() {
     }
     assert_eq!(server.submit(jobs::echo_u64, (5,)).wait(), Ok(5));
 }
+
+#[test]
+fn process_isolation_without_init_worker_is_refused_with_the_reason() {
+    let config = ppclient::node::Config {
+        port: 0,
+        isolation: ppclient::node::Isolation::Process,
+        ..Default::default()
+    };
+    let refused = ppclient::node::start(config, ppclient::Registry::linked().unwrap());
+    let err = refused.err().expect("refused");
+    assert!(matches!(err, ppclient::node::ServeError::NoWorkerMode));
+    assert!(err.to_string().contains("init_worker"), "{err}");
+}

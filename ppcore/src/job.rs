@@ -23,10 +23,38 @@ pub trait Job: Copy + Send + Sync + 'static {
 
 /// Runs `J` with `args`, turning a panic into [`ErrorKind::Panicked`].
 pub fn run_caught<J: Job>(args: J::Args) -> Result<J::Output, JobError> {
-    match catch_unwind(AssertUnwindSafe(|| J::run(args))) {
+    let outer = IN_JOB.replace(true);
+    let caught = catch_unwind(AssertUnwindSafe(|| J::run(args)));
+    IN_JOB.set(outer);
+    match caught {
         Ok(result) => result,
         Err(payload) => Err(JobError::from_panic(payload.as_ref())),
     }
+}
+
+thread_local! {
+    /// Whether this thread is inside [`run_caught`] now.
+    static IN_JOB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keeps the panics of jobs off stderr: a job's panic is its error, with the
+/// message in [`JobError::message`], and the default hook's report (and
+/// backtrace) would say it a second time. Installed once, in front of
+/// whatever panic hook is set; panics outside jobs still reach that hook,
+/// and so do jobs' panics when `RUST_BACKTRACE` is set (not `0`).
+///
+/// `Server::builder().build()` and `ppserver::serve` call it.
+pub fn quiet_job_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let backtrace = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+            if backtrace || !IN_JOB.get() {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// Encodes a value as MessagePack, the format of arguments and results on the wire.
@@ -52,7 +80,7 @@ pub fn check_size<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<usiz
         Ok(()) => Ok(counter.bytes),
         Err(_) if counter.bytes > limit => Err(JobError::new(
             ErrorKind::Codec,
-            format!("the arguments take more than the {limit}-byte limit of a frame"),
+            format!("the arguments are over the {limit}-byte frame limit"),
         )),
         Err(e) => Err(JobError::new(ErrorKind::Codec, e.to_string())),
     }

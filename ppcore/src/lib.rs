@@ -11,6 +11,7 @@
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
 //! | `handshake` | mutual HMAC-SHA256 authentication as pure state ([`ClientHandshake`], [`NodeHandshake`]) |
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
+//! | `worker` | worker processes: [`init_worker`], the one way a program re-runs itself as a job server |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod error;
@@ -23,10 +24,13 @@ mod pool;
 mod registry;
 mod stats;
 pub mod wire;
+pub mod worker;
 
 pub use error::{ErrorKind, JobError};
 pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};
-pub use job::{check_size, decode, encode, run_caught, run_erased, Fallible, Job};
+pub use job::{
+    check_size, decode, encode, quiet_job_panics, run_caught, run_erased, Fallible, Job,
+};
 pub use lanes::Lanes;
 pub use ledger::Ledger;
 pub use pending::Pending;
@@ -34,6 +38,7 @@ pub use pool::Pool;
 pub use registry::{DuplicateJob, JobEntry, Registry};
 pub use stats::{NodeCounters, NodeStats, Stats};
 pub use wire::{decode_frame, encode_frame, FrameError, FrameReader};
+pub use worker::{init_worker, init_worker_with};
 
 #[doc(hidden)]
 pub use inventory;

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,11 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// Process isolation re-runs this program as worker processes, and this
+    /// program never calls [`init_worker`](crate::init_worker): its workers
+    /// would run `main` instead of jobs.
+    #[error("--isolation process needs this program to call ppserver::init_worker() first in main (main_with and main_linked do)")]
+    NoWorkerMode,
     /// Another I/O failure at start.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -69,10 +74,29 @@ impl Stop {
     }
 }
 
-/// Starts a node: binds, starts the workers and the accept loop, and returns.
+/// Starts a node from a [`Config`] you built: binds, starts the workers and
+/// the accept loop, and returns. Nothing is printed and no signal is caught:
+/// [`serve`] does that, or call [`Running::stop_on_signals`] and
+/// [`Running::wait`] yourself.
+///
+/// With [`Isolation::Process`](crate::Isolation::Process) this program must
+/// call [`init_worker`](crate::init_worker) first in `main`, or this fails
+/// with [`ServeError::NoWorkerMode`].
+///
+/// ```
+/// let config = ppserver::Config { port: 0, workers: 1, ..Default::default() };
+/// let node = ppserver::start(config, ppcore::Registry::linked()?)?;
+/// assert!(node.local_addr().ip().is_loopback());
+/// node.stop();
+/// node.wait();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> {
     if config.secret.is_empty() && !config.interface.is_loopback() {
         return Err(ServeError::NoSecret(config.interface));
+    }
+    if config.isolation == crate::Isolation::Process && !ppcore::worker::ready() {
+        return Err(ServeError::NoWorkerMode);
     }
     let addr = SocketAddr::new(config.interface, config.port);
     let listener = TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
@@ -137,6 +161,22 @@ impl Running {
     pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
         let stop = Arc::clone(&self.stop);
         move || stop.ask()
+    }
+
+    /// Stops this node gracefully on SIGTERM or SIGINT.
+    pub fn stop_on_signals(&self) -> Result<(), ServeError> {
+        let stopper = self.stopper();
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])?;
+        spawn("pp-signals", move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!("signal {sig}: stopping");
+                stopper();
+            }
+        })?;
+        Ok(())
     }
 
     /// Waits for a stop request, then drains and stops.
@@ -276,63 +316,38 @@ fn idle_watch(limit: Duration, node: &Node, stop: &Stop) {
     }
 }
 
-/// The whole `ppserver` program, with the jobs of `registry`: parses the
-/// command line, logs, starts, prints one line when ready, stops on SIGINT
-/// or SIGTERM. Build your own node binary with your jobs by calling this
-/// from `main`.
-pub fn main_with(registry: Registry) -> ExitCode {
-    use clap::Parser;
-    if crate::isolate::is_worker() {
-        return crate::isolate::worker_main(&registry);
-    }
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    // A job's panic is that job's error, sent to its client: one log line
-    // here, not a backtrace on the node's terminal.
-    std::panic::set_hook(Box::new(|info| tracing::debug!("{info}")));
-    match run(&cli, registry) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ppserver: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// [`main_with`] every job linked into this binary: a node binary's whole
-/// `main`. Two jobs under one name end it with that error.
-pub fn main_linked() -> ExitCode {
-    match Registry::linked() {
-        Ok(registry) => main_with(registry),
-        Err(e) => {
-            eprintln!("ppserver: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(cli: &Cli, registry: Registry) -> anyhow::Result<()> {
-    let config = cli.config()?;
+/// Runs a node from a [`Config`] you built (from your own command line, say)
+/// until SIGTERM or SIGINT, then stops gracefully: [`start`], one line on
+/// stdout when ready (`ppserver 0.1.0 ready on 127.0.0.1:60000 with 8
+/// workers and 9 jobs`), [`Running::stop_on_signals`], [`Running::wait`].
+/// Logging is yours to set up (`tracing`); a job's panic is that job's
+/// error, not a message on stderr.
+///
+/// A program that is a client and a node, or has other subcommands, calls
+/// [`init_worker`](crate::init_worker) first in `main` (so that process
+/// isolation works), then this from its `node` subcommand:
+///
+/// ```no_run
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     ppserver::init_worker();
+///     match std::env::args().nth(1).as_deref() {
+///         Some("node") => {
+///             let config = ppserver::Config {
+///                 isolation: ppserver::Isolation::Process,
+///                 ..Default::default()
+///             };
+///             ppserver::serve(config, ppcore::Registry::linked()?)?;
+///         }
+///         _ => { /* the client part of the program */ }
+///     }
+///     Ok(())
+/// }
+/// ```
+pub fn serve(config: Config, registry: Registry) -> Result<(), ServeError> {
+    ppcore::quiet_job_panics();
     let jobs = registry.len();
     let running = start(config, registry)?;
-    let stopper = running.stopper();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
-    spawn("pp-signals", move || {
-        if let Some(sig) = signals.forever().next() {
-            tracing::info!("signal {sig}: stopping");
-            stopper();
-        }
-    })?;
-    let started = Instant::now();
+    running.stop_on_signals()?;
     let mut stdout = std::io::stdout();
     writeln!(
         stdout,
@@ -342,7 +357,51 @@ fn run(cli: &Cli, registry: Registry) -> anyhow::Result<()> {
         running.node.config.workers,
     )?;
     stdout.flush()?;
-    tracing::debug!("ready after {:?}", started.elapsed());
     running.wait();
     Ok(())
+}
+
+/// The whole `ppserver` program, with the jobs of `registry`: enters worker
+/// mode if this process is a worker process, parses the command line
+/// ([`Cli`]), logs to stderr, then [`serve`]s. Build your own node binary
+/// with your jobs by calling this from `main`; a program with a command line
+/// of its own calls [`init_worker`](crate::init_worker) and [`serve`] instead.
+///
+/// As a program's `main` would, it prints a fatal error on stderr and returns
+/// a failure code.
+pub fn main_with(registry: Registry) -> ExitCode {
+    use clap::Parser;
+    ppcore::init_worker_with(&registry);
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let served = cli
+        .config()
+        .map_err(ServeError::from)
+        .and_then(|config| serve(config, registry));
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fatal(&e),
+    }
+}
+
+/// [`main_with`] every job linked into this binary: a node binary's whole
+/// `main`. Two jobs under one name end it with that error.
+pub fn main_linked() -> ExitCode {
+    match Registry::linked() {
+        Ok(registry) => main_with(registry),
+        Err(e) => fatal(&e),
+    }
+}
+
+/// The one place the whole-program entry points report a fatal error: on
+/// stderr, where a command's errors go, before any logger exists.
+fn fatal(e: &dyn std::fmt::Display) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "ppserver: {e}");
+    ExitCode::FAILURE
 }

@@ -1,54 +1,19 @@
 //! Isolation mode: each worker thread runs its jobs in a worker process of its
-//! own (this same binary, re-run as a worker), talking frames over pipes. An
+//! own (this same binary, re-run as a worker, which `ppcore::init_worker`
+//! turns into a job server), talking frames over pipes. An
 //! abort, a segfault, an out-of-memory kill or a runaway job then costs only
 //! that job: the process is replaced and the node keeps serving.
 
 use crate::node::NodeJob;
-use ppcore::wire::{ClientMsg, DoneJob, NodeMsg, RunJob};
-use ppcore::{encode_frame, ErrorKind, FrameReader, JobError, Registry};
+use ppcore::wire::{ClientMsg, NodeMsg, RunJob};
+use ppcore::{encode_frame, ErrorKind, FrameReader, JobError};
 use serde_bytes::ByteBuf;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
-
-/// Set in a worker process's environment.
-const WORKER_ENV: &str = "PP_WORKER_PROCESS";
-
-/// Whether this process is a worker process.
-pub(crate) fn is_worker() -> bool {
-    std::env::var_os(WORKER_ENV).is_some()
-}
-
-/// A worker process's whole life: run each job that arrives on stdin, answer
-/// on stdout, exit when stdin closes (the node is gone).
-pub(crate) fn worker_main(registry: &Registry) -> ExitCode {
-    // A panic is the job's error, sent back as such: nothing to print here.
-    std::panic::set_hook(Box::new(|_| {}));
-    let mut input = FrameReader::new(std::io::stdin().lock(), ppcore::wire::DEFAULT_MAX_FRAME);
-    let mut output = std::io::stdout().lock();
-    while let Ok(Some(ClientMsg::Run(jobs))) = input.read::<ClientMsg>() {
-        for job in jobs {
-            let started = std::time::Instant::now();
-            let result = registry.run(&job.name, &job.args).map(ByteBuf::from);
-            let done = NodeMsg::Done(vec![DoneJob {
-                id: job.id,
-                attempt: job.attempt,
-                result,
-                exec_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            }]);
-            let written = encode_frame(&done)
-                .ok()
-                .is_some_and(|f| output.write_all(&f).and_then(|()| output.flush()).is_ok());
-            if !written {
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    ExitCode::SUCCESS
-}
 
 struct WorkerProcess {
     child: Arc<Mutex<Child>>,
@@ -59,7 +24,7 @@ struct WorkerProcess {
 impl WorkerProcess {
     fn spawn() -> std::io::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?)
-            .env(WORKER_ENV, "1")
+            .env(ppcore::worker::WORKER_ENV, "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

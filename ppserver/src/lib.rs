@@ -1,5 +1,16 @@
-//! `ppserver`, the node daemon of the pp job cluster, as a library: link your
-//! own jobs and start a node in a few lines.
+//! `ppserver`, the node daemon of the pp job cluster, as a library: a node
+//! binary with your own jobs, or a node inside a program of your own.
+//!
+//! Two ways in:
+//! - [`main_linked`] (or [`main_with`] a [`Registry`](ppcore::Registry)) is a
+//!   node binary's whole `main`: it parses `ppserver`'s command line ([`Cli`]),
+//!   sets up logging, serves until SIGTERM/SIGINT, and handles the worker
+//!   processes of `--isolation process` itself.
+//! - A program with a command line of its own (a client that is also a node,
+//!   subcommands) calls [`init_worker`] first in `main`, builds a [`Config`],
+//!   and calls [`serve`] (blocks until a signal) or [`start`] (returns a
+//!   [`Running`] node to stop when it likes). Without `init_worker`,
+//!   [`Isolation::Process`] is refused with [`ServeError::NoWorkerMode`].
 //!
 //! ```no_run
 //! ppcore::job! {
@@ -7,10 +18,13 @@
 //!     pub fn shout(text: String) -> String { text.to_uppercase() }
 //! }
 //! fn main() -> std::process::ExitCode {
-//!     // Every job linked into this binary (the built-in `jobs` and `shout`).
+//!     // Every job linked into this binary (`shout`, and any crate's jobs it links).
 //!     ppserver::main_linked()
 //! }
 //! ```
+//!
+//! A client program reaches all of this as `ppclient::node` without a
+//! dependency of its own.
 //!
 //! | module | owns |
 //! | --- | --- |
@@ -19,7 +33,7 @@
 //! | `conn` | one connection: handshake, then jobs in and results out |
 //! | `out` | a connection's writer; batches results of jobs that end together |
 //! | `isolate` | isolation mode: worker processes that run jobs, replaced when they crash |
-//! | `daemon` | [`start`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |
+//! | `daemon` | [`start`], [`serve`], [`main_with`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod config;
@@ -30,7 +44,8 @@ mod node;
 mod out;
 
 pub use config::{Cli, Config, Isolation};
-pub use daemon::{main_linked, main_with, start, Running, ServeError};
+pub use daemon::{main_linked, main_with, serve, start, Running, ServeError};
+pub use ppcore::init_worker;
 
 /// This build's version, as nodes report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
