@@ -12,6 +12,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Where [`Builder`] finds the secret when none is given.
+pub const SECRET_ENV: &str = "PP_SECRET";
+
 /// Why a [`Server`] could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -30,7 +33,7 @@ pub struct Builder {
     ncpus: Option<usize>,
     registry: Option<Registry>,
     nodes: Vec<String>,
-    secret: Secret,
+    secret: Option<Secret>,
     discover: Option<(String, SocketAddr)>,
     listen: Option<String>,
     node_retries: u32,
@@ -44,7 +47,7 @@ impl Default for Builder {
             ncpus: None,
             registry: None,
             nodes: Vec::new(),
-            secret: Secret::default(),
+            secret: None,
             discover: None,
             listen: None,
             node_retries: 3,
@@ -83,9 +86,11 @@ impl Builder {
         self
     }
 
-    /// The secret shared with the nodes.
+    /// The secret shared with the nodes. Without it, the `PP_SECRET`
+    /// environment variable, as `ppserver` and the `ppclient` command read
+    /// it; without that, the empty secret (which nodes accept on loopback only).
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        self.secret = Secret::new(secret);
+        self.secret = Some(Secret::new(secret));
         self
     }
 
@@ -151,8 +156,13 @@ impl Builder {
             Some(addr) => Some(TcpListener::bind(addr.as_str())?),
             None => None,
         };
+        let secret = self.secret.clone().unwrap_or_else(|| {
+            std::env::var_os(SECRET_ENV)
+                .map(|s| Secret::new(s.as_encoded_bytes()))
+                .unwrap_or_default()
+        });
         let settings = LinkSettings {
-            secret: self.secret.clone(),
+            secret,
             ..self.settings.clone()
         };
         let open_ended = listener.is_some() || self.discover.is_some();

@@ -22,7 +22,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `server` | [`Server`]: submit, wait, map, groups, stats |
-//! | `builder`, `options` | [`Builder`] (ncpus, nodes, secret, discovery, listen, retries) and per-job [`Options`] |
+//! | `builder`, `options` | [`Builder`] (ncpus, nodes, secret, discovery, listen, retries) and per-job [`Options`], [`JobOptions`] |
 //! | `core` | what the server's threads share: the queue, links, stop flag; who can run a job |
 //! | `remote` | a link per node: its state, reconnecting with backoff, rescheduling on loss |
 //! | `session` | one live connection: feed jobs in batches within the window, read results, heartbeat |
@@ -47,10 +47,10 @@ mod task;
 mod timer;
 mod tracker;
 
-pub use builder::{detect_ncpus, BuildError, Builder};
+pub use builder::{detect_ncpus, BuildError, Builder, SECRET_ENV};
 pub use connect::{node_status, StatusError};
 pub use handle::{AsCompleted, JobHandle};
-pub use options::Options;
+pub use options::{JobOptions, Options};
 pub use ppcore::wire::NodeStatus;
 pub use ppcore::{
     job, DuplicateJob, ErrorKind, Fallible, Job, JobEntry, JobError, NodeStats, Registry, Secret,

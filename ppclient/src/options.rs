@@ -1,12 +1,26 @@
-//! [`Options`]: how to run one job.
+//! [`Options`]: how to run a job; [`JobOptions`]: the same with a callback.
 
 use crate::handle::Callback;
 use ppcore::JobError;
 use std::time::Duration;
 
-/// How to run one job: callback, group, timeout. Passed to [`Server::submit_with`](crate::Server::submit_with).
-pub struct Options<T> {
-    pub(crate) callback: Option<Callback<T>>,
+/// How to run a job: group, timeout, retries. Passed to
+/// [`Server::submit_with`](crate::Server::submit_with). Not tied to a job's
+/// types: one value (or a reference to it) serves any number of jobs of any kind.
+///
+/// ```
+/// use ppclient::{Options, Server};
+/// use std::time::Duration;
+/// let server = Server::builder().ncpus(1).build()?;
+/// let batch = Options::new().group("batch").timeout(Duration::from_secs(60));
+/// let a = server.submit_with(jobs::echo_u64, (1,), &batch);
+/// let b = server.submit_with(jobs::echo_string, ("two".into(),), &batch);
+/// server.wait_group("batch");
+/// assert_eq!((a.wait()?, b.wait()?), (1, "two".to_owned()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
     pub(crate) group: Option<String>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) node_retries: Option<u32>,
@@ -14,30 +28,35 @@ pub struct Options<T> {
     pub(crate) retries: u16,
 }
 
-impl<T> Default for Options<T> {
-    fn default() -> Self {
-        Options {
-            callback: None,
-            group: None,
-            timeout: None,
-            node_retries: None,
-            crash_retries: None,
-            retries: 0,
-        }
-    }
-}
-
-impl<T> Options<T> {
-    /// No callback, no group, no timeout.
+impl Options {
+    /// No group, no timeout, the server's retry limits.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Calls `f` with the job's result, on the server's callback thread,
-    /// before the handle resolves. Keep it short: callbacks run one at a time.
-    pub fn callback(mut self, f: impl FnOnce(&Result<T, JobError>) + Send + 'static) -> Self {
-        self.callback = Some(Box::new(f));
-        self
+    /// The same options with a callback: `f` gets the job's result on the
+    /// server's callback thread, before the handle resolves. Callbacks run one
+    /// at a time, in the order jobs end: keep them short (see the README's
+    /// "Callbacks").
+    ///
+    /// ```
+    /// use ppclient::{Options, Server};
+    /// let server = Server::builder().ncpus(1).build()?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let noted = Options::new().callback(move |r: &Result<u64, _>| tx.send(r.clone()).unwrap());
+    /// let job = server.submit_with(jobs::echo_u64, (3,), noted);
+    /// assert_eq!(rx.recv()?, Ok(3));
+    /// assert_eq!(job.wait()?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn callback<T>(
+        self,
+        f: impl FnOnce(&Result<T, JobError>) + Send + 'static,
+    ) -> JobOptions<T> {
+        JobOptions {
+            options: self,
+            callback: Some(Box::new(f)),
+        }
     }
 
     /// Puts the job in group `name`, for [`Server::wait_group`](crate::Server::wait_group).
@@ -72,5 +91,36 @@ impl<T> Options<T> {
     pub fn crash_retries(mut self, n: u32) -> Self {
         self.crash_retries = Some(n);
         self
+    }
+}
+
+/// [`Options`] for one job whose result is a `T`, with a callback; from
+/// [`Options::callback`]. Plain `Options` (or `&Options`) convert into it.
+pub struct JobOptions<T> {
+    pub(crate) options: Options,
+    pub(crate) callback: Option<Callback<T>>,
+}
+
+impl<T> From<Options> for JobOptions<T> {
+    fn from(options: Options) -> Self {
+        JobOptions {
+            options,
+            callback: None,
+        }
+    }
+}
+
+impl<T> From<&Options> for JobOptions<T> {
+    fn from(options: &Options) -> Self {
+        options.clone().into()
+    }
+}
+
+impl<T> std::fmt::Debug for JobOptions<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobOptions")
+            .field("options", &self.options)
+            .field("callback", &self.callback.is_some())
+            .finish()
     }
 }

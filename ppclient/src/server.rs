@@ -3,7 +3,7 @@
 use crate::builder::Builder;
 use crate::core::Core;
 use crate::handle::{resolve, AsCompleted, Cell, Holder, JobHandle};
-use crate::options::Options;
+use crate::options::{JobOptions, Options};
 use crate::remote::{NodeInfo, NodeState};
 use crate::task::{Extra, TypedTask, LOCAL};
 use crate::tracker::Pending;
@@ -71,7 +71,8 @@ impl Server {
         self.submit_with(job, args, Options::new())
     }
 
-    /// Submits `job` with a callback, group, timeout or retry limit.
+    /// Submits `job` with [`Options`] (or `&Options`: one value serves many
+    /// jobs), or with [`JobOptions`] from [`Options::callback`].
     ///
     /// If no local worker and no node can run it, the handle resolves at
     /// once with [`ErrorKind::UnknownJob`] saying why. Arguments that would
@@ -82,12 +83,13 @@ impl Server {
         &self,
         _job: J,
         args: J::Args,
-        options: Options<J::Output>,
+        options: impl Into<JobOptions<J::Output>>,
     ) -> JobHandle<J::Output> {
+        let JobOptions { options, callback } = options.into();
         let too_big = ppcore::check_size(&args, self.max_args).err();
         let group = options.group.map(|name| self.group(name));
         let tracker = Arc::clone(&self.core.tracker);
-        let cell = Cell::new(tracker, group, options.callback);
+        let cell = Cell::new(tracker, group, callback);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.core.tracker.submitted();
         let extra = (options.timeout.is_some() || options.retries > 0).then(|| {

@@ -66,3 +66,77 @@ fn process_isolation_without_init_worker_is_refused_with_the_reason() {
     assert!(matches!(err, ppclient::node::ServeError::NoWorkerMode));
     assert!(err.to_string().contains("init_worker"), "{err}");
 }
+
+/// Runs test `name` of this binary again in a child process with `env`
+/// (`None` removes a variable); in the child, `PP_CHILD` is `name`.
+fn rerun(name: &str, env: &[(&str, Option<&str>)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env("PP_CHILD", name);
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd.output().unwrap()
+}
+
+fn child(name: &str) -> bool {
+    std::env::var("PP_CHILD").is_ok_and(|c| c == name)
+}
+
+#[test]
+fn a_local_panic_is_the_jobs_error_not_a_report_on_stderr() {
+    const NAME: &str = "a_local_panic_is_the_jobs_error_not_a_report_on_stderr";
+    if child(NAME) {
+        let server = Server::builder().ncpus(1).build().unwrap();
+        let err = server
+            .submit(jobs::panic, ("boom".into(),))
+            .wait()
+            .unwrap_err();
+        assert_eq!(
+            (err.kind, err.message.as_str()),
+            (ErrorKind::Panicked, "boom")
+        );
+        return;
+    }
+    let quiet = rerun(NAME, &[("RUST_BACKTRACE", None)]);
+    let stderr = String::from_utf8_lossy(&quiet.stderr);
+    assert!(quiet.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("boom") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let loud = rerun(NAME, &[("RUST_BACKTRACE", Some("1"))]);
+    let stderr = String::from_utf8_lossy(&loud.stderr);
+    assert!(loud.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("panicked") && stderr.contains("boom"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_secret_comes_from_pp_secret_when_none_is_given() {
+    const NAME: &str = "the_secret_comes_from_pp_secret_when_none_is_given";
+    if child(NAME) {
+        let addr = std::env::var("PP_TEST_NODE").unwrap();
+        let server = Server::builder().ncpus(0).nodes([addr]).build().unwrap();
+        assert_eq!(server.active_nodes().len(), 1, "{:?}", server.nodes());
+        assert_eq!(server.submit(jobs::echo_u64, (11,)).wait(), Ok(11));
+        return;
+    }
+    let node = node("from-the-environment");
+    let addr = node.local_addr().to_string();
+    let out = rerun(
+        NAME,
+        &[
+            ("PP_SECRET", Some("from-the-environment")),
+            ("PP_TEST_NODE", Some(&addr)),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
