@@ -14,6 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Jobs submitted and not resolved. The counters are read one by one while
+/// jobs end, so the endings may include a job whose submission was read
+/// before it: never below zero.
+fn unresolved(submitted: u64, ended: [u64; 5]) -> u64 {
+    submitted.saturating_sub(ended.iter().fold(0, |a, &b| a.saturating_add(b)))
+}
+
 fn clamp16(n: u32) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
 }
@@ -204,7 +211,10 @@ impl Server {
         Stats {
             nodes,
             elapsed: self.created.elapsed(),
-            active: submitted - (succeeded + failed + cancelled + timed_out + shut_down),
+            active: unresolved(
+                submitted,
+                [succeeded, failed, cancelled, timed_out, shut_down],
+            ),
             ncpus: self.ncpus(),
             submitted,
             succeeded,
@@ -244,5 +254,15 @@ impl std::fmt::Debug for Server {
             .field("ncpus", &self.ncpus())
             .field("nodes", &self.nodes())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unresolved_never_underflows() {
+        assert_eq!(super::unresolved(10, [3, 2, 0, 0, 1]), 4);
+        assert_eq!(super::unresolved(5, [3, 2, 1, 0, 0]), 0);
+        assert_eq!(super::unresolved(0, [u64::MAX, 1, 0, 0, 0]), 0);
     }
 }

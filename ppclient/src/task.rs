@@ -184,7 +184,7 @@ impl<J: Job> TypedTask<J> {
         };
         if crashes >= self.max_crashes.max(1) {
             let message = format!("{} (crashed {crashes} time(s); not retried)", err.message);
-            resolve(&self, Err(JobError { message, ..err }));
+            resolve(&self, Err(err.with_message(message)));
             return None;
         }
         self.cell.tracker().retried.fetch_add(1, Ordering::Relaxed);

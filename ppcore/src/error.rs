@@ -45,7 +45,10 @@ impl fmt::Display for ErrorKind {
 }
 
 /// A job's failure: what kind, the message, where it ran and on which attempt.
+///
+/// Made with [`JobError::new`] (fields may be added: not built by hand).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
 pub struct JobError {
     /// What kind of failure.
     pub kind: ErrorKind,
@@ -74,6 +77,12 @@ impl JobError {
     pub fn on(mut self, node: &str, attempt: u32) -> Self {
         self.node = Some(node.to_owned());
         self.attempt = attempt;
+        self
+    }
+
+    /// The same error with another message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
         self
     }
 

@@ -38,6 +38,7 @@ pub struct Config {
 
 /// Where a node runs jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[non_exhaustive]
 pub enum Isolation {
     /// On worker threads: fastest; a job that aborts or segfaults takes the node down.
     #[default]

@@ -12,13 +12,13 @@ ppcore::job! {
 }
 
 ppcore::job! {
-    /// Writes through a null pointer: a segmentation fault.
+    /// Dies of SIGSEGV, as a wild pointer would make it, without undefined
+    /// behaviour: the default action of the signal, raised on purpose.
     pub fn segfault() -> u64 {
-        let p = std::hint::black_box(std::ptr::null_mut::<u64>());
-        // SAFETY: none; this is the bug the test needs. The write faults
-        // before anything else happens, and only ever in a worker process.
-        unsafe { p.write_volatile(1) };
-        0
+        // Resets SIGSEGV to its default action (std installs a handler for
+        // stack overflows) and raises it: the process ends here.
+        let raised = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGSEGV);
+        panic!("SIGSEGV did not end the process: {raised:?}")
     }
 }
 
