@@ -2,12 +2,13 @@
 
 use crate::connect::with_port;
 use crate::core::Core;
-use crate::remote::LinkSettings;
+use crate::remote::{LinkSettings, NodeInfo, NodeState};
 use crate::server::Server;
 use crate::task::Task;
 use crate::tracker::Tracker;
 use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
 use ppcore::{DuplicateJob, Pool, Registry, Secret};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,35 @@ pub enum BuildError {
     /// A thread could not be started, or the listening address bound.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Fewer nodes than [`Builder::require_nodes`] asked for were up once
+    /// every node had answered (or the connect timeout passed).
+    #[error("{up} of the {wanted} required node(s) are up: {}", describe(.nodes))]
+    NodesUnavailable {
+        /// How many nodes were required.
+        wanted: usize,
+        /// How many were up.
+        up: usize,
+        /// Every node and where it stood.
+        nodes: Vec<NodeInfo>,
+    },
+}
+
+fn describe(nodes: &[NodeInfo]) -> String {
+    let each: Vec<String> = nodes
+        .iter()
+        .map(|n| match &n.state {
+            NodeState::Up { workers } => format!("{} up ({workers} workers)", n.name),
+            NodeState::Failed { reason } => format!("{} refused: {reason}", n.name),
+            NodeState::Down { reason } => format!("{} down: {reason}", n.name),
+            NodeState::Connecting => format!("{} not answering", n.name),
+            NodeState::Draining => format!("{} draining", n.name),
+        })
+        .collect();
+    if each.is_empty() {
+        "no nodes were given".to_owned()
+    } else {
+        each.join("; ")
+    }
 }
 
 /// Configures a [`Server`]; from [`Server::builder`].
@@ -38,6 +68,7 @@ pub struct Builder {
     listen: Option<String>,
     node_retries: u32,
     crash_retries: u32,
+    require_nodes: usize,
     settings: LinkSettings,
 }
 
@@ -52,6 +83,7 @@ impl Default for Builder {
             listen: None,
             node_retries: 3,
             crash_retries: 2,
+            require_nodes: 0,
             settings: LinkSettings {
                 secret: Secret::default(),
                 connect_timeout: Duration::from_secs(2),
@@ -143,8 +175,24 @@ impl Builder {
         self
     }
 
+    /// Makes [`Builder::build`] fail with [`BuildError::NodesUnavailable`]
+    /// unless at least `n` nodes are up once every node has answered (or the
+    /// connect timeout passed): for programs that would rather stop than run
+    /// without their cluster. Default 0: nodes that are down are retried in
+    /// the background, and nodes that refuse us are reported (below).
+    pub fn require_nodes(mut self, n: usize) -> Self {
+        self.require_nodes = n;
+        self
+    }
+
     /// Starts the server: the local pool, and a link to each node. Returns
     /// once every node given has answered once (or a connect timeout passed).
+    ///
+    /// A node that refuses us (wrong secret, other protocol version) is
+    /// reported here without any set-up: as a `tracing` warning if the
+    /// program has a subscriber, else as one line on stderr. It also shows
+    /// in [`Server::nodes`] and beside its row of [`Server::print_stats`], and
+    /// jobs only it might have run fail with [`ErrorKind::Auth`](ppcore::ErrorKind::Auth).
     pub fn build(mut self) -> Result<Server, BuildError> {
         ppcore::quiet_job_panics();
         let registry = match self.registry.take() {
@@ -194,6 +242,21 @@ impl Builder {
                 .spawn(move || crate::discovery::discover(&core, &pattern, target))?;
         }
         core.wait_first_contact(self.settings.connect_timeout + Duration::from_secs(1));
+        let nodes = core.nodes();
+        report_refusals(&nodes);
+        let up = nodes
+            .iter()
+            .filter(|n| matches!(n.state, NodeState::Up { .. }))
+            .count();
+        if up < self.require_nodes {
+            core.stop();
+            pool.set_workers(0);
+            return Err(BuildError::NodesUnavailable {
+                wanted: self.require_nodes,
+                up,
+                nodes,
+            });
+        }
         Ok(Server::new(
             core,
             pool,
@@ -202,6 +265,24 @@ impl Builder {
             listen_addr,
             ppcore::wire::max_payload(self.settings.max_frame),
         ))
+    }
+}
+
+/// Tells the user about nodes that refused us, logger or not: a refusal is
+/// a configuration error the program's author must see.
+fn report_refusals(nodes: &[NodeInfo]) {
+    for node in nodes {
+        if let NodeState::Failed { reason } = &node.state {
+            if tracing::dispatcher::has_been_set() {
+                tracing::warn!(node = %node.name, "node refused us: {reason}");
+            } else {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "pp: node {} refused us: {reason} (jobs run without it)",
+                    node.name
+                );
+            }
+        }
     }
 }
 

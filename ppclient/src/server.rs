@@ -7,7 +7,7 @@ use crate::options::{JobOptions, Options};
 use crate::remote::{NodeInfo, NodeState};
 use crate::task::{Extra, TypedTask, LOCAL};
 use crate::tracker::Pending;
-use ppcore::{ErrorKind, Job, JobError, Pool, Registry, Stats};
+use ppcore::{ErrorKind, Job, JobError, NodeStats, Pool, Registry, Stats};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +19,33 @@ use std::time::{Duration, Instant};
 /// before it: never below zero.
 fn unresolved(submitted: u64, ended: [u64; 5]) -> u64 {
     submitted.saturating_sub(ended.iter().fold(0, |a, &b| a.saturating_add(b)))
+}
+
+/// The kind of error for a job that no local worker and no node can run:
+/// [`ErrorKind::Auth`] if a node that might have run it refused us (it is
+/// `Failed`: wrong secret, other protocol version), else
+/// [`ErrorKind::UnknownJob`]. The one rule for every place that gives up on
+/// such a job.
+pub(crate) fn unrunnable_kind(nodes: &[NodeInfo]) -> ErrorKind {
+    if nodes
+        .iter()
+        .any(|n| matches!(n.state, NodeState::Failed { .. }))
+    {
+        ErrorKind::Auth
+    } else {
+        ErrorKind::UnknownJob
+    }
+}
+
+/// What a node's row in the statistics says when it takes no jobs.
+fn why_down(state: &NodeState) -> Option<String> {
+    match state {
+        NodeState::Up { .. } => None,
+        NodeState::Connecting => Some("connecting".into()),
+        NodeState::Draining => Some("draining".into()),
+        NodeState::Down { reason } => Some(format!("down: {reason}")),
+        NodeState::Failed { reason } => Some(format!("refused: {reason}")),
+    }
 }
 
 fn clamp16(n: u32) -> u16 {
@@ -82,7 +109,8 @@ impl Server {
     /// jobs), or with [`JobOptions`] from [`Options::callback`].
     ///
     /// If no local worker and no node can run it, the handle resolves at
-    /// once with [`ErrorKind::UnknownJob`] saying why. Arguments that would
+    /// once with [`ErrorKind::UnknownJob`] saying why, or
+    /// [`ErrorKind::Auth`] if a node that might have run it refused us. Arguments that would
     /// not fit in a frame (16 MiB by default) resolve it at once with
     /// [`ErrorKind::Codec`], whether the job would have run locally or on a
     /// node: their encoded size is counted, without encoding them.
@@ -117,7 +145,8 @@ impl Server {
             return handle;
         }
         if let Err(reason) = self.core.runnable((J::NAME, J::SIGNATURE)) {
-            resolve(&task, Err(JobError::new(ErrorKind::UnknownJob, reason)));
+            let kind = unrunnable_kind(&self.nodes());
+            resolve(&task, Err(JobError::new(kind, reason)));
             return handle;
         }
         self.core.enqueue(task);
@@ -202,12 +231,10 @@ impl Server {
         let tracker = &self.core.tracker;
         let [submitted, succeeded, failed, cancelled, timed_out, shut_down] = tracker.counts();
         let mut nodes = vec![self.core.ctx.local.snapshot(LOCAL, self.ncpus())];
-        nodes.extend(
-            self.core
-                .links()
-                .iter()
-                .map(|l| l.counters.snapshot(&l.name, l.workers())),
-        );
+        nodes.extend(self.core.links().iter().map(|l| NodeStats {
+            down: why_down(&l.state()),
+            ..l.counters.snapshot(&l.name, l.workers())
+        }));
         Stats {
             nodes,
             elapsed: self.created.elapsed(),

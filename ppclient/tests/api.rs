@@ -140,3 +140,107 @@ fn the_secret_comes_from_pp_secret_when_none_is_given() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("1 passed"), "{text}");
 }
+
+#[test]
+fn a_refusing_node_fails_the_jobs_only_it_could_run_with_auth() {
+    let node = node("right");
+    let addr = node.local_addr().to_string();
+    let server = Server::builder()
+        .ncpus(0)
+        .secret("wrong")
+        .nodes([addr.clone()])
+        .build()
+        .unwrap();
+    assert!(
+        matches!(server.nodes()[0].state, ppclient::NodeState::Failed { .. }),
+        "{:?}",
+        server.nodes()
+    );
+    let err = server.submit(jobs::echo_u64, (1,)).wait().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Auth, "{err}");
+    assert!(err.message.contains(&addr), "{err}");
+    let stats = server.stats();
+    let row = &stats.nodes[1];
+    assert_eq!(row.node, addr);
+    assert!(
+        row.down.as_deref().unwrap_or("").starts_with("refused"),
+        "{row:?}"
+    );
+    assert!(
+        stats.to_string().contains("refused: authentication failed"),
+        "{stats}"
+    );
+}
+
+#[test]
+fn a_node_without_the_job_gives_unknown_job_not_auth() {
+    let mut registry = ppclient::Registry::new();
+    registry.add::<jobs::echo_u64>().unwrap();
+    let config = ppclient::node::Config {
+        port: 0,
+        workers: 1,
+        ..Default::default()
+    };
+    let node = ppclient::node::start(config, registry).unwrap();
+    let server = Server::builder()
+        .ncpus(0)
+        .secret("")
+        .nodes([node.local_addr().to_string()])
+        .build()
+        .unwrap();
+    assert_eq!(server.submit(jobs::echo_u64, (2,)).wait(), Ok(2));
+    let err = server.submit(jobs::noop, ()).wait().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::UnknownJob, "{err}");
+}
+
+#[test]
+fn require_nodes_makes_build_fail_when_nodes_refuse_or_are_down() {
+    let node = node("right");
+    let addr = node.local_addr().to_string();
+    let refused = Server::builder()
+        .ncpus(1)
+        .secret("wrong")
+        .nodes([addr.clone(), "127.0.0.1:1".to_owned()])
+        .require_nodes(1)
+        .build()
+        .unwrap_err();
+    match &refused {
+        ppclient::BuildError::NodesUnavailable { wanted, up, nodes } => {
+            assert_eq!((*wanted, *up, nodes.len()), (1, 0, 2));
+        }
+        other => panic!("{other}"),
+    }
+    let text = refused.to_string();
+    assert!(text.contains(&format!("{addr} refused")), "{text}");
+    assert!(text.contains("127.0.0.1:1 down"), "{text}");
+    let server = Server::builder()
+        .secret("right")
+        .nodes([addr])
+        .require_nodes(1)
+        .build()
+        .unwrap();
+    assert_eq!(server.active_nodes().len(), 1);
+}
+
+#[test]
+fn a_refusing_node_is_reported_on_stderr_without_a_logger() {
+    const NAME: &str = "a_refusing_node_is_reported_on_stderr_without_a_logger";
+    if child(NAME) {
+        let addr = std::env::var("PP_TEST_NODE").unwrap();
+        let server = Server::builder()
+            .secret("wrong")
+            .nodes([addr])
+            .build()
+            .unwrap();
+        // With local workers the job still runs: the refusal is only reported.
+        assert_eq!(server.submit(jobs::echo_u64, (3,)).wait(), Ok(3));
+        return;
+    }
+    let node = node("right");
+    let addr = node.local_addr().to_string();
+    let out = rerun(NAME, &[("PP_TEST_NODE", Some(&addr))]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let expected = format!("pp: node {addr} refused us: authentication failed");
+    assert!(stderr.contains(&expected), "{stderr}");
+}

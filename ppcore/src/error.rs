@@ -25,6 +25,10 @@ pub enum ErrorKind {
     NodeLost,
     /// The worker process running the job died (isolation mode).
     Crashed,
+    /// No local worker and no node can run the job, and a node that might
+    /// have refused this client: a wrong secret or another protocol version.
+    /// The message names the node and its reason.
+    Auth,
 }
 
 impl fmt::Display for ErrorKind {
@@ -39,6 +43,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Codec => "encoding error",
             ErrorKind::NodeLost => "node lost",
             ErrorKind::Crashed => "worker crashed",
+            ErrorKind::Auth => "refused by a node",
         };
         f.write_str(s)
     }

@@ -63,6 +63,7 @@ impl NodeCounters {
             jobs: sum(|s| &s.jobs),
             failed: sum(|s| &s.failed),
             job_time: Duration::from_nanos(sum(|s| &s.busy_ns)),
+            down: None,
         }
     }
 }
@@ -80,6 +81,10 @@ pub struct NodeStats {
     pub failed: u64,
     /// The sum of the jobs' run times.
     pub job_time: Duration,
+    /// Why the node takes no jobs now (unreachable, refused us), if so;
+    /// printed beside its row.
+    #[serde(default)]
+    pub down: Option<String>,
 }
 
 /// A server's statistics, as `Server::stats` returns them.
@@ -133,11 +138,15 @@ impl fmt::Display for Stats {
             } else {
                 sum / n.jobs as f64
             };
-            writeln!(
+            write!(
                 f,
                 " {:>9} | {:>13.2} | {:>12.4} | {:>12.6} | {}",
                 n.jobs, share, sum, per, n.node
             )?;
+            match &n.down {
+                Some(why) => writeln!(f, " ({why})")?,
+                None => writeln!(f)?,
+            }
         }
         writeln!(
             f,
