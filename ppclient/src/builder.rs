@@ -69,6 +69,7 @@ pub struct Builder {
     node_retries: u32,
     crash_retries: u32,
     require_nodes: usize,
+    report_refusals: bool,
     settings: LinkSettings,
 }
 
@@ -84,6 +85,7 @@ impl Default for Builder {
             node_retries: 3,
             crash_retries: 2,
             require_nodes: 0,
+            report_refusals: true,
             settings: LinkSettings {
                 secret: Secret::default(),
                 connect_timeout: Duration::from_secs(2),
@@ -185,12 +187,22 @@ impl Builder {
         self
     }
 
+    /// Whether [`Builder::build`] reports nodes that refused us (default
+    /// true). A program that looks at [`Server::nodes`] and tells its user
+    /// itself turns it off, so that the user is not told twice.
+    pub fn report_refusals(mut self, report: bool) -> Self {
+        self.report_refusals = report;
+        self
+    }
+
     /// Starts the server: the local pool, and a link to each node. Returns
     /// once every node given has answered once (or a connect timeout passed).
     ///
     /// A node that refuses us (wrong secret, other protocol version) is
     /// reported here without any set-up: as a `tracing` warning if the
-    /// program has a subscriber, else as one line on stderr. It also shows
+    /// program has a subscriber, else as one line on stderr (unless
+    /// [`Builder::report_refusals`] is off, or the build fails and its error
+    /// says it). It also shows
     /// in [`Server::nodes`] and beside its row of [`Server::print_stats`], and
     /// jobs only it might have run fail with [`ErrorKind::Auth`](ppcore::ErrorKind::Auth).
     pub fn build(mut self) -> Result<Server, BuildError> {
@@ -243,11 +255,13 @@ impl Builder {
         }
         core.wait_first_contact(self.settings.connect_timeout + Duration::from_secs(1));
         let nodes = core.nodes();
-        report_refusals(&nodes);
         let up = nodes
             .iter()
             .filter(|n| matches!(n.state, NodeState::Up { .. }))
             .count();
+        if self.report_refusals && up >= self.require_nodes {
+            report_refusals(&nodes);
+        }
         if up < self.require_nodes {
             core.stop();
             pool.set_workers(0);

@@ -244,3 +244,28 @@ fn a_refusing_node_is_reported_on_stderr_without_a_logger() {
     let expected = format!("pp: node {addr} refused us: authentication failed");
     assert!(stderr.contains(&expected), "{stderr}");
 }
+
+#[test]
+fn a_program_that_reports_refusals_itself_can_turn_the_report_off() {
+    const NAME: &str = "a_program_that_reports_refusals_itself_can_turn_the_report_off";
+    if child(NAME) {
+        let addr = std::env::var("PP_TEST_NODE").unwrap();
+        let server = Server::builder()
+            .secret("wrong")
+            .nodes([addr])
+            .report_refusals(false)
+            .build()
+            .unwrap();
+        assert!(matches!(
+            server.nodes()[0].state,
+            ppclient::NodeState::Failed { .. }
+        ));
+        return;
+    }
+    let node = node("right");
+    let addr = node.local_addr().to_string();
+    let out = rerun(NAME, &[("PP_TEST_NODE", Some(&addr))]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("refused"), "{stderr}");
+}

@@ -100,7 +100,7 @@ fn wrong_secret_is_a_clear_error_within_a_second() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(err.kind, ErrorKind::UnknownJob);
+    assert_eq!(err.kind, ErrorKind::Auth); // issue 11: not UnknownJob
     assert!(err.message.contains(&a.name()), "{err}");
     assert!(err.message.contains("authentication failed"), "{err}");
     let NodeState::Failed { reason } = &server.nodes()[0].state else {
