@@ -202,9 +202,9 @@ impl Builder {
     /// reported here without any set-up: as a `tracing` warning if the
     /// program has a subscriber, else as one line on stderr (unless
     /// [`Builder::report_refusals`] is off, or the build fails and its error
-    /// says it). It also shows
-    /// in [`Server::nodes`] and beside its row of [`Server::print_stats`], and
-    /// jobs only it might have run fail with [`ErrorKind::Auth`](ppcore::ErrorKind::Auth).
+    /// says it). It also shows in [`Server::nodes`] and beside its row of
+    /// [`Server::print_stats`], and jobs only it might have run fail with
+    /// [`ErrorKind::Auth`](ppcore::ErrorKind::Auth).
     pub fn build(mut self) -> Result<Server, BuildError> {
         ppcore::quiet_job_panics();
         let registry = match self.registry.take() {
