@@ -71,9 +71,9 @@ fn exit_code(served: Result<(), WorkerError>) -> i32 {
 }
 
 /// The worker's whole life on stdin and stdout. A job's panic is its error,
-/// sent back as such: nothing is printed.
+/// sent back as such: printed only with `RUST_BACKTRACE`, as everywhere.
 fn serve_stdio(registry: &Registry) -> Result<(), WorkerError> {
-    std::panic::set_hook(Box::new(|_| {}));
+    crate::quiet_job_panics();
     serve_worker(registry, std::io::stdin().lock(), std::io::stdout().lock())
 }
 
