@@ -33,8 +33,15 @@ impl<T> Options<T> {
         Self::default()
     }
 
-    /// Calls `f` with the job's result, on the server's callback thread,
-    /// before the handle resolves. Keep it short: callbacks run one at a time.
+    /// Calls `f` with the job's result, on one of the server's callback
+    /// threads, before the handle resolves.
+    ///
+    /// A callback may submit jobs and wait on other handles and groups,
+    /// including jobs that have callbacks of their own: another callback
+    /// thread takes over while it waits. A wait that could only end after the
+    /// callback returns (on its own job, on its own group, or `wait_all`)
+    /// returns [`ErrorKind::WouldDeadlock`](crate::ErrorKind::WouldDeadlock)
+    /// at once. Callbacks of different jobs may run at the same time.
     pub fn callback(mut self, f: impl FnOnce(&Result<T, JobError>) + Send + 'static) -> Self {
         self.callback = Some(Box::new(f));
         self

@@ -116,12 +116,12 @@ fn wait_group_waits_only_for_its_members() {
     let fast: Vec<_> = (0..20u64)
         .map(|i| server.submit_with(jobs::echo_u64, (i,), Options::new().group("fast")))
         .collect();
-    server.wait_group("fast");
+    server.wait_group("fast").unwrap();
     assert!(fast.iter().all(|h| h.is_finished()));
     assert!(!blocked.is_finished());
-    server.wait_group("no such group");
+    server.wait_group("no such group").unwrap();
     open(0);
-    server.wait_group("slow");
+    server.wait_group("slow").unwrap();
     assert!(blocked.is_finished());
     assert_eq!(blocked.wait().unwrap(), 0);
 }
@@ -262,7 +262,7 @@ fn many_threads_submitting_at_once() {
             });
         }
     });
-    server.wait_all();
+    server.wait_all().unwrap();
     assert_eq!(done.load(Ordering::Relaxed), 40_000);
     let s = server.stats();
     assert_eq!(

@@ -25,6 +25,10 @@ pub enum ErrorKind {
     NodeLost,
     /// The worker process running the job died (isolation mode).
     Crashed,
+    /// A callback waited on its own job, or on a group (or `wait_all`) that
+    /// cannot finish before the callback returns; the wait returns this at
+    /// once instead of deadlocking.
+    WouldDeadlock,
 }
 
 impl fmt::Display for ErrorKind {
@@ -39,6 +43,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Codec => "encoding error",
             ErrorKind::NodeLost => "node lost",
             ErrorKind::Crashed => "worker crashed",
+            ErrorKind::WouldDeadlock => "would deadlock",
         };
         f.write_str(s)
     }
