@@ -11,13 +11,19 @@
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
 //! | `handshake` | mutual HMAC-SHA256 authentication as pure state ([`ClientHandshake`], [`NodeHandshake`]) |
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
+//! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
+//! | `link` | [`ClientLink`]: one client↔node link as a state machine (events in, actions out) |
+//! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod error;
+mod framing;
 mod handshake;
 mod job;
 mod lanes;
 mod ledger;
+pub mod link;
+mod node_link;
 mod pending;
 mod pool;
 mod registry;
@@ -25,10 +31,13 @@ mod stats;
 pub mod wire;
 
 pub use error::{ErrorKind, JobError};
+pub use framing::Framer;
 pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};
 pub use job::{decode, encode, run_caught, run_erased, Job};
 pub use lanes::Lanes;
 pub use ledger::Ledger;
+pub use link::{Action, ClientLink, Event, LinkConfig, LinkState, NodeHello};
+pub use node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
 pub use pending::Pending;
 pub use pool::Pool;
 pub use registry::{DuplicateJob, JobEntry, Registry};

@@ -210,6 +210,8 @@ impl Node {
             version: crate::VERSION.to_owned(),
             workers: self.config.workers as u32,
             jobs: self.jobs.clone(),
+            heartbeat_ms: 0,
+            caps: Vec::new(),
         }
     }
 
