@@ -37,7 +37,7 @@ pub use job::{decode, encode, run_caught, run_erased, Job};
 pub use lanes::Lanes;
 pub use ledger::Ledger;
 pub use link::{Action, ClientLink, Event, LinkConfig, LinkState, NodeHello};
-pub use node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
+pub use node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig, CLIENT_HANDSHAKE_MAX_FRAME};
 pub use pending::Pending;
 pub use pool::Pool;
 pub use registry::{DuplicateJob, JobEntry, Registry};

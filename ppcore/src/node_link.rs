@@ -17,11 +17,15 @@
 
 use crate::framing::Framer;
 use crate::handshake::{NodeHandshake, Secret};
-use crate::link::{HANDSHAKE_MAX_FRAME, MISSED_BEATS};
+use crate::link::MISSED_BEATS;
 use crate::wire::{batches_by_size, max_payload, ClientMsg, DoneJob, NodeMsg, NodeStatus, RunJob};
 use crate::{ErrorKind, JobError};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// The largest frame a client may send before it has authenticated
+/// (`Hello` and `Auth` are far smaller).
+pub const CLIENT_HANDSHAKE_MAX_FRAME: usize = 4096;
 
 /// How the node's side of a connection behaves.
 #[derive(Debug, Clone)]
@@ -112,7 +116,7 @@ impl NodeLink {
         }
         NodeLink {
             handshake: NodeHandshake::new(config.secret.clone(), nonce),
-            framer: Framer::new(HANDSHAKE_MAX_FRAME),
+            framer: Framer::new(CLIENT_HANDSHAKE_MAX_FRAME),
             deadline: now + config.handshake_timeout,
             state: State::Handshake,
             welcome,
