@@ -110,11 +110,9 @@ impl Driver<'_> {
                 self.event(&mut link, ev, events, &mut stashed);
                 continue;
             }
-            let timeout = link
-                .poll_timeout()
-                .map_or(config.handshake_timeout, |t| {
-                    t.saturating_duration_since(Instant::now())
-                });
+            let timeout = link.poll_timeout().map_or(config.handshake_timeout, |t| {
+                t.saturating_duration_since(Instant::now())
+            });
             crossbeam_channel::select! {
                 recv(reader) -> r => {
                     let now = Instant::now();
