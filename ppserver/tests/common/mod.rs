@@ -152,3 +152,23 @@ pub fn reject_reason(s: TcpStream) -> String {
         }
     }
 }
+
+/// Waits (at most 10 s) until `node` has at least `n` jobs queued or
+/// running, as its status says: the event tests wait for before they
+/// disturb a node with work on it.
+pub fn wait_busy(node: &Node, n: u64) {
+    let busy = eventually(Duration::from_secs(10), || {
+        ppclient::node_status(&node.name(), SECRET, Duration::from_secs(5))
+            .is_ok_and(|s| s.jobs_active >= n)
+    });
+    assert!(busy, "node {} never had {n} jobs", node.name());
+}
+
+/// Waits (at most 10 s) until `node` has no job queued or running.
+pub fn wait_idle(node: &Node) {
+    let idle = eventually(Duration::from_secs(10), || {
+        ppclient::node_status(&node.name(), SECRET, Duration::from_secs(5))
+            .is_ok_and(|s| s.jobs_active == 0)
+    });
+    assert!(idle, "node {} never went idle", node.name());
+}
