@@ -81,6 +81,9 @@ struct Driver<'a> {
     conn: Option<TcpStream>,
     conn_no: u64,
     stopping: bool,
+    /// Set when the queue held only jobs this node cannot run: the driver
+    /// leaves the queue alone until its next tick (other workers take them).
+    parked_at: Option<Instant>,
 }
 
 /// Runs the link for `target` until it closes: dialling (or, for a node that
@@ -104,6 +107,7 @@ pub(crate) fn drive(core: &Arc<Core>, target: Target, stream: Option<TcpStream>)
         conn: None,
         conn_no: 0,
         stopping: false,
+        parked_at: None,
     };
     if let Some(stream) = stream {
         d.connected(stream);
@@ -162,8 +166,11 @@ impl Driver<'_> {
         let timeout = wake.saturating_duration_since(now);
         let never = crossbeam_channel::never();
         let core = self.core;
-        let (urgent, normal) = match self.link.free() {
-            0 => (&never, &never),
+        if self.parked_at.is_some_and(|t| t.elapsed() >= TICK) {
+            self.parked_at = None;
+        }
+        let (urgent, normal) = match (self.link.free(), self.parked_at) {
+            (0, _) | (_, Some(_)) => (&never, &never),
             _ => core.queue.receivers(),
         };
         let woke = crossbeam_channel::select! {
@@ -196,14 +203,18 @@ impl Driver<'_> {
     }
 
     /// Sends `first` and whatever else is queued, within the node's window.
+    /// Jobs this node cannot run are put back at the front in their order
+    /// (for local workers or other nodes); if there was nothing else, the
+    /// driver parks until its next tick instead of taking them again at once.
     fn feed(&mut self, first: Arc<dyn Task>) {
         let room = self.link.free().min(MAX_BATCH);
         let mut batch = Vec::with_capacity(room.min(64));
+        let mut skipped = Vec::new();
         let mut next = Some(first);
         while let Some(task) = next {
             let (name, signature) = task.job();
             if !self.link.can_run(name, signature) {
-                self.core.pass_on(task);
+                skipped.push(task);
             } else {
                 match task.dispatch(&self.core.ctx) {
                     Ok(d) => {
@@ -222,10 +233,17 @@ impl Driver<'_> {
                     Err(None) => {} // cancelled while queued
                 }
             }
-            next = match batch.len() < room {
+            // Look past skipped jobs only as far as one batch reaches.
+            next = match batch.len() < room && skipped.len() < MAX_BATCH {
                 true => self.core.queue.try_pop(),
                 false => None,
             };
+        }
+        if batch.is_empty() && !skipped.is_empty() {
+            self.parked_at = Some(Instant::now());
+        }
+        for task in skipped {
+            self.core.pass_on(task);
         }
         if !batch.is_empty() {
             self.link.handle(Event::Submit(batch), Instant::now());

@@ -309,3 +309,42 @@ fn every_remote_handle_is_finished_once_wait_all_returns() {
         );
     }
 }
+
+ppcore::job! {
+    /// A job the test's nodes do not have (it lives in this test binary).
+    fn only_here(i: u64) -> u64 {
+        i
+    }
+}
+
+#[test]
+fn jobs_a_node_cannot_run_keep_their_order_on_the_local_worker() {
+    let a = Node::start(&["--workers", "2"]);
+    let server = Server::builder()
+        .ncpus(1)
+        .secret(SECRET)
+        .nodes([a.name()])
+        .build()
+        .unwrap();
+    assert_eq!(server.active_nodes(), vec![a.name()]);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..300u64)
+        .map(|i| {
+            let seen = std::sync::Arc::clone(&seen);
+            let opts = Options::new().callback(move |r: &Result<u64, _>| {
+                seen.lock().unwrap().push(*r.as_ref().unwrap());
+            });
+            // Echo jobs the node can take, mixed in.
+            let _ = server.submit(jobs::echo_u64, (i,));
+            server.submit_with(only_here, (i,), opts)
+        })
+        .collect();
+    server.wait_all().unwrap();
+    assert!(handles.iter().all(|h| h.is_finished()));
+    // One local worker runs them all, in the order they were submitted,
+    // although the node's link met (and put back) many of them.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, (0..300).collect::<Vec<_>>());
+    let s = server.stats();
+    assert_eq!(s.succeeded, 600);
+}
