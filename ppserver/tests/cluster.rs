@@ -335,7 +335,7 @@ fn jobs_a_node_cannot_run_keep_their_order_on_the_local_worker() {
                 seen.lock().unwrap().push(*r.as_ref().unwrap());
             });
             // Echo jobs the node can take, mixed in.
-            let _ = server.submit(jobs::echo_u64, (i,));
+            drop(server.submit(jobs::echo_u64, (i,)));
             server.submit_with(only_here, (i,), opts)
         })
         .collect();
