@@ -230,6 +230,9 @@ fn tcp_rtt_p50(round_trips: usize) -> Result<f64> {
     drop(s);
     let _ = echo.join();
     times.sort();
-    let mid = times.get(times.len() / 2).copied().unwrap_or(Duration::ZERO);
+    let mid = times
+        .get(times.len() / 2)
+        .copied()
+        .unwrap_or(Duration::ZERO);
     Ok(mid.as_secs_f64() * 1e6)
 }
