@@ -98,3 +98,26 @@ fn a_vanished_client_is_dropped_after_three_heartbeats_and_idle_timeout_fires() 
     assert_eq!(node.wait_exit(EXIT_WAIT), Some(0));
     drop(s);
 }
+
+#[test]
+fn the_heartbeat_is_negotiated_down_to_the_nodes_bound() {
+    // The client would ping every 10 s; the node drops clients silent for
+    // 3 x 0.2 s. The link agrees on 0.2 s in the handshake, so a job of
+    // 1.5 s (with no other traffic) finishes on its first and only attempt.
+    let node = Node::start(&["--heartbeat", "0.2", "--workers", "1"]);
+    let server = ppclient::Server::builder()
+        .ncpus(0)
+        .secret(SECRET)
+        .nodes([node.name()])
+        .heartbeat(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let h = server.submit(jobs::sleep_ms, (1_500,));
+    assert_eq!(h.wait_timeout(EXIT_WAIT).expect("resolves"), Ok(1_500));
+    let s = server.stats();
+    assert_eq!(
+        (s.succeeded, s.retried),
+        (1, 0),
+        "the link was never dropped"
+    );
+}
