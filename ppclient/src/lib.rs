@@ -24,8 +24,8 @@
 //! | `server` | [`Server`]: submit, wait, map, groups, stats |
 //! | `builder`, `options` | [`Builder`] (ncpus, nodes, secret, discovery, listen, retries) and per-job [`Options`], [`JobOptions`] |
 //! | `core` | what the server's threads share: the queue, links, stop flag; who can run a job |
-//! | `remote` | a link per node: its state, reconnecting with backoff, rescheduling on loss |
-//! | `session` | one live connection: feed jobs in batches within the window, read results, heartbeat |
+//! | `remote` | what the server knows of each node (state, jobs, counters); starts its link |
+//! | `session` | the driver of one link ([`ppcore::ClientLink`]): dial, read, write, feed jobs from the queue within the window, resolve or requeue what the link gives back |
 //! | `connect` | resolve, connect and authenticate; `node_status` |
 //! | `discovery` | UDP discovery probes and nodes that join a listening server |
 //! | `handle` | the result cell and [`JobHandle`]: wait, poll, await, cancel; [`AsCompleted`] |

@@ -12,13 +12,19 @@
 //! | `handshake` | mutual HMAC-SHA256 authentication as pure state ([`ClientHandshake`], [`NodeHandshake`]) |
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
 //! | `worker` | worker processes: [`init_worker`], the one way a program re-runs itself as a job server |
+//! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
+//! | `link` | [`ClientLink`]: one client↔node link as a state machine (events in, actions out) |
+//! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod error;
+mod framing;
 mod handshake;
 mod job;
 mod lanes;
 mod ledger;
+pub mod link;
+mod node_link;
 mod pending;
 mod pool;
 mod registry;
@@ -27,12 +33,15 @@ pub mod wire;
 pub mod worker;
 
 pub use error::{ErrorKind, JobError};
+pub use framing::Framer;
 pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};
 pub use job::{
     check_size, decode, encode, quiet_job_panics, run_caught, run_erased, Fallible, Job,
 };
 pub use lanes::Lanes;
 pub use ledger::Ledger;
+pub use link::{Action, ClientLink, Event, LinkConfig, LinkState, NodeHello};
+pub use node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig, CLIENT_HANDSHAKE_MAX_FRAME};
 pub use pending::Pending;
 pub use pool::Pool;
 pub use registry::{DuplicateJob, JobEntry, Registry};
