@@ -23,6 +23,8 @@
 //! | `session` | one live connection: feed jobs in batches within the window, read results, heartbeat |
 //! | `connect` | resolve, connect and authenticate; `node_status` |
 //! | `discovery` | UDP discovery probes and nodes that join a listening server |
+//! | `dns` | nodes from a DNS name: one per address, resolved again as nodes come and go |
+//! | `slurm` | [`Slurm`]: `ppserver`s started by `srun` in an allocation, or in one it `sbatch`es |
 //! | `handle` | the result cell and [`JobHandle`]: wait, poll, await, cancel; [`AsCompleted`] |
 //! | `task` | the type-erased queue item and how a local worker runs it |
 //! | `tracker` | pending counts for `wait_all` / `wait_group`, outcome counters, the callback thread |
@@ -33,11 +35,13 @@ mod builder;
 mod connect;
 mod core;
 mod discovery;
+mod dns;
 mod handle;
 mod options;
 mod remote;
 mod server;
 mod session;
+mod slurm;
 mod task;
 mod timer;
 mod tracker;
@@ -50,3 +54,4 @@ pub use ppcore::wire::NodeStatus;
 pub use ppcore::{ErrorKind, Job, JobError, NodeStats, Registry, Stats};
 pub use remote::{NodeInfo, NodeState};
 pub use server::Server;
+pub use slurm::{Slurm, SlurmError};

@@ -33,6 +33,8 @@ pub struct Server {
     node_retries: u32,
     crash_retries: u32,
     listen_addr: Option<SocketAddr>,
+    /// Nodes started through Slurm; stopped when this drops (after `drop` stops the links).
+    slurm: Option<crate::slurm::Launched>,
 }
 
 impl Server {
@@ -54,7 +56,19 @@ impl Server {
             node_retries,
             crash_retries,
             listen_addr,
+            slurm: None,
         }
+    }
+
+    /// This server with the Slurm nodes it started.
+    pub(crate) fn with_slurm(mut self, launched: crate::slurm::Launched) -> Self {
+        self.slurm = Some(launched);
+        self
+    }
+
+    /// The Slurm job its nodes run in, when they were started through Slurm.
+    pub fn slurm_job(&self) -> Option<&str> {
+        self.slurm.as_ref().map(|l| l.job_id())
     }
 
     /// A builder with the defaults: every linked job, `ncpus` auto-detected, no nodes.
