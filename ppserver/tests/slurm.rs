@@ -45,7 +45,10 @@ fn slurm_up() -> bool {
 }
 
 fn out(cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(cmd).args(args).output().expect("slurm command runs");
+    let o = Command::new(cmd)
+        .args(args)
+        .output()
+        .expect("slurm command runs");
     assert!(
         o.status.success(),
         "{cmd} {args:?}: {}",
@@ -157,7 +160,10 @@ fn maclaurin_through_two_slurm_steps_is_exact() {
     assert_eq!(stats.succeeded, 64);
     assert_eq!(stats.nodes[0].jobs, 0, "nothing ran locally");
     // The key file is private while the nodes run, and gone with them.
-    let keys: Vec<_> = std::fs::read_dir(key_dir("exact")).unwrap().flatten().collect();
+    let keys: Vec<_> = std::fs::read_dir(key_dir("exact"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(keys.len(), 1);
     {
         use std::os::unix::fs::PermissionsExt;
@@ -195,7 +201,10 @@ fn a_cancelled_step_hands_its_jobs_back_and_every_job_resolves_once() {
     // Mid-run: some done, many left.
     let done = |c: &[AtomicU32]| c.iter().filter(|c| c.load(Ordering::SeqCst) > 0).count();
     assert!(eventually(Duration::from_secs(30), || done(&counts) >= 4));
-    assert!(done(&counts) < n / 2, "the run ended too early to cancel mid-run");
+    assert!(
+        done(&counts) < n / 2,
+        "the run ended too early to cancel mid-run"
+    );
     let steps = alloc.steps();
     assert_eq!(steps.len(), 2, "{steps:?}");
     out("scancel", &[&steps[0]]);
@@ -209,7 +218,9 @@ fn a_cancelled_step_hands_its_jobs_back_and_every_job_resolves_once() {
     assert_eq!(stats.succeeded, n as u64);
     assert_eq!(stats.failed, 0);
     // The cancelled step is gone; the other one served the rest.
-    poll(Duration::from_secs(30), || !alloc.steps().contains(&steps[0]));
+    poll(Duration::from_secs(30), || {
+        !alloc.steps().contains(&steps[0])
+    });
     assert_eq!(alloc.steps(), [steps[1].clone()]);
     assert_eq!(up(&server), 1, "{:?}", server.nodes());
 }
