@@ -209,3 +209,57 @@ fn a_killed_client_leaves_no_job_queued_within_60_s() {
         squeue_state(&job)
     );
 }
+
+#[test]
+fn slurm_outside_an_allocation_is_a_one_line_error() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ppclient"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SLURM_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
+        .args(["run", "maclaurin", "--slurm", "--ncpus", "0"])
+        .output()
+        .expect("ppclient runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "ppclient: not inside a usable Slurm allocation: SLURM_JOB_ID is not set (run inside salloc or an sbatch script)"
+    );
+}
+
+#[test]
+fn a_node_program_that_fails_fails_the_run_at_once_and_cleans_up() {
+    if !slurm_up() {
+        return;
+    }
+    let dir = key_dir("false");
+    let out = Command::new("salloc")
+        .args([
+            "--nodes=1",
+            "--ntasks=1",
+            "--time=2",
+            "--job-name=pp-cli-false",
+        ])
+        .arg(env!("CARGO_BIN_EXE_ppclient"))
+        .args([
+            "run",
+            "maclaurin",
+            "--slurm",
+            "--node-program",
+            "/bin/false",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--key-dir", &dir])
+        .stdin(Stdio::null())
+        .output()
+        .expect("salloc runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ppclient: 0 of 1 Slurm nodes joined within")
+            && stderr.contains("1 step(s) ended: exit status: 1"),
+        "{stderr}"
+    );
+    // The key file is gone with the client.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+}
