@@ -83,7 +83,7 @@ struct ClusterArgs {
     /// Where discovery probes go (default: broadcast on port 60000).
     #[arg(long, value_name = "ADDR:PORT")]
     discover_via: Option<std::net::SocketAddr>,
-    /// Local worker threads (default: all CPUs; 0 = nodes only).
+    /// Local worker threads (default: all CPUs, none with Slurm; 0 = nodes only).
     #[arg(long)]
     ncpus: Option<usize>,
     /// Print one JSON object instead of text.
@@ -234,11 +234,9 @@ fn connect(
     if !secret.is_empty() {
         builder = builder.secret(secret);
     }
-    // From a login node the allocation does the work.
-    match (cluster.ncpus, &submit) {
-        (Some(n), _) => builder = builder.ncpus(n),
-        (None, Some(_)) => builder = builder.ncpus(0),
-        (None, None) => {}
+    // With Slurm the builder's default is no local workers.
+    if let Some(n) = cluster.ncpus {
+        builder = builder.ncpus(n);
     }
     if let Some(addr) = &cluster.listen {
         builder = builder.listen(addr.clone());

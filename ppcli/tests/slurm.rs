@@ -92,7 +92,7 @@ fn maclaurin_inside_an_allocation_runs_on_two_slurm_steps_exactly() {
         ])
         .arg(env!("CARGO_BIN_EXE_ppclient"))
         .args(["run", "maclaurin", "--slurm", "--servers-per-node", "2"])
-        .args(["--ncpus", "0", "--terms", "2000000", "--json"])
+        .args(["--terms", "2000000", "--json"])
         .args(["--listen", "127.0.0.1:0", "--key-dir", &dir])
         .arg("--node-program")
         .arg(&node)

@@ -137,7 +137,8 @@ impl Builder {
     /// allocation, or in one it submits ([`Slurm::submit`]). The server
     /// listens for them (on [`Builder::listen`]'s address, else on every
     /// interface with a free port); without a [`Builder::secret`] a random
-    /// one is made. They stop when the server is dropped.
+    /// one is made; without [`Builder::ncpus`] it has no local workers (the
+    /// allocation's CPUs are its nodes'). The nodes stop when the server is dropped.
     pub fn slurm_with(mut self, slurm: Slurm) -> Self {
         self.slurm = Some(slurm);
         self
@@ -210,7 +211,13 @@ impl Builder {
             Some(r) => r,
             None => Registry::linked()?,
         };
-        let ncpus = self.ncpus.unwrap_or_else(detect_ncpus);
+        // With Slurm the allocation's CPUs belong to its nodes, the one this
+        // client runs on too: no local workers unless asked.
+        let ncpus = match (self.ncpus, &self.slurm) {
+            (Some(n), _) => n,
+            (None, Some(_)) => 0,
+            (None, None) => detect_ncpus(),
+        };
         if self.slurm.is_some() {
             if self.listen.is_none() {
                 self.listen = Some("0.0.0.0:0".into());

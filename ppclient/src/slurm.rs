@@ -368,6 +368,15 @@ pub(crate) fn parse_sbatch(out: &str) -> Option<String> {
     (!id.is_empty() && id.chars().all(|c| c.is_ascii_digit())).then(|| id.to_owned())
 }
 
+/// The ids of the steps named `name` in `squeue -h -s -o "%i %j"`'s answer.
+pub(crate) fn parse_steps(out: &str, name: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.trim().split_once(' '))
+        .filter(|(id, n)| n.trim() == name && id.contains('.'))
+        .map(|(id, _)| id.to_owned())
+        .collect()
+}
+
 /// `KillWait` from `scontrol show config` (`KillWait = 30 sec`).
 pub(crate) fn parse_kill_wait(config: &str) -> Option<Duration> {
     config.lines().find_map(|line| {
@@ -447,9 +456,17 @@ impl NodeArgs {
     }
 }
 
-/// `srun` for one step of `job` on `node`: one `ppserver` with `cpus` workers.
-pub(crate) fn srun_step(job: &str, host: &str, cpus: usize, node: &NodeArgs) -> Vec<String> {
+/// `srun` for one step of `job` on `host`, named `name`: one `ppserver`
+/// with `cpus` workers.
+pub(crate) fn srun_step(
+    job: &str,
+    host: &str,
+    cpus: usize,
+    name: &str,
+    node: &NodeArgs,
+) -> Vec<String> {
     let cpus = cpus.max(1).to_string();
+    let name = format!("--job-name={name}");
     let mut argv: Vec<String> = [
         "srun",
         "--jobid",
@@ -463,7 +480,7 @@ pub(crate) fn srun_step(job: &str, host: &str, cpus: usize, node: &NodeArgs) -> 
         // Steps share the node with each other and with the client.
         "--overlap",
         "--kill-on-bad-exit=0",
-        "--job-name=ppserver",
+        &name,
         "--quiet",
     ]
     .map(str::to_owned)
@@ -557,8 +574,9 @@ pub(crate) fn join_target(
 pub(crate) struct KeyFile(PathBuf);
 
 impl KeyFile {
-    /// Writes `secret` to a new file in `dir` (made 0700 if missing), mode 0600.
-    pub(crate) fn write(dir: &Path, secret: &[u8]) -> Result<Self, SlurmError> {
+    /// Writes `secret` to a new file in `dir` (made 0700 if missing), mode
+    /// 0600, named with `tag`.
+    pub(crate) fn write(dir: &Path, tag: &str, secret: &[u8]) -> Result<Self, SlurmError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let err = |path: &Path| {
             let path = path.to_owned();
@@ -569,14 +587,7 @@ impl KeyFile {
             .mode(0o700)
             .create(dir)
             .map_err(err(dir))?;
-        let tag = ppcore::nonce()
-            .map(|n| {
-                n[..6]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            })
-            .unwrap_or_default();
+
         let path = dir.join(format!("slurm-{}-{tag}.key", std::process::id()));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -599,6 +610,13 @@ impl Drop for KeyFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// A few random hex digits, to tell this client's files and steps apart.
+fn random_tag() -> String {
+    ppcore::nonce()
+        .map(|n| n[..4].iter().map(|b| format!("{b:02x}")).collect())
+        .unwrap_or_default()
 }
 
 /// A fresh random secret, for nodes when the client was given none.
@@ -708,26 +726,30 @@ impl Steps {
         self.lock().iter().filter_map(|(_, s)| *s).collect()
     }
 
-    /// Asks every running step to stop (srun passes SIGTERM on to its
-    /// `ppserver`, which drains), waits up to `limit`, then kills what is left.
-    fn stop(&self, limit: Duration) {
-        let signal = |sig: &str| {
-            for (pid, _) in self.lock().iter().filter(|(_, s)| s.is_none()) {
-                let _ = Command::new("kill")
-                    .args([sig, &pid.to_string()])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        };
-        signal("-TERM");
+    /// Sends `sig` (`-TERM`) to every `srun` still running.
+    fn signal(&self, sig: &str) {
+        let pids: Vec<u32> = self
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.is_none())
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in pids {
+            let _ = Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    /// Waits up to `limit` for every `srun` to end; true if they all did.
+    fn wait(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         let mut state = self.lock();
         while state.iter().any(|(_, s)| s.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                drop(state);
-                signal("-KILL");
-                return;
+                return false;
             }
             state = self
                 .cv
@@ -735,12 +757,15 @@ impl Steps {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        true
     }
 }
 
 /// Nodes a client started through Slurm; dropping this stops them.
 pub(crate) struct Launched {
     job_id: String,
+    /// The name of its steps (inside an allocation).
+    step_name: String,
     submitted: bool,
     steps: Arc<Steps>,
     expected: usize,
@@ -762,7 +787,24 @@ impl Drop for Launched {
                 tracing::warn!("cannot cancel Slurm job {}: {e}", self.job_id);
             }
         } else {
-            self.steps.stop(Duration::from_secs(5));
+            // SIGTERM to the steps: each ppserver drains and exits 0. (A
+            // plain `scancel` of a step, or SIGTERM to `srun`, is a SIGKILL.)
+            let list = ["squeue", "-h", "-s", "-j", &self.job_id, "-o", "%i %j"].map(str::to_owned);
+            let ids = run(&list, None)
+                .map_or_else(|_| Vec::new(), |out| parse_steps(&out, &self.step_name));
+            if !ids.is_empty() {
+                let mut argv = vec!["scancel".to_owned(), "--signal=TERM".to_owned()];
+                argv.extend(ids.iter().cloned());
+                if let Err(e) = run(&argv, None) {
+                    tracing::debug!("cannot stop the steps gently: {e}");
+                }
+            }
+            if !self.steps.wait(Duration::from_secs(5)) {
+                self.steps.signal("-TERM");
+                if !self.steps.wait(Duration::from_secs(2)) {
+                    self.steps.signal("-KILL");
+                }
+            }
         }
     }
 }
@@ -792,7 +834,8 @@ pub(crate) fn launch(
             .map(|h| PathBuf::from(h).join(".pp"))
             .ok_or_else(|| SlurmError::Allocation("HOME is not set: give Slurm::key_dir".into()))?,
     };
-    let key = KeyFile::write(&dir, secret)?;
+    let tag = random_tag();
+    let key = KeyFile::write(&dir, &tag, secret)?;
     let kill_wait = kill_wait();
     let grace = fit_grace(slurm.grace, kill_wait);
     if grace != slurm.grace {
@@ -820,6 +863,7 @@ pub(crate) fn launch(
             tracing::info!(job = %job_id, nodes = s.nodes, join = %node.join, "submitted Slurm job");
             Ok(Launched {
                 job_id,
+                step_name: String::new(),
                 submitted: true,
                 steps: Arc::default(),
                 expected: 0,
@@ -837,6 +881,7 @@ pub(crate) fn launch(
             let steps = Arc::new(Steps::default());
             let mut launched = Launched {
                 job_id: alloc.job_id.clone(),
+                step_name: format!("ppserver-{tag}"),
                 submitted: false,
                 steps: Arc::clone(&steps),
                 expected: 0,
@@ -844,7 +889,13 @@ pub(crate) fn launch(
             };
             for n in &alloc.nodes {
                 for _ in 0..per {
-                    let argv = srun_step(&alloc.job_id, &n.host, n.cpus / per, &node);
+                    let argv = srun_step(
+                        &alloc.job_id,
+                        &n.host,
+                        n.cpus / per,
+                        &launched.step_name,
+                        &node,
+                    );
                     let child = Command::new(&argv[0])
                         .args(&argv[1..])
                         .stdin(Stdio::null())
@@ -996,6 +1047,13 @@ mod tests {
     }
 
     #[test]
+    fn our_steps_are_found_by_name() {
+        let out = "42.0 ppserver-ab12\n42.1 ppserver-ab12\n42.2 ppserver-ffff\n42.batch batch\n42 ppserver-ab12\n";
+        assert_eq!(parse_steps(out, "ppserver-ab12"), ["42.0", "42.1"]);
+        assert!(parse_steps("", "ppserver-ab12").is_empty());
+    }
+
+    #[test]
     fn grace_stays_below_kill_wait() {
         let s = Duration::from_secs;
         assert_eq!(fit_grace(s(20), Some(s(30))), s(20));
@@ -1016,7 +1074,7 @@ mod tests {
 
     #[test]
     fn a_step_runs_one_ppserver_with_the_nodes_cpus_and_no_secret_in_argv() {
-        let argv = srun_step("42", "n7", 4, &node());
+        let argv = srun_step("42", "n7", 4, "ppserver-ab12", &node());
         let line = argv.join(" ");
         assert!(
             line.starts_with(
@@ -1024,6 +1082,7 @@ mod tests {
             ),
             "{line}"
         );
+        assert!(line.contains(" --job-name=ppserver-ab12 "), "{line}");
         assert!(line.contains("/shared/bin/ppserver --join login1:40000 --secret-file /home/me/.pp/it's.key --workers 4 --grace 20 --idle-timeout 15"), "{line}");
         assert!(!line.contains("--secret "), "{line}");
     }
@@ -1092,7 +1151,7 @@ mod tests {
     fn the_key_file_is_private_and_removed_on_drop() {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("pp-key-test-{}", std::process::id()));
-        let key = KeyFile::write(&dir, b"s3cret").unwrap();
+        let key = KeyFile::write(&dir, "ab12", b"s3cret").unwrap();
         let path = key.path().to_owned();
         assert_eq!(std::fs::read(&path).unwrap(), b"s3cret");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();

@@ -100,7 +100,7 @@ impl Alloc {
     fn steps(&self) -> Vec<String> {
         out("squeue", &["-h", "-s", "-j", &self.id, "-o", "%i %j"])
             .lines()
-            .filter(|l| l.ends_with(" ppserver"))
+            .filter(|l| l.contains(" ppserver-"))
             .map(|l| l.split(' ').next().unwrap_or_default().to_owned())
             .collect()
     }
@@ -123,7 +123,6 @@ fn server(alloc: &Alloc, test: &str) -> Server {
         .servers_per_node(2)
         .key_dir(key_dir(test));
     Server::builder()
-        .ncpus(0)
         .secret("slurm-test-secret")
         .listen("127.0.0.1:0")
         .slurm_with(slurm)
@@ -147,6 +146,7 @@ fn maclaurin_through_two_slurm_steps_is_exact() {
     let alloc = Alloc::new();
     let server = server(&alloc, "exact");
     assert_eq!(server.slurm_job(), Some(alloc.id.as_str()));
+    assert_eq!(server.ncpus(), 0, "the allocation's CPUs are its nodes'");
     assert_eq!(up(&server), 2, "{:?}", server.nodes());
     assert_eq!(alloc.steps().len(), 2, "two ppserver steps");
     // 2 CPUs in the allocation, 2 servers: one worker each.
@@ -180,12 +180,26 @@ fn maclaurin_through_two_slurm_steps_is_exact() {
 }
 
 #[test]
-fn a_cancelled_step_hands_its_jobs_back_and_every_job_resolves_once() {
+fn a_step_cancelled_mid_run_is_a_lost_node_and_every_job_resolves_once() {
+    // A plain `scancel` of a step kills it with SIGKILL.
+    cancel_one_step_mid_run("kill", &[], "connection lost");
+}
+
+#[test]
+fn a_step_stopped_with_sigterm_drains_and_every_job_resolves_once() {
+    // As a job cancel or a preemption does: SIGTERM first, SIGKILL after
+    // KillWait; the node drains within its grace (below KillWait).
+    cancel_one_step_mid_run("term", &["--signal=TERM"], "the node stopped");
+}
+
+/// Runs 40 jobs on two steps, cancels one step mid-run with `scancel
+/// {how} STEP`; every job must resolve once, and the node end with `reason`.
+fn cancel_one_step_mid_run(test: &str, how: &[&str], reason: &str) {
     if !slurm_up() {
         return;
     }
     let alloc = Alloc::new();
-    let server = server(&alloc, "cancel");
+    let server = server(&alloc, test);
     assert_eq!(up(&server), 2, "{:?}", server.nodes());
     let n = 40;
     let counts: Arc<Vec<AtomicU32>> = Arc::new((0..n).map(|_| AtomicU32::new(0)).collect());
@@ -207,7 +221,9 @@ fn a_cancelled_step_hands_its_jobs_back_and_every_job_resolves_once() {
     );
     let steps = alloc.steps();
     assert_eq!(steps.len(), 2, "{steps:?}");
-    out("scancel", &[&steps[0]]);
+    let mut cancel = how.to_vec();
+    cancel.push(&steps[0]);
+    out("scancel", &cancel);
     for (i, h) in handles.into_iter().enumerate() {
         let result = h.wait_timeout(Duration::from_secs(60)).expect("resolves");
         assert_eq!(result.expect("succeeds"), 150 + i as u64);
@@ -222,5 +238,10 @@ fn a_cancelled_step_hands_its_jobs_back_and_every_job_resolves_once() {
         !alloc.steps().contains(&steps[0])
     });
     assert_eq!(alloc.steps(), [steps[1].clone()]);
-    assert_eq!(up(&server), 1, "{:?}", server.nodes());
+    let nodes = server.nodes();
+    assert_eq!(up(&server), 1, "{nodes:?}");
+    let down = NodeState::Down {
+        reason: reason.into(),
+    };
+    assert!(nodes.iter().any(|n| n.state == down), "{nodes:?}");
 }
