@@ -256,7 +256,7 @@ fn a_node_program_that_fails_fails_the_run_at_once_and_cleans_up() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("ppclient: 0 of 1 Slurm nodes joined within")
+        stderr.contains("ppclient: 0 of 1 Slurm nodes joined 127.0.0.1:")
             && stderr.contains("1 step(s) ended: exit status: 1"),
         "{stderr}"
     );

@@ -52,8 +52,10 @@ pub enum SlurmError {
         source: std::io::Error,
     },
     /// The nodes did not all join in time.
-    #[error("{joined} of {expected} Slurm nodes joined within {waited:?}{why}")]
+    #[error("{joined} of {expected} Slurm nodes joined {target} within {waited:?}{why}")]
     Join {
+        /// Where the nodes were told to join (see [`Slurm::advertise`]).
+        target: String,
         /// How many joined.
         joined: usize,
         /// How many were started.
@@ -764,6 +766,8 @@ impl Steps {
 /// Nodes a client started through Slurm; dropping this stops them.
 pub(crate) struct Launched {
     job_id: String,
+    /// Where its nodes join.
+    join: String,
     /// The name of its steps (inside an allocation).
     step_name: String,
     submitted: bool,
@@ -864,6 +868,7 @@ pub(crate) fn launch(
             Ok(Launched {
                 job_id,
                 step_name: String::new(),
+                join: node.join.clone(),
                 submitted: true,
                 steps: Arc::default(),
                 expected: 0,
@@ -882,6 +887,7 @@ pub(crate) fn launch(
             let mut launched = Launched {
                 job_id: alloc.job_id.clone(),
                 step_name: format!("ppserver-{tag}"),
+                join: node.join.clone(),
                 submitted: false,
                 steps: Arc::clone(&steps),
                 expected: 0,
@@ -940,6 +946,7 @@ pub(crate) fn wait_joined(
                 format!("; {} step(s) ended: {}", ended.len(), how.join(", "))
             };
             return Err(SlurmError::Join {
+                target: launched.join.clone(),
                 joined,
                 expected: launched.expected,
                 waited: started.elapsed(),
