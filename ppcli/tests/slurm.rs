@@ -263,3 +263,57 @@ fn a_node_program_that_fails_fails_the_run_at_once_and_cleans_up() {
     // The key file is gone with the client.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
 }
+
+#[test]
+fn a_submitted_allocation_that_ends_without_nodes_fails_the_jobs_with_the_reason() {
+    if !slurm_up() {
+        return;
+    }
+    let dir = key_dir("ended");
+    let out = Command::new(env!("CARGO_BIN_EXE_ppclient"))
+        .args(["slurm", "submit", "--node-count", "1", "--time", "5"])
+        .args(["--node-program", "/bin/false", "--terms", "100000"])
+        .args(["--listen", "127.0.0.1:0", "--key-dir", &dir])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ppclient runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let job = stderr
+        .lines()
+        .find_map(job_of)
+        .expect("the Slurm job is named");
+    let want = format!(
+        "ppclient: job node lost: Slurm job {job} ended (it left the queue) and no node is left; its nodes' output: {dir}/slurm-{job}.out"
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+}
+
+#[test]
+fn sbatch_task_options_do_not_break_the_node_step() {
+    if !slurm_up() {
+        return;
+    }
+    // sbatch's --ntasks-per-node lands in the batch script's environment;
+    // the nodes' srun must still start one ppserver per node, with the CPUs.
+    let node = ppserver();
+    let dir = key_dir("ntasks");
+    let out = Command::new(env!("CARGO_BIN_EXE_ppclient"))
+        .args(["slurm", "submit", "--node-count", "1", "--time", "5"])
+        .args(["--terms", "200000", "--json"])
+        .args(["--listen", "127.0.0.1:0", "--key-dir", &dir])
+        .arg("--node-program")
+        .arg(&node)
+        .args(["--", "--ntasks-per-node=2"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ppclient runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["nodes"][1]["workers"], 2);
+    assert_eq!(v["nodes"][1]["jobs"], 64);
+}

@@ -271,18 +271,7 @@ impl Builder {
         }
         let slurm = match (&self.slurm, listen_addr) {
             (Some(slurm), Some(addr)) => {
-                let started =
-                    crate::slurm::launch(slurm, &self.secret_bytes, addr).and_then(|launched| {
-                        let up = || {
-                            core.nodes()
-                                .iter()
-                                .filter(|n| matches!(n.state, crate::NodeState::Up { .. }))
-                                .count()
-                        };
-                        crate::slurm::wait_joined(&launched, crate::slurm::start_timeout(slurm), up)
-                            .map(|()| launched)
-                    });
-                match started {
+                match crate::slurm::start(slurm, &self.secret_bytes, addr, &core) {
                     Ok(launched) => Some(launched),
                     Err(e) => {
                         core.stop();

@@ -19,6 +19,9 @@
 //! command lines, are pure functions below; the few functions at the end run
 //! the commands.
 
+use crate::core::Core;
+use crate::remote::NodeState;
+use ppcore::{ErrorKind, JobError};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -379,6 +382,28 @@ pub(crate) fn parse_steps(out: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether `squeue -h -j J -o %T`'s answer says the job has ended: it is
+/// no longer listed, or listed in a final state.
+pub(crate) fn job_ended(states: &str) -> Option<String> {
+    const FINAL: [&str; 9] = [
+        "COMPLETED",
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+    ];
+    let state = states.lines().next().unwrap_or("").trim();
+    if state.is_empty() {
+        Some("it left the queue".to_owned())
+    } else {
+        FINAL.contains(&state).then(|| state.to_owned())
+    }
+}
+
 /// `KillWait` from `scontrol show config` (`KillWait = 30 sec`).
 pub(crate) fn parse_kill_wait(config: &str) -> Option<Duration> {
     config.lines().find_map(|line| {
@@ -525,9 +550,12 @@ pub(crate) fn batch_script(node: &NodeArgs, per_node: usize) -> String {
     );
     let _ = writeln!(s, "W=$(( ${{SLURM_CPUS_ON_NODE:-1}} / {per_node} ))");
     s.push_str("[ \"$W\" -ge 1 ] || W=1\n");
+    // Explicit counts: sbatch options such as --ntasks are in the
+    // environment too, and srun would take them.
+    s.push_str("N=${SLURM_JOB_NUM_NODES:-1}\n");
     let _ = write!(
         s,
-        "exec srun --ntasks-per-node={per_node} --cpus-per-task=\"$W\" --kill-on-bad-exit=0 --quiet"
+        "exec srun --nodes=\"$N\" --ntasks=$(( N * {per_node} )) --ntasks-per-node={per_node} --cpus-per-task=\"$W\" --kill-on-bad-exit=0 --quiet"
     );
     for word in node.argv("$W") {
         s.push(' ');
@@ -766,6 +794,8 @@ impl Steps {
 /// Nodes a client started through Slurm; dropping this stops them.
 pub(crate) struct Launched {
     job_id: String,
+    /// Where a submitted job's nodes write (`slurm-J.out`).
+    output: PathBuf,
     /// Where its nodes join.
     join: String,
     /// The name of its steps (inside an allocation).
@@ -780,6 +810,63 @@ impl Launched {
     /// The Slurm job the nodes run in.
     pub(crate) fn job_id(&self) -> &str {
         &self.job_id
+    }
+
+    /// For a submitted allocation: watches it on a thread of its own, so
+    /// that once it has ended (time limit, cancelled, its nodes failed)
+    /// jobs nobody else can run fail with the reason instead of waiting.
+    pub(crate) fn watch(&self, core: &Arc<Core>) -> std::io::Result<()> {
+        if !self.submitted {
+            return Ok(());
+        }
+        let (core, job, output) = (Arc::clone(core), self.job_id.clone(), self.output.clone());
+        std::thread::Builder::new()
+            .name("pp-slurm-watch".into())
+            .spawn(move || watch_allocation(&core, &job, &output))
+            .map(|_| ())
+    }
+}
+
+/// How often a submitted allocation is looked at.
+const WATCH_EVERY: Duration = Duration::from_secs(3);
+
+fn watch_allocation(core: &Arc<Core>, job: &str, output: &Path) {
+    let argv = ["squeue", "-h", "-j", job, "-o", "%T"].map(str::to_owned);
+    let mut ended: Option<String> = None;
+    while !core.sleep(WATCH_EVERY) {
+        if ended.is_none() {
+            ended = match run(&argv, None) {
+                Ok(out) => job_ended(&out),
+                Err(e) if e.to_string().contains("Invalid job id") => {
+                    Some("it left the queue".into())
+                }
+                Err(e) => {
+                    tracing::debug!("cannot ask squeue about job {job}: {e}");
+                    None
+                }
+            };
+            if let Some(how) = &ended {
+                tracing::warn!(
+                    "Slurm job {job} ended ({how}); its nodes' output: {}",
+                    output.display()
+                );
+            }
+        }
+        let Some(how) = &ended else { continue };
+        let nobody = core.ncpus.load(std::sync::atomic::Ordering::Acquire) == 0
+            && core
+                .links()
+                .iter()
+                .all(|l| matches!(l.state(), NodeState::Down { .. } | NodeState::Failed { .. }));
+        if nobody {
+            let reason = format!(
+                "Slurm job {job} ended ({how}) and no node is left; its nodes' output: {}",
+                output.display()
+            );
+            while let Some(task) = core.queue.try_pop() {
+                task.abandon(JobError::new(ErrorKind::NodeLost, reason.clone()));
+            }
+        }
     }
 }
 
@@ -866,6 +953,7 @@ pub(crate) fn launch(
                 .ok_or_else(|| command_error("sbatch", format!("no job id in {out:?}")))?;
             tracing::info!(job = %job_id, nodes = s.nodes, join = %node.join, "submitted Slurm job");
             Ok(Launched {
+                output: dir.join(format!("slurm-{job_id}.out")),
                 job_id,
                 step_name: String::new(),
                 join: node.join.clone(),
@@ -887,6 +975,7 @@ pub(crate) fn launch(
             let mut launched = Launched {
                 job_id: alloc.job_id.clone(),
                 step_name: format!("ppserver-{tag}"),
+                output: PathBuf::new(),
                 join: node.join.clone(),
                 submitted: false,
                 steps: Arc::clone(&steps),
@@ -957,9 +1046,26 @@ pub(crate) fn wait_joined(
     }
 }
 
-/// The start timeout of `slurm`.
-pub(crate) fn start_timeout(slurm: &Slurm) -> Duration {
-    slurm.start_timeout
+/// Starts the nodes ([`launch`]), waits for those of an allocation to join
+/// ([`wait_joined`]), and watches a submitted one.
+pub(crate) fn start(
+    slurm: &Slurm,
+    secret: &[u8],
+    listen: SocketAddr,
+    core: &Arc<Core>,
+) -> Result<Launched, SlurmError> {
+    let launched = launch(slurm, secret, listen)?;
+    let up = || {
+        core.nodes()
+            .iter()
+            .filter(|n| matches!(n.state, NodeState::Up { .. }))
+            .count()
+    };
+    wait_joined(&launched, slurm.start_timeout, up)?;
+    launched
+        .watch(core)
+        .map_err(|e| command_error("squeue", format!("cannot watch the job: {e}")))?;
+    Ok(launched)
 }
 
 #[cfg(test)]
@@ -1054,6 +1160,16 @@ mod tests {
     }
 
     #[test]
+    fn a_job_has_ended_when_it_left_the_queue_or_is_final() {
+        assert_eq!(job_ended("").as_deref(), Some("it left the queue"));
+        assert_eq!(job_ended("TIMEOUT\n").as_deref(), Some("TIMEOUT"));
+        assert_eq!(job_ended("RUNNING\n"), None);
+        assert_eq!(job_ended("PENDING"), None);
+        // Preempted and requeued: it comes back.
+        assert_eq!(job_ended("REQUEUED"), None);
+    }
+
+    #[test]
     fn our_steps_are_found_by_name() {
         let out = "42.0 ppserver-ab12\n42.1 ppserver-ab12\n42.2 ppserver-ffff\n42.batch batch\n42 ppserver-ab12\n";
         assert_eq!(parse_steps(out, "ppserver-ab12"), ["42.0", "42.1"]);
@@ -1103,7 +1219,7 @@ mod tests {
             "{script}"
         );
         assert!(
-            script.contains("exec srun --ntasks-per-node=2 --cpus-per-task=\"$W\""),
+            script.contains("exec srun --nodes=\"$N\" --ntasks=$(( N * 2 )) --ntasks-per-node=2 --cpus-per-task=\"$W\""),
             "{script}"
         );
         assert!(
