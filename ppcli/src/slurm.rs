@@ -19,10 +19,10 @@ pub(crate) struct SlurmArgs {
     /// Host name or address the nodes dial back to (default: this machine's host name).
     #[arg(long, value_name = "HOST")]
     pub(crate) advertise: Option<String>,
-    /// Seconds a node lets running jobs finish when Slurm stops it (kept below KillWait).
+    /// Seconds a Slurm node lets running jobs finish when Slurm stops it (kept below KillWait).
     #[arg(long, default_value_t = 20, value_name = "SECS")]
-    pub(crate) grace: u64,
-    /// Seconds a node lives without its client before it exits.
+    pub(crate) node_grace: u64,
+    /// Seconds a Slurm node lives without its client before it exits.
     #[arg(long, default_value_t = 15, value_name = "SECS")]
     pub(crate) node_idle_timeout: u64,
 }
@@ -57,7 +57,7 @@ impl SlurmArgs {
     pub(crate) fn apply(&self, base: Slurm) -> Slurm {
         let mut s = base
             .servers_per_node(self.servers_per_node)
-            .grace(Duration::from_secs(self.grace))
+            .grace(Duration::from_secs(self.node_grace))
             .idle_timeout(Duration::from_secs(self.node_idle_timeout));
         if let Some(p) = &self.node_program {
             s = s.program(p);

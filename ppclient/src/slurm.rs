@@ -617,7 +617,6 @@ impl KeyFile {
             .mode(0o700)
             .create(dir)
             .map_err(err(dir))?;
-
         let path = dir.join(format!("slurm-{}-{tag}.key", std::process::id()));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -672,7 +671,7 @@ fn command_error(command: &str, reason: impl std::fmt::Display) -> SlurmError {
 fn run(argv: &[String], stdin: Option<&str>) -> Result<String, SlurmError> {
     let name = argv.first().map_or("", String::as_str);
     let mut child = Command::new(name)
-        .args(&argv[1..])
+        .args(argv.get(1..).unwrap_or_default())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

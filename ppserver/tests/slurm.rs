@@ -245,3 +245,39 @@ fn cancel_one_step_mid_run(test: &str, how: &[&str], reason: &str) {
     };
     assert!(nodes.iter().any(|n| n.state == down), "{nodes:?}");
 }
+
+/// What ends an allocation after its client died: a joined node alone for
+/// its idle timeout exits, without waiting out its grace for a job whose
+/// result nobody can take any more. (No Slurm needed.)
+#[test]
+fn a_joined_node_whose_client_is_gone_exits_after_its_idle_timeout_without_its_grace() {
+    let server = Server::builder()
+        .ncpus(0)
+        .secret(common::SECRET)
+        .listen("127.0.0.1:0")
+        .build()
+        .unwrap();
+    let join = server.listen_addr().unwrap().to_string();
+    let mut node = common::Node::start(&[
+        "--join",
+        &join,
+        "--idle-timeout",
+        "1",
+        "--grace",
+        "600",
+        "--workers",
+        "1",
+    ]);
+    assert!(eventually(Duration::from_secs(10), || up(&server) == 1));
+    let long = server.submit(jobs::sleep_ms, (600_000,));
+    let addr = node.name();
+    let running = poll(Duration::from_secs(10), || {
+        ppclient::node_status(&addr, common::SECRET, Duration::from_secs(2))
+            .is_ok_and(|s| s.jobs_active == 1)
+    });
+    assert!(running, "the long job never started");
+    drop(server);
+    assert!(long.wait().is_err());
+    // Far below the 600 s grace: it did not wait for the job.
+    assert_eq!(node.wait_exit(Duration::from_secs(60)), Some(0));
+}
