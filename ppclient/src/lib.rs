@@ -28,6 +28,8 @@
 //! | `session` | the driver of one link ([`ppcore::ClientLink`]): dial, read, write, feed jobs from the queue within the window, resolve or requeue what the link gives back |
 //! | `connect` | resolve, connect and authenticate; `node_status` |
 //! | `discovery` | UDP discovery probes and nodes that join a listening server |
+//! | `dns` | nodes from a DNS name: one per address, resolved again as nodes come and go |
+//! | `slurm` | [`Slurm`]: `ppserver`s started by `srun` in an allocation, or in one it `sbatch`es |
 //! | `handle` | the result cell and [`JobHandle`]: wait, poll, await, cancel; [`AsCompleted`] |
 //! | `task` | the type-erased queue item and how a local worker runs it |
 //! | `tracker` | pending counts for `wait_all` / `wait_group`, outcome counters, the callback thread |
@@ -38,11 +40,13 @@ mod builder;
 mod connect;
 mod core;
 mod discovery;
+mod dns;
 mod handle;
 mod options;
 mod remote;
 mod server;
 mod session;
+mod slurm;
 mod task;
 mod timer;
 mod tracker;
@@ -80,6 +84,7 @@ pub use serde;
 /// array of numbers, byte by byte): use them for byte arguments and results.
 pub use serde_bytes::{ByteBuf, Bytes};
 pub use server::Server;
+pub use slurm::{Slurm, SlurmError};
 
 /// The node library (`ppserver`): run a node with your own jobs from this
 /// program, e.g. as a subcommand. See [`node::main_linked`].

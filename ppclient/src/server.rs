@@ -69,6 +69,8 @@ pub struct Server {
     listen_addr: Option<SocketAddr>,
     /// The largest encoded arguments a job may have, local or remote.
     max_args: usize,
+    /// Nodes started through Slurm; stopped when this drops (after `drop` stops the links).
+    slurm: Option<crate::slurm::Launched>,
 }
 
 impl Server {
@@ -92,7 +94,19 @@ impl Server {
             crash_retries,
             listen_addr,
             max_args,
+            slurm: None,
         }
+    }
+
+    /// This server with the Slurm nodes it started.
+    pub(crate) fn with_slurm(mut self, launched: crate::slurm::Launched) -> Self {
+        self.slurm = Some(launched);
+        self
+    }
+
+    /// The Slurm job its nodes run in, when they were started through Slurm.
+    pub fn slurm_job(&self) -> Option<&str> {
+        self.slurm.as_ref().map(|l| l.job_id())
     }
 
     /// A builder with the defaults: every linked job, `ncpus` auto-detected, no nodes.
