@@ -42,7 +42,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Seconds to wait for the node.
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = 3.0, value_parser = ppcore::limits::parse_secs)]
         timeout: f64,
     },
     /// Run on nodes that Slurm starts in an allocation it is asked for.
@@ -84,7 +84,7 @@ struct ClusterArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     discover_via: Option<std::net::SocketAddr>,
     /// Local worker threads (default: all CPUs, none with Slurm; 0 = nodes only).
-    #[arg(long)]
+    #[arg(long, value_parser = |s: &str| ppcore::limits::parse_workers(s, true))]
     ncpus: Option<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]

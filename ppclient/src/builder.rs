@@ -115,8 +115,9 @@ impl Builder {
     /// Local worker threads. Default: the CPUs this process may use
     /// (`available_parallelism`, which honours cgroup quotas and affinity).
     /// 0 runs everything on remote nodes.
+    /// At most [`ppcore::limits::MAX_WORKERS`].
     pub fn ncpus(mut self, n: usize) -> Self {
-        self.ncpus = Some(n);
+        self.ncpus = Some(n.min(ppcore::limits::MAX_WORKERS));
         self
     }
 
@@ -304,8 +305,11 @@ impl Builder {
             None => None,
         };
         let secret = self.secret.clone().unwrap_or_default();
+        // Times are capped so that no deadline computed from them overflows.
         let settings = LinkSettings {
             secret,
+            connect_timeout: ppcore::limits::cap(self.settings.connect_timeout),
+            heartbeat: ppcore::limits::cap(self.settings.heartbeat).max(Duration::from_millis(1)),
             ..self.settings.clone()
         };
         let open_ended = listener.is_some() || self.discover.is_some() || !self.dns.is_empty();

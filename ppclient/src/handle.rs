@@ -347,7 +347,10 @@ impl<T: Send + 'static> JobHandle<T> {
         if let Err(e) = self.cell().check_not_own() {
             return Ok(Err(e));
         }
-        if self.cell().wait_ready(Some(Instant::now() + timeout)) {
+        if self
+            .cell()
+            .wait_ready(Some(ppcore::limits::deadline(Instant::now(), timeout)))
+        {
             Ok(self.cell().take())
         } else {
             Err(self)

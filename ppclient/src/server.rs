@@ -232,7 +232,7 @@ impl Server {
     ///
     /// [`ErrorKind::WouldDeadlock`] when called from a callback, as [`Server::wait_all`].
     pub fn wait_all_timeout(&self, timeout: Duration) -> Result<bool, JobError> {
-        self.wait_all_until(Some(Instant::now() + timeout))
+        self.wait_all_until(Some(ppcore::limits::deadline(Instant::now(), timeout)))
     }
 
     fn wait_all_until(&self, deadline: Option<Instant>) -> Result<bool, JobError> {
@@ -249,7 +249,9 @@ impl Server {
 
     /// Resizes the local pool; 0 leaves all work to the nodes (or, with no
     /// nodes, holds jobs until workers are added again).
+    /// At most [`ppcore::limits::MAX_WORKERS`].
     pub fn set_ncpus(&self, n: usize) {
+        let n = n.min(ppcore::limits::MAX_WORKERS);
         self.core.ncpus.store(n, Ordering::Release);
         self.pool.set_workers(n);
     }

@@ -58,7 +58,10 @@ impl RunCtx {
                 Err(_) => return,
             },
         };
-        timer.schedule(Instant::now() + timeout, Arc::downgrade(&job));
+        timer.schedule(
+            ppcore::limits::deadline(Instant::now(), timeout),
+            Arc::downgrade(&job),
+        );
     }
 }
 

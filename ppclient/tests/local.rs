@@ -387,3 +387,19 @@ fn stats_report_the_mean_wait_in_the_queue() {
     );
     assert!(s.to_string().contains("mean wait in the queue"), "{s}");
 }
+
+#[test]
+fn the_longest_timeouts_are_not_a_panic() {
+    let server = Server::builder()
+        .ncpus(1)
+        .heartbeat(Duration::MAX)
+        .build()
+        .unwrap();
+    let job = server.submit_with(
+        jobs::echo_u64,
+        (5,),
+        Options::new().timeout(Duration::MAX),
+    );
+    assert!(matches!(job.wait_timeout(Duration::MAX), Ok(Ok(5))));
+    assert_eq!(server.wait_all_timeout(Duration::MAX), Ok(true));
+}

@@ -10,6 +10,7 @@
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
 //! | `handshake` | mutual HMAC-SHA256 authentication as pure state ([`ClientHandshake`], [`NodeHandshake`]) |
+//! | `limits` | numbers from users checked: seconds and worker counts for command lines, deadlines that cannot overflow |
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
 //! | `worker` | worker processes: [`init_worker`], the one way a program re-runs itself as a job server |
 //! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
@@ -23,6 +24,7 @@ mod handshake;
 mod job;
 mod lanes;
 mod ledger;
+pub mod limits;
 pub mod link;
 mod node_link;
 mod pending;

@@ -102,7 +102,7 @@ pub struct Cli {
     #[arg(short, long, default_value = "0.0.0.0")]
     pub interface: IpAddr,
     /// Worker threads (default: the CPUs this process may use).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = |s: &str| ppcore::limits::parse_workers(s, false))]
     pub workers: Option<usize>,
     /// File holding the shared secret.
     #[arg(long, value_name = "FILE")]
@@ -114,7 +114,7 @@ pub struct Cli {
     #[arg(short, long)]
     pub secret: Option<String>,
     /// Exit after this many seconds without a client connection.
-    #[arg(short = 't', long, value_name = "SECS")]
+    #[arg(short = 't', long, value_name = "SECS", value_parser = ppcore::limits::parse_whole_secs)]
     pub idle_timeout: Option<u64>,
     /// Answer discovery probes by UDP broadcast (clients' `discover("*")`).
     #[arg(short = 'a', long)]
@@ -126,21 +126,21 @@ pub struct Cli {
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
     /// Seconds a stopping node lets running jobs finish.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = ppcore::limits::parse_whole_secs)]
     pub grace: u64,
     /// Where jobs run: `thread` (fastest) or `process` (a crashing job costs only itself).
     #[arg(long, value_enum, default_value_t = Isolation::Thread)]
     pub isolation: Isolation,
     /// Seconds a new connection has to authenticate.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = ppcore::limits::parse_secs)]
     pub handshake_timeout: f64,
     /// Seconds without write progress (the client stopped reading) before a
     /// client is dropped.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = ppcore::limits::parse_secs)]
     pub write_timeout: f64,
     /// The longest heartbeat interval, in seconds, clients may use; a
     /// client silent for 3 intervals is dropped.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 5.0, value_name = "SECS", value_parser = ppcore::limits::parse_secs)]
     pub heartbeat: f64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]

@@ -104,8 +104,16 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
     let addr = SocketAddr::new(config.interface, config.port);
     let listener = TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
     let addr = listener.local_addr()?;
+    // Times from a caller's Config are capped: deadlines computed from them
+    // must not overflow (a week is the most any of them can mean).
+    let cap = ppcore::limits::cap;
     let config = Config {
         port: addr.port(),
+        handshake_timeout: cap(config.handshake_timeout),
+        grace: cap(config.grace),
+        write_timeout: cap(config.write_timeout),
+        heartbeat: cap(config.heartbeat).max(Duration::from_millis(1)),
+        idle_timeout: config.idle_timeout.map(cap),
         ..config
     };
     let queue = ppcore::Lanes::<NodeJob>::new();

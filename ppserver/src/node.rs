@@ -119,7 +119,8 @@ impl Node {
 
     /// Waits until every connection has closed, or `limit`; true if all have.
     pub(crate) fn wait_closed(&self, limit: Duration) -> bool {
-        self.open_conns.wait_zero(Some(Instant::now() + limit))
+        self.open_conns
+            .wait_zero(Some(ppcore::limits::deadline(Instant::now(), limit)))
     }
 
     /// Every open connection.
@@ -207,7 +208,8 @@ impl Node {
 
     /// Waits until no job runs or is queued, or `grace` passes; true if quiet.
     pub(crate) fn wait_quiet(&self, grace: Duration) -> bool {
-        self.active.wait_zero(Some(Instant::now() + grace))
+        self.active
+            .wait_zero(Some(ppcore::limits::deadline(Instant::now(), grace)))
     }
 
     pub(crate) fn welcome(&self) -> NodeMsg {
