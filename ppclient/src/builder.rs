@@ -10,6 +10,7 @@ use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
 use ppcore::{DuplicateJob, Pool, Registry, Secret};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -261,6 +262,7 @@ impl Builder {
             .count();
         if self.report_refusals && up >= self.require_nodes {
             report_refusals(&nodes);
+            core.report_late.store(true, Ordering::Release);
         }
         if up < self.require_nodes {
             core.stop();
@@ -284,7 +286,7 @@ impl Builder {
 
 /// Tells the user about nodes that refused us, logger or not: a refusal is
 /// a configuration error the program's author must see.
-fn report_refusals(nodes: &[NodeInfo]) {
+pub(crate) fn report_refusals(nodes: &[NodeInfo]) {
     for node in nodes {
         if let NodeState::Failed { reason } = &node.state {
             if tracing::dispatcher::has_been_set() {

@@ -238,6 +238,8 @@ impl Server {
     pub fn set_ncpus(&self, n: usize) {
         self.core.ncpus.store(n, Ordering::Release);
         self.pool.set_workers(n);
+        // Queued jobs only local workers could have run fail now, with the reason.
+        self.core.fail_unrunnable();
     }
 
     /// The jobs this server knows.

@@ -348,6 +348,11 @@ impl<J: Job> Task for TypedTask<J> {
         result: Result<ByteBuf, JobError>,
         node: &str,
     ) -> Option<Arc<dyn Task>> {
+        // One name per node: the address the user gave, not the node's own.
+        let result = result.map_err(|e| {
+            let a = e.attempt;
+            e.on(node, a)
+        });
         match result {
             Err(e) if e.kind == ErrorKind::Crashed => self.crashed(e),
             Err(e)

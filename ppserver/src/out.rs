@@ -1,13 +1,42 @@
 //! How the rest of the node reaches one connection: workers hand it finished
 //! jobs, the daemon tells it to drain or stop. Everything goes through a
 //! channel to the connection's driver (`conn`), the only thread that writes
-//! to its socket: nothing here does I/O, and no lock is held across any.
+//! to its socket, and wakes it if it sleeps: nothing here does I/O on the
+//! socket, and no lock is held across any.
 
 use crossbeam_channel::Sender;
 use ppcore::wire::DoneJob;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// The token of a driver's waker in its `mio` poll.
+pub(crate) const WAKE: mio::Token = mio::Token(0);
+
+/// Wakes a connection's driver asleep in `mio`. Only a driver that is
+/// (about to be) asleep costs a system call: a busy one sees the news on
+/// its next turn.
+pub(crate) struct Waker {
+    mio: mio::Waker,
+    /// Set by the driver just before it looks for work and sleeps.
+    pub(crate) asleep: AtomicBool,
+}
+
+impl Waker {
+    pub(crate) fn new(poll: &mio::Poll) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Waker {
+            mio: mio::Waker::new(poll.registry(), WAKE)?,
+            asleep: AtomicBool::new(false),
+        }))
+    }
+
+    pub(crate) fn wake(&self) {
+        if self.asleep.swap(false, Ordering::SeqCst) {
+            // A failed wake leaves the driver to its next timer.
+            let _ = self.mio.wake();
+        }
+    }
+}
 
 /// What the driver of a connection hears from the rest of the node.
 pub(crate) enum ConnIn {
@@ -24,6 +53,7 @@ pub(crate) enum ConnIn {
 /// One connection, as workers and the daemon see it.
 pub(crate) struct Conn {
     tx: Sender<ConnIn>,
+    waker: Arc<Waker>,
     closed: AtomicBool,
     /// Jobs of this connection queued or running here.
     active: AtomicU64,
@@ -34,9 +64,10 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(tx: Sender<ConnIn>) -> Self {
+    pub(crate) fn new(tx: Sender<ConnIn>, waker: Arc<Waker>) -> Self {
         Conn {
             tx,
+            waker,
             closed: AtomicBool::new(false),
             active: AtomicU64::new(0),
             cancelled: Mutex::new(HashSet::new()),
@@ -56,6 +87,7 @@ impl Conn {
     fn tell(&self, msg: ConnIn) {
         // The driver is gone only once the connection closed: nobody waits.
         let _ = self.tx.send(msg);
+        self.waker.wake();
     }
 
     /// A job's result, for the client.

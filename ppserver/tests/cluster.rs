@@ -324,7 +324,7 @@ ppcore::job! {
 }
 
 #[test]
-fn jobs_a_node_cannot_run_go_to_the_local_worker_once_each() {
+fn jobs_a_node_cannot_run_keep_their_order_on_the_local_worker() {
     let a = Node::start(&["--workers", "2"]);
     let server = Server::builder()
         .ncpus(1)
@@ -347,13 +347,41 @@ fn jobs_a_node_cannot_run_go_to_the_local_worker_once_each() {
         .collect();
     server.wait_all().unwrap();
     assert!(handles.iter().all(|h| h.is_finished()));
-    // The local worker runs each of them once, although the node's link
-    // met (and put back) many of them; the node ran only echoes.
-    let mut seen = seen.lock().unwrap().clone();
-    seen.sort_unstable();
+    // The node's link takes only the echoes and leaves the others in
+    // place: one local worker runs them in the order they were submitted,
+    // none overtaken by a later one.
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(seen, (0..300).collect::<Vec<_>>());
     let s = server.stats();
     assert_eq!(s.succeeded, 600);
     let local = s.nodes.iter().find(|n| n.node == "local").unwrap();
     assert!(local.jobs >= 300, "{:?}", s.nodes);
+}
+
+#[test]
+fn a_host_name_with_several_addresses_is_one_node_with_one_name() {
+    let a = Node::start(&["--workers", "1"]);
+    let port = a.name().rsplit_once(':').unwrap().1.to_owned();
+    // `localhost` may resolve to ::1 first; the node listens on 127.0.0.1
+    // only: the link tries each address in turn.
+    let name = format!("localhost:{port}");
+    let server = Server::builder()
+        .ncpus(0)
+        .secret(SECRET)
+        .nodes([name.clone()])
+        .build()
+        .unwrap();
+    let nodes = server.nodes();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0].name, name);
+    assert!(matches!(nodes[0].state, NodeState::Up { .. }), "{nodes:?}");
+    assert_eq!(nodes[0].addr, Some(a.name().parse().unwrap()));
+    assert!(nodes[0].node_id.is_some(), "{nodes:?}");
+    // A job's error names the node as the user did, as the stats do.
+    let err = server
+        .submit(jobs::fail, ("no".into(),))
+        .wait()
+        .unwrap_err();
+    assert_eq!(err.node.as_deref(), Some(name.as_str()), "{err:?}");
+    assert!(server.stats().nodes.iter().any(|n| n.node == name));
 }
