@@ -9,13 +9,14 @@
 use crate::core::Core;
 use crate::session::{drive, Target, Waker};
 use ppcore::{NodeCounters, Secret};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// The jobs a node advertised: (name, signature).
-pub(crate) type JobSet = Arc<HashSet<(String, String)>>;
+/// The jobs a node advertised: name to signatures (looked up without
+/// allocating, on every submit while only nodes run jobs).
+pub(crate) type JobSet = Arc<HashMap<String, HashSet<String>>>;
 
 /// Settings every link uses.
 #[derive(Debug, Clone)]
@@ -140,7 +141,7 @@ impl Link {
             return Some(false);
         }
         let jobs = lock(&self.jobs).clone()?;
-        Some(jobs.contains(&(job.0.to_owned(), job.1.to_owned())))
+        Some(jobs.get(job.0).is_some_and(|sigs| sigs.contains(job.1)))
     }
 
     pub(crate) fn set_waker(&self, waker: Arc<Waker>) {

@@ -21,6 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 use ppcore::link::{Action, ClientLink, Event, LinkConfig, LinkState};
 use ppcore::wire::RunJob;
 use ppcore::{Outbox, Wake};
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,6 +106,11 @@ struct Driver<'a> {
     outbox: Outbox,
     /// The socket may have more to read.
     readable: bool,
+    /// Whether the poll watches the socket for room to write (only while
+    /// the outbox holds bytes).
+    watch_write: bool,
+    /// The node's name, as errors and stats give it.
+    name: String,
     buf: Vec<u8>,
     stopping: bool,
     swept: Instant,
@@ -147,11 +153,14 @@ pub(crate) fn drive(core: &Arc<Core>, target: Target, stream: Option<std::net::T
         conn: None,
         outbox: Outbox::new(),
         readable: false,
+        watch_write: false,
+        name: String::new(),
         buf: vec![0u8; READ_BUF],
         stopping: false,
         swept: now,
         kinds: Vec::new(),
     };
+    d.name = d.target_name();
     if let Some(stream) = stream {
         d.connected(stream);
     }
@@ -171,6 +180,10 @@ impl Driver<'_> {
     }
 
     fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn target_name(&self) -> String {
         match &self.target {
             Target::Named(r) => r.name.clone(),
             Target::Joined(peer) => peer.to_string(),
@@ -210,7 +223,20 @@ impl Driver<'_> {
                 return;
             };
             match self.outbox.flush(conn, Instant::now()) {
-                Ok(_) => return,
+                Ok(all) => {
+                    // Room to write matters only while bytes wait.
+                    if all == self.watch_write {
+                        let interest = match all {
+                            true => Interest::READABLE,
+                            false => Interest::READABLE | Interest::WRITABLE,
+                        };
+                        match self.poll.registry().reregister(conn, SOCKET, interest) {
+                            Ok(()) => self.watch_write = !all,
+                            Err(e) => tracing::warn!(node = %self.name, "poll: {e}"),
+                        }
+                    }
+                    return;
+                }
                 Err(e) => {
                     let reason = format!("write failed: {e}");
                     self.link
@@ -391,16 +417,15 @@ impl Driver<'_> {
                     self.core.fail_unrunnable();
                 }
                 Action::Done { job, result, exec } => {
-                    let name = self.name();
                     if let Some(r) = self.record() {
                         r.counters.record(exec, result.is_err());
                     }
-                    if let Some(again) = job.complete(result, &name) {
+                    if let Some(again) = job.complete(result, &self.name) {
                         self.core.requeue(again);
                     }
                 }
                 Action::Returned { job, lost } => {
-                    if let Some(again) = job.retry(&self.name(), lost) {
+                    if let Some(again) = job.retry(&self.name, lost) {
                         self.core.requeue(again);
                     }
                 }
@@ -419,15 +444,14 @@ impl Driver<'_> {
             record.set_addr(Some(peer));
             record.set_waker(Arc::clone(&self.waker));
             self.target = Target::Named(record);
+            self.name = self.target_name();
         }
         self.kinds.clear();
-        let jobs: JobSet = Arc::new(
-            hello
-                .jobs
-                .into_iter()
-                .map(|j| (j.name, j.signature))
-                .collect(),
-        );
+        let mut jobs = HashMap::<String, HashSet<String>>::new();
+        for j in hello.jobs {
+            jobs.entry(j.name).or_default().insert(j.signature);
+        }
+        let jobs: JobSet = Arc::new(jobs);
         if let Some(r) = self.record() {
             r.set_node_id(hello.node_id.clone());
             *lock(&r.jobs) = Some(jobs);
@@ -461,11 +485,11 @@ impl Driver<'_> {
             return self.link.handle(Event::ConnectFailed(e.to_string()), now);
         }
         let mut stream = TcpStream::from_std(stream);
-        let registered = self.poll.registry().register(
-            &mut stream,
-            SOCKET,
-            Interest::READABLE | Interest::WRITABLE,
-        );
+        let registered = self
+            .poll
+            .registry()
+            .register(&mut stream, SOCKET, Interest::READABLE);
+        self.watch_write = false;
         if let Err(e) = registered {
             let _ = stream.shutdown(Shutdown::Both);
             return self.link.handle(Event::ConnectFailed(e.to_string()), now);

@@ -136,23 +136,30 @@ impl<T, K: PartialEq> Lanes<T, K> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push_at(&self, key: K, item: T, urgent: bool) {
-        let watchers = {
+    fn push_at(&self, key: K, items: impl IntoIterator<Item = T>, urgent: bool) {
+        let (watchers, n) = {
             let mut state = self.lock();
-            let seq = state.next_seq;
-            state.next_seq += 1;
+            let mut seq = state.next_seq;
             let kind = state.lane(key);
-            match urgent {
-                true => kind.urgent.push_back((seq, item)),
-                false => kind.normal.push_back((seq, item)),
+            let lane = match urgent {
+                true => &mut kind.urgent,
+                false => &mut kind.normal,
+            };
+            for item in items {
+                lane.push_back((seq, item));
+                seq += 1;
             }
-            self.shared.len.fetch_add(1, Ordering::SeqCst);
-            std::mem::take(&mut state.watchers)
+            let n = seq - state.next_seq;
+            state.next_seq = seq;
+            self.shared.len.fetch_add(n as usize, Ordering::SeqCst);
+            (std::mem::take(&mut state.watchers), n)
         };
         // A sleeper counts itself and looks at the queue under the lock, so
-        // it either saw this item or is counted here.
-        if self.shared.sleepers.load(Ordering::SeqCst) > 0 {
-            self.shared.ready.notify_one();
+        // it either saw these items or is counted here.
+        match (n, self.shared.sleepers.load(Ordering::SeqCst)) {
+            (0, _) | (_, 0) => {}
+            (1, _) => self.shared.ready.notify_one(),
+            _ => self.shared.ready.notify_all(),
         }
         for w in watchers {
             w.wake();
@@ -161,12 +168,18 @@ impl<T, K: PartialEq> Lanes<T, K> {
 
     /// Queues `item` of kind `key` behind everything.
     pub fn push_kind(&self, key: K, item: T) {
-        self.push_at(key, item, false);
+        self.push_at(key, [item], false);
+    }
+
+    /// Queues `items`, all of kind `key`, behind everything, in their order
+    /// (one lock for all).
+    pub fn push_all_kind(&self, key: K, items: impl IntoIterator<Item = T>) {
+        self.push_at(key, items, false);
     }
 
     /// Queues `item` of kind `key` ahead of everything not handed back itself.
     pub fn push_front_kind(&self, key: K, item: T) {
-        self.push_at(key, item, true);
+        self.push_at(key, [item], true);
     }
 
     /// The next item, if one is queued.
@@ -283,6 +296,11 @@ impl<T> Lanes<T> {
         self.push_kind((), item);
     }
 
+    /// Queues `items` behind everything, in their order (one lock for all).
+    pub fn push_all(&self, items: impl IntoIterator<Item = T>) {
+        self.push_all_kind((), items);
+    }
+
     /// Queues `item` ahead of everything not handed back itself.
     pub fn push_front(&self, item: T) {
         self.push_front_kind((), item);
@@ -326,7 +344,7 @@ mod tests {
     fn order_holds_across_kinds_and_lanes() {
         let q = Lanes::<u32, char>::new();
         q.push_kind('a', 1);
-        q.push_kind('b', 2);
+        q.push_all_kind('b', [2]);
         q.push_kind('a', 3);
         q.push_front_kind('b', 10);
         q.push_front_kind('a', 11);

@@ -10,6 +10,12 @@
 //! and carries out the actions: write (what the socket does not take waits
 //! in an [`Outbox`]; no progress for `--write-timeout` drops the client),
 //! queue or cancel jobs, close.
+//!
+//! Memory per client is bounded: while its jobs' arguments queued here plus
+//! the results waiting to be written exceed [`backlog_limit`] (twice the
+//! frame limit), the driver stops reading from it. A client that keeps to
+//! its window never comes near; one that floods the node without reading
+//! its results is held there by TCP until `--write-timeout` drops it.
 
 use crate::node::Node;
 use crate::out::{Conn, ConnIn, Waker};
@@ -29,6 +35,12 @@ const READS_PER_TURN: usize = 16;
 /// Finished jobs gathered into one `Done` frame at most.
 const MAX_BATCH: usize = 1024;
 const SOCKET: Token = Token(1);
+
+/// Bytes of queued arguments and unwritten results beyond which a
+/// connection is not read until they shrink.
+fn backlog_limit(max_frame: usize) -> usize {
+    max_frame.saturating_mul(2)
+}
 
 /// Serves one connection until it closes; logs why it ended.
 pub(crate) fn serve(node: &Arc<Node>, stream: std::net::TcpStream) {
@@ -64,6 +76,7 @@ pub(crate) fn serve(node: &Arc<Node>, stream: std::net::TcpStream) {
                 waker,
                 outbox: Outbox::new(),
                 readable: true,
+                watch_write: false,
                 buf: vec![0u8; READ_BUF],
                 peer: peer.clone(),
                 broken: false,
@@ -82,7 +95,7 @@ fn setup(poll: &Poll, stream: std::net::TcpStream) -> std::io::Result<TcpStream>
     stream.set_nonblocking(true)?;
     let mut stream = TcpStream::from_std(stream);
     poll.registry()
-        .register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
+        .register(&mut stream, SOCKET, Interest::READABLE)?;
     Ok(stream)
 }
 
@@ -95,6 +108,9 @@ struct Driver<'a> {
     outbox: Outbox,
     /// The socket may have more to read.
     readable: bool,
+    /// Whether the poll watches the socket for room to write (only while
+    /// the outbox holds bytes).
+    watch_write: bool,
     buf: Vec<u8>,
     peer: String,
     /// A write failed: write nothing more.
@@ -132,7 +148,7 @@ impl Driver<'_> {
     fn wait(&mut self, link: &mut NodeLink, events: &Receiver<ConnIn>, polled: &mut Events) {
         // Asleep from here: a worker's news from now on wakes the poll.
         self.waker.asleep.store(true, Ordering::SeqCst);
-        let busy = self.readable || !events.is_empty();
+        let busy = self.may_read() || !events.is_empty();
         let now = Instant::now();
         let mut wake = link
             .poll_timeout()
@@ -156,7 +172,7 @@ impl Driver<'_> {
                 self.readable = true;
             }
         }
-        if self.readable {
+        if self.may_read() {
             self.read(link);
         }
         self.events(link, events);
@@ -176,9 +192,21 @@ impl Driver<'_> {
         }
     }
 
+    /// Whether to read now: the socket has bytes, and the client's backlog
+    /// here is under the limit (else a worker's result wakes us when it
+    /// shrinks).
+    fn may_read(&self) -> bool {
+        self.readable
+            && self.conn.queued_bytes() + self.outbox.len()
+                <= backlog_limit(self.node.config.max_frame)
+    }
+
     /// Reads what the socket has (a bounded amount per turn).
     fn read(&mut self, link: &mut NodeLink) {
         for _ in 0..READS_PER_TURN {
+            if !self.may_read() {
+                return;
+            }
             let now = Instant::now();
             match self.stream.read(&mut self.buf) {
                 Ok(0) => {
@@ -257,7 +285,21 @@ impl Driver<'_> {
                 return true;
             }
             match self.outbox.flush(&mut self.stream, Instant::now()) {
-                Ok(_) => return true,
+                Ok(all) => {
+                    // Room to write matters only while bytes wait.
+                    if all == self.watch_write {
+                        let interest = match all {
+                            true => Interest::READABLE,
+                            false => Interest::READABLE | Interest::WRITABLE,
+                        };
+                        let registry = self.poll.registry();
+                        match registry.reregister(&mut self.stream, SOCKET, interest) {
+                            Ok(()) => self.watch_write = !all,
+                            Err(e) => tracing::warn!(peer = %self.peer, "poll: {e}"),
+                        }
+                    }
+                    return true;
+                }
                 Err(e) => self.fail(link, format!("write failed: {e}")),
             }
         }

@@ -7,7 +7,7 @@
 use crossbeam_channel::Sender;
 use ppcore::wire::DoneJob;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The token of a driver's waker in its `mio` poll.
@@ -57,6 +57,8 @@ pub(crate) struct Conn {
     closed: AtomicBool,
     /// Jobs of this connection queued or running here.
     active: AtomicU64,
+    /// Their arguments' bytes.
+    queued_bytes: AtomicUsize,
     /// Cancelled jobs not started yet; emptied whenever `active` reaches 0,
     /// so late cancels cannot pile up.
     cancelled: Mutex<HashSet<u64>>,
@@ -70,6 +72,7 @@ impl Conn {
             waker,
             closed: AtomicBool::new(false),
             active: AtomicU64::new(0),
+            queued_bytes: AtomicUsize::new(0),
             cancelled: Mutex::new(HashSet::new()),
             any_cancelled: AtomicBool::new(false),
         }
@@ -108,13 +111,25 @@ impl Conn {
         self.tell(ConnIn::Stop);
     }
 
-    /// A job of this connection was queued.
-    pub(crate) fn begin(&self) {
+    /// A job of this connection, with `bytes` of arguments, was queued.
+    pub(crate) fn begin(&self, bytes: usize) {
         self.active.fetch_add(1, Ordering::AcqRel);
+        self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
     }
 
-    /// A job of this connection ended (ran, skipped or returned).
-    pub(crate) fn end(&self) {
+    /// Bytes of arguments of this connection's jobs queued or running here.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
+    }
+
+    /// A job of this connection, with `bytes` of arguments, ended (ran,
+    /// skipped or returned).
+    pub(crate) fn end(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if bytes > 0 {
+            // The driver may be holding back reads until the backlog shrinks.
+            self.waker.wake();
+        }
         if self.active.fetch_sub(1, Ordering::AcqRel) == 1
             && self.any_cancelled.swap(false, Ordering::AcqRel)
         {

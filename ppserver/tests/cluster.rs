@@ -200,7 +200,7 @@ fn protocol_version_mismatch_is_rejected_with_a_reason() {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut r = ppcore::FrameReader::new(s, 1 << 20);
     match r.read::<NodeMsg>().unwrap() {
-        Some(NodeMsg::Reject { reason }) => {
+        Some(NodeMsg::Reject { reason, .. }) => {
             // Both versions are named: the client's and the node's.
             assert!(reason.contains("version 999"), "{reason}");
             let ours = format!("version {}", ppcore::wire::PROTOCOL_VERSION);
