@@ -240,9 +240,9 @@ impl Builder {
             Some(listener) => {
                 let addr = listener.local_addr()?;
                 let core = Arc::clone(&core);
-                std::thread::Builder::new()
-                    .name("pp-listen".into())
-                    .spawn(move || crate::discovery::accept_joins(&core, &listener))?;
+                Arc::clone(&core).spawn("pp-listen", move || {
+                    crate::discovery::accept_joins(&core, &listener)
+                })?;
                 Some(addr)
             }
             None => None,
@@ -250,9 +250,9 @@ impl Builder {
         if let Some((pattern, target)) = self.discover.clone() {
             let _ = crate::discovery::probe(&core, &pattern, target);
             let core = Arc::clone(&core);
-            std::thread::Builder::new()
-                .name("pp-discover".into())
-                .spawn(move || crate::discovery::discover(&core, &pattern, target))?;
+            Arc::clone(&core).spawn("pp-discover", move || {
+                crate::discovery::discover(&core, &pattern, target)
+            })?;
         }
         core.wait_first_contact(self.settings.connect_timeout + Duration::from_secs(1));
         let nodes = core.nodes();
@@ -267,6 +267,7 @@ impl Builder {
         if up < self.require_nodes {
             core.stop();
             pool.set_workers(0);
+            core.join();
             return Err(BuildError::NodesUnavailable {
                 wanted: self.require_nodes,
                 up,

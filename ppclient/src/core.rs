@@ -25,6 +25,9 @@ pub(crate) struct Core {
     /// Set once `build()` has reported refusals (if asked to): refusals
     /// after that are reported as they happen.
     pub(crate) report_late: AtomicBool,
+    /// The server's own threads (links, listener, discovery), joined when
+    /// the server is dropped.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Signalled on every change worth waking for: first contact, stop.
     news: (Mutex<()>, Condvar),
 }
@@ -46,6 +49,7 @@ impl Core {
             links: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             report_late: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
             news: (Mutex::new(()), Condvar::new()),
         }
     }
@@ -64,6 +68,34 @@ impl Core {
         }
         for task in self.queue.drain_where(|_, _| true) {
             task.abandon(crate::task::shutdown_error());
+        }
+    }
+
+    /// Starts one of the server's threads (joined by [`Core::join`]).
+    pub(crate) fn spawn(
+        &self,
+        name: &str,
+        f: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
+        let handle = std::thread::Builder::new().name(name.into()).spawn(f)?;
+        let mut threads = lock(&self.threads);
+        threads.retain(|t| !t.is_finished());
+        threads.push(handle);
+        Ok(())
+    }
+
+    /// After [`Core::stop`]: waits for every thread [`Core::spawn`] started
+    /// (links say goodbye to their nodes, the listener closes). Threads
+    /// started meanwhile are joined too.
+    pub(crate) fn join(&self) {
+        loop {
+            let threads = std::mem::take(&mut *lock(&self.threads));
+            if threads.is_empty() {
+                return;
+            }
+            for t in threads {
+                let _ = t.join();
+            }
         }
     }
 

@@ -168,12 +168,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Adds a link to the node at `name` and starts its driver thread.
 pub(crate) fn start_static(core: &Arc<Core>, name: String) {
+    if core.stopped() {
+        return;
+    }
     let link = Link::new(name);
     core.add_link(Arc::clone(&link));
     let core = Arc::clone(core);
-    let spawned = std::thread::Builder::new()
-        .name("pp-link".into())
-        .spawn(move || drive(&core, Target::Named(link), None));
+    let spawned =
+        Arc::clone(&core).spawn("pp-link", move || drive(&core, Target::Named(link), None));
     if let Err(e) = spawned {
         tracing::warn!("cannot start a link thread: {e}");
     }

@@ -56,7 +56,11 @@ fn clamp16(n: u32) -> u16 {
 ///
 /// Dropping the server resolves every job that has not started with
 /// [`ErrorKind::Shutdown`]; jobs already running locally finish and resolve
-/// normally. Call [`Server::wait_all`] first to let everything run.
+/// normally. Call [`Server::wait_all`] first to let everything run. The drop
+/// returns once the server's own threads have ended: each node link has
+/// said goodbye to its node, and the listener (if any) is closed. Local
+/// workers finish the job in hand on their own: a long job never blocks
+/// the drop.
 pub struct Server {
     core: Arc<Core>,
     pool: Pool,
@@ -312,6 +316,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.pool.set_workers(0);
         self.core.stop();
+        self.core.join();
     }
 }
 

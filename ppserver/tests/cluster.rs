@@ -155,6 +155,10 @@ fn join_dials_a_listening_client() {
         .active_nodes()
         .is_empty()));
     assert_eq!(server.submit(jobs::echo_u64, (11,)).wait(), Ok(11));
+    // Dropping the server joins its threads: the node's link has said
+    // goodbye and the listener is closed when the drop returns.
+    drop(server);
+    assert!(std::net::TcpStream::connect(&addr).is_err());
 }
 
 #[test]
