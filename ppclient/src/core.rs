@@ -114,7 +114,8 @@ impl Core {
         self.stopped()
     }
 
-    /// A link reached (or failed to reach) its node for the first time.
+    /// A link reached its node, lost it, or was refused: wakes those who
+    /// wait for first contact or for nodes to come up.
     pub(crate) fn contacted(&self) {
         self.wake();
     }
@@ -136,6 +137,34 @@ impl Core {
                 .news
                 .1
                 .wait_timeout(guard, left.min(Duration::from_millis(50)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits until `n` nodes are up, the server stops, or `limit` passes;
+    /// true if they are up. Woken by every node's change of state.
+    pub(crate) fn wait_up(&self, n: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let up = || {
+            self.links()
+                .iter()
+                .filter(|l| matches!(l.state(), NodeState::Up { .. }))
+                .count()
+        };
+        let mut guard = lock(&self.news.0);
+        loop {
+            if up() >= n {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stopped() {
+                return false;
+            }
+            guard = self
+                .news
+                .1
+                .wait_timeout(guard, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }

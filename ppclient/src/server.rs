@@ -265,6 +265,15 @@ impl Server {
             .collect()
     }
 
+    /// Waits until at least `n` nodes are up (connected and taking jobs), or
+    /// `timeout` passes; true if they are. For nodes that join a listening
+    /// server or are found by discovery after [`Builder::build`] returned
+    /// (nodes given by name were waited for there). Like Dask's
+    /// `wait_for_workers`.
+    pub fn wait_for_nodes(&self, n: usize, timeout: Duration) -> bool {
+        self.core.wait_up(n, timeout)
+    }
+
     /// The address nodes join at, when the server listens.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen_addr

@@ -151,9 +151,7 @@ fn join_dials_a_listening_client() {
         .unwrap();
     let addr = server.listen_addr().unwrap().to_string();
     let _node = Node::start(&["--join", &addr]);
-    assert!(eventually(Duration::from_secs(10), || !server
-        .active_nodes()
-        .is_empty()));
+    assert!(server.wait_for_nodes(1, Duration::from_secs(10)));
     assert_eq!(server.submit(jobs::echo_u64, (11,)).wait(), Ok(11));
     // Dropping the server joins its threads: the node's link has said
     // goodbye and the listener is closed when the drop returns.
@@ -223,9 +221,8 @@ fn discovery_finds_a_node_that_answers_probes() {
         .discover_via("127.0.0.*", a.addr)
         .build()
         .unwrap();
-    assert!(eventually(Duration::from_secs(10), || server
-        .active_nodes()
-        == vec![a.name()]));
+    assert!(server.wait_for_nodes(1, Duration::from_secs(10)));
+    assert_eq!(server.active_nodes(), vec![a.name()]);
     assert_eq!(server.submit(jobs::echo_u64, (3,)).wait(), Ok(3));
     let elsewhere = Server::builder()
         .ncpus(0)
