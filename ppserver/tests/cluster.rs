@@ -386,3 +386,24 @@ fn a_host_name_with_several_addresses_is_one_node_with_one_name() {
     assert_eq!(err.node.as_deref(), Some(name.as_str()), "{err:?}");
     assert!(server.stats().nodes.iter().any(|n| n.node == name));
 }
+
+#[test]
+fn node_status_says_what_kind_of_failure() {
+    use ppclient::StatusErrorKind;
+    let a = Node::start(&["--workers", "1"]);
+    let e = ppclient::node_status(&a.name(), "not the secret", Duration::from_secs(5)).unwrap_err();
+    assert_eq!(e.kind, StatusErrorKind::Refused, "{e}");
+    assert!(e.reason.contains("authentication failed"), "{e}");
+    // A port nobody listens on (bound, then closed).
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let e = ppclient::node_status(&addr, SECRET, Duration::from_secs(5)).unwrap_err();
+    assert_eq!(e.kind, StatusErrorKind::Unreachable, "{e}");
+    assert_eq!(
+        ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5))
+            .unwrap()
+            .workers,
+        1
+    );
+}
