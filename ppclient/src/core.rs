@@ -66,7 +66,7 @@ impl Core {
         for link in self.links() {
             link.close();
         }
-        for task in self.queue.drain_where(|_, _| true) {
+        for task in self.queue.drain_kinds(|_| true) {
             task.abandon(crate::task::shutdown_error());
         }
     }
@@ -241,10 +241,9 @@ impl Core {
             return;
         }
         let mut verdicts: Vec<(JobKind, Option<String>)> = Vec::new();
-        let doomed = self.queue.drain_where(|kind, _| {
-            if let Some((_, v)) = verdicts.iter().find(|(k, _)| k == kind) {
-                return v.is_some();
-            }
+        // Asked once per kind queued; the jobs of kinds someone can run are
+        // not touched.
+        let doomed = self.queue.drain_kinds(|kind| {
             let why = self.runnable(*kind).err();
             let doomed = why.is_some();
             verdicts.push((*kind, why));

@@ -256,21 +256,17 @@ impl<T, K: PartialEq> Lanes<T, K> {
         self.lock().watchers.retain(|x| !Arc::ptr_eq(x, watcher));
     }
 
-    /// Takes out every item `pred` picks, in queue order; the others keep
-    /// their places.
-    pub fn drain_where(&self, mut pred: impl FnMut(&K, &T) -> bool) -> Vec<T> {
+    /// Takes out every item of the kinds `pred` picks (asked once per kind
+    /// queued), in queue order; the others keep their places untouched.
+    pub fn drain_kinds(&self, mut pred: impl FnMut(&K) -> bool) -> Vec<T> {
         let mut out = Vec::new();
         let mut state = self.lock();
         for kind in &mut state.kinds {
+            if (kind.urgent.is_empty() && kind.normal.is_empty()) || !pred(&kind.key) {
+                continue;
+            }
             for (back, lane) in [(false, &mut kind.urgent), (true, &mut kind.normal)] {
-                let mut keep = VecDeque::with_capacity(lane.len());
-                for (seq, item) in lane.drain(..) {
-                    match pred(&kind.key, &item) {
-                        true => out.push(((back, seq), item)),
-                        false => keep.push_back((seq, item)),
-                    }
-                }
-                *lane = keep;
+                out.extend(lane.drain(..).map(|(seq, item)| ((back, seq), item)));
             }
         }
         self.shared.len.fetch_sub(out.len(), Ordering::SeqCst);
@@ -381,13 +377,13 @@ mod tests {
     }
 
     #[test]
-    fn drain_where_keeps_the_rest_in_place() {
+    fn drain_kinds_keeps_the_rest_in_place() {
         let q = Lanes::<u32, char>::new();
         for (i, k) in "abcab".chars().enumerate() {
             q.push_kind(k, i as u32);
         }
         q.push_front_kind('a', 9);
-        assert_eq!(q.drain_where(|k, _| *k == 'a'), [9, 0, 3]);
+        assert_eq!(q.drain_kinds(|k| *k == 'a'), [9, 0, 3]);
         let rest: Vec<_> = std::iter::from_fn(|| q.try_pop()).collect();
         assert_eq!(rest, [1, 2, 4]);
     }
