@@ -12,6 +12,7 @@ use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
 use ppcore::{DuplicateJob, Pool, Registry, Secret};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -326,9 +327,9 @@ impl Builder {
             Some(listener) => {
                 let addr = listener.local_addr()?;
                 let core = Arc::clone(&core);
-                std::thread::Builder::new()
-                    .name("pp-listen".into())
-                    .spawn(move || crate::discovery::accept_joins(&core, &listener))?;
+                Arc::clone(&core).spawn("pp-listen", move || {
+                    crate::discovery::accept_joins(&core, &listener)
+                })?;
                 Some(addr)
             }
             None => None,
@@ -336,9 +337,9 @@ impl Builder {
         if let Some((pattern, target)) = self.discover.clone() {
             let _ = crate::discovery::probe(&core, &pattern, target);
             let core = Arc::clone(&core);
-            std::thread::Builder::new()
-                .name("pp-discover".into())
-                .spawn(move || crate::discovery::discover(&core, &pattern, target))?;
+            Arc::clone(&core).spawn("pp-discover", move || {
+                crate::discovery::discover(&core, &pattern, target)
+            })?;
         }
         for dns in self.dns.clone() {
             let (core, every) = (Arc::clone(&core), self.dns_every);
@@ -366,10 +367,12 @@ impl Builder {
             .count();
         if self.report_refusals && up >= self.require_nodes {
             report_refusals(&nodes);
+            core.report_late.store(true, Ordering::Release);
         }
         if up < self.require_nodes {
             core.stop();
             pool.set_workers(0);
+            core.join();
             return Err(BuildError::NodesUnavailable {
                 wanted: self.require_nodes,
                 up,
@@ -393,7 +396,7 @@ impl Builder {
 
 /// Tells the user about nodes that refused us, logger or not: a refusal is
 /// a configuration error the program's author must see.
-fn report_refusals(nodes: &[NodeInfo]) {
+pub(crate) fn report_refusals(nodes: &[NodeInfo]) {
     for node in nodes {
         if let NodeState::Failed { reason } = &node.state {
             if tracing::dispatcher::has_been_set() {

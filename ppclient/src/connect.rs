@@ -10,13 +10,19 @@ use std::time::Duration;
 /// Why a connection attempt failed.
 pub(crate) struct ConnectError {
     pub(crate) reason: String,
+    pub(crate) kind: StatusErrorKind,
 }
 
 impl ConnectError {
     fn retry(reason: impl Into<String>) -> Self {
         ConnectError {
             reason: reason.into(),
+            kind: StatusErrorKind::Broken,
         }
+    }
+
+    fn kind(self, kind: StatusErrorKind) -> Self {
+        ConnectError { kind, ..self }
     }
 }
 
@@ -34,15 +40,17 @@ pub(crate) fn with_port(addr: &str) -> String {
 }
 
 pub(crate) fn dial(name: &str, settings: &LinkSettings) -> Result<TcpStream, ConnectError> {
+    let unreachable =
+        |reason: String| ConnectError::retry(reason).kind(StatusErrorKind::Unreachable);
     let addrs: Vec<SocketAddr> = name
         .to_socket_addrs()
-        .map_err(|e| ConnectError::retry(format!("cannot resolve: {e}")))?
+        .map_err(|e| unreachable(format!("cannot resolve: {e}")))?
         .collect();
-    let mut last = ConnectError::retry("no address");
+    let mut last = unreachable("no address".into());
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, settings.connect_timeout) {
             Ok(s) => return Ok(s),
-            Err(e) => last = ConnectError::retry(format!("cannot connect: {e}")),
+            Err(e) => last = unreachable(format!("cannot connect: {e}")),
         }
     }
     Err(last)
@@ -75,7 +83,8 @@ pub(crate) fn handshake(
             Err(e) => Err(ConnectError::retry(format!("handshake failed: {e}"))),
         }
     };
-    let final_error = |e: HandshakeError| ConnectError::retry(e.to_string());
+    let final_error =
+        |e: HandshakeError| ConnectError::retry(e.to_string()).kind(StatusErrorKind::Refused);
     let challenge = next(&mut writer, &hello)?;
     let auth = hs.on_challenge(challenge).map_err(final_error)?;
     let welcome = next(&mut writer, &auth)?;
@@ -87,11 +96,35 @@ pub(crate) fn handshake(
 /// Why [`node_status`] failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{node}: {reason}")]
+#[non_exhaustive]
 pub struct StatusError {
     /// The node asked.
     pub node: String,
-    /// What went wrong.
+    /// What kind of failure, for a program to act on.
+    pub kind: StatusErrorKind,
+    /// What went wrong, in words.
     pub reason: String,
+}
+
+/// What kind of failure a [`StatusError`] is.
+///
+/// ```no_run
+/// use ppclient::StatusErrorKind;
+/// match ppclient::node_status("10.0.0.2", "secret", std::time::Duration::from_secs(2)) {
+///     Ok(s) => println!("{} workers", s.workers),
+///     Err(e) if e.kind == StatusErrorKind::Refused => eprintln!("check the secret: {e}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StatusErrorKind {
+    /// No connection: the name does not resolve, or nobody listens there.
+    Unreachable,
+    /// The node refused us: wrong secret, another protocol version, or full.
+    Refused,
+    /// The connection broke, timed out or carried nonsense once made.
+    Broken,
 }
 
 /// Asks the node at `addr` (`host` or `host:port`) for its status.
@@ -101,10 +134,12 @@ pub fn node_status(
     timeout: Duration,
 ) -> Result<ppcore::wire::NodeStatus, StatusError> {
     let node = with_port(addr);
-    let fail = |reason: String| StatusError {
+    let fail_as = |kind: StatusErrorKind, reason: String| StatusError {
         node: node.clone(),
+        kind,
         reason,
     };
+    let fail = |reason: String| fail_as(StatusErrorKind::Broken, reason);
     let settings = LinkSettings {
         secret: Secret::new(secret),
         connect_timeout: timeout,
@@ -112,8 +147,8 @@ pub fn node_status(
         max_prefetch: 0,
         max_frame: ppcore::wire::DEFAULT_MAX_FRAME,
     };
-    let stream = dial(&node, &settings).map_err(|e| fail(e.reason))?;
-    handshake(&stream, &settings).map_err(|e| fail(e.reason))?;
+    let stream = dial(&node, &settings).map_err(|e| fail_as(e.kind, e.reason))?;
+    handshake(&stream, &settings).map_err(|e| fail_as(e.kind, e.reason))?;
     let io = |e: std::io::Error| fail(e.to_string());
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     let frame = encode_frame(&ClientMsg::Status).map_err(|e| fail(e.to_string()))?;

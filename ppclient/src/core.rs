@@ -4,13 +4,16 @@
 use crate::remote::{lock, Link, LinkSettings, NodeInfo, NodeState};
 use crate::task::{RunCtx, Task};
 use crate::tracker::Tracker;
-use ppcore::{ErrorKind, JobError, Lanes};
+use ppcore::{JobError, Lanes};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// A kind of job, as the queue keeps them apart: its name and signature.
+pub(crate) type JobKind = (&'static str, &'static str);
+
 pub(crate) struct Core {
-    pub(crate) queue: Lanes<Arc<dyn Task>>,
+    pub(crate) queue: Lanes<Arc<dyn Task>, JobKind>,
     pub(crate) ctx: RunCtx,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) settings: LinkSettings,
@@ -19,6 +22,12 @@ pub(crate) struct Core {
     pub(crate) open_ended: bool,
     links: Mutex<Vec<Arc<Link>>>,
     stop: AtomicBool,
+    /// Set once `build()` has reported refusals (if asked to): refusals
+    /// after that are reported as they happen.
+    pub(crate) report_late: AtomicBool,
+    /// The server's own threads (links, listener, discovery), joined when
+    /// the server is dropped.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Signalled on every change worth waking for: first contact, stop.
     news: (Mutex<()>, Condvar),
 }
@@ -39,6 +48,8 @@ impl Core {
             open_ended,
             links: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            report_late: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
             news: (Mutex::new(()), Condvar::new()),
         }
     }
@@ -55,8 +66,36 @@ impl Core {
         for link in self.links() {
             link.close();
         }
-        while let Some(task) = self.queue.try_pop() {
+        for task in self.queue.drain_kinds(|_| true) {
             task.abandon(crate::task::shutdown_error());
+        }
+    }
+
+    /// Starts one of the server's threads (joined by [`Core::join`]).
+    pub(crate) fn spawn(
+        &self,
+        name: &str,
+        f: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
+        let handle = std::thread::Builder::new().name(name.into()).spawn(f)?;
+        let mut threads = lock(&self.threads);
+        threads.retain(|t| !t.is_finished());
+        threads.push(handle);
+        Ok(())
+    }
+
+    /// After [`Core::stop`]: waits for every thread [`Core::spawn`] started
+    /// (links say goodbye to their nodes, the listener closes). Threads
+    /// started meanwhile are joined too.
+    pub(crate) fn join(&self) {
+        loop {
+            let threads = std::mem::take(&mut *lock(&self.threads));
+            if threads.is_empty() {
+                return;
+            }
+            for t in threads {
+                let _ = t.join();
+            }
         }
     }
 
@@ -75,7 +114,8 @@ impl Core {
         self.stopped()
     }
 
-    /// A link reached (or failed to reach) its node for the first time.
+    /// A link reached its node, lost it, or was refused: wakes those who
+    /// wait for first contact or for nodes to come up.
     pub(crate) fn contacted(&self) {
         self.wake();
     }
@@ -102,6 +142,34 @@ impl Core {
         }
     }
 
+    /// Waits until `n` nodes are up, the server stops, or `limit` passes;
+    /// true if they are up. Woken by every node's change of state.
+    pub(crate) fn wait_up(&self, n: usize, limit: Duration) -> bool {
+        let deadline = ppcore::limits::deadline(Instant::now(), limit);
+        let up = || {
+            self.links()
+                .iter()
+                .filter(|l| matches!(l.state(), NodeState::Up { .. }))
+                .count()
+        };
+        let mut guard = lock(&self.news.0);
+        loop {
+            if up() >= n {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stopped() {
+                return false;
+            }
+            guard = self
+                .news
+                .1
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     pub(crate) fn add_link(&self, link: Arc<Link>) {
         lock(&self.links).push(link);
     }
@@ -116,13 +184,7 @@ impl Core {
     }
 
     pub(crate) fn nodes(&self) -> Vec<NodeInfo> {
-        self.links()
-            .iter()
-            .map(|l| NodeInfo {
-                name: l.name.clone(),
-                state: l.state(),
-            })
-            .collect()
+        self.links().iter().map(|l| l.info()).collect()
     }
 
     /// Queues a new job.
@@ -130,7 +192,7 @@ impl Core {
         if self.stopped() {
             return task.abandon(crate::task::shutdown_error());
         }
-        self.queue.push(task);
+        self.queue.push_kind(task.job(), task);
     }
 
     /// Puts a job handed back (its node was lost or stopped) ahead of the
@@ -139,16 +201,7 @@ impl Core {
         if self.stopped() {
             return task.abandon(crate::task::shutdown_error());
         }
-        self.queue.push_front(task);
-    }
-
-    /// A node pulled a job it cannot run: back in line if someone else may
-    /// run it, else resolved with the reason.
-    pub(crate) fn pass_on(&self, task: Arc<dyn Task>) {
-        match self.runnable(task.job()) {
-            Ok(()) => self.requeue(task),
-            Err(reason) => task.abandon(JobError::new(ErrorKind::UnknownJob, reason)),
-        }
+        self.queue.push_front_kind(task.job(), task);
     }
 
     /// Whether anyone (local workers, a node, a node yet to come) may run `job`;
@@ -180,20 +233,33 @@ impl Core {
         ))
     }
 
-    /// After a node refused us for good: fails the queued jobs nobody can run.
+    /// After a node refused us, or told which jobs it runs, or the local
+    /// pool was emptied: fails the queued jobs nobody can run now, with the
+    /// reason; the others keep their places.
     pub(crate) fn fail_unrunnable(&self) {
         if self.ncpus.load(Ordering::Acquire) > 0 || self.open_ended {
             return;
         }
-        let mut keep = Vec::new();
-        while let Some(task) = self.queue.try_pop() {
-            match self.runnable(task.job()) {
-                Ok(()) => keep.push(task),
-                Err(reason) => task.abandon(JobError::new(ErrorKind::UnknownJob, reason)),
-            }
+        let mut verdicts: Vec<(JobKind, Option<String>)> = Vec::new();
+        // Asked once per kind queued; the jobs of kinds someone can run are
+        // not touched.
+        let doomed = self.queue.drain_kinds(|kind| {
+            let why = self.runnable(*kind).err();
+            let doomed = why.is_some();
+            verdicts.push((*kind, why));
+            doomed
+        });
+        if doomed.is_empty() {
+            return;
         }
-        for task in keep {
-            self.enqueue(task);
+        let kind = crate::server::unrunnable_kind(&self.nodes());
+        for task in doomed {
+            let why = verdicts
+                .iter()
+                .find(|(k, _)| *k == task.job())
+                .and_then(|(_, why)| why.clone())
+                .unwrap_or_default();
+            task.abandon(JobError::new(kind, why));
         }
     }
 }

@@ -75,9 +75,8 @@ pub(crate) fn accept_joins(core: &Arc<Core>, listener: &TcpListener) {
             Ok((stream, peer)) => {
                 let _ = stream.set_nonblocking(false);
                 let core = Arc::clone(core);
-                let spawned = std::thread::Builder::new()
-                    .name("pp-joined".into())
-                    .spawn(move || joined(&core, stream, peer));
+                let spawned =
+                    Arc::clone(&core).spawn("pp-joined", move || joined(&core, stream, peer));
                 if let Err(e) = spawned {
                     tracing::warn!("cannot start a thread for a joining node: {e}");
                 }

@@ -341,29 +341,33 @@ impl<T: Send + 'static> JobHandle<T> {
         self.cell().take()
     }
 
-    /// Waits at most `timeout`; gives the handle back if the job has not ended.
-    /// From the job's own callback: `Ok(Err(WouldDeadlock))`, as [`JobHandle::wait`].
-    pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, JobError>, Self> {
+    /// Waits at most `timeout` for the job to end (and its callback to
+    /// return); `None` if it has not, and the handle stays usable. The
+    /// result can be taken once: asked again after that, the answer is
+    /// `Some(Err(..))` saying it was taken. From the job's own callback:
+    /// `Some(Err(WouldDeadlock))`, as [`JobHandle::wait`].
+    ///
+    /// ```
+    /// # ppclient::job! { fn twice(x: u64) -> u64 { 2 * x } }
+    /// let server = ppclient::Server::builder().ncpus(1).build()?;
+    /// let h = server.submit(twice, (4,));
+    /// let r = h.wait_timeout(std::time::Duration::from_secs(10));
+    /// assert_eq!(r.expect("not done in 10 s")?, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<T, JobError>> {
         if let Err(e) = self.cell().check_not_own() {
-            return Ok(Err(e));
+            return Some(Err(e));
         }
-        if self
-            .cell()
+        self.cell()
             .wait_ready(Some(ppcore::limits::deadline(Instant::now(), timeout)))
-        {
-            Ok(self.cell().take())
-        } else {
-            Err(self)
-        }
+            .then(|| self.cell().take())
     }
 
-    /// The result if the job has ended, else the handle back.
-    pub fn try_result(self) -> Result<Result<T, JobError>, Self> {
-        if self.cell().is_ready() {
-            Ok(self.cell().take())
-        } else {
-            Err(self)
-        }
+    /// The result if the job has ended (and its callback returned), else
+    /// `None`; like [`JobHandle::wait_timeout`] with no wait.
+    pub fn try_result(&self) -> Option<Result<T, JobError>> {
+        self.cell().is_ready().then(|| self.cell().take())
     }
 
     /// Whether the result is in.

@@ -52,7 +52,7 @@ mod timer;
 mod tracker;
 
 pub use builder::{detect_ncpus, BuildError, Builder, SECRET_ENV};
-pub use connect::{node_status, StatusError};
+pub use connect::{node_status, StatusError, StatusErrorKind};
 pub use handle::{AsCompleted, JobHandle};
 pub use options::{JobOptions, Options};
 pub use ppcore::wire::NodeStatus;

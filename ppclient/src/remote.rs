@@ -7,15 +7,16 @@
 //! protocol version is given up for good, with the reason.
 
 use crate::core::Core;
-use crate::session::{drive, Inbound, Target};
-use crossbeam_channel::Sender;
+use crate::session::{drive, Target, Waker};
 use ppcore::{NodeCounters, Secret};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// The jobs a node advertised: (name, signature).
-pub(crate) type JobSet = Arc<HashSet<(String, String)>>;
+/// The jobs a node advertised: name to signatures (looked up without
+/// allocating, on every submit while only nodes run jobs).
+pub(crate) type JobSet = Arc<HashMap<String, HashSet<String>>>;
 
 /// Settings every link uses.
 #[derive(Debug, Clone)]
@@ -53,12 +54,23 @@ pub enum NodeState {
 }
 
 /// One node and its state.
+///
+/// A node has one name everywhere: [`NodeInfo::name`] is also its row in
+/// [`Server::stats`](crate::Server::stats) and the `node` of its jobs'
+/// errors. A host name that resolves to several addresses (`localhost`:
+/// `::1` and `127.0.0.1`) is one node, reached through the first address
+/// that connects ([`NodeInfo::addr`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodeInfo {
     /// `host:port` as given (or as found by discovery, or the node's own name when it joined).
     pub name: String,
     /// Where it stands.
     pub state: NodeState,
+    /// The address connected to, while (or last) connected.
+    pub addr: Option<SocketAddr>,
+    /// What the node calls itself (its `Welcome`), once it has said.
+    pub node_id: Option<String>,
 }
 
 /// One remote node, across reconnections.
@@ -69,7 +81,9 @@ pub(crate) struct Link {
     /// The jobs it advertised last, once it has.
     pub(crate) jobs: Mutex<Option<JobSet>>,
     /// Wakes the link's driver (to stop), while it runs.
-    waker: Mutex<Option<Sender<Inbound>>>,
+    waker: Mutex<Option<Arc<Waker>>>,
+    /// The address connected to, and the node's own name.
+    peer: Mutex<(Option<SocketAddr>, Option<String>)>,
 }
 
 impl Link {
@@ -80,7 +94,29 @@ impl Link {
             state: Mutex::new(NodeState::Connecting),
             jobs: Mutex::new(None),
             waker: Mutex::new(None),
+            peer: Mutex::new((None, None)),
         })
+    }
+
+    /// What [`Server::nodes`](crate::Server::nodes) says of this node.
+    pub(crate) fn info(&self) -> NodeInfo {
+        let (addr, node_id) = lock(&self.peer).clone();
+        NodeInfo {
+            name: self.name.clone(),
+            state: self.state(),
+            addr,
+            node_id,
+        }
+    }
+
+    /// Notes the address a connection reached.
+    pub(crate) fn set_addr(&self, addr: Option<SocketAddr>) {
+        lock(&self.peer).0 = addr;
+    }
+
+    /// Notes what the node calls itself.
+    pub(crate) fn set_node_id(&self, id: String) {
+        lock(&self.peer).1 = Some(id);
     }
 
     pub(crate) fn state(&self) -> NodeState {
@@ -105,11 +141,11 @@ impl Link {
             return Some(false);
         }
         let jobs = lock(&self.jobs).clone()?;
-        Some(jobs.contains(&(job.0.to_owned(), job.1.to_owned())))
+        Some(jobs.get(job.0).is_some_and(|sigs| sigs.contains(job.1)))
     }
 
-    pub(crate) fn set_waker(&self, tx: Sender<Inbound>) {
-        *lock(&self.waker) = Some(tx);
+    pub(crate) fn set_waker(&self, waker: Arc<Waker>) {
+        *lock(&self.waker) = Some(waker);
     }
 
     pub(crate) fn clear_waker(&self) {
@@ -120,9 +156,8 @@ impl Link {
     /// to the node and closes.
     pub(crate) fn close(&self) {
         let waker = lock(&self.waker).clone();
-        if let Some(tx) = waker {
-            // A full inbox means the driver is awake anyway.
-            let _ = tx.try_send(Inbound::Stop);
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 }
@@ -133,12 +168,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Adds a link to the node at `name` and starts its driver thread.
 pub(crate) fn start_static(core: &Arc<Core>, name: String) {
+    if core.stopped() {
+        return;
+    }
     let link = Link::new(name);
     core.add_link(Arc::clone(&link));
     let core = Arc::clone(core);
-    let spawned = std::thread::Builder::new()
-        .name("pp-link".into())
-        .spawn(move || drive(&core, Target::Named(link), None));
+    let spawned =
+        Arc::clone(&core).spawn("pp-link", move || drive(&core, Target::Named(link), None));
     if let Err(e) = spawned {
         tracing::warn!("cannot start a link thread: {e}");
     }

@@ -56,7 +56,11 @@ fn clamp16(n: u32) -> u16 {
 ///
 /// Dropping the server resolves every job that has not started with
 /// [`ErrorKind::Shutdown`]; jobs already running locally finish and resolve
-/// normally. Call [`Server::wait_all`] first to let everything run.
+/// normally. Call [`Server::wait_all`] first to let everything run. The drop
+/// returns once the server's own threads have ended: each node link has
+/// said goodbye to its node, and the listener (if any) is closed. Local
+/// workers finish the job in hand on their own: a long job never blocks
+/// the drop.
 pub struct Server {
     core: Arc<Core>,
     pool: Pool,
@@ -254,6 +258,8 @@ impl Server {
         let n = n.min(ppcore::limits::MAX_WORKERS);
         self.core.ncpus.store(n, Ordering::Release);
         self.pool.set_workers(n);
+        // Queued jobs only local workers could have run fail now, with the reason.
+        self.core.fail_unrunnable();
     }
 
     /// The jobs this server knows.
@@ -273,6 +279,15 @@ impl Server {
             .filter(|n| matches!(n.state, NodeState::Up { .. }))
             .map(|n| n.name)
             .collect()
+    }
+
+    /// Waits until at least `n` nodes are up (connected and taking jobs), or
+    /// `timeout` passes; true if they are. For nodes that join a listening
+    /// server or are found by discovery after [`Builder::build`] returned
+    /// (nodes given by name were waited for there). Like Dask's
+    /// `wait_for_workers`.
+    pub fn wait_for_nodes(&self, n: usize, timeout: Duration) -> bool {
+        self.core.wait_up(n, timeout)
     }
 
     /// The address nodes join at, when the server listens.
@@ -326,6 +341,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.pool.set_workers(0);
         self.core.stop();
+        self.core.join();
     }
 }
 

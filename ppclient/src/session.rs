@@ -1,23 +1,30 @@
 //! The driver of one link: a thin I/O shell around [`ppcore::ClientLink`].
 //!
-//! Two threads per node. The driver owns the link (no lock around it): it
-//! waits for bytes from the reader, a job from the shared queue (only while
-//! the node has room) or the link's next timer, feeds what happened to the
-//! link, and carries out the actions it returns: dial, write, close, resolve
-//! or requeue jobs. The reader thread only reads the socket and forwards the
-//! bytes. Every decision (handshake, window, heartbeats, losses, backoff)
-//! is the link's, tested on a fake clock in ppcore.
+//! One thread per node, and no hand-off between threads on the way in or
+//! out. The driver owns the link (no lock around it) and a non-blocking
+//! socket; it sleeps in `mio` until the socket is readable or writable, the
+//! link's next timer is due, or someone wakes it: a push to the job queue
+//! (only while the node has room and the queue held nothing it can run), or
+//! the server stopping. Then it reads, feeds what happened to the link, and
+//! carries out the actions it returns: dial, write (what the socket does not
+//! take waits in an [`Outbox`], with a no-progress deadline), close, resolve
+//! or requeue jobs. Every decision (handshake, window, heartbeats, losses,
+//! backoff) is the link's, tested on a fake clock in ppcore.
 
 use crate::connect::dial;
-use crate::core::Core;
+use crate::core::{Core, JobKind};
 use crate::remote::{lock, JobSet, Link, NodeState};
 use crate::task::Task;
 use crate::timer::Expire;
-use crossbeam_channel::{Receiver, Sender};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
 use ppcore::link::{Action, ClientLink, Event, LinkConfig, LinkState};
 use ppcore::wire::RunJob;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use ppcore::{Outbox, Wake};
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,26 +33,41 @@ const MAX_BATCH: usize = 1024;
 /// How often the driver looks for jobs that ended on their own (timed out,
 /// cancelled) while on the node, and at the stop flag.
 const TICK: Duration = Duration::from_millis(50);
-/// Received chunks waiting for the driver; beyond this the reader waits
-/// (and TCP pushes back on the node).
-const INBOX: usize = 64;
 const READ_BUF: usize = 64 << 10;
+/// Reads per wake-up before the driver looks at its other work.
+const READS_PER_TURN: usize = 16;
 
-/// What reaches the driver from outside the link.
-pub(crate) enum Inbound {
-    /// Bytes read on connection `conn`.
-    Bytes(u64, Vec<u8>),
-    /// Connection `conn` ended.
-    Closed(u64, String),
-    /// The server stops.
-    Stop,
+const WAKE: Token = Token(0);
+const SOCKET: Token = Token(1);
+
+/// Wakes a driver asleep in `mio`. Only a driver that is (about to be)
+/// asleep costs a system call; a busy one sees the news on its next turn.
+pub(crate) struct Waker {
+    mio: mio::Waker,
+    asleep: AtomicBool,
 }
 
-/// What woke the driver.
-enum Woke {
-    Inbound(Option<Inbound>),
-    Task(Option<Arc<dyn Task>>),
-    Timer,
+impl Waker {
+    fn new(poll: &Poll) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Waker {
+            mio: mio::Waker::new(poll.registry(), WAKE)?,
+            asleep: AtomicBool::new(false),
+        }))
+    }
+
+    /// Wakes the driver if it sleeps (or is about to).
+    pub(crate) fn wake(&self) {
+        if self.asleep.swap(false, Ordering::SeqCst) {
+            // A failed wake leaves the driver to its next tick.
+            let _ = self.mio.wake();
+        }
+    }
+}
+
+impl Wake for Waker {
+    fn wake(&self) {
+        Waker::wake(self);
+    }
 }
 
 /// Whose link this is.
@@ -75,44 +97,75 @@ struct Driver<'a> {
     core: &'a Arc<Core>,
     target: Target,
     link: ClientLink<Arc<dyn Task>>,
-    tx: Sender<Inbound>,
-    rx: Receiver<Inbound>,
-    /// The live connection's writing half, and its number.
+    poll: Poll,
+    waker: Arc<Waker>,
+    /// `waker`, as the queue keeps it.
+    watcher: Arc<dyn Wake>,
+    /// The live connection.
     conn: Option<TcpStream>,
-    conn_no: u64,
+    outbox: Outbox,
+    /// The socket may have more to read.
+    readable: bool,
+    /// Whether the poll watches the socket for room to write (only while
+    /// the outbox holds bytes).
+    watch_write: bool,
+    /// The node's name, as errors and stats give it.
+    name: String,
+    buf: Vec<u8>,
     stopping: bool,
-    /// Set when the queue held only jobs this node cannot run: the driver
-    /// leaves the queue alone until its next tick (other workers take them).
-    parked_at: Option<Instant>,
+    swept: Instant,
+    /// Which kinds of job the node runs, as found out so far this session.
+    kinds: Vec<(JobKind, bool)>,
 }
 
 /// Runs the link for `target` until it closes: dialling (or, for a node that
 /// joined, over `stream`), serving, reconnecting.
-pub(crate) fn drive(core: &Arc<Core>, target: Target, stream: Option<TcpStream>) {
-    let (tx, rx) = crossbeam_channel::bounded(INBOX);
+pub(crate) fn drive(core: &Arc<Core>, target: Target, stream: Option<std::net::TcpStream>) {
+    let (poll, waker) = match Poll::new().and_then(|p| Waker::new(&p).map(|w| (p, w))) {
+        Ok(pw) => pw,
+        Err(e) => {
+            tracing::warn!("cannot start a link: {e}");
+            if let Target::Named(r) = &target {
+                r.set_state(NodeState::Down {
+                    reason: format!("cannot start a link: {e}"),
+                });
+            }
+            core.contacted();
+            return;
+        }
+    };
     let now = Instant::now();
     let link = match &stream {
         None => ClientLink::new(link_config(core, true), now),
         Some(_) => ClientLink::accepted(link_config(core, false), now),
     };
     if let Target::Named(record) = &target {
-        record.set_waker(tx.clone());
+        record.set_waker(Arc::clone(&waker));
     }
+    let watcher: Arc<dyn Wake> = waker.clone();
     let mut d = Driver {
         core,
         target,
         link,
-        tx,
-        rx,
+        poll,
+        waker,
+        watcher,
         conn: None,
-        conn_no: 0,
+        outbox: Outbox::new(),
+        readable: false,
+        watch_write: false,
+        name: String::new(),
+        buf: vec![0u8; READ_BUF],
         stopping: false,
-        parked_at: None,
+        swept: now,
+        kinds: Vec::new(),
     };
+    d.name = d.target_name();
     if let Some(stream) = stream {
         d.connected(stream);
     }
     d.run();
+    core.queue.unwatch(&d.watcher);
     if let Some(record) = d.record() {
         record.clear_waker();
     }
@@ -127,6 +180,10 @@ impl Driver<'_> {
     }
 
     fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn target_name(&self) -> String {
         match &self.target {
             Target::Named(r) => r.name.clone(),
             Target::Joined(peer) => peer.to_string(),
@@ -134,9 +191,9 @@ impl Driver<'_> {
     }
 
     fn run(&mut self) {
-        let mut swept = Instant::now();
+        let mut events = Events::with_capacity(8);
         loop {
-            self.act();
+            self.settle();
             if self.link.state() == LinkState::Closed {
                 return;
             }
@@ -145,109 +202,185 @@ impl Driver<'_> {
                 self.link.handle(Event::Close, Instant::now());
                 continue;
             }
-            if swept.elapsed() >= TICK {
-                swept = Instant::now();
+            if self.swept.elapsed() >= TICK {
+                self.swept = Instant::now();
                 // Jobs that ended while on the node leave the window; the
                 // link tells the node to stop them.
                 drop(self.link.cancel_where(|t| t.ended()));
                 continue;
             }
-            self.wait();
+            self.wait(&mut events);
         }
     }
 
-    /// Waits for the next thing to happen and feeds it to the link.
-    fn wait(&mut self) {
-        let now = Instant::now();
-        let wake = self
-            .link
-            .poll_timeout()
-            .map_or(now + TICK, |t| t.min(now + TICK));
-        let timeout = wake.saturating_duration_since(now);
-        let never = crossbeam_channel::never();
-        let core = self.core;
-        if self.parked_at.is_some_and(|t| t.elapsed() >= TICK) {
-            self.parked_at = None;
-        }
-        let (urgent, normal) = match (self.link.free(), self.parked_at) {
-            (0, _) | (_, Some(_)) => (&never, &never),
-            _ => core.queue.receivers(),
-        };
-        let woke = crossbeam_channel::select! {
-            recv(self.rx) -> msg => Woke::Inbound(msg.ok()),
-            recv(urgent) -> task => Woke::Task(task.ok()),
-            recv(normal) -> task => Woke::Task(task.ok()),
-            default(timeout) => Woke::Timer,
-        };
-        match woke {
-            Woke::Inbound(Some(msg)) => self.inbound(msg),
-            Woke::Inbound(None) => self.link.handle(Event::Close, Instant::now()),
-            Woke::Task(Some(task)) => self.feed(task),
-            Woke::Task(None) => {}
-            Woke::Timer => self.link.handle(Event::Timer, Instant::now()),
-        }
-    }
-
-    fn inbound(&mut self, msg: Inbound) {
-        let now = Instant::now();
-        match msg {
-            Inbound::Bytes(no, bytes) if no == self.conn_no => {
-                self.link.handle(Event::Received(&bytes), now);
-            }
-            Inbound::Closed(no, reason) if no == self.conn_no => {
-                self.link.handle(Event::TransportClosed(reason), now);
-            }
-            Inbound::Stop => {}
-            _ => {} // from a connection already closed
-        }
-    }
-
-    /// Sends `first` and whatever else is queued, within the node's window.
-    /// Jobs this node cannot run are put back at the front in their order
-    /// (for local workers or other nodes); if there was nothing else, the
-    /// driver parks until its next tick instead of taking them again at once.
-    fn feed(&mut self, first: Arc<dyn Task>) {
-        let room = self.link.free().min(MAX_BATCH);
-        let mut batch = Vec::with_capacity(room.min(64));
-        let mut skipped = Vec::new();
-        let mut next = Some(first);
-        while let Some(task) = next {
-            let (name, signature) = task.job();
-            if !self.link.can_run(name, signature) {
-                skipped.push(task);
-            } else {
-                match task.dispatch(&self.core.ctx) {
-                    Ok(d) => {
-                        self.core
-                            .ctx
-                            .arm(Arc::clone(&task) as Arc<dyn Expire>, task.timeout());
-                        let run = RunJob {
-                            id: task.id(),
-                            attempt: d.attempt,
-                            name: name.to_owned(),
-                            args: d.args,
+    /// Carries out the link's actions and writes what it can, until the
+    /// link has nothing more to say.
+    fn settle(&mut self) {
+        loop {
+            self.act();
+            let Some(conn) = &mut self.conn else {
+                self.outbox.clear();
+                return;
+            };
+            match self.outbox.flush(conn, Instant::now()) {
+                Ok(all) => {
+                    // Room to write matters only while bytes wait.
+                    if all == self.watch_write {
+                        let interest = match all {
+                            true => Interest::READABLE,
+                            false => Interest::READABLE | Interest::WRITABLE,
                         };
-                        batch.push((run, task));
+                        match self.poll.registry().reregister(conn, SOCKET, interest) {
+                            Ok(()) => self.watch_write = !all,
+                            Err(e) => tracing::warn!(node = %self.name, "poll: {e}"),
+                        }
                     }
-                    Err(Some(e)) => task.abandon(e),
-                    Err(None) => {} // cancelled while queued
+                    return;
+                }
+                Err(e) => {
+                    let reason = format!("write failed: {e}");
+                    self.link
+                        .handle(Event::TransportClosed(reason), Instant::now());
                 }
             }
-            // Look past skipped jobs only as far as one batch reaches.
-            next = match batch.len() < room && skipped.len() < MAX_BATCH {
-                true => self.core.queue.try_pop(),
-                false => None,
+        }
+    }
+
+    /// Sleeps until the socket, the queue, a wake-up or a timer has news,
+    /// and feeds it to the link.
+    fn wait(&mut self, events: &mut Events) {
+        // Asleep from here: a push or a stop from now on wakes the poll.
+        self.waker.asleep.store(true, Ordering::SeqCst);
+        let busy = self.readable || self.core.stopped() || self.take_jobs();
+        let now = Instant::now();
+        let mut wake = self.swept + TICK;
+        if let Some(t) = self.link.poll_timeout() {
+            wake = wake.min(t);
+        }
+        if let Some(t) = self.outbox.stall_deadline(self.write_timeout()) {
+            wake = wake.min(t);
+        }
+        let timeout = match busy {
+            true => Duration::ZERO,
+            false => wake.saturating_duration_since(now),
+        };
+        if let Err(e) = self.poll.poll(events, Some(timeout)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::warn!(node = %self.name(), "poll failed: {e}");
+            }
+        }
+        self.waker.asleep.store(false, Ordering::SeqCst);
+        for ev in events.iter() {
+            if ev.token() == SOCKET && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                self.readable = true;
+            }
+        }
+        if self.readable {
+            self.read();
+        }
+        let now = Instant::now();
+        if self
+            .outbox
+            .stall_deadline(self.write_timeout())
+            .is_some_and(|t| t <= now)
+        {
+            let reason = format!(
+                "no write progress for {:?}: the node stopped reading",
+                self.write_timeout()
+            );
+            self.link.handle(Event::TransportClosed(reason), now);
+        }
+        if self.link.poll_timeout().is_some_and(|t| t <= now) {
+            self.link.handle(Event::Timer, now);
+        }
+    }
+
+    /// Reads what the socket has (a bounded amount per turn), feeding it to
+    /// the link.
+    fn read(&mut self) {
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = &mut self.conn else {
+                self.readable = false;
+                return;
             };
+            let now = Instant::now();
+            match conn.read(&mut self.buf) {
+                Ok(0) => {
+                    self.readable = false;
+                    let reason = "the node closed the connection".to_owned();
+                    self.link.handle(Event::TransportClosed(reason), now);
+                }
+                Ok(n) => self.link.handle(Event::Received(&self.buf[..n]), now),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return;
+                }
+                Err(e) => {
+                    self.readable = false;
+                    let reason = format!("read failed: {e}");
+                    self.link.handle(Event::TransportClosed(reason), now);
+                }
+            }
+            self.settle();
         }
-        if batch.is_empty() && !skipped.is_empty() {
-            self.parked_at = Some(Instant::now());
+    }
+
+    /// Whether the node runs jobs of `kind` (looked up once per session).
+    fn runs(
+        link: &ClientLink<Arc<dyn Task>>,
+        kinds: &mut Vec<(JobKind, bool)>,
+        kind: &JobKind,
+    ) -> bool {
+        if let Some((_, yes)) = kinds.iter().find(|(k, _)| k == kind) {
+            return *yes;
         }
-        for task in skipped {
-            self.core.pass_on(task);
+        let yes = link.can_run(kind.0, kind.1);
+        kinds.push((*kind, yes));
+        yes
+    }
+
+    /// Takes queued jobs the node can run, within its window, and submits
+    /// them; true if it took any. Jobs it cannot run keep their places in
+    /// the queue. If there is room but nothing for this node, the queue
+    /// wakes the driver at its next push.
+    fn take_jobs(&mut self) -> bool {
+        let room = self.link.free().min(MAX_BATCH);
+        if room == 0 || self.stopping {
+            return false;
+        }
+        let (link, kinds) = (&self.link, &mut self.kinds);
+        let tasks = self.core.queue.pop_batch(
+            |kind| Self::runs(link, kinds, kind),
+            room,
+            Some(&self.watcher),
+        );
+        if tasks.is_empty() {
+            return false;
+        }
+        let mut batch = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            match task.dispatch(&self.core.ctx) {
+                Ok(d) => {
+                    self.core
+                        .ctx
+                        .arm(Arc::clone(&task) as Arc<dyn Expire>, task.timeout());
+                    let run = RunJob {
+                        id: task.id(),
+                        attempt: d.attempt,
+                        name: task.job().0.to_owned(),
+                        args: d.args,
+                    };
+                    batch.push((run, task));
+                }
+                Err(Some(e)) => task.abandon(e),
+                Err(None) => {} // cancelled while queued
+            }
         }
         if !batch.is_empty() {
             self.link.handle(Event::Submit(batch), Instant::now());
         }
+        true
     }
 
     /// Carries out every action the link has for us.
@@ -255,7 +388,7 @@ impl Driver<'_> {
         while let Some(action) = self.link.poll() {
             match action {
                 Action::Connect => self.dial(),
-                Action::Send(bytes) => self.write(&bytes),
+                Action::Send(bytes) => self.outbox.push(&bytes, Instant::now()),
                 Action::Disconnect => self.disconnect(),
                 Action::Up(hello) => self.up(hello),
                 Action::Draining => {
@@ -275,21 +408,24 @@ impl Driver<'_> {
                     tracing::warn!(node = %self.name(), "node refused: {reason}");
                     if let Some(r) = self.record() {
                         r.set_state(NodeState::Failed { reason });
+                        // After build() returned, nobody else tells the user.
+                        if self.core.report_late.load(Ordering::Acquire) {
+                            crate::builder::report_refusals(&[r.info()]);
+                        }
                     }
                     self.core.contacted();
                     self.core.fail_unrunnable();
                 }
                 Action::Done { job, result, exec } => {
-                    let name = self.name();
                     if let Some(r) = self.record() {
                         r.counters.record(exec, result.is_err());
                     }
-                    if let Some(again) = job.complete(result, &name) {
+                    if let Some(again) = job.complete(result, &self.name) {
                         self.core.requeue(again);
                     }
                 }
                 Action::Returned { job, lost } => {
-                    if let Some(again) = job.retry(&self.name(), lost) {
+                    if let Some(again) = job.retry(&self.name, lost) {
                         self.core.requeue(again);
                     }
                 }
@@ -305,17 +441,19 @@ impl Driver<'_> {
                 record
             });
             tracing::info!(%peer, node = %record.name, "node joined");
-            record.set_waker(self.tx.clone());
+            record.set_addr(Some(peer));
+            record.set_waker(Arc::clone(&self.waker));
             self.target = Target::Named(record);
+            self.name = self.target_name();
         }
-        let jobs: JobSet = Arc::new(
-            hello
-                .jobs
-                .into_iter()
-                .map(|j| (j.name, j.signature))
-                .collect(),
-        );
+        self.kinds.clear();
+        let mut jobs = HashMap::<String, HashSet<String>>::new();
+        for j in hello.jobs {
+            jobs.entry(j.name).or_default().insert(j.signature);
+        }
+        let jobs: JobSet = Arc::new(jobs);
         if let Some(r) = self.record() {
+            r.set_node_id(hello.node_id.clone());
             *lock(&r.jobs) = Some(jobs);
             r.set_state(NodeState::Up {
                 workers: hello.workers,
@@ -323,6 +461,9 @@ impl Driver<'_> {
             tracing::info!(node = %r.name, workers = hello.workers, "node up");
         }
         self.core.contacted();
+        // Jobs queued while nobody knew whether this node runs them, and
+        // nobody else can: resolved now with the reason.
+        self.core.fail_unrunnable();
     }
 
     fn dial(&mut self) {
@@ -334,31 +475,39 @@ impl Driver<'_> {
         }
     }
 
-    /// A new connection: start its reader and tell the link.
-    fn connected(&mut self, stream: TcpStream) {
+    /// A new connection: make it non-blocking, watch it, tell the link.
+    fn connected(&mut self, stream: std::net::TcpStream) {
         let now = Instant::now();
         let setup = stream
             .set_nodelay(true)
-            .and_then(|()| stream.set_write_timeout(Some(self.write_timeout())))
-            .and_then(|()| stream.try_clone());
-        let nonce = ppcore::nonce();
-        let (reader, nonce) = match (setup, nonce) {
-            (Ok(reader), Ok(nonce)) => (reader, nonce),
-            (Err(e), _) => return self.link.handle(Event::ConnectFailed(e.to_string()), now),
-            (_, Err(e)) => {
+            .and_then(|()| stream.set_nonblocking(true));
+        if let Err(e) = setup {
+            return self.link.handle(Event::ConnectFailed(e.to_string()), now);
+        }
+        let mut stream = TcpStream::from_std(stream);
+        let registered = self
+            .poll
+            .registry()
+            .register(&mut stream, SOCKET, Interest::READABLE);
+        self.watch_write = false;
+        if let Err(e) = registered {
+            let _ = stream.shutdown(Shutdown::Both);
+            return self.link.handle(Event::ConnectFailed(e.to_string()), now);
+        }
+        let nonce = match ppcore::nonce() {
+            Ok(nonce) => nonce,
+            Err(e) => {
+                let _ = self.poll.registry().deregister(&mut stream);
                 let reason = format!("no randomness: {e}");
                 return self.link.handle(Event::ConnectFailed(reason), now);
             }
         };
-        self.conn_no += 1;
-        let (no, tx) = (self.conn_no, self.tx.clone());
-        let spawned = std::thread::Builder::new()
-            .name("pp-node-reader".into())
-            .spawn(move || read_loop(reader, no, &tx));
-        if let Err(e) = spawned {
-            let _ = stream.shutdown(Shutdown::Both);
-            return self.link.handle(Event::ConnectFailed(e.to_string()), now);
+        if let Some(r) = self.record() {
+            r.set_addr(stream.peer_addr().ok());
         }
+        self.kinds.clear();
+        self.outbox.clear();
+        self.readable = true;
         self.conn = Some(stream);
         self.link.handle(Event::Connected { nonce }, now);
     }
@@ -368,39 +517,14 @@ impl Driver<'_> {
         (self.core.settings.heartbeat * ppcore::link::MISSED_BEATS).max(Duration::from_secs(1))
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        let Some(conn) = &mut self.conn else {
-            return;
-        };
-        if let Err(e) = conn.write_all(bytes) {
-            let reason = format!("write failed: {e}");
-            self.link
-                .handle(Event::TransportClosed(reason), Instant::now());
-        }
-    }
-
     fn disconnect(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
+            // A goodbye the link just said goes out if the socket takes it.
+            let _ = self.outbox.flush(&mut conn, Instant::now());
+            let _ = self.poll.registry().deregister(&mut conn);
             let _ = conn.shutdown(Shutdown::Both);
         }
-        // Whatever the old reader still says is about a closed connection.
-        self.conn_no += 1;
-    }
-}
-
-/// Reads one connection until it ends, forwarding what it reads.
-fn read_loop(mut stream: TcpStream, no: u64, tx: &Sender<Inbound>) {
-    let mut buf = vec![0u8; READ_BUF];
-    loop {
-        let msg = match stream.read(&mut buf) {
-            Ok(0) => Inbound::Closed(no, "the node closed the connection".into()),
-            Ok(n) => Inbound::Bytes(no, buf[..n].to_vec()),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => Inbound::Closed(no, format!("read failed: {e}")),
-        };
-        let last = matches!(msg, Inbound::Closed(..));
-        if tx.send(msg).is_err() || last {
-            return;
-        }
+        self.outbox.clear();
+        self.readable = false;
     }
 }

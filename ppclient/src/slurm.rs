@@ -773,7 +773,7 @@ impl Steps {
 
     /// Waits up to `limit` for every `srun` to end; true if they all did.
     fn wait(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+        let deadline = ppcore::limits::deadline(Instant::now(), limit);
         let mut state = self.lock();
         while state.iter().any(|(_, s)| s.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -214,7 +214,10 @@ fn run_here<J: Job>(
     task: &TypedTask<J>,
     args: J::Args,
     ctx: &RunCtx,
+    now: Instant,
 ) -> Result<J::Output, JobError> {
+    // One clock read per run: this run's start is the last one's end.
+    let mut started = now;
     let (retries, mut attempt) = {
         let run = task.lock();
         (
@@ -240,9 +243,10 @@ fn run_here<J: Job>(
                 ));
             }
         };
-        let started = Instant::now();
         let result = ppcore::run_caught::<J>(this).map_err(|e| e.on(LOCAL, attempt));
-        ctx.local.record(started.elapsed(), result.is_err());
+        let ended = Instant::now();
+        ctx.local.record(ended - started, result.is_err());
+        started = ended;
         match result {
             Err(e) if is_job_failure(&e) => {
                 let mut run = task.lock();
@@ -289,10 +293,11 @@ impl<J: Job> Task for TypedTask<J> {
         if !self.cell.start() {
             return; // cancelled while queued
         }
+        let now = Instant::now();
         let (args, timeout) = {
             let mut run = self.lock();
             if run.attempt == 0 {
-                self.cell.tracker().started(self.submitted.elapsed());
+                self.cell.tracker().started(now - self.submitted);
             }
             run.attempt += 1;
             (run.args.take(), run.extra.as_ref().and_then(|e| e.timeout))
@@ -300,7 +305,7 @@ impl<J: Job> Task for TypedTask<J> {
         // The user's job runs with no lock held.
         ctx.arm(Arc::clone(&self) as Arc<dyn Expire>, timeout);
         let result = match args {
-            Some(args) => run_here::<J>(&self, args, ctx),
+            Some(args) => run_here::<J>(&self, args, ctx, now),
             None => Err(JobError::new(
                 ErrorKind::Codec,
                 "the job's arguments are gone",
@@ -351,6 +356,11 @@ impl<J: Job> Task for TypedTask<J> {
         result: Result<ByteBuf, JobError>,
         node: &str,
     ) -> Option<Arc<dyn Task>> {
+        // One name per node: the address the user gave, not the node's own.
+        let result = result.map_err(|e| {
+            let a = e.attempt;
+            e.on(node, a)
+        });
         match result {
             Err(e) if e.kind == ErrorKind::Crashed => self.crashed(e),
             Err(e)

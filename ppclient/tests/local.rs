@@ -305,20 +305,24 @@ fn handle_is_a_future() {
 }
 
 #[test]
-fn wait_timeout_gives_the_handle_back() {
+fn wait_timeout_and_try_result_leave_the_handle_usable() {
     let server = server(1);
     let h = server.submit(gate, (3,));
-    let h = h.wait_timeout(Duration::from_millis(10)).unwrap_err();
-    let h = h.try_result().unwrap_err();
+    assert!(started(3));
+    assert_eq!(h.wait_timeout(Duration::from_millis(10)), None);
+    assert_eq!(h.try_result(), None);
     open(3);
-    assert_eq!(h.wait(), Ok(3));
+    assert_eq!(h.wait_timeout(WAIT), Some(Ok(3)));
+    // The result is taken once; asked again, the handle says so.
+    let again = h.try_result().expect("finished").unwrap_err();
+    assert_eq!(again.kind, ErrorKind::Cancelled);
 }
 
 #[test]
 fn set_ncpus_resizes_the_pool_and_zero_holds_jobs() {
     let server = server(0);
     let h = server.submit(jobs::echo_u64, (9,));
-    let h = h.wait_timeout(Duration::from_millis(50)).unwrap_err();
+    assert_eq!(h.wait_timeout(Duration::from_millis(50)), None);
     server.set_ncpus(2);
     assert_eq!(server.ncpus(), 2);
     assert_eq!(h.wait_timeout(WAIT).unwrap(), Ok(9));
@@ -395,11 +399,7 @@ fn the_longest_timeouts_are_not_a_panic() {
         .heartbeat(Duration::MAX)
         .build()
         .unwrap();
-    let job = server.submit_with(
-        jobs::echo_u64,
-        (5,),
-        Options::new().timeout(Duration::MAX),
-    );
-    assert!(matches!(job.wait_timeout(Duration::MAX), Ok(Ok(5))));
+    let job = server.submit_with(jobs::echo_u64, (5,), Options::new().timeout(Duration::MAX));
+    assert!(matches!(job.wait_timeout(Duration::MAX), Some(Ok(5))));
     assert_eq!(server.wait_all_timeout(Duration::MAX), Ok(true));
 }

@@ -93,6 +93,9 @@ pub enum HandshakeError {
     /// The node refused us.
     #[error("refused by the node: {0}")]
     Rejected(String),
+    /// The node is full for now (its `Reject` says `retry`): try again later.
+    #[error("refused by the node: {0}")]
+    Busy(String),
     /// The node sent something else than the handshake expects.
     #[error("unexpected message during the handshake: {0}")]
     Unexpected(String),
@@ -127,7 +130,7 @@ impl ClientHandshake {
                     proof: ByteBuf::from(proof),
                 })
             }
-            NodeMsg::Reject { reason } => Err(HandshakeError::Rejected(reason)),
+            NodeMsg::Reject { reason, retry } => Err(rejected(reason, retry)),
             other => Err(HandshakeError::Unexpected(variant(&other))),
         }
     }
@@ -136,9 +139,16 @@ impl ClientHandshake {
     pub fn on_welcome(&self, msg: NodeMsg) -> Result<NodeMsg, HandshakeError> {
         match msg {
             NodeMsg::Welcome { .. } => Ok(msg),
-            NodeMsg::Reject { reason } => Err(HandshakeError::Rejected(reason)),
+            NodeMsg::Reject { reason, retry } => Err(rejected(reason, retry)),
             other => Err(HandshakeError::Unexpected(variant(&other))),
         }
+    }
+}
+
+fn rejected(reason: String, retry: bool) -> HandshakeError {
+    match retry {
+        true => HandshakeError::Busy(reason),
+        false => HandshakeError::Rejected(reason),
     }
 }
 
@@ -372,9 +382,17 @@ mod tests {
         let e = client
             .on_challenge(NodeMsg::Reject {
                 reason: "too many connections".into(),
+                retry: true,
             })
             .unwrap_err();
-        assert_eq!(e, HandshakeError::Rejected("too many connections".into()));
+        assert_eq!(e, HandshakeError::Busy("too many connections".into()));
+        let e = client
+            .on_challenge(NodeMsg::Reject {
+                reason: "no".into(),
+                retry: false,
+            })
+            .unwrap_err();
+        assert_eq!(e, HandshakeError::Rejected("no".into()));
         let e = client.on_challenge(NodeMsg::Pong(1)).unwrap_err();
         assert_eq!(e, HandshakeError::Unexpected("Pong".into()));
     }

@@ -1,58 +1,198 @@
-//! The job queue: two lanes, so that work handed back (its node was lost)
-//! goes ahead of work not yet started.
+//! The job queue: one line in submission order, with a front lane for work
+//! handed back (its node was lost), which goes ahead of work not yet started.
+//!
+//! Consumers that can run only some kinds of job (a node's link) take the
+//! first jobs *they* can run and leave the others where they are: a job no
+//! node can run keeps its place for the local workers, and nothing takes it
+//! out and puts it back (which let later jobs overtake it). A consumer that
+//! found nothing it can run leaves a [`Wake`] and is woken by the next push,
+//! so it never polls. Items are kept per kind (few kinds: one per job type),
+//! each kind in order, with a sequence number that orders them across kinds.
 
-use crossbeam_channel::{Receiver, Sender};
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-/// An unbounded multi-producer, multi-consumer queue with a front lane.
-/// Cheap to clone; every clone is the same queue.
-pub struct Lanes<T> {
-    urgent: (Sender<T>, Receiver<T>),
-    normal: (Sender<T>, Receiver<T>),
+/// Something to wake when the queue gets a new item: a driver that waits on
+/// a socket and the queue together.
+pub trait Wake: Send + Sync {
+    /// Called (with no lock held) after an item was pushed.
+    fn wake(&self);
 }
 
-impl<T> Clone for Lanes<T> {
+/// An unbounded multi-producer, multi-consumer queue with a front lane,
+/// keyed by kind `K` (`()` for a queue of one kind). Cheap to clone; every
+/// clone is the same queue.
+pub struct Lanes<T, K = ()> {
+    shared: Arc<Shared<T, K>>,
+}
+
+struct Shared<T, K> {
+    state: Mutex<State<T, K>>,
+    /// Signalled on a push when a consumer sleeps in [`Lanes::pop_timeout`].
+    ready: Condvar,
+    /// Items queued (read without the lock, for a cheap "empty?").
+    len: AtomicUsize,
+    /// Consumers asleep in `pop_timeout`.
+    sleepers: AtomicUsize,
+}
+
+struct State<T, K> {
+    kinds: Vec<Kind<T, K>>,
+    next_seq: u64,
+    /// Woken (and forgotten) on the next push.
+    watchers: Vec<Arc<dyn Wake>>,
+}
+
+struct Kind<T, K> {
+    key: K,
+    urgent: VecDeque<(u64, T)>,
+    normal: VecDeque<(u64, T)>,
+}
+
+impl<T, K> Clone for Lanes<T, K> {
     fn clone(&self) -> Self {
         Lanes {
-            urgent: self.urgent.clone(),
-            normal: self.normal.clone(),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
 
-impl<T> Default for Lanes<T> {
+impl<T, K> Default for Lanes<T, K> {
     fn default() -> Self {
         Lanes {
-            urgent: crossbeam_channel::unbounded(),
-            normal: crossbeam_channel::unbounded(),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    kinds: Vec::new(),
+                    next_seq: 0,
+                    watchers: Vec::new(),
+                }),
+                ready: Condvar::new(),
+                len: AtomicUsize::new(0),
+                sleepers: AtomicUsize::new(0),
+            }),
         }
     }
 }
 
-impl<T> Lanes<T> {
+/// Which lane, and where in it, the next item to take is.
+#[derive(Clone, Copy)]
+struct Pick {
+    kind: usize,
+    urgent: bool,
+}
+
+impl<T, K: PartialEq> State<T, K> {
+    /// The first item (front lane first, then by sequence) whose kind `accept` takes.
+    fn pick(&self, accept: &mut impl FnMut(&K) -> bool) -> Option<Pick> {
+        let mut best: Option<(bool, u64, usize)> = None;
+        for (i, kind) in self.kinds.iter().enumerate() {
+            let head = match (kind.urgent.front(), kind.normal.front()) {
+                (Some((s, _)), _) => (true, *s),
+                (None, Some((s, _))) => (false, *s),
+                (None, None) => continue,
+            };
+            let better = best.is_none_or(|(u, s, _)| (head.0 && !u) || (head.0 == u && head.1 < s));
+            if better && accept(&kind.key) {
+                best = Some((head.0, head.1, i));
+            }
+        }
+        best.map(|(urgent, _, kind)| Pick { kind, urgent })
+    }
+
+    fn take(&mut self, pick: Pick) -> Option<T> {
+        let kind = self.kinds.get_mut(pick.kind)?;
+        let lane = match pick.urgent {
+            true => &mut kind.urgent,
+            false => &mut kind.normal,
+        };
+        lane.pop_front().map(|(_, item)| item)
+    }
+
+    fn lane(&mut self, key: K) -> &mut Kind<T, K> {
+        let i = match self.kinds.iter().position(|k| k.key == key) {
+            Some(i) => i,
+            None => {
+                self.kinds.push(Kind {
+                    key,
+                    urgent: VecDeque::new(),
+                    normal: VecDeque::new(),
+                });
+                self.kinds.len() - 1
+            }
+        };
+        &mut self.kinds[i]
+    }
+}
+
+impl<T, K: PartialEq> Lanes<T, K> {
     /// An empty queue.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Queues `item` behind everything.
-    pub fn push(&self, item: T) {
-        // Both ends live in `self`: the channel cannot be disconnected.
-        let _ = self.normal.0.send(item);
+    fn lock(&self) -> MutexGuard<'_, State<T, K>> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `item` ahead of everything not handed back itself.
-    pub fn push_front(&self, item: T) {
-        let _ = self.urgent.0.send(item);
+    fn push_at(&self, key: K, items: impl IntoIterator<Item = T>, urgent: bool) {
+        let (watchers, n) = {
+            let mut state = self.lock();
+            let mut seq = state.next_seq;
+            let kind = state.lane(key);
+            let lane = match urgent {
+                true => &mut kind.urgent,
+                false => &mut kind.normal,
+            };
+            for item in items {
+                lane.push_back((seq, item));
+                seq += 1;
+            }
+            let n = seq - state.next_seq;
+            state.next_seq = seq;
+            self.shared.len.fetch_add(n as usize, Ordering::SeqCst);
+            (std::mem::take(&mut state.watchers), n)
+        };
+        // A sleeper counts itself and looks at the queue under the lock, so
+        // it either saw these items or is counted here.
+        match (n, self.shared.sleepers.load(Ordering::SeqCst)) {
+            (0, _) | (_, 0) => {}
+            (1, _) => self.shared.ready.notify_one(),
+            _ => self.shared.ready.notify_all(),
+        }
+        for w in watchers {
+            w.wake();
+        }
+    }
+
+    /// Queues `item` of kind `key` behind everything.
+    pub fn push_kind(&self, key: K, item: T) {
+        self.push_at(key, [item], false);
+    }
+
+    /// Queues `items`, all of kind `key`, behind everything, in their order
+    /// (one lock for all).
+    pub fn push_all_kind(&self, key: K, items: impl IntoIterator<Item = T>) {
+        self.push_at(key, items, false);
+    }
+
+    /// Queues `item` of kind `key` ahead of everything not handed back itself.
+    pub fn push_front_kind(&self, key: K, item: T) {
+        self.push_at(key, [item], true);
     }
 
     /// The next item, if one is queued.
     pub fn try_pop(&self) -> Option<T> {
-        self.urgent
-            .1
-            .try_recv()
-            .or_else(|_| self.normal.1.try_recv())
-            .ok()
+        if self.shared.len.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let mut state = self.lock();
+        let item = state.pick(&mut |_| true).and_then(|p| state.take(p));
+        if item.is_some() {
+            self.shared.len.fetch_sub(1, Ordering::SeqCst);
+        }
+        item
     }
 
     /// The next item, waiting at most `timeout` for one.
@@ -60,23 +200,84 @@ impl<T> Lanes<T> {
         if let Some(item) = self.try_pop() {
             return Some(item);
         }
-        crossbeam_channel::select! {
-            recv(self.urgent.1) -> item => item.ok(),
-            recv(self.normal.1) -> item => item.ok(),
-            default(timeout) => None,
-        }
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        self.shared.sleepers.fetch_add(1, Ordering::SeqCst);
+        let item = loop {
+            if let Some(item) = state.pick(&mut |_| true).and_then(|p| state.take(p)) {
+                self.shared.len.fetch_sub(1, Ordering::SeqCst);
+                break Some(item);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            state = self
+                .shared
+                .ready
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        };
+        self.shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+        item
     }
 
-    /// The receiving ends of the front lane and the back lane, to wait on
-    /// in a `select!` with other channels. Take the first item from either,
-    /// then the rest with [`Lanes::try_pop`] (front lane first).
-    pub fn receivers(&self) -> (&Receiver<T>, &Receiver<T>) {
-        (&self.urgent.1, &self.normal.1)
+    /// Takes up to `max` items, in queue order, of the kinds `accept` takes;
+    /// the others keep their places. If it takes none and `watcher` is given,
+    /// `watcher` is woken by the next push (once).
+    pub fn pop_batch(
+        &self,
+        mut accept: impl FnMut(&K) -> bool,
+        max: usize,
+        watcher: Option<&Arc<dyn Wake>>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        let mut state = self.lock();
+        while out.len() < max {
+            match state.pick(&mut accept).and_then(|p| state.take(p)) {
+                Some(item) => out.push(item),
+                None => break,
+            }
+        }
+        self.shared.len.fetch_sub(out.len(), Ordering::SeqCst);
+        if out.is_empty() {
+            if let Some(w) = watcher {
+                if !state.watchers.iter().any(|x| Arc::ptr_eq(x, w)) {
+                    state.watchers.push(Arc::clone(w));
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets `watcher` (its consumer goes away).
+    pub fn unwatch(&self, watcher: &Arc<dyn Wake>) {
+        self.lock().watchers.retain(|x| !Arc::ptr_eq(x, watcher));
+    }
+
+    /// Takes out every item of the kinds `pred` picks (asked once per kind
+    /// queued), in queue order; the others keep their places untouched.
+    pub fn drain_kinds(&self, mut pred: impl FnMut(&K) -> bool) -> Vec<T> {
+        let mut out = Vec::new();
+        let mut state = self.lock();
+        for kind in &mut state.kinds {
+            if (kind.urgent.is_empty() && kind.normal.is_empty()) || !pred(&kind.key) {
+                continue;
+            }
+            for (back, lane) in [(false, &mut kind.urgent), (true, &mut kind.normal)] {
+                out.extend(lane.drain(..).map(|(seq, item)| ((back, seq), item)));
+            }
+        }
+        self.shared.len.fetch_sub(out.len(), Ordering::SeqCst);
+        drop(state);
+        out.sort_by_key(|(at, _)| *at);
+        out.into_iter().map(|(_, item)| item).collect()
     }
 
     /// Items queued now.
     pub fn len(&self) -> usize {
-        self.urgent.1.len() + self.normal.1.len()
+        self.shared.len.load(Ordering::SeqCst)
     }
 
     /// Whether nothing is queued.
@@ -85,9 +286,27 @@ impl<T> Lanes<T> {
     }
 }
 
+impl<T> Lanes<T> {
+    /// Queues `item` behind everything.
+    pub fn push(&self, item: T) {
+        self.push_kind((), item);
+    }
+
+    /// Queues `items` behind everything, in their order (one lock for all).
+    pub fn push_all(&self, items: impl IntoIterator<Item = T>) {
+        self.push_all_kind((), items);
+    }
+
+    /// Queues `item` ahead of everything not handed back itself.
+    pub fn push_front(&self, item: T) {
+        self.push_front_kind((), item);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     #[test]
     fn handed_back_work_goes_first() {
@@ -107,9 +326,65 @@ mod tests {
     fn a_waiting_consumer_wakes_for_either_lane() {
         let q = Lanes::new();
         let q2 = q.clone();
-        let t = std::thread::spawn(move || q2.pop_timeout(Duration::from_secs(10)));
-        std::thread::sleep(Duration::from_millis(20));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            tx.send(()).unwrap();
+            q2.pop_timeout(Duration::from_secs(10))
+        });
+        rx.recv().unwrap();
         q.push_front(5);
         assert_eq!(t.join().unwrap(), Some(5));
+    }
+
+    #[test]
+    fn order_holds_across_kinds_and_lanes() {
+        let q = Lanes::<u32, char>::new();
+        q.push_kind('a', 1);
+        q.push_all_kind('b', [2]);
+        q.push_kind('a', 3);
+        q.push_front_kind('b', 10);
+        q.push_front_kind('a', 11);
+        let all: Vec<_> = std::iter::from_fn(|| q.try_pop()).collect();
+        assert_eq!(all, [10, 11, 1, 2, 3]);
+    }
+
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(&self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_picky_consumer_leaves_others_in_place_and_is_woken_by_a_push() {
+        let q = Lanes::<u32, char>::new();
+        for (i, k) in "abab".chars().enumerate() {
+            q.push_kind(k, i as u32);
+        }
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let w: Arc<dyn Wake> = flag.clone();
+        // Takes only the 'b's, in order; the 'a's keep their places.
+        assert_eq!(q.pop_batch(|k| *k == 'b', 10, Some(&w)), [1, 3]);
+        assert!(!flag.0.load(Ordering::SeqCst));
+        // Nothing more for it: it waits for a push instead of polling.
+        assert!(q.pop_batch(|k| *k == 'b', 10, Some(&w)).is_empty());
+        assert_eq!(q.len(), 2);
+        q.push_kind('a', 4);
+        assert!(flag.0.load(Ordering::SeqCst));
+        // Anyone else sees the 'a's in their order, none overtaken.
+        let rest: Vec<_> = std::iter::from_fn(|| q.try_pop()).collect();
+        assert_eq!(rest, [0, 2, 4]);
+    }
+
+    #[test]
+    fn drain_kinds_keeps_the_rest_in_place() {
+        let q = Lanes::<u32, char>::new();
+        for (i, k) in "abcab".chars().enumerate() {
+            q.push_kind(k, i as u32);
+        }
+        q.push_front_kind('a', 9);
+        assert_eq!(q.drain_kinds(|k| *k == 'a'), [9, 0, 3]);
+        let rest: Vec<_> = std::iter::from_fn(|| q.try_pop()).collect();
+        assert_eq!(rest, [1, 2, 4]);
     }
 }

@@ -5,7 +5,8 @@
 //! | `error` | [`JobError`] and [`ErrorKind`]: how a job fails |
 //! | `job` | the [`Job`] trait, the [`job!`] macro, the MessagePack codec of arguments and results |
 //! | `registry` | [`Registry`]: job names to type-erased runners, filled by `job!` at link time |
-//! | `lanes` | [`Lanes`]: the job queue, with a front lane for work handed back |
+//! | `lanes` | [`Lanes`]: the job queue, with a front lane for work handed back; consumers that take only some kinds of job, woken ([`Wake`]) by the next push |
+//! | `outbox` | [`Outbox`]: bytes waiting for a non-blocking socket, and the peer's write progress |
 //! | `pool` | [`Pool`]: resizable worker threads pulling from a shared queue; [`Pending`]: waiting for work to drain |
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
@@ -27,6 +28,7 @@ mod ledger;
 pub mod limits;
 pub mod link;
 mod node_link;
+mod outbox;
 mod pending;
 mod pool;
 mod registry;
@@ -40,10 +42,11 @@ pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secre
 pub use job::{
     check_size, decode, encode, quiet_job_panics, run_caught, run_erased, Fallible, Job,
 };
-pub use lanes::Lanes;
+pub use lanes::{Lanes, Wake};
 pub use ledger::Ledger;
 pub use link::{Action, ClientLink, Event, LinkConfig, LinkState, NodeHello};
 pub use node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig, CLIENT_HANDSHAKE_MAX_FRAME};
+pub use outbox::Outbox;
 pub use pending::Pending;
 pub use pool::Pool;
 pub use registry::{DuplicateJob, JobEntry, Registry};

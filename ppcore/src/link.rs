@@ -394,7 +394,7 @@ impl<T> ClientLink<T> {
                 self.actions.push_back(Action::Draining);
             }
             NodeMsg::Goodbye => self.end("the node stopped".into(), End::Stopped, now),
-            NodeMsg::Reject { reason } => self.lose(
+            NodeMsg::Reject { reason, .. } => self.lose(
                 format!("the node closed the connection: {reason}"),
                 false,
                 now,
@@ -423,7 +423,7 @@ impl<T> ClientLink<T> {
                 self.handshake = Some((hs, Stage::AwaitWelcome));
             }
             Ok(None) => {}
-            Err(HandshakeError::Rejected(r)) if r.contains("too many connections") => {
+            Err(HandshakeError::Busy(r)) => {
                 self.lose(format!("refused by the node: {r}"), false, now)
             }
             Err(e) => self.lose(e.to_string(), true, now),

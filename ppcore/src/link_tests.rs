@@ -401,7 +401,11 @@ fn another_protocol_version_fails_naming_both() {
         "protocol version {PROTOCOL_VERSION} is not supported; this node speaks version {}",
         PROTOCOL_VERSION + 1
     );
-    let reject = encode_frame(&NodeMsg::Reject { reason }).unwrap();
+    let reject = encode_frame(&NodeMsg::Reject {
+        reason,
+        retry: false,
+    })
+    .unwrap();
     link.handle(Event::Received(&reject), now);
     let failed = std::iter::from_fn(|| link.poll()).find_map(|a| match a {
         Action::Failed { reason } => Some(reason),
@@ -590,5 +594,30 @@ proptest! {
         prop_assert!(held.is_empty(), "left in flight: {:?}", held);
         prop_assert_eq!(p.client.in_flight(), 0);
         prop_assert_eq!(resolved.len() + queue.len(), next as usize);
+    }
+}
+
+#[test]
+fn a_refusal_is_retried_only_when_the_node_says_so() {
+    for (retry, should_retry) in [(true, true), (false, false)] {
+        let mut link = ClientLink::<u64>::new(config(), Instant::now());
+        let now = Instant::now();
+        assert!(matches!(link.poll(), Some(Action::Connect)));
+        link.handle(Event::Connected { nonce: [0; 32] }, now);
+        // The same text either way: only the flag decides.
+        let reject = encode_frame(&NodeMsg::Reject {
+            reason: "too many connections (limit 1)".into(),
+            retry,
+        })
+        .unwrap();
+        link.handle(Event::Received(&reject), now);
+        let actions: Vec<_> = std::iter::from_fn(|| link.poll()).collect();
+        let down = actions.iter().any(|a| matches!(a, Action::Down { .. }));
+        let failed = actions.iter().any(|a| matches!(a, Action::Failed { .. }));
+        assert_eq!(
+            (down, failed),
+            (should_retry, !should_retry),
+            "retry {retry}"
+        );
     }
 }

@@ -286,6 +286,7 @@ impl NodeLink {
     fn fail(&mut self, reason: &str) {
         self.send(&NodeMsg::Reject {
             reason: reason.to_owned(),
+            retry: false,
         });
         self.close(Some(reason.to_owned()));
     }

@@ -84,7 +84,7 @@ fn a_silent_client_is_closed_after_exactly_three_intervals() {
     l.handle(NodeEvent::Timer, t0 + 4 * SECOND);
     let (sent, other) = drain(&mut l);
     assert!(
-        matches!(&sent[..], [NodeMsg::Pong(1), NodeMsg::Reject { reason }] if reason.contains("silent"))
+        matches!(&sent[..], [NodeMsg::Pong(1), NodeMsg::Reject { reason, .. }] if reason.contains("silent"))
     );
     assert!(matches!(
         &other[..],
@@ -99,7 +99,7 @@ fn a_client_that_does_not_authenticate_in_time_is_closed() {
     let mut l = link(t0);
     l.handle(NodeEvent::Timer, t0 + 5 * SECOND);
     let (sent, other) = drain(&mut l);
-    assert!(matches!(&sent[..], [NodeMsg::Reject { reason }] if reason.contains("handshake")));
+    assert!(matches!(&sent[..], [NodeMsg::Reject { reason, .. }] if reason.contains("handshake")));
     assert!(matches!(&other[..], [NodeAction::Close { .. }]));
 }
 
@@ -114,7 +114,7 @@ fn another_protocol_version_is_refused_naming_both() {
     };
     feed(&mut l, &hello, t0);
     let (sent, _) = drain(&mut l);
-    let [NodeMsg::Reject { reason }] = &sent[..] else {
+    let [NodeMsg::Reject { reason, .. }] = &sent[..] else {
         panic!("{sent:?}")
     };
     assert!(
@@ -191,7 +191,7 @@ fn garbage_before_the_handshake_closes_with_a_reason() {
     let mut l = link(t0);
     l.handle(NodeEvent::Received(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1]), t0);
     let (sent, other) = drain(&mut l);
-    assert!(matches!(&sent[..], [NodeMsg::Reject { reason }] if reason.contains("handshake")));
+    assert!(matches!(&sent[..], [NodeMsg::Reject { reason, .. }] if reason.contains("handshake")));
     assert!(matches!(
         &other[..],
         [NodeAction::Close { reason: Some(_) }]

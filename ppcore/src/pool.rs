@@ -51,9 +51,10 @@ pub struct Pool {
 
 impl Pool {
     /// Starts `workers` threads named `name-N`, each pulling from `queue`.
-    pub fn start<T, F>(name: &str, workers: usize, queue: Lanes<T>, run: F) -> Self
+    pub fn start<T, K, F>(name: &str, workers: usize, queue: Lanes<T, K>, run: F) -> Self
     where
         T: Send + 'static,
+        K: PartialEq + Send + 'static,
         F: Fn(T) + Send + Sync + 'static,
     {
         let run = Arc::new(run);
@@ -121,7 +122,11 @@ impl Drop for Pool {
     }
 }
 
-fn worker_loop<T>(counts: &Counts, queue: &Lanes<T>, run: &(dyn Fn(T) + Send + Sync)) {
+fn worker_loop<T, K: PartialEq>(
+    counts: &Counts,
+    queue: &Lanes<T, K>,
+    run: &(dyn Fn(T) + Send + Sync),
+) {
     // Leaves the live count right if `run` ever panics.
     struct Leave<'a>(&'a Counts, bool);
     impl Drop for Leave<'_> {
@@ -150,7 +155,7 @@ fn worker_loop<T>(counts: &Counts, queue: &Lanes<T>, run: &(dyn Fn(T) + Send + S
 /// Looks at the queue a few times, yielding in between, before the worker
 /// sleeps: while jobs arrive back to back, a worker that stays awake saves the
 /// submitter a wake-up system call per job.
-fn poll_briefly<T>(queue: &Lanes<T>) -> Option<T> {
+fn poll_briefly<T, K: PartialEq>(queue: &Lanes<T, K>) -> Option<T> {
     for _ in 0..POLLS {
         if let Some(item) = queue.try_pop() {
             return Some(item);

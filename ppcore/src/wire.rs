@@ -160,6 +160,10 @@ pub enum NodeMsg {
     Reject {
         /// Why.
         reason: String,
+        /// Whether the client may try again later: the node is full, not
+        /// refusing this client (old nodes leave it out: false).
+        #[serde(default)]
+        retry: bool,
     },
     /// Finished jobs.
     Done(Vec<DoneJob>),
@@ -371,6 +375,7 @@ mod tests {
             }]),
             NodeMsg::Reject {
                 reason: "no".into(),
+                retry: true,
             },
             NodeMsg::Pong(3),
         ]

@@ -1,41 +1,62 @@
 //! The driver of one client connection: a thin I/O shell around
 //! [`ppcore::NodeLink`]. Whatever goes wrong here ends this connection only.
 //!
-//! Two threads per connection. The reader only reads the socket and
-//! forwards the bytes (so control frames are always read, even while the
-//! driver waits on a slow client). The driver owns the link: it waits for
-//! bytes, for events from workers and the daemon (`out::ConnIn`), or for the
-//! link's timer, feeds them in, and carries out the actions: write (with a
-//! no-progress timeout), queue or cancel jobs, close.
+//! One thread per connection, and no hand-off between threads on the way
+//! in or out. The driver owns the link and a non-blocking socket; it sleeps
+//! in `mio` until the socket is readable or writable, the link's timer is
+//! due, or a worker or the daemon wakes it (`out::Conn`: a finished job,
+//! drain, stop). It reads whatever the socket has (so control frames are
+//! always read, even while it waits on a slow client), feeds it to the link
+//! and carries out the actions: write (what the socket does not take waits
+//! in an [`Outbox`]; no progress for `--write-timeout` drops the client),
+//! queue or cancel jobs, close.
+//!
+//! Memory per client is bounded: while its jobs' arguments queued here plus
+//! the results waiting to be written exceed [`backlog_limit`] (twice the
+//! frame limit), the driver stops reading from it. A client that keeps to
+//! its window never comes near; one that floods the node without reading
+//! its results is held there by TCP until `--write-timeout` drops it.
 
 use crate::node::Node;
-use crate::out::{Conn, ConnIn};
-use crossbeam_channel::{Receiver, Sender};
-use ppcore::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use crate::out::{Conn, ConnIn, Waker};
+use crossbeam_channel::Receiver;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use ppcore::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig, Outbox};
+use std::io::Read;
+use std::net::Shutdown;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Received chunks waiting for the driver; beyond this the reader waits
-/// (and TCP pushes back on the client).
-const INBOX: usize = 64;
 const READ_BUF: usize = 64 << 10;
+/// Reads per wake-up before the driver looks at its other work.
+const READS_PER_TURN: usize = 16;
 /// Finished jobs gathered into one `Done` frame at most.
 const MAX_BATCH: usize = 1024;
+const SOCKET: Token = Token(1);
 
-enum Got {
-    Bytes(Vec<u8>),
-    Closed(String),
+/// Bytes of queued arguments and unwritten results beyond which a
+/// connection is not read until they shrink.
+fn backlog_limit(max_frame: usize) -> usize {
+    max_frame.saturating_mul(2)
 }
 
 /// Serves one connection until it closes; logs why it ended.
-pub(crate) fn serve(node: &Arc<Node>, stream: TcpStream) {
+pub(crate) fn serve(node: &Arc<Node>, stream: std::net::TcpStream) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "unknown peer".to_owned(), |a| a.to_string());
+    let poll = match Poll::new() {
+        Ok(p) => p,
+        Err(e) => return tracing::warn!(%peer, "cannot watch connection: {e}"),
+    };
+    let waker = match Waker::new(&poll) {
+        Ok(w) => w,
+        Err(e) => return tracing::warn!(%peer, "cannot watch connection: {e}"),
+    };
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let conn = Arc::new(Conn::new(ev_tx));
+    let conn = Arc::new(Conn::new(ev_tx, Arc::clone(&waker)));
     let Some(id) = node.open(&conn) else {
         let reason = format!(
             "too many connections (limit {})",
@@ -45,16 +66,22 @@ pub(crate) fn serve(node: &Arc<Node>, stream: TcpStream) {
         crate::daemon::refuse(stream, reason);
         return;
     };
-    match setup(node, &stream) {
-        Ok(reader) => {
+    match setup(&poll, stream) {
+        Ok(stream) => {
             let mut d = Driver {
                 node,
                 conn: &conn,
                 stream,
+                poll,
+                waker,
+                outbox: Outbox::new(),
+                readable: true,
+                watch_write: false,
+                buf: vec![0u8; READ_BUF],
                 peer: peer.clone(),
                 broken: false,
             };
-            d.run(reader, &ev_rx);
+            d.run(&ev_rx);
         }
         Err(e) => tracing::warn!(%peer, "cannot use connection: {e}"),
     }
@@ -62,30 +89,36 @@ pub(crate) fn serve(node: &Arc<Node>, stream: TcpStream) {
     node.close(id);
 }
 
-/// Socket options and the reader thread; the reader's channel.
-fn setup(node: &Node, stream: &TcpStream) -> std::io::Result<Receiver<Got>> {
+/// Socket options, and the socket watched for reading and writing.
+fn setup(poll: &Poll, stream: std::net::TcpStream) -> std::io::Result<TcpStream> {
     stream.set_nodelay(true)?;
-    // No progress for this long on a write: the client is dropped.
-    stream.set_write_timeout(Some(node.config.write_timeout))?;
-    let reader = stream.try_clone()?;
-    let (tx, rx) = crossbeam_channel::bounded(INBOX);
-    std::thread::Builder::new()
-        .name("pp-conn-reader".into())
-        .spawn(move || read_loop(reader, &tx))?;
-    Ok(rx)
+    stream.set_nonblocking(true)?;
+    let mut stream = TcpStream::from_std(stream);
+    poll.registry()
+        .register(&mut stream, SOCKET, Interest::READABLE)?;
+    Ok(stream)
 }
 
 struct Driver<'a> {
     node: &'a Arc<Node>,
     conn: &'a Arc<Conn>,
     stream: TcpStream,
+    poll: Poll,
+    waker: Arc<Waker>,
+    outbox: Outbox,
+    /// The socket may have more to read.
+    readable: bool,
+    /// Whether the poll watches the socket for room to write (only while
+    /// the outbox holds bytes).
+    watch_write: bool,
+    buf: Vec<u8>,
     peer: String,
     /// A write failed: write nothing more.
     broken: bool,
 }
 
 impl Driver<'_> {
-    fn run(&mut self, reader: Receiver<Got>, events: &Receiver<ConnIn>) {
+    fn run(&mut self, events: &Receiver<ConnIn>) {
         let config = &self.node.config;
         let link_config = NodeLinkConfig {
             secret: config.secret.clone(),
@@ -101,67 +134,174 @@ impl Driver<'_> {
         if self.node.draining() {
             link.handle(NodeEvent::Drain, Instant::now());
         }
-        let mut stashed = None;
-        loop {
-            if !self.act(&mut link) {
-                break;
-            }
-            if let Some(ev) = stashed.take() {
-                self.event(&mut link, ev, events, &mut stashed);
-                continue;
-            }
-            let timeout = link.poll_timeout().map_or(config.handshake_timeout, |t| {
-                t.saturating_duration_since(Instant::now())
-            });
-            crossbeam_channel::select! {
-                recv(reader) -> r => {
-                    let now = Instant::now();
-                    match r {
-                        Ok(Got::Bytes(b)) => link.handle(NodeEvent::Received(&b), now),
-                        Ok(Got::Closed(why)) => link.handle(NodeEvent::TransportClosed(why), now),
-                        Err(_) => link.handle(NodeEvent::TransportClosed("reader gone".into()), now),
-                    }
-                }
-                recv(events) -> ev => if let Ok(ev) = ev {
-                    self.event(&mut link, ev, events, &mut stashed);
-                },
-                default(timeout) => link.handle(NodeEvent::Timer, Instant::now()),
-            }
+        let mut polled = Events::with_capacity(8);
+        while self.settle(&mut link) {
+            self.wait(&mut link, events, &mut polled);
         }
+        let _ = self.outbox.flush(&mut self.stream, Instant::now());
+        let _ = self.poll.registry().deregister(&mut self.stream);
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
-    /// Feeds one event from the node (gathering finished jobs that are
-    /// already waiting into one batch); an event that is not a finished
-    /// job, met while gathering, is left in `stashed`.
-    fn event(
-        &self,
-        link: &mut NodeLink,
-        ev: ConnIn,
-        events: &Receiver<ConnIn>,
-        stashed: &mut Option<ConnIn>,
-    ) {
+    /// Sleeps until the socket, a worker, the daemon or the timer has news,
+    /// and feeds it to the link.
+    fn wait(&mut self, link: &mut NodeLink, events: &Receiver<ConnIn>, polled: &mut Events) {
+        // Asleep from here: a worker's news from now on wakes the poll.
+        self.waker.asleep.store(true, Ordering::SeqCst);
+        let busy = self.may_read() || !events.is_empty();
         let now = Instant::now();
-        match ev {
-            ConnIn::Finished(first) => {
-                let mut done = vec![first];
-                while done.len() < MAX_BATCH {
-                    match events.try_recv() {
-                        Ok(ConnIn::Finished(d)) => done.push(d),
-                        Ok(other) => {
-                            *stashed = Some(other);
-                            break;
+        let mut wake = link
+            .poll_timeout()
+            .unwrap_or(now + self.node.config.handshake_timeout);
+        let write_timeout = self.node.config.write_timeout;
+        if let Some(t) = self.outbox.stall_deadline(write_timeout) {
+            wake = wake.min(t);
+        }
+        let timeout = match busy {
+            true => Duration::ZERO,
+            false => wake.saturating_duration_since(now),
+        };
+        if let Err(e) = self.poll.poll(polled, Some(timeout)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::warn!(peer = %self.peer, "poll failed: {e}");
+            }
+        }
+        self.waker.asleep.store(false, Ordering::SeqCst);
+        for ev in polled.iter() {
+            if ev.token() == SOCKET && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                self.readable = true;
+            }
+        }
+        if self.may_read() {
+            self.read(link);
+        }
+        self.events(link, events);
+        let now = Instant::now();
+        if !self.broken
+            && self
+                .outbox
+                .stall_deadline(write_timeout)
+                .is_some_and(|t| t <= now)
+        {
+            let why =
+                format!("no write progress for {write_timeout:?}: the client stopped reading");
+            self.fail(link, why);
+        }
+        if link.poll_timeout().is_some_and(|t| t <= now) {
+            link.handle(NodeEvent::Timer, now);
+        }
+    }
+
+    /// Whether to read now: the socket has bytes, and the client's backlog
+    /// here is under the limit (else a worker's result wakes us when it
+    /// shrinks).
+    fn may_read(&self) -> bool {
+        self.readable
+            && self.conn.queued_bytes() + self.outbox.len()
+                <= backlog_limit(self.node.config.max_frame)
+    }
+
+    /// Reads what the socket has (a bounded amount per turn).
+    fn read(&mut self, link: &mut NodeLink) {
+        for _ in 0..READS_PER_TURN {
+            if !self.may_read() {
+                return;
+            }
+            let now = Instant::now();
+            match self.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    self.readable = false;
+                    let why = "the client closed the connection".to_owned();
+                    return link.handle(NodeEvent::TransportClosed(why), now);
+                }
+                Ok(n) => link.handle(NodeEvent::Received(&self.buf[..n]), now),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return;
+                }
+                Err(e) => {
+                    self.readable = false;
+                    let why = format!("read failed: {e}");
+                    return link.handle(NodeEvent::TransportClosed(why), now);
+                }
+            }
+            if !self.settle(link) {
+                return;
+            }
+        }
+    }
+
+    /// Feeds what the node said since the last turn, finished jobs in
+    /// batches.
+    fn events(&mut self, link: &mut NodeLink, events: &Receiver<ConnIn>) {
+        let mut done = Vec::new();
+        for ev in events.try_iter().take(4 * MAX_BATCH) {
+            let now = Instant::now();
+            match ev {
+                ConnIn::Finished(d) => {
+                    done.push(d);
+                    if done.len() == MAX_BATCH {
+                        link.handle(NodeEvent::Finished(std::mem::take(&mut done)), now);
+                    }
+                    continue;
+                }
+                other => {
+                    if !done.is_empty() {
+                        link.handle(NodeEvent::Finished(std::mem::take(&mut done)), now);
+                    }
+                    match other {
+                        ConnIn::GiveBack(id, attempt) => {
+                            link.handle(NodeEvent::GiveBack(vec![(id, attempt)]), now)
                         }
-                        Err(_) => break,
+                        ConnIn::Drain => link.handle(NodeEvent::Drain, now),
+                        ConnIn::Stop => link.handle(NodeEvent::Stop, now),
+                        ConnIn::Finished(_) => {}
                     }
                 }
-                link.handle(NodeEvent::Finished(done), now);
             }
-            ConnIn::GiveBack(id, attempt) => {
-                link.handle(NodeEvent::GiveBack(vec![(id, attempt)]), now)
+        }
+        if !done.is_empty() {
+            link.handle(NodeEvent::Finished(done), Instant::now());
+        }
+    }
+
+    /// The client is gone or stuck: its jobs here are skipped.
+    fn fail(&mut self, link: &mut NodeLink, why: String) {
+        self.broken = true;
+        self.outbox.clear();
+        self.conn.mark_closed();
+        link.handle(NodeEvent::TransportClosed(why), Instant::now());
+    }
+
+    /// Carries out the link's actions and writes what the socket takes;
+    /// false once the connection is over.
+    fn settle(&mut self, link: &mut NodeLink) -> bool {
+        loop {
+            if !self.act(link) {
+                return false;
             }
-            ConnIn::Drain => link.handle(NodeEvent::Drain, now),
-            ConnIn::Stop => link.handle(NodeEvent::Stop, now),
+            if self.broken {
+                return true;
+            }
+            match self.outbox.flush(&mut self.stream, Instant::now()) {
+                Ok(all) => {
+                    // Room to write matters only while bytes wait.
+                    if all == self.watch_write {
+                        let interest = match all {
+                            true => Interest::READABLE,
+                            false => Interest::READABLE | Interest::WRITABLE,
+                        };
+                        let registry = self.poll.registry();
+                        match registry.reregister(&mut self.stream, SOCKET, interest) {
+                            Ok(()) => self.watch_write = !all,
+                            Err(e) => tracing::warn!(peer = %self.peer, "poll: {e}"),
+                        }
+                    }
+                    return true;
+                }
+                Err(e) => self.fail(link, format!("write failed: {e}")),
+            }
         }
     }
 
@@ -170,23 +310,7 @@ impl Driver<'_> {
         while let Some(action) = link.poll() {
             match action {
                 NodeAction::Send(_) if self.broken => {}
-                NodeAction::Send(bytes) => {
-                    if let Err(e) = self.stream.write_all(&bytes) {
-                        self.broken = true;
-                        let why = match e.kind() {
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                                format!(
-                                    "no write progress for {:?}: the client stopped reading",
-                                    self.node.config.write_timeout
-                                )
-                            }
-                            _ => format!("write failed: {e}"),
-                        };
-                        // The link closes; its jobs here are skipped.
-                        self.conn.mark_closed();
-                        link.handle(NodeEvent::TransportClosed(why), Instant::now());
-                    }
-                }
+                NodeAction::Send(bytes) => self.outbox.push(&bytes, Instant::now()),
                 NodeAction::Run(jobs) => self.node.submit(jobs, self.conn),
                 NodeAction::Cancel(id) => self.node.cancel(self.conn, id),
                 NodeAction::StatusWanted => {
@@ -208,22 +332,5 @@ impl Driver<'_> {
             }
         }
         true
-    }
-}
-
-/// Reads one connection until it ends, forwarding what it reads.
-fn read_loop(mut stream: TcpStream, tx: &Sender<Got>) {
-    let mut buf = vec![0u8; READ_BUF];
-    loop {
-        let msg = match stream.read(&mut buf) {
-            Ok(0) => Got::Closed("the client closed the connection".into()),
-            Ok(n) => Got::Bytes(buf[..n].to_vec()),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => Got::Closed(format!("read failed: {e}")),
-        };
-        let last = matches!(msg, Got::Closed(_));
-        if tx.send(msg).is_err() || last {
-            return;
-        }
     }
 }

@@ -270,7 +270,10 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
 /// each).
 pub(crate) fn refuse(mut stream: TcpStream, reason: String) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    if let Ok(frame) = ppcore::encode_frame(&NodeMsg::Reject { reason }) {
+    if let Ok(frame) = ppcore::encode_frame(&NodeMsg::Reject {
+        reason,
+        retry: true,
+    }) {
         let _ = stream.write_all(&frame);
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);

@@ -30,8 +30,8 @@
 //! | --- | --- |
 //! | `config` | [`Config`] and the command line ([`Cli`]) |
 //! | `node` | state shared by a node's connections: registry, job queue, counters, drain |
-//! | `conn` | the driver of one connection around [`ppcore::NodeLink`]: a reader thread, and the one thread that writes (with a no-progress timeout) |
-//! | `out` | how workers and the daemon reach a connection: a channel to its driver, and its cancelled jobs |
+//! | `conn` | the driver of one connection around [`ppcore::NodeLink`]: one thread that waits on the socket and its wake-ups, reads, writes (with a no-progress timeout), bounds the client's backlog |
+//! | `out` | how workers and the daemon reach a connection: a channel to its driver and a waker, its cancelled jobs, its backlog |
 //! | `isolate` | isolation mode: worker processes that run jobs, replaced when they crash |
 //! | `daemon` | [`start`], [`serve`], [`main_with`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]

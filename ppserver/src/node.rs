@@ -132,6 +132,7 @@ impl Node {
     /// Queues jobs sent by one client; jobs this node does not know, or that
     /// arrive while it drains, are answered at once.
     pub(crate) fn submit(&self, jobs: Vec<ppcore::wire::RunJob>, out: &Arc<Conn>) {
+        let mut queued = Vec::with_capacity(jobs.len());
         for job in jobs {
             if self.draining() {
                 out.give_back(job.id, job.attempt);
@@ -151,8 +152,8 @@ impl Node {
                 continue;
             };
             self.active.add();
-            out.begin();
-            let queued = NodeJob {
+            out.begin(job.args.len());
+            let job = NodeJob {
                 id: job.id,
                 attempt: job.attempt,
                 name: job.name,
@@ -160,8 +161,9 @@ impl Node {
                 args: job.args,
                 out: Arc::clone(out),
             };
-            self.queue.push(queued);
+            queued.push(job);
         }
+        self.queue.push_all(queued);
     }
 
     /// Runs one job on this worker thread and sends its result.
@@ -191,7 +193,7 @@ impl Node {
                 exec_ns,
             });
         }
-        job.out.end();
+        job.out.end(job.args.len());
         self.active.done();
     }
 

@@ -1,13 +1,42 @@
 //! How the rest of the node reaches one connection: workers hand it finished
 //! jobs, the daemon tells it to drain or stop. Everything goes through a
 //! channel to the connection's driver (`conn`), the only thread that writes
-//! to its socket: nothing here does I/O, and no lock is held across any.
+//! to its socket, and wakes it if it sleeps: nothing here does I/O on the
+//! socket, and no lock is held across any.
 
 use crossbeam_channel::Sender;
 use ppcore::wire::DoneJob;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The token of a driver's waker in its `mio` poll.
+pub(crate) const WAKE: mio::Token = mio::Token(0);
+
+/// Wakes a connection's driver asleep in `mio`. Only a driver that is
+/// (about to be) asleep costs a system call: a busy one sees the news on
+/// its next turn.
+pub(crate) struct Waker {
+    mio: mio::Waker,
+    /// Set by the driver just before it looks for work and sleeps.
+    pub(crate) asleep: AtomicBool,
+}
+
+impl Waker {
+    pub(crate) fn new(poll: &mio::Poll) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Waker {
+            mio: mio::Waker::new(poll.registry(), WAKE)?,
+            asleep: AtomicBool::new(false),
+        }))
+    }
+
+    pub(crate) fn wake(&self) {
+        if self.asleep.swap(false, Ordering::SeqCst) {
+            // A failed wake leaves the driver to its next timer.
+            let _ = self.mio.wake();
+        }
+    }
+}
 
 /// What the driver of a connection hears from the rest of the node.
 pub(crate) enum ConnIn {
@@ -24,9 +53,12 @@ pub(crate) enum ConnIn {
 /// One connection, as workers and the daemon see it.
 pub(crate) struct Conn {
     tx: Sender<ConnIn>,
+    waker: Arc<Waker>,
     closed: AtomicBool,
     /// Jobs of this connection queued or running here.
     active: AtomicU64,
+    /// Their arguments' bytes.
+    queued_bytes: AtomicUsize,
     /// Cancelled jobs not started yet; emptied whenever `active` reaches 0,
     /// so late cancels cannot pile up.
     cancelled: Mutex<HashSet<u64>>,
@@ -34,11 +66,13 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(tx: Sender<ConnIn>) -> Self {
+    pub(crate) fn new(tx: Sender<ConnIn>, waker: Arc<Waker>) -> Self {
         Conn {
             tx,
+            waker,
             closed: AtomicBool::new(false),
             active: AtomicU64::new(0),
+            queued_bytes: AtomicUsize::new(0),
             cancelled: Mutex::new(HashSet::new()),
             any_cancelled: AtomicBool::new(false),
         }
@@ -56,6 +90,7 @@ impl Conn {
     fn tell(&self, msg: ConnIn) {
         // The driver is gone only once the connection closed: nobody waits.
         let _ = self.tx.send(msg);
+        self.waker.wake();
     }
 
     /// A job's result, for the client.
@@ -76,13 +111,25 @@ impl Conn {
         self.tell(ConnIn::Stop);
     }
 
-    /// A job of this connection was queued.
-    pub(crate) fn begin(&self) {
+    /// A job of this connection, with `bytes` of arguments, was queued.
+    pub(crate) fn begin(&self, bytes: usize) {
         self.active.fetch_add(1, Ordering::AcqRel);
+        self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
     }
 
-    /// A job of this connection ended (ran, skipped or returned).
-    pub(crate) fn end(&self) {
+    /// Bytes of arguments of this connection's jobs queued or running here.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
+    }
+
+    /// A job of this connection, with `bytes` of arguments, ended (ran,
+    /// skipped or returned).
+    pub(crate) fn end(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if bytes > 0 {
+            // The driver may be holding back reads until the backlog shrinks.
+            self.waker.wake();
+        }
         if self.active.fetch_sub(1, Ordering::AcqRel) == 1
             && self.any_cancelled.swap(false, Ordering::AcqRel)
         {

@@ -151,10 +151,12 @@ fn join_dials_a_listening_client() {
         .unwrap();
     let addr = server.listen_addr().unwrap().to_string();
     let _node = Node::start(&["--join", &addr]);
-    assert!(eventually(Duration::from_secs(10), || !server
-        .active_nodes()
-        .is_empty()));
+    assert!(server.wait_for_nodes(1, Duration::from_secs(10)));
     assert_eq!(server.submit(jobs::echo_u64, (11,)).wait(), Ok(11));
+    // Dropping the server joins its threads: the node's link has said
+    // goodbye and the listener is closed when the drop returns.
+    drop(server);
+    assert!(std::net::TcpStream::connect(&addr).is_err());
 }
 
 #[test]
@@ -200,7 +202,7 @@ fn protocol_version_mismatch_is_rejected_with_a_reason() {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut r = ppcore::FrameReader::new(s, 1 << 20);
     match r.read::<NodeMsg>().unwrap() {
-        Some(NodeMsg::Reject { reason }) => {
+        Some(NodeMsg::Reject { reason, .. }) => {
             // Both versions are named: the client's and the node's.
             assert!(reason.contains("version 999"), "{reason}");
             let ours = format!("version {}", ppcore::wire::PROTOCOL_VERSION);
@@ -219,9 +221,8 @@ fn discovery_finds_a_node_that_answers_probes() {
         .discover_via("127.0.0.*", a.addr)
         .build()
         .unwrap();
-    assert!(eventually(Duration::from_secs(10), || server
-        .active_nodes()
-        == vec![a.name()]));
+    assert!(server.wait_for_nodes(1, Duration::from_secs(10)));
+    assert_eq!(server.active_nodes(), vec![a.name()]);
     assert_eq!(server.submit(jobs::echo_u64, (3,)).wait(), Ok(3));
     let elsewhere = Server::builder()
         .ncpus(0)
@@ -324,7 +325,7 @@ ppcore::job! {
 }
 
 #[test]
-fn jobs_a_node_cannot_run_go_to_the_local_worker_once_each() {
+fn jobs_a_node_cannot_run_keep_their_order_on_the_local_worker() {
     let a = Node::start(&["--workers", "2"]);
     let server = Server::builder()
         .ncpus(1)
@@ -347,13 +348,62 @@ fn jobs_a_node_cannot_run_go_to_the_local_worker_once_each() {
         .collect();
     server.wait_all().unwrap();
     assert!(handles.iter().all(|h| h.is_finished()));
-    // The local worker runs each of them once, although the node's link
-    // met (and put back) many of them; the node ran only echoes.
-    let mut seen = seen.lock().unwrap().clone();
-    seen.sort_unstable();
+    // The node's link takes only the echoes and leaves the others in
+    // place: one local worker runs them in the order they were submitted,
+    // none overtaken by a later one.
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(seen, (0..300).collect::<Vec<_>>());
     let s = server.stats();
     assert_eq!(s.succeeded, 600);
     let local = s.nodes.iter().find(|n| n.node == "local").unwrap();
     assert!(local.jobs >= 300, "{:?}", s.nodes);
+}
+
+#[test]
+fn a_host_name_with_several_addresses_is_one_node_with_one_name() {
+    let a = Node::start(&["--workers", "1"]);
+    let port = a.name().rsplit_once(':').unwrap().1.to_owned();
+    // `localhost` may resolve to ::1 first; the node listens on 127.0.0.1
+    // only: the link tries each address in turn.
+    let name = format!("localhost:{port}");
+    let server = Server::builder()
+        .ncpus(0)
+        .secret(SECRET)
+        .nodes([name.clone()])
+        .build()
+        .unwrap();
+    let nodes = server.nodes();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0].name, name);
+    assert!(matches!(nodes[0].state, NodeState::Up { .. }), "{nodes:?}");
+    assert_eq!(nodes[0].addr, Some(a.name().parse().unwrap()));
+    assert!(nodes[0].node_id.is_some(), "{nodes:?}");
+    // A job's error names the node as the user did, as the stats do.
+    let err = server
+        .submit(jobs::fail, ("no".into(),))
+        .wait()
+        .unwrap_err();
+    assert_eq!(err.node.as_deref(), Some(name.as_str()), "{err:?}");
+    assert!(server.stats().nodes.iter().any(|n| n.node == name));
+}
+
+#[test]
+fn node_status_says_what_kind_of_failure() {
+    use ppclient::StatusErrorKind;
+    let a = Node::start(&["--workers", "1"]);
+    let e = ppclient::node_status(&a.name(), "not the secret", Duration::from_secs(5)).unwrap_err();
+    assert_eq!(e.kind, StatusErrorKind::Refused, "{e}");
+    assert!(e.reason.contains("authentication failed"), "{e}");
+    // A port nobody listens on (bound, then closed).
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let e = ppclient::node_status(&addr, SECRET, Duration::from_secs(5)).unwrap_err();
+    assert_eq!(e.kind, StatusErrorKind::Unreachable, "{e}");
+    assert_eq!(
+        ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5))
+            .unwrap()
+            .workers,
+        1
+    );
 }

@@ -122,7 +122,9 @@ fn retries_are_bounded_and_say_which_nodes_were_lost() {
 fn timeout_reaches_the_node() {
     let a = Node::start(&["--workers", "1"]);
     let server = cluster(&[&a], 1000);
-    let first = server.submit(jobs::sleep_ms, (400,));
+    // The first job holds the node's one worker long enough for the cancel
+    // to arrive (at the link's next 50 ms sweep) even on a loaded machine.
+    let first = server.submit(jobs::sleep_ms, (1_500,));
     let late = server.submit_with(
         jobs::sleep_ms,
         (400,),
@@ -130,7 +132,7 @@ fn timeout_reaches_the_node() {
     );
     let err = late.wait_timeout(WAIT).unwrap().unwrap_err();
     assert_eq!(err.kind, ErrorKind::TimedOut);
-    assert_eq!(first.wait_timeout(WAIT).unwrap(), Ok(400));
+    assert_eq!(first.wait_timeout(WAIT).unwrap(), Ok(1_500));
     // The node skips the cancelled job when its worker comes to it.
     let status = || ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5)).unwrap();
     common::eventually(Duration::from_secs(10), || status().jobs_active == 0);

@@ -230,8 +230,8 @@ impl Handle {
     /// The result, or `None` if it did not come within `limit`.
     fn wait_timeout(self, limit: Duration) -> Option<Result<f64, ppclient::JobError>> {
         match self {
-            Handle::Slice(h) => h.wait_timeout(limit).ok(),
-            Handle::Sleep(h) => h.wait_timeout(limit).ok().map(|r| r.map(|ms| ms as f64)),
+            Handle::Slice(h) => h.wait_timeout(limit),
+            Handle::Sleep(h) => h.wait_timeout(limit).map(|r| r.map(|ms| ms as f64)),
         }
     }
 }

@@ -146,7 +146,7 @@ pub fn reject_reason(s: TcpStream) -> String {
     let mut r = FrameReader::new(s, 1 << 20);
     loop {
         match r.read::<NodeMsg>() {
-            Ok(Some(NodeMsg::Reject { reason })) => return reason,
+            Ok(Some(NodeMsg::Reject { reason, .. })) => return reason,
             Ok(Some(_)) => continue,
             other => panic!("expected a Reject, got {other:?}"),
         }
