@@ -317,6 +317,7 @@ impl Driver<'_> {
                     link.handle(NodeEvent::Status(self.node.status()), Instant::now())
                 }
                 NodeAction::Authenticated => {
+                    self.node.authenticated(self.conn);
                     tracing::debug!(peer = %self.peer, "client authenticated")
                 }
                 NodeAction::Close { reason: None } => {

@@ -218,8 +218,9 @@ impl Running {
             conn.drain();
         }
         // With no client left (an idle timeout after its client died), no
-        // result can be delivered: no grace to wait out.
-        let quiet = node.conns().is_empty() || node.wait_quiet(node.config.grace);
+        // result can be delivered: no grace to wait out. Strangers still
+        // in their handshake do not count.
+        let quiet = !node.has_clients() || node.wait_quiet(node.config.grace);
         if !quiet {
             tracing::warn!("grace period over with jobs still running");
         }

@@ -95,8 +95,15 @@ impl Node {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         conns.insert(id, Arc::clone(conn));
         self.open_conns.add();
-        *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Some(id)
+    }
+
+    /// The peer of `conn` proved the key: from now on it counts as a client
+    /// (for `--idle-timeout` and for draining); strangers never do.
+    pub(crate) fn authenticated(&self, conn: &Conn) {
+        let _conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conn.authenticated.store(true, Ordering::Release);
+        *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     pub(crate) fn close(&self, id: u64) {
@@ -104,12 +111,16 @@ impl Node {
         if conns.remove(&id).is_some() {
             self.open_conns.done();
         }
-        if conns.is_empty() {
-            *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let clients = conns
+            .values()
+            .any(|c| c.authenticated.load(Ordering::Acquire));
+        let mut idle = self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        if !clients && idle.is_none() {
+            *idle = Some(Instant::now());
         }
     }
 
-    /// How long the node has had no connection, if it has none.
+    /// How long the node has had no authenticated client, if it has none.
     pub(crate) fn idle_for(&self) -> Option<Duration> {
         self.idle_since
             .lock()
@@ -127,6 +138,14 @@ impl Node {
     pub(crate) fn conns(&self) -> Vec<Arc<Conn>> {
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         conns.values().cloned().collect()
+    }
+
+    /// Whether any open connection is an authenticated client.
+    pub(crate) fn has_clients(&self) -> bool {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns
+            .values()
+            .any(|c| c.authenticated.load(Ordering::Acquire))
     }
 
     /// Queues jobs sent by one client; jobs this node does not know, or that

@@ -55,6 +55,8 @@ pub(crate) struct Conn {
     tx: Sender<ConnIn>,
     waker: Arc<Waker>,
     closed: AtomicBool,
+    /// The peer proved the key: a client, not a stranger.
+    pub(crate) authenticated: AtomicBool,
     /// Jobs of this connection queued or running here.
     active: AtomicU64,
     /// Their arguments' bytes.
@@ -71,6 +73,7 @@ impl Conn {
             tx,
             waker,
             closed: AtomicBool::new(false),
+            authenticated: AtomicBool::new(false),
             active: AtomicU64::new(0),
             queued_bytes: AtomicUsize::new(0),
             cancelled: Mutex::new(HashSet::new()),

@@ -121,3 +121,13 @@ fn the_heartbeat_is_negotiated_down_to_the_nodes_bound() {
         "the link was never dropped"
     );
 }
+
+/// Only authenticated clients keep a node from its idle timeout: a stranger
+/// that connects and says nothing (within a long handshake timeout) does not.
+#[test]
+fn a_stranger_holding_a_connection_does_not_keep_an_idle_node_up() {
+    let mut node = Node::start(&["--idle-timeout", "1", "--handshake-timeout", "60"]);
+    let stranger = std::net::TcpStream::connect(node.addr).expect("connect");
+    assert_eq!(node.wait_exit(Duration::from_secs(30)), Some(0));
+    drop(stranger);
+}
