@@ -2,6 +2,7 @@
 //!
 //! | module | owns |
 //! | --- | --- |
+//! | `array` | [`Array`]: numeric vectors as little-endian raw bytes in one binary |
 //! | `error` | [`JobError`] and [`ErrorKind`]: how a job fails |
 //! | `job` | the [`Job`] trait, the [`job!`] macro, the MessagePack codec of arguments and results |
 //! | `registry` | [`Registry`]: job names to type-erased runners, filled by `job!` at link time |
@@ -14,6 +15,8 @@
 //! | `worker` | worker processes: [`init_worker`], the one way a program re-runs itself as a job server |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod array;
+mod bins;
 mod error;
 mod handshake;
 mod job;
@@ -26,6 +29,7 @@ mod stats;
 pub mod wire;
 pub mod worker;
 
+pub use array::{Array, Element};
 pub use error::{ErrorKind, JobError};
 pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};
 pub use job::{
