@@ -118,6 +118,7 @@ struct Counter {
 }
 
 impl std::io::Write for Counter {
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.bytes = self.bytes.saturating_add(buf.len());
         if self.bytes > self.limit {
