@@ -9,6 +9,7 @@
 //! | `lanes` | [`Lanes`]: the job queue, with a front lane for work handed back |
 //! | `pool` | [`Pool`]: resizable worker threads pulling from a shared queue; [`Pending`]: waiting for work to drain |
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
+//! | `stream` | payloads over one frame as chunked streams: [`stream::Outgoing`] cuts, [`stream::Assembler`] puts back, within limits and a progress deadline |
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
 //! | `handshake` | mutual HMAC-SHA256 authentication as pure state ([`ClientHandshake`], [`NodeHandshake`]) |
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
@@ -26,6 +27,7 @@ mod pending;
 mod pool;
 mod registry;
 mod stats;
+pub mod stream;
 pub mod wire;
 pub mod worker;
 
