@@ -3,6 +3,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `array` | [`Array`]: numeric vectors as little-endian raw bytes in one binary |
+//! | `budget` | the client's byte budget: [`budget::ByteBudget`] (pure) and [`budget::BudgetGate`] (waits while full) |
 //! | `error` | [`JobError`] and [`ErrorKind`]: how a job fails |
 //! | `job` | the [`Job`] trait, the [`job!`] macro, the MessagePack codec of arguments and results |
 //! | `registry` | [`Registry`]: job names to type-erased runners, filled by `job!` at link time |
@@ -18,6 +19,7 @@
 
 mod array;
 mod bins;
+pub mod budget;
 mod error;
 mod handshake;
 mod job;
