@@ -63,8 +63,6 @@ fn main() -> Result<std::process::ExitCode> {
         FRAME_CAP >> 20
     );
     let rounds = args.round_trips.max(1);
-    let raw = raw_tcp(size, rounds)?;
-
     let node = benchmarks::spawn_node(1)?;
     let server = Server::builder()
         .ncpus(0)
@@ -76,29 +74,86 @@ fn main() -> Result<std::process::ExitCode> {
     );
     let bytes: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
     let numbers: Vec<f64> = (0..size / 8).map(|i| i as f64 * 1.000_001).collect();
+    let mut raw = RawTcp::start(size)?;
 
-    let mut cases = Vec::new();
-    let vec_u8 = measure(&node, rounds, size, || {
-        echo(&server, echo_vec_u8, bytes.clone(), &bytes)
-    })?;
-    cases.push(("vec_u8", "Vec<u8>", vec_u8));
-    let byte_buf = measure(&node, rounds, size, || {
-        echo(&server, echo_byte_buf, ByteBuf::from(bytes.clone()), &bytes)
-    })?;
-    cases.push(("bytes", "ByteBuf", byte_buf));
-    let array = measure(&node, rounds, size, || {
-        echo(
-            &server,
-            echo_array_f64,
-            Array::from(numbers.clone()),
-            &numbers,
-        )
-    })?;
-    cases.push(("vec_f64", "Array<f64>", array));
-    let plain = measure(&node, rounds, size, || {
-        echo(&server, echo_vec_f64, numbers.clone(), &numbers)
-    })?;
-    cases.push(("vec_f64_plain", "Vec<f64> (plain)", plain));
+    type Run<'a> = Box<dyn FnMut() -> Result<Duration> + 'a>;
+    let mut variants: Vec<(&str, &str, Run)> = vec![
+        (
+            "vec_u8",
+            "Vec<u8>",
+            Box::new(|| echo(&server, echo_vec_u8, bytes.clone(), &bytes)),
+        ),
+        (
+            "bytes",
+            "ByteBuf",
+            Box::new(|| echo(&server, echo_byte_buf, ByteBuf::from(bytes.clone()), &bytes)),
+        ),
+        (
+            "vec_f64",
+            "Array<f64>",
+            Box::new(|| {
+                echo(
+                    &server,
+                    echo_array_f64,
+                    Array::from(numbers.clone()),
+                    &numbers,
+                )
+            }),
+        ),
+        (
+            "vec_f64_plain",
+            "Vec<f64> (plain)",
+            Box::new(|| echo(&server, echo_vec_f64, numbers.clone(), &numbers)),
+        ),
+    ];
+    // Round by round, every variant once, plain TCP first: on a shared,
+    // noisy machine each round's figures see the same conditions.
+    let node_pid = node.pid().to_string();
+    let mut raw_times = Vec::new();
+    let mut times = vec![Vec::new(); variants.len()];
+    let mut peaks = vec![(0u64, 0u64); variants.len()];
+    for round in 0..=rounds {
+        let raw_time = raw.round_trip()?;
+        for (i, (_, _, run)) in variants.iter_mut().enumerate() {
+            benchmarks::reset_peak_rss("self")?;
+            benchmarks::reset_peak_rss(&node_pid)?;
+            let took = run()?;
+            let (client, node) = (
+                benchmarks::peak_rss_of("self")?,
+                benchmarks::peak_rss_of(&node_pid)?,
+            );
+            // Round 0 warms up.
+            if round > 0 {
+                times[i].push(took);
+                peaks[i] = (peaks[i].0.max(client), peaks[i].1.max(node));
+            }
+        }
+        if round > 0 {
+            raw_times.push(raw_time);
+        }
+    }
+    raw.finish()?;
+    let mb_s = |mut t: Vec<Duration>| {
+        t.sort();
+        2.0 * size as f64 / t[t.len() / 2].as_secs_f64() / 1e6
+    };
+    let raw = mb_s(raw_times);
+    let cases: Vec<(&str, &str, Case)> = variants
+        .iter()
+        .zip(times)
+        .zip(&peaks)
+        .map(|(((key, name, _), t), &(client_peak, node_peak))| {
+            (
+                *key,
+                *name,
+                Case {
+                    mb_s: mb_s(t),
+                    client_peak,
+                    node_peak,
+                },
+            )
+        })
+        .collect();
 
     let peak_client = cases.iter().map(|c| c.2.client_peak).max().unwrap_or(0);
     let peak_node = cases.iter().map(|c| c.2.node_peak).max().unwrap_or(0);
@@ -173,60 +228,54 @@ where
     Ok(took)
 }
 
-/// One warm-up, then `rounds` round trips of `run`: MB/s over the median,
-/// and the peak RSS of this process and of the node meanwhile.
-fn measure(
-    node: &benchmarks::SpawnedNode,
-    rounds: usize,
-    size: usize,
-    mut run: impl FnMut() -> Result<Duration>,
-) -> Result<Case> {
-    let node_pid = node.pid().to_string();
-    benchmarks::reset_peak_rss("self")?;
-    benchmarks::reset_peak_rss(&node_pid)?;
-    run()?;
-    let mut times = (0..rounds).map(|_| run()).collect::<Result<Vec<_>>>()?;
-    times.sort();
-    let median = times[times.len() / 2].as_secs_f64();
-    Ok(Case {
-        mb_s: 2.0 * size as f64 / median / 1e6,
-        client_peak: benchmarks::peak_rss_of("self")?,
-        node_peak: benchmarks::peak_rss_of(&node_pid)?,
-    })
+/// Plain TCP over loopback: a thread echoes what it reads, `size` bytes at
+/// a time, over one connection with `TCP_NODELAY`.
+struct RawTcp {
+    stream: TcpStream,
+    out: Vec<u8>,
+    back: Vec<u8>,
+    echo: std::thread::JoinHandle<Result<()>>,
 }
 
-/// Plain TCP over loopback: `size` bytes to a thread that echoes them back,
-/// `rounds` times after a warm-up; MB/s over the median round trip.
-fn raw_tcp(size: usize, rounds: usize) -> Result<f64> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let echo = std::thread::spawn(move || -> Result<()> {
-        let (mut peer, _) = listener.accept()?;
-        peer.set_nodelay(true)?;
-        let mut buf = vec![0u8; size];
-        for _ in 0..=rounds {
-            peer.read_exact(&mut buf)?;
-            peer.write_all(&buf)?;
-        }
-        Ok(())
-    });
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    let out: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
-    let mut back = vec![0u8; size];
-    let mut times = Vec::with_capacity(rounds);
-    for round in 0..=rounds {
-        let started = Instant::now();
-        stream.write_all(&out)?;
-        stream.read_exact(&mut back)?;
-        if round > 0 {
-            times.push(started.elapsed());
-        }
+impl RawTcp {
+    fn start(size: usize) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let echo = std::thread::spawn(move || -> Result<()> {
+            let (mut peer, _) = listener.accept()?;
+            peer.set_nodelay(true)?;
+            let mut buf = vec![0u8; size];
+            // Until the client closes: then read_exact fails with EOF.
+            while peer.read_exact(&mut buf).is_ok() {
+                peer.write_all(&buf)?;
+            }
+            Ok(())
+        });
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(RawTcp {
+            stream,
+            out: (0..size).map(|i| (i * 31 % 251) as u8).collect(),
+            back: vec![0u8; size],
+            echo,
+        })
     }
-    ensure!(back == out, "plain TCP echo differs");
-    echo.join()
-        .map_err(|_| anyhow::anyhow!("echo thread panicked"))?
-        .context("echo thread")?;
-    times.sort();
-    Ok(2.0 * size as f64 / times[times.len() / 2].as_secs_f64() / 1e6)
+
+    /// One echo of the payload; checks it came back exact.
+    fn round_trip(&mut self) -> Result<Duration> {
+        let started = Instant::now();
+        self.stream.write_all(&self.out)?;
+        self.stream.read_exact(&mut self.back)?;
+        let took = started.elapsed();
+        ensure!(self.back == self.out, "plain TCP echo differs");
+        Ok(took)
+    }
+
+    fn finish(self) -> Result<()> {
+        drop(self.stream);
+        self.echo
+            .join()
+            .map_err(|_| anyhow::anyhow!("echo thread panicked"))?
+            .context("echo thread")
+    }
 }
