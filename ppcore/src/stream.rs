@@ -38,10 +38,12 @@
 //!    protocol or stalled: close the connection with the error as the
 //!    reason (its jobs run elsewhere). Other connections are not touched.
 //!
-//! Memory: a stream reserves exactly its announced length when it starts
-//! (refused over [`Limits::max_payload`], and over [`Limits::max_buffered`]
-//! for all open streams of the connection together); a chunk past that
-//! length is refused, never stored.
+//! Memory: a stream counts its announced length against the limits when it
+//! starts (refused over [`Limits::max_payload`], and over
+//! [`Limits::max_buffered`] for all open streams of the connection
+//! together), and its buffer grows as bytes arrive, never past that length;
+//! a chunk past it is refused, never stored. The completed payload is that
+//! buffer, handed over without a copy.
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -52,6 +54,8 @@ use std::time::{Duration, Instant};
 pub const MAX_CHUNK: usize = 1 << 20;
 /// The default largest payload (argument or result) of one job: 1 GiB.
 pub const DEFAULT_MAX_PAYLOAD: u64 = 1 << 30;
+/// What a stream reserves when it starts, at most; it grows as bytes come.
+const FIRST_RESERVE: u64 = 4 << 20;
 /// The default time a stream may go without progress before it is dropped.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
 
@@ -377,13 +381,9 @@ impl Assembler {
                 max: self.limits.max_buffered,
             });
         }
-        // Within max_payload, so it fits in memory's address space; reserved,
-        // not touched: pages are used as chunks fill them.
-        let capacity = usize::try_from(len).map_err(|_| StreamError::TooLarge {
-            id,
-            len,
-            max: self.limits.max_payload,
-        })?;
+        // The buffer grows as chunks arrive (doubling, never past `len`), so
+        // a peer that announces much and sends little costs little.
+        let capacity = usize::try_from(len.min(FIRST_RESERVE)).unwrap_or(MAX_CHUNK);
         self.reserved = open;
         self.open.insert(
             id,
@@ -438,6 +438,13 @@ impl Assembler {
                 len: stream.len,
                 received,
             });
+        }
+        let room = stream.data.capacity() - stream.data.len();
+        if room < data.len() {
+            // Within the announced length, which fits the address space.
+            let left = usize::try_from(stream.len - expected).unwrap_or(usize::MAX);
+            let more = stream.data.capacity().max(data.len()).min(left);
+            stream.data.reserve_exact(more);
         }
         stream.data.extend_from_slice(data);
         stream.progress = now;
@@ -498,5 +505,11 @@ impl Assembler {
     /// Bytes the open streams have reserved (their announced lengths).
     pub fn reserved(&self) -> u64 {
         self.reserved
+    }
+
+    /// Bytes of memory the open streams' buffers hold now (at most twice
+    /// what arrived, or 4 MiB each, and never more than announced).
+    pub fn held(&self) -> u64 {
+        self.open.values().map(|s| s.data.capacity() as u64).sum()
     }
 }

@@ -146,6 +146,33 @@ fn open_streams_together_stay_within_the_buffer_budget() {
 }
 
 #[test]
+fn a_peer_that_announces_much_and_sends_little_costs_little() {
+    let now = Instant::now();
+    let mut asm = Assembler::new(Limits::default());
+    asm.receive(
+        StreamFrame::Start {
+            id: 1,
+            len: 1 << 30,
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(asm.reserved(), 1 << 30, "counted against the limits");
+    assert!(asm.held() <= 4 << 20, "held {}", asm.held());
+    for k in 0..6u64 {
+        asm.receive(chunk(1, k * MAX_CHUNK as u64, MAX_CHUNK), now)
+            .unwrap();
+    }
+    assert!(asm.held() <= 12 << 20, "held {}", asm.held());
+    // A small stream never holds more than it announced.
+    asm.receive(StreamFrame::Start { id: 2, len: 10 }, now)
+        .unwrap();
+    asm.receive(chunk(2, 0, 4), now).unwrap();
+    asm.receive(StreamFrame::Abort { id: 1 }, now).unwrap();
+    assert_eq!(asm.held(), 10);
+}
+
+#[test]
 fn lies_about_the_length_and_order_are_refused() {
     let now = Instant::now();
     let mut asm = Assembler::new(Limits::default());
