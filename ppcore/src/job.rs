@@ -61,9 +61,10 @@ pub fn quiet_job_panics() {
 ///
 /// Byte sequences (`Vec<u8>`, `&[u8]`, `Box<[u8]>`, as well as
 /// `serde_bytes::ByteBuf`) are written as one MessagePack binary, not as one
-/// number per byte, so a plain `Vec<u8>` argument costs what a `ByteBuf`
-/// does. [`decode`] reads them back as the same types, and still reads
-/// byte sequences written as arrays of numbers. (Fixed-size arrays such as
+/// number per byte, so a plain `Vec<u8>` takes on the wire what a `ByteBuf`
+/// takes (serde still hands it over byte by byte, so `ByteBuf` is faster).
+/// [`decode`] reads them back as the same types, and still reads byte
+/// sequences written as arrays of numbers. (Fixed-size arrays such as
 /// `[u8; 32]` stay arrays.) Numeric vectors go fastest as [`Array`](crate::Array).
 ///
 /// ```
