@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod slurm;
+
 #[derive(Parser)]
 #[command(
     name = "ppclient",
@@ -40,8 +42,13 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Seconds to wait for the node.
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = 3.0, value_parser = ppcore::limits::parse_secs)]
         timeout: f64,
+    },
+    /// Run on nodes that Slurm starts in an allocation it is asked for.
+    Slurm {
+        #[command(subcommand)]
+        command: slurm::SlurmCommand,
     },
 }
 
@@ -76,12 +83,40 @@ struct ClusterArgs {
     /// Where discovery probes go (default: broadcast on port 60000).
     #[arg(long, value_name = "ADDR:PORT")]
     discover_via: Option<std::net::SocketAddr>,
-    /// Local worker threads (default: all CPUs; 0 = nodes only).
-    #[arg(long)]
+    /// Local worker threads (default: all CPUs, none with Slurm; 0 = nodes only).
+    #[arg(long, value_parser = |s: &str| ppcore::limits::parse_workers(s, true))]
     ncpus: Option<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Inside a Slurm allocation (salloc, sbatch): start a ppserver job step
+    /// on each allocated node with srun; they join this client.
+    #[arg(long)]
+    slurm: bool,
+    #[command(flatten)]
+    slurm_args: slurm::SlurmArgs,
+    /// Every address NAME (host or host:port) resolves to is a node,
+    /// resolved again as nodes come and go (a Kubernetes headless Service).
+    #[arg(long, value_name = "NAME")]
+    nodes_from_dns: Vec<String>,
+    /// Listen at ADDR:PORT for nodes that join (`ppserver --join`); with
+    /// Slurm the default is every interface and a free port.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+}
+
+/// The Maclaurin job's arguments.
+#[derive(clap::Args)]
+struct MaclaurinArgs {
+    /// Terms of the series.
+    #[arg(long, default_value_t = 12_800_000)]
+    terms: u64,
+    /// Tasks the terms are split into.
+    #[arg(long, default_value_t = 64)]
+    tasks: u64,
+    /// The x of 1/(1-x).
+    #[arg(long, default_value_t = 0.999999)]
+    x: f64,
 }
 
 fn main() -> ExitCode {
@@ -117,6 +152,25 @@ fn run(cli: Cli) -> Result<()> {
                     x,
                 },
         } => maclaurin(&cluster, &secret, terms, tasks, x),
+        Command::Slurm {
+            command:
+                slurm::SlurmCommand::Submit {
+                    node_count,
+                    time,
+                    partition,
+                    cluster,
+                    job,
+                    sbatch_args,
+                },
+        } => {
+            let mut submit = ppclient::Slurm::submit(node_count, time).sbatch_args(sbatch_args);
+            if let Some(p) = partition {
+                submit = submit.partition(p);
+            }
+            let submit = cluster.slurm_args.apply(submit);
+            let server = connect(&cluster, &Via::Nodes(&cluster.nodes), &secret, Some(submit))?;
+            maclaurin_on(&server, cluster.json, job.terms, job.tasks, job.x)
+        }
     }
 }
 
@@ -170,11 +224,33 @@ fn vias(cluster: &ClusterArgs) -> Vec<Via<'_>> {
     vias
 }
 
-fn connect(cluster: &ClusterArgs, via: &Via<'_>, secret: &[u8]) -> Result<Server> {
+fn connect(
+    cluster: &ClusterArgs,
+    via: &Via<'_>,
+    secret: &[u8],
+    submit: Option<ppclient::Slurm>,
+) -> Result<Server> {
     // Refusals are this command's one error line (below), not the library's.
-    let mut builder = Server::builder().secret(secret).report_refusals(false);
+    let mut builder = Server::builder().report_refusals(false);
+    if !secret.is_empty() {
+        builder = builder.secret(secret);
+    }
+    // With Slurm the builder's default is no local workers.
     if let Some(n) = cluster.ncpus {
         builder = builder.ncpus(n);
+    }
+    if let Some(addr) = &cluster.listen {
+        builder = builder.listen(addr.clone());
+    }
+    for name in &cluster.nodes_from_dns {
+        builder = builder.nodes_from_dns(name.clone());
+    }
+    let open_ended =
+        submit.is_some() || !cluster.nodes_from_dns.is_empty() || cluster.listen.is_some();
+    if let Some(submit) = submit {
+        builder = builder.slurm_with(submit);
+    } else if cluster.slurm {
+        builder = builder.slurm_with(cluster.slurm_args.apply(ppclient::Slurm::allocation()));
     }
     builder = match *via {
         Via::Nodes(nodes) => builder.nodes(nodes.iter().cloned()),
@@ -184,12 +260,19 @@ fn connect(cluster: &ClusterArgs, via: &Via<'_>, secret: &[u8]) -> Result<Server
         },
     };
     let server = builder.build()?;
+    if let Some(job) = server.slurm_job() {
+        let at = server
+            .listen_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        eprintln!("ppclient: nodes in Slurm job {job} join at {at}");
+    }
     for node in server.nodes() {
         if let NodeState::Failed { reason } = node.state {
             bail!("node {} refused: {reason}", node.name);
         }
     }
-    if server.ncpus() == 0 && server.active_nodes().is_empty() {
+    if server.ncpus() == 0 && server.active_nodes().is_empty() && !open_ended {
         match via {
             Via::Nodes(nodes) => {
                 bail!("no local workers (--ncpus 0) and no node reachable among {nodes:?}")
@@ -211,7 +294,7 @@ fn maclaurin(cluster: &ClusterArgs, secret: &[u8], terms: u64, tasks: u64, x: f6
                 Via::Discovery(p) => println!("== nodes by UDP discovery ({p})"),
             }
         }
-        let server = connect(cluster, &via, secret)?;
+        let server = connect(cluster, &via, secret, None)?;
         maclaurin_on(&server, cluster.json, terms, tasks, x)?;
     }
     Ok(())

@@ -102,3 +102,22 @@ fn wrong_secret_is_one_clear_line_and_a_failure_exit() {
     let out = ppclient(&["status", &addr], "wrong");
     assert!(!out.status.success());
 }
+
+/// Numbers that used to panic or start a billion threads are usage errors
+/// that name the option, before anything connects.
+#[test]
+fn absurd_numbers_are_usage_errors_not_panics() {
+    for args in [
+        &["status", "127.0.0.1:1", "--timeout=-1"][..],
+        &["status", "127.0.0.1:1", "--timeout", "nan"],
+        &["status", "127.0.0.1:1", "--timeout", "inf"],
+        &["status", "127.0.0.1:1", "--timeout", "1e300"],
+        &["run", "maclaurin", "--ncpus", "1000000000"],
+    ] {
+        let out = ppclient(args, SECRET);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("out of range"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

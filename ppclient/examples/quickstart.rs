@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .group("g")
         .callback(|r| println!("done: {r:?}"));
     let job = server.submit_with(partial, (0.5, 0, 10), noted);
-    server.wait_group("g");
+    server.wait_group("g")?;
     assert!(job.is_finished());
     println!("sum = {total}");
     server.print_stats();

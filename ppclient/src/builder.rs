@@ -2,8 +2,10 @@
 
 use crate::connect::with_port;
 use crate::core::Core;
+use crate::dns::{DnsName, Resolver};
 use crate::remote::{LinkSettings, NodeInfo, NodeState};
 use crate::server::Server;
+use crate::slurm::{Slurm, SlurmError};
 use crate::task::Task;
 use crate::tracker::Tracker;
 use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
@@ -37,6 +39,9 @@ pub enum BuildError {
         /// Every node and where it stood.
         nodes: Vec<NodeInfo>,
     },
+    /// The Slurm nodes could not be started.
+    #[error(transparent)]
+    Slurm(#[from] SlurmError),
 }
 
 fn describe(nodes: &[NodeInfo]) -> String {
@@ -71,6 +76,11 @@ pub struct Builder {
     require_nodes: usize,
     report_refusals: bool,
     settings: LinkSettings,
+    /// The secret as given, for the key file of Slurm nodes.
+    secret_bytes: Vec<u8>,
+    slurm: Option<Slurm>,
+    dns: Vec<DnsName>,
+    dns_every: Duration,
 }
 
 impl Default for Builder {
@@ -93,6 +103,10 @@ impl Default for Builder {
                 max_prefetch: 1024,
                 max_frame: DEFAULT_MAX_FRAME,
             },
+            secret_bytes: Vec::new(),
+            slurm: None,
+            dns: Vec::new(),
+            dns_every: Duration::from_secs(10),
         }
     }
 }
@@ -101,8 +115,9 @@ impl Builder {
     /// Local worker threads. Default: the CPUs this process may use
     /// (`available_parallelism`, which honours cgroup quotas and affinity).
     /// 0 runs everything on remote nodes.
+    /// At most [`ppcore::limits::MAX_WORKERS`].
     pub fn ncpus(mut self, n: usize) -> Self {
-        self.ncpus = Some(n);
+        self.ncpus = Some(n.min(ppcore::limits::MAX_WORKERS));
         self
     }
 
@@ -124,7 +139,8 @@ impl Builder {
     /// environment variable, as `ppserver` and the `ppclient` command read
     /// it; without that, the empty secret (which nodes accept on loopback only).
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        self.secret = Some(Secret::new(secret));
+        self.secret = Some(Secret::new(&secret));
+        self.secret_bytes = secret.as_ref().to_vec();
         self
     }
 
@@ -146,6 +162,57 @@ impl Builder {
     /// Listens on `addr` for nodes started with `ppserver --join`.
     pub fn listen(mut self, addr: impl Into<String>) -> Self {
         self.listen = Some(addr.into());
+        self
+    }
+
+    /// Starts the nodes through Slurm, inside the allocation this process
+    /// runs in (`salloc`, an `sbatch` script): one `ppserver` job step per
+    /// allocated node, with that node's CPUs as workers, joining this client.
+    /// Same as `slurm_with(Slurm::allocation())`; see [`Slurm`].
+    pub fn slurm(self) -> Self {
+        self.slurm_with(Slurm::allocation())
+    }
+
+    /// Starts the nodes through Slurm as `slurm` says: in the current
+    /// allocation, or in one it submits ([`Slurm::submit`]). The server
+    /// listens for them (on [`Builder::listen`]'s address, else on every
+    /// interface with a free port); without a [`Builder::secret`] a random
+    /// one is made; without [`Builder::ncpus`] it has no local workers (the
+    /// allocation's CPUs are its nodes'). The nodes stop when the server is dropped.
+    pub fn slurm_with(mut self, slurm: Slurm) -> Self {
+        self.slurm = Some(slurm);
+        self
+    }
+
+    /// Every address `name` (`host` or `host:port`, default port 60000)
+    /// resolves to becomes a node of its own, resolved again every 10 s
+    /// ([`Builder::dns_interval`]) so that new nodes join: for a Kubernetes
+    /// headless Service. (A name given to [`Builder::nodes`] stays one node.)
+    pub fn nodes_from_dns(self, name: impl Into<String>) -> Self {
+        self.nodes_from_dns_with(name, |n: &str| {
+            use std::net::ToSocketAddrs;
+            n.to_socket_addrs().map(Iterator::collect)
+        })
+    }
+
+    /// Like [`Builder::nodes_from_dns`], asking `resolve` (given `host:port`)
+    /// instead of the system's resolver: a service registry, or a test.
+    pub fn nodes_from_dns_with(
+        mut self,
+        name: impl Into<String>,
+        resolve: impl Fn(&str) -> std::io::Result<Vec<SocketAddr>> + Send + Sync + 'static,
+    ) -> Self {
+        let resolver: Resolver = std::sync::Arc::new(resolve);
+        self.dns.push(DnsName {
+            name: with_port(&name.into()),
+            resolver,
+        });
+        self
+    }
+
+    /// How often [`Builder::nodes_from_dns`] names are resolved again (default 10 s).
+    pub fn dns_interval(mut self, every: Duration) -> Self {
+        self.dns_every = every;
         self
     }
 
@@ -211,21 +278,41 @@ impl Builder {
             Some(r) => r,
             None => Registry::linked()?,
         };
-        let ncpus = self.ncpus.unwrap_or_else(detect_ncpus);
+        // With Slurm the allocation's CPUs belong to its nodes, the one this
+        // client runs on too: no local workers unless asked.
+        let ncpus = match (self.ncpus, &self.slurm) {
+            (Some(n), _) => n,
+            (None, Some(_)) => 0,
+            (None, None) => detect_ncpus(),
+        };
+        if self.secret.is_none() {
+            if let Some(env) = std::env::var_os(SECRET_ENV) {
+                self.secret_bytes = env.as_encoded_bytes().to_vec();
+                self.secret = Some(Secret::new(&self.secret_bytes));
+            }
+        }
+        if self.slurm.is_some() {
+            if self.listen.is_none() {
+                self.listen = Some("0.0.0.0:0".into());
+            }
+            if self.secret_bytes.is_empty() {
+                self.secret_bytes = crate::slurm::random_secret()?;
+                self.secret = Some(Secret::new(&self.secret_bytes));
+            }
+        }
         let listener = match &self.listen {
             Some(addr) => Some(TcpListener::bind(addr.as_str())?),
             None => None,
         };
-        let secret = self.secret.clone().unwrap_or_else(|| {
-            std::env::var_os(SECRET_ENV)
-                .map(|s| Secret::new(s.as_encoded_bytes()))
-                .unwrap_or_default()
-        });
+        let secret = self.secret.clone().unwrap_or_default();
+        // Times are capped so that no deadline computed from them overflows.
         let settings = LinkSettings {
             secret,
+            connect_timeout: ppcore::limits::cap(self.settings.connect_timeout),
+            heartbeat: ppcore::limits::cap(self.settings.heartbeat).max(Duration::from_millis(1)),
             ..self.settings.clone()
         };
-        let open_ended = listener.is_some() || self.discover.is_some();
+        let open_ended = listener.is_some() || self.discover.is_some() || !self.dns.is_empty();
         let tracker = Arc::new(Tracker::new()?);
         let core = Arc::new(Core::new(tracker, settings, ncpus, open_ended));
         let worker_core = Arc::clone(&core);
@@ -253,6 +340,24 @@ impl Builder {
                 .name("pp-discover".into())
                 .spawn(move || crate::discovery::discover(&core, &pattern, target))?;
         }
+        for dns in self.dns.clone() {
+            let (core, every) = (Arc::clone(&core), self.dns_every);
+            std::thread::Builder::new()
+                .name("pp-dns".into())
+                .spawn(move || crate::dns::watch(&core, &dns.name, &dns.resolver, every))?;
+        }
+        let slurm = match (&self.slurm, listen_addr) {
+            (Some(slurm), Some(addr)) => {
+                match crate::slurm::start(slurm, &self.secret_bytes, addr, &core) {
+                    Ok(launched) => Some(launched),
+                    Err(e) => {
+                        core.stop();
+                        return Err(e.into());
+                    }
+                }
+            }
+            _ => None,
+        };
         core.wait_first_contact(self.settings.connect_timeout + Duration::from_secs(1));
         let nodes = core.nodes();
         let up = nodes
@@ -271,14 +376,18 @@ impl Builder {
                 nodes,
             });
         }
-        Ok(Server::new(
+        let server = Server::new(
             core,
             pool,
             registry,
             (self.node_retries, self.crash_retries),
             listen_addr,
             ppcore::wire::max_payload(self.settings.max_frame),
-        ))
+        );
+        Ok(match slurm {
+            Some(launched) => server.with_slurm(launched),
+            None => server,
+        })
     }
 }
 

@@ -7,18 +7,15 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-/// Why a connection attempt failed, and whether to try again.
+/// Why a connection attempt failed.
 pub(crate) struct ConnectError {
     pub(crate) reason: String,
-    /// Final: the node refused us for good (secret, version).
-    pub(crate) last: bool,
 }
 
 impl ConnectError {
     fn retry(reason: impl Into<String>) -> Self {
         ConnectError {
             reason: reason.into(),
-            last: false,
         }
     }
 }
@@ -51,7 +48,8 @@ pub(crate) fn dial(name: &str, settings: &LinkSettings) -> Result<TcpStream, Con
     Err(last)
 }
 
-/// Authenticates on a fresh connection; returns the node's `Welcome`.
+/// Authenticates on a fresh connection, for a one-off query; returns the
+/// node's `Welcome`. (Links to nodes authenticate through `ppcore::ClientLink`.)
 pub(crate) fn handshake(
     stream: &TcpStream,
     settings: &LinkSettings,
@@ -77,15 +75,7 @@ pub(crate) fn handshake(
             Err(e) => Err(ConnectError::retry(format!("handshake failed: {e}"))),
         }
     };
-    let final_error = |e: HandshakeError| match e {
-        HandshakeError::Rejected(ref r) if r.contains("too many connections") => {
-            ConnectError::retry(e.to_string())
-        }
-        e => ConnectError {
-            reason: e.to_string(),
-            last: true,
-        },
-    };
+    let final_error = |e: HandshakeError| ConnectError::retry(e.to_string());
     let challenge = next(&mut writer, &hello)?;
     let auth = hs.on_challenge(challenge).map_err(final_error)?;
     let welcome = next(&mut writer, &auth)?;

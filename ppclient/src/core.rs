@@ -82,7 +82,7 @@ impl Core {
 
     /// Waits until every link has answered once (up, down or refused), or `limit`.
     pub(crate) fn wait_first_contact(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
+        let deadline = ppcore::limits::deadline(Instant::now(), limit);
         let mut guard = lock(&self.news.0);
         while self
             .links()

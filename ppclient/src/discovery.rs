@@ -1,8 +1,6 @@
 //! Finding nodes: UDP discovery probes, and nodes that join a listening client.
 
-use crate::connect::handshake;
 use crate::core::Core;
-use crate::remote::{serve, Link};
 use ppcore::wire::{parse_discovery_reply, DISCOVERY_PROBE};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
@@ -96,21 +94,7 @@ pub(crate) fn accept_joins(core: &Arc<Core>, listener: &TcpListener) {
 }
 
 fn joined(core: &Arc<Core>, stream: std::net::TcpStream, peer: SocketAddr) {
-    match handshake(&stream, &core.settings) {
-        Ok(welcome) => {
-            let name = match &welcome {
-                ppcore::wire::NodeMsg::Welcome { node_id, .. } => node_id.clone(),
-                _ => peer.to_string(),
-            };
-            let link = core.link(&name).unwrap_or_else(|| {
-                let link = Link::new(name);
-                core.add_link(Arc::clone(&link));
-                link
-            });
-            serve(core, &link, stream, welcome);
-        }
-        Err(e) => tracing::warn!(%peer, "joining node refused: {}", e.reason),
-    }
+    crate::session::drive(core, crate::session::Target::Joined(peer), Some(stream));
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! that resolves the job; everyone else's result is dropped. That is how each
 //! handle and callback resolves exactly once.
 
-use crate::tracker::{Pending, Tracker};
+use crate::tracker::{as_callback, in_callback, would_deadlock, InCallback, Pending, Tracker};
 use ppcore::{ErrorKind, JobError};
 use std::future::Future;
 use std::pin::Pin;
@@ -135,6 +135,27 @@ impl<T: Send + 'static> Cell<T> {
         if let Some(g) = &self.group {
             g.done();
         }
+        // Last: `wait_all` returns only once every handle is ready.
+        self.tracker.settled();
+    }
+
+    /// This job's identity for deadlock checks: its cell and group.
+    fn identity(&self) -> InCallback {
+        InCallback {
+            cell: self as *const Self as *const () as usize,
+            group: self.group.as_ref().map(|g| Arc::as_ptr(g) as usize),
+        }
+    }
+
+    /// `Err` if waiting on this job here could never end: this thread runs
+    /// the job's own callback.
+    fn check_not_own(&self) -> Result<(), JobError> {
+        match in_callback() {
+            Some(ctx) if ctx.cell == self.identity().cell && !self.is_ready() => {
+                Err(would_deadlock("waited on its own job"))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T>> {
@@ -157,6 +178,7 @@ impl<T: Send + 'static> Cell<T> {
                 std::thread::yield_now();
             }
         }
+        let _blocking = self.tracker.blocking();
         let mut slot = self.lock();
         while !self.is_ready() {
             slot.sleeping = true;
@@ -268,10 +290,11 @@ where
         None => cell.publish(result),
         Some(callback) => {
             let keep = Arc::clone(holder);
+            let identity = cell.identity();
             cell.tracker.run_callback(Box::new(move || {
                 // The handle resolves even if the callback panics.
                 let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    callback(&result);
+                    as_callback(identity, || callback(&result));
                 }));
                 keep.cell().publish(result);
                 if let Err(payload) = seen {
@@ -306,15 +329,28 @@ impl<T: Send + 'static> JobHandle<T> {
         self.id
     }
 
-    /// Blocks until the job ends and returns its result.
+    /// Blocks until the job ends (and its callback returned) and returns its
+    /// result.
+    ///
+    /// Called from the job's own callback, it returns
+    /// [`ErrorKind::WouldDeadlock`] at once: the job resolves only after its
+    /// callback returns. Waiting on any other job from a callback is fine.
     pub fn wait(self) -> Result<T, JobError> {
+        self.cell().check_not_own()?;
         self.cell().wait_ready(None);
         self.cell().take()
     }
 
     /// Waits at most `timeout`; gives the handle back if the job has not ended.
+    /// From the job's own callback: `Ok(Err(WouldDeadlock))`, as [`JobHandle::wait`].
     pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, JobError>, Self> {
-        if self.cell().wait_ready(Some(Instant::now() + timeout)) {
+        if let Err(e) = self.cell().check_not_own() {
+            return Ok(Err(e));
+        }
+        if self
+            .cell()
+            .wait_ready(Some(ppcore::limits::deadline(Instant::now(), timeout)))
+        {
             Ok(self.cell().take())
         } else {
             Err(self)
@@ -365,6 +401,7 @@ impl<T> std::fmt::Debug for JobHandle<T> {
 ///
 /// Yields `(index, result)`, where `index` is the job's place in the input.
 pub struct AsCompleted<T> {
+    tracker: Option<Arc<Tracker>>,
     handles: Vec<Option<JobHandle<T>>>,
     finished: crossbeam_channel::Receiver<usize>,
     left: usize,
@@ -392,6 +429,7 @@ impl<T: Send + 'static> AsCompleted<T> {
                 .notify(Waker::from(Arc::new(IndexWaker { index, tx })));
         }
         AsCompleted {
+            tracker: handles.first().map(|h| Arc::clone(&h.cell().tracker)),
             left: handles.len(),
             handles: handles.into_iter().map(Some).collect(),
             finished: rx,
@@ -404,7 +442,13 @@ impl<T: Send + 'static> Iterator for AsCompleted<T> {
 
     fn next(&mut self) -> Option<Self::Item> {
         while self.left > 0 {
-            let index = self.finished.recv().ok()?;
+            let index = match self.finished.try_recv() {
+                Ok(index) => index,
+                Err(_) => {
+                    let _blocking = self.tracker.as_ref().map(|t| t.blocking());
+                    self.finished.recv().ok()?
+                }
+            };
             if let Some(handle) = self.handles.get_mut(index).and_then(Option::take) {
                 self.left -= 1;
                 return Some((index, handle.wait()));

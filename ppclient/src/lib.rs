@@ -24,10 +24,12 @@
 //! | `server` | [`Server`]: submit, wait, map, groups, stats |
 //! | `builder`, `options` | [`Builder`] (ncpus, nodes, secret, discovery, listen, retries) and per-job [`Options`], [`JobOptions`] |
 //! | `core` | what the server's threads share: the queue, links, stop flag; who can run a job |
-//! | `remote` | a link per node: its state, reconnecting with backoff, rescheduling on loss |
-//! | `session` | one live connection: feed jobs in batches within the window, read results, heartbeat |
+//! | `remote` | what the server knows of each node (state, jobs, counters); starts its link |
+//! | `session` | the driver of one link ([`ppcore::ClientLink`]): dial, read, write, feed jobs from the queue within the window, resolve or requeue what the link gives back |
 //! | `connect` | resolve, connect and authenticate; `node_status` |
 //! | `discovery` | UDP discovery probes and nodes that join a listening server |
+//! | `dns` | nodes from a DNS name: one per address, resolved again as nodes come and go |
+//! | `slurm` | [`Slurm`]: `ppserver`s started by `srun` in an allocation, or in one it `sbatch`es |
 //! | `handle` | the result cell and [`JobHandle`]: wait, poll, await, cancel; [`AsCompleted`] |
 //! | `task` | the type-erased queue item and how a local worker runs it |
 //! | `tracker` | pending counts for `wait_all` / `wait_group`, outcome counters, the callback thread |
@@ -38,11 +40,13 @@ mod builder;
 mod connect;
 mod core;
 mod discovery;
+mod dns;
 mod handle;
 mod options;
 mod remote;
 mod server;
 mod session;
+mod slurm;
 mod task;
 mod timer;
 mod tracker;
@@ -82,6 +86,7 @@ pub use serde;
 /// Bytes that travel as one MessagePack binary, as a plain `Vec<u8>` does.
 pub use serde_bytes::{ByteBuf, Bytes};
 pub use server::Server;
+pub use slurm::{Slurm, SlurmError};
 
 /// The node library (`ppserver`): run a node with your own jobs from this
 /// program, e.g. as a subcommand. See [`node::main_linked`].

@@ -34,10 +34,16 @@ impl Options {
         Self::default()
     }
 
-    /// The same options with a callback: `f` gets the job's result on the
-    /// server's callback thread, before the handle resolves. Callbacks run one
-    /// at a time, in the order jobs end: keep them short (see the README's
-    /// "Callbacks").
+    /// The same options with a callback: `f` gets the job's result on one of
+    /// the server's callback threads, before the handle resolves (see the
+    /// README's "Callbacks").
+    ///
+    /// A callback may submit jobs and wait on other handles and groups,
+    /// including jobs that have callbacks of their own: another callback
+    /// thread takes over while it waits. A wait that could only end after the
+    /// callback returns (on its own job, on its own group, or `wait_all`)
+    /// returns [`ErrorKind::WouldDeadlock`](crate::ErrorKind::WouldDeadlock)
+    /// at once. Callbacks of different jobs may run at the same time.
     ///
     /// ```
     /// use ppclient::{Options, Server};

@@ -1,22 +1,18 @@
-//! Remote nodes: one link per node, each with a supervisor thread that
-//! connects, authenticates and then serves the node over one session.
+//! Remote nodes: what the server knows of each (name, state, jobs,
+//! counters), and the thread that drives its link.
 //!
-//! A link whose connection breaks puts its in-flight jobs back in the queue
-//! and reconnects with capped exponential backoff; a link whose node refuses
-//! our secret or our protocol version stops for good and says why.
+//! The link itself ([`ppcore::ClientLink`], driven by `session`) puts
+//! in-flight jobs back in the queue when a connection breaks and redials
+//! with capped exponential backoff; a node that refuses our secret or our
+//! protocol version is given up for good, with the reason.
 
-use crate::connect::{dial, handshake};
 use crate::core::Core;
-use crate::session::{feed, read_loop, Session};
-use ppcore::wire::{ClientMsg, JobInfo, NodeMsg};
-use ppcore::{FrameReader, NodeCounters, Secret};
+use crate::session::{drive, Inbound, Target};
+use crossbeam_channel::Sender;
+use ppcore::{NodeCounters, Secret};
 use std::collections::HashSet;
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+use std::time::Duration;
 
 /// The jobs a node advertised: (name, signature).
 pub(crate) type JobSet = Arc<HashSet<(String, String)>>;
@@ -71,9 +67,9 @@ pub(crate) struct Link {
     pub(crate) counters: NodeCounters,
     state: Mutex<NodeState>,
     /// The jobs it advertised last, once it has.
-    jobs: Mutex<Option<JobSet>>,
-    /// The live connection, if any.
-    session: Mutex<Option<Arc<Session>>>,
+    pub(crate) jobs: Mutex<Option<JobSet>>,
+    /// Wakes the link's driver (to stop), while it runs.
+    waker: Mutex<Option<Sender<Inbound>>>,
 }
 
 impl Link {
@@ -83,7 +79,7 @@ impl Link {
             counters: NodeCounters::default(),
             state: Mutex::new(NodeState::Connecting),
             jobs: Mutex::new(None),
-            session: Mutex::new(None),
+            waker: Mutex::new(None),
         })
     }
 
@@ -112,11 +108,21 @@ impl Link {
         Some(jobs.contains(&(job.0.to_owned(), job.1.to_owned())))
     }
 
-    /// Closes the live connection, if any (the server is going away).
+    pub(crate) fn set_waker(&self, tx: Sender<Inbound>) {
+        *lock(&self.waker) = Some(tx);
+    }
+
+    pub(crate) fn clear_waker(&self) {
+        *lock(&self.waker) = None;
+    }
+
+    /// Wakes the driver so that it sees the server stopping: it says goodbye
+    /// to the node and closes.
     pub(crate) fn close(&self) {
-        if let Some(s) = lock(&self.session).as_ref() {
-            s.send(&ClientMsg::Goodbye);
-            s.kill();
+        let waker = lock(&self.waker).clone();
+        if let Some(tx) = waker {
+            // A full inbox means the driver is awake anyway.
+            let _ = tx.try_send(Inbound::Stop);
         }
     }
 }
@@ -125,121 +131,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Adds a link to the node at `name` and starts its supervisor thread.
+/// Adds a link to the node at `name` and starts its driver thread.
 pub(crate) fn start_static(core: &Arc<Core>, name: String) {
     let link = Link::new(name);
     core.add_link(Arc::clone(&link));
     let core = Arc::clone(core);
     let spawned = std::thread::Builder::new()
         .name("pp-link".into())
-        .spawn(move || run_static(&core, &link));
+        .spawn(move || drive(&core, Target::Named(link), None));
     if let Err(e) = spawned {
         tracing::warn!("cannot start a link thread: {e}");
     }
-}
-
-/// Connects to and serves a node at `link.name` until the server stops or the
-/// node refuses us for good.
-fn run_static(core: &Arc<Core>, link: &Arc<Link>) {
-    let mut backoff = BACKOFF_MIN;
-    while !core.stopped() {
-        let attempt = dial(&link.name, &core.settings)
-            .and_then(|stream| handshake(&stream, &core.settings).map(|welcome| (stream, welcome)));
-        match attempt {
-            Ok((stream, welcome)) => {
-                let started = Instant::now();
-                serve(core, link, stream, welcome);
-                if started.elapsed() > BACKOFF_MAX {
-                    backoff = BACKOFF_MIN;
-                }
-            }
-            Err(e) if e.last => {
-                tracing::warn!(node = %link.name, "node refused: {}", e.reason);
-                link.set_state(NodeState::Failed { reason: e.reason });
-                core.contacted();
-                core.fail_unrunnable();
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(node = %link.name, "cannot connect: {}", e.reason);
-                link.set_state(NodeState::Down { reason: e.reason });
-                core.contacted();
-            }
-        }
-        if core.sleep(backoff) {
-            return;
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-/// Serves one authenticated connection until it ends, then puts whatever was
-/// in flight back in the queue.
-pub(crate) fn serve(core: &Arc<Core>, link: &Arc<Link>, stream: TcpStream, welcome: NodeMsg) {
-    let NodeMsg::Welcome { workers, jobs, .. } = welcome else {
-        return;
-    };
-    let workers = workers as usize;
-    let jobs: JobSet = Arc::new(
-        jobs.into_iter()
-            .map(|JobInfo { name, signature }| (name, signature))
-            .collect(),
-    );
-    let settings = &core.settings;
-    let _ = stream.set_write_timeout(Some((settings.heartbeat * 3).max(Duration::from_secs(1))));
-    let (Ok(writer), Ok(read_half)) = (stream.try_clone(), stream.try_clone()) else {
-        return;
-    };
-    let session = Arc::new(Session::new(
-        writer,
-        workers,
-        settings.max_prefetch,
-        Arc::clone(&jobs),
-    ));
-    *lock(&link.jobs) = Some(jobs);
-    *lock(&link.session) = Some(Arc::clone(&session));
-    link.set_state(NodeState::Up { workers });
-    core.contacted();
-    tracing::info!(node = %link.name, workers, "node up");
-
-    let reader = {
-        let (core, link, session) = (Arc::clone(core), Arc::clone(link), Arc::clone(&session));
-        let max_frame = settings.max_frame;
-        std::thread::Builder::new()
-            .name("pp-node-reader".into())
-            .spawn(move || {
-                read_loop(
-                    &core,
-                    &link,
-                    &session,
-                    FrameReader::new(read_half, max_frame),
-                )
-            })
-    };
-    let clean = match reader {
-        Ok(reader) => {
-            feed(core, link, &session);
-            session.kill();
-            reader.join().unwrap_or(false)
-        }
-        Err(_) => false,
-    };
-    *lock(&link.session) = None;
-    let left = session.drain();
-    if !left.is_empty() {
-        tracing::info!(node = %link.name, jobs = left.len(), "node lost with jobs in flight: rescheduling");
-    }
-    for task in left {
-        if let Some(task) = task.retry(&link.name, !clean) {
-            core.requeue(task);
-        }
-    }
-    let reason = if clean {
-        "the node stopped"
-    } else {
-        "connection lost"
-    };
-    link.set_state(NodeState::Down {
-        reason: reason.into(),
-    });
 }

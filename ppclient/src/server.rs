@@ -69,6 +69,8 @@ pub struct Server {
     listen_addr: Option<SocketAddr>,
     /// The largest encoded arguments a job may have, local or remote.
     max_args: usize,
+    /// Nodes started through Slurm; stopped when this drops (after `drop` stops the links).
+    slurm: Option<crate::slurm::Launched>,
 }
 
 impl Server {
@@ -92,7 +94,19 @@ impl Server {
             crash_retries,
             listen_addr,
             max_args,
+            slurm: None,
         }
+    }
+
+    /// This server with the Slurm nodes it started.
+    pub(crate) fn with_slurm(mut self, launched: crate::slurm::Launched) -> Self {
+        self.slurm = Some(launched);
+        self
+    }
+
+    /// The Slurm job its nodes run in, when they were started through Slurm.
+    pub fn slurm_job(&self) -> Option<&str> {
+        self.slurm.as_ref().map(|l| l.job_id())
     }
 
     /// A builder with the defaults: every linked job, `ncpus` auto-detected, no nodes.
@@ -171,23 +185,61 @@ impl Server {
         AsCompleted::new(handles.into_iter().collect())
     }
 
-    /// Waits until every job of group `name` submitted so far has resolved.
-    pub fn wait_group(&self, name: &str) {
+    /// Waits until every job of group `name` submitted so far has resolved
+    /// and its callback has returned (every such handle's `is_finished()`
+    /// is then true).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::WouldDeadlock`] at once when called from the callback of
+    /// a job in that group: the group cannot finish before the callback
+    /// returns. Waiting on another group from a callback is fine.
+    pub fn wait_group(&self, name: &str) -> Result<(), JobError> {
         let group = self.lock_groups().get(name).cloned();
-        if let Some(g) = group {
+        let Some(g) = group else {
+            return Ok(());
+        };
+        if let Some(ctx) = crate::tracker::in_callback() {
+            if ctx.group == Some(Arc::as_ptr(&g) as usize) {
+                return Err(crate::tracker::would_deadlock(&format!(
+                    "waited on its own group `{name}`"
+                )));
+            }
+        }
+        if g.get() > 0 {
+            let _blocking = self.core.tracker.blocking();
             g.wait_zero(None);
         }
+        Ok(())
     }
 
-    /// Waits until every job submitted so far has resolved (a handle's
-    /// `wait` then returns at once).
-    pub fn wait_all(&self) {
-        self.core.tracker.wait_quiet(None);
+    /// Waits until every job submitted so far has resolved and its callback
+    /// has returned (every handle's `is_finished()` is then true, and a
+    /// handle's `wait` returns at once).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::WouldDeadlock`] at once when called from a callback: the
+    /// callback's own job cannot finish before the callback returns.
+    pub fn wait_all(&self) -> Result<(), JobError> {
+        self.wait_all_until(None).map(|_| ())
     }
 
-    /// Like [`Server::wait_all`] but gives up after `timeout`; true if all resolved.
-    pub fn wait_all_timeout(&self, timeout: Duration) -> bool {
-        self.core.tracker.wait_quiet(Some(Instant::now() + timeout))
+    /// Like [`Server::wait_all`] but gives up after `timeout`; `Ok(true)` if
+    /// all resolved.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::WouldDeadlock`] when called from a callback, as [`Server::wait_all`].
+    pub fn wait_all_timeout(&self, timeout: Duration) -> Result<bool, JobError> {
+        self.wait_all_until(Some(ppcore::limits::deadline(Instant::now(), timeout)))
+    }
+
+    fn wait_all_until(&self, deadline: Option<Instant>) -> Result<bool, JobError> {
+        if crate::tracker::in_callback().is_some() {
+            return Err(crate::tracker::would_deadlock("called wait_all"));
+        }
+        Ok(self.core.tracker.wait_quiet(deadline))
     }
 
     /// Local worker threads.
@@ -197,7 +249,9 @@ impl Server {
 
     /// Resizes the local pool; 0 leaves all work to the nodes (or, with no
     /// nodes, holds jobs until workers are added again).
+    /// At most [`ppcore::limits::MAX_WORKERS`].
     pub fn set_ncpus(&self, n: usize) {
+        let n = n.min(ppcore::limits::MAX_WORKERS);
         self.core.ncpus.store(n, Ordering::Release);
         self.pool.set_workers(n);
     }

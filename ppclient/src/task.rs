@@ -58,7 +58,10 @@ impl RunCtx {
                 Err(_) => return,
             },
         };
-        timer.schedule(Instant::now() + timeout, Arc::downgrade(&job));
+        timer.schedule(
+            ppcore::limits::deadline(Instant::now(), timeout),
+            Arc::downgrade(&job),
+        );
     }
 }
 
@@ -205,14 +208,20 @@ fn take_failure_retry(extra: &mut Option<Box<Extra>>, tracker: &Tracker) -> bool
 }
 
 /// Runs job `J` here, and again after a failure while retries are left (the
-/// arguments are then kept encoded: they need not be `Clone`).
+/// arguments are then kept encoded: they need not be `Clone`). The job's
+/// lock is taken only for a moment before each rerun, never while it runs.
 fn run_here<J: Job>(
+    task: &TypedTask<J>,
     args: J::Args,
-    run: &mut Run<J>,
-    tracker: &Tracker,
     ctx: &RunCtx,
 ) -> Result<J::Output, JobError> {
-    let retries = run.extra.as_ref().map_or(0, |e| e.failure_retries);
+    let (retries, mut attempt) = {
+        let run = task.lock();
+        (
+            run.extra.as_ref().map_or(0, |e| e.failure_retries),
+            run.attempt,
+        )
+    };
     let kept = match retries {
         0 => None,
         _ => Some(ppcore::encode(&args)?),
@@ -232,11 +241,16 @@ fn run_here<J: Job>(
             }
         };
         let started = Instant::now();
-        let result = ppcore::run_caught::<J>(this).map_err(|e| e.on(LOCAL, run.attempt));
+        let result = ppcore::run_caught::<J>(this).map_err(|e| e.on(LOCAL, attempt));
         ctx.local.record(started.elapsed(), result.is_err());
         match result {
-            Err(e) if is_job_failure(&e) && take_failure_retry(&mut run.extra, tracker) => {
+            Err(e) if is_job_failure(&e) => {
+                let mut run = task.lock();
+                if !take_failure_retry(&mut run.extra, task.cell.tracker()) {
+                    return Err(e);
+                }
                 run.attempt += 1;
+                attempt = run.attempt;
             }
             result => return result,
         }
@@ -275,21 +289,22 @@ impl<J: Job> Task for TypedTask<J> {
         if !self.cell.start() {
             return; // cancelled while queued
         }
-        let result = {
+        let (args, timeout) = {
             let mut run = self.lock();
             if run.attempt == 0 {
                 self.cell.tracker().started(self.submitted.elapsed());
             }
             run.attempt += 1;
-            let timeout = run.extra.as_ref().and_then(|e| e.timeout);
-            ctx.arm(Arc::clone(&self) as Arc<dyn Expire>, timeout);
-            match run.args.take() {
-                Some(args) => run_here::<J>(args, &mut run, self.cell.tracker(), ctx),
-                None => Err(JobError::new(
-                    ErrorKind::Codec,
-                    "the job's arguments are gone",
-                )),
-            }
+            (run.args.take(), run.extra.as_ref().and_then(|e| e.timeout))
+        };
+        // The user's job runs with no lock held.
+        ctx.arm(Arc::clone(&self) as Arc<dyn Expire>, timeout);
+        let result = match args {
+            Some(args) => run_here::<J>(&self, args, ctx),
+            None => Err(JobError::new(
+                ErrorKind::Codec,
+                "the job's arguments are gone",
+            )),
         };
         resolve(&self, result);
     }
@@ -298,14 +313,18 @@ impl<J: Job> Task for TypedTask<J> {
         if !self.cell.start_remote() {
             return Err(None);
         }
-        let mut run = self.lock();
-        let encoded = match &run.args {
+        // The arguments are encoded outside the lock: only the owner of the
+        // job (the link that popped it) touches them meanwhile.
+        let args = self.lock().args.take();
+        let encoded = match &args {
             Some(args) => ppcore::encode(args),
             None => Err(JobError::new(
                 ErrorKind::Codec,
                 "the job's arguments are gone",
             )),
         };
+        let mut run = self.lock();
+        run.args = args;
         let checked = encoded.and_then(|args| match args.len() {
             n if n > ctx.max_payload => Err(JobError::new(
                 ErrorKind::Codec,

@@ -1,13 +1,130 @@
 //! Completion accounting: how many jobs are pending (server-wide and per
-//! group), how they ended, and the thread that runs callbacks.
+//! group), how they ended, and the threads that run callbacks.
+//!
+//! Callbacks run on a small pool of their own. A callback may wait on other
+//! handles: before it blocks, it makes sure another callback thread is free
+//! (starting one if needed), so the job it waits for can still run its own
+//! callback and resolve. Threads beyond the first end after a quiet second.
+//! A wait that can never end (a callback waiting on its own job, or on a
+//! group or `wait_all` that includes its own job) is refused with
+//! [`ErrorKind::WouldDeadlock`].
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crossbeam_utils::CachePadded;
-use ppcore::ErrorKind;
 pub(crate) use ppcore::Pending;
+use ppcore::{ErrorKind, JobError};
+use std::cell::Cell as StdCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long a spare callback thread waits for work before it ends.
+const SPARE_IDLE: Duration = Duration::from_secs(1);
+
+/// The callback running on this thread, if any: its job's cell and group,
+/// as addresses (identities only, never dereferenced).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InCallback {
+    pub(crate) cell: usize,
+    pub(crate) group: Option<usize>,
+}
+
+thread_local! {
+    static IN_CALLBACK: StdCell<Option<InCallback>> = const { StdCell::new(None) };
+}
+
+/// The callback running on this thread, if any.
+pub(crate) fn in_callback() -> Option<InCallback> {
+    IN_CALLBACK.with(StdCell::get)
+}
+
+/// Runs `f` as the callback of the job `ctx` names (for deadlock checks).
+pub(crate) fn as_callback<R>(ctx: InCallback, f: impl FnOnce() -> R) -> R {
+    let before = IN_CALLBACK.with(|c| c.replace(Some(ctx)));
+    struct Restore(Option<InCallback>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            IN_CALLBACK.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+/// The error of a wait that could only end after the callback making it.
+pub(crate) fn would_deadlock(what: &str) -> JobError {
+    JobError::new(
+        ErrorKind::WouldDeadlock,
+        format!("a callback {what}, which cannot finish before the callback returns"),
+    )
+}
+
+/// The callback threads' shared state.
+struct CallbackPool {
+    rx: Receiver<CallbackWork>,
+    /// Callback threads alive.
+    alive: AtomicUsize,
+    /// Of those, how many are blocked in a wait inside a callback.
+    blocked: AtomicUsize,
+}
+
+impl CallbackPool {
+    fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        self.alive.fetch_add(1, Ordering::SeqCst);
+        let pool = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("pp-callbacks".into())
+            .spawn(move || pool.work());
+        if spawned.is_err() {
+            self.alive.fetch_sub(1, Ordering::SeqCst);
+        }
+        spawned.map(|_| ())
+    }
+
+    /// Threads free to take a callback now.
+    fn free(&self) -> isize {
+        self.alive.load(Ordering::SeqCst) as isize - self.blocked.load(Ordering::SeqCst) as isize
+    }
+
+    fn work(&self) {
+        loop {
+            match self.rx.recv_timeout(SPARE_IDLE) {
+                Ok(work) => {
+                    // A panicking callback must not stop the others.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
+                        tracing::warn!("a job callback panicked");
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    // Retire a spare thread, but never the last free one.
+                    self.alive.fetch_sub(1, Ordering::SeqCst);
+                    if self.free() >= 1 {
+                        return;
+                    }
+                    self.alive.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.alive.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Held while a callback thread blocks in a wait: another thread takes
+/// the callbacks meanwhile.
+pub(crate) struct Blocking<'a> {
+    pool: Option<&'a CallbackPool>,
+}
+
+impl Drop for Blocking<'_> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool {
+            pool.blocked.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
 
 /// Work handed to the callback thread.
 pub(crate) type CallbackWork = Box<dyn FnOnce() + Send>;
@@ -24,6 +141,8 @@ pub(crate) enum Count {
     /// Jobs that started (first time), and their total wait in the queue.
     Started,
     WaitNs,
+    /// Jobs whose handle is ready and whose callback has returned.
+    Settled,
 }
 
 const SHARDS: usize = 8;
@@ -31,7 +150,7 @@ const SHARDS: usize = 8;
 /// One thread's share of the counts, on cache lines of its own.
 #[derive(Default)]
 #[repr(align(128))]
-struct Shard([AtomicU64; 8]);
+struct Shard([AtomicU64; 9]);
 
 thread_local! {
     /// This thread's shard, assigned round-robin on first use.
@@ -46,37 +165,55 @@ thread_local! {
 /// Every job bumps two counts (submitted, then how it ended), from whatever
 /// threads submit and finish jobs: the counts are sharded per thread so that
 /// those threads do not fight over one cache line. Pending is submitted minus
-/// ended; `wait_all` sleeps until it is zero, and is woken only if it waits.
+/// settled (its handle ready, its callback returned); `wait_all` sleeps until
+/// it is zero, and is woken only if it waits. A job is counted as ended (for
+/// the stats) before its handle is ready, and as settled after: so stats read
+/// after a handle resolved count it, and every handle is finished once
+/// `wait_all` returns.
 pub(crate) struct Tracker {
     shards: [Shard; SHARDS],
     waiters: CachePadded<AtomicUsize>,
     quiet: (Mutex<()>, Condvar),
     pub(crate) retried: AtomicU64,
     callbacks: CachePadded<Sender<CallbackWork>>,
+    pool: Arc<CallbackPool>,
 }
 
 impl Tracker {
-    /// A tracker whose callbacks run on one thread of their own, which ends
+    /// A tracker whose callbacks run on threads of their own, which end
     /// when the last job that could have a callback is gone.
     pub(crate) fn new() -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::unbounded::<CallbackWork>();
-        std::thread::Builder::new()
-            .name("pp-callbacks".into())
-            .spawn(move || {
-                for work in rx {
-                    // A panicking callback must not stop the others.
-                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
-                        eprintln!("pp: a job callback panicked");
-                    }
-                }
-            })?;
+        let pool = Arc::new(CallbackPool {
+            rx,
+            alive: AtomicUsize::new(0),
+            blocked: AtomicUsize::new(0),
+        });
+        pool.spawn()?;
         Ok(Tracker {
             shards: Default::default(),
             waiters: CachePadded::new(AtomicUsize::new(0)),
             quiet: (Mutex::new(()), Condvar::new()),
             retried: AtomicU64::new(0),
             callbacks: CachePadded::new(tx),
+            pool,
         })
+    }
+
+    /// Call before blocking in a wait: on a callback thread, makes sure
+    /// another callback thread is free while this one waits.
+    pub(crate) fn blocking(&self) -> Blocking<'_> {
+        if in_callback().is_none() {
+            return Blocking { pool: None };
+        }
+        let pool = &*self.pool;
+        pool.blocked.fetch_add(1, Ordering::SeqCst);
+        if pool.free() < 1 {
+            if let Err(e) = self.pool.spawn() {
+                tracing::warn!("cannot start a callback thread: {e}");
+            }
+        }
+        Blocking { pool: Some(pool) }
     }
 
     fn bump(&self, count: Count) {
@@ -118,25 +255,20 @@ impl Tracker {
         self.bump(Count::Submitted);
     }
 
-    /// Jobs submitted and not yet ended. Ended counts are read before the
-    /// submitted count, so the answer never falls below the truth.
+    /// Jobs submitted and not yet settled. Settled counts are read before
+    /// the submitted count, so the answer never falls below the truth.
     pub(crate) fn pending(&self) -> u64 {
-        let ended: u64 = [
-            Count::Succeeded,
-            Count::Failed,
-            Count::Cancelled,
-            Count::TimedOut,
-            Count::ShutDown,
-        ]
-        .iter()
-        .map(|&c| self.sum(c))
-        .sum();
+        let settled = self.sum(Count::Settled);
         std::sync::atomic::fence(Ordering::SeqCst);
-        self.sum(Count::Submitted).saturating_sub(ended)
+        self.sum(Count::Submitted).saturating_sub(settled)
     }
 
     /// Waits until no job is pending or `deadline` passes; true if none is.
     pub(crate) fn wait_quiet(&self, deadline: Option<Instant>) -> bool {
+        if self.pending() == 0 {
+            return true;
+        }
+        let _blocking = self.blocking();
         self.waiters.fetch_add(1, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
         let mut guard = self.quiet.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -172,8 +304,7 @@ impl Tracker {
         }
     }
 
-    /// Counts how a job ended (once its result is in), and wakes `wait_all`
-    /// if someone waits.
+    /// Counts how a job ended, just before its handle is made ready.
     pub(crate) fn ended(&self, outcome: &Result<(), ErrorKind>) {
         self.bump(match outcome {
             Ok(()) => Count::Succeeded,
@@ -184,6 +315,12 @@ impl Tracker {
                 _ => Count::Failed,
             },
         });
+    }
+
+    /// Counts a job settled (handle ready, callback returned), and wakes
+    /// `wait_all` if someone waits.
+    pub(crate) fn settled(&self) {
+        self.bump(Count::Settled);
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::Relaxed) > 0 {
             let _guard = self.quiet.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,41 +1,52 @@
 //! The pp experience on one machine: the Server API against its local pool.
 
 use ppclient::{ErrorKind, Options, Server};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Gates that test jobs wait on, one per test, so tests can hold a worker busy.
-static GATES: [AtomicBool; 8] = [const { AtomicBool::new(false) }; 8];
-/// Set when the job waiting on the gate of the same index has started.
-static STARTED: [AtomicBool; 8] = [const { AtomicBool::new(false) }; 8];
+/// Gates that test jobs wait on, one per test, so tests can hold a worker
+/// busy; and whether the job at each gate has started.
+struct Gates {
+    open: [bool; 8],
+    started: [bool; 8],
+}
+
+static GATES: (Mutex<Gates>, Condvar) = (
+    Mutex::new(Gates {
+        open: [false; 8],
+        started: [false; 8],
+    }),
+    Condvar::new(),
+);
 
 ppcore::job! {
     /// Waits (at most 10 s) until gate `i` opens, then returns `i`.
     fn gate(i: usize) -> usize {
-        STARTED[i].store(true, Ordering::Release);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !GATES[i].load(Ordering::Acquire) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let (lock, cv) = &GATES;
+        let mut g = lock.lock().unwrap();
+        g.started[i] = true;
+        cv.notify_all();
+        let _open = cv
+            .wait_timeout_while(g, Duration::from_secs(10), |g| !g.open[i])
+            .unwrap();
         i
     }
 }
 
 fn open(i: usize) {
-    GATES[i].store(true, Ordering::Release);
+    GATES.0.lock().unwrap().open[i] = true;
+    GATES.1.notify_all();
 }
 
-/// Waits until `f` holds, for at most 10 s.
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    false
+/// Waits (at most 10 s) until the job at gate `i` has started; true if it has.
+fn started(i: usize) -> bool {
+    let g = GATES.0.lock().unwrap();
+    let (g, _) = GATES
+        .1
+        .wait_timeout_while(g, Duration::from_secs(10), |g| !g.started[i])
+        .unwrap();
+    g.started[i]
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -116,12 +127,12 @@ fn wait_group_waits_only_for_its_members() {
     let fast: Vec<_> = (0..20u64)
         .map(|i| server.submit_with(jobs::echo_u64, (i,), Options::new().group("fast")))
         .collect();
-    server.wait_group("fast");
+    server.wait_group("fast").unwrap();
     assert!(fast.iter().all(|h| h.is_finished()));
     assert!(!blocked.is_finished());
-    server.wait_group("no such group");
+    server.wait_group("no such group").unwrap();
     open(0);
-    server.wait_group("slow");
+    server.wait_group("slow").unwrap();
     assert!(blocked.is_finished());
     assert_eq!(blocked.wait().unwrap(), 0);
 }
@@ -171,7 +182,7 @@ fn timeout_resolves_the_handle_with_timed_out() {
 fn cancel_of_a_queued_job() {
     let server = server(1);
     let running = server.submit(gate, (1,));
-    assert!(eventually(|| STARTED[1].load(Ordering::Acquire)));
+    assert!(started(1));
     let queued = server.submit(jobs::echo_u64, (5,));
     assert!(queued.cancel());
     assert!(!queued.cancel(), "a job is cancelled once");
@@ -187,7 +198,7 @@ fn cancel_of_a_queued_job() {
 fn dropping_the_server_resolves_every_pending_handle() {
     let server = server(1);
     let running = server.submit(gate, (2,));
-    assert!(eventually(|| STARTED[2].load(Ordering::Acquire)));
+    assert!(started(2));
     let queued: Vec<_> = (0..10u64)
         .map(|i| server.submit(jobs::echo_u64, (i,)))
         .collect();
@@ -262,7 +273,7 @@ fn many_threads_submitting_at_once() {
             });
         }
     });
-    server.wait_all();
+    server.wait_all().unwrap();
     assert_eq!(done.load(Ordering::Relaxed), 40_000);
     let s = server.stats();
     assert_eq!(
@@ -362,7 +373,7 @@ fn failed_jobs_run_again_only_when_asked() {
 fn stats_report_the_mean_wait_in_the_queue() {
     let server = server(1);
     let first = server.submit(gate, (4,));
-    assert!(eventually(|| STARTED[4].load(Ordering::Acquire)));
+    assert!(started(4));
     let second = server.submit(jobs::echo_u64, (2,));
     std::thread::sleep(Duration::from_millis(100));
     open(4);
@@ -375,4 +386,20 @@ fn stats_report_the_mean_wait_in_the_queue() {
         s.queue_wait
     );
     assert!(s.to_string().contains("mean wait in the queue"), "{s}");
+}
+
+#[test]
+fn the_longest_timeouts_are_not_a_panic() {
+    let server = Server::builder()
+        .ncpus(1)
+        .heartbeat(Duration::MAX)
+        .build()
+        .unwrap();
+    let job = server.submit_with(
+        jobs::echo_u64,
+        (5,),
+        Options::new().timeout(Duration::MAX),
+    );
+    assert!(matches!(job.wait_timeout(Duration::MAX), Ok(Ok(5))));
+    assert_eq!(server.wait_all_timeout(Duration::MAX), Ok(true));
 }

@@ -29,6 +29,10 @@ pub enum ErrorKind {
     /// have refused this client: a wrong secret or another protocol version.
     /// The message names the node and its reason.
     Auth,
+    /// A callback waited on its own job, or on a group (or `wait_all`) that
+    /// cannot finish before the callback returns; the wait returns this at
+    /// once instead of deadlocking.
+    WouldDeadlock,
 }
 
 impl fmt::Display for ErrorKind {
@@ -44,6 +48,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NodeLost => "node lost",
             ErrorKind::Crashed => "worker crashed",
             ErrorKind::Auth => "refused by a node",
+            ErrorKind::WouldDeadlock => "would deadlock",
         };
         f.write_str(s)
     }

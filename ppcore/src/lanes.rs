@@ -67,6 +67,13 @@ impl<T> Lanes<T> {
         }
     }
 
+    /// The receiving ends of the front lane and the back lane, to wait on
+    /// in a `select!` with other channels. Take the first item from either,
+    /// then the rest with [`Lanes::try_pop`] (front lane first).
+    pub fn receivers(&self) -> (&Receiver<T>, &Receiver<T>) {
+        (&self.urgent.1, &self.normal.1)
+    }
+
     /// Items queued now.
     pub fn len(&self) -> usize {
         self.urgent.1.len() + self.normal.1.len()

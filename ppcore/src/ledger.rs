@@ -99,6 +99,11 @@ impl<T> Ledger<T> {
         }
     }
 
+    /// Takes job `id` back whatever its attempt (it ended elsewhere).
+    pub fn forget(&mut self, id: u64) -> Option<T> {
+        self.inflight.remove(&id).map(|(_, job)| job)
+    }
+
     /// Takes back every job for which `gone` holds (they ended elsewhere:
     /// timed out, cancelled), with their ids.
     pub fn remove_where(&mut self, gone: impl Fn(&T) -> bool) -> Vec<(u64, T)> {

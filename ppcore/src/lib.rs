@@ -13,18 +13,26 @@
 //! | `stream` | payloads over one frame as chunked streams: [`stream::Outgoing`] cuts, [`stream::Assembler`] puts back, within limits and a progress deadline |
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
 //! | `handshake` | mutual HMAC-SHA256 authentication as pure state ([`ClientHandshake`], [`NodeHandshake`]) |
+//! | `limits` | numbers from users checked: seconds and worker counts for command lines, deadlines that cannot overflow |
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
 //! | `worker` | worker processes: [`init_worker`], the one way a program re-runs itself as a job server |
+//! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
+//! | `link` | [`ClientLink`]: one client↔node link as a state machine (events in, actions out) |
+//! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod array;
 mod bins;
 pub mod budget;
 mod error;
+mod framing;
 mod handshake;
 mod job;
 mod lanes;
 mod ledger;
+pub mod limits;
+pub mod link;
+mod node_link;
 mod pending;
 mod pool;
 mod registry;
@@ -35,12 +43,15 @@ pub mod worker;
 
 pub use array::{Array, Element};
 pub use error::{ErrorKind, JobError};
+pub use framing::Framer;
 pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};
 pub use job::{
     check_size, decode, encode, quiet_job_panics, run_caught, run_erased, Fallible, Job,
 };
 pub use lanes::Lanes;
 pub use ledger::Ledger;
+pub use link::{Action, ClientLink, Event, LinkConfig, LinkState, NodeHello};
+pub use node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig, CLIENT_HANDSHAKE_MAX_FRAME};
 pub use pending::Pending;
 pub use pool::Pool;
 pub use registry::{DuplicateJob, JobEntry, Registry};

@@ -14,7 +14,7 @@ const IDLE_CHECK: Duration = Duration::from_millis(200);
 /// How many times an idle worker looks at the queue before it sleeps.
 const POLLS: u32 = 64;
 
-type Spawn = dyn Fn(Arc<Counts>, usize) + Send + Sync;
+type Spawn = dyn Fn(Arc<Counts>, usize) -> bool + Send + Sync;
 
 #[derive(Default)]
 struct Counts {
@@ -68,7 +68,9 @@ impl Pool {
             if spawned.is_err() {
                 // The OS refused a thread: the pool stays smaller than asked.
                 counts.live.fetch_sub(1, Ordering::AcqRel);
+                return false;
             }
+            true
         });
         let pool = Pool {
             counts: Arc::new(Counts::default()),
@@ -81,6 +83,8 @@ impl Pool {
 
     /// Grows or shrinks the pool to `n` workers. Shrinking takes effect as
     /// workers finish their current item or notice within a fraction of a second.
+    /// If the OS refuses a thread, the pool keeps the workers it could start
+    /// ([`workers`](Self::workers) says how many); it does not retry.
     pub fn set_workers(&self, n: usize) {
         self.counts.target.store(n, Ordering::Release);
         loop {
@@ -95,7 +99,12 @@ impl Pool {
                 .is_ok()
             {
                 let index = self.spawned.fetch_add(1, Ordering::Relaxed);
-                (self.spawn)(Arc::clone(&self.counts), index);
+                if !(self.spawn)(Arc::clone(&self.counts), index) {
+                    // No retry: the pool keeps the workers it could start.
+                    let live = self.counts.live.load(Ordering::Acquire);
+                    self.counts.target.store(live, Ordering::Release);
+                    return;
+                }
             }
         }
     }

@@ -147,6 +147,14 @@ pub enum NodeMsg {
         workers: u32,
         /// The jobs it can run.
         jobs: Vec<JobInfo>,
+        /// The longest heartbeat interval the node accepts, in ms (0: any).
+        /// The link uses the smaller of this and the client's interval; a
+        /// client silent for 3 intervals is dropped.
+        #[serde(default)]
+        heartbeat_ms: u64,
+        /// Optional protocol features the node speaks (see PROTOCOL.md).
+        #[serde(default)]
+        caps: Vec<String>,
     },
     /// The node refuses this connection, and says why.
     Reject {

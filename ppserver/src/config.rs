@@ -34,6 +34,12 @@ pub struct Config {
     pub grace: Duration,
     /// Where jobs run: worker threads, or worker processes.
     pub isolation: Isolation,
+    /// A client whose socket takes no bytes for this long (it stopped
+    /// reading) is dropped, and its queued jobs skipped.
+    pub write_timeout: Duration,
+    /// The longest heartbeat interval clients may use (announced in the
+    /// handshake); a client silent for 3 intervals is dropped.
+    pub heartbeat: Duration,
 }
 
 /// Where a node runs jobs.
@@ -63,6 +69,8 @@ impl Default for Config {
             max_frame: DEFAULT_MAX_FRAME,
             grace: Duration::from_secs(30),
             isolation: Isolation::Thread,
+            write_timeout: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -94,7 +102,7 @@ pub struct Cli {
     #[arg(short, long, default_value = "0.0.0.0")]
     pub interface: IpAddr,
     /// Worker threads (default: the CPUs this process may use).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = |s: &str| ppcore::limits::parse_workers(s, false))]
     pub workers: Option<usize>,
     /// File holding the shared secret.
     #[arg(long, value_name = "FILE")]
@@ -106,7 +114,7 @@ pub struct Cli {
     #[arg(short, long)]
     pub secret: Option<String>,
     /// Exit after this many seconds without a client connection.
-    #[arg(short = 't', long, value_name = "SECS")]
+    #[arg(short = 't', long, value_name = "SECS", value_parser = ppcore::limits::parse_whole_secs)]
     pub idle_timeout: Option<u64>,
     /// Answer discovery probes by UDP broadcast (clients' `discover("*")`).
     #[arg(short = 'a', long)]
@@ -118,14 +126,22 @@ pub struct Cli {
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
     /// Seconds a stopping node lets running jobs finish.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = ppcore::limits::parse_whole_secs)]
     pub grace: u64,
     /// Where jobs run: `thread` (fastest) or `process` (a crashing job costs only itself).
     #[arg(long, value_enum, default_value_t = Isolation::Thread)]
     pub isolation: Isolation,
     /// Seconds a new connection has to authenticate.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = ppcore::limits::parse_secs)]
     pub handshake_timeout: f64,
+    /// Seconds without write progress (the client stopped reading) before a
+    /// client is dropped.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = ppcore::limits::parse_secs)]
+    pub write_timeout: f64,
+    /// The longest heartbeat interval, in seconds, clients may use; a
+    /// client silent for 3 intervals is dropped.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS", value_parser = ppcore::limits::parse_secs)]
+    pub heartbeat: f64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -157,7 +173,16 @@ impl Cli {
             isolation: self.isolation,
             handshake_timeout: Duration::try_from_secs_f64(self.handshake_timeout)
                 .unwrap_or(defaults.handshake_timeout),
+            write_timeout: positive_secs(self.write_timeout).unwrap_or(defaults.write_timeout),
+            heartbeat: positive_secs(self.heartbeat).unwrap_or(defaults.heartbeat),
             ..defaults
         })
     }
+}
+
+/// `secs` as a duration, if it is a positive number of seconds.
+fn positive_secs(secs: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
 }

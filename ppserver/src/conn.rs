@@ -1,109 +1,229 @@
-//! One client connection: the handshake, then jobs in and results out.
-//! Whatever goes wrong here ends this connection only.
+//! The driver of one client connection: a thin I/O shell around
+//! [`ppcore::NodeLink`]. Whatever goes wrong here ends this connection only.
+//!
+//! Two threads per connection. The reader only reads the socket and
+//! forwards the bytes (so control frames are always read, even while the
+//! driver waits on a slow client). The driver owns the link: it waits for
+//! bytes, for events from workers and the daemon (`out::ConnIn`), or for the
+//! link's timer, feeds them in, and carries out the actions: write (with a
+//! no-progress timeout), queue or cancel jobs, close.
 
 use crate::node::Node;
-use crate::out::Out;
-use ppcore::wire::{ClientMsg, NodeMsg};
-use ppcore::{FrameError, FrameReader, NodeHandshake};
-use std::net::TcpStream;
+use crate::out::{Conn, ConnIn};
+use crossbeam_channel::{Receiver, Sender};
+use ppcore::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The largest frame a peer may send before it has authenticated.
-const HANDSHAKE_MAX_FRAME: usize = 4096;
+/// Received chunks waiting for the driver; beyond this the reader waits
+/// (and TCP pushes back on the client).
+const INBOX: usize = 64;
+const READ_BUF: usize = 64 << 10;
+/// Finished jobs gathered into one `Done` frame at most.
+const MAX_BATCH: usize = 1024;
+
+enum Got {
+    Bytes(Vec<u8>),
+    Closed(String),
+}
 
 /// Serves one connection until it closes; logs why it ended.
 pub(crate) fn serve(node: &Arc<Node>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "unknown peer".to_owned(), |a| a.to_string());
-    let _ = stream.set_nodelay(true);
-    let writer = match stream.try_clone() {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(%peer, "cannot use connection: {e}");
-            return;
-        }
-    };
-    let out = Arc::new(Out::new(writer, peer.clone(), node.config.max_frame));
-    let Some(id) = node.open(&out) else {
+    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let conn = Arc::new(Conn::new(ev_tx));
+    let Some(id) = node.open(&conn) else {
         let reason = format!(
             "too many connections (limit {})",
             node.config.max_connections
         );
         tracing::warn!(%peer, "refused: {reason}");
-        out.send(&NodeMsg::Reject { reason });
-        out.close();
+        crate::daemon::refuse(stream, reason);
         return;
     };
-    match session(node, &out, stream) {
-        Ok(()) => tracing::debug!(%peer, "connection closed"),
-        Err(reason) => {
-            tracing::info!(%peer, "connection closed: {reason}");
-            out.send(&NodeMsg::Reject { reason });
+    match setup(node, &stream) {
+        Ok(reader) => {
+            let mut d = Driver {
+                node,
+                conn: &conn,
+                stream,
+                peer: peer.clone(),
+                broken: false,
+            };
+            d.run(reader, &ev_rx);
         }
+        Err(e) => tracing::warn!(%peer, "cannot use connection: {e}"),
     }
-    out.close();
+    conn.mark_closed();
     node.close(id);
 }
 
-fn session(node: &Arc<Node>, out: &Arc<Out>, stream: TcpStream) -> Result<(), String> {
-    let timeout = node.config.handshake_timeout;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let mut reader = FrameReader::new(stream, HANDSHAKE_MAX_FRAME);
-    reader.set_deadline(Some(Instant::now() + timeout));
-    let nonce = ppcore::nonce().map_err(|e| format!("no randomness: {e}"))?;
-    let mut handshake = NodeHandshake::new(node.config.secret.clone(), nonce);
-    while !handshake.is_done() {
-        let Some(msg) = read(&mut reader, "during the handshake")? else {
-            return Ok(());
+/// Socket options and the reader thread; the reader's channel.
+fn setup(node: &Node, stream: &TcpStream) -> std::io::Result<Receiver<Got>> {
+    stream.set_nodelay(true)?;
+    // No progress for this long on a write: the client is dropped.
+    stream.set_write_timeout(Some(node.config.write_timeout))?;
+    let reader = stream.try_clone()?;
+    let (tx, rx) = crossbeam_channel::bounded(INBOX);
+    std::thread::Builder::new()
+        .name("pp-conn-reader".into())
+        .spawn(move || read_loop(reader, &tx))?;
+    Ok(rx)
+}
+
+struct Driver<'a> {
+    node: &'a Arc<Node>,
+    conn: &'a Arc<Conn>,
+    stream: TcpStream,
+    peer: String,
+    /// A write failed: write nothing more.
+    broken: bool,
+}
+
+impl Driver<'_> {
+    fn run(&mut self, reader: Receiver<Got>, events: &Receiver<ConnIn>) {
+        let config = &self.node.config;
+        let link_config = NodeLinkConfig {
+            secret: config.secret.clone(),
+            handshake_timeout: config.handshake_timeout,
+            heartbeat: config.heartbeat,
+            max_frame: config.max_frame,
         };
-        if let Some(reply) = handshake.on_message(msg)? {
-            out.send(&reply);
+        let nonce = match ppcore::nonce() {
+            Ok(n) => n,
+            Err(e) => return tracing::warn!(peer = %self.peer, "no randomness: {e}"),
+        };
+        let mut link = NodeLink::new(link_config, nonce, self.node.welcome(), Instant::now());
+        if self.node.draining() {
+            link.handle(NodeEvent::Drain, Instant::now());
         }
-    }
-    out.send(&node.welcome());
-    if node.draining() {
-        out.send(&NodeMsg::Draining);
-    }
-    reader.set_deadline(None);
-    reader.set_max(node.config.max_frame);
-    reader
-        .get_ref()
-        .set_read_timeout(None)
-        .map_err(|e| e.to_string())?;
-    loop {
-        let Some(msg) = read(&mut reader, "")? else {
-            return Ok(());
-        };
-        match msg {
-            ClientMsg::Run(jobs) => node.submit(jobs, out),
-            ClientMsg::Cancel { id } => node.cancel(out, id),
-            ClientMsg::Ping(n) => out.send(&NodeMsg::Pong(n)),
-            ClientMsg::Status => out.send(&NodeMsg::Status(node.status())),
-            ClientMsg::Goodbye => return Ok(()),
-            ClientMsg::Hello { .. } | ClientMsg::Auth { .. } => {
-                return Err("handshake message after the handshake".into())
+        let mut stashed = None;
+        loop {
+            if !self.act(&mut link) {
+                break;
+            }
+            if let Some(ev) = stashed.take() {
+                self.event(&mut link, ev, events, &mut stashed);
+                continue;
+            }
+            let timeout = link.poll_timeout().map_or(config.handshake_timeout, |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+            crossbeam_channel::select! {
+                recv(reader) -> r => {
+                    let now = Instant::now();
+                    match r {
+                        Ok(Got::Bytes(b)) => link.handle(NodeEvent::Received(&b), now),
+                        Ok(Got::Closed(why)) => link.handle(NodeEvent::TransportClosed(why), now),
+                        Err(_) => link.handle(NodeEvent::TransportClosed("reader gone".into()), now),
+                    }
+                }
+                recv(events) -> ev => if let Ok(ev) = ev {
+                    self.event(&mut link, ev, events, &mut stashed);
+                },
+                default(timeout) => link.handle(NodeEvent::Timer, Instant::now()),
             }
         }
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Feeds one event from the node (gathering finished jobs that are
+    /// already waiting into one batch); an event that is not a finished
+    /// job, met while gathering, is left in `stashed`.
+    fn event(
+        &self,
+        link: &mut NodeLink,
+        ev: ConnIn,
+        events: &Receiver<ConnIn>,
+        stashed: &mut Option<ConnIn>,
+    ) {
+        let now = Instant::now();
+        match ev {
+            ConnIn::Finished(first) => {
+                let mut done = vec![first];
+                while done.len() < MAX_BATCH {
+                    match events.try_recv() {
+                        Ok(ConnIn::Finished(d)) => done.push(d),
+                        Ok(other) => {
+                            *stashed = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                link.handle(NodeEvent::Finished(done), now);
+            }
+            ConnIn::GiveBack(id, attempt) => {
+                link.handle(NodeEvent::GiveBack(vec![(id, attempt)]), now)
+            }
+            ConnIn::Drain => link.handle(NodeEvent::Drain, now),
+            ConnIn::Stop => link.handle(NodeEvent::Stop, now),
+        }
+    }
+
+    /// Carries out the link's actions; false once the connection is over.
+    fn act(&mut self, link: &mut NodeLink) -> bool {
+        while let Some(action) = link.poll() {
+            match action {
+                NodeAction::Send(_) if self.broken => {}
+                NodeAction::Send(bytes) => {
+                    if let Err(e) = self.stream.write_all(&bytes) {
+                        self.broken = true;
+                        let why = match e.kind() {
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                                format!(
+                                    "no write progress for {:?}: the client stopped reading",
+                                    self.node.config.write_timeout
+                                )
+                            }
+                            _ => format!("write failed: {e}"),
+                        };
+                        // The link closes; its jobs here are skipped.
+                        self.conn.mark_closed();
+                        link.handle(NodeEvent::TransportClosed(why), Instant::now());
+                    }
+                }
+                NodeAction::Run(jobs) => self.node.submit(jobs, self.conn),
+                NodeAction::Cancel(id) => self.node.cancel(self.conn, id),
+                NodeAction::StatusWanted => {
+                    link.handle(NodeEvent::Status(self.node.status()), Instant::now())
+                }
+                NodeAction::Authenticated => {
+                    tracing::debug!(peer = %self.peer, "client authenticated")
+                }
+                NodeAction::Close { reason: None } => {
+                    tracing::debug!(peer = %self.peer, "connection closed");
+                    return false;
+                }
+                NodeAction::Close {
+                    reason: Some(reason),
+                } => {
+                    tracing::info!(peer = %self.peer, "connection closed: {reason}");
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 
-/// The next message; `Ok(None)` when the peer closed cleanly.
-fn read(reader: &mut FrameReader<TcpStream>, when: &str) -> Result<Option<ClientMsg>, String> {
-    match reader.read::<ClientMsg>() {
-        Ok(msg) => Ok(msg),
-        Err(FrameError::Io(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            Err(format!("timed out {when}").trim_end().to_owned())
+/// Reads one connection until it ends, forwarding what it reads.
+fn read_loop(mut stream: TcpStream, tx: &Sender<Got>) {
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let msg = match stream.read(&mut buf) {
+            Ok(0) => Got::Closed("the client closed the connection".into()),
+            Ok(n) => Got::Bytes(buf[..n].to_vec()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Got::Closed(format!("read failed: {e}")),
+        };
+        let last = matches!(msg, Got::Closed(_));
+        if tx.send(msg).is_err() || last {
+            return;
         }
-        Err(FrameError::Io(e)) => Err(format!("read failed: {e}")),
-        Err(e) => Err(format!("{e} {when}").trim_end().to_owned()),
     }
 }

@@ -12,6 +12,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+/// How long a stopping node waits for its connections to say goodbye.
+const GOODBYE_WAIT: Duration = Duration::from_secs(2);
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -101,8 +104,16 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
     let addr = SocketAddr::new(config.interface, config.port);
     let listener = TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
     let addr = listener.local_addr()?;
+    // Times from a caller's Config are capped: deadlines computed from them
+    // must not overflow (a week is the most any of them can mean).
+    let cap = ppcore::limits::cap;
     let config = Config {
         port: addr.port(),
+        handshake_timeout: cap(config.handshake_timeout),
+        grace: cap(config.grace),
+        write_timeout: cap(config.write_timeout),
+        heartbeat: cap(config.heartbeat).max(Duration::from_millis(1)),
+        idle_timeout: config.idle_timeout.map(cap),
         ..config
     };
     let queue = ppcore::Lanes::<NodeJob>::new();
@@ -203,16 +214,22 @@ impl Running {
             a => a,
         };
         let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
-        for out in node.outs() {
-            out.send(&NodeMsg::Draining);
+        for conn in node.conns() {
+            conn.drain();
         }
-        let quiet = node.wait_quiet(node.config.grace);
+        // With no client left (an idle timeout after its client died), no
+        // result can be delivered: no grace to wait out.
+        let quiet = node.conns().is_empty() || node.wait_quiet(node.config.grace);
         if !quiet {
             tracing::warn!("grace period over with jobs still running");
         }
-        for out in node.outs() {
-            out.send(&NodeMsg::Goodbye);
-            out.close();
+        for conn in node.conns() {
+            conn.stop();
+        }
+        // Let the goodbyes go out; a client that stopped reading is not
+        // waited for beyond this.
+        if !node.wait_closed(GOODBYE_WAIT) {
+            tracing::warn!("some clients did not take their goodbye");
         }
         tracing::info!("stopped");
     }
@@ -224,7 +241,14 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
             return;
         }
         match stream {
-            Ok(stream) if node.is_full() => refuse_full(node, stream),
+            Ok(stream) if node.is_full() => {
+                let reason = format!(
+                    "too many connections (limit {})",
+                    node.config.max_connections
+                );
+                tracing::warn!(peer = ?stream.peer_addr().ok(), "refused: {reason}");
+                refuse(stream, reason);
+            }
             Ok(stream) => {
                 let node = Arc::clone(node);
                 let spawned = spawn("pp-conn", move || crate::conn::serve(&node, stream));
@@ -241,14 +265,10 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
     }
 }
 
-/// Refuses a connection over the limit at once, on the accept thread: a
-/// flood of connections costs no thread each.
-fn refuse_full(node: &Node, mut stream: TcpStream) {
-    let reason = format!(
-        "too many connections (limit {})",
-        node.config.max_connections
-    );
-    tracing::warn!(peer = ?stream.peer_addr().ok(), "refused: {reason}");
+/// Refuses a connection at once, with a reason, on the calling thread (the
+/// accept thread for a connection over the limit: a flood costs no thread
+/// each).
+pub(crate) fn refuse(mut stream: TcpStream, reason: String) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     if let Ok(frame) = ppcore::encode_frame(&NodeMsg::Reject { reason }) {
         let _ = stream.write_all(&frame);

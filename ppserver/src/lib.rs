@@ -30,8 +30,8 @@
 //! | --- | --- |
 //! | `config` | [`Config`] and the command line ([`Cli`]) |
 //! | `node` | state shared by a node's connections: registry, job queue, counters, drain |
-//! | `conn` | one connection: handshake, then jobs in and results out |
-//! | `out` | a connection's writer; batches results of jobs that end together |
+//! | `conn` | the driver of one connection around [`ppcore::NodeLink`]: a reader thread, and the one thread that writes (with a no-progress timeout) |
+//! | `out` | how workers and the daemon reach a connection: a channel to its driver, and its cancelled jobs |
 //! | `isolate` | isolation mode: worker processes that run jobs, replaced when they crash |
 //! | `daemon` | [`start`], [`serve`], [`main_with`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]

@@ -2,7 +2,7 @@
 //! its workers, the counters, the open connections, and the shutdown state.
 
 use crate::config::Isolation;
-use crate::out::Out;
+use crate::out::Conn;
 use crate::Config;
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, NodeStatus};
 use ppcore::{ErrorKind, JobError, Lanes, Registry};
@@ -19,7 +19,7 @@ pub(crate) struct NodeJob {
     pub(crate) name: String,
     pub(crate) run: fn(&[u8]) -> Result<Vec<u8>, JobError>,
     pub(crate) args: ByteBuf,
-    pub(crate) out: Arc<Out>,
+    pub(crate) out: Arc<Conn>,
 }
 
 pub(crate) struct Node {
@@ -35,7 +35,9 @@ pub(crate) struct Node {
     /// Jobs queued or running here.
     active: ppcore::Pending,
     next_conn: AtomicU64,
-    conns: Mutex<HashMap<u64, Arc<Out>>>,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Open connections, to wait for their goodbyes.
+    open_conns: ppcore::Pending,
     /// Set when the node stops taking jobs (SIGTERM, idle timeout).
     pub(crate) draining: AtomicBool,
     /// When the last connection closed (or the node started).
@@ -66,6 +68,7 @@ impl Node {
             active: ppcore::Pending::default(),
             next_conn: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
+            open_conns: ppcore::Pending::default(),
             draining: AtomicBool::new(false),
             idle_since: Mutex::new(Some(Instant::now())),
             isolated: Default::default(),
@@ -84,20 +87,23 @@ impl Node {
     }
 
     /// Registers a connection; `None` if the node is at its connection limit.
-    pub(crate) fn open(&self, out: &Arc<Out>) -> Option<u64> {
+    pub(crate) fn open(&self, conn: &Arc<Conn>) -> Option<u64> {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         if conns.len() >= self.config.max_connections {
             return None;
         }
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        conns.insert(id, Arc::clone(out));
+        conns.insert(id, Arc::clone(conn));
+        self.open_conns.add();
         *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Some(id)
     }
 
     pub(crate) fn close(&self, id: u64) {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns.remove(&id);
+        if conns.remove(&id).is_some() {
+            self.open_conns.done();
+        }
         if conns.is_empty() {
             *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         }
@@ -111,19 +117,24 @@ impl Node {
             .map(|t| t.elapsed())
     }
 
-    /// Every open connection's writer.
-    pub(crate) fn outs(&self) -> Vec<Arc<Out>> {
+    /// Waits until every connection has closed, or `limit`; true if all have.
+    pub(crate) fn wait_closed(&self, limit: Duration) -> bool {
+        self.open_conns
+            .wait_zero(Some(ppcore::limits::deadline(Instant::now(), limit)))
+    }
+
+    /// Every open connection.
+    pub(crate) fn conns(&self) -> Vec<Arc<Conn>> {
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         conns.values().cloned().collect()
     }
 
     /// Queues jobs sent by one client; jobs this node does not know, or that
     /// arrive while it drains, are answered at once.
-    pub(crate) fn submit(&self, jobs: Vec<ppcore::wire::RunJob>, out: &Arc<Out>) {
-        let mut returned = Vec::new();
+    pub(crate) fn submit(&self, jobs: Vec<ppcore::wire::RunJob>, out: &Arc<Conn>) {
         for job in jobs {
             if self.draining() {
-                returned.push((job.id, job.attempt));
+                out.give_back(job.id, job.attempt);
                 continue;
             }
             let Some(entry) = self.registry.get(&job.name) else {
@@ -131,7 +142,7 @@ impl Node {
                     ErrorKind::UnknownJob,
                     format!("node {} has no job named `{}`", self.node_id, job.name),
                 );
-                out.send_done(DoneJob {
+                out.finished(DoneJob {
                     id: job.id,
                     attempt: job.attempt,
                     result: Err(err),
@@ -151,9 +162,6 @@ impl Node {
             };
             self.queue.push(queued);
         }
-        if !returned.is_empty() {
-            out.send(&NodeMsg::Returned(returned));
-        }
     }
 
     /// Runs one job on this worker thread and sends its result.
@@ -163,8 +171,7 @@ impl Node {
         } else if job.out.cancelled(job.id) {
             self.cancelled.fetch_add(1, Ordering::Relaxed);
         } else if self.draining() {
-            job.out
-                .send(&NodeMsg::Returned(vec![(job.id, job.attempt)]));
+            job.out.give_back(job.id, job.attempt);
         } else {
             let started = Instant::now();
             let result = match self.config.isolation {
@@ -177,7 +184,7 @@ impl Node {
             if result.is_err() {
                 self.failed.fetch_add(1, Ordering::Relaxed);
             }
-            job.out.send_done(DoneJob {
+            job.out.finished(DoneJob {
                 id: job.id,
                 attempt: job.attempt,
                 result,
@@ -190,7 +197,7 @@ impl Node {
 
     /// The client cancelled job `id`: skip it if it has not started; in
     /// isolation mode, kill its worker process if it is running.
-    pub(crate) fn cancel(&self, out: &Arc<Out>, id: u64) {
+    pub(crate) fn cancel(&self, out: &Arc<Conn>, id: u64) {
         out.cancel(id);
         if self.config.isolation == Isolation::Process
             && self.isolated.kill(Arc::as_ptr(out) as usize, id)
@@ -201,7 +208,8 @@ impl Node {
 
     /// Waits until no job runs or is queued, or `grace` passes; true if quiet.
     pub(crate) fn wait_quiet(&self, grace: Duration) -> bool {
-        self.active.wait_zero(Some(Instant::now() + grace))
+        self.active
+            .wait_zero(Some(ppcore::limits::deadline(Instant::now(), grace)))
     }
 
     pub(crate) fn welcome(&self) -> NodeMsg {
@@ -210,6 +218,8 @@ impl Node {
             version: crate::VERSION.to_owned(),
             workers: self.config.workers as u32,
             jobs: self.jobs.clone(),
+            heartbeat_ms: 0,
+            caps: Vec::new(),
         }
     }
 

@@ -1,28 +1,29 @@
-//! The writing half of one connection, shared by the connection's reader and
-//! every worker that finishes one of its jobs.
-//!
-//! Results are combined: a worker that finds a write under way leaves its
-//! result in the pending batch, and the writer sends it with the next frame.
-//! One job alone is written at once; many jobs at once go out in few frames.
+//! How the rest of the node reaches one connection: workers hand it finished
+//! jobs, the daemon tells it to drain or stop. Everything goes through a
+//! channel to the connection's driver (`conn`), the only thread that writes
+//! to its socket: nothing here does I/O, and no lock is held across any.
 
-use ppcore::encode_frame;
-use ppcore::wire::{batches_by_size, max_payload, DoneJob, NodeMsg};
-use ppcore::{ErrorKind, JobError};
+use crossbeam_channel::Sender;
+use ppcore::wire::DoneJob;
 use std::collections::HashSet;
-use std::io::Write;
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-#[derive(Default)]
-struct Pending {
-    done: Vec<DoneJob>,
-    writing: bool,
+/// What the driver of a connection hears from the rest of the node.
+pub(crate) enum ConnIn {
+    /// A job of this connection finished.
+    Finished(DoneJob),
+    /// A job of this connection is given back unrun (the node drains).
+    GiveBack(u64, u32),
+    /// The node stops taking jobs.
+    Drain,
+    /// The node says goodbye.
+    Stop,
 }
 
-pub(crate) struct Out {
-    stream: Mutex<TcpStream>,
-    pending: Mutex<Pending>,
+/// One connection, as workers and the daemon see it.
+pub(crate) struct Conn {
+    tx: Sender<ConnIn>,
     closed: AtomicBool,
     /// Jobs of this connection queued or running here.
     active: AtomicU64,
@@ -30,34 +31,49 @@ pub(crate) struct Out {
     /// so late cancels cannot pile up.
     cancelled: Mutex<HashSet<u64>>,
     any_cancelled: AtomicBool,
-    peer: String,
-    max_frame: usize,
 }
 
-impl Out {
-    pub(crate) fn new(stream: TcpStream, peer: String, max_frame: usize) -> Self {
-        Out {
-            stream: Mutex::new(stream),
-            pending: Mutex::new(Pending::default()),
+impl Conn {
+    pub(crate) fn new(tx: Sender<ConnIn>) -> Self {
+        Conn {
+            tx,
             closed: AtomicBool::new(false),
             active: AtomicU64::new(0),
             cancelled: Mutex::new(HashSet::new()),
             any_cancelled: AtomicBool::new(false),
-            peer,
-            max_frame,
         }
     }
 
+    /// Whether the connection has ended: its queued jobs are skipped.
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Closes the connection both ways; the reader sees the end at once.
-    pub(crate) fn close(&self) {
+    pub(crate) fn mark_closed(&self) {
         self.closed.store(true, Ordering::Release);
-        if let Ok(s) = self.stream.lock() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
+    }
+
+    fn tell(&self, msg: ConnIn) {
+        // The driver is gone only once the connection closed: nobody waits.
+        let _ = self.tx.send(msg);
+    }
+
+    /// A job's result, for the client.
+    pub(crate) fn finished(&self, done: DoneJob) {
+        self.tell(ConnIn::Finished(done));
+    }
+
+    /// A job given back unrun.
+    pub(crate) fn give_back(&self, id: u64, attempt: u32) {
+        self.tell(ConnIn::GiveBack(id, attempt));
+    }
+
+    pub(crate) fn drain(&self) {
+        self.tell(ConnIn::Drain);
+    }
+
+    pub(crate) fn stop(&self) {
+        self.tell(ConnIn::Stop);
     }
 
     /// A job of this connection was queued.
@@ -96,61 +112,5 @@ impl Out {
         }
         let mut set = self.cancelled.lock().unwrap_or_else(|e| e.into_inner());
         set.remove(&id)
-    }
-
-    /// Sends one message now.
-    pub(crate) fn send(&self, msg: &NodeMsg) {
-        match encode_frame(msg) {
-            Ok(frame) => self.write(&frame),
-            Err(e) => tracing::error!(peer = %self.peer, "cannot encode a message: {e}"),
-        }
-    }
-
-    /// Sends a job's result, batched with whatever else finished meanwhile.
-    pub(crate) fn send_done(&self, mut done: DoneJob) {
-        let max = max_payload(self.max_frame);
-        if let Ok(bytes) = &done.result {
-            if bytes.len() > max {
-                let message = format!(
-                    "result of {} bytes is over the {max}-byte frame limit",
-                    bytes.len()
-                );
-                done.result = Err(JobError::new(ErrorKind::Codec, message));
-            }
-        }
-        {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.done.push(done);
-            if p.writing {
-                return; // the writer in charge takes it along
-            }
-            p.writing = true;
-        }
-        loop {
-            let batch = {
-                let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                if p.done.is_empty() {
-                    p.writing = false;
-                    return;
-                }
-                std::mem::take(&mut p.done)
-            };
-            let size = |d: &DoneJob| d.result.as_ref().map_or(0, |b| b.len());
-            for part in batches_by_size(batch, size, self.max_frame) {
-                self.send(&NodeMsg::Done(part));
-            }
-        }
-    }
-
-    fn write(&self, frame: &[u8]) {
-        if self.is_closed() {
-            return;
-        }
-        let mut stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = stream.write_all(frame) {
-            tracing::debug!(peer = %self.peer, "write failed, closing: {e}");
-            self.closed.store(true, Ordering::Release);
-            let _ = stream.shutdown(Shutdown::Both);
-        }
     }
 }

@@ -43,6 +43,11 @@ fn main() -> Result<std::process::ExitCode> {
     if let Some(n) = args.ncpus {
         builder = builder.ncpus(n);
     }
+    let ncpus = args.ncpus.unwrap_or_else(ppclient::detect_ncpus);
+    // The baselines, in the same run: rayon with a channel back, and a
+    // plain TCP ping-pong of one small frame on loopback.
+    let rayon_per_s = rayon_throughput(args.jobs, ncpus)?;
+    let tcp_p50 = tcp_rtt_p50(args.round_trips)?;
     let server = builder.build()?;
     let jobs_per_s = throughput(&server, args.jobs)?;
     let (p50, p99) = latency(&server, args.round_trips)?;
@@ -72,7 +77,6 @@ fn main() -> Result<std::process::ExitCode> {
     } else {
         None
     };
-    let ncpus = args.ncpus.unwrap_or_else(ppclient::detect_ncpus);
     if args.json {
         let mut out = serde_json::json!({
             "ncpus": ncpus,
@@ -81,6 +85,9 @@ fn main() -> Result<std::process::ExitCode> {
             "local_rtt_p50_us": p50,
             "local_rtt_p99_us": p99,
             "queued_rss_mb": queued_mb,
+            "rayon_jobs_per_s": rayon_per_s,
+            "tcp_rtt_p50_us": tcp_p50,
+            "local_over_rayon": jobs_per_s / rayon_per_s,
         });
         if let Some((jobs_per_s, p50, p99, ready_ms, idle_rss)) = remote {
             out["node_ready_ms"] = ready_ms.into();
@@ -88,6 +95,8 @@ fn main() -> Result<std::process::ExitCode> {
             out["remote_jobs_per_s"] = jobs_per_s.into();
             out["remote_rtt_p50_us"] = p50.into();
             out["remote_rtt_p99_us"] = p99.into();
+            out["remote_rtt_over_tcp"] = (p50 / tcp_p50).into();
+            out["remote_over_local"] = (remote_per_s_ratio(jobs_per_s, &out)).into();
         }
         println!("{out}");
     } else {
@@ -97,6 +106,11 @@ fn main() -> Result<std::process::ExitCode> {
             jobs_per_s, args.jobs
         );
         println!("  submit-then-wait: p50 {p50:.1} µs, p99 {p99:.1} µs");
+        println!(
+            "  rayon with a channel back: {rayon_per_s:>12.0} no-op jobs/s (local = {:.2}x)",
+            jobs_per_s / rayon_per_s
+        );
+        println!("  plain TCP ping-pong on loopback: p50 {tcp_p50:.1} µs");
         println!(
             "  {} queued no-op jobs: {queued_mb:.0} MB of RSS",
             args.jobs
@@ -108,7 +122,10 @@ fn main() -> Result<std::process::ExitCode> {
                 "  throughput: {jobs_per_s:>12.0} no-op jobs/s ({} jobs)",
                 args.remote_jobs
             );
-            println!("  submit-then-wait: p50 {p50:.1} µs, p99 {p99:.1} µs");
+            println!(
+                "  submit-then-wait: p50 {p50:.1} µs ({:.2}x TCP), p99 {p99:.1} µs",
+                p50 / tcp_p50
+            );
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
@@ -155,4 +172,67 @@ fn queued_memory(jobs: u64) -> Result<f64> {
         h.wait()?;
     }
     Ok(after.saturating_sub(before) as f64 / 1e6)
+}
+
+/// Remote throughput over local throughput, from the JSON being built.
+fn remote_per_s_ratio(remote_per_s: f64, out: &serde_json::Value) -> f64 {
+    let local = out["local_jobs_per_s"].as_f64().unwrap_or(f64::NAN);
+    remote_per_s / local
+}
+
+/// No-op jobs through a rayon pool of `ncpus` threads, each result sent
+/// back on a channel: the floor for a local job pool.
+fn rayon_throughput(jobs: u64, ncpus: usize) -> Result<f64> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(ncpus.max(1))
+        .build()?;
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let started = Instant::now();
+    for i in 0..jobs {
+        let tx = tx.clone();
+        pool.spawn_fifo(move || {
+            let _ = tx.send(std::hint::black_box(i));
+        });
+    }
+    drop(tx);
+    let got = rx.iter().count() as u64;
+    anyhow::ensure!(got == jobs, "rayon ran {got} of {jobs} jobs");
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The median round trip of one small frame over loopback TCP (no
+/// delay), echoed by a thread: the floor for a remote round trip.
+fn tcp_rtt_p50(round_trips: usize) -> Result<f64> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let frame = ppcore::encode_frame(&ppcore::wire::ClientMsg::Ping(u64::MAX))?;
+    let len = frame.len();
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut buf = vec![0u8; len];
+        while s.read_exact(&mut buf).is_ok() {
+            s.write_all(&buf)?;
+        }
+        Ok(())
+    });
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let mut buf = vec![0u8; len];
+    let mut times = Vec::with_capacity(round_trips);
+    for _ in 0..round_trips {
+        let started = Instant::now();
+        s.write_all(&frame)?;
+        s.read_exact(&mut buf)?;
+        times.push(started.elapsed());
+    }
+    drop(s);
+    let _ = echo.join();
+    times.sort();
+    let mid = times
+        .get(times.len() / 2)
+        .copied()
+        .unwrap_or(Duration::ZERO);
+    Ok(mid.as_secs_f64() * 1e6)
 }

@@ -1,8 +1,10 @@
 //! Test helpers: real ppserver processes on 127.0.0.1, always cleaned up.
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use ppcore::wire::NodeMsg;
+use ppcore::{encode_frame, ClientHandshake, FrameReader, Secret};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -113,4 +115,60 @@ pub fn maclaurin_64(server: &ppclient::Server, terms: u64) -> (f64, f64) {
 
 pub fn close(a: f64, b: f64) -> bool {
     ((a - b) / b).abs() <= 1e-9
+}
+
+/// A raw connection to `node` (reads time out after 10 s).
+pub fn connect(node: &Node) -> TcpStream {
+    let s = TcpStream::connect(node.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// A connection that completed the handshake by hand (up to `Welcome`).
+pub fn authenticated(node: &Node) -> TcpStream {
+    let mut s = connect(node);
+    let (hs, hello) = ClientHandshake::start(Secret::new(SECRET), [7; 32]);
+    s.write_all(&encode_frame(&hello).unwrap()).unwrap();
+    let mut r = FrameReader::new(s.try_clone().unwrap(), 1 << 20);
+    let challenge = r.read::<NodeMsg>().unwrap().unwrap();
+    let auth = hs.on_challenge(challenge).unwrap();
+    s.write_all(&encode_frame(&auth).unwrap()).unwrap();
+    let welcome = r.read::<NodeMsg>().unwrap();
+    assert!(
+        matches!(welcome, Some(NodeMsg::Welcome { .. })),
+        "{welcome:?}"
+    );
+    s
+}
+
+/// What the node says before it closes: the reason of its `Reject`.
+pub fn reject_reason(s: TcpStream) -> String {
+    let mut r = FrameReader::new(s, 1 << 20);
+    loop {
+        match r.read::<NodeMsg>() {
+            Ok(Some(NodeMsg::Reject { reason })) => return reason,
+            Ok(Some(_)) => continue,
+            other => panic!("expected a Reject, got {other:?}"),
+        }
+    }
+}
+
+/// Waits (at most 10 s) until `node` has at least `n` jobs queued or
+/// running, as its status says: the event tests wait for before they
+/// disturb a node with work on it.
+pub fn wait_busy(node: &Node, n: u64) {
+    let busy = eventually(Duration::from_secs(10), || {
+        ppclient::node_status(&node.name(), SECRET, Duration::from_secs(5))
+            .is_ok_and(|s| s.jobs_active >= n)
+    });
+    assert!(busy, "node {} never had {n} jobs", node.name());
+}
+
+/// Waits (at most 10 s) until `node` has no job queued or running.
+pub fn wait_idle(node: &Node) {
+    let idle = eventually(Duration::from_secs(10), || {
+        ppclient::node_status(&node.name(), SECRET, Duration::from_secs(5))
+            .is_ok_and(|s| s.jobs_active == 0)
+    });
+    assert!(idle, "node {} never went idle", node.name());
 }

@@ -1,0 +1,573 @@
+//! One client↔node link as a pure state machine: no socket, no clock, no
+//! lock, no thread. quinn-proto is the model.
+//!
+//! The driver (a thread in `ppclient`) feeds [`Event`]s with the time they
+//! happened through [`ClientLink::handle`], then takes [`Action`]s out of
+//! [`ClientLink::poll`] and carries them out: write bytes, dial, close the
+//! socket, resolve or requeue a job. [`ClientLink::poll_timeout`] says when
+//! to come back with [`Event::Timer`] if nothing else happens first (the
+//! link's only timer, re-armed after every call).
+//!
+//! ```text
+//!  Connecting --Connected--> Handshake --Welcome--> Ready --Draining--> Draining
+//!      ^  |                      |                    |                    |
+//!      |  ConnectFailed          | lost/refused       | lost, Goodbye      |
+//!      |  v                      v                    v                    v
+//!     Backoff <------------------+--------------------+--------------------+
+//!        (refused for good, no reconnect, or Close: Closed)
+//! ```
+//!
+//! The link owns the jobs in flight (a [`Ledger`]): each job it was given
+//! comes out exactly once, as [`Action::Done`] (a result) or
+//! [`Action::Returned`] (to be queued again: the node was lost, gave it back
+//! or the link closed). A result for a job no longer in flight here (a late
+//! result after a loss, a duplicate, another attempt) is dropped.
+//!
+//! Heartbeats: the interval is the smaller of ours and the node's (its
+//! `Welcome` says); the link pings once per interval; any bytes received
+//! count as proof of life; a node silent for [`MISSED_BEATS`] intervals is
+//! lost. Bytes pass the [`Framer`]: the one place frames are made and read.
+
+use crate::framing::Framer;
+use crate::handshake::{ClientHandshake, HandshakeError, Secret};
+use crate::ledger::Ledger;
+use crate::wire::{batches_by_size, ClientMsg, JobInfo, NodeMsg, RunJob};
+use crate::{ErrorKind, JobError};
+use serde_bytes::ByteBuf;
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Heartbeat intervals a peer may stay silent; then it is dead.
+pub const MISSED_BEATS: u32 = 3;
+/// The largest frame accepted before the handshake is done.
+pub const HANDSHAKE_MAX_FRAME: usize = 64 << 10;
+
+/// Where a link stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Waiting for the driver to dial ([`Action::Connect`] was given).
+    Connecting,
+    /// Connected; authenticating.
+    Handshake,
+    /// Authenticated; takes jobs.
+    Ready,
+    /// The node takes no new jobs; it finishes those it has.
+    Draining,
+    /// Waiting before the next dial.
+    Backoff,
+    /// Done for good: refused, closed, or not to be redialled.
+    Closed,
+}
+
+/// How a link behaves.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The shared secret.
+    pub secret: Secret,
+    /// Our heartbeat interval (the node may ask for a shorter one).
+    pub heartbeat: Duration,
+    /// Time a connection has to finish the handshake.
+    pub handshake_timeout: Duration,
+    /// The largest frame, either way, after the handshake.
+    pub max_frame: usize,
+    /// The most jobs in flight beyond the node's workers.
+    pub max_prefetch: usize,
+    /// First wait before redialling; doubles up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Longest wait before redialling.
+    pub backoff_max: Duration,
+    /// Whether to redial after a loss (false for a node that joined us).
+    pub reconnect: bool,
+}
+
+/// What the node said about itself when the link came up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHello {
+    /// The node's name for itself.
+    pub node_id: String,
+    /// Its software version.
+    pub version: String,
+    /// Its worker slots.
+    pub workers: usize,
+    /// The jobs it can run.
+    pub jobs: Vec<JobInfo>,
+    /// The heartbeat interval agreed on.
+    pub heartbeat: Duration,
+}
+
+/// Something that happened to a link.
+#[derive(Debug)]
+pub enum Event<'a, T> {
+    /// The dial succeeded; `nonce` is 32 fresh random bytes for the handshake.
+    Connected {
+        /// Fresh randomness.
+        nonce: [u8; 32],
+    },
+    /// The dial failed.
+    ConnectFailed(String),
+    /// Bytes arrived.
+    Received(&'a [u8]),
+    /// The time [`ClientLink::poll_timeout`] gave has come.
+    Timer,
+    /// The connection broke (read or write failed, peer closed).
+    TransportClosed(String),
+    /// Jobs to send, each with what the driver keeps for it.
+    Submit(Vec<(RunJob, T)>),
+    /// Job `id` ended elsewhere (timed out, cancelled): tell the node.
+    Cancel(u64),
+    /// Close the link for good (the client is going away).
+    Close,
+}
+
+/// Something the driver must do.
+#[derive(Debug)]
+pub enum Action<T> {
+    /// Dial the node, then report [`Event::Connected`] or [`Event::ConnectFailed`].
+    Connect,
+    /// Write these bytes, in order.
+    Send(Vec<u8>),
+    /// Close the connection.
+    Disconnect,
+    /// The link is up.
+    Up(NodeHello),
+    /// The node is draining.
+    Draining,
+    /// The connection ended; the link will redial after `retry_in` (`None`: it will not).
+    Down {
+        /// Why.
+        reason: String,
+        /// When the next dial is due.
+        retry_in: Option<Duration>,
+    },
+    /// The node refused us for good (secret, version): the link is closed.
+    Failed {
+        /// What the node or the handshake said.
+        reason: String,
+    },
+    /// A job's result.
+    Done {
+        /// The job.
+        job: T,
+        /// What the node answered.
+        result: Result<ByteBuf, JobError>,
+        /// Its run time on the node.
+        exec: Duration,
+    },
+    /// A job back from the link unrun or unfinished: queue it again.
+    Returned {
+        /// The job.
+        job: T,
+        /// True if the node was lost while it had the job (counts against
+        /// the job's retries); false if the node gave it back or we closed.
+        lost: bool,
+    },
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Broken, timed out, or a protocol error: jobs in flight count as lost.
+    Lost,
+    /// The node said goodbye: jobs come back without counting as lost.
+    Stopped,
+    /// Refused for good: the link closes.
+    Refused,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    AwaitChallenge,
+    AwaitWelcome,
+}
+
+/// One client↔node link.
+pub struct ClientLink<T> {
+    config: LinkConfig,
+    state: LinkState,
+    framer: Framer,
+    handshake: Option<(ClientHandshake, Stage)>,
+    ledger: Ledger<T>,
+    jobs: HashSet<(String, String)>,
+    heartbeat: Duration,
+    heard: Instant,
+    next_ping: Instant,
+    pings: u64,
+    /// Handshake deadline, or the end of the backoff.
+    deadline: Instant,
+    backoff: Duration,
+    ready_since: Option<Instant>,
+    actions: VecDeque<Action<T>>,
+}
+
+impl<T> ClientLink<T> {
+    /// A new link; its first action is [`Action::Connect`].
+    pub fn new(config: LinkConfig, now: Instant) -> Self {
+        let mut link = Self::accepted(config, now);
+        link.actions.push_back(Action::Connect);
+        link
+    }
+
+    /// A new link over a connection made some other way (a node that joined
+    /// us): the driver reports [`Event::Connected`] next; no redial.
+    pub fn accepted(config: LinkConfig, now: Instant) -> Self {
+        ClientLink {
+            framer: Framer::new(HANDSHAKE_MAX_FRAME),
+            handshake: None,
+            ledger: Ledger::new(1, config.max_prefetch),
+            jobs: HashSet::new(),
+            heartbeat: config.heartbeat,
+            heard: now,
+            next_ping: now,
+            pings: 0,
+            deadline: now,
+            backoff: config.backoff_min,
+            ready_since: None,
+            state: LinkState::Connecting,
+            actions: VecDeque::new(),
+            config,
+        }
+    }
+
+    /// Where the link stands.
+    pub fn state(&self) -> LinkState {
+        self.state
+    }
+
+    /// How many more jobs the node may take now (0 unless ready).
+    pub fn free(&self) -> usize {
+        match self.state {
+            LinkState::Ready => self.ledger.free(),
+            _ => 0,
+        }
+    }
+
+    /// Jobs in flight.
+    pub fn in_flight(&self) -> usize {
+        self.ledger.len()
+    }
+
+    /// Whether the node advertised job `name` with `signature`.
+    pub fn can_run(&self, name: &str, signature: &str) -> bool {
+        self.jobs.contains(&(name.to_owned(), signature.to_owned()))
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll(&mut self) -> Option<Action<T>> {
+        self.actions.pop_front()
+    }
+
+    /// When to report [`Event::Timer`] if nothing happens before.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            LinkState::Handshake | LinkState::Backoff => Some(self.deadline),
+            LinkState::Ready | LinkState::Draining => Some(self.next_ping.min(self.dead_at())),
+            LinkState::Connecting | LinkState::Closed => None,
+        }
+    }
+
+    fn dead_at(&self) -> Instant {
+        self.heard + self.heartbeat * MISSED_BEATS
+    }
+
+    /// Takes back the jobs for which `ended` holds (they ended elsewhere:
+    /// timed out, cancelled) and tells the node to stop them.
+    pub fn cancel_where(&mut self, ended: impl Fn(&T) -> bool) -> Vec<T> {
+        let gone = self.ledger.remove_where(ended);
+        let mut jobs = Vec::with_capacity(gone.len());
+        for (id, job) in gone {
+            self.send(&ClientMsg::Cancel { id });
+            jobs.push(job);
+        }
+        jobs
+    }
+
+    /// Feeds one event that happened at `now`.
+    pub fn handle(&mut self, event: Event<'_, T>, now: Instant) {
+        match event {
+            Event::Connected { nonce } => self.on_connected(nonce, now),
+            Event::ConnectFailed(reason) => {
+                if self.state == LinkState::Connecting {
+                    self.lose(reason, false, now);
+                }
+            }
+            Event::Received(bytes) => self.on_bytes(bytes, now),
+            Event::Timer => self.on_timer(now),
+            Event::TransportClosed(reason) => {
+                if self.connected() {
+                    self.lose(reason, false, now);
+                }
+            }
+            Event::Submit(jobs) => self.submit(jobs),
+            Event::Cancel(id) => {
+                if self.ledger.forget(id).is_some() {
+                    self.send(&ClientMsg::Cancel { id });
+                }
+            }
+            Event::Close => self.close(),
+        }
+    }
+
+    fn connected(&self) -> bool {
+        matches!(
+            self.state,
+            LinkState::Handshake | LinkState::Ready | LinkState::Draining
+        )
+    }
+
+    fn on_connected(&mut self, nonce: [u8; 32], now: Instant) {
+        if self.state != LinkState::Connecting {
+            return;
+        }
+        self.state = LinkState::Handshake;
+        self.framer = Framer::new(HANDSHAKE_MAX_FRAME);
+        let (hs, hello) = ClientHandshake::start(self.config.secret.clone(), nonce);
+        self.handshake = Some((hs, Stage::AwaitChallenge));
+        self.deadline = now + self.config.handshake_timeout;
+        self.heard = now;
+        self.send(&hello);
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        match self.state {
+            LinkState::Handshake if now >= self.deadline => {
+                self.lose("the handshake timed out".into(), false, now);
+            }
+            LinkState::Ready | LinkState::Draining if now >= self.dead_at() => {
+                let silent = now.saturating_duration_since(self.heard);
+                self.lose(format!("node silent for {silent:?}: lost"), false, now);
+            }
+            LinkState::Ready | LinkState::Draining if now >= self.next_ping => {
+                self.pings += 1;
+                self.send(&ClientMsg::Ping(self.pings));
+                self.next_ping = now + self.heartbeat;
+            }
+            LinkState::Backoff if now >= self.deadline => {
+                self.state = LinkState::Connecting;
+                self.actions.push_back(Action::Connect);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_bytes(&mut self, bytes: &[u8], now: Instant) {
+        if !self.connected() {
+            return;
+        }
+        self.heard = now;
+        self.framer.push(bytes);
+        while self.connected() {
+            match self.framer.decode::<NodeMsg>() {
+                Ok(Some(msg)) => self.on_message(msg, now),
+                Ok(None) => return,
+                Err(e) => return self.lose(format!("bad frame from the node: {e}"), false, now),
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: NodeMsg, now: Instant) {
+        if self.state == LinkState::Handshake {
+            return self.on_handshake(msg, now);
+        }
+        match msg {
+            NodeMsg::Done(results) => {
+                for d in results {
+                    let exec = Duration::from_nanos(d.exec_ns);
+                    if let Some(job) = self.ledger.done(d.id, d.attempt, exec) {
+                        self.actions.push_back(Action::Done {
+                            job,
+                            result: d.result,
+                            exec,
+                        });
+                    }
+                }
+            }
+            NodeMsg::Returned(back) => {
+                for (id, attempt) in back {
+                    if let Some(job) = self.ledger.take(id, attempt) {
+                        self.actions
+                            .push_back(Action::Returned { job, lost: false });
+                    }
+                }
+            }
+            NodeMsg::Draining => {
+                self.state = LinkState::Draining;
+                self.actions.push_back(Action::Draining);
+            }
+            NodeMsg::Goodbye => self.end("the node stopped".into(), End::Stopped, now),
+            NodeMsg::Reject { reason } => self.lose(
+                format!("the node closed the connection: {reason}"),
+                false,
+                now,
+            ),
+            NodeMsg::Pong(_) | NodeMsg::Status(_) => {}
+            NodeMsg::Challenge { .. } | NodeMsg::Welcome { .. } => {
+                self.lose("handshake message after the handshake".into(), false, now)
+            }
+        }
+    }
+
+    fn on_handshake(&mut self, msg: NodeMsg, now: Instant) {
+        let Some((hs, stage)) = self.handshake.take() else {
+            return self.lose("no handshake under way".into(), false, now);
+        };
+        let step = match stage {
+            Stage::AwaitChallenge => hs.on_challenge(msg).map(Some),
+            Stage::AwaitWelcome => hs.on_welcome(msg).map(|w| {
+                self.welcome(w, now);
+                None
+            }),
+        };
+        match step {
+            Ok(Some(auth)) => {
+                self.send(&auth);
+                self.handshake = Some((hs, Stage::AwaitWelcome));
+            }
+            Ok(None) => {}
+            Err(HandshakeError::Rejected(r)) if r.contains("too many connections") => {
+                self.lose(format!("refused by the node: {r}"), false, now)
+            }
+            Err(e) => self.lose(e.to_string(), true, now),
+        }
+    }
+
+    fn welcome(&mut self, welcome: NodeMsg, now: Instant) {
+        let NodeMsg::Welcome {
+            node_id,
+            version,
+            workers,
+            jobs,
+            heartbeat_ms,
+            ..
+        } = welcome
+        else {
+            return;
+        };
+        self.heartbeat = match heartbeat_ms {
+            0 => self.config.heartbeat,
+            ms => self.config.heartbeat.min(Duration::from_millis(ms)),
+        };
+        let workers = workers as usize;
+        self.ledger = Ledger::new(workers, self.config.max_prefetch);
+        self.jobs = jobs
+            .iter()
+            .map(|j| (j.name.clone(), j.signature.clone()))
+            .collect();
+        self.framer.set_max(self.config.max_frame);
+        self.state = LinkState::Ready;
+        self.heard = now;
+        self.next_ping = now + self.heartbeat;
+        self.ready_since = Some(now);
+        self.actions.push_back(Action::Up(NodeHello {
+            node_id,
+            version,
+            workers,
+            jobs,
+            heartbeat: self.heartbeat,
+        }));
+    }
+
+    fn submit(&mut self, jobs: Vec<(RunJob, T)>) {
+        if self.state != LinkState::Ready {
+            for (_, job) in jobs {
+                self.actions
+                    .push_back(Action::Returned { job, lost: false });
+            }
+            return;
+        }
+        let budget = self.config.max_frame;
+        for batch in batches_by_size(jobs, |(r, _)| r.args.len(), budget) {
+            let (run, kept): (Vec<RunJob>, Vec<T>) = batch.into_iter().unzip();
+            let ids: Vec<(u64, u32)> = run.iter().map(|r| (r.id, r.attempt)).collect();
+            match self.framer.encode(&ClientMsg::Run(run)) {
+                Ok(bytes) => {
+                    self.actions.push_back(Action::Send(bytes));
+                    for ((id, attempt), job) in ids.into_iter().zip(kept) {
+                        self.ledger.sent(id, attempt, job);
+                    }
+                }
+                Err(e) => {
+                    for job in kept {
+                        let err = JobError::new(ErrorKind::Codec, e.to_string());
+                        self.actions.push_back(Action::Done {
+                            job,
+                            result: Err(err),
+                            exec: Duration::ZERO,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, msg: &ClientMsg) {
+        // Our own control messages always encode; if one ever did not, the
+        // peer would miss it and time us out: nothing is silently corrupted.
+        if let Ok(bytes) = self.framer.encode(msg) {
+            self.actions.push_back(Action::Send(bytes));
+        }
+    }
+
+    /// The connection is lost (or never came up); `refused`: for good.
+    fn lose(&mut self, reason: String, refused: bool, now: Instant) {
+        let how = if refused { End::Refused } else { End::Lost };
+        self.end(reason, how, now);
+    }
+
+    /// The connection ends: jobs back, then backoff or closed.
+    fn end(&mut self, reason: String, how: End, now: Instant) {
+        let lost = how != End::Stopped;
+        let refused = how == End::Refused;
+        for job in self.ledger.drain() {
+            self.actions.push_back(Action::Returned { job, lost });
+        }
+        if self.connected() {
+            self.actions.push_back(Action::Disconnect);
+        }
+        self.handshake = None;
+        if refused {
+            self.state = LinkState::Closed;
+            self.actions.push_back(Action::Failed { reason });
+            return;
+        }
+        if !self.config.reconnect {
+            self.state = LinkState::Closed;
+            self.actions.push_back(Action::Down {
+                reason,
+                retry_in: None,
+            });
+            return;
+        }
+        let stable = self
+            .ready_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.config.backoff_max);
+        if stable {
+            self.backoff = self.config.backoff_min;
+        }
+        self.ready_since = None;
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.config.backoff_max);
+        self.state = LinkState::Backoff;
+        self.deadline = now + wait;
+        self.actions.push_back(Action::Down {
+            reason,
+            retry_in: Some(wait),
+        });
+    }
+
+    fn close(&mut self) {
+        if self.connected() {
+            self.send(&ClientMsg::Goodbye);
+            self.actions.push_back(Action::Disconnect);
+        }
+        for job in self.ledger.drain() {
+            self.actions
+                .push_back(Action::Returned { job, lost: false });
+        }
+        self.handshake = None;
+        self.state = LinkState::Closed;
+    }
+}
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod tests;

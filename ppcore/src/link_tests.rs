@@ -1,0 +1,594 @@
+//! The client link against the node's link, on a fake clock: no sockets,
+//! no sleeps.
+
+use super::*;
+use crate::node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
+use crate::wire::{encode_frame, DoneJob, PROTOCOL_VERSION};
+use proptest::prelude::*;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn config() -> LinkConfig {
+    LinkConfig {
+        secret: Secret::new("s"),
+        heartbeat: SECOND,
+        handshake_timeout: 5 * SECOND,
+        max_frame: 1 << 20,
+        max_prefetch: 4,
+        backoff_min: Duration::from_millis(100),
+        backoff_max: 5 * SECOND,
+        reconnect: true,
+    }
+}
+
+fn welcome(workers: u32) -> NodeMsg {
+    NodeMsg::Welcome {
+        node_id: "n1".into(),
+        version: "test".into(),
+        workers,
+        jobs: vec![JobInfo {
+            name: "j".into(),
+            signature: "s".into(),
+        }],
+        heartbeat_ms: 0,
+        caps: vec![],
+    }
+}
+
+fn run(id: u64, attempt: u32) -> RunJob {
+    RunJob {
+        id,
+        attempt,
+        name: "j".into(),
+        args: ByteBuf::from(vec![1, 2, 3]),
+    }
+}
+
+/// A client link wired to a node link; `now` is the fake clock.
+struct Pair {
+    client: ClientLink<u64>,
+    node: Option<NodeLink>,
+    node_secret: Secret,
+    now: Instant,
+    /// What the client asked of its driver, except bytes and dials.
+    out: Vec<Action<u64>>,
+    /// Jobs the node was asked to run, not yet answered.
+    node_jobs: Vec<RunJob>,
+    node_cancels: Vec<u64>,
+    dials: usize,
+}
+
+impl Pair {
+    fn new() -> Self {
+        Self::with(config(), Secret::new("s"))
+    }
+
+    fn with(config: LinkConfig, node_secret: Secret) -> Self {
+        let now = Instant::now();
+        Pair {
+            client: ClientLink::new(config, now),
+            node: None,
+            node_secret,
+            now,
+            out: Vec::new(),
+            node_jobs: Vec::new(),
+            node_cancels: Vec::new(),
+            dials: 0,
+        }
+    }
+
+    fn node_config(&self) -> NodeLinkConfig {
+        NodeLinkConfig {
+            secret: self.node_secret.clone(),
+            handshake_timeout: 5 * SECOND,
+            heartbeat: 2 * SECOND,
+            max_frame: 1 << 20,
+        }
+    }
+
+    /// Carries every action out until both sides are quiet.
+    fn pump(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some(a) = self.client.poll() {
+                busy = true;
+                match a {
+                    Action::Connect => {
+                        self.dials += 1;
+                        if self.node.is_none() {
+                            let node =
+                                NodeLink::new(self.node_config(), [7; 32], welcome(2), self.now);
+                            self.node = Some(node);
+                            self.client
+                                .handle(Event::Connected { nonce: [9; 32] }, self.now);
+                        } else {
+                            self.client
+                                .handle(Event::ConnectFailed("busy".into()), self.now);
+                        }
+                    }
+                    Action::Send(bytes) => {
+                        if let Some(node) = &mut self.node {
+                            node.handle(NodeEvent::Received(&bytes), self.now);
+                        }
+                    }
+                    Action::Disconnect => {
+                        if let Some(mut node) = self.node.take() {
+                            node.handle(NodeEvent::TransportClosed("closed".into()), self.now);
+                        }
+                    }
+                    other => self.out.push(other),
+                }
+            }
+            let mut node_closed = false;
+            if let Some(node) = &mut self.node {
+                while let Some(a) = node.poll() {
+                    busy = true;
+                    match a {
+                        NodeAction::Send(bytes) => {
+                            self.client.handle(Event::Received(&bytes), self.now)
+                        }
+                        NodeAction::Run(jobs) => self.node_jobs.extend(jobs),
+                        NodeAction::Cancel(id) => self.node_cancels.push(id),
+                        NodeAction::Close { .. } => node_closed = true,
+                        NodeAction::StatusWanted | NodeAction::Authenticated => {}
+                    }
+                }
+            }
+            if node_closed {
+                self.node = None;
+                self.client
+                    .handle(Event::TransportClosed("node closed".into()), self.now);
+                busy = true;
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    /// Moves the clock to the client's next timer and fires it.
+    fn tick(&mut self) {
+        if let Some(at) = self.client.poll_timeout() {
+            self.now = self.now.max(at);
+        }
+        self.client.handle(Event::Timer, self.now);
+        self.pump();
+    }
+
+    fn node(&mut self, event: NodeEvent<'_>) {
+        if let Some(node) = &mut self.node {
+            node.handle(event, self.now);
+        }
+        self.pump();
+    }
+
+    fn submit(&mut self, jobs: &[(u64, u32)]) {
+        let jobs = jobs.iter().map(|&(id, a)| (run(id, a), id)).collect();
+        self.client.handle(Event::Submit(jobs), self.now);
+        self.pump();
+    }
+
+    fn answer(&mut self, id: u64, attempt: u32) {
+        let done = DoneJob {
+            id,
+            attempt,
+            result: Ok(ByteBuf::from(vec![id as u8])),
+            exec_ns: 1000,
+        };
+        self.node(NodeEvent::Finished(vec![done]));
+    }
+
+    fn take_out(&mut self) -> Vec<Action<u64>> {
+        std::mem::take(&mut self.out)
+    }
+}
+
+fn downs(actions: &[Action<u64>]) -> Vec<Option<Duration>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Down { retry_in, .. } => Some(*retry_in),
+            _ => None,
+        })
+        .collect()
+}
+
+fn returned(actions: &[Action<u64>]) -> Vec<(u64, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Returned { job, lost } => Some((*job, *lost)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn done(actions: &[Action<u64>]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Done { job, .. } => Some(*job),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_handshake_brings_the_link_up_with_the_smaller_heartbeat() {
+    let mut cfg = config();
+    cfg.heartbeat = 10 * SECOND;
+    let mut p = Pair::with(cfg, Secret::new("s"));
+    p.pump();
+    assert_eq!(p.client.state(), LinkState::Ready);
+    let up = p.take_out();
+    let Some(Action::Up(hello)) = up.first() else {
+        panic!("no Up: {up:?}")
+    };
+    assert_eq!(
+        (hello.workers, hello.heartbeat),
+        (2, 2 * SECOND),
+        "the node's 2 s wins"
+    );
+    assert!(p.client.can_run("j", "s"));
+    assert!(!p.client.can_run("j", "other"));
+    assert_eq!(p.client.free(), 4, "2 workers + 2 prefetch");
+}
+
+#[test]
+fn results_resolve_jobs_and_the_window_refills() {
+    let mut p = Pair::new();
+    p.pump();
+    p.submit(&[(1, 1), (2, 1)]);
+    assert_eq!(p.node_jobs.len(), 2);
+    assert_eq!(p.client.free(), 2);
+    p.answer(2, 1);
+    p.answer(1, 1);
+    assert_eq!(done(&p.take_out()[1..]), vec![2, 1]);
+    assert_eq!(p.client.in_flight(), 0);
+}
+
+#[test]
+fn a_silent_node_is_dead_after_exactly_three_intervals() {
+    let mut cfg = config();
+    cfg.heartbeat = SECOND;
+    let mut p = Pair::with(cfg, Secret::new("s"));
+    p.pump();
+    let up_at = p.now;
+    p.submit(&[(1, 1)]);
+    p.take_out();
+    // From now on the node hears nothing and answers nothing.
+    let silent = p.node.take();
+    let mut pings = 0;
+    while p.client.state() == LinkState::Ready {
+        let at = p.client.poll_timeout().unwrap();
+        p.now = at;
+        p.client.handle(Event::Timer, p.now);
+        while let Some(a) = p.client.poll() {
+            match a {
+                Action::Send(_) => pings += 1,
+                other => p.out.push(other),
+            }
+        }
+        assert!(pings <= 3, "bounded");
+    }
+    assert_eq!(p.now - up_at, 3 * SECOND, "dead at exactly 3 intervals");
+    assert_eq!(pings, 2, "pinged at 1 s and 2 s");
+    let out = p.take_out();
+    assert_eq!(
+        returned(&out),
+        vec![(1, true)],
+        "in-flight job back, counted as lost"
+    );
+    assert_eq!(downs(&out), vec![Some(Duration::from_millis(100))]);
+    assert_eq!(p.client.state(), LinkState::Backoff);
+    drop(silent);
+}
+
+#[test]
+fn any_frame_is_proof_of_life() {
+    let mut p = Pair::new();
+    p.pump();
+    p.submit(&[(1, 1)]);
+    // Results keep arriving every 2.9 s; no pong is ever needed.
+    let node = p.node.take();
+    let mut node = node.unwrap();
+    for round in 0..5 {
+        p.now += Duration::from_millis(2900);
+        p.client.handle(Event::Timer, p.now);
+        while p.client.poll().is_some() {}
+        assert_eq!(p.client.state(), LinkState::Ready, "round {round}");
+        node.handle(NodeEvent::GiveBack(vec![(99, 1)]), p.now);
+        while let Some(NodeAction::Send(bytes)) = node.poll() {
+            p.client.handle(Event::Received(&bytes), p.now);
+        }
+    }
+}
+
+#[test]
+fn the_backoff_doubles_up_to_its_cap_and_resets_after_a_stable_link() {
+    let mut p = Pair::new();
+    // The node is "busy" (refuses dials) while `node` is Some.
+    p.node = Some(NodeLink::new(p.node_config(), [1; 32], welcome(1), p.now));
+    p.pump();
+    let mut waits = Vec::new();
+    for _ in 0..8 {
+        waits.extend(downs(&p.take_out()));
+        p.tick();
+    }
+    let ms: Vec<u128> = waits.iter().map(|w| w.unwrap().as_millis()).collect();
+    assert_eq!(ms, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    // Let it connect, stay up past the cap, then lose it: back to 100 ms.
+    p.node = None;
+    p.tick();
+    assert_eq!(p.client.state(), LinkState::Ready);
+    p.now += 6 * SECOND;
+    p.node(NodeEvent::TransportClosed("gone".into()));
+    p.client
+        .handle(Event::TransportClosed("reset".into()), p.now);
+    p.pump();
+    let out = p.take_out();
+    assert_eq!(downs(&out).last(), Some(&Some(Duration::from_millis(100))));
+}
+
+#[test]
+fn a_late_result_after_reassignment_is_dropped() {
+    let mut p = Pair::new();
+    p.pump();
+    p.submit(&[(1, 1)]);
+    // The connection breaks; the job comes back as lost.
+    p.client
+        .handle(Event::TransportClosed("reset".into()), p.now);
+    p.node = None;
+    p.pump();
+    assert_eq!(returned(&p.take_out()), vec![(1, true)]);
+    p.tick();
+    assert_eq!(p.client.state(), LinkState::Ready);
+    p.take_out();
+    p.submit(&[(1, 2)]);
+    // The first attempt's result turns up late: dropped.
+    p.answer(1, 1);
+    assert!(done(&p.take_out()).is_empty());
+    p.answer(1, 2);
+    assert_eq!(done(&p.take_out()), vec![1]);
+    // And a duplicate of the second is dropped too.
+    p.answer(1, 2);
+    assert!(done(&p.take_out()).is_empty());
+}
+
+#[test]
+fn drain_gives_jobs_back_and_goodbye_ends_without_loss() {
+    let mut p = Pair::new();
+    p.pump();
+    p.submit(&[(1, 1), (2, 1)]);
+    p.node(NodeEvent::Drain);
+    assert_eq!(p.client.state(), LinkState::Draining);
+    assert_eq!(p.client.free(), 0);
+    // A job submitted meanwhile comes straight back.
+    p.client.handle(Event::Submit(vec![(run(3, 1), 3)]), p.now);
+    p.pump();
+    // The node finishes one and gives the other back, then stops.
+    p.answer(1, 1);
+    p.node(NodeEvent::GiveBack(vec![(2, 1)]));
+    p.node(NodeEvent::Stop);
+    let out = p.take_out();
+    assert_eq!(done(&out), vec![1]);
+    assert_eq!(returned(&out), vec![(3, false), (2, false)]);
+    assert_eq!(p.client.state(), LinkState::Backoff);
+    assert_eq!(p.client.in_flight(), 0);
+}
+
+#[test]
+fn a_wrong_secret_fails_for_good_without_redial() {
+    let mut p = Pair::with(config(), Secret::new("other"));
+    p.pump();
+    let out = p.take_out();
+    assert!(
+        matches!(out.last(), Some(Action::Failed { reason }) if reason.contains("authentication")),
+        "{out:?}"
+    );
+    assert_eq!(p.client.state(), LinkState::Closed);
+    assert_eq!(p.client.poll_timeout(), None);
+    assert_eq!(p.dials, 1);
+}
+
+#[test]
+fn another_protocol_version_fails_naming_both() {
+    let mut link = ClientLink::<u64>::new(config(), Instant::now());
+    let now = Instant::now();
+    assert!(matches!(link.poll(), Some(Action::Connect)));
+    link.handle(Event::Connected { nonce: [0; 32] }, now);
+    let reason = format!(
+        "protocol version {PROTOCOL_VERSION} is not supported; this node speaks version {}",
+        PROTOCOL_VERSION + 1
+    );
+    let reject = encode_frame(&NodeMsg::Reject { reason }).unwrap();
+    link.handle(Event::Received(&reject), now);
+    let failed = std::iter::from_fn(|| link.poll()).find_map(|a| match a {
+        Action::Failed { reason } => Some(reason),
+        _ => None,
+    });
+    let reason = failed.unwrap();
+    assert!(
+        reason.contains(&format!("version {PROTOCOL_VERSION}")),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&format!("version {}", PROTOCOL_VERSION + 1)),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_handshake_that_stalls_times_out_and_retries() {
+    let mut link = ClientLink::<u64>::new(config(), Instant::now());
+    let t0 = Instant::now();
+    link.poll();
+    link.handle(Event::Connected { nonce: [0; 32] }, t0);
+    assert_eq!(link.poll_timeout(), Some(t0 + 5 * SECOND));
+    link.handle(Event::Timer, t0 + 5 * SECOND);
+    let actions: Vec<_> = std::iter::from_fn(|| link.poll()).collect();
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Down { reason, .. } if reason.contains("handshake"))));
+    assert_eq!(link.state(), LinkState::Backoff);
+}
+
+#[test]
+fn garbage_from_the_node_loses_the_link_not_the_jobs() {
+    let mut p = Pair::new();
+    p.pump();
+    p.submit(&[(5, 1)]);
+    p.client
+        .handle(Event::Received(&[0, 0, 0, 2, 0xc1, 0xc1]), p.now);
+    p.node = None;
+    p.pump();
+    let out = p.take_out();
+    assert_eq!(returned(&out), vec![(5, true)]);
+    assert!(matches!(&out[..], [.., Action::Down { reason, .. }] if reason.contains("bad frame")));
+}
+
+#[test]
+fn cancel_tells_the_node_and_close_gives_everything_back() {
+    let mut p = Pair::new();
+    p.pump();
+    p.submit(&[(1, 1), (2, 1), (3, 1)]);
+    p.client.handle(Event::Cancel(2), p.now);
+    let gone = p.client.cancel_where(|&job| job == 3);
+    p.pump();
+    assert_eq!(gone, vec![3]);
+    assert_eq!(p.node_cancels, vec![2, 3]);
+    p.client.handle(Event::Close, p.now);
+    p.pump();
+    assert_eq!(returned(&p.take_out()), vec![(1, false)]);
+    assert_eq!(p.client.state(), LinkState::Closed);
+    assert!(p.node.is_none(), "the node saw the goodbye");
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Submit(u8),
+    Answer(usize),
+    AnswerStale(usize),
+    GiveBack(usize),
+    Break,
+    Silence,
+    Tick,
+    Drain,
+    Stop,
+    Cancel(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (1u8..6).prop_map(Step::Submit),
+        4 => (0usize..16).prop_map(Step::Answer),
+        1 => (0usize..16).prop_map(Step::AnswerStale),
+        1 => (0usize..16).prop_map(Step::GiveBack),
+        1 => Just(Step::Break),
+        1 => Just(Step::Silence),
+        2 => Just(Step::Tick),
+        1 => Just(Step::Drain),
+        1 => Just(Step::Stop),
+        1 => (0usize..16).prop_map(Step::Cancel),
+    ]
+}
+
+proptest! {
+    /// Whatever happens (results, stale results, give-backs, breaks,
+    /// silences, drains, stops, cancels), each job handed to the link comes
+    /// out exactly once, a job resolves at most once, and after `Close`
+    /// nothing is left in flight.
+    #[test]
+    fn every_job_resolves_exactly_once(steps in proptest::collection::vec(step(), 0..120)) {
+        let mut p = Pair::new();
+        p.pump();
+        let mut next = 0u64;
+        let mut attempts = std::collections::HashMap::new();
+        let mut queue: Vec<u64> = Vec::new();
+        let mut held = std::collections::HashSet::new();
+        let mut resolved = std::collections::HashSet::new();
+        for s in steps {
+            match s {
+                Step::Submit(n) => {
+                    let room = p.client.free().min(n as usize);
+                    let mut jobs = Vec::new();
+                    for _ in 0..room {
+                        let id = queue.pop().unwrap_or_else(|| { next += 1; next });
+                        let a = attempts.entry(id).or_insert(0u32);
+                        *a += 1;
+                        jobs.push((id, *a));
+                        held.insert(id);
+                    }
+                    p.submit(&jobs);
+                }
+                Step::Answer(i) if !p.node_jobs.is_empty() => {
+                    let j = p.node_jobs.remove(i % p.node_jobs.len());
+                    p.answer(j.id, j.attempt);
+                }
+                Step::AnswerStale(i) => {
+                    let id = (i as u64 % (next + 1)).max(1);
+                    let a = attempts.get(&id).copied().unwrap_or(1);
+                    p.answer(id, a.saturating_sub(1));
+                }
+                Step::GiveBack(i) if !p.node_jobs.is_empty() => {
+                    let j = p.node_jobs.remove(i % p.node_jobs.len());
+                    p.node(NodeEvent::GiveBack(vec![(j.id, j.attempt)]));
+                }
+                Step::Break => {
+                    p.node = None;
+                    p.node_jobs.clear();
+                    p.client.handle(Event::TransportClosed("reset".into()), p.now);
+                    p.pump();
+                }
+                Step::Silence => {
+                    p.node = None;
+                    p.node_jobs.clear();
+                    for _ in 0..4 { p.tick(); }
+                }
+                Step::Tick => p.tick(),
+                Step::Drain => p.node(NodeEvent::Drain),
+                Step::Stop => { p.node_jobs.clear(); p.node(NodeEvent::Stop); }
+                Step::Cancel(i) => {
+                    let id = (i as u64 % (next + 1)).max(1);
+                    if held.contains(&id) {
+                        let before = p.client.in_flight();
+                        p.client.handle(Event::Cancel(id), p.now);
+                        p.pump();
+                        // A cancelled job ended elsewhere: it leaves the link
+                        // without an action, and counts as resolved.
+                        if p.client.in_flight() < before {
+                            held.remove(&id);
+                            prop_assert!(resolved.insert(id), "job {} resolved twice", id);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            for a in p.take_out() {
+                match a {
+                    Action::Done { job, .. } => {
+                        prop_assert!(held.remove(&job), "job {} out twice", job);
+                        prop_assert!(resolved.insert(job), "job {} resolved twice", job);
+                    }
+                    Action::Returned { job, .. } => {
+                        prop_assert!(held.remove(&job), "job {} out twice", job);
+                        queue.push(job);
+                    }
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(p.client.in_flight(), held.len());
+        }
+        p.client.handle(Event::Close, p.now);
+        p.pump();
+        for a in p.take_out() {
+            if let Action::Returned { job, .. } = a {
+                prop_assert!(held.remove(&job), "job {} out twice", job);
+                queue.push(job);
+            }
+        }
+        prop_assert!(held.is_empty(), "left in flight: {:?}", held);
+        prop_assert_eq!(p.client.in_flight(), 0);
+        prop_assert_eq!(resolved.len() + queue.len(), next as usize);
+    }
+}
