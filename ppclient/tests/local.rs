@@ -395,11 +395,7 @@ fn the_longest_timeouts_are_not_a_panic() {
         .heartbeat(Duration::MAX)
         .build()
         .unwrap();
-    let job = server.submit_with(
-        jobs::echo_u64,
-        (5,),
-        Options::new().timeout(Duration::MAX),
-    );
+    let job = server.submit_with(jobs::echo_u64, (5,), Options::new().timeout(Duration::MAX));
     assert!(matches!(job.wait_timeout(Duration::MAX), Ok(Ok(5))));
     assert_eq!(server.wait_all_timeout(Duration::MAX), Ok(true));
 }
