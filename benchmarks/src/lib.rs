@@ -67,6 +67,24 @@ pub fn rss_of(pid: &str) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
+/// The peak resident set size of process `pid` (or `self`) since it started
+/// or since [`reset_peak_rss`], from /proc (Linux).
+pub fn peak_rss_of(pid: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
+    Ok(kb * 1024)
+}
+
+/// Starts a new peak for [`peak_rss_of`] at the present RSS (Linux 4.0+).
+pub fn reset_peak_rss(pid: &str) -> anyhow::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")?;
+    Ok(())
+}
+
 /// Set in the environment of a benchmark binary re-run as a node.
 const AS_NODE: &str = "PP_BENCH_AS_NODE";
 

@@ -60,6 +60,9 @@ pub use ppcore::{
     job, DuplicateJob, ErrorKind, Fallible, Job, JobEntry, JobError, NodeStats, Registry, Secret,
     Stats,
 };
+/// Numeric vectors (`f64`, `f32`, `i64`, ...) that travel as raw
+/// little-endian bytes: the fast way to send arrays.
+pub use ppcore::{Array, Element};
 pub use remote::{NodeInfo, NodeState};
 /// serde, for the derives of your own argument and result types, without a
 /// dependency on serde of your own:
@@ -80,8 +83,7 @@ pub use remote::{NodeInfo, NodeState};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub use serde;
-/// Bytes that travel as one MessagePack binary (a `Vec<u8>` travels as an
-/// array of numbers, byte by byte): use them for byte arguments and results.
+/// Bytes that travel as one MessagePack binary, as a plain `Vec<u8>` does.
 pub use serde_bytes::{ByteBuf, Bytes};
 pub use server::Server;
 pub use slurm::{Slurm, SlurmError};

@@ -2,6 +2,8 @@
 //!
 //! | module | owns |
 //! | --- | --- |
+//! | `array` | [`Array`]: numeric vectors as little-endian raw bytes in one binary |
+//! | `budget` | the client's byte budget: [`budget::ByteBudget`] (pure) and [`budget::BudgetGate`] (waits while full) |
 //! | `error` | [`JobError`] and [`ErrorKind`]: how a job fails |
 //! | `job` | the [`Job`] trait, the [`job!`] macro, the MessagePack codec of arguments and results |
 //! | `registry` | [`Registry`]: job names to type-erased runners, filled by `job!` at link time |
@@ -9,6 +11,7 @@
 //! | `outbox` | [`Outbox`]: bytes waiting for a non-blocking socket, and the peer's write progress |
 //! | `pool` | [`Pool`]: resizable worker threads pulling from a shared queue; [`Pending`]: waiting for work to drain |
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
+//! | `stream` | payloads over one frame as chunked streams: [`stream::Outgoing`] cuts, [`stream::Assembler`] puts back, within limits and a progress deadline |
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
 //! | `handshake` | mutual HMAC-SHA256 authentication as pure state ([`ClientHandshake`], [`NodeHandshake`]) |
 //! | `limits` | numbers from users checked: seconds and worker counts for command lines, deadlines that cannot overflow |
@@ -19,6 +22,9 @@
 //! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod array;
+mod bins;
+pub mod budget;
 mod error;
 mod framing;
 mod handshake;
@@ -33,9 +39,11 @@ mod pending;
 mod pool;
 mod registry;
 mod stats;
+pub mod stream;
 pub mod wire;
 pub mod worker;
 
+pub use array::{Array, Element};
 pub use error::{ErrorKind, JobError};
 pub use framing::Framer;
 pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};

@@ -1,0 +1,155 @@
+//! The client's byte budget: the encoded arguments of jobs submitted but not
+//! yet sent (or run) may hold at most so many bytes, so that a loop
+//! submitting large arguments waits instead of exhausting memory.
+//!
+//! [`ByteBudget`] is the accounting alone, pure and unit-tested;
+//! [`BudgetGate`] is the thin blocking shell a `Server` shares between its
+//! threads:
+//!
+//! - `submit` counts the job's argument bytes (`check_size`), then
+//!   [`BudgetGate::acquire`]s them, waiting while the budget is full, and
+//!   keeps the [`Permit`] with the queued job;
+//! - `try_submit` calls [`BudgetGate::try_acquire`] instead and, on `None`,
+//!   hands the job back to the caller untouched;
+//! - the permit is dropped when the arguments have left the client (written
+//!   to a node, or taken by a local worker) or the job ends otherwise
+//!   (cancelled, timed out, server dropped): dropping it gives the bytes back
+//!   and wakes the waiters.
+//!
+//! A job larger than the whole budget is admitted when nothing else holds
+//! any of it, so that it waits for the others but never forever.
+
+use std::sync::{Arc, Condvar, Mutex};
+
+/// The default budget: 1 GiB of arguments not yet sent.
+pub const DEFAULT_BYTE_BUDGET: u64 = 1 << 30;
+
+/// Bytes held against a limit: the pure accounting of a byte budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteBudget {
+    limit: u64,
+    used: u64,
+}
+
+impl ByteBudget {
+    /// An empty budget of `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        ByteBudget { limit, used: 0 }
+    }
+
+    /// Takes `bytes` if they fit (or nothing else is held); false, with
+    /// nothing taken, otherwise.
+    pub fn try_take(&mut self, bytes: u64) -> bool {
+        let fits = self
+            .used
+            .checked_add(bytes)
+            .is_some_and(|total| total <= self.limit);
+        if fits || self.used == 0 {
+            self.used = self.used.saturating_add(bytes);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Gives back `bytes` taken before.
+    pub fn give_back(&mut self, bytes: u64) {
+        debug_assert!(bytes <= self.used, "giving back more than was taken");
+        self.used = self.used.saturating_sub(bytes);
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// A [`ByteBudget`] that threads share: taking waits while it is full.
+#[derive(Debug)]
+pub struct BudgetGate {
+    state: Mutex<Gate>,
+    freed: Condvar,
+}
+
+#[derive(Debug)]
+struct Gate {
+    budget: ByteBudget,
+    waiting: usize,
+}
+
+impl BudgetGate {
+    /// A gate over `limit` bytes.
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(BudgetGate {
+            state: Mutex::new(Gate {
+                budget: ByteBudget::new(limit),
+                waiting: 0,
+            }),
+            freed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `bytes`, waiting until they fit.
+    pub fn acquire(self: &Arc<Self>, bytes: u64) -> Permit {
+        let mut gate = self.lock();
+        if !gate.budget.try_take(bytes) {
+            gate.waiting += 1;
+            while !gate.budget.try_take(bytes) {
+                gate = self.freed.wait(gate).unwrap_or_else(|e| e.into_inner());
+            }
+            gate.waiting -= 1;
+        }
+        Permit {
+            gate: Arc::clone(self),
+            bytes,
+        }
+    }
+
+    /// Takes `bytes` if they fit now; `None` otherwise (hand the job back).
+    pub fn try_acquire(self: &Arc<Self>, bytes: u64) -> Option<Permit> {
+        self.lock().budget.try_take(bytes).then(|| Permit {
+            gate: Arc::clone(self),
+            bytes,
+        })
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.lock().budget.used()
+    }
+
+    /// Threads waiting in [`acquire`](Self::acquire) now.
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting
+    }
+}
+
+/// Bytes taken from a [`BudgetGate`]; given back when dropped.
+#[derive(Debug)]
+pub struct Permit {
+    gate: Arc<BudgetGate>,
+    bytes: u64,
+}
+
+impl Permit {
+    /// How many bytes it holds.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.gate.lock().budget.give_back(self.bytes);
+        self.gate.freed.notify_all();
+    }
+}
