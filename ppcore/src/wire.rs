@@ -263,6 +263,8 @@ pub struct FrameReader<R> {
     end: usize,
     max: usize,
     deadline: Option<std::time::Instant>,
+    /// Bytes read from the stream since the last `take_bytes_read`.
+    bytes_read: u64,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -275,6 +277,7 @@ impl<R: Read> FrameReader<R> {
             end: 0,
             max,
             deadline: None,
+            bytes_read: 0,
         }
     }
 
@@ -316,6 +319,7 @@ impl<R: Read> FrameReader<R> {
                 };
             }
             self.end += n;
+            self.bytes_read += n as u64;
         }
     }
 
@@ -334,6 +338,11 @@ impl<R: Read> FrameReader<R> {
             .min(self.max + 4)
             .max(self.buf.len() + 1);
         self.buf.resize(grown, 0);
+    }
+
+    /// Bytes read from the stream since the last call (for traffic counters).
+    pub fn take_bytes_read(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_read)
     }
 
     /// The stream underneath.

@@ -34,6 +34,8 @@ pub struct Config {
     pub grace: Duration,
     /// Where jobs run: worker threads, or worker processes.
     pub isolation: Isolation,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Where a node runs jobs.
@@ -62,6 +64,7 @@ impl Default for Config {
             max_frame: DEFAULT_MAX_FRAME,
             grace: Duration::from_secs(30),
             isolation: Isolation::Thread,
+            metrics: None,
         }
     }
 }
@@ -125,6 +128,9 @@ pub struct Cli {
     /// Seconds a new connection has to authenticate.
     #[arg(long, default_value_t = 5.0)]
     pub handshake_timeout: f64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -154,6 +160,7 @@ impl Cli {
             max_connections: self.max_connections,
             grace: Duration::from_secs(self.grace),
             isolation: self.isolation,
+            metrics: self.metrics,
             handshake_timeout: Duration::try_from_secs_f64(self.handshake_timeout)
                 .unwrap_or(defaults.handshake_timeout),
             ..defaults

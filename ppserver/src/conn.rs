@@ -57,10 +57,16 @@ fn session(node: &Arc<Node>, out: &Arc<Out>, stream: TcpStream) -> Result<(), St
     let nonce = ppcore::nonce().map_err(|e| format!("no randomness: {e}"))?;
     let mut handshake = NodeHandshake::new(node.config.secret.clone(), nonce);
     while !handshake.is_done() {
-        let Some(msg) = read(&mut reader, "during the handshake")? else {
+        let msg = read(&mut reader, "during the handshake");
+        node.meters.received(reader.take_bytes_read());
+        let Some(msg) = msg.map_err(|e| node.meters.handshake_failed(e))? else {
+            node.meters.handshake_failed(());
             return Ok(());
         };
-        if let Some(reply) = handshake.on_message(msg)? {
+        if let Some(reply) = handshake
+            .on_message(msg)
+            .map_err(|e| node.meters.handshake_failed(e))?
+        {
             out.send(&reply);
         }
     }
@@ -75,7 +81,9 @@ fn session(node: &Arc<Node>, out: &Arc<Out>, stream: TcpStream) -> Result<(), St
         .set_read_timeout(None)
         .map_err(|e| e.to_string())?;
     loop {
-        let Some(msg) = read(&mut reader, "")? else {
+        let msg = read(&mut reader, "");
+        node.meters.received(reader.take_bytes_read());
+        let Some(msg) = msg? else {
             return Ok(());
         };
         match msg {

@@ -19,6 +19,7 @@
 //! | `conn` | one connection: handshake, then jobs in and results out |
 //! | `out` | a connection's writer; batches results of jobs that end together |
 //! | `isolate` | isolation mode: worker processes that run jobs, replaced when they crash |
+//! | `metrics` | `--metrics`: the node's counters at `/metrics` in the Prometheus text format |
 //! | `daemon` | [`start`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -26,6 +27,7 @@ mod config;
 mod conn;
 mod daemon;
 mod isolate;
+mod metrics;
 mod node;
 mod out;
 

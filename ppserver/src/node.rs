@@ -42,6 +42,8 @@ pub(crate) struct Node {
     idle_since: Mutex<Option<Instant>>,
     /// Jobs running in worker processes (isolation mode).
     isolated: crate::isolate::Running,
+    /// Counters only `--metrics` reads.
+    pub(crate) meters: crate::metrics::Meters,
 }
 
 impl Node {
@@ -69,6 +71,7 @@ impl Node {
             draining: AtomicBool::new(false),
             idle_since: Mutex::new(Some(Instant::now())),
             isolated: Default::default(),
+            meters: Default::default(),
         }
     }
 
@@ -97,7 +100,9 @@ impl Node {
 
     pub(crate) fn close(&self, id: u64) {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns.remove(&id);
+        if let Some(out) = conns.remove(&id) {
+            self.meters.closed(&out);
+        }
         if conns.is_empty() {
             *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         }
@@ -109,6 +114,13 @@ impl Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .map(|t| t.elapsed())
+    }
+
+    /// Bytes written to clients, closed connections included.
+    pub(crate) fn bytes_out(&self) -> u64 {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let open: u64 = conns.values().map(|out| out.bytes_out()).sum();
+        self.meters.closed_bytes_out() + open
     }
 
     /// Every open connection's writer.
@@ -166,6 +178,7 @@ impl Node {
             job.out
                 .send(&NodeMsg::Returned(vec![(job.id, job.attempt)]));
         } else {
+            let _running = self.meters.running();
             let started = Instant::now();
             let result = match self.config.isolation {
                 Isolation::Thread => (job.run)(&job.args).map(ByteBuf::from),

@@ -32,6 +32,8 @@ pub(crate) struct Out {
     any_cancelled: AtomicBool,
     peer: String,
     max_frame: usize,
+    /// Bytes written (for metrics).
+    sent: AtomicU64,
 }
 
 impl Out {
@@ -45,6 +47,7 @@ impl Out {
             any_cancelled: AtomicBool::new(false),
             peer,
             max_frame,
+            sent: AtomicU64::new(0),
         }
     }
 
@@ -75,6 +78,11 @@ impl Out {
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();
         }
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn bytes_out(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Notes that the client cancelled job `id`.
@@ -147,6 +155,7 @@ impl Out {
             return;
         }
         let mut stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        self.sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
         if let Err(e) = stream.write_all(frame) {
             tracing::debug!(peer = %self.peer, "write failed, closing: {e}");
             self.closed.store(true, Ordering::Release);
