@@ -33,6 +33,7 @@ pub struct Builder {
     secret: Secret,
     discover: Option<(String, SocketAddr)>,
     listen: Option<String>,
+    dashboard: Option<String>,
     node_retries: u32,
     crash_retries: u32,
     settings: LinkSettings,
@@ -47,6 +48,7 @@ impl Default for Builder {
             secret: Secret::default(),
             discover: None,
             listen: None,
+            dashboard: None,
             node_retries: 3,
             crash_retries: 2,
             settings: LinkSettings {
@@ -110,6 +112,16 @@ impl Builder {
         self
     }
 
+    /// Serves a live web dashboard at `addr` (`"127.0.0.1:8787"`, or a bare
+    /// port for 127.0.0.1): nodes, a task stream, progress per group with
+    /// ETA, recent errors, and `/api/status` as JSON. Off by default. It
+    /// answers only requests addressed to it by IP or `localhost`; bind it
+    /// beyond loopback only on a network you trust (it has no login).
+    pub fn dashboard(mut self, addr: impl Into<String>) -> Self {
+        self.dashboard = Some(addr.into());
+        self
+    }
+
     /// How many node losses a job may meet before it fails with
     /// [`ErrorKind::NodeLost`](ppcore::ErrorKind::NodeLost) (default 3).
     pub fn node_retries(mut self, n: u32) -> Self {
@@ -157,6 +169,9 @@ impl Builder {
         let open_ended = listener.is_some() || self.discover.is_some();
         let tracker = Arc::new(Tracker::new()?);
         let core = Arc::new(Core::new(tracker, settings, ncpus, open_ended));
+        if let Some(addr) = &self.dashboard {
+            crate::dashboard::start(&core, addr)?;
+        }
         let worker_core = Arc::clone(&core);
         let pool = Pool::start("pp-worker", ncpus, core.queue.clone(), move |task| {
             Task::run_local(task, &worker_core.ctx)

@@ -112,6 +112,11 @@ impl Link {
         Some(jobs.contains(&(job.0.to_owned(), job.1.to_owned())))
     }
 
+    /// The live connection, if any.
+    pub(crate) fn live(&self) -> Option<Arc<Session>> {
+        lock(&self.session).clone()
+    }
+
     /// Closes the live connection, if any (the server is going away).
     pub(crate) fn close(&self) {
         if let Some(s) = lock(&self.session).as_ref() {
@@ -231,6 +236,7 @@ pub(crate) fn serve(core: &Arc<Core>, link: &Arc<Link>, stream: TcpStream, welco
     }
     for task in left {
         if let Some(task) = task.retry(&link.name, !clean) {
+            core.ctx.dash.get().inspect(|d| d.rerun(&link.name));
             core.requeue(task);
         }
     }

@@ -29,6 +29,8 @@ pub(crate) struct Session {
     /// Milliseconds since `born` when the node was last heard from.
     heard_ms: AtomicU64,
     born: Instant,
+    /// Traffic and round trip, for the dashboard.
+    pub(crate) meter: crate::dashboard::LinkMeter,
 }
 
 impl Session {
@@ -47,7 +49,13 @@ impl Session {
             draining: AtomicBool::new(false),
             heard_ms: AtomicU64::new(0),
             born: Instant::now(),
+            meter: Default::default(),
         }
+    }
+
+    /// Jobs sent and not answered yet.
+    pub(crate) fn in_flight(&self) -> usize {
+        lock(&self.ledger).len()
     }
 
     /// Takes back every job in flight: the connection is gone.
@@ -59,6 +67,7 @@ impl Session {
         let Ok(frame) = encode_frame(msg) else {
             return false;
         };
+        self.meter.sent(frame.len());
         let mut w = lock(&self.writer);
         if w.write_all(&frame).is_err() {
             drop(w);
@@ -104,6 +113,7 @@ pub(crate) fn feed(core: &Arc<Core>, link: &Link, session: &Session) {
         if pinged.elapsed() >= heartbeat {
             seq += 1;
             session.send(&ClientMsg::Ping(seq));
+            session.meter.ping(seq);
             pinged = Instant::now();
         }
         if swept.elapsed() >= TICK {
@@ -220,6 +230,7 @@ pub(crate) fn read_loop(
             }
         };
         session.heard();
+        session.meter.received(reader.take_bytes_read());
         match msg {
             NodeMsg::Done(results) => {
                 let mut finished = Vec::with_capacity(results.len());
@@ -235,7 +246,12 @@ pub(crate) fn read_loop(
                 session.space.notify_one();
                 for (task, result, exec) in finished {
                     link.counters.record(exec, result.is_err());
+                    let dash = core.ctx.dash.get();
+                    dash.inspect(|d| {
+                        d.remote_end(&link.name, task.job().0, exec, result.as_ref().err())
+                    });
                     if let Some(again) = task.complete(result, &link.name) {
+                        dash.inspect(|d| d.rerun(&link.name));
                         core.requeue(again);
                     }
                 }
@@ -250,6 +266,7 @@ pub(crate) fn read_loop(
                 session.space.notify_one();
                 for task in back {
                     if let Some(task) = task.retry(&link.name, false) {
+                        core.ctx.dash.get().inspect(|d| d.rerun(&link.name));
                         core.requeue(task);
                     }
                 }
@@ -268,7 +285,8 @@ pub(crate) fn read_loop(
                 session.kill();
                 return false;
             }
-            NodeMsg::Pong(_) | NodeMsg::Status(_) => {}
+            NodeMsg::Pong(seq) => session.meter.pong(seq),
+            NodeMsg::Status(_) => {}
             NodeMsg::Challenge { .. } | NodeMsg::Welcome { .. } => {
                 tracing::warn!(node = %link.name, "handshake message after the handshake");
                 session.kill();

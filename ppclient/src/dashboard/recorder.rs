@@ -1,0 +1,474 @@
+//! What the dashboard remembers beyond the server's statistics: the last
+//! tasks (a bounded ring), recent errors, group sizes, reruns per node, and
+//! per-connection traffic and round-trip time.
+//!
+//! Pure bookkeeping, no I/O. Workers record a finished task into a shard
+//! of their own (eight, chosen per thread as in `NodeCounters`), so that the
+//! hot path takes an uncontended lock on a cache line nobody else writes.
+
+use crossbeam_utils::CachePadded;
+use ppcore::{JobError, Pending};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+/// How many finished tasks the dashboard keeps, in all.
+pub(crate) const TASK_RING: usize = 10_000;
+const SHARDS: usize = 8;
+const PER_SHARD: usize = TASK_RING / SHARDS;
+/// How many recent errors it keeps.
+pub(crate) const ERROR_RING: usize = 100;
+/// The longest error message kept, in bytes.
+const MAX_MESSAGE: usize = 2_000;
+
+thread_local! {
+    /// This thread's shard, assigned round-robin on first use.
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
+    };
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// One finished task.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TaskRecord {
+    /// Order of recording within its shard.
+    pub(crate) seq: u64,
+    pub(crate) job: &'static str,
+    /// Index into the recorder's place names (0 is the local pool).
+    pub(crate) place: u32,
+    /// Microseconds since the recorder started.
+    pub(crate) start_us: u64,
+    pub(crate) end_us: u64,
+    pub(crate) failed: bool,
+}
+
+/// One job error, as the dashboard lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ErrorRecord {
+    pub(crate) at_us: u64,
+    pub(crate) job: &'static str,
+    pub(crate) place: u32,
+    pub(crate) kind: String,
+    pub(crate) message: String,
+}
+
+/// A group's size so far.
+#[derive(Clone)]
+pub(crate) struct GroupRecord {
+    pub(crate) total: u64,
+    pub(crate) pending: Arc<Pending>,
+    pub(crate) first_us: u64,
+}
+
+#[derive(Default)]
+struct Ring {
+    records: VecDeque<TaskRecord>,
+    next_seq: u64,
+    /// Local tasks that ended (recorded) on this shard.
+    local_ended: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Local tasks that started on this shard's threads.
+    local_started: AtomicU64,
+    ring: Mutex<Ring>,
+}
+
+/// Where to continue reading new tasks from, per shard.
+pub(crate) type Cursor = [u64; SHARDS];
+
+/// The dashboard's memory; shared by the server's threads and the dashboard's.
+pub(crate) struct Recorder {
+    born: Instant,
+    shards: [CachePadded<Shard>; SHARDS],
+    places: RwLock<Vec<Arc<str>>>,
+    errors: Mutex<VecDeque<ErrorRecord>>,
+    groups: Mutex<HashMap<String, GroupRecord>>,
+    reruns: Mutex<HashMap<String, u64>>,
+    /// Where the dashboard is served, once it is.
+    pub(crate) addr: OnceLock<SocketAddr>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            born: Instant::now(),
+            shards: Default::default(),
+            places: RwLock::new(vec![Arc::from(crate::task::LOCAL)]),
+            errors: Mutex::new(VecDeque::new()),
+            groups: Mutex::new(HashMap::new()),
+            reruns: Mutex::new(HashMap::new()),
+            addr: OnceLock::new(),
+        }
+    }
+}
+
+impl Recorder {
+    /// Time since the recorder started.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.born.elapsed()
+    }
+
+    fn shard(&self) -> &Shard {
+        &self.shards[SHARD.with(|s| *s)]
+    }
+
+    /// A local worker starts a job.
+    pub(crate) fn local_start(&self) {
+        self.shard().local_started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A local worker ran a job (started by `local_start`) from `started` for `took`.
+    pub(crate) fn local_end(
+        &self,
+        job: &'static str,
+        started: Instant,
+        took: Duration,
+        error: Option<&JobError>,
+    ) {
+        let start_us = micros(started.saturating_duration_since(self.born));
+        self.push(job, 0, start_us, start_us + micros(took), error, true);
+    }
+
+    /// A node's result for `job` arrived now; it ran there for `exec`.
+    pub(crate) fn remote_end(
+        &self,
+        node: &str,
+        job: &'static str,
+        exec: Duration,
+        error: Option<&JobError>,
+    ) {
+        let place = self.place(node);
+        let end_us = micros(self.born.elapsed());
+        let start_us = end_us.saturating_sub(micros(exec));
+        self.push(job, place, start_us, end_us, error, false);
+    }
+
+    fn push(
+        &self,
+        job: &'static str,
+        place: u32,
+        start_us: u64,
+        end_us: u64,
+        error: Option<&JobError>,
+        local: bool,
+    ) {
+        {
+            let mut ring = lock(&self.shard().ring);
+            if ring.records.len() == PER_SHARD {
+                ring.records.pop_front();
+            }
+            let seq = ring.next_seq;
+            ring.next_seq += 1;
+            ring.local_ended += u64::from(local);
+            ring.records.push_back(TaskRecord {
+                seq,
+                job,
+                place,
+                start_us,
+                end_us,
+                failed: error.is_some(),
+            });
+        }
+        if let Some(e) = error {
+            self.error(job, place, end_us, e);
+        }
+    }
+
+    fn error(&self, job: &'static str, place: u32, at_us: u64, e: &JobError) {
+        let mut message = e.message.clone();
+        if message.len() > MAX_MESSAGE {
+            let mut cut = MAX_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let record = ErrorRecord {
+            at_us,
+            job,
+            place,
+            kind: format!("{:?}", e.kind),
+            message,
+        };
+        let mut errors = lock(&self.errors);
+        if errors.len() == ERROR_RING {
+            errors.pop_front();
+        }
+        errors.push_back(record);
+    }
+
+    /// The index of place `name`, added if new.
+    pub(crate) fn place(&self, name: &str) -> u32 {
+        let known = self.places.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = known.iter().position(|p| &**p == name) {
+            return i as u32;
+        }
+        drop(known);
+        let mut places = self.places.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = places.iter().position(|p| &**p == name) {
+            return i as u32;
+        }
+        places.push(Arc::from(name));
+        (places.len() - 1) as u32
+    }
+
+    /// Every place's name, by index.
+    pub(crate) fn places(&self) -> Vec<Arc<str>> {
+        self.places
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A job of group `name` was submitted; `pending` counts its unfinished jobs.
+    pub(crate) fn group(&self, name: &str, pending: &Arc<Pending>) {
+        let mut groups = lock(&self.groups);
+        match groups.get_mut(name) {
+            Some(g) => g.total += 1,
+            None => {
+                let first_us = micros(self.born.elapsed());
+                groups.insert(
+                    name.to_owned(),
+                    GroupRecord {
+                        total: 1,
+                        pending: Arc::clone(pending),
+                        first_us,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Every group so far, by name.
+    pub(crate) fn groups(&self) -> Vec<(String, GroupRecord)> {
+        let mut v: Vec<_> = lock(&self.groups)
+            .iter()
+            .map(|(k, g)| (k.clone(), g.clone()))
+            .collect();
+        v.sort_by(|a, b| a.1.first_us.cmp(&b.1.first_us).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    /// A job that was on `node` goes back in line.
+    pub(crate) fn rerun(&self, node: &str) {
+        *lock(&self.reruns).entry(node.to_owned()).or_default() += 1;
+    }
+
+    /// Jobs rerun after they were on `node`.
+    pub(crate) fn reruns(&self, node: &str) -> u64 {
+        lock(&self.reruns).get(node).copied().unwrap_or(0)
+    }
+
+    /// Local jobs running now.
+    pub(crate) fn local_busy(&self) -> u64 {
+        let (started, ended) = self.shards.iter().fold((0, 0), |(s, e), shard| {
+            let ended = lock(&shard.ring).local_ended;
+            (s + shard.local_started.load(Ordering::Relaxed), e + ended)
+        });
+        started.saturating_sub(ended)
+    }
+
+    /// The recent errors, oldest first.
+    pub(crate) fn errors(&self) -> Vec<ErrorRecord> {
+        lock(&self.errors).iter().cloned().collect()
+    }
+
+    /// Tasks recorded after `cursor` (which moves past them), the latest
+    /// `max` of them, by end time.
+    pub(crate) fn tasks_since(&self, cursor: &mut Cursor, max: usize) -> Vec<TaskRecord> {
+        let mut out = Vec::new();
+        for (shard, from) in self.shards.iter().zip(cursor.iter_mut()) {
+            let ring = lock(&shard.ring);
+            out.extend(ring.records.iter().filter(|r| r.seq >= *from).cloned());
+            *from = ring.next_seq;
+        }
+        out.sort_by_key(|r| (r.end_us, r.start_us));
+        let drop = out.len().saturating_sub(max);
+        out.drain(..drop);
+        out
+    }
+}
+
+/// One node connection's traffic and round-trip time, written by its I/O
+/// threads and read by the dashboard.
+#[derive(Default)]
+pub(crate) struct LinkMeter {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// The last ping's sequence number and when it went (µs since `born`).
+    ping_seq: AtomicU64,
+    ping_us: AtomicU64,
+    /// The last round trip, µs; 0 until a pong came back.
+    rtt_us: AtomicU64,
+    born: OnceLock<Instant>,
+}
+
+impl LinkMeter {
+    fn now_us(&self) -> u64 {
+        micros(self.born.get_or_init(Instant::now).elapsed())
+    }
+
+    /// `n` bytes were written to the node.
+    pub(crate) fn sent(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// `n` bytes were read from the node.
+    pub(crate) fn received(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Ping `seq` was sent now.
+    pub(crate) fn ping(&self, seq: u64) {
+        self.ping_us.store(self.now_us(), Ordering::Relaxed);
+        self.ping_seq.store(seq, Ordering::Release);
+    }
+
+    /// Pong `seq` arrived now; the round trip counts if it answers the last ping.
+    pub(crate) fn pong(&self, seq: u64) {
+        if self.ping_seq.load(Ordering::Acquire) == seq {
+            let rtt = self
+                .now_us()
+                .saturating_sub(self.ping_us.load(Ordering::Relaxed));
+            self.rtt_us.store(rtt.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes (in, out) on this connection.
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The last heartbeat's round trip, once there was one.
+    pub(crate) fn rtt(&self) -> Option<Duration> {
+        match self.rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ppcore::ErrorKind;
+
+    #[test]
+    fn the_ring_keeps_the_latest_tasks_and_a_cursor_reads_each_once() {
+        let r = Recorder::default();
+        let t0 = r.born;
+        for i in 0..(TASK_RING as u64 + 500) {
+            r.local_start();
+            r.local_end(
+                "j",
+                t0 + Duration::from_micros(i),
+                Duration::from_micros(1),
+                None,
+            );
+        }
+        let mut cursor = Cursor::default();
+        let all = r.tasks_since(&mut cursor, usize::MAX);
+        // One thread writes one shard: it keeps its share of the ring.
+        assert_eq!(all.len(), PER_SHARD);
+        assert_eq!(all.last().map(|t| t.end_us), Some(TASK_RING as u64 + 500));
+        assert!(r.tasks_since(&mut cursor, usize::MAX).is_empty());
+        r.local_end("k", t0, Duration::from_micros(3), None);
+        let new = r.tasks_since(&mut cursor, usize::MAX);
+        assert_eq!(new.len(), 1);
+        assert_eq!((new[0].job, new[0].start_us, new[0].end_us), ("k", 0, 3));
+        assert_eq!(r.local_busy(), 0, "one start was never ended: {new:?}");
+    }
+
+    #[test]
+    fn many_threads_never_keep_more_than_the_ring() {
+        let r = Arc::new(Recorder::default());
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let r = Arc::clone(&r);
+                std::thread::spawn(move || {
+                    for _ in 0..2_000 {
+                        r.local_start();
+                        r.local_end("j", Instant::now(), Duration::ZERO, None);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut cursor = Cursor::default();
+        let all = r.tasks_since(&mut cursor, usize::MAX);
+        assert!(all.len() <= TASK_RING && all.len() >= PER_SHARD);
+        assert_eq!(r.tasks_since(&mut Cursor::default(), 10).len(), 10);
+        assert_eq!(r.local_busy(), 0);
+    }
+
+    #[test]
+    fn errors_are_kept_bounded_and_places_by_name() {
+        let r = Recorder::default();
+        assert_eq!(r.place("local"), 0);
+        let big = "x".repeat(10_000);
+        for i in 0..(ERROR_RING + 5) {
+            let e = JobError::new(
+                ErrorKind::Failed,
+                if i == 0 { big.clone() } else { format!("e{i}") },
+            );
+            r.remote_end("10.0.0.2:60000", "j", Duration::from_millis(1), Some(&e));
+        }
+        assert_eq!(r.place("10.0.0.2:60000"), 1);
+        let errors = r.errors();
+        assert_eq!(errors.len(), ERROR_RING);
+        assert_eq!(errors.last().map(|e| e.message.as_str()), Some("e104"));
+        assert_eq!(errors[0].kind, "Failed");
+        let r2 = Recorder::default();
+        r2.error("j", 0, 0, &JobError::new(ErrorKind::Failed, big));
+        assert!(r2.errors()[0].message.len() <= MAX_MESSAGE + 3);
+    }
+
+    #[test]
+    fn a_pong_counts_only_for_the_last_ping() {
+        let m = LinkMeter::default();
+        assert_eq!(m.rtt(), None);
+        m.ping(1);
+        m.ping(2);
+        m.pong(1);
+        assert_eq!(m.rtt(), None, "an old pong");
+        m.pong(2);
+        assert!(m.rtt().is_some());
+        m.sent(10);
+        m.received(7);
+        assert_eq!(m.bytes(), (7, 10));
+    }
+
+    #[test]
+    fn groups_count_their_jobs() {
+        let r = Recorder::default();
+        let p = Arc::new(Pending::default());
+        for _ in 0..3 {
+            r.group("g", &p);
+        }
+        let g = r.groups();
+        assert_eq!(g.len(), 1);
+        assert_eq!((g[0].0.as_str(), g[0].1.total), ("g", 3));
+        r.rerun("n");
+        r.rerun("n");
+        assert_eq!((r.reruns("n"), r.reruns("m")), (2, 0));
+    }
+}
