@@ -82,6 +82,9 @@ struct ClusterArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Serve a live web dashboard of the run at ADDR (default 127.0.0.1:8787).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8787")]
+    dashboard: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -175,6 +178,9 @@ fn connect(cluster: &ClusterArgs, via: &Via<'_>, secret: &[u8]) -> Result<Server
     if let Some(n) = cluster.ncpus {
         builder = builder.ncpus(n);
     }
+    if let Some(addr) = &cluster.dashboard {
+        builder = builder.dashboard(addr.as_str());
+    }
     builder = match *via {
         Via::Nodes(nodes) => builder.nodes(nodes.iter().cloned()),
         Via::Discovery(pattern) => match cluster.discover_via {
@@ -183,6 +189,9 @@ fn connect(cluster: &ClusterArgs, via: &Via<'_>, secret: &[u8]) -> Result<Server
         },
     };
     let server = builder.build()?;
+    if let Some(addr) = server.dashboard_addr() {
+        eprintln!("dashboard: http://{addr}/");
+    }
     for node in server.nodes() {
         if let NodeState::Failed { reason } = node.state {
             bail!("node {} refused: {reason}", node.name);

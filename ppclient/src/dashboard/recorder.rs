@@ -3,21 +3,32 @@
 //! per-connection traffic and round-trip time.
 //!
 //! Pure bookkeeping, no I/O. Workers record a finished task into a shard
-//! of their own (eight, chosen per thread as in `NodeCounters`), so that the
-//! hot path takes an uncontended lock on a cache line nobody else writes.
+//! of their own (eight, chosen per thread as in `NodeCounters`), so that
+//! recording takes an uncontended lock on a cache line nobody else writes.
+//! Tiny jobs are sampled: a shard records at most [`RATE`] tasks a second
+//! (in bursts of up to one second's worth; errors always), so that a flood
+//! of microsecond jobs costs a compare per job, not a lock. The counts,
+//! progress and node figures come from the exact statistics, not the ring.
+//! A local worker marks itself busy with a plain store to a flag of its own.
 
 use crossbeam_utils::CachePadded;
 use ppcore::{JobError, Pending};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 /// How many finished tasks the dashboard keeps, in all.
 pub(crate) const TASK_RING: usize = 10_000;
 const SHARDS: usize = 8;
 const PER_SHARD: usize = TASK_RING / SHARDS;
+/// Tasks a shard records per second at most, beyond bursts.
+pub(crate) const RATE: u64 = 2_000;
+const INTERVAL_US: u64 = 1_000_000 / RATE;
+/// How far ahead of a task's end a shard's budget may run (one second's worth).
+const BURST_US: u64 = 1_000_000;
 /// How many recent errors it keeps.
 pub(crate) const ERROR_RING: usize = 100;
 /// The longest error message kept, in bytes.
@@ -29,6 +40,8 @@ thread_local! {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
     };
+    /// This thread's busy flag, for the recorder at the given address.
+    static BUSY: RefCell<Option<(usize, Arc<AtomicBool>)>> = const { RefCell::new(None) };
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,14 +88,13 @@ pub(crate) struct GroupRecord {
 struct Ring {
     records: VecDeque<TaskRecord>,
     next_seq: u64,
-    /// Local tasks that ended (recorded) on this shard.
-    local_ended: u64,
 }
 
 #[derive(Default)]
 struct Shard {
-    /// Local tasks that started on this shard's threads.
-    local_started: AtomicU64,
+    /// When the shard may record again (µs since the recorder started;
+    /// a generic cell rate: each record moves it on by [`INTERVAL_US`]).
+    next_us: AtomicU64,
     ring: Mutex<Ring>,
 }
 
@@ -95,6 +107,8 @@ pub(crate) struct Recorder {
     shards: [CachePadded<Shard>; SHARDS],
     places: RwLock<Vec<Arc<str>>>,
     errors: Mutex<VecDeque<ErrorRecord>>,
+    /// Local workers' busy flags (a thread's goes when it ends).
+    busy: Mutex<Vec<Weak<AtomicBool>>>,
     groups: Mutex<HashMap<String, GroupRecord>>,
     reruns: Mutex<HashMap<String, u64>>,
     /// Where the dashboard is served, once it is.
@@ -108,6 +122,7 @@ impl Default for Recorder {
             shards: Default::default(),
             places: RwLock::new(vec![Arc::from(crate::task::LOCAL)]),
             errors: Mutex::new(VecDeque::new()),
+            busy: Mutex::new(Vec::new()),
             groups: Mutex::new(HashMap::new()),
             reruns: Mutex::new(HashMap::new()),
             addr: OnceLock::new(),
@@ -125,9 +140,27 @@ impl Recorder {
         &self.shards[SHARD.with(|s| *s)]
     }
 
+    /// Sets this thread's busy flag.
+    fn set_busy(&self, busy: bool) {
+        let me = self as *const Recorder as usize;
+        BUSY.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            match &*slot {
+                Some((owner, flag)) if *owner == me => flag.store(busy, Ordering::Relaxed),
+                _ => {
+                    let flag = Arc::new(AtomicBool::new(busy));
+                    let mut all = lock(&self.busy);
+                    all.retain(|f| f.strong_count() > 0);
+                    all.push(Arc::downgrade(&flag));
+                    *slot = Some((me, flag));
+                }
+            }
+        });
+    }
+
     /// A local worker starts a job.
     pub(crate) fn local_start(&self) {
-        self.shard().local_started.fetch_add(1, Ordering::Relaxed);
+        self.set_busy(true);
     }
 
     /// A local worker ran a job (started by `local_start`) from `started` for `took`.
@@ -138,8 +171,9 @@ impl Recorder {
         took: Duration,
         error: Option<&JobError>,
     ) {
+        self.set_busy(false);
         let start_us = micros(started.saturating_duration_since(self.born));
-        self.push(job, 0, start_us, start_us + micros(took), error, true);
+        self.push(job, 0, start_us, start_us + micros(took), error);
     }
 
     /// A node's result for `job` arrived now; it ran there for `exec`.
@@ -153,7 +187,7 @@ impl Recorder {
         let place = self.place(node);
         let end_us = micros(self.born.elapsed());
         let start_us = end_us.saturating_sub(micros(exec));
-        self.push(job, place, start_us, end_us, error, false);
+        self.push(job, place, start_us, end_us, error);
     }
 
     fn push(
@@ -163,16 +197,22 @@ impl Recorder {
         start_us: u64,
         end_us: u64,
         error: Option<&JobError>,
-        local: bool,
     ) {
+        let shard = self.shard();
+        let next = shard.next_us.load(Ordering::Relaxed);
+        if error.is_none() && next > end_us + BURST_US {
+            return; // over the rate: sampled out
+        }
+        shard
+            .next_us
+            .store(next.max(end_us) + INTERVAL_US, Ordering::Relaxed);
         {
-            let mut ring = lock(&self.shard().ring);
+            let mut ring = lock(&shard.ring);
             if ring.records.len() == PER_SHARD {
                 ring.records.pop_front();
             }
             let seq = ring.next_seq;
             ring.next_seq += 1;
-            ring.local_ended += u64::from(local);
             ring.records.push_back(TaskRecord {
                 seq,
                 job,
@@ -275,11 +315,11 @@ impl Recorder {
 
     /// Local jobs running now.
     pub(crate) fn local_busy(&self) -> u64 {
-        let (started, ended) = self.shards.iter().fold((0, 0), |(s, e), shard| {
-            let ended = lock(&shard.ring).local_ended;
-            (s + shard.local_started.load(Ordering::Relaxed), e + ended)
-        });
-        started.saturating_sub(ended)
+        lock(&self.busy)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|f| f.load(Ordering::Relaxed))
+            .count() as u64
     }
 
     /// The recent errors, oldest first.
@@ -374,11 +414,12 @@ mod tests {
     fn the_ring_keeps_the_latest_tasks_and_a_cursor_reads_each_once() {
         let r = Recorder::default();
         let t0 = r.born;
+        // Tasks a millisecond apart: the rate allows every one.
         for i in 0..(TASK_RING as u64 + 500) {
             r.local_start();
             r.local_end(
                 "j",
-                t0 + Duration::from_micros(i),
+                t0 + Duration::from_millis(i),
                 Duration::from_micros(1),
                 None,
             );
@@ -387,13 +428,47 @@ mod tests {
         let all = r.tasks_since(&mut cursor, usize::MAX);
         // One thread writes one shard: it keeps its share of the ring.
         assert_eq!(all.len(), PER_SHARD);
-        assert_eq!(all.last().map(|t| t.end_us), Some(TASK_RING as u64 + 500));
+        let last = (TASK_RING as u64 + 499) * 1000 + 1;
+        assert_eq!(all.last().map(|t| t.end_us), Some(last));
+        assert_eq!(all[0].end_us, last - (PER_SHARD as u64 - 1) * 1000);
         assert!(r.tasks_since(&mut cursor, usize::MAX).is_empty());
-        r.local_end("k", t0, Duration::from_micros(3), None);
+        let later = t0 + Duration::from_secs(100);
+        r.local_start();
+        assert_eq!(r.local_busy(), 1);
+        r.local_end("k", later, Duration::from_micros(3), None);
+        assert_eq!(r.local_busy(), 0);
         let new = r.tasks_since(&mut cursor, usize::MAX);
         assert_eq!(new.len(), 1);
-        assert_eq!((new[0].job, new[0].start_us, new[0].end_us), ("k", 0, 3));
-        assert_eq!(r.local_busy(), 0, "one start was never ended: {new:?}");
+        assert_eq!((new[0].job, new[0].end_us), ("k", 100_000_003));
+    }
+
+    #[test]
+    fn a_flood_of_tiny_tasks_is_sampled_but_errors_are_not() {
+        let r = Recorder::default();
+        let t0 = r.born;
+        // 100,000 tasks within 10 ms: a burst's worth is kept, then the rate.
+        for i in 0..100_000u64 {
+            let e = (i % 10_000 == 0).then(|| JobError::new(ErrorKind::Failed, "x"));
+            r.local_end(
+                "j",
+                t0 + Duration::from_nanos(i * 100),
+                Duration::ZERO,
+                e.as_ref(),
+            );
+        }
+        let kept = r.tasks_since(&mut Cursor::default(), usize::MAX);
+        assert!(kept.len() <= PER_SHARD, "{}", kept.len());
+        // Recorded at all: a second's burst (2,000), 10 ms at the rate (20), the errors.
+        let recorded = kept.last().map_or(0, |t| t.seq + 1);
+        assert!(
+            (2_000..=2_040).contains(&recorded),
+            "{recorded} of 100,000 recorded"
+        );
+        assert_eq!(r.errors().len(), 10, "every error is kept");
+        assert!(
+            kept.iter().any(|t| t.failed && t.end_us == 9_000),
+            "the last error (task 90,000, at 9 ms) is in the ring"
+        );
     }
 
     #[test]
