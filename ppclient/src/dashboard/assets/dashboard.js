@@ -102,6 +102,7 @@
       body.append(tr);
     }
     document.getElementById("noerrors").hidden = list.length > 0;
+    document.querySelector("#errors thead").hidden = list.length === 0;
   }
 
   // Rows: for each place (local first), as many lanes as it has workers;
@@ -132,6 +133,18 @@
       if (!byPlace.has(t.node)) byPlace.set(t.node, []);
       byPlace.get(t.node).push(t);
     }
+    g.font = "12px system-ui, sans-serif";
+    g.textBaseline = "middle";
+    // A tick every 1, 2, 5, 10 ... seconds, labelled in seconds since the start.
+    const steps = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600];
+    const step = steps.find(st => span / st <= 10) || 600;
+    g.fillStyle = "#8a9bb8";
+    g.strokeStyle = "#1c2a45";
+    for (let t = Math.ceil(start / step) * step; t <= end + 1e-9; t += step) {
+      const px = Math.round(x(t)) + 0.5;
+      g.beginPath(); g.moveTo(px, 0); g.lineTo(px, rows * rowH); g.stroke();
+      g.fillText(t.toFixed(step < 1 ? 1 : 0) + " s", px - 10, height - 10);
+    }
     let row = 0;
     g.font = "12px system-ui, sans-serif";
     g.textBaseline = "middle";
@@ -148,7 +161,8 @@
         if (lane < 0) lane = free.indexOf(Math.min(...free));
         free[lane] = t.end_s;
         const x0 = Math.max(labelW, x(t.start_s));
-        const w = Math.max(1, x(t.end_s) - x0);
+        const full = x(t.end_s) - x0;
+        const w = Math.max(1, full > 3 ? full - 1 : full);
         const y = (row + lane) * rowH + 1;
         g.fillStyle = t.failed ? "#f87171" : colour(t.job);
         g.fillRect(x0, y, w, rowH - 2);
@@ -160,9 +174,6 @@
       }
       row += p.lanes;
     }
-    g.fillStyle = "#8a9bb8";
-    g.fillText("-" + span.toFixed(0) + " s", labelW, height - 10);
-    g.fillText("now", width - 34, height - 10);
     const legend = document.getElementById("legend");
     legend.replaceChildren();
     for (const name of seen.keys()) {
