@@ -41,7 +41,7 @@ thread_local! {
         NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
     };
     /// This thread's busy flag, for the recorder at the given address.
-    static BUSY: RefCell<Option<(usize, Arc<AtomicBool>)>> = const { RefCell::new(None) };
+    static BUSY: RefCell<Option<(usize, Arc<Flag>)>> = const { RefCell::new(None) };
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -98,6 +98,10 @@ struct Shard {
     ring: Mutex<Ring>,
 }
 
+/// A worker's busy flag, on a cache line of its own: two workers' flags
+/// side by side would bounce one line between their cores on every job.
+type Flag = CachePadded<AtomicBool>;
+
 /// Where to continue reading new tasks from, per shard.
 pub(crate) type Cursor = [u64; SHARDS];
 
@@ -108,7 +112,7 @@ pub(crate) struct Recorder {
     places: RwLock<Vec<Arc<str>>>,
     errors: Mutex<VecDeque<ErrorRecord>>,
     /// Local workers' busy flags (a thread's goes when it ends).
-    busy: Mutex<Vec<Weak<AtomicBool>>>,
+    busy: Mutex<Vec<Weak<Flag>>>,
     groups: Mutex<HashMap<String, GroupRecord>>,
     reruns: Mutex<HashMap<String, u64>>,
     /// Where the dashboard is served, once it is.
@@ -148,7 +152,7 @@ impl Recorder {
             match &*slot {
                 Some((owner, flag)) if *owner == me => flag.store(busy, Ordering::Relaxed),
                 _ => {
-                    let flag = Arc::new(AtomicBool::new(busy));
+                    let flag = Arc::new(CachePadded::new(AtomicBool::new(busy)));
                     let mut all = lock(&self.busy);
                     all.retain(|f| f.strong_count() > 0);
                     all.push(Arc::downgrade(&flag));
