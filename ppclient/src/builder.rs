@@ -166,12 +166,13 @@ impl Builder {
             secret: self.secret.clone(),
             ..self.settings.clone()
         };
+        let dashboard = match &self.dashboard {
+            Some(addr) => Some(crate::dashboard::bind(addr)?),
+            None => None,
+        };
         let open_ended = listener.is_some() || self.discover.is_some();
         let tracker = Arc::new(Tracker::new()?);
         let core = Arc::new(Core::new(tracker, settings, ncpus, open_ended));
-        if let Some(addr) = &self.dashboard {
-            crate::dashboard::start(&core, addr)?;
-        }
         let worker_core = Arc::clone(&core);
         let pool = Pool::start("pp-worker", ncpus, core.queue.clone(), move |task| {
             Task::run_local(task, &worker_core.ctx)
@@ -198,6 +199,13 @@ impl Builder {
                 .spawn(move || crate::discovery::discover(&core, &pattern, target))?;
         }
         core.wait_first_contact(self.settings.connect_timeout + Duration::from_secs(1));
+        // Last, once everything else is up: no job runs before `build` returns.
+        if let Some(dashboard) = dashboard {
+            if let Err(e) = dashboard.start(&core) {
+                core.stop();
+                return Err(e.into());
+            }
+        }
         Ok(Server::new(
             core,
             pool,

@@ -534,3 +534,25 @@ fn chromium_shows_every_node_and_the_progress_bar_moving() {
         h.wait().expect("a gated job");
     }
 }
+
+#[test]
+fn a_taken_dashboard_port_fails_the_build_with_the_reason() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = Server::builder()
+        .ncpus(1)
+        .dashboard(addr.to_string())
+        .build()
+        .expect_err("the port is taken");
+    let text = err.to_string();
+    assert!(
+        text.contains("dashboard on") && text.contains(&addr.to_string()),
+        "{text}"
+    );
+    let err = Server::builder()
+        .ncpus(1)
+        .dashboard("no such host name:1")
+        .build()
+        .expect_err("not an address");
+    assert!(!err.to_string().is_empty());
+}

@@ -52,9 +52,15 @@ pub(crate) fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
     })
 }
 
-/// Binds the dashboard at `addr`, hooks a recorder into `core` and serves
-/// until the server stops.
-pub(crate) fn start(core: &Arc<Core>, addr: &str) -> std::io::Result<SocketAddr> {
+/// A dashboard bound to its address, not serving yet.
+pub(crate) struct Bound {
+    server: tiny_http::Server,
+    bound: SocketAddr,
+}
+
+/// Binds the dashboard at `addr` (first, so that a taken port fails the
+/// build before anything else starts).
+pub(crate) fn bind(addr: &str) -> std::io::Result<Bound> {
     let addr = resolve(addr)?;
     let server = tiny_http::Server::http(addr)
         .map_err(|e| std::io::Error::other(format!("dashboard on {addr}: {e}")))?;
@@ -62,6 +68,22 @@ pub(crate) fn start(core: &Arc<Core>, addr: &str) -> std::io::Result<SocketAddr>
         .server_addr()
         .to_ip()
         .ok_or_else(|| std::io::Error::other("dashboard: not an IP address"))?;
+    Ok(Bound { server, bound })
+}
+
+impl Bound {
+    /// Hooks a recorder into `core` and serves until the server stops.
+    pub(crate) fn start(self, core: &Arc<Core>) -> std::io::Result<SocketAddr> {
+        let Bound { server, bound } = self;
+        start(server, bound, core)
+    }
+}
+
+fn start(
+    server: tiny_http::Server,
+    bound: SocketAddr,
+    core: &Arc<Core>,
+) -> std::io::Result<SocketAddr> {
     let recorder = Arc::new(Recorder::default());
     let _ = recorder.addr.set(bound);
     let _ = core.ctx.dash.set(Arc::clone(&recorder));
