@@ -58,8 +58,7 @@ pub(crate) struct Bound {
     bound: SocketAddr,
 }
 
-/// Binds the dashboard at `addr` (first, so that a taken port fails the
-/// build before anything else starts).
+/// Binds the dashboard at `addr`.
 pub(crate) fn bind(addr: &str) -> std::io::Result<Bound> {
     let addr = resolve(addr)?;
     let server = tiny_http::Server::http(addr)
