@@ -13,7 +13,7 @@
 
 use crossbeam_utils::CachePadded;
 use ppcore::{JobError, Pending};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -35,11 +35,8 @@ pub(crate) const ERROR_RING: usize = 100;
 const MAX_MESSAGE: usize = 2_000;
 
 thread_local! {
-    /// This thread's shard, assigned round-robin on first use.
-    static SHARD: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
-    };
+    /// This thread's shard, assigned round-robin on first use (`SHARDS`: not yet).
+    static SHARD: Cell<usize> = const { Cell::new(SHARDS) };
     /// This thread's busy flag, for the recorder at the given address.
     static BUSY: RefCell<Option<(usize, Arc<Flag>)>> = const { RefCell::new(None) };
 }
@@ -141,7 +138,16 @@ impl Recorder {
     }
 
     fn shard(&self) -> &Shard {
-        &self.shards[SHARD.with(|s| *s)]
+        let i = SHARD.with(|s| match s.get() {
+            SHARDS => {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                let i = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+                s.set(i);
+                i
+            }
+            i => i,
+        });
+        &self.shards[i]
     }
 
     /// Sets this thread's busy flag.
