@@ -293,6 +293,10 @@ fn chromium() -> Option<PathBuf> {
 
 /// Headless Chromium, driven over the DevTools protocol: the page stays
 /// open, so the test sees it update from the event stream, not a reload.
+/// (`chromium --headless --dump-dom` prints the DOM at the load event, before
+/// the first event arrives, and `--virtual-time-budget` never ends while an
+/// event stream is open; the DevTools protocol reads the same rendered DOM,
+/// and takes the screenshot, whenever the test asks.)
 struct Browser {
     child: Child,
     socket: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,

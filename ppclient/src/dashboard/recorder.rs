@@ -219,6 +219,9 @@ impl Recorder {
         exec: Duration,
         error: Option<&JobError>,
     ) {
+        if error.is_none() && exec < SHORT && skip() {
+            return;
+        }
         let place = self.place(node);
         let end_us = micros(self.born.elapsed());
         let start_us = end_us.saturating_sub(micros(exec));
