@@ -214,8 +214,12 @@ impl Server {
     }
 
     fn group(&self, name: String) -> Arc<Pending> {
-        let group = Arc::clone(self.lock_groups().entry(name.clone()).or_default());
-        self.core.ctx.dash.get().inspect(|d| d.group(&name, &group));
+        let dash = self.core.ctx.dash.get();
+        let label = dash.map(|_| name.clone());
+        let group = Arc::clone(self.lock_groups().entry(name).or_default());
+        if let (Some(d), Some(label)) = (dash, label) {
+            d.group(&label, &group);
+        }
         group
     }
 
