@@ -104,11 +104,18 @@ fn metrics_count_a_known_run() {
         .count();
     assert_eq!(failed, 3);
 
-    // The refused client's connection ends on the node's own time: wait
-    // (bounded) until the node has seen it.
+    // The refused client's connection ends, and a worker lets go of its
+    // last job just after sending the result, on the node's own time: wait
+    // (bounded) until the node has seen both.
+    let settled = |s: &prometheus_parse::Scrape| {
+        value(s, "ppserver_handshake_failures_total", None) >= 1.0
+            && value(s, "ppserver_connections", None) == 1.0
+            && value(s, "ppserver_jobs_running", None) == 0.0
+            && value(s, "ppserver_jobs_queued", None) == 0.0
+    };
     let mut s = scrape(metrics);
-    for _ in 0..200 {
-        if value(&s, "ppserver_handshake_failures_total", None) >= 1.0 {
+    for _ in 0..400 {
+        if settled(&s) {
             break;
         }
         std::thread::sleep(Duration::from_millis(25));
