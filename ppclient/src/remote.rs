@@ -70,6 +70,8 @@ pub(crate) struct Link {
     pub(crate) jobs: Mutex<Option<JobSet>>,
     /// Wakes the link's driver (to stop), while it runs.
     waker: Mutex<Option<Sender<Inbound>>>,
+    /// Traffic, jobs in flight and round trip, for the dashboard.
+    pub(crate) meter: crate::dashboard::LinkMeter,
 }
 
 impl Link {
@@ -80,6 +82,7 @@ impl Link {
             state: Mutex::new(NodeState::Connecting),
             jobs: Mutex::new(None),
             waker: Mutex::new(None),
+            meter: Default::default(),
         })
     }
 

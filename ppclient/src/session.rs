@@ -192,6 +192,7 @@ impl Driver<'_> {
         let now = Instant::now();
         match msg {
             Inbound::Bytes(no, bytes) if no == self.conn_no => {
+                self.record().inspect(|r| r.meter.received(bytes.len()));
                 self.link.handle(Event::Received(&bytes), now);
             }
             Inbound::Closed(no, reason) if no == self.conn_no => {
@@ -284,17 +285,26 @@ impl Driver<'_> {
                     if let Some(r) = self.record() {
                         r.counters.record(exec, result.is_err());
                     }
+                    self.core
+                        .ctx
+                        .dash
+                        .get()
+                        .inspect(|d| d.remote_end(&name, job.job().0, exec, result.as_ref().err()));
                     if let Some(again) = job.complete(result, &name) {
+                        self.core.ctx.dash.get().inspect(|d| d.rerun(&name));
                         self.core.requeue(again);
                     }
                 }
                 Action::Returned { job, lost } => {
                     if let Some(again) = job.retry(&self.name(), lost) {
+                        self.core.ctx.dash.get().inspect(|d| d.rerun(&self.name()));
                         self.core.requeue(again);
                     }
                 }
             }
         }
+        self.record()
+            .inspect(|r| r.meter.link(self.link.in_flight(), self.link.rtt()));
     }
 
     fn up(&mut self, hello: ppcore::link::NodeHello) {
@@ -369,6 +379,7 @@ impl Driver<'_> {
     }
 
     fn write(&mut self, bytes: &[u8]) {
+        self.record().inspect(|r| r.meter.sent(bytes.len()));
         let Some(conn) = &mut self.conn else {
             return;
         };

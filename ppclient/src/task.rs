@@ -25,6 +25,8 @@ pub(crate) struct RunCtx {
     stopping: AtomicBool,
     /// The largest arguments a node can be sent.
     max_payload: usize,
+    /// The dashboard's recorder, when there is a dashboard.
+    pub(crate) dash: OnceLock<Arc<crate::dashboard::Recorder>>,
 }
 
 impl RunCtx {
@@ -34,6 +36,7 @@ impl RunCtx {
             timer: OnceLock::new(),
             stopping: AtomicBool::new(false),
             max_payload: ppcore::wire::max_payload(max_frame),
+            dash: OnceLock::new(),
         }
     }
 
@@ -237,9 +240,12 @@ fn run_here<J: Job>(
                 ));
             }
         };
+        let dash = ctx.dash.get().inspect(|d| d.local_start());
         let started = Instant::now();
         let result = ppcore::run_caught::<J>(this).map_err(|e| e.on(LOCAL, attempt));
-        ctx.local.record(started.elapsed(), result.is_err());
+        let took = started.elapsed();
+        ctx.local.record(took, result.is_err());
+        dash.inspect(|d| d.local_end(J::NAME, started, took, result.as_ref().err()));
         match result {
             Err(e) if is_job_failure(&e) => {
                 let mut run = task.lock();

@@ -117,7 +117,10 @@ impl Driver<'_> {
                 recv(reader) -> r => {
                     let now = Instant::now();
                     match r {
-                        Ok(Got::Bytes(b)) => link.handle(NodeEvent::Received(&b), now),
+                        Ok(Got::Bytes(b)) => {
+                            self.node.meters.received(b.len());
+                            link.handle(NodeEvent::Received(&b), now);
+                        }
                         Ok(Got::Closed(why)) => link.handle(NodeEvent::TransportClosed(why), now),
                         Err(_) => link.handle(NodeEvent::TransportClosed("reader gone".into()), now),
                     }
@@ -129,6 +132,9 @@ impl Driver<'_> {
             }
         }
         let _ = self.stream.shutdown(Shutdown::Both);
+        if !link.authenticated() {
+            self.node.meters.handshake_failed();
+        }
     }
 
     /// Feeds one event from the node (gathering finished jobs that are
@@ -171,6 +177,7 @@ impl Driver<'_> {
             match action {
                 NodeAction::Send(_) if self.broken => {}
                 NodeAction::Send(bytes) => {
+                    self.node.meters.sent(bytes.len());
                     if let Err(e) = self.stream.write_all(&bytes) {
                         self.broken = true;
                         let why = match e.kind() {

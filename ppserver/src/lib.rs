@@ -33,6 +33,7 @@
 //! | `conn` | the driver of one connection around [`ppcore::NodeLink`]: a reader thread, and the one thread that writes (with a no-progress timeout) |
 //! | `out` | how workers and the daemon reach a connection: a channel to its driver, and its cancelled jobs |
 //! | `isolate` | isolation mode: worker processes that run jobs, replaced when they crash |
+//! | `metrics` | `--metrics`: the node's counters at `/metrics` in the Prometheus text format |
 //! | `daemon` | [`start`], [`serve`], [`main_with`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -40,6 +41,7 @@ mod config;
 mod conn;
 mod daemon;
 mod isolate;
+mod metrics;
 mod node;
 mod out;
 
