@@ -103,6 +103,9 @@ struct ClusterArgs {
     /// Slurm the default is every interface and a free port.
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<String>,
+    /// Serve a live web dashboard of the run at ADDR (default 127.0.0.1:8787).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8787")]
+    dashboard: Option<String>,
 }
 
 /// The Maclaurin job's arguments.
@@ -239,6 +242,9 @@ fn connect(
     if let Some(n) = cluster.ncpus {
         builder = builder.ncpus(n);
     }
+    if let Some(addr) = &cluster.dashboard {
+        builder = builder.dashboard(addr.as_str());
+    }
     if let Some(addr) = &cluster.listen {
         builder = builder.listen(addr.clone());
     }
@@ -260,6 +266,9 @@ fn connect(
         },
     };
     let server = builder.build()?;
+    if let Some(addr) = server.dashboard_addr() {
+        eprintln!("dashboard: http://{addr}/");
+    }
     if let Some(job) = server.slurm_job() {
         let at = server
             .listen_addr()

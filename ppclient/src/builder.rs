@@ -72,6 +72,7 @@ pub struct Builder {
     secret: Option<Secret>,
     discover: Option<(String, SocketAddr)>,
     listen: Option<String>,
+    dashboard: Option<String>,
     node_retries: u32,
     crash_retries: u32,
     require_nodes: usize,
@@ -93,6 +94,7 @@ impl Default for Builder {
             secret: None,
             discover: None,
             listen: None,
+            dashboard: None,
             node_retries: 3,
             crash_retries: 2,
             require_nodes: 0,
@@ -214,6 +216,16 @@ impl Builder {
     /// How often [`Builder::nodes_from_dns`] names are resolved again (default 10 s).
     pub fn dns_interval(mut self, every: Duration) -> Self {
         self.dns_every = every;
+        self
+    }
+
+    /// Serves a live web dashboard at `addr` (`"127.0.0.1:8787"`, or a bare
+    /// port for 127.0.0.1): nodes, a task stream, progress per group with
+    /// ETA, recent errors, and `/api/status` as JSON. Off by default. It
+    /// answers only requests addressed to it by IP or `localhost`; bind it
+    /// beyond loopback only on a network you trust (it has no login).
+    pub fn dashboard(mut self, addr: impl Into<String>) -> Self {
+        self.dashboard = Some(addr.into());
         self
     }
 
@@ -378,6 +390,16 @@ impl Builder {
                 up,
                 nodes,
             });
+        }
+        // Last, once everything else is up: no job runs before `build`
+        // returns. (Bound earlier, its allocations and threads shifted the
+        // pool's hot data and cost the local pool several percent.)
+        if let Some(addr) = &self.dashboard {
+            if let Err(e) = crate::dashboard::bind(addr).and_then(|d| d.start(&core)) {
+                core.stop();
+                pool.set_workers(0);
+                return Err(e.into());
+            }
         }
         let server = Server::new(
             core,

@@ -33,12 +33,14 @@
 //! | `handle` | the result cell and [`JobHandle`]: wait, poll, await, cancel; [`AsCompleted`] |
 //! | `task` | the type-erased queue item and how a local worker runs it |
 //! | `tracker` | pending counts for `wait_all` / `wait_group`, outcome counters, the callback thread |
+//! | `dashboard` | the live web dashboard (`Builder::dashboard`): recorder, `/events`, `/api/status` |
 //! | `timer` | the thread that fires job timeouts |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod builder;
 mod connect;
 mod core;
+mod dashboard;
 mod discovery;
 mod dns;
 mod handle;

@@ -84,6 +84,8 @@ pub(crate) struct Link {
     waker: Mutex<Option<Arc<Waker>>>,
     /// The address connected to, and the node's own name.
     peer: Mutex<(Option<SocketAddr>, Option<String>)>,
+    /// Traffic, jobs in flight and round trip, for the dashboard.
+    pub(crate) meter: crate::dashboard::LinkMeter,
 }
 
 impl Link {
@@ -95,6 +97,7 @@ impl Link {
             jobs: Mutex::new(None),
             waker: Mutex::new(None),
             peer: Mutex::new((None, None)),
+            meter: Default::default(),
         })
     }
 

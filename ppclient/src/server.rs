@@ -295,6 +295,11 @@ impl Server {
         self.listen_addr
     }
 
+    /// Where the dashboard is served ([`Builder::dashboard`](crate::Builder::dashboard)), if it is.
+    pub fn dashboard_addr(&self) -> Option<SocketAddr> {
+        self.core.ctx.dash.get().and_then(|d| d.addr.get().copied())
+    }
+
     /// The statistics as data: the local pool first, then each node.
     pub fn stats(&self) -> Stats {
         let tracker = &self.core.tracker;
@@ -329,7 +334,13 @@ impl Server {
     }
 
     fn group(&self, name: String) -> Arc<Pending> {
-        Arc::clone(self.lock_groups().entry(name).or_default())
+        let dash = self.core.ctx.dash.get();
+        let label = dash.map(|_| name.clone());
+        let group = Arc::clone(self.lock_groups().entry(name).or_default());
+        if let (Some(d), Some(label)) = (dash, label) {
+            d.group(&label, &group);
+        }
+        group
     }
 
     fn lock_groups(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pending>>> {

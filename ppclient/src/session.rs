@@ -310,7 +310,10 @@ impl Driver<'_> {
                     let reason = "the node closed the connection".to_owned();
                     self.link.handle(Event::TransportClosed(reason), now);
                 }
-                Ok(n) => self.link.handle(Event::Received(&self.buf[..n]), now),
+                Ok(n) => {
+                    self.record().inspect(|r| r.meter.received(n));
+                    self.link.handle(Event::Received(&self.buf[..n]), now)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.readable = false;
@@ -388,7 +391,10 @@ impl Driver<'_> {
         while let Some(action) = self.link.poll() {
             match action {
                 Action::Connect => self.dial(),
-                Action::Send(bytes) => self.outbox.push(&bytes, Instant::now()),
+                Action::Send(bytes) => {
+                    self.record().inspect(|r| r.meter.sent(bytes.len()));
+                    self.outbox.push(&bytes, Instant::now())
+                }
                 Action::Disconnect => self.disconnect(),
                 Action::Up(hello) => self.up(hello),
                 Action::Draining => {
@@ -420,17 +426,24 @@ impl Driver<'_> {
                     if let Some(r) = self.record() {
                         r.counters.record(exec, result.is_err());
                     }
+                    self.core.ctx.dash.get().inspect(|d| {
+                        d.remote_end(&self.name, job.job().0, exec, result.as_ref().err())
+                    });
                     if let Some(again) = job.complete(result, &self.name) {
+                        self.core.ctx.dash.get().inspect(|d| d.rerun(&self.name));
                         self.core.requeue(again);
                     }
                 }
                 Action::Returned { job, lost } => {
                     if let Some(again) = job.retry(&self.name, lost) {
+                        self.core.ctx.dash.get().inspect(|d| d.rerun(&self.name));
                         self.core.requeue(again);
                     }
                 }
             }
         }
+        self.record()
+            .inspect(|r| r.meter.link(self.link.in_flight(), self.link.rtt()));
     }
 
     fn up(&mut self, hello: ppcore::link::NodeHello) {

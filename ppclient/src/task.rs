@@ -25,6 +25,8 @@ pub(crate) struct RunCtx {
     stopping: AtomicBool,
     /// The largest arguments a node can be sent.
     max_payload: usize,
+    /// The dashboard's recorder, when there is a dashboard.
+    pub(crate) dash: OnceLock<Arc<crate::dashboard::Recorder>>,
 }
 
 impl RunCtx {
@@ -34,6 +36,7 @@ impl RunCtx {
             timer: OnceLock::new(),
             stopping: AtomicBool::new(false),
             max_payload: ppcore::wire::max_payload(max_frame),
+            dash: OnceLock::new(),
         }
     }
 
@@ -243,9 +246,12 @@ fn run_here<J: Job>(
                 ));
             }
         };
+        let dash = ctx.dash.get().inspect(|d| d.local_start());
         let result = ppcore::run_caught::<J>(this).map_err(|e| e.on(LOCAL, attempt));
         let ended = Instant::now();
-        ctx.local.record(ended - started, result.is_err());
+        let took = ended - started;
+        ctx.local.record(took, result.is_err());
+        dash.inspect(|d| d.local_end(J::NAME, started, took, result.as_ref().err()));
         started = ended;
         match result {
             Err(e) if is_job_failure(&e) => {

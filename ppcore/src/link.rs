@@ -26,7 +26,8 @@
 //! Heartbeats: the interval is the smaller of ours and the node's (its
 //! `Welcome` says); the link pings once per interval; any bytes received
 //! count as proof of life; a node silent for [`MISSED_BEATS`] intervals is
-//! lost. Bytes pass the [`Framer`]: the one place frames are made and read.
+//! lost; the answer to the last ping gives [`ClientLink::rtt`]. Bytes pass
+//! the [`Framer`]: the one place frames are made and read.
 
 use crate::framing::Framer;
 use crate::handshake::{ClientHandshake, HandshakeError, Secret};
@@ -192,6 +193,9 @@ pub struct ClientLink<T> {
     heard: Instant,
     next_ping: Instant,
     pings: u64,
+    /// When the last ping went, and the round trip of the last one answered.
+    pinged: Instant,
+    rtt: Option<Duration>,
     /// Handshake deadline, or the end of the backoff.
     deadline: Instant,
     backoff: Duration,
@@ -219,6 +223,8 @@ impl<T> ClientLink<T> {
             heard: now,
             next_ping: now,
             pings: 0,
+            pinged: now,
+            rtt: None,
             deadline: now,
             backoff: config.backoff_min,
             ready_since: None,
@@ -244,6 +250,12 @@ impl<T> ClientLink<T> {
     /// Jobs in flight.
     pub fn in_flight(&self) -> usize {
         self.ledger.len()
+    }
+
+    /// The round trip of the last ping the node answered (the last ping
+    /// only: an answer to an older one is ignored), once there is one.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
     }
 
     /// Whether the node advertised job `name` with `signature`.
@@ -339,6 +351,7 @@ impl<T> ClientLink<T> {
             LinkState::Ready | LinkState::Draining if now >= self.next_ping => {
                 self.pings += 1;
                 self.send(&ClientMsg::Ping(self.pings));
+                self.pinged = now;
                 self.next_ping = now + self.heartbeat;
             }
             LinkState::Backoff if now >= self.deadline => {
@@ -399,6 +412,9 @@ impl<T> ClientLink<T> {
                 false,
                 now,
             ),
+            NodeMsg::Pong(n) if n != 0 && n == self.pings => {
+                self.rtt = Some(now.saturating_duration_since(self.pinged));
+            }
             NodeMsg::Pong(_) | NodeMsg::Status(_) => {}
             NodeMsg::Challenge { .. } | NodeMsg::Welcome { .. } => {
                 self.lose("handshake message after the handshake".into(), false, now)

@@ -285,6 +285,37 @@ fn a_silent_node_is_dead_after_exactly_three_intervals() {
 }
 
 #[test]
+fn the_round_trip_is_the_last_pings_and_only_its() {
+    let mut p = Pair::new();
+    p.pump();
+    assert_eq!(p.client.rtt(), None, "no ping answered yet");
+    let mut node = p.node.take().unwrap();
+    let pong = |n: u64| encode_frame(&NodeMsg::Pong(n)).unwrap();
+    // Ping 1 at 1 s; its pong comes back 30 ms later.
+    p.now += SECOND;
+    p.client.handle(Event::Timer, p.now);
+    assert!(matches!(p.client.poll(), Some(Action::Send(_))), "ping 1");
+    p.now += Duration::from_millis(30);
+    p.client.handle(Event::Received(&pong(1)), p.now);
+    assert_eq!(p.client.rtt(), Some(Duration::from_millis(30)));
+    // Ping 2 at 2 s: a late pong 1, a stray pong 0 and one from the future
+    // change nothing; pong 2 after 5 ms does.
+    p.now = p.client.poll_timeout().unwrap();
+    p.client.handle(Event::Timer, p.now);
+    assert!(matches!(p.client.poll(), Some(Action::Send(_))), "ping 2");
+    p.now += Duration::from_millis(200);
+    for stray in [1, 0, 3] {
+        p.client.handle(Event::Received(&pong(stray)), p.now);
+    }
+    assert_eq!(p.client.rtt(), Some(Duration::from_millis(30)));
+    p.now += Duration::from_millis(5);
+    p.client.handle(Event::Received(&pong(2)), p.now);
+    assert_eq!(p.client.rtt(), Some(Duration::from_millis(205)));
+    assert_eq!(p.client.state(), LinkState::Ready);
+    node.handle(NodeEvent::Stop, p.now);
+}
+
+#[test]
 fn any_frame_is_proof_of_life() {
     let mut p = Pair::new();
     p.pump();

@@ -137,6 +137,12 @@ impl NodeLink {
         matches!(self.state, State::Ready | State::Draining)
     }
 
+    /// Whether the client proved itself on this connection (still true
+    /// once it closed): a connection that closes without is a failed handshake.
+    pub fn authenticated(&self) -> bool {
+        self.handshake.is_done()
+    }
+
     /// The next thing to do, if any.
     pub fn poll(&mut self) -> Option<NodeAction> {
         self.actions.pop_front()

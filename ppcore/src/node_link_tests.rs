@@ -91,6 +91,7 @@ fn a_silent_client_is_closed_after_exactly_three_intervals() {
         [NodeAction::Close { reason: Some(_) }]
     ));
     assert!(l.is_closed());
+    assert!(l.authenticated(), "it did, before it went silent");
 }
 
 #[test]
@@ -101,6 +102,7 @@ fn a_client_that_does_not_authenticate_in_time_is_closed() {
     let (sent, other) = drain(&mut l);
     assert!(matches!(&sent[..], [NodeMsg::Reject { reason, .. }] if reason.contains("handshake")));
     assert!(matches!(&other[..], [NodeAction::Close { .. }]));
+    assert!(!l.authenticated());
 }
 
 #[test]

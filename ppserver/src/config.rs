@@ -40,6 +40,8 @@ pub struct Config {
     /// The longest heartbeat interval clients may use (announced in the
     /// handshake); a client silent for 3 intervals is dropped.
     pub heartbeat: Duration,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Where a node runs jobs.
@@ -71,6 +73,7 @@ impl Default for Config {
             isolation: Isolation::Thread,
             write_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(5),
+            metrics: None,
         }
     }
 }
@@ -142,6 +145,9 @@ pub struct Cli {
     /// client silent for 3 intervals is dropped.
     #[arg(long, default_value_t = 5.0, value_name = "SECS", value_parser = ppcore::limits::parse_secs)]
     pub heartbeat: f64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -171,6 +177,7 @@ impl Cli {
             max_connections: self.max_connections,
             grace: Duration::from_secs(self.grace),
             isolation: self.isolation,
+            metrics: self.metrics,
             handshake_timeout: Duration::try_from_secs_f64(self.handshake_timeout)
                 .unwrap_or(defaults.handshake_timeout),
             write_timeout: positive_secs(self.write_timeout).unwrap_or(defaults.write_timeout),

@@ -141,6 +141,9 @@ impl Driver<'_> {
         let _ = self.outbox.flush(&mut self.stream, Instant::now());
         let _ = self.poll.registry().deregister(&mut self.stream);
         let _ = self.stream.shutdown(Shutdown::Both);
+        if !link.authenticated() {
+            self.node.meters.handshake_failed();
+        }
     }
 
     /// Sleeps until the socket, a worker, the daemon or the timer has news,
@@ -214,7 +217,10 @@ impl Driver<'_> {
                     let why = "the client closed the connection".to_owned();
                     return link.handle(NodeEvent::TransportClosed(why), now);
                 }
-                Ok(n) => link.handle(NodeEvent::Received(&self.buf[..n]), now),
+                Ok(n) => {
+                    self.node.meters.received(n);
+                    link.handle(NodeEvent::Received(&self.buf[..n]), now)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.readable = false;
@@ -310,7 +316,10 @@ impl Driver<'_> {
         while let Some(action) = link.poll() {
             match action {
                 NodeAction::Send(_) if self.broken => {}
-                NodeAction::Send(bytes) => self.outbox.push(&bytes, Instant::now()),
+                NodeAction::Send(bytes) => {
+                    self.node.meters.sent(bytes.len());
+                    self.outbox.push(&bytes, Instant::now())
+                }
                 NodeAction::Run(jobs) => self.node.submit(jobs, self.conn),
                 NodeAction::Cancel(id) => self.node.cancel(self.conn, id),
                 NodeAction::StatusWanted => {

@@ -137,6 +137,10 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
         let (node, stop) = (Arc::clone(&node), Arc::clone(&stop));
         spawn("pp-join", move || join(&target, &node, &stop))?;
     }
+    if let Some(addr) = node.config.metrics {
+        let stop = Arc::clone(&stop);
+        crate::metrics::start(addr, &node, move || stop.asked())?;
+    }
     if let Some(limit) = node.config.idle_timeout {
         let (node, stop) = (Arc::clone(&node), Arc::clone(&stop));
         spawn("pp-idle", move || idle_watch(limit, &node, &stop))?;
@@ -160,6 +164,11 @@ impl Running {
     /// The address the node listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served (`--metrics`), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.node.meters.addr.get().copied()
     }
 
     /// Asks the node to stop: no new jobs, running jobs finish, the rest go

@@ -33,6 +33,7 @@
 //! | `conn` | the driver of one connection around [`ppcore::NodeLink`]: one thread that waits on the socket and its wake-ups, reads, writes (with a no-progress timeout), bounds the client's backlog |
 //! | `out` | how workers and the daemon reach a connection: a channel to its driver and a waker, its cancelled jobs, its backlog |
 //! | `isolate` | isolation mode: worker processes that run jobs, replaced when they crash |
+//! | `metrics` | `--metrics`: the node's counters at `/metrics` in the Prometheus text format |
 //! | `daemon` | [`start`], [`serve`], [`main_with`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -40,6 +41,7 @@ mod config;
 mod conn;
 mod daemon;
 mod isolate;
+mod metrics;
 mod node;
 mod out;
 

@@ -44,6 +44,8 @@ pub(crate) struct Node {
     idle_since: Mutex<Option<Instant>>,
     /// Jobs running in worker processes (isolation mode).
     isolated: crate::isolate::Running,
+    /// Counters only `--metrics` reads.
+    pub(crate) meters: crate::metrics::Meters,
 }
 
 impl Node {
@@ -72,6 +74,7 @@ impl Node {
             draining: AtomicBool::new(false),
             idle_since: Mutex::new(Some(Instant::now())),
             isolated: Default::default(),
+            meters: Default::default(),
         }
     }
 
@@ -194,6 +197,7 @@ impl Node {
         } else if self.draining() {
             job.out.give_back(job.id, job.attempt);
         } else {
+            let _running = self.meters.running();
             let started = Instant::now();
             let result = match self.config.isolation {
                 Isolation::Thread => (job.run)(&job.args).map(ByteBuf::from),

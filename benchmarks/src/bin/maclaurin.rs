@@ -37,6 +37,10 @@ struct Args {
     /// the node, and local pool plus node.
     #[arg(long)]
     spawn_node: bool,
+    /// Serve a live web dashboard of the local pp Server at ADDR
+    /// (e.g. 127.0.0.1:8787) to watch its runs.
+    #[arg(long, value_name = "ADDR")]
+    dashboard: Option<String>,
     /// The secret the nodes given with --nodes share.
     #[arg(long, env = "PP_SECRET", hide_env_values = true, default_value = "")]
     secret: String,
@@ -104,10 +108,18 @@ fn servers(args: &Args) -> Result<Servers> {
         Some(n) => b.ncpus(n),
         None => b,
     };
+    let mut main = local(Server::builder());
+    if let Some(addr) = &args.dashboard {
+        main = main.dashboard(addr.as_str());
+    }
+    let main = main.build()?;
+    if let Some(addr) = main.dashboard_addr() {
+        eprintln!("dashboard: http://{addr}/ (the pp rows run after the sequential, threads and rayon ones)");
+    }
     let mut list = vec![(
         format!("pp Server, local ({} jobs)", args.tasks),
         "pp_local_s",
-        local(Server::builder()).build()?,
+        main,
     )];
     if !args.nodes.is_empty() {
         let s = Server::builder()

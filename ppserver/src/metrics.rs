@@ -1,0 +1,304 @@
+//! `ppserver --metrics ADDR`: the node's counters at `GET /metrics` in the
+//! Prometheus text format, for Prometheus to scrape.
+//!
+//! The counters live where the work happens ([`Meters`] here, and the job
+//! counters of the node's status); a scrape reads them into a [`Sample`]
+//! and [`encode`] turns that into text, with the `prometheus-client` crate
+//! (the Prometheus project's own Rust client). The HTTP side is `tiny_http`:
+//! one thread, blocking, like the rest of the node.
+
+use crate::node::Node;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The content type of the OpenMetrics text that `prometheus-client` writes
+/// (Prometheus reads it, and the classic text format, alike).
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Counters a node keeps only for its metrics.
+#[derive(Default)]
+pub(crate) struct Meters {
+    handshake_failures: AtomicU64,
+    running: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Where `/metrics` is served, once it is.
+    pub(crate) addr: OnceLock<SocketAddr>,
+}
+
+/// Counts a job as running while it lives.
+pub(crate) struct RunningGuard<'a>(&'a AtomicU64);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Meters {
+    /// Counts a connection that closed before its client authenticated.
+    pub(crate) fn handshake_failed(&self) {
+        self.handshake_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` bytes read from a client.
+    pub(crate) fn received(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts `n` bytes written to a client.
+    pub(crate) fn sent(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a job as running until the guard is dropped.
+    pub(crate) fn running(&self) -> RunningGuard<'_> {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        RunningGuard(&self.running)
+    }
+}
+
+/// A node's figures at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Sample {
+    pub(crate) workers: u64,
+    pub(crate) connections: u64,
+    pub(crate) running: u64,
+    pub(crate) queued: u64,
+    pub(crate) succeeded: u64,
+    pub(crate) failed: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) handshake_failures: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) uptime_s: f64,
+}
+
+impl Sample {
+    /// Reads `node`'s counters now.
+    pub(crate) fn of(node: &Node) -> Self {
+        let status = node.status();
+        let meters = &node.meters;
+        let running = meters.running.load(Ordering::Relaxed);
+        Sample {
+            workers: u64::from(status.workers),
+            connections: u64::from(status.connections),
+            running,
+            queued: status.jobs_active.saturating_sub(running),
+            succeeded: status.jobs_done.saturating_sub(status.jobs_failed),
+            failed: status.jobs_failed,
+            cancelled: status.jobs_cancelled,
+            handshake_failures: meters.handshake_failures.load(Ordering::Relaxed),
+            bytes_in: meters.bytes_in.load(Ordering::Relaxed),
+            bytes_out: meters.bytes_out.load(Ordering::Relaxed),
+            uptime_s: status.uptime_s,
+        }
+    }
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, value: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, c),
+        None => registry.register(name, help, c),
+    }
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let g = Gauge::<i64>::default();
+    g.set(i64::try_from(value).unwrap_or(i64::MAX));
+    registry.register(name, help, g);
+}
+
+/// `sample` in the text format: names prefixed `ppserver_`, counters end in
+/// `_total`, sizes in bytes and times in seconds.
+pub(crate) fn encode(sample: &Sample) -> String {
+    let mut r = Registry::with_prefix("ppserver");
+    let jobs = Family::<Vec<(&'static str, &'static str)>, Counter<u64>>::default();
+    for (outcome, n) in [
+        ("succeeded", sample.succeeded),
+        ("failed", sample.failed),
+        ("cancelled", sample.cancelled),
+    ] {
+        jobs.get_or_create(&vec![("outcome", outcome)]).inc_by(n);
+    }
+    r.register(
+        "jobs",
+        "Jobs that ended on this node, by outcome (failed: returned an error or panicked; cancelled: by their client before they started)",
+        jobs,
+    );
+    gauge(&mut r, "jobs_running", "Jobs running now", sample.running);
+    gauge(
+        &mut r,
+        "jobs_queued",
+        "Jobs received and waiting for a worker",
+        sample.queued,
+    );
+    gauge(&mut r, "workers", "Worker slots", sample.workers);
+    gauge(
+        &mut r,
+        "connections",
+        "Client connections open now",
+        sample.connections,
+    );
+    counter(
+        &mut r,
+        "handshake_failures",
+        "Connections closed before they authenticated (wrong secret, other version, garbage, too slow)",
+        None,
+        sample.handshake_failures,
+    );
+    counter(
+        &mut r,
+        "received",
+        "Bytes read from clients",
+        Some(Unit::Bytes),
+        sample.bytes_in,
+    );
+    counter(
+        &mut r,
+        "sent",
+        "Bytes written to clients",
+        Some(Unit::Bytes),
+        sample.bytes_out,
+    );
+    let uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    uptime.set(sample.uptime_s);
+    r.register_with_unit(
+        "uptime",
+        "Time since the node started",
+        Unit::Seconds,
+        uptime,
+    );
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &r);
+    text
+}
+
+/// Why the metrics server could not start.
+fn bind_error(addr: SocketAddr, e: impl std::fmt::Display) -> crate::ServeError {
+    crate::ServeError::Bind {
+        addr,
+        source: std::io::Error::other(format!("metrics: {e}")),
+    }
+}
+
+/// Serves `/metrics` for `node` at `addr` on a thread of its own, until
+/// `stopped` says so. Returns the address bound.
+pub(crate) fn start(
+    addr: SocketAddr,
+    node: &Arc<Node>,
+    stopped: impl Fn() -> bool + Send + 'static,
+) -> Result<SocketAddr, crate::ServeError> {
+    let server = tiny_http::Server::http(addr).map_err(|e| bind_error(addr, e))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| bind_error(addr, "not an IP address"))?;
+    let _ = node.meters.addr.set(bound);
+    let node = Arc::clone(node);
+    std::thread::Builder::new()
+        .name("pp-metrics".into())
+        .spawn(move || {
+            while !stopped() {
+                match server.recv_timeout(Duration::from_millis(200)) {
+                    Ok(Some(request)) => answer(request, &node),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!("metrics: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        })?;
+    tracing::info!("metrics on http://{bound}/metrics");
+    Ok(bound)
+}
+
+fn answer(request: tiny_http::Request, node: &Node) {
+    use tiny_http::{Header, Method, Response};
+    let path = request.url().split('?').next().unwrap_or("");
+    let response = match (request.method(), path) {
+        (Method::Get | Method::Head, "/metrics") => {
+            let body = encode(&Sample::of(node));
+            let mut r = Response::from_string(body);
+            if let Ok(h) = Header::from_bytes("Content-Type", CONTENT_TYPE) {
+                r.add_header(h);
+            }
+            r
+        }
+        (Method::Get | Method::Head, _) => {
+            Response::from_string("not found: this node serves /metrics\n").with_status_code(404)
+        }
+        _ => Response::from_string("method not allowed\n").with_status_code(405),
+    };
+    if let Err(e) = request.respond(response) {
+        tracing::debug!("metrics: cannot answer: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> prometheus_parse::Scrape {
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        match prometheus_parse::Scrape::parse(lines) {
+            Ok(s) => s,
+            Err(e) => panic!("not the text format: {e}\n{text}"),
+        }
+    }
+
+    fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+        let found = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)));
+        match found.map(|s| &s.value) {
+            Some(prometheus_parse::Value::Counter(v))
+            | Some(prometheus_parse::Value::Gauge(v))
+            | Some(prometheus_parse::Value::Untyped(v)) => *v,
+            other => panic!("{name} {label:?}: {other:?} in {:?}", scrape.samples),
+        }
+    }
+
+    #[test]
+    fn every_figure_is_in_the_text_under_its_conventional_name() {
+        let sample = Sample {
+            workers: 4,
+            connections: 2,
+            running: 3,
+            queued: 5,
+            succeeded: 10,
+            failed: 2,
+            cancelled: 1,
+            handshake_failures: 7,
+            bytes_in: 1234,
+            bytes_out: 5678,
+            uptime_s: 1.5,
+        };
+        let text = encode(&sample);
+        let s = parse(&text);
+        let jobs = "ppserver_jobs_total";
+        assert_eq!(value(&s, jobs, Some(("outcome", "succeeded"))), 10.0);
+        assert_eq!(value(&s, jobs, Some(("outcome", "failed"))), 2.0);
+        assert_eq!(value(&s, jobs, Some(("outcome", "cancelled"))), 1.0);
+        assert_eq!(value(&s, "ppserver_jobs_running", None), 3.0);
+        assert_eq!(value(&s, "ppserver_jobs_queued", None), 5.0);
+        assert_eq!(value(&s, "ppserver_workers", None), 4.0);
+        assert_eq!(value(&s, "ppserver_connections", None), 2.0);
+        assert_eq!(value(&s, "ppserver_handshake_failures_total", None), 7.0);
+        assert_eq!(value(&s, "ppserver_received_bytes_total", None), 1234.0);
+        assert_eq!(value(&s, "ppserver_sent_bytes_total", None), 5678.0);
+        assert_eq!(value(&s, "ppserver_uptime_seconds", None), 1.5);
+        assert!(text.contains("# TYPE ppserver_jobs counter"), "{text}");
+    }
+}
