@@ -341,6 +341,9 @@ impl Driver<'_> {
                 }
             }
         }
-        true
+        // The Close may have been carried out by an earlier call (the one
+        // in `read`, whose answer ends only the reading): a closed link
+        // stays over.
+        !link.is_closed()
     }
 }
