@@ -10,29 +10,40 @@
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
 //! | `handshake` | mutual HMAC-SHA256 authentication as pure state ([`ClientHandshake`], [`NodeHandshake`]) |
+//! | `key` | [`Key`] and [`KeySet`]: generated 256-bit keys in the `ppk1-` text form, rollover, key files |
+//! | `secure` | the encrypted session's Noise `NNpsk0` handshake as pure state ([`secure::ClientHandshake`], [`secure::NodeHandshake`]) |
+//! | `transport` | [`Transport`]: every frame after the handshake sealed and opened, one key per direction |
+//! | `escape` | [`escape()`]: control characters in peer text made visible before logging or printing |
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod error;
+mod escape;
 mod handshake;
 mod job;
+mod key;
 mod lanes;
 mod ledger;
 mod pending;
 mod pool;
 mod registry;
+pub mod secure;
 mod stats;
+mod transport;
 pub mod wire;
 
 pub use error::{ErrorKind, JobError};
+pub use escape::{escape, escape_bytes, MAX_PEER_TEXT};
 pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};
 pub use job::{decode, encode, run_caught, run_erased, Job};
+pub use key::{write_new_key_file, Key, KeyError, KeySet, KEY_LEN, KEY_PREFIX, MAX_KEYS};
 pub use lanes::Lanes;
 pub use ledger::Ledger;
 pub use pending::Pending;
 pub use pool::Pool;
 pub use registry::{DuplicateJob, JobEntry, Registry};
 pub use stats::{NodeCounters, NodeStats, Stats};
+pub use transport::{Cipher, Opener, Sealer, Transport, CIPHER, SEAL_OVERHEAD};
 pub use wire::{decode_frame, encode_frame, FrameError, FrameReader};
 
 #[doc(hidden)]
