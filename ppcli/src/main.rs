@@ -43,6 +43,26 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
     },
+    /// Make and inspect keys.
+    Secret {
+        #[command(subcommand)]
+        action: SecretCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCmd {
+    /// Write a new random key to FILE (mode 0600; an existing file is never overwritten).
+    New {
+        /// Where to write the key.
+        file: PathBuf,
+    },
+    /// Print the fingerprints of the keys in FILE (never the keys), to compare
+    /// machines without showing a key.
+    Fingerprint {
+        /// A key file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,13 +108,17 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ppclient: {e:#}");
+            // Errors quote peers (reasons, job errors): one escaped line.
+            eprintln!("ppclient: {}", ppcore::escape(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Command::Secret { action } = &cli.command {
+        return secret(action);
+    }
     let secret = match (&cli.secret_file, &cli.secret_env) {
         (Some(path), _) => {
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
@@ -117,7 +141,27 @@ fn run(cli: Cli) -> Result<()> {
                     x,
                 },
         } => maclaurin(&cluster, &secret, terms, tasks, x),
+        Command::Secret { .. } => Ok(()),
     }
+}
+
+fn secret(action: &SecretCmd) -> Result<()> {
+    match action {
+        SecretCmd::New { file } => {
+            let fingerprint = ppcore::write_new_key_file(file)?;
+            println!(
+                "wrote a new key to {} (fingerprint {fingerprint}); copy it to every node and client \
+                 and pass it with --secret-file FILE",
+                file.display()
+            );
+        }
+        SecretCmd::Fingerprint { file } => {
+            for key in ppcore::KeySet::read_file(file)?.keys() {
+                println!("{}", key.fingerprint());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn status(node: &str, secret: &[u8], json: bool, timeout: f64) -> Result<()> {
@@ -132,7 +176,7 @@ fn status(node: &str, secret: &[u8], json: bool, timeout: f64) -> Result<()> {
         println!("{out}");
     } else {
         println!("node        {node}");
-        println!("version     {}", s.version);
+        println!("version     {}", ppcore::escape(&s.version));
         println!("workers     {}", s.workers);
         println!("uptime      {:.1} s", s.uptime_s);
         println!("connections {}", s.connections);
@@ -144,7 +188,7 @@ fn status(node: &str, secret: &[u8], json: bool, timeout: f64) -> Result<()> {
             "jobs        {}",
             s.jobs
                 .iter()
-                .map(|j| j.name.as_str())
+                .map(|j| ppcore::escape(&j.name))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -185,7 +229,16 @@ fn connect(cluster: &ClusterArgs, via: &Via<'_>, secret: &[u8]) -> Result<Server
     let server = builder.build()?;
     for node in server.nodes() {
         if let NodeState::Failed { reason } = node.state {
-            bail!("node {} refused: {reason}", node.name);
+            // A node named on the command line must work; a discovered one
+            // is only a hint (anyone can answer a probe): warn and go on.
+            match via {
+                Via::Nodes(_) => bail!("node {} refused: {reason}", node.name),
+                Via::Discovery(_) => eprintln!(
+                    "ppclient: skipping discovered node {}: {}",
+                    ppcore::escape(&node.name),
+                    ppcore::escape(&reason)
+                ),
+            }
         }
     }
     if server.ncpus() == 0 && server.active_nodes().is_empty() {

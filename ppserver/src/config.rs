@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
-use ppcore::Secret;
+use ppcore::{KeyError, KeySet, Secret};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -128,6 +128,9 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Write a new random key to FILE (mode 0600, never overwritten) and exit.
+    #[arg(long, value_name = "FILE")]
+    pub gen_secret: Option<PathBuf>,
 }
 
 impl Cli {
@@ -158,5 +161,74 @@ impl Cli {
                 .unwrap_or(defaults.handshake_timeout),
             ..defaults
         })
+    }
+}
+
+impl Cli {
+    /// The node's keys, from `--secret-file` or `PP_SECRET` (one key, or two
+    /// during a rollover); `None` if neither is given. A value that is not a
+    /// generated key is refused with how to make one. (`--secret` is not
+    /// read: a key on the command line shows in `ps`.)
+    pub fn keys(&self) -> Result<Option<KeySet>, KeyError> {
+        match (&self.secret_file, &self.secret_env) {
+            (Some(path), _) => KeySet::read_file(path).map(Some),
+            (None, Some(env)) => KeySet::parse(env).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Carries out `--gen-secret FILE`: writes a new key and says where,
+    /// with its fingerprint (never the key). `None` when not asked.
+    pub fn gen_secret(&self) -> Option<Result<String, KeyError>> {
+        let path = self.gen_secret.as_ref()?;
+        Some(ppcore::write_new_key_file(path).map(|fingerprint| {
+            format!(
+                "wrote a new key to {} (fingerprint {fingerprint}); copy it to every node and client \
+                 and pass it with --secret-file FILE",
+                path.display()
+            )
+        }))
+    }
+}
+
+/// For a node binary's `main`, before it starts: when the command line asks
+/// for `--gen-secret FILE`, writes the key and returns the exit code.
+pub fn gen_secret_if_asked() -> Option<std::process::ExitCode> {
+    let cli = Cli::try_parse().ok()?;
+    match cli.gen_secret()? {
+        Ok(done) => {
+            println!("{done}");
+            Some(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("ppserver: {e}");
+            Some(std::process::ExitCode::FAILURE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("ppserver").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn keys_come_from_the_file_or_the_environment_and_must_be_keys() {
+        let (a, b) = (
+            ppcore::Key::generate().unwrap(),
+            ppcore::Key::generate().unwrap(),
+        );
+        let both = format!("{} {}", a.to_text(), b.to_text());
+        let from_env = cli(&["--secret-env", &both]).keys().unwrap().unwrap();
+        assert_eq!(from_env.keys(), &[a, b]);
+        let err = cli(&["--secret-env", "pp-demo-secret"]).keys().unwrap_err();
+        assert!(
+            err.to_string().contains("ppserver --gen-secret FILE"),
+            "{err}"
+        );
+        assert!(cli(&[]).gen_secret().is_none());
     }
 }

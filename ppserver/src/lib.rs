@@ -29,7 +29,7 @@ mod isolate;
 mod node;
 mod out;
 
-pub use config::{Cli, Config, Isolation};
+pub use config::{gen_secret_if_asked, Cli, Config, Isolation};
 pub use daemon::{main_linked, main_with, start, Running, ServeError};
 
 /// This build's version, as nodes report it.
