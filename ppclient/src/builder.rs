@@ -176,11 +176,12 @@ impl Builder {
             None => None,
         };
         if let Some((pattern, target)) = self.discover.clone() {
-            let _ = crate::discovery::probe(&core, &pattern, target);
+            let found = crate::discovery::Found::new();
+            let _ = crate::discovery::probe(&core, &pattern, target, &found);
             let core = Arc::clone(&core);
             std::thread::Builder::new()
                 .name("pp-discover".into())
-                .spawn(move || crate::discovery::discover(&core, &pattern, target))?;
+                .spawn(move || crate::discovery::discover(&core, &pattern, target, &found))?;
         }
         core.wait_first_contact(self.settings.connect_timeout + Duration::from_secs(1));
         Ok(Server::new(
