@@ -212,11 +212,9 @@ pub fn write_new_key_file(path: &Path) -> Result<String, KeyError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).map_err(io)?;
-    let mut text = format!(
-        "# pp cluster key {} (keep secret: it lets its holder run jobs)\n{}\n",
-        key.fingerprint(),
-        key.to_text()
-    );
+    // The key alone on one line: the file's bytes, less the newline, are
+    // the same text as `PP_SECRET` would hold.
+    let mut text = format!("{}\n", key.to_text());
     let written = file
         .write_all(text.as_bytes())
         .and_then(|()| file.sync_all());
