@@ -147,16 +147,22 @@ impl Opener {
     /// Opens the next frame body; any frame that is not exactly the peer's
     /// next sealed frame is an error, and so is everything after it.
     pub fn open(&mut self, sealed: &[u8]) -> Result<Vec<u8>, SecureError> {
-        if self.broken {
-            return Err(SecureError::Forged);
-        }
-        if sealed.len() < SEAL_OVERHEAD {
+        self.open_vec(sealed.to_vec())
+    }
+
+    /// [`open`](Self::open) in place: decrypts the buffer a frame was read
+    /// into and returns it without its tag (no copy).
+    pub fn open_vec(&mut self, mut buf: Vec<u8>) -> Result<Vec<u8>, SecureError> {
+        if self.broken || buf.len() < SEAL_OVERHEAD {
             self.broken = true;
             return Err(SecureError::Forged);
         }
-        let (body, tag) = sealed.split_at(sealed.len() - SEAL_OVERHEAD);
-        let mut buf = body.to_vec();
-        if !self.aead.open(self.seq, &mut buf, tag) {
+        let body_len = buf.len() - SEAL_OVERHEAD;
+        let tag: [u8; SEAL_OVERHEAD] = buf[body_len..]
+            .try_into()
+            .map_err(|_| SecureError::Forged)?;
+        buf.truncate(body_len);
+        if !self.aead.open(self.seq, &mut buf, &tag) {
             self.broken = true;
             buf.zeroize();
             return Err(SecureError::Forged);
@@ -202,6 +208,11 @@ impl Transport {
     /// Opens the next incoming frame body (see [`Opener::open`]).
     pub fn open(&mut self, sealed: &[u8]) -> Result<Vec<u8>, SecureError> {
         self.opener.open(sealed)
+    }
+
+    /// Opens the next incoming frame body in place (see [`Opener::open_vec`]).
+    pub fn open_vec(&mut self, sealed: Vec<u8>) -> Result<Vec<u8>, SecureError> {
+        self.opener.open_vec(sealed)
     }
 
     /// The two halves, for a writer thread and a reader thread.
@@ -310,5 +321,8 @@ mod tests {
         let ((mut seal_a, _), (_, mut open_b)) = (a.split(), b.split());
         let big = vec![0xab; 1 << 20];
         assert_eq!(open_b.open(&seal_a.seal(&big).unwrap()).unwrap(), big);
+        let sealed = seal_a.seal(b"in place").unwrap();
+        assert_eq!(open_b.open_vec(sealed.clone()).unwrap(), b"in place");
+        assert!(open_b.open_vec(sealed).is_err(), "replayed in place");
     }
 }
