@@ -232,9 +232,15 @@ fn run_discovered(core: &Arc<Core>, link: &Arc<Link>) {
             }
             Err(e) => {
                 failures += 1;
-                let reason = escape(&e.reason).into_owned();
+                // The state keeps the peer's words as they came (whoever
+                // prints them escapes them); the log line escapes them here.
+                let reason = e.reason;
                 if e.last || failures >= DROP_AFTER {
-                    tracing::info!(node = %link.name, "dropping discovered node after {failures} failed attempt(s): {reason}");
+                    tracing::info!(
+                        node = %link.name,
+                        "dropping discovered node after {failures} failed attempt(s): {}",
+                        escape(&reason)
+                    );
                     link.set_state(NodeState::Failed {
                         reason: format!(
                             "discovered node dropped after {failures} failed attempt(s): {reason}"
