@@ -317,6 +317,14 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_frame_makes_the_next_one_fail() {
+        let (mut a, mut b) = pair(CIPHER);
+        assert!(b.open(&a.seal(b"Run 1").unwrap()).is_ok());
+        let _dropped = a.seal(b"Cancel 1").unwrap();
+        assert_eq!(b.open(&a.seal(b"Run 2").unwrap()), Err(SecureError::Forged));
+    }
+
+    #[test]
     fn halves_work_apart() {
         let (a, b) = pair(Cipher::ChaChaPoly);
         let ((mut seal_a, _), (_, mut open_b)) = (a.split(), b.split());
