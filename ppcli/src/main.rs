@@ -1,8 +1,8 @@
 //! `ppclient`: run a built-in job on a pp cluster, or show a node's status.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
-use ppclient::{NodeState, Server};
+use ppclient::{KeySet, NodeState, Server};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,11 +17,18 @@ use std::time::{Duration, Instant};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// File holding the shared secret.
+    /// File holding the cluster's key (`ppclient secret new FILE` makes one).
     #[arg(long, global = true, value_name = "FILE")]
     secret_file: Option<PathBuf>,
-    /// The shared secret, from the environment.
-    #[arg(long, global = true, env = "PP_SECRET", hide_env_values = true)]
+    /// The key, in the same form, from the environment (never on the
+    /// command line, where `ps` shows it).
+    #[arg(
+        long,
+        global = true,
+        env = "PP_SECRET",
+        hide_env_values = true,
+        hide = true
+    )]
     secret_env: Option<String>,
 }
 
@@ -42,6 +49,26 @@ enum Command {
         /// Seconds to wait for the node.
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
+    },
+    /// Make and inspect keys.
+    Secret {
+        #[command(subcommand)]
+        action: SecretCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCmd {
+    /// Write a new random key to FILE (mode 0600; an existing file is never overwritten).
+    New {
+        /// Where to write the key.
+        file: PathBuf,
+    },
+    /// Print the fingerprints of the keys in FILE (never the keys), to compare
+    /// machines without showing a key.
+    Fingerprint {
+        /// A key file.
+        file: PathBuf,
     },
 }
 
@@ -88,26 +115,29 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ppclient: {e:#}");
+            // Errors quote peers (reasons, job errors): one escaped line.
+            eprintln!("ppclient: {}", ppcore::escape(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Command::Secret { action } = &cli.command {
+        return secret(action);
+    }
     let secret = match (&cli.secret_file, &cli.secret_env) {
-        (Some(path), _) => {
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
-        }
-        (None, Some(s)) => s.clone().into_bytes(),
-        (None, None) => Vec::new(),
+        (Some(path), _) => Some(KeySet::read_file(path)?),
+        (None, Some(s)) => Some(KeySet::parse(s)?),
+        (None, None) => None,
     };
+    let secret = secret.as_ref();
     match cli.command {
         Command::Status {
             node,
             json,
             timeout,
-        } => status(&node, &secret, json, timeout),
+        } => status(&node, secret, json, timeout),
         Command::Run {
             job:
                 RunJob::Maclaurin {
@@ -116,12 +146,33 @@ fn run(cli: Cli) -> Result<()> {
                     tasks,
                     x,
                 },
-        } => maclaurin(&cluster, &secret, terms, tasks, x),
+        } => maclaurin(&cluster, secret, terms, tasks, x),
+        Command::Secret { .. } => Ok(()),
     }
 }
 
-fn status(node: &str, secret: &[u8], json: bool, timeout: f64) -> Result<()> {
-    let s = ppclient::node_status(node, secret, Duration::from_secs_f64(timeout))?;
+fn secret(action: &SecretCmd) -> Result<()> {
+    match action {
+        SecretCmd::New { file } => {
+            let fingerprint = ppcore::write_new_key_file(file)?;
+            println!(
+                "wrote a new key to {} (fingerprint {fingerprint}); copy it to every node and client \
+                 and pass it with --secret-file FILE",
+                file.display()
+            );
+        }
+        SecretCmd::Fingerprint { file } => {
+            for key in ppcore::KeySet::read_file(file)?.keys() {
+                println!("{}", key.fingerprint());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result<()> {
+    let keys = keys.ok_or(ppcore::KeyError::Missing)?;
+    let s = ppclient::node_status_with(node, keys, Duration::from_secs_f64(timeout))?;
     if json {
         let jobs: Vec<_> = s.jobs.iter().map(|j| &j.name).collect();
         let out = serde_json::json!({
@@ -132,7 +183,7 @@ fn status(node: &str, secret: &[u8], json: bool, timeout: f64) -> Result<()> {
         println!("{out}");
     } else {
         println!("node        {node}");
-        println!("version     {}", s.version);
+        println!("version     {}", ppcore::escape(&s.version));
         println!("workers     {}", s.workers);
         println!("uptime      {:.1} s", s.uptime_s);
         println!("connections {}", s.connections);
@@ -144,7 +195,7 @@ fn status(node: &str, secret: &[u8], json: bool, timeout: f64) -> Result<()> {
             "jobs        {}",
             s.jobs
                 .iter()
-                .map(|j| j.name.as_str())
+                .map(|j| ppcore::escape(&j.name))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -170,9 +221,12 @@ fn vias(cluster: &ClusterArgs) -> Vec<Via<'_>> {
     vias
 }
 
-fn connect(cluster: &ClusterArgs, via: &Via<'_>, secret: &[u8]) -> Result<Server> {
+fn connect(cluster: &ClusterArgs, via: &Via<'_>, keys: Option<&KeySet>) -> Result<Server> {
     // Refusals are this command's one error line (below), not the library's.
-    let mut builder = Server::builder().secret(secret).report_refusals(false);
+    let mut builder = Server::builder().report_refusals(false);
+    if let Some(keys) = keys {
+        builder = builder.keys(keys.clone());
+    }
     if let Some(n) = cluster.ncpus {
         builder = builder.ncpus(n);
     }
@@ -186,7 +240,16 @@ fn connect(cluster: &ClusterArgs, via: &Via<'_>, secret: &[u8]) -> Result<Server
     let server = builder.build()?;
     for node in server.nodes() {
         if let NodeState::Failed { reason } = node.state {
-            bail!("node {} refused: {reason}", node.name);
+            // A node named on the command line must work; a discovered one
+            // is only a hint (anyone can answer a probe): warn and go on.
+            match via {
+                Via::Nodes(_) => bail!("node {} refused: {reason}", node.name),
+                Via::Discovery(_) => eprintln!(
+                    "ppclient: skipping discovered node {}: {}",
+                    ppcore::escape(&node.name),
+                    ppcore::escape(&reason)
+                ),
+            }
         }
     }
     if server.ncpus() == 0 && server.active_nodes().is_empty() {
@@ -202,7 +265,13 @@ fn connect(cluster: &ClusterArgs, via: &Via<'_>, secret: &[u8]) -> Result<Server
     Ok(server)
 }
 
-fn maclaurin(cluster: &ClusterArgs, secret: &[u8], terms: u64, tasks: u64, x: f64) -> Result<()> {
+fn maclaurin(
+    cluster: &ClusterArgs,
+    secret: Option<&KeySet>,
+    terms: u64,
+    tasks: u64,
+    x: f64,
+) -> Result<()> {
     for via in vias(cluster) {
         if !cluster.json {
             match via {

@@ -5,13 +5,14 @@ use std::process::Command;
 // Links the built-in jobs into this test binary, so the node has them.
 use jobs as _;
 
-const SECRET: &str = "cli-secret";
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ppcore::Key::generate().unwrap().to_text());
 
 fn node() -> ppserver::Running {
     let config = ppserver::Config {
         port: 0,
         workers: 2,
-        secret: ppcore::Secret::new(SECRET),
+        keys: Some(ppcore::KeySet::parse(&SECRET).unwrap()),
         ..Default::default()
     };
     ppserver::start(config, ppcore::Registry::linked().unwrap()).unwrap()
@@ -29,7 +30,7 @@ fn ppclient(args: &[&str], secret: &str) -> std::process::Output {
 fn status_prints_version_workers_jobs_and_counters() {
     let node = node();
     let addr = node.local_addr().to_string();
-    let out = ppclient(&["status", &addr], SECRET);
+    let out = ppclient(&["status", &addr], SECRET.as_str());
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     for want in [
@@ -41,7 +42,7 @@ fn status_prints_version_workers_jobs_and_counters() {
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
-    let out = ppclient(&["status", &addr, "--json"], SECRET);
+    let out = ppclient(&["status", &addr, "--json"], SECRET.as_str());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["workers"], 2);
 }
@@ -62,7 +63,7 @@ fn run_maclaurin_prints_the_sum_and_the_stats_table() {
             "1000000",
             "--json",
         ],
-        SECRET,
+        SECRET.as_str(),
     );
     assert!(
         out.status.success(),
@@ -77,7 +78,7 @@ fn run_maclaurin_prints_the_sum_and_the_stats_table() {
     assert_eq!(v["nodes"][1]["jobs"], 64);
     let out = ppclient(
         &["run", "maclaurin", "--nodes", &addr, "--terms", "100000"],
-        SECRET,
+        SECRET.as_str(),
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("job count | % of all jobs"), "{text}");

@@ -7,13 +7,14 @@ use crate::server::Server;
 use crate::task::Task;
 use crate::tracker::Tracker;
 use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
-use ppcore::{DuplicateJob, Pool, Registry, Secret};
+use ppcore::{DuplicateJob, KeyError, KeySet, Pool, Registry};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where [`Builder`] finds the secret when none is given.
+/// Where [`Builder`] finds the key when none is given.
 pub const SECRET_ENV: &str = "PP_SECRET";
 
 /// Why a [`Server`] could not be built.
@@ -23,6 +24,10 @@ pub enum BuildError {
     /// Two linked jobs share a name.
     #[error(transparent)]
     DuplicateJob(#[from] DuplicateJob),
+    /// No key where nodes are to be reached, or a value that is not a
+    /// generated key (the message says how to make one).
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// A thread could not be started, or the listening address bound.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -63,7 +68,7 @@ pub struct Builder {
     ncpus: Option<usize>,
     registry: Option<Registry>,
     nodes: Vec<String>,
-    secret: Option<Secret>,
+    keys: Option<KeySource>,
     discover: Option<(String, SocketAddr)>,
     listen: Option<String>,
     node_retries: u32,
@@ -79,7 +84,7 @@ impl Default for Builder {
             ncpus: None,
             registry: None,
             nodes: Vec::new(),
-            secret: None,
+            keys: None,
             discover: None,
             listen: None,
             node_retries: 3,
@@ -87,7 +92,7 @@ impl Default for Builder {
             require_nodes: 0,
             report_refusals: true,
             settings: LinkSettings {
-                secret: Secret::default(),
+                keys: None,
                 connect_timeout: Duration::from_secs(2),
                 heartbeat: Duration::from_secs(1),
                 max_prefetch: 1024,
@@ -120,11 +125,28 @@ impl Builder {
         self
     }
 
-    /// The secret shared with the nodes. Without it, the `PP_SECRET`
-    /// environment variable, as `ppserver` and the `ppclient` command read
-    /// it; without that, the empty secret (which nodes accept on loopback only).
-    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        self.secret = Some(Secret::new(secret));
+    /// The cluster's key as text (`ppk1-...`, as `ppserver --gen-secret
+    /// FILE` or `ppclient secret new FILE` write it; two, blank-separated,
+    /// during a rollover). Without it, the `PP_SECRET` environment variable,
+    /// as `ppserver` and the `ppclient` command read it. A value that is not
+    /// a generated key makes [`Builder::build`] fail with
+    /// [`BuildError::Key`], saying how to make one. Needed only to reach
+    /// nodes (named, discovered or joining).
+    pub fn secret(mut self, key: impl AsRef<[u8]>) -> Self {
+        let text = String::from_utf8_lossy(key.as_ref()).into_owned();
+        self.keys = Some(KeySource::Text(text));
+        self
+    }
+
+    /// The cluster's key from a key file (see [`Builder::secret`]).
+    pub fn secret_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.keys = Some(KeySource::File(path.into()));
+        self
+    }
+
+    /// The cluster's keys, already read (see [`Builder::secret`]).
+    pub fn keys(mut self, keys: KeySet) -> Self {
+        self.keys = Some(KeySource::Keys(keys));
         self
     }
 
@@ -216,13 +238,19 @@ impl Builder {
             Some(addr) => Some(TcpListener::bind(addr.as_str())?),
             None => None,
         };
-        let secret = self.secret.clone().unwrap_or_else(|| {
-            std::env::var_os(SECRET_ENV)
-                .map(|s| Secret::new(s.as_encoded_bytes()))
-                .unwrap_or_default()
-        });
+        let keys = match self.keys.take() {
+            Some(source) => Some(source.read()?),
+            None => match std::env::var_os(SECRET_ENV) {
+                Some(text) => Some(KeySet::parse(&text.to_string_lossy())?),
+                None => None,
+            },
+        };
+        let remote = !self.nodes.is_empty() || listener.is_some() || self.discover.is_some();
+        if remote && keys.is_none() {
+            return Err(KeyError::Missing.into());
+        }
         let settings = LinkSettings {
-            secret,
+            keys,
             ..self.settings.clone()
         };
         let open_ended = listener.is_some() || self.discover.is_some();
@@ -247,11 +275,12 @@ impl Builder {
             None => None,
         };
         if let Some((pattern, target)) = self.discover.clone() {
-            let _ = crate::discovery::probe(&core, &pattern, target);
+            let found = crate::discovery::Found::new();
+            let _ = crate::discovery::probe(&core, &pattern, target, &found);
             let core = Arc::clone(&core);
             std::thread::Builder::new()
                 .name("pp-discover".into())
-                .spawn(move || crate::discovery::discover(&core, &pattern, target))?;
+                .spawn(move || crate::discovery::discover(&core, &pattern, target, &found))?;
         }
         core.wait_first_contact(self.settings.connect_timeout + Duration::from_secs(1));
         let nodes = core.nodes();
@@ -279,6 +308,33 @@ impl Builder {
             listen_addr,
             ppcore::wire::max_payload(self.settings.max_frame),
         ))
+    }
+}
+
+/// Where the keys come from; read at build. Never printed.
+#[derive(Clone)]
+enum KeySource {
+    Text(String),
+    File(PathBuf),
+    Keys(KeySet),
+}
+
+impl KeySource {
+    fn read(self) -> Result<KeySet, KeyError> {
+        match self {
+            KeySource::Text(text) => KeySet::parse(&text),
+            KeySource::File(path) => KeySet::read_file(&path),
+            KeySource::Keys(keys) => Ok(keys),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::File(path) => f.debug_tuple("File").field(path).finish(),
+            KeySource::Text(_) | KeySource::Keys(_) => f.write_str("Keys(..)"),
+        }
     }
 }
 

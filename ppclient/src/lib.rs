@@ -48,13 +48,13 @@ mod timer;
 mod tracker;
 
 pub use builder::{detect_ncpus, BuildError, Builder, SECRET_ENV};
-pub use connect::{node_status, StatusError};
+pub use connect::{node_status, node_status_with, StatusError};
 pub use handle::{AsCompleted, JobHandle};
 pub use options::{JobOptions, Options};
 pub use ppcore::wire::NodeStatus;
 pub use ppcore::{
-    job, DuplicateJob, ErrorKind, Fallible, Job, JobEntry, JobError, NodeStats, Registry, Secret,
-    Stats,
+    job, DuplicateJob, ErrorKind, Fallible, Job, JobEntry, JobError, Key, KeySet, NodeStats,
+    Registry, Stats,
 };
 pub use remote::{NodeInfo, NodeState};
 /// serde, for the derives of your own argument and result types, without a

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 use ppcore::link::{Action, ClientLink, Event, LinkConfig, LinkState};
 use ppcore::wire::RunJob;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,14 +53,14 @@ pub(crate) enum Target {
     /// A node we dial, already known by name.
     Named(Arc<Link>),
     /// A node that dialled us; known by name once it said who it is.
-    Joined(SocketAddr),
+    Joined(Arc<crate::discovery::Join>),
 }
 
-/// The link's settings from the server's.
-pub(crate) fn link_config(core: &Core, reconnect: bool) -> LinkConfig {
+/// The link's settings from the server's; `None` without keys.
+pub(crate) fn link_config(core: &Core, reconnect: bool) -> Option<LinkConfig> {
     let s = &core.settings;
-    LinkConfig {
-        secret: s.secret.clone(),
+    Some(LinkConfig {
+        keys: s.keys.clone()?,
         heartbeat: s.heartbeat,
         handshake_timeout: s.connect_timeout.max(Duration::from_secs(1)),
         max_frame: s.max_frame,
@@ -68,7 +68,8 @@ pub(crate) fn link_config(core: &Core, reconnect: bool) -> LinkConfig {
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(5),
         reconnect,
-    }
+        give_up_after: None,
+    })
 }
 
 struct Driver<'a> {
@@ -89,11 +90,28 @@ struct Driver<'a> {
 /// Runs the link for `target` until it closes: dialling (or, for a node that
 /// joined, over `stream`), serving, reconnecting.
 pub(crate) fn drive(core: &Arc<Core>, target: Target, stream: Option<TcpStream>) {
+    let Some(config) = link_config(core, stream.is_none()) else {
+        if let Target::Named(record) = &target {
+            let reason = ppcore::KeyError::Missing.to_string();
+            record.set_state(NodeState::Failed { reason });
+        }
+        return;
+    };
+    drive_with(core, target, stream, config);
+}
+
+/// [`drive`] with the link's settings given (a discovered node's gives up).
+pub(crate) fn drive_with(
+    core: &Arc<Core>,
+    target: Target,
+    stream: Option<TcpStream>,
+    config: LinkConfig,
+) {
     let (tx, rx) = crossbeam_channel::bounded(INBOX);
     let now = Instant::now();
     let link = match &stream {
-        None => ClientLink::new(link_config(core, true), now),
-        Some(_) => ClientLink::accepted(link_config(core, false), now),
+        None => ClientLink::new(config, now),
+        Some(_) => ClientLink::accepted(config, now),
     };
     if let Target::Named(record) = &target {
         record.set_waker(tx.clone());
@@ -129,7 +147,7 @@ impl Driver<'_> {
     fn name(&self) -> String {
         match &self.target {
             Target::Named(r) => r.name.clone(),
-            Target::Joined(peer) => peer.to_string(),
+            Target::Joined(join) => join.peer.to_string(),
         }
     }
 
@@ -298,9 +316,15 @@ impl Driver<'_> {
     }
 
     fn up(&mut self, hello: ppcore::link::NodeHello) {
-        if let Target::Joined(peer) = self.target {
-            let record = self.core.link(&hello.node_id).unwrap_or_else(|| {
-                let record = Link::new(hello.node_id.clone());
+        if let Target::Joined(join) = &self.target {
+            let peer = join.peer;
+            // Named by its claimed id and its address; never over a live join.
+            let Some(name) = join.claim(&hello.node_id) else {
+                tracing::warn!(%peer, "a node of that name is already joined: refused");
+                return self.link.handle(Event::Close, Instant::now());
+            };
+            let record = self.core.link(&name).unwrap_or_else(|| {
+                let record = Link::new(name);
                 self.core.add_link(Arc::clone(&record));
                 record
             });
@@ -341,14 +365,9 @@ impl Driver<'_> {
             .set_nodelay(true)
             .and_then(|()| stream.set_write_timeout(Some(self.write_timeout())))
             .and_then(|()| stream.try_clone());
-        let nonce = ppcore::nonce();
-        let (reader, nonce) = match (setup, nonce) {
-            (Ok(reader), Ok(nonce)) => (reader, nonce),
-            (Err(e), _) => return self.link.handle(Event::ConnectFailed(e.to_string()), now),
-            (_, Err(e)) => {
-                let reason = format!("no randomness: {e}");
-                return self.link.handle(Event::ConnectFailed(reason), now);
-            }
+        let reader = match setup {
+            Ok(reader) => reader,
+            Err(e) => return self.link.handle(Event::ConnectFailed(e.to_string()), now),
         };
         self.conn_no += 1;
         let (no, tx) = (self.conn_no, self.tx.clone());
@@ -360,7 +379,7 @@ impl Driver<'_> {
             return self.link.handle(Event::ConnectFailed(e.to_string()), now);
         }
         self.conn = Some(stream);
-        self.link.handle(Event::Connected { nonce }, now);
+        self.link.handle(Event::Connected, now);
     }
 
     /// A node that stops reading is lost after this long without progress.

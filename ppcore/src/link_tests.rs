@@ -2,15 +2,24 @@
 //! no sleeps.
 
 use super::*;
+use crate::key::Key;
 use crate::node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
-use crate::wire::{encode_frame, DoneJob, PROTOCOL_VERSION};
+use crate::wire::{DoneJob, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 
+fn key(n: u8) -> Key {
+    Key::from_bytes([n; 32])
+}
+
+fn keys(n: u8) -> KeySet {
+    KeySet::one(key(n))
+}
+
 fn config() -> LinkConfig {
     LinkConfig {
-        secret: Secret::new("s"),
+        keys: keys(1),
         heartbeat: SECOND,
         handshake_timeout: 5 * SECOND,
         max_frame: 1 << 20,
@@ -18,6 +27,7 @@ fn config() -> LinkConfig {
         backoff_min: Duration::from_millis(100),
         backoff_max: 5 * SECOND,
         reconnect: true,
+        give_up_after: None,
     }
 }
 
@@ -48,7 +58,7 @@ fn run(id: u64, attempt: u32) -> RunJob {
 struct Pair {
     client: ClientLink<u64>,
     node: Option<NodeLink>,
-    node_secret: Secret,
+    node_keys: KeySet,
     now: Instant,
     /// What the client asked of its driver, except bytes and dials.
     out: Vec<Action<u64>>,
@@ -60,15 +70,15 @@ struct Pair {
 
 impl Pair {
     fn new() -> Self {
-        Self::with(config(), Secret::new("s"))
+        Self::with(config(), keys(1))
     }
 
-    fn with(config: LinkConfig, node_secret: Secret) -> Self {
+    fn with(config: LinkConfig, node_keys: KeySet) -> Self {
         let now = Instant::now();
         Pair {
             client: ClientLink::new(config, now),
             node: None,
-            node_secret,
+            node_keys,
             now,
             out: Vec::new(),
             node_jobs: Vec::new(),
@@ -79,7 +89,7 @@ impl Pair {
 
     fn node_config(&self) -> NodeLinkConfig {
         NodeLinkConfig {
-            secret: self.node_secret.clone(),
+            keys: self.node_keys.clone(),
             handshake_timeout: 5 * SECOND,
             heartbeat: 2 * SECOND,
             max_frame: 1 << 20,
@@ -96,11 +106,9 @@ impl Pair {
                     Action::Connect => {
                         self.dials += 1;
                         if self.node.is_none() {
-                            let node =
-                                NodeLink::new(self.node_config(), [7; 32], welcome(2), self.now);
+                            let node = NodeLink::new(self.node_config(), welcome(2), self.now);
                             self.node = Some(node);
-                            self.client
-                                .handle(Event::Connected { nonce: [9; 32] }, self.now);
+                            self.client.handle(Event::Connected, self.now);
                         } else {
                             self.client
                                 .handle(Event::ConnectFailed("busy".into()), self.now);
@@ -217,7 +225,7 @@ fn done(actions: &[Action<u64>]) -> Vec<u64> {
 fn the_handshake_brings_the_link_up_with_the_smaller_heartbeat() {
     let mut cfg = config();
     cfg.heartbeat = 10 * SECOND;
-    let mut p = Pair::with(cfg, Secret::new("s"));
+    let mut p = Pair::with(cfg, keys(1));
     p.pump();
     assert_eq!(p.client.state(), LinkState::Ready);
     let up = p.take_out();
@@ -251,7 +259,7 @@ fn results_resolve_jobs_and_the_window_refills() {
 fn a_silent_node_is_dead_after_exactly_three_intervals() {
     let mut cfg = config();
     cfg.heartbeat = SECOND;
-    let mut p = Pair::with(cfg, Secret::new("s"));
+    let mut p = Pair::with(cfg, keys(1));
     p.pump();
     let up_at = p.now;
     p.submit(&[(1, 1)]);
@@ -308,7 +316,7 @@ fn any_frame_is_proof_of_life() {
 fn the_backoff_doubles_up_to_its_cap_and_resets_after_a_stable_link() {
     let mut p = Pair::new();
     // The node is "busy" (refuses dials) while `node` is Some.
-    p.node = Some(NodeLink::new(p.node_config(), [1; 32], welcome(1), p.now));
+    p.node = Some(NodeLink::new(p.node_config(), welcome(1), p.now));
     p.pump();
     let mut waits = Vec::new();
     for _ in 0..8 {
@@ -378,12 +386,12 @@ fn drain_gives_jobs_back_and_goodbye_ends_without_loss() {
 }
 
 #[test]
-fn a_wrong_secret_fails_for_good_without_redial() {
-    let mut p = Pair::with(config(), Secret::new("other"));
+fn a_wrong_key_fails_for_good_without_redial() {
+    let mut p = Pair::with(config(), keys(2));
     p.pump();
     let out = p.take_out();
     assert!(
-        matches!(out.last(), Some(Action::Failed { reason }) if reason.contains("authentication")),
+        matches!(out.last(), Some(Action::Failed { reason }) if reason.contains("wrong key")),
         "{out:?}"
     );
     assert_eq!(p.client.state(), LinkState::Closed);
@@ -396,13 +404,11 @@ fn another_protocol_version_fails_naming_both() {
     let mut link = ClientLink::<u64>::new(config(), Instant::now());
     let now = Instant::now();
     assert!(matches!(link.poll(), Some(Action::Connect)));
-    link.handle(Event::Connected { nonce: [0; 32] }, now);
-    let reason = format!(
-        "protocol version {PROTOCOL_VERSION} is not supported; this node speaks version {}",
-        PROTOCOL_VERSION + 1
-    );
-    let reject = encode_frame(&NodeMsg::Reject { reason }).unwrap();
-    link.handle(Event::Received(&reject), now);
+    link.handle(Event::Connected, now);
+    // A node of the next version refuses our first message (code 2).
+    let mut refusal = vec![0, 0, 0, 6, 1, 2];
+    refusal.extend_from_slice(&(PROTOCOL_VERSION + 1).to_be_bytes());
+    link.handle(Event::Received(&refusal), now);
     let failed = std::iter::from_fn(|| link.poll()).find_map(|a| match a {
         Action::Failed { reason } => Some(reason),
         _ => None,
@@ -423,7 +429,7 @@ fn a_handshake_that_stalls_times_out_and_retries() {
     let mut link = ClientLink::<u64>::new(config(), Instant::now());
     let t0 = Instant::now();
     link.poll();
-    link.handle(Event::Connected { nonce: [0; 32] }, t0);
+    link.handle(Event::Connected, t0);
     assert_eq!(link.poll_timeout(), Some(t0 + 5 * SECOND));
     link.handle(Event::Timer, t0 + 5 * SECOND);
     let actions: Vec<_> = std::iter::from_fn(|| link.poll()).collect();
@@ -590,5 +596,134 @@ proptest! {
         prop_assert!(held.is_empty(), "left in flight: {:?}", held);
         prop_assert_eq!(p.client.in_flight(), 0);
         prop_assert_eq!(resolved.len() + queue.len(), next as usize);
+    }
+}
+
+#[test]
+fn a_rollover_key_set_reaches_a_node_that_holds_only_the_second_key() {
+    let mut cfg = config();
+    cfg.keys = KeySet::new(vec![key(2), key(1)]).unwrap();
+    let mut p = Pair::with(cfg, keys(1));
+    p.pump();
+    assert_eq!(
+        p.client.state(),
+        LinkState::Backoff,
+        "the first key is refused"
+    );
+    p.tick();
+    assert_eq!(p.client.state(), LinkState::Ready);
+    assert_eq!(p.dials, 2);
+    assert!(matches!(p.take_out().last(), Some(Action::Up(_))));
+}
+
+#[test]
+fn a_discovered_node_is_given_up_after_failures_in_a_row() {
+    let mut cfg = config();
+    cfg.give_up_after = Some(3);
+    let t0 = Instant::now();
+    let mut link = ClientLink::<u64>::new(cfg, t0);
+    let mut now = t0;
+    let mut failed = None;
+    for _ in 0..3 {
+        assert!(matches!(link.poll(), Some(Action::Connect)));
+        link.handle(Event::ConnectFailed("refused".into()), now);
+        while let Some(a) = link.poll() {
+            if let Action::Failed { reason } = a {
+                failed = Some(reason);
+            }
+        }
+        if let Some(at) = link.poll_timeout() {
+            now = at;
+            link.handle(Event::Timer, now);
+        }
+    }
+    let reason = failed.expect("given up");
+    assert!(reason.contains("3 failed attempt"), "{reason}");
+    assert_eq!(link.state(), LinkState::Closed);
+}
+
+/// The next frame the node sends, taken off the wire.
+fn node_frame(p: &mut Pair, event: NodeEvent<'_>) -> Vec<u8> {
+    let node = p.node.as_mut().unwrap();
+    node.handle(event, p.now);
+    let mut frame = None;
+    while let Some(a) = node.poll() {
+        if let NodeAction::Send(bytes) = a {
+            frame.get_or_insert(bytes);
+        }
+    }
+    frame.unwrap()
+}
+
+fn done_event(id: u64) -> NodeEvent<'static> {
+    NodeEvent::Finished(vec![DoneJob {
+        id,
+        attempt: 1,
+        result: Ok(ByteBuf::from(vec![2])),
+        exec_ns: 1,
+    }])
+}
+
+#[test]
+fn a_modified_frame_from_the_node_loses_the_link_and_resolves_nothing() {
+    let mut p = Pair::new();
+    p.pump();
+    p.submit(&[(5, 1)]);
+    let mut frame = node_frame(&mut p, done_event(5));
+    frame[10] ^= 0x40;
+    p.client.handle(Event::Received(&frame), p.now);
+    p.node = None;
+    p.pump();
+    let out = p.take_out();
+    assert!(done(&out).is_empty(), "a forged result was accepted");
+    assert_eq!(returned(&out), vec![(5, true)]);
+    assert!(
+        matches!(&out[..], [.., Action::Down { reason, .. }] if reason.contains("failed authentication")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn replayed_reordered_injected_and_truncated_frames_are_refused() {
+    let cases: [fn(Vec<u8>, Vec<u8>) -> Vec<u8>; 4] = [
+        // replayed: the first frame twice
+        |a, _| [a.clone(), a].concat(),
+        // reordered
+        |a, b| [b, a].concat(),
+        // injected: a frame sealed by nobody in this session
+        |_, b| {
+            let mut fake = vec![0, 0, 0, 20];
+            fake.extend([7u8; 20]);
+            [fake, b].concat()
+        },
+        // truncated: a frame cut short, its length fixed up
+        |a, _| {
+            let len = a.len() - 4 - 3;
+            let mut cut = (len as u32).to_be_bytes().to_vec();
+            cut.extend_from_slice(&a[4..4 + len]);
+            cut
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let mut p = Pair::new();
+        p.pump();
+        p.submit(&[(5, 1), (6, 1)]);
+        let a = node_frame(&mut p, done_event(5));
+        let b = node_frame(&mut p, done_event(6));
+        let replay = i == 0;
+        p.client.handle(Event::Received(&case(a, b)), p.now);
+        p.node = None;
+        p.pump();
+        let out = p.take_out();
+        // Only the genuine first frame of the replay case resolves.
+        assert_eq!(
+            done(&out),
+            if replay { vec![5] } else { vec![] },
+            "case {i}"
+        );
+        assert!(
+            matches!(&out[..], [.., Action::Down { reason, .. }] if reason.contains("failed authentication")),
+            "case {i}: {out:?}"
+        );
     }
 }

@@ -4,5 +4,8 @@
 use jobs as _;
 
 fn main() -> std::process::ExitCode {
+    if let Some(code) = ppserver::gen_secret_if_asked() {
+        return code;
+    }
     ppserver::main_linked()
 }
