@@ -244,10 +244,10 @@ fn connect(cluster: &ClusterArgs, via: &Via<'_>, keys: Option<&KeySet>) -> Resul
             // is only a hint (anyone can answer a probe): warn and go on.
             match via {
                 Via::Nodes(_) => bail!("node {} refused: {reason}", node.name),
+                // (Reasons quote peers escaped already.)
                 Via::Discovery(_) => eprintln!(
-                    "ppclient: skipping discovered node {}: {}",
+                    "ppclient: skipping discovered node {}: {reason}",
                     ppcore::escape(&node.name),
-                    ppcore::escape(&reason)
                 ),
             }
         }

@@ -86,20 +86,26 @@ fn run_maclaurin_prints_the_sum_and_the_stats_table() {
 }
 
 #[test]
-fn wrong_secret_is_one_clear_line_and_a_failure_exit() {
+fn wrong_key_is_one_clear_line_and_a_failure_exit() {
     let node = node();
     let addr = node.local_addr().to_string();
+    let other = ppcore::Key::generate().unwrap().to_text();
     let out = ppclient(
         &["run", "maclaurin", "--nodes", &addr, "--ncpus", "0"],
-        "wrong",
+        &other,
     );
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains(&addr) && err.contains("authentication failed"),
-        "{err}"
-    );
-    let out = ppclient(&["status", &addr], "wrong");
+    assert!(err.contains(&addr) && err.contains("wrong key"), "{err}");
+    let out = ppclient(&["status", &addr], &other);
     assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(&addr) && err.contains("wrong key"), "{err}");
+    // A value that is not a generated key never reaches the network.
+    let out = ppclient(&["status", &addr], "hunter2");
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("ppclient secret new FILE"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }

@@ -105,7 +105,7 @@ fn fake_discovery(ports: Vec<u16>) -> std::net::SocketAddr {
     addr
 }
 
-/// A TCP "node" that refuses every connection with a hostile reason.
+/// A TCP "node" that refuses every handshake with a hostile reason.
 fn hostile_node() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -115,10 +115,10 @@ fn hostile_node() -> u16 {
         while Instant::now() < until {
             match listener.accept() {
                 Ok((mut stream, _)) => {
-                    let reject = ppcore::wire::NodeMsg::Reject {
-                        reason: "evil\n\x1b[31mFORGED LINE".into(),
-                    };
-                    let frame = ppcore::encode_frame(&reject).unwrap();
+                    let refusal = ppcore::secure::refusal_reason("evil\n\x1b[31mFORGED LINE");
+                    let frame = ppcore::Framer::new(4096)
+                        .encode_handshake(&refusal)
+                        .unwrap();
                     let _ = std::io::Write::write_all(&mut stream, &frame);
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),

@@ -595,7 +595,7 @@ impl<T> ClientLink<T> {
             .filter(|&n| how == End::Lost && self.failures >= n);
         if let Some(n) = give_up {
             self.state = LinkState::Closed;
-            let reason = format!("given up after {n} failed attempt(s) in a row: {reason}");
+            let reason = format!("dropped after {n} failed attempt(s) in a row: {reason}");
             self.actions.push_back(Action::Failed { reason });
             return;
         }
