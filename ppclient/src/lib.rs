@@ -22,7 +22,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `server` | [`Server`]: submit, wait, map, groups, stats |
-//! | `builder`, `options` | [`Builder`] (ncpus, nodes, secret, discovery, listen, retries) and per-job [`Options`], [`JobOptions`] |
+//! | `builder`, `options` | [`Builder`] (ncpus, nodes, keys, discovery, listen, retries) and per-job [`Options`], [`JobOptions`] |
 //! | `core` | what the server's threads share: the queue, links, stop flag; who can run a job |
 //! | `remote` | what the server knows of each node (state, jobs, counters); starts its link |
 //! | `session` | the driver of one link ([`ppcore::ClientLink`]): dial, read, write, feed jobs from the queue within the window, resolve or requeue what the link gives back |

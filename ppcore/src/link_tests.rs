@@ -685,7 +685,9 @@ fn a_modified_frame_from_the_node_loses_the_link_and_resolves_nothing() {
 
 #[test]
 fn replayed_reordered_injected_and_truncated_frames_are_refused() {
-    let cases: [fn(Vec<u8>, Vec<u8>) -> Vec<u8>; 4] = [
+    /// What the attacker makes of two frames in a row.
+    type Attack = fn(Vec<u8>, Vec<u8>) -> Vec<u8>;
+    let cases: [Attack; 4] = [
         // replayed: the first frame twice
         |a, _| [a.clone(), a].concat(),
         // reordered

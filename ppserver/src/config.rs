@@ -210,22 +210,6 @@ impl Cli {
     }
 }
 
-/// For a node binary's `main`, before it starts: when the command line asks
-/// for `--gen-secret FILE`, writes the key and returns the exit code.
-pub fn gen_secret_if_asked() -> Option<std::process::ExitCode> {
-    let cli = Cli::try_parse().ok()?;
-    match cli.gen_secret()? {
-        Ok(done) => {
-            println!("{done}");
-            Some(std::process::ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("ppserver: {e}");
-            Some(std::process::ExitCode::FAILURE)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

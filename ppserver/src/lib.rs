@@ -43,7 +43,7 @@ mod isolate;
 mod node;
 mod out;
 
-pub use config::{gen_secret_if_asked, Cli, Config, Isolation};
+pub use config::{Cli, Config, Isolation};
 pub use daemon::{main_linked, main_with, serve, start, Running, ServeError};
 pub use ppcore::init_worker;
 

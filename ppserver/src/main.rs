@@ -4,8 +4,5 @@
 use jobs as _;
 
 fn main() -> std::process::ExitCode {
-    if let Some(code) = ppserver::gen_secret_if_asked() {
-        return code;
-    }
     ppserver::main_linked()
 }
