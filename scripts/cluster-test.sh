@@ -16,13 +16,19 @@ else
     exit 1
 fi
 export COMPOSE_PROJECT_NAME=ppclustertest
-export PP_SECRET=${PP_SECRET:-cluster-test-secret}
 export PP_IMAGE=${PP_IMAGE:-ppcluster:latest}
 work=$(mktemp -d)
 down() { "${dc[@]}" down --volumes --remove-orphans >/dev/null 2>&1 || true; }
 trap 'down; rm -rf "$work"' EXIT
 
 scripts/docker-build.sh 2> >(grep -v -e DEPRECATED -e buildx -e 'docs.docker.com' -e '^$' >&2)
+# A fresh generated key for this test's cluster, made by the image itself.
+if [ -z "${PP_SECRET:-}" ]; then
+    docker run --rm --user "$(id -u)" -v "$work:/keys" --entrypoint /ppclient "$PP_IMAGE" \
+        secret new /keys/pp.key >/dev/null
+    PP_SECRET=$(cat "$work/pp.key")
+fi
+export PP_SECRET
 image_mb=$(( $(docker image inspect "$PP_IMAGE" --format '{{.Size}}') / 1024 / 1024 ))
 down
 t0=$(date +%s%N)

@@ -139,6 +139,19 @@ impl Drop for SpawnedNode {
     }
 }
 
+/// The key this benchmark process and the nodes it spawns share: generated
+/// once per process (`PP_SECRET` for the nodes, [`ppclient::Builder::secret`]
+/// for the client).
+pub fn cluster_key() -> anyhow::Result<&'static str> {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if KEY.get().is_none() {
+        let _ = KEY.set(ppcore::Key::generate()?.to_text());
+    }
+    KEY.get()
+        .map(String::as_str)
+        .ok_or_else(|| anyhow::anyhow!("no key"))
+}
+
 /// Starts this same binary as a ppserver node on an ephemeral loopback port
 /// (so that one `cargo run` measures the remote path, no other build needed).
 pub fn spawn_node(workers: usize) -> anyhow::Result<SpawnedNode> {
@@ -156,7 +169,7 @@ pub fn spawn_node_with(port: u16, workers: usize, extra: &[&str]) -> anyhow::Res
     let started = std::time::Instant::now();
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .env(AS_NODE, "1")
-        .env_remove("PP_SECRET")
+        .env("PP_SECRET", cluster_key()?)
         .args(["--interface", "127.0.0.1", "--log-level", "error"])
         .args(["--port", &port.to_string()])
         .args(["--workers", &workers.to_string()])

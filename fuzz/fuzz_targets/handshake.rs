@@ -1,18 +1,37 @@
-//! Any sequence of decodable client messages into the node's handshake: never
-//! a panic, never authenticated without the secret.
+//! Any bytes into a node's side of a connection (the link, its framer and
+//! the Noise handshake), in chunks: never a panic, and never an
+//! authenticated client or a job to run without the key.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ppcore::wire::ClientMsg;
-use ppcore::{FrameReader, NodeHandshake, Secret};
+use ppcore::wire::NodeMsg;
+use ppcore::{Key, KeySet, NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
+use std::time::{Duration, Instant};
 
 fuzz_target!(|data: &[u8]| {
-    let mut node = NodeHandshake::new(Secret::new("fuzz"), [3; 32]);
-    let mut reader = FrameReader::new(data, 4096);
-    while let Ok(Some(msg)) = reader.read::<ClientMsg>() {
-        if node.on_message(msg).is_err() {
-            break;
+    let config = NodeLinkConfig {
+        keys: KeySet::one(Key::from_bytes([3; 32])),
+        handshake_timeout: Duration::from_secs(5),
+        heartbeat: Duration::from_secs(5),
+        max_frame: 1 << 20,
+    };
+    let welcome = NodeMsg::Welcome {
+        node_id: "n".into(),
+        version: "v".into(),
+        workers: 1,
+        jobs: vec![],
+        heartbeat_ms: 0,
+        caps: vec![],
+    };
+    let now = Instant::now();
+    let mut link = NodeLink::new(config, welcome, now);
+    for chunk in data.chunks(97) {
+        link.handle(NodeEvent::Received(chunk), now);
+        while let Some(action) = link.poll() {
+            assert!(!matches!(
+                action,
+                NodeAction::Authenticated | NodeAction::Run(_)
+            ));
         }
     }
-    assert!(!node.is_done());
 });

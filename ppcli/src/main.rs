@@ -1,8 +1,8 @@
 //! `ppclient`: run a built-in job on a pp cluster, or show a node's status.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
-use ppclient::{NodeState, Server};
+use ppclient::{KeySet, NodeState, Server};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,11 +19,18 @@ mod slurm;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// File holding the shared secret.
+    /// File holding the cluster's key (`ppclient secret new FILE` makes one).
     #[arg(long, global = true, value_name = "FILE")]
     secret_file: Option<PathBuf>,
-    /// The shared secret, from the environment.
-    #[arg(long, global = true, env = "PP_SECRET", hide_env_values = true)]
+    /// The key, in the same form, from the environment (never on the
+    /// command line, where `ps` shows it).
+    #[arg(
+        long,
+        global = true,
+        env = "PP_SECRET",
+        hide_env_values = true,
+        hide = true
+    )]
     secret_env: Option<String>,
 }
 
@@ -49,6 +56,26 @@ enum Command {
     Slurm {
         #[command(subcommand)]
         command: slurm::SlurmCommand,
+    },
+    /// Make and inspect keys.
+    Secret {
+        #[command(subcommand)]
+        action: SecretCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCmd {
+    /// Write a new random key to FILE (mode 0600; an existing file is never overwritten).
+    New {
+        /// Where to write the key.
+        file: PathBuf,
+    },
+    /// Print the fingerprints of the keys in FILE (never the keys), to compare
+    /// machines without showing a key.
+    Fingerprint {
+        /// A key file.
+        file: PathBuf,
     },
 }
 
@@ -126,26 +153,29 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ppclient: {e:#}");
+            // Errors quote peers (reasons, job errors): one escaped line.
+            eprintln!("ppclient: {}", ppcore::escape(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Command::Secret { action } = &cli.command {
+        return secret(action);
+    }
     let secret = match (&cli.secret_file, &cli.secret_env) {
-        (Some(path), _) => {
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
-        }
-        (None, Some(s)) => s.clone().into_bytes(),
-        (None, None) => Vec::new(),
+        (Some(path), _) => Some(KeySet::read_file(path)?),
+        (None, Some(s)) => Some(KeySet::parse(s)?),
+        (None, None) => None,
     };
+    let secret = secret.as_ref();
     match cli.command {
         Command::Status {
             node,
             json,
             timeout,
-        } => status(&node, &secret, json, timeout),
+        } => status(&node, secret, json, timeout),
         Command::Run {
             job:
                 RunJob::Maclaurin {
@@ -154,7 +184,7 @@ fn run(cli: Cli) -> Result<()> {
                     tasks,
                     x,
                 },
-        } => maclaurin(&cluster, &secret, terms, tasks, x),
+        } => maclaurin(&cluster, secret, terms, tasks, x),
         Command::Slurm {
             command:
                 slurm::SlurmCommand::Submit {
@@ -171,14 +201,35 @@ fn run(cli: Cli) -> Result<()> {
                 submit = submit.partition(p);
             }
             let submit = cluster.slurm_args.apply(submit);
-            let server = connect(&cluster, &Via::Nodes(&cluster.nodes), &secret, Some(submit))?;
+            let server = connect(&cluster, &Via::Nodes(&cluster.nodes), secret, Some(submit))?;
             maclaurin_on(&server, cluster.json, job.terms, job.tasks, job.x)
         }
+        Command::Secret { .. } => Ok(()),
     }
 }
 
-fn status(node: &str, secret: &[u8], json: bool, timeout: f64) -> Result<()> {
-    let s = ppclient::node_status(node, secret, Duration::from_secs_f64(timeout))?;
+fn secret(action: &SecretCmd) -> Result<()> {
+    match action {
+        SecretCmd::New { file } => {
+            let fingerprint = ppcore::write_new_key_file(file)?;
+            println!(
+                "wrote a new key to {} (fingerprint {fingerprint}); copy it to every node and client \
+                 and pass it with --secret-file FILE",
+                file.display()
+            );
+        }
+        SecretCmd::Fingerprint { file } => {
+            for key in ppcore::KeySet::read_file(file)?.keys() {
+                println!("{}", key.fingerprint());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result<()> {
+    let keys = keys.ok_or(ppcore::KeyError::Missing)?;
+    let s = ppclient::node_status_with(node, keys, Duration::from_secs_f64(timeout))?;
     if json {
         let jobs: Vec<_> = s.jobs.iter().map(|j| &j.name).collect();
         let out = serde_json::json!({
@@ -189,7 +240,7 @@ fn status(node: &str, secret: &[u8], json: bool, timeout: f64) -> Result<()> {
         println!("{out}");
     } else {
         println!("node        {node}");
-        println!("version     {}", s.version);
+        println!("version     {}", ppcore::escape(&s.version));
         println!("workers     {}", s.workers);
         println!("uptime      {:.1} s", s.uptime_s);
         println!("connections {}", s.connections);
@@ -201,7 +252,7 @@ fn status(node: &str, secret: &[u8], json: bool, timeout: f64) -> Result<()> {
             "jobs        {}",
             s.jobs
                 .iter()
-                .map(|j| j.name.as_str())
+                .map(|j| ppcore::escape(&j.name))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -230,13 +281,13 @@ fn vias(cluster: &ClusterArgs) -> Vec<Via<'_>> {
 fn connect(
     cluster: &ClusterArgs,
     via: &Via<'_>,
-    secret: &[u8],
+    keys: Option<&KeySet>,
     submit: Option<ppclient::Slurm>,
 ) -> Result<Server> {
     // Refusals are this command's one error line (below), not the library's.
     let mut builder = Server::builder().report_refusals(false);
-    if !secret.is_empty() {
-        builder = builder.secret(secret);
+    if let Some(keys) = keys {
+        builder = builder.keys(keys.clone());
     }
     // With Slurm the builder's default is no local workers.
     if let Some(n) = cluster.ncpus {
@@ -278,7 +329,16 @@ fn connect(
     }
     for node in server.nodes() {
         if let NodeState::Failed { reason } = node.state {
-            bail!("node {} refused: {reason}", node.name);
+            // A node named on the command line must work; a discovered one
+            // is only a hint (anyone can answer a probe): warn and go on.
+            match via {
+                Via::Nodes(_) => bail!("node {} refused: {reason}", node.name),
+                // (Reasons quote peers escaped already.)
+                Via::Discovery(_) => eprintln!(
+                    "ppclient: skipping discovered node {}: {reason}",
+                    ppcore::escape(&node.name),
+                ),
+            }
         }
     }
     if server.ncpus() == 0 && server.active_nodes().is_empty() && !open_ended {
@@ -294,7 +354,13 @@ fn connect(
     Ok(server)
 }
 
-fn maclaurin(cluster: &ClusterArgs, secret: &[u8], terms: u64, tasks: u64, x: f64) -> Result<()> {
+fn maclaurin(
+    cluster: &ClusterArgs,
+    secret: Option<&KeySet>,
+    terms: u64,
+    tasks: u64,
+    x: f64,
+) -> Result<()> {
     for via in vias(cluster) {
         if !cluster.json {
             match via {

@@ -5,13 +5,14 @@ use std::process::Command;
 // Links the built-in jobs into this test binary, so the node has them.
 use jobs as _;
 
-const SECRET: &str = "cli-secret";
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ppcore::Key::generate().unwrap().to_text());
 
 fn node() -> ppserver::Running {
     let config = ppserver::Config {
         port: 0,
         workers: 2,
-        secret: ppcore::Secret::new(SECRET),
+        keys: Some(ppcore::KeySet::parse(&SECRET).unwrap()),
         ..Default::default()
     };
     ppserver::start(config, ppcore::Registry::linked().unwrap()).unwrap()
@@ -29,7 +30,7 @@ fn ppclient(args: &[&str], secret: &str) -> std::process::Output {
 fn status_prints_version_workers_jobs_and_counters() {
     let node = node();
     let addr = node.local_addr().to_string();
-    let out = ppclient(&["status", &addr], SECRET);
+    let out = ppclient(&["status", &addr], SECRET.as_str());
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     for want in [
@@ -41,7 +42,7 @@ fn status_prints_version_workers_jobs_and_counters() {
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
-    let out = ppclient(&["status", &addr, "--json"], SECRET);
+    let out = ppclient(&["status", &addr, "--json"], SECRET.as_str());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["workers"], 2);
 }
@@ -62,7 +63,7 @@ fn run_maclaurin_prints_the_sum_and_the_stats_table() {
             "1000000",
             "--json",
         ],
-        SECRET,
+        SECRET.as_str(),
     );
     assert!(
         out.status.success(),
@@ -77,7 +78,7 @@ fn run_maclaurin_prints_the_sum_and_the_stats_table() {
     assert_eq!(v["nodes"][1]["jobs"], 64);
     let out = ppclient(
         &["run", "maclaurin", "--nodes", &addr, "--terms", "100000"],
-        SECRET,
+        SECRET.as_str(),
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("job count | % of all jobs"), "{text}");
@@ -85,22 +86,28 @@ fn run_maclaurin_prints_the_sum_and_the_stats_table() {
 }
 
 #[test]
-fn wrong_secret_is_one_clear_line_and_a_failure_exit() {
+fn wrong_key_is_one_clear_line_and_a_failure_exit() {
     let node = node();
     let addr = node.local_addr().to_string();
+    let other = ppcore::Key::generate().unwrap().to_text();
     let out = ppclient(
         &["run", "maclaurin", "--nodes", &addr, "--ncpus", "0"],
-        "wrong",
+        &other,
     );
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains(&addr) && err.contains("authentication failed"),
-        "{err}"
-    );
-    let out = ppclient(&["status", &addr], "wrong");
+    assert!(err.contains(&addr) && err.contains("wrong key"), "{err}");
+    let out = ppclient(&["status", &addr], &other);
     assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(&addr) && err.contains("wrong key"), "{err}");
+    // A value that is not a generated key never reaches the network.
+    let out = ppclient(&["status", &addr], "hunter2");
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("ppclient secret new FILE"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 /// Numbers that used to panic or start a billion threads are usage errors
@@ -114,7 +121,7 @@ fn absurd_numbers_are_usage_errors_not_panics() {
         &["status", "127.0.0.1:1", "--timeout", "1e300"],
         &["run", "maclaurin", "--ncpus", "1000000000"],
     ] {
-        let out = ppclient(args, SECRET);
+        let out = ppclient(args, &SECRET);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("out of range"), "{args:?}: {err}");

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "cli-slurm-secret";
+/// A generated key for the nodes Slurm starts.
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ppcore::Key::generate().unwrap().to_text());
 
 /// Whether a Slurm cluster answers; under CI a missing one fails the test.
 fn slurm_up() -> bool {
@@ -96,7 +98,7 @@ fn maclaurin_inside_an_allocation_runs_on_two_slurm_steps_exactly() {
         .args(["--listen", "127.0.0.1:0", "--key-dir", &dir])
         .arg("--node-program")
         .arg(&node)
-        .env("PP_SECRET", SECRET)
+        .env("PP_SECRET", &*SECRET)
         .stdin(Stdio::null())
         .output()
         .expect("salloc runs");
@@ -133,7 +135,7 @@ fn slurm_submit_runs_the_job_and_leaves_no_job_queued() {
         .arg("--node-program")
         .arg(&node)
         .args(["--", "--job-name=pp-cli-submit"])
-        .env("PP_SECRET", SECRET)
+        .env("PP_SECRET", &*SECRET)
         .stdin(Stdio::null())
         .output()
         .expect("ppclient runs");
@@ -180,7 +182,7 @@ fn a_killed_client_leaves_no_job_queued_within_60_s() {
         .args(["--listen", "127.0.0.1:0", "--key-dir", &dir])
         .arg("--node-program")
         .arg(&node)
-        .env("PP_SECRET", SECRET)
+        .env("PP_SECRET", &*SECRET)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

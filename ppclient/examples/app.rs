@@ -2,13 +2,14 @@
 //! by subcommand, with process isolation on the node.
 //!
 //! ```sh
-//! export PP_SECRET=s3cret
+//! cargo run -p ppclient --bin ppclient -- secret new pp.key  # or: ppserver --gen-secret pp.key
+//! export PP_SECRET=$(cat pp.key)
 //! cargo run -p ppclient --example app -- node 127.0.0.1:60001 &
 //! cargo run -p ppclient --example app -- client 127.0.0.1:60001
 //! ```
 
 use ppclient::node::{Config, Isolation};
-use ppclient::{Registry, Secret, Server};
+use ppclient::{KeySet, Registry, Server};
 
 ppclient::job! {
     /// Upper-cases its text.
@@ -28,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let config = Config {
                 interface: addr.ip(),
                 port: addr.port(),
-                secret: Secret::new(secret),
+                keys: Some(KeySet::parse(&secret)?),
                 isolation: Isolation::Process,
                 ..Config::default()
             };

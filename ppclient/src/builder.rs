@@ -9,14 +9,15 @@ use crate::slurm::{Slurm, SlurmError};
 use crate::task::Task;
 use crate::tracker::Tracker;
 use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
-use ppcore::{DuplicateJob, Pool, Registry, Secret};
+use ppcore::{DuplicateJob, KeyError, KeySet, Pool, Registry};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where [`Builder`] finds the secret when none is given.
+/// Where [`Builder`] finds the key when none is given.
 pub const SECRET_ENV: &str = "PP_SECRET";
 
 /// Why a [`Server`] could not be built.
@@ -26,6 +27,10 @@ pub enum BuildError {
     /// Two linked jobs share a name.
     #[error(transparent)]
     DuplicateJob(#[from] DuplicateJob),
+    /// No key where nodes are to be reached, or a value that is not a
+    /// generated key (the message says how to make one).
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// A thread could not be started, or the listening address bound.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -69,7 +74,7 @@ pub struct Builder {
     ncpus: Option<usize>,
     registry: Option<Registry>,
     nodes: Vec<String>,
-    secret: Option<Secret>,
+    keys: Option<KeySource>,
     discover: Option<(String, SocketAddr)>,
     listen: Option<String>,
     dashboard: Option<String>,
@@ -79,7 +84,6 @@ pub struct Builder {
     report_refusals: bool,
     settings: LinkSettings,
     /// The secret as given, for the key file of Slurm nodes.
-    secret_bytes: Vec<u8>,
     slurm: Option<Slurm>,
     dns: Vec<DnsName>,
     dns_every: Duration,
@@ -91,7 +95,7 @@ impl Default for Builder {
             ncpus: None,
             registry: None,
             nodes: Vec::new(),
-            secret: None,
+            keys: None,
             discover: None,
             listen: None,
             dashboard: None,
@@ -100,13 +104,12 @@ impl Default for Builder {
             require_nodes: 0,
             report_refusals: true,
             settings: LinkSettings {
-                secret: Secret::default(),
+                keys: None,
                 connect_timeout: Duration::from_secs(2),
                 heartbeat: Duration::from_secs(1),
                 max_prefetch: 1024,
                 max_frame: DEFAULT_MAX_FRAME,
             },
-            secret_bytes: Vec::new(),
             slurm: None,
             dns: Vec::new(),
             dns_every: Duration::from_secs(10),
@@ -138,12 +141,28 @@ impl Builder {
         self
     }
 
-    /// The secret shared with the nodes. Without it, the `PP_SECRET`
-    /// environment variable, as `ppserver` and the `ppclient` command read
-    /// it; without that, the empty secret (which nodes accept on loopback only).
-    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        self.secret = Some(Secret::new(&secret));
-        self.secret_bytes = secret.as_ref().to_vec();
+    /// The cluster's key as text (`ppk1-...`, as `ppserver --gen-secret
+    /// FILE` or `ppclient secret new FILE` write it; two, blank-separated,
+    /// during a rollover). Without it, the `PP_SECRET` environment variable,
+    /// as `ppserver` and the `ppclient` command read it. A value that is not
+    /// a generated key makes [`Builder::build`] fail with
+    /// [`BuildError::Key`], saying how to make one. Needed only to reach
+    /// nodes (named, discovered or joining).
+    pub fn secret(mut self, key: impl AsRef<[u8]>) -> Self {
+        let text = String::from_utf8_lossy(key.as_ref()).into_owned();
+        self.keys = Some(KeySource::Text(text));
+        self
+    }
+
+    /// The cluster's key from a key file (see [`Builder::secret`]).
+    pub fn secret_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.keys = Some(KeySource::File(path.into()));
+        self
+    }
+
+    /// The cluster's keys, already read (see [`Builder::secret`]).
+    pub fn keys(mut self, keys: KeySet) -> Self {
+        self.keys = Some(KeySource::Keys(keys));
         self
     }
 
@@ -298,29 +317,32 @@ impl Builder {
             (None, Some(_)) => 0,
             (None, None) => detect_ncpus(),
         };
-        if self.secret.is_none() {
-            if let Some(env) = std::env::var_os(SECRET_ENV) {
-                self.secret_bytes = env.as_encoded_bytes().to_vec();
-                self.secret = Some(Secret::new(&self.secret_bytes));
-            }
-        }
-        if self.slurm.is_some() {
-            if self.listen.is_none() {
-                self.listen = Some("0.0.0.0:0".into());
-            }
-            if self.secret_bytes.is_empty() {
-                self.secret_bytes = crate::slurm::random_secret()?;
-                self.secret = Some(Secret::new(&self.secret_bytes));
-            }
+        if self.slurm.is_some() && self.listen.is_none() {
+            self.listen = Some("0.0.0.0:0".into());
         }
         let listener = match &self.listen {
             Some(addr) => Some(TcpListener::bind(addr.as_str())?),
             None => None,
         };
-        let secret = self.secret.clone().unwrap_or_default();
+        let mut keys = match self.keys.take() {
+            Some(source) => Some(source.read()?),
+            None => match std::env::var_os(SECRET_ENV) {
+                Some(text) => Some(KeySet::parse(&text.to_string_lossy())?),
+                None => None,
+            },
+        };
+        // Slurm nodes are started by us: without a key, a fresh one for them.
+        if self.slurm.is_some() && keys.is_none() {
+            keys = Some(KeySet::one(ppcore::Key::generate()?));
+        }
+        let remote = !self.nodes.is_empty() || listener.is_some() || self.discover.is_some();
+        if remote && keys.is_none() {
+            return Err(KeyError::Missing.into());
+        }
+        let slurm_key_file = keys.as_ref().map(crate::slurm::key_file_text);
         // Times are capped so that no deadline computed from them overflows.
         let settings = LinkSettings {
-            secret,
+            keys,
             connect_timeout: ppcore::limits::cap(self.settings.connect_timeout),
             heartbeat: ppcore::limits::cap(self.settings.heartbeat).max(Duration::from_millis(1)),
             ..self.settings.clone()
@@ -347,10 +369,11 @@ impl Builder {
             None => None,
         };
         if let Some((pattern, target)) = self.discover.clone() {
-            let _ = crate::discovery::probe(&core, &pattern, target);
+            let found = crate::discovery::Found::new();
+            let _ = crate::discovery::probe(&core, &pattern, target, &found);
             let core = Arc::clone(&core);
             Arc::clone(&core).spawn("pp-discover", move || {
-                crate::discovery::discover(&core, &pattern, target)
+                crate::discovery::discover(&core, &pattern, target, &found)
             })?;
         }
         for dns in self.dns.clone() {
@@ -359,9 +382,9 @@ impl Builder {
                 .name("pp-dns".into())
                 .spawn(move || crate::dns::watch(&core, &dns.name, &dns.resolver, every))?;
         }
-        let slurm = match (&self.slurm, listen_addr) {
-            (Some(slurm), Some(addr)) => {
-                match crate::slurm::start(slurm, &self.secret_bytes, addr, &core) {
+        let slurm = match (&self.slurm, listen_addr, &slurm_key_file) {
+            (Some(slurm), Some(addr), Some(key_file)) => {
+                match crate::slurm::start(slurm, key_file, addr, &core) {
                     Ok(launched) => Some(launched),
                     Err(e) => {
                         core.stop();
@@ -413,6 +436,33 @@ impl Builder {
             Some(launched) => server.with_slurm(launched),
             None => server,
         })
+    }
+}
+
+/// Where the keys come from; read at build. Never printed.
+#[derive(Clone)]
+enum KeySource {
+    Text(String),
+    File(PathBuf),
+    Keys(KeySet),
+}
+
+impl KeySource {
+    fn read(self) -> Result<KeySet, KeyError> {
+        match self {
+            KeySource::Text(text) => KeySet::parse(&text),
+            KeySource::File(path) => KeySet::read_file(&path),
+            KeySource::Keys(keys) => Ok(keys),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::File(path) => f.debug_tuple("File").field(path).finish(),
+            KeySource::Text(_) | KeySource::Keys(_) => f.write_str("Keys(..)"),
+        }
     }
 }
 

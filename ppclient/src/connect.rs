@@ -1,9 +1,11 @@
 //! Reaching a node: resolve, connect, authenticate; and a one-off status query.
 
 use crate::remote::LinkSettings;
+use ppcore::link::HANDSHAKE_MAX_FRAME;
+use ppcore::secure::ClientHandshake;
 use ppcore::wire::{ClientMsg, NodeMsg, DEFAULT_PORT};
-use ppcore::{encode_frame, ClientHandshake, FrameError, FrameReader, HandshakeError, Secret};
-use std::io::Write;
+use ppcore::{escape, FrameError, Framer, Key, KeySet, SecureError};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -56,43 +58,6 @@ pub(crate) fn dial(name: &str, settings: &LinkSettings) -> Result<TcpStream, Con
     Err(last)
 }
 
-/// Authenticates on a fresh connection, for a one-off query; returns the
-/// node's `Welcome`. (Links to nodes authenticate through `ppcore::ClientLink`.)
-pub(crate) fn handshake(
-    stream: &TcpStream,
-    settings: &LinkSettings,
-) -> Result<NodeMsg, ConnectError> {
-    let io = |e: std::io::Error| ConnectError::retry(format!("handshake failed: {e}"));
-    stream.set_nodelay(true).map_err(io)?;
-    stream
-        .set_read_timeout(Some(settings.connect_timeout.max(Duration::from_secs(1))))
-        .map_err(io)?;
-    let nonce = ppcore::nonce().map_err(|e| ConnectError::retry(format!("no randomness: {e}")))?;
-    let (hs, hello) = ClientHandshake::start(settings.secret.clone(), nonce);
-    let mut writer = stream.try_clone().map_err(io)?;
-    let mut reader = FrameReader::new(stream.try_clone().map_err(io)?, settings.max_frame);
-    let mut next = |writer: &mut TcpStream, msg: &ClientMsg| -> Result<NodeMsg, ConnectError> {
-        let frame = encode_frame(msg).map_err(|e| ConnectError::retry(e.to_string()))?;
-        writer.write_all(&frame).map_err(io)?;
-        match reader.read::<NodeMsg>() {
-            Ok(Some(m)) => Ok(m),
-            Ok(None) => Err(ConnectError::retry(
-                "the node closed the connection during the handshake",
-            )),
-            Err(FrameError::Io(e)) => Err(io(e)),
-            Err(e) => Err(ConnectError::retry(format!("handshake failed: {e}"))),
-        }
-    };
-    let final_error =
-        |e: HandshakeError| ConnectError::retry(e.to_string()).kind(StatusErrorKind::Refused);
-    let challenge = next(&mut writer, &hello)?;
-    let auth = hs.on_challenge(challenge).map_err(final_error)?;
-    let welcome = next(&mut writer, &auth)?;
-    let welcome = hs.on_welcome(welcome).map_err(final_error)?;
-    stream.set_read_timeout(None).map_err(io)?;
-    Ok(welcome)
-}
-
 /// Why [`node_status`] failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{node}: {reason}")]
@@ -112,7 +77,7 @@ pub struct StatusError {
 /// use ppclient::StatusErrorKind;
 /// match ppclient::node_status("10.0.0.2", "secret", std::time::Duration::from_secs(2)) {
 ///     Ok(s) => println!("{} workers", s.workers),
-///     Err(e) if e.kind == StatusErrorKind::Refused => eprintln!("check the secret: {e}"),
+///     Err(e) if e.kind == StatusErrorKind::Refused => eprintln!("check the key: {e}"),
 ///     Err(e) => eprintln!("{e}"),
 /// }
 /// ```
@@ -121,16 +86,35 @@ pub struct StatusError {
 pub enum StatusErrorKind {
     /// No connection: the name does not resolve, or nobody listens there.
     Unreachable,
-    /// The node refused us: wrong secret, another protocol version, or full.
+    /// The node refused us: wrong key, another protocol version, or full.
     Refused,
     /// The connection broke, timed out or carried nonsense once made.
     Broken,
 }
 
-/// Asks the node at `addr` (`host` or `host:port`) for its status.
+/// Asks the node at `addr` (`host` or `host:port`) for its status. `key`
+/// is the cluster's key as text (see [`Builder::secret`](crate::Builder::secret));
+/// during a rollover each key is offered in turn.
 pub fn node_status(
     addr: &str,
-    secret: impl AsRef<[u8]>,
+    key: impl AsRef<[u8]>,
+    timeout: Duration,
+) -> Result<ppcore::wire::NodeStatus, StatusError> {
+    let node = with_port(addr);
+    let fail = |reason: String| StatusError {
+        node: node.clone(),
+        kind: StatusErrorKind::Refused,
+        reason,
+    };
+    let keys =
+        KeySet::parse(&String::from_utf8_lossy(key.as_ref())).map_err(|e| fail(e.to_string()))?;
+    node_status_with(addr, &keys, timeout)
+}
+
+/// [`node_status`] with the keys already read.
+pub fn node_status_with(
+    addr: &str,
+    keys: &KeySet,
     timeout: Duration,
 ) -> Result<ppcore::wire::NodeStatus, StatusError> {
     let node = with_port(addr);
@@ -141,28 +125,99 @@ pub fn node_status(
     };
     let fail = |reason: String| fail_as(StatusErrorKind::Broken, reason);
     let settings = LinkSettings {
-        secret: Secret::new(secret),
+        keys: Some(keys.clone()),
         connect_timeout: timeout,
         heartbeat: timeout,
         max_prefetch: 0,
         max_frame: ppcore::wire::DEFAULT_MAX_FRAME,
     };
-    let stream = dial(&node, &settings).map_err(|e| fail_as(e.kind, e.reason))?;
-    handshake(&stream, &settings).map_err(|e| fail_as(e.kind, e.reason))?;
-    let io = |e: std::io::Error| fail(e.to_string());
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    let frame = encode_frame(&ClientMsg::Status).map_err(|e| fail(e.to_string()))?;
-    (&stream).write_all(&frame).map_err(io)?;
-    let mut reader = FrameReader::new(&stream, settings.max_frame);
+    let mut last = String::new();
+    for key in keys.keys() {
+        let stream = dial(&node, &settings).map_err(|e| fail_as(e.kind, e.reason))?;
+        match status_over(&stream, key, &settings, timeout) {
+            Ok(status) => return Ok(status),
+            Err(Refused::WrongKey(reason)) => last = reason,
+            Err(Refused::Other(reason)) => return Err(fail(reason)),
+            Err(Refused::Node(reason)) => return Err(fail_as(StatusErrorKind::Refused, reason)),
+        }
+    }
+    Err(fail_as(StatusErrorKind::Refused, last))
+}
+
+/// Why one attempt failed.
+enum Refused {
+    /// The node does not hold this key: the next may do.
+    WrongKey(String),
+    /// The node refused us for another reason (version, full, closed).
+    Node(String),
+    /// The connection broke or carried nonsense.
+    Other(String),
+}
+
+/// The handshake with `key` on `stream`, then one status query.
+fn status_over(
+    stream: &TcpStream,
+    key: &Key,
+    settings: &LinkSettings,
+    timeout: Duration,
+) -> Result<ppcore::wire::NodeStatus, Refused> {
+    let other = |e: &dyn std::fmt::Display| Refused::Other(e.to_string());
+    stream.set_nodelay(true).map_err(|e| other(&e))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| other(&e))?;
+    let mut framer = Framer::new(HANDSHAKE_MAX_FRAME);
+    let (mut hs, first) = ClientHandshake::start(key, &[]).map_err(|e| other(&e))?;
+    let frame = framer.encode_handshake(&first).map_err(|e| other(&e))?;
+    (&*stream).write_all(&frame).map_err(|e| other(&e))?;
+    let answer = read_one(stream, &mut framer, |f| f.decode_handshake())?;
+    match hs.read(&answer).and_then(|_| hs.finish()) {
+        Ok(session) => framer.secure(session),
+        Err(e @ SecureError::WrongKey) => return Err(Refused::WrongKey(e.to_string())),
+        Err(e) => return Err(Refused::Node(e.to_string())),
+    }
+    framer.set_max(settings.max_frame);
+    for msg in [ClientMsg::Ping(0), ClientMsg::Status] {
+        let frame = framer.encode(&msg).map_err(|e| other(&e))?;
+        (&*stream).write_all(&frame).map_err(|e| other(&e))?;
+    }
     loop {
-        match reader.read::<NodeMsg>() {
-            Ok(Some(NodeMsg::Status(status))) => {
-                let _ = (&stream).write_all(&encode_frame(&ClientMsg::Goodbye).unwrap_or_default());
+        match read_one(stream, &mut framer, |f| f.decode::<NodeMsg>())? {
+            NodeMsg::Status(status) => {
+                if let Ok(bye) = framer.encode(&ClientMsg::Goodbye) {
+                    let _ = (&*stream).write_all(&bye);
+                }
                 return Ok(status);
             }
-            Ok(Some(_)) => continue, // a Draining notice and the like
-            Ok(None) => return Err(fail("the node closed the connection".into())),
-            Err(e) => return Err(fail(e.to_string())),
+            NodeMsg::Reject { reason, .. } => {
+                return Err(Refused::Node(format!(
+                    "the node closed the connection: {}",
+                    escape(&reason)
+                )))
+            }
+            _ => continue, // its Welcome, a Pong, a Draining notice
+        }
+    }
+}
+
+/// Reads until `decode` gives a whole frame.
+fn read_one<T>(
+    mut stream: &TcpStream,
+    framer: &mut Framer,
+    mut decode: impl FnMut(&mut Framer) -> Result<Option<T>, FrameError>,
+) -> Result<T, Refused> {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match decode(framer) {
+            Ok(Some(got)) => return Ok(got),
+            Ok(None) => {}
+            Err(e) => return Err(Refused::Other(escape(&e.to_string()).into_owned())),
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return Err(Refused::Other("the node closed the connection".into())),
+            Ok(n) => framer.push(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Refused::Other(format!("read failed: {e}"))),
         }
     }
 }

@@ -22,7 +22,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `server` | [`Server`]: submit, wait, map, groups, stats |
-//! | `builder`, `options` | [`Builder`] (ncpus, nodes, secret, discovery, listen, retries) and per-job [`Options`], [`JobOptions`] |
+//! | `builder`, `options` | [`Builder`] (ncpus, nodes, keys, discovery, listen, retries) and per-job [`Options`], [`JobOptions`] |
 //! | `core` | what the server's threads share: the queue, links, stop flag; who can run a job |
 //! | `remote` | what the server knows of each node (state, jobs, counters); starts its link |
 //! | `session` | the driver of one link ([`ppcore::ClientLink`]): dial, read, write, feed jobs from the queue within the window, resolve or requeue what the link gives back |
@@ -54,13 +54,13 @@ mod timer;
 mod tracker;
 
 pub use builder::{detect_ncpus, BuildError, Builder, SECRET_ENV};
-pub use connect::{node_status, StatusError, StatusErrorKind};
+pub use connect::{node_status, node_status_with, StatusError, StatusErrorKind};
 pub use handle::{AsCompleted, JobHandle};
 pub use options::{JobOptions, Options};
 pub use ppcore::wire::NodeStatus;
 pub use ppcore::{
-    job, DuplicateJob, ErrorKind, Fallible, Job, JobEntry, JobError, NodeStats, Registry, Secret,
-    Stats,
+    job, DuplicateJob, ErrorKind, Fallible, Job, JobEntry, JobError, Key, KeySet, NodeStats,
+    Registry, Stats,
 };
 /// Numeric vectors (`f64`, `f32`, `i64`, ...) that travel as raw
 /// little-endian bytes: the fast way to send arrays.

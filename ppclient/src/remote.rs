@@ -8,7 +8,7 @@
 
 use crate::core::Core;
 use crate::session::{drive, Target, Waker};
-use ppcore::{NodeCounters, Secret};
+use ppcore::{KeySet, NodeCounters};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +21,8 @@ pub(crate) type JobSet = Arc<HashMap<String, HashSet<String>>>;
 /// Settings every link uses.
 #[derive(Debug, Clone)]
 pub(crate) struct LinkSettings {
-    pub(crate) secret: Secret,
+    /// The cluster's keys; `None` when no node is to be reached.
+    pub(crate) keys: Option<KeySet>,
     pub(crate) connect_timeout: Duration,
     pub(crate) heartbeat: Duration,
     pub(crate) max_prefetch: usize,
@@ -46,7 +47,8 @@ pub enum NodeState {
         /// Why the last attempt failed.
         reason: String,
     },
-    /// Refused for good (wrong secret, other protocol version).
+    /// Refused for good (wrong key, other protocol version), or a
+    /// discovered node given up after failures in a row.
     Failed {
         /// What the node or the handshake said.
         reason: String,

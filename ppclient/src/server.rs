@@ -23,7 +23,7 @@ fn unresolved(submitted: u64, ended: [u64; 5]) -> u64 {
 
 /// The kind of error for a job that no local worker and no node can run:
 /// [`ErrorKind::Auth`] if a node that might have run it refused us (it is
-/// `Failed`: wrong secret, other protocol version), else
+/// `Failed`: wrong key, other protocol version), else
 /// [`ErrorKind::UnknownJob`]. The one rule for every place that gives up on
 /// such a job.
 pub(crate) fn unrunnable_kind(nodes: &[NodeInfo]) -> ErrorKind {

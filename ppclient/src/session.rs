@@ -23,7 +23,7 @@ use ppcore::wire::RunJob;
 use ppcore::{Outbox, Wake};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,14 +75,14 @@ pub(crate) enum Target {
     /// A node we dial, already known by name.
     Named(Arc<Link>),
     /// A node that dialled us; known by name once it said who it is.
-    Joined(SocketAddr),
+    Joined(Arc<crate::discovery::Join>),
 }
 
-/// The link's settings from the server's.
-pub(crate) fn link_config(core: &Core, reconnect: bool) -> LinkConfig {
+/// The link's settings from the server's; `None` without keys.
+pub(crate) fn link_config(core: &Core, reconnect: bool) -> Option<LinkConfig> {
     let s = &core.settings;
-    LinkConfig {
-        secret: s.secret.clone(),
+    Some(LinkConfig {
+        keys: s.keys.clone()?,
         heartbeat: s.heartbeat,
         handshake_timeout: s.connect_timeout.max(Duration::from_secs(1)),
         max_frame: s.max_frame,
@@ -90,12 +90,16 @@ pub(crate) fn link_config(core: &Core, reconnect: bool) -> LinkConfig {
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(5),
         reconnect,
-    }
+        give_up_after: None,
+    })
 }
 
 struct Driver<'a> {
     core: &'a Arc<Core>,
     target: Target,
+    /// A joined node's place in the join table, held while it is served
+    /// under its name (dropping it frees the name).
+    joined: Option<Arc<crate::discovery::Join>>,
     link: ClientLink<Arc<dyn Task>>,
     poll: Poll,
     waker: Arc<Waker>,
@@ -121,6 +125,23 @@ struct Driver<'a> {
 /// Runs the link for `target` until it closes: dialling (or, for a node that
 /// joined, over `stream`), serving, reconnecting.
 pub(crate) fn drive(core: &Arc<Core>, target: Target, stream: Option<std::net::TcpStream>) {
+    let Some(config) = link_config(core, stream.is_none()) else {
+        if let Target::Named(record) = &target {
+            let reason = ppcore::KeyError::Missing.to_string();
+            record.set_state(NodeState::Failed { reason });
+        }
+        return;
+    };
+    drive_with(core, target, stream, config);
+}
+
+/// [`drive`] with the link's settings given (a discovered node's gives up).
+pub(crate) fn drive_with(
+    core: &Arc<Core>,
+    target: Target,
+    stream: Option<std::net::TcpStream>,
+    config: LinkConfig,
+) {
     let (poll, waker) = match Poll::new().and_then(|p| Waker::new(&p).map(|w| (p, w))) {
         Ok(pw) => pw,
         Err(e) => {
@@ -136,8 +157,8 @@ pub(crate) fn drive(core: &Arc<Core>, target: Target, stream: Option<std::net::T
     };
     let now = Instant::now();
     let link = match &stream {
-        None => ClientLink::new(link_config(core, true), now),
-        Some(_) => ClientLink::accepted(link_config(core, false), now),
+        None => ClientLink::new(config, now),
+        Some(_) => ClientLink::accepted(config, now),
     };
     if let Target::Named(record) = &target {
         record.set_waker(Arc::clone(&waker));
@@ -155,6 +176,7 @@ pub(crate) fn drive(core: &Arc<Core>, target: Target, stream: Option<std::net::T
         readable: false,
         watch_write: false,
         name: String::new(),
+        joined: None,
         buf: vec![0u8; READ_BUF],
         stopping: false,
         swept: now,
@@ -186,7 +208,7 @@ impl Driver<'_> {
     fn target_name(&self) -> String {
         match &self.target {
             Target::Named(r) => r.name.clone(),
-            Target::Joined(peer) => peer.to_string(),
+            Target::Joined(join) => join.peer.to_string(),
         }
     }
 
@@ -447,15 +469,22 @@ impl Driver<'_> {
     }
 
     fn up(&mut self, hello: ppcore::link::NodeHello) {
-        if let Target::Joined(peer) = self.target {
-            let record = self.core.link(&hello.node_id).unwrap_or_else(|| {
-                let record = Link::new(hello.node_id.clone());
+        if let Target::Joined(join) = &self.target {
+            let peer = join.peer;
+            // Named by its claimed id and its address; never over a live join.
+            let Some(name) = join.claim(&hello.node_id) else {
+                tracing::warn!(%peer, "a node of that name is already joined: refused");
+                return self.link.handle(Event::Close, Instant::now());
+            };
+            let record = self.core.link(&name).unwrap_or_else(|| {
+                let record = Link::new(name);
                 self.core.add_link(Arc::clone(&record));
                 record
             });
             tracing::info!(%peer, node = %record.name, "node joined");
             record.set_addr(Some(peer));
             record.set_waker(Arc::clone(&self.waker));
+            self.joined = Some(Arc::clone(join));
             self.target = Target::Named(record);
             self.name = self.target_name();
         }
@@ -507,14 +536,6 @@ impl Driver<'_> {
             let _ = stream.shutdown(Shutdown::Both);
             return self.link.handle(Event::ConnectFailed(e.to_string()), now);
         }
-        let nonce = match ppcore::nonce() {
-            Ok(nonce) => nonce,
-            Err(e) => {
-                let _ = self.poll.registry().deregister(&mut stream);
-                let reason = format!("no randomness: {e}");
-                return self.link.handle(Event::ConnectFailed(reason), now);
-            }
-        };
         if let Some(r) = self.record() {
             r.set_addr(stream.peer_addr().ok());
         }
@@ -522,7 +543,7 @@ impl Driver<'_> {
         self.outbox.clear();
         self.readable = true;
         self.conn = Some(stream);
-        self.link.handle(Event::Connected { nonce }, now);
+        self.link.handle(Event::Connected, now);
     }
 
     /// A node that stops reading is lost after this long without progress.

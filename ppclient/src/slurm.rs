@@ -643,21 +643,18 @@ impl Drop for KeyFile {
 
 /// A few random hex digits, to tell this client's files and steps apart.
 fn random_tag() -> String {
-    ppcore::nonce()
-        .map(|n| n[..4].iter().map(|b| format!("{b:02x}")).collect())
+    ppcore::Key::generate()
+        .map(|k| k.fingerprint())
         .unwrap_or_default()
 }
 
-/// A fresh random secret, for nodes when the client was given none.
-pub(crate) fn random_secret() -> Result<Vec<u8>, SlurmError> {
-    let n = ppcore::nonce().map_err(|e| SlurmError::Command {
-        command: "getrandom".into(),
-        reason: e.to_string(),
-    })?;
-    Ok(n.iter()
-        .map(|b| format!("{b:02x}"))
+/// The text of a key file for the nodes: one `ppk1-` key a line.
+pub(crate) fn key_file_text(keys: &ppcore::KeySet) -> Vec<u8> {
+    keys.keys()
+        .iter()
+        .map(|k| k.to_text() + "\n")
         .collect::<String>()
-        .into_bytes())
+        .into_bytes()
 }
 
 fn command_error(command: &str, reason: impl std::fmt::Display) -> SlurmError {

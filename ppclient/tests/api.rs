@@ -3,6 +3,12 @@
 
 use ppclient::{ByteBuf, ErrorKind, Server};
 
+/// The cluster's key, and another one.
+static RIGHT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ppclient::Key::generate().unwrap().to_text());
+static WRONG: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ppclient::Key::generate().unwrap().to_text());
+
 const MIB: usize = 1 << 20;
 
 #[test]
@@ -28,7 +34,7 @@ fn node(secret: &str) -> ppclient::node::Running {
     let config = ppclient::node::Config {
         port: 0,
         workers: 1,
-        secret: ppclient::Secret::new(secret),
+        keys: Some(ppclient::KeySet::parse(secret).unwrap()),
         ..Default::default()
     };
     ppclient::node::start(config, ppclient::Registry::linked().unwrap()).unwrap()
@@ -36,10 +42,10 @@ fn node(secret: &str) -> ppclient::node::Running {
 
 #[test]
 fn too_big_arguments_fail_the_same_with_local_workers_and_a_node() {
-    let node = node("s");
+    let node = node(&RIGHT);
     let server = Server::builder()
         .ncpus(1)
-        .secret("s")
+        .secret(RIGHT.as_str())
         .nodes([node.local_addr().to_string()])
         .build()
         .unwrap();
@@ -58,6 +64,7 @@ fn too_big_arguments_fail_the_same_with_local_workers_and_a_node() {
 fn process_isolation_without_init_worker_is_refused_with_the_reason() {
     let config = ppclient::node::Config {
         port: 0,
+        keys: Some(ppclient::KeySet::parse(&RIGHT).unwrap()),
         isolation: ppclient::node::Isolation::Process,
         ..Default::default()
     };
@@ -127,12 +134,12 @@ fn the_secret_comes_from_pp_secret_when_none_is_given() {
         assert_eq!(server.submit(jobs::echo_u64, (11,)).wait(), Ok(11));
         return;
     }
-    let node = node("from-the-environment");
+    let node = node(&RIGHT);
     let addr = node.local_addr().to_string();
     let out = rerun(
         NAME,
         &[
-            ("PP_SECRET", Some("from-the-environment")),
+            ("PP_SECRET", Some(RIGHT.as_str())),
             ("PP_TEST_NODE", Some(&addr)),
         ],
     );
@@ -143,11 +150,11 @@ fn the_secret_comes_from_pp_secret_when_none_is_given() {
 
 #[test]
 fn a_refusing_node_fails_the_jobs_only_it_could_run_with_auth() {
-    let node = node("right");
+    let node = node(&RIGHT);
     let addr = node.local_addr().to_string();
     let server = Server::builder()
         .ncpus(0)
-        .secret("wrong")
+        .secret(WRONG.as_str())
         .nodes([addr.clone()])
         .build()
         .unwrap();
@@ -166,10 +173,7 @@ fn a_refusing_node_fails_the_jobs_only_it_could_run_with_auth() {
         row.down.as_deref().unwrap_or("").starts_with("refused"),
         "{row:?}"
     );
-    assert!(
-        stats.to_string().contains("refused: authentication failed"),
-        "{stats}"
-    );
+    assert!(stats.to_string().contains("refused: wrong key"), "{stats}");
 }
 
 #[test]
@@ -179,12 +183,13 @@ fn a_node_without_the_job_gives_unknown_job_not_auth() {
     let config = ppclient::node::Config {
         port: 0,
         workers: 1,
+        keys: Some(ppclient::KeySet::parse(&RIGHT).unwrap()),
         ..Default::default()
     };
     let node = ppclient::node::start(config, registry).unwrap();
     let server = Server::builder()
         .ncpus(0)
-        .secret("")
+        .secret(RIGHT.as_str())
         .nodes([node.local_addr().to_string()])
         .build()
         .unwrap();
@@ -195,11 +200,11 @@ fn a_node_without_the_job_gives_unknown_job_not_auth() {
 
 #[test]
 fn require_nodes_makes_build_fail_when_nodes_refuse_or_are_down() {
-    let node = node("right");
+    let node = node(&RIGHT);
     let addr = node.local_addr().to_string();
     let refused = Server::builder()
         .ncpus(1)
-        .secret("wrong")
+        .secret(WRONG.as_str())
         .nodes([addr.clone(), "127.0.0.1:1".to_owned()])
         .require_nodes(1)
         .build()
@@ -214,7 +219,7 @@ fn require_nodes_makes_build_fail_when_nodes_refuse_or_are_down() {
     assert!(text.contains(&format!("{addr} refused")), "{text}");
     assert!(text.contains("127.0.0.1:1 down"), "{text}");
     let server = Server::builder()
-        .secret("right")
+        .secret(RIGHT.as_str())
         .nodes([addr])
         .require_nodes(1)
         .build()
@@ -228,7 +233,7 @@ fn a_refusing_node_is_reported_on_stderr_without_a_logger() {
     if child(NAME) {
         let addr = std::env::var("PP_TEST_NODE").unwrap();
         let server = Server::builder()
-            .secret("wrong")
+            .secret(WRONG.as_str())
             .nodes([addr])
             .build()
             .unwrap();
@@ -236,12 +241,12 @@ fn a_refusing_node_is_reported_on_stderr_without_a_logger() {
         assert_eq!(server.submit(jobs::echo_u64, (3,)).wait(), Ok(3));
         return;
     }
-    let node = node("right");
+    let node = node(&RIGHT);
     let addr = node.local_addr().to_string();
     let out = rerun(NAME, &[("PP_TEST_NODE", Some(&addr))]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let expected = format!("pp: node {addr} refused us: authentication failed");
+    let expected = format!("pp: node {addr} refused us: wrong key");
     assert!(stderr.contains(&expected), "{stderr}");
 }
 
@@ -251,7 +256,7 @@ fn a_program_that_reports_refusals_itself_can_turn_the_report_off() {
     if child(NAME) {
         let addr = std::env::var("PP_TEST_NODE").unwrap();
         let server = Server::builder()
-            .secret("wrong")
+            .secret(WRONG.as_str())
             .nodes([addr])
             .report_refusals(false)
             .build()
@@ -262,7 +267,7 @@ fn a_program_that_reports_refusals_itself_can_turn_the_report_off() {
         ));
         return;
     }
-    let node = node("right");
+    let node = node(&RIGHT);
     let addr = node.local_addr().to_string();
     let out = rerun(NAME, &[("PP_TEST_NODE", Some(&addr))]);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -12,7 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "dashboard-secret";
+/// A generated key, shared by the nodes and clients of this test process.
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ppcore::Key::generate().expect("randomness").to_text());
 
 /// How many gated jobs of each test may finish.
 static RELEASED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
@@ -53,7 +55,7 @@ fn nodes() -> Vec<ppserver::Running> {
             let config = ppserver::Config {
                 port: 0,
                 workers: 1,
-                secret: ppcore::Secret::new(SECRET),
+                keys: Some(ppcore::KeySet::parse(&SECRET).expect("a key")),
                 ..Default::default()
             };
             ppserver::start(config, Registry::linked().expect("registry")).expect("node starts")
@@ -64,7 +66,7 @@ fn nodes() -> Vec<ppserver::Running> {
 fn server(nodes: &[ppserver::Running]) -> Server {
     let server = Server::builder()
         .ncpus(1)
-        .secret(SECRET)
+        .secret(&*SECRET)
         .nodes(nodes.iter().map(|n| n.local_addr().to_string()))
         .dashboard("127.0.0.1:0")
         // Pings often enough that a round trip is soon measured.

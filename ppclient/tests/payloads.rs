@@ -52,16 +52,17 @@ ppclient::job! {
 }
 
 fn with_node() -> (ppclient::node::Running, Server) {
+    let keys = ppclient::KeySet::one(ppclient::Key::generate().unwrap());
     let config = ppclient::node::Config {
         port: 0,
         workers: 1,
-        secret: ppclient::Secret::new("payloads"),
+        keys: Some(keys.clone()),
         ..Default::default()
     };
     let node = ppclient::node::start(config, ppclient::Registry::linked().unwrap()).unwrap();
     let server = Server::builder()
         .ncpus(0)
-        .secret("payloads")
+        .keys(keys)
         .nodes([node.local_addr().to_string()])
         .build()
         .unwrap();

@@ -1,14 +1,24 @@
 //! The byte boundary of a link: the one place on each side where messages
 //! become bytes to write and received bytes become messages.
 //!
-//! A [`Framer`] owns the receive buffer and the frame limit. Every frame a
-//! link sends is made by [`Framer::encode`]; every frame it reads comes out
-//! of [`Framer::decode`]. Session encryption (an AEAD `seal` / `open` per
-//! direction) goes in these two functions and nowhere else.
+//! A [`Framer`] owns the receive buffer, the frame limit and, once the
+//! handshake is done, the session ([`Transport`]). A frame is a u32
+//! big-endian length, then that many bytes. During the handshake the bytes
+//! are the handshake's own messages ([`Framer::encode_handshake`],
+//! [`Framer::decode_handshake`]); after it, every frame is one MessagePack
+//! message sealed with the session's AEAD ([`Framer::encode`],
+//! [`Framer::decode`]). There is no plaintext mode: before
+//! [`Framer::secure`] a message cannot be encoded or decoded at all, and
+//! after it a frame that does not open (modified, injected, replayed,
+//! reordered, truncated) is an error, as is every frame after it.
 
-use crate::wire::{decode_frame, encode_frame, FrameError};
+use crate::transport::{Transport, SEAL_OVERHEAD};
+use crate::wire::FrameError;
+use crate::SecureError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+const HEADER: usize = 4;
 
 /// Frames out, frames in, for one connection.
 #[derive(Debug)]
@@ -17,15 +27,18 @@ pub struct Framer {
     /// Bytes of `buf` already decoded.
     start: usize,
     max: usize,
+    session: Option<Transport>,
 }
 
 impl Framer {
-    /// A framer that refuses frames over `max` bytes.
+    /// A framer that refuses frames over `max` bytes (of plaintext, once
+    /// sealed), with no session yet: only handshake frames pass.
     pub fn new(max: usize) -> Self {
         Framer {
             buf: Vec::new(),
             start: 0,
             max,
+            session: None,
         }
     }
 
@@ -34,9 +47,52 @@ impl Framer {
         self.max = max;
     }
 
-    /// One message as the bytes to write.
+    /// From now on every frame is sealed and opened with `session`.
+    pub fn secure(&mut self, session: Transport) {
+        self.session = Some(session);
+    }
+
+    /// Whether the session is set (the handshake is done).
+    pub fn is_secure(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// A handshake message as a frame; refused once the session is set.
+    pub fn encode_handshake(&self, msg: &[u8]) -> Result<Vec<u8>, FrameError> {
+        if self.session.is_some() {
+            return Err(SecureError::State.into());
+        }
+        let len = u32::try_from(msg.len()).map_err(|_| FrameError::TooLarge {
+            len: msg.len(),
+            max: u32::MAX as usize,
+        })?;
+        let mut out = Vec::with_capacity(HEADER + msg.len());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(msg);
+        Ok(out)
+    }
+
+    /// The next whole handshake frame received, `Ok(None)` if more bytes
+    /// are needed; refused once the session is set.
+    pub fn decode_handshake(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if self.session.is_some() {
+            return Err(SecureError::State.into());
+        }
+        let Some(len) = self.next_len(self.max)? else {
+            return Ok(None);
+        };
+        let body = self.buf[self.start + HEADER..self.start + HEADER + len].to_vec();
+        self.start += HEADER + len;
+        Ok(Some(body))
+    }
+
+    /// One message as the sealed frame to write.
     pub fn encode<M: Serialize>(&mut self, msg: &M) -> Result<Vec<u8>, FrameError> {
-        encode_frame(msg)
+        let session = self.session.as_mut().ok_or(SecureError::State)?;
+        let mut buf = vec![0u8; HEADER];
+        rmp_serde::encode::write(&mut buf, msg)
+            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        Ok(session.seal_reserved(buf)?)
     }
 
     /// Takes received bytes.
@@ -48,19 +104,40 @@ impl Framer {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next whole message received, `Ok(None)` if more bytes are needed.
-    /// A length over the limit is an error before anything is allocated for it.
+    /// The next whole message received, opened and decoded; `Ok(None)` if
+    /// more bytes are needed. A length over the limit is an error before
+    /// anything is allocated for it; a frame that does not open is an error.
     pub fn decode<M: DeserializeOwned>(&mut self) -> Result<Option<M>, FrameError> {
-        match decode_frame(&self.buf[self.start..], self.max)? {
-            None => {
-                self.compact();
-                Ok(None)
-            }
-            Some((msg, used)) => {
-                self.start += used;
-                Ok(Some(msg))
-            }
+        if self.session.is_none() {
+            return Err(SecureError::State.into());
         }
+        let Some(len) = self.next_len(self.max.saturating_add(SEAL_OVERHEAD))? else {
+            return Ok(None);
+        };
+        let from = self.start + HEADER;
+        let session = self.session.as_mut().ok_or(SecureError::State)?;
+        let plain = session.open_in_place(&mut self.buf[from..from + len])?;
+        let msg = rmp_serde::from_slice(plain).map_err(|e| FrameError::Malformed(e.to_string()))?;
+        self.start = from + len;
+        Ok(Some(msg))
+    }
+
+    /// The length of the next frame if it is all here; checks the limit.
+    fn next_len(&mut self, max: usize) -> Result<Option<usize>, FrameError> {
+        let avail = &self.buf[self.start..];
+        let Some(header) = avail.get(..HEADER) else {
+            self.compact();
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len > max {
+            return Err(FrameError::TooLarge { len, max });
+        }
+        if avail.len() < HEADER + len {
+            self.compact();
+            return Ok(None);
+        }
+        Ok(Some(len))
     }
 
     /// Bytes received and not yet decoded.
@@ -79,14 +156,23 @@ impl Framer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::CIPHER;
     use crate::wire::ClientMsg;
+
+    /// Two framers holding the two ends of one session.
+    fn pair(max: usize) -> (Framer, Framer) {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let (mut out, mut inn) = (Framer::new(max), Framer::new(max));
+        out.secure(Transport::from_raw_keys(CIPHER, &a, &b));
+        inn.secure(Transport::from_raw_keys(CIPHER, &b, &a));
+        (out, inn)
+    }
 
     #[test]
     fn frames_split_anywhere_come_out_whole() {
-        let mut out = Framer::new(1024);
+        let (mut out, mut inn) = pair(1024);
         let mut bytes = out.encode(&ClientMsg::Ping(7)).unwrap();
         bytes.extend(out.encode(&ClientMsg::Status).unwrap());
-        let mut inn = Framer::new(1024);
         let mut got = Vec::new();
         for b in &bytes {
             inn.push(std::slice::from_ref(b));
@@ -103,8 +189,53 @@ mod tests {
         let mut inn = Framer::new(16);
         inn.push(&1000u32.to_be_bytes());
         assert!(matches!(
-            inn.decode::<ClientMsg>(),
+            inn.decode_handshake(),
             Err(FrameError::TooLarge { len: 1000, max: 16 })
         ));
+    }
+
+    #[test]
+    fn no_message_passes_without_a_session() {
+        let mut f = Framer::new(1024);
+        assert!(f.encode(&ClientMsg::Status).is_err());
+        f.push(&f.encode_handshake(b"hi").unwrap());
+        assert!(f.decode::<ClientMsg>().is_err(), "no plaintext decoding");
+    }
+
+    #[test]
+    fn frames_go_out_sealed_and_a_changed_bit_is_refused_for_good() {
+        let (mut out, mut inn) = pair(1024);
+        let mut frame = out.encode(&ClientMsg::Ping(0xABCDEF)).unwrap();
+        // The plaintext MessagePack is nowhere in the frame.
+        let plain = rmp_serde::to_vec(&ClientMsg::Ping(0xABCDEF)).unwrap();
+        assert!(!frame.windows(plain.len()).any(|w| w == plain));
+        let last = frame.len() - 1;
+        frame[last] ^= 1;
+        inn.push(&frame);
+        assert!(matches!(
+            inn.decode::<ClientMsg>(),
+            Err(FrameError::Secure(SecureError::Forged))
+        ));
+        inn.push(&out.encode(&ClientMsg::Status).unwrap());
+        assert!(
+            inn.decode::<ClientMsg>().is_err(),
+            "everything after is refused"
+        );
+    }
+
+    #[test]
+    fn replayed_and_reordered_frames_are_refused() {
+        let (mut out, mut inn) = pair(1024);
+        let one = out.encode(&ClientMsg::Ping(1)).unwrap();
+        inn.push(&one);
+        assert_eq!(inn.decode::<ClientMsg>().unwrap(), Some(ClientMsg::Ping(1)));
+        inn.push(&one);
+        assert!(inn.decode::<ClientMsg>().is_err(), "replay");
+        let (mut out, mut inn) = pair(1024);
+        let one = out.encode(&ClientMsg::Ping(1)).unwrap();
+        let two = out.encode(&ClientMsg::Ping(2)).unwrap();
+        inn.push(&two);
+        inn.push(&one);
+        assert!(inn.decode::<ClientMsg>().is_err(), "reorder");
     }
 }

@@ -13,8 +13,11 @@
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
 //! | `stream` | payloads over one frame as chunked streams: [`stream::Outgoing`] cuts, [`stream::Assembler`] puts back, within limits and a progress deadline |
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
-//! | `handshake` | mutual HMAC-SHA256 authentication as pure state ([`ClientHandshake`], [`NodeHandshake`]) |
 //! | `limits` | numbers from users checked: seconds and worker counts for command lines, deadlines that cannot overflow |
+//! | `key` | [`Key`] and [`KeySet`]: generated 256-bit keys in the `ppk1-` text form, rollover, key files |
+//! | `secure` | the session's Noise `NNpsk0` handshake as pure state ([`secure::ClientHandshake`], [`secure::NodeHandshake`]) |
+//! | `transport` | [`Transport`]: every frame after the handshake sealed and opened, one key per direction |
+//! | `escape` | [`escape()`]: control characters in peer text made visible before logging or printing |
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
 //! | `worker` | worker processes: [`init_worker`], the one way a program re-runs itself as a job server |
 //! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
@@ -26,9 +29,10 @@ mod array;
 mod bins;
 pub mod budget;
 mod error;
+mod escape;
 mod framing;
-mod handshake;
 mod job;
+mod key;
 mod lanes;
 mod ledger;
 pub mod limits;
@@ -38,18 +42,21 @@ mod outbox;
 mod pending;
 mod pool;
 mod registry;
+pub mod secure;
 mod stats;
 pub mod stream;
+mod transport;
 pub mod wire;
 pub mod worker;
 
 pub use array::{Array, Element};
 pub use error::{ErrorKind, JobError};
+pub use escape::{escape, escape_bytes, MAX_PEER_TEXT};
 pub use framing::Framer;
-pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};
 pub use job::{
     check_size, decode, encode, quiet_job_panics, run_caught, run_erased, Fallible, Job,
 };
+pub use key::{write_new_key_file, Key, KeyError, KeySet, KEY_LEN, KEY_PREFIX, MAX_KEYS};
 pub use lanes::{Lanes, Wake};
 pub use ledger::Ledger;
 pub use link::{Action, ClientLink, Event, LinkConfig, LinkState, NodeHello};
@@ -58,7 +65,9 @@ pub use outbox::Outbox;
 pub use pending::Pending;
 pub use pool::Pool;
 pub use registry::{DuplicateJob, JobEntry, Registry};
+pub use secure::SecureError;
 pub use stats::{NodeCounters, NodeStats, Stats};
+pub use transport::{Cipher, Opener, Sealer, Transport, CIPHER, SEAL_OVERHEAD};
 pub use wire::{decode_frame, encode_frame, FrameError, FrameReader};
 pub use worker::{init_worker, init_worker_with};
 

@@ -28,10 +28,21 @@
 //! count as proof of life; a node silent for [`MISSED_BEATS`] intervals is
 //! lost; the answer to the last ping gives [`ClientLink::rtt`]. Bytes pass
 //! the [`Framer`]: the one place frames are made and read.
+//!
+//! The handshake is Noise `NNpsk0` ([`crate::secure`]): the client's first
+//! message, the node's answer, then every frame both ways is sealed. The
+//! node's `Welcome` is its first sealed frame, and the client's first
+//! sealed frame (a `Ping`) is what proves to the node that the client holds
+//! the session. Until the node's answer authenticates, frames are capped at
+//! [`HANDSHAKE_MAX_FRAME`]. The link offers its keys in turn: a node that
+//! does not hold the first (a rollover) is redialled with the next; one that
+//! holds none refuses us for good.
 
+use crate::escape::escape;
 use crate::framing::Framer;
-use crate::handshake::{ClientHandshake, HandshakeError, Secret};
+use crate::key::KeySet;
 use crate::ledger::Ledger;
+use crate::secure::{ClientHandshake, SecureError, MAX_HANDSHAKE_MESSAGE};
 use crate::wire::{batches_by_size, ClientMsg, JobInfo, NodeMsg, RunJob};
 use crate::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
@@ -40,8 +51,9 @@ use std::time::{Duration, Instant};
 
 /// Heartbeat intervals a peer may stay silent; then it is dead.
 pub const MISSED_BEATS: u32 = 3;
-/// The largest frame accepted before the handshake is done.
-pub const HANDSHAKE_MAX_FRAME: usize = 64 << 10;
+/// The largest frame accepted before the node has authenticated (its
+/// handshake answer): 4 KiB.
+pub const HANDSHAKE_MAX_FRAME: usize = MAX_HANDSHAKE_MESSAGE;
 
 /// Where a link stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +75,9 @@ pub enum LinkState {
 /// How a link behaves.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// The shared secret.
-    pub secret: Secret,
+    /// The cluster's keys: the first is offered first; a second during a
+    /// rollover is offered when the node does not hold the first.
+    pub keys: KeySet,
     /// Our heartbeat interval (the node may ask for a shorter one).
     pub heartbeat: Duration,
     /// Time a connection has to finish the handshake.
@@ -79,6 +92,9 @@ pub struct LinkConfig {
     pub backoff_max: Duration,
     /// Whether to redial after a loss (false for a node that joined us).
     pub reconnect: bool,
+    /// Failed connections in a row (never up) after which the link gives
+    /// up for good, as refused; `None`: never (nodes named by the user).
+    pub give_up_after: Option<u32>,
 }
 
 /// What the node said about itself when the link came up.
@@ -99,11 +115,8 @@ pub struct NodeHello {
 /// Something that happened to a link.
 #[derive(Debug)]
 pub enum Event<'a, T> {
-    /// The dial succeeded; `nonce` is 32 fresh random bytes for the handshake.
-    Connected {
-        /// Fresh randomness.
-        nonce: [u8; 32],
-    },
+    /// The dial succeeded.
+    Connected,
     /// The dial failed.
     ConnectFailed(String),
     /// Bytes arrived.
@@ -175,18 +188,17 @@ enum End {
     Refused,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    AwaitChallenge,
-    AwaitWelcome,
-}
-
 /// One client↔node link.
 pub struct ClientLink<T> {
     config: LinkConfig,
     state: LinkState,
     framer: Framer,
-    handshake: Option<(ClientHandshake, Stage)>,
+    /// The handshake under way, until the node's answer is read.
+    handshake: Option<ClientHandshake>,
+    /// Which of our keys this connection offers.
+    key_index: usize,
+    /// Connections in a row that failed before the link was up.
+    failures: u32,
     ledger: Ledger<T>,
     jobs: HashSet<(String, String)>,
     heartbeat: Duration,
@@ -217,6 +229,8 @@ impl<T> ClientLink<T> {
         ClientLink {
             framer: Framer::new(HANDSHAKE_MAX_FRAME),
             handshake: None,
+            key_index: 0,
+            failures: 0,
             ledger: Ledger::new(1, config.max_prefetch),
             jobs: HashSet::new(),
             heartbeat: config.heartbeat,
@@ -296,7 +310,7 @@ impl<T> ClientLink<T> {
     /// Feeds one event that happened at `now`.
     pub fn handle(&mut self, event: Event<'_, T>, now: Instant) {
         match event {
-            Event::Connected { nonce } => self.on_connected(nonce, now),
+            Event::Connected => self.on_connected(now),
             Event::ConnectFailed(reason) => {
                 if self.state == LinkState::Connecting {
                     self.lose(reason, false, now);
@@ -326,17 +340,29 @@ impl<T> ClientLink<T> {
         )
     }
 
-    fn on_connected(&mut self, nonce: [u8; 32], now: Instant) {
+    fn on_connected(&mut self, now: Instant) {
         if self.state != LinkState::Connecting {
             return;
         }
         self.state = LinkState::Handshake;
         self.framer = Framer::new(HANDSHAKE_MAX_FRAME);
-        let (hs, hello) = ClientHandshake::start(self.config.secret.clone(), nonce);
-        self.handshake = Some((hs, Stage::AwaitChallenge));
         self.deadline = now + self.config.handshake_timeout;
         self.heard = now;
-        self.send(&hello);
+        let keys = self.config.keys.keys();
+        let key = keys
+            .get(self.key_index)
+            .unwrap_or(self.config.keys.primary());
+        let first = ClientHandshake::start(key, &[]).and_then(|(hs, first)| {
+            let frame = self.framer.encode_handshake(&first);
+            Ok((hs, frame.map_err(|_| SecureError::TooLarge)?))
+        });
+        match first {
+            Ok((hs, frame)) => {
+                self.handshake = Some(hs);
+                self.actions.push_back(Action::Send(frame));
+            }
+            Err(e) => self.lose(e.to_string(), false, now),
+        }
     }
 
     fn on_timer(&mut self, now: Instant) {
@@ -369,10 +395,24 @@ impl<T> ClientLink<T> {
         self.heard = now;
         self.framer.push(bytes);
         while self.connected() {
+            if !self.framer.is_secure() {
+                match self.framer.decode_handshake() {
+                    Ok(Some(answer)) => self.on_answer(&answer, now),
+                    Ok(None) => return,
+                    Err(e) => {
+                        let reason = format!("bad handshake frame from the node: {e}");
+                        return self.lose(reason, false, now);
+                    }
+                }
+                continue;
+            }
             match self.framer.decode::<NodeMsg>() {
                 Ok(Some(msg)) => self.on_message(msg, now),
                 Ok(None) => return,
-                Err(e) => return self.lose(format!("bad frame from the node: {e}"), false, now),
+                Err(e) => {
+                    let reason = escape(&format!("bad frame from the node: {e}")).into_owned();
+                    return self.lose(reason, false, now);
+                }
             }
         }
     }
@@ -408,7 +448,7 @@ impl<T> ClientLink<T> {
             }
             NodeMsg::Goodbye => self.end("the node stopped".into(), End::Stopped, now),
             NodeMsg::Reject { reason, .. } => self.lose(
-                format!("the node closed the connection: {reason}"),
+                format!("the node closed the connection: {}", escape(&reason)),
                 false,
                 now,
             ),
@@ -416,33 +456,52 @@ impl<T> ClientLink<T> {
                 self.rtt = Some(now.saturating_duration_since(self.pinged));
             }
             NodeMsg::Pong(_) | NodeMsg::Status(_) => {}
-            NodeMsg::Challenge { .. } | NodeMsg::Welcome { .. } => {
-                self.lose("handshake message after the handshake".into(), false, now)
+            NodeMsg::Welcome { .. } => {
+                self.lose("a second Welcome from the node".into(), false, now)
             }
         }
     }
 
-    fn on_handshake(&mut self, msg: NodeMsg, now: Instant) {
-        let Some((hs, stage)) = self.handshake.take() else {
+    /// The node's handshake answer: the session starts, or the node
+    /// refused us (for good, or for now, or for this key only).
+    fn on_answer(&mut self, answer: &[u8], now: Instant) {
+        let Some(mut hs) = self.handshake.take() else {
             return self.lose("no handshake under way".into(), false, now);
         };
-        let step = match stage {
-            Stage::AwaitChallenge => hs.on_challenge(msg).map(Some),
-            Stage::AwaitWelcome => hs.on_welcome(msg).map(|w| {
-                self.welcome(w, now);
-                None
-            }),
-        };
-        match step {
-            Ok(Some(auth)) => {
-                self.send(&auth);
-                self.handshake = Some((hs, Stage::AwaitWelcome));
+        match hs.read(answer).and_then(|_| hs.finish()) {
+            Ok(session) => {
+                // The node proved it holds the key: its Welcome may be large.
+                self.framer.secure(session);
+                self.framer.set_max(self.config.max_frame);
+                // Our first sealed frame proves to the node that we hold the
+                // session (a replayed first message gets no further).
+                self.send(&ClientMsg::Ping(0));
             }
-            Ok(None) => {}
-            Err(HandshakeError::Busy(r)) => {
-                self.lose(format!("refused by the node: {r}"), false, now)
+            Err(SecureError::WrongKey) if self.key_index + 1 < self.config.keys.keys().len() => {
+                self.key_index += 1;
+                let reason = "the node does not hold our first key: trying the next".into();
+                self.lose(reason, false, now);
             }
+            Err(SecureError::WrongKey) => {
+                self.key_index = 0;
+                self.lose(SecureError::WrongKey.to_string(), true, now);
+            }
+            Err(SecureError::Busy(r)) => self.lose(format!("refused by the node: {r}"), false, now),
+            // Changed on the way, or not the node: try again later.
+            Err(e @ SecureError::Tampered) => self.lose(e.to_string(), false, now),
             Err(e) => self.lose(e.to_string(), true, now),
+        }
+    }
+
+    /// The first sealed frame from the node must be its `Welcome`.
+    fn on_handshake(&mut self, msg: NodeMsg, now: Instant) {
+        match msg {
+            welcome @ NodeMsg::Welcome { .. } => self.welcome(welcome, now),
+            NodeMsg::Reject { reason, .. } => {
+                let reason = format!("refused by the node: {}", escape(&reason));
+                self.lose(reason, false, now)
+            }
+            _ => self.lose("the node did not send its Welcome first".into(), false, now),
         }
     }
 
@@ -470,6 +529,7 @@ impl<T> ClientLink<T> {
             .collect();
         self.framer.set_max(self.config.max_frame);
         self.state = LinkState::Ready;
+        self.failures = 0;
         self.heard = now;
         self.next_ping = now + self.heartbeat;
         self.ready_since = Some(now);
@@ -540,6 +600,19 @@ impl<T> ClientLink<T> {
             self.actions.push_back(Action::Disconnect);
         }
         self.handshake = None;
+        if self.ready_since.is_none() {
+            self.failures = self.failures.saturating_add(1);
+        }
+        let give_up = self
+            .config
+            .give_up_after
+            .filter(|&n| how == End::Lost && self.failures >= n);
+        if let Some(n) = give_up {
+            self.state = LinkState::Closed;
+            let reason = format!("dropped after {n} failed attempt(s) in a row: {reason}");
+            self.actions.push_back(Action::Failed { reason });
+            return;
+        }
         if refused {
             self.state = LinkState::Closed;
             self.actions.push_back(Action::Failed { reason });

@@ -2,15 +2,24 @@
 //! no sleeps.
 
 use super::*;
+use crate::key::Key;
 use crate::node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
-use crate::wire::{encode_frame, DoneJob, PROTOCOL_VERSION};
+use crate::wire::{DoneJob, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 
+fn key(n: u8) -> Key {
+    Key::from_bytes([n; 32])
+}
+
+fn keys(n: u8) -> KeySet {
+    KeySet::one(key(n))
+}
+
 fn config() -> LinkConfig {
     LinkConfig {
-        secret: Secret::new("s"),
+        keys: keys(1),
         heartbeat: SECOND,
         handshake_timeout: 5 * SECOND,
         max_frame: 1 << 20,
@@ -18,6 +27,7 @@ fn config() -> LinkConfig {
         backoff_min: Duration::from_millis(100),
         backoff_max: 5 * SECOND,
         reconnect: true,
+        give_up_after: None,
     }
 }
 
@@ -48,7 +58,7 @@ fn run(id: u64, attempt: u32) -> RunJob {
 struct Pair {
     client: ClientLink<u64>,
     node: Option<NodeLink>,
-    node_secret: Secret,
+    node_keys: KeySet,
     now: Instant,
     /// What the client asked of its driver, except bytes and dials.
     out: Vec<Action<u64>>,
@@ -60,15 +70,15 @@ struct Pair {
 
 impl Pair {
     fn new() -> Self {
-        Self::with(config(), Secret::new("s"))
+        Self::with(config(), keys(1))
     }
 
-    fn with(config: LinkConfig, node_secret: Secret) -> Self {
+    fn with(config: LinkConfig, node_keys: KeySet) -> Self {
         let now = Instant::now();
         Pair {
             client: ClientLink::new(config, now),
             node: None,
-            node_secret,
+            node_keys,
             now,
             out: Vec::new(),
             node_jobs: Vec::new(),
@@ -79,7 +89,7 @@ impl Pair {
 
     fn node_config(&self) -> NodeLinkConfig {
         NodeLinkConfig {
-            secret: self.node_secret.clone(),
+            keys: self.node_keys.clone(),
             handshake_timeout: 5 * SECOND,
             heartbeat: 2 * SECOND,
             max_frame: 1 << 20,
@@ -96,11 +106,9 @@ impl Pair {
                     Action::Connect => {
                         self.dials += 1;
                         if self.node.is_none() {
-                            let node =
-                                NodeLink::new(self.node_config(), [7; 32], welcome(2), self.now);
+                            let node = NodeLink::new(self.node_config(), welcome(2), self.now);
                             self.node = Some(node);
-                            self.client
-                                .handle(Event::Connected { nonce: [9; 32] }, self.now);
+                            self.client.handle(Event::Connected, self.now);
                         } else {
                             self.client
                                 .handle(Event::ConnectFailed("busy".into()), self.now);
@@ -217,7 +225,7 @@ fn done(actions: &[Action<u64>]) -> Vec<u64> {
 fn the_handshake_brings_the_link_up_with_the_smaller_heartbeat() {
     let mut cfg = config();
     cfg.heartbeat = 10 * SECOND;
-    let mut p = Pair::with(cfg, Secret::new("s"));
+    let mut p = Pair::with(cfg, keys(1));
     p.pump();
     assert_eq!(p.client.state(), LinkState::Ready);
     let up = p.take_out();
@@ -251,7 +259,7 @@ fn results_resolve_jobs_and_the_window_refills() {
 fn a_silent_node_is_dead_after_exactly_three_intervals() {
     let mut cfg = config();
     cfg.heartbeat = SECOND;
-    let mut p = Pair::with(cfg, Secret::new("s"));
+    let mut p = Pair::with(cfg, keys(1));
     p.pump();
     let up_at = p.now;
     p.submit(&[(1, 1)]);
@@ -285,37 +293,6 @@ fn a_silent_node_is_dead_after_exactly_three_intervals() {
 }
 
 #[test]
-fn the_round_trip_is_the_last_pings_and_only_its() {
-    let mut p = Pair::new();
-    p.pump();
-    assert_eq!(p.client.rtt(), None, "no ping answered yet");
-    let mut node = p.node.take().unwrap();
-    let pong = |n: u64| encode_frame(&NodeMsg::Pong(n)).unwrap();
-    // Ping 1 at 1 s; its pong comes back 30 ms later.
-    p.now += SECOND;
-    p.client.handle(Event::Timer, p.now);
-    assert!(matches!(p.client.poll(), Some(Action::Send(_))), "ping 1");
-    p.now += Duration::from_millis(30);
-    p.client.handle(Event::Received(&pong(1)), p.now);
-    assert_eq!(p.client.rtt(), Some(Duration::from_millis(30)));
-    // Ping 2 at 2 s: a late pong 1, a stray pong 0 and one from the future
-    // change nothing; pong 2 after 5 ms does.
-    p.now = p.client.poll_timeout().unwrap();
-    p.client.handle(Event::Timer, p.now);
-    assert!(matches!(p.client.poll(), Some(Action::Send(_))), "ping 2");
-    p.now += Duration::from_millis(200);
-    for stray in [1, 0, 3] {
-        p.client.handle(Event::Received(&pong(stray)), p.now);
-    }
-    assert_eq!(p.client.rtt(), Some(Duration::from_millis(30)));
-    p.now += Duration::from_millis(5);
-    p.client.handle(Event::Received(&pong(2)), p.now);
-    assert_eq!(p.client.rtt(), Some(Duration::from_millis(205)));
-    assert_eq!(p.client.state(), LinkState::Ready);
-    node.handle(NodeEvent::Stop, p.now);
-}
-
-#[test]
 fn any_frame_is_proof_of_life() {
     let mut p = Pair::new();
     p.pump();
@@ -339,7 +316,7 @@ fn any_frame_is_proof_of_life() {
 fn the_backoff_doubles_up_to_its_cap_and_resets_after_a_stable_link() {
     let mut p = Pair::new();
     // The node is "busy" (refuses dials) while `node` is Some.
-    p.node = Some(NodeLink::new(p.node_config(), [1; 32], welcome(1), p.now));
+    p.node = Some(NodeLink::new(p.node_config(), welcome(1), p.now));
     p.pump();
     let mut waits = Vec::new();
     for _ in 0..8 {
@@ -409,12 +386,12 @@ fn drain_gives_jobs_back_and_goodbye_ends_without_loss() {
 }
 
 #[test]
-fn a_wrong_secret_fails_for_good_without_redial() {
-    let mut p = Pair::with(config(), Secret::new("other"));
+fn a_wrong_key_fails_for_good_without_redial() {
+    let mut p = Pair::with(config(), keys(2));
     p.pump();
     let out = p.take_out();
     assert!(
-        matches!(out.last(), Some(Action::Failed { reason }) if reason.contains("authentication")),
+        matches!(out.last(), Some(Action::Failed { reason }) if reason.contains("wrong key")),
         "{out:?}"
     );
     assert_eq!(p.client.state(), LinkState::Closed);
@@ -427,17 +404,11 @@ fn another_protocol_version_fails_naming_both() {
     let mut link = ClientLink::<u64>::new(config(), Instant::now());
     let now = Instant::now();
     assert!(matches!(link.poll(), Some(Action::Connect)));
-    link.handle(Event::Connected { nonce: [0; 32] }, now);
-    let reason = format!(
-        "protocol version {PROTOCOL_VERSION} is not supported; this node speaks version {}",
-        PROTOCOL_VERSION + 1
-    );
-    let reject = encode_frame(&NodeMsg::Reject {
-        reason,
-        retry: false,
-    })
-    .unwrap();
-    link.handle(Event::Received(&reject), now);
+    link.handle(Event::Connected, now);
+    // A node of the next version refuses our first message (code 2).
+    let mut refusal = vec![0, 0, 0, 6, 1, 2];
+    refusal.extend_from_slice(&(PROTOCOL_VERSION + 1).to_be_bytes());
+    link.handle(Event::Received(&refusal), now);
     let failed = std::iter::from_fn(|| link.poll()).find_map(|a| match a {
         Action::Failed { reason } => Some(reason),
         _ => None,
@@ -458,7 +429,7 @@ fn a_handshake_that_stalls_times_out_and_retries() {
     let mut link = ClientLink::<u64>::new(config(), Instant::now());
     let t0 = Instant::now();
     link.poll();
-    link.handle(Event::Connected { nonce: [0; 32] }, t0);
+    link.handle(Event::Connected, t0);
     assert_eq!(link.poll_timeout(), Some(t0 + 5 * SECOND));
     link.handle(Event::Timer, t0 + 5 * SECOND);
     let actions: Vec<_> = std::iter::from_fn(|| link.poll()).collect();
@@ -629,26 +600,202 @@ proptest! {
 }
 
 #[test]
+fn a_rollover_key_set_reaches_a_node_that_holds_only_the_second_key() {
+    let mut cfg = config();
+    cfg.keys = KeySet::new(vec![key(2), key(1)]).unwrap();
+    let mut p = Pair::with(cfg, keys(1));
+    p.pump();
+    assert_eq!(
+        p.client.state(),
+        LinkState::Backoff,
+        "the first key is refused"
+    );
+    p.tick();
+    assert_eq!(p.client.state(), LinkState::Ready);
+    assert_eq!(p.dials, 2);
+    assert!(matches!(p.take_out().last(), Some(Action::Up(_))));
+}
+
+#[test]
+fn a_discovered_node_is_given_up_after_failures_in_a_row() {
+    let mut cfg = config();
+    cfg.give_up_after = Some(3);
+    let t0 = Instant::now();
+    let mut link = ClientLink::<u64>::new(cfg, t0);
+    let mut now = t0;
+    let mut failed = None;
+    for _ in 0..3 {
+        assert!(matches!(link.poll(), Some(Action::Connect)));
+        link.handle(Event::ConnectFailed("refused".into()), now);
+        while let Some(a) = link.poll() {
+            if let Action::Failed { reason } = a {
+                failed = Some(reason);
+            }
+        }
+        if let Some(at) = link.poll_timeout() {
+            now = at;
+            link.handle(Event::Timer, now);
+        }
+    }
+    let reason = failed.expect("given up");
+    assert!(reason.contains("3 failed attempt"), "{reason}");
+    assert_eq!(link.state(), LinkState::Closed);
+}
+
+/// The next frame the node sends, taken off the wire.
+fn node_frame(p: &mut Pair, event: NodeEvent<'_>) -> Vec<u8> {
+    let node = p.node.as_mut().unwrap();
+    node.handle(event, p.now);
+    let mut frame = None;
+    while let Some(a) = node.poll() {
+        if let NodeAction::Send(bytes) = a {
+            frame.get_or_insert(bytes);
+        }
+    }
+    frame.unwrap()
+}
+
+fn done_event(id: u64) -> NodeEvent<'static> {
+    NodeEvent::Finished(vec![DoneJob {
+        id,
+        attempt: 1,
+        result: Ok(ByteBuf::from(vec![2])),
+        exec_ns: 1,
+    }])
+}
+
+#[test]
+fn a_modified_frame_from_the_node_loses_the_link_and_resolves_nothing() {
+    let mut p = Pair::new();
+    p.pump();
+    p.submit(&[(5, 1)]);
+    let mut frame = node_frame(&mut p, done_event(5));
+    frame[10] ^= 0x40;
+    p.client.handle(Event::Received(&frame), p.now);
+    p.node = None;
+    p.pump();
+    let out = p.take_out();
+    assert!(done(&out).is_empty(), "a forged result was accepted");
+    assert_eq!(returned(&out), vec![(5, true)]);
+    assert!(
+        matches!(&out[..], [.., Action::Down { reason, .. }] if reason.contains("failed authentication")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn replayed_reordered_injected_and_truncated_frames_are_refused() {
+    /// What the attacker makes of two frames in a row.
+    type Attack = fn(Vec<u8>, Vec<u8>) -> Vec<u8>;
+    let cases: [Attack; 4] = [
+        // replayed: the first frame twice
+        |a, _| [a.clone(), a].concat(),
+        // reordered
+        |a, b| [b, a].concat(),
+        // injected: a frame sealed by nobody in this session
+        |_, b| {
+            let mut fake = vec![0, 0, 0, 20];
+            fake.extend([7u8; 20]);
+            [fake, b].concat()
+        },
+        // truncated: a frame cut short, its length fixed up
+        |a, _| {
+            let len = a.len() - 4 - 3;
+            let mut cut = (len as u32).to_be_bytes().to_vec();
+            cut.extend_from_slice(&a[4..4 + len]);
+            cut
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let mut p = Pair::new();
+        p.pump();
+        p.submit(&[(5, 1), (6, 1)]);
+        let a = node_frame(&mut p, done_event(5));
+        let b = node_frame(&mut p, done_event(6));
+        let replay = i == 0;
+        p.client.handle(Event::Received(&case(a, b)), p.now);
+        p.node = None;
+        p.pump();
+        let out = p.take_out();
+        // Only the genuine first frame of the replay case resolves.
+        assert_eq!(
+            done(&out),
+            if replay { vec![5] } else { vec![] },
+            "case {i}"
+        );
+        assert!(
+            matches!(&out[..], [.., Action::Down { reason, .. }] if reason.contains("failed authentication")),
+            "case {i}: {out:?}"
+        );
+    }
+}
+
+/// The node's answer to the client's next frame (a ping), as sealed bytes.
+fn pong_for_next_ping(p: &mut Pair) -> Vec<u8> {
+    let Some(Action::Send(ping)) = p.client.poll() else {
+        panic!("no ping")
+    };
+    let node = p.node.as_mut().unwrap();
+    node.handle(NodeEvent::Received(&ping), p.now);
+    let mut pong = None;
+    while let Some(a) = node.poll() {
+        if let NodeAction::Send(bytes) = a {
+            pong.get_or_insert(bytes);
+        }
+    }
+    pong.expect("a pong")
+}
+
+#[test]
+fn the_round_trip_is_the_last_pings_and_only_its() {
+    let mut p = Pair::new();
+    p.pump();
+    assert_eq!(p.client.rtt(), None, "no ping answered yet");
+    // Ping 1 at 1 s; its pong comes back 30 ms later.
+    p.now += SECOND;
+    p.client.handle(Event::Timer, p.now);
+    let pong1 = pong_for_next_ping(&mut p);
+    p.now += Duration::from_millis(30);
+    p.client.handle(Event::Received(&pong1), p.now);
+    assert_eq!(p.client.rtt(), Some(Duration::from_millis(30)));
+    // Pings 2 and 3 go out before pong 2 is back: the late pong 2 changes
+    // nothing; pong 3, 205 ms after ping 3, does.
+    p.now = p.client.poll_timeout().unwrap();
+    p.client.handle(Event::Timer, p.now);
+    let pong2 = pong_for_next_ping(&mut p);
+    p.now = p.client.poll_timeout().unwrap();
+    p.client.handle(Event::Timer, p.now);
+    let pong3 = pong_for_next_ping(&mut p);
+    p.now += Duration::from_millis(200);
+    p.client.handle(Event::Received(&pong2), p.now);
+    assert_eq!(p.client.rtt(), Some(Duration::from_millis(30)));
+    p.now += Duration::from_millis(5);
+    p.client.handle(Event::Received(&pong3), p.now);
+    assert_eq!(p.client.rtt(), Some(Duration::from_millis(205)));
+    assert_eq!(p.client.state(), LinkState::Ready);
+}
+
+#[test]
 fn a_refusal_is_retried_only_when_the_node_says_so() {
-    for (retry, should_retry) in [(true, true), (false, false)] {
+    use crate::secure::{refusal_busy, refusal_reason};
+    for (busy, should_retry) in [(true, true), (false, false)] {
         let mut link = ClientLink::<u64>::new(config(), Instant::now());
         let now = Instant::now();
         assert!(matches!(link.poll(), Some(Action::Connect)));
-        link.handle(Event::Connected { nonce: [0; 32] }, now);
-        // The same text either way: only the flag decides.
-        let reject = encode_frame(&NodeMsg::Reject {
-            reason: "too many connections (limit 1)".into(),
-            retry,
-        })
-        .unwrap();
-        link.handle(Event::Received(&reject), now);
+        link.handle(Event::Connected, now);
+        // The same text either way: only the refusal's code decides.
+        let text = "too many connections (limit 1)";
+        let refusal = match busy {
+            true => refusal_busy(text),
+            false => refusal_reason(text),
+        };
+        let frame = Framer::new(HANDSHAKE_MAX_FRAME)
+            .encode_handshake(&refusal)
+            .unwrap();
+        link.handle(Event::Received(&frame), now);
         let actions: Vec<_> = std::iter::from_fn(|| link.poll()).collect();
         let down = actions.iter().any(|a| matches!(a, Action::Down { .. }));
         let failed = actions.iter().any(|a| matches!(a, Action::Failed { .. }));
-        assert_eq!(
-            (down, failed),
-            (should_retry, !should_retry),
-            "retry {retry}"
-        );
+        assert_eq!((down, failed), (should_retry, !should_retry), "busy {busy}");
     }
 }

@@ -14,24 +14,34 @@
 //! that arrive while draining go straight back. A client that sends nothing
 //! for [`MISSED_BEATS`] heartbeat intervals, or does not finish the
 //! handshake in time, is closed.
+//!
+//! The handshake is Noise `NNpsk0` ([`crate::secure`]): the client's first
+//! message (at most [`CLIENT_HANDSHAKE_MAX_FRAME`] bytes) is checked against
+//! each of the node's keys; a client that holds none is sent a refusal that
+//! holds nothing derived from a key. Otherwise the node answers, and from
+//! then on every frame is sealed: its first is the `Welcome`. The client
+//! counts as authenticated at its first frame that opens (a replayed first
+//! message gets no further); until then the 4 KiB cap and the handshake
+//! deadline hold. A frame that does not open closes the connection.
 
 use crate::framing::Framer;
-use crate::handshake::{NodeHandshake, Secret};
+use crate::key::KeySet;
 use crate::link::MISSED_BEATS;
+use crate::secure::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
 use crate::wire::{batches_by_size, max_payload, ClientMsg, DoneJob, NodeMsg, NodeStatus, RunJob};
 use crate::{ErrorKind, JobError};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// The largest frame a client may send before it has authenticated
-/// (`Hello` and `Auth` are far smaller).
-pub const CLIENT_HANDSHAKE_MAX_FRAME: usize = 4096;
+/// The largest frame a client may send before it has authenticated: its
+/// handshake message, and its first sealed frame.
+pub const CLIENT_HANDSHAKE_MAX_FRAME: usize = MAX_HANDSHAKE_MESSAGE;
 
 /// How the node's side of a connection behaves.
 #[derive(Debug, Clone)]
 pub struct NodeLinkConfig {
-    /// The shared secret.
-    pub secret: Secret,
+    /// The keys a client may hold (two during a rollover).
+    pub keys: KeySet,
     /// Time a client has to authenticate.
     pub handshake_timeout: Duration,
     /// The longest heartbeat interval accepted, announced in `Welcome`.
@@ -83,7 +93,10 @@ pub enum NodeAction {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// Waiting for the client's handshake message.
     Handshake,
+    /// Answered; waiting for the client's first sealed frame.
+    Proving,
     Ready,
     Draining,
     Closed,
@@ -94,31 +107,27 @@ pub struct NodeLink {
     config: NodeLinkConfig,
     state: State,
     framer: Framer,
-    handshake: NodeHandshake,
     welcome: NodeMsg,
     draining: bool,
+    /// The client's first sealed frame opened on this connection.
+    authenticated: bool,
     heard: Instant,
     deadline: Instant,
     actions: VecDeque<NodeAction>,
 }
 
 impl NodeLink {
-    /// A fresh connection: `nonce` is 32 random bytes; `welcome` is what the
-    /// client gets once it proved itself (its `heartbeat_ms` is set here).
-    pub fn new(
-        config: NodeLinkConfig,
-        nonce: [u8; 32],
-        mut welcome: NodeMsg,
-        now: Instant,
-    ) -> Self {
+    /// A fresh connection: `welcome` is the node's first sealed frame (its
+    /// `heartbeat_ms` is set here).
+    pub fn new(config: NodeLinkConfig, mut welcome: NodeMsg, now: Instant) -> Self {
         if let NodeMsg::Welcome { heartbeat_ms, .. } = &mut welcome {
             *heartbeat_ms = u64::try_from(config.heartbeat.as_millis()).unwrap_or(u64::MAX);
         }
         NodeLink {
-            handshake: NodeHandshake::new(config.secret.clone(), nonce),
             framer: Framer::new(CLIENT_HANDSHAKE_MAX_FRAME),
             deadline: now + config.handshake_timeout,
             state: State::Handshake,
+            authenticated: false,
             welcome,
             draining: false,
             heard: now,
@@ -140,7 +149,7 @@ impl NodeLink {
     /// Whether the client proved itself on this connection (still true
     /// once it closed): a connection that closes without is a failed handshake.
     pub fn authenticated(&self) -> bool {
-        self.handshake.is_done()
+        self.authenticated
     }
 
     /// The next thing to do, if any.
@@ -151,7 +160,7 @@ impl NodeLink {
     /// When to report [`NodeEvent::Timer`] if nothing happens before.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::Handshake => Some(self.deadline),
+            State::Handshake | State::Proving => Some(self.deadline),
             State::Ready | State::Draining => Some(self.dead_at()),
             State::Closed => None,
         }
@@ -199,7 +208,9 @@ impl NodeLink {
 
     fn on_timer(&mut self, now: Instant) {
         match self.state {
-            State::Handshake if now >= self.deadline => self.fail("timed out during the handshake"),
+            State::Handshake | State::Proving if now >= self.deadline => {
+                self.fail("timed out during the handshake")
+            }
             State::Ready | State::Draining if now >= self.dead_at() => {
                 let silent = now.saturating_duration_since(self.heard);
                 self.fail(&format!("client silent for {silent:?}"));
@@ -212,10 +223,18 @@ impl NodeLink {
         self.heard = now;
         self.framer.push(bytes);
         while !self.is_closed() {
+            if self.state == State::Handshake {
+                match self.framer.decode_handshake() {
+                    Ok(Some(first)) => self.on_handshake(&first),
+                    Ok(None) => return,
+                    Err(e) => return self.fail(&format!("{e} during the handshake")),
+                }
+                continue;
+            }
             match self.framer.decode::<ClientMsg>() {
                 Ok(Some(msg)) => self.on_message(msg),
                 Ok(None) => return,
-                Err(e) if self.state == State::Handshake => {
+                Err(e) if self.state == State::Proving => {
                     return self.fail(&format!("{e} during the handshake"))
                 }
                 Err(e) => return self.fail(&e.to_string()),
@@ -224,8 +243,8 @@ impl NodeLink {
     }
 
     fn on_message(&mut self, msg: ClientMsg) {
-        if self.state == State::Handshake {
-            return self.on_handshake(msg);
+        if self.state == State::Proving {
+            self.mark_authenticated();
         }
         match msg {
             ClientMsg::Run(jobs) if self.draining => {
@@ -237,28 +256,41 @@ impl NodeLink {
             ClientMsg::Ping(n) => self.send(&NodeMsg::Pong(n)),
             ClientMsg::Status => self.actions.push_back(NodeAction::StatusWanted),
             ClientMsg::Goodbye => self.close(None),
-            ClientMsg::Hello { .. } | ClientMsg::Auth { .. } => {
-                self.fail("handshake message after the handshake")
+        }
+    }
+
+    /// The client's handshake message: answer it and send the `Welcome`
+    /// sealed, or refuse it.
+    fn on_handshake(&mut self, first: &[u8]) {
+        let answered =
+            NodeHandshake::new(self.config.keys.clone(), Vec::new()).and_then(|mut hs| {
+                let answer = hs.read(first)?.unwrap_or_default();
+                Ok((answer, hs.finish()?))
+            });
+        match answered {
+            Ok((answer, session)) => {
+                self.send_raw(&answer);
+                self.framer.secure(session);
+                let welcome = self.welcome.clone();
+                self.send(&welcome);
+                self.state = State::Proving;
+            }
+            Err(e) => {
+                self.send_raw(&refusal(&e));
+                self.close(Some(format!("handshake refused: {e}")));
             }
         }
     }
 
-    fn on_handshake(&mut self, msg: ClientMsg) {
-        match self.handshake.on_message(msg) {
-            Err(reason) => self.fail(&reason),
-            Ok(Some(reply)) => self.send(&reply),
-            Ok(None) if self.handshake.is_done() => {
-                let welcome = self.welcome.clone();
-                self.send(&welcome);
-                self.framer.set_max(self.config.max_frame);
-                self.state = State::Ready;
-                self.actions.push_back(NodeAction::Authenticated);
-                if self.draining {
-                    self.state = State::Draining;
-                    self.send(&NodeMsg::Draining);
-                }
-            }
-            Ok(None) => {}
+    /// The client's first sealed frame opened: it holds the session.
+    fn mark_authenticated(&mut self) {
+        self.authenticated = true;
+        self.framer.set_max(self.config.max_frame);
+        self.state = State::Ready;
+        self.actions.push_back(NodeAction::Authenticated);
+        if self.draining {
+            self.state = State::Draining;
+            self.send(&NodeMsg::Draining);
         }
     }
 
@@ -288,12 +320,24 @@ impl NodeLink {
         }
     }
 
-    /// Ends the connection with a reason the client is told.
+    /// A handshake frame (the answer, or a refusal) as bytes to write.
+    fn send_raw(&mut self, msg: &[u8]) {
+        if let Ok(bytes) = self.framer.encode_handshake(msg) {
+            self.actions.push_back(NodeAction::Send(bytes));
+        }
+    }
+
+    /// Ends the connection with a reason the client is told: sealed once
+    /// the session is set, else as a handshake refusal.
     fn fail(&mut self, reason: &str) {
-        self.send(&NodeMsg::Reject {
-            reason: reason.to_owned(),
-            retry: false,
-        });
+        if self.framer.is_secure() {
+            self.send(&NodeMsg::Reject {
+                reason: reason.to_owned(),
+                retry: false,
+            });
+        } else {
+            self.send_raw(&refusal_reason(reason));
+        }
         self.close(Some(reason.to_owned()));
     }
 

@@ -1,18 +1,24 @@
 //! The node's side of a connection on a fake clock.
 
 use super::*;
-use crate::handshake::ClientHandshake;
-use crate::wire::{decode_frame, encode_frame, JobInfo, MAGIC, PROTOCOL_VERSION};
+use crate::framing::Framer;
+use crate::key::Key;
+use crate::secure::{ClientHandshake, SecureError};
+use crate::wire::{JobInfo, PROTOCOL_VERSION};
 use serde_bytes::ByteBuf;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-fn link(now: Instant) -> NodeLink {
+fn key(n: u8) -> Key {
+    Key::from_bytes([n; 32])
+}
+
+fn link_with(keys: KeySet, now: Instant) -> NodeLink {
     let config = NodeLinkConfig {
-        secret: Secret::new("s"),
+        keys,
         handshake_timeout: 5 * SECOND,
         heartbeat: SECOND,
-        max_frame: 4096,
+        max_frame: 8192,
     };
     let welcome = NodeMsg::Welcome {
         node_id: "n".into(),
@@ -25,64 +31,113 @@ fn link(now: Instant) -> NodeLink {
         heartbeat_ms: 0,
         caps: vec![],
     };
-    NodeLink::new(config, [3; 32], welcome, now)
+    NodeLink::new(config, welcome, now)
 }
 
-/// Every message the link sent, and every other action.
-fn drain(l: &mut NodeLink) -> (Vec<NodeMsg>, Vec<NodeAction>) {
-    let (mut sent, mut other) = (Vec::new(), Vec::new());
-    while let Some(a) = l.poll() {
-        match a {
-            NodeAction::Send(bytes) => {
-                let (msg, used) = decode_frame::<NodeMsg>(&bytes, usize::MAX)
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(used, bytes.len(), "one frame per Send");
-                sent.push(msg);
-            }
-            a => other.push(a),
-        }
+fn link(now: Instant) -> NodeLink {
+    link_with(KeySet::one(key(1)), now)
+}
+
+/// The client's end of the wire, as a test sees it.
+struct Client {
+    framer: Framer,
+    hs: Option<ClientHandshake>,
+    /// Why the node refused the handshake, if it did.
+    refused: Option<SecureError>,
+}
+
+impl Client {
+    /// Starts a handshake with `key`; returns the first frame.
+    fn start(key: &Key) -> (Self, Vec<u8>) {
+        let (hs, first) = ClientHandshake::start(key, &[]).unwrap();
+        let framer = Framer::new(1 << 20);
+        let frame = framer.encode_handshake(&first).unwrap();
+        let me = Client {
+            framer,
+            hs: Some(hs),
+            refused: None,
+        };
+        (me, frame)
     }
-    (sent, other)
+
+    /// Every message the node sent, and every other action.
+    fn drain(&mut self, l: &mut NodeLink) -> (Vec<NodeMsg>, Vec<NodeAction>) {
+        let (mut sent, mut other) = (Vec::new(), Vec::new());
+        while let Some(a) = l.poll() {
+            match a {
+                NodeAction::Send(bytes) => {
+                    self.framer.push(&bytes);
+                    if !self.framer.is_secure() {
+                        let answer = self.framer.decode_handshake().unwrap().unwrap();
+                        let mut hs = self.hs.take().unwrap();
+                        match hs.read(&answer) {
+                            Ok(_) => self.framer.secure(hs.finish().unwrap()),
+                            Err(e) => self.refused = Some(e),
+                        }
+                        continue;
+                    }
+                    let msg = self.framer.decode::<NodeMsg>().unwrap().unwrap();
+                    assert_eq!(self.framer.buffered(), 0, "one frame per Send");
+                    sent.push(msg);
+                }
+                a => other.push(a),
+            }
+        }
+        (sent, other)
+    }
+
+    fn frame(&mut self, msg: &ClientMsg) -> Vec<u8> {
+        self.framer.encode(msg).unwrap()
+    }
+
+    fn feed(&mut self, l: &mut NodeLink, msg: &ClientMsg, now: Instant) {
+        let frame = self.frame(msg);
+        l.handle(NodeEvent::Received(&frame), now);
+    }
 }
 
-fn feed(l: &mut NodeLink, msg: &ClientMsg, now: Instant) {
-    l.handle(NodeEvent::Received(&encode_frame(msg).unwrap()), now);
-}
-
-/// A link through the handshake.
-fn ready(now: Instant) -> NodeLink {
+/// A link through the handshake, and the client's end.
+fn ready(now: Instant) -> (NodeLink, Client) {
     let mut l = link(now);
-    let (hs, hello) = ClientHandshake::start(Secret::new("s"), [4; 32]);
-    feed(&mut l, &hello, now);
-    let (sent, _) = drain(&mut l);
-    let auth = hs.on_challenge(sent[0].clone()).unwrap();
-    feed(&mut l, &auth, now);
-    let (sent, other) = drain(&mut l);
+    let (mut c, first) = Client::start(&key(1));
+    l.handle(NodeEvent::Received(&first), now);
+    let (sent, other) = c.drain(&mut l);
     assert!(
         matches!(
-            sent[0],
-            NodeMsg::Welcome {
+            sent[..],
+            [NodeMsg::Welcome {
                 heartbeat_ms: 1000,
                 ..
-            }
+            }]
         ),
         "{sent:?}"
     );
+    assert!(other.is_empty(), "not authenticated before a sealed frame");
+    c.feed(&mut l, &ClientMsg::Ping(0), now);
+    let (sent, other) = c.drain(&mut l);
+    assert_eq!(sent, vec![NodeMsg::Pong(0)]);
     assert_eq!(other, vec![NodeAction::Authenticated]);
-    l
+    (l, c)
+}
+
+/// The reason of the node's closing, from its actions.
+fn closed_because(other: &[NodeAction]) -> String {
+    match other {
+        [.., NodeAction::Close { reason: Some(r) }] => r.clone(),
+        _ => panic!("not closed with a reason: {other:?}"),
+    }
 }
 
 #[test]
 fn a_silent_client_is_closed_after_exactly_three_intervals() {
     let t0 = Instant::now();
-    let mut l = ready(t0);
-    feed(&mut l, &ClientMsg::Ping(1), t0 + SECOND);
+    let (mut l, mut c) = ready(t0);
+    c.feed(&mut l, &ClientMsg::Ping(1), t0 + SECOND);
     assert_eq!(l.poll_timeout(), Some(t0 + 4 * SECOND));
     l.handle(NodeEvent::Timer, t0 + 4 * SECOND - Duration::from_millis(1));
     assert!(!l.is_closed());
     l.handle(NodeEvent::Timer, t0 + 4 * SECOND);
-    let (sent, other) = drain(&mut l);
+    let (sent, other) = c.drain(&mut l);
     assert!(
         matches!(&sent[..], [NodeMsg::Pong(1), NodeMsg::Reject { reason, .. }] if reason.contains("silent"))
     );
@@ -98,27 +153,42 @@ fn a_silent_client_is_closed_after_exactly_three_intervals() {
 fn a_client_that_does_not_authenticate_in_time_is_closed() {
     let t0 = Instant::now();
     let mut l = link(t0);
+    let (mut c, _) = Client::start(&key(1));
     l.handle(NodeEvent::Timer, t0 + 5 * SECOND);
-    let (sent, other) = drain(&mut l);
-    assert!(matches!(&sent[..], [NodeMsg::Reject { reason, .. }] if reason.contains("handshake")));
-    assert!(matches!(&other[..], [NodeAction::Close { .. }]));
+    let (sent, other) = c.drain(&mut l);
+    assert!(sent.is_empty());
+    assert!(matches!(&c.refused, Some(SecureError::Refused(r)) if r.contains("handshake")));
+    assert!(closed_because(&other).contains("handshake"));
     assert!(!l.authenticated());
+}
+
+#[test]
+fn a_client_that_answers_but_never_seals_a_frame_is_closed_unauthenticated() {
+    // A replayed first message: the node answers, but the replayer cannot
+    // seal a frame, so it never counts as authenticated.
+    let t0 = Instant::now();
+    let mut l = link(t0);
+    let (mut c, first) = Client::start(&key(1));
+    l.handle(NodeEvent::Received(&first), t0);
+    let (_, other) = c.drain(&mut l);
+    assert!(other.is_empty());
+    assert!(!l.is_ready());
+    l.handle(NodeEvent::Timer, t0 + 5 * SECOND);
+    let (_, other) = c.drain(&mut l);
+    assert!(closed_because(&other).contains("handshake"));
+    assert!(!other.contains(&NodeAction::Authenticated));
 }
 
 #[test]
 fn another_protocol_version_is_refused_naming_both() {
     let t0 = Instant::now();
     let mut l = link(t0);
-    let hello = ClientMsg::Hello {
-        magic: MAGIC.into(),
-        version: PROTOCOL_VERSION + 1,
-        nonce: ByteBuf::from(vec![0; 32]),
-    };
-    feed(&mut l, &hello, t0);
-    let (sent, _) = drain(&mut l);
-    let [NodeMsg::Reject { reason, .. }] = &sent[..] else {
-        panic!("{sent:?}")
-    };
+    let (mut c, mut first) = Client::start(&key(1));
+    // The clear header: frame length, "pp-rs", then the version.
+    first[9..13].copy_from_slice(&(PROTOCOL_VERSION + 1).to_be_bytes());
+    l.handle(NodeEvent::Received(&first), t0);
+    let (_, other) = c.drain(&mut l);
+    let reason = closed_because(&other);
     assert!(
         reason.contains(&format!("version {}", PROTOCOL_VERSION + 1)),
         "{reason}"
@@ -127,13 +197,86 @@ fn another_protocol_version_is_refused_naming_both() {
         reason.contains(&format!("version {PROTOCOL_VERSION}")),
         "{reason}"
     );
+    assert!(matches!(c.refused, Some(SecureError::Version { .. })));
     assert!(l.is_closed());
+}
+
+#[test]
+fn a_wrong_key_is_refused_and_a_rollover_accepts_either() {
+    let t0 = Instant::now();
+    let mut l = link(t0);
+    let (mut c, first) = Client::start(&key(2));
+    l.handle(NodeEvent::Received(&first), t0);
+    let (sent, other) = c.drain(&mut l);
+    assert!(sent.is_empty());
+    assert_eq!(c.refused, Some(SecureError::WrongKey));
+    assert!(closed_because(&other).contains("wrong key"));
+
+    for k in [1, 2] {
+        let mut l = link_with(KeySet::new(vec![key(1), key(2)]).unwrap(), t0);
+        let (mut c, first) = Client::start(&key(k));
+        l.handle(NodeEvent::Received(&first), t0);
+        c.drain(&mut l);
+        c.feed(&mut l, &ClientMsg::Ping(0), t0);
+        let (_, other) = c.drain(&mut l);
+        assert_eq!(other, vec![NodeAction::Authenticated], "key {k}");
+    }
+}
+
+#[test]
+fn a_big_frame_before_authentication_is_refused_before_its_body() {
+    let t0 = Instant::now();
+    let mut l = link(t0);
+    let (mut c, _) = Client::start(&key(1));
+    l.handle(NodeEvent::Received(&5000u32.to_be_bytes()), t0);
+    c.drain(&mut l);
+    assert!(l.is_closed());
+}
+
+#[test]
+fn tampered_injected_and_replayed_frames_close_the_connection_unrun() {
+    let run = |id| {
+        ClientMsg::Run(vec![RunJob {
+            id,
+            attempt: 1,
+            name: "j".into(),
+            args: ByteBuf::new(),
+        }])
+    };
+    // modified
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    let mut frame = c.frame(&run(1));
+    frame[8] ^= 1;
+    l.handle(NodeEvent::Received(&frame), t0);
+    let (_, other) = c.drain(&mut l);
+    assert!(closed_because(&other).contains("failed authentication"));
+    assert!(!other.iter().any(|a| matches!(a, NodeAction::Run(_))));
+    // injected: a plaintext frame
+    let (mut l, mut c) = ready(t0);
+    let plain = crate::wire::encode_frame(&run(2)).unwrap();
+    l.handle(NodeEvent::Received(&plain), t0);
+    let (_, other) = c.drain(&mut l);
+    assert!(closed_because(&other).contains("failed authentication"));
+    assert!(!other.iter().any(|a| matches!(a, NodeAction::Run(_))));
+    // replayed: the job runs once, the copy closes the connection
+    let (mut l, mut c) = ready(t0);
+    let frame = c.frame(&run(3));
+    l.handle(NodeEvent::Received(&frame), t0);
+    l.handle(NodeEvent::Received(&frame), t0);
+    let (_, other) = c.drain(&mut l);
+    let runs = other
+        .iter()
+        .filter(|a| matches!(a, NodeAction::Run(_)))
+        .count();
+    assert_eq!(runs, 1);
+    assert!(closed_because(&other).contains("failed authentication"));
 }
 
 #[test]
 fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
     let t0 = Instant::now();
-    let mut l = ready(t0);
+    let (mut l, mut c) = ready(t0);
     l.handle(NodeEvent::Drain, t0);
     let run = RunJob {
         id: 1,
@@ -141,10 +284,10 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
         name: "j".into(),
         args: ByteBuf::new(),
     };
-    feed(&mut l, &ClientMsg::Run(vec![run]), t0);
-    feed(&mut l, &ClientMsg::Ping(5), t0);
-    feed(&mut l, &ClientMsg::Cancel { id: 9 }, t0);
-    let (sent, other) = drain(&mut l);
+    c.feed(&mut l, &ClientMsg::Run(vec![run]), t0);
+    c.feed(&mut l, &ClientMsg::Ping(5), t0);
+    c.feed(&mut l, &ClientMsg::Cancel { id: 9 }, t0);
+    let (sent, other) = c.drain(&mut l);
     assert_eq!(
         sent,
         vec![
@@ -155,7 +298,7 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
     );
     assert_eq!(other, vec![NodeAction::Cancel(9)]);
     l.handle(NodeEvent::Stop, t0);
-    let (sent, other) = drain(&mut l);
+    let (sent, other) = c.drain(&mut l);
     assert_eq!(sent, vec![NodeMsg::Goodbye]);
     assert_eq!(other, vec![NodeAction::Close { reason: None }]);
 }
@@ -163,7 +306,7 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
 #[test]
 fn results_too_big_become_codec_errors_and_batches_fit_the_frame() {
     let t0 = Instant::now();
-    let mut l = ready(t0);
+    let (mut l, mut c) = ready(t0);
     let done = |id, n| DoneJob {
         id,
         attempt: 1,
@@ -174,7 +317,7 @@ fn results_too_big_become_codec_errors_and_batches_fit_the_frame() {
         NodeEvent::Finished(vec![done(1, 10_000), done(2, 10), done(3, 10)]),
         t0,
     );
-    let (sent, _) = drain(&mut l);
+    let (sent, _) = c.drain(&mut l);
     let all: Vec<DoneJob> = sent
         .into_iter()
         .flat_map(|m| match m {
@@ -191,11 +334,10 @@ fn results_too_big_become_codec_errors_and_batches_fit_the_frame() {
 fn garbage_before_the_handshake_closes_with_a_reason() {
     let t0 = Instant::now();
     let mut l = link(t0);
+    let (mut c, _) = Client::start(&key(1));
     l.handle(NodeEvent::Received(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1]), t0);
-    let (sent, other) = drain(&mut l);
-    assert!(matches!(&sent[..], [NodeMsg::Reject { reason, .. }] if reason.contains("handshake")));
-    assert!(matches!(
-        &other[..],
-        [NodeAction::Close { reason: Some(_) }]
-    ));
+    let (sent, other) = c.drain(&mut l);
+    assert!(sent.is_empty());
+    assert!(c.refused.is_some());
+    assert!(closed_because(&other).contains("handshake"));
 }

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use std::io::{self, Read};
 
-/// Sent first in every `Hello`, so that a stray client is told apart at once.
+/// Sent first, in clear, in the handshake's first message, so that a stray client is told apart at once.
 pub const MAGIC: &str = "pp-rs";
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The default TCP (and discovery UDP) port of a node.
 pub const DEFAULT_PORT: u16 = 60000;
 /// The default largest frame, in bytes.
@@ -98,20 +98,6 @@ pub struct NodeStatus {
 /// What a client sends to a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientMsg {
-    /// Opens the handshake.
-    Hello {
-        /// Must be [`MAGIC`].
-        magic: String,
-        /// The client's protocol version.
-        version: u32,
-        /// 32 random bytes.
-        nonce: ByteBuf,
-    },
-    /// Proves the client knows the secret.
-    Auth {
-        /// HMAC-SHA256 over both nonces with the client's label.
-        proof: ByteBuf,
-    },
     /// Jobs to run, one or many.
     Run(Vec<RunJob>),
     /// Stop a job if it has not finished.
@@ -130,14 +116,7 @@ pub enum ClientMsg {
 /// What a node sends to a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NodeMsg {
-    /// The node's nonce and its proof of the secret.
-    Challenge {
-        /// 32 random bytes.
-        nonce: ByteBuf,
-        /// HMAC-SHA256 over both nonces with the node's label.
-        proof: ByteBuf,
-    },
-    /// The handshake succeeded.
+    /// The node's first sealed frame: who it is, what it runs.
     Welcome {
         /// The node's name for itself.
         node_id: String,
@@ -232,6 +211,10 @@ pub enum FrameError {
     /// Reading or writing failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// A sealed frame did not open (modified, injected, replayed, reordered
+    /// or truncated), or a message was framed outside a session.
+    #[error(transparent)]
+    Secure(#[from] crate::SecureError),
 }
 
 /// Encodes `msg` as one frame: length prefix and body in one buffer.

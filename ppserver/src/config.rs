@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
-use ppcore::Secret;
+use ppcore::{KeyError, KeySet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,8 +16,9 @@ pub struct Config {
     pub port: u16,
     /// Worker threads.
     pub workers: usize,
-    /// The shared secret; empty is allowed on loopback only.
-    pub secret: Secret,
+    /// The cluster's keys (generated: `ppserver --gen-secret FILE`; two
+    /// during a rollover). A node does not start without one.
+    pub keys: Option<KeySet>,
     /// Exit after this long without a connection.
     pub idle_timeout: Option<Duration>,
     /// Answer discovery probes on UDP.
@@ -62,7 +63,7 @@ impl Default for Config {
             interface: IpAddr::from([127, 0, 0, 1]),
             port: DEFAULT_PORT,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            secret: Secret::default(),
+            keys: None,
             idle_timeout: None,
             discovery: false,
             join: None,
@@ -107,15 +108,14 @@ pub struct Cli {
     /// Worker threads (default: the CPUs this process may use).
     #[arg(short, long, value_parser = |s: &str| ppcore::limits::parse_workers(s, false))]
     pub workers: Option<usize>,
-    /// File holding the shared secret.
+    /// File holding the cluster's key (or two during a rollover), as made
+    /// by `ppserver --gen-secret FILE` or `ppclient secret new FILE`.
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
-    /// The shared secret from the environment.
-    #[arg(long, env = "PP_SECRET", hide_env_values = true)]
+    /// The key from the environment, in the same form (never on the command
+    /// line, where `ps` shows it).
+    #[arg(long, env = "PP_SECRET", hide_env_values = true, hide = true)]
     pub secret_env: Option<String>,
-    /// The shared secret itself (visible in `ps`: prefer --secret-file or PP_SECRET).
-    #[arg(short, long)]
-    pub secret: Option<String>,
     /// Exit after this many seconds without a client connection.
     #[arg(short = 't', long, value_name = "SECS", value_parser = ppcore::limits::parse_whole_secs)]
     pub idle_timeout: Option<u64>,
@@ -151,26 +151,22 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Write a new random key to FILE (mode 0600, never overwritten) and exit.
+    #[arg(long, value_name = "FILE")]
+    pub gen_secret: Option<PathBuf>,
 }
 
 impl Cli {
     /// The configuration this command line asks for.
-    pub fn config(&self) -> Result<Config, std::io::Error> {
-        let secret = match (&self.secret_file, &self.secret_env, &self.secret) {
-            (Some(path), _, _) => Secret::new(std::fs::read(path)?),
-            (None, Some(env), _) => Secret::new(env),
-            (None, None, Some(s)) => {
-                tracing::warn!("--secret shows in `ps`; prefer --secret-file or PP_SECRET");
-                Secret::new(s)
-            }
-            (None, None, None) => Secret::default(),
-        };
+    /// A key that is not a generated key is refused, saying how to make one.
+    pub fn config(&self) -> Result<Config, KeyError> {
+        let keys = self.keys()?;
         let defaults = Config::default();
         Ok(Config {
             interface: self.interface,
             port: self.port,
             workers: self.workers.unwrap_or(defaults.workers),
-            secret,
+            keys,
             idle_timeout: self.idle_timeout.map(Duration::from_secs),
             discovery: self.discovery,
             join: self.join.clone(),
@@ -192,4 +188,57 @@ fn positive_secs(secs: f64) -> Option<Duration> {
     Duration::try_from_secs_f64(secs)
         .ok()
         .filter(|d| !d.is_zero())
+}
+
+impl Cli {
+    /// The node's keys, from `--secret-file` or `PP_SECRET` (one key, or two
+    /// during a rollover); `None` if neither is given. A value that is not a
+    /// generated key is refused with how to make one. (`--secret` is not
+    /// read: a key on the command line shows in `ps`.)
+    pub fn keys(&self) -> Result<Option<KeySet>, KeyError> {
+        match (&self.secret_file, &self.secret_env) {
+            (Some(path), _) => KeySet::read_file(path).map(Some),
+            (None, Some(env)) => KeySet::parse(env).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Carries out `--gen-secret FILE`: writes a new key and says where,
+    /// with its fingerprint (never the key). `None` when not asked.
+    pub fn gen_secret(&self) -> Option<Result<String, KeyError>> {
+        let path = self.gen_secret.as_ref()?;
+        Some(ppcore::write_new_key_file(path).map(|fingerprint| {
+            format!(
+                "wrote a new key to {} (fingerprint {fingerprint}); copy it to every node and client \
+                 and pass it with --secret-file FILE",
+                path.display()
+            )
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("ppserver").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn keys_come_from_the_file_or_the_environment_and_must_be_keys() {
+        let (a, b) = (
+            ppcore::Key::generate().unwrap(),
+            ppcore::Key::generate().unwrap(),
+        );
+        let both = format!("{} {}", a.to_text(), b.to_text());
+        let from_env = cli(&["--secret-env", &both]).keys().unwrap().unwrap();
+        assert_eq!(from_env.keys(), &[a, b]);
+        let err = cli(&["--secret-env", "pp-demo-secret"]).keys().unwrap_err();
+        assert!(
+            err.to_string().contains("ppserver --gen-secret FILE"),
+            "{err}"
+        );
+        assert!(cli(&[]).gen_secret().is_none());
+    }
 }

@@ -120,22 +120,23 @@ struct Driver<'a> {
 impl Driver<'_> {
     fn run(&mut self, events: &Receiver<ConnIn>) {
         let config = &self.node.config;
+        let Some(keys) = config.keys.clone() else {
+            return tracing::warn!(peer = %self.peer, "no key: cannot serve");
+        };
         let link_config = NodeLinkConfig {
-            secret: config.secret.clone(),
+            keys,
             handshake_timeout: config.handshake_timeout,
             heartbeat: config.heartbeat,
             max_frame: config.max_frame,
         };
-        let nonce = match ppcore::nonce() {
-            Ok(n) => n,
-            Err(e) => return tracing::warn!(peer = %self.peer, "no randomness: {e}"),
-        };
-        let mut link = NodeLink::new(link_config, nonce, self.node.welcome(), Instant::now());
+        let mut link = NodeLink::new(link_config, self.node.welcome(), Instant::now());
         if self.node.draining() {
             link.handle(NodeEvent::Drain, Instant::now());
         }
         let mut polled = Events::with_capacity(8);
-        while self.settle(&mut link) {
+        // A link can close while the reads are settled (a refused
+        // handshake): its Close is then taken there, so ask the link too.
+        while self.settle(&mut link) && !link.is_closed() {
             self.wait(&mut link, events, &mut polled);
         }
         let _ = self.outbox.flush(&mut self.stream, Instant::now());
@@ -336,6 +337,7 @@ impl Driver<'_> {
                 NodeAction::Close {
                     reason: Some(reason),
                 } => {
+                    let reason = ppcore::escape(&reason);
                     tracing::info!(peer = %self.peer, "connection closed: {reason}");
                     return false;
                 }

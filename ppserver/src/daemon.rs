@@ -3,7 +3,7 @@
 
 use crate::config::{Cli, Config};
 use crate::node::{Node, NodeJob};
-use ppcore::wire::{discovery_reply, NodeMsg, DISCOVERY_PROBE};
+use ppcore::wire::{discovery_reply, DISCOVERY_PROBE};
 use ppcore::{Pool, Registry};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -19,9 +19,10 @@ const GOODBYE_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// An empty secret beyond loopback would let anyone run jobs here.
-    #[error("refusing to listen on {0} without a secret: set PP_SECRET or --secret-file, or listen on 127.0.0.1")]
-    NoSecret(std::net::IpAddr),
+    /// No key, or a value that is not a generated key: every session is
+    /// encrypted and authenticated with the cluster's key.
+    #[error(transparent)]
+    Key(#[from] ppcore::KeyError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -87,7 +88,8 @@ impl Stop {
 /// with [`ServeError::NoWorkerMode`].
 ///
 /// ```
-/// let config = ppserver::Config { port: 0, workers: 1, ..Default::default() };
+/// let keys = ppcore::KeySet::one(ppcore::Key::generate()?);
+/// let config = ppserver::Config { port: 0, workers: 1, keys: Some(keys), ..Default::default() };
 /// let node = ppserver::start(config, ppcore::Registry::linked()?)?;
 /// assert!(node.local_addr().ip().is_loopback());
 /// node.stop();
@@ -95,8 +97,8 @@ impl Stop {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> {
-    if config.secret.is_empty() && !config.interface.is_loopback() {
-        return Err(ServeError::NoSecret(config.interface));
+    if config.keys.is_none() {
+        return Err(ServeError::Key(ppcore::KeyError::Missing));
     }
     if config.isolation == crate::Isolation::Process && !ppcore::worker::ready() {
         return Err(ServeError::NoWorkerMode);
@@ -280,10 +282,9 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
 /// each).
 pub(crate) fn refuse(mut stream: TcpStream, reason: String) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    if let Ok(frame) = ppcore::encode_frame(&NodeMsg::Reject {
-        reason,
-        retry: true,
-    }) {
+    // Before any handshake: a refusal frame, nothing derived from a key.
+    let refusal = ppcore::secure::refusal_busy(&reason);
+    if let Ok(frame) = ppcore::Framer::new(refusal.len()).encode_handshake(&refusal) {
         let _ = stream.write_all(&frame);
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -413,6 +414,15 @@ pub fn main_with(registry: Registry) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(done) = cli.gen_secret() {
+        return match done {
+            Ok(done) => {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fatal(&e),
+        };
+    }
     let served = cli
         .config()
         .map_err(ServeError::from)

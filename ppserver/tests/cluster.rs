@@ -9,7 +9,7 @@ use std::time::Duration;
 fn remote_only(nodes: &[&Node]) -> Server {
     Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .nodes(nodes.iter().map(|n| n.name()))
         .build()
         .unwrap()
@@ -45,7 +45,7 @@ fn local_and_remote_mixed() {
     let a = Node::start(&["--workers", "1"]);
     let server = Server::builder()
         .ncpus(1)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .nodes([a.name()])
         .build()
         .unwrap();
@@ -85,11 +85,12 @@ fn errors_and_panics_come_back_typed_from_a_node() {
 }
 
 #[test]
-fn wrong_secret_is_a_clear_error_at_once() {
+fn wrong_key_is_a_clear_error_at_once() {
     let a = Node::start(&[]);
+    let other = ppcore::Key::generate().unwrap().to_text();
     let server = Server::builder()
         .ncpus(0)
-        .secret("not the secret")
+        .secret(&other)
         .nodes([a.name()])
         .build()
         .unwrap();
@@ -97,11 +98,33 @@ fn wrong_secret_is_a_clear_error_at_once() {
     let err = server.submit(jobs::echo_u64, (1,)).wait().unwrap_err();
     assert_eq!(err.kind, ErrorKind::Auth); // issue 11: not UnknownJob
     assert!(err.message.contains(&a.name()), "{err}");
-    assert!(err.message.contains("authentication failed"), "{err}");
+    assert!(err.message.contains("wrong key"), "{err}");
     let NodeState::Failed { reason } = &server.nodes()[0].state else {
         panic!("{:?}", server.nodes())
     };
-    assert!(reason.contains("authentication failed"), "{reason}");
+    assert!(reason.contains("wrong key"), "{reason}");
+}
+
+#[test]
+fn a_value_that_is_not_a_key_is_refused_saying_how_to_make_one() {
+    let err = Server::builder()
+        .ncpus(0)
+        .secret("correct horse battery staple")
+        .nodes(["127.0.0.1:1"])
+        .build()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("ppserver --gen-secret FILE"), "{text}");
+    assert!(
+        !text.contains("horse"),
+        "the refused value is never repeated"
+    );
+    let err = Server::builder()
+        .ncpus(0)
+        .nodes(["127.0.0.1:1"])
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("no key"), "{err}");
 }
 
 #[test]
@@ -129,7 +152,7 @@ fn node_that_starts_after_the_client_is_picked_up() {
         .port();
     let server = Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .nodes([format!("127.0.0.1:{port}")])
         .connect_timeout(Duration::from_millis(200))
         .build()
@@ -145,7 +168,7 @@ fn node_that_starts_after_the_client_is_picked_up() {
 fn join_dials_a_listening_client() {
     let server = Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .listen("127.0.0.1:0")
         .build()
         .unwrap();
@@ -189,27 +212,21 @@ fn sigterm_drains_without_losing_a_job() {
 
 #[test]
 fn protocol_version_mismatch_is_rejected_with_a_reason() {
-    use ppcore::wire::{ClientMsg, NodeMsg, MAGIC};
+    use ppcore::wire::{MAGIC, PROTOCOL_VERSION};
     use std::io::Write;
     let a = Node::start(&[]);
-    let mut s = std::net::TcpStream::connect(a.addr).unwrap();
-    let hello = ClientMsg::Hello {
-        magic: MAGIC.into(),
-        version: 999,
-        nonce: serde_bytes::ByteBuf::from(vec![0; 32]),
-    };
-    s.write_all(&ppcore::encode_frame(&hello).unwrap()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut r = ppcore::FrameReader::new(s, 1 << 20);
-    match r.read::<NodeMsg>().unwrap() {
-        Some(NodeMsg::Reject { reason, .. }) => {
-            // Both versions are named: the client's and the node's.
-            assert!(reason.contains("version 999"), "{reason}");
-            let ours = format!("version {}", ppcore::wire::PROTOCOL_VERSION);
-            assert!(reason.contains(&ours), "{reason}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let mut s = common::connect(&a);
+    // A first message from a client of version 999: the clear header says so.
+    let (_, mut first) = ppcore::secure::ClientHandshake::start(&common::key(), &[]).unwrap();
+    first[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&999u32.to_be_bytes());
+    let mut framer = ppcore::Framer::new(4096);
+    s.write_all(&framer.encode_handshake(&first).unwrap())
+        .unwrap();
+    let refusal = common::read_frame(&mut s, &mut framer, |f| f.decode_handshake()).unwrap();
+    // A refusal (1), for the version (code 2), naming the node's version;
+    // the client's error then names both (ppcore's link tests).
+    assert_eq!(refusal[..2], [1, 2]);
+    assert_eq!(refusal[2..6], PROTOCOL_VERSION.to_be_bytes());
 }
 
 #[test]
@@ -217,7 +234,7 @@ fn discovery_finds_a_node_that_answers_probes() {
     let a = Node::start(&["--discovery"]);
     let server = Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .discover_via("127.0.0.*", a.addr)
         .build()
         .unwrap();
@@ -226,7 +243,7 @@ fn discovery_finds_a_node_that_answers_probes() {
     assert_eq!(server.submit(jobs::echo_u64, (3,)).wait(), Ok(3));
     let elsewhere = Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .discover_via("10.*.*.*", a.addr)
         .build()
         .unwrap();
@@ -245,7 +262,8 @@ fn node_status_reports_counters() {
     for i in 0..5u64 {
         server.submit(jobs::echo_u64, (i,)).wait().unwrap();
     }
-    let status = || ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5)).unwrap();
+    let status =
+        || ppclient::node_status(&a.name(), SECRET.as_str(), Duration::from_secs(5)).unwrap();
     // A job counts as active until its result is on the wire.
     eventually(Duration::from_secs(10), || status().jobs_active == 0);
     let s = status();
@@ -254,8 +272,10 @@ fn node_status_reports_counters() {
         (3, 5, 0, 0)
     );
     assert!(s.jobs.iter().any(|j| j.name == "jobs::maclaurin"));
-    let err = ppclient::node_status(&a.name(), "wrong", Duration::from_secs(5)).unwrap_err();
-    assert!(err.to_string().contains("authentication failed"), "{err}");
+    let other = ppcore::Key::generate().unwrap().to_text();
+    let err = ppclient::node_status(&a.name(), &other, Duration::from_secs(5)).unwrap_err();
+    assert!(err.to_string().contains("wrong key"), "{err}");
+    assert!(err.to_string().contains(&a.name()), "names the node: {err}");
 }
 
 #[test]
@@ -329,7 +349,7 @@ fn jobs_a_node_cannot_run_keep_their_order_on_the_local_worker() {
     let a = Node::start(&["--workers", "2"]);
     let server = Server::builder()
         .ncpus(1)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .nodes([a.name()])
         .build()
         .unwrap();
@@ -368,7 +388,7 @@ fn a_host_name_with_several_addresses_is_one_node_with_one_name() {
     let name = format!("localhost:{port}");
     let server = Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(&*SECRET)
         .nodes([name.clone()])
         .build()
         .unwrap();
@@ -391,17 +411,22 @@ fn a_host_name_with_several_addresses_is_one_node_with_one_name() {
 fn node_status_says_what_kind_of_failure() {
     use ppclient::StatusErrorKind;
     let a = Node::start(&["--workers", "1"]);
-    let e = ppclient::node_status(&a.name(), "not the secret", Duration::from_secs(5)).unwrap_err();
+    let e = ppclient::node_status(
+        &a.name(),
+        ppcore::Key::generate().unwrap().to_text(),
+        Duration::from_secs(5),
+    )
+    .unwrap_err();
     assert_eq!(e.kind, StatusErrorKind::Refused, "{e}");
-    assert!(e.reason.contains("authentication failed"), "{e}");
+    assert!(e.reason.contains("wrong key"), "{e}");
     // A port nobody listens on (bound, then closed).
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = free.local_addr().unwrap().to_string();
     drop(free);
-    let e = ppclient::node_status(&addr, SECRET, Duration::from_secs(5)).unwrap_err();
+    let e = ppclient::node_status(&addr, &*SECRET, Duration::from_secs(5)).unwrap_err();
     assert_eq!(e.kind, StatusErrorKind::Unreachable, "{e}");
     assert_eq!(
-        ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5))
+        ppclient::node_status(&a.name(), &*SECRET, Duration::from_secs(5))
             .unwrap()
             .workers,
         1

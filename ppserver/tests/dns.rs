@@ -11,13 +11,15 @@ use common::{close, eventually, maclaurin_64};
 
 use jobs as _;
 
-const SECRET: &str = "dns-secret";
+/// A generated key, shared by the nodes and clients of this test process.
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ppcore::Key::generate().expect("randomness").to_text());
 
 fn node() -> ppserver::Running {
     let config = ppserver::Config {
         port: 0,
         workers: 1,
-        secret: ppcore::Secret::new(SECRET),
+        keys: Some(ppcore::KeySet::parse(&SECRET).expect("a key")),
         ..Default::default()
     };
     ppserver::start(config, ppcore::Registry::linked().unwrap()).unwrap()
@@ -40,7 +42,7 @@ fn localhost_resolves_to_a_node_that_runs_the_jobs() {
     let port = node.local_addr().port();
     let server = Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(&*SECRET)
         .nodes_from_dns(format!("localhost:{port}"))
         .build()
         .unwrap();
@@ -72,7 +74,7 @@ fn addresses_that_appear_later_become_nodes_and_each_address_is_one_node() {
     };
     let server = Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(&*SECRET)
         .dns_interval(Duration::from_millis(20))
         .nodes_from_dns_with("pp-nodes.default.svc", resolver)
         .build()

@@ -14,7 +14,7 @@ const WAIT: Duration = Duration::from_secs(60);
 fn cluster(nodes: &[&Node], heartbeat_ms: u64) -> Server {
     Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .nodes(nodes.iter().map(|n| n.name()))
         .heartbeat(Duration::from_millis(heartbeat_ms))
         .build()
@@ -134,7 +134,8 @@ fn timeout_reaches_the_node() {
     assert_eq!(err.kind, ErrorKind::TimedOut);
     assert_eq!(first.wait_timeout(WAIT).unwrap(), Ok(1_500));
     // The node skips the cancelled job when its worker comes to it.
-    let status = || ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5)).unwrap();
+    let status =
+        || ppclient::node_status(&a.name(), SECRET.as_str(), Duration::from_secs(5)).unwrap();
     common::eventually(Duration::from_secs(10), || status().jobs_active == 0);
     let status = status();
     assert_eq!(
@@ -158,7 +159,7 @@ fn cancel_of_a_job_queued_on_a_node_skips_it_there() {
     );
     assert_eq!(running.wait_timeout(WAIT).unwrap(), Ok(300));
     assert_eq!(server.submit(jobs::echo_u64, (1,)).wait(), Ok(1));
-    let status = ppclient::node_status(&a.name(), SECRET, Duration::from_secs(5)).unwrap();
+    let status = ppclient::node_status(&a.name(), SECRET.as_str(), Duration::from_secs(5)).unwrap();
     assert_eq!(
         (status.jobs_done, status.jobs_cancelled),
         (2, 1),

@@ -5,9 +5,9 @@ mod common;
 
 use common::{authenticated, connect, reject_reason, Node, SECRET};
 use ppclient::Server;
+use ppcore::secure::ClientHandshake;
 use ppcore::wire::{ClientMsg, MAGIC, PROTOCOL_VERSION};
-use ppcore::{encode_frame, ClientHandshake, Secret};
-use serde_bytes::ByteBuf;
+use ppcore::{encode_frame, Framer};
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 fn client(node: &Node) -> Server {
     Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .nodes([node.name()])
         .build()
         .unwrap()
@@ -32,14 +32,12 @@ fn garbage_during_the_handshake() {
     let node = Node::start(&[]);
     let mut s = connect(&node);
     s.write_all(b"\x00\x00\x00\x08GET / HTTP/1.1\r\n").unwrap();
-    assert!(reject_reason(s).contains("malformed"));
+    let reason = reject_reason(s);
+    assert!(reason.contains("not a pp client"), "{reason}");
     let mut s = connect(&node);
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let reason = reject_reason(s);
-    assert!(
-        reason.contains("limit") || reason.contains("malformed"),
-        "{reason}"
-    );
+    assert!(reason.contains("limit"), "{reason}");
     still_serves(&node);
 }
 
@@ -49,18 +47,20 @@ fn oversized_length_prefix_is_refused_before_allocation() {
     let mut s = connect(&node);
     s.write_all(&u32::MAX.to_be_bytes()).unwrap();
     assert!(reject_reason(s).contains("over the"));
+    // The pre-authentication cap is 4 KiB: a 5000-byte first message is
+    // refused before its body.
+    let mut s = connect(&node);
+    s.write_all(&5000u32.to_be_bytes()).unwrap();
+    let reason = reject_reason(s);
+    assert!(reason.contains("4096-byte limit"), "{reason}");
     still_serves(&node);
 }
 
 #[test]
 fn truncated_frame_then_close() {
     let node = Node::start(&[]);
-    let frame = encode_frame(&ClientMsg::Hello {
-        magic: MAGIC.into(),
-        version: PROTOCOL_VERSION,
-        nonce: ByteBuf::from(vec![1; 32]),
-    })
-    .unwrap();
+    let (_, first) = ClientHandshake::start(&common::key(), &[]).unwrap();
+    let frame = Framer::new(4096).encode_handshake(&first).unwrap();
     let mut s = connect(&node);
     s.write_all(&frame[..frame.len() / 2]).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -72,6 +72,7 @@ fn truncated_frame_then_close() {
 #[test]
 fn valid_frames_in_the_wrong_state() {
     let node = Node::start(&[]);
+    // Plaintext messages where the handshake belongs: not a pp client.
     for msg in [
         ClientMsg::Run(vec![]),
         ClientMsg::Status,
@@ -79,35 +80,35 @@ fn valid_frames_in_the_wrong_state() {
     ] {
         let mut s = connect(&node);
         s.write_all(&encode_frame(&msg).unwrap()).unwrap();
-        assert!(reject_reason(s).contains("expected Hello"));
+        let reason = reject_reason(s);
+        assert!(reason.contains("not a pp client"), "{reason}");
     }
-    // A second Hello after a complete handshake.
+    // A second handshake message after a complete handshake does not open.
     let mut s = authenticated(&node);
-    let (_, hello) = ClientHandshake::start(Secret::new(SECRET), [7; 32]);
-    s.write_all(&encode_frame(&hello).unwrap()).unwrap();
-    assert!(reject_reason(s).contains("after the handshake"));
+    let (_, first) = ClientHandshake::start(&common::key(), &[]).unwrap();
+    let frame = Framer::new(4096).encode_handshake(&first).unwrap();
+    s.stream.write_all(&frame).unwrap();
+    let reason = s.reject_reason();
+    assert!(reason.contains("failed authentication"), "{reason}");
     still_serves(&node);
 }
 
 #[test]
-fn unknown_version_and_wrong_secret_get_a_reason() {
+fn unknown_version_and_wrong_key_get_a_reason() {
     let node = Node::start(&[]);
     let mut s = connect(&node);
-    let hello = ClientMsg::Hello {
-        magic: MAGIC.into(),
-        version: PROTOCOL_VERSION + 1,
-        nonce: ByteBuf::from(vec![1; 32]),
-    };
-    s.write_all(&encode_frame(&hello).unwrap()).unwrap();
-    assert!(reject_reason(s).contains("not supported"));
-    let mut s = connect(&node);
-    let (_, hello) = ClientHandshake::start(Secret::new("other"), [7; 32]);
-    s.write_all(&encode_frame(&hello).unwrap()).unwrap();
-    let forged = ClientMsg::Auth {
-        proof: ByteBuf::from(vec![0; 32]),
-    };
-    s.write_all(&encode_frame(&forged).unwrap()).unwrap();
-    assert!(reject_reason(s).contains("wrong secret"));
+    let (_, mut first) = ClientHandshake::start(&common::key(), &[]).unwrap();
+    first[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&(PROTOCOL_VERSION + 1).to_be_bytes());
+    s.write_all(&Framer::new(4096).encode_handshake(&first).unwrap())
+        .unwrap();
+    let reason = reject_reason(s);
+    assert!(reason.contains("version mismatch"), "{reason}");
+    let other = ppcore::Key::generate().unwrap();
+    match common::handshake(&node, &other) {
+        Err(ppcore::SecureError::WrongKey) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a stranger's key opened a session"),
+    }
     still_serves(&node);
 }
 
@@ -160,9 +161,17 @@ fn connections_over_the_cap_are_refused_with_a_reason() {
 fn malformed_frame_after_the_handshake_closes_only_that_connection() {
     let node = Node::start(&[]);
     let server = client(&node);
+    // Bytes that are no sealed frame: they do not open.
     let mut s = authenticated(&node);
-    s.write_all(&[0, 0, 0, 2, 0xc1, 0xc1]).unwrap();
-    assert!(reject_reason(s).contains("malformed"));
+    s.stream.write_all(&[0, 0, 0, 2, 0xc1, 0xc1]).unwrap();
+    let reason = s.reject_reason();
+    assert!(reason.contains("failed authentication"), "{reason}");
+    // A sealed frame that is no message: malformed.
+    let mut s = authenticated(&node);
+    let frame = s.framer.encode(&serde_bytes::Bytes::new(&[0xc1])).unwrap();
+    s.stream.write_all(&frame).unwrap();
+    let reason = s.reject_reason();
+    assert!(reason.contains("malformed"), "{reason}");
     assert_eq!(server.submit(jobs::echo_u64, (5,)).wait(), Ok(5));
 }
 

@@ -8,7 +8,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-const SECRET: &str = "metrics-secret";
+/// A generated key, shared by the nodes and clients of this test process.
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ppcore::Key::generate().expect("randomness").to_text());
 
 /// One HTTP/1.1 GET on loopback: (status line, body).
 fn get(addr: SocketAddr, path: &str) -> (String, String) {
@@ -57,8 +59,8 @@ fn metrics_count_a_known_run() {
         "0",
         "--workers",
         "2",
-        "--secret",
-        SECRET,
+        "--secret-env",
+        &SECRET,
         "--metrics",
         "127.0.0.1:0",
     ]);
@@ -78,10 +80,12 @@ fn metrics_count_a_known_run() {
         0.0
     );
 
-    // One client with the wrong secret: one handshake failure.
+    // One client with the wrong key: one handshake failure.
     let wrong = Server::builder()
         .ncpus(0)
-        .secret("not-the-secret")
+        .keys(ppcore::KeySet::one(
+            ppcore::Key::generate().expect("randomness"),
+        ))
         .nodes([node.local_addr().to_string()])
         .build()
         .expect("builds");
@@ -89,7 +93,7 @@ fn metrics_count_a_known_run() {
 
     let server = Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(&*SECRET)
         .nodes([node.local_addr().to_string()])
         .build()
         .expect("builds");

@@ -122,8 +122,8 @@ fn server(alloc: &Alloc, test: &str) -> Server {
         .program(env!("CARGO_BIN_EXE_ppserver"))
         .servers_per_node(2)
         .key_dir(key_dir(test));
+    // No key given: the client makes one for its Slurm nodes.
     Server::builder()
-        .secret("slurm-test-secret")
         .listen("127.0.0.1:0")
         .slurm_with(slurm)
         .build()
@@ -255,7 +255,7 @@ fn cancel_one_step_mid_run(test: &str, how: &[&str], reason: &str) {
 fn a_joined_node_whose_client_is_gone_exits_after_its_idle_timeout_without_its_grace() {
     let server = Server::builder()
         .ncpus(0)
-        .secret(common::SECRET)
+        .secret(&*common::SECRET)
         .listen("127.0.0.1:0")
         .build()
         .unwrap();
@@ -274,7 +274,7 @@ fn a_joined_node_whose_client_is_gone_exits_after_its_idle_timeout_without_its_g
     let long = server.submit(jobs::sleep_ms, (600_000,));
     let addr = node.name();
     let running = poll(Duration::from_secs(10), || {
-        ppclient::node_status(&addr, common::SECRET, Duration::from_secs(2))
+        ppclient::node_status(&addr, &*common::SECRET, Duration::from_secs(2))
             .is_ok_and(|s| s.jobs_active == 1)
     });
     assert!(running, "the long job never started");

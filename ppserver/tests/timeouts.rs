@@ -3,11 +3,10 @@
 
 mod common;
 
-use common::{authenticated, Node, SECRET};
-use ppcore::encode_frame;
+use common::{authenticated, Node, Session, SECRET};
 use ppcore::wire::{ClientMsg, RunJob};
 use serde_bytes::ByteBuf;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ const EXIT_WAIT: Duration = Duration::from_secs(30);
 /// Sends `n` echo jobs of `size` bytes each, as one client that never
 /// reads: the node's results pile up until its writes make no progress.
 /// False if the node closed the connection before all were sent.
-fn flood_without_reading(s: &mut TcpStream, n: u64, size: usize) -> bool {
+fn flood_without_reading(s: &mut Session, n: u64, size: usize) -> bool {
     let echo = <jobs::echo_bytes as ppcore::Job>::NAME;
     for id in 0..n {
         let job = RunJob {
@@ -25,9 +24,7 @@ fn flood_without_reading(s: &mut TcpStream, n: u64, size: usize) -> bool {
             name: echo.into(),
             args: ByteBuf::from(ppcore::encode(&(ByteBuf::from(vec![7u8; size]),)).unwrap()),
         };
-        if s.write_all(&encode_frame(&ClientMsg::Run(vec![job])).unwrap())
-            .is_err()
-        {
+        if !s.send(&ClientMsg::Run(vec![job])) {
             return false;
         }
     }
@@ -49,7 +46,7 @@ fn closed_by_node(mut s: TcpStream) -> bool {
 }
 
 fn status(node: &Node) -> ppcore::wire::NodeStatus {
-    ppclient::node_status(&node.name(), SECRET, Duration::from_secs(5)).unwrap()
+    ppclient::node_status(&node.name(), SECRET.as_str(), Duration::from_secs(5)).unwrap()
 }
 
 #[test]
@@ -60,13 +57,13 @@ fn a_client_that_stops_reading_is_dropped_and_its_jobs_skipped() {
     // (maybe while we are still sending).
     let sent_all = flood_without_reading(&mut s, 400, 256 << 10);
     assert!(
-        !sent_all || closed_by_node(s),
+        !sent_all || closed_by_node(s.stream),
         "the node kept a client that does not read"
     );
     // Its queued jobs are skipped: the node is free for others.
     let server = ppclient::Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .nodes([node.name()])
         .build()
         .unwrap();
@@ -91,12 +88,13 @@ fn a_vanished_client_is_dropped_after_three_heartbeats_and_idle_timeout_fires() 
     let mut node = Node::start(&["--heartbeat", "0.2", "--idle-timeout", "1"]);
     // Authenticates, then says nothing, never closes: gone without a word.
     let s = authenticated(&node);
-    let reason = common::reject_reason(s.try_clone().unwrap());
+    let open = s.stream.try_clone().unwrap();
+    let reason = s.reject_reason();
     assert!(reason.contains("silent"), "{reason}");
     // No client left: the idle timeout ends the node although our socket
     // was never closed from this side.
     assert_eq!(node.wait_exit(EXIT_WAIT), Some(0));
-    drop(s);
+    drop(open);
 }
 
 #[test]
@@ -107,7 +105,7 @@ fn the_heartbeat_is_negotiated_down_to_the_nodes_bound() {
     let node = Node::start(&["--heartbeat", "0.2", "--workers", "1"]);
     let server = ppclient::Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .nodes([node.name()])
         .heartbeat(Duration::from_secs(10))
         .build()

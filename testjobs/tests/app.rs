@@ -5,7 +5,8 @@ use ppclient::{ErrorKind, Server};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-const SECRET: &str = "app-secret";
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ppcore::Key::generate().unwrap().to_text());
 
 struct Node(Child, String);
 
@@ -18,7 +19,7 @@ impl Drop for Node {
 
 fn app() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pp-app"));
-    cmd.env("PP_SECRET", SECRET);
+    cmd.env("PP_SECRET", SECRET.as_str());
     cmd
 }
 
@@ -41,7 +42,7 @@ fn a_program_with_subcommands_serves_jobs_in_worker_processes() {
     let n = node();
     let server = Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .nodes([n.1.clone()])
         .build()
         .unwrap();

@@ -5,7 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const SECRET: &str = "isolation-secret";
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ppcore::Key::generate().unwrap().to_text());
 const WAIT: Duration = Duration::from_secs(60);
 
 struct Node(Child, String);
@@ -28,7 +29,7 @@ fn node(workers: &str) -> Node {
             "warn",
         ])
         .args(["--isolation", "process", "--workers", workers])
-        .env("PP_SECRET", SECRET)
+        .env("PP_SECRET", SECRET.as_str())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -47,7 +48,7 @@ fn node(workers: &str) -> Node {
 fn client(node: &Node) -> Server {
     Server::builder()
         .ncpus(0)
-        .secret(SECRET)
+        .secret(SECRET.as_str())
         .nodes([node.1.clone()])
         .build()
         .unwrap()
@@ -117,7 +118,7 @@ fn runaway_job_is_stopped_by_its_timeout_and_the_worker_replaced() {
         .submit(jobs::echo_u64, (8,))
         .wait_timeout(Duration::from_secs(20));
     assert_eq!(next.unwrap(), Ok(8));
-    let status = ppclient::node_status(&n.1, SECRET, Duration::from_secs(5)).unwrap();
+    let status = ppclient::node_status(&n.1, SECRET.as_str(), Duration::from_secs(5)).unwrap();
     assert_eq!(status.jobs_cancelled, 1, "{status:?}");
 }
 

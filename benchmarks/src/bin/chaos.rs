@@ -81,6 +81,7 @@ fn chaos(args: &Args) -> Result<std::process::ExitCode> {
         })
         .collect::<Result<_>>()?;
     let server = Server::builder()
+        .secret(benchmarks::cluster_key()?)
         .ncpus(0)
         .nodes(slots.iter().map(|s| format!("127.0.0.1:{}", s.port)))
         .heartbeat(Duration::from_millis(100))
@@ -242,6 +243,7 @@ fn soak(args: &Args) -> Result<std::process::ExitCode> {
         spawn_node_on(0, args.workers)?,
     ];
     let server = Server::builder()
+        .secret(benchmarks::cluster_key()?)
         .ncpus(0)
         .nodes(nodes.iter().map(|n| n.addr.clone()))
         .build()?;

@@ -41,9 +41,10 @@ struct Args {
     /// (e.g. 127.0.0.1:8787) to watch its runs.
     #[arg(long, value_name = "ADDR")]
     dashboard: Option<String>,
-    /// The secret the nodes given with --nodes share.
-    #[arg(long, env = "PP_SECRET", hide_env_values = true, default_value = "")]
-    secret: String,
+    /// The key the nodes given with --nodes share (`ppk1-...`), from the
+    /// environment only (a key on the command line shows in `ps`).
+    #[arg(long, env = "PP_SECRET", hide_env_values = true, hide = true)]
+    secret: Option<String>,
 }
 
 /// The pp servers measured, by row name and JSON key.
@@ -124,7 +125,7 @@ fn servers(args: &Args) -> Result<Servers> {
     if !args.nodes.is_empty() {
         let s = Server::builder()
             .ncpus(0)
-            .secret(&args.secret)
+            .secret(args.secret.as_deref().unwrap_or_default())
             .nodes(args.nodes.iter().cloned())
             .build()?;
         ensure!(
@@ -137,13 +138,20 @@ fn servers(args: &Args) -> Result<Servers> {
     let mut node = None;
     if args.spawn_node {
         let n = benchmarks::spawn_node(ppclient::detect_ncpus())?;
-        let remote = Server::builder().ncpus(0).nodes([n.addr.clone()]).build()?;
+        let key = benchmarks::cluster_key()?;
+        let remote = Server::builder()
+            .secret(key)
+            .ncpus(0)
+            .nodes([n.addr.clone()])
+            .build()?;
         ensure!(
             !remote.active_nodes().is_empty(),
             "spawned node unreachable"
         );
         list.push(("pp Server, remote (1 node)".into(), "pp_remote_s", remote));
-        let mixed = local(Server::builder()).nodes([n.addr.clone()]).build()?;
+        let mixed = local(Server::builder().secret(key))
+            .nodes([n.addr.clone()])
+            .build()?;
         list.push(("pp Server, local + node".into(), "pp_mixed_s", mixed));
         node = Some(n);
     }

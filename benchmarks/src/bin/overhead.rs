@@ -58,6 +58,7 @@ fn main() -> Result<std::process::ExitCode> {
         std::thread::sleep(Duration::from_millis(100));
         let idle_rss = node.rss_bytes()? as f64 / 1e6;
         let server = Server::builder()
+            .secret(benchmarks::cluster_key()?)
             .ncpus(0)
             .nodes([node.addr.clone()])
             .build()?;

@@ -1,14 +1,17 @@
 //! Test helpers: real ppserver processes on 127.0.0.1, always cleaned up.
 #![allow(dead_code, unreachable_pub)]
 
-use ppcore::wire::NodeMsg;
-use ppcore::{encode_frame, ClientHandshake, FrameReader, Secret};
-use std::io::{BufRead, BufReader, Write};
+use ppcore::link::HANDSHAKE_MAX_FRAME;
+use ppcore::secure::ClientHandshake;
+use ppcore::wire::{ClientMsg, NodeMsg};
+use ppcore::{Framer, Key, KeySet, SecureError};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const SECRET: &str = "test-secret";
+pub static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ppcore::Key::generate().unwrap().to_text());
 
 /// A ppserver child process; killed when dropped.
 pub struct Node {
@@ -19,7 +22,7 @@ pub struct Node {
 impl Node {
     /// Starts `ppserver` on 127.0.0.1 with an ephemeral port and `args`.
     pub fn start(args: &[&str]) -> Node {
-        Self::start_with_env(args, &[("PP_SECRET", SECRET)])
+        Self::start_with_env(args, &[("PP_SECRET", SECRET.as_str())])
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
@@ -124,32 +127,107 @@ pub fn connect(node: &Node) -> TcpStream {
     s
 }
 
-/// A connection that completed the handshake by hand (up to `Welcome`).
-pub fn authenticated(node: &Node) -> TcpStream {
+/// The test cluster's key.
+pub fn key() -> Key {
+    KeySet::parse(&SECRET).unwrap().primary().clone()
+}
+
+/// Reads from `s` until `decode` gives a whole frame; `Err` with why not.
+pub fn read_frame<T>(
+    s: &mut TcpStream,
+    framer: &mut Framer,
+    mut decode: impl FnMut(&mut Framer) -> Result<Option<T>, ppcore::FrameError>,
+) -> Result<T, String> {
+    let mut buf = vec![0u8; 64 << 10];
+    for _ in 0..100_000 {
+        match decode(framer) {
+            Ok(Some(got)) => return Ok(got),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Err("closed".into()),
+            Ok(n) => framer.push(&buf[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("no whole frame".into())
+}
+
+/// A connection that completed the handshake by hand, and its session.
+pub struct Session {
+    pub stream: TcpStream,
+    pub framer: Framer,
+}
+
+impl Session {
+    /// `msg` as the next sealed frame.
+    pub fn frame(&mut self, msg: &ClientMsg) -> Vec<u8> {
+        self.framer.encode(msg).unwrap()
+    }
+
+    /// Sends `msg` sealed; false if the write failed.
+    pub fn send(&mut self, msg: &ClientMsg) -> bool {
+        let frame = self.frame(msg);
+        self.stream.write_all(&frame).is_ok()
+    }
+
+    /// The next message from the node.
+    pub fn recv(&mut self) -> Result<NodeMsg, String> {
+        read_frame(&mut self.stream, &mut self.framer, |f| {
+            f.decode::<NodeMsg>()
+        })
+    }
+
+    /// What the node says before it closes: the reason of its `Reject`.
+    pub fn reject_reason(mut self) -> String {
+        for _ in 0..10_000 {
+            match self.recv() {
+                Ok(NodeMsg::Reject { reason, .. }) => return reason,
+                Ok(_) => continue,
+                Err(e) => panic!("expected a Reject, got {e}"),
+            }
+        }
+        panic!("no Reject")
+    }
+}
+
+/// The handshake with `key` on a new connection: the session, or why the
+/// node refused.
+pub fn handshake(node: &Node, key: &Key) -> Result<Session, SecureError> {
     let mut s = connect(node);
-    let (hs, hello) = ClientHandshake::start(Secret::new(SECRET), [7; 32]);
-    s.write_all(&encode_frame(&hello).unwrap()).unwrap();
-    let mut r = FrameReader::new(s.try_clone().unwrap(), 1 << 20);
-    let challenge = r.read::<NodeMsg>().unwrap().unwrap();
-    let auth = hs.on_challenge(challenge).unwrap();
-    s.write_all(&encode_frame(&auth).unwrap()).unwrap();
-    let welcome = r.read::<NodeMsg>().unwrap();
+    let mut framer = Framer::new(HANDSHAKE_MAX_FRAME);
+    let (mut hs, first) = ClientHandshake::start(key, &[]).unwrap();
+    s.write_all(&framer.encode_handshake(&first).unwrap())
+        .unwrap();
+    let answer = read_frame(&mut s, &mut framer, |f| f.decode_handshake()).unwrap();
+    hs.read(&answer)?;
+    framer.secure(hs.finish()?);
+    framer.set_max(1 << 24);
+    Ok(Session { stream: s, framer })
+}
+
+/// A connection that completed the handshake by hand (up to `Welcome`).
+pub fn authenticated(node: &Node) -> Session {
+    let mut s = handshake(node, &key()).unwrap();
+    assert!(s.send(&ClientMsg::Ping(0)));
+    let welcome = s.recv();
     assert!(
-        matches!(welcome, Some(NodeMsg::Welcome { .. })),
+        matches!(welcome, Ok(NodeMsg::Welcome { .. })),
         "{welcome:?}"
     );
     s
 }
 
-/// What the node says before it closes: the reason of its `Reject`.
-pub fn reject_reason(s: TcpStream) -> String {
-    let mut r = FrameReader::new(s, 1 << 20);
-    loop {
-        match r.read::<NodeMsg>() {
-            Ok(Some(NodeMsg::Reject { reason, .. })) => return reason,
-            Ok(Some(_)) => continue,
-            other => panic!("expected a Reject, got {other:?}"),
-        }
+/// What the node says when it refuses a connection before the session: the
+/// reason in its refusal.
+pub fn reject_reason(mut s: TcpStream) -> String {
+    let mut framer = Framer::new(HANDSHAKE_MAX_FRAME);
+    let refusal = read_frame(&mut s, &mut framer, |f| f.decode_handshake()).unwrap();
+    let (mut hs, _) = ClientHandshake::start(&Key::generate().unwrap(), &[]).unwrap();
+    match hs.read(&refusal) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an answer, not a refusal"),
     }
 }
 
@@ -158,7 +236,7 @@ pub fn reject_reason(s: TcpStream) -> String {
 /// disturb a node with work on it.
 pub fn wait_busy(node: &Node, n: u64) {
     let busy = eventually(Duration::from_secs(10), || {
-        ppclient::node_status(&node.name(), SECRET, Duration::from_secs(5))
+        ppclient::node_status(&node.name(), SECRET.as_str(), Duration::from_secs(5))
             .is_ok_and(|s| s.jobs_active >= n)
     });
     assert!(busy, "node {} never had {n} jobs", node.name());
@@ -167,7 +245,7 @@ pub fn wait_busy(node: &Node, n: u64) {
 /// Waits (at most 10 s) until `node` has no job queued or running.
 pub fn wait_idle(node: &Node) {
     let idle = eventually(Duration::from_secs(10), || {
-        ppclient::node_status(&node.name(), SECRET, Duration::from_secs(5))
+        ppclient::node_status(&node.name(), SECRET.as_str(), Duration::from_secs(5))
             .is_ok_and(|s| s.jobs_active == 0)
     });
     assert!(idle, "node {} never went idle", node.name());

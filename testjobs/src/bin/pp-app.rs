@@ -4,7 +4,7 @@
 //! The secret comes from `PP_SECRET`.
 
 use ppclient::node::{Config, Isolation};
-use ppclient::{Registry, Secret, Server};
+use ppclient::{KeySet, Registry, Server};
 use std::process::ExitCode;
 // The built-in jobs and the crashing ones, linked so that `Registry::linked` finds them.
 use jobs as _;
@@ -32,7 +32,7 @@ fn node(secret: String) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config {
         port: 0,
         workers: 1,
-        secret: Secret::new(secret),
+        keys: Some(KeySet::parse(&secret)?),
         isolation: Isolation::Process,
         ..Config::default()
     };
