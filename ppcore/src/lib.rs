@@ -10,6 +10,8 @@
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
 //! | `handshake` | mutual HMAC-SHA256 authentication as pure state ([`ClientHandshake`], [`NodeHandshake`]) |
+//! | `program` | a shipped program's identity ([`program::ProgramInfo`]) and a node's answer to an offer |
+//! | `upload` | a program upload as pure state: chunks out, chunks in, checked by size and SHA-256 |
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
 //! | `worker` | worker processes: [`init_worker`], the one way a program re-runs itself as a job server |
 //! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
@@ -27,8 +29,10 @@ pub mod link;
 mod node_link;
 mod pending;
 mod pool;
+pub mod program;
 mod registry;
 mod stats;
+pub mod upload;
 pub mod wire;
 pub mod worker;
 

@@ -28,6 +28,7 @@
 //!
 //! | module | owns |
 //! | --- | --- |
+//! | `cache` | shipped programs on disk: named by hash, private, capped, one upload per hash |
 //! | `config` | [`Config`] and the command line ([`Cli`]) |
 //! | `node` | state shared by a node's connections: registry, job queue, counters, drain |
 //! | `conn` | the driver of one connection around [`ppcore::NodeLink`]: a reader thread, and the one thread that writes (with a no-progress timeout) |
@@ -36,6 +37,7 @@
 //! | `daemon` | [`start`], [`serve`], [`main_with`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod cache;
 mod config;
 mod conn;
 mod daemon;
