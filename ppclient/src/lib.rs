@@ -26,6 +26,7 @@
 //! | `core` | what the server's threads share: the queue, links, stop flag; who can run a job |
 //! | `remote` | what the server knows of each node (state, jobs, counters); starts its link |
 //! | `session` | the driver of one link ([`ppcore::ClientLink`]): dial, read, write, feed jobs from the queue within the window, resolve or requeue what the link gives back |
+//! | `ship` | [`init`], and shipping this program to nodes that lack its jobs: offer, chunked upload |
 //! | `connect` | resolve, connect and authenticate; `node_status` |
 //! | `discovery` | UDP discovery probes and nodes that join a listening server |
 //! | `handle` | the result cell and [`JobHandle`]: wait, poll, await, cancel; [`AsCompleted`] |
@@ -43,6 +44,7 @@ mod options;
 mod remote;
 mod server;
 mod session;
+mod ship;
 mod task;
 mod timer;
 mod tracker;
@@ -80,6 +82,7 @@ pub use serde;
 /// array of numbers, byte by byte): use them for byte arguments and results.
 pub use serde_bytes::{ByteBuf, Bytes};
 pub use server::Server;
+pub use ship::init;
 
 /// The node library (`ppserver`): run a node with your own jobs from this
 /// program, e.g. as a subcommand. See [`node::main_linked`].

@@ -70,6 +70,8 @@ pub(crate) struct Link {
     pub(crate) jobs: Mutex<Option<JobSet>>,
     /// Wakes the link's driver (to stop), while it runs.
     waker: Mutex<Option<Sender<Inbound>>>,
+    /// Whether this program was shipped to the node.
+    pub(crate) ship: Mutex<crate::ship::Ship>,
 }
 
 impl Link {
@@ -80,6 +82,7 @@ impl Link {
             state: Mutex::new(NodeState::Connecting),
             jobs: Mutex::new(None),
             waker: Mutex::new(None),
+            ship: Mutex::new(crate::ship::Ship::No),
         })
     }
 
@@ -105,7 +108,19 @@ impl Link {
             return Some(false);
         }
         let jobs = lock(&self.jobs).clone()?;
-        Some(jobs.contains(&(job.0.to_owned(), job.1.to_owned())))
+        let has = jobs.contains(&(job.0.to_owned(), job.1.to_owned()));
+        if !has && *lock(&self.ship) == crate::ship::Ship::Pending {
+            return None; // our program may bring it
+        }
+        Some(has)
+    }
+
+    /// Why the node refused our program, if it did.
+    pub(crate) fn ship_refusal(&self) -> Option<String> {
+        match &*lock(&self.ship) {
+            crate::ship::Ship::Refused(reason) => Some(reason.clone()),
+            _ => None,
+        }
     }
 
     pub(crate) fn set_waker(&self, tx: Sender<Inbound>) {

@@ -15,6 +15,7 @@ use crate::task::Task;
 use crate::timer::Expire;
 use crossbeam_channel::{Receiver, Sender};
 use ppcore::link::{Action, ClientLink, Event, LinkConfig, LinkState};
+use ppcore::program::OfferAnswer;
 use ppcore::wire::RunJob;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -29,6 +30,8 @@ const TICK: Duration = Duration::from_millis(50);
 /// Received chunks waiting for the driver; beyond this the reader waits
 /// (and TCP pushes back on the node).
 const INBOX: usize = 64;
+/// How often a link checks whether this program is hashed, to offer it.
+const OFFER_POLL: Duration = Duration::from_millis(5);
 const READ_BUF: usize = 64 << 10;
 
 /// What reaches the driver from outside the link.
@@ -84,6 +87,10 @@ struct Driver<'a> {
     /// Set when the queue held only jobs this node cannot run: the driver
     /// leaves the queue alone until its next tick (other workers take them).
     parked_at: Option<Instant>,
+    /// This program's upload to the node, one chunk per turn.
+    upload: Option<crate::ship::Upload>,
+    /// This program is to be offered to the node once it is hashed.
+    offer_due: bool,
 }
 
 /// Runs the link for `target` until it closes: dialling (or, for a node that
@@ -108,6 +115,8 @@ pub(crate) fn drive(core: &Arc<Core>, target: Target, stream: Option<TcpStream>)
         conn_no: 0,
         stopping: false,
         parked_at: None,
+        upload: None,
+        offer_due: false,
     };
     if let Some(stream) = stream {
         d.connected(stream);
@@ -145,6 +154,8 @@ impl Driver<'_> {
                 self.link.handle(Event::Close, Instant::now());
                 continue;
             }
+            // Never blocks: with a chunk due, `wait` below only looks.
+            self.ship_turn();
             if swept.elapsed() >= TICK {
                 swept = Instant::now();
                 // Jobs that ended while on the node leave the window; the
@@ -163,7 +174,11 @@ impl Driver<'_> {
             .link
             .poll_timeout()
             .map_or(now + TICK, |t| t.min(now + TICK));
-        let timeout = wake.saturating_duration_since(now);
+        let timeout = match (&self.upload, self.offer_due) {
+            (Some(_), _) if self.link.upload_room() => Duration::ZERO, // a chunk is due
+            (_, true) => wake.saturating_duration_since(now).min(OFFER_POLL),
+            _ => wake.saturating_duration_since(now),
+        };
         let never = crossbeam_channel::never();
         let core = self.core;
         if self.parked_at.is_some_and(|t| t.elapsed() >= TICK) {
@@ -226,6 +241,7 @@ impl Driver<'_> {
                             attempt: d.attempt,
                             name: name.to_owned(),
                             args: d.args,
+                            program: None, // the link knows whose job it is
                         };
                         batch.push((run, task));
                     }
@@ -288,6 +304,11 @@ impl Driver<'_> {
                         self.core.requeue(again);
                     }
                 }
+                Action::Offered { id, answer } => self.offered(id, answer),
+                Action::ProgramReady { id, jobs } => self.program_ready(id, jobs),
+                Action::ProgramRefused { id, reason } => {
+                    self.ship_refused(id, format!("upload refused: {reason}"))
+                }
                 Action::Returned { job, lost } => {
                     if let Some(again) = job.retry(&self.name(), lost) {
                         self.core.requeue(again);
@@ -308,6 +329,8 @@ impl Driver<'_> {
             record.set_waker(self.tx.clone());
             self.target = Target::Named(record);
         }
+        self.offer_due = crate::ship::on_up(&hello, self.record().map(|r| &**r));
+        self.upload = None;
         let jobs: JobSet = Arc::new(
             hello
                 .jobs
@@ -323,6 +346,60 @@ impl Driver<'_> {
             tracing::info!(node = %r.name, workers = hello.workers, "node up");
         }
         self.core.contacted();
+    }
+
+    /// One step of shipping this program: the offer once it is hashed,
+    /// then one chunk of the upload while the node keeps up.
+    fn ship_turn(&mut self) {
+        if self.offer_due {
+            let record = self.record().cloned();
+            self.offer_due = !crate::ship::try_offer(&mut self.link, record.as_deref());
+            return;
+        }
+        if let Some(upload) = &mut self.upload {
+            if self.link.upload_room() && !crate::ship::send_chunk(upload, &mut self.link) {
+                self.upload = None;
+            }
+        }
+    }
+
+    /// The node answered our offer.
+    fn offered(&mut self, id: ppcore::program::ProgramId, answer: OfferAnswer) {
+        tracing::info!(node = %self.name(), program = %id, ?answer, "program offered");
+        match answer {
+            OfferAnswer::Need => match crate::ship::start_upload(id) {
+                Ok(upload) => self.upload = Some(upload),
+                Err(reason) => self.ship_refused(id, reason),
+            },
+            OfferAnswer::Refuse(reason) => self.ship_refused(id, reason),
+            _ => {} // Have: ProgramReady follows
+        }
+    }
+
+    /// Our program runs on the node: its jobs join the node's.
+    fn program_ready(&mut self, id: ppcore::program::ProgramId, jobs: Vec<ppcore::wire::JobInfo>) {
+        tracing::info!(node = %self.name(), program = %id, jobs = jobs.len(), "program ready");
+        if let Some(r) = self.record() {
+            let mut known = lock(&r.jobs);
+            let mut all: std::collections::HashSet<(String, String)> =
+                known.as_deref().cloned().unwrap_or_default();
+            all.extend(jobs.into_iter().map(|j| (j.name, j.signature)));
+            *known = Some(Arc::new(all));
+            drop(known);
+            *lock(&r.ship) = crate::ship::Ship::Ready;
+        }
+        self.parked_at = None;
+        self.core.contacted();
+    }
+
+    /// The node will not run our program: jobs only it could run fail with the reason.
+    fn ship_refused(&mut self, id: ppcore::program::ProgramId, reason: String) {
+        tracing::warn!(node = %self.name(), program = %id, "program refused: {reason}");
+        self.upload = None;
+        if let Some(r) = self.record() {
+            *lock(&r.ship) = crate::ship::Ship::Refused(reason);
+        }
+        self.core.fail_unrunnable();
     }
 
     fn dial(&mut self) {

@@ -262,6 +262,8 @@ fn client_variant(msg: &ClientMsg) -> &'static str {
         ClientMsg::Ping(_) => "Ping",
         ClientMsg::Status => "Status",
         ClientMsg::Goodbye => "Goodbye",
+        ClientMsg::Offer(_) => "Offer",
+        ClientMsg::Chunk { .. } => "Chunk",
     }
 }
 

@@ -31,6 +31,7 @@
 use crate::framing::Framer;
 use crate::handshake::{ClientHandshake, HandshakeError, Secret};
 use crate::ledger::Ledger;
+use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
 use crate::wire::{batches_by_size, ClientMsg, JobInfo, NodeMsg, RunJob};
 use crate::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
@@ -39,6 +40,11 @@ use std::time::{Duration, Instant};
 
 /// Heartbeat intervals a peer may stay silent; then it is dead.
 pub const MISSED_BEATS: u32 = 3;
+/// Upload chunks the node may not have taken yet: each chunk is followed by
+/// a ping, and more are sent only while fewer than this many pongs are due,
+/// so a slow node is never buried under megabytes it has not read (which
+/// would delay its pongs past the silence limit).
+pub const UPLOAD_WINDOW: usize = 4;
 /// The largest frame accepted before the handshake is done.
 pub const HANDSHAKE_MAX_FRAME: usize = 64 << 10;
 
@@ -93,6 +99,8 @@ pub struct NodeHello {
     pub jobs: Vec<JobInfo>,
     /// The heartbeat interval agreed on.
     pub heartbeat: Duration,
+    /// The optional features it speaks (`Welcome.caps`).
+    pub caps: Vec<String>,
 }
 
 /// Something that happened to a link.
@@ -153,6 +161,27 @@ pub enum Action<T> {
         /// Its run time on the node.
         exec: Duration,
     },
+    /// The node answered our program offer.
+    Offered {
+        /// The program.
+        id: ProgramId,
+        /// Have, need (start the upload) or refused.
+        answer: OfferAnswer,
+    },
+    /// Our program runs on the node now; its jobs are sent as the program's.
+    ProgramReady {
+        /// The program.
+        id: ProgramId,
+        /// Its jobs, as the node's worker listed them.
+        jobs: Vec<JobInfo>,
+    },
+    /// The node will not run our program, and why.
+    ProgramRefused {
+        /// The program.
+        id: ProgramId,
+        /// Why.
+        reason: String,
+    },
     /// A job back from the link unrun or unfinished: queue it again.
     Returned {
         /// The job.
@@ -188,10 +217,14 @@ pub struct ClientLink<T> {
     handshake: Option<(ClientHandshake, Stage)>,
     ledger: Ledger<T>,
     jobs: HashSet<(String, String)>,
+    /// Our shipped program on this connection, once the node has it ready.
+    program: Option<(ProgramId, HashSet<(String, String)>)>,
     heartbeat: Duration,
     heard: Instant,
     next_ping: Instant,
     pings: u64,
+    /// The pings sent after upload chunks whose pongs are still due.
+    chunk_pings: VecDeque<u64>,
     /// Handshake deadline, or the end of the backoff.
     deadline: Instant,
     backoff: Duration,
@@ -215,10 +248,12 @@ impl<T> ClientLink<T> {
             handshake: None,
             ledger: Ledger::new(1, config.max_prefetch),
             jobs: HashSet::new(),
+            program: None,
             heartbeat: config.heartbeat,
             heard: now,
             next_ping: now,
             pings: 0,
+            chunk_pings: VecDeque::new(),
             deadline: now,
             backoff: config.backoff_min,
             ready_since: None,
@@ -246,9 +281,48 @@ impl<T> ClientLink<T> {
         self.ledger.len()
     }
 
-    /// Whether the node advertised job `name` with `signature`.
+    /// Whether the node advertised job `name` with `signature`, as a
+    /// built-in job or one of our program's.
     pub fn can_run(&self, name: &str, signature: &str) -> bool {
-        self.jobs.contains(&(name.to_owned(), signature.to_owned()))
+        let key = (name.to_owned(), signature.to_owned());
+        self.jobs.contains(&key) || self.program.as_ref().is_some_and(|p| p.1.contains(&key))
+    }
+
+    /// Which program the node runs this job from: `None` for its built-in
+    /// (preferred: it runs in the node's process), else our shipped program.
+    fn program_of(&self, name: &str) -> Option<ProgramId> {
+        if self.jobs.iter().any(|(n, _)| n == name) {
+            return None;
+        }
+        let (id, jobs) = self.program.as_ref()?;
+        jobs.iter().any(|(n, _)| n == name).then_some(*id)
+    }
+
+    /// Offers our program to the node (ignored unless the link is up).
+    pub fn offer(&mut self, info: &ProgramInfo) {
+        if self.connected() && self.state != LinkState::Handshake {
+            self.send(&ClientMsg::Offer(info.clone()));
+        }
+    }
+
+    /// Sends one piece of an upload the node asked for; false if the
+    /// connection is not up (the upload is over).
+    pub fn chunk(&mut self, id: ProgramId, offset: u64, data: Vec<u8>) -> bool {
+        if !self.connected() || self.state == LinkState::Handshake {
+            return false;
+        }
+        let data = ByteBuf::from(data);
+        self.send(&ClientMsg::Chunk { id, offset, data });
+        self.pings += 1;
+        self.send(&ClientMsg::Ping(self.pings));
+        self.chunk_pings.push_back(self.pings);
+        true
+    }
+
+    /// Whether the node has taken enough of the upload for another chunk
+    /// (see [`UPLOAD_WINDOW`]).
+    pub fn upload_room(&self) -> bool {
+        self.chunk_pings.len() < UPLOAD_WINDOW
     }
 
     /// The next thing to do, if any.
@@ -399,7 +473,26 @@ impl<T> ClientLink<T> {
                 false,
                 now,
             ),
-            NodeMsg::Pong(_) | NodeMsg::Status(_) => {}
+            NodeMsg::Pong(n) => {
+                while self.chunk_pings.front().is_some_and(|&p| p <= n) {
+                    self.chunk_pings.pop_front();
+                }
+            }
+            NodeMsg::Status(_) => {}
+            NodeMsg::Offered { id, answer } => {
+                self.actions.push_back(Action::Offered { id, answer })
+            }
+            NodeMsg::ProgramReady { id, jobs } => {
+                let set = jobs
+                    .iter()
+                    .map(|j| (j.name.clone(), j.signature.clone()))
+                    .collect();
+                self.program = Some((id, set));
+                self.actions.push_back(Action::ProgramReady { id, jobs });
+            }
+            NodeMsg::ProgramRefused { id, reason } => self
+                .actions
+                .push_back(Action::ProgramRefused { id, reason }),
             NodeMsg::Challenge { .. } | NodeMsg::Welcome { .. } => {
                 self.lose("handshake message after the handshake".into(), false, now)
             }
@@ -437,7 +530,7 @@ impl<T> ClientLink<T> {
             workers,
             jobs,
             heartbeat_ms,
-            ..
+            caps,
         } = welcome
         else {
             return;
@@ -452,6 +545,8 @@ impl<T> ClientLink<T> {
             .iter()
             .map(|j| (j.name.clone(), j.signature.clone()))
             .collect();
+        self.program = None;
+        self.chunk_pings.clear();
         self.framer.set_max(self.config.max_frame);
         self.state = LinkState::Ready;
         self.heard = now;
@@ -463,6 +558,7 @@ impl<T> ClientLink<T> {
             workers,
             jobs,
             heartbeat: self.heartbeat,
+            caps,
         }));
     }
 
@@ -475,6 +571,10 @@ impl<T> ClientLink<T> {
             return;
         }
         let budget = self.config.max_frame;
+        let mut jobs = jobs;
+        for (run, _) in &mut jobs {
+            run.program = self.program_of(&run.name);
+        }
         for batch in batches_by_size(jobs, |(r, _)| r.args.len(), budget) {
             let (run, kept): (Vec<RunJob>, Vec<T>) = batch.into_iter().unzip();
             let ids: Vec<(u64, u32)> = run.iter().map(|r| (r.id, r.attempt)).collect();

@@ -138,6 +138,7 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
         attempt: 2,
         name: "j".into(),
         args: ByteBuf::new(),
+        program: None,
     };
     feed(&mut l, &ClientMsg::Run(vec![run]), t0);
     feed(&mut l, &ClientMsg::Ping(5), t0);

@@ -79,6 +79,16 @@ impl<W: Write> Receiver<W> {
         self.received
     }
 
+    /// The program this upload is of.
+    pub fn id(&self) -> ProgramId {
+        self.id
+    }
+
+    /// Whether every byte offered has arrived (then call [`finish`](Self::finish)).
+    pub fn is_complete(&self) -> bool {
+        self.received == self.size
+    }
+
     /// Takes the chunk starting at `offset`.
     pub fn chunk(&mut self, offset: u64, bytes: &[u8], now: Instant) -> Result<(), UploadError> {
         if offset != self.received {

@@ -80,7 +80,9 @@ impl ProgramCache {
     /// The program's file if it is cached (marking it used).
     pub(crate) fn get(&self, id: &ProgramId) -> Option<PathBuf> {
         let path = self.path(id);
-        let file = File::options().write(true).open(&path).ok()?;
+        // Read-only: a program that runs cannot be opened for writing
+        // (ETXTBSY); the owner may set its times through any descriptor.
+        let file = File::open(&path).ok()?;
         let _ = file.set_modified(SystemTime::now());
         Some(path)
     }

@@ -7,6 +7,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The default cap of the program cache: 2 GiB.
+pub const DEFAULT_CACHE_MAX: u64 = 2 << 30;
+
 /// How a node runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -40,6 +43,14 @@ pub struct Config {
     /// The longest heartbeat interval clients may use (announced in the
     /// handshake); a client silent for 3 intervals is dropped.
     pub heartbeat: Duration,
+    /// Where shipped programs are kept (`None`: clients' programs are refused).
+    pub cache_dir: Option<PathBuf>,
+    /// The most bytes of shipped programs kept; least recently used go first.
+    pub cache_max: u64,
+    /// Whether clients may ship their programs here (`--no-upload` clears it).
+    pub uploads: bool,
+    /// A shipped program's worker process idle this long ends.
+    pub program_idle: Duration,
 }
 
 /// Where a node runs jobs.
@@ -71,6 +82,10 @@ impl Default for Config {
             isolation: Isolation::Thread,
             write_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(5),
+            cache_dir: crate::cache::default_dir(),
+            cache_max: DEFAULT_CACHE_MAX,
+            uploads: true,
+            program_idle: Duration::from_secs(60),
         }
     }
 }
@@ -142,6 +157,18 @@ pub struct Cli {
     /// client silent for 3 intervals is dropped.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub heartbeat: f64,
+    /// Directory for programs clients ship (default: ~/.cache/ppserver/programs).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes of shipped programs kept (suffixes K, M, G: 2G is 2 GiB).
+    #[arg(long, default_value = "2G", value_parser = parse_size, value_name = "BYTES")]
+    pub cache_max: u64,
+    /// Refuse programs shipped by clients: run built-in jobs only.
+    #[arg(long)]
+    pub no_upload: bool,
+    /// Seconds a shipped program's idle worker process lives.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub program_idle: f64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -175,6 +202,10 @@ impl Cli {
                 .unwrap_or(defaults.handshake_timeout),
             write_timeout: positive_secs(self.write_timeout).unwrap_or(defaults.write_timeout),
             heartbeat: positive_secs(self.heartbeat).unwrap_or(defaults.heartbeat),
+            cache_dir: self.cache_dir.clone().or(defaults.cache_dir.clone()),
+            cache_max: self.cache_max,
+            uploads: !self.no_upload,
+            program_idle: positive_secs(self.program_idle).unwrap_or(defaults.program_idle),
             ..defaults
         })
     }
@@ -185,4 +216,35 @@ fn positive_secs(secs: f64) -> Option<Duration> {
     Duration::try_from_secs_f64(secs)
         .ok()
         .filter(|d| !d.is_zero())
+}
+
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&text[..i], 10),
+        Some((i, 'm' | 'M')) => (&text[..i], 20),
+        Some((i, 'g' | 'G')) => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {text:?} (e.g. 512M, 2G)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size too large: {text:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_suffixes_and_refuse_garbage() {
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
 }

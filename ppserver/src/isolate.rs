@@ -15,20 +15,25 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-struct WorkerProcess {
-    child: Arc<Mutex<Child>>,
+/// One worker process and the pipes to it.
+pub(crate) struct WorkerProcess {
+    pub(crate) child: Arc<Mutex<Child>>,
     stdin: ChildStdin,
-    stdout: FrameReader<ChildStdout>,
+    pub(crate) stdout: FrameReader<ChildStdout>,
 }
 
 impl WorkerProcess {
     fn spawn() -> std::io::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .env(ppcore::worker::WORKER_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.env(ppcore::worker::WORKER_ENV, "1")
+            .stderr(Stdio::inherit());
+        Self::spawn_with(cmd)
+    }
+
+    /// Starts `cmd` (whose environment and stderr the caller set) with
+    /// piped stdin and stdout.
+    pub(crate) fn spawn_with(mut cmd: Command) -> std::io::Result<Self> {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
             return Err(std::io::Error::other("worker process without pipes"));
@@ -47,6 +52,7 @@ impl WorkerProcess {
             attempt: job.attempt,
             name: job.name.clone(),
             args: job.args.clone(),
+            program: None,
         }]);
         let frame = encode_frame(&run).ok()?;
         self.stdin.write_all(&frame).ok()?;
@@ -57,7 +63,7 @@ impl WorkerProcess {
     }
 
     /// Why the process ended, once it has.
-    fn death(&self) -> String {
+    pub(crate) fn death(&self) -> String {
         let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
         match child.wait() {
             Ok(status) => match status.signal() {
@@ -144,30 +150,46 @@ impl Running {
             let Some(process) = slot.as_mut() else {
                 return Err(JobError::new(ErrorKind::Crashed, "no worker process"));
             };
-            let key = Self::key(job);
-            self.by_job
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, Arc::clone(&process.child));
-            let answer = process.run(job);
-            let cancelled = self
-                .by_job
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key)
-                .is_none();
-            match answer {
-                Some(result) => result,
-                None => {
-                    let why = process.death();
-                    *slot = None; // replaced on the next job
-                    Err(if cancelled {
-                        JobError::new(ErrorKind::Cancelled, "cancelled: worker process stopped")
-                    } else {
-                        JobError::new(ErrorKind::Crashed, why)
-                    })
-                }
+            let (result, alive) = self.run_on(process, job);
+            if !alive {
+                *slot = None; // replaced on the next job
             }
+            result
         })
+    }
+
+    /// Runs `job` in `process` (killable by a cancel meanwhile); false with
+    /// the result if the process died: it must not be used again.
+    pub(crate) fn run_on(
+        &self,
+        process: &mut WorkerProcess,
+        job: &NodeJob,
+    ) -> (Result<ByteBuf, JobError>, bool) {
+        let key = Self::key(job);
+        self.by_job
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, Arc::clone(&process.child));
+        let answer = process.run(job);
+        let cancelled = self
+            .by_job
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+            .is_none();
+        match answer {
+            Some(result) => (result, true),
+            None if cancelled => (
+                Err(JobError::new(
+                    ErrorKind::Cancelled,
+                    "cancelled: worker process stopped",
+                )),
+                false,
+            ),
+            None => (
+                Err(JobError::new(ErrorKind::Crashed, process.death())),
+                false,
+            ),
+        }
     }
 }

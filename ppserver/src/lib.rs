@@ -33,6 +33,7 @@
 //! | `node` | state shared by a node's connections: registry, job queue, counters, drain |
 //! | `conn` | the driver of one connection around [`ppcore::NodeLink`]: a reader thread, and the one thread that writes (with a no-progress timeout) |
 //! | `out` | how workers and the daemon reach a connection: a channel to its driver, and its cancelled jobs |
+//! | `programs` | shipped programs: offers, uploads into the cache, program worker processes |
 //! | `isolate` | isolation mode: worker processes that run jobs, replaced when they crash |
 //! | `daemon` | [`start`], [`serve`], [`main_with`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -44,8 +45,9 @@ mod daemon;
 mod isolate;
 mod node;
 mod out;
+mod programs;
 
-pub use config::{Cli, Config, Isolation};
+pub use config::{Cli, Config, Isolation, DEFAULT_CACHE_MAX};
 pub use daemon::{main_linked, main_with, serve, start, Running, ServeError};
 pub use ppcore::init_worker;
 

@@ -20,6 +20,19 @@ pub(crate) struct NodeJob {
     pub(crate) run: fn(&[u8]) -> Result<Vec<u8>, JobError>,
     pub(crate) args: ByteBuf,
     pub(crate) out: Arc<Conn>,
+    /// The shipped program that runs it; `None`: a built-in job (`run`).
+    pub(crate) program: Option<Arc<crate::programs::Program>>,
+}
+
+type JobFn = fn(&[u8]) -> Result<Vec<u8>, JobError>;
+
+/// The `run` of a shipped program's job: never called, as `Node::run`
+/// sends such jobs to the program's workers; a clear error if it ever were.
+fn not_built_in(_: &[u8]) -> Result<Vec<u8>, JobError> {
+    Err(JobError::new(
+        ErrorKind::UnknownJob,
+        "a shipped program's job is not a built-in job",
+    ))
 }
 
 pub(crate) struct Node {
@@ -42,8 +55,10 @@ pub(crate) struct Node {
     pub(crate) draining: AtomicBool,
     /// When the last connection closed (or the node started).
     idle_since: Mutex<Option<Instant>>,
-    /// Jobs running in worker processes (isolation mode).
+    /// Jobs running in worker processes (isolation mode, shipped programs).
     isolated: crate::isolate::Running,
+    /// Programs clients shipped here.
+    pub(crate) programs: Arc<crate::programs::Programs>,
 }
 
 impl Node {
@@ -55,7 +70,18 @@ impl Node {
                 signature: e.signature.to_owned(),
             })
             .collect();
+        let caps = ppcore::program::NodeCaps {
+            uploads: config.uploads,
+            target: format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+            cache_max: config.cache_max,
+        };
+        let programs = crate::programs::Programs::new(
+            config.uploads.then(|| config.cache_dir.clone()).flatten(),
+            caps,
+            config.program_idle,
+        );
         Node {
+            programs: Arc::new(programs),
             node_id: config.node_id(),
             config,
             registry,
@@ -136,10 +162,21 @@ impl Node {
                 out.give_back(job.id, job.attempt);
                 continue;
             }
-            let Some(entry) = self.registry.get(&job.name) else {
+            let (run, program) = match &job.program {
+                None => (self.registry.get(&job.name).map(|e| e.run), None),
+                Some(id) => match self.programs.job(id, &job.name) {
+                    Some(p) => (Some(not_built_in as JobFn), Some(p)),
+                    None => (None, None),
+                },
+            };
+            let Some(run) = run else {
+                let whose = match &job.program {
+                    Some(id) => format!("program {id} on node {}", self.node_id),
+                    None => format!("node {}", self.node_id),
+                };
                 let err = JobError::new(
                     ErrorKind::UnknownJob,
-                    format!("node {} has no job named `{}`", self.node_id, job.name),
+                    format!("{whose} has no job named `{}`", job.name),
                 );
                 out.finished(DoneJob {
                     id: job.id,
@@ -155,9 +192,10 @@ impl Node {
                 id: job.id,
                 attempt: job.attempt,
                 name: job.name,
-                run: entry.run,
+                run,
                 args: job.args,
                 out: Arc::clone(out),
+                program,
             };
             self.queue.push(queued);
         }
@@ -173,9 +211,10 @@ impl Node {
             job.out.give_back(job.id, job.attempt);
         } else {
             let started = Instant::now();
-            let result = match self.config.isolation {
-                Isolation::Thread => (job.run)(&job.args).map(ByteBuf::from),
-                Isolation::Process => self.isolated.run(&job),
+            let result = match (&job.program, self.config.isolation) {
+                (Some(program), _) => program.run(&job, &self.isolated),
+                (None, Isolation::Thread) => (job.run)(&job.args).map(ByteBuf::from),
+                (None, Isolation::Process) => self.isolated.run(&job),
             }
             .map_err(|e| e.on(&self.node_id, job.attempt));
             let exec_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -198,9 +237,7 @@ impl Node {
     /// isolation mode, kill its worker process if it is running.
     pub(crate) fn cancel(&self, out: &Arc<Conn>, id: u64) {
         out.cancel(id);
-        if self.config.isolation == Isolation::Process
-            && self.isolated.kill(Arc::as_ptr(out) as usize, id)
-        {
+        if self.isolated.kill(Arc::as_ptr(out) as usize, id) {
             self.cancelled.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -217,11 +254,12 @@ impl Node {
             workers: self.config.workers as u32,
             jobs: self.jobs.clone(),
             heartbeat_ms: 0,
-            caps: Vec::new(),
+            caps: vec![ppcore::wire::CAP_SHIP.to_owned()],
         }
     }
 
     pub(crate) fn status(&self) -> NodeStatus {
+        let programs = self.programs.counts();
         NodeStatus {
             version: crate::VERSION.to_owned(),
             workers: self.config.workers as u32,
@@ -232,6 +270,9 @@ impl Node {
             jobs_failed: self.failed.load(Ordering::Relaxed),
             jobs_active: self.active.get() as u64,
             jobs_cancelled: self.cancelled.load(Ordering::Relaxed),
+            programs_uploaded: programs.uploaded,
+            programs_cached: programs.cached,
+            program_workers: programs.workers,
         }
     }
 }

@@ -24,6 +24,7 @@ fn flood_without_reading(s: &mut TcpStream, n: u64, size: usize) -> bool {
             attempt: 1,
             name: echo.into(),
             args: ByteBuf::from(ppcore::encode(&(ByteBuf::from(vec![7u8; size]),)).unwrap()),
+            program: None,
         };
         if s.write_all(&encode_frame(&ClientMsg::Run(vec![job])).unwrap())
             .is_err()
