@@ -12,7 +12,7 @@ use ppclient::Server;
 ppclient::job! {
     /// How many numbers in [from, to) have a digit sum divisible by 7.
     pub fn lucky_count(from: u64, to: u64) -> u64 {
-        (from..to).filter(|n| digit_sum(*n) % 7 == 0).count() as u64
+        (from..to).filter(|n| digit_sum(*n).is_multiple_of(7)).count() as u64
     }
 }
 
