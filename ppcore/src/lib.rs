@@ -6,6 +6,7 @@
 //! | `job` | the [`Job`] trait, the [`job!`] macro, the MessagePack codec of arguments and results |
 //! | `registry` | [`Registry`]: job names to type-erased runners, filled by `job!` at link time |
 //! | `lanes` | [`Lanes`]: the job queue, with a front lane for work handed back |
+//! | `fair` | [`RoundRobin`]: queues per client served in turn (a node's fair share of workers) |
 //! | `pool` | [`Pool`]: resizable worker threads pulling from a shared queue; [`Pending`]: waiting for work to drain |
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
@@ -20,6 +21,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod error;
+mod fair;
 mod framing;
 mod handshake;
 mod job;
@@ -37,6 +39,7 @@ pub mod wire;
 pub mod worker;
 
 pub use error::{ErrorKind, JobError};
+pub use fair::RoundRobin;
 pub use framing::Framer;
 pub use handshake::{nonce, ClientHandshake, HandshakeError, NodeHandshake, Secret};
 pub use job::{

@@ -26,6 +26,9 @@ pub(crate) struct NodeJob {
 
 type JobFn = fn(&[u8]) -> Result<Vec<u8>, JobError>;
 
+/// A claim on one queued job (which one is the round-robin's choice).
+pub(crate) struct Ticket;
+
 /// The `run` of a shipped program's job: never called, as `Node::run`
 /// sends such jobs to the program's workers; a clear error if it ever were.
 fn not_built_in(_: &[u8]) -> Result<Vec<u8>, JobError> {
@@ -40,7 +43,11 @@ pub(crate) struct Node {
     pub(crate) registry: Registry,
     pub(crate) jobs: Vec<JobInfo>,
     pub(crate) node_id: String,
-    queue: Lanes<NodeJob>,
+    /// One ticket per queued job: a free worker takes a ticket, then the
+    /// next job in turn from `fair`.
+    queue: Lanes<Ticket>,
+    /// Queued jobs per connection, served round-robin across clients.
+    fair: Mutex<ppcore::RoundRobin<usize, NodeJob>>,
     started: Instant,
     done: AtomicU64,
     failed: AtomicU64,
@@ -62,7 +69,7 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(config: Config, registry: Registry, queue: Lanes<NodeJob>) -> Self {
+    pub(crate) fn new(config: Config, registry: Registry, queue: Lanes<Ticket>) -> Self {
         let jobs = registry
             .entries()
             .map(|e| JobInfo {
@@ -87,6 +94,7 @@ impl Node {
             registry,
             jobs,
             queue,
+            fair: Mutex::new(ppcore::RoundRobin::new()),
             started: Instant::now(),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -197,7 +205,20 @@ impl Node {
                 out: Arc::clone(out),
                 program,
             };
-            self.queue.push(queued);
+            let client = Arc::as_ptr(out) as usize;
+            self.fair
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(client, queued);
+            self.queue.push(Ticket);
+        }
+    }
+
+    /// Runs the next job in turn (a worker took a ticket).
+    pub(crate) fn run_next(&self) {
+        let next = self.fair.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(job) = next {
+            self.run(job);
         }
     }
 
