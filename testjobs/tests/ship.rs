@@ -225,3 +225,31 @@ fn a_program_that_forgets_init_is_refused_with_the_fix() {
         "{text}"
     );
 }
+
+#[test]
+fn a_node_killed_during_an_upload_costs_no_job() {
+    let first = node("upload-kill-1", &[], &[]);
+    let port = first.addr.rsplit(':').next().unwrap().to_owned();
+    let client = ship(PP_SHIP)
+        .args(["run", &first.addr, "50"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The upload has begun once its partial file is in the cache.
+    let until = Instant::now() + Duration::from_secs(60);
+    let uploading = || {
+        std::fs::read_dir(&first.cache).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        })
+    };
+    while !uploading() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(uploading(), "the upload never began");
+    drop(first); // killed mid-upload, its cache gone
+    let second = node("upload-kill-2", &["--port", &port], &[]);
+    let out = client.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), format!("sum {}", 3 * 49 * 50 / 2));
+    assert_eq!(status(&second).programs_uploaded, 1);
+}
