@@ -55,6 +55,28 @@ impl<K: Hash + Eq + Clone, T> RoundRobin<K, T> {
         item
     }
 
+    /// Like [`pop`](Self::pop), with the key the item was queued under.
+    pub fn pop_keyed(&mut self) -> Option<(K, T)> {
+        let key = self.ring.front()?.clone();
+        self.pop().map(|item| (key, item))
+    }
+
+    /// The front item of `key` if `take` accepts it, out of turn (to batch
+    /// a client's jobs that go to one place).
+    pub fn pop_from(&mut self, key: &K, take: impl FnOnce(&T) -> bool) -> Option<T> {
+        let queue = self.queues.get_mut(key)?;
+        if !take(queue.front()?) {
+            return None;
+        }
+        let item = queue.pop_front();
+        if queue.is_empty() {
+            self.queues.remove(key);
+            self.ring.retain(|k| k != key);
+        }
+        self.len -= usize::from(item.is_some());
+        item
+    }
+
     /// Items queued.
     pub fn len(&self) -> usize {
         self.len
@@ -88,5 +110,20 @@ mod tests {
         assert_eq!(q.len(), 3);
         let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
         assert_eq!(order, [5, 101, 6]);
+    }
+
+    #[test]
+    fn items_of_one_key_can_be_taken_out_of_turn() {
+        let mut q = RoundRobin::new();
+        for i in 0..3 {
+            q.push("a", i);
+        }
+        q.push("b", 10);
+        assert_eq!(q.pop_keyed(), Some(("a", 0)));
+        assert_eq!(q.pop_from(&"a", |&i| i == 1), Some(1));
+        assert_eq!(q.pop_from(&"a", |&i| i == 7), None, "refused: stays");
+        assert_eq!(q.pop_from(&"a", |_| true), Some(2));
+        assert_eq!(q.pop_from(&"a", |_| true), None);
+        assert_eq!((q.len(), q.pop(), q.pop()), (1, Some(10), None));
     }
 }

@@ -5,7 +5,7 @@
 //! that job: the process is replaced and the node keeps serving.
 
 use crate::node::NodeJob;
-use ppcore::wire::{ClientMsg, NodeMsg, RunJob};
+use ppcore::wire::{ClientMsg, DoneJob, NodeMsg, RunJob};
 use ppcore::{encode_frame, ErrorKind, FrameReader, JobError};
 use serde_bytes::ByteBuf;
 use std::cell::RefCell;
@@ -58,6 +58,30 @@ impl WorkerProcess {
         self.stdin.write_all(&frame).ok()?;
         match self.stdout.read::<NodeMsg>() {
             Ok(Some(NodeMsg::Done(mut done))) => done.pop().map(|d| d.result),
+            _ => None,
+        }
+    }
+
+    /// Sends `jobs` in one frame; false if the process is gone.
+    fn send(&mut self, jobs: &[NodeJob]) -> bool {
+        let run = ClientMsg::Run(
+            jobs.iter()
+                .map(|job| RunJob {
+                    id: job.id,
+                    attempt: job.attempt,
+                    name: job.name.clone(),
+                    args: job.args.clone(),
+                    program: None,
+                })
+                .collect(),
+        );
+        encode_frame(&run).is_ok_and(|frame| self.stdin.write_all(&frame).is_ok())
+    }
+
+    /// The next answer; `None` if the process died.
+    fn recv(&mut self) -> Option<DoneJob> {
+        match self.stdout.read::<NodeMsg>() {
+            Ok(Some(NodeMsg::Done(mut done))) if done.len() == 1 => done.pop(),
             _ => None,
         }
     }
@@ -156,6 +180,40 @@ impl Running {
             }
             result
         })
+    }
+
+    /// Runs `jobs` in order in `process`, one frame out, answers one by one
+    /// to `on_done(index, result, exec_ns)`; the job running at any moment
+    /// can be killed by a cancel. If the process dies, the job it ran gets
+    /// the error and the index of the first job it never started comes back
+    /// (`jobs.len()` if all ran): the process must not be used again then.
+    pub(crate) fn run_batch_on(
+        &self,
+        process: &mut WorkerProcess,
+        jobs: &[NodeJob],
+        mut on_done: impl FnMut(usize, Result<ByteBuf, JobError>, u64),
+    ) -> Result<(), usize> {
+        let map = || self.by_job.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = process.send(jobs);
+        for (i, job) in jobs.iter().enumerate() {
+            map().insert(Self::key(job), Arc::clone(&process.child));
+            let answer = if sent { process.recv() } else { None };
+            let cancelled = map().remove(&Self::key(job)).is_none();
+            match answer {
+                Some(done) if done.id == job.id => on_done(i, done.result, done.exec_ns),
+                _ => {
+                    let err = match cancelled {
+                        true => {
+                            JobError::new(ErrorKind::Cancelled, "cancelled: worker process stopped")
+                        }
+                        false => JobError::new(ErrorKind::Crashed, process.death()),
+                    };
+                    on_done(i, Err(err), 0);
+                    return Err(i + 1);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs `job` in `process` (killable by a cancel meanwhile); false with

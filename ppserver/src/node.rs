@@ -26,6 +26,11 @@ pub(crate) struct NodeJob {
 
 type JobFn = fn(&[u8]) -> Result<Vec<u8>, JobError>;
 
+/// Most jobs of a shipped program sent to one of its workers at once.
+const PROGRAM_BATCH: usize = 32;
+/// Most argument bytes in such a batch (well within a frame).
+const PROGRAM_BATCH_BYTES: usize = 1 << 20;
+
 /// A claim on one queued job (which one is the round-robin's choice).
 pub(crate) struct Ticket;
 
@@ -214,41 +219,107 @@ impl Node {
         }
     }
 
-    /// Runs the next job in turn (a worker took a ticket).
+    /// Runs the next job in turn (a worker took a ticket); with it, for a
+    /// shipped program, more of the same client's jobs of that program, so
+    /// that one round trip to a program worker carries several (their
+    /// tickets then find nothing, which is fine).
     pub(crate) fn run_next(&self) {
-        let next = self.fair.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        if let Some(job) = next {
-            self.run(job);
+        let (first, mut batch) = {
+            let mut fair = self.fair.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((client, first)) = fair.pop_keyed() else {
+                return;
+            };
+            let mut batch = Vec::new();
+            if let Some(program) = first.program.clone() {
+                // Leave the other workers their share of what is queued.
+                let most = (fair.len() / self.config.workers.max(1)).min(PROGRAM_BATCH - 1);
+                let mut bytes = first.args.len();
+                while batch.len() < most {
+                    let same = |j: &NodeJob| {
+                        j.program.as_ref().is_some_and(|p| Arc::ptr_eq(p, &program))
+                            && bytes + j.args.len() <= PROGRAM_BATCH_BYTES
+                    };
+                    let Some(job) = fair.pop_from(&client, same) else {
+                        break;
+                    };
+                    bytes += job.args.len();
+                    batch.push(job);
+                }
+            }
+            (first, batch)
+        };
+        if batch.is_empty() {
+            return self.run(first);
         }
+        batch.insert(0, first);
+        self.run_batch(batch);
+    }
+
+    /// Runs jobs of one shipped program in one of its workers.
+    fn run_batch(&self, jobs: Vec<NodeJob>) {
+        let (live, skipped): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| !self.skip(j));
+        for job in skipped {
+            job.out.end();
+            self.active.done();
+        }
+        let Some(program) = live.first().and_then(|j| j.program.clone()) else {
+            return;
+        };
+        let ran = program.run_batch(&live, &self.isolated, |i, result, exec_ns| {
+            self.report(&live[i], result, exec_ns)
+        });
+        let unrun = ran.err().unwrap_or(live.len());
+        for job in &live[unrun.min(live.len())..] {
+            job.out.give_back(job.id, job.attempt);
+        }
+        for job in live {
+            job.out.end();
+            self.active.done();
+        }
+    }
+
+    /// Whether `job` is not to run (its client left, cancelled it, or the
+    /// node drains: then it is given back); counted as such.
+    fn skip(&self, job: &NodeJob) -> bool {
+        if job.out.is_closed() {
+            true // nobody is waiting for it any more
+        } else if job.out.cancelled(job.id) {
+            self.cancelled.fetch_add(1, Ordering::Relaxed);
+            true
+        } else if self.draining() {
+            job.out.give_back(job.id, job.attempt);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Counts a job's outcome and sends it to its client.
+    fn report(&self, job: &NodeJob, result: Result<ByteBuf, JobError>, exec_ns: u64) {
+        let result = result.map_err(|e| e.on(&self.node_id, job.attempt));
+        self.done.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        job.out.finished(DoneJob {
+            id: job.id,
+            attempt: job.attempt,
+            result,
+            exec_ns,
+        });
     }
 
     /// Runs one job on this worker thread and sends its result.
     pub(crate) fn run(&self, job: NodeJob) {
-        if job.out.is_closed() {
-            // Nobody is waiting for it any more.
-        } else if job.out.cancelled(job.id) {
-            self.cancelled.fetch_add(1, Ordering::Relaxed);
-        } else if self.draining() {
-            job.out.give_back(job.id, job.attempt);
-        } else {
+        if !self.skip(&job) {
             let started = Instant::now();
             let result = match (&job.program, self.config.isolation) {
                 (Some(program), _) => program.run(&job, &self.isolated),
                 (None, Isolation::Thread) => (job.run)(&job.args).map(ByteBuf::from),
                 (None, Isolation::Process) => self.isolated.run(&job),
-            }
-            .map_err(|e| e.on(&self.node_id, job.attempt));
+            };
             let exec_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            self.done.fetch_add(1, Ordering::Relaxed);
-            if result.is_err() {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-            }
-            job.out.finished(DoneJob {
-                id: job.id,
-                attempt: job.attempt,
-                result,
-                exec_ns,
-            });
+            self.report(&job, result, exec_ns);
         }
         job.out.end();
         self.active.done();

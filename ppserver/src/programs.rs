@@ -357,6 +357,43 @@ impl Program {
     }
 }
 
+impl Program {
+    /// Runs `jobs` (all of this program) in one idle worker, or a new one,
+    /// answering each to `on_done` as it ends; the index of the first job
+    /// that never ran (a worker died) if not all did.
+    pub(crate) fn run_batch(
+        &self,
+        jobs: &[NodeJob],
+        running: &Running,
+        mut on_done: impl FnMut(usize, Result<ByteBuf, JobError>, u64),
+    ) -> Result<(), usize> {
+        let idle = lock(&self.idle).pop();
+        let mut worker = match idle {
+            Some((worker, _)) => worker,
+            None => match self.spawner.spawn() {
+                Ok((worker, _)) => worker,
+                Err(e) => {
+                    on_done(0, Err(JobError::new(ErrorKind::Crashed, e)), 0);
+                    return Err(1);
+                }
+            },
+        };
+        let mut died = None;
+        let ran = running.run_batch_on(&mut worker.process, jobs, |i, result, ns| match result {
+            Err(e) if e.kind == ErrorKind::Crashed => died = Some((i, ns)),
+            other => on_done(i, other, ns),
+        });
+        if let Some((i, ns)) = died {
+            let why = format!("program worker died: {}", worker.why_dead());
+            on_done(i, Err(JobError::new(ErrorKind::Crashed, why)), ns);
+        }
+        if ran.is_ok() {
+            lock(&self.idle).push((worker, Instant::now()));
+        }
+        ran
+    }
+}
+
 /// Reads the worker's first frame (its jobs), within [`HELLO_TIMEOUT`]: a
 /// program that does something else (no `init()`) is killed, and the reason
 /// taken from what it printed.

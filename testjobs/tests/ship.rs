@@ -153,6 +153,19 @@ fn a_crashing_program_worker_costs_only_its_job() {
 }
 
 #[test]
+fn a_crash_among_many_jobs_costs_only_that_job() {
+    // Many queued jobs travel to program workers in batches: the crash
+    // fails its own job; the batch's others run again elsewhere or later.
+    let n = node("mixed", &["--workers", "2"], &[]);
+    let out = ship(PP_SHIP).args(["mixed", &n.addr]).output().unwrap();
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("sum {}; abort: worker crashed", 3 * 199 * 200 / 2)
+    );
+}
+
+#[test]
 fn idle_program_workers_end() {
     let n = node("idle", &["--program-idle", "0.1"], &[]);
     let out = ship(PP_SHIP).args(["run", &n.addr, "4"]).output().unwrap();

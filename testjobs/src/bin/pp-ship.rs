@@ -2,7 +2,8 @@
 //! program to stock nodes (issue 13). `pp-ship run HOST:PORT N` sums
 //! `ship_triple` over 0..N on the node; `pp-ship crash HOST:PORT` runs a job
 //! that aborts its worker, then another; `pp-ship twice HOST:PORT` runs one
-//! job, waits for a line on stdin, runs another; with no arguments it runs
+//! job, waits for a line on stdin, runs another; `pp-ship mixed HOST:PORT`
+//! runs 200 jobs with one that aborts among them; with no arguments it runs
 //! one job locally. `PP_SHIP_NO_INIT` set: the program "forgets"
 //! `ppclient::init()`.
 
@@ -30,7 +31,8 @@ fn main() -> ExitCode {
         ["run", addr, n] => run(addr, n),
         ["crash", addr] => crash(addr),
         ["twice", addr] => twice(addr),
-        _ => Err("usage: pp-ship [run HOST:PORT N | crash HOST:PORT | twice HOST:PORT]".into()),
+        ["mixed", addr] => mixed(addr),
+        _ => Err("usage: pp-ship [run HOST:PORT N | crash | twice | mixed HOST:PORT]".into()),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,5 +84,21 @@ fn twice(addr: &str) -> Res {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     println!("second {}", server.submit(ship_triple, (2,)).wait()?);
+    Ok(())
+}
+
+fn mixed(addr: &str) -> Res {
+    let server = client(addr)?;
+    let before: Vec<_> = (0..100).map(|x| server.submit(ship_triple, (x,))).collect();
+    let crashed = server.submit(ship_abort, ());
+    let after: Vec<_> = (100..200)
+        .map(|x| server.submit(ship_triple, (x,)))
+        .collect();
+    let mut sum = 0;
+    for h in before.into_iter().chain(after) {
+        sum += h.wait()?;
+    }
+    let kind = crashed.wait().unwrap_err().kind;
+    println!("sum {sum}; abort: {kind}");
     Ok(())
 }
