@@ -226,3 +226,34 @@ fn chunks_without_an_offer_and_offers_before_the_handshake_are_refused() {
     assert!(!reason.is_empty());
     assert_eq!(cache.programs(), 0);
 }
+
+#[test]
+fn offers_too_big_or_without_their_loader_are_refused_with_the_reason() {
+    let cache = Cache::new("caps");
+    let dir = cache.0.to_string_lossy().into_owned();
+    let n = Node::start(&["--cache-dir", &dir, "--cache-max", "1K"]);
+    let mut s = Session::new(&n);
+    let (_, info) = program();
+    let refusal = |s: &mut Session, info: ProgramInfo| {
+        s.send(&ClientMsg::Offer(info));
+        match s.next() {
+            NodeMsg::Offered {
+                answer: OfferAnswer::Refuse(reason),
+                ..
+            } => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    };
+    let reason = refusal(&mut s, info.clone());
+    assert!(reason.contains("--cache-max"), "{reason}");
+    let dynamic = ProgramInfo {
+        size: 10,
+        linking: Linking::Dynamic {
+            interpreter: "/no/such/ld-linux.so".into(),
+        },
+        ..info
+    };
+    let reason = refusal(&mut s, dynamic);
+    assert!(reason.contains("/no/such/ld-linux.so"), "{reason}");
+    assert!(reason.contains("crt-static"), "{reason}");
+}
