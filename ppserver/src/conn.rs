@@ -24,6 +24,8 @@ const INBOX: usize = 64;
 const READ_BUF: usize = 64 << 10;
 /// Finished jobs gathered into one `Done` frame at most.
 const MAX_BATCH: usize = 1024;
+/// An upload with no chunk for this long is ended.
+const UPLOAD_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 enum Got {
     Bytes(Vec<u8>),
@@ -110,6 +112,7 @@ impl Driver<'_> {
             if !self.act(&mut link) {
                 break;
             }
+            self.check_upload(&mut link);
             if let Some(ev) = stashed.take() {
                 self.event(&mut link, ev, events, &mut stashed);
                 continue;
@@ -281,6 +284,20 @@ impl Driver<'_> {
                 },
                 now,
             );
+        }
+    }
+
+    /// Ends an upload that made no progress for [`UPLOAD_STALL`] (a client
+    /// that keeps pinging but sends nothing must not hold the program's one
+    /// upload slot, which other clients of the program wait for).
+    fn check_upload(&mut self, link: &mut NodeLink) {
+        let now = Instant::now();
+        let Some(upload) = &self.upload else { return };
+        if let Err(e) = upload.check_progress(now, UPLOAD_STALL) {
+            let id = upload.id();
+            self.upload = None;
+            let jobs = Err(format!("upload refused: {e}"));
+            link.handle(NodeEvent::ProgramReady { id, jobs }, now);
         }
     }
 
