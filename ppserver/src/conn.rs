@@ -134,9 +134,7 @@ impl Driver<'_> {
             link.handle(NodeEvent::Drain, Instant::now());
         }
         let mut polled = Events::with_capacity(8);
-        // A link can close while the reads are settled (a refused
-        // handshake): its Close is then taken there, so ask the link too.
-        while self.settle(&mut link) && !link.is_closed() {
+        while self.settle(&mut link) {
             self.wait(&mut link, events, &mut polled);
         }
         let _ = self.outbox.flush(&mut self.stream, Instant::now());
