@@ -91,8 +91,9 @@ const AS_NODE: &str = "PP_BENCH_AS_NODE";
 /// If this process was started by [`spawn_node`], runs as a ppserver node
 /// and returns its exit code.
 pub fn run_as_node_if_asked() -> Option<std::process::ExitCode> {
-    std::env::var_os(AS_NODE)?;
+    let how = std::env::var_os(AS_NODE)?;
     let registry = match ppcore::Registry::linked() {
+        Ok(r) if how == STOCK => stock(&r),
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -100,6 +101,25 @@ pub fn run_as_node_if_asked() -> Option<std::process::ExitCode> {
         }
     };
     Some(ppserver::main_with(registry))
+}
+
+/// [`AS_NODE`]'s value for a stock node: the built-in jobs only.
+const STOCK: &str = "stock";
+
+/// The jobs a stock `ppserver` has: those of the `jobs` crate.
+fn stock(linked: &ppcore::Registry) -> ppcore::Registry {
+    let mut registry = ppcore::Registry::new();
+    for entry in linked.entries().filter(|e| e.name.starts_with("jobs::")) {
+        // Names are unique in `linked` already.
+        let _ = registry.insert(*entry);
+    }
+    registry
+}
+
+/// Like [`spawn_node_with`], a node with only the built-in jobs (as a stock
+/// `ppserver` has them), whatever else this binary links.
+pub fn spawn_stock_node(workers: usize, extra: &[&str]) -> anyhow::Result<SpawnedNode> {
+    spawn(STOCK, 0, workers, extra)
 }
 
 /// A ppserver node on 127.0.0.1 started by a benchmark; stopped when dropped.
@@ -165,10 +185,14 @@ pub fn spawn_node_on(port: u16, workers: usize) -> anyhow::Result<SpawnedNode> {
 
 /// Like [`spawn_node_on`], with more `ppserver` arguments.
 pub fn spawn_node_with(port: u16, workers: usize, extra: &[&str]) -> anyhow::Result<SpawnedNode> {
+    spawn("1", port, workers, extra)
+}
+
+fn spawn(how: &str, port: u16, workers: usize, extra: &[&str]) -> anyhow::Result<SpawnedNode> {
     use std::io::BufRead;
     let started = std::time::Instant::now();
     let mut child = std::process::Command::new(std::env::current_exe()?)
-        .env(AS_NODE, "1")
+        .env(AS_NODE, how)
         .env("PP_SECRET", cluster_key()?)
         .args(["--interface", "127.0.0.1", "--log-level", "error"])
         .args(["--port", &port.to_string()])

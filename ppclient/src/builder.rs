@@ -305,6 +305,9 @@ impl Builder {
     /// [`Server::print_stats`], and jobs only it might have run fail with
     /// [`ErrorKind::Auth`](ppcore::ErrorKind::Auth).
     pub fn build(mut self) -> Result<Server, BuildError> {
+        // A program a node started as a worker, that forgot `init()`, ends
+        // here with a message naming the fix (the node passes it on).
+        ppcore::worker::exit_if_uninitialized_worker();
         ppcore::quiet_job_panics();
         let registry = match self.registry.take() {
             Some(r) => r,

@@ -220,14 +220,22 @@ impl Core {
         for link in links.iter() {
             match link.can_run(job) {
                 Some(true) | None => return Ok(()),
-                Some(false) => why.push(match link.state() {
-                    NodeState::Failed { reason } => format!("{}: {reason}", link.name),
+                Some(false) => why.push(match (link.state(), link.ship_refusal()) {
+                    (NodeState::Failed { reason }, _) => format!("{}: {reason}", link.name),
+                    (_, Some(refused)) => format!(
+                        "{}: has no job `{}` and refused this program: {refused}",
+                        link.name, job.0
+                    ),
                     _ => format!("{}: has no job `{}` of this type", link.name, job.0),
                 }),
             }
         }
+        let hint = match crate::ship::initialized() {
+            true => String::new(),
+            false => format!(" ({})", crate::ship::INIT_HINT),
+        };
         Err(format!(
-            "no local workers (ncpus = 0) and no node can run `{}`: {}",
+            "no local workers (ncpus = 0) and no node can run `{}`: {}{hint}",
             job.0,
             why.join("; ")
         ))

@@ -26,6 +26,7 @@
 //! | `core` | what the server's threads share: the queue, links, stop flag; who can run a job |
 //! | `remote` | what the server knows of each node (state, jobs, counters); starts its link |
 //! | `session` | the driver of one link ([`ppcore::ClientLink`]): dial, read, write, feed jobs from the queue within the window, resolve or requeue what the link gives back |
+//! | `ship` | [`init`], and shipping this program to nodes that lack its jobs: offer, chunked upload |
 //! | `connect` | resolve, connect and authenticate; `node_status` |
 //! | `discovery` | UDP discovery probes and nodes that join a listening server |
 //! | `dns` | nodes from a DNS name: one per address, resolved again as nodes come and go |
@@ -48,6 +49,7 @@ mod options;
 mod remote;
 mod server;
 mod session;
+mod ship;
 mod slurm;
 mod task;
 mod timer;
@@ -88,6 +90,7 @@ pub use serde;
 /// Bytes that travel as one MessagePack binary, as a plain `Vec<u8>` does.
 pub use serde_bytes::{ByteBuf, Bytes};
 pub use server::Server;
+pub use ship::init;
 pub use slurm::{Slurm, SlurmError};
 
 /// The node library (`ppserver`): run a node with your own jobs from this

@@ -88,6 +88,8 @@ pub(crate) struct Link {
     peer: Mutex<(Option<SocketAddr>, Option<String>)>,
     /// Traffic, jobs in flight and round trip, for the dashboard.
     pub(crate) meter: crate::dashboard::LinkMeter,
+    /// Whether this program was shipped to the node.
+    pub(crate) ship: Mutex<crate::ship::Ship>,
 }
 
 impl Link {
@@ -100,6 +102,7 @@ impl Link {
             waker: Mutex::new(None),
             peer: Mutex::new((None, None)),
             meter: Default::default(),
+            ship: Mutex::new(crate::ship::Ship::No),
         })
     }
 
@@ -146,7 +149,19 @@ impl Link {
             return Some(false);
         }
         let jobs = lock(&self.jobs).clone()?;
-        Some(jobs.get(job.0).is_some_and(|sigs| sigs.contains(job.1)))
+        let has = jobs.get(job.0).is_some_and(|sigs| sigs.contains(job.1));
+        if !has && *lock(&self.ship) == crate::ship::Ship::Pending {
+            return None; // our program may bring it
+        }
+        Some(has)
+    }
+
+    /// Why the node refused our program, if it did.
+    pub(crate) fn ship_refusal(&self) -> Option<String> {
+        match &*lock(&self.ship) {
+            crate::ship::Ship::Refused(reason) => Some(reason.clone()),
+            _ => None,
+        }
     }
 
     pub(crate) fn set_waker(&self, waker: Arc<Waker>) {

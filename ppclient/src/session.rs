@@ -19,6 +19,7 @@ use crate::timer::Expire;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use ppcore::link::{Action, ClientLink, Event, LinkConfig, LinkState};
+use ppcore::program::{OfferAnswer, ProgramId};
 use ppcore::wire::RunJob;
 use ppcore::{Outbox, Wake};
 use std::collections::{HashMap, HashSet};
@@ -36,6 +37,8 @@ const TICK: Duration = Duration::from_millis(50);
 const READ_BUF: usize = 64 << 10;
 /// Reads per wake-up before the driver looks at its other work.
 const READS_PER_TURN: usize = 16;
+/// How often a link checks whether this program is hashed, to offer it.
+const OFFER_POLL: Duration = Duration::from_millis(5);
 
 const WAKE: Token = Token(0);
 const SOCKET: Token = Token(1);
@@ -120,6 +123,10 @@ struct Driver<'a> {
     swept: Instant,
     /// Which kinds of job the node runs, as found out so far this session.
     kinds: Vec<(JobKind, bool)>,
+    /// This program's upload to the node, one chunk per turn.
+    upload: Option<crate::ship::Upload>,
+    /// This program is to be offered to the node once it is hashed.
+    offer_due: bool,
 }
 
 /// Runs the link for `target` until it closes: dialling (or, for a node that
@@ -181,6 +188,8 @@ pub(crate) fn drive_with(
         stopping: false,
         swept: now,
         kinds: Vec::new(),
+        upload: None,
+        offer_due: false,
     };
     d.name = d.target_name();
     if let Some(stream) = stream {
@@ -231,6 +240,8 @@ impl Driver<'_> {
                 drop(self.link.cancel_where(|t| t.ended()));
                 continue;
             }
+            self.ship_turn();
+            self.settle();
             self.wait(&mut events);
         }
     }
@@ -282,9 +293,11 @@ impl Driver<'_> {
         if let Some(t) = self.outbox.stall_deadline(self.write_timeout()) {
             wake = wake.min(t);
         }
-        let timeout = match busy {
-            true => Duration::ZERO,
-            false => wake.saturating_duration_since(now),
+        let chunk_due = self.upload.is_some() && self.link.upload_room();
+        let timeout = match (busy || chunk_due, self.offer_due) {
+            (true, _) => Duration::ZERO,
+            (false, true) => wake.saturating_duration_since(now).min(OFFER_POLL),
+            (false, false) => wake.saturating_duration_since(now),
         };
         if let Err(e) = self.poll.poll(events, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -395,6 +408,7 @@ impl Driver<'_> {
                         attempt: d.attempt,
                         name: task.job().0.to_owned(),
                         args: d.args,
+                        program: None, // the link knows whose job it is
                     };
                     batch.push((run, task));
                 }
@@ -456,6 +470,11 @@ impl Driver<'_> {
                         self.core.requeue(again);
                     }
                 }
+                Action::Offered { id, answer } => self.offered(id, answer),
+                Action::ProgramReady { id, jobs } => self.program_ready(id, jobs),
+                Action::ProgramRefused { id, reason } => {
+                    self.ship_refused(id, format!("upload refused: {reason}"))
+                }
                 Action::Returned { job, lost } => {
                     if let Some(again) = job.retry(&self.name, lost) {
                         self.core.ctx.dash.get().inspect(|d| d.rerun(&self.name));
@@ -489,6 +508,10 @@ impl Driver<'_> {
             self.name = self.target_name();
         }
         self.kinds.clear();
+        // Before the jobs are published: nobody takes this program's jobs
+        // for unrunnable while it is offered.
+        self.offer_due = crate::ship::on_up(&hello, self.record().map(|r| &**r));
+        self.upload = None;
         let mut jobs = HashMap::<String, HashSet<String>>::new();
         for j in hello.jobs {
             jobs.entry(j.name).or_default().insert(j.signature);
@@ -505,6 +528,65 @@ impl Driver<'_> {
         self.core.contacted();
         // Jobs queued while nobody knew whether this node runs them, and
         // nobody else can: resolved now with the reason.
+        self.core.fail_unrunnable();
+    }
+
+    /// One step of shipping this program: the offer once it is hashed,
+    /// then one chunk of the upload while the node keeps up.
+    fn ship_turn(&mut self) {
+        if self.offer_due {
+            let record = self.record().cloned();
+            self.offer_due = !crate::ship::try_offer(&mut self.link, record.as_deref());
+            return;
+        }
+        if let Some(upload) = &mut self.upload {
+            if self.link.upload_room() && !crate::ship::send_chunk(upload, &mut self.link) {
+                self.upload = None;
+            }
+        }
+    }
+
+    /// The node answered our offer.
+    fn offered(&mut self, id: ProgramId, answer: OfferAnswer) {
+        tracing::info!(node = %self.name(), program = %id, ?answer, "program offered");
+        match answer {
+            OfferAnswer::Need => match crate::ship::start_upload(id) {
+                Ok(upload) => self.upload = Some(upload),
+                Err(reason) => self.ship_refused(id, reason),
+            },
+            OfferAnswer::Refuse(reason) => self.ship_refused(id, reason),
+            _ => {} // Have: ProgramReady follows
+        }
+    }
+
+    /// Our program runs on the node: its jobs join the node's.
+    fn program_ready(&mut self, id: ProgramId, jobs: Vec<ppcore::wire::JobInfo>) {
+        tracing::info!(node = %self.name(), program = %id, jobs = jobs.len(), "program ready");
+        self.upload = None;
+        // The link runs more kinds now: ask it again.
+        self.kinds.clear();
+        if let Some(r) = self.record() {
+            let mut known = lock(&r.jobs);
+            let mut all: HashMap<String, HashSet<String>> =
+                known.as_deref().cloned().unwrap_or_default();
+            for j in jobs {
+                all.entry(j.name).or_default().insert(j.signature);
+            }
+            *known = Some(Arc::new(all));
+            drop(known);
+            *lock(&r.ship) = crate::ship::Ship::Ready;
+        }
+        self.core.contacted();
+    }
+
+    /// The node will not run our program: jobs only it could run fail with
+    /// the reason.
+    fn ship_refused(&mut self, id: ProgramId, reason: String) {
+        tracing::warn!(node = %self.name(), program = %id, "program refused: {reason}");
+        self.upload = None;
+        if let Some(r) = self.record() {
+            *lock(&r.ship) = crate::ship::Ship::Refused(reason);
+        }
         self.core.fail_unrunnable();
     }
 

@@ -9,6 +9,7 @@
 //! | `registry` | [`Registry`]: job names to type-erased runners, filled by `job!` at link time |
 //! | `lanes` | [`Lanes`]: the job queue, with a front lane for work handed back; consumers that take only some kinds of job, woken ([`Wake`]) by the next push |
 //! | `outbox` | [`Outbox`]: bytes waiting for a non-blocking socket, and the peer's write progress |
+//! | `fair` | [`RoundRobin`]: queues per client served in turn (a node's fair share of workers) |
 //! | `pool` | [`Pool`]: resizable worker threads pulling from a shared queue; [`Pending`]: waiting for work to drain |
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
 //! | `stream` | payloads over one frame as chunked streams: [`stream::Outgoing`] cuts, [`stream::Assembler`] puts back, within limits and a progress deadline |
@@ -18,6 +19,8 @@
 //! | `secure` | the session's Noise `NNpsk0` handshake as pure state ([`secure::ClientHandshake`], [`secure::NodeHandshake`]) |
 //! | `transport` | [`Transport`]: every frame after the handshake sealed and opened, one key per direction |
 //! | `escape` | [`escape()`]: control characters in peer text made visible before logging or printing |
+//! | `program` | a shipped program's identity ([`program::ProgramInfo`]) and a node's answer to an offer |
+//! | `upload` | a program upload as pure state: chunks out, chunks in, checked by size and SHA-256 |
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
 //! | `worker` | worker processes: [`init_worker`], the one way a program re-runs itself as a job server |
 //! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
@@ -30,6 +33,7 @@ mod bins;
 pub mod budget;
 mod error;
 mod escape;
+mod fair;
 mod framing;
 mod job;
 mod key;
@@ -41,17 +45,20 @@ mod node_link;
 mod outbox;
 mod pending;
 mod pool;
+pub mod program;
 mod registry;
 pub mod secure;
 mod stats;
 pub mod stream;
 mod transport;
+pub mod upload;
 pub mod wire;
 pub mod worker;
 
 pub use array::{Array, Element};
 pub use error::{ErrorKind, JobError};
 pub use escape::{escape, escape_bytes, MAX_PEER_TEXT};
+pub use fair::RoundRobin;
 pub use framing::Framer;
 pub use job::{
     check_size, decode, encode, quiet_job_panics, run_caught, run_erased, Fallible, Job,

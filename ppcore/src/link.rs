@@ -42,6 +42,7 @@ use crate::escape::escape;
 use crate::framing::Framer;
 use crate::key::KeySet;
 use crate::ledger::Ledger;
+use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
 use crate::secure::{ClientHandshake, SecureError, MAX_HANDSHAKE_MESSAGE};
 use crate::wire::{batches_by_size, ClientMsg, JobInfo, NodeMsg, RunJob};
 use crate::{ErrorKind, JobError};
@@ -51,6 +52,11 @@ use std::time::{Duration, Instant};
 
 /// Heartbeat intervals a peer may stay silent; then it is dead.
 pub const MISSED_BEATS: u32 = 3;
+/// Upload chunks the node may not have taken yet: each chunk is followed by
+/// a ping, and more are sent only while fewer than this many pongs are due,
+/// so a slow node is never buried under megabytes it has not read (which
+/// would delay its pongs past the silence limit).
+pub const UPLOAD_WINDOW: usize = 4;
 /// The largest frame accepted before the node has authenticated (its
 /// handshake answer): 4 KiB.
 pub const HANDSHAKE_MAX_FRAME: usize = MAX_HANDSHAKE_MESSAGE;
@@ -110,6 +116,8 @@ pub struct NodeHello {
     pub jobs: Vec<JobInfo>,
     /// The heartbeat interval agreed on.
     pub heartbeat: Duration,
+    /// The optional features it speaks (`Welcome.caps`).
+    pub caps: Vec<String>,
 }
 
 /// Something that happened to a link.
@@ -167,6 +175,27 @@ pub enum Action<T> {
         /// Its run time on the node.
         exec: Duration,
     },
+    /// The node answered our program offer.
+    Offered {
+        /// The program.
+        id: ProgramId,
+        /// Have, need (start the upload) or refused.
+        answer: OfferAnswer,
+    },
+    /// Our program runs on the node now; its jobs are sent as the program's.
+    ProgramReady {
+        /// The program.
+        id: ProgramId,
+        /// Its jobs, as the node's worker listed them.
+        jobs: Vec<JobInfo>,
+    },
+    /// The node will not run our program, and why.
+    ProgramRefused {
+        /// The program.
+        id: ProgramId,
+        /// Why.
+        reason: String,
+    },
     /// A job back from the link unrun or unfinished: queue it again.
     Returned {
         /// The job.
@@ -201,6 +230,8 @@ pub struct ClientLink<T> {
     failures: u32,
     ledger: Ledger<T>,
     jobs: HashSet<(String, String)>,
+    /// Our shipped program on this connection, once the node has it ready.
+    program: Option<(ProgramId, HashSet<(String, String)>)>,
     heartbeat: Duration,
     heard: Instant,
     next_ping: Instant,
@@ -208,6 +239,8 @@ pub struct ClientLink<T> {
     /// When the last ping went, and the round trip of the last one answered.
     pinged: Instant,
     rtt: Option<Duration>,
+    /// The pings sent after upload chunks whose pongs are still due.
+    chunk_pings: VecDeque<u64>,
     /// Handshake deadline, or the end of the backoff.
     deadline: Instant,
     backoff: Duration,
@@ -233,12 +266,14 @@ impl<T> ClientLink<T> {
             failures: 0,
             ledger: Ledger::new(1, config.max_prefetch),
             jobs: HashSet::new(),
+            program: None,
             heartbeat: config.heartbeat,
             heard: now,
             next_ping: now,
             pings: 0,
             pinged: now,
             rtt: None,
+            chunk_pings: VecDeque::new(),
             deadline: now,
             backoff: config.backoff_min,
             ready_since: None,
@@ -272,9 +307,48 @@ impl<T> ClientLink<T> {
         self.rtt
     }
 
-    /// Whether the node advertised job `name` with `signature`.
+    /// Whether the node advertised job `name` with `signature`, as a
+    /// built-in job or one of our program's.
     pub fn can_run(&self, name: &str, signature: &str) -> bool {
-        self.jobs.contains(&(name.to_owned(), signature.to_owned()))
+        let key = (name.to_owned(), signature.to_owned());
+        self.jobs.contains(&key) || self.program.as_ref().is_some_and(|p| p.1.contains(&key))
+    }
+
+    /// Which program the node runs this job from: `None` for its built-in
+    /// (preferred: it runs in the node's process), else our shipped program.
+    fn program_of(&self, name: &str) -> Option<ProgramId> {
+        if self.jobs.iter().any(|(n, _)| n == name) {
+            return None;
+        }
+        let (id, jobs) = self.program.as_ref()?;
+        jobs.iter().any(|(n, _)| n == name).then_some(*id)
+    }
+
+    /// Offers our program to the node (ignored unless the link is up).
+    pub fn offer(&mut self, info: &ProgramInfo) {
+        if self.connected() && self.state != LinkState::Handshake {
+            self.send(&ClientMsg::Offer(info.clone()));
+        }
+    }
+
+    /// Sends one piece of an upload the node asked for; false if the
+    /// connection is not up (the upload is over).
+    pub fn chunk(&mut self, id: ProgramId, offset: u64, data: Vec<u8>) -> bool {
+        if !self.connected() || self.state == LinkState::Handshake {
+            return false;
+        }
+        let data = ByteBuf::from(data);
+        self.send(&ClientMsg::Chunk { id, offset, data });
+        self.pings += 1;
+        self.send(&ClientMsg::Ping(self.pings));
+        self.chunk_pings.push_back(self.pings);
+        true
+    }
+
+    /// Whether the node has taken enough of the upload for another chunk
+    /// (see [`UPLOAD_WINDOW`]).
+    pub fn upload_room(&self) -> bool {
+        self.chunk_pings.len() < UPLOAD_WINDOW
     }
 
     /// The next thing to do, if any.
@@ -452,10 +526,30 @@ impl<T> ClientLink<T> {
                 false,
                 now,
             ),
-            NodeMsg::Pong(n) if n != 0 && n == self.pings => {
-                self.rtt = Some(now.saturating_duration_since(self.pinged));
+            NodeMsg::Pong(n) => {
+                let after_chunk = self.chunk_pings.contains(&n);
+                while self.chunk_pings.front().is_some_and(|&p| p <= n) {
+                    self.chunk_pings.pop_front();
+                }
+                if !after_chunk && n != 0 && n == self.pings {
+                    self.rtt = Some(now.saturating_duration_since(self.pinged));
+                }
             }
-            NodeMsg::Pong(_) | NodeMsg::Status(_) => {}
+            NodeMsg::Status(_) => {}
+            NodeMsg::Offered { id, answer } => {
+                self.actions.push_back(Action::Offered { id, answer })
+            }
+            NodeMsg::ProgramReady { id, jobs } => {
+                let set = jobs
+                    .iter()
+                    .map(|j| (j.name.clone(), j.signature.clone()))
+                    .collect();
+                self.program = Some((id, set));
+                self.actions.push_back(Action::ProgramReady { id, jobs });
+            }
+            NodeMsg::ProgramRefused { id, reason } => self
+                .actions
+                .push_back(Action::ProgramRefused { id, reason }),
             NodeMsg::Welcome { .. } => {
                 self.lose("a second Welcome from the node".into(), false, now)
             }
@@ -512,7 +606,7 @@ impl<T> ClientLink<T> {
             workers,
             jobs,
             heartbeat_ms,
-            ..
+            caps,
         } = welcome
         else {
             return;
@@ -527,6 +621,8 @@ impl<T> ClientLink<T> {
             .iter()
             .map(|j| (j.name.clone(), j.signature.clone()))
             .collect();
+        self.program = None;
+        self.chunk_pings.clear();
         self.framer.set_max(self.config.max_frame);
         self.state = LinkState::Ready;
         self.failures = 0;
@@ -539,6 +635,7 @@ impl<T> ClientLink<T> {
             workers,
             jobs,
             heartbeat: self.heartbeat,
+            caps,
         }));
     }
 
@@ -551,6 +648,10 @@ impl<T> ClientLink<T> {
             return;
         }
         let budget = self.config.max_frame;
+        let mut jobs = jobs;
+        for (run, _) in &mut jobs {
+            run.program = self.program_of(&run.name);
+        }
         for batch in batches_by_size(jobs, |(r, _)| r.args.len(), budget) {
             let (run, kept): (Vec<RunJob>, Vec<T>) = batch.into_iter().unzip();
             let ids: Vec<(u64, u32)> = run.iter().map(|r| (r.id, r.attempt)).collect();

@@ -51,6 +51,7 @@ fn run(id: u64, attempt: u32) -> RunJob {
         attempt,
         name: "j".into(),
         args: ByteBuf::from(vec![1, 2, 3]),
+        program: None,
     }
 }
 
@@ -65,6 +66,9 @@ struct Pair {
     /// Jobs the node was asked to run, not yet answered.
     node_jobs: Vec<RunJob>,
     node_cancels: Vec<u64>,
+    /// Program offers and upload pieces (offset, length) the node got.
+    node_offers: Vec<ProgramInfo>,
+    node_chunks: Vec<(u64, usize)>,
     dials: usize,
 }
 
@@ -83,6 +87,8 @@ impl Pair {
             out: Vec::new(),
             node_jobs: Vec::new(),
             node_cancels: Vec::new(),
+            node_offers: Vec::new(),
+            node_chunks: Vec::new(),
             dials: 0,
         }
     }
@@ -137,6 +143,10 @@ impl Pair {
                         }
                         NodeAction::Run(jobs) => self.node_jobs.extend(jobs),
                         NodeAction::Cancel(id) => self.node_cancels.push(id),
+                        NodeAction::Offer(info) => self.node_offers.push(info),
+                        NodeAction::Chunk { offset, data, .. } => {
+                            self.node_chunks.push((offset, data.len()))
+                        }
                         NodeAction::Close { .. } => node_closed = true,
                         NodeAction::StatusWanted | NodeAction::Authenticated => {}
                     }
@@ -798,4 +808,78 @@ fn a_refusal_is_retried_only_when_the_node_says_so() {
         let failed = actions.iter().any(|a| matches!(a, Action::Failed { .. }));
         assert_eq!((down, failed), (should_retry, !should_retry), "busy {busy}");
     }
+}
+
+#[test]
+fn a_shipped_program_is_offered_uploaded_and_its_jobs_routed_by_program() {
+    let mut p = Pair::new();
+    p.pump();
+    let info = ProgramInfo {
+        id: ProgramId::of(b"program"),
+        size: 7,
+        target: "x86_64-linux".into(),
+        linking: crate::program::Linking::Static,
+    };
+    p.client.offer(&info);
+    p.pump();
+    assert_eq!(p.node_offers, vec![info.clone()]);
+    p.node(NodeEvent::Offered {
+        id: info.id,
+        answer: OfferAnswer::Need,
+    });
+    let out = p.take_out();
+    assert!(out.iter().any(|a| matches!(a,
+        Action::Offered { id, answer: OfferAnswer::Need } if *id == info.id)));
+    assert!(p.client.chunk(info.id, 0, b"program".to_vec()));
+    p.pump();
+    assert_eq!(p.node_chunks, vec![(0, 7)]);
+    // Each chunk's ping came back: the window is open again.
+    assert!(p.client.upload_room());
+    // Before the program is ready, its job is not the node's to run.
+    assert!(!p.client.can_run("mine", "s"));
+    let jobs = vec![JobInfo {
+        name: "mine".into(),
+        signature: "s".into(),
+    }];
+    p.node(NodeEvent::ProgramReady {
+        id: info.id,
+        jobs: Ok(jobs),
+    });
+    assert!(p
+        .take_out()
+        .iter()
+        .any(|a| matches!(a, Action::ProgramReady { .. })));
+    assert!(p.client.can_run("mine", "s"));
+    let mut mine = run(1, 1);
+    mine.name = "mine".into();
+    p.client
+        .handle(Event::Submit(vec![(mine, 1), (run(2, 1), 2)]), p.now);
+    p.pump();
+    let programs: Vec<_> = p.node_jobs.iter().map(|j| (j.id, j.program)).collect();
+    // The built-in `j` stays built-in; `mine` is the program's.
+    assert_eq!(programs, vec![(1, Some(info.id)), (2, None)]);
+    // A refusal reaches the client with its reason.
+    p.node(NodeEvent::ProgramReady {
+        id: info.id,
+        jobs: Err("hash mismatch".into()),
+    });
+    assert!(p.take_out().iter().any(|a| matches!(a,
+        Action::ProgramRefused { reason, .. } if reason == "hash mismatch")));
+}
+
+#[test]
+fn an_upload_waits_for_the_node_to_take_its_chunks() {
+    let mut p = Pair::new();
+    p.pump();
+    let id = ProgramId::of(b"x");
+    // The node reads nothing meanwhile: chunks stay in flight.
+    for k in 0..UPLOAD_WINDOW as u64 {
+        assert!(p.client.upload_room());
+        assert!(p.client.chunk(id, k, vec![0; 1]));
+    }
+    assert!(!p.client.upload_room());
+    // Its pongs open the window.
+    p.pump();
+    assert!(p.client.upload_room());
+    assert_eq!(p.node_chunks.len(), UPLOAD_WINDOW);
 }

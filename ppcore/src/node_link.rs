@@ -27,9 +27,13 @@
 use crate::framing::Framer;
 use crate::key::KeySet;
 use crate::link::MISSED_BEATS;
+use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
 use crate::secure::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
-use crate::wire::{batches_by_size, max_payload, ClientMsg, DoneJob, NodeMsg, NodeStatus, RunJob};
+use crate::wire::{
+    batches_by_size, max_payload, ClientMsg, DoneJob, JobInfo, NodeMsg, NodeStatus, RunJob,
+};
 use crate::{ErrorKind, JobError};
+use serde_bytes::ByteBuf;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -69,6 +73,20 @@ pub enum NodeEvent<'a> {
     Stop,
     /// The connection broke.
     TransportClosed(String),
+    /// The node's answer to a [`NodeAction::Offer`].
+    Offered {
+        /// The program offered.
+        id: ProgramId,
+        /// Have, need or refuse.
+        answer: OfferAnswer,
+    },
+    /// A shipped program is ready here (its jobs), or refused (why).
+    ProgramReady {
+        /// The program.
+        id: ProgramId,
+        /// Its jobs, or why it will not run here.
+        jobs: Result<Vec<JobInfo>, String>,
+    },
 }
 
 /// Something the node's driver must do.
@@ -84,6 +102,17 @@ pub enum NodeAction {
     StatusWanted,
     /// The client proved itself.
     Authenticated,
+    /// The client offers its program: answer with [`NodeEvent::Offered`].
+    Offer(ProgramInfo),
+    /// A piece of an upload.
+    Chunk {
+        /// The program.
+        id: ProgramId,
+        /// Where the piece starts.
+        offset: u64,
+        /// Its bytes.
+        data: ByteBuf,
+    },
     /// Close the connection; `reason` if it ended badly (already sent as `Reject`).
     Close {
         /// Why, if it was not a clean goodbye.
@@ -203,6 +232,14 @@ impl NodeLink {
                     reason: Some(reason),
                 });
             }
+            NodeEvent::Offered { id, answer } => self.send(&NodeMsg::Offered { id, answer }),
+            NodeEvent::ProgramReady { id, jobs: Ok(jobs) } => {
+                self.send(&NodeMsg::ProgramReady { id, jobs })
+            }
+            NodeEvent::ProgramReady {
+                id,
+                jobs: Err(reason),
+            } => self.send(&NodeMsg::ProgramRefused { id, reason }),
         }
     }
 
@@ -256,6 +293,11 @@ impl NodeLink {
             ClientMsg::Ping(n) => self.send(&NodeMsg::Pong(n)),
             ClientMsg::Status => self.actions.push_back(NodeAction::StatusWanted),
             ClientMsg::Goodbye => self.close(None),
+            ClientMsg::Offer(info) => self.actions.push_back(NodeAction::Offer(info)),
+            ClientMsg::Chunk { id, offset, data } => {
+                self.actions
+                    .push_back(NodeAction::Chunk { id, offset, data })
+            }
         }
     }
 

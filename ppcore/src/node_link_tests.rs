@@ -241,6 +241,7 @@ fn tampered_injected_and_replayed_frames_close_the_connection_unrun() {
             attempt: 1,
             name: "j".into(),
             args: ByteBuf::new(),
+            program: None,
         }])
     };
     // modified
@@ -283,6 +284,7 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
         attempt: 2,
         name: "j".into(),
         args: ByteBuf::new(),
+        program: None,
     };
     c.feed(&mut l, &ClientMsg::Run(vec![run]), t0);
     c.feed(&mut l, &ClientMsg::Ping(5), t0);

@@ -4,6 +4,7 @@
 //! length. A length above the limit is refused before anything is allocated.
 
 use crate::error::JobError;
+use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -15,6 +16,8 @@ pub const MAGIC: &str = "pp-rs";
 pub const PROTOCOL_VERSION: u32 = 2;
 /// The default TCP (and discovery UDP) port of a node.
 pub const DEFAULT_PORT: u16 = 60000;
+/// The capability a node lists in `Welcome.caps` when it takes shipped programs.
+pub const CAP_SHIP: &str = "ship";
 /// The default largest frame, in bytes.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 
@@ -56,6 +59,11 @@ pub struct RunJob {
     pub name: String,
     /// MessagePack arguments.
     pub args: ByteBuf,
+    /// The shipped program the job belongs to; `None`: a built-in job of
+    /// the node. A job's identity is program plus name, so a shipped job
+    /// never runs as a built-in of the same name.
+    #[serde(default)]
+    pub program: Option<ProgramId>,
 }
 
 /// One job's outcome.
@@ -93,6 +101,15 @@ pub struct NodeStatus {
     /// Jobs cancelled by their client before they started here.
     #[serde(default)]
     pub jobs_cancelled: u64,
+    /// Program uploads this node received and verified (a cache hit adds none).
+    #[serde(default)]
+    pub programs_uploaded: u64,
+    /// Offers of programs this node had already (cache hits).
+    #[serde(default)]
+    pub programs_cached: u64,
+    /// Program worker processes running now.
+    #[serde(default)]
+    pub program_workers: u64,
 }
 
 /// What a client sends to a node.
@@ -111,6 +128,19 @@ pub enum ClientMsg {
     Status,
     /// The client is leaving.
     Goodbye,
+    /// The client offers its program (only to a node listing [`CAP_SHIP`]);
+    /// the node answers `Offered`.
+    Offer(ProgramInfo),
+    /// One piece of an upload the node asked for (`Offered` with `Need`),
+    /// at most 1 MiB, in order from offset 0.
+    Chunk {
+        /// The program being sent.
+        id: ProgramId,
+        /// Where this chunk starts in the file.
+        offset: u64,
+        /// The bytes.
+        data: ByteBuf,
+    },
 }
 
 /// What a node sends to a client.
@@ -156,6 +186,29 @@ pub enum NodeMsg {
     Draining,
     /// The node is closing the connection.
     Goodbye,
+    /// The answer to `Offer`: have it, send it, or refused (with the reason).
+    Offered {
+        /// The program offered.
+        id: ProgramId,
+        /// The node's answer.
+        answer: OfferAnswer,
+    },
+    /// A shipped program runs here now: its jobs, to be sent with
+    /// `RunJob.program` set to `id`.
+    ProgramReady {
+        /// The program.
+        id: ProgramId,
+        /// The jobs of its registry.
+        jobs: Vec<JobInfo>,
+    },
+    /// The node will not run the program (the upload failed its hash check,
+    /// the program did not start as a worker, ...), and why.
+    ProgramRefused {
+        /// The program.
+        id: ProgramId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What one job adds to a frame besides its payload, at most (ids, attempt,
@@ -449,6 +502,7 @@ mod tests {
                 attempt: 1,
                 name: "jobs::echo_bytes".into(),
                 args: ByteBuf::from(vec![7u8; 10_000]),
+                program: None,
             })
             .collect();
         let max = 64 << 10;
@@ -481,7 +535,7 @@ mod tests {
 
         #[test]
         fn run_batches_round_trip(ids in proptest::collection::vec(0u64..u64::MAX, 0..64), args in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
-            let msg = ClientMsg::Run(ids.iter().map(|&id| RunJob { id, attempt: 1, name: "a::b".into(), args: ByteBuf::from(args.clone()) }).collect());
+            let msg = ClientMsg::Run(ids.iter().map(|&id| RunJob { id, attempt: 1, name: "a::b".into(), args: ByteBuf::from(args.clone()), program: None }).collect());
             let frame = encode_frame(&msg).unwrap();
             let (back, used) = decode_frame::<ClientMsg>(&frame, DEFAULT_MAX_FRAME).unwrap().unwrap();
             proptest::prop_assert_eq!(used, frame.len());

@@ -9,7 +9,7 @@
 //! instead of starting children that do something else.
 
 use crate::registry::Registry;
-use crate::wire::{ClientMsg, DoneJob, NodeMsg, DEFAULT_MAX_FRAME};
+use crate::wire::{ClientMsg, DoneJob, JobInfo, NodeMsg, DEFAULT_MAX_FRAME};
 use crate::{encode_frame, FrameError, FrameReader};
 use serde_bytes::ByteBuf;
 use std::io::{Read, Write};
@@ -17,6 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Set in a worker process's environment by the process that starts it.
 pub const WORKER_ENV: &str = "PP_WORKER_PROCESS";
+/// The value of [`WORKER_ENV`] for a shipped program started by a node: the
+/// worker first lists its jobs (one `Welcome` frame), then serves them.
+pub const PROGRAM_WORKER: &str = "program";
+/// What a program started as a worker without having called
+/// `ppclient::init()` says (on stderr) before it exits with
+/// [`NOT_INITIALIZED_EXIT`]; the node reports it to the client.
+pub const NOT_INITIALIZED: &str = "this program was started as a pp worker but did not call \
+    ppclient::init() first in main: call ppclient::init() first in main";
+/// The exit code of a program started as a worker without `init()`.
+pub const NOT_INITIALIZED_EXIT: i32 = 3;
 
 static READY: AtomicBool = AtomicBool::new(false);
 
@@ -46,6 +56,8 @@ pub fn ready() -> bool {
 /// ```
 pub fn init_worker() {
     if is_worker() {
+        // Jobs of the worker may build clients of their own.
+        READY.store(true, Ordering::Release);
         let code = match Registry::linked() {
             Ok(registry) => exit_code(serve_stdio(&registry)),
             Err(_) => 3,
@@ -58,6 +70,7 @@ pub fn init_worker() {
 /// [`init_worker`] serving the jobs of `registry` instead of every linked job.
 pub fn init_worker_with(registry: &Registry) {
     if is_worker() {
+        READY.store(true, Ordering::Release);
         std::process::exit(exit_code(serve_stdio(registry)));
     }
     READY.store(true, Ordering::Release);
@@ -74,7 +87,42 @@ fn exit_code(served: Result<(), WorkerError>) -> i32 {
 /// sent back as such: printed only with `RUST_BACKTRACE`, as everywhere.
 fn serve_stdio(registry: &Registry) -> Result<(), WorkerError> {
     crate::quiet_job_panics();
-    serve_worker(registry, std::io::stdin().lock(), std::io::stdout().lock())
+    let mut output = std::io::stdout().lock();
+    if std::env::var_os(WORKER_ENV).is_some_and(|v| v == PROGRAM_WORKER) {
+        output.write_all(&program_hello(registry)?)?;
+        output.flush()?;
+    }
+    serve_worker(registry, std::io::stdin().lock(), output)
+}
+
+/// The first frame of a program worker: a `Welcome` listing its jobs.
+pub fn program_hello(registry: &Registry) -> Result<Vec<u8>, WorkerError> {
+    let jobs = registry
+        .entries()
+        .map(|e| JobInfo {
+            name: e.name.to_owned(),
+            signature: e.signature.to_owned(),
+        })
+        .collect();
+    let hello = NodeMsg::Welcome {
+        node_id: "program-worker".into(),
+        version: String::new(),
+        workers: 1,
+        jobs,
+        heartbeat_ms: 0,
+        caps: Vec::new(),
+    };
+    encode_frame(&hello).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e).into())
+}
+
+/// Ends a program that was started as a worker but never called the init
+/// function: prints [`NOT_INITIALIZED`] and exits. Call it where such a
+/// program would otherwise go on (building a client or a node).
+pub fn exit_if_uninitialized_worker() {
+    if is_worker() && !ready() {
+        eprintln!("{NOT_INITIALIZED}");
+        std::process::exit(NOT_INITIALIZED_EXIT);
+    }
 }
 
 /// Why a worker stopped serving before its input ended.
@@ -139,6 +187,7 @@ mod tests {
             attempt: 1,
             name: name.into(),
             args: ByteBuf::from(args),
+            program: None,
         }]);
         encode_frame(&msg).unwrap()
     }

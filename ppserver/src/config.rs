@@ -7,6 +7,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The default cap of the program cache: 2 GiB.
+pub const DEFAULT_CACHE_MAX: u64 = 2 << 30;
+
 /// How a node runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -43,6 +46,14 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where shipped programs are kept (`None`: clients' programs are refused).
+    pub cache_dir: Option<PathBuf>,
+    /// The most bytes of shipped programs kept; least recently used go first.
+    pub cache_max: u64,
+    /// Whether clients may ship their programs here (`--no-upload` clears it).
+    pub uploads: bool,
+    /// A shipped program's worker process idle this long ends.
+    pub program_idle: Duration,
 }
 
 /// Where a node runs jobs.
@@ -75,6 +86,10 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(5),
             metrics: None,
+            cache_dir: crate::cache::default_dir(),
+            cache_max: DEFAULT_CACHE_MAX,
+            uploads: true,
+            program_idle: Duration::from_secs(60),
         }
     }
 }
@@ -148,6 +163,18 @@ pub struct Cli {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Directory for programs clients ship (default: ~/.cache/ppserver/programs).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes of shipped programs kept (suffixes K, M, G: 2G is 2 GiB).
+    #[arg(long, default_value = "2G", value_parser = parse_size, value_name = "BYTES")]
+    pub cache_max: u64,
+    /// Refuse programs shipped by clients: run built-in jobs only.
+    #[arg(long)]
+    pub no_upload: bool,
+    /// Seconds a shipped program's idle worker process lives.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS", value_parser = ppcore::limits::parse_secs)]
+    pub program_idle: f64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -178,6 +205,10 @@ impl Cli {
                 .unwrap_or(defaults.handshake_timeout),
             write_timeout: positive_secs(self.write_timeout).unwrap_or(defaults.write_timeout),
             heartbeat: positive_secs(self.heartbeat).unwrap_or(defaults.heartbeat),
+            cache_dir: self.cache_dir.clone().or(defaults.cache_dir.clone()),
+            cache_max: self.cache_max,
+            uploads: !self.no_upload,
+            program_idle: positive_secs(self.program_idle).unwrap_or(defaults.program_idle),
             ..defaults
         })
     }
@@ -217,6 +248,23 @@ impl Cli {
     }
 }
 
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&text[..i], 10),
+        Some((i, 'm' | 'M')) => (&text[..i], 20),
+        Some((i, 'g' | 'G')) => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {text:?} (e.g. 512M, 2G)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size too large: {text:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +288,14 @@ mod tests {
             "{err}"
         );
         assert!(cli(&[]).gen_secret().is_none());
+    }
+
+    #[test]
+    fn sizes_take_suffixes_and_refuse_garbage() {
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999G").is_err());
     }
 }

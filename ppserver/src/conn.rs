@@ -22,6 +22,7 @@ use crate::out::{Conn, ConnIn, Waker};
 use crossbeam_channel::Receiver;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use ppcore::program::ProgramId;
 use ppcore::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig, Outbox};
 use std::io::Read;
 use std::net::Shutdown;
@@ -35,6 +36,8 @@ const READS_PER_TURN: usize = 16;
 /// Finished jobs gathered into one `Done` frame at most.
 const MAX_BATCH: usize = 1024;
 const SOCKET: Token = Token(1);
+/// An upload with no chunk for this long is ended.
+const UPLOAD_STALL: Duration = Duration::from_secs(30);
 
 /// Bytes of queued arguments and unwritten results beyond which a
 /// connection is not read until they shrink.
@@ -80,6 +83,7 @@ pub(crate) fn serve(node: &Arc<Node>, stream: std::net::TcpStream) {
                 buf: vec![0u8; READ_BUF],
                 peer: peer.clone(),
                 broken: false,
+                upload: None,
             };
             d.run(&ev_rx);
         }
@@ -115,6 +119,8 @@ struct Driver<'a> {
     peer: String,
     /// A write failed: write nothing more.
     broken: bool,
+    /// The program upload under way on this connection (one at a time).
+    upload: Option<Box<crate::programs::Upload>>,
 }
 
 impl Driver<'_> {
@@ -135,6 +141,7 @@ impl Driver<'_> {
         }
         let mut polled = Events::with_capacity(8);
         while self.settle(&mut link) {
+            self.check_upload(&mut link);
             self.wait(&mut link, events, &mut polled);
         }
         let _ = self.outbox.flush(&mut self.stream, Instant::now());
@@ -261,6 +268,9 @@ impl Driver<'_> {
                         }
                         ConnIn::Drain => link.handle(NodeEvent::Drain, now),
                         ConnIn::Stop => link.handle(NodeEvent::Stop, now),
+                        ConnIn::Program(id, jobs) => {
+                            link.handle(NodeEvent::ProgramReady { id, jobs }, now)
+                        }
                         ConnIn::Finished(_) => {}
                     }
                 }
@@ -324,6 +334,8 @@ impl Driver<'_> {
                 NodeAction::StatusWanted => {
                     link.handle(NodeEvent::Status(self.node.status()), Instant::now())
                 }
+                NodeAction::Offer(info) => self.offer(link, &info),
+                NodeAction::Chunk { id, offset, data } => self.chunk(link, id, offset, &data),
                 NodeAction::Authenticated => {
                     self.node.authenticated(self.conn);
                     tracing::debug!(peer = %self.peer, "client authenticated")
@@ -345,5 +357,99 @@ impl Driver<'_> {
         // in `read`, whose answer ends only the reading): a closed link
         // stays over.
         !link.is_closed()
+    }
+}
+
+impl Driver<'_> {
+    /// Answers a program offer, and starts the upload or gets the program ready.
+    fn offer(&mut self, link: &mut NodeLink, info: &ppcore::program::ProgramInfo) {
+        use crate::programs::Decision;
+        use ppcore::program::OfferAnswer;
+        let now = Instant::now();
+        let id = info.id;
+        let decision = match self.upload {
+            Some(_) => Decision::Answer(OfferAnswer::Refuse(
+                "an upload is under way on this connection: one at a time".into(),
+            )),
+            None => self.node.programs.offer(info, now),
+        };
+        let answer = match decision {
+            Decision::Answer(answer) => answer,
+            Decision::Have(ready) => {
+                self.get_ready(id, ready);
+                OfferAnswer::Have
+            }
+            Decision::Upload(upload) => {
+                self.upload = Some(upload);
+                OfferAnswer::Need
+            }
+        };
+        tracing::info!(peer = %self.peer, program = %id, size = info.size, ?answer, "program offered");
+        link.handle(NodeEvent::Offered { id, answer }, now);
+    }
+
+    /// Takes one piece of the upload; once complete and verified, the program
+    /// is stored and made ready.
+    fn chunk(&mut self, link: &mut NodeLink, id: ProgramId, offset: u64, data: &[u8]) {
+        let now = Instant::now();
+        let outcome = match self.upload.as_mut() {
+            Some(up) if up.id() == id => up.chunk(offset, data, now).map_err(|e| e.to_string()),
+            _ => Err("no upload of this program under way".to_owned()),
+        };
+        let failed = match outcome {
+            Err(why) => Some(format!("upload refused: {why}")),
+            Ok(()) if self.upload.as_ref().is_some_and(|u| u.is_complete()) => {
+                let upload = self.upload.take();
+                match upload.map(|u| self.node.programs.finish(*u)) {
+                    Some(Ok(path)) => {
+                        self.get_ready(id, crate::programs::Ready::Cached(path));
+                        None
+                    }
+                    Some(Err(why)) => Some(why),
+                    None => None,
+                }
+            }
+            Ok(()) => None,
+        };
+        if let Some(reason) = failed {
+            tracing::warn!(peer = %self.peer, program = %id, "{reason}");
+            if self.upload.as_ref().is_some_and(|u| u.id() == id) {
+                self.upload = None; // the slot goes, and with it the partial file
+            }
+            link.handle(
+                NodeEvent::ProgramReady {
+                    id,
+                    jobs: Err(reason),
+                },
+                now,
+            );
+        }
+    }
+
+    /// Ends an upload that made no progress for [`UPLOAD_STALL`] (a client
+    /// that keeps pinging but sends nothing must not hold the program's one
+    /// upload slot, which other clients of the program wait for).
+    fn check_upload(&mut self, link: &mut NodeLink) {
+        let now = Instant::now();
+        let Some(upload) = &self.upload else { return };
+        if let Err(e) = upload.check_progress(now, UPLOAD_STALL) {
+            let id = upload.id();
+            self.upload = None;
+            let jobs = Err(format!("upload refused: {e}"));
+            link.handle(NodeEvent::ProgramReady { id, jobs }, now);
+        }
+    }
+
+    /// Gets program `id` ready off this thread; the outcome comes back as an event.
+    fn get_ready(&self, id: ProgramId, ready: crate::programs::Ready) {
+        let programs = Arc::clone(&self.node.programs);
+        let conn = Arc::clone(self.conn);
+        let spawned = std::thread::Builder::new()
+            .name("pp-program-ready".into())
+            .spawn(move || conn.program(id, programs.ready(id, ready)));
+        if let Err(e) = spawned {
+            self.conn
+                .program(id, Err(format!("cannot start the program: {e}")));
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! graceful stop, wired around the shared [`Node`].
 
 use crate::config::{Cli, Config};
-use crate::node::{Node, NodeJob};
+use crate::node::{Node, Ticket};
 use ppcore::wire::{discovery_reply, DISCOVERY_PROBE};
 use ppcore::{Pool, Registry};
 use std::io::Write;
@@ -116,14 +116,15 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
         write_timeout: cap(config.write_timeout),
         heartbeat: cap(config.heartbeat).max(Duration::from_millis(1)),
         idle_timeout: config.idle_timeout.map(cap),
+        program_idle: cap(config.program_idle),
         ..config
     };
-    let queue = ppcore::Lanes::<NodeJob>::new();
+    let queue = ppcore::Lanes::<Ticket>::new();
     let workers = config.workers;
     let node = Arc::new(Node::new(config, registry, queue.clone()));
     let worker_node = Arc::clone(&node);
-    let pool = Pool::start("pp-node-worker", workers, queue, move |job| {
-        worker_node.run(job)
+    let pool = Pool::start("pp-node-worker", workers, queue, move |Ticket| {
+        worker_node.run_next()
     });
     let stop = Arc::new(Stop::default());
     spawn("pp-accept", {

@@ -20,6 +20,27 @@ pub(crate) struct NodeJob {
     pub(crate) run: fn(&[u8]) -> Result<Vec<u8>, JobError>,
     pub(crate) args: ByteBuf,
     pub(crate) out: Arc<Conn>,
+    /// The shipped program that runs it; `None`: a built-in job (`run`).
+    pub(crate) program: Option<Arc<crate::programs::Program>>,
+}
+
+type JobFn = fn(&[u8]) -> Result<Vec<u8>, JobError>;
+
+/// Most jobs of a shipped program sent to one of its workers at once.
+const PROGRAM_BATCH: usize = 32;
+/// Most argument bytes in such a batch (well within a frame).
+const PROGRAM_BATCH_BYTES: usize = 1 << 20;
+
+/// A claim on one queued job (which one is the round-robin's choice).
+pub(crate) struct Ticket;
+
+/// The `run` of a shipped program's job: never called, as `Node::run`
+/// sends such jobs to the program's workers; a clear error if it ever were.
+fn not_built_in(_: &[u8]) -> Result<Vec<u8>, JobError> {
+    Err(JobError::new(
+        ErrorKind::UnknownJob,
+        "a shipped program's job is not a built-in job",
+    ))
 }
 
 pub(crate) struct Node {
@@ -27,7 +48,11 @@ pub(crate) struct Node {
     pub(crate) registry: Registry,
     pub(crate) jobs: Vec<JobInfo>,
     pub(crate) node_id: String,
-    queue: Lanes<NodeJob>,
+    /// One ticket per queued job: a free worker takes a ticket, then the
+    /// next job in turn from `fair`.
+    queue: Lanes<Ticket>,
+    /// Queued jobs per connection, served round-robin across clients.
+    fair: Mutex<ppcore::RoundRobin<usize, NodeJob>>,
     started: Instant,
     done: AtomicU64,
     failed: AtomicU64,
@@ -42,14 +67,16 @@ pub(crate) struct Node {
     pub(crate) draining: AtomicBool,
     /// When the last connection closed (or the node started).
     idle_since: Mutex<Option<Instant>>,
-    /// Jobs running in worker processes (isolation mode).
+    /// Jobs running in worker processes (isolation mode, shipped programs).
     isolated: crate::isolate::Running,
+    /// Programs clients shipped here.
+    pub(crate) programs: Arc<crate::programs::Programs>,
     /// Counters only `--metrics` reads.
     pub(crate) meters: crate::metrics::Meters,
 }
 
 impl Node {
-    pub(crate) fn new(config: Config, registry: Registry, queue: Lanes<NodeJob>) -> Self {
+    pub(crate) fn new(config: Config, registry: Registry, queue: Lanes<Ticket>) -> Self {
         let jobs = registry
             .entries()
             .map(|e| JobInfo {
@@ -57,12 +84,24 @@ impl Node {
                 signature: e.signature.to_owned(),
             })
             .collect();
+        let caps = ppcore::program::NodeCaps {
+            uploads: config.uploads,
+            target: format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+            cache_max: config.cache_max,
+        };
+        let programs = crate::programs::Programs::new(
+            config.uploads.then(|| config.cache_dir.clone()).flatten(),
+            caps,
+            config.program_idle,
+        );
         Node {
+            programs: Arc::new(programs),
             node_id: config.node_id(),
             config,
             registry,
             jobs,
             queue,
+            fair: Mutex::new(ppcore::RoundRobin::new()),
             started: Instant::now(),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -154,16 +193,27 @@ impl Node {
     /// Queues jobs sent by one client; jobs this node does not know, or that
     /// arrive while it drains, are answered at once.
     pub(crate) fn submit(&self, jobs: Vec<ppcore::wire::RunJob>, out: &Arc<Conn>) {
-        let mut queued = Vec::with_capacity(jobs.len());
+        let mut queued = 0;
         for job in jobs {
             if self.draining() {
                 out.give_back(job.id, job.attempt);
                 continue;
             }
-            let Some(entry) = self.registry.get(&job.name) else {
+            let (run, program) = match &job.program {
+                None => (self.registry.get(&job.name).map(|e| e.run), None),
+                Some(id) => match self.programs.job(id, &job.name) {
+                    Some(p) => (Some(not_built_in as JobFn), Some(p)),
+                    None => (None, None),
+                },
+            };
+            let Some(run) = run else {
+                let whose = match &job.program {
+                    Some(id) => format!("program {id} on node {}", self.node_id),
+                    None => format!("node {}", self.node_id),
+                };
                 let err = JobError::new(
                     ErrorKind::UnknownJob,
-                    format!("node {} has no job named `{}`", self.node_id, job.name),
+                    format!("{whose} has no job named `{}`", job.name),
                 );
                 out.finished(DoneJob {
                     id: job.id,
@@ -179,42 +229,126 @@ impl Node {
                 id: job.id,
                 attempt: job.attempt,
                 name: job.name,
-                run: entry.run,
+                run,
                 args: job.args,
                 out: Arc::clone(out),
+                program,
             };
-            queued.push(job);
+            let client = Arc::as_ptr(out) as usize;
+            self.fair
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(client, job);
+            queued += 1;
         }
-        self.queue.push_all(queued);
+        self.queue.push_all((0..queued).map(|_| Ticket));
+    }
+
+    /// Runs the next job in turn (a worker took a ticket); with it, for a
+    /// shipped program, more of the same client's jobs of that program, so
+    /// that one round trip to a program worker carries several (their
+    /// tickets then find nothing, which is fine).
+    pub(crate) fn run_next(&self) {
+        let (first, mut batch) = {
+            let mut fair = self.fair.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((client, first)) = fair.pop_keyed() else {
+                return;
+            };
+            let mut batch = Vec::new();
+            if let Some(program) = first.program.clone() {
+                // Leave the other workers their share of what is queued.
+                let most = (fair.len() / self.config.workers.max(1)).min(PROGRAM_BATCH - 1);
+                let mut bytes = first.args.len();
+                while batch.len() < most {
+                    let same = |j: &NodeJob| {
+                        j.program.as_ref().is_some_and(|p| Arc::ptr_eq(p, &program))
+                            && bytes + j.args.len() <= PROGRAM_BATCH_BYTES
+                    };
+                    let Some(job) = fair.pop_from(&client, same) else {
+                        break;
+                    };
+                    bytes += job.args.len();
+                    batch.push(job);
+                }
+            }
+            (first, batch)
+        };
+        if batch.is_empty() {
+            return self.run(first);
+        }
+        batch.insert(0, first);
+        self.run_batch(batch);
+    }
+
+    /// Runs jobs of one shipped program in one of its workers.
+    fn run_batch(&self, jobs: Vec<NodeJob>) {
+        let (live, skipped): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| !self.skip(j));
+        for job in skipped {
+            job.out.end(job.args.len());
+            self.active.done();
+        }
+        let Some(program) = live.first().and_then(|j| j.program.clone()) else {
+            return;
+        };
+        let ran = {
+            let _running = self.meters.running();
+            program.run_batch(&live, &self.isolated, |i, result, exec_ns| {
+                self.report(&live[i], result, exec_ns)
+            })
+        };
+        let unrun = ran.err().unwrap_or(live.len());
+        for job in &live[unrun.min(live.len())..] {
+            job.out.give_back(job.id, job.attempt);
+        }
+        for job in live {
+            job.out.end(job.args.len());
+            self.active.done();
+        }
+    }
+
+    /// Whether `job` is not to run (its client left, cancelled it, or the
+    /// node drains: then it is given back); counted as such.
+    fn skip(&self, job: &NodeJob) -> bool {
+        if job.out.is_closed() {
+            true // nobody is waiting for it any more
+        } else if job.out.cancelled(job.id) {
+            self.cancelled.fetch_add(1, Ordering::Relaxed);
+            true
+        } else if self.draining() {
+            job.out.give_back(job.id, job.attempt);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Counts a job's outcome and sends it to its client.
+    fn report(&self, job: &NodeJob, result: Result<ByteBuf, JobError>, exec_ns: u64) {
+        let result = result.map_err(|e| e.on(&self.node_id, job.attempt));
+        self.done.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        job.out.finished(DoneJob {
+            id: job.id,
+            attempt: job.attempt,
+            result,
+            exec_ns,
+        });
     }
 
     /// Runs one job on this worker thread and sends its result.
     pub(crate) fn run(&self, job: NodeJob) {
-        if job.out.is_closed() {
-            // Nobody is waiting for it any more.
-        } else if job.out.cancelled(job.id) {
-            self.cancelled.fetch_add(1, Ordering::Relaxed);
-        } else if self.draining() {
-            job.out.give_back(job.id, job.attempt);
-        } else {
+        if !self.skip(&job) {
             let _running = self.meters.running();
             let started = Instant::now();
-            let result = match self.config.isolation {
-                Isolation::Thread => (job.run)(&job.args).map(ByteBuf::from),
-                Isolation::Process => self.isolated.run(&job),
-            }
-            .map_err(|e| e.on(&self.node_id, job.attempt));
+            let result = match (&job.program, self.config.isolation) {
+                (Some(program), _) => program.run(&job, &self.isolated),
+                (None, Isolation::Thread) => (job.run)(&job.args).map(ByteBuf::from),
+                (None, Isolation::Process) => self.isolated.run(&job),
+            };
             let exec_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            self.done.fetch_add(1, Ordering::Relaxed);
-            if result.is_err() {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-            }
-            job.out.finished(DoneJob {
-                id: job.id,
-                attempt: job.attempt,
-                result,
-                exec_ns,
-            });
+            self.report(&job, result, exec_ns);
         }
         job.out.end(job.args.len());
         self.active.done();
@@ -224,9 +358,7 @@ impl Node {
     /// isolation mode, kill its worker process if it is running.
     pub(crate) fn cancel(&self, out: &Arc<Conn>, id: u64) {
         out.cancel(id);
-        if self.config.isolation == Isolation::Process
-            && self.isolated.kill(Arc::as_ptr(out) as usize, id)
-        {
+        if self.isolated.kill(Arc::as_ptr(out) as usize, id) {
             self.cancelled.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -244,11 +376,12 @@ impl Node {
             workers: self.config.workers as u32,
             jobs: self.jobs.clone(),
             heartbeat_ms: 0,
-            caps: Vec::new(),
+            caps: vec![ppcore::wire::CAP_SHIP.to_owned()],
         }
     }
 
     pub(crate) fn status(&self) -> NodeStatus {
+        let programs = self.programs.counts();
         NodeStatus {
             version: crate::VERSION.to_owned(),
             workers: self.config.workers as u32,
@@ -259,6 +392,9 @@ impl Node {
             jobs_failed: self.failed.load(Ordering::Relaxed),
             jobs_active: self.active.get() as u64,
             jobs_cancelled: self.cancelled.load(Ordering::Relaxed),
+            programs_uploaded: programs.uploaded,
+            programs_cached: programs.cached,
+            program_workers: programs.workers,
         }
     }
 }

@@ -48,6 +48,11 @@ pub(crate) enum ConnIn {
     Drain,
     /// The node says goodbye.
     Stop,
+    /// A shipped program is ready (its jobs) or refused (why).
+    Program(
+        ppcore::program::ProgramId,
+        Result<Vec<ppcore::wire::JobInfo>, String>,
+    ),
 }
 
 /// One connection, as workers and the daemon see it.
@@ -112,6 +117,15 @@ impl Conn {
 
     pub(crate) fn stop(&self) {
         self.tell(ConnIn::Stop);
+    }
+
+    /// The outcome of getting a shipped program ready.
+    pub(crate) fn program(
+        &self,
+        id: ppcore::program::ProgramId,
+        jobs: Result<Vec<ppcore::wire::JobInfo>, String>,
+    ) {
+        self.tell(ConnIn::Program(id, jobs));
     }
 
     /// A job of this connection, with `bytes` of arguments, was queued.

@@ -145,6 +145,7 @@ fn relay(
                     attempt: 1,
                     name: "jobs::echo_u64".into(),
                     args: ByteBuf::from(ppcore::encode(&(666u64,)).unwrap()),
+                    program: None,
                 }]);
                 out.extend(ppcore::encode_frame(&run).unwrap());
                 out.extend_from_slice(&frame);

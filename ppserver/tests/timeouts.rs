@@ -23,6 +23,7 @@ fn flood_without_reading(s: &mut Session, n: u64, size: usize) -> bool {
             attempt: 1,
             name: echo.into(),
             args: ByteBuf::from(ppcore::encode(&(ByteBuf::from(vec![7u8; size]),)).unwrap()),
+            program: None,
         };
         if !s.send(&ClientMsg::Run(vec![job])) {
             return false;

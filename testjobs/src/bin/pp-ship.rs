@@ -1,0 +1,104 @@
+//! A client program with jobs of its own, for the tests of shipping a
+//! program to stock nodes (issue 13). `pp-ship run HOST:PORT N` sums
+//! `ship_triple` over 0..N on the node; `pp-ship crash HOST:PORT` runs a job
+//! that aborts its worker, then another; `pp-ship twice HOST:PORT` runs one
+//! job, waits for a line on stdin, runs another; `pp-ship mixed HOST:PORT`
+//! runs 200 jobs with one that aborts among them; with no arguments it runs
+//! one job locally. `PP_SHIP_NO_INIT` set: the program "forgets"
+//! `ppclient::init()`.
+
+use ppclient::Server;
+use std::io::BufRead;
+use std::process::ExitCode;
+
+ppclient::job! {
+    /// Triples a number: a job no node has built in.
+    pub fn ship_triple(x: u64) -> u64 { 3 * x }
+}
+
+ppclient::job! {
+    /// Aborts the process that runs it.
+    pub fn ship_abort() -> u64 { std::process::abort() }
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("PP_SHIP_NO_INIT").is_none() {
+        ppclient::init();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let done = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => local(),
+        ["run", addr, n] => run(addr, n),
+        ["crash", addr] => crash(addr),
+        ["twice", addr] => twice(addr),
+        ["mixed", addr] => mixed(addr),
+        _ => Err("usage: pp-ship [run HOST:PORT N | crash | twice | mixed HOST:PORT]".into()),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+fn client(addr: &str) -> Result<Server, Box<dyn std::error::Error>> {
+    let secret = std::env::var("PP_SECRET").unwrap_or_default();
+    Ok(Server::builder()
+        .ncpus(0)
+        .secret(secret)
+        .nodes([addr])
+        .build()?)
+}
+
+fn local() -> Res {
+    let server = Server::builder().ncpus(1).build()?;
+    println!("local: {}", server.submit(ship_triple, (5,)).wait()?);
+    Ok(())
+}
+
+fn run(addr: &str, n: &str) -> Res {
+    let server = client(addr)?;
+    let n: u64 = n.parse()?;
+    let sum = server
+        .map(ship_triple, (0..n).map(|x| (x,)))
+        .try_fold(0, |acc, r| r.map(|x| acc + x))?;
+    println!("sum {sum}");
+    Ok(())
+}
+
+fn crash(addr: &str) -> Res {
+    let server = client(addr)?;
+    let crashed = server.submit(ship_abort, ()).wait().unwrap_err();
+    let after = server.submit(ship_triple, (2,)).wait()?;
+    println!("abort: {}; triple: {after}", crashed.kind);
+    Ok(())
+}
+
+fn twice(addr: &str) -> Res {
+    let server = client(addr)?;
+    println!("first {}", server.submit(ship_triple, (1,)).wait()?);
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    println!("second {}", server.submit(ship_triple, (2,)).wait()?);
+    Ok(())
+}
+
+fn mixed(addr: &str) -> Res {
+    let server = client(addr)?;
+    let before: Vec<_> = (0..100).map(|x| server.submit(ship_triple, (x,))).collect();
+    let crashed = server.submit(ship_abort, ());
+    let after: Vec<_> = (100..200)
+        .map(|x| server.submit(ship_triple, (x,)))
+        .collect();
+    let mut sum = 0;
+    for h in before.into_iter().chain(after) {
+        sum += h.wait()?;
+    }
+    let kind = crashed.wait().unwrap_err().kind;
+    println!("sum {sum}; abort: {kind}");
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! Client programs with jobs of their own run them on a stock node by
+//! shipping themselves (issue 13): `pp-ship` and `pp-ship-b` against
+//! `pp-test-node`, which has only the built-in (and crashing test) jobs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The cluster's key, made for this test run.
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| ppcore::Key::generate().unwrap().to_text());
+
+/// A node process with a private cache directory; both go when dropped.
+struct Node {
+    child: Child,
+    addr: String,
+    cache: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.cache);
+    }
+}
+
+fn cache_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("pp-ship-test-{}-{name}", std::process::id()))
+}
+
+fn node(name: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
+    let cache = cache_dir(name);
+    let _ = std::fs::remove_dir_all(&cache);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pp-test-node"));
+    cmd.args(["--interface", "127.0.0.1", "--log-level", "error"])
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(args)
+        .env("PP_SECRET", SECRET.as_str())
+        .stdout(Stdio::piped());
+    if !args.contains(&"--port") {
+        cmd.args(["--port", "0"]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.parse::<std::net::SocketAddr>().is_ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    Node { child, addr, cache }
+}
+
+fn ship(bin: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.env("PP_SECRET", SECRET.as_str())
+        .env_remove("PP_SHIP_NO_INIT");
+    cmd
+}
+
+const PP_SHIP: &str = env!("CARGO_BIN_EXE_pp-ship");
+const PP_SHIP_B: &str = env!("CARGO_BIN_EXE_pp-ship-b");
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn status(node: &Node) -> ppclient::NodeStatus {
+    ppclient::node_status(&node.addr, SECRET.as_str(), Duration::from_secs(5)).unwrap()
+}
+
+/// Polls the node's status (bounded: 20 s) until `f` holds.
+fn status_until(node: &Node, f: impl Fn(&ppclient::NodeStatus) -> bool) -> ppclient::NodeStatus {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(node);
+        if f(&s) || Instant::now() > until {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_program_is_uploaded_once_and_a_second_client_hits_the_cache() {
+    let n = node("cache", &[], &[]);
+    for _ in 0..2 {
+        let out = ship(PP_SHIP).args(["run", &n.addr, "10"]).output().unwrap();
+        assert!(out.status.success(), "{}", stdout(&out));
+        assert_eq!(stdout(&out), "sum 135");
+    }
+    let s = status(&n);
+    assert_eq!((s.programs_uploaded, s.programs_cached), (1, 1), "{s:?}");
+    // The cache holds one file, named by the program's hash, private.
+    let files: Vec<_> = std::fs::read_dir(&n.cache).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().to_string_lossy().into_owned();
+    assert_eq!(name.len(), 64 + ".bin".len(), "{name}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&n.cache).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn a_node_with_no_upload_refuses_naming_itself_and_the_reason() {
+    let n = node("noupload", &["--no-upload"], &[]);
+    let out = ship(PP_SHIP).args(["run", &n.addr, "3"]).output().unwrap();
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains(&n.addr), "{text}");
+    assert!(text.contains("--no-upload"), "{text}");
+    assert_eq!(status(&n).programs_uploaded, 0);
+}
+
+#[test]
+fn two_programs_run_on_one_node_at_once() {
+    let n = node("two", &["--workers", "2"], &[]);
+    let a = ship(PP_SHIP)
+        .args(["run", &n.addr, "200"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = ship(PP_SHIP_B)
+        .args([&n.addr, "200"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(stdout(&a), format!("sum {}", 3 * 199 * 200 / 2));
+    assert_eq!(stdout(&b), format!("sum {}", 199 * 200 * 399 / 6));
+    assert_eq!(status(&n).programs_uploaded, 2);
+}
+
+#[test]
+fn a_crashing_program_worker_costs_only_its_job() {
+    let n = node("crash", &["--workers", "1"], &[]);
+    let out = ship(PP_SHIP).args(["crash", &n.addr]).output().unwrap();
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(stdout(&out), "abort: worker crashed; triple: 6");
+    // Built-in jobs still run in the node's own process, untouched.
+    let server = ppclient::Server::builder()
+        .ncpus(0)
+        .secret(SECRET.as_str())
+        .nodes([n.addr.clone()])
+        .build()
+        .unwrap();
+    assert_eq!(server.submit(jobs::sum_primes, (100,)).wait(), Ok(1060));
+}
+
+#[test]
+fn a_crash_among_many_jobs_costs_only_that_job() {
+    // Many queued jobs travel to program workers in batches: the crash
+    // fails its own job; the batch's others run again elsewhere or later.
+    let n = node("mixed", &["--workers", "2"], &[]);
+    let out = ship(PP_SHIP).args(["mixed", &n.addr]).output().unwrap();
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("sum {}; abort: worker crashed", 3 * 199 * 200 / 2)
+    );
+}
+
+#[test]
+fn idle_program_workers_end() {
+    let n = node("idle", &["--program-idle", "0.1"], &[]);
+    let out = ship(PP_SHIP).args(["run", &n.addr, "4"]).output().unwrap();
+    assert!(out.status.success(), "{}", stdout(&out));
+    let s = status_until(&n, |s| s.program_workers == 0);
+    assert_eq!(s.program_workers, 0, "{s:?}");
+}
+
+#[test]
+fn a_restarted_node_gets_the_program_again() {
+    let first = node("restart-1", &[], &[]);
+    let mut client = ship(PP_SHIP)
+        .args(["twice", &first.addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "first 3");
+    let port = first.addr.rsplit(':').next().unwrap().to_owned();
+    drop(first); // killed, its cache removed
+    let second = node("restart-2", &["--port", &port], &[]);
+    writeln!(client.stdin.take().unwrap()).unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "second 6");
+    assert!(client.wait().unwrap().success());
+    assert_eq!(status(&second).programs_uploaded, 1);
+}
+
+#[test]
+fn a_client_without_init_offers_nothing_and_its_jobs_name_the_fix() {
+    let n = node("noinit", &[], &[]);
+    let out = ship(PP_SHIP)
+        .args(["run", &n.addr, "3"])
+        .env("PP_SHIP_NO_INIT", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("call ppclient::init() first in main"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(status(&n).programs_cached + status(&n).programs_uploaded, 0);
+}
+
+#[test]
+fn a_program_that_forgets_init_is_refused_with_the_fix() {
+    // Started as a worker, the program goes on to build a Server: it exits
+    // with the message naming the fix.
+    let out = ship(PP_SHIP)
+        .env(ppcore::worker::WORKER_ENV, ppcore::worker::PROGRAM_WORKER)
+        .env("PP_SHIP_NO_INIT", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(ppcore::worker::NOT_INITIALIZED_EXIT)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("call ppclient::init() first in main"), "{err}");
+    // A node whose workers of the program skip init (its environment says
+    // so) reports that to the client as the refusal.
+    let n = node("forgets", &[], &[("PP_SHIP_NO_INIT", "1")]);
+    let out = ship(PP_SHIP).args(["run", &n.addr, "3"]).output().unwrap();
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("refused this program"), "{text}");
+    assert!(
+        text.contains("call ppclient::init() first in main"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_node_killed_during_an_upload_costs_no_job() {
+    let first = node("upload-kill-1", &[], &[]);
+    let port = first.addr.rsplit(':').next().unwrap().to_owned();
+    let client = ship(PP_SHIP)
+        .args(["run", &first.addr, "50"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The upload has begun once its partial file is in the cache.
+    let until = Instant::now() + Duration::from_secs(60);
+    let uploading = || {
+        std::fs::read_dir(&first.cache).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        })
+    };
+    while !uploading() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(uploading(), "the upload never began");
+    drop(first); // killed mid-upload, its cache gone
+    let second = node("upload-kill-2", &["--port", &port], &[]);
+    let out = client.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), format!("sum {}", 3 * 49 * 50 / 2));
+    assert_eq!(status(&second).programs_uploaded, 1);
+}
