@@ -71,7 +71,11 @@ fn main() -> Result<std::process::ExitCode> {
 }
 
 fn client(addr: &str) -> Result<Server> {
-    let server = Server::builder().ncpus(0).nodes([addr]).build()?;
+    let server = Server::builder()
+        .secret(benchmarks::cluster_key()?)
+        .ncpus(0)
+        .nodes([addr])
+        .build()?;
     ensure!(!server.active_nodes().is_empty(), "node {addr} unreachable");
     Ok(server)
 }
@@ -128,7 +132,7 @@ fn measure(addr: &str, args: &Args, workers: usize, program_mb: f64) -> Result<s
             "{name} sum {sum} is off {exact}"
         );
     }
-    let status = ppclient::node_status(addr, "", Duration::from_secs(5))?;
+    let status = ppclient::node_status(addr, benchmarks::cluster_key()?, Duration::from_secs(5))?;
     ensure!(
         status.programs_uploaded == 1,
         "uploaded {} times",
