@@ -9,15 +9,17 @@
 //!
 //! What the parent hands the worker (ppserver's `isolate::spawn_with` does
 //! it for every worker it starts):
-//! - one inherited descriptor, a Unix socketpair end, carries the frames
-//!   both ways (one descriptor; either side sees end-of-file when the other
-//!   process is gone). It arrives as fd 0, because fd 0 to 2 are the only
-//!   slots the standard library can place a descriptor in without an unsafe
-//!   `pre_exec`, which this workspace forbids. Before any job runs, the
-//!   worker moves it to a close-on-exec descriptor of its own and puts
-//!   `/dev/null` in its place: jobs, and programs they start, never see it;
-//! - stdout is the node's stderr, so whatever a job prints cannot corrupt
-//!   the frames;
+//! - a pipe pair carries the frames: jobs arrive on fd 0, answers leave on
+//!   fd 2 (either side sees end-of-file or a broken pipe when the other
+//!   process is gone). Pipes, not a socketpair: a no-op job costs half as
+//!   much through them (`overhead --node-isolation process`). Fd 0 and 2,
+//!   because fd 0 to 2 are the only slots the standard library can place a
+//!   descriptor in without an unsafe `pre_exec`, which this workspace
+//!   forbids. Before any job runs, the worker moves both to close-on-exec
+//!   descriptors of its own, puts `/dev/null` at fd 0 and its stdout at
+//!   fd 2: jobs, and programs they start, never see the pipes;
+//! - stdout is the node's stderr (and so, once the pipes are taken, is the
+//!   worker's stderr), so whatever a job prints cannot corrupt the frames;
 //! - [`PARENT_ENV`], the parent's pid: the worker asks the kernel for
 //!   SIGKILL when its parent dies (`PR_SET_PDEATHSIG`), then checks that the
 //!   parent is still the one that started it, which closes the race of a
@@ -30,9 +32,9 @@ use crate::registry::Registry;
 use crate::wire::{ClientMsg, DoneJob, NodeMsg, DEFAULT_MAX_FRAME};
 use crate::{encode_frame, FrameError, FrameReader};
 use serde_bytes::ByteBuf;
+use std::io::{PipeReader, PipeWriter};
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Set in a worker process's environment by the process that starts it.
@@ -72,9 +74,12 @@ pub fn ready() -> bool {
 /// ```
 pub fn init_worker() {
     if is_worker() {
-        let code = match Registry::linked() {
-            Ok(registry) => serve_parent(&registry),
-            Err(_) => 3,
+        let code = match attach() {
+            Ok(parent) => match Registry::linked() {
+                Ok(registry) => serve_parent(parent, &registry),
+                Err(_) => 3,
+            },
+            Err(code) => code,
         };
         std::process::exit(code);
     }
@@ -84,23 +89,36 @@ pub fn init_worker() {
 /// [`init_worker`] serving the jobs of `registry` instead of every linked job.
 pub fn init_worker_with(registry: &Registry) {
     if is_worker() {
-        std::process::exit(serve_parent(registry));
+        let code = match attach() {
+            Ok(parent) => serve_parent(parent, registry),
+            Err(code) => code,
+        };
+        std::process::exit(code);
     }
     READY.store(true, Ordering::Release);
 }
 
-/// The worker's whole life: tied to its parent, on the channel from it. A
-/// job's panic is its error, sent back as such: printed only with
-/// `RUST_BACKTRACE`, as everywhere. Returns the exit code.
-fn serve_parent(registry: &Registry) -> i32 {
+/// The pipes to and from the parent.
+struct Parent {
+    jobs: PipeReader,
+    answers: PipeWriter,
+}
+
+/// Ties the worker to its parent and takes the pipes, first of all (before
+/// anything could print to stderr); the exit code if it cannot.
+fn attach() -> Result<Parent, i32> {
     if !die_with_parent() {
-        return ORPHAN_EXIT;
+        return Err(ORPHAN_EXIT);
     }
-    let Ok(channel) = take_channel() else {
-        return 2;
-    };
+    take_pipes().map_err(|_| 2)
+}
+
+/// The worker's whole life, on the pipes from its parent. A job's panic is
+/// its error, sent back as such: printed only with `RUST_BACKTRACE`, as
+/// everywhere. Returns the exit code.
+fn serve_parent(parent: Parent, registry: &Registry) -> i32 {
     crate::quiet_job_panics();
-    match serve_channel(registry, channel) {
+    match serve_worker(registry, parent.jobs, parent.answers) {
         Ok(()) => 0,
         Err(_) => 2,
     }
@@ -125,18 +143,18 @@ fn die_with_parent() -> bool {
     true
 }
 
-/// The channel to the parent, moved off fd 0 (which becomes `/dev/null`).
-fn take_channel() -> std::io::Result<UnixStream> {
-    let channel = std::io::stdin().as_fd().try_clone_to_owned()?;
+/// The pipes from and to the parent, moved off fd 0 and 2: fd 0 becomes
+/// `/dev/null`, fd 2 the same as stdout (the parent's stderr).
+fn take_pipes() -> std::io::Result<Parent> {
+    let jobs = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let answers = std::io::stderr().as_fd().try_clone_to_owned()?;
     let null = std::fs::File::open("/dev/null")?;
     rustix::stdio::dup2_stdin(&null)?;
-    Ok(UnixStream::from(channel))
-}
-
-/// Serves jobs on `channel` until the parent closes it.
-fn serve_channel(registry: &Registry, channel: UnixStream) -> Result<(), WorkerError> {
-    let input = channel.try_clone()?;
-    serve_worker(registry, input, channel)
+    rustix::stdio::dup2_stderr(std::io::stdout())?;
+    Ok(Parent {
+        jobs: PipeReader::from(jobs),
+        answers: PipeWriter::from(answers),
+    })
 }
 
 /// Why a worker stopped serving before its input ended.

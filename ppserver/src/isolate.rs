@@ -9,8 +9,8 @@
 //! - it leads a process group of its own, and is always killed as a group
 //!   (SIGKILL), before it is waited for: a job's children die with it, and
 //!   no thread ever waits on a live worker;
-//! - frames travel on one socketpair end it inherits (the worker side is
-//!   described in `ppcore::worker`); its stdout is the node's stderr, so a
+//! - frames travel on two pipes it inherits as fd 0 and 2 (the worker side,
+//!   and why, is in `ppcore::worker`); its stdout is the node's stderr, so a
 //!   job that prints cannot corrupt them. Every other descriptor of the node
 //!   is close-on-exec: std, mio and signal-hook open theirs so;
 //! - it is spawned by one thread that lives as long as the node, so that
@@ -28,10 +28,9 @@ use serde_bytes::ByteBuf;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
+use std::io::{PipeReader, PipeWriter};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// One worker process, the group it leads, and the channel to it.
@@ -40,36 +39,31 @@ pub(crate) struct WorkerProcess {
     /// `group` any more.
     child: Option<Child>,
     group: Pid,
-    channel: UnixStream,
-    answers: FrameReader<UnixStream>,
+    jobs: PipeWriter,
+    answers: FrameReader<PipeReader>,
 }
 
-/// Starts `cmd` as a worker process: leader of its own process group, its
-/// channel on its stdin, its stdout on the node's stderr, its parent's pid
-/// in its environment, spawned by the spawner thread. The caller sets the
-/// rest (program, arguments, [`ppcore::worker::WORKER_ENV`], stderr).
+/// Starts `cmd` as a worker process: leader of its own process group, jobs
+/// in on its stdin, answers out on its stderr, its stdout on the node's
+/// stderr, its parent's pid in its environment, spawned by the spawner
+/// thread. The caller sets the rest (program, arguments,
+/// [`ppcore::worker::WORKER_ENV`]).
 pub(crate) fn spawn_with(mut cmd: Command) -> std::io::Result<WorkerProcess> {
-    let (channel, theirs) = UnixStream::pair()?;
+    let (their_jobs, jobs) = std::io::pipe()?;
+    let (answers, their_answers) = std::io::pipe()?;
     cmd.process_group(0)
         .env(ppcore::worker::PARENT_ENV, std::process::id().to_string())
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .stdout(Stdio::from(std::io::stderr()));
-    // `cmd`, and with it the node's copy of the worker's end, is dropped on
-    // the spawner thread once the child has it.
+        .stdin(their_jobs)
+        .stdout(std::io::stderr())
+        .stderr(their_answers);
+    // `cmd`, and with it the node's copies of the worker's ends, is dropped
+    // on the spawner thread once the child has them.
     let child = spawn_on_spawner(cmd)?;
-    let group = Pid::from_child(&child);
-    let answers = match channel.try_clone() {
-        Ok(reader) => FrameReader::new(reader, ppcore::wire::DEFAULT_MAX_FRAME),
-        Err(e) => {
-            drop(reap(child, group));
-            return Err(e);
-        }
-    };
     Ok(WorkerProcess {
+        group: Pid::from_child(&child),
         child: Some(child),
-        group,
-        channel,
-        answers,
+        jobs,
+        answers: FrameReader::new(answers, ppcore::wire::DEFAULT_MAX_FRAME),
     })
 }
 
@@ -125,7 +119,7 @@ impl WorkerProcess {
             args: job.args.clone(),
         }]);
         let frame = encode_frame(&run).ok()?;
-        self.channel.write_all(&frame).ok()?;
+        self.jobs.write_all(&frame).ok()?;
         match self.answers.read::<NodeMsg>() {
             Ok(Some(NodeMsg::Done(mut done))) => done.pop().map(|d| d.result),
             _ => None,

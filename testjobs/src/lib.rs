@@ -36,13 +36,18 @@ ppcore::job! {
 }
 
 ppcore::job! {
-    /// Prints to stdout, some of it shaped like a frame, and returns `n + 1`.
-    pub fn print_to_stdout(n: u64) -> u64 {
+    /// Prints to stdout and stderr, some of it shaped like a frame, and
+    /// returns `n + 1`.
+    pub fn print_to_stdio(n: u64) -> u64 {
         use std::io::Write;
+        let frame_like = [0, 0, 0, 4, 0x92, 0x01, 0x02, 0x03];
         let mut out = std::io::stdout().lock();
-        let _ = out.write_all(&[0, 0, 0, 4, 0x92, 0x01, 0x02, 0x03]);
+        let _ = out.write_all(&frame_like);
         let _ = writeln!(out, "job {n} says hello on stdout");
         let _ = out.flush();
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(&frame_like);
+        let _ = writeln!(err, "job {n} says hello on stderr");
         n + 1
     }
 }

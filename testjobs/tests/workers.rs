@@ -1,4 +1,4 @@
-//! Worker processes never leak a slot: not through a job's stdout, a job's
+//! Worker processes never leak a slot: not through a job's output, a job's
 //! children, a cancel, a client that goes away, or a node that dies.
 
 mod support;
@@ -73,12 +73,12 @@ impl Drop for Reap {
 }
 
 #[test]
-fn job_printing_to_stdout_keeps_its_slot_and_its_result() {
+fn job_printing_to_stdout_and_stderr_keeps_its_slot_and_its_result() {
     let n = node("1");
     let server = client(&n);
     for k in 0..3 {
         let got = server
-            .submit(testjobs::print_to_stdout, (k,))
+            .submit(testjobs::print_to_stdio, (k,))
             .wait_timeout(WAIT);
         assert_eq!(got.unwrap(), Ok(k + 1));
     }
