@@ -9,7 +9,7 @@
 //! retry policy decides), exactly as in isolation mode.
 
 use crate::cache::{Claim, Pin, ProgramCache, Slot};
-use crate::isolate::{Running, WorkerProcess};
+use crate::isolate::{kill_group, spawn_with, Running, WorkerProcess};
 use crate::node::NodeJob;
 use ppcore::program::{answer_offer, NodeCaps, OfferAnswer, ProgramId, ProgramInfo};
 use ppcore::upload::Receiver;
@@ -18,9 +18,8 @@ use ppcore::worker::{PROGRAM_WORKER, WORKER_ENV};
 use ppcore::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -29,8 +28,6 @@ use std::time::{Duration, Instant};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
 /// Time a client waits for another client's upload of the same program.
 const SHARED_UPLOAD_WAIT: Duration = Duration::from_secs(300);
-/// Bytes of a program worker's stderr kept to explain its death.
-const STDERR_TAIL: usize = 2048;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -253,29 +250,16 @@ fn reap_loop(programs: &Weak<Programs>, every: Duration) {
 /// A program worker process, which keeps its program in the cache.
 pub(crate) struct ProgramWorker {
     process: WorkerProcess,
-    stderr: Arc<Mutex<String>>,
-    /// Disconnected once the stderr reader has read everything.
-    tail_done: crossbeam_channel::Receiver<()>,
     _pin: Pin,
-    count: Arc<AtomicU64>,
+    _count: Counted,
 }
 
-impl Drop for ProgramWorker {
+/// One live worker of a program, counted while it lives.
+struct Counted(Arc<AtomicU64>);
+
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl ProgramWorker {
-    /// Why the worker ended, with the last words it printed.
-    fn why_dead(&self) -> String {
-        let death = self.process.death();
-        let _ = self.tail_done.recv_timeout(Duration::from_secs(2));
-        let tail = lock(&self.stderr).trim().to_owned();
-        match tail.is_empty() {
-            true => death,
-            false => format!("{death}: {tail}"),
-        }
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -288,35 +272,48 @@ struct Spawner {
 }
 
 impl Spawner {
-    /// Starts a worker of this program; it first lists its jobs.
+    /// Starts a worker of this program; it first lists its jobs. What it
+    /// prints goes to the node's stderr, as every worker's does.
     fn spawn(&self) -> Result<(ProgramWorker, Vec<JobInfo>), String> {
         let pin = self.cache.pin(self.id);
         let mut cmd = Command::new(&self.path);
-        cmd.env(WORKER_ENV, PROGRAM_WORKER).stderr(Stdio::piped());
-        let process =
-            WorkerProcess::spawn_with(cmd).map_err(|e| format!("cannot start the program: {e}"))?;
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tail_tx, tail_rx) = crossbeam_channel::bounded::<()>(1);
-        let pipe = lock(&process.child).stderr.take();
-        if let Some(pipe) = pipe {
-            let tail = Arc::clone(&stderr);
-            let _ = std::thread::Builder::new()
-                .name("pp-program-stderr".into())
-                .spawn(move || {
-                    keep_tail(pipe, &tail);
-                    drop(tail_tx);
-                });
-        }
-        self.workers.fetch_add(1, Ordering::Relaxed);
-        let mut worker = ProgramWorker {
-            process,
-            stderr,
-            tail_done: tail_rx,
-            _pin: pin,
-            count: Arc::clone(&self.workers),
+        cmd.env(WORKER_ENV, PROGRAM_WORKER);
+        let mut process =
+            spawn_with(cmd).map_err(|e| format!("cannot start the program: {e}"))?;
+        let jobs = match read_hello(&mut process) {
+            Ok(jobs) => jobs,
+            Err(Some(reason)) => {
+                process.stop();
+                return Err(format!(
+                    "the program did not start as a pp worker: {}",
+                    ppcore::escape(&reason)
+                ));
+            }
+            Err(None) => {
+                return Err(format!(
+                    "the program did not start as a pp worker ({})",
+                    process.stop()
+                ))
+            }
         };
-        let jobs = read_hello(&mut worker)?;
+        self.workers.fetch_add(1, Ordering::Relaxed);
+        let worker = ProgramWorker {
+            process,
+            _pin: pin,
+            _count: Counted(Arc::clone(&self.workers)),
+        };
         Ok((worker, jobs))
+    }
+}
+
+/// A worker's error, saying it was the program's worker that died.
+fn died(e: JobError) -> JobError {
+    match e.kind {
+        ErrorKind::Crashed => JobError::new(
+            ErrorKind::Crashed,
+            format!("program worker died: {}", e.message),
+        ),
+        _ => e,
     }
 }
 
@@ -330,34 +327,36 @@ pub(crate) struct Program {
 }
 
 impl Program {
+    /// An idle worker of this program, or a new one.
+    fn worker(&self) -> Result<ProgramWorker, JobError> {
+        if let Some((worker, _)) = lock(&self.idle).pop() {
+            return Ok(worker);
+        }
+        let spawned = self.spawner.spawn();
+        spawned
+            .map(|(worker, _)| worker)
+            .map_err(|e| JobError::new(ErrorKind::Crashed, e))
+    }
+
     /// Runs `job` in an idle worker of this program, or a new one.
     pub(crate) fn run(&self, job: &NodeJob, running: &Running) -> Result<ByteBuf, JobError> {
-        let idle = lock(&self.idle).pop();
-        let mut worker = match idle {
-            Some((worker, _)) => worker,
-            None => {
-                self.spawner
-                    .spawn()
-                    .map_err(|e| JobError::new(ErrorKind::Crashed, e))?
-                    .0
-            }
-        };
-        let (result, alive) = running.run_on(&mut worker.process, job);
-        if alive {
+        let ProgramWorker {
+            process,
+            _pin,
+            _count,
+        } = self.worker()?;
+        let (result, alive) = running.run_on(process, job);
+        if let Some(process) = alive {
+            let worker = ProgramWorker {
+                process,
+                _pin,
+                _count,
+            };
             lock(&self.idle).push((worker, Instant::now()));
-            return result;
         }
-        match result {
-            Err(e) if e.kind == ErrorKind::Crashed => Err(JobError::new(
-                ErrorKind::Crashed,
-                format!("program worker died: {}", worker.why_dead()),
-            )),
-            other => other,
-        }
+        result.map_err(died)
     }
-}
 
-impl Program {
     /// Runs `jobs` (all of this program) in one idle worker, or a new one,
     /// answering each to `on_done` as it ends; the index of the first job
     /// that never ran (a worker died) if not all did.
@@ -367,27 +366,26 @@ impl Program {
         running: &Running,
         mut on_done: impl FnMut(usize, Result<ByteBuf, JobError>, u64),
     ) -> Result<(), usize> {
-        let idle = lock(&self.idle).pop();
-        let mut worker = match idle {
-            Some((worker, _)) => worker,
-            None => match self.spawner.spawn() {
-                Ok((worker, _)) => worker,
-                Err(e) => {
-                    on_done(0, Err(JobError::new(ErrorKind::Crashed, e)), 0);
-                    return Err(1);
-                }
-            },
+        let ProgramWorker {
+            process,
+            _pin,
+            _count,
+        } = match self.worker() {
+            Ok(worker) => worker,
+            Err(e) => {
+                on_done(0, Err(e), 0);
+                return Err(1);
+            }
         };
-        let mut died = None;
-        let ran = running.run_batch_on(&mut worker.process, jobs, |i, result, ns| match result {
-            Err(e) if e.kind == ErrorKind::Crashed => died = Some((i, ns)),
-            other => on_done(i, other, ns),
+        let (ran, alive) = running.run_batch_on(process, jobs, |i, result, ns| {
+            on_done(i, result.map_err(died), ns)
         });
-        if let Some((i, ns)) = died {
-            let why = format!("program worker died: {}", worker.why_dead());
-            on_done(i, Err(JobError::new(ErrorKind::Crashed, why)), ns);
-        }
-        if ran.is_ok() {
+        if let Some(process) = alive {
+            let worker = ProgramWorker {
+                process,
+                _pin,
+                _count,
+            };
             lock(&self.idle).push((worker, Instant::now()));
         }
         ran
@@ -395,49 +393,27 @@ impl Program {
 }
 
 /// Reads the worker's first frame (its jobs), within [`HELLO_TIMEOUT`]: a
-/// program that does something else (no `init()`) is killed, and the reason
-/// taken from what it printed.
-fn read_hello(worker: &mut ProgramWorker) -> Result<Vec<JobInfo>, String> {
+/// program that does something else is killed. `Err(Some(reason))`: it said
+/// why not (a program that forgot `init()`); `Err(None)`: it did not say.
+fn read_hello(process: &mut WorkerProcess) -> Result<Vec<JobInfo>, Option<String>> {
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-    let child = Arc::clone(&worker.process.child);
+    // The process is not reaped before the watchdog is joined: its group
+    // id cannot be reused meanwhile.
+    let group = process.group;
     let watchdog = std::thread::Builder::new()
         .name("pp-program-hello".into())
         .spawn(move || {
             if done_rx.recv_timeout(HELLO_TIMEOUT).is_err() {
-                let _ = lock(&child).kill();
+                kill_group(group);
             }
         })
-        .map_err(|e| format!("cannot start the program: {e}"))?;
-    let answer = worker.process.stdout.read::<NodeMsg>();
+        .map_err(|e| Some(format!("cannot start the program: {e}")))?;
+    let answer = process.answers.read::<NodeMsg>();
     let _ = done_tx.send(());
     let _ = watchdog.join();
     match answer {
         Ok(Some(NodeMsg::Welcome { jobs, .. })) => Ok(jobs),
-        _ => Err(format!(
-            "the program did not start as a pp worker ({})",
-            worker.why_dead()
-        )),
-    }
-}
-
-/// Keeps the last [`STDERR_TAIL`] bytes a worker printed (and logs them).
-fn keep_tail(mut pipe: impl Read, tail: &Mutex<String>) {
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = match pipe.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let text = String::from_utf8_lossy(&buf[..n]);
-        tracing::warn!("program worker: {}", text.trim_end());
-        let mut kept = lock(tail);
-        kept.push_str(&text);
-        if kept.len() > STDERR_TAIL {
-            let cut = kept.len() - STDERR_TAIL;
-            let cut = (cut..kept.len())
-                .find(|&i| kept.is_char_boundary(i))
-                .unwrap_or(0);
-            kept.drain(..cut);
-        }
+        Ok(Some(NodeMsg::Reject { reason, .. })) => Err(Some(reason)),
+        _ => Err(None),
     }
 }
