@@ -336,9 +336,7 @@ impl Running {
             let answer = if sent { process.recv() } else { None };
             let killed = self.map().remove(&key).is_none();
             match answer {
-                Some(done) if done.id == job.id && !killed => {
-                    on_done(i, done.result, done.exec_ns)
-                }
+                Some(done) if done.id == job.id && !killed => on_done(i, done.result, done.exec_ns),
                 Some(done) if done.id == job.id => {
                     // Killed just after it answered: the answer stands,
                     // the process (and the jobs after it) are gone.

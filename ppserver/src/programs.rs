@@ -278,8 +278,7 @@ impl Spawner {
         let pin = self.cache.pin(self.id);
         let mut cmd = Command::new(&self.path);
         cmd.env(WORKER_ENV, PROGRAM_WORKER);
-        let mut process =
-            spawn_with(cmd).map_err(|e| format!("cannot start the program: {e}"))?;
+        let mut process = spawn_with(cmd).map_err(|e| format!("cannot start the program: {e}"))?;
         let jobs = match read_hello(&mut process) {
             Ok(jobs) => jobs,
             Err(Some(reason)) => {
