@@ -166,11 +166,11 @@ impl Node {
         }
         drop(idle);
         drop(conns);
+        // Its jobs running in worker processes (process isolation, or a
+        // shipped program's) die with it.
         if let Some(conn) = closed {
-            if self.config.isolation == Isolation::Process {
-                let killed = self.isolated.kill_conn(Arc::as_ptr(&conn) as usize);
-                self.cancelled.fetch_add(killed, Ordering::Relaxed);
-            }
+            let killed = self.isolated.kill_conn(Arc::as_ptr(&conn) as usize);
+            self.cancelled.fetch_add(killed, Ordering::Relaxed);
         }
     }
 

@@ -2,6 +2,8 @@
 //! shipping themselves (issue 13): `pp-ship` and `pp-ship-b` against
 //! `pp-test-node`, which has only the built-in (and crashing test) jobs.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -268,4 +270,26 @@ fn a_node_killed_during_an_upload_costs_no_job() {
     let out = client.wait_with_output().unwrap();
     assert_eq!(stdout(&out), format!("sum {}", 3 * 49 * 50 / 2));
     assert_eq!(status(&second).programs_uploaded, 1);
+}
+
+#[test]
+fn a_client_that_goes_away_takes_its_running_program_job_with_it() {
+    let n = node("hold", &["--workers", "1"], &[]);
+    let path = support::pid_file("ship-hold");
+    let mut held = ship(PP_SHIP)
+        .args(["hold", &n.addr, &path.display().to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (worker, child) = support::pids_in(&path);
+    let _reap = support::Reap(vec![worker, child]);
+    let _ = held.kill(); // the connection closes with the job running
+    let _ = held.wait();
+    assert!(
+        support::all_gone(&[worker, child]),
+        "the program's worker outlived its client"
+    );
+    // The node's one worker is free for the next client.
+    let out = ship(PP_SHIP).args(["run", &n.addr, "3"]).output().unwrap();
+    assert_eq!(stdout(&out), "sum 9");
 }

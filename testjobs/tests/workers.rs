@@ -4,73 +4,7 @@
 mod support;
 
 use ppclient::{ErrorKind, Options};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-use support::{client, node, WAIT};
-
-/// Longer than [`WAIT`]: a test that passes cannot have waited for it.
-const HOLD_SECS: u64 = 300;
-
-/// A fresh path for a job to write its pids to.
-fn pid_file(test: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{test}-{}.pids", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-/// Waits (bounded by [`WAIT`]) for a job to write "worker child" to `path`.
-fn pids_in(path: &PathBuf) -> (u32, u32) {
-    let until = Instant::now() + WAIT;
-    while Instant::now() < until {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            let pids: Vec<u32> = text.split(' ').filter_map(|p| p.parse().ok()).collect();
-            if let [worker, child] = pids[..] {
-                return (worker, child);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no pids in {} after {WAIT:?}", path.display())
-}
-
-/// Whether process `pid` is gone (or a zombie nobody reaped yet).
-fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        // The state follows the command, which is in parentheses.
-        stat.rsplit(')')
-            .next()
-            .map(str::trim_start)
-            .is_some_and(|rest| rest.starts_with('Z'))
-    })
-}
-
-/// Waits (bounded by [`WAIT`]) until every process in `pids` is gone.
-fn all_gone(pids: &[u32]) -> bool {
-    let until = Instant::now() + WAIT;
-    while Instant::now() < until {
-        if pids.iter().all(|&p| gone(p)) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-/// Kills what a failed test may have left behind.
-struct Reap(Vec<u32>);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            if !gone(*pid) {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
-}
+use support::{all_gone, client, node, pid_file, pids_in, Reap, HOLD_SECS, WAIT};
 
 #[test]
 fn job_printing_to_stdout_and_stderr_keeps_its_slot_and_its_result() {

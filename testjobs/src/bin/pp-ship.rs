@@ -21,6 +21,13 @@ ppclient::job! {
     pub fn ship_abort() -> u64 { std::process::abort() }
 }
 
+ppclient::job! {
+    /// `testjobs::hold_with_child`, as this program's own job.
+    pub fn ship_hold(path: String, secs: u64) -> u32 {
+        testjobs::hold_with_child::call(path, secs)
+    }
+}
+
 fn main() -> ExitCode {
     if std::env::var_os("PP_SHIP_NO_INIT").is_none() {
         ppclient::init();
@@ -32,6 +39,7 @@ fn main() -> ExitCode {
         ["crash", addr] => crash(addr),
         ["twice", addr] => twice(addr),
         ["mixed", addr] => mixed(addr),
+        ["hold", addr, path] => hold(addr, path),
         _ => Err("usage: pp-ship [run HOST:PORT N | crash | twice | mixed HOST:PORT]".into()),
     };
     match done {
@@ -67,6 +75,14 @@ fn run(addr: &str, n: &str) -> Res {
         .map(ship_triple, (0..n).map(|x| (x,)))
         .try_fold(0, |acc, r| r.map(|x| acc + x))?;
     println!("sum {sum}");
+    Ok(())
+}
+
+/// Runs `ship_hold` on the node and waits for it (to be killed meanwhile).
+fn hold(addr: &str, path: &str) -> Res {
+    let server = client(addr)?;
+    let held = server.submit(ship_hold, (path.to_owned(), 300)).wait()?;
+    println!("held {held}");
     Ok(())
 }
 

@@ -1,10 +1,12 @@
 //! What the tests of isolation mode share: a `pp-test-node` in process
 //! isolation on loopback, and clients of it.
+#![allow(dead_code)]
 
 use ppclient::Server;
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The key the nodes and clients share.
 pub(crate) static SECRET: std::sync::LazyLock<String> =
@@ -58,4 +60,68 @@ pub(crate) fn client(node: &Node) -> Server {
         .nodes([node.1.clone()])
         .build()
         .unwrap()
+}
+
+/// Longer than [`WAIT`]: a test that passes cannot have waited for it.
+pub(crate) const HOLD_SECS: u64 = 300;
+
+/// A fresh path for a job to write its pids to.
+pub(crate) fn pid_file(test: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{test}-{}.pids", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Waits (bounded by [`WAIT`]) for a job to write "worker child" to `path`.
+pub(crate) fn pids_in(path: &PathBuf) -> (u32, u32) {
+    let until = Instant::now() + WAIT;
+    while Instant::now() < until {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let pids: Vec<u32> = text.split(' ').filter_map(|p| p.parse().ok()).collect();
+            if let [worker, child] = pids[..] {
+                return (worker, child);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no pids in {} after {WAIT:?}", path.display())
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+pub(crate) fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        // The state follows the command, which is in parentheses.
+        stat.rsplit(')')
+            .next()
+            .map(str::trim_start)
+            .is_some_and(|rest| rest.starts_with('Z'))
+    })
+}
+
+/// Waits (bounded by [`WAIT`]) until every process in `pids` is gone.
+pub(crate) fn all_gone(pids: &[u32]) -> bool {
+    let until = Instant::now() + WAIT;
+    while Instant::now() < until {
+        if pids.iter().all(|&p| gone(p)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Kills what a failed test may have left behind.
+pub(crate) struct Reap(pub(crate) Vec<u32>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if !gone(*pid) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
 }
