@@ -109,6 +109,7 @@ impl Default for Builder {
                 heartbeat: Duration::from_secs(1),
                 max_prefetch: 1024,
                 max_frame: DEFAULT_MAX_FRAME,
+                max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
             },
             slurm: None,
             dns: Vec::new(),
@@ -267,6 +268,18 @@ impl Builder {
     /// (default 1 s).
     pub fn heartbeat(mut self, interval: Duration) -> Self {
         self.settings.heartbeat = interval;
+        self
+    }
+
+    /// The largest arguments, and the largest result, of one job in bytes
+    /// (default 1 GiB). Larger arguments fail at `submit` with
+    /// [`ErrorKind::Codec`](ppcore::ErrorKind::Codec), before they are
+    /// encoded; a node refuses to send a larger result (the job fails with
+    /// the same kind). A node's own limit (`ppserver --max-payload`) also
+    /// applies: arguments over it fail before any byte is sent. Payloads
+    /// larger than a frame travel as streams of 1 MiB chunks.
+    pub fn max_payload(mut self, bytes: u64) -> Self {
+        self.settings.max_payload = bytes.max(1);
         self
     }
 
@@ -430,7 +443,7 @@ impl Builder {
             registry,
             (self.node_retries, self.crash_retries),
             listen_addr,
-            ppcore::wire::max_payload(self.settings.max_frame),
+            usize::try_from(self.settings.max_payload).unwrap_or(usize::MAX),
         );
         Ok(match slurm {
             Some(launched) => server.with_slurm(launched),

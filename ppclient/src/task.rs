@@ -30,12 +30,12 @@ pub(crate) struct RunCtx {
 }
 
 impl RunCtx {
-    pub(crate) fn new(max_frame: usize) -> Self {
+    pub(crate) fn new(max_payload: u64) -> Self {
         RunCtx {
             local: NodeCounters::default(),
             timer: OnceLock::new(),
             stopping: AtomicBool::new(false),
-            max_payload: ppcore::wire::max_payload(max_frame),
+            max_payload: usize::try_from(max_payload).unwrap_or(usize::MAX),
             dash: OnceLock::new(),
         }
     }
@@ -340,7 +340,7 @@ impl<J: Job> Task for TypedTask<J> {
             n if n > ctx.max_payload => Err(JobError::new(
                 ErrorKind::Codec,
                 format!(
-                    "arguments of {n} bytes are over the {}-byte frame limit",
+                    "arguments of {n} bytes are over the {}-byte payload limit",
                     ctx.max_payload
                 ),
             )),

@@ -23,6 +23,8 @@ fn config() -> LinkConfig {
         heartbeat: SECOND,
         handshake_timeout: 5 * SECOND,
         max_frame: 1 << 20,
+        max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
+        stream_stall: SECOND * 30,
         max_prefetch: 4,
         backoff_min: Duration::from_millis(100),
         backoff_max: 5 * SECOND,
@@ -42,6 +44,7 @@ fn welcome(workers: u32) -> NodeMsg {
         }],
         heartbeat_ms: 0,
         caps: vec![],
+        max_payload: 0,
     }
 }
 
@@ -93,6 +96,8 @@ impl Pair {
             handshake_timeout: 5 * SECOND,
             heartbeat: 2 * SECOND,
             max_frame: 1 << 20,
+            max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
+            stream_stall: SECOND * 30,
         }
     }
 

@@ -19,6 +19,8 @@ fn link_with(keys: KeySet, now: Instant) -> NodeLink {
         handshake_timeout: 5 * SECOND,
         heartbeat: SECOND,
         max_frame: 8192,
+        max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
+        stream_stall: SECOND * 30,
     };
     let welcome = NodeMsg::Welcome {
         node_id: "n".into(),
@@ -30,6 +32,7 @@ fn link_with(keys: KeySet, now: Instant) -> NodeLink {
         }],
         heartbeat_ms: 0,
         caps: vec![],
+        max_payload: 0,
     };
     NodeLink::new(config, welcome, now)
 }

@@ -245,6 +245,7 @@ impl Node {
             jobs: self.jobs.clone(),
             heartbeat_ms: 0,
             caps: Vec::new(),
+            max_payload: self.config.max_payload,
         }
     }
 
