@@ -450,16 +450,14 @@ impl<T> ClientLink<T> {
         }
         let claimed = match msg {
             NodeMsg::Stream(frame) => self.incoming.receive(frame, now),
-            NodeMsg::DoneStreamed { stream, mut job } => {
-                match self.incoming.claim(stream) {
-                    Ok(payload) => {
-                        job.result = Ok(ByteBuf::from(payload));
-                        self.done(vec![job]);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
+            NodeMsg::DoneStreamed { stream, mut job } => match self.incoming.claim(stream) {
+                Ok(payload) => {
+                    job.result = Ok(ByteBuf::from(payload));
+                    self.done(vec![job]);
+                    Ok(())
                 }
-            }
+                Err(e) => Err(e),
+            },
             msg => match self.incoming.check_claimed() {
                 Ok(()) => return self.on_plain(msg, now),
                 Err(e) => Err(e),

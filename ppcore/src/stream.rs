@@ -498,9 +498,12 @@ impl Incoming {
         }
     }
 
-    /// When the next stream stalls unless it makes progress.
+    /// When the next stream stalls unless it makes progress: just past
+    /// its limit (a stream is dropped once it has been idle for longer).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.asm.poll_timeout()
+        self.asm
+            .poll_timeout()
+            .map(|t| t + Duration::from_millis(1))
     }
 
     /// The first stream stalled at `now`, if any (close the connection).
