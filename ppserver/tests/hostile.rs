@@ -237,6 +237,8 @@ fn a_stream_that_lies_about_its_length_or_stalls_drops_only_that_client() {
     };
     assert!(s.send(&ClientMsg::Stream(chunk)));
     assert!(s.send(&ClientMsg::Ping(1)));
+    // The answer to the first ping (`authenticated`'s), then to ours.
+    assert_eq!(s.recv(), Ok(ppcore::wire::NodeMsg::Pong(0)));
     assert_eq!(s.recv(), Ok(ppcore::wire::NodeMsg::Pong(1)));
     let reason = s.reject_reason();
     assert!(reason.contains("no progress"), "{reason}");
