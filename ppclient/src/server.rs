@@ -128,10 +128,12 @@ impl Server {
     ///
     /// If no local worker and no node can run it, the handle resolves at
     /// once with [`ErrorKind::UnknownJob`] saying why, or
-    /// [`ErrorKind::Auth`] if a node that might have run it refused us. Arguments that would
-    /// not fit in a frame (16 MiB by default) resolve it at once with
-    /// [`ErrorKind::Codec`], whether the job would have run locally or on a
-    /// node: their encoded size is counted, without encoding them.
+    /// [`ErrorKind::Auth`] if a node that might have run it refused us. Arguments over the
+    /// payload limit ([`Builder::max_payload`](crate::Builder::max_payload),
+    /// 1 GiB by default) resolve it at once with [`ErrorKind::Codec`],
+    /// whether the job would have run locally or on a node: their encoded
+    /// size is counted, without encoding them. Arguments larger than 1 MiB
+    /// travel to a node as a stream of chunks.
     pub fn submit_with<J: Job>(
         &self,
         _job: J,

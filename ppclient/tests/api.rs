@@ -13,7 +13,12 @@ const MIB: usize = 1 << 20;
 
 #[test]
 fn too_big_arguments_fail_at_submit_even_with_only_local_workers() {
-    let server = Server::builder().ncpus(2).build().unwrap();
+    // Over the client's payload limit (`Builder::max_payload`, 16 MiB here).
+    let server = Server::builder()
+        .ncpus(2)
+        .max_payload(16 * MIB as u64)
+        .build()
+        .unwrap();
     let handles: Vec<_> = (0..3)
         .map(|_| server.submit(jobs::echo_bytes, (ByteBuf::from(vec![7u8; 17 * MIB]),)))
         .collect();
@@ -47,6 +52,7 @@ fn too_big_arguments_fail_the_same_with_local_workers_and_a_node() {
         .ncpus(1)
         .secret(RIGHT.as_str())
         .nodes([node.local_addr().to_string()])
+        .max_payload(16 * MIB as u64)
         .build()
         .unwrap();
     assert_eq!(server.active_nodes().len(), 1, "{:?}", server.nodes());
