@@ -82,6 +82,8 @@ pub struct Builder {
     crash_retries: u32,
     require_nodes: usize,
     report_refusals: bool,
+    /// Bytes of arguments submitted and not yet taken.
+    byte_budget: u64,
     settings: LinkSettings,
     /// The secret as given, for the key file of Slurm nodes.
     slurm: Option<Slurm>,
@@ -103,6 +105,7 @@ impl Default for Builder {
             crash_retries: 2,
             require_nodes: 0,
             report_refusals: true,
+            byte_budget: ppcore::budget::DEFAULT_BYTE_BUDGET,
             settings: LinkSettings {
                 keys: None,
                 connect_timeout: Duration::from_secs(2),
@@ -283,6 +286,17 @@ impl Builder {
         self
     }
 
+    /// The most bytes of encoded arguments of jobs submitted and not yet
+    /// taken by a local worker or a node's link (default 1 GiB). Beyond it
+    /// [`Server::submit`](crate::Server::submit) waits until jobs are taken,
+    /// and [`Server::try_submit`](crate::Server::try_submit) hands the job
+    /// back, so a loop submitting large arguments cannot exhaust memory. A
+    /// job larger than the whole budget waits until nothing else holds any.
+    pub fn byte_budget(mut self, bytes: u64) -> Self {
+        self.byte_budget = bytes;
+        self
+    }
+
     /// How long to wait for a node to accept a connection (default 2 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.settings.connect_timeout = timeout;
@@ -443,7 +457,10 @@ impl Builder {
             registry,
             (self.node_retries, self.crash_retries),
             listen_addr,
-            usize::try_from(self.settings.max_payload).unwrap_or(usize::MAX),
+            (
+                usize::try_from(self.settings.max_payload).unwrap_or(usize::MAX),
+                self.byte_budget,
+            ),
         );
         Ok(match slurm {
             Some(launched) => server.with_slurm(launched),

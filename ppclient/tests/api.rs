@@ -280,3 +280,36 @@ fn a_program_that_reports_refusals_itself_can_turn_the_report_off() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("refused"), "{stderr}");
 }
+
+#[test]
+fn a_full_byte_budget_makes_try_submit_hand_the_job_back_and_submit_wait() {
+    // No worker and no node yet (a paused server): nothing takes the jobs,
+    // so the budget fills.
+    let server = Server::builder()
+        .ncpus(0)
+        .byte_budget(3 * MIB as u64)
+        .build()
+        .unwrap();
+    let first = server.submit(jobs::echo_bytes, (ByteBuf::from(vec![1u8; 2 * MIB]),));
+    assert!(server.budget_used() > 2 * MIB as u64);
+    let back = server.try_submit(jobs::echo_bytes, (ByteBuf::from(vec![2u8; 2 * MIB]),));
+    let (_, (args,)) = back.err().expect("handed back: the budget is full");
+    assert_eq!(args.len(), 2 * MIB, "untouched");
+    // A small one still fits.
+    let small = server.try_submit(jobs::echo_u64, (4,)).ok().expect("fits");
+    // Taken by a local worker, the first job's bytes come back, and a
+    // submit that waited for them goes on.
+    let waiter = std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            server
+                .submit(jobs::echo_bytes, (ByteBuf::from(vec![3u8; 2 * MIB]),))
+                .wait()
+        });
+        server.set_ncpus(1);
+        waiting.join().unwrap()
+    });
+    assert_eq!(waiter.map(|b| b.len()), Ok(2 * MIB));
+    assert_eq!(first.wait().map(|b| b.len()), Ok(2 * MIB));
+    assert_eq!(small.wait(), Ok(4));
+    assert_eq!(server.budget_used(), 0);
+}
