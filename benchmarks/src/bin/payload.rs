@@ -62,6 +62,7 @@ fn main() -> Result<std::process::ExitCode> {
     let node = benchmarks::spawn_node(1)?;
     let server = Server::builder()
         .ncpus(0)
+        .secret(benchmarks::cluster_key()?)
         .nodes([node.addr.clone()])
         .build()?;
     ensure!(
