@@ -293,10 +293,14 @@ fn a_full_byte_budget_makes_try_submit_hand_the_job_back_and_submit_wait() {
     let first = server.submit(jobs::echo_bytes, (ByteBuf::from(vec![1u8; 2 * MIB]),));
     assert!(server.budget_used() > 2 * MIB as u64);
     let back = server.try_submit(jobs::echo_bytes, (ByteBuf::from(vec![2u8; 2 * MIB]),));
-    let (_, (args,)) = back.err().expect("handed back: the budget is full");
+    let Err((_, (args,))) = back else {
+        panic!("not handed back: the budget is full")
+    };
     assert_eq!(args.len(), 2 * MIB, "untouched");
     // A small one still fits.
-    let small = server.try_submit(jobs::echo_u64, (4,)).ok().expect("fits");
+    let Ok(small) = server.try_submit(jobs::echo_u64, (4,)) else {
+        panic!("a small job fits")
+    };
     // Taken by a local worker, the first job's bytes come back, and a
     // submit that waited for them goes on.
     let waiter = std::thread::scope(|scope| {
