@@ -141,6 +141,22 @@ pub enum ClientMsg {
         /// The bytes.
         data: ByteBuf,
     },
+    /// One frame of a stream: the arguments of a job too large to travel
+    /// inline (see [`crate::stream`]).
+    Stream(crate::stream::StreamFrame),
+    /// A job whose arguments are stream `stream`, which completed in the
+    /// frame just before; `job.args` is empty.
+    RunStreamed {
+        /// The stream holding the arguments.
+        stream: u64,
+        /// The job, without its arguments.
+        job: RunJob,
+    },
+    /// The client's limits, sent right after its first sealed frame.
+    Limits {
+        /// The largest result the client takes, in bytes.
+        max_payload: u64,
+    },
 }
 
 /// What a node sends to a client.
@@ -164,6 +180,9 @@ pub enum NodeMsg {
         /// Optional protocol features the node speaks (see PROTOCOL.md).
         #[serde(default)]
         caps: Vec<String>,
+        /// The largest arguments the node takes, in bytes (0: the default, 1 GiB).
+        #[serde(default)]
+        max_payload: u64,
     },
     /// The node refuses this connection, and says why.
     Reject {
@@ -208,6 +227,16 @@ pub enum NodeMsg {
         id: ProgramId,
         /// Why.
         reason: String,
+    },
+    /// One frame of a stream: a result too large to travel inline.
+    Stream(crate::stream::StreamFrame),
+    /// A job whose result is stream `stream`, which completed in the frame
+    /// just before; `job.result` is an empty `Ok`.
+    DoneStreamed {
+        /// The stream holding the result.
+        stream: u64,
+        /// The job's outcome, without its result bytes.
+        job: DoneJob,
     },
 }
 

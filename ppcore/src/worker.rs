@@ -161,6 +161,7 @@ pub fn program_hello(registry: &Registry) -> Result<Vec<u8>, WorkerError> {
         jobs,
         heartbeat_ms: 0,
         caps: Vec::new(),
+        max_payload: 0,
     };
     encode_frame(&hello).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e).into())
 }

@@ -34,6 +34,12 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Largest frame accepted.
     pub max_frame: usize,
+    /// Largest arguments of one job, in bytes (larger than a frame, they
+    /// travel as a stream); also what one client's open streams may hold.
+    pub max_payload: u64,
+    /// A stream from a client that makes no progress for this long drops
+    /// the client.
+    pub stream_stall: Duration,
     /// How long a stopping node lets running jobs finish.
     pub grace: Duration,
     /// Where jobs run: worker threads, or worker processes.
@@ -81,6 +87,8 @@ impl Default for Config {
             max_connections: 256,
             handshake_timeout: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
+            max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
+            stream_stall: ppcore::stream::DEFAULT_STALL,
             grace: Duration::from_secs(30),
             isolation: Isolation::Thread,
             write_timeout: Duration::from_secs(30),
@@ -143,6 +151,14 @@ pub struct Cli {
     /// Most client connections at once.
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
+    /// Largest arguments of one job, in bytes (suffixes K, M, G: powers of
+    /// 1024); checked before any of them is sent.
+    #[arg(long, default_value = "1G", value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_payload: u64,
+    /// Seconds a stream of arguments may go without progress before the
+    /// client is dropped.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = ppcore::limits::parse_secs)]
+    pub stream_stall: f64,
     /// Seconds a stopping node lets running jobs finish.
     #[arg(long, default_value_t = 30, value_parser = ppcore::limits::parse_whole_secs)]
     pub grace: u64,
@@ -167,7 +183,7 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Most bytes of shipped programs kept (suffixes K, M, G: 2G is 2 GiB).
-    #[arg(long, default_value = "2G", value_parser = parse_size, value_name = "BYTES")]
+    #[arg(long, default_value = "2G", value_parser = parse_bytes, value_name = "BYTES")]
     pub cache_max: u64,
     /// Refuse programs shipped by clients: run built-in jobs only.
     #[arg(long)]
@@ -209,9 +225,34 @@ impl Cli {
             cache_max: self.cache_max,
             uploads: !self.no_upload,
             program_idle: positive_secs(self.program_idle).unwrap_or(defaults.program_idle),
+            max_payload: self.max_payload,
+            stream_stall: positive_secs(self.stream_stall).unwrap_or(defaults.stream_stall),
             ..defaults
         })
     }
+}
+
+/// A number of bytes, with an optional suffix K, M or G (powers of 1024).
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, scale) = match t.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => {
+            let scale: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("{text:?}: the suffix must be K, M or G")),
+            };
+            (&t[..at], scale)
+        }
+        _ => (t, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive number of bytes"))
 }
 
 /// `secs` as a duration, if it is a positive number of seconds.
@@ -248,23 +289,6 @@ impl Cli {
     }
 }
 
-/// A byte count with an optional K, M or G suffix (powers of 1024).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (digits, shift) = match text.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&text[..i], 10),
-        Some((i, 'm' | 'M')) => (&text[..i], 20),
-        Some((i, 'g' | 'G')) => (&text[..i], 30),
-        _ => (text, 0),
-    };
-    let n: u64 = digits
-        .trim()
-        .parse()
-        .map_err(|_| format!("not a size: {text:?} (e.g. 512M, 2G)"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size too large: {text:?}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,11 +315,20 @@ mod tests {
     }
 
     #[test]
-    fn sizes_take_suffixes_and_refuse_garbage() {
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert_eq!(parse_size("512m"), Ok(512 << 20));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999G").is_err());
+    fn cache_max_takes_bytes_with_a_suffix() {
+        assert_eq!(cli(&[]).cache_max, 2 << 30);
+        assert_eq!(cli(&["--cache-max", "512m"]).cache_max, 512 << 20);
+        assert!(Cli::try_parse_from(["ppserver", "--cache-max", "lots"]).is_err());
+        assert!(Cli::try_parse_from(["ppserver", "--cache-max", "99999999999G"]).is_err());
+    }
+
+    #[test]
+    fn max_payload_takes_bytes_with_a_suffix() {
+        assert_eq!(cli(&[]).max_payload, 1 << 30);
+        assert_eq!(cli(&["--max-payload", "256M"]).max_payload, 256 << 20);
+        assert_eq!(cli(&["--max-payload", "4096"]).max_payload, 4096);
+        for bad in ["0", "1T", "-3", "x", ""] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -38,6 +38,9 @@ const MAX_BATCH: usize = 1024;
 const SOCKET: Token = Token(1);
 /// An upload with no chunk for this long is ended.
 const UPLOAD_STALL: Duration = Duration::from_secs(30);
+/// A stream's next chunk is taken when fewer bytes than this wait to be
+/// written.
+const PULL_BELOW: usize = 2 << 20;
 
 /// Bytes of queued arguments and unwritten results beyond which a
 /// connection is not read until they shrink.
@@ -134,6 +137,8 @@ impl Driver<'_> {
             handshake_timeout: config.handshake_timeout,
             heartbeat: config.heartbeat,
             max_frame: config.max_frame,
+            max_payload: config.max_payload,
+            stream_stall: config.stream_stall,
         };
         let mut link = NodeLink::new(link_config, self.node.welcome(), Instant::now());
         if self.node.draining() {
@@ -300,6 +305,12 @@ impl Driver<'_> {
                 return true;
             }
             match self.outbox.flush(&mut self.stream, Instant::now()) {
+                Ok(_) if self.outbox.len() < PULL_BELOW && link.has_stream() => {
+                    // Results too large for a frame go out one chunk at a
+                    // time, when what waits runs low: other frames go in
+                    // between.
+                    link.pull_stream();
+                }
                 Ok(all) => {
                     // Room to write matters only while bytes wait.
                     if all == self.watch_write {

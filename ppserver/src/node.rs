@@ -389,6 +389,7 @@ impl Node {
             jobs: self.jobs.clone(),
             heartbeat_ms: 0,
             caps: vec![ppcore::wire::CAP_SHIP.to_owned()],
+            max_payload: self.config.max_payload,
         }
     }
 
