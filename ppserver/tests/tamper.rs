@@ -312,9 +312,12 @@ fn a_stranger_with_a_wrong_key_joining_runs_nothing() {
         .unwrap();
     let listening = server.listen_addr().unwrap().to_string();
     let other = ppcore::Key::generate().unwrap().to_text();
-    let _stranger = Node::start_with_env(&["--join", &listening], &[("PP_SECRET", &other)]);
     let h = server.submit(jobs::echo_u64, (1,));
-    // Nobody the client trusts is there: the job stays queued.
-    assert!(h.wait_timeout(Duration::from_secs(3)).is_none());
+    let stranger = Node::start_with_env(&["--join", &listening], &[("PP_SECRET", &other)]);
+    // The stranger joins and is refused at the handshake (its log says
+    // so): nobody the client trusts is there, so the job stays queued.
+    let refused = stranger.wait_log("handshake refused", Duration::from_secs(10), |_| true);
+    assert!(refused, "the stranger was never refused");
+    assert!(!h.is_finished());
     assert!(server.active_nodes().is_empty(), "{:?}", server.nodes());
 }
