@@ -109,9 +109,13 @@ impl Node {
         *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// Forgets connection `id` (closed: see [`Conn::mark_closed`]) and, in
+    /// isolation mode, kills the processes still running its jobs: nobody
+    /// waits for them, and their slots are wanted.
     pub(crate) fn close(&self, id: u64) {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if conns.remove(&id).is_some() {
+        let closed = conns.remove(&id);
+        if closed.is_some() {
             self.open_conns.done();
         }
         let clients = conns
@@ -120,6 +124,14 @@ impl Node {
         let mut idle = self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
         if !clients && idle.is_none() {
             *idle = Some(Instant::now());
+        }
+        drop(idle);
+        drop(conns);
+        if let Some(conn) = closed {
+            if self.config.isolation == Isolation::Process {
+                let killed = self.isolated.kill_conn(Arc::as_ptr(&conn) as usize);
+                self.cancelled.fetch_add(killed, Ordering::Relaxed);
+            }
         }
     }
 
