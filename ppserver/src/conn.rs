@@ -253,8 +253,9 @@ impl Driver<'_> {
     /// batches.
     fn events(&mut self, link: &mut NodeLink, events: &Receiver<ConnIn>) {
         let mut done = Vec::new();
+        // One clock read per turn: the link needs `now` only for its timers.
+        let now = Instant::now();
         for ev in events.try_iter().take(4 * MAX_BATCH) {
-            let now = Instant::now();
             match ev {
                 ConnIn::Finished(d) => {
                     done.push(d);
@@ -282,7 +283,7 @@ impl Driver<'_> {
             }
         }
         if !done.is_empty() {
-            link.handle(NodeEvent::Finished(done), Instant::now());
+            link.handle(NodeEvent::Finished(done), now);
         }
     }
 

@@ -123,7 +123,9 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
     let workers = config.workers;
     let node = Arc::new(Node::new(config, registry, queue.clone()));
     let worker_node = Arc::clone(&node);
-    let pool = Pool::start("pp-node-worker", workers, queue, move |Ticket| {
+    // Jobs arrive a frame at a time: idle workers sleep at once rather than
+    // spin beside the connection drivers (ppcore::Pool::start_polling).
+    let pool = Pool::start_polling("pp-node-worker", workers, 0, queue, move |Ticket| {
         worker_node.run_next()
     });
     let stop = Arc::new(Stop::default());

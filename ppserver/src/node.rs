@@ -253,6 +253,10 @@ impl Node {
                 .push(client, job);
             queued += 1;
         }
+        if queued > 0 {
+            // Tests wait for this line (their nodes log this module at debug).
+            tracing::debug!(jobs = queued, "jobs queued");
+        }
         self.queue.push_all((0..queued).map(|_| Ticket));
     }
 
@@ -364,6 +368,7 @@ impl Node {
         }
         job.out.end(job.args.len());
         self.active.done();
+        tracing::debug!(id = job.id, "job ended");
     }
 
     /// The client cancelled job `id`: skip it if it has not started; in
