@@ -14,6 +14,8 @@ fuzz_target!(|data: &[u8]| {
         handshake_timeout: Duration::from_secs(5),
         heartbeat: Duration::from_secs(5),
         max_frame: 1 << 20,
+        credit_jobs: 8,
+        credit_bytes: 1 << 20,
     };
     let welcome = NodeMsg::Welcome {
         node_id: "n".into(),
@@ -22,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
         jobs: vec![],
         heartbeat_ms: 0,
         caps: vec![],
+        credit_jobs: 0,
+        credit_bytes: 0,
     };
     let now = Instant::now();
     let mut link = NodeLink::new(config, welcome, now);

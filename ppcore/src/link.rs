@@ -110,6 +110,11 @@ pub struct NodeHello {
     pub jobs: Vec<JobInfo>,
     /// The heartbeat interval agreed on.
     pub heartbeat: Duration,
+    /// The node's credit window: the most jobs in flight (0: no bound).
+    pub credit_jobs: usize,
+    /// The node's credit window: the most bytes of arguments in flight
+    /// (one job alone may go over it; 0: no bound).
+    pub credit_bytes: usize,
 }
 
 /// Something that happened to a link.
@@ -200,6 +205,12 @@ pub struct ClientLink<T> {
     /// Connections in a row that failed before the link was up.
     failures: u32,
     ledger: Ledger<T>,
+    /// The node's credit window in jobs (0: no bound).
+    credit_jobs: usize,
+    /// The node's credit window in bytes of arguments (0: no bound).
+    credit_bytes: usize,
+    /// A job did not fit the byte window: take no more until one leaves.
+    credit_full: bool,
     jobs: HashSet<(String, String)>,
     heartbeat: Duration,
     heard: Instant,
@@ -232,6 +243,9 @@ impl<T> ClientLink<T> {
             key_index: 0,
             failures: 0,
             ledger: Ledger::new(1, config.max_prefetch),
+            credit_jobs: 0,
+            credit_bytes: 0,
+            credit_full: false,
             jobs: HashSet::new(),
             heartbeat: config.heartbeat,
             heard: now,
@@ -253,10 +267,11 @@ impl<T> ClientLink<T> {
         self.state
     }
 
-    /// How many more jobs the node may take now (0 unless ready).
+    /// How many more jobs the node may take now (0 unless ready), within
+    /// its window and the credit it granted.
     pub fn free(&self) -> usize {
         match self.state {
-            LinkState::Ready => self.ledger.free(),
+            LinkState::Ready if !self.credit_full => self.ledger.free(),
             _ => 0,
         }
     }
@@ -299,6 +314,7 @@ impl<T> ClientLink<T> {
     /// timed out, cancelled) and tells the node to stop them.
     pub fn cancel_where(&mut self, ended: impl Fn(&T) -> bool) -> Vec<T> {
         let gone = self.ledger.remove_where(ended);
+        self.credit_full &= gone.is_empty();
         let mut jobs = Vec::with_capacity(gone.len());
         for (id, job) in gone {
             self.send(&ClientMsg::Cancel { id });
@@ -326,6 +342,7 @@ impl<T> ClientLink<T> {
             Event::Submit(jobs) => self.submit(jobs),
             Event::Cancel(id) => {
                 if self.ledger.forget(id).is_some() {
+                    self.credit_full = false;
                     self.send(&ClientMsg::Cancel { id });
                 }
             }
@@ -426,6 +443,7 @@ impl<T> ClientLink<T> {
                 for d in results {
                     let exec = Duration::from_nanos(d.exec_ns);
                     if let Some(job) = self.ledger.done(d.id, d.attempt, exec) {
+                        self.credit_full = false;
                         self.actions.push_back(Action::Done {
                             job,
                             result: d.result,
@@ -437,6 +455,7 @@ impl<T> ClientLink<T> {
             NodeMsg::Returned(back) => {
                 for (id, attempt) in back {
                     if let Some(job) = self.ledger.take(id, attempt) {
+                        self.credit_full = false;
                         self.actions
                             .push_back(Action::Returned { job, lost: false });
                     }
@@ -512,6 +531,8 @@ impl<T> ClientLink<T> {
             workers,
             jobs,
             heartbeat_ms,
+            credit_jobs,
+            credit_bytes,
             ..
         } = welcome
         else {
@@ -522,7 +543,10 @@ impl<T> ClientLink<T> {
             ms => self.config.heartbeat.min(Duration::from_millis(ms)),
         };
         let workers = workers as usize;
-        self.ledger = Ledger::new(workers, self.config.max_prefetch);
+        self.credit_jobs = usize::try_from(credit_jobs).unwrap_or(usize::MAX);
+        self.credit_bytes = usize::try_from(credit_bytes).unwrap_or(usize::MAX);
+        self.credit_full = false;
+        self.ledger = Ledger::new(workers, self.config.max_prefetch).with_credit(self.credit_jobs);
         self.jobs = jobs
             .iter()
             .map(|j| (j.name.clone(), j.signature.clone()))
@@ -539,6 +563,8 @@ impl<T> ClientLink<T> {
             workers,
             jobs,
             heartbeat: self.heartbeat,
+            credit_jobs: self.credit_jobs,
+            credit_bytes: self.credit_bytes,
         }));
     }
 
@@ -550,15 +576,17 @@ impl<T> ClientLink<T> {
             }
             return;
         }
+        let jobs = self.within_credit(jobs);
         let budget = self.config.max_frame;
         for batch in batches_by_size(jobs, |(r, _)| r.args.len(), budget) {
             let (run, kept): (Vec<RunJob>, Vec<T>) = batch.into_iter().unzip();
-            let ids: Vec<(u64, u32)> = run.iter().map(|r| (r.id, r.attempt)).collect();
+            let ids: Vec<(u64, u32, usize)> =
+                run.iter().map(|r| (r.id, r.attempt, r.args.len())).collect();
             match self.framer.encode(&ClientMsg::Run(run)) {
                 Ok(bytes) => {
                     self.actions.push_back(Action::Send(bytes));
-                    for ((id, attempt), job) in ids.into_iter().zip(kept) {
-                        self.ledger.sent(id, attempt, job);
+                    for ((id, attempt, bytes), job) in ids.into_iter().zip(kept) {
+                        self.ledger.sent(id, attempt, bytes, job);
                     }
                 }
                 Err(e) => {
@@ -573,6 +601,30 @@ impl<T> ClientLink<T> {
                 }
             }
         }
+    }
+
+    /// The jobs that fit the node's credit window, in order; the others go
+    /// back to the queue unsent (the node would hand them back), and the
+    /// link takes no more until a job leaves.
+    fn within_credit(&mut self, jobs: Vec<(RunJob, T)>) -> Vec<(RunJob, T)> {
+        let (mut n, mut bytes) = (self.ledger.len(), self.ledger.bytes());
+        let mut fit = Vec::with_capacity(jobs.len());
+        for (run, job) in jobs {
+            let size = run.args.len();
+            let fits = !self.credit_full
+                && (self.credit_jobs == 0 || n < self.credit_jobs)
+                && (n == 0 || self.credit_bytes == 0 || bytes.saturating_add(size) <= self.credit_bytes);
+            if fits {
+                n += 1;
+                bytes = bytes.saturating_add(size);
+                fit.push((run, job));
+            } else {
+                self.credit_full = true;
+                self.actions
+                    .push_back(Action::Returned { job, lost: false });
+            }
+        }
+        fit
     }
 
     fn send(&mut self, msg: &ClientMsg) {

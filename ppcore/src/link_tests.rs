@@ -42,6 +42,8 @@ fn welcome(workers: u32) -> NodeMsg {
         }],
         heartbeat_ms: 0,
         caps: vec![],
+        credit_jobs: 0,
+        credit_bytes: 0,
     }
 }
 

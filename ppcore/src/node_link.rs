@@ -30,7 +30,7 @@ use crate::link::MISSED_BEATS;
 use crate::secure::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
 use crate::wire::{batches_by_size, max_payload, ClientMsg, DoneJob, NodeMsg, NodeStatus, RunJob};
 use crate::{ErrorKind, JobError};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The largest frame a client may send before it has authenticated: its
@@ -48,6 +48,11 @@ pub struct NodeLinkConfig {
     pub heartbeat: Duration,
     /// The largest frame, either way, after the handshake.
     pub max_frame: usize,
+    /// The credit window in jobs in flight (announced in `Welcome`).
+    pub credit_jobs: usize,
+    /// The credit window in bytes of arguments in flight (announced in
+    /// `Welcome`); one job alone may go over it.
+    pub credit_bytes: usize,
 }
 
 /// Something that happened to a node's connection.
@@ -61,6 +66,9 @@ pub enum NodeEvent<'a> {
     Finished(Vec<DoneJob>),
     /// Jobs of this connection given back unrun (the node is stopping).
     GiveBack(Vec<(u64, u32)>),
+    /// Jobs of this connection that ended without a word to the client
+    /// (cancelled before they ran): their credit comes back.
+    Ended(Vec<u64>),
     /// The answer to a [`NodeAction::StatusWanted`].
     Status(NodeStatus),
     /// The node stops taking jobs.
@@ -69,6 +77,9 @@ pub enum NodeEvent<'a> {
     Stop,
     /// The connection broke.
     TransportClosed(String),
+    /// The node is full for now (too many clients): tell the client, which
+    /// retries later, and close.
+    Refuse(String),
 }
 
 /// Something the node's driver must do.
@@ -113,6 +124,10 @@ pub struct NodeLink {
     authenticated: bool,
     heard: Instant,
     deadline: Instant,
+    /// Jobs accepted and not ended, with their arguments' size: the credit
+    /// in use.
+    inflight: HashMap<u64, usize>,
+    inflight_bytes: usize,
     actions: VecDeque<NodeAction>,
 }
 
@@ -120,8 +135,16 @@ impl NodeLink {
     /// A fresh connection: `welcome` is the node's first sealed frame (its
     /// `heartbeat_ms` is set here).
     pub fn new(config: NodeLinkConfig, mut welcome: NodeMsg, now: Instant) -> Self {
-        if let NodeMsg::Welcome { heartbeat_ms, .. } = &mut welcome {
+        if let NodeMsg::Welcome {
+            heartbeat_ms,
+            credit_jobs,
+            credit_bytes,
+            ..
+        } = &mut welcome
+        {
             *heartbeat_ms = u64::try_from(config.heartbeat.as_millis()).unwrap_or(u64::MAX);
+            *credit_jobs = u32::try_from(config.credit_jobs).unwrap_or(u32::MAX);
+            *credit_bytes = u64::try_from(config.credit_bytes).unwrap_or(u64::MAX);
         }
         NodeLink {
             framer: Framer::new(CLIENT_HANDSHAKE_MAX_FRAME),
@@ -131,6 +154,8 @@ impl NodeLink {
             welcome,
             draining: false,
             heard: now,
+            inflight: HashMap::new(),
+            inflight_bytes: 0,
             actions: VecDeque::new(),
             config,
         }
@@ -180,9 +205,11 @@ impl NodeLink {
             NodeEvent::Timer => self.on_timer(now),
             NodeEvent::Finished(done) => self.finished(done),
             NodeEvent::GiveBack(jobs) if !jobs.is_empty() => {
+                jobs.iter().for_each(|(id, _)| self.ended(*id));
                 self.send(&NodeMsg::Returned(jobs));
             }
             NodeEvent::GiveBack(_) => {}
+            NodeEvent::Ended(ids) => ids.into_iter().for_each(|id| self.ended(id)),
             NodeEvent::Status(status) => self.send(&NodeMsg::Status(status)),
             NodeEvent::Drain => {
                 self.draining = true;
@@ -196,6 +223,17 @@ impl NodeLink {
                     self.send(&NodeMsg::Goodbye);
                 }
                 self.close(None);
+            }
+            NodeEvent::Refuse(reason) => {
+                if self.framer.is_secure() {
+                    self.send(&NodeMsg::Reject {
+                        reason: reason.clone(),
+                        retry: true,
+                    });
+                } else {
+                    self.send_raw(&crate::secure::refusal_busy(&reason));
+                }
+                self.close(Some(reason));
             }
             NodeEvent::TransportClosed(reason) => {
                 self.state = State::Closed;
@@ -251,12 +289,50 @@ impl NodeLink {
                 let back = jobs.iter().map(|j| (j.id, j.attempt)).collect();
                 self.send(&NodeMsg::Returned(back));
             }
-            ClientMsg::Run(jobs) => self.actions.push_back(NodeAction::Run(jobs)),
+            ClientMsg::Run(jobs) => self.run(jobs),
             ClientMsg::Cancel { id } => self.actions.push_back(NodeAction::Cancel(id)),
             ClientMsg::Ping(n) => self.send(&NodeMsg::Pong(n)),
             ClientMsg::Status => self.actions.push_back(NodeAction::StatusWanted),
             ClientMsg::Goodbye => self.close(None),
         }
+    }
+
+    /// Jobs from the client: those within its credit window are queued,
+    /// the rest handed back unrun (a client that keeps to the window it was
+    /// given never sees this).
+    fn run(&mut self, jobs: Vec<RunJob>) {
+        let (mut take, mut back) = (Vec::with_capacity(jobs.len()), Vec::new());
+        for job in jobs {
+            let size = job.args.len();
+            let fits = self.inflight.len() < self.config.credit_jobs
+                && (self.inflight.is_empty()
+                    || self.inflight_bytes.saturating_add(size) <= self.config.credit_bytes);
+            if fits && !self.inflight.contains_key(&job.id) {
+                self.inflight.insert(job.id, size);
+                self.inflight_bytes += size;
+                take.push(job);
+            } else {
+                back.push((job.id, job.attempt));
+            }
+        }
+        if !take.is_empty() {
+            self.actions.push_back(NodeAction::Run(take));
+        }
+        if !back.is_empty() {
+            self.send(&NodeMsg::Returned(back));
+        }
+    }
+
+    /// Job `id` ended here: its credit comes back.
+    fn ended(&mut self, id: u64) {
+        if let Some(size) = self.inflight.remove(&id) {
+            self.inflight_bytes -= size;
+        }
+    }
+
+    /// Jobs of this connection queued or running, and their arguments' bytes.
+    pub fn credit_used(&self) -> (usize, usize) {
+        (self.inflight.len(), self.inflight_bytes)
     }
 
     /// The client's handshake message: answer it and send the `Welcome`
@@ -295,6 +371,7 @@ impl NodeLink {
     }
 
     fn finished(&mut self, mut done: Vec<DoneJob>) {
+        done.iter().for_each(|d| self.ended(d.id));
         if !self.is_ready() || done.is_empty() {
             return;
         }

@@ -134,6 +134,15 @@ pub enum NodeMsg {
         /// Optional protocol features the node speaks (see PROTOCOL.md).
         #[serde(default)]
         caps: Vec<String>,
+        /// The credit window, in jobs: the most jobs this connection may
+        /// have in flight (sent and not answered); more are handed back
+        /// unrun. 0 (or missing): no bound.
+        #[serde(default)]
+        credit_jobs: u32,
+        /// The credit window, in bytes of job arguments in flight (one job
+        /// alone may go over it). 0 (or missing): no bound.
+        #[serde(default)]
+        credit_bytes: u64,
     },
     /// The node refuses this connection, and says why.
     Reject {

@@ -11,12 +11,15 @@
 //! in an [`Outbox`]; no progress for `--write-timeout` drops the client),
 //! queue or cancel jobs, close.
 //!
-//! Memory per client is bounded: while its jobs' arguments queued here plus
-//! the results waiting to be written exceed [`backlog_limit`] (twice the
-//! frame limit), the driver stops reading from it. A client that keeps to
-//! its window never comes near; one that floods the node without reading
-//! its results is held there by TCP until `--write-timeout` drops it.
+//! Memory per client is bounded. Its queued work is bounded by the credit
+//! window the link grants (jobs beyond it go back unrun, and the node keeps
+//! reading, so heartbeats and cancels always get through). Its unwritten
+//! results: while they exceed [`backlog_limit`] (twice the frame limit),
+//! the driver stops reading from it; a client that does not read its
+//! results is held there by TCP until `--write-timeout` drops it. Both are
+//! counted against the node's `--max-memory` (`memory`).
 
+use crate::memory::Held;
 use crate::node::Node;
 use crate::out::{Conn, ConnIn, Waker};
 use crossbeam_channel::Receiver;
@@ -36,8 +39,8 @@ const READS_PER_TURN: usize = 16;
 const MAX_BATCH: usize = 1024;
 const SOCKET: Token = Token(1);
 
-/// Bytes of queued arguments and unwritten results beyond which a
-/// connection is not read until they shrink.
+/// Bytes of unwritten results beyond which a connection is not read until
+/// they shrink.
 fn backlog_limit(max_frame: usize) -> usize {
     max_frame.saturating_mul(2)
 }
@@ -56,25 +59,29 @@ pub(crate) fn serve(node: &Arc<Node>, stream: std::net::TcpStream) {
         Err(e) => return tracing::warn!(%peer, "cannot watch connection: {e}"),
     };
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let conn = Arc::new(Conn::new(ev_tx, Arc::clone(&waker)));
-    let Some(id) = node.open(&conn) else {
-        let reason = format!(
-            "too many connections (limit {})",
-            node.config.max_connections
-        );
-        tracing::warn!(%peer, "refused: {reason}");
-        crate::daemon::refuse(stream, reason);
-        return;
+    let conn = Arc::new(Conn::new(ev_tx, Arc::clone(&waker), Arc::clone(&node.memory)));
+    let source = stream
+        .peer_addr()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let id = match node.open(&conn, source) {
+        Ok(id) => id,
+        Err(refused) => {
+            tracing::debug!(%peer, "refused: {refused}");
+            return crate::daemon::refuse(stream, refused.to_string());
+        }
     };
     match setup(&poll, stream) {
         Ok(stream) => {
             let mut d = Driver {
                 node,
+                id,
                 conn: &conn,
                 stream,
                 poll,
                 waker,
                 outbox: Outbox::new(),
+                outbox_held: node.memory.hold(0),
+                results_held: Vec::new(),
                 readable: true,
                 watch_write: false,
                 buf: vec![0u8; READ_BUF],
@@ -101,11 +108,18 @@ fn setup(poll: &Poll, stream: std::net::TcpStream) -> std::io::Result<TcpStream>
 
 struct Driver<'a> {
     node: &'a Arc<Node>,
+    /// This connection's number in the node.
+    id: u64,
     conn: &'a Arc<Conn>,
     stream: TcpStream,
     poll: Poll,
     waker: Arc<Waker>,
     outbox: Outbox,
+    /// The outbox's bytes, counted against `--max-memory`.
+    outbox_held: Held,
+    /// Results read from the workers, counted until the link's frames of
+    /// them reach the outbox.
+    results_held: Vec<Held>,
     /// The socket may have more to read.
     readable: bool,
     /// Whether the poll watches the socket for room to write (only while
@@ -128,6 +142,8 @@ impl Driver<'_> {
             handshake_timeout: config.handshake_timeout,
             heartbeat: config.heartbeat,
             max_frame: config.max_frame,
+            credit_jobs: config.credit_jobs(),
+            credit_bytes: config.credit_bytes,
         };
         let mut link = NodeLink::new(link_config, self.node.welcome(), Instant::now());
         if self.node.draining() {
@@ -194,13 +210,11 @@ impl Driver<'_> {
         }
     }
 
-    /// Whether to read now: the socket has bytes, and the client's backlog
-    /// here is under the limit (else a worker's result wakes us when it
-    /// shrinks).
+    /// Whether to read now: the socket has bytes, and the client's unwritten
+    /// results are under the limit (its queued work is bounded by its credit
+    /// window, and always read: control frames get through).
     fn may_read(&self) -> bool {
-        self.readable
-            && self.conn.queued_bytes() + self.outbox.len()
-                <= backlog_limit(self.node.config.max_frame)
+        self.readable && self.outbox.len() <= backlog_limit(self.node.config.max_frame)
     }
 
     /// Reads what the socket has (a bounded amount per turn).
@@ -240,12 +254,15 @@ impl Driver<'_> {
     /// Feeds what the node said since the last turn, finished jobs in
     /// batches.
     fn events(&mut self, link: &mut NodeLink, events: &Receiver<ConnIn>) {
+        // Results stay counted against --max-memory until the link's frames
+        // are in the outbox (counted there: `settle`).
         let mut done = Vec::new();
         for ev in events.try_iter().take(4 * MAX_BATCH) {
             let now = Instant::now();
             match ev {
-                ConnIn::Finished(d) => {
+                ConnIn::Finished(d, h) => {
                     done.push(d);
+                    self.results_held.push(h);
                     if done.len() == MAX_BATCH {
                         link.handle(NodeEvent::Finished(std::mem::take(&mut done)), now);
                     }
@@ -259,9 +276,10 @@ impl Driver<'_> {
                         ConnIn::GiveBack(id, attempt) => {
                             link.handle(NodeEvent::GiveBack(vec![(id, attempt)]), now)
                         }
+                        ConnIn::Skipped(id) => link.handle(NodeEvent::Ended(vec![id]), now),
                         ConnIn::Drain => link.handle(NodeEvent::Drain, now),
                         ConnIn::Stop => link.handle(NodeEvent::Stop, now),
-                        ConnIn::Finished(_) => {}
+                        ConnIn::Finished(..) => {}
                     }
                 }
             }
@@ -283,13 +301,19 @@ impl Driver<'_> {
     /// false once the connection is over.
     fn settle(&mut self, link: &mut NodeLink) -> bool {
         loop {
-            if !self.act(link) {
+            let open = self.act(link);
+            // The results' frames are in the outbox now: count them there.
+            self.results_held.clear();
+            self.outbox_held.resize(self.outbox.len());
+            if !open {
                 return false;
             }
             if self.broken {
                 return true;
             }
-            match self.outbox.flush(&mut self.stream, Instant::now()) {
+            let flushed = self.outbox.flush(&mut self.stream, Instant::now());
+            self.outbox_held.resize(self.outbox.len());
+            match flushed {
                 Ok(all) => {
                     // Room to write matters only while bytes wait.
                     if all == self.watch_write {
@@ -324,10 +348,10 @@ impl Driver<'_> {
                 NodeAction::StatusWanted => {
                     link.handle(NodeEvent::Status(self.node.status()), Instant::now())
                 }
-                NodeAction::Authenticated => {
-                    self.node.authenticated(self.conn);
-                    tracing::debug!(peer = %self.peer, "client authenticated")
-                }
+                NodeAction::Authenticated => match self.node.authenticated(self.id) {
+                    Ok(()) => tracing::debug!(peer = %self.peer, "client authenticated"),
+                    Err(full) => link.handle(NodeEvent::Refuse(full.to_string()), Instant::now()),
+                },
                 NodeAction::Close { reason: None } => {
                     tracing::debug!(peer = %self.peer, "connection closed");
                     return false;

@@ -253,12 +253,12 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
             return;
         }
         match stream {
-            Ok(stream) if node.is_full() => {
-                let reason = format!(
-                    "too many connections (limit {})",
-                    node.config.max_connections
-                );
-                tracing::warn!(peer = ?stream.peer_addr().ok(), "refused: {reason}");
+            Ok(stream) if refused(node, &stream).is_some() => {
+                // Strangers over their limits cost the accept thread one
+                // write each, no thread; logged at debug: a flood must not
+                // flood the log.
+                let reason = refused(node, &stream).map_or_else(String::new, |r| r.to_string());
+                tracing::debug!(peer = ?stream.peer_addr().ok(), "refused: {reason}");
                 refuse(stream, reason);
             }
             Ok(stream) => {
@@ -275,6 +275,11 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
             }
         }
     }
+}
+
+/// Why the node refuses a new connection on `stream` now, if it does.
+fn refused(node: &Node, stream: &TcpStream) -> Option<crate::admission::Refused> {
+    node.refuses(stream.peer_addr().ok()?.ip())
 }
 
 /// Refuses a connection at once, with a reason, on the calling thread (the

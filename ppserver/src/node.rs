@@ -2,12 +2,15 @@
 //! its workers, the counters, the open connections, and the shutdown state.
 
 use crate::config::Isolation;
+use crate::memory::{Held, Memory};
 use crate::out::Conn;
 use crate::Config;
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, NodeStatus};
 use ppcore::{ErrorKind, JobError, Lanes, Registry};
 use serde_bytes::ByteBuf;
+use crate::admission::{Admission, AdmissionLimits, Refused};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +23,21 @@ pub(crate) struct NodeJob {
     pub(crate) run: fn(&[u8]) -> Result<Vec<u8>, JobError>,
     pub(crate) args: ByteBuf,
     pub(crate) out: Arc<Conn>,
+    /// Its bytes, counted against `--max-memory` while it waits or runs.
+    _held: Held,
+}
+
+/// What a queued job costs against `--max-memory`: its arguments, its name
+/// and a fixed share for its bookkeeping (so that empty jobs count too).
+fn job_bytes(job: &ppcore::wire::RunJob) -> usize {
+    const OVERHEAD: usize = 128;
+    job.args.len() + job.name.len() + OVERHEAD
+}
+
+/// The open connections, and who may open one.
+struct Conns {
+    open: HashMap<u64, (Arc<Conn>, IpAddr)>,
+    admission: Admission,
 }
 
 pub(crate) struct Node {
@@ -35,7 +53,7 @@ pub(crate) struct Node {
     /// Jobs queued or running here.
     active: ppcore::Pending,
     next_conn: AtomicU64,
-    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    conns: Mutex<Conns>,
     /// Open connections, to wait for their goodbyes.
     open_conns: ppcore::Pending,
     /// Set when the node stops taking jobs (SIGTERM, idle timeout).
@@ -44,6 +62,10 @@ pub(crate) struct Node {
     idle_since: Mutex<Option<Instant>>,
     /// Jobs running in worker processes (isolation mode).
     isolated: crate::isolate::Running,
+    /// `--max-memory`: queued arguments and unwritten results.
+    pub(crate) memory: Arc<Memory>,
+    /// Jobs handed back because the node was over `--max-memory`.
+    refused_memory: AtomicU64,
     /// Counters only `--metrics` reads.
     pub(crate) meters: crate::metrics::Meters,
 }
@@ -57,6 +79,12 @@ impl Node {
                 signature: e.signature.to_owned(),
             })
             .collect();
+        let admission = Admission::new(AdmissionLimits {
+            clients: config.max_connections,
+            unauthenticated: config.max_unauthenticated,
+            per_source: config.max_per_source,
+        });
+        let memory = Arc::new(Memory::new(config.max_memory));
         Node {
             node_id: config.node_id(),
             config,
@@ -69,11 +97,16 @@ impl Node {
             cancelled: AtomicU64::new(0),
             active: ppcore::Pending::default(),
             next_conn: AtomicU64::new(0),
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(Conns {
+                open: HashMap::new(),
+                admission,
+            }),
             open_conns: ppcore::Pending::default(),
             draining: AtomicBool::new(false),
             idle_since: Mutex::new(Some(Instant::now())),
             isolated: Default::default(),
+            memory,
+            refused_memory: AtomicU64::new(0),
             meters: Default::default(),
         }
     }
@@ -82,43 +115,50 @@ impl Node {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Whether the node is at its connection limit.
-    pub(crate) fn is_full(&self) -> bool {
-        self.conns
-            .lock()
-            .map_or(true, |c| c.len() >= self.config.max_connections)
+    fn lock_conns(&self) -> std::sync::MutexGuard<'_, Conns> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a connection; `None` if the node is at its connection limit.
-    pub(crate) fn open(&self, conn: &Arc<Conn>) -> Option<u64> {
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if conns.len() >= self.config.max_connections {
-            return None;
-        }
+    /// Why a new connection from `source` would be refused now, if it would
+    /// (checked on the accept thread, so that a flood costs no thread).
+    pub(crate) fn refuses(&self, source: IpAddr) -> Option<Refused> {
+        self.lock_conns().admission.check(source).err()
+    }
+
+    /// Registers a connection from `source`, as a stranger until it
+    /// authenticates; why not if the node is at a limit.
+    pub(crate) fn open(&self, conn: &Arc<Conn>, source: IpAddr) -> Result<u64, Refused> {
+        let mut conns = self.lock_conns();
+        conns.admission.open(source)?;
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        conns.insert(id, Arc::clone(conn));
+        conns.open.insert(id, (Arc::clone(conn), source));
         self.open_conns.add();
-        Some(id)
+        Ok(id)
     }
 
-    /// The peer of `conn` proved the key: from now on it counts as a client
-    /// (for `--idle-timeout` and for draining); strangers never do.
-    pub(crate) fn authenticated(&self, conn: &Conn) {
-        let _conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+    /// The peer of connection `id` proved the key: from now on it counts as
+    /// a client (for `--idle-timeout`, draining and `--max-connections`);
+    /// strangers never do. Refused if the clients' slots are all taken.
+    pub(crate) fn authenticated(&self, id: u64) -> Result<(), Refused> {
+        let mut conns = self.lock_conns();
+        let Some((conn, source)) = conns.open.get(&id).map(|(c, s)| (Arc::clone(c), *s)) else {
+            return Ok(());
+        };
+        conns.admission.authenticate(source)?;
         conn.authenticated.store(true, Ordering::Release);
         *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
     }
 
     pub(crate) fn close(&self, id: u64) {
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if conns.remove(&id).is_some() {
+        let mut conns = self.lock_conns();
+        if let Some((conn, source)) = conns.open.remove(&id) {
+            let client = conn.authenticated.load(Ordering::Acquire);
+            conns.admission.close(source, client);
             self.open_conns.done();
         }
-        let clients = conns
-            .values()
-            .any(|c| c.authenticated.load(Ordering::Acquire));
         let mut idle = self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
-        if !clients && idle.is_none() {
+        if conns.admission.clients() == 0 && idle.is_none() {
             *idle = Some(Instant::now());
         }
     }
@@ -139,16 +179,13 @@ impl Node {
 
     /// Every open connection.
     pub(crate) fn conns(&self) -> Vec<Arc<Conn>> {
-        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns.values().cloned().collect()
+        let conns = self.lock_conns();
+        conns.open.values().map(|(c, _)| Arc::clone(c)).collect()
     }
 
     /// Whether any open connection is an authenticated client.
     pub(crate) fn has_clients(&self) -> bool {
-        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns
-            .values()
-            .any(|c| c.authenticated.load(Ordering::Acquire))
+        self.lock_conns().admission.clients() > 0
     }
 
     /// Queues jobs sent by one client; jobs this node does not know, or that
@@ -173,9 +210,20 @@ impl Node {
                 });
                 continue;
             };
+            // Over --max-memory: back to the client, to run elsewhere or later.
+            let Some(held) = self.memory.try_hold(job_bytes(&job)) else {
+                let n = self.refused_memory.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    let (used, limit) = (self.memory.used(), self.memory.limit());
+                    tracing::warn!("over --max-memory ({used} of {limit} bytes held): {n} job(s) handed back so far");
+                }
+                out.give_back(job.id, job.attempt);
+                continue;
+            };
             self.active.add();
-            out.begin(job.args.len());
+            out.begin();
             let job = NodeJob {
+                _held: held,
                 id: job.id,
                 attempt: job.attempt,
                 name: job.name,
@@ -194,6 +242,7 @@ impl Node {
             // Nobody is waiting for it any more.
         } else if job.out.cancelled(job.id) {
             self.cancelled.fetch_add(1, Ordering::Relaxed);
+            job.out.skipped(job.id);
         } else if self.draining() {
             job.out.give_back(job.id, job.attempt);
         } else {
@@ -216,7 +265,7 @@ impl Node {
                 exec_ns,
             });
         }
-        job.out.end(job.args.len());
+        job.out.end();
         self.active.done();
     }
 
@@ -245,6 +294,9 @@ impl Node {
             jobs: self.jobs.clone(),
             heartbeat_ms: 0,
             caps: Vec::new(),
+            // Set by each connection's link from its config.
+            credit_jobs: 0,
+            credit_bytes: 0,
         }
     }
 
@@ -254,7 +306,7 @@ impl Node {
             workers: self.config.workers as u32,
             jobs: self.jobs.clone(),
             uptime_s: self.started.elapsed().as_secs_f64(),
-            connections: self.conns.lock().map_or(0, |c| c.len() as u32),
+            connections: self.lock_conns().open.len() as u32,
             jobs_done: self.done.load(Ordering::Relaxed),
             jobs_failed: self.failed.load(Ordering::Relaxed),
             jobs_active: self.active.get() as u64,
