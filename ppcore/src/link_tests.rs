@@ -68,6 +68,8 @@ struct Pair {
     node_jobs: Vec<RunJob>,
     node_cancels: Vec<u64>,
     dials: usize,
+    /// The node's credit window: jobs, bytes.
+    credit: (usize, usize),
 }
 
 impl Pair {
@@ -86,6 +88,7 @@ impl Pair {
             node_jobs: Vec::new(),
             node_cancels: Vec::new(),
             dials: 0,
+            credit: (1000, 1 << 30),
         }
     }
 
@@ -95,6 +98,8 @@ impl Pair {
             handshake_timeout: 5 * SECOND,
             heartbeat: 2 * SECOND,
             max_frame: 1 << 20,
+            credit_jobs: self.credit.0,
+            credit_bytes: self.credit.1,
         }
     }
 
@@ -800,4 +805,49 @@ fn a_refusal_is_retried_only_when_the_node_says_so() {
         let failed = actions.iter().any(|a| matches!(a, Action::Failed { .. }));
         assert_eq!((down, failed), (should_retry, !should_retry), "busy {busy}");
     }
+}
+
+#[test]
+fn the_client_keeps_to_the_credit_window_the_node_grants() {
+    let mut cfg = config();
+    cfg.max_prefetch = 100;
+    let mut p = Pair::with(cfg, keys(1));
+    p.credit = (3, 1 << 20);
+    p.pump();
+    let up = p.take_out();
+    let Some(Action::Up(hello)) = up.first() else {
+        panic!("no Up: {up:?}")
+    };
+    assert_eq!((hello.credit_jobs, hello.credit_bytes), (3, 1 << 20));
+    assert_eq!(p.client.free(), 3, "2 workers + prefetch, capped at the credit");
+    // Submitted beyond it anyway: the extra jobs never leave the client.
+    p.submit(&[(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]);
+    assert_eq!(p.node_jobs.len(), 3);
+    assert_eq!(returned(&p.take_out()), vec![(4, false), (5, false)]);
+    assert_eq!(p.client.free(), 0);
+    // The node, full, still answers heartbeats: back-pressure is not death.
+    for _ in 0..10 {
+        p.tick();
+    }
+    assert_eq!(p.client.state(), LinkState::Ready);
+    p.answer(1, 1);
+    assert_eq!(p.client.free(), 1);
+}
+
+#[test]
+fn the_byte_window_stops_the_client_until_a_job_leaves() {
+    let mut p = Pair::new();
+    p.credit = (100, 7);
+    p.pump();
+    p.take_out();
+    // Jobs of 3 bytes: two fit in 7, the third waits in the client.
+    p.submit(&[(1, 1), (2, 1), (3, 1)]);
+    assert_eq!(p.node_jobs.len(), 2);
+    assert_eq!(returned(&p.take_out()), vec![(3, false)]);
+    assert_eq!(p.client.free(), 0, "no more until one leaves");
+    p.answer(1, 1);
+    assert!(p.client.free() > 0);
+    p.submit(&[(3, 2)]);
+    assert_eq!(p.node_jobs.len(), 3);
+    assert!(returned(&p.take_out()).is_empty(), "the node never handed one back");
 }
