@@ -45,55 +45,115 @@ fn backlog_limit(max_frame: usize) -> usize {
     max_frame.saturating_mul(2)
 }
 
-/// Serves one connection until it closes; logs why it ended.
-pub(crate) fn serve(node: &Arc<Node>, stream: std::net::TcpStream) {
+/// A connection let in and registered with the node, to be served.
+pub(crate) struct Admitted {
+    registered: Registered,
+    stream: std::net::TcpStream,
+    poll: Poll,
+    waker: Arc<Waker>,
+    events: Receiver<ConnIn>,
+    peer: String,
+}
+
+/// A connection's place in the node, given back when dropped (whether it
+/// was served or its thread never started).
+struct Registered {
+    node: Arc<Node>,
+    conn: Arc<Conn>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.conn.mark_closed();
+        self.node.close(self.id);
+    }
+}
+
+/// Lets a new connection in, on the calling thread (the accept thread, so
+/// connections are counted in the order they came and a refused one costs
+/// no thread), or refuses it with a reason (`None`).
+pub(crate) fn admit(node: &Arc<Node>, stream: std::net::TcpStream) -> Option<Admitted> {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "unknown peer".to_owned(), |a| a.to_string());
-    let poll = match Poll::new() {
-        Ok(p) => p,
-        Err(e) => return tracing::warn!(%peer, "cannot watch connection: {e}"),
-    };
-    let waker = match Waker::new(&poll) {
-        Ok(w) => w,
-        Err(e) => return tracing::warn!(%peer, "cannot watch connection: {e}"),
-    };
-    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let conn = Arc::new(Conn::new(ev_tx, Arc::clone(&waker), Arc::clone(&node.memory)));
     let source = stream
         .peer_addr()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    // Refused before anything is made for it: a flood costs a write each.
+    if let Some(refused) = node.refuses(source) {
+        tracing::debug!(%peer, "refused: {refused}");
+        crate::daemon::refuse(stream, refused.to_string());
+        return None;
+    }
+    let watched = Poll::new().and_then(|poll| Ok((Waker::new(&poll)?, poll)));
+    let (waker, poll) = match watched {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(%peer, "cannot watch connection: {e}");
+            return None;
+        }
+    };
+    let (ev_tx, events) = crossbeam_channel::unbounded();
+    let conn = Arc::new(Conn::new(ev_tx, Arc::clone(&waker), Arc::clone(&node.memory)));
     let id = match node.open(&conn, source) {
         Ok(id) => id,
         Err(refused) => {
             tracing::debug!(%peer, "refused: {refused}");
-            return crate::daemon::refuse(stream, refused.to_string());
+            crate::daemon::refuse(stream, refused.to_string());
+            return None;
         }
     };
-    match setup(&poll, stream) {
-        Ok(stream) => {
-            let mut d = Driver {
-                node,
-                id,
-                conn: &conn,
-                stream,
-                poll,
-                waker,
-                outbox: Outbox::new(),
-                outbox_held: node.memory.hold(0),
-                results_held: Vec::new(),
-                readable: true,
-                watch_write: false,
-                buf: vec![0u8; READ_BUF],
-                peer: peer.clone(),
-                broken: false,
-            };
-            d.run(&ev_rx);
+    let registered = Registered {
+        node: Arc::clone(node),
+        conn,
+        id,
+    };
+    Some(Admitted {
+        registered,
+        stream,
+        poll,
+        waker,
+        events,
+        peer,
+    })
+}
+
+impl Admitted {
+    /// Serves the connection until it closes; logs why it ended.
+    pub(crate) fn serve(self) {
+        let Admitted {
+            registered,
+            stream,
+            poll,
+            waker,
+            events,
+            peer,
+        } = self;
+        let node = &registered.node;
+        match setup(&poll, stream) {
+            Ok(stream) => {
+                let mut d = Driver {
+                    node,
+                    id: registered.id,
+                    conn: &registered.conn,
+                    stream,
+                    poll,
+                    waker,
+                    outbox: Outbox::new(),
+                    outbox_held: node.memory.hold(0),
+                    results_held: Vec::new(),
+                    readable: true,
+                    watch_write: false,
+                    buf: vec![0u8; READ_BUF],
+                    peer: peer.clone(),
+                    broken: false,
+                };
+                d.run(&events);
+            }
+            Err(e) => tracing::warn!(%peer, "cannot use connection: {e}"),
         }
-        Err(e) => tracing::warn!(%peer, "cannot use connection: {e}"),
     }
-    conn.mark_closed();
-    node.close(id);
 }
 
 /// Socket options, and the socket watched for reading and writing.
@@ -277,6 +337,7 @@ impl Driver<'_> {
                             link.handle(NodeEvent::GiveBack(vec![(id, attempt)]), now)
                         }
                         ConnIn::Skipped(id) => link.handle(NodeEvent::Ended(vec![id]), now),
+                        ConnIn::Refuse(why) => link.handle(NodeEvent::Refuse(why), now),
                         ConnIn::Drain => link.handle(NodeEvent::Drain, now),
                         ConnIn::Stop => link.handle(NodeEvent::Stop, now),
                         ConnIn::Finished(..) => {}

@@ -253,18 +253,12 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
             return;
         }
         match stream {
-            Ok(stream) if refused(node, &stream).is_some() => {
-                // Strangers over their limits cost the accept thread one
-                // write each, no thread; logged at debug: a flood must not
-                // flood the log.
-                let reason = refused(node, &stream).map_or_else(String::new, |r| r.to_string());
-                tracing::debug!(peer = ?stream.peer_addr().ok(), "refused: {reason}");
-                refuse(stream, reason);
-            }
             Ok(stream) => {
-                let node = Arc::clone(node);
-                let spawned = spawn("pp-conn", move || crate::conn::serve(&node, stream));
-                if let Err(e) = spawned {
+                // Counted (or refused) here, in the order connections came.
+                let Some(admitted) = crate::conn::admit(node, stream) else {
+                    continue;
+                };
+                if let Err(e) = spawn("pp-conn", move || admitted.serve()) {
                     tracing::warn!("cannot start a connection thread: {e}");
                 }
             }
@@ -275,11 +269,6 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
             }
         }
     }
-}
-
-/// Why the node refuses a new connection on `stream` now, if it does.
-fn refused(node: &Node, stream: &TcpStream) -> Option<crate::admission::Refused> {
-    node.refuses(stream.peer_addr().ok()?.ip())
 }
 
 /// Refuses a connection at once, with a reason, on the calling thread (the
@@ -325,7 +314,9 @@ fn join(target: &str, node: &Arc<Node>, stop: &Stop) {
             Ok(stream) => {
                 tracing::info!(target, "joined");
                 backoff = Duration::from_millis(100);
-                crate::conn::serve(node, stream);
+                if let Some(admitted) = crate::conn::admit(node, stream) {
+                    admitted.serve();
+                }
             }
             Err(e) => tracing::debug!(target, "cannot join: {e}"),
         }

@@ -36,7 +36,7 @@ fn job_bytes(job: &ppcore::wire::RunJob) -> usize {
 
 /// The open connections, and who may open one.
 struct Conns {
-    open: HashMap<u64, (Arc<Conn>, IpAddr)>,
+    open: HashMap<u64, Arc<Conn>>,
     admission: Admission,
 }
 
@@ -126,35 +126,44 @@ impl Node {
     }
 
     /// Registers a connection from `source`, as a stranger until it
-    /// authenticates; why not if the node is at a limit.
+    /// authenticates; why not if the node is at a limit. A stranger evicted
+    /// to make room is told to close.
     pub(crate) fn open(&self, conn: &Arc<Conn>, source: IpAddr) -> Result<u64, Refused> {
-        let mut conns = self.lock_conns();
-        conns.admission.open(source)?;
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        conns.open.insert(id, (Arc::clone(conn), source));
-        self.open_conns.add();
+        let evicted = {
+            let mut conns = self.lock_conns();
+            let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+            let evict = conns.admission.open(id, source)?;
+            conns.open.insert(id, Arc::clone(conn));
+            self.open_conns.add();
+            let victim = evict.and_then(|old| conns.open.get(&old).cloned());
+            (id, victim)
+        };
+        let (id, victim) = evicted;
+        if let Some(victim) = victim {
+            let why = Refused::Evicted(self.config.max_unauthenticated);
+            victim.refuse(why.to_string());
+        }
         Ok(id)
     }
 
     /// The peer of connection `id` proved the key: from now on it counts as
     /// a client (for `--idle-timeout`, draining and `--max-connections`);
-    /// strangers never do. Refused if the clients' slots are all taken.
+    /// strangers never do. Refused if the clients' slots are all taken (or
+    /// it was evicted meanwhile).
     pub(crate) fn authenticated(&self, id: u64) -> Result<(), Refused> {
         let mut conns = self.lock_conns();
-        let Some((conn, source)) = conns.open.get(&id).map(|(c, s)| (Arc::clone(c), *s)) else {
-            return Ok(());
-        };
-        conns.admission.authenticate(source)?;
-        conn.authenticated.store(true, Ordering::Release);
+        conns.admission.authenticate(id)?;
+        if let Some(conn) = conns.open.get(&id) {
+            conn.authenticated.store(true, Ordering::Release);
+        }
         *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Ok(())
     }
 
     pub(crate) fn close(&self, id: u64) {
         let mut conns = self.lock_conns();
-        if let Some((conn, source)) = conns.open.remove(&id) {
-            let client = conn.authenticated.load(Ordering::Acquire);
-            conns.admission.close(source, client);
+        if conns.open.remove(&id).is_some() {
+            conns.admission.close(id);
             self.open_conns.done();
         }
         let mut idle = self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
@@ -180,7 +189,7 @@ impl Node {
     /// Every open connection.
     pub(crate) fn conns(&self) -> Vec<Arc<Conn>> {
         let conns = self.lock_conns();
-        conns.open.values().map(|(c, _)| Arc::clone(c)).collect()
+        conns.open.values().cloned().collect()
     }
 
     /// Whether any open connection is an authenticated client.

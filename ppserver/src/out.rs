@@ -48,6 +48,8 @@ pub(crate) enum ConnIn {
     GiveBack(u64, u32),
     /// A job of this connection was skipped (cancelled before it ran).
     Skipped(u64),
+    /// The connection must close, and the peer be told why (it retries).
+    Refuse(String),
     /// The node stops taking jobs.
     Drain,
     /// The node says goodbye.
@@ -117,6 +119,12 @@ impl Conn {
     /// A cancelled job skipped: its credit comes back.
     pub(crate) fn skipped(&self, id: u64) {
         self.tell(ConnIn::Skipped(id));
+    }
+
+    /// Tells the driver to close the connection with `reason` (the peer may
+    /// retry later).
+    pub(crate) fn refuse(&self, reason: String) {
+        self.tell(ConnIn::Refuse(reason));
     }
 
     pub(crate) fn drain(&self) {
