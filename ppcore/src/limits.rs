@@ -147,7 +147,17 @@ mod tests {
         assert_eq!(parse_bytes("512M"), Ok(512 << 20));
         assert_eq!(parse_bytes("4GiB"), Ok(4 << 30));
         assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
-        for bad in ["0", "-1G", "1.5G", "nan", "inf", "18446744073709551615G", "2P", "12", ""] {
+        for bad in [
+            "0",
+            "-1G",
+            "1.5G",
+            "nan",
+            "inf",
+            "18446744073709551615G",
+            "2P",
+            "12",
+            "",
+        ] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
     }

@@ -580,8 +580,10 @@ impl<T> ClientLink<T> {
         let budget = self.config.max_frame;
         for batch in batches_by_size(jobs, |(r, _)| r.args.len(), budget) {
             let (run, kept): (Vec<RunJob>, Vec<T>) = batch.into_iter().unzip();
-            let ids: Vec<(u64, u32, usize)> =
-                run.iter().map(|r| (r.id, r.attempt, r.args.len())).collect();
+            let ids: Vec<(u64, u32, usize)> = run
+                .iter()
+                .map(|r| (r.id, r.attempt, r.args.len()))
+                .collect();
             match self.framer.encode(&ClientMsg::Run(run)) {
                 Ok(bytes) => {
                     self.actions.push_back(Action::Send(bytes));
@@ -613,7 +615,9 @@ impl<T> ClientLink<T> {
             let size = run.args.len();
             let fits = !self.credit_full
                 && (self.credit_jobs == 0 || n < self.credit_jobs)
-                && (n == 0 || self.credit_bytes == 0 || bytes.saturating_add(size) <= self.credit_bytes);
+                && (n == 0
+                    || self.credit_bytes == 0
+                    || bytes.saturating_add(size) <= self.credit_bytes);
             if fits {
                 n += 1;
                 bytes = bytes.saturating_add(size);

@@ -819,7 +819,11 @@ fn the_client_keeps_to_the_credit_window_the_node_grants() {
         panic!("no Up: {up:?}")
     };
     assert_eq!((hello.credit_jobs, hello.credit_bytes), (3, 1 << 20));
-    assert_eq!(p.client.free(), 3, "2 workers + prefetch, capped at the credit");
+    assert_eq!(
+        p.client.free(),
+        3,
+        "2 workers + prefetch, capped at the credit"
+    );
     // Submitted beyond it anyway: the extra jobs never leave the client.
     p.submit(&[(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]);
     assert_eq!(p.node_jobs.len(), 3);
@@ -849,5 +853,8 @@ fn the_byte_window_stops_the_client_until_a_job_leaves() {
     assert!(p.client.free() > 0);
     p.submit(&[(3, 2)]);
     assert_eq!(p.node_jobs.len(), 3);
-    assert!(returned(&p.take_out()).is_empty(), "the node never handed one back");
+    assert!(
+        returned(&p.take_out()).is_empty(),
+        "the node never handed one back"
+    );
 }

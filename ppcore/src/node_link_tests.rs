@@ -372,11 +372,18 @@ fn jobs_beyond_the_credit_window_are_handed_back_and_control_frames_still_read()
     let t0 = Instant::now();
     let (mut l, mut c) = ready(t0);
     // Window: 2 jobs, 100 bytes. Three jobs in one frame: the third goes back.
-    c.feed(&mut l, &ClientMsg::Run(vec![job(1, 10), job(2, 10), job(3, 10)]), t0);
+    c.feed(
+        &mut l,
+        &ClientMsg::Run(vec![job(1, 10), job(2, 10), job(3, 10)]),
+        t0,
+    );
     c.feed(&mut l, &ClientMsg::Ping(7), t0);
     c.feed(&mut l, &ClientMsg::Cancel { id: 1 }, t0);
     let (sent, other) = c.drain(&mut l);
-    assert_eq!(sent, vec![NodeMsg::Returned(vec![(3, 1)]), NodeMsg::Pong(7)]);
+    assert_eq!(
+        sent,
+        vec![NodeMsg::Returned(vec![(3, 1)]), NodeMsg::Pong(7)]
+    );
     assert_eq!(ids(&other), vec![1, 2]);
     assert!(other.contains(&NodeAction::Cancel(1)));
     assert_eq!(l.credit_used(), (2, 20));
@@ -431,7 +438,10 @@ fn the_byte_window_holds_except_for_one_job_alone() {
 fn a_full_node_refuses_an_authenticated_client_for_now() {
     let t0 = Instant::now();
     let (mut l, mut c) = ready(t0);
-    l.handle(NodeEvent::Refuse("too many connections (limit 1)".into()), t0);
+    l.handle(
+        NodeEvent::Refuse("too many connections (limit 1)".into()),
+        t0,
+    );
     let (sent, other) = c.drain(&mut l);
     assert_eq!(
         sent,

@@ -312,7 +312,9 @@ mod tests {
         assert_eq!((c.max_unauthenticated, c.max_per_source), (64, 16));
         assert_eq!((c.credit_jobs(), c.credit_bytes), (12, 64 << 20));
         assert!(c.max_memory >= 1 << 20);
-        let c = cli(&["--max-memory", "512M", "--credit-jobs", "2"]).config().unwrap();
+        let c = cli(&["--max-memory", "512M", "--credit-jobs", "2"])
+            .config()
+            .unwrap();
         assert_eq!((c.max_memory, c.credit_jobs()), (512 << 20, 2));
         for bad in [
             ["--max-unauthenticated", "0"],
@@ -324,6 +326,9 @@ mod tests {
             let args = std::iter::once("ppserver").chain(bad);
             assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
         }
-        assert_eq!(mem_total("MemTotal:  2048 kB\nMemFree: 1 kB"), Some(2 << 20));
+        assert_eq!(
+            mem_total("MemTotal:  2048 kB\nMemFree: 1 kB"),
+            Some(2 << 20)
+        );
     }
 }

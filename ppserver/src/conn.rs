@@ -95,7 +95,11 @@ pub(crate) fn admit(node: &Arc<Node>, stream: std::net::TcpStream) -> Option<Adm
         }
     };
     let (ev_tx, events) = crossbeam_channel::unbounded();
-    let conn = Arc::new(Conn::new(ev_tx, Arc::clone(&waker), Arc::clone(&node.memory)));
+    let conn = Arc::new(Conn::new(
+        ev_tx,
+        Arc::clone(&waker),
+        Arc::clone(&node.memory),
+    ));
     let id = match node.open(&conn, source) {
         Ok(id) => id,
         Err(refused) => {

@@ -1,6 +1,7 @@
 //! What every connection of a node shares: the registry, the job queue and
 //! its workers, the counters, the open connections, and the shutdown state.
 
+use crate::admission::{Admission, AdmissionLimits, Refused};
 use crate::config::Isolation;
 use crate::memory::{Held, Memory};
 use crate::out::Conn;
@@ -8,7 +9,6 @@ use crate::Config;
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, NodeStatus};
 use ppcore::{ErrorKind, JobError, Lanes, Registry};
 use serde_bytes::ByteBuf;
-use crate::admission::{Admission, AdmissionLimits, Refused};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
