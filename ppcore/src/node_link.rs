@@ -11,7 +11,10 @@
 //! drain and stop requests and timer ticks; the link answers with bytes to
 //! write, jobs to queue or cancel, and when to close. It always reads
 //! control frames (heartbeats, cancels, goodbye), also while draining; jobs
-//! that arrive while draining go straight back. A client that sends nothing
+//! that arrive while draining go straight back, and so do jobs past the
+//! connection's credit window (`credit_jobs`, `credit_bytes`, announced in
+//! the `Welcome`): a client cannot queue more than that here, however fast it
+//! sends, and its heartbeats are still read. A client that sends nothing
 //! for [`MISSED_BEATS`] heartbeat intervals, or does not finish the
 //! handshake in time, is closed.
 //!
