@@ -3,7 +3,8 @@
 //! 127.0.0.17 (16 each) that connect and say nothing, held open for the
 //! whole measurement, against one loopback node with its default limits
 //! (64 strangers at most, 16 per address). The client (from 127.0.0.1)
-//! connects after the flood, then runs its jobs. Rounds alternate without
+//! connects after the flood (once the node has taken every socket in),
+//! then runs its jobs. Rounds alternate without
 //! and with the flood; the ratio of the medians is the figure.
 //!
 //! `cargo run --release -p benchmarks --bin flood -- --json`
@@ -18,17 +19,20 @@ use std::time::Instant;
 #[command(about = "Client jobs/s with and without 256 idle unauthenticated sockets")]
 struct Args {
     /// Jobs per measurement.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 20_000)]
     jobs: u64,
     /// Idle sockets in the flood.
     #[arg(long, default_value_t = 256)]
     sockets: usize,
     /// Rounds of each (without, with), alternating.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Workers of the node.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// More arguments for the node, such as `--credit-jobs=1024`.
+    #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
+    node_args: Vec<String>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -78,12 +82,18 @@ fn main() -> Result<std::process::ExitCode> {
     let args = Args::parse();
     anyhow::ensure!(args.rounds > 0 && args.sockets <= 16 * 250, "bad arguments");
     // Strangers would be closed after 5 s; keep them the whole run.
-    let node = benchmarks::spawn_node_with(0, args.workers, &["--handshake-timeout", "600"])?;
+    let mut node_args = vec!["--handshake-timeout", "600"];
+    node_args.extend(args.node_args.iter().map(String::as_str));
+    let node = benchmarks::spawn_node_with(0, args.workers, &node_args)?;
     let addr: SocketAddr = node.addr.parse()?;
     let (mut quiet, mut flooded) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds {
         quiet.push(client_rate(&node.addr, args.jobs)?);
         let sockets = flood(addr, args.sockets)?;
+        // The sockets are connected once the kernel took them; let the node
+        // accept (and evict or refuse) them all, so that what is measured is
+        // a client beside idle strangers, not the node's accept backlog.
+        std::thread::sleep(std::time::Duration::from_secs(1));
         flooded.push(client_rate(&node.addr, args.jobs)?);
         drop(sockets);
     }
@@ -93,6 +103,7 @@ fn main() -> Result<std::process::ExitCode> {
             "jobs": args.jobs,
             "sockets": args.sockets,
             "workers": args.workers,
+            "node_args": args.node_args,
             "jobs_per_s_quiet": quiet,
             "jobs_per_s_flooded": flooded,
             "median_quiet": q,
