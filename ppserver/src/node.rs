@@ -65,7 +65,7 @@ pub(crate) struct Node {
     /// `--max-memory`: queued arguments and unwritten results.
     pub(crate) memory: Arc<Memory>,
     /// Jobs handed back because the node was over `--max-memory`.
-    refused_memory: AtomicU64,
+    pub(crate) refused_memory: AtomicU64,
     /// Counters only `--metrics` reads.
     pub(crate) meters: crate::metrics::Meters,
 }
@@ -129,7 +129,7 @@ impl Node {
     /// authenticates; why not if the node is at a limit. A stranger evicted
     /// to make room is told to close.
     pub(crate) fn open(&self, conn: &Arc<Conn>, source: IpAddr) -> Result<u64, Refused> {
-        let evicted = {
+        let (id, victim) = {
             let mut conns = self.lock_conns();
             let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
             let evict = conns.admission.open(id, source)?;
@@ -138,7 +138,6 @@ impl Node {
             let victim = evict.and_then(|old| conns.open.get(&old).cloned());
             (id, victim)
         };
-        let (id, victim) = evicted;
         if let Some(victim) = victim {
             let why = Refused::Evicted(self.config.max_unauthenticated);
             victim.refuse(why.to_string());
