@@ -1,22 +1,50 @@
 //! Worker processes: how a program that runs jobs in processes of its own
 //! (a node in process isolation) re-runs itself as a job server.
 //!
-//! The parent starts its own executable with [`WORKER_ENV`] set and talks
-//! frames over the child's stdin and stdout. The child must notice that
-//! before doing anything else: [`init_worker`], called first in `main`, is
-//! that one mechanism. A program that never calls it cannot run jobs in
-//! processes, and [`ready`] lets the parent refuse with a clear reason
-//! instead of starting children that do something else.
+//! The parent starts its own executable with [`WORKER_ENV`] set. The child
+//! must notice that before doing anything else: [`init_worker`], called
+//! first in `main`, is that one mechanism. A program that never calls it
+//! cannot run jobs in processes, and [`ready`] lets the parent refuse with a
+//! clear reason instead of starting children that do something else.
+//!
+//! What the parent hands the worker (ppserver's `isolate::spawn_with` does
+//! it for every worker it starts):
+//! - a pipe pair carries the frames: jobs arrive on fd 0, answers leave on
+//!   fd 2 (either side sees end-of-file or a broken pipe when the other
+//!   process is gone). Pipes, not a socketpair: a no-op job costs half as
+//!   much through them (`overhead --node-isolation process`). Fd 0 and 2,
+//!   because fd 0 to 2 are the only slots the standard library can place a
+//!   descriptor in without an unsafe `pre_exec`, which this workspace
+//!   forbids. Before any job runs, the worker moves both to close-on-exec
+//!   descriptors of its own, puts `/dev/null` at fd 0 and its stdout at
+//!   fd 2: jobs, and programs they start, never see the pipes;
+//! - stdout is the node's stderr (and so, once the pipes are taken, is the
+//!   worker's stderr), so whatever a job prints cannot corrupt the frames;
+//! - [`PARENT_ENV`], the parent's pid: the worker asks the kernel for
+//!   SIGKILL when its parent dies (`PR_SET_PDEATHSIG`), then checks that the
+//!   parent is still the one that started it, which closes the race of a
+//!   parent that died before the request. Setting it here, in the worker,
+//!   keeps the parent free of unsafe code; the signal fires when the
+//!   parent's *spawning thread* ends, which is why the node spawns from one
+//!   thread that lives as long as it does.
 
 use crate::registry::Registry;
 use crate::wire::{ClientMsg, DoneJob, NodeMsg, DEFAULT_MAX_FRAME};
 use crate::{encode_frame, FrameError, FrameReader};
 use serde_bytes::ByteBuf;
+use std::io::{PipeReader, PipeWriter};
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Set in a worker process's environment by the process that starts it.
 pub const WORKER_ENV: &str = "PP_WORKER_PROCESS";
+/// The pid of the process that started the worker, in its environment: a
+/// worker whose parent is already someone else exits at once.
+pub const PARENT_ENV: &str = "PP_WORKER_PARENT";
+
+/// The exit code of a worker whose parent died before it could serve.
+const ORPHAN_EXIT: i32 = 4;
 
 static READY: AtomicBool = AtomicBool::new(false);
 
@@ -46,9 +74,12 @@ pub fn ready() -> bool {
 /// ```
 pub fn init_worker() {
     if is_worker() {
-        let code = match Registry::linked() {
-            Ok(registry) => exit_code(serve_stdio(&registry)),
-            Err(_) => 3,
+        let code = match attach() {
+            Ok(parent) => match Registry::linked() {
+                Ok(registry) => serve_parent(parent, &registry),
+                Err(_) => 3,
+            },
+            Err(code) => code,
         };
         std::process::exit(code);
     }
@@ -58,23 +89,72 @@ pub fn init_worker() {
 /// [`init_worker`] serving the jobs of `registry` instead of every linked job.
 pub fn init_worker_with(registry: &Registry) {
     if is_worker() {
-        std::process::exit(exit_code(serve_stdio(registry)));
+        let code = match attach() {
+            Ok(parent) => serve_parent(parent, registry),
+            Err(code) => code,
+        };
+        std::process::exit(code);
     }
     READY.store(true, Ordering::Release);
 }
 
-fn exit_code(served: Result<(), WorkerError>) -> i32 {
-    match served {
+/// The pipes to and from the parent.
+struct Parent {
+    jobs: PipeReader,
+    answers: PipeWriter,
+}
+
+/// Ties the worker to its parent and takes the pipes, first of all (before
+/// anything could print to stderr); the exit code if it cannot.
+fn attach() -> Result<Parent, i32> {
+    if !die_with_parent() {
+        return Err(ORPHAN_EXIT);
+    }
+    take_pipes().map_err(|_| 2)
+}
+
+/// The worker's whole life, on the pipes from its parent. A job's panic is
+/// its error, sent back as such: printed only with `RUST_BACKTRACE`, as
+/// everywhere. Returns the exit code.
+fn serve_parent(parent: Parent, registry: &Registry) -> i32 {
+    crate::quiet_job_panics();
+    match serve_worker(registry, parent.jobs, parent.answers) {
         Ok(()) => 0,
         Err(_) => 2,
     }
 }
 
-/// The worker's whole life on stdin and stdout. A job's panic is its error,
-/// sent back as such: printed only with `RUST_BACKTRACE`, as everywhere.
-fn serve_stdio(registry: &Registry) -> Result<(), WorkerError> {
-    crate::quiet_job_panics();
-    serve_worker(registry, std::io::stdin().lock(), std::io::stdout().lock())
+/// Asks for SIGKILL when the parent dies; false if it already has (the
+/// worker's parent is no longer the pid in [`PARENT_ENV`]).
+fn die_with_parent() -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::process::{getppid, set_parent_process_death_signal, Signal};
+        if set_parent_process_death_signal(Some(Signal::KILL)).is_err() {
+            return false;
+        }
+        let expected = std::env::var(PARENT_ENV)
+            .ok()
+            .and_then(|pid| pid.parse::<i32>().ok());
+        if let Some(expected) = expected {
+            return getppid().map(|p| p.as_raw_pid()) == Some(expected);
+        }
+    }
+    true
+}
+
+/// The pipes from and to the parent, moved off fd 0 and 2: fd 0 becomes
+/// `/dev/null`, fd 2 the same as stdout (the parent's stderr).
+fn take_pipes() -> std::io::Result<Parent> {
+    let jobs = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let answers = std::io::stderr().as_fd().try_clone_to_owned()?;
+    let null = std::fs::File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null)?;
+    rustix::stdio::dup2_stderr(std::io::stdout())?;
+    Ok(Parent {
+        jobs: PipeReader::from(jobs),
+        answers: PipeWriter::from(answers),
+    })
 }
 
 /// Why a worker stopped serving before its input ended.

@@ -1,43 +1,113 @@
 //! Isolation mode: each worker thread runs its jobs in a worker process of its
 //! own (this same binary, re-run as a worker, which `ppcore::init_worker`
-//! turns into a job server), talking frames over pipes. An
-//! abort, a segfault, an out-of-memory kill or a runaway job then costs only
-//! that job: the process is replaced and the node keeps serving.
+//! turns into a job server). An abort, a segfault, an out-of-memory kill or
+//! a runaway job then costs only that job: the process is replaced and the
+//! node keeps serving.
+//!
+//! Every worker process is started by [`spawn_with`], whatever its program,
+//! and so never leaks a slot:
+//! - it leads a process group of its own, and is always killed as a group
+//!   (SIGKILL), before it is waited for: a job's children die with it, and
+//!   no thread ever waits on a live worker;
+//! - frames travel on two pipes it inherits as fd 0 and 2 (the worker side,
+//!   and why, is in `ppcore::worker`); its stdout is the node's stderr, so a
+//!   job that prints cannot corrupt them. Every other descriptor of the node
+//!   is close-on-exec: std, mio and signal-hook open theirs so;
+//! - it is spawned by one thread that lives as long as the node, so that
+//!   its parent-death signal (set by the worker itself) fires only when the
+//!   node dies;
+//! - a cancel, a timeout (the client's, which sends a cancel) or the close
+//!   of the job's connection kills the group of the process running it.
 
 use crate::node::NodeJob;
+use crossbeam_channel::Sender;
 use ppcore::wire::{ClientMsg, NodeMsg, RunJob};
 use ppcore::{encode_frame, ErrorKind, FrameReader, JobError};
+use rustix::process::{kill_process_group, Pid, Signal};
 use serde_bytes::ByteBuf;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::io::{PipeReader, PipeWriter};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, OnceLock};
 
-struct WorkerProcess {
-    child: Arc<Mutex<Child>>,
-    stdin: ChildStdin,
-    stdout: FrameReader<ChildStdout>,
+/// One worker process, the group it leads, and the channel to it.
+pub(crate) struct WorkerProcess {
+    /// `None` once reaped: its pid may be reused then, so nothing signals
+    /// `group` any more.
+    child: Option<Child>,
+    group: Pid,
+    jobs: PipeWriter,
+    answers: FrameReader<PipeReader>,
+}
+
+/// Starts `cmd` as a worker process: leader of its own process group, jobs
+/// in on its stdin, answers out on its stderr, its stdout on the node's
+/// stderr, its parent's pid in its environment, spawned by the spawner
+/// thread. The caller sets the rest (program, arguments,
+/// [`ppcore::worker::WORKER_ENV`]).
+pub(crate) fn spawn_with(mut cmd: Command) -> std::io::Result<WorkerProcess> {
+    let (their_jobs, jobs) = std::io::pipe()?;
+    let (answers, their_answers) = std::io::pipe()?;
+    cmd.process_group(0)
+        .env(ppcore::worker::PARENT_ENV, std::process::id().to_string())
+        .stdin(their_jobs)
+        .stdout(std::io::stderr())
+        .stderr(their_answers);
+    // `cmd`, and with it the node's copies of the worker's ends, is dropped
+    // on the spawner thread once the child has them.
+    let child = spawn_on_spawner(cmd)?;
+    Ok(WorkerProcess {
+        group: Pid::from_child(&child),
+        child: Some(child),
+        jobs,
+        answers: FrameReader::new(answers, ppcore::wire::DEFAULT_MAX_FRAME),
+    })
+}
+
+type SpawnRequest = (Command, Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` on the spawner thread: the one thread that starts worker
+/// processes, and never ends, so that a worker's parent-death signal (which
+/// fires when the thread that forked it ends) means the node is gone.
+fn spawn_on_spawner(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Option<Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::unbounded::<SpawnRequest>();
+        let started = std::thread::Builder::new()
+            .name("pp-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            });
+        started.ok().map(|_| tx)
+    });
+    let Some(spawner) = spawner else {
+        return Err(std::io::Error::other("the spawner thread could not start"));
+    };
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    spawner
+        .send((cmd, tx))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
+/// Sends SIGKILL to the process group `group`. A group that is already gone
+/// needs nothing more.
+fn kill_group(group: Pid) {
+    let _ = kill_process_group(group, Signal::KILL);
 }
 
 impl WorkerProcess {
+    /// The node's own program as a worker.
     fn spawn() -> std::io::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .env(ppcore::worker::WORKER_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill();
-            return Err(std::io::Error::other("worker process without pipes"));
-        };
-        Ok(WorkerProcess {
-            child: Arc::new(Mutex::new(child)),
-            stdin,
-            stdout: FrameReader::new(stdout, ppcore::wire::DEFAULT_MAX_FRAME),
-        })
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.env(ppcore::worker::WORKER_ENV, "1");
+        spawn_with(cmd)
     }
 
     /// Sends one job and reads its answer; `None` if the process died.
@@ -49,34 +119,45 @@ impl WorkerProcess {
             args: job.args.clone(),
         }]);
         let frame = encode_frame(&run).ok()?;
-        self.stdin.write_all(&frame).ok()?;
-        match self.stdout.read::<NodeMsg>() {
+        self.jobs.write_all(&frame).ok()?;
+        match self.answers.read::<NodeMsg>() {
             Ok(Some(NodeMsg::Done(mut done))) => done.pop().map(|d| d.result),
             _ => None,
         }
     }
 
-    /// Why the process ended, once it has.
-    fn death(&self) -> String {
-        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        match child.wait() {
-            Ok(status) => match status.signal() {
-                Some(sig) => format!(
-                    "worker process killed by signal {sig} ({})",
-                    signal_name(sig)
-                ),
-                None => format!("worker process exited with {status}"),
-            },
-            Err(e) => format!("worker process lost: {e}"),
+    /// Kills the process and its group, waits for it, and says why it
+    /// ended.
+    fn stop(mut self) -> String {
+        match self.child.take() {
+            Some(child) => reap(child, self.group),
+            None => "worker process already stopped".to_owned(),
         }
     }
 }
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = child.kill();
-        let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            reap(child, self.group);
+        }
+    }
+}
+
+/// Kills `child` and its group `group`, then waits for it, and says why it
+/// ended (a crash keeps its own signal: killing a dead process changes
+/// nothing).
+fn reap(mut child: Child, group: Pid) -> String {
+    kill_group(group);
+    match child.wait() {
+        Ok(status) => match status.signal() {
+            Some(sig) => format!(
+                "worker process killed by signal {sig} ({})",
+                signal_name(sig)
+            ),
+            None => format!("worker process exited with {status}"),
+        },
+        Err(e) => format!("worker process lost: {e}"),
     }
 }
 
@@ -101,10 +182,16 @@ thread_local! {
 /// A running job: its connection (by address) and id.
 type JobKey = (usize, u64);
 
-/// Jobs running in worker processes now, so that a cancel can kill them.
+/// Jobs running in worker processes now, with the process group of each,
+/// so that a cancel or a closed connection can kill them.
+///
+/// A group is killed while the map's lock is held, and a worker thread
+/// takes its job out of the map (under the lock) before it sends the next
+/// job or waits for the process: so a kill always hits the job it was
+/// meant for, and never a reused pid. A kill is one signal, never waits.
 #[derive(Default)]
 pub(crate) struct Running {
-    by_job: Mutex<HashMap<JobKey, Arc<Mutex<Child>>>>,
+    by_job: Mutex<HashMap<JobKey, Pid>>,
 }
 
 impl Running {
@@ -112,20 +199,36 @@ impl Running {
         (Arc::as_ptr(&job.out) as usize, job.id)
     }
 
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<JobKey, Pid>> {
+        self.by_job.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Kills the process running job `id` of connection `out`, if any.
     pub(crate) fn kill(&self, out: usize, id: u64) -> bool {
-        let child = self
-            .by_job
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(out, id));
-        match child {
-            Some(child) => {
-                let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+        let mut map = self.map();
+        match map.remove(&(out, id)) {
+            Some(group) => {
+                kill_group(group);
                 true
             }
             None => false,
         }
+    }
+
+    /// Kills the processes running jobs of connection `out` (it closed);
+    /// returns how many.
+    pub(crate) fn kill_conn(&self, out: usize) -> u64 {
+        let mut map = self.map();
+        let mut killed = 0;
+        map.retain(|&(conn, _), group| {
+            if conn != out {
+                return true;
+            }
+            kill_group(*group);
+            killed += 1;
+            false
+        });
+        killed
     }
 
     /// Runs `job` in this thread's worker process, starting or replacing the
@@ -133,41 +236,57 @@ impl Running {
     pub(crate) fn run(&self, job: &NodeJob) -> Result<ByteBuf, JobError> {
         PROCESS.with(|slot| {
             let mut slot = slot.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(WorkerProcess::spawn().map_err(|e| {
+            let process = match slot.take() {
+                Some(process) => process,
+                None => WorkerProcess::spawn().map_err(|e| {
                     JobError::new(
                         ErrorKind::Crashed,
                         format!("cannot start a worker process: {e}"),
                     )
-                })?);
-            }
-            let Some(process) = slot.as_mut() else {
-                return Err(JobError::new(ErrorKind::Crashed, "no worker process"));
+                })?,
             };
-            let key = Self::key(job);
-            self.by_job
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, Arc::clone(&process.child));
-            let answer = process.run(job);
-            let cancelled = self
-                .by_job
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key)
-                .is_none();
-            match answer {
-                Some(result) => result,
-                None => {
-                    let why = process.death();
-                    *slot = None; // replaced on the next job
-                    Err(if cancelled {
-                        JobError::new(ErrorKind::Cancelled, "cancelled: worker process stopped")
-                    } else {
-                        JobError::new(ErrorKind::Crashed, why)
-                    })
-                }
-            }
+            let (result, alive) = self.run_on(process, job);
+            *slot = alive; // a dead process is replaced on the next job
+            result
         })
     }
+
+    /// Runs `job` in `process` (killable by a cancel or a close meanwhile);
+    /// gives the process back unless it died.
+    pub(crate) fn run_on(
+        &self,
+        mut process: WorkerProcess,
+        job: &NodeJob,
+    ) -> (Result<ByteBuf, JobError>, Option<WorkerProcess>) {
+        let key = Self::key(job);
+        {
+            let mut map = self.map();
+            // Checked under the lock: a close or cancel that came before
+            // this finds nothing to kill, so the job must not start.
+            if job.out.is_closed() || job.out.cancelled(job.id) {
+                return (Err(cancelled()), Some(process));
+            }
+            map.insert(key, process.group);
+        }
+        let answer = process.run(job);
+        let killed = self.map().remove(&key).is_none();
+        match answer {
+            Some(result) if !killed => (result, Some(process)),
+            Some(result) => {
+                // Killed just after it answered: the answer stands, the
+                // process is gone.
+                process.stop();
+                (result, None)
+            }
+            None if killed => {
+                process.stop();
+                (Err(cancelled()), None)
+            }
+            None => (Err(JobError::new(ErrorKind::Crashed, process.stop())), None),
+        }
+    }
+}
+
+fn cancelled() -> JobError {
+    JobError::new(ErrorKind::Cancelled, "cancelled: worker process stopped")
 }

@@ -159,15 +159,27 @@ impl Node {
         Ok(())
     }
 
+    /// Forgets connection `id` (closed: see [`Conn::mark_closed`]) and, in
+    /// isolation mode, kills the processes still running its jobs: nobody
+    /// waits for them, and their slots are wanted.
     pub(crate) fn close(&self, id: u64) {
         let mut conns = self.lock_conns();
-        if conns.open.remove(&id).is_some() {
+        let closed = conns.open.remove(&id);
+        if closed.is_some() {
             conns.admission.close(id);
             self.open_conns.done();
         }
         let mut idle = self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
         if conns.admission.clients() == 0 && idle.is_none() {
             *idle = Some(Instant::now());
+        }
+        drop(idle);
+        drop(conns);
+        if let Some(conn) = closed {
+            if self.config.isolation == Isolation::Process {
+                let killed = self.isolated.kill_conn(Arc::as_ptr(&conn) as usize);
+                self.cancelled.fetch_add(killed, Ordering::Relaxed);
+            }
         }
     }
 

@@ -34,3 +34,83 @@ ppcore::job! {
         n
     }
 }
+
+ppcore::job! {
+    /// Prints to stdout and stderr, some of it shaped like a frame, and
+    /// returns `n + 1`.
+    pub fn print_to_stdio(n: u64) -> u64 {
+        use std::io::Write;
+        let frame_like = [0, 0, 0, 4, 0x92, 0x01, 0x02, 0x03];
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&frame_like);
+        let _ = writeln!(out, "job {n} says hello on stdout");
+        let _ = out.flush();
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(&frame_like);
+        let _ = writeln!(err, "job {n} says hello on stderr");
+        n + 1
+    }
+}
+
+/// The descriptors of this process that a program it starts would inherit
+/// (those without close-on-exec), from `/proc/self/fdinfo`.
+pub fn inheritable_fds() -> Vec<u32> {
+    const O_CLOEXEC: u32 = 0o2000000;
+    let mut fds: Vec<u32> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| {
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+                .ok()
+                .and_then(|info| {
+                    let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+                    u32::from_str_radix(flags.trim(), 8).ok()
+                })
+                .is_some_and(|flags| flags & O_CLOEXEC == 0)
+        })
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+ppcore::job! {
+    /// [`inheritable_fds`] of the process that runs the job.
+    pub fn inheritable_descriptors() -> Vec<u32> {
+        inheritable_fds()
+    }
+}
+
+/// Starts `sleep secs` (which inherits stdout and stderr, as a job's child
+/// would), and writes this process's pid and the child's to `path`.
+fn start_child(path: &str, secs: u64) -> u32 {
+    let child = std::process::Command::new("sleep")
+        .arg(secs.to_string())
+        .spawn()
+        .map_or(0, |c| c.id());
+    let tmp = format!("{path}.tmp");
+    let written = std::fs::write(&tmp, format!("{} {child}", std::process::id()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    assert!(written.is_ok(), "cannot write {path}: {written:?}");
+    child
+}
+
+ppcore::job! {
+    /// Leaves a child process holding its stdout and stderr, notes both
+    /// pids in `path`, and holds its slot for `secs` seconds.
+    pub fn hold_with_child(path: String, secs: u64) -> u32 {
+        let child = start_child(&path, secs);
+        std::thread::sleep(Duration::from_secs(secs));
+        child
+    }
+}
+
+ppcore::job! {
+    /// Leaves a child process (alive `secs` seconds) holding its stdout and
+    /// stderr, notes both pids in `path`, and aborts.
+    pub fn abort_leaving_child(path: String, secs: u64) -> u32 {
+        start_child(&path, secs);
+        std::process::abort()
+    }
+}

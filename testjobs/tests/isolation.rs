@@ -1,58 +1,10 @@
 //! Isolation mode: an abort, a segfault or a runaway job costs only that job.
 
-use ppclient::{ErrorKind, Options, Server};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use ppclient::{ErrorKind, Options};
 use std::time::Duration;
-
-static SECRET: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| ppcore::Key::generate().unwrap().to_text());
-const WAIT: Duration = Duration::from_secs(60);
-
-struct Node(Child, String);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn node(workers: &str) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pp-test-node"))
-        .args([
-            "--interface",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--log-level",
-            "warn",
-        ])
-        .args(["--isolation", "process", "--workers", workers])
-        .env("PP_SECRET", SECRET.as_str())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.parse::<std::net::SocketAddr>().is_ok())
-        .unwrap()
-        .to_owned();
-    Node(child, addr)
-}
-
-fn client(node: &Node) -> Server {
-    Server::builder()
-        .ncpus(0)
-        .secret(SECRET.as_str())
-        .nodes([node.1.clone()])
-        .build()
-        .unwrap()
-}
+use support::{client, node, SECRET, WAIT};
 
 #[test]
 fn abort_and_segfault_cost_only_their_job() {
