@@ -170,11 +170,12 @@ fn a_client_flooding_past_its_credit_window_does_not_grow_the_nodes_queue() {
     let mut s = authenticated_on(connect_from(&node, [127, 0, 0, 2]));
     let sleep = <jobs::sleep_ms as ppcore::Job>::NAME;
     let echo = <jobs::echo_u64 as ppcore::Job>::NAME;
-    // One long job holds the only worker; then 500 more, far past the window.
+    // One job longer than the test holds the only worker; then 500 more,
+    // far past the window.
     assert!(s.send(&ClientMsg::Run(vec![job(
         0,
         sleep,
-        ppcore::encode(&(3_000u64,)).unwrap()
+        ppcore::encode(&(60_000u64,)).unwrap()
     )])));
     let flood: Vec<RunJob> = (1..=500)
         .map(|id| job(id, echo, ppcore::encode(&(id,)).unwrap()))
@@ -208,9 +209,10 @@ fn a_flood_of_big_submissions_keeps_the_node_within_max_memory() {
     assert!(s.send(&ClientMsg::Run(vec![job(
         0,
         sleep,
-        ppcore::encode(&(2_000u64,)).unwrap()
+        ppcore::encode(&(60_000u64,)).unwrap()
     )])));
-    // 128 MiB of arguments, 8 times the budget, while the worker sleeps.
+    // 128 MiB of arguments, 8 times the budget, while the only worker
+    // sleeps (longer than the test: nothing it queued runs, or frees room).
     for id in 1..=128 {
         let args = ppcore::encode(&(ByteBuf::from(vec![id as u8; 1 << 20]),)).unwrap();
         assert!(s.send(&ClientMsg::Run(vec![job(id, echo, args)])));
