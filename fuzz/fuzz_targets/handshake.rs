@@ -14,6 +14,8 @@ fuzz_target!(|data: &[u8]| {
         handshake_timeout: Duration::from_secs(5),
         heartbeat: Duration::from_secs(5),
         max_frame: 1 << 20,
+        max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
+        stream_stall: Duration::from_secs(30),
         credit_jobs: 8,
         credit_bytes: 1 << 20,
     };
@@ -24,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         jobs: vec![],
         heartbeat_ms: 0,
         caps: vec![],
+        max_payload: 0,
         credit_jobs: 0,
         credit_bytes: 0,
     };

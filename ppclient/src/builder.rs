@@ -82,6 +82,8 @@ pub struct Builder {
     crash_retries: u32,
     require_nodes: usize,
     report_refusals: bool,
+    /// Bytes of arguments submitted and not yet taken.
+    byte_budget: u64,
     settings: LinkSettings,
     /// The secret as given, for the key file of Slurm nodes.
     slurm: Option<Slurm>,
@@ -103,12 +105,14 @@ impl Default for Builder {
             crash_retries: 2,
             require_nodes: 0,
             report_refusals: true,
+            byte_budget: ppcore::budget::DEFAULT_BYTE_BUDGET,
             settings: LinkSettings {
                 keys: None,
                 connect_timeout: Duration::from_secs(2),
                 heartbeat: Duration::from_secs(1),
                 max_prefetch: 1024,
                 max_frame: DEFAULT_MAX_FRAME,
+                max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
             },
             slurm: None,
             dns: Vec::new(),
@@ -267,6 +271,29 @@ impl Builder {
     /// (default 1 s).
     pub fn heartbeat(mut self, interval: Duration) -> Self {
         self.settings.heartbeat = interval;
+        self
+    }
+
+    /// The largest arguments, and the largest result, of one job in bytes
+    /// (default 1 GiB). Larger arguments fail at `submit` with
+    /// [`ErrorKind::Codec`](ppcore::ErrorKind::Codec), before they are
+    /// encoded; a node refuses to send a larger result (the job fails with
+    /// the same kind). A node's own limit (`ppserver --max-payload`) also
+    /// applies: arguments over it fail before any byte is sent. Payloads
+    /// larger than a frame travel as streams of 1 MiB chunks.
+    pub fn max_payload(mut self, bytes: u64) -> Self {
+        self.settings.max_payload = bytes.max(1);
+        self
+    }
+
+    /// The most bytes of encoded arguments of jobs submitted and not yet
+    /// taken by a local worker or a node's link (default 1 GiB). Beyond it
+    /// [`Server::submit`](crate::Server::submit) waits until jobs are taken,
+    /// and [`Server::try_submit`](crate::Server::try_submit) hands the job
+    /// back, so a loop submitting large arguments cannot exhaust memory. A
+    /// job larger than the whole budget waits until nothing else holds any.
+    pub fn byte_budget(mut self, bytes: u64) -> Self {
+        self.byte_budget = bytes;
         self
     }
 
@@ -430,7 +457,10 @@ impl Builder {
             registry,
             (self.node_retries, self.crash_retries),
             listen_addr,
-            ppcore::wire::max_payload(self.settings.max_frame),
+            (
+                usize::try_from(self.settings.max_payload).unwrap_or(usize::MAX),
+                self.byte_budget,
+            ),
         );
         Ok(match slurm {
             Some(launched) => server.with_slurm(launched),

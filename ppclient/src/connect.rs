@@ -130,6 +130,7 @@ pub fn node_status_with(
         heartbeat: timeout,
         max_prefetch: 0,
         max_frame: ppcore::wire::DEFAULT_MAX_FRAME,
+        max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
     };
     let mut last = String::new();
     for key in keys.keys() {

@@ -41,7 +41,7 @@ impl Core {
     ) -> Self {
         Core {
             queue: Lanes::new(),
-            ctx: RunCtx::new(settings.max_frame),
+            ctx: RunCtx::new(settings.max_payload),
             tracker,
             settings,
             ncpus: AtomicUsize::new(ncpus),

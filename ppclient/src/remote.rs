@@ -27,6 +27,8 @@ pub(crate) struct LinkSettings {
     pub(crate) heartbeat: Duration,
     pub(crate) max_prefetch: usize,
     pub(crate) max_frame: usize,
+    /// The largest arguments or result of one job, in bytes.
+    pub(crate) max_payload: u64,
 }
 
 /// Where a node stands, as [`Server::nodes`](crate::Server::nodes) reports it.

@@ -73,6 +73,9 @@ pub struct Server {
     listen_addr: Option<SocketAddr>,
     /// The largest encoded arguments a job may have, local or remote.
     max_args: usize,
+    /// Bytes of arguments submitted and not yet taken by a worker or a
+    /// node's link ([`Builder::byte_budget`](crate::Builder::byte_budget)).
+    budget: Arc<ppcore::budget::BudgetGate>,
     /// Nodes started through Slurm; stopped when this drops (after `drop` stops the links).
     slurm: Option<crate::slurm::Launched>,
 }
@@ -85,7 +88,7 @@ impl Server {
         registry: Registry,
         (node_retries, crash_retries): (u32, u32),
         listen_addr: Option<SocketAddr>,
-        max_args: usize,
+        (max_args, budget): (usize, u64),
     ) -> Self {
         Server {
             core,
@@ -98,6 +101,7 @@ impl Server {
             crash_retries,
             listen_addr,
             max_args,
+            budget: ppcore::budget::BudgetGate::new(budget),
             slurm: None,
         }
     }
@@ -128,18 +132,61 @@ impl Server {
     ///
     /// If no local worker and no node can run it, the handle resolves at
     /// once with [`ErrorKind::UnknownJob`] saying why, or
-    /// [`ErrorKind::Auth`] if a node that might have run it refused us. Arguments that would
-    /// not fit in a frame (16 MiB by default) resolve it at once with
-    /// [`ErrorKind::Codec`], whether the job would have run locally or on a
-    /// node: their encoded size is counted, without encoding them.
+    /// [`ErrorKind::Auth`] if a node that might have run it refused us. Arguments over the
+    /// payload limit ([`Builder::max_payload`](crate::Builder::max_payload),
+    /// 1 GiB by default) resolve it at once with [`ErrorKind::Codec`],
+    /// whether the job would have run locally or on a node: their encoded
+    /// size is counted, without encoding them. Arguments larger than 1 MiB
+    /// travel to a node as a stream of chunks.
+    ///
+    /// The arguments count against the byte budget
+    /// ([`Builder::byte_budget`](crate::Builder::byte_budget), 1 GiB by
+    /// default) until a local worker or a node's link takes the job: while
+    /// the budget is full, `submit` waits ([`Server::try_submit`] does not).
     pub fn submit_with<J: Job>(
         &self,
         _job: J,
         args: J::Args,
         options: impl Into<JobOptions<J::Output>>,
     ) -> JobHandle<J::Output> {
-        let JobOptions { options, callback } = options.into();
-        let too_big = ppcore::check_size(&args, self.max_args).err();
+        let sized = ppcore::check_size(&args, self.max_args);
+        let permit = sized.as_ref().ok().map(|&n| self.budget.acquire(n as u64));
+        self.enqueue::<J>(args, options.into(), sized, permit)
+    }
+
+    /// [`Server::submit`] without waiting: when the arguments do not fit the
+    /// byte budget now (jobs submitted before still hold it), the job and its
+    /// arguments come back untouched, to submit later.
+    ///
+    /// # Errors
+    ///
+    /// `(job, args)` when the budget is full.
+    pub fn try_submit<J: Job>(
+        &self,
+        job: J,
+        args: J::Args,
+    ) -> Result<JobHandle<J::Output>, (J, J::Args)> {
+        let sized = ppcore::check_size(&args, self.max_args);
+        let permit = match &sized {
+            Ok(n) => match self.budget.try_acquire(*n as u64) {
+                Some(p) => Some(p),
+                None => return Err((job, args)),
+            },
+            Err(_) => None,
+        };
+        Ok(self.enqueue::<J>(args, Options::new().into(), sized, permit))
+    }
+
+    /// Makes the job and queues it, or resolves it at once if it cannot run.
+    fn enqueue<J: Job>(
+        &self,
+        args: J::Args,
+        options: JobOptions<J::Output>,
+        sized: Result<usize, JobError>,
+        permit: Option<ppcore::budget::Permit>,
+    ) -> JobHandle<J::Output> {
+        let too_big = sized.err();
+        let JobOptions { options, callback } = options;
         let group = options.group.map(|name| self.group(name));
         let tracker = Arc::clone(&self.core.tracker);
         let cell = Cell::new(tracker, group, callback);
@@ -167,8 +214,16 @@ impl Server {
             resolve(&task, Err(JobError::new(kind, reason)));
             return handle;
         }
+        if let Some(permit) = permit {
+            task.hold(permit);
+        }
         self.core.enqueue(task);
         handle
+    }
+
+    /// Bytes of arguments held against the byte budget now.
+    pub fn budget_used(&self) -> u64 {
+        self.budget.used()
     }
 
     /// Submits `job` once per item of `args`; the results come back in input order.

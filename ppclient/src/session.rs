@@ -39,6 +39,9 @@ const READS_PER_TURN: usize = 16;
 
 const WAKE: Token = Token(0);
 const SOCKET: Token = Token(1);
+/// A stream's next chunk is taken when fewer bytes than this wait to be
+/// written.
+const PULL_BELOW: usize = 2 << 20;
 
 /// Wakes a driver asleep in `mio`. Only a driver that is (about to be)
 /// asleep costs a system call; a busy one sees the news on its next turn.
@@ -86,6 +89,8 @@ pub(crate) fn link_config(core: &Core, reconnect: bool) -> Option<LinkConfig> {
         heartbeat: s.heartbeat,
         handshake_timeout: s.connect_timeout.max(Duration::from_secs(1)),
         max_frame: s.max_frame,
+        max_payload: s.max_payload,
+        stream_stall: ppcore::stream::DEFAULT_STALL,
         max_prefetch: s.max_prefetch,
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(5),
@@ -245,6 +250,12 @@ impl Driver<'_> {
                 return;
             };
             match self.outbox.flush(conn, Instant::now()) {
+                Ok(_) if self.outbox.len() < PULL_BELOW && self.link.has_stream() => {
+                    // Arguments too large for a frame go out one chunk at
+                    // a time, when what waits runs low: heartbeats and
+                    // other jobs go in between.
+                    self.link.pull_stream();
+                }
                 Ok(all) => {
                     // Room to write matters only while bytes wait.
                     if all == self.watch_write {

@@ -30,12 +30,12 @@ pub(crate) struct RunCtx {
 }
 
 impl RunCtx {
-    pub(crate) fn new(max_frame: usize) -> Self {
+    pub(crate) fn new(max_payload: u64) -> Self {
         RunCtx {
             local: NodeCounters::default(),
             timer: OnceLock::new(),
             stopping: AtomicBool::new(false),
-            max_payload: ppcore::wire::max_payload(max_frame),
+            max_payload: usize::try_from(max_payload).unwrap_or(usize::MAX),
             dash: OnceLock::new(),
         }
     }
@@ -125,6 +125,9 @@ struct Run<J: Job> {
     attempt: u32,
     /// What few jobs need, boxed so that queued jobs stay small.
     extra: Option<Box<Extra>>,
+    /// Its arguments' share of the client's byte budget, until a worker
+    /// or a node's link takes the job.
+    permit: Option<ppcore::budget::Permit>,
 }
 
 /// The rarely used part of a job.
@@ -162,9 +165,22 @@ impl<J: Job> TypedTask<J> {
                 args: Some(args),
                 attempt: 0,
                 extra,
+                permit: None,
             }),
             job: PhantomData,
         }
+    }
+
+    /// Holds `permit` until the job is taken.
+    pub(crate) fn hold(&self, permit: ppcore::budget::Permit) {
+        self.lock().permit = Some(permit);
+    }
+
+    /// Gives the arguments' share of the budget back (the job was taken, or
+    /// ended); the waiters are woken with no lock of the job held.
+    fn release(&self) {
+        let permit = self.lock().permit.take();
+        drop(permit);
     }
 
     fn lock(&self) -> MutexGuard<'_, Run<J>> {
@@ -293,6 +309,7 @@ impl<J: Job> Task for TypedTask<J> {
     }
 
     fn run_local(self: Arc<Self>, ctx: &RunCtx) {
+        self.release();
         if ctx.stopping() {
             return self.abandon(shutdown_error());
         }
@@ -321,6 +338,7 @@ impl<J: Job> Task for TypedTask<J> {
     }
 
     fn dispatch(&self, ctx: &RunCtx) -> Result<Dispatch, Option<JobError>> {
+        self.release();
         if !self.cell.start_remote() {
             return Err(None);
         }
@@ -340,7 +358,7 @@ impl<J: Job> Task for TypedTask<J> {
             n if n > ctx.max_payload => Err(JobError::new(
                 ErrorKind::Codec,
                 format!(
-                    "arguments of {n} bytes are over the {}-byte frame limit",
+                    "arguments of {n} bytes are over the {}-byte payload limit",
                     ctx.max_payload
                 ),
             )),
@@ -416,6 +434,7 @@ impl<J: Job> Task for TypedTask<J> {
     }
 
     fn abandon(self: Arc<Self>, err: JobError) {
+        self.release();
         resolve(&self, Err(err));
     }
 

@@ -13,7 +13,12 @@ const MIB: usize = 1 << 20;
 
 #[test]
 fn too_big_arguments_fail_at_submit_even_with_only_local_workers() {
-    let server = Server::builder().ncpus(2).build().unwrap();
+    // Over the client's payload limit (`Builder::max_payload`, 16 MiB here).
+    let server = Server::builder()
+        .ncpus(2)
+        .max_payload(16 * MIB as u64)
+        .build()
+        .unwrap();
     let handles: Vec<_> = (0..3)
         .map(|_| server.submit(jobs::echo_bytes, (ByteBuf::from(vec![7u8; 17 * MIB]),)))
         .collect();
@@ -47,6 +52,7 @@ fn too_big_arguments_fail_the_same_with_local_workers_and_a_node() {
         .ncpus(1)
         .secret(RIGHT.as_str())
         .nodes([node.local_addr().to_string()])
+        .max_payload(16 * MIB as u64)
         .build()
         .unwrap();
     assert_eq!(server.active_nodes().len(), 1, "{:?}", server.nodes());
@@ -273,4 +279,41 @@ fn a_program_that_reports_refusals_itself_can_turn_the_report_off() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("refused"), "{stderr}");
+}
+
+#[test]
+fn a_full_byte_budget_makes_try_submit_hand_the_job_back_and_submit_wait() {
+    // No worker and no node yet (a paused server): nothing takes the jobs,
+    // so the budget fills.
+    let server = Server::builder()
+        .ncpus(0)
+        .byte_budget(3 * MIB as u64)
+        .build()
+        .unwrap();
+    let first = server.submit(jobs::echo_bytes, (ByteBuf::from(vec![1u8; 2 * MIB]),));
+    assert!(server.budget_used() > 2 * MIB as u64);
+    let back = server.try_submit(jobs::echo_bytes, (ByteBuf::from(vec![2u8; 2 * MIB]),));
+    let Err((_, (args,))) = back else {
+        panic!("not handed back: the budget is full")
+    };
+    assert_eq!(args.len(), 2 * MIB, "untouched");
+    // A small one still fits.
+    let Ok(small) = server.try_submit(jobs::echo_u64, (4,)) else {
+        panic!("a small job fits")
+    };
+    // Taken by a local worker, the first job's bytes come back, and a
+    // submit that waited for them goes on.
+    let waiter = std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            server
+                .submit(jobs::echo_bytes, (ByteBuf::from(vec![3u8; 2 * MIB]),))
+                .wait()
+        });
+        server.set_ncpus(1);
+        waiting.join().unwrap()
+    });
+    assert_eq!(waiter.map(|b| b.len()), Ok(2 * MIB));
+    assert_eq!(first.wait().map(|b| b.len()), Ok(2 * MIB));
+    assert_eq!(small.wait(), Ok(4));
+    assert_eq!(server.budget_used(), 0);
 }

@@ -106,7 +106,7 @@ pub fn check_size<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<usiz
         Ok(()) => Ok(counter.bytes),
         Err(_) if counter.bytes > limit => Err(JobError::new(
             ErrorKind::Codec,
-            format!("the arguments are over the {limit}-byte frame limit"),
+            format!("the arguments are over the {limit}-byte payload limit"),
         )),
         Err(e) => Err(e),
     }

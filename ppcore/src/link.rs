@@ -43,7 +43,8 @@ use crate::framing::Framer;
 use crate::key::KeySet;
 use crate::ledger::Ledger;
 use crate::secure::{ClientHandshake, SecureError, MAX_HANDSHAKE_MESSAGE};
-use crate::wire::{batches_by_size, ClientMsg, JobInfo, NodeMsg, RunJob};
+use crate::stream::{self, Incoming, Streams};
+use crate::wire::{batches_by_size, ClientMsg, DoneJob, JobInfo, NodeMsg, RunJob};
 use crate::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
 use std::collections::{HashSet, VecDeque};
@@ -84,6 +85,12 @@ pub struct LinkConfig {
     pub handshake_timeout: Duration,
     /// The largest frame, either way, after the handshake.
     pub max_frame: usize,
+    /// The largest result taken from the node, in bytes (told to the node,
+    /// which refuses larger results before sending them).
+    pub max_payload: u64,
+    /// How long a stream from the node may go without progress before the
+    /// connection is dropped.
+    pub stream_stall: Duration,
     /// The most jobs in flight beyond the node's workers.
     pub max_prefetch: usize,
     /// First wait before redialling; doubles up to `backoff_max`.
@@ -223,6 +230,12 @@ pub struct ClientLink<T> {
     deadline: Instant,
     backoff: Duration,
     ready_since: Option<Instant>,
+    /// Arguments too large to travel inline, going out as streams.
+    streams: Streams<ClientMsg>,
+    /// Results coming in as streams.
+    incoming: Incoming,
+    /// The largest arguments the node takes.
+    peer_max: u64,
     actions: VecDeque<Action<T>>,
 }
 
@@ -257,6 +270,9 @@ impl<T> ClientLink<T> {
             backoff: config.backoff_min,
             ready_since: None,
             state: LinkState::Connecting,
+            streams: Streams::new(stream::chunk_size(config.max_frame)),
+            incoming: Incoming::new(stream_limits(&config)),
+            peer_max: stream::DEFAULT_MAX_PAYLOAD,
             actions: VecDeque::new(),
             config,
         }
@@ -301,7 +317,10 @@ impl<T> ClientLink<T> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             LinkState::Handshake | LinkState::Backoff => Some(self.deadline),
-            LinkState::Ready | LinkState::Draining => Some(self.next_ping.min(self.dead_at())),
+            LinkState::Ready | LinkState::Draining => {
+                let beat = self.next_ping.min(self.dead_at());
+                Some(self.incoming.poll_timeout().map_or(beat, |t| t.min(beat)))
+            }
             LinkState::Connecting | LinkState::Closed => None,
         }
     }
@@ -317,6 +336,7 @@ impl<T> ClientLink<T> {
         self.credit_full &= gone.is_empty();
         let mut jobs = Vec::with_capacity(gone.len());
         for (id, job) in gone {
+            self.abort_stream(id);
             self.send(&ClientMsg::Cancel { id });
             jobs.push(job);
         }
@@ -343,6 +363,7 @@ impl<T> ClientLink<T> {
             Event::Cancel(id) => {
                 if self.ledger.forget(id).is_some() {
                     self.credit_full = false;
+                    self.abort_stream(id);
                     self.send(&ClientMsg::Cancel { id });
                 }
             }
@@ -363,6 +384,7 @@ impl<T> ClientLink<T> {
         }
         self.state = LinkState::Handshake;
         self.framer = Framer::new(HANDSHAKE_MAX_FRAME);
+        self.reset_streams();
         self.deadline = now + self.config.handshake_timeout;
         self.heard = now;
         let keys = self.config.keys.keys();
@@ -383,6 +405,11 @@ impl<T> ClientLink<T> {
     }
 
     fn on_timer(&mut self, now: Instant) {
+        if self.connected() {
+            if let Some(e) = self.incoming.expire(now) {
+                return self.lose(format!("dropped the node: {e}"), false, now);
+            }
+        }
         match self.state {
             LinkState::Handshake if now >= self.deadline => {
                 self.lose("the handshake timed out".into(), false, now);
@@ -438,20 +465,46 @@ impl<T> ClientLink<T> {
         if self.state == LinkState::Handshake {
             return self.on_handshake(msg, now);
         }
-        match msg {
-            NodeMsg::Done(results) => {
-                for d in results {
-                    let exec = Duration::from_nanos(d.exec_ns);
-                    if let Some(job) = self.ledger.done(d.id, d.attempt, exec) {
-                        self.credit_full = false;
-                        self.actions.push_back(Action::Done {
-                            job,
-                            result: d.result,
-                            exec,
-                        });
-                    }
+        let claimed = match msg {
+            NodeMsg::Stream(frame) => self.incoming.receive(frame, now),
+            NodeMsg::DoneStreamed { stream, mut job } => match self.incoming.claim(stream) {
+                Ok(payload) => {
+                    job.result = Ok(ByteBuf::from(payload));
+                    self.done(vec![job]);
+                    Ok(())
                 }
+                Err(e) => Err(e),
+            },
+            msg => match self.incoming.check_claimed() {
+                Ok(()) => return self.on_plain(msg, now),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = claimed {
+            let reason = format!("bad stream from the node: {e}");
+            self.lose(reason, false, now);
+        }
+    }
+
+    /// Results: each resolves the job it answers, if still in flight here.
+    fn done(&mut self, results: Vec<DoneJob>) {
+        for d in results {
+            let exec = Duration::from_nanos(d.exec_ns);
+            if let Some(job) = self.ledger.done(d.id, d.attempt, exec) {
+                self.credit_full = false;
+                self.actions.push_back(Action::Done {
+                    job,
+                    result: d.result,
+                    exec,
+                });
             }
+        }
+    }
+
+    /// A message that carries no stream.
+    fn on_plain(&mut self, msg: NodeMsg, now: Instant) {
+        match msg {
+            NodeMsg::Done(results) => self.done(results),
             NodeMsg::Returned(back) => {
                 for (id, attempt) in back {
                     if let Some(job) = self.ledger.take(id, attempt) {
@@ -475,6 +528,7 @@ impl<T> ClientLink<T> {
                 self.rtt = Some(now.saturating_duration_since(self.pinged));
             }
             NodeMsg::Pong(_) | NodeMsg::Status(_) => {}
+            NodeMsg::Stream(_) | NodeMsg::DoneStreamed { .. } => {}
             NodeMsg::Welcome { .. } => {
                 self.lose("a second Welcome from the node".into(), false, now)
             }
@@ -495,6 +549,9 @@ impl<T> ClientLink<T> {
                 // Our first sealed frame proves to the node that we hold the
                 // session (a replayed first message gets no further).
                 self.send(&ClientMsg::Ping(0));
+                self.send(&ClientMsg::Limits {
+                    max_payload: self.config.max_payload,
+                });
             }
             Err(SecureError::WrongKey) if self.key_index + 1 < self.config.keys.keys().len() => {
                 self.key_index += 1;
@@ -531,6 +588,7 @@ impl<T> ClientLink<T> {
             workers,
             jobs,
             heartbeat_ms,
+            max_payload,
             credit_jobs,
             credit_bytes,
             ..
@@ -541,6 +599,10 @@ impl<T> ClientLink<T> {
         self.heartbeat = match heartbeat_ms {
             0 => self.config.heartbeat,
             ms => self.config.heartbeat.min(Duration::from_millis(ms)),
+        };
+        self.peer_max = match max_payload {
+            0 => stream::DEFAULT_MAX_PAYLOAD,
+            n => n,
         };
         let workers = workers as usize;
         self.credit_jobs = usize::try_from(credit_jobs).unwrap_or(usize::MAX);
@@ -577,6 +639,31 @@ impl<T> ClientLink<T> {
             return;
         }
         let jobs = self.within_credit(jobs);
+        let inline = stream::chunk_size(self.config.max_frame);
+        let (large, jobs): (Vec<_>, Vec<_>) =
+            jobs.into_iter().partition(|(r, _)| r.args.len() > inline);
+        for (mut run, job) in large {
+            let args = std::mem::take(&mut run.args).into_vec();
+            let (id, attempt) = (run.id, run.attempt);
+            match self
+                .streams
+                .push(args, self.peer_max, |stream| ClientMsg::RunStreamed {
+                    stream,
+                    job: run,
+                })
+                .map(|_| ())
+            {
+                Ok(()) => self.ledger.sent(id, attempt, 0, job),
+                Err(e) => {
+                    let message = format!("the node refuses the arguments: {e}");
+                    self.actions.push_back(Action::Done {
+                        job,
+                        result: Err(JobError::new(ErrorKind::Codec, message)),
+                        exec: Duration::ZERO,
+                    });
+                }
+            }
+        }
         let budget = self.config.max_frame;
         for batch in batches_by_size(jobs, |(r, _)| r.args.len(), budget) {
             let (run, kept): (Vec<RunJob>, Vec<T>) = batch.into_iter().unzip();
@@ -611,8 +698,14 @@ impl<T> ClientLink<T> {
     fn within_credit(&mut self, jobs: Vec<(RunJob, T)>) -> Vec<(RunJob, T)> {
         let (mut n, mut bytes) = (self.ledger.len(), self.ledger.bytes());
         let mut fit = Vec::with_capacity(jobs.len());
+        // Arguments too large for a frame go as streams, bounded by the
+        // node's `max_payload`: they count as jobs, not bytes.
+        let inline = stream::chunk_size(self.config.max_frame);
         for (run, job) in jobs {
-            let size = run.args.len();
+            let size = match run.args.len() {
+                n if n > inline => 0,
+                n => n,
+            };
             let fits = !self.credit_full
                 && (self.credit_jobs == 0 || n < self.credit_jobs)
                 && (n == 0
@@ -629,6 +722,51 @@ impl<T> ClientLink<T> {
             }
         }
         fit
+    }
+
+    /// Whether stream frames wait to be sent: the driver asks for them one
+    /// at a time with [`ClientLink::pull_stream`].
+    pub fn has_stream(&self) -> bool {
+        self.connected() && !self.streams.is_empty()
+    }
+
+    /// Bytes of arguments waiting to go out as streams.
+    pub fn stream_bytes(&self) -> u64 {
+        self.streams.pending_bytes()
+    }
+
+    /// Queues the next stream frame to send (and the `Run` after a stream's
+    /// last chunk) as [`Action::Send`]; false if there is none. The driver
+    /// calls it when what it has to write runs low, so that heartbeats and
+    /// small jobs queued meanwhile go between the chunks.
+    pub fn pull_stream(&mut self) -> bool {
+        if !self.connected() {
+            return false;
+        }
+        let Some((frame, then)) = self.streams.next_frame() else {
+            return false;
+        };
+        self.send(&ClientMsg::Stream(frame));
+        if let Some(msg) = then {
+            self.send(&msg);
+        }
+        true
+    }
+
+    /// Drops the stream of job `id`'s arguments, if it is still going out.
+    fn abort_stream(&mut self, id: u64) {
+        let frames = self
+            .streams
+            .abort_where(|m| matches!(m, ClientMsg::RunStreamed { job, .. } if job.id == id));
+        for frame in frames {
+            self.send(&ClientMsg::Stream(frame));
+        }
+    }
+
+    /// A fresh connection's streams: none either way.
+    fn reset_streams(&mut self) {
+        self.streams.clear();
+        self.incoming = Incoming::new(stream_limits(&self.config));
     }
 
     fn send(&mut self, msg: &ClientMsg) {
@@ -649,6 +787,7 @@ impl<T> ClientLink<T> {
     fn end(&mut self, reason: String, how: End, now: Instant) {
         let lost = how != End::Stopped;
         let refused = how == End::Refused;
+        self.reset_streams();
         for job in self.ledger.drain() {
             self.actions.push_back(Action::Returned { job, lost });
         }
@@ -709,7 +848,18 @@ impl<T> ClientLink<T> {
                 .push_back(Action::Returned { job, lost: false });
         }
         self.handshake = None;
+        self.reset_streams();
         self.state = LinkState::Closed;
+    }
+}
+
+/// What a link accepts in streams from its peer.
+fn stream_limits(config: &LinkConfig) -> stream::Limits {
+    stream::Limits {
+        max_payload: config.max_payload,
+        max_buffered: config.max_payload,
+        stall: config.stream_stall,
+        ..stream::Limits::default()
     }
 }
 

@@ -23,6 +23,8 @@ fn config() -> LinkConfig {
         heartbeat: SECOND,
         handshake_timeout: 5 * SECOND,
         max_frame: 1 << 20,
+        max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
+        stream_stall: SECOND * 30,
         max_prefetch: 4,
         backoff_min: Duration::from_millis(100),
         backoff_max: 5 * SECOND,
@@ -44,6 +46,7 @@ fn welcome(workers: u32) -> NodeMsg {
         caps: vec![],
         credit_jobs: 0,
         credit_bytes: 0,
+        max_payload: 0,
     }
 }
 
@@ -70,6 +73,10 @@ struct Pair {
     dials: usize,
     /// The node's credit window: jobs, bytes.
     credit: (usize, usize),
+    /// Stream frames stay queued until this is false (the drivers' pull).
+    hold_streams: bool,
+    /// The node's `--max-payload`.
+    node_max_payload: u64,
 }
 
 impl Pair {
@@ -89,6 +96,8 @@ impl Pair {
             node_cancels: Vec::new(),
             dials: 0,
             credit: (1000, 1 << 30),
+            hold_streams: false,
+            node_max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
         }
     }
 
@@ -100,6 +109,8 @@ impl Pair {
             max_frame: 1 << 20,
             credit_jobs: self.credit.0,
             credit_bytes: self.credit.1,
+            max_payload: self.node_max_payload,
+            stream_stall: SECOND * 30,
         }
     }
 
@@ -154,6 +165,12 @@ impl Pair {
                 self.client
                     .handle(Event::TransportClosed("node closed".into()), self.now);
                 busy = true;
+            }
+            if !busy && !self.hold_streams {
+                busy = self.client.pull_stream();
+                if let Some(node) = &mut self.node {
+                    busy |= node.pull_stream();
+                }
             }
             if !busy {
                 return;
@@ -857,4 +874,170 @@ fn the_byte_window_stops_the_client_until_a_job_leaves() {
         returned(&p.take_out()).is_empty(),
         "the node never handed one back"
     );
+}
+/// `n` bytes that differ from place to place.
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 11) as u8 ^ seed)
+        .collect()
+}
+
+fn submit_args(p: &mut Pair, id: u64, args: Vec<u8>) {
+    let mut job = run(id, 1);
+    job.args = ByteBuf::from(args);
+    p.client.handle(Event::Submit(vec![(job, id)]), p.now);
+    p.pump();
+}
+
+fn results(actions: Vec<Action<u64>>) -> Vec<(u64, Result<ByteBuf, JobError>)> {
+    actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Done { job, result, .. } => Some((job, result)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn arguments_and_results_larger_than_a_frame_travel_as_streams_exact() {
+    // Frames of 1 MiB: 3.5 MiB of arguments and 5 MiB of result cannot
+    // travel in one.
+    let mut p = Pair::new();
+    p.pump();
+    let args = pattern(7 << 19, 1);
+    submit_args(&mut p, 1, args.clone());
+    assert_eq!(p.node_jobs.len(), 1);
+    assert_eq!(p.node_jobs[0].args.as_slice(), &args[..]);
+    let result = pattern(5 << 20, 2);
+    let done = DoneJob {
+        id: 1,
+        attempt: 1,
+        result: Ok(ByteBuf::from(result.clone())),
+        exec_ns: 5,
+    };
+    p.node(NodeEvent::Finished(vec![done]));
+    let got = results(p.take_out());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1.as_ref().map(|b| b.as_slice()), Ok(&result[..]));
+    assert_eq!(p.client.state(), LinkState::Ready);
+    assert_eq!(p.client.in_flight(), 0);
+}
+
+#[test]
+fn small_jobs_and_heartbeats_go_between_the_chunks_of_a_stream() {
+    let mut p = Pair::new();
+    p.pump();
+    p.take_out();
+    p.hold_streams = true;
+    submit_args(&mut p, 1, pattern(8 << 20, 3));
+    assert!(p.client.has_stream());
+    assert!(p.node_jobs.is_empty(), "nothing goes before it is pulled");
+    // One chunk: a frame of at most the frame limit.
+    assert!(p.client.pull_stream());
+    assert!(p.client.pull_stream());
+    let mut sent = 0;
+    while let Some(a) = p.client.poll() {
+        if let Action::Send(bytes) = a {
+            assert!(bytes.len() <= (1 << 20) + 64, "{}", bytes.len());
+            sent += 1;
+            if let Some(node) = &mut p.node {
+                node.handle(NodeEvent::Received(&bytes), p.now);
+            }
+        }
+    }
+    assert_eq!(sent, 2, "the start and one chunk");
+    // A small job and a ping overtake the rest of the stream.
+    p.submit(&[(2, 1)]);
+    assert_eq!(p.node_jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [2]);
+    p.tick();
+    p.tick();
+    assert!(p.client.rtt().is_some(), "the ping was answered");
+    p.hold_streams = false;
+    p.pump();
+    let ids: Vec<u64> = p.node_jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids, [2, 1]);
+    assert_eq!(p.node_jobs[1].args.as_slice(), &pattern(8 << 20, 3)[..]);
+}
+
+#[test]
+fn arguments_over_the_node_limit_fail_before_any_byte_and_the_link_serves_on() {
+    let mut p = Pair::new();
+    p.node_max_payload = 2 << 20;
+    p.pump();
+    p.take_out();
+    submit_args(&mut p, 1, pattern(3 << 20, 4));
+    let got = results(p.take_out());
+    assert_eq!(got.len(), 1);
+    let err = got[0].1.as_ref().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Codec);
+    assert!(err.message.contains("2097152-byte limit"), "{err}");
+    assert!(!p.client.has_stream(), "nothing queued");
+    assert_eq!(p.client.in_flight(), 0);
+    submit_args(&mut p, 2, pattern(3 << 19, 5));
+    assert_eq!(p.node_jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [2]);
+    assert_eq!(p.client.state(), LinkState::Ready);
+}
+
+#[test]
+fn a_result_stream_that_stalls_loses_the_node_even_while_pongs_arrive() {
+    let mut p = Pair::new();
+    p.pump();
+    p.submit(&[(1, 1)]);
+    p.take_out();
+    p.hold_streams = true;
+    let done = DoneJob {
+        id: 1,
+        attempt: 1,
+        result: Ok(ByteBuf::from(pattern(4 << 20, 6))),
+        exec_ns: 5,
+    };
+    p.node(NodeEvent::Finished(vec![done]));
+    // The node sends the start and one chunk, then nothing more of it.
+    if let Some(node) = &mut p.node {
+        assert!(node.pull_stream() && node.pull_stream());
+    }
+    p.pump();
+    let started = p.now;
+    for _ in 0..100 {
+        if p.client.state() != LinkState::Ready {
+            break;
+        }
+        p.tick();
+    }
+    let idle = p.now.saturating_duration_since(started);
+    assert!(idle >= 30 * SECOND && idle < 32 * SECOND, "{idle:?}");
+    let out = p.take_out();
+    let reason = out.iter().find_map(|a| match a {
+        Action::Down { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(
+        reason.as_deref().is_some_and(|r| r.contains("no progress")),
+        "{out:?}"
+    );
+    assert_eq!(
+        returned(&out),
+        vec![(1, true)],
+        "the job runs again elsewhere"
+    );
+}
+
+#[test]
+fn a_cancelled_job_aborts_its_stream_and_the_node_frees_it() {
+    let mut p = Pair::new();
+    p.pump();
+    p.hold_streams = true;
+    submit_args(&mut p, 1, pattern(4 << 20, 7));
+    assert!(p.client.pull_stream() && p.client.pull_stream());
+    p.pump();
+    p.client.handle(Event::Cancel(1), p.now);
+    assert!(!p.client.has_stream());
+    p.hold_streams = false;
+    p.pump();
+    assert!(p.node_jobs.is_empty());
+    // The node took the abort: the next stream completes.
+    submit_args(&mut p, 2, pattern(2 << 20, 8));
+    assert_eq!(p.node_jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [2]);
+    assert_eq!(p.client.state(), LinkState::Ready);
 }

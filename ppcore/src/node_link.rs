@@ -31,7 +31,8 @@ use crate::framing::Framer;
 use crate::key::KeySet;
 use crate::link::MISSED_BEATS;
 use crate::secure::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
-use crate::wire::{batches_by_size, max_payload, ClientMsg, DoneJob, NodeMsg, NodeStatus, RunJob};
+use crate::stream::{self, Incoming, Streams};
+use crate::wire::{batches_by_size, ClientMsg, DoneJob, NodeMsg, NodeStatus, RunJob};
 use crate::{ErrorKind, JobError};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -56,6 +57,12 @@ pub struct NodeLinkConfig {
     /// The credit window in bytes of arguments in flight (announced in
     /// `Welcome`); one job alone may go over it.
     pub credit_bytes: usize,
+    /// The largest arguments taken from a client, in bytes (`--max-payload`,
+    /// announced in `Welcome`); also what its open streams may hold together.
+    pub max_payload: u64,
+    /// How long a stream from the client may go without progress before
+    /// the connection is dropped.
+    pub stream_stall: Duration,
 }
 
 /// Something that happened to a node's connection.
@@ -131,6 +138,12 @@ pub struct NodeLink {
     /// in use.
     inflight: HashMap<u64, usize>,
     inflight_bytes: usize,
+    /// Results too large to travel inline, going out as streams.
+    streams: Streams<NodeMsg>,
+    /// Arguments coming in as streams.
+    incoming: Incoming,
+    /// The largest result the client takes (its `Limits`).
+    peer_max: u64,
     actions: VecDeque<NodeAction>,
 }
 
@@ -142,13 +155,21 @@ impl NodeLink {
             heartbeat_ms,
             credit_jobs,
             credit_bytes,
+            max_payload,
             ..
         } = &mut welcome
         {
             *heartbeat_ms = u64::try_from(config.heartbeat.as_millis()).unwrap_or(u64::MAX);
             *credit_jobs = u32::try_from(config.credit_jobs).unwrap_or(u32::MAX);
             *credit_bytes = u64::try_from(config.credit_bytes).unwrap_or(u64::MAX);
+            *max_payload = config.max_payload;
         }
+        let limits = stream::Limits {
+            max_payload: config.max_payload,
+            max_buffered: config.max_payload,
+            stall: config.stream_stall,
+            ..stream::Limits::default()
+        };
         NodeLink {
             framer: Framer::new(CLIENT_HANDSHAKE_MAX_FRAME),
             deadline: now + config.handshake_timeout,
@@ -159,6 +180,9 @@ impl NodeLink {
             heard: now,
             inflight: HashMap::new(),
             inflight_bytes: 0,
+            streams: Streams::new(stream::chunk_size(config.max_frame)),
+            incoming: Incoming::new(limits),
+            peer_max: stream::DEFAULT_MAX_PAYLOAD,
             actions: VecDeque::new(),
             config,
         }
@@ -189,7 +213,10 @@ impl NodeLink {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Handshake | State::Proving => Some(self.deadline),
-            State::Ready | State::Draining => Some(self.dead_at()),
+            State::Ready | State::Draining => {
+                let dead = self.dead_at();
+                Some(self.incoming.poll_timeout().map_or(dead, |t| t.min(dead)))
+            }
             State::Closed => None,
         }
     }
@@ -248,6 +275,9 @@ impl NodeLink {
     }
 
     fn on_timer(&mut self, now: Instant) {
+        if let Some(e) = self.incoming.expire(now) {
+            return self.fail(&e.to_string());
+        }
         match self.state {
             State::Handshake | State::Proving if now >= self.deadline => {
                 self.fail("timed out during the handshake")
@@ -273,7 +303,7 @@ impl NodeLink {
                 continue;
             }
             match self.framer.decode::<ClientMsg>() {
-                Ok(Some(msg)) => self.on_message(msg),
+                Ok(Some(msg)) => self.on_message(msg, now),
                 Ok(None) => return,
                 Err(e) if self.state == State::Proving => {
                     return self.fail(&format!("{e} during the handshake"))
@@ -283,30 +313,58 @@ impl NodeLink {
         }
     }
 
-    fn on_message(&mut self, msg: ClientMsg) {
+    fn on_message(&mut self, msg: ClientMsg, now: Instant) {
         if self.state == State::Proving {
             self.mark_authenticated();
         }
+        let claimed = match msg {
+            ClientMsg::Stream(frame) => self.incoming.receive(frame, now),
+            ClientMsg::RunStreamed { stream, mut job } => match self.incoming.claim(stream) {
+                Ok(args) => {
+                    job.args = serde_bytes::ByteBuf::from(args);
+                    match self.draining {
+                        true => self.send(&NodeMsg::Returned(vec![(job.id, job.attempt)])),
+                        false => self.run(vec![job], true),
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            msg => match self.incoming.check_claimed() {
+                Ok(()) => return self.on_plain(msg),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = claimed {
+            self.fail(&e.to_string());
+        }
+    }
+
+    /// A message that carries no stream.
+    fn on_plain(&mut self, msg: ClientMsg) {
         match msg {
             ClientMsg::Run(jobs) if self.draining => {
                 let back = jobs.iter().map(|j| (j.id, j.attempt)).collect();
                 self.send(&NodeMsg::Returned(back));
             }
-            ClientMsg::Run(jobs) => self.run(jobs),
+            ClientMsg::Run(jobs) => self.run(jobs, false),
             ClientMsg::Cancel { id } => self.actions.push_back(NodeAction::Cancel(id)),
             ClientMsg::Ping(n) => self.send(&NodeMsg::Pong(n)),
             ClientMsg::Status => self.actions.push_back(NodeAction::StatusWanted),
             ClientMsg::Goodbye => self.close(None),
+            ClientMsg::Limits { max_payload } => self.peer_max = max_payload,
+            ClientMsg::Stream(_) | ClientMsg::RunStreamed { .. } => {}
         }
     }
 
     /// Jobs from the client: those within its credit window are queued,
     /// the rest handed back unrun (a client that keeps to the window it was
-    /// given never sees this).
-    fn run(&mut self, jobs: Vec<RunJob>) {
+    /// given never sees this). Streamed arguments count as jobs, not bytes:
+    /// streams have their own bound (`max_payload`).
+    fn run(&mut self, jobs: Vec<RunJob>, streamed: bool) {
         let (mut take, mut back) = (Vec::with_capacity(jobs.len()), Vec::new());
         for job in jobs {
-            let size = job.args.len();
+            let size = if streamed { 0 } else { job.args.len() };
             let fits = self.inflight.len() < self.config.credit_jobs
                 && (self.inflight.is_empty()
                     || self.inflight_bytes.saturating_add(size) <= self.config.credit_bytes);
@@ -373,24 +431,71 @@ impl NodeLink {
         }
     }
 
-    fn finished(&mut self, mut done: Vec<DoneJob>) {
+    fn finished(&mut self, done: Vec<DoneJob>) {
         done.iter().for_each(|d| self.ended(d.id));
         if !self.is_ready() || done.is_empty() {
             return;
         }
-        let max = max_payload(self.config.max_frame);
-        for d in &mut done {
-            let too_big = d.result.as_ref().map_or(0, |b| b.len());
-            if too_big > max {
-                let message =
-                    format!("result of {too_big} bytes is over the {max}-byte frame limit");
-                d.result = Err(JobError::new(ErrorKind::Codec, message));
+        let inline = stream::chunk_size(self.config.max_frame);
+        let (large, done): (Vec<_>, Vec<_>) = done
+            .into_iter()
+            .partition(|d| d.result.as_ref().is_ok_and(|b| b.len() > inline));
+        let mut refused = Vec::new();
+        for mut d in large {
+            let result = std::mem::replace(&mut d.result, Ok(Default::default()));
+            let bytes = result.unwrap_or_default().into_vec();
+            let (id, attempt, exec_ns) = (d.id, d.attempt, d.exec_ns);
+            let pushed = self
+                .streams
+                .push(bytes, self.peer_max, |stream| NodeMsg::DoneStreamed {
+                    stream,
+                    job: d,
+                });
+            if let Err(e) = pushed {
+                let message = format!("the client refuses the result: {e}");
+                refused.push(DoneJob {
+                    id,
+                    attempt,
+                    result: Err(JobError::new(ErrorKind::Codec, message)),
+                    exec_ns,
+                });
             }
         }
+        let mut done = done;
+        done.extend(refused);
         let size = |d: &DoneJob| d.result.as_ref().map_or(0, |b| b.len());
         for part in batches_by_size(done, size, self.config.max_frame) {
             self.send(&NodeMsg::Done(part));
         }
+    }
+
+    /// Whether stream frames wait to be sent: the driver asks for them one
+    /// at a time with [`NodeLink::pull_stream`].
+    pub fn has_stream(&self) -> bool {
+        self.is_ready() && !self.streams.is_empty()
+    }
+
+    /// Bytes of results waiting to go out as streams.
+    pub fn stream_bytes(&self) -> u64 {
+        self.streams.pending_bytes()
+    }
+
+    /// Queues the next stream frame to send (and the `Done` after a
+    /// stream's last chunk) as [`NodeAction::Send`]; false if there is none.
+    /// The driver calls it when what it has to write runs low, so that
+    /// heartbeats and small results go between the chunks.
+    pub fn pull_stream(&mut self) -> bool {
+        if !self.is_ready() {
+            return false;
+        }
+        let Some((frame, then)) = self.streams.next_frame() else {
+            return false;
+        };
+        self.send(&NodeMsg::Stream(frame));
+        if let Some(msg) = then {
+            self.send(&msg);
+        }
+        true
     }
 
     fn send(&mut self, msg: &NodeMsg) {
@@ -423,6 +528,7 @@ impl NodeLink {
 
     fn close(&mut self, reason: Option<String>) {
         self.state = State::Closed;
+        self.streams.clear();
         self.actions.push_back(NodeAction::Close { reason });
     }
 }

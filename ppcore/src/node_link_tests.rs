@@ -4,6 +4,7 @@ use super::*;
 use crate::framing::Framer;
 use crate::key::Key;
 use crate::secure::{ClientHandshake, SecureError};
+use crate::stream::StreamFrame;
 use crate::wire::{JobInfo, PROTOCOL_VERSION};
 use serde_bytes::ByteBuf;
 
@@ -21,6 +22,8 @@ fn link_with(keys: KeySet, now: Instant) -> NodeLink {
         max_frame: 8192,
         credit_jobs: 2,
         credit_bytes: 100,
+        max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
+        stream_stall: SECOND * 30,
     };
     let welcome = NodeMsg::Welcome {
         node_id: "n".into(),
@@ -34,6 +37,7 @@ fn link_with(keys: KeySet, now: Instant) -> NodeLink {
         caps: vec![],
         credit_jobs: 0,
         credit_bytes: 0,
+        max_payload: 0,
     };
     NodeLink::new(config, welcome, now)
 }
@@ -310,30 +314,118 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
 }
 
 #[test]
-fn results_too_big_become_codec_errors_and_batches_fit_the_frame() {
+fn results_over_a_frame_stream_when_pulled_and_over_the_clients_limit_fail() {
     let t0 = Instant::now();
     let (mut l, mut c) = ready(t0);
+    c.feed(
+        &mut l,
+        &ClientMsg::Limits {
+            max_payload: 20_000,
+        },
+        t0,
+    );
     let done = |id, n| DoneJob {
         id,
         attempt: 1,
-        result: Ok(ByteBuf::from(vec![0u8; n])),
+        result: Ok(ByteBuf::from(vec![id as u8; n])),
         exec_ns: 0,
     };
     l.handle(
-        NodeEvent::Finished(vec![done(1, 10_000), done(2, 10), done(3, 10)]),
+        NodeEvent::Finished(vec![done(1, 10_000), done(2, 10), done(4, 30_000)]),
         t0,
     );
+    // Inline first: the small result, and the refusal of the one over the
+    // client's limit; the large one waits to be pulled.
     let (sent, _) = c.drain(&mut l);
-    let all: Vec<DoneJob> = sent
+    let inline: Vec<DoneJob> = sent
         .into_iter()
         .flat_map(|m| match m {
             NodeMsg::Done(d) => d,
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(all.len(), 3);
-    assert_eq!(all[0].result.as_ref().unwrap_err().kind, ErrorKind::Codec);
-    assert!(all[1].result.is_ok());
+    assert_eq!(inline.len(), 2);
+    assert!(inline[0].result.is_ok());
+    let err = inline[1].result.as_ref().unwrap_err();
+    assert_eq!((inline[1].id, err.kind), (4, ErrorKind::Codec));
+    assert!(err.message.contains("20000-byte limit"), "{err}");
+    assert!(l.has_stream());
+    let mut frames = Vec::new();
+    for _ in 0..10 {
+        if !l.pull_stream() {
+            break;
+        }
+        frames.extend(c.drain(&mut l).0);
+    }
+    assert!(!l.has_stream());
+    let mut bytes = Vec::new();
+    let mut start = None;
+    for m in &frames[..frames.len() - 1] {
+        match m {
+            NodeMsg::Stream(StreamFrame::Start { id, len }) => start = Some((*id, *len)),
+            NodeMsg::Stream(StreamFrame::Chunk { data, .. }) => bytes.extend_from_slice(data),
+            other => panic!("{other:?}"),
+        }
+    }
+    let (id, len) = start.unwrap();
+    assert_eq!((len, bytes), (10_000, vec![1u8; 10_000]));
+    match frames.last() {
+        Some(NodeMsg::DoneStreamed { stream, job }) => {
+            assert_eq!((*stream, job.id), (id, 1));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_stream_that_lies_about_its_length_or_stalls_closes_the_connection() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    c.feed(
+        &mut l,
+        &ClientMsg::Stream(StreamFrame::Start { id: 1, len: 10 }),
+        t0,
+    );
+    let chunk = StreamFrame::Chunk {
+        id: 1,
+        offset: 0,
+        data: ByteBuf::from(vec![0u8; 11]),
+    };
+    c.feed(&mut l, &ClientMsg::Stream(chunk), t0);
+    let (sent, other) = c.drain(&mut l);
+    assert!(
+        matches!(&sent[..], [NodeMsg::Reject { reason, .. }] if reason.contains("11 bytes sent, 10 announced")),
+        "{sent:?}"
+    );
+    assert!(matches!(
+        &other[..],
+        [NodeAction::Close { reason: Some(_) }]
+    ));
+    // Stalls: pings keep the client alive, the stream is dropped anyway.
+    let (mut l, mut c) = ready(t0);
+    c.feed(
+        &mut l,
+        &ClientMsg::Stream(StreamFrame::Start { id: 1, len: 100 }),
+        t0,
+    );
+    let mut now = t0;
+    for n in 1..=40 {
+        now += SECOND;
+        c.feed(&mut l, &ClientMsg::Ping(n), now);
+        if l.poll_timeout().is_some_and(|t| t <= now) {
+            l.handle(NodeEvent::Timer, now);
+        }
+        if l.is_closed() {
+            break;
+        }
+    }
+    assert!(l.is_closed());
+    assert_eq!(now, t0 + 31 * SECOND, "just past the 30 s stall limit");
+    let (sent, _) = c.drain(&mut l);
+    assert!(
+        matches!(sent.last(), Some(NodeMsg::Reject { reason, .. }) if reason.contains("no progress")),
+        "{sent:?}"
+    );
 }
 
 #[test]

@@ -26,6 +26,14 @@ impl Outbox {
         if self.is_empty() {
             self.progress = Some(now);
         }
+        // Written bytes leave the buffer once they are at least half of it:
+        // a writer that never quite catches up (a stream's chunks are added
+        // before the last is all written) keeps a buffer of about what
+        // waits, not of everything it ever sent.
+        if self.done > 0 && self.done >= self.buf.len() - self.done {
+            self.buf.drain(..self.done);
+            self.done = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
@@ -133,6 +141,31 @@ mod tests {
         assert_eq!(w.got, b"hello world");
         assert!(out.is_empty());
         assert_eq!(out.stall_deadline(limit), None);
+    }
+
+    #[test]
+    fn a_writer_that_never_catches_up_keeps_only_what_waits() {
+        let t0 = Instant::now();
+        let mut out = Outbox::new();
+        let mut w = Slow {
+            got: Vec::new(),
+            room: 0,
+        };
+        let chunk = vec![5u8; 1000];
+        for _ in 0..1000 {
+            out.push(&chunk, t0);
+            w.room = 900;
+            assert!(!out.flush(&mut w, t0).unwrap());
+        }
+        assert_eq!(out.len(), 1000 * 100);
+        assert!(
+            out.buf.len() <= 2 * out.len() + chunk.len(),
+            "{}",
+            out.buf.len()
+        );
+        w.room = usize::MAX;
+        assert!(out.flush(&mut w, t0).unwrap());
+        assert_eq!(w.got.len(), 1000 * 1000);
     }
 
     #[test]

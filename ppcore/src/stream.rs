@@ -160,6 +160,18 @@ pub enum StreamError {
         /// What would have arrived with the chunk.
         received: u64,
     },
+    /// A stream completed, and the next message did not name it.
+    #[error("stream {id} completed but the next message did not claim it")]
+    Unclaimed {
+        /// The stream.
+        id: u64,
+    },
+    /// A message named a stream that has not completed just before it.
+    #[error("a message named stream {id}, which did not just complete")]
+    NotReceived {
+        /// The stream.
+        id: u64,
+    },
     /// No progress for too long.
     #[error("stream {id}: no progress for {idle:?} ({received} of {len} bytes)")]
     Stalled {
@@ -211,6 +223,12 @@ pub fn check_len(id: u64, len: u64, max_payload: u64) -> Result<(), StreamError>
     Ok(())
 }
 
+/// The chunk size for a link whose frames may hold `max_frame` bytes:
+/// [`MAX_CHUNK`], or less if a frame cannot carry that much.
+pub fn chunk_size(max_frame: usize) -> usize {
+    crate::wire::max_payload(max_frame).clamp(1, MAX_CHUNK)
+}
+
 /// One stream being sent.
 #[derive(Debug)]
 struct Sending {
@@ -222,15 +240,50 @@ struct Sending {
 
 /// The streams this side is sending on one connection: one frame at a time,
 /// the streams taking turns.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outgoing {
     queue: VecDeque<Sending>,
+    chunk: usize,
+    /// The most bytes the started streams may announce together (the
+    /// peer's buffer): a stream that would pass it starts when others end.
+    budget: u64,
+}
+
+impl Default for Outgoing {
+    fn default() -> Self {
+        Outgoing {
+            queue: VecDeque::new(),
+            chunk: MAX_CHUNK,
+            budget: u64::MAX,
+        }
+    }
 }
 
 impl Outgoing {
-    /// No streams.
+    /// No streams; chunks of [`MAX_CHUNK`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// No streams; chunks of at most `chunk` bytes (1 to [`MAX_CHUNK`]).
+    pub fn with_chunk(chunk: usize) -> Self {
+        Outgoing {
+            queue: VecDeque::new(),
+            chunk: chunk.clamp(1, MAX_CHUNK),
+            budget: u64::MAX,
+        }
+    }
+
+    /// Lets streams start only while the started ones announce at most
+    /// `budget` bytes together (one stream always may), so that the peer's
+    /// buffer for open streams is never passed.
+    pub fn set_budget(&mut self, budget: u64) {
+        self.budget = budget;
+    }
+
+    /// Whether stream `id` is still queued (not all of it sent).
+    pub fn contains(&self, id: u64) -> bool {
+        self.queue.iter().any(|s| s.id == id)
     }
 
     /// Queues `payload` as stream `id`; refused, with nothing queued, when it
@@ -252,7 +305,16 @@ impl Outgoing {
     /// The next frame to send, or `None` when every stream is sent. A stream
     /// leaves the queue with its last chunk (and its memory with it).
     pub fn next_frame(&mut self) -> Option<StreamFrame> {
-        let mut stream = self.queue.pop_front()?;
+        let open: u64 = self
+            .queue
+            .iter()
+            .filter(|s| s.started)
+            .map(|s| s.payload.len() as u64)
+            .sum();
+        let at = self.queue.iter().position(|s| {
+            s.started || open == 0 || open.saturating_add(s.payload.len() as u64) <= self.budget
+        })?;
+        let mut stream = self.queue.remove(at)?;
         if !stream.started {
             stream.started = true;
             let frame = StreamFrame::Start {
@@ -260,11 +322,11 @@ impl Outgoing {
                 len: stream.payload.len() as u64,
             };
             if !stream.payload.is_empty() {
-                self.queue.push_front(stream);
+                self.queue.insert(at, stream);
             }
             return Some(frame);
         }
-        let end = stream.payload.len().min(stream.sent + MAX_CHUNK);
+        let end = stream.payload.len().min(stream.sent + self.chunk);
         let frame = StreamFrame::Chunk {
             id: stream.id,
             offset: stream.sent as u64,
@@ -301,6 +363,157 @@ impl Outgoing {
             .iter()
             .map(|s| (s.payload.len() - s.sent) as u64)
             .sum()
+    }
+}
+
+/// The streams one side of a link sends: each payload cut into chunks,
+/// followed at once by the message that names it (its `Run` or `Done`).
+#[derive(Debug)]
+pub struct Streams<M> {
+    out: Outgoing,
+    next_id: u64,
+    then: HashMap<u64, M>,
+}
+
+impl<M> Streams<M> {
+    /// No streams; chunks of at most `chunk` bytes.
+    pub fn new(chunk: usize) -> Self {
+        Streams {
+            out: Outgoing::with_chunk(chunk),
+            next_id: 1,
+            then: HashMap::new(),
+        }
+    }
+
+    /// Queues `payload` as a new stream, refused (nothing queued) over the
+    /// peer's `max_payload`; `then` makes the message that follows its last
+    /// chunk from the stream's id.
+    pub fn push(
+        &mut self,
+        payload: Vec<u8>,
+        max_payload: u64,
+        then: impl FnOnce(u64) -> M,
+    ) -> Result<u64, StreamError> {
+        let id = self.next_id;
+        self.out.push(id, payload, max_payload)?;
+        self.out.set_budget(max_payload);
+        self.next_id += 1;
+        self.then.insert(id, then(id));
+        Ok(id)
+    }
+
+    /// The next frame to send, with the message to send right after it
+    /// when it ends its stream.
+    pub fn next_frame(&mut self) -> Option<(StreamFrame, Option<M>)> {
+        let frame = self.out.next_frame()?;
+        let id = match &frame {
+            StreamFrame::Start { id, .. }
+            | StreamFrame::Chunk { id, .. }
+            | StreamFrame::Abort { id } => *id,
+        };
+        let then = match self.out.contains(id) {
+            true => None,
+            false => self.then.remove(&id),
+        };
+        Some((frame, then))
+    }
+
+    /// Drops the streams whose message `gone` picks; the frames to send to
+    /// tell the peer (for those it has seen start).
+    pub fn abort_where(&mut self, gone: impl Fn(&M) -> bool) -> Vec<StreamFrame> {
+        let ids: Vec<u64> = self
+            .then
+            .iter()
+            .filter(|(_, m)| gone(m))
+            .map(|(&id, _)| id)
+            .collect();
+        let mut frames = Vec::new();
+        for id in ids {
+            self.then.remove(&id);
+            frames.extend(self.out.abort(id));
+        }
+        frames
+    }
+
+    /// Forgets every stream (the connection is gone).
+    pub fn clear(&mut self) {
+        self.out.queue.clear();
+        self.then.clear();
+    }
+
+    /// Whether nothing waits to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn pending_bytes(&self) -> u64 {
+        self.out.pending_bytes()
+    }
+}
+
+/// The streams one side of a link receives: an [`Assembler`], and the
+/// payload of the stream that just completed until the next message, which
+/// must name it, claims it. So at most one completed payload waits.
+#[derive(Debug)]
+pub struct Incoming {
+    asm: Assembler,
+    complete: Option<(u64, Vec<u8>)>,
+}
+
+impl Incoming {
+    /// Nothing received yet; `limits` bound what the peer may send.
+    pub fn new(limits: Limits) -> Self {
+        Incoming {
+            asm: Assembler::new(limits),
+            complete: None,
+        }
+    }
+
+    /// Takes one stream frame received at `now`. An error means close the
+    /// connection.
+    pub fn receive(&mut self, frame: StreamFrame, now: Instant) -> Result<(), StreamError> {
+        self.check_claimed()?;
+        if let Some(done) = self.asm.receive(frame, now)? {
+            self.complete = Some(done);
+        }
+        Ok(())
+    }
+
+    /// The payload of stream `id`, which must have completed just before.
+    pub fn claim(&mut self, id: u64) -> Result<Vec<u8>, StreamError> {
+        match self.complete.take() {
+            Some((done, payload)) if done == id => Ok(payload),
+            Some((done, _)) => Err(StreamError::Unclaimed { id: done }),
+            None => Err(StreamError::NotReceived { id }),
+        }
+    }
+
+    /// An error if a completed payload waits: any message but the one that
+    /// claims it breaks the protocol.
+    pub fn check_claimed(&self) -> Result<(), StreamError> {
+        match &self.complete {
+            Some((id, _)) => Err(StreamError::Unclaimed { id: *id }),
+            None => Ok(()),
+        }
+    }
+
+    /// When the next stream stalls unless it makes progress: just past
+    /// its limit (a stream is dropped once it has been idle for longer).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.asm
+            .poll_timeout()
+            .map(|t| t + Duration::from_millis(1))
+    }
+
+    /// The first stream stalled at `now`, if any (close the connection).
+    pub fn expire(&mut self, now: Instant) -> Option<StreamError> {
+        self.asm.expire(now).into_iter().next()
+    }
+
+    /// Bytes the open streams have reserved.
+    pub fn reserved(&self) -> u64 {
+        self.asm.reserved()
     }
 }
 

@@ -111,6 +111,22 @@ pub enum ClientMsg {
     Status,
     /// The client is leaving.
     Goodbye,
+    /// One frame of a stream: the arguments of a job too large to travel
+    /// inline (see [`crate::stream`]).
+    Stream(crate::stream::StreamFrame),
+    /// A job whose arguments are stream `stream`, which completed in the
+    /// frame just before; `job.args` is empty.
+    RunStreamed {
+        /// The stream holding the arguments.
+        stream: u64,
+        /// The job, without its arguments.
+        job: RunJob,
+    },
+    /// The client's limits, sent right after its first sealed frame.
+    Limits {
+        /// The largest result the client takes, in bytes.
+        max_payload: u64,
+    },
 }
 
 /// What a node sends to a client.
@@ -134,6 +150,9 @@ pub enum NodeMsg {
         /// Optional protocol features the node speaks (see PROTOCOL.md).
         #[serde(default)]
         caps: Vec<String>,
+        /// The largest arguments the node takes, in bytes (0: the default, 1 GiB).
+        #[serde(default)]
+        max_payload: u64,
         /// The credit window, in jobs: the most jobs this connection may
         /// have in flight (sent and not answered); more are handed back
         /// unrun. 0 (or missing): no bound.
@@ -165,6 +184,16 @@ pub enum NodeMsg {
     Draining,
     /// The node is closing the connection.
     Goodbye,
+    /// One frame of a stream: a result too large to travel inline.
+    Stream(crate::stream::StreamFrame),
+    /// A job whose result is stream `stream`, which completed in the frame
+    /// just before; `job.result` is an empty `Ok`.
+    DoneStreamed {
+        /// The stream holding the result.
+        stream: u64,
+        /// The job's outcome, without its result bytes.
+        job: DoneJob,
+    },
 }
 
 /// What one job adds to a frame besides its payload, at most (ids, attempt,

@@ -45,6 +45,12 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Largest frame accepted.
     pub max_frame: usize,
+    /// Largest arguments of one job, in bytes (larger than a frame, they
+    /// travel as a stream); also what one client's open streams may hold.
+    pub max_payload: u64,
+    /// A stream from a client that makes no progress for this long drops
+    /// the client.
+    pub stream_stall: Duration,
     /// How long a stopping node lets running jobs finish.
     pub grace: Duration,
     /// Where jobs run: worker threads, or worker processes.
@@ -89,6 +95,8 @@ impl Default for Config {
             max_memory: default_max_memory(),
             handshake_timeout: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
+            max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
+            stream_stall: ppcore::stream::DEFAULT_STALL,
             grace: Duration::from_secs(30),
             isolation: Isolation::Thread,
             write_timeout: Duration::from_secs(30),
@@ -198,6 +206,14 @@ pub struct Cli {
     /// (default: a quarter of RAM; suffixes K, M, G).
     #[arg(long, value_name = "SIZE", value_parser = ppcore::limits::parse_bytes)]
     pub max_memory: Option<u64>,
+    /// Largest arguments of one job, in bytes (suffixes K, M, G: powers of
+    /// 1024); checked before any of them is sent.
+    #[arg(long, default_value = "1G", value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_payload: u64,
+    /// Seconds a stream of arguments may go without progress before the
+    /// client is dropped.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = ppcore::limits::parse_secs)]
+    pub stream_stall: f64,
     /// Seconds a stopping node lets running jobs finish.
     #[arg(long, default_value_t = 30, value_parser = ppcore::limits::parse_whole_secs)]
     pub grace: u64,
@@ -253,9 +269,34 @@ impl Cli {
                 .unwrap_or(defaults.handshake_timeout),
             write_timeout: positive_secs(self.write_timeout).unwrap_or(defaults.write_timeout),
             heartbeat: positive_secs(self.heartbeat).unwrap_or(defaults.heartbeat),
+            max_payload: self.max_payload,
+            stream_stall: positive_secs(self.stream_stall).unwrap_or(defaults.stream_stall),
             ..defaults
         })
     }
+}
+
+/// A number of bytes, with an optional suffix K, M or G (powers of 1024).
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, scale) = match t.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => {
+            let scale: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("{text:?}: the suffix must be K, M or G")),
+            };
+            (&t[..at], scale)
+        }
+        _ => (t, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive number of bytes"))
 }
 
 /// `secs` as a duration, if it is a positive number of seconds.
@@ -341,5 +382,15 @@ mod tests {
             mem_total("MemTotal:  2048 kB\nMemFree: 1 kB"),
             Some(2 << 20)
         );
+    }
+
+    #[test]
+    fn max_payload_takes_bytes_with_a_suffix() {
+        assert_eq!(cli(&[]).max_payload, 1 << 30);
+        assert_eq!(cli(&["--max-payload", "256M"]).max_payload, 256 << 20);
+        assert_eq!(cli(&["--max-payload", "4096"]).max_payload, 4096);
+        for bad in ["0", "1T", "-3", "x", ""] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -38,6 +38,9 @@ const READS_PER_TURN: usize = 16;
 /// Finished jobs gathered into one `Done` frame at most.
 const MAX_BATCH: usize = 1024;
 const SOCKET: Token = Token(1);
+/// A stream's next chunk is taken when fewer bytes than this wait to be
+/// written.
+const PULL_BELOW: usize = 2 << 20;
 
 /// Bytes of unwritten results beyond which a connection is not read until
 /// they shrink.
@@ -208,6 +211,8 @@ impl Driver<'_> {
             max_frame: config.max_frame,
             credit_jobs: config.credit_jobs(),
             credit_bytes: config.credit_bytes,
+            max_payload: config.max_payload,
+            stream_stall: config.stream_stall,
         };
         let mut link = NodeLink::new(link_config, self.node.welcome(), Instant::now());
         if self.node.draining() {
@@ -379,6 +384,12 @@ impl Driver<'_> {
             let flushed = self.outbox.flush(&mut self.stream, Instant::now());
             self.outbox_held.resize(self.outbox.len());
             match flushed {
+                Ok(_) if self.outbox.len() < PULL_BELOW && link.has_stream() => {
+                    // Results too large for a frame go out one chunk at a
+                    // time, when what waits runs low: other frames go in
+                    // between.
+                    link.pull_stream();
+                }
                 Ok(all) => {
                     // Room to write matters only while bytes wait.
                     if all == self.watch_write {

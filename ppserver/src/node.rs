@@ -314,6 +314,7 @@ impl Node {
             jobs: self.jobs.clone(),
             heartbeat_ms: 0,
             caps: Vec::new(),
+            max_payload: self.config.max_payload,
             // Set by each connection's link from its config.
             credit_jobs: 0,
             credit_bytes: 0,

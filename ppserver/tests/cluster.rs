@@ -281,7 +281,7 @@ fn node_status_reports_counters() {
 #[test]
 fn big_batches_are_split_and_oversized_jobs_refused_without_losing_the_node() {
     use serde_bytes::ByteBuf;
-    let a = Node::start(&["--workers", "2"]);
+    let a = Node::start(&["--workers", "2", "--max-payload", "16M"]);
     let server = remote_only(&[&a]);
     // 200 jobs of 300 KB: 60 MB in flight at most, over several frames.
     let handles: Vec<_> = (0..200u8)
@@ -294,7 +294,7 @@ fn big_batches_are_split_and_oversized_jobs_refused_without_losing_the_node() {
     let huge = ByteBuf::from(vec![0u8; 20 << 20]);
     let err = server.submit(jobs::echo_bytes, (huge,)).wait().unwrap_err();
     assert_eq!(err.kind, ErrorKind::Codec);
-    assert!(err.message.contains("frame limit"), "{err}");
+    assert!(err.message.contains("16777216-byte limit"), "{err}");
     assert_eq!(server.submit(jobs::echo_u64, (9,)).wait(), Ok(9));
     let s = server.stats();
     assert_eq!((s.retried, server.active_nodes().len()), (0, 1), "{s:?}");
@@ -431,4 +431,60 @@ fn node_status_says_what_kind_of_failure() {
             .workers,
         1
     );
+}
+
+/// 256 MiB whose every 4 KiB differs from the next.
+fn big_payload(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    for (i, block) in v.chunks_mut(4096).enumerate() {
+        block.fill((i % 251) as u8);
+    }
+    v
+}
+
+#[test]
+fn a_256_mib_argument_and_result_round_trip_exact_while_small_jobs_flow() {
+    use serde_bytes::ByteBuf;
+    let a = Node::start(&["--workers", "2"]);
+    let server = remote_only(&[&a]);
+    let payload = big_payload(256 << 20);
+    let big = server.submit(jobs::echo_bytes, (ByteBuf::from(payload.clone()),));
+    // Small jobs go between the chunks, both ways.
+    let small: Vec<_> = (0..20u64)
+        .map(|i| server.submit(jobs::echo_u64, (i,)))
+        .collect();
+    for (i, h) in small.into_iter().enumerate() {
+        assert_eq!(h.wait_timeout(Duration::from_secs(60)), Some(Ok(i as u64)));
+    }
+    let back = big
+        .wait_timeout(Duration::from_secs(120))
+        .expect("resolves in time")
+        .expect("succeeds");
+    assert!(back.len() == payload.len() && *back == payload[..]);
+    let s = server.stats();
+    assert_eq!((s.succeeded, s.retried, s.failed), (21, 0, 0), "{s:?}");
+}
+
+#[test]
+fn a_payload_over_the_clients_limit_fails_at_submit_and_the_node_serves_on() {
+    use serde_bytes::ByteBuf;
+    let a = Node::start(&["--workers", "1"]);
+    let server = Server::builder()
+        .ncpus(0)
+        .secret(SECRET.as_str())
+        .nodes([a.name()])
+        .max_payload(4 << 20)
+        .build()
+        .unwrap();
+    let err = server
+        .submit(jobs::echo_bytes, (ByteBuf::from(vec![1u8; 5 << 20]),))
+        .wait()
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Codec);
+    assert!(err.message.contains("4194304-byte payload limit"), "{err}");
+    let back = server
+        .submit(jobs::echo_bytes, (ByteBuf::from(vec![2u8; 3 << 20]),))
+        .wait();
+    assert_eq!(back.map(|b| b.len()), Ok(3 << 20));
+    assert_eq!(server.active_nodes().len(), 1);
 }

@@ -190,3 +190,49 @@ fn failed_remote_jobs_run_again_when_asked() {
     assert_eq!(err.kind, ErrorKind::Failed);
     assert!(server.stats().retried >= 1);
 }
+
+#[test]
+fn node_killed_while_a_stream_is_in_flight_reruns_elsewhere_exact() {
+    use serde_bytes::ByteBuf;
+    let a = Node::start(&["--workers", "2"]);
+    let server = Server::builder()
+        .ncpus(0)
+        .secret(SECRET.as_str())
+        .nodes([a.name()])
+        .listen("127.0.0.1:0")
+        .heartbeat(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    // Frozen, the node reads nothing: 4 × 32 MiB of arguments cannot all
+    // leave the client, so they are mid-stream when it is lost.
+    a.signal("STOP");
+    let payloads: Vec<Vec<u8>> = (0..4u8)
+        .map(|k| {
+            let mut v = vec![k; 32 << 20];
+            for (i, block) in v.chunks_mut(4096).enumerate() {
+                block[0] = (i % 253) as u8;
+            }
+            v
+        })
+        .collect();
+    let handles: Vec<_> = payloads
+        .iter()
+        .map(|p| server.submit(jobs::echo_bytes, (ByteBuf::from(p.clone()),)))
+        .collect();
+    // Taken by the only node's link (its queue wait is counted then).
+    assert!(common::eventually(Duration::from_secs(20), || {
+        server.stats().queue_wait > Duration::ZERO
+    }));
+    a.signal("KILL");
+    let addr = server.listen_addr().unwrap().to_string();
+    let _b = Node::start(&["--join", &addr]);
+    for (h, p) in handles.into_iter().zip(&payloads) {
+        let back = h.wait_timeout(WAIT).expect("resolves").expect("succeeds");
+        assert!(*back == p[..], "exact");
+    }
+    let s = server.stats();
+    assert_eq!((s.succeeded, s.failed, s.active), (4, 0, 0), "{s:?}");
+    let ran: u64 = s.nodes.iter().map(|n| n.jobs).sum();
+    assert_eq!(ran, 4, "each job counted once: {:?}", s.nodes);
+    assert!(s.retried >= 1, "lost mid-stream, sent again: {s:?}");
+}

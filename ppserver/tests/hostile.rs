@@ -214,3 +214,54 @@ fn random_bytes_to_the_discovery_port() {
     assert_eq!(answer, Some(node.addr.port()));
     still_serves(&node);
 }
+
+#[test]
+fn a_stream_that_lies_about_its_length_or_stalls_drops_only_that_client() {
+    use ppcore::stream::StreamFrame;
+    use serde_bytes::ByteBuf;
+    let node = Node::start(&["--stream-stall", "1"]);
+    let server = client(&node);
+    // Announces 100 bytes, sends 200.
+    let mut s = authenticated(&node);
+    assert!(s.send(&ClientMsg::Stream(StreamFrame::Start { id: 1, len: 100 })));
+    let chunk = StreamFrame::Chunk {
+        id: 1,
+        offset: 0,
+        data: ByteBuf::from(vec![7u8; 200]),
+    };
+    assert!(s.send(&ClientMsg::Stream(chunk)));
+    let reason = s.reject_reason();
+    assert!(reason.contains("200 bytes sent, 100 announced"), "{reason}");
+    // Announces 64 MiB, sends 1 KiB, then only heartbeats: dropped after
+    // the stall limit although it answers to pings.
+    let mut s = authenticated(&node);
+    assert!(s.send(&ClientMsg::Stream(StreamFrame::Start {
+        id: 1,
+        len: 64 << 20
+    })));
+    let chunk = StreamFrame::Chunk {
+        id: 1,
+        offset: 0,
+        data: ByteBuf::from(vec![7u8; 1024]),
+    };
+    assert!(s.send(&ClientMsg::Stream(chunk)));
+    assert!(s.send(&ClientMsg::Ping(1)));
+    // The answer to the first ping (`authenticated`'s), then to ours.
+    assert_eq!(s.recv(), Ok(ppcore::wire::NodeMsg::Pong(0)));
+    assert_eq!(s.recv(), Ok(ppcore::wire::NodeMsg::Pong(1)));
+    let reason = s.reject_reason();
+    assert!(reason.contains("no progress"), "{reason}");
+    // Over the node's limit: refused at the start, before any byte.
+    let mut s = authenticated(&node);
+    assert!(s.send(&ClientMsg::Stream(StreamFrame::Start {
+        id: 1,
+        len: 2 << 30
+    })));
+    let reason = s.reject_reason();
+    assert!(
+        reason.contains("over the 1073741824-byte limit"),
+        "{reason}"
+    );
+    still_serves(&node);
+    assert_eq!(server.submit(jobs::echo_u64, (3,)).wait(), Ok(3));
+}

@@ -1,12 +1,13 @@
 //! Chaos: three loopback nodes killed, stopped and restarted on a fixed seed
-//! while 10,000 mixed jobs run through them. Every job must resolve exactly
+//! while 10,000 mixed jobs run through them (Maclaurin slices, sleeps, and
+//! one in 500 an 8 MiB echo, whose argument and result travel as streams). Every job must resolve exactly
 //! once with the right value. `--soak` pushes 1,000,000 jobs through two nodes
 //! and reports memory at start and end instead.
 
 use anyhow::{ensure, Result};
 use benchmarks::{rss_bytes, spawn_node_on, SpawnedNode};
 use clap::Parser;
-use ppclient::{Options, Server};
+use ppclient::{ByteBuf, Options, Server};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,6 +102,12 @@ fn chaos(args: &Args) -> Result<std::process::ExitCode> {
                 let (lo, hi) = jobs::task_range(terms, slices, i as u64);
                 let opts = Options::new().callback(move |_: &Result<f64, _>| count());
                 Handle::Slice(server.submit_with(jobs::maclaurin, (x, lo, hi), opts))
+            } else if i % BIG_EVERY == 0 {
+                // Arguments and result that travel as streams of chunks:
+                // nodes die with them in flight too.
+                let opts = Options::new().callback(move |_: &Result<ByteBuf, _>| count());
+                let bytes = ByteBuf::from(big_payload(i));
+                Handle::Big(server.submit_with(jobs::echo_bytes, (bytes,), opts), i)
             } else {
                 let opts = Options::new().callback(move |_: &Result<u64, _>| count());
                 Handle::Sleep(server.submit_with(jobs::sleep_ms, (1 + i as u64 % 5,), opts))
@@ -185,6 +192,8 @@ fn chaos(args: &Args) -> Result<std::process::ExitCode> {
         if let Some(Ok(v)) = r {
             if (i as u64) < slices {
                 sum += v;
+            } else if i % BIG_EVERY == 0 {
+                sleeps_ok &= *v == 1.0;
             } else {
                 sleeps_ok &= *v == (1 + i as u64 % 5) as f64;
             }
@@ -221,10 +230,24 @@ fn chaos(args: &Args) -> Result<std::process::ExitCode> {
     })
 }
 
-/// A job of either kind, resolving to a number.
+/// One job in this many (of the second half) echoes a large payload.
+const BIG_EVERY: usize = 500;
+
+/// The 8 MiB payload of job `i`.
+fn big_payload(i: usize) -> Vec<u8> {
+    let mut v = vec![(i % 251) as u8; 8 << 20];
+    for (k, block) in v.chunks_mut(4096).enumerate() {
+        block[0] = (k % 241) as u8;
+    }
+    v
+}
+
+/// A job of any kind, resolving to a number.
 enum Handle {
     Slice(ppclient::JobHandle<f64>),
     Sleep(ppclient::JobHandle<u64>),
+    /// An echo of `big_payload(i)`: 1 if it came back exact.
+    Big(ppclient::JobHandle<ByteBuf>, usize),
 }
 
 impl Handle {
@@ -233,6 +256,9 @@ impl Handle {
         match self {
             Handle::Slice(h) => h.wait_timeout(limit),
             Handle::Sleep(h) => h.wait_timeout(limit).map(|r| r.map(|ms| ms as f64)),
+            Handle::Big(h, i) => h
+                .wait_timeout(limit)
+                .map(|r| r.map(|b| f64::from(u8::from(*b == big_payload(i)[..])))),
         }
     }
 }
