@@ -109,19 +109,15 @@ fn fake_discovery(ports: Vec<u16>) -> std::net::SocketAddr {
 fn hostile_node() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
+    // Blocks in accept (no polling); answers at most 64 connections.
     std::thread::spawn(move || {
-        let until = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < until {
-            match listener.accept() {
-                Ok((mut stream, _)) => {
-                    let refusal = ppcore::secure::refusal_reason("evil\n\x1b[31mFORGED LINE");
-                    let frame = ppcore::Framer::new(4096)
-                        .encode_handshake(&refusal)
-                        .unwrap();
-                    let _ = std::io::Write::write_all(&mut stream, &frame);
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        for _ in 0..64 {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let refusal = ppcore::secure::refusal_reason("evil\n\x1b[31mFORGED LINE");
+                let frame = ppcore::Framer::new(4096)
+                    .encode_handshake(&refusal)
+                    .unwrap();
+                let _ = std::io::Write::write_all(&mut stream, &frame);
             }
         }
     });

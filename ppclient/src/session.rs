@@ -395,8 +395,9 @@ impl Driver<'_> {
             return false;
         }
         let mut batch = Vec::with_capacity(tasks.len());
+        let now = Instant::now();
         for task in tasks {
-            match task.dispatch(&self.core.ctx) {
+            match task.dispatch(&self.core.ctx, now) {
                 Ok(d) => {
                     self.core
                         .ctx
@@ -414,7 +415,7 @@ impl Driver<'_> {
             }
         }
         if !batch.is_empty() {
-            self.link.handle(Event::Submit(batch), Instant::now());
+            self.link.handle(Event::Submit(batch), now);
         }
         true
     }

@@ -86,8 +86,9 @@ pub(crate) trait Task: Expire + Send + Sync {
     fn run_local(self: Arc<Self>, ctx: &RunCtx);
     /// Marks the job running on a node and encodes its arguments. `Err(None)`
     /// if it ended meanwhile (cancelled); `Err(Some(e))` if it cannot be sent:
-    /// the caller then abandons it with `e`.
-    fn dispatch(&self, ctx: &RunCtx) -> Result<Dispatch, Option<JobError>>;
+    /// the caller then abandons it with `e`. `now` is when the batch it
+    /// belongs to was taken (one clock read per batch, not per job).
+    fn dispatch(&self, ctx: &RunCtx, now: Instant) -> Result<Dispatch, Option<JobError>>;
     /// Takes a node's answer: resolves the handle, or, if the job failed in a
     /// way it may be retried for, returns it to be queued again.
     fn complete(
@@ -337,7 +338,7 @@ impl<J: Job> Task for TypedTask<J> {
         resolve(&self, result);
     }
 
-    fn dispatch(&self, ctx: &RunCtx) -> Result<Dispatch, Option<JobError>> {
+    fn dispatch(&self, ctx: &RunCtx, now: Instant) -> Result<Dispatch, Option<JobError>> {
         self.release();
         if !self.cell.start_remote() {
             return Err(None);
@@ -366,7 +367,8 @@ impl<J: Job> Task for TypedTask<J> {
         });
         let args = checked.map_err(Some)?;
         if run.attempt == 0 {
-            self.cell.tracker().started(self.submitted.elapsed());
+            let waited = now.saturating_duration_since(self.submitted);
+            self.cell.tracker().started(waited);
         }
         run.attempt += 1;
         Ok(Dispatch {

@@ -9,31 +9,32 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// A generated key, shared by the nodes and clients of this test process.
 static SECRET: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| ppcore::Key::generate().expect("randomness").to_text());
 
-/// How many gated jobs of each test may finish.
-static RELEASED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+/// How many gated jobs of each test may finish; signalled when it grows.
+static RELEASED: Mutex<[u64; 2]> = Mutex::new([0; 2]);
+static OPENED: Condvar = Condvar::new();
 
 ppcore::job! {
     /// Waits (at most 60 s) until job `k` of gate `gate` may finish, then
     /// works 20 ms so that the task stream has something to draw.
     fn gated(gate: usize, k: u64) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while RELEASED[gate].load(Ordering::Acquire) <= k && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let released = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
+        let shut = |r: &mut [u64; 2]| r.get(gate).is_some_and(|&upto| upto <= k);
+        drop(OPENED.wait_timeout_while(released, Duration::from_secs(60), shut));
         std::thread::sleep(Duration::from_millis(20));
         k
     }
 }
 
 fn release(gate: usize, upto: u64) {
-    RELEASED[gate].store(upto, Ordering::Release);
+    RELEASED.lock().unwrap_or_else(|e| e.into_inner())[gate] = upto;
+    OPENED.notify_all();
 }
 
 /// Waits until `f` holds, at most 60 s; panics with `what` otherwise.

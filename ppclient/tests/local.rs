@@ -179,7 +179,7 @@ fn timeout_resolves_the_handle_with_timed_out() {
 }
 
 #[test]
-fn cancel_of_a_queued_job() {
+fn cancelling_a_queued_job_resolves_it_cancelled_once_and_a_running_local_job_runs_on() {
     let server = server(1);
     let running = server.submit(gate, (1,));
     assert!(started(1));

@@ -122,7 +122,9 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
     let workers = config.workers;
     let node = Arc::new(Node::new(config, registry, queue.clone()));
     let worker_node = Arc::clone(&node);
-    let pool = Pool::start("pp-node-worker", workers, queue, move |job| {
+    // Jobs arrive a frame at a time: idle workers sleep at once rather than
+    // spin beside the connection drivers (ppcore::Pool::start_polling).
+    let pool = Pool::start_polling("pp-node-worker", workers, 0, queue, move |job| {
         worker_node.run(job)
     });
     let stop = Arc::new(Stop::default());

@@ -253,6 +253,10 @@ impl Node {
             };
             queued.push(job);
         }
+        if !queued.is_empty() {
+            // Tests wait for this line (their nodes log this module at debug).
+            tracing::debug!(jobs = queued.len(), "jobs queued");
+        }
         self.queue.push_all(queued);
     }
 
@@ -287,6 +291,7 @@ impl Node {
         }
         job.out.end();
         self.active.done();
+        tracing::debug!(id = job.id, "job ended");
     }
 
     /// The client cancelled job `id`: skip it if it has not started; in

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{close, eventually, maclaurin_64, Node, SECRET};
+use common::{close, maclaurin_64, Node, SECRET};
 use ppclient::{ErrorKind, NodeState, Options, Server};
 use std::time::Duration;
 
@@ -264,8 +264,9 @@ fn node_status_reports_counters() {
     }
     let status =
         || ppclient::node_status(&a.name(), SECRET.as_str(), Duration::from_secs(5)).unwrap();
-    // A job counts as active until its result is on the wire.
-    eventually(Duration::from_secs(10), || status().jobs_active == 0);
+    // A job counts as active until its result is on the wire: all five
+    // have ended once the node's log says so.
+    a.wait_lines("job ended", 5);
     let s = status();
     assert_eq!(
         (s.workers, s.jobs_done, s.jobs_failed, s.jobs_active),

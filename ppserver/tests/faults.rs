@@ -91,8 +91,11 @@ fn frozen_node_jobs_rerun_elsewhere_and_its_thawed_work_changes_nothing() {
         assert_eq!(h.wait_timeout(WAIT).expect("resolves"), Ok(150 + i as u64));
     }
     a.signal("CONT");
-    // The thawed node finishes or skips what it had; none of it counts.
-    common::wait_idle(&a);
+    // The thawed node finishes or skips what it had, then drains and
+    // exits: by then nothing of it can reach the client, and none counted.
+    a.signal("TERM");
+    let mut a = a;
+    assert_eq!(a.wait_exit(WAIT), Some(0));
     assert_eq!(calls.load(Ordering::Relaxed), 20);
     let s = server.stats();
     assert_eq!((s.succeeded, s.failed, s.active), (20, 0, 0));
@@ -133,16 +136,50 @@ fn timeout_reaches_the_node() {
     let err = late.wait_timeout(WAIT).unwrap().unwrap_err();
     assert_eq!(err.kind, ErrorKind::TimedOut);
     assert_eq!(first.wait_timeout(WAIT).unwrap(), Ok(1_500));
-    // The node skips the cancelled job when its worker comes to it.
-    let status =
-        || ppclient::node_status(&a.name(), SECRET.as_str(), Duration::from_secs(5)).unwrap();
-    common::eventually(Duration::from_secs(10), || status().jobs_active == 0);
-    let status = status();
+    // The node skips the cancelled job when its worker comes to it: both
+    // jobs have ended there once its log says so.
+    a.wait_lines("job ended", 2);
+    let status = ppclient::node_status(&a.name(), SECRET.as_str(), Duration::from_secs(5)).unwrap();
     assert_eq!(
         (status.jobs_done, status.jobs_cancelled),
         (1, 1),
         "{status:?}"
     );
+}
+
+/// A result for a job that is no longer in flight (it timed out while
+/// running on the node, which cannot stop a running thread) arrives on the
+/// live connection and is dropped: the handle keeps its timeout, the
+/// callback runs once, the node's count does not take it.
+#[test]
+fn a_result_arriving_after_its_job_timed_out_is_dropped() {
+    let a = Node::start(&["--workers", "1"]);
+    let server = cluster(&[&a], 1000);
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&calls);
+    let opts =
+        Options::new()
+            .timeout(Duration::from_millis(100))
+            .callback(move |_: &Result<u64, _>| {
+                counted.fetch_add(1, Ordering::Relaxed);
+            });
+    let late = server.submit_with(jobs::sleep_ms, (600,), opts);
+    common::wait_busy(&a, 1);
+    let err = late.wait_timeout(WAIT).unwrap().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::TimedOut);
+    // The node's one worker runs the sleep to its end, so this job's result
+    // comes after the late one, on the same connection: once it resolved,
+    // the late result has been read and dropped.
+    assert_eq!(server.submit(jobs::echo_u64, (7,)).wait(), Ok(7));
+    assert_eq!(calls.load(Ordering::Relaxed), 1, "the callback ran once");
+    let s = server.stats();
+    assert_eq!(
+        (s.succeeded, s.failed, s.timed_out, s.active),
+        (1, 0, 1, 0),
+        "{s:?}"
+    );
+    let ran: u64 = s.nodes.iter().map(|n| n.jobs).sum();
+    assert_eq!(ran, 1, "only the echo counted on the node: {:?}", s.nodes);
 }
 
 #[test]

@@ -201,22 +201,47 @@ fn rayon_throughput(jobs: u64, ncpus: usize) -> Result<f64> {
     Ok(jobs as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The median round trip of one small frame over loopback TCP (no
-/// delay), echoed by a thread: the floor for a remote round trip.
+/// The median round trip of one small frame over loopback TCP, the floor
+/// for a remote round trip, measured the way the real path runs: both ends
+/// set `TCP_NODELAY`; the frame is as large as the sealed `Run` frame of
+/// the latency run's `echo_u64` job (the answer is the same size); the echo
+/// end sleeps in `mio` until the socket is readable and reads without
+/// blocking, like the node's connection driver; the asking end blocks in
+/// its read, like a thread waiting on its handle.
 fn tcp_rtt_p50(round_trips: usize) -> Result<f64> {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let frame = ppcore::encode_frame(&ppcore::wire::ClientMsg::Ping(u64::MAX))?;
+    let frame = echo_frame()?;
     let len = frame.len();
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = listener.accept()?;
+        let (s, _) = listener.accept()?;
         s.set_nodelay(true)?;
+        s.set_nonblocking(true)?;
+        let mut s = mio::net::TcpStream::from_std(s);
+        let mut poll = mio::Poll::new()?;
+        let mut events = mio::Events::with_capacity(8);
+        poll.registry()
+            .register(&mut s, mio::Token(0), mio::Interest::READABLE)?;
         let mut buf = vec![0u8; len];
-        while s.read_exact(&mut buf).is_ok() {
-            s.write_all(&buf)?;
+        let mut have = 0;
+        loop {
+            match s.read(&mut buf[have..]) {
+                Ok(0) => return Ok(()),
+                Ok(n) => have += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    poll.poll(&mut events, None)?;
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if have == len {
+                // The answer fits the socket's buffer: one write.
+                s.write_all(&buf)?;
+                have = 0;
+            }
         }
-        Ok(())
     });
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
@@ -236,4 +261,18 @@ fn tcp_rtt_p50(round_trips: usize) -> Result<f64> {
         .copied()
         .unwrap_or(Duration::ZERO);
     Ok(mid.as_secs_f64() * 1e6)
+}
+
+/// A frame the size of the sealed `Run` frame that carries one `echo_u64`
+/// job of the latency run.
+fn echo_frame() -> Result<Vec<u8>> {
+    let run = ppcore::wire::RunJob {
+        id: u64::MAX,
+        attempt: 1,
+        name: <jobs::echo_u64 as ppcore::Job>::NAME.to_owned(),
+        args: ppcore::encode(&(u64::MAX,))?.into(),
+    };
+    let mut frame = ppcore::encode_frame(&ppcore::wire::ClientMsg::Run(vec![run]))?;
+    frame.resize(frame.len() + ppcore::SEAL_OVERHEAD, 0);
+    Ok(frame)
 }

@@ -7,7 +7,9 @@ use ppcore::wire::{ClientMsg, NodeMsg};
 use ppcore::{Framer, Key, KeySet, SecureError};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub static SECRET: std::sync::LazyLock<String> =
@@ -17,7 +19,15 @@ pub static SECRET: std::sync::LazyLock<String> =
 pub struct Node {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Its log lines as they come (a reader thread forwards them), closed
+    /// when the process's stderr closes: what tests block on instead of
+    /// polling the node.
+    log: Mutex<Receiver<String>>,
 }
+
+/// What every test node logs: warnings, plus the lines tests wait for (jobs
+/// queued and ended, connections closed).
+const LOG_LEVEL: &str = "warn,ppserver::node=debug,ppserver::conn=info";
 
 impl Node {
     /// Starts `ppserver` on 127.0.0.1 with an ephemeral port and `args`.
@@ -27,19 +37,20 @@ impl Node {
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ppserver"));
-        cmd.args(["--interface", "127.0.0.1", "--log-level", "warn"]);
+        cmd.args(["--interface", "127.0.0.1", "--log-level", LOG_LEVEL]);
         if !args.contains(&"--port") {
             cmd.args(["--port", "0"]);
         }
         cmd.args(args)
             .env_remove("PP_SECRET")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("ppserver starts");
         let stdout = child.stdout.take().expect("stdout");
+        let log = forward_log(child.stderr.take().expect("stderr"));
         let mut line = String::new();
         BufReader::new(stdout)
             .read_line(&mut line)
@@ -48,7 +59,11 @@ impl Node {
             .split_whitespace()
             .find_map(|w| w.parse::<SocketAddr>().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Node { child, addr }
+        Node {
+            child,
+            addr,
+            log: Mutex::new(log),
+        }
     }
 
     pub fn name(&self) -> String {
@@ -64,17 +79,75 @@ impl Node {
         assert!(ok, "kill -{sig} failed");
     }
 
-    /// Waits (at most `limit`) for the process to exit; its exit code.
+    /// Waits (at most `limit`) for the process to exit; its exit code. The
+    /// exit is seen as the end of its log (stderr closes), not by polling.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match log.recv_timeout(left) {
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout) => return None,
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
-        None
+        drop(log);
+        self.child.wait().ok().and_then(|s| s.code())
     }
+
+    /// Waits (at most `limit`) for log lines containing `text`, until
+    /// `enough` says the lines seen so far suffice; false on timeout or if
+    /// the node exited first.
+    pub fn wait_log(
+        &self,
+        text: &str,
+        limit: Duration,
+        mut enough: impl FnMut(&str) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + limit;
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains(text) && enough(&line) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Waits (at most 10 s) for `n` more log lines containing `text`.
+    pub fn wait_lines(&self, text: &str, n: usize) {
+        let mut seen = 0;
+        let got = self.wait_log(text, Duration::from_secs(10), |_| {
+            seen += 1;
+            seen >= n
+        });
+        assert!(
+            got,
+            "node {} logged {seen} of {n} lines with {text:?}",
+            self.name()
+        );
+    }
+}
+
+/// A thread that forwards `stderr`'s lines to the returned channel, and
+/// echoes warnings and errors to the test's own stderr.
+fn forward_log(stderr: ChildStderr) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(" WARN ") || line.contains("ERROR") {
+                eprintln!("{line}");
+            }
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 impl Drop for Node {
@@ -254,22 +327,17 @@ pub fn reject_reason(mut s: TcpStream) -> String {
     }
 }
 
-/// Waits (at most 10 s) until `node` has at least `n` jobs queued or
-/// running, as its status says: the event tests wait for before they
-/// disturb a node with work on it.
+/// Waits (at most 10 s) until `node` has had at least `n` jobs queued, as
+/// its log says: the event tests wait for before they disturb a node with
+/// work on it.
 pub fn wait_busy(node: &Node, n: u64) {
-    let busy = eventually(Duration::from_secs(10), || {
-        ppclient::node_status(&node.name(), SECRET.as_str(), Duration::from_secs(5))
-            .is_ok_and(|s| s.jobs_active >= n)
+    let mut queued = 0;
+    let busy = node.wait_log("jobs queued", Duration::from_secs(10), |line| {
+        queued += line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("jobs=")?.parse::<u64>().ok())
+            .unwrap_or(0);
+        queued >= n
     });
     assert!(busy, "node {} never had {n} jobs", node.name());
-}
-
-/// Waits (at most 10 s) until `node` has no job queued or running.
-pub fn wait_idle(node: &Node) {
-    let idle = eventually(Duration::from_secs(10), || {
-        ppclient::node_status(&node.name(), SECRET.as_str(), Duration::from_secs(5))
-            .is_ok_and(|s| s.jobs_active == 0)
-    });
-    assert!(idle, "node {} never went idle", node.name());
 }
