@@ -16,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
         max_frame: 1 << 20,
         max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
         stream_stall: Duration::from_secs(30),
+        credit_jobs: 8,
+        credit_bytes: 1 << 20,
     };
     let welcome = NodeMsg::Welcome {
         node_id: "n".into(),
@@ -25,6 +27,8 @@ fuzz_target!(|data: &[u8]| {
         heartbeat_ms: 0,
         caps: vec![],
         max_payload: 0,
+        credit_jobs: 0,
+        credit_bytes: 0,
     };
     let now = Instant::now();
     let mut link = NodeLink::new(config, welcome, now);

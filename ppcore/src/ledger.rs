@@ -23,9 +23,14 @@ const EWMA: f64 = 0.1;
 /// In-flight jobs of one node connection.
 #[derive(Debug)]
 pub struct Ledger<T> {
-    inflight: HashMap<u64, (u32, T)>,
+    /// Job id to (attempt, bytes of its arguments, job).
+    inflight: HashMap<u64, (u32, usize, T)>,
+    /// Bytes of arguments in flight.
+    bytes: usize,
     workers: usize,
     max_prefetch: usize,
+    /// The node's credit window in jobs (0: none).
+    credit_jobs: usize,
     mean_exec_ns: Option<f64>,
 }
 
@@ -35,10 +40,19 @@ impl<T> Ledger<T> {
     pub fn new(workers: usize, max_prefetch: usize) -> Self {
         Ledger {
             inflight: HashMap::new(),
+            bytes: 0,
             workers: workers.max(1),
             max_prefetch,
+            credit_jobs: 0,
             mean_exec_ns: None,
         }
+    }
+
+    /// Never more than `jobs` in flight (the node's credit window; 0: no
+    /// bound).
+    pub fn with_credit(mut self, jobs: usize) -> Self {
+        self.credit_jobs = jobs;
+        self
     }
 
     /// Jobs in flight beyond the workers, as the run times seen so far allow.
@@ -54,9 +68,18 @@ impl<T> Ledger<T> {
         wanted.clamp(1, self.max_prefetch.max(1))
     }
 
-    /// How many jobs may be in flight now.
+    /// How many jobs may be in flight now: within the node's credit.
     pub fn window(&self) -> usize {
-        self.workers + self.prefetch()
+        let wanted = self.workers + self.prefetch();
+        match self.credit_jobs {
+            0 => wanted,
+            credit => wanted.min(credit),
+        }
+    }
+
+    /// Bytes of arguments in flight.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// How many more jobs the node may take now.
@@ -74,9 +97,19 @@ impl<T> Ledger<T> {
         self.inflight.is_empty()
     }
 
-    /// Records that job `id`, attempt `attempt`, was sent.
-    pub fn sent(&mut self, id: u64, attempt: u32, job: T) {
-        self.inflight.insert(id, (attempt, job));
+    /// Records that job `id`, attempt `attempt`, with `bytes` of
+    /// arguments, was sent.
+    pub fn sent(&mut self, id: u64, attempt: u32, bytes: usize, job: T) {
+        if let Some((_, old, _)) = self.inflight.insert(id, (attempt, bytes, job)) {
+            self.bytes -= old;
+        }
+        self.bytes += bytes;
+    }
+
+    fn remove(&mut self, id: u64) -> Option<T> {
+        let (_, bytes, job) = self.inflight.remove(&id)?;
+        self.bytes -= bytes;
+        Some(job)
     }
 
     /// Takes job `id` back for its result; `None` if it is not in flight
@@ -94,14 +127,14 @@ impl<T> Ledger<T> {
     /// Takes job `id` back without a result (given back, cancelled).
     pub fn take(&mut self, id: u64, attempt: u32) -> Option<T> {
         match self.inflight.get(&id) {
-            Some((a, _)) if *a == attempt => self.inflight.remove(&id).map(|(_, job)| job),
+            Some((a, _, _)) if *a == attempt => self.remove(id),
             _ => None,
         }
     }
 
     /// Takes job `id` back whatever its attempt (it ended elsewhere).
     pub fn forget(&mut self, id: u64) -> Option<T> {
-        self.inflight.remove(&id).map(|(_, job)| job)
+        self.remove(id)
     }
 
     /// Takes back every job for which `gone` holds (they ended elsewhere:
@@ -110,17 +143,18 @@ impl<T> Ledger<T> {
         let ids: Vec<u64> = self
             .inflight
             .iter()
-            .filter(|(_, (_, job))| gone(job))
+            .filter(|(_, (_, _, job))| gone(job))
             .map(|(id, _)| *id)
             .collect();
         ids.into_iter()
-            .filter_map(|id| self.inflight.remove(&id).map(|(_, job)| (id, job)))
+            .filter_map(|id| self.remove(id).map(|job| (id, job)))
             .collect()
     }
 
     /// Takes every job back: the node was lost.
     pub fn drain(&mut self) -> Vec<T> {
-        self.inflight.drain().map(|(_, (_, job))| job).collect()
+        self.bytes = 0;
+        self.inflight.drain().map(|(_, (_, _, job))| job).collect()
     }
 }
 
@@ -133,25 +167,29 @@ mod tests {
     fn window_adapts_to_job_length() {
         let mut l = Ledger::<()>::new(2, 1024);
         assert_eq!(l.window(), 4);
-        l.sent(1, 1, ());
+        l.sent(1, 1, 0, ());
         l.done(1, 1, Duration::from_millis(50));
         assert_eq!(l.window(), 3, "long jobs: one spare job, no hoarding");
         for id in 2..200 {
-            l.sent(id, 1, ());
+            l.sent(id, 1, 0, ());
             l.done(id, 1, Duration::from_micros(1));
         }
         assert_eq!(l.window(), 2 + 1024, "tiny jobs: a deep pipeline");
+        let l = l.with_credit(8);
+        assert_eq!(l.window(), 8, "never beyond the node's credit");
     }
 
     #[test]
     fn late_and_duplicate_results_are_dropped() {
         let mut l = Ledger::new(1, 4);
-        l.sent(7, 2, "job");
+        l.sent(7, 2, 3, "job");
         assert_eq!(l.done(7, 1, Duration::ZERO), None, "an older attempt");
         assert_eq!(l.done(7, 2, Duration::ZERO), Some("job"));
         assert_eq!(l.done(7, 2, Duration::ZERO), None, "a duplicate");
-        l.sent(8, 1, "other");
+        l.sent(8, 1, 5, "other");
+        assert_eq!(l.bytes(), 5);
         assert_eq!(l.drain(), vec!["other"]);
+        assert_eq!(l.bytes(), 0);
         assert_eq!(
             l.done(8, 1, Duration::ZERO),
             None,
@@ -186,13 +224,15 @@ mod tests {
             let mut out = Vec::new();
             for e in events {
                 match e {
-                    Event::Send => if l.free() > 0 { l.sent(next, 1, next); next += 1; },
+                    Event::Send => if l.free() > 0 { l.sent(next, 1, next as usize % 7, next); next += 1; },
                     Event::Done(i) => out.extend(l.done(i as u64, 1, Duration::from_micros(i as u64))),
                     Event::Take(i) if i % 2 == 0 => out.extend(l.take(i as u64, 1)),
                     Event::Take(i) => out.extend(l.remove_where(|&job| job == i as u64).into_iter().map(|(_, j)| j)),
                     Event::Drain => out.extend(l.drain()),
                 }
                 prop_assert!(l.len() <= l.window() || l.free() == 0);
+                let held: usize = l.inflight.values().map(|(_, b, _)| b).sum();
+                prop_assert_eq!(l.bytes(), held);
             }
             out.extend(l.drain());
             out.sort();

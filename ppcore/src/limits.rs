@@ -67,6 +67,51 @@ pub fn parse_workers(text: &str, allow_zero: bool) -> Result<usize, String> {
     Ok(n)
 }
 
+/// The most any count option (connections, jobs) may ask for.
+pub const MAX_COUNT: usize = 1 << 20;
+
+/// Parses a count from 1 to [`MAX_COUNT`], for a command line.
+pub fn parse_count(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
+    if n == 0 || n > MAX_COUNT {
+        return Err(format!("{n} is out of range: give 1 to {MAX_COUNT}"));
+    }
+    Ok(n)
+}
+
+/// The most bytes a size option may ask for: 1 PiB.
+pub const MAX_BYTES: u64 = 1 << 50;
+
+/// Parses a size in bytes, with an optional binary suffix (`K`, `M`, `G`,
+/// `T`, also written `KiB`...): whole, at least 1 KiB and at most
+/// [`MAX_BYTES`].
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, suffix) = t.split_at(digits);
+    let shift = match suffix.trim().to_ascii_uppercase().trim_end_matches("IB") {
+        "" | "B" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{text:?} is not a size (like 512M, 4G or 1048576)")),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (like 512M, 4G or 1048576)"))?;
+    match n.checked_mul(1 << shift) {
+        Some(bytes) if (1 << 10..=MAX_BYTES).contains(&bytes) => Ok(bytes),
+        _ => Err(format!(
+            "{text} is out of range: give 1K to {} bytes (1 PiB)",
+            MAX_BYTES
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +136,30 @@ mod tests {
         assert!(parse_workers("0", false).is_err());
         assert_eq!(parse_workers("0", true), Ok(0));
         assert_eq!(parse_workers("8", false), Ok(8));
+    }
+
+    #[test]
+    fn counts_and_sizes_are_bounded_and_readable() {
+        for bad in ["0", "-1", "1e9", "x", "", "2000000"] {
+            assert!(parse_count(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_count("64"), Ok(64));
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        for bad in [
+            "0",
+            "-1G",
+            "1.5G",
+            "nan",
+            "inf",
+            "18446744073709551615G",
+            "2P",
+            "12",
+            "",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -125,6 +125,11 @@ pub struct NodeHello {
     pub heartbeat: Duration,
     /// The optional features it speaks (`Welcome.caps`).
     pub caps: Vec<String>,
+    /// The node's credit window: the most jobs in flight (0: no bound).
+    pub credit_jobs: usize,
+    /// The node's credit window: the most bytes of arguments in flight
+    /// (one job alone may go over it; 0: no bound).
+    pub credit_bytes: usize,
 }
 
 /// Something that happened to a link.
@@ -236,6 +241,12 @@ pub struct ClientLink<T> {
     /// Connections in a row that failed before the link was up.
     failures: u32,
     ledger: Ledger<T>,
+    /// The node's credit window in jobs (0: no bound).
+    credit_jobs: usize,
+    /// The node's credit window in bytes of arguments (0: no bound).
+    credit_bytes: usize,
+    /// A job did not fit the byte window: take no more until one leaves.
+    credit_full: bool,
     jobs: HashSet<(String, String)>,
     /// Our shipped program on this connection, once the node has it ready.
     program: Option<(ProgramId, HashSet<(String, String)>)>,
@@ -278,6 +289,9 @@ impl<T> ClientLink<T> {
             key_index: 0,
             failures: 0,
             ledger: Ledger::new(1, config.max_prefetch),
+            credit_jobs: 0,
+            credit_bytes: 0,
+            credit_full: false,
             jobs: HashSet::new(),
             program: None,
             heartbeat: config.heartbeat,
@@ -304,10 +318,11 @@ impl<T> ClientLink<T> {
         self.state
     }
 
-    /// How many more jobs the node may take now (0 unless ready).
+    /// How many more jobs the node may take now (0 unless ready), within
+    /// its window and the credit it granted.
     pub fn free(&self) -> usize {
         match self.state {
-            LinkState::Ready => self.ledger.free(),
+            LinkState::Ready if !self.credit_full => self.ledger.free(),
             _ => 0,
         }
     }
@@ -392,6 +407,7 @@ impl<T> ClientLink<T> {
     /// timed out, cancelled) and tells the node to stop them.
     pub fn cancel_where(&mut self, ended: impl Fn(&T) -> bool) -> Vec<T> {
         let gone = self.ledger.remove_where(ended);
+        self.credit_full &= gone.is_empty();
         let mut jobs = Vec::with_capacity(gone.len());
         for (id, job) in gone {
             self.abort_stream(id);
@@ -420,6 +436,7 @@ impl<T> ClientLink<T> {
             Event::Submit(jobs) => self.submit(jobs),
             Event::Cancel(id) => {
                 if self.ledger.forget(id).is_some() {
+                    self.credit_full = false;
                     self.abort_stream(id);
                     self.send(&ClientMsg::Cancel { id });
                 }
@@ -548,6 +565,7 @@ impl<T> ClientLink<T> {
         for d in results {
             let exec = Duration::from_nanos(d.exec_ns);
             if let Some(job) = self.ledger.done(d.id, d.attempt, exec) {
+                self.credit_full = false;
                 self.actions.push_back(Action::Done {
                     job,
                     result: d.result,
@@ -564,6 +582,7 @@ impl<T> ClientLink<T> {
             NodeMsg::Returned(back) => {
                 for (id, attempt) in back {
                     if let Some(job) = self.ledger.take(id, attempt) {
+                        self.credit_full = false;
                         self.actions
                             .push_back(Action::Returned { job, lost: false });
                     }
@@ -665,6 +684,9 @@ impl<T> ClientLink<T> {
             heartbeat_ms,
             caps,
             max_payload,
+            credit_jobs,
+            credit_bytes,
+            ..
         } = welcome
         else {
             return;
@@ -678,7 +700,10 @@ impl<T> ClientLink<T> {
             n => n,
         };
         let workers = workers as usize;
-        self.ledger = Ledger::new(workers, self.config.max_prefetch);
+        self.credit_jobs = usize::try_from(credit_jobs).unwrap_or(usize::MAX);
+        self.credit_bytes = usize::try_from(credit_bytes).unwrap_or(usize::MAX);
+        self.credit_full = false;
+        self.ledger = Ledger::new(workers, self.config.max_prefetch).with_credit(self.credit_jobs);
         self.jobs = jobs
             .iter()
             .map(|j| (j.name.clone(), j.signature.clone()))
@@ -698,6 +723,8 @@ impl<T> ClientLink<T> {
             jobs,
             heartbeat: self.heartbeat,
             caps,
+            credit_jobs: self.credit_jobs,
+            credit_bytes: self.credit_bytes,
         }));
     }
 
@@ -709,7 +736,7 @@ impl<T> ClientLink<T> {
             }
             return;
         }
-        let mut jobs = jobs;
+        let mut jobs = self.within_credit(jobs);
         for (run, _) in &mut jobs {
             run.program = self.program_of(&run.name);
         }
@@ -727,7 +754,7 @@ impl<T> ClientLink<T> {
                 })
                 .map(|_| ())
             {
-                Ok(()) => self.ledger.sent(id, attempt, job),
+                Ok(()) => self.ledger.sent(id, attempt, 0, job),
                 Err(e) => {
                     let message = format!("the node refuses the arguments: {e}");
                     self.actions.push_back(Action::Done {
@@ -741,12 +768,15 @@ impl<T> ClientLink<T> {
         let budget = self.config.max_frame;
         for batch in batches_by_size(jobs, |(r, _)| r.args.len(), budget) {
             let (run, kept): (Vec<RunJob>, Vec<T>) = batch.into_iter().unzip();
-            let ids: Vec<(u64, u32)> = run.iter().map(|r| (r.id, r.attempt)).collect();
+            let ids: Vec<(u64, u32, usize)> = run
+                .iter()
+                .map(|r| (r.id, r.attempt, r.args.len()))
+                .collect();
             match self.framer.encode(&ClientMsg::Run(run)) {
                 Ok(bytes) => {
                     self.actions.push_back(Action::Send(bytes));
-                    for ((id, attempt), job) in ids.into_iter().zip(kept) {
-                        self.ledger.sent(id, attempt, job);
+                    for ((id, attempt, bytes), job) in ids.into_iter().zip(kept) {
+                        self.ledger.sent(id, attempt, bytes, job);
                     }
                 }
                 Err(e) => {
@@ -761,6 +791,38 @@ impl<T> ClientLink<T> {
                 }
             }
         }
+    }
+
+    /// The jobs that fit the node's credit window, in order; the others go
+    /// back to the queue unsent (the node would hand them back), and the
+    /// link takes no more until a job leaves.
+    fn within_credit(&mut self, jobs: Vec<(RunJob, T)>) -> Vec<(RunJob, T)> {
+        let (mut n, mut bytes) = (self.ledger.len(), self.ledger.bytes());
+        let mut fit = Vec::with_capacity(jobs.len());
+        // Arguments too large for a frame go as streams, bounded by the
+        // node's `max_payload`: they count as jobs, not bytes.
+        let inline = stream::chunk_size(self.config.max_frame);
+        for (run, job) in jobs {
+            let size = match run.args.len() {
+                n if n > inline => 0,
+                n => n,
+            };
+            let fits = !self.credit_full
+                && (self.credit_jobs == 0 || n < self.credit_jobs)
+                && (n == 0
+                    || self.credit_bytes == 0
+                    || bytes.saturating_add(size) <= self.credit_bytes);
+            if fits {
+                n += 1;
+                bytes = bytes.saturating_add(size);
+                fit.push((run, job));
+            } else {
+                self.credit_full = true;
+                self.actions
+                    .push_back(Action::Returned { job, lost: false });
+            }
+        }
+        fit
     }
 
     /// Whether stream frames wait to be sent: the driver asks for them one

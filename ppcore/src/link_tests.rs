@@ -44,6 +44,8 @@ fn welcome(workers: u32) -> NodeMsg {
         }],
         heartbeat_ms: 0,
         caps: vec![],
+        credit_jobs: 0,
+        credit_bytes: 0,
         max_payload: 0,
     }
 }
@@ -73,6 +75,8 @@ struct Pair {
     node_offers: Vec<ProgramInfo>,
     node_chunks: Vec<(u64, usize)>,
     dials: usize,
+    /// The node's credit window: jobs, bytes.
+    credit: (usize, usize),
     /// Stream frames stay queued until this is false (the drivers' pull).
     hold_streams: bool,
     /// The node's `--max-payload`.
@@ -97,6 +101,7 @@ impl Pair {
             node_offers: Vec::new(),
             node_chunks: Vec::new(),
             dials: 0,
+            credit: (1000, 1 << 30),
             hold_streams: false,
             node_max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
         }
@@ -108,6 +113,8 @@ impl Pair {
             handshake_timeout: 5 * SECOND,
             heartbeat: 2 * SECOND,
             max_frame: 1 << 20,
+            credit_jobs: self.credit.0,
+            credit_bytes: self.credit.1,
             max_payload: self.node_max_payload,
             stream_stall: SECOND * 30,
         }
@@ -899,6 +906,58 @@ fn an_upload_waits_for_the_node_to_take_its_chunks() {
     p.pump();
     assert!(p.client.upload_room());
     assert_eq!(p.node_chunks.len(), UPLOAD_WINDOW);
+}
+
+#[test]
+fn the_client_keeps_to_the_credit_window_the_node_grants() {
+    let mut cfg = config();
+    cfg.max_prefetch = 100;
+    let mut p = Pair::with(cfg, keys(1));
+    p.credit = (3, 1 << 20);
+    p.pump();
+    let up = p.take_out();
+    let Some(Action::Up(hello)) = up.first() else {
+        panic!("no Up: {up:?}")
+    };
+    assert_eq!((hello.credit_jobs, hello.credit_bytes), (3, 1 << 20));
+    assert_eq!(
+        p.client.free(),
+        3,
+        "2 workers + prefetch, capped at the credit"
+    );
+    // Submitted beyond it anyway: the extra jobs never leave the client.
+    p.submit(&[(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]);
+    assert_eq!(p.node_jobs.len(), 3);
+    assert_eq!(returned(&p.take_out()), vec![(4, false), (5, false)]);
+    assert_eq!(p.client.free(), 0);
+    // The node, full, still answers heartbeats: back-pressure is not death.
+    for _ in 0..10 {
+        p.tick();
+    }
+    assert_eq!(p.client.state(), LinkState::Ready);
+    p.answer(1, 1);
+    assert_eq!(p.client.free(), 1);
+}
+
+#[test]
+fn the_byte_window_stops_the_client_until_a_job_leaves() {
+    let mut p = Pair::new();
+    p.credit = (100, 7);
+    p.pump();
+    p.take_out();
+    // Jobs of 3 bytes: two fit in 7, the third waits in the client.
+    p.submit(&[(1, 1), (2, 1), (3, 1)]);
+    assert_eq!(p.node_jobs.len(), 2);
+    assert_eq!(returned(&p.take_out()), vec![(3, false)]);
+    assert_eq!(p.client.free(), 0, "no more until one leaves");
+    p.answer(1, 1);
+    assert!(p.client.free() > 0);
+    p.submit(&[(3, 2)]);
+    assert_eq!(p.node_jobs.len(), 3);
+    assert!(
+        returned(&p.take_out()).is_empty(),
+        "the node never handed one back"
+    );
 }
 
 /// `n` bytes that differ from place to place.

@@ -11,7 +11,10 @@
 //! drain and stop requests and timer ticks; the link answers with bytes to
 //! write, jobs to queue or cancel, and when to close. It always reads
 //! control frames (heartbeats, cancels, goodbye), also while draining; jobs
-//! that arrive while draining go straight back. A client that sends nothing
+//! that arrive while draining go straight back, and so do jobs past the
+//! connection's credit window (`credit_jobs`, `credit_bytes`, announced in
+//! the `Welcome`): a client cannot queue more than that here, however fast it
+//! sends, and its heartbeats are still read. A client that sends nothing
 //! for [`MISSED_BEATS`] heartbeat intervals, or does not finish the
 //! handshake in time, is closed.
 //!
@@ -33,7 +36,7 @@ use crate::stream::{self, Incoming, Streams};
 use crate::wire::{batches_by_size, ClientMsg, DoneJob, JobInfo, NodeMsg, NodeStatus, RunJob};
 use crate::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The largest frame a client may send before it has authenticated: its
@@ -51,6 +54,11 @@ pub struct NodeLinkConfig {
     pub heartbeat: Duration,
     /// The largest frame, either way, after the handshake.
     pub max_frame: usize,
+    /// The credit window in jobs in flight (announced in `Welcome`).
+    pub credit_jobs: usize,
+    /// The credit window in bytes of arguments in flight (announced in
+    /// `Welcome`); one job alone may go over it.
+    pub credit_bytes: usize,
     /// The largest arguments taken from a client, in bytes (`--max-payload`,
     /// announced in `Welcome`); also what its open streams may hold together.
     pub max_payload: u64,
@@ -70,6 +78,9 @@ pub enum NodeEvent<'a> {
     Finished(Vec<DoneJob>),
     /// Jobs of this connection given back unrun (the node is stopping).
     GiveBack(Vec<(u64, u32)>),
+    /// Jobs of this connection that ended without a word to the client
+    /// (cancelled before they ran): their credit comes back.
+    Ended(Vec<u64>),
     /// The answer to a [`NodeAction::StatusWanted`].
     Status(NodeStatus),
     /// The node stops taking jobs.
@@ -92,6 +103,9 @@ pub enum NodeEvent<'a> {
         /// Its jobs, or why it will not run here.
         jobs: Result<Vec<JobInfo>, String>,
     },
+    /// The node is full for now (too many clients): tell the client, which
+    /// retries later, and close.
+    Refuse(String),
 }
 
 /// Something the node's driver must do.
@@ -147,6 +161,10 @@ pub struct NodeLink {
     authenticated: bool,
     heard: Instant,
     deadline: Instant,
+    /// Jobs accepted and not ended, with their arguments' size: the credit
+    /// in use.
+    inflight: HashMap<u64, usize>,
+    inflight_bytes: usize,
     /// Results too large to travel inline, going out as streams.
     streams: Streams<NodeMsg>,
     /// Arguments coming in as streams.
@@ -162,11 +180,15 @@ impl NodeLink {
     pub fn new(config: NodeLinkConfig, mut welcome: NodeMsg, now: Instant) -> Self {
         if let NodeMsg::Welcome {
             heartbeat_ms,
+            credit_jobs,
+            credit_bytes,
             max_payload,
             ..
         } = &mut welcome
         {
             *heartbeat_ms = u64::try_from(config.heartbeat.as_millis()).unwrap_or(u64::MAX);
+            *credit_jobs = u32::try_from(config.credit_jobs).unwrap_or(u32::MAX);
+            *credit_bytes = u64::try_from(config.credit_bytes).unwrap_or(u64::MAX);
             *max_payload = config.max_payload;
         }
         let limits = stream::Limits {
@@ -183,6 +205,8 @@ impl NodeLink {
             welcome,
             draining: false,
             heard: now,
+            inflight: HashMap::new(),
+            inflight_bytes: 0,
             streams: Streams::new(stream::chunk_size(config.max_frame)),
             incoming: Incoming::new(limits),
             peer_max: stream::DEFAULT_MAX_PAYLOAD,
@@ -238,9 +262,11 @@ impl NodeLink {
             NodeEvent::Timer => self.on_timer(now),
             NodeEvent::Finished(done) => self.finished(done),
             NodeEvent::GiveBack(jobs) if !jobs.is_empty() => {
+                jobs.iter().for_each(|(id, _)| self.ended(*id));
                 self.send(&NodeMsg::Returned(jobs));
             }
             NodeEvent::GiveBack(_) => {}
+            NodeEvent::Ended(ids) => ids.into_iter().for_each(|id| self.ended(id)),
             NodeEvent::Status(status) => self.send(&NodeMsg::Status(status)),
             NodeEvent::Drain => {
                 self.draining = true;
@@ -254,6 +280,17 @@ impl NodeLink {
                     self.send(&NodeMsg::Goodbye);
                 }
                 self.close(None);
+            }
+            NodeEvent::Refuse(reason) => {
+                if self.framer.is_secure() {
+                    self.send(&NodeMsg::Reject {
+                        reason: reason.clone(),
+                        retry: true,
+                    });
+                } else {
+                    self.send_raw(&crate::secure::refusal_busy(&reason));
+                }
+                self.close(Some(reason));
             }
             NodeEvent::TransportClosed(reason) => {
                 self.state = State::Closed;
@@ -320,7 +357,10 @@ impl NodeLink {
             ClientMsg::RunStreamed { stream, mut job } => match self.incoming.claim(stream) {
                 Ok(args) => {
                     job.args = serde_bytes::ByteBuf::from(args);
-                    self.on_plain(ClientMsg::Run(vec![job]));
+                    match self.draining {
+                        true => self.send(&NodeMsg::Returned(vec![(job.id, job.attempt)])),
+                        false => self.run(vec![job], true),
+                    }
                     Ok(())
                 }
                 Err(e) => Err(e),
@@ -342,7 +382,7 @@ impl NodeLink {
                 let back = jobs.iter().map(|j| (j.id, j.attempt)).collect();
                 self.send(&NodeMsg::Returned(back));
             }
-            ClientMsg::Run(jobs) => self.actions.push_back(NodeAction::Run(jobs)),
+            ClientMsg::Run(jobs) => self.run(jobs, false),
             ClientMsg::Cancel { id } => self.actions.push_back(NodeAction::Cancel(id)),
             ClientMsg::Ping(n) => self.send(&NodeMsg::Pong(n)),
             ClientMsg::Status => self.actions.push_back(NodeAction::StatusWanted),
@@ -355,6 +395,45 @@ impl NodeLink {
             ClientMsg::Limits { max_payload } => self.peer_max = max_payload,
             ClientMsg::Stream(_) | ClientMsg::RunStreamed { .. } => {}
         }
+    }
+
+    /// Jobs from the client: those within its credit window are queued,
+    /// the rest handed back unrun (a client that keeps to the window it was
+    /// given never sees this). Streamed arguments count as jobs, not bytes:
+    /// streams have their own bound (`max_payload`).
+    fn run(&mut self, jobs: Vec<RunJob>, streamed: bool) {
+        let (mut take, mut back) = (Vec::with_capacity(jobs.len()), Vec::new());
+        for job in jobs {
+            let size = if streamed { 0 } else { job.args.len() };
+            let fits = self.inflight.len() < self.config.credit_jobs
+                && (self.inflight.is_empty()
+                    || self.inflight_bytes.saturating_add(size) <= self.config.credit_bytes);
+            if fits && !self.inflight.contains_key(&job.id) {
+                self.inflight.insert(job.id, size);
+                self.inflight_bytes += size;
+                take.push(job);
+            } else {
+                back.push((job.id, job.attempt));
+            }
+        }
+        if !take.is_empty() {
+            self.actions.push_back(NodeAction::Run(take));
+        }
+        if !back.is_empty() {
+            self.send(&NodeMsg::Returned(back));
+        }
+    }
+
+    /// Job `id` ended here: its credit comes back.
+    fn ended(&mut self, id: u64) {
+        if let Some(size) = self.inflight.remove(&id) {
+            self.inflight_bytes -= size;
+        }
+    }
+
+    /// Jobs of this connection queued or running, and their arguments' bytes.
+    pub fn credit_used(&self) -> (usize, usize) {
+        (self.inflight.len(), self.inflight_bytes)
     }
 
     /// The client's handshake message: answer it and send the `Welcome`
@@ -393,6 +472,7 @@ impl NodeLink {
     }
 
     fn finished(&mut self, done: Vec<DoneJob>) {
+        done.iter().for_each(|d| self.ended(d.id));
         if !self.is_ready() || done.is_empty() {
             return;
         }

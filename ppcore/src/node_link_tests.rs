@@ -20,6 +20,8 @@ fn link_with(keys: KeySet, now: Instant) -> NodeLink {
         handshake_timeout: 5 * SECOND,
         heartbeat: SECOND,
         max_frame: 8192,
+        credit_jobs: 2,
+        credit_bytes: 100,
         max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
         stream_stall: SECOND * 30,
     };
@@ -33,6 +35,8 @@ fn link_with(keys: KeySet, now: Instant) -> NodeLink {
         }],
         heartbeat_ms: 0,
         caps: vec![],
+        credit_jobs: 0,
+        credit_bytes: 0,
         max_payload: 0,
     };
     NodeLink::new(config, welcome, now)
@@ -111,6 +115,8 @@ fn ready(now: Instant) -> (NodeLink, Client) {
             sent[..],
             [NodeMsg::Welcome {
                 heartbeat_ms: 1000,
+                credit_jobs: 2,
+                credit_bytes: 100,
                 ..
             }]
         ),
@@ -434,4 +440,110 @@ fn garbage_before_the_handshake_closes_with_a_reason() {
     assert!(sent.is_empty());
     assert!(c.refused.is_some());
     assert!(closed_because(&other).contains("handshake"));
+}
+
+fn job(id: u64, size: usize) -> RunJob {
+    RunJob {
+        id,
+        attempt: 1,
+        name: "j".into(),
+        args: ByteBuf::from(vec![0u8; size]),
+        program: None,
+    }
+}
+
+fn ids(other: &[NodeAction]) -> Vec<u64> {
+    other
+        .iter()
+        .flat_map(|a| match a {
+            NodeAction::Run(jobs) => jobs.iter().map(|j| j.id).collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[test]
+fn jobs_beyond_the_credit_window_are_handed_back_and_control_frames_still_read() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    // Window: 2 jobs, 100 bytes. Three jobs in one frame: the third goes back.
+    c.feed(
+        &mut l,
+        &ClientMsg::Run(vec![job(1, 10), job(2, 10), job(3, 10)]),
+        t0,
+    );
+    c.feed(&mut l, &ClientMsg::Ping(7), t0);
+    c.feed(&mut l, &ClientMsg::Cancel { id: 1 }, t0);
+    let (sent, other) = c.drain(&mut l);
+    assert_eq!(
+        sent,
+        vec![NodeMsg::Returned(vec![(3, 1)]), NodeMsg::Pong(7)]
+    );
+    assert_eq!(ids(&other), vec![1, 2]);
+    assert!(other.contains(&NodeAction::Cancel(1)));
+    assert_eq!(l.credit_used(), (2, 20));
+    // A flood while full grows nothing: every job goes back.
+    for id in 10..1010 {
+        c.feed(&mut l, &ClientMsg::Run(vec![job(id, 1)]), t0);
+    }
+    let (sent, other) = c.drain(&mut l);
+    assert_eq!(sent.len(), 1000);
+    assert!(ids(&other).is_empty());
+    assert_eq!(l.credit_used(), (2, 20));
+    // Credit comes back as jobs end: a result, and a cancelled job skipped.
+    let done = DoneJob {
+        id: 2,
+        attempt: 1,
+        result: Ok(ByteBuf::new()),
+        exec_ns: 0,
+    };
+    l.handle(NodeEvent::Finished(vec![done]), t0);
+    l.handle(NodeEvent::Ended(vec![1]), t0);
+    assert_eq!(l.credit_used(), (0, 0));
+    c.feed(&mut l, &ClientMsg::Run(vec![job(20, 1)]), t0);
+    let (_, other) = c.drain(&mut l);
+    assert_eq!(ids(&other), vec![20]);
+}
+
+#[test]
+fn the_byte_window_holds_except_for_one_job_alone() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    // 100 bytes: one job of 500 alone is let in (else it could never run)...
+    c.feed(&mut l, &ClientMsg::Run(vec![job(1, 500)]), t0);
+    // ...but nothing beside it.
+    c.feed(&mut l, &ClientMsg::Run(vec![job(2, 1)]), t0);
+    let (sent, other) = c.drain(&mut l);
+    assert_eq!(ids(&other), vec![1]);
+    assert_eq!(sent, vec![NodeMsg::Returned(vec![(2, 1)])]);
+    l.handle(NodeEvent::GiveBack(vec![(1, 1)]), t0);
+    c.feed(&mut l, &ClientMsg::Run(vec![job(3, 60), job(4, 60)]), t0);
+    let (sent, other) = c.drain(&mut l);
+    assert_eq!(ids(&other), vec![3]);
+    assert_eq!(
+        sent,
+        vec![
+            NodeMsg::Returned(vec![(1, 1)]),
+            NodeMsg::Returned(vec![(4, 1)])
+        ]
+    );
+}
+
+#[test]
+fn a_full_node_refuses_an_authenticated_client_for_now() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    l.handle(
+        NodeEvent::Refuse("too many connections (limit 1)".into()),
+        t0,
+    );
+    let (sent, other) = c.drain(&mut l);
+    assert_eq!(
+        sent,
+        vec![NodeMsg::Reject {
+            reason: "too many connections (limit 1)".into(),
+            retry: true
+        }]
+    );
+    assert!(closed_because(&other).contains("too many"));
 }

@@ -183,6 +183,15 @@ pub enum NodeMsg {
         /// The largest arguments the node takes, in bytes (0: the default, 1 GiB).
         #[serde(default)]
         max_payload: u64,
+        /// The credit window, in jobs: the most jobs this connection may
+        /// have in flight (sent and not answered); more are handed back
+        /// unrun. 0 (or missing): no bound.
+        #[serde(default)]
+        credit_jobs: u32,
+        /// The credit window, in bytes of job arguments in flight (one job
+        /// alone may go over it). 0 (or missing): no bound.
+        #[serde(default)]
+        credit_bytes: u64,
     },
     /// The node refuses this connection, and says why.
     Reject {

@@ -162,6 +162,8 @@ pub fn program_hello(registry: &Registry) -> Result<Vec<u8>, WorkerError> {
         heartbeat_ms: 0,
         caps: Vec::new(),
         max_payload: 0,
+        credit_jobs: 0,
+        credit_bytes: 0,
     };
     encode_frame(&hello).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e).into())
 }

@@ -28,8 +28,22 @@ pub struct Config {
     pub discovery: bool,
     /// Dial a client that listens (`Server::builder().listen(..)`) instead of waiting.
     pub join: Option<String>,
-    /// Most connections at once; more are refused with a reason.
+    /// Most authenticated clients at once; more are refused with a reason
+    /// (they retry).
     pub max_connections: usize,
+    /// Most connections still in their handshake at once, from anywhere:
+    /// strangers never take the clients' slots.
+    pub max_unauthenticated: usize,
+    /// Most connections still in their handshake from one address.
+    pub max_per_source: usize,
+    /// Jobs in flight (queued or running here) a connection may have: the
+    /// credit window announced in `Welcome`; `None`: 1024 + 4 × `workers`.
+    pub credit_jobs: Option<usize>,
+    /// Bytes of arguments in flight a connection may have (credit window).
+    pub credit_bytes: usize,
+    /// Bytes of queued arguments and unsent results the whole node may
+    /// hold; new work over it is handed back for the client to run elsewhere.
+    pub max_memory: u64,
     /// Time a new connection has to authenticate.
     pub handshake_timeout: Duration,
     /// Largest frame accepted.
@@ -85,6 +99,11 @@ impl Default for Config {
             discovery: false,
             join: None,
             max_connections: 256,
+            max_unauthenticated: 64,
+            max_per_source: 16,
+            credit_jobs: None,
+            credit_bytes: 64 << 20,
+            max_memory: default_max_memory(),
             handshake_timeout: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
             max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
@@ -102,7 +121,41 @@ impl Default for Config {
     }
 }
 
+/// The default credit window's room for a client's pipeline of tiny jobs:
+/// a client keeps up to its workers + 1024 jobs in flight when jobs take
+/// microseconds (`ppclient`'s `max_prefetch`); with a window of 4 ×
+/// workers alone such a client ran at 33k jobs/s against 480k to 560k
+/// (README, `flood` benchmark). Queued jobs cost their bytes, which
+/// `credit_bytes` and `max_memory` bound.
+pub(crate) const DEFAULT_CREDIT_PIPELINE: usize = 1024;
+
+/// A quarter of the machine's memory (`MemTotal` in `/proc/meminfo`), or
+/// 1 GiB where that cannot be read.
+pub(crate) fn default_max_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| mem_total(&text))
+        .map_or(1 << 30, |total| total / 4)
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 impl Config {
+    /// The credit window in jobs: `credit_jobs`, else
+    /// [`DEFAULT_CREDIT_PIPELINE`] + 4 × `workers`.
+    pub(crate) fn credit_jobs(&self) -> usize {
+        self.credit_jobs
+            .unwrap_or_else(|| {
+                DEFAULT_CREDIT_PIPELINE.saturating_add(self.workers.saturating_mul(4))
+            })
+            .max(1)
+    }
+
     /// The node's name for itself: `host:port`-like, for logs and errors.
     pub(crate) fn node_id(&self) -> String {
         let host = std::fs::read_to_string("/etc/hostname")
@@ -148,9 +201,26 @@ pub struct Cli {
     /// Dial a client that listens, at HOST:PORT, and serve it.
     #[arg(long, value_name = "HOST:PORT")]
     pub join: Option<String>,
-    /// Most client connections at once.
-    #[arg(long, default_value_t = 256)]
+    /// Most authenticated clients at once; more are refused (they retry).
+    #[arg(long, default_value_t = 256, value_parser = ppcore::limits::parse_count)]
     pub max_connections: usize,
+    /// Most connections still in their handshake at once (strangers never
+    /// take the clients' slots).
+    #[arg(long, default_value_t = 64, value_parser = ppcore::limits::parse_count)]
+    pub max_unauthenticated: usize,
+    /// Most connections still in their handshake from one address.
+    #[arg(long, default_value_t = 16, value_parser = ppcore::limits::parse_count)]
+    pub max_per_source: usize,
+    /// Jobs in flight each connection may have (default: 1024 + 4 × workers).
+    #[arg(long, value_name = "N", value_parser = ppcore::limits::parse_count)]
+    pub credit_jobs: Option<usize>,
+    /// Bytes of arguments in flight each connection may have (64M; suffixes K, M, G).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = ppcore::limits::parse_bytes)]
+    pub credit_bytes: u64,
+    /// Bytes of queued arguments and unsent results the node may hold
+    /// (default: a quarter of RAM; suffixes K, M, G).
+    #[arg(long, value_name = "SIZE", value_parser = ppcore::limits::parse_bytes)]
+    pub max_memory: Option<u64>,
     /// Largest arguments of one job, in bytes (suffixes K, M, G: powers of
     /// 1024); checked before any of them is sent.
     #[arg(long, default_value = "1G", value_name = "BYTES", value_parser = parse_bytes)]
@@ -214,6 +284,11 @@ impl Cli {
             discovery: self.discovery,
             join: self.join.clone(),
             max_connections: self.max_connections,
+            max_unauthenticated: self.max_unauthenticated,
+            max_per_source: self.max_per_source,
+            credit_jobs: self.credit_jobs,
+            credit_bytes: usize::try_from(self.credit_bytes).unwrap_or(usize::MAX),
+            max_memory: self.max_memory.unwrap_or(defaults.max_memory),
             grace: Duration::from_secs(self.grace),
             isolation: self.isolation,
             metrics: self.metrics,
@@ -320,6 +395,32 @@ mod tests {
         assert_eq!(cli(&["--cache-max", "512m"]).cache_max, 512 << 20);
         assert!(Cli::try_parse_from(["ppserver", "--cache-max", "lots"]).is_err());
         assert!(Cli::try_parse_from(["ppserver", "--cache-max", "99999999999G"]).is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_refuse_nonsense() {
+        let c = cli(&["--workers", "3"]).config().unwrap();
+        assert_eq!((c.max_unauthenticated, c.max_per_source), (64, 16));
+        assert_eq!((c.credit_jobs(), c.credit_bytes), (1024 + 12, 64 << 20));
+        assert!(c.max_memory >= 1 << 20);
+        let c = cli(&["--max-memory", "512M", "--credit-jobs", "2"])
+            .config()
+            .unwrap();
+        assert_eq!((c.max_memory, c.credit_jobs()), (512 << 20, 2));
+        for bad in [
+            ["--max-unauthenticated", "0"],
+            ["--max-per-source", "-1"],
+            ["--max-memory", "1e99"],
+            ["--credit-bytes", "nan"],
+            ["--max-connections", "0"],
+        ] {
+            let args = std::iter::once("ppserver").chain(bad);
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            mem_total("MemTotal:  2048 kB\nMemFree: 1 kB"),
+            Some(2 << 20)
+        );
     }
 
     #[test]

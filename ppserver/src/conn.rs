@@ -11,12 +11,15 @@
 //! in an [`Outbox`]; no progress for `--write-timeout` drops the client),
 //! queue or cancel jobs, close.
 //!
-//! Memory per client is bounded: while its jobs' arguments queued here plus
-//! the results waiting to be written exceed [`backlog_limit`] (twice the
-//! frame limit), the driver stops reading from it. A client that keeps to
-//! its window never comes near; one that floods the node without reading
-//! its results is held there by TCP until `--write-timeout` drops it.
+//! Memory per client is bounded. Its queued work is bounded by the credit
+//! window the link grants (jobs beyond it go back unrun, and the node keeps
+//! reading, so heartbeats and cancels always get through). Its unwritten
+//! results: while they exceed [`backlog_limit`] (twice the frame limit),
+//! the driver stops reading from it; a client that does not read its
+//! results is held there by TCP until `--write-timeout` drops it. Both are
+//! counted against the node's `--max-memory` (`memory`).
 
+use crate::memory::Held;
 use crate::node::Node;
 use crate::out::{Conn, ConnIn, Waker};
 use crossbeam_channel::Receiver;
@@ -42,58 +45,126 @@ const UPLOAD_STALL: Duration = Duration::from_secs(30);
 /// written.
 const PULL_BELOW: usize = 2 << 20;
 
-/// Bytes of queued arguments and unwritten results beyond which a
-/// connection is not read until they shrink.
+/// Bytes of unwritten results beyond which a connection is not read until
+/// they shrink.
 fn backlog_limit(max_frame: usize) -> usize {
     max_frame.saturating_mul(2)
 }
 
-/// Serves one connection until it closes; logs why it ended.
-pub(crate) fn serve(node: &Arc<Node>, stream: std::net::TcpStream) {
+/// A connection let in and registered with the node, to be served.
+pub(crate) struct Admitted {
+    registered: Registered,
+    stream: std::net::TcpStream,
+    poll: Poll,
+    waker: Arc<Waker>,
+    events: Receiver<ConnIn>,
+    peer: String,
+}
+
+/// A connection's place in the node, given back when dropped (whether it
+/// was served or its thread never started).
+struct Registered {
+    node: Arc<Node>,
+    conn: Arc<Conn>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.conn.mark_closed();
+        self.node.close(self.id);
+    }
+}
+
+/// Lets a new connection in, on the calling thread (the accept thread, so
+/// connections are counted in the order they came and a refused one costs
+/// no thread), or refuses it with a reason (`None`).
+pub(crate) fn admit(node: &Arc<Node>, stream: std::net::TcpStream) -> Option<Admitted> {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "unknown peer".to_owned(), |a| a.to_string());
-    let poll = match Poll::new() {
-        Ok(p) => p,
-        Err(e) => return tracing::warn!(%peer, "cannot watch connection: {e}"),
-    };
-    let waker = match Waker::new(&poll) {
-        Ok(w) => w,
-        Err(e) => return tracing::warn!(%peer, "cannot watch connection: {e}"),
-    };
-    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let conn = Arc::new(Conn::new(ev_tx, Arc::clone(&waker)));
-    let Some(id) = node.open(&conn) else {
-        let reason = format!(
-            "too many connections (limit {})",
-            node.config.max_connections
-        );
-        tracing::warn!(%peer, "refused: {reason}");
-        crate::daemon::refuse(stream, reason);
-        return;
-    };
-    match setup(&poll, stream) {
-        Ok(stream) => {
-            let mut d = Driver {
-                node,
-                conn: &conn,
-                stream,
-                poll,
-                waker,
-                outbox: Outbox::new(),
-                readable: true,
-                watch_write: false,
-                buf: vec![0u8; READ_BUF],
-                peer: peer.clone(),
-                broken: false,
-                upload: None,
-            };
-            d.run(&ev_rx);
-        }
-        Err(e) => tracing::warn!(%peer, "cannot use connection: {e}"),
+    let source = stream
+        .peer_addr()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    // Refused before anything is made for it: a flood costs a write each.
+    if let Some(refused) = node.refuses(source) {
+        tracing::debug!(%peer, "refused: {refused}");
+        crate::daemon::refuse(stream, refused.to_string());
+        return None;
     }
-    conn.mark_closed();
-    node.close(id);
+    let watched = Poll::new().and_then(|poll| Ok((Waker::new(&poll)?, poll)));
+    let (waker, poll) = match watched {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(%peer, "cannot watch connection: {e}");
+            return None;
+        }
+    };
+    let (ev_tx, events) = crossbeam_channel::unbounded();
+    let conn = Arc::new(Conn::new(
+        ev_tx,
+        Arc::clone(&waker),
+        Arc::clone(&node.memory),
+    ));
+    let id = match node.open(&conn, source) {
+        Ok(id) => id,
+        Err(refused) => {
+            tracing::debug!(%peer, "refused: {refused}");
+            crate::daemon::refuse(stream, refused.to_string());
+            return None;
+        }
+    };
+    let registered = Registered {
+        node: Arc::clone(node),
+        conn,
+        id,
+    };
+    Some(Admitted {
+        registered,
+        stream,
+        poll,
+        waker,
+        events,
+        peer,
+    })
+}
+
+impl Admitted {
+    /// Serves the connection until it closes; logs why it ended.
+    pub(crate) fn serve(self) {
+        let Admitted {
+            registered,
+            stream,
+            poll,
+            waker,
+            events,
+            peer,
+        } = self;
+        let node = &registered.node;
+        match setup(&poll, stream) {
+            Ok(stream) => {
+                let mut d = Driver {
+                    node,
+                    id: registered.id,
+                    conn: &registered.conn,
+                    stream,
+                    poll,
+                    waker,
+                    outbox: Outbox::new(),
+                    outbox_held: node.memory.hold(0),
+                    results_held: Vec::new(),
+                    readable: true,
+                    watch_write: false,
+                    buf: vec![0u8; READ_BUF],
+                    peer: peer.clone(),
+                    broken: false,
+                    upload: None,
+                };
+                d.run(&events);
+            }
+            Err(e) => tracing::warn!(%peer, "cannot use connection: {e}"),
+        }
+    }
 }
 
 /// Socket options, and the socket watched for reading and writing.
@@ -108,11 +179,18 @@ fn setup(poll: &Poll, stream: std::net::TcpStream) -> std::io::Result<TcpStream>
 
 struct Driver<'a> {
     node: &'a Arc<Node>,
+    /// This connection's number in the node.
+    id: u64,
     conn: &'a Arc<Conn>,
     stream: TcpStream,
     poll: Poll,
     waker: Arc<Waker>,
     outbox: Outbox,
+    /// The outbox's bytes, counted against `--max-memory`.
+    outbox_held: Held,
+    /// Results read from the workers, counted until the link's frames of
+    /// them reach the outbox.
+    results_held: Vec<Held>,
     /// The socket may have more to read.
     readable: bool,
     /// Whether the poll watches the socket for room to write (only while
@@ -137,6 +215,8 @@ impl Driver<'_> {
             handshake_timeout: config.handshake_timeout,
             heartbeat: config.heartbeat,
             max_frame: config.max_frame,
+            credit_jobs: config.credit_jobs(),
+            credit_bytes: config.credit_bytes,
             max_payload: config.max_payload,
             stream_stall: config.stream_stall,
         };
@@ -206,13 +286,11 @@ impl Driver<'_> {
         }
     }
 
-    /// Whether to read now: the socket has bytes, and the client's backlog
-    /// here is under the limit (else a worker's result wakes us when it
-    /// shrinks).
+    /// Whether to read now: the socket has bytes, and the client's unwritten
+    /// results are under the limit (its queued work is bounded by its credit
+    /// window, and always read: control frames get through).
     fn may_read(&self) -> bool {
-        self.readable
-            && self.conn.queued_bytes() + self.outbox.len()
-                <= backlog_limit(self.node.config.max_frame)
+        self.readable && self.outbox.len() <= backlog_limit(self.node.config.max_frame)
     }
 
     /// Reads what the socket has (a bounded amount per turn).
@@ -252,13 +330,16 @@ impl Driver<'_> {
     /// Feeds what the node said since the last turn, finished jobs in
     /// batches.
     fn events(&mut self, link: &mut NodeLink, events: &Receiver<ConnIn>) {
+        // Results stay counted against --max-memory until the link's frames
+        // are in the outbox (counted there: `settle`).
         let mut done = Vec::new();
         // One clock read per turn: the link needs `now` only for its timers.
         let now = Instant::now();
         for ev in events.try_iter().take(4 * MAX_BATCH) {
             match ev {
-                ConnIn::Finished(d) => {
+                ConnIn::Finished(d, h) => {
                     done.push(d);
+                    self.results_held.push(h);
                     if done.len() == MAX_BATCH {
                         link.handle(NodeEvent::Finished(std::mem::take(&mut done)), now);
                     }
@@ -272,12 +353,14 @@ impl Driver<'_> {
                         ConnIn::GiveBack(id, attempt) => {
                             link.handle(NodeEvent::GiveBack(vec![(id, attempt)]), now)
                         }
+                        ConnIn::Skipped(id) => link.handle(NodeEvent::Ended(vec![id]), now),
+                        ConnIn::Refuse(why) => link.handle(NodeEvent::Refuse(why), now),
                         ConnIn::Drain => link.handle(NodeEvent::Drain, now),
                         ConnIn::Stop => link.handle(NodeEvent::Stop, now),
                         ConnIn::Program(id, jobs) => {
                             link.handle(NodeEvent::ProgramReady { id, jobs }, now)
                         }
-                        ConnIn::Finished(_) => {}
+                        ConnIn::Finished(..) => {}
                     }
                 }
             }
@@ -299,13 +382,19 @@ impl Driver<'_> {
     /// false once the connection is over.
     fn settle(&mut self, link: &mut NodeLink) -> bool {
         loop {
-            if !self.act(link) {
+            let open = self.act(link);
+            // The results' frames are in the outbox now: count them there.
+            self.results_held.clear();
+            self.outbox_held.resize(self.outbox.len());
+            if !open {
                 return false;
             }
             if self.broken {
                 return true;
             }
-            match self.outbox.flush(&mut self.stream, Instant::now()) {
+            let flushed = self.outbox.flush(&mut self.stream, Instant::now());
+            self.outbox_held.resize(self.outbox.len());
+            match flushed {
                 Ok(_) if self.outbox.len() < PULL_BELOW && link.has_stream() => {
                     // Results too large for a frame go out one chunk at a
                     // time, when what waits runs low: other frames go in
@@ -348,10 +437,10 @@ impl Driver<'_> {
                 }
                 NodeAction::Offer(info) => self.offer(link, &info),
                 NodeAction::Chunk { id, offset, data } => self.chunk(link, id, offset, &data),
-                NodeAction::Authenticated => {
-                    self.node.authenticated(self.conn);
-                    tracing::debug!(peer = %self.peer, "client authenticated")
-                }
+                NodeAction::Authenticated => match self.node.authenticated(self.id) {
+                    Ok(()) => tracing::debug!(peer = %self.peer, "client authenticated"),
+                    Err(full) => link.handle(NodeEvent::Refuse(full.to_string()), Instant::now()),
+                },
                 NodeAction::Close { reason: None } => {
                     tracing::debug!(peer = %self.peer, "connection closed");
                     return false;

@@ -256,18 +256,12 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
             return;
         }
         match stream {
-            Ok(stream) if node.is_full() => {
-                let reason = format!(
-                    "too many connections (limit {})",
-                    node.config.max_connections
-                );
-                tracing::warn!(peer = ?stream.peer_addr().ok(), "refused: {reason}");
-                refuse(stream, reason);
-            }
             Ok(stream) => {
-                let node = Arc::clone(node);
-                let spawned = spawn("pp-conn", move || crate::conn::serve(&node, stream));
-                if let Err(e) = spawned {
+                // Counted (or refused) here, in the order connections came.
+                let Some(admitted) = crate::conn::admit(node, stream) else {
+                    continue;
+                };
+                if let Err(e) = spawn("pp-conn", move || admitted.serve()) {
                     tracing::warn!("cannot start a connection thread: {e}");
                 }
             }
@@ -323,7 +317,9 @@ fn join(target: &str, node: &Arc<Node>, stop: &Stop) {
             Ok(stream) => {
                 tracing::info!(target, "joined");
                 backoff = Duration::from_millis(100);
-                crate::conn::serve(node, stream);
+                if let Some(admitted) = crate::conn::admit(node, stream) {
+                    admitted.serve();
+                }
             }
             Err(e) => tracing::debug!(target, "cannot join: {e}"),
         }

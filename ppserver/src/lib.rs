@@ -31,21 +31,23 @@
 //! | `cache` | shipped programs on disk: named by hash, private, capped, one upload per hash |
 //! | `config` | [`Config`] and the command line ([`Cli`]) |
 //! | `node` | state shared by a node's connections: registry, job queue, counters, drain |
-//! | `conn` | the driver of one connection around [`ppcore::NodeLink`]: one thread that waits on the socket and its wake-ups, reads, writes (with a no-progress timeout), bounds the client's backlog |
-//! | `out` | how workers and the daemon reach a connection: a channel to its driver and a waker, its cancelled jobs, its backlog |
-//! | `conn` | the driver of one connection around [`ppcore::NodeLink`]: a reader thread, and the one thread that writes (with a no-progress timeout) |
-//! | `out` | how workers and the daemon reach a connection: a channel to its driver, and its cancelled jobs |
+//! | `admission` | who may hold a connection: limits on strangers (overall, per address) apart from clients, pure |
+//! | `memory` | `--max-memory`: bytes of queued arguments and unwritten results, held until dropped |
+//! | `conn` | the driver of one connection around [`ppcore::NodeLink`]: one thread that waits on the socket and its wake-ups, reads, writes (with a no-progress timeout), bounds the client's unwritten results |
+//! | `out` | how workers and the daemon reach a connection: a channel to its driver and a waker, its cancelled jobs |
 //! | `programs` | shipped programs: offers, uploads into the cache, program worker processes |
 //! | `isolate` | isolation mode: worker processes that run jobs, replaced when they crash |
 //! | `metrics` | `--metrics`: the node's counters at `/metrics` in the Prometheus text format |
 //! | `daemon` | [`start`], [`serve`], [`main_with`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod admission;
 mod cache;
 mod config;
 mod conn;
 mod daemon;
 mod isolate;
+mod memory;
 mod metrics;
 mod node;
 mod out;

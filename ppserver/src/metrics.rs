@@ -77,6 +77,9 @@ pub(crate) struct Sample {
     pub(crate) handshake_failures: u64,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
+    pub(crate) memory_held: u64,
+    pub(crate) memory_limit: u64,
+    pub(crate) memory_refused: u64,
     pub(crate) uptime_s: f64,
 }
 
@@ -97,6 +100,9 @@ impl Sample {
             handshake_failures: meters.handshake_failures.load(Ordering::Relaxed),
             bytes_in: meters.bytes_in.load(Ordering::Relaxed),
             bytes_out: meters.bytes_out.load(Ordering::Relaxed),
+            memory_held: node.memory.used(),
+            memory_limit: node.memory.limit(),
+            memory_refused: node.refused_memory.load(Ordering::Relaxed),
             uptime_s: status.uptime_s,
         }
     }
@@ -145,7 +151,7 @@ pub(crate) fn encode(sample: &Sample) -> String {
     gauge(
         &mut r,
         "connections",
-        "Client connections open now",
+        "Connections open now (clients and strangers still in their handshake)",
         sample.connections,
     );
     counter(
@@ -168,6 +174,25 @@ pub(crate) fn encode(sample: &Sample) -> String {
         "Bytes written to clients",
         Some(Unit::Bytes),
         sample.bytes_out,
+    );
+    gauge(
+        &mut r,
+        "memory_held_bytes",
+        "Bytes of queued job arguments and unwritten results held for clients (counted against --max-memory)",
+        sample.memory_held,
+    );
+    gauge(
+        &mut r,
+        "memory_limit_bytes",
+        "The --max-memory budget",
+        sample.memory_limit,
+    );
+    counter(
+        &mut r,
+        "memory_refused_jobs",
+        "Jobs handed back unrun because the node was over --max-memory",
+        None,
+        sample.memory_refused,
     );
     let uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     uptime.set(sample.uptime_s);
@@ -283,6 +308,9 @@ mod tests {
             handshake_failures: 7,
             bytes_in: 1234,
             bytes_out: 5678,
+            memory_held: 4096,
+            memory_limit: 1 << 30,
+            memory_refused: 9,
             uptime_s: 1.5,
         };
         let text = encode(&sample);
@@ -299,6 +327,9 @@ mod tests {
         assert_eq!(value(&s, "ppserver_received_bytes_total", None), 1234.0);
         assert_eq!(value(&s, "ppserver_sent_bytes_total", None), 5678.0);
         assert_eq!(value(&s, "ppserver_uptime_seconds", None), 1.5);
+        assert_eq!(value(&s, "ppserver_memory_held_bytes", None), 4096.0);
+        assert_eq!(value(&s, "ppserver_memory_limit_bytes", None), 1073741824.0);
+        assert_eq!(value(&s, "ppserver_memory_refused_jobs_total", None), 9.0);
         assert!(text.contains("# TYPE ppserver_jobs counter"), "{text}");
     }
 }

@@ -1,13 +1,16 @@
 //! What every connection of a node shares: the registry, the job queue and
 //! its workers, the counters, the open connections, and the shutdown state.
 
+use crate::admission::{Admission, AdmissionLimits, Refused};
 use crate::config::Isolation;
+use crate::memory::{Held, Memory};
 use crate::out::Conn;
 use crate::Config;
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, NodeStatus};
 use ppcore::{ErrorKind, JobError, Lanes, Registry};
 use serde_bytes::ByteBuf;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +25,8 @@ pub(crate) struct NodeJob {
     pub(crate) out: Arc<Conn>,
     /// The shipped program that runs it; `None`: a built-in job (`run`).
     pub(crate) program: Option<Arc<crate::programs::Program>>,
+    /// Its bytes, counted against `--max-memory` while it waits or runs.
+    _held: Held,
 }
 
 type JobFn = fn(&[u8]) -> Result<Vec<u8>, JobError>;
@@ -43,6 +48,19 @@ fn not_built_in(_: &[u8]) -> Result<Vec<u8>, JobError> {
     ))
 }
 
+/// What a queued job costs against `--max-memory`: its arguments, its name
+/// and a fixed share for its bookkeeping (so that empty jobs count too).
+fn job_bytes(job: &ppcore::wire::RunJob) -> usize {
+    const OVERHEAD: usize = 128;
+    job.args.len() + job.name.len() + OVERHEAD
+}
+
+/// The open connections, and who may open one.
+struct Conns {
+    open: HashMap<u64, Arc<Conn>>,
+    admission: Admission,
+}
+
 pub(crate) struct Node {
     pub(crate) config: Config,
     pub(crate) registry: Registry,
@@ -60,7 +78,7 @@ pub(crate) struct Node {
     /// Jobs queued or running here.
     active: ppcore::Pending,
     next_conn: AtomicU64,
-    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    conns: Mutex<Conns>,
     /// Open connections, to wait for their goodbyes.
     open_conns: ppcore::Pending,
     /// Set when the node stops taking jobs (SIGTERM, idle timeout).
@@ -71,6 +89,10 @@ pub(crate) struct Node {
     isolated: crate::isolate::Running,
     /// Programs clients shipped here.
     pub(crate) programs: Arc<crate::programs::Programs>,
+    /// `--max-memory`: queued arguments and unwritten results.
+    pub(crate) memory: Arc<Memory>,
+    /// Jobs handed back because the node was over `--max-memory`.
+    pub(crate) refused_memory: AtomicU64,
     /// Counters only `--metrics` reads.
     pub(crate) meters: crate::metrics::Meters,
 }
@@ -94,6 +116,12 @@ impl Node {
             caps,
             config.program_idle,
         );
+        let admission = Admission::new(AdmissionLimits {
+            clients: config.max_connections,
+            unauthenticated: config.max_unauthenticated,
+            per_source: config.max_per_source,
+        });
+        let memory = Arc::new(Memory::new(config.max_memory));
         Node {
             programs: Arc::new(programs),
             node_id: config.node_id(),
@@ -108,11 +136,16 @@ impl Node {
             cancelled: AtomicU64::new(0),
             active: ppcore::Pending::default(),
             next_conn: AtomicU64::new(0),
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(Conns {
+                open: HashMap::new(),
+                admission,
+            }),
             open_conns: ppcore::Pending::default(),
             draining: AtomicBool::new(false),
             idle_since: Mutex::new(Some(Instant::now())),
             isolated: Default::default(),
+            memory,
+            refused_memory: AtomicU64::new(0),
             meters: Default::default(),
         }
     }
@@ -121,47 +154,62 @@ impl Node {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Whether the node is at its connection limit.
-    pub(crate) fn is_full(&self) -> bool {
-        self.conns
-            .lock()
-            .map_or(true, |c| c.len() >= self.config.max_connections)
+    fn lock_conns(&self) -> std::sync::MutexGuard<'_, Conns> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a connection; `None` if the node is at its connection limit.
-    pub(crate) fn open(&self, conn: &Arc<Conn>) -> Option<u64> {
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if conns.len() >= self.config.max_connections {
-            return None;
+    /// Why a new connection from `source` would be refused now, if it would
+    /// (checked on the accept thread, so that a flood costs no thread).
+    pub(crate) fn refuses(&self, source: IpAddr) -> Option<Refused> {
+        self.lock_conns().admission.check(source).err()
+    }
+
+    /// Registers a connection from `source`, as a stranger until it
+    /// authenticates; why not if the node is at a limit. A stranger evicted
+    /// to make room is told to close.
+    pub(crate) fn open(&self, conn: &Arc<Conn>, source: IpAddr) -> Result<u64, Refused> {
+        let (id, victim) = {
+            let mut conns = self.lock_conns();
+            let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+            let evict = conns.admission.open(id, source)?;
+            conns.open.insert(id, Arc::clone(conn));
+            self.open_conns.add();
+            let victim = evict.and_then(|old| conns.open.get(&old).cloned());
+            (id, victim)
+        };
+        if let Some(victim) = victim {
+            let why = Refused::Evicted(self.config.max_unauthenticated);
+            victim.refuse(why.to_string());
         }
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        conns.insert(id, Arc::clone(conn));
-        self.open_conns.add();
-        Some(id)
+        Ok(id)
     }
 
-    /// The peer of `conn` proved the key: from now on it counts as a client
-    /// (for `--idle-timeout` and for draining); strangers never do.
-    pub(crate) fn authenticated(&self, conn: &Conn) {
-        let _conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conn.authenticated.store(true, Ordering::Release);
+    /// The peer of connection `id` proved the key: from now on it counts as
+    /// a client (for `--idle-timeout`, draining and `--max-connections`);
+    /// strangers never do. Refused if the clients' slots are all taken (or
+    /// it was evicted meanwhile).
+    pub(crate) fn authenticated(&self, id: u64) -> Result<(), Refused> {
+        let mut conns = self.lock_conns();
+        conns.admission.authenticate(id)?;
+        if let Some(conn) = conns.open.get(&id) {
+            conn.authenticated.store(true, Ordering::Release);
+        }
         *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
     }
 
     /// Forgets connection `id` (closed: see [`Conn::mark_closed`]) and, in
     /// isolation mode, kills the processes still running its jobs: nobody
     /// waits for them, and their slots are wanted.
     pub(crate) fn close(&self, id: u64) {
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let closed = conns.remove(&id);
+        let mut conns = self.lock_conns();
+        let closed = conns.open.remove(&id);
         if closed.is_some() {
+            conns.admission.close(id);
             self.open_conns.done();
         }
-        let clients = conns
-            .values()
-            .any(|c| c.authenticated.load(Ordering::Acquire));
         let mut idle = self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
-        if !clients && idle.is_none() {
+        if conns.admission.clients() == 0 && idle.is_none() {
             *idle = Some(Instant::now());
         }
         drop(idle);
@@ -190,16 +238,13 @@ impl Node {
 
     /// Every open connection.
     pub(crate) fn conns(&self) -> Vec<Arc<Conn>> {
-        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns.values().cloned().collect()
+        let conns = self.lock_conns();
+        conns.open.values().cloned().collect()
     }
 
     /// Whether any open connection is an authenticated client.
     pub(crate) fn has_clients(&self) -> bool {
-        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns
-            .values()
-            .any(|c| c.authenticated.load(Ordering::Acquire))
+        self.lock_conns().admission.clients() > 0
     }
 
     /// Queues jobs sent by one client; jobs this node does not know, or that
@@ -235,9 +280,20 @@ impl Node {
                 });
                 continue;
             };
+            // Over --max-memory: back to the client, to run elsewhere or later.
+            let Some(held) = self.memory.try_hold(job_bytes(&job)) else {
+                let n = self.refused_memory.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    let (used, limit) = (self.memory.used(), self.memory.limit());
+                    tracing::warn!("over --max-memory ({used} of {limit} bytes held): {n} job(s) handed back so far");
+                }
+                out.give_back(job.id, job.attempt);
+                continue;
+            };
             self.active.add();
-            out.begin(job.args.len());
+            out.begin();
             let job = NodeJob {
+                _held: held,
                 id: job.id,
                 attempt: job.attempt,
                 name: job.name,
@@ -300,7 +356,7 @@ impl Node {
     fn run_batch(&self, jobs: Vec<NodeJob>) {
         let (live, skipped): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| !self.skip(j));
         for job in skipped {
-            job.out.end(job.args.len());
+            job.out.end();
             self.active.done();
         }
         let Some(program) = live.first().and_then(|j| j.program.clone()) else {
@@ -317,7 +373,7 @@ impl Node {
             job.out.give_back(job.id, job.attempt);
         }
         for job in live {
-            job.out.end(job.args.len());
+            job.out.end();
             self.active.done();
         }
     }
@@ -329,6 +385,7 @@ impl Node {
             true // nobody is waiting for it any more
         } else if job.out.cancelled(job.id) {
             self.cancelled.fetch_add(1, Ordering::Relaxed);
+            job.out.skipped(job.id);
             true
         } else if self.draining() {
             job.out.give_back(job.id, job.attempt);
@@ -366,7 +423,7 @@ impl Node {
             let exec_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.report(&job, result, exec_ns);
         }
-        job.out.end(job.args.len());
+        job.out.end();
         self.active.done();
         tracing::debug!(id = job.id, "job ended");
     }
@@ -395,6 +452,9 @@ impl Node {
             heartbeat_ms: 0,
             caps: vec![ppcore::wire::CAP_SHIP.to_owned()],
             max_payload: self.config.max_payload,
+            // Set by each connection's link from its config.
+            credit_jobs: 0,
+            credit_bytes: 0,
         }
     }
 
@@ -405,7 +465,7 @@ impl Node {
             workers: self.config.workers as u32,
             jobs: self.jobs.clone(),
             uptime_s: self.started.elapsed().as_secs_f64(),
-            connections: self.conns.lock().map_or(0, |c| c.len() as u32),
+            connections: self.lock_conns().open.len() as u32,
             jobs_done: self.done.load(Ordering::Relaxed),
             jobs_failed: self.failed.load(Ordering::Relaxed),
             jobs_active: self.active.get() as u64,

@@ -4,10 +4,11 @@
 //! to its socket, and wakes it if it sleeps: nothing here does I/O on the
 //! socket, and no lock is held across any.
 
+use crate::memory::{Held, Memory};
 use crossbeam_channel::Sender;
 use ppcore::wire::DoneJob;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The token of a driver's waker in its `mio` poll.
@@ -40,10 +41,15 @@ impl Waker {
 
 /// What the driver of a connection hears from the rest of the node.
 pub(crate) enum ConnIn {
-    /// A job of this connection finished.
-    Finished(DoneJob),
+    /// A job of this connection finished; its result's bytes are counted
+    /// against `--max-memory` until this is dropped.
+    Finished(DoneJob, Held),
     /// A job of this connection is given back unrun (the node drains).
     GiveBack(u64, u32),
+    /// A job of this connection was skipped (cancelled before it ran).
+    Skipped(u64),
+    /// The connection must close, and the peer be told why (it retries).
+    Refuse(String),
     /// The node stops taking jobs.
     Drain,
     /// The node says goodbye.
@@ -58,14 +64,13 @@ pub(crate) enum ConnIn {
 /// One connection, as workers and the daemon see it.
 pub(crate) struct Conn {
     tx: Sender<ConnIn>,
+    memory: Arc<Memory>,
     waker: Arc<Waker>,
     closed: AtomicBool,
     /// The peer proved the key: a client, not a stranger.
     pub(crate) authenticated: AtomicBool,
     /// Jobs of this connection queued or running here.
     active: AtomicU64,
-    /// Their arguments' bytes.
-    queued_bytes: AtomicUsize,
     /// Cancelled jobs not started yet; emptied whenever `active` reaches 0,
     /// so late cancels cannot pile up.
     cancelled: Mutex<HashSet<u64>>,
@@ -73,14 +78,14 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(tx: Sender<ConnIn>, waker: Arc<Waker>) -> Self {
+    pub(crate) fn new(tx: Sender<ConnIn>, waker: Arc<Waker>, memory: Arc<Memory>) -> Self {
         Conn {
             tx,
+            memory,
             waker,
             closed: AtomicBool::new(false),
             authenticated: AtomicBool::new(false),
             active: AtomicU64::new(0),
-            queued_bytes: AtomicUsize::new(0),
             cancelled: Mutex::new(HashSet::new()),
             any_cancelled: AtomicBool::new(false),
         }
@@ -103,12 +108,28 @@ impl Conn {
 
     /// A job's result, for the client.
     pub(crate) fn finished(&self, done: DoneJob) {
-        self.tell(ConnIn::Finished(done));
+        let bytes = match &done.result {
+            Ok(b) => b.len(),
+            Err(e) => e.message.len(),
+        };
+        let held = self.memory.hold(bytes);
+        self.tell(ConnIn::Finished(done, held));
     }
 
     /// A job given back unrun.
     pub(crate) fn give_back(&self, id: u64, attempt: u32) {
         self.tell(ConnIn::GiveBack(id, attempt));
+    }
+
+    /// A cancelled job skipped: its credit comes back.
+    pub(crate) fn skipped(&self, id: u64) {
+        self.tell(ConnIn::Skipped(id));
+    }
+
+    /// Tells the driver to close the connection with `reason` (the peer may
+    /// retry later).
+    pub(crate) fn refuse(&self, reason: String) {
+        self.tell(ConnIn::Refuse(reason));
     }
 
     pub(crate) fn drain(&self) {
@@ -128,25 +149,13 @@ impl Conn {
         self.tell(ConnIn::Program(id, jobs));
     }
 
-    /// A job of this connection, with `bytes` of arguments, was queued.
-    pub(crate) fn begin(&self, bytes: usize) {
+    /// A job of this connection was queued.
+    pub(crate) fn begin(&self) {
         self.active.fetch_add(1, Ordering::AcqRel);
-        self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
     }
 
-    /// Bytes of arguments of this connection's jobs queued or running here.
-    pub(crate) fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Acquire)
-    }
-
-    /// A job of this connection, with `bytes` of arguments, ended (ran,
-    /// skipped or returned).
-    pub(crate) fn end(&self, bytes: usize) {
-        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        if bytes > 0 {
-            // The driver may be holding back reads until the backlog shrinks.
-            self.waker.wake();
-        }
+    /// A job of this connection ended (ran, skipped or returned).
+    pub(crate) fn end(&self) {
         if self.active.fetch_sub(1, Ordering::AcqRel) == 1
             && self.any_cancelled.swap(false, Ordering::AcqRel)
         {

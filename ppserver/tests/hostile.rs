@@ -133,14 +133,23 @@ fn silent_client_is_closed_at_the_handshake_deadline() {
 
 #[test]
 fn connections_over_the_cap_are_refused_with_a_reason() {
-    let node = Node::start(&["--max-connections", "8", "--handshake-timeout", "3"]);
+    let node = Node::start(&[
+        "--max-unauthenticated",
+        "8",
+        "--max-per-source",
+        "100",
+        "--handshake-timeout",
+        "3",
+    ]);
     let conns: Vec<TcpStream> = (0..40).map(|_| connect(&node)).collect();
-    // Those over the cap are refused at once; the 8 let in say nothing and
-    // are closed at the handshake deadline.
+    // Over the strangers' cap, each newcomer evicts the oldest (or is
+    // refused while evicted ones still close): either way with a reason,
+    // at once. The 8 newest say nothing and are closed at the handshake
+    // deadline.
     let (mut refused, mut timed_out) = (0, 0);
     for s in conns {
         let reason = reject_reason(s);
-        if reason.contains("too many connections") {
+        if reason.contains("too many unauthenticated connections") {
             refused += 1;
         } else {
             assert!(reason.contains("timed out"), "{reason}");

@@ -200,6 +200,20 @@ pub fn connect(node: &Node) -> TcpStream {
     s
 }
 
+/// A raw connection to `node` from the loopback address `from` (such as
+/// 127.0.0.2: another source, for per-address limits); reads time out after
+/// 10 s.
+pub fn connect_from(node: &Node, from: [u8; 4]) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let source = SocketAddr::from((from, 0));
+    socket.bind(&source.into()).unwrap();
+    socket.connect(&node.addr.into()).unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
 /// The test cluster's key.
 pub fn key() -> Key {
     KeySet::parse(&SECRET).unwrap().primary().clone()
@@ -268,7 +282,11 @@ impl Session {
 /// The handshake with `key` on a new connection: the session, or why the
 /// node refused.
 pub fn handshake(node: &Node, key: &Key) -> Result<Session, SecureError> {
-    let mut s = connect(node);
+    handshake_on(connect(node), key)
+}
+
+/// The handshake with `key` on the connection `s`.
+pub fn handshake_on(mut s: TcpStream, key: &Key) -> Result<Session, SecureError> {
     let mut framer = Framer::new(HANDSHAKE_MAX_FRAME);
     let (mut hs, first) = ClientHandshake::start(key, &[]).unwrap();
     s.write_all(&framer.encode_handshake(&first).unwrap())
@@ -282,7 +300,12 @@ pub fn handshake(node: &Node, key: &Key) -> Result<Session, SecureError> {
 
 /// A connection that completed the handshake by hand (up to `Welcome`).
 pub fn authenticated(node: &Node) -> Session {
-    let mut s = handshake(node, &key()).unwrap();
+    authenticated_on(connect(node))
+}
+
+/// The connection `s` through the handshake by hand (up to `Welcome`).
+pub fn authenticated_on(s: TcpStream) -> Session {
+    let mut s = handshake_on(s, &key()).unwrap();
     assert!(s.send(&ClientMsg::Ping(0)));
     let welcome = s.recv();
     assert!(
