@@ -122,6 +122,15 @@ pub fn spawn_stock_node(workers: usize, extra: &[&str]) -> anyhow::Result<Spawne
     spawn(STOCK, 0, workers, extra)
 }
 
+/// Like [`spawn_stock_node`], on a given port (0: any).
+pub fn spawn_stock_node_on(
+    port: u16,
+    workers: usize,
+    extra: &[&str],
+) -> anyhow::Result<SpawnedNode> {
+    spawn(STOCK, port, workers, extra)
+}
+
 /// A ppserver node on 127.0.0.1 started by a benchmark; stopped when dropped.
 pub struct SpawnedNode {
     child: std::process::Child,

@@ -3,6 +3,12 @@
 //! one in 500 an 8 MiB echo, whose argument and result travel as streams). Every job must resolve exactly
 //! once with the right value. `--soak` pushes 1,000,000 jobs through two nodes
 //! and reports memory at start and end instead.
+//!
+//! Then the upload case: the client submits jobs of its own registry
+//! (`chaos_square`, which stock nodes lack) to a stock node, so it ships
+//! itself; the node is killed (SIGKILL) as soon as the upload's partial file
+//! shows in its cache, and restarted on the same port. Every job must still
+//! resolve exactly once with the right value.
 
 use anyhow::{ensure, Result};
 use benchmarks::{rss_bytes, spawn_node_on, SpawnedNode};
@@ -58,7 +64,14 @@ struct Slot {
     stopped: bool,
 }
 
+ppclient::job! {
+    /// Squares a number: a job of this program's own, no stock node has it.
+    pub fn chaos_square(x: u64) -> u64 { x * x }
+}
+
 fn main() -> Result<std::process::ExitCode> {
+    // First: as a node's program worker, this serves `chaos_square`.
+    ppclient::init();
     if let Some(code) = benchmarks::run_as_node_if_asked() {
         return Ok(code);
     }
@@ -202,12 +215,14 @@ fn chaos(args: &Args) -> Result<std::process::ExitCode> {
     let exact = jobs::maclaurin_exact(x, terms);
     let sum_ok = failed == 0 && sleeps_ok && ((sum - exact) / exact).abs() <= 1e-9;
     let retries = server.stats().retried;
+    let upload = upload_kill(args)?;
     if args.json {
         let out = serde_json::json!({
             "seed": args.seed, "jobs": n, "resolved": resolved, "lost": lost,
             "duplicates": duplicates, "callbacks_missing": uncalled, "failed": failed,
             "retries": retries, "sum_ok": sum_ok, "seconds": seconds,
             "kills": kills, "stops": stops, "restarts": restarts,
+            "upload_kill": upload.json(),
         });
         println!("{out}");
     } else {
@@ -221,12 +236,136 @@ fn chaos(args: &Args) -> Result<std::process::ExitCode> {
         println!("  resolved {resolved}, lost {lost}, resolved twice {duplicates}, callbacks missing {uncalled}");
         println!("  failed {failed}, retries {retries}, sum and sleeps ok: {sum_ok}");
         server.print_stats();
+        println!("{}", upload.text());
     }
-    let ok = lost == 0 && duplicates == 0 && uncalled == 0 && sum_ok;
+    let ok = lost == 0 && duplicates == 0 && uncalled == 0 && sum_ok && upload.ok();
     Ok(if ok {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE
+    })
+}
+
+/// Jobs of the upload case.
+const UPLOAD_JOBS: u64 = 200;
+
+/// What the upload case saw.
+struct Upload {
+    jobs: u64,
+    resolved: usize,
+    lost: usize,
+    duplicates: usize,
+    callbacks_missing: usize,
+    failed: usize,
+    sum_ok: bool,
+    /// Whether the node was killed with the upload's partial file present.
+    killed_mid_upload: bool,
+    /// Uploads the restarted node received.
+    uploads_after_restart: u64,
+    seconds: f64,
+}
+
+impl Upload {
+    fn ok(&self) -> bool {
+        self.killed_mid_upload
+            && self.lost == 0
+            && self.duplicates == 0
+            && self.callbacks_missing == 0
+            && self.failed == 0
+            && self.sum_ok
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "jobs": self.jobs, "resolved": self.resolved, "lost": self.lost,
+            "duplicates": self.duplicates, "callbacks_missing": self.callbacks_missing,
+            "failed": self.failed, "sum_ok": self.sum_ok,
+            "killed_mid_upload": self.killed_mid_upload,
+            "uploads_after_restart": self.uploads_after_restart, "seconds": self.seconds,
+        })
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "  upload case: {} own jobs, node killed mid-upload: {}, restarted node got {} upload(s);\n  \
+             resolved {}, lost {}, resolved twice {}, callbacks missing {}, failed {}, sum ok: {} ({:.1} s)",
+            self.jobs, self.killed_mid_upload, self.uploads_after_restart, self.resolved,
+            self.lost, self.duplicates, self.callbacks_missing, self.failed, self.sum_ok, self.seconds
+        )
+    }
+}
+
+/// The upload case: a stock node killed while this program uploads itself to
+/// it, then restarted on the same port with the same cache.
+fn upload_kill(args: &Args) -> Result<Upload> {
+    let cache = std::env::temp_dir().join(format!("pp-chaos-upload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let cache_arg = cache.to_string_lossy().into_owned();
+    let extra = ["--cache-dir", cache_arg.as_str()];
+    let first = benchmarks::spawn_stock_node_on(0, args.workers, &extra)?;
+    let port: u16 = first.addr.rsplit(':').next().unwrap_or("0").parse()?;
+    let server = Server::builder()
+        .secret(benchmarks::cluster_key()?)
+        .ncpus(0)
+        .nodes([first.addr.clone()])
+        .heartbeat(Duration::from_millis(100))
+        .node_retries(1_000)
+        .build()?;
+    let calls: Arc<Vec<AtomicU8>> = Arc::new((0..UPLOAD_JOBS).map(|_| AtomicU8::new(0)).collect());
+    let started = Instant::now();
+    let handles: Vec<_> = (0..UPLOAD_JOBS)
+        .map(|i| {
+            let calls = Arc::clone(&calls);
+            let opts = Options::new().callback(move |_: &Result<u64, _>| {
+                calls[i as usize].fetch_add(1, Ordering::Relaxed);
+            });
+            server.submit_with(chaos_square, (i,), opts)
+        })
+        .collect();
+    // The upload is under way once its partial file is in the node's cache.
+    let uploading = || {
+        std::fs::read_dir(&cache).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    while !uploading() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let killed_mid_upload = uploading();
+    drop(first); // SIGKILL, the upload in flight
+    let second = benchmarks::spawn_stock_node_on(port, args.workers, &extra)?;
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.wait_timeout(Duration::from_secs(args.limit)))
+        .collect();
+    let seconds = started.elapsed().as_secs_f64();
+    // Callbacks run before handles resolve; give the last ones a moment.
+    std::thread::sleep(Duration::from_millis(100));
+    let status = ppclient::node_status(
+        &second.addr,
+        benchmarks::cluster_key()?,
+        Duration::from_secs(5),
+    )?;
+    drop(server);
+    drop(second);
+    let _ = std::fs::remove_dir_all(&cache);
+    let resolved = results.iter().filter(|r| r.is_some()).count();
+    let failed = results.iter().filter(|r| matches!(r, Some(Err(_)))).count();
+    let sum: u64 = results.iter().flatten().flatten().sum();
+    let load = |c: &AtomicU8| c.load(Ordering::Relaxed);
+    Ok(Upload {
+        jobs: UPLOAD_JOBS,
+        resolved,
+        lost: UPLOAD_JOBS as usize - resolved,
+        duplicates: calls.iter().filter(|c| load(c) > 1).count(),
+        callbacks_missing: calls.iter().filter(|c| load(c) == 0).count(),
+        failed,
+        sum_ok: sum == (0..UPLOAD_JOBS).map(|i| i * i).sum::<u64>(),
+        killed_mid_upload,
+        uploads_after_restart: status.programs_uploaded,
+        seconds,
     })
 }
 
