@@ -49,6 +49,7 @@ fn warm_rss(node: &Node) -> u64 {
 
 fn assert_grew_less_than(node: &Node, before: u64, bound: u64, what: &str) {
     let grown = rss_bytes(node).saturating_sub(before);
+    eprintln!("{what}: RSS grew by {} KiB", grown >> 10);
     assert!(
         grown < bound,
         "{what}: RSS grew by {} MiB (bound {} MiB)",
@@ -126,12 +127,13 @@ fn greedy_streams_just_under_max_payload_on_many_connections_hold_at_most_that_e
         })
         .collect();
     still_serves(&node, 20);
-    // Receive buffers are bounded per connection by --max-payload (they are
-    // not counted against --max-memory): 6 × 4 MiB, plus slack.
+    // Stream buffers are bounded per connection by --max-payload (they are
+    // not counted against --max-memory): 6 × 4 MiB, plus each connection's
+    // read buffer (about 4 MiB here) and slack.
     assert_grew_less_than(
         &node,
         before,
-        u64::from(CONNS) * 4 * MIB + 16 * MIB,
+        u64::from(CONNS) * 8 * MIB + 16 * MIB,
         "6 connections with a 4 MiB stream open",
     );
     // A second stream past the connection's budget closes that connection.
@@ -401,7 +403,37 @@ fn all_attacks_at_once_leave_a_client_served() {
             flood
         });
         still_serves(node, 20);
+        assert_grew_less_than(node, before, 64 * MIB, "all attacks at once");
     });
     still_serves(&node, 4);
-    assert_grew_less_than(&node, before, 64 * MIB, "all attacks at once");
+}
+
+#[test]
+fn streams_started_and_aborted_over_and_over_hold_nothing() {
+    let node = Node::start(&[]);
+    let before = warm_rss(&node);
+    let mut s = greedy(&node, [127, 0, 0, 2]);
+    // 5000 times: a 16 MiB stream, one byte of it, its abort, and the
+    // abort of a stream that never was.
+    let mut batch = Vec::new();
+    for round in 0..5000u64 {
+        batch.extend(s.frame(&start(1, 16 * MIB)));
+        batch.extend(s.frame(&chunk(1, 0, &[round as u8])));
+        batch.extend(s.frame(&ClientMsg::Stream(StreamFrame::Abort { id: 1 })));
+        batch.extend(s.frame(&ClientMsg::Stream(StreamFrame::Abort { id: 1000 + round })));
+        if batch.len() >= 1 << 20 {
+            s.stream.write_all(&batch).unwrap();
+            batch.clear();
+        }
+    }
+    s.stream.write_all(&batch).unwrap();
+    round_trip(&mut s, 1);
+    still_serves(&node, 20);
+    assert_grew_less_than(&node, before, 16 * MIB, "5000 aborted streams");
+    // Starting an open stream again is a protocol error.
+    assert!(s.send(&start(7, 10)));
+    assert!(s.send(&start(7, 10)));
+    let reason = s.reject_reason();
+    assert!(reason.contains("started twice"), "{reason}");
+    still_serves(&node, 4);
 }
