@@ -223,7 +223,7 @@ pub struct Cli {
     pub max_memory: Option<u64>,
     /// Largest arguments of one job, in bytes (suffixes K, M, G: powers of
     /// 1024); checked before any of them is sent.
-    #[arg(long, default_value = "1G", value_name = "BYTES", value_parser = parse_bytes)]
+    #[arg(long, default_value = "1G", value_name = "BYTES", value_parser = ppcore::limits::parse_bytes)]
     pub max_payload: u64,
     /// Seconds a stream of arguments may go without progress before the
     /// client is dropped.
@@ -253,7 +253,7 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Most bytes of shipped programs kept (suffixes K, M, G: 2G is 2 GiB).
-    #[arg(long, default_value = "2G", value_parser = parse_bytes, value_name = "BYTES")]
+    #[arg(long, default_value = "2G", value_parser = ppcore::limits::parse_bytes, value_name = "BYTES")]
     pub cache_max: u64,
     /// Refuse programs shipped by clients: run built-in jobs only.
     #[arg(long)]
@@ -305,29 +305,6 @@ impl Cli {
             ..defaults
         })
     }
-}
-
-/// A number of bytes, with an optional suffix K, M or G (powers of 1024).
-pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (digits, scale) = match t.char_indices().last() {
-        Some((at, c)) if c.is_ascii_alphabetic() => {
-            let scale: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                _ => return Err(format!("{text:?}: the suffix must be K, M or G")),
-            };
-            (&t[..at], scale)
-        }
-        _ => (t, 1),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("{text:?} is not a positive number of bytes"))
 }
 
 /// `secs` as a duration, if it is a positive number of seconds.
@@ -428,8 +405,11 @@ mod tests {
         assert_eq!(cli(&[]).max_payload, 1 << 30);
         assert_eq!(cli(&["--max-payload", "256M"]).max_payload, 256 << 20);
         assert_eq!(cli(&["--max-payload", "4096"]).max_payload, 4096);
-        for bad in ["0", "1T", "-3", "x", ""] {
-            assert!(parse_bytes(bad).is_err(), "{bad}");
+        for bad in ["0", "2P", "-3", "x", "", "1e9"] {
+            assert!(
+                Cli::try_parse_from(["ppserver", "--max-payload", bad]).is_err(),
+                "{bad}"
+            );
         }
     }
 }
