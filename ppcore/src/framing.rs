@@ -19,6 +19,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 const HEADER: usize = 4;
+/// The receive buffer capacity kept once everything in it is decoded: a
+/// connection that once received a large frame does not hold its buffer
+/// for the rest of its life (a stream's chunks, 1 MiB, fit in it).
+const KEEP: usize = 2 << 20;
 
 /// Frames out, frames in, for one connection.
 #[derive(Debug)]
@@ -99,6 +103,7 @@ impl Framer {
     pub fn push(&mut self, bytes: &[u8]) {
         if self.start == self.buf.len() {
             self.buf.clear();
+            self.buf.shrink_to(KEEP);
             self.start = 0;
         }
         self.buf.extend_from_slice(bytes);
@@ -119,6 +124,11 @@ impl Framer {
         let plain = session.open_in_place(&mut self.buf[from..from + len])?;
         let msg = rmp_serde::from_slice(plain).map_err(|e| FrameError::Malformed(e.to_string()))?;
         self.start = from + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.buf.shrink_to(KEEP);
+            self.start = 0;
+        }
         Ok(Some(msg))
     }
 
@@ -182,6 +192,39 @@ mod tests {
         }
         assert_eq!(got, vec![ClientMsg::Ping(7), ClientMsg::Status]);
         assert_eq!(inn.buffered(), 0);
+    }
+
+    #[test]
+    fn a_big_frame_once_decoded_does_not_keep_its_buffer() {
+        let (mut out, mut inn) = pair(16 << 20);
+        let big = ClientMsg::Ping(1);
+        let mut bytes = out.encode(&big).unwrap();
+        // A 12 MiB frame (a run of a job with big arguments), pushed in
+        // 64 KiB reads as a connection gets it, then a small one.
+        let run = crate::wire::RunJob {
+            id: 1,
+            attempt: 1,
+            name: "j".into(),
+            args: serde_bytes::ByteBuf::from(vec![5u8; 12 << 20]),
+            program: None,
+        };
+        bytes.extend(out.encode(&ClientMsg::Run(vec![run])).unwrap());
+        let mut got = 0;
+        for part in bytes.chunks(64 << 10) {
+            inn.push(part);
+            while inn.decode::<ClientMsg>().unwrap().is_some() {
+                got += 1;
+            }
+        }
+        assert_eq!(got, 2);
+        assert!(
+            inn.buf.capacity() <= KEEP,
+            "{} bytes kept",
+            inn.buf.capacity()
+        );
+        inn.push(&out.encode(&ClientMsg::Ping(2)).unwrap());
+        assert_eq!(inn.decode::<ClientMsg>().unwrap(), Some(ClientMsg::Ping(2)));
+        assert!(inn.buf.capacity() <= KEEP);
     }
 
     #[test]

@@ -383,7 +383,13 @@ impl NodeLink {
                 self.send(&NodeMsg::Returned(back));
             }
             ClientMsg::Run(jobs) => self.run(jobs, false),
-            ClientMsg::Cancel { id } => self.actions.push_back(NodeAction::Cancel(id)),
+            // Only a job in flight here can be cancelled: the node keeps
+            // each cancel until its job comes up, so cancels for other ids
+            // would pile up for as long as any job of the connection runs.
+            ClientMsg::Cancel { id } if self.inflight.contains_key(&id) => {
+                self.actions.push_back(NodeAction::Cancel(id))
+            }
+            ClientMsg::Cancel { .. } => {}
             ClientMsg::Ping(n) => self.send(&NodeMsg::Pong(n)),
             ClientMsg::Status => self.actions.push_back(NodeAction::StatusWanted),
             ClientMsg::Goodbye => self.close(None),

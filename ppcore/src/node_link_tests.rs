@@ -308,7 +308,8 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
             NodeMsg::Pong(5)
         ]
     );
-    assert_eq!(other, vec![NodeAction::Cancel(9)]);
+    // Job 9 is not in flight here: its cancel is read and dropped.
+    assert_eq!(other, vec![]);
     l.handle(NodeEvent::Stop, t0);
     let (sent, other) = c.drain(&mut l);
     assert_eq!(sent, vec![NodeMsg::Goodbye]);
@@ -546,4 +547,26 @@ fn a_full_node_refuses_an_authenticated_client_for_now() {
         }]
     );
     assert!(closed_because(&other).contains("too many"));
+}
+
+#[test]
+fn cancels_for_jobs_not_in_flight_here_are_dropped_so_a_cancel_storm_holds_nothing() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    c.feed(&mut l, &ClientMsg::Run(vec![job(1, 10)]), t0);
+    for id in 100..1100 {
+        c.feed(&mut l, &ClientMsg::Cancel { id }, t0);
+    }
+    c.feed(&mut l, &ClientMsg::Cancel { id: 1 }, t0);
+    let (_, other) = c.drain(&mut l);
+    let cancels: Vec<_> = other
+        .iter()
+        .filter(|a| matches!(a, NodeAction::Cancel(_)))
+        .collect();
+    assert_eq!(cancels, vec![&NodeAction::Cancel(1)]);
+    // Once the job ended, a cancel for it is dropped too.
+    l.handle(NodeEvent::Ended(vec![1]), t0);
+    c.feed(&mut l, &ClientMsg::Cancel { id: 1 }, t0);
+    let (_, other) = c.drain(&mut l);
+    assert!(!other.iter().any(|a| matches!(a, NodeAction::Cancel(_))));
 }
