@@ -8,10 +8,20 @@
 //! and with the flood; the ratio of the medians is the figure.
 //!
 //! `cargo run --release -p benchmarks --bin flood -- --json`
+//!
+//! With `--non-readers N` the disturbance is instead N authenticated clients
+//! (from 127.0.0.2 up) that each submit `--big-jobs` echo jobs of 1 MiB
+//! results and never read a byte (issue 10):
+//! `cargo run --release -p benchmarks --bin flood -- --non-readers 2 --json`
 
 use anyhow::Result;
 use clap::Parser;
 use ppclient::Server;
+use ppcore::secure::ClientHandshake;
+use ppcore::wire::{ClientMsg, NodeMsg, RunJob};
+use ppcore::Framer;
+use serde_bytes::ByteBuf;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
@@ -27,6 +37,13 @@ struct Args {
     /// Rounds of each (without, with), alternating.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Instead of idle sockets: this many clients that submit jobs with
+    /// 1 MiB results and never read.
+    #[arg(long, default_value_t = 0)]
+    non_readers: usize,
+    /// Jobs of 1 MiB results each non-reading client submits.
+    #[arg(long, default_value_t = 32)]
+    big_jobs: u64,
     /// Workers of the node.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -70,6 +87,66 @@ fn flood(node: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
         .collect()
 }
 
+/// Reads from `s` until `decode` gives a whole frame.
+fn read_frame<T>(
+    s: &mut TcpStream,
+    framer: &mut Framer,
+    mut decode: impl FnMut(&mut Framer) -> Result<Option<T>, ppcore::FrameError>,
+) -> Result<T> {
+    let mut buf = vec![0u8; 64 << 10];
+    for _ in 0..100_000 {
+        if let Some(got) = decode(framer)? {
+            return Ok(got);
+        }
+        match s.read(&mut buf)? {
+            0 => anyhow::bail!("the node closed the connection"),
+            n => framer.push(&buf[..n]),
+        }
+    }
+    anyhow::bail!("no whole frame")
+}
+
+/// A client from 127.0.0.`last` that goes through the handshake, submits
+/// `n` echo jobs of 1 MiB results (within its credit window: the node
+/// hands back the rest) and never reads again.
+fn non_reader(node: SocketAddr, last: u8, n: u64) -> Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, last], 0)).into())?;
+    socket.connect(&node.into())?;
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let key = ppcore::KeySet::parse(benchmarks::cluster_key()?)?
+        .primary()
+        .clone();
+    let mut framer = Framer::new(ppcore::link::HANDSHAKE_MAX_FRAME);
+    let (mut hs, first) = ClientHandshake::start(&key, &[])?;
+    s.write_all(&framer.encode_handshake(&first)?)?;
+    let answer = read_frame(&mut s, &mut framer, |f| f.decode_handshake())?;
+    hs.read(&answer)?;
+    framer.secure(hs.finish()?);
+    framer.set_max(1 << 24);
+    s.write_all(&framer.encode(&ClientMsg::Ping(0))?)?;
+    let welcome = read_frame(&mut s, &mut framer, |f| f.decode::<NodeMsg>())?;
+    anyhow::ensure!(
+        matches!(welcome, NodeMsg::Welcome { .. }),
+        "no Welcome: {welcome:?}"
+    );
+    let echo = <jobs::echo_bytes as ppcore::Job>::NAME;
+    for id in 1..=n {
+        let args = ppcore::encode(&(ByteBuf::from(vec![id as u8; 1 << 20]),))?;
+        let run = ClientMsg::Run(vec![RunJob {
+            id,
+            attempt: 1,
+            name: echo.into(),
+            args: ByteBuf::from(args),
+            program: None,
+        }]);
+        s.write_all(&framer.encode(&run)?)?;
+    }
+    Ok(s)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -89,7 +166,13 @@ fn main() -> Result<std::process::ExitCode> {
     let (mut quiet, mut flooded) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds {
         quiet.push(client_rate(&node.addr, args.jobs)?);
-        let sockets = flood(addr, args.sockets)?;
+        let sockets = if args.non_readers > 0 {
+            (0..args.non_readers)
+                .map(|i| non_reader(addr, u8::try_from(2 + i)?, args.big_jobs))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            flood(addr, args.sockets)?
+        };
         // The sockets are connected once the kernel took them; let the node
         // accept (and evict or refuse) them all, so that what is measured is
         // a client beside idle strangers, not the node's accept backlog.
@@ -102,6 +185,8 @@ fn main() -> Result<std::process::ExitCode> {
         let out = serde_json::json!({
             "jobs": args.jobs,
             "sockets": args.sockets,
+            "non_readers": args.non_readers,
+            "big_jobs": args.big_jobs,
             "workers": args.workers,
             "node_args": args.node_args,
             "jobs_per_s_quiet": quiet,
@@ -111,6 +196,13 @@ fn main() -> Result<std::process::ExitCode> {
             "ratio": f / q,
         });
         println!("{out}");
+    } else if args.non_readers > 0 {
+        println!(
+            "{} jobs, {} non-reading clients: {q:.0} jobs/s without, {f:.0} jobs/s with them: ratio {:.2}",
+            args.jobs,
+            args.non_readers,
+            f / q
+        );
     } else {
         println!(
             "{} jobs, {} idle sockets: {q:.0} jobs/s without, {f:.0} jobs/s with the flood: ratio {:.2}",
