@@ -3,7 +3,9 @@
 # runs the Maclaurin job through them twice, first killing one node mid-run
 # (docker kill), then cutting one off the network mid-run (docker network
 # disconnect). Each time every job must resolve exactly once, the sum must be
-# exact and the stats must show the loss. Always takes the cluster down.
+# exact and the stats must show the loss. Then a user program (examples/myjobs)
+# ships itself to two stock nodes and must get its own jobs' exact answer.
+# Always takes the cluster down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -114,4 +116,19 @@ docker network disconnect "$network" "$(container node3)"
 wait "$client_pid" || true
 check disconnect "$work/cut.json" node3 | tee "$work/cut.txt"
 
-echo "cluster test: OK: docker kill and network disconnect mid-run, every job resolved once, sums exact; image ${image_mb} MB, nodes healthy ${ready_ms} ms after 'up'"
+# 3. A user program with jobs of its own (examples/myjobs) on the stock nodes:
+# it ships itself; its jobs run in program workers inside the node containers.
+"${dc[@]}" --profile ship run --rm -T --no-deps myjobs node1:60000 node2:60000 \
+    >"$work/ship.txt" 2>"$work/ship.err" || true
+python3 - "$work/ship.txt" "$work/ship.err" <<'PY'
+import sys
+out, err = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+exact = sum(1 for n in range(1_000_000) if sum(map(int, str(n))) % 7 == 0)
+want = f"lucky numbers below 1000000: {exact}"
+if want not in out or "hello myjobs, from process" not in out:
+    print(f"ship: FAILED: wanted {want!r} and a greeting; got {out!r} {err[-2000:]!r}")
+    sys.exit(1)
+print(f"ship: ok ({want}; the jobs ran on stock nodes)")
+PY
+
+echo "cluster test: OK: docker kill and network disconnect mid-run, every job resolved once, sums exact; a user program shipped to stock nodes ran its own jobs; image ${image_mb} MB, nodes healthy ${ready_ms} ms after 'up'"
