@@ -6,31 +6,14 @@
 
 mod common;
 
-use common::{authenticated_on, connect_from, Node, Session, SECRET};
+use common::{authenticated_on, connect_from, still_serves, Node, Session};
 use ppcore::stream::StreamFrame;
 use ppcore::wire::{ClientMsg, NodeMsg, RunJob};
 use serde_bytes::ByteBuf;
 use std::io::Write;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(30);
 const MIB: u64 = 1 << 20;
-
-/// `n` echo jobs from a well-behaved client on 127.0.0.1 all succeed.
-fn still_serves(node: &Node, n: u64) {
-    let server = ppclient::Server::builder()
-        .ncpus(0)
-        .secret(SECRET.as_str())
-        .nodes([node.name()])
-        .build()
-        .unwrap();
-    let handles: Vec<_> = (0..n)
-        .map(|i| server.submit(jobs::echo_u64, (i,)))
-        .collect();
-    for (i, h) in handles.into_iter().enumerate() {
-        assert_eq!(h.wait_timeout(WAIT).expect("resolves"), Ok(i as u64));
-    }
-}
 
 /// The node's resident memory, from /proc.
 fn rss_bytes(node: &Node) -> u64 {

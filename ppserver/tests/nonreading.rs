@@ -5,12 +5,11 @@
 
 mod common;
 
-use common::{authenticated_on, connect_from, Node, Session, SECRET};
+use common::{authenticated_on, connect_from, still_serves, Node, Session};
 use ppcore::wire::{ClientMsg, RunJob};
 use serde_bytes::ByteBuf;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(30);
 const MIB: usize = 1 << 20;
 
 /// Submits `n` jobs whose results are 1 MiB each, and never reads.
@@ -44,19 +43,7 @@ fn two_clients_that_never_read_starve_nobody_and_sigterm_ends_within_grace() {
     // produced: both stuck clients' writers are full.
     node.wait_lines("job ended", 2 * 12);
 
-    let server = ppclient::Server::builder()
-        .ncpus(0)
-        .secret(SECRET.as_str())
-        .nodes([node.name()])
-        .build()
-        .unwrap();
-    let handles: Vec<_> = (0..40u64)
-        .map(|i| server.submit(jobs::echo_u64, (i,)))
-        .collect();
-    for (i, h) in handles.into_iter().enumerate() {
-        assert_eq!(h.wait_timeout(WAIT).expect("resolves"), Ok(i as u64));
-    }
-    drop(server);
+    still_serves(&node, 40);
 
     node.signal("TERM");
     // Grace 2 s; the bound leaves room for a loaded machine, far below the

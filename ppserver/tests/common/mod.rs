@@ -341,3 +341,22 @@ pub fn wait_busy(node: &Node, n: u64) {
     });
     assert!(busy, "node {} never had {n} jobs", node.name());
 }
+
+/// `n` echo jobs from a well-behaved client on 127.0.0.1 all succeed.
+pub fn still_serves(node: &Node, n: u64) {
+    let server = ppclient::Server::builder()
+        .ncpus(0)
+        .secret(SECRET.as_str())
+        .nodes([node.name()])
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..n)
+        .map(|i| server.submit(jobs::echo_u64, (i,)))
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(
+            h.wait_timeout(Duration::from_secs(30)).expect("resolves"),
+            Ok(i as u64)
+        );
+    }
+}
