@@ -149,7 +149,7 @@ impl Server {
         args: J::Args,
         options: impl Into<JobOptions<J::Output>>,
     ) -> JobHandle<J::Output> {
-        let sized = ppcore::check_size(&args, self.max_args);
+        let sized = ppcore::check_args::<J>(&args, self.max_args);
         let permit = sized.as_ref().ok().map(|&n| self.budget.acquire(n as u64));
         self.enqueue::<J>(args, options.into(), sized, permit)
     }
@@ -166,7 +166,7 @@ impl Server {
         job: J,
         args: J::Args,
     ) -> Result<JobHandle<J::Output>, (J, J::Args)> {
-        let sized = ppcore::check_size(&args, self.max_args);
+        let sized = ppcore::check_args::<J>(&args, self.max_args);
         let permit = match &sized {
             Ok(n) => match self.budget.try_acquire(*n as u64) {
                 Some(p) => Some(p),

@@ -247,13 +247,13 @@ fn run_here<J: Job>(
     };
     let kept = match retries {
         0 => None,
-        _ => Some(ppcore::encode(&args)?),
+        _ => Some(ppcore::encode_args::<J>(&args, 0)?),
     };
     let mut args = Some(args);
     loop {
         let this = match (args.take(), &kept) {
             (Some(a), _) => a,
-            (None, Some(bytes)) => ppcore::decode::<J::Args>(bytes)?,
+            (None, Some(bytes)) => J::read_args(bytes)?,
             (None, None) => {
                 // Retries are counted before the run, so this cannot happen;
                 // if it ever did, fail the job rather than the worker.
@@ -339,6 +339,13 @@ impl<J: Job> Task for TypedTask<J> {
     }
 
     fn dispatch(&self, ctx: &RunCtx, now: Instant) -> Result<Dispatch, Option<JobError>> {
+        // The arguments' measured size, while the permit still says it: the
+        // encoding buffer is allocated once at its final size.
+        let size = self
+            .lock()
+            .permit
+            .as_ref()
+            .map_or(0, |p| usize::try_from(p.bytes()).unwrap_or(0));
         self.release();
         if !self.cell.start_remote() {
             return Err(None);
@@ -347,7 +354,7 @@ impl<J: Job> Task for TypedTask<J> {
         // job (the link that popped it) touches them meanwhile.
         let args = self.lock().args.take();
         let encoded = match &args {
-            Some(args) => ppcore::encode(args),
+            Some(args) => ppcore::encode_args::<J>(args, size),
             None => Err(JobError::new(
                 ErrorKind::Codec,
                 "the job's arguments are gone",
@@ -397,9 +404,8 @@ impl<J: Job> Task for TypedTask<J> {
             }
             result => {
                 let attempt = self.lock().attempt;
-                let result = result.and_then(|bytes| {
-                    ppcore::decode::<J::Output>(&bytes).map_err(|e| e.on(node, attempt))
-                });
+                let result = result
+                    .and_then(|bytes| J::read_output(&bytes).map_err(|e| e.on(node, attempt)));
                 resolve(&self, result);
                 None
             }

@@ -15,7 +15,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
-mod sealed {
+pub(crate) mod sealed {
     use std::borrow::Cow;
 
     /// How an element type turns into little-endian bytes and back.

@@ -19,6 +19,44 @@ pub trait Job: Copy + Send + Sync + 'static {
     type Output: Serialize + DeserializeOwned + Send + 'static;
     /// Runs the job on this thread. Panics are not caught here.
     fn run(args: Self::Args) -> Result<Self::Output, JobError>;
+
+    /// Writes the arguments as they travel. [`job!`](crate::job!) writes
+    /// each parameter that is a `Vec` of bytes or numbers as raw
+    /// little-endian bytes (see [`Array`](crate::Array)); the default is
+    /// [`encode`]'s format.
+    fn write_args<W: std::io::Write>(args: &Self::Args, out: W) -> Result<(), JobError> {
+        write_to(out, args)
+    }
+    /// Reads what [`write_args`](Job::write_args) wrote.
+    fn read_args(bytes: &[u8]) -> Result<Self::Args, JobError> {
+        decode(bytes)
+    }
+    /// Writes a result as it travels (as [`write_args`](Job::write_args)).
+    fn write_output<W: std::io::Write>(output: &Self::Output, out: W) -> Result<(), JobError> {
+        write_to(out, output)
+    }
+    /// Reads what [`write_output`](Job::write_output) wrote.
+    fn read_output(bytes: &[u8]) -> Result<Self::Output, JobError> {
+        decode(bytes)
+    }
+}
+
+/// `J`'s arguments as they travel, in a buffer of `capacity` bytes to
+/// start with (their size, when [`check_args`] measured it).
+pub fn encode_args<J: Job>(args: &J::Args, capacity: usize) -> Result<Vec<u8>, JobError> {
+    let mut out = Vec::with_capacity(capacity);
+    J::write_args(args, &mut out)?;
+    Ok(out)
+}
+
+/// [`check_size`] for `J`'s arguments as [`Job::write_args`] writes them.
+pub fn check_args<J: Job>(args: &J::Args, limit: usize) -> Result<usize, JobError> {
+    let mut counter = Counter { bytes: 0, limit };
+    match J::write_args(args, &mut counter) {
+        Ok(()) => Ok(counter.bytes),
+        Err(_) if counter.bytes > limit => Err(over_limit(limit)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Runs `J` with `args`, turning a panic into [`ErrorKind::Panicked`].
@@ -80,7 +118,10 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, JobError> {
 }
 
 /// Writes `value` as [`encode`] does: the one place the codec's settings live.
-fn write_to<W: std::io::Write, T: Serialize + ?Sized>(out: W, value: &T) -> Result<(), JobError> {
+pub(crate) fn write_to<W: std::io::Write, T: Serialize + ?Sized>(
+    out: W,
+    value: &T,
+) -> Result<(), JobError> {
     let mut serializer =
         rmp_serde::Serializer::new(out).with_bytes(rmp_serde::config::BytesMode::ForceIterables);
     value
@@ -104,12 +145,16 @@ pub fn check_size<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<usiz
     let mut counter = Counter { bytes: 0, limit };
     match write_to(&mut counter, value) {
         Ok(()) => Ok(counter.bytes),
-        Err(_) if counter.bytes > limit => Err(JobError::new(
-            ErrorKind::Codec,
-            format!("the arguments are over the {limit}-byte payload limit"),
-        )),
+        Err(_) if counter.bytes > limit => Err(over_limit(limit)),
         Err(e) => Err(e),
     }
+}
+
+fn over_limit(limit: usize) -> JobError {
+    JobError::new(
+        ErrorKind::Codec,
+        format!("the arguments are over the {limit}-byte payload limit"),
+    )
 }
 
 /// A sink that counts what is written to it and refuses once past `limit`.
@@ -154,9 +199,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JobError> {
 
 /// The type-erased runner of `J`: arguments in, result out, both as bytes.
 pub fn run_erased<J: Job>(args: &[u8]) -> Result<Vec<u8>, JobError> {
-    let args = decode::<J::Args>(args)?;
+    let args = J::read_args(args)?;
     let output = run_caught::<J>(args)?;
-    encode(&output)
+    let mut out = Vec::new();
+    J::write_output(&output, &mut out)?;
+    Ok(out)
 }
 
 /// What a fallible job's function returns: a `Result` (or an alias of one)
@@ -299,6 +346,8 @@ macro_rules! __job_item {
                 let ($($arg,)*) = args;
                 ($into)($name::call($($arg),*))
             }
+
+            $crate::__job_codec!([$($arg: $ty),*] [$out]);
         }
 
         $crate::inventory::submit! { $crate::JobEntry::of::<$name>() }

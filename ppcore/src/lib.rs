@@ -34,6 +34,7 @@ pub mod budget;
 mod error;
 mod escape;
 mod fair;
+mod fast;
 mod framing;
 mod job;
 mod key;
@@ -61,7 +62,8 @@ pub use escape::{escape, escape_bytes, MAX_PEER_TEXT};
 pub use fair::RoundRobin;
 pub use framing::Framer;
 pub use job::{
-    check_size, decode, encode, quiet_job_panics, run_caught, run_erased, Fallible, Job,
+    check_args, check_size, decode, encode, encode_args, quiet_job_panics, run_caught, run_erased,
+    Fallible, Job,
 };
 pub use key::{write_new_key_file, Key, KeyError, KeySet, KEY_LEN, KEY_PREFIX, MAX_KEYS};
 pub use lanes::{Lanes, Wake};
@@ -80,3 +82,10 @@ pub use worker::{init_worker, init_worker_with};
 
 #[doc(hidden)]
 pub use inventory;
+#[doc(hidden)]
+pub use serde;
+/// The `job!` macro's codec helpers (not an API).
+#[doc(hidden)]
+pub mod __fast {
+    pub use crate::fast::*;
+}

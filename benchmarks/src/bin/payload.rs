@@ -46,6 +46,10 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Measure only these variants (keys as in the JSON output, e.g.
+    /// `bytes,vec_u8`); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() -> Result<std::process::ExitCode> {
@@ -103,6 +107,10 @@ fn main() -> Result<std::process::ExitCode> {
             Box::new(|| echo(&server, echo_vec_f64, numbers.clone(), &numbers)),
         ),
     ];
+    if !args.only.is_empty() {
+        variants.retain(|(key, _, _)| args.only.iter().any(|o| o == key));
+        ensure!(!variants.is_empty(), "--only names no known variant");
+    }
     // Round by round, every variant once, plain TCP first: on a shared,
     // noisy machine each round's figures see the same conditions.
     let node_pid = node.pid().to_string();

@@ -1,0 +1,305 @@
+//! The fast path for plain vectors of bytes and numbers in [`job!`](crate::job!)
+//! jobs: a parameter or result written as `Vec<u8>`, `Vec<f64>`, `Vec<i64>`
+//! (any `Vec<T>` of an [`Element`]) travels as one MessagePack binary of
+//! little-endian raw bytes, exactly as [`Array`](crate::Array) does, instead
+//! of one MessagePack number per element. Every other type goes through serde
+//! as before.
+//!
+//! How: `job!` knows each parameter's type as written, and picks the codec of
+//! each one by "autoref specialisation": `(&&Tag::<T>::new()).codec_*()`
+//! finds [`ViaRaw`] when `T` is `Vec<E: Element>` and falls back to
+//! [`ViaSerde`] otherwise. The client and the node run the same generated
+//! code for the same job, so both sides agree on the wire. Decoding a raw
+//! field still accepts a list of numbers (what a plain serde encoder writes).
+//!
+//! This module is the macro's business (hidden from the docs); its items are
+//! public only so that the macro's expansion in other crates can name them.
+
+use crate::array::{Array, Element};
+use crate::error::{ErrorKind, JobError};
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::marker::PhantomData;
+
+/// A type, as a value: the receiver the codec is picked by.
+pub struct Tag<T>(PhantomData<T>);
+
+impl<T> Tag<T> {
+    /// The tag of `T`.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Tag(PhantomData)
+    }
+}
+
+/// The fast codec: `Vec<E>` as raw little-endian bytes in one binary.
+pub trait ViaRaw {
+    /// The element type.
+    type Elem: Element;
+    /// `value` ready to serialise as one binary.
+    fn codec_ser<'a>(&self, value: &'a Vec<Self::Elem>) -> RawRef<'a, Self::Elem> {
+        RawRef(value)
+    }
+    /// The seed that reads it back (or a list of numbers).
+    fn codec_de(&self) -> RawSeed<Self::Elem> {
+        RawSeed(PhantomData)
+    }
+}
+
+impl<E: Element> ViaRaw for &Tag<Vec<E>> {
+    type Elem = E;
+}
+
+/// The general codec: the type's own serde implementation.
+pub trait ViaSerde {
+    /// The type.
+    type Item: Serialize + DeserializeOwned;
+    /// `value` as it is.
+    fn codec_ser<'a>(&self, value: &'a Self::Item) -> &'a Self::Item {
+        value
+    }
+    /// The seed that reads it back.
+    fn codec_de(&self) -> PhantomData<Self::Item> {
+        PhantomData
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> ViaSerde for Tag<T> {
+    type Item = T;
+}
+
+/// A borrowed vector that serialises as one binary of raw little-endian
+/// bytes (the representation of [`Array`]).
+pub struct RawRef<'a, E: Element>(&'a Vec<E>);
+
+impl<E: Element> Serialize for RawRef<'_, E> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_seq(self.0.iter())
+        } else {
+            serializer.serialize_bytes(&<E as crate::array::sealed::Raw>::le_bytes(self.0))
+        }
+    }
+}
+
+/// Reads what [`RawRef`] wrote (or a list of numbers) as a `Vec<E>`.
+pub struct RawSeed<E>(PhantomData<E>);
+
+impl<'de, E: Element> DeserializeSeed<'de> for RawSeed<E> {
+    type Value = Vec<E>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<E>, D::Error> {
+        Array::<E>::deserialize(deserializer).map(Array::into_vec)
+    }
+}
+
+/// Writes `value` with the codec's settings (the one place they live).
+pub fn write<W: std::io::Write, T: Serialize + ?Sized>(out: W, value: &T) -> Result<(), JobError> {
+    crate::job::write_to(out, value)
+}
+
+/// Reads a whole value through `seed`, with [`decode`](crate::decode)'s
+/// second try for serde's buffering types.
+pub fn read_seed<T, S>(bytes: &[u8], seed: impl Fn() -> S) -> Result<T, JobError>
+where
+    S: for<'de> DeserializeSeed<'de, Value = T>,
+{
+    let once = |input: &[u8]| {
+        let mut de = rmp_serde::Deserializer::from_read_ref(input);
+        seed().deserialize(&mut de)
+    };
+    let first = match once(bytes) {
+        Ok(value) => return Ok(value),
+        Err(e) => JobError::new(ErrorKind::Codec, e.to_string()),
+    };
+    match crate::bins::bins_as_arrays(bytes) {
+        Some(rewritten) => crate::bins::as_second_try(|| once(&rewritten)).map_err(|_| first),
+        None => Err(first),
+    }
+}
+
+/// Reads a tuple of `len` fields through `visitor` (the macro's, which reads
+/// each field through its codec's seed).
+pub fn read_tuple<T, V>(bytes: &[u8], len: usize, visitor: impl Fn() -> V) -> Result<T, JobError>
+where
+    V: for<'de> Visitor<'de, Value = T>,
+{
+    read_seed(bytes, || TupleSeed {
+        len,
+        visitor: visitor(),
+    })
+}
+
+struct TupleSeed<V> {
+    len: usize,
+    visitor: V,
+}
+
+impl<'de, V: Visitor<'de>> DeserializeSeed<'de> for TupleSeed<V> {
+    type Value = V::Value;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<V::Value, D::Error> {
+        deserializer.deserialize_tuple(self.len, self.visitor)
+    }
+}
+
+/// The error of a tuple with fewer fields than the job takes.
+pub fn missing<E: serde::de::Error>(at: usize, expected: &dyn serde::de::Expected) -> E {
+    E::invalid_length(at, expected)
+}
+
+/// Implements [`Job`](crate::Job)'s codec methods for `job!`: the fast
+/// codec for each parameter and the output that is a `Vec` of numbers.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __job_codec {
+    ([] [$out:ty]) => {
+        $crate::__job_codec!(@output [$out]);
+    };
+    ([$($arg:ident : $ty:ty),+] [$out:ty]) => {
+        fn write_args<W: ::std::io::Write>(
+            args: &Self::Args,
+            out: W,
+        ) -> ::core::result::Result<(), $crate::JobError> {
+            #[allow(unused_imports)]
+            use $crate::__fast::{ViaRaw as _, ViaSerde as _};
+            let ($($arg,)+) = args;
+            $crate::__fast::write(
+                out,
+                &($((&&$crate::__fast::Tag::<$ty>::new()).codec_ser($arg),)+),
+            )
+        }
+
+        fn read_args(bytes: &[u8]) -> ::core::result::Result<Self::Args, $crate::JobError> {
+            struct Fields;
+            impl<'de> $crate::serde::de::Visitor<'de> for Fields {
+                type Value = ($($ty,)+);
+                fn expecting(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                    f.write_str(concat!("the arguments (", stringify!($($ty),+), ")"))
+                }
+                #[allow(unused_assignments)]
+                fn visit_seq<A: $crate::serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> ::core::result::Result<Self::Value, A::Error> {
+                    #[allow(unused_imports)]
+                    use $crate::__fast::{ViaRaw as _, ViaSerde as _};
+                    let mut at = 0usize;
+                    Ok(($({
+                        let field = seq
+                            .next_element_seed((&&$crate::__fast::Tag::<$ty>::new()).codec_de())?
+                            .ok_or_else(|| $crate::__fast::missing(at, &self))?;
+                        at += 1;
+                        field
+                    },)+))
+                }
+            }
+            $crate::__fast::read_tuple(bytes, [$(stringify!($arg)),+].len(), || Fields)
+        }
+
+        $crate::__job_codec!(@output [$out]);
+    };
+    (@output [$out:ty]) => {
+        fn write_output<W: ::std::io::Write>(
+            output: &Self::Output,
+            out: W,
+        ) -> ::core::result::Result<(), $crate::JobError> {
+            #[allow(unused_imports)]
+            use $crate::__fast::{ViaRaw as _, ViaSerde as _};
+            $crate::__fast::write(out, &(&&$crate::__fast::Tag::<$out>::new()).codec_ser(output))
+        }
+
+        fn read_output(bytes: &[u8]) -> ::core::result::Result<Self::Output, $crate::JobError> {
+            #[allow(unused_imports)]
+            use $crate::__fast::{ViaRaw as _, ViaSerde as _};
+            $crate::__fast::read_seed(bytes, || (&&$crate::__fast::Tag::<$out>::new()).codec_de())
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{ErrorKind, Job};
+
+    crate::job! {
+        /// Every kind of field at once.
+        fn mixed(bytes: Vec<u8>, xs: Vec<f64>, name: String, ids: Vec<i64>, words: Vec<String>) -> Vec<f32> {
+            let n = bytes.len() + xs.len() + name.len() + ids.len() + words.len();
+            vec![n as f32; 2]
+        }
+    }
+    crate::job! {
+        /// No arguments.
+        fn nothing() -> Vec<u8> { vec![7; 3] }
+    }
+    crate::job! {
+        /// Fallible, with a raw output.
+        fn maybe(ok: bool) -> Result<Vec<u16>, String> { if ok { Ok(vec![1, 2]) } else { Err("no".into()) } }
+    }
+
+    fn args() -> <mixed as Job>::Args {
+        (
+            vec![0xFF; 1000],
+            vec![1.5, -0.0, f64::NAN, 3e300],
+            "x".into(),
+            vec![-1, i64::MAX],
+            vec!["a".into()],
+        )
+    }
+
+    fn written<J: Job>(args: &J::Args) -> Vec<u8> {
+        let mut out = Vec::new();
+        J::write_args(args, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn numeric_vectors_travel_as_raw_bytes_and_come_back_exact() {
+        let bytes = written::<mixed>(&args());
+        // 1000 bytes + 32 + 16 raw, plus a few headers: no tag per element.
+        assert!(bytes.len() < 1000 + 32 + 16 + 40, "{} bytes", bytes.len());
+        let (b, xs, name, ids, words) = mixed::read_args(&bytes).unwrap();
+        let want = args();
+        assert_eq!(
+            (&b, &name, &ids, &words),
+            (&want.0, &want.2, &want.3, &want.4)
+        );
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&xs), bits(&want.1));
+    }
+
+    #[test]
+    fn raw_fields_still_read_lists_of_numbers_from_plain_serde() {
+        let plain = rmp_serde::to_vec(&args()).unwrap();
+        let back = mixed::read_args(&plain).unwrap();
+        assert_eq!(back.3, vec![-1, i64::MAX]);
+        assert_eq!(back.0.len(), 1000);
+    }
+
+    #[test]
+    fn outputs_and_empty_argument_lists_use_the_same_codec() {
+        let mut out = Vec::new();
+        <nothing as Job>::write_args(&(), &mut out).unwrap();
+        <nothing as Job>::read_args(&out).unwrap();
+        let mut out = Vec::new();
+        <maybe as Job>::write_output(&vec![1, 2], &mut out).unwrap();
+        assert_eq!(out.len(), 2 + 4, "bin8 header and two raw u16");
+        assert_eq!(<maybe as Job>::read_output(&out).unwrap(), vec![1, 2]);
+        let bytes = crate::run_erased::<maybe>(&written::<maybe>(&(true,))).unwrap();
+        assert_eq!(<maybe as Job>::read_output(&bytes).unwrap(), vec![1, 2]);
+        let bytes = crate::run_erased::<mixed>(&written::<mixed>(&args())).unwrap();
+        assert_eq!(
+            <mixed as Job>::read_output(&bytes).unwrap(),
+            vec![1008.0; 2]
+        );
+    }
+
+    #[test]
+    fn too_few_or_wrong_fields_are_codec_errors() {
+        let short = rmp_serde::to_vec(&(vec![1u8],)).unwrap();
+        assert_eq!(mixed::read_args(&short).unwrap_err().kind, ErrorKind::Codec);
+        let odd = rmp_serde::to_vec(&(serde_bytes::ByteBuf::from(vec![1u8; 3]),)).unwrap();
+        assert_eq!(
+            <maybe as Job>::read_output(&odd).unwrap_err().kind,
+            ErrorKind::Codec
+        );
+    }
+}
