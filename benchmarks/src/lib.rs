@@ -51,6 +51,44 @@ pub fn print_rows(rows: &[Row]) {
     }
 }
 
+/// The frame size of [`aead_mb_s`]: 1 MiB, the stream chunk size.
+pub const AEAD_FRAME: usize = 1 << 20;
+
+/// CPU time this thread has used, in seconds: "per core" figures that a
+/// busy shared machine does not shrink the way it shrinks wall time.
+/// (Linux: the first field of `/proc/thread-self/schedstat`, nanoseconds
+/// on a CPU; NaN where that cannot be read.)
+pub fn thread_cpu_s() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(f64::NAN, |ns| ns as f64 / 1e9)
+}
+
+/// Runs `f` and returns (wall seconds, this thread's CPU seconds).
+pub fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)> {
+    let (started, cpu) = (Instant::now(), thread_cpu_s());
+    f()?;
+    Ok((started.elapsed().as_secs_f64(), thread_cpu_s() - cpu))
+}
+
+/// Seal + open of `frames` 1 MiB frames on this thread: MB per CPU second
+/// (and per wall second).
+pub fn aead_mb_s(cipher: ppcore::Cipher, frames: usize) -> anyhow::Result<(f64, f64)> {
+    let mut a = ppcore::Transport::from_raw_keys(cipher, &[1; 32], &[2; 32]);
+    let mut b = ppcore::Transport::from_raw_keys(cipher, &[2; 32], &[1; 32]);
+    let frame = vec![0x5a; AEAD_FRAME];
+    let (wall, cpu) = timed(|| {
+        for _ in 0..frames {
+            let plain = b.open_vec(a.seal(&frame)?)?;
+            anyhow::ensure!(plain.len() == AEAD_FRAME, "short frame");
+        }
+        Ok(())
+    })?;
+    let mb = (frames * AEAD_FRAME) as f64 / 1e6;
+    Ok((mb / cpu, mb / wall))
+}
+
 /// This process's resident set size, from /proc (Linux).
 pub fn rss_bytes() -> anyhow::Result<u64> {
     rss_of("self")

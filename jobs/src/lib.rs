@@ -140,7 +140,7 @@ mod tests {
         assert!(registry.has::<maclaurin>());
         assert!(registry.has::<fail>());
         let args = ppcore::encode(&(20u64,)).unwrap();
-        let out = registry.run(sum_primes::NAME, &args).unwrap();
+        let out = registry.run(sum_primes::NAME, args.clone()).unwrap();
         assert_eq!(ppcore::decode::<u64>(&out).unwrap(), 77);
     }
 
@@ -148,17 +148,17 @@ mod tests {
     fn failing_and_panicking_jobs_are_typed_errors() {
         let registry = Registry::linked().unwrap();
         let args = ppcore::encode(&("boom".to_string(),)).unwrap();
-        let err = registry.run(fail::NAME, &args).unwrap_err();
+        let err = registry.run(fail::NAME, args.clone()).unwrap_err();
         assert_eq!(
             (err.kind, err.message.as_str()),
             (ErrorKind::Failed, "boom")
         );
-        let err = registry.run(panic::NAME, &args).unwrap_err();
+        let err = registry.run(panic::NAME, args.clone()).unwrap_err();
         assert_eq!(
             (err.kind, err.message.as_str()),
             (ErrorKind::Panicked, "boom")
         );
-        let err = registry.run("no::such", &args).unwrap_err();
+        let err = registry.run("no::such", args.clone()).unwrap_err();
         assert_eq!(err.kind, ErrorKind::UnknownJob);
         let err = registry.run(sum_primes::NAME, b"\xc1").unwrap_err();
         assert_eq!(err.kind, ErrorKind::Codec);

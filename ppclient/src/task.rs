@@ -403,7 +403,14 @@ impl<J: Job> Task for TypedTask<J> {
                 self.back_in_line()
             }
             result => {
-                let attempt = self.lock().attempt;
+                // The job is answered: the arguments kept for a rerun go
+                // before the result is decoded (dropped outside the lock),
+                // so a large payload is not held three times at once.
+                let (attempt, kept) = {
+                    let mut run = self.lock();
+                    (run.attempt, run.args.take())
+                };
+                drop(kept);
                 let result = result
                     .and_then(|bytes| J::read_output(&bytes).map_err(|e| e.on(node, attempt)));
                 resolve(&self, result);

@@ -51,6 +51,13 @@ ppclient::job! {
     pub fn echo_tagged(value: Tagged) -> Tagged { value }
 }
 
+ppclient::job! {
+    /// Scales plain vectors of floats and counts plain vectors of integers.
+    pub fn scale_plain(xs: Vec<f64>, by: f64, ids: Vec<i32>) -> Vec<f64> {
+        xs.iter().map(|x| x * by + ids.len() as f64).collect()
+    }
+}
+
 fn with_node() -> (ppclient::node::Running, Server) {
     let keys = ppclient::KeySet::one(ppclient::Key::generate().unwrap());
     let config = ppclient::node::Config {
@@ -124,4 +131,31 @@ fn byte_vectors_inside_buffered_types_and_byte_bufs_still_travel() {
         server.submit(jobs::echo_bytes, (buf.clone(),)).wait(),
         Ok(buf)
     );
+}
+
+#[test]
+fn plain_vectors_of_numbers_travel_as_raw_bytes_and_come_back_bit_for_bit() {
+    use ppclient::Job;
+    let mut xs: Vec<f64> = (0..MIB / 8).map(|i| i as f64 / 7.0).collect();
+    xs.extend([f64::NAN, -0.0, f64::MAX]);
+    let ids: Vec<i32> = (0..1000).collect();
+    // 8 bytes per float, 4 per integer, a few of headers: no per-element tag.
+    let mut wire = Vec::new();
+    <scale_plain as Job>::write_args(&(xs.clone(), 2.0, ids.clone()), &mut wire).unwrap();
+    assert!(
+        wire.len() <= xs.len() * 8 + ids.len() * 4 + 32,
+        "{} bytes",
+        wire.len()
+    );
+    let (_node, server) = with_node();
+    let back = server
+        .submit(scale_plain, (xs.clone(), 2.0, ids.clone()))
+        .wait()
+        .unwrap();
+    let want = scale_plain::call(xs, 2.0, ids);
+    assert_eq!(back.len(), want.len());
+    assert!(back
+        .iter()
+        .zip(&want)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
 }

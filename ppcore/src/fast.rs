@@ -283,9 +283,9 @@ mod tests {
         <maybe as Job>::write_output(&vec![1, 2], &mut out).unwrap();
         assert_eq!(out.len(), 2 + 4, "bin8 header and two raw u16");
         assert_eq!(<maybe as Job>::read_output(&out).unwrap(), vec![1, 2]);
-        let bytes = crate::run_erased::<maybe>(&written::<maybe>(&(true,))).unwrap();
+        let bytes = crate::run_erased::<maybe>(written::<maybe>(&(true,))).unwrap();
         assert_eq!(<maybe as Job>::read_output(&bytes).unwrap(), vec![1, 2]);
-        let bytes = crate::run_erased::<mixed>(&written::<mixed>(&args())).unwrap();
+        let bytes = crate::run_erased::<mixed>(written::<mixed>(&args())).unwrap();
         assert_eq!(
             <mixed as Job>::read_output(&bytes).unwrap(),
             vec![1008.0; 2]

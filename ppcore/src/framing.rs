@@ -92,8 +92,20 @@ impl Framer {
 
     /// One message as the sealed frame to write.
     pub fn encode<M: Serialize>(&mut self, msg: &M) -> Result<Vec<u8>, FrameError> {
+        self.encode_sized(msg, 0)
+    }
+
+    /// [`encode`](Self::encode) for a message of about `size` bytes: the
+    /// frame is written into one buffer of its final size (no growing
+    /// copies, the tag included).
+    pub fn encode_sized<M: Serialize>(
+        &mut self,
+        msg: &M,
+        size: usize,
+    ) -> Result<Vec<u8>, FrameError> {
         let session = self.session.as_mut().ok_or(SecureError::State)?;
-        let mut buf = vec![0u8; HEADER];
+        let mut buf = Vec::with_capacity(HEADER + size + SEAL_OVERHEAD);
+        buf.extend_from_slice(&[0u8; HEADER]);
         rmp_serde::encode::write(&mut buf, msg)
             .map_err(|e| FrameError::Malformed(e.to_string()))?;
         Ok(session.seal_reserved(buf)?)

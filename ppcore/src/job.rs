@@ -198,8 +198,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JobError> {
 }
 
 /// The type-erased runner of `J`: arguments in, result out, both as bytes.
-pub fn run_erased<J: Job>(args: &[u8]) -> Result<Vec<u8>, JobError> {
-    let args = J::read_args(args)?;
+pub fn run_erased<J: Job>(args: Vec<u8>) -> Result<Vec<u8>, JobError> {
+    let args = {
+        // The encoded arguments go as soon as they are decoded: a large
+        // payload is held once, not twice, while the job runs.
+        let bytes = args;
+        J::read_args(&bytes)?
+    };
     let output = run_caught::<J>(args)?;
     let mut out = Vec::new();
     J::write_output(&output, &mut out)?;
@@ -227,6 +232,10 @@ impl<T, E: std::fmt::Display> Fallible for Result<T, E> {
 
 /// Turns a plain function into a job: a unit struct of the same name that
 /// implements [`Job`] and is registered with every [`Registry::linked`](crate::Registry::linked).
+///
+/// A parameter or result written as a `Vec` of a fixed-size integer or float
+/// (`Vec<u8>`, `Vec<f64>`, `Vec<i64>`...) travels as raw little-endian bytes
+/// in one binary, like [`Array`](crate::Array): no per-element encoding.
 ///
 /// ```
 /// ppcore::job! {

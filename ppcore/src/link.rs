@@ -847,7 +847,15 @@ impl<T> ClientLink<T> {
         let Some((frame, then)) = self.streams.next_frame() else {
             return false;
         };
-        self.send(&ClientMsg::Stream(frame));
+        // A chunk's frame is allocated once at its size (a few bytes of
+        // message around the data).
+        let size = match &frame {
+            crate::stream::StreamFrame::Chunk { data, .. } => data.len() + 64,
+            _ => 0,
+        };
+        if let Ok(bytes) = self.framer.encode_sized(&ClientMsg::Stream(frame), size) {
+            self.actions.push_back(Action::Send(bytes));
+        }
         if let Some(msg) = then {
             self.send(&msg);
         }

@@ -537,7 +537,15 @@ impl NodeLink {
         let Some((frame, then)) = self.streams.next_frame() else {
             return false;
         };
-        self.send(&NodeMsg::Stream(frame));
+        // A chunk's frame is allocated once at its size (a few bytes of
+        // message around the data).
+        let size = match &frame {
+            crate::stream::StreamFrame::Chunk { data, .. } => data.len() + 64,
+            _ => 0,
+        };
+        if let Ok(bytes) = self.framer.encode_sized(&NodeMsg::Stream(frame), size) {
+            self.actions.push_back(NodeAction::Send(bytes));
+        }
         if let Some(msg) = then {
             self.send(&msg);
         }

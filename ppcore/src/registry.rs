@@ -11,8 +11,9 @@ pub struct JobEntry {
     pub name: &'static str,
     /// The argument and result types as written.
     pub signature: &'static str,
-    /// Runs the job: MessagePack arguments in, MessagePack result out.
-    pub run: fn(&[u8]) -> Result<Vec<u8>, JobError>,
+    /// Runs the job: MessagePack arguments in (freed once decoded),
+    /// MessagePack result out.
+    pub run: fn(Vec<u8>) -> Result<Vec<u8>, JobError>,
 }
 
 impl JobEntry {
@@ -111,10 +112,10 @@ impl Registry {
     }
 
     /// Runs the job called `name` on MessagePack `args`, catching panics.
-    pub fn run(&self, name: &str, args: &[u8]) -> Result<Vec<u8>, JobError> {
+    pub fn run(&self, name: &str, args: impl Into<Vec<u8>>) -> Result<Vec<u8>, JobError> {
         let entry = self.get(name).ok_or_else(|| {
             JobError::new(ErrorKind::UnknownJob, format!("no job named `{name}` here"))
         })?;
-        (entry.run)(args)
+        (entry.run)(args.into())
     }
 }

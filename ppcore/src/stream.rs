@@ -41,8 +41,9 @@
 //! Memory: a stream counts its announced length against the limits when it
 //! starts (refused over [`Limits::max_payload`], and over
 //! [`Limits::max_buffered`] for all open streams of the connection
-//! together), and its buffer grows as bytes arrive, never past that length;
-//! a chunk past it is refused, never stored. The completed payload is that
+//! together). Its buffer is reserved at that length as address space (so it
+//! is never copied to grow) and takes memory only as bytes arrive, never
+//! past that length; a chunk past it is refused, never stored. The completed payload is that
 //! buffer, handed over without a copy.
 
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,8 @@ use std::time::{Duration, Instant};
 pub const MAX_CHUNK: usize = 1 << 20;
 /// The default largest payload (argument or result) of one job: 1 GiB.
 pub const DEFAULT_MAX_PAYLOAD: u64 = 1 << 30;
-/// What a stream reserves when it starts, at most; it grows as bytes come.
+/// What a stream reserves when it starts where its whole length cannot be
+/// reserved; it grows as bytes come.
 const FIRST_RESERVE: u64 = 4 << 20;
 /// The default time a stream may go without progress before it is dropped.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
@@ -594,15 +596,21 @@ impl Assembler {
                 max: self.limits.max_buffered,
             });
         }
-        // The buffer grows as chunks arrive (doubling, never past `len`), so
-        // a peer that announces much and sends little costs little.
-        let capacity = usize::try_from(len.min(FIRST_RESERVE)).unwrap_or(MAX_CHUNK);
+        // The buffer is reserved at its announced length (within the limits
+        // checked above) so it is never copied to grow: reserving takes
+        // address space, and memory only as chunks arrive, so a peer that
+        // announces much and sends little still costs little. Where even
+        // the address space is refused, it grows as chunks arrive instead.
+        let mut data = Vec::new();
+        if usize::try_from(len).map_or(true, |n| data.try_reserve_exact(n).is_err()) {
+            data.reserve(usize::try_from(len.min(FIRST_RESERVE)).unwrap_or(MAX_CHUNK));
+        }
         self.reserved = open;
         self.open.insert(
             id,
             Receiving {
                 len,
-                data: Vec::with_capacity(capacity),
+                data,
                 progress: now,
             },
         );
@@ -720,9 +728,10 @@ impl Assembler {
         self.reserved
     }
 
-    /// Bytes of memory the open streams' buffers hold now (at most twice
-    /// what arrived, or 4 MiB each, and never more than announced).
+    /// Bytes of memory the open streams' buffers hold now: what arrived.
+    /// (Each buffer reserves its announced length as address space when the
+    /// stream starts; memory is taken only as bytes are written into it.)
     pub fn held(&self) -> u64 {
-        self.open.values().map(|s| s.data.capacity() as u64).sum()
+        self.open.values().map(|s| s.data.len() as u64).sum()
     }
 }

@@ -248,7 +248,9 @@ pub fn serve_worker(
         };
         for job in jobs {
             let started = std::time::Instant::now();
-            let result = registry.run(&job.name, &job.args).map(ByteBuf::from);
+            let result = registry
+                .run(&job.name, job.args.into_vec())
+                .map(ByteBuf::from);
             let done = NodeMsg::Done(vec![DoneJob {
                 id: job.id,
                 attempt: job.attempt,

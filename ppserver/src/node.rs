@@ -20,7 +20,7 @@ pub(crate) struct NodeJob {
     pub(crate) id: u64,
     pub(crate) attempt: u32,
     pub(crate) name: String,
-    pub(crate) run: fn(&[u8]) -> Result<Vec<u8>, JobError>,
+    pub(crate) run: fn(Vec<u8>) -> Result<Vec<u8>, JobError>,
     pub(crate) args: ByteBuf,
     pub(crate) out: Arc<Conn>,
     /// The shipped program that runs it; `None`: a built-in job (`run`).
@@ -29,7 +29,7 @@ pub(crate) struct NodeJob {
     _held: Held,
 }
 
-type JobFn = fn(&[u8]) -> Result<Vec<u8>, JobError>;
+type JobFn = fn(Vec<u8>) -> Result<Vec<u8>, JobError>;
 
 /// Most jobs of a shipped program sent to one of its workers at once.
 const PROGRAM_BATCH: usize = 32;
@@ -41,7 +41,7 @@ pub(crate) struct Ticket;
 
 /// The `run` of a shipped program's job: never called, as `Node::run`
 /// sends such jobs to the program's workers; a clear error if it ever were.
-fn not_built_in(_: &[u8]) -> Result<Vec<u8>, JobError> {
+fn not_built_in(_: Vec<u8>) -> Result<Vec<u8>, JobError> {
     Err(JobError::new(
         ErrorKind::UnknownJob,
         "a shipped program's job is not a built-in job",
@@ -411,13 +411,15 @@ impl Node {
     }
 
     /// Runs one job on this worker thread and sends its result.
-    pub(crate) fn run(&self, job: NodeJob) {
+    pub(crate) fn run(&self, mut job: NodeJob) {
         if !self.skip(&job) {
             let _running = self.meters.running();
             let started = Instant::now();
             let result = match (&job.program, self.config.isolation) {
                 (Some(program), _) => program.run(&job, &self.isolated),
-                (None, Isolation::Thread) => (job.run)(&job.args).map(ByteBuf::from),
+                (None, Isolation::Thread) => {
+                    (job.run)(std::mem::take(&mut job.args).into_vec()).map(ByteBuf::from)
+                }
                 (None, Isolation::Process) => self.isolated.run(&job),
             };
             let exec_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
-const FRAME: usize = 1 << 20;
+const FRAME: usize = benchmarks::AEAD_FRAME;
 
 #[derive(Parser)]
 #[command(about = "AEAD, handshake and loopback TCP throughput of pp's encrypted sessions")]
@@ -34,46 +34,11 @@ fn mb_s(bytes: usize, started: Instant) -> f64 {
     bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
 }
 
-/// CPU time this thread has used, in seconds: "per core" figures that a
-/// busy shared machine does not shrink the way it shrinks wall time.
-/// (Linux: the first field of `/proc/thread-self/schedstat`, nanoseconds
-/// on a CPU; NaN where that cannot be read.)
-fn thread_cpu_s() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(f64::NAN, |ns| ns as f64 / 1e9)
-}
-
-/// Runs `f` and returns (wall seconds, this thread's CPU seconds).
-fn timed(f: impl FnOnce() -> Result<()>) -> Result<(f64, f64)> {
-    let (started, cpu) = (Instant::now(), thread_cpu_s());
-    f()?;
-    Ok((started.elapsed().as_secs_f64(), thread_cpu_s() - cpu))
-}
-
-/// Seal + open of `frames` 1 MiB frames on this thread: MB per CPU second
-/// (and per wall second).
-fn aead(cipher: Cipher, frames: usize) -> Result<(f64, f64)> {
-    let mut a = Transport::from_raw_keys(cipher, &[1; 32], &[2; 32]);
-    let mut b = Transport::from_raw_keys(cipher, &[2; 32], &[1; 32]);
-    let frame = vec![0x5a; FRAME];
-    let (wall, cpu) = timed(|| {
-        for _ in 0..frames {
-            let plain = b.open_vec(a.seal(&frame)?)?;
-            anyhow::ensure!(plain.len() == FRAME, "short frame");
-        }
-        Ok(())
-    })?;
-    let mb = (frames * FRAME) as f64 / 1e6;
-    Ok((mb / cpu, mb / wall))
-}
-
 /// Whole handshakes (both sides, on this thread) per CPU second.
 fn handshakes(n: usize) -> Result<f64> {
     let key = Key::generate()?;
     let keys = KeySet::one(key.clone());
-    let (_, cpu) = timed(|| {
+    let (_, cpu) = benchmarks::timed(|| {
         for _ in 0..n {
             let (mut client, hello) = ClientHandshake::start(&key, b"hello")?;
             let mut node = NodeHandshake::new(keys.clone(), b"welcome".to_vec())?;
@@ -130,8 +95,8 @@ fn tcp(frames: usize, sealed: bool) -> Result<f64> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let (chacha, chacha_wall) = aead(Cipher::ChaChaPoly, args.frames)?;
-    let (aes, aes_wall) = aead(Cipher::AesGcm, args.frames)?;
+    let (chacha, chacha_wall) = benchmarks::aead_mb_s(Cipher::ChaChaPoly, args.frames)?;
+    let (aes, aes_wall) = benchmarks::aead_mb_s(Cipher::AesGcm, args.frames)?;
     let aead_mb_s = if CIPHER == Cipher::AesGcm {
         aes
     } else {

@@ -5,6 +5,16 @@
 //! comes back as the result, so a round trip moves it twice; MB/s is
 //! 2 × payload / the median round trip (plain TCP: the same bytes echoed by
 //! a thread over one loopback connection).
+//!
+//! The limit L is the smaller of plain TCP and `aead_mb_s`, the session
+//! cipher's seal + open of 1 MiB frames on one core: every byte of a payload
+//! is sealed by its sender and opened by its receiver. Each variant's
+//! `*_vs_limit` is its MB/s over L. A second, large payload (`--big-mib`,
+//! 256 MiB by default) is echoed through a fresh node, and the peak RSS of
+//! the client and the node during those echoes is reported, also as a
+//! multiple of the payload.
+//!
+//! `cargo run --release -p benchmarks --bin payload -- --json`
 
 use anyhow::{ensure, Context, Result};
 use clap::Parser;
@@ -29,7 +39,8 @@ ppclient::job! {
 }
 
 ppclient::job! {
-    /// Returns its numbers (a plain `Vec<f64>`: one MessagePack float each).
+    /// Returns its numbers (a plain `Vec<f64>`: raw little-endian bytes too,
+    /// through `job!`'s fast path).
     pub fn echo_vec_f64(numbers: Vec<f64>) -> Vec<f64> { numbers }
 }
 
@@ -40,9 +51,16 @@ struct Args {
     /// the 1 GiB default limit).
     #[arg(long, default_value_t = 8)]
     mib: usize,
+    /// A second, large payload size in MiB, measured after the first through
+    /// a fresh node, with peak memory; 0 skips it.
+    #[arg(long, default_value_t = 256)]
+    big_mib: usize,
     /// Round trips per variant (the median counts).
     #[arg(long, default_value_t = 7)]
     round_trips: usize,
+    /// Round trips per variant of the large payload.
+    #[arg(long, default_value_t = 2)]
+    big_round_trips: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -52,17 +70,142 @@ struct Args {
     only: Vec<String>,
 }
 
+/// The variants: the JSON key and what is sent.
+const VARIANTS: [(&str, &str); 4] = [
+    ("vec_u8", "Vec<u8>"),
+    ("bytes", "ByteBuf"),
+    ("vec_f64", "Vec<f64>"),
+    ("array_f64", "Array<f64>"),
+];
+
+/// The byte at `i` of every byte payload.
+fn byte_at(i: usize) -> u8 {
+    (i * 31 % 251) as u8
+}
+
+/// The number at `i` of every number payload.
+fn number_at(i: usize) -> f64 {
+    i as f64 * 1.000_001
+}
+
 fn main() -> Result<std::process::ExitCode> {
     if let Some(code) = benchmarks::run_as_node_if_asked() {
         return Ok(code);
     }
     let args = Args::parse();
-    let size = args.mib << 20;
-    ensure!(
-        (1..=1024).contains(&args.mib),
-        "--mib must be 1 to 1024 (the default 1 GiB payload limit)"
-    );
-    let rounds = args.round_trips.max(1);
+    for mib in [args.mib, args.big_mib] {
+        ensure!(
+            mib <= 1024,
+            "payload sizes are at most 1024 MiB (the default 1 GiB payload limit)"
+        );
+    }
+    ensure!(args.mib >= 1, "--mib must be at least 1");
+    let variants: Vec<(&str, &str)> = VARIANTS
+        .into_iter()
+        .filter(|(key, _)| args.only.is_empty() || args.only.iter().any(|o| o == key))
+        .collect();
+    ensure!(!variants.is_empty(), "--only names no known variant");
+
+    // The session cipher's seal + open on this thread, per CPU second: with
+    // plain TCP, the limit L the payload figures are held against.
+    let (aead, _) = benchmarks::aead_mb_s(ppcore::CIPHER, 128)?;
+    let mut raw = RawTcp::start(args.mib << 20)?;
+    let small = measure(args.mib, args.round_trips, &variants, Some(&mut raw))?;
+    raw.finish()?;
+    let raw = small.raw_mb_s;
+    let limit = raw.min(aead);
+    let big = match args.big_mib {
+        0 => None,
+        mib => Some(measure(mib, args.big_round_trips, &variants, None)?),
+    };
+
+    if args.json {
+        let mut out = serde_json::json!({
+            "payload_mib": args.mib,
+            "round_trips": args.round_trips.max(1),
+            "raw_tcp_mb_s": raw,
+            "aead_mb_s": aead,
+            "cipher": format!("{:?}", ppcore::CIPHER),
+            "limit_mb_s": limit,
+        });
+        for (key, c) in variants.iter().map(|v| v.0).zip(&small.cases) {
+            out[format!("{key}_mb_s")] = c.mb_s.into();
+            out[format!("{key}_vs_limit")] = (c.mb_s / limit).into();
+        }
+        if let Some(big) = &big {
+            let size = (big.mib << 20) as f64;
+            out["big_payload_mib"] = big.mib.into();
+            out["big_round_trips"] = args.big_round_trips.max(1).into();
+            for (key, c) in variants.iter().map(|v| v.0).zip(&big.cases) {
+                out[format!("{key}_big_mb_s")] = c.mb_s.into();
+                out[format!("{key}_big_vs_limit")] = (c.mb_s / limit).into();
+            }
+            let client = big.cases.iter().map(|c| c.client_peak).max().unwrap_or(0);
+            let node = big.cases.iter().map(|c| c.node_peak).max().unwrap_or(0);
+            out["client_peak_rss_mb"] = (client as f64 / 1e6).into();
+            out["node_peak_rss_mb"] = (node as f64 / 1e6).into();
+            out["client_peak_rss_x_payload"] = (client as f64 / size).into();
+            out["node_peak_rss_x_payload"] = (node as f64 / size).into();
+        }
+        println!("{out}");
+    } else {
+        println!(
+            "plain TCP {raw:.0} MB/s, {:?} seal + open {aead:.0} MB/s on one core: L = {limit:.0} MB/s",
+            ppcore::CIPHER
+        );
+        for m in std::iter::once(&small).chain(&big) {
+            println!(
+                "{} MiB echoed through one loopback node, median of {} round trips",
+                m.mib, m.rounds
+            );
+            println!("  {:<12} {:>8} {:>6}", "", "MB/s", "vs L");
+            for ((_, name), c) in variants.iter().zip(&m.cases) {
+                println!(
+                    "  {:<12} {:>8.0} {:>6.2}   peak RSS client {:.0} MB, node {:.0} MB",
+                    name,
+                    c.mb_s,
+                    c.mb_s / limit,
+                    c.client_peak as f64 / 1e6,
+                    c.node_peak as f64 / 1e6
+                );
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// What one payload size measured.
+struct Measured {
+    mib: usize,
+    rounds: usize,
+    /// Plain TCP, when it was measured with this size.
+    raw_mb_s: f64,
+    /// One per variant, in order.
+    cases: Vec<Case>,
+}
+
+/// What one variant measured.
+struct Case {
+    mb_s: f64,
+    client_peak: u64,
+    node_peak: u64,
+}
+
+/// Echoes every variant of `mib` MiB through a fresh node, round by round
+/// (every variant once per round, plain TCP first when given, so that each
+/// round's figures see the same conditions on a noisy machine); the first
+/// round warms up. Peak RSS is measured per echo, from the RSS just before
+/// it: the client's own copy of the payload is made inside, and compared
+/// element by element with its pattern, so it holds what a user's program
+/// would.
+fn measure(
+    mib: usize,
+    rounds: usize,
+    variants: &[(&str, &str)],
+    mut raw: Option<&mut RawTcp>,
+) -> Result<Measured> {
+    let size = mib << 20;
+    let rounds = rounds.max(1);
     let node = benchmarks::spawn_node(1)?;
     let server = Server::builder()
         .ncpus(0)
@@ -73,152 +216,92 @@ fn main() -> Result<std::process::ExitCode> {
         !server.active_nodes().is_empty(),
         "spawned node unreachable"
     );
-    let bytes: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
-    let numbers: Vec<f64> = (0..size / 8).map(|i| i as f64 * 1.000_001).collect();
-    let mut raw = RawTcp::start(size)?;
-
-    type Run<'a> = Box<dyn FnMut() -> Result<Duration> + 'a>;
-    let mut variants: Vec<(&str, &str, Run)> = vec![
-        (
-            "vec_u8",
-            "Vec<u8>",
-            Box::new(|| echo(&server, echo_vec_u8, bytes.clone(), &bytes)),
-        ),
-        (
-            "bytes",
-            "ByteBuf",
-            Box::new(|| echo(&server, echo_byte_buf, ByteBuf::from(bytes.clone()), &bytes)),
-        ),
-        (
-            "vec_f64",
-            "Array<f64>",
-            Box::new(|| {
-                echo(
-                    &server,
-                    echo_array_f64,
-                    Array::from(numbers.clone()),
-                    &numbers,
-                )
-            }),
-        ),
-        (
-            "vec_f64_plain",
-            "Vec<f64> (plain)",
-            Box::new(|| echo(&server, echo_vec_f64, numbers.clone(), &numbers)),
-        ),
-    ];
-    if !args.only.is_empty() {
-        variants.retain(|(key, _, _)| args.only.iter().any(|o| o == key));
-        ensure!(!variants.is_empty(), "--only names no known variant");
-    }
-    // Round by round, every variant once, plain TCP first: on a shared,
-    // noisy machine each round's figures see the same conditions.
     let node_pid = node.pid().to_string();
     let mut raw_times = Vec::new();
     let mut times = vec![Vec::new(); variants.len()];
     let mut peaks = vec![(0u64, 0u64); variants.len()];
     for round in 0..=rounds {
-        let raw_time = raw.round_trip()?;
-        for (i, (_, _, run)) in variants.iter_mut().enumerate() {
+        if let Some(raw) = raw.as_deref_mut() {
+            let took = raw.round_trip()?;
+            if round > 0 {
+                raw_times.push(took);
+            }
+        }
+        for (i, (key, _)) in variants.iter().enumerate() {
             benchmarks::reset_peak_rss("self")?;
             benchmarks::reset_peak_rss(&node_pid)?;
-            let took = run()?;
+            let took = match *key {
+                "vec_u8" => echo(
+                    &server,
+                    echo_vec_u8,
+                    (0..size).map(byte_at).collect(),
+                    byte_at,
+                )?,
+                "bytes" => echo(
+                    &server,
+                    echo_byte_buf,
+                    ByteBuf::from((0..size).map(byte_at).collect::<Vec<u8>>()),
+                    byte_at,
+                )?,
+                "vec_f64" => echo(
+                    &server,
+                    echo_vec_f64,
+                    (0..size / 8).map(number_at).collect(),
+                    number_at,
+                )?,
+                _ => echo(
+                    &server,
+                    echo_array_f64,
+                    (0..size / 8).map(number_at).collect(),
+                    number_at,
+                )?,
+            };
             let (client, node) = (
                 benchmarks::peak_rss_of("self")?,
                 benchmarks::peak_rss_of(&node_pid)?,
             );
-            // Round 0 warms up.
             if round > 0 {
                 times[i].push(took);
                 peaks[i] = (peaks[i].0.max(client), peaks[i].1.max(node));
             }
         }
-        if round > 0 {
-            raw_times.push(raw_time);
-        }
     }
-    raw.finish()?;
     let mb_s = |mut t: Vec<Duration>| {
         t.sort();
-        2.0 * size as f64 / t[t.len() / 2].as_secs_f64() / 1e6
+        t.get(t.len() / 2)
+            .map_or(0.0, |d| 2.0 * size as f64 / d.as_secs_f64() / 1e6)
     };
-    let raw = mb_s(raw_times);
-    let cases: Vec<(&str, &str, Case)> = variants
-        .iter()
-        .zip(times)
-        .zip(&peaks)
-        .map(|(((key, name, _), t), &(client_peak, node_peak))| {
-            (
-                *key,
-                *name,
-                Case {
-                    mb_s: mb_s(t),
-                    client_peak,
-                    node_peak,
-                },
-            )
-        })
-        .collect();
-
-    let peak_client = cases.iter().map(|c| c.2.client_peak).max().unwrap_or(0);
-    let peak_node = cases.iter().map(|c| c.2.node_peak).max().unwrap_or(0);
-    if args.json {
-        let mut out = serde_json::json!({
-            "payload_mib": args.mib,
-            "round_trips": rounds,
-            "raw_tcp_mb_s": raw,
-            "client_peak_rss_mb": peak_client as f64 / 1e6,
-            "node_peak_rss_mb": peak_node as f64 / 1e6,
-            "streams": size > ppcore::stream::MAX_CHUNK,
-        });
-        for (key, _, c) in &cases {
-            out[format!("{key}_mb_s")] = c.mb_s.into();
-            out[format!("{key}_vs_raw")] = (c.mb_s / raw).into();
-            out[format!("{key}_client_peak_rss_mb")] = (c.client_peak as f64 / 1e6).into();
-            out[format!("{key}_node_peak_rss_mb")] = (c.node_peak as f64 / 1e6).into();
-        }
-        println!("{out}");
-    } else {
-        println!(
-            "{} MiB echoed through one loopback node, median of {rounds} round trips",
-            args.mib
-        );
-        println!("  {:<18} {:>10} {:>8}", "", "MB/s", "vs TCP");
-        println!("  {:<18} {:>10.0} {:>8.2}", "plain TCP", raw, 1.0);
-        for (_, name, c) in &cases {
-            println!(
-                "  {:<18} {:>10.0} {:>8.2}   peak RSS client {:.0} MB, node {:.0} MB",
-                name,
-                c.mb_s,
-                c.mb_s / raw,
-                c.client_peak as f64 / 1e6,
-                c.node_peak as f64 / 1e6
-            );
-        }
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(Measured {
+        mib,
+        rounds,
+        raw_mb_s: mb_s(raw_times),
+        cases: times
+            .into_iter()
+            .zip(peaks)
+            .map(|(t, (client_peak, node_peak))| Case {
+                mb_s: mb_s(t),
+                client_peak,
+                node_peak,
+            })
+            .collect(),
+    })
 }
 
-/// What one variant measured.
-struct Case {
-    mb_s: f64,
-    client_peak: u64,
-    node_peak: u64,
-}
-
-/// Submits `value` to `job`, waits, and checks the echo is exact; the time
-/// from submit to result.
-fn echo<J, A, T>(server: &Server, job: J, value: A, expected: &[T]) -> Result<Duration>
+/// Submits `value` to `job`, waits, and checks the echo element by element
+/// against `pattern`; the time from submit to result.
+fn echo<J, A, T>(server: &Server, job: J, value: A, pattern: fn(usize) -> T) -> Result<Duration>
 where
     J: ppclient::Job<Args = (A,), Output = A>,
     A: AsRef<[T]> + Send + 'static,
     T: PartialEq,
 {
+    let len = value.as_ref().len();
     let started = Instant::now();
     let back = server.submit(job, (value,)).wait()?;
     let took = started.elapsed();
+    let back = back.as_ref();
     ensure!(
-        back.as_ref() == expected,
+        back.len() == len && back.iter().enumerate().all(|(i, x)| *x == pattern(i)),
         "the echo differs from what was sent"
     );
     Ok(took)
@@ -251,7 +334,7 @@ impl RawTcp {
         stream.set_nodelay(true)?;
         Ok(RawTcp {
             stream,
-            out: (0..size).map(|i| (i * 31 % 251) as u8).collect(),
+            out: (0..size).map(byte_at).collect(),
             back: vec![0u8; size],
             echo,
         })
