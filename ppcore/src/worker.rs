@@ -53,6 +53,30 @@ pub const NOT_INITIALIZED_EXIT: i32 = 3;
 /// worker whose parent is already someone else exits at once.
 pub const PARENT_ENV: &str = "PP_WORKER_PARENT";
 
+/// The largest frame on a worker's pipes, in bytes, in its environment: the
+/// node's payload limit and room for the message around it. Without it,
+/// [`DEFAULT_MAX_FRAME`].
+pub const MAX_FRAME_ENV: &str = "PP_WORKER_MAX_FRAME";
+
+/// The largest frame on a worker's pipes for a payload limit of
+/// `max_payload` bytes: the payload, 1 MiB for the message around it, and
+/// never less than [`DEFAULT_MAX_FRAME`] nor more than a frame's length
+/// field can say.
+pub fn pipe_max_frame(max_payload: u64) -> usize {
+    let frame = max_payload.saturating_add(1 << 20).min(u64::from(u32::MAX));
+    usize::try_from(frame)
+        .unwrap_or(u32::MAX as usize)
+        .max(DEFAULT_MAX_FRAME)
+}
+
+/// The pipe frame limit this worker was started with.
+fn own_max_frame() -> usize {
+    std::env::var(MAX_FRAME_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(DEFAULT_MAX_FRAME, pipe_max_frame)
+}
+
 /// The exit code of a worker whose parent died before it could serve.
 const ORPHAN_EXIT: i32 = 4;
 
@@ -241,7 +265,7 @@ pub fn serve_worker(
     input: impl Read,
     mut output: impl Write,
 ) -> Result<(), WorkerError> {
-    let mut input = FrameReader::new(input, DEFAULT_MAX_FRAME);
+    let mut input = FrameReader::new(input, own_max_frame());
     while let Some(msg) = input.read::<ClientMsg>()? {
         let ClientMsg::Run(jobs) = msg else {
             return Err(WorkerError::Unexpected);

@@ -48,11 +48,14 @@ pub(crate) struct WorkerProcess {
 /// stderr, its parent's pid in its environment, spawned by the spawner
 /// thread. The caller sets the rest (program, arguments,
 /// [`ppcore::worker::WORKER_ENV`]).
-pub(crate) fn spawn_with(mut cmd: Command) -> std::io::Result<WorkerProcess> {
+/// Frames on the pipes may carry payloads of up to `max_payload` bytes (the
+/// node's `--max-payload`), both ways.
+pub(crate) fn spawn_with(mut cmd: Command, max_payload: u64) -> std::io::Result<WorkerProcess> {
     let (their_jobs, jobs) = std::io::pipe()?;
     let (answers, their_answers) = std::io::pipe()?;
     cmd.process_group(0)
         .env(ppcore::worker::PARENT_ENV, std::process::id().to_string())
+        .env(ppcore::worker::MAX_FRAME_ENV, max_payload.to_string())
         .stdin(their_jobs)
         .stdout(std::io::stderr())
         .stderr(their_answers);
@@ -63,7 +66,7 @@ pub(crate) fn spawn_with(mut cmd: Command) -> std::io::Result<WorkerProcess> {
         group: Pid::from_child(&child),
         child: Some(child),
         jobs,
-        answers: FrameReader::new(answers, ppcore::wire::DEFAULT_MAX_FRAME),
+        answers: FrameReader::new(answers, ppcore::worker::pipe_max_frame(max_payload)),
     })
 }
 
@@ -104,10 +107,10 @@ pub(crate) fn kill_group(group: Pid) {
 
 impl WorkerProcess {
     /// The node's own program as a worker.
-    fn spawn() -> std::io::Result<Self> {
+    fn spawn(max_payload: u64) -> std::io::Result<Self> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.env(ppcore::worker::WORKER_ENV, "1");
-        spawn_with(cmd)
+        spawn_with(cmd, max_payload)
     }
 
     /// Sends one job and reads its answer; `None` if the process died.
@@ -219,12 +222,21 @@ type JobKey = (usize, u64);
 /// takes its job out of the map (under the lock) before it sends the next
 /// job or waits for the process: so a kill always hits the job it was
 /// meant for, and never a reused pid. A kill is one signal, never waits.
-#[derive(Default)]
 pub(crate) struct Running {
     by_job: Mutex<HashMap<JobKey, Pid>>,
+    /// The node's `--max-payload`: what the pipes carry at most.
+    max_payload: u64,
 }
 
 impl Running {
+    /// No job running yet; workers take payloads of up to `max_payload`.
+    pub(crate) fn new(max_payload: u64) -> Self {
+        Running {
+            by_job: Mutex::default(),
+            max_payload,
+        }
+    }
+
     fn key(job: &NodeJob) -> JobKey {
         (Arc::as_ptr(&job.out) as usize, job.id)
     }
@@ -268,7 +280,7 @@ impl Running {
             let mut slot = slot.borrow_mut();
             let process = match slot.take() {
                 Some(process) => process,
-                None => WorkerProcess::spawn().map_err(|e| {
+                None => WorkerProcess::spawn(self.max_payload).map_err(|e| {
                     JobError::new(
                         ErrorKind::Crashed,
                         format!("cannot start a worker process: {e}"),

@@ -115,6 +115,7 @@ impl Node {
             config.uploads.then(|| config.cache_dir.clone()).flatten(),
             caps,
             config.program_idle,
+            config.max_payload,
         );
         let admission = Admission::new(AdmissionLimits {
             clients: config.max_connections,
@@ -122,6 +123,7 @@ impl Node {
             per_source: config.max_per_source,
         });
         let memory = Arc::new(Memory::new(config.max_memory));
+        let config_max_payload = config.max_payload;
         Node {
             programs: Arc::new(programs),
             node_id: config.node_id(),
@@ -143,7 +145,7 @@ impl Node {
             open_conns: ppcore::Pending::default(),
             draining: AtomicBool::new(false),
             idle_since: Mutex::new(Some(Instant::now())),
-            isolated: Default::default(),
+            isolated: crate::isolate::Running::new(config_max_payload),
             memory,
             refused_memory: AtomicU64::new(0),
             meters: Default::default(),

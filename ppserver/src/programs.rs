@@ -64,6 +64,8 @@ pub(crate) struct Programs {
     cached: AtomicU64,
     workers: Arc<AtomicU64>,
     reaper: Mutex<bool>,
+    /// The node's `--max-payload`, which program workers are started with.
+    max_payload: u64,
 }
 
 /// The node's counters of programs, for its status.
@@ -76,7 +78,12 @@ pub(crate) struct ProgramCounts {
 impl Programs {
     /// Programs cached in `dir` (none if `dir` is `None` or not writable:
     /// every offer is then refused with the reason).
-    pub(crate) fn new(dir: Option<PathBuf>, caps: NodeCaps, idle: Duration) -> Self {
+    pub(crate) fn new(
+        dir: Option<PathBuf>,
+        caps: NodeCaps,
+        idle: Duration,
+        max_payload: u64,
+    ) -> Self {
         let cache = match dir {
             None => Err("no cache directory (give --cache-dir)".to_owned()),
             Some(dir) => ProgramCache::open(dir.clone(), caps.cache_max).map_err(|e| {
@@ -96,6 +103,7 @@ impl Programs {
             cached: AtomicU64::new(0),
             workers: Arc::new(AtomicU64::new(0)),
             reaper: Mutex::new(false),
+            max_payload,
         }
     }
 
@@ -180,6 +188,7 @@ impl Programs {
             path,
             cache: Arc::clone(cache),
             workers: Arc::clone(&self.workers),
+            max_payload: self.max_payload,
         };
         let (worker, jobs) = spawner.spawn()?;
         let program = Arc::new(Program {
@@ -269,6 +278,7 @@ struct Spawner {
     path: PathBuf,
     cache: Arc<ProgramCache>,
     workers: Arc<AtomicU64>,
+    max_payload: u64,
 }
 
 impl Spawner {
@@ -278,7 +288,8 @@ impl Spawner {
         let pin = self.cache.pin(self.id);
         let mut cmd = Command::new(&self.path);
         cmd.env(WORKER_ENV, PROGRAM_WORKER);
-        let mut process = spawn_with(cmd).map_err(|e| format!("cannot start the program: {e}"))?;
+        let mut process = spawn_with(cmd, self.max_payload)
+            .map_err(|e| format!("cannot start the program: {e}"))?;
         let jobs = match read_hello(&mut process) {
             Ok(jobs) => jobs,
             Err(Some(reason)) => {

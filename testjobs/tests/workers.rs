@@ -118,3 +118,30 @@ fn workers_die_with_their_node() {
     drop(n); // SIGKILL: the node cleans up nothing itself
     assert!(all_gone(&[worker]), "worker {worker} outlived its node");
 }
+
+#[test]
+fn a_payload_larger_than_a_frame_goes_through_a_worker_process_exact() {
+    // 64 MiB each way: over the 16 MiB of one frame, so it crosses the
+    // node's link as a stream and the worker's pipes as one large frame.
+    let n = node("1");
+    let server = client(&n);
+    let bytes: Vec<u8> = (0..64usize << 20).map(|i| (i * 7 % 253) as u8).collect();
+    let back = server
+        .submit(jobs::echo_bytes, (ppclient::ByteBuf::from(bytes.clone()),))
+        .wait_timeout(WAIT)
+        .expect("answered in time");
+    assert!(
+        back.as_ref()
+            .is_ok_and(|b| b.as_slice() == bytes.as_slice()),
+        "{:?}",
+        back.err()
+    );
+    // The worker still serves small jobs afterwards.
+    assert_eq!(
+        server
+            .submit(jobs::echo_u64, (9,))
+            .wait_timeout(WAIT)
+            .unwrap(),
+        Ok(9)
+    );
+}
