@@ -32,7 +32,7 @@ use crate::key::KeySet;
 use crate::link::MISSED_BEATS;
 use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
 use crate::secure::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
-use crate::stream::{self, Incoming, Streams};
+use crate::stream::{self, Claimed, Incoming, Streams};
 use crate::wire::{batches_by_size, ClientMsg, DoneJob, JobInfo, NodeMsg, NodeStatus, RunJob};
 use crate::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
@@ -354,17 +354,25 @@ impl NodeLink {
         }
         let claimed = match msg {
             ClientMsg::Stream(frame) => self.incoming.receive(frame, now),
-            ClientMsg::RunStreamed { stream, mut job } => match self.incoming.claim(stream) {
-                Ok(args) => {
-                    job.args = serde_bytes::ByteBuf::from(args);
-                    match self.draining {
-                        true => self.send(&NodeMsg::Returned(vec![(job.id, job.attempt)])),
-                        false => self.run(vec![job], true),
+            ClientMsg::RunStreamed { stream, mut job } => {
+                match self.incoming.claim_or_refused(stream) {
+                    Ok(Claimed::Refused) => {
+                        // Its arguments did not fit the node's memory: handed
+                        // back, as a job refused for memory is.
+                        self.send(&NodeMsg::Returned(vec![(job.id, job.attempt)]));
+                        Ok(())
                     }
-                    Ok(())
+                    Ok(Claimed::Payload(args)) => {
+                        job.args = serde_bytes::ByteBuf::from(args);
+                        match self.draining {
+                            true => self.send(&NodeMsg::Returned(vec![(job.id, job.attempt)])),
+                            false => self.run(vec![job], true),
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             msg => match self.incoming.check_claimed() {
                 Ok(()) => return self.on_plain(msg),
                 Err(e) => Err(e),
@@ -524,6 +532,20 @@ impl NodeLink {
     /// Bytes of results waiting to go out as streams.
     pub fn stream_bytes(&self) -> u64 {
         self.streams.pending_bytes()
+    }
+
+    /// The memory the node may still commit to this client's incoming
+    /// streams, beyond what they reserve now: a stream that starts over it
+    /// is refused and its job handed back (see [`stream::Assembler::set_room`]).
+    /// The driver sets it before it hands over received bytes.
+    pub fn set_stream_room(&mut self, room: u64) {
+        self.incoming.set_room(room);
+    }
+
+    /// Bytes this client's incoming streams reserve now (their announced
+    /// lengths): what the driver counts against the node's memory.
+    pub fn stream_reserved(&self) -> u64 {
+        self.incoming.reserved()
     }
 
     /// Queues the next stream frame to send (and the `Done` after a

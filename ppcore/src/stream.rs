@@ -460,7 +460,17 @@ impl<M> Streams<M> {
 #[derive(Debug)]
 pub struct Incoming {
     asm: Assembler,
-    complete: Option<(u64, Vec<u8>)>,
+    complete: Option<(u64, Claimed)>,
+}
+
+/// What a completed stream holds for the message that claims it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// The payload.
+    Payload(Vec<u8>),
+    /// Nothing: the stream was refused for memory when it started
+    /// ([`Assembler::set_room`]); hand its job back.
+    Refused,
 }
 
 impl Incoming {
@@ -476,16 +486,33 @@ impl Incoming {
     /// connection.
     pub fn receive(&mut self, frame: StreamFrame, now: Instant) -> Result<(), StreamError> {
         self.check_claimed()?;
-        if let Some(done) = self.asm.receive(frame, now)? {
-            self.complete = Some(done);
+        if let Some((id, payload)) = self.asm.receive(frame, now)? {
+            self.complete = Some((id, Claimed::Payload(payload)));
+        } else if let Some(id) = self.asm.take_refused() {
+            self.complete = Some((id, Claimed::Refused));
         }
         Ok(())
     }
 
-    /// The payload of stream `id`, which must have completed just before.
+    /// See [`Assembler::set_room`].
+    pub fn set_room(&mut self, room: u64) {
+        self.asm.set_room(room);
+    }
+
+    /// The payload of stream `id`, which must have completed just before
+    /// (a stream refused for memory is [`StreamError::NotReceived`]: use
+    /// [`Incoming::claim_or_refused`] where streams may be refused).
     pub fn claim(&mut self, id: u64) -> Result<Vec<u8>, StreamError> {
+        match self.claim_or_refused(id)? {
+            Claimed::Payload(payload) => Ok(payload),
+            Claimed::Refused => Err(StreamError::NotReceived { id }),
+        }
+    }
+
+    /// What stream `id` holds, which must have completed just before.
+    pub fn claim_or_refused(&mut self, id: u64) -> Result<Claimed, StreamError> {
         match self.complete.take() {
-            Some((done, payload)) if done == id => Ok(payload),
+            Some((done, claimed)) if done == id => Ok(claimed),
             Some((done, _)) => Err(StreamError::Unclaimed { id: done }),
             None => Err(StreamError::NotReceived { id }),
         }
@@ -513,7 +540,7 @@ impl Incoming {
         self.asm.expire(now).into_iter().next()
     }
 
-    /// Bytes the open streams have reserved.
+    /// Bytes the open streams have reserved (those kept, not refused).
     pub fn reserved(&self) -> u64 {
         self.asm.reserved()
     }
@@ -523,7 +550,13 @@ impl Incoming {
 #[derive(Debug)]
 struct Receiving {
     len: u64,
+    /// The bytes so far; empty for a stream refused for memory.
     data: Vec<u8>,
+    /// Bytes received so far (kept or not).
+    received: u64,
+    /// False for a stream refused for memory: its chunks are checked and
+    /// dropped, and it completes as refused.
+    kept: bool,
     progress: Instant,
 }
 
@@ -533,6 +566,10 @@ pub struct Assembler {
     limits: Limits,
     open: HashMap<u64, Receiving>,
     reserved: u64,
+    /// What the kept open streams may reserve together (see [`Assembler::set_room`]).
+    room: u64,
+    /// The stream refused for memory that completed last, not yet taken.
+    refused_done: Option<u64>,
 }
 
 impl Assembler {
@@ -542,7 +579,24 @@ impl Assembler {
             limits,
             open: HashMap::new(),
             reserved: 0,
+            room: u64::MAX,
+            refused_done: None,
         }
+    }
+
+    /// The memory this side may still commit to new streams, in bytes
+    /// (beyond what its open streams reserve). A stream that starts over it
+    /// is refused for memory: no byte of it is stored, its chunks are
+    /// checked and dropped, and it completes as refused (the node hands its
+    /// job back, to run later or elsewhere). Unbounded until set.
+    pub fn set_room(&mut self, room: u64) {
+        self.room = self.reserved.saturating_add(room);
+    }
+
+    /// The stream refused for memory that completed with the last frame,
+    /// if any.
+    pub fn take_refused(&mut self) -> Option<u64> {
+        self.refused_done.take()
     }
 
     /// The limits in force.
@@ -596,6 +650,20 @@ impl Assembler {
                 max: self.limits.max_buffered,
             });
         }
+        if open > self.room {
+            // Over the memory this side has left: refused, nothing stored.
+            self.open.insert(
+                id,
+                Receiving {
+                    len,
+                    data: Vec::new(),
+                    received: 0,
+                    kept: false,
+                    progress: now,
+                },
+            );
+            return Ok(None);
+        }
         // The buffer is reserved at its announced length (within the limits
         // checked above) so it is never copied to grow: reserving takes
         // address space, and memory only as chunks arrive, so a peer that
@@ -611,6 +679,8 @@ impl Assembler {
             Receiving {
                 len,
                 data,
+                received: 0,
+                kept: true,
                 progress: now,
             },
         );
@@ -628,7 +698,7 @@ impl Assembler {
         let stream = self.open.get_mut(&id).ok_or(StreamError::Unknown { id })?;
         let idle = now.saturating_duration_since(stream.progress);
         if idle > stall {
-            let (received, len) = (stream.data.len() as u64, stream.len);
+            let (received, len) = (stream.received, stream.len);
             self.close(id);
             return Err(StreamError::Stalled {
                 id,
@@ -644,7 +714,7 @@ impl Assembler {
                 max: MAX_CHUNK,
             });
         }
-        let expected = stream.data.len() as u64;
+        let expected = stream.received;
         if offset != expected {
             return Err(StreamError::OutOfOrder {
                 id,
@@ -660,6 +730,15 @@ impl Assembler {
                 received,
             });
         }
+        stream.received = received;
+        stream.progress = now;
+        if !stream.kept {
+            if received == stream.len {
+                self.open.remove(&id);
+                self.refused_done = Some(id);
+            }
+            return Ok(None);
+        }
         let room = stream.data.capacity() - stream.data.len();
         if room < data.len() {
             // Within the announced length, which fits the address space.
@@ -668,7 +747,6 @@ impl Assembler {
             stream.data.reserve_exact(more);
         }
         stream.data.extend_from_slice(data);
-        stream.progress = now;
         if received < stream.len {
             return Ok(None);
         }
@@ -680,7 +758,9 @@ impl Assembler {
     /// Frees stream `id`, if open.
     fn close(&mut self, id: u64) {
         if let Some(stream) = self.open.remove(&id) {
-            self.reserved = self.reserved.saturating_sub(stream.len);
+            if stream.kept {
+                self.reserved = self.reserved.saturating_sub(stream.len);
+            }
         }
     }
 
@@ -706,11 +786,13 @@ impl Assembler {
         let mut stalled = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(s) = self.open.remove(&id) {
-                self.reserved = self.reserved.saturating_sub(s.len);
+                if s.kept {
+                    self.reserved = self.reserved.saturating_sub(s.len);
+                }
                 stalled.push(StreamError::Stalled {
                     id,
                     idle: now.saturating_duration_since(s.progress),
-                    received: s.data.len() as u64,
+                    received: s.received,
                     len: s.len,
                 });
             }

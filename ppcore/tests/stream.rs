@@ -2,7 +2,8 @@
 //! on a fake clock and without sockets.
 
 use ppcore::stream::{
-    Assembler, Limits, Outgoing, StreamError, StreamFrame, DEFAULT_MAX_PAYLOAD, MAX_CHUNK,
+    Assembler, Claimed, Incoming, Limits, Outgoing, StreamError, StreamFrame, DEFAULT_MAX_PAYLOAD,
+    MAX_CHUNK,
 };
 use proptest::prelude::*;
 use serde_bytes::ByteBuf;
@@ -390,4 +391,65 @@ proptest! {
             prop_assert!(asm.open_streams() <= 3);
         }
     }
+}
+
+#[test]
+fn a_stream_over_the_memory_room_is_refused_stores_nothing_and_completes_as_refused() {
+    let now = Instant::now();
+    let mut incoming = Incoming::new(Limits::default());
+    incoming.set_room(3 * MAX_CHUNK as u64);
+    // Fits: kept, and its reservation counts against the room.
+    incoming
+        .receive(
+            StreamFrame::Start {
+                id: 1,
+                len: 2 * MAX_CHUNK as u64,
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(incoming.reserved(), 2 * MAX_CHUNK as u64);
+    // 2 + 2 MiB is over the 3 MiB room: refused, nothing reserved for it.
+    incoming
+        .receive(
+            StreamFrame::Start {
+                id: 2,
+                len: 2 * MAX_CHUNK as u64,
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(incoming.reserved(), 2 * MAX_CHUNK as u64);
+    // Its chunks are still checked (order, length) and dropped.
+    incoming.receive(chunk(2, 0, MAX_CHUNK), now).unwrap();
+    assert!(matches!(
+        incoming.receive(chunk(2, 0, MAX_CHUNK), now),
+        Err(StreamError::OutOfOrder { id: 2, .. })
+    ));
+    let mut incoming = Incoming::new(Limits::default());
+    incoming.set_room(MAX_CHUNK as u64);
+    incoming
+        .receive(
+            StreamFrame::Start {
+                id: 2,
+                len: 2 * MAX_CHUNK as u64,
+            },
+            now,
+        )
+        .unwrap();
+    incoming.receive(chunk(2, 0, MAX_CHUNK), now).unwrap();
+    incoming
+        .receive(chunk(2, MAX_CHUNK as u64, MAX_CHUNK), now)
+        .unwrap();
+    assert_eq!(incoming.claim_or_refused(2), Ok(Claimed::Refused));
+    assert_eq!(incoming.reserved(), 0);
+    // A stream within the room afterwards is kept and comes back whole.
+    incoming
+        .receive(StreamFrame::Start { id: 3, len: 5 }, now)
+        .unwrap();
+    incoming.receive(chunk(3, 0, 5), now).unwrap();
+    assert_eq!(
+        incoming.claim_or_refused(3),
+        Ok(Claimed::Payload(vec![7; 5]))
+    );
 }

@@ -152,6 +152,7 @@ impl Admitted {
                     waker,
                     outbox: Outbox::new(),
                     outbox_held: node.memory.hold(0),
+                    streams_held: node.memory.hold(0),
                     results_held: Vec::new(),
                     readable: true,
                     watch_write: false,
@@ -188,6 +189,10 @@ struct Driver<'a> {
     outbox: Outbox,
     /// The outbox's bytes, counted against `--max-memory`.
     outbox_held: Held,
+    /// What the client's incoming streams reserve (their announced
+    /// lengths), counted against `--max-memory`: a stream that would go over
+    /// it is refused at its start and its job handed back.
+    streams_held: Held,
     /// Results read from the workers, counted until the link's frames of
     /// them reach the outbox.
     results_held: Vec<Held>,
@@ -308,6 +313,7 @@ impl Driver<'_> {
                 }
                 Ok(n) => {
                     self.node.meters.received(n);
+                    link.set_stream_room(self.node.memory.room());
                     link.handle(NodeEvent::Received(&self.buf[..n]), now)
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -382,6 +388,10 @@ impl Driver<'_> {
     /// false once the connection is over.
     fn settle(&mut self, link: &mut NodeLink) -> bool {
         loop {
+            // Streams that completed, ended or started since: their
+            // reservations, before their jobs are queued and counted.
+            self.streams_held
+                .resize(usize::try_from(link.stream_reserved()).unwrap_or(usize::MAX));
             let open = self.act(link);
             // The results' frames are in the outbox now: count them there.
             self.results_held.clear();

@@ -71,6 +71,16 @@ impl Memory {
             });
     }
 
+    /// What new work may still take: the budget left, or no bound while
+    /// nothing at all is held (one piece of work larger than the budget
+    /// still runs, alone).
+    pub(crate) fn room(&self) -> u64 {
+        match self.used() {
+            0 => u64::MAX,
+            used => self.limit.saturating_sub(used),
+        }
+    }
+
     /// Bytes held now.
     pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)

@@ -259,3 +259,89 @@ fn jobs_refused_for_memory_are_retried_and_none_is_lost() {
     assert_eq!((stats.succeeded, stats.failed), (48, 0));
     assert!(stats.retried > 0, "the node never refused a job");
 }
+
+/// The node's peak resident memory, from /proc.
+fn peak_rss_bytes(node: &Node) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.child.id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn half_sent_streams_count_against_max_memory_and_their_jobs_are_handed_back() {
+    use ppcore::stream::{StreamFrame, MAX_CHUNK};
+    const MIB: u64 = 1 << 20;
+    let node = Node::start(&[
+        "--workers",
+        "2",
+        "--max-memory",
+        "16M",
+        "--credit-jobs",
+        "1000",
+        "--credit-bytes",
+        "64G",
+    ]);
+    let mut s = authenticated_on(connect_from(&node, [127, 0, 0, 2]));
+    let before = peak_rss_bytes(&node);
+    let sleep = <jobs::sleep_ms as ppcore::Job>::NAME;
+    let echo = <jobs::echo_bytes as ppcore::Job>::NAME;
+    // One worker sleeps longer than the test; the other serves the rest.
+    assert!(s.send(&ClientMsg::Run(vec![job(
+        0,
+        sleep,
+        ppcore::encode(&(60_000u64,)).unwrap()
+    )])));
+    // Eight 8 MiB arguments (64 MiB, 4 times the budget), sent as streams
+    // all open at once: every start, then every chunk but the last of each.
+    let args: Vec<Vec<u8>> = (1..=8u8)
+        .map(|i| ppcore::encode(&(ByteBuf::from(vec![i; 8 << 20]),)).unwrap())
+        .collect();
+    for (i, a) in args.iter().enumerate() {
+        let (id, len) = (i as u64 + 1, a.len() as u64);
+        assert!(s.send(&ClientMsg::Stream(StreamFrame::Start { id, len })));
+    }
+    let chunks: Vec<Vec<&[u8]>> = args.iter().map(|a| a.chunks(MAX_CHUNK).collect()).collect();
+    for k in 0..chunks[0].len() - 1 {
+        for (i, c) in chunks.iter().enumerate() {
+            let frame = StreamFrame::Chunk {
+                id: i as u64 + 1,
+                offset: (k * MAX_CHUNK) as u64,
+                data: ByteBuf::from(c[k].to_vec()),
+            };
+            assert!(s.send(&ClientMsg::Stream(frame)));
+        }
+    }
+    // Each stream's last chunk, then the job that claims it.
+    for (i, c) in chunks.iter().enumerate() {
+        let k = c.len() - 1;
+        let id = i as u64 + 1;
+        let frame = StreamFrame::Chunk {
+            id,
+            offset: (k * MAX_CHUNK) as u64,
+            data: ByteBuf::from(c[k].to_vec()),
+        };
+        assert!(s.send(&ClientMsg::Stream(frame)));
+        let mut run = job(id, echo, Vec::new());
+        run.args = ByteBuf::new();
+        assert!(s.send(&ClientMsg::RunStreamed {
+            stream: id,
+            job: run
+        }));
+    }
+    let back = returned_until_pong(&mut s, 9);
+    let grown = peak_rss_bytes(&node).saturating_sub(before);
+    // The first fits and waits for the worker; the others were refused at
+    // their start, their bytes dropped as they came.
+    assert!(
+        back.len() >= 6,
+        "only {back:?} of 8 jobs handed back (peak RSS grew by {} MiB)",
+        grown / MIB
+    );
+    assert!(
+        grown <= 16 * MIB + 16 * MIB,
+        "peak RSS grew by {} MiB with --max-memory 16M",
+        grown / MIB
+    );
+    still_serves(&node, 20);
+}
