@@ -53,6 +53,10 @@ use std::time::{Duration, Instant};
 
 /// Heartbeat intervals a peer may stay silent; then it is dead.
 pub const MISSED_BEATS: u32 = 3;
+/// The first pause after a node hands jobs back (it is over `--max-memory`).
+pub const REFUSAL_PAUSE: Duration = Duration::from_millis(1);
+/// The longest such pause: the node hands back jobs again and again.
+pub const MAX_REFUSAL_PAUSE: Duration = Duration::from_millis(100);
 /// Upload chunks the node may not have taken yet: each chunk is followed by
 /// a ping, and more are sent only while fewer than this many pongs are due,
 /// so a slow node is never buried under megabytes it has not read (which
@@ -247,6 +251,12 @@ pub struct ClientLink<T> {
     credit_bytes: usize,
     /// A job did not fit the byte window: take no more until one leaves.
     credit_full: bool,
+    /// The node handed jobs back (over its memory): take none until then,
+    /// or until a result shows it made room.
+    refused_until: Option<Instant>,
+    /// The next such pause: doubles from [`REFUSAL_PAUSE`] while the node
+    /// keeps handing jobs back, up to [`MAX_REFUSAL_PAUSE`].
+    refusal_pause: Duration,
     jobs: HashSet<(String, String)>,
     /// Our shipped program on this connection, once the node has it ready.
     program: Option<(ProgramId, HashSet<(String, String)>)>,
@@ -292,6 +302,8 @@ impl<T> ClientLink<T> {
             credit_jobs: 0,
             credit_bytes: 0,
             credit_full: false,
+            refused_until: None,
+            refusal_pause: REFUSAL_PAUSE,
             jobs: HashSet::new(),
             program: None,
             heartbeat: config.heartbeat,
@@ -322,7 +334,9 @@ impl<T> ClientLink<T> {
     /// its window and the credit it granted.
     pub fn free(&self) -> usize {
         match self.state {
-            LinkState::Ready if !self.credit_full => self.ledger.free(),
+            LinkState::Ready if !self.credit_full && self.refused_until.is_none() => {
+                self.ledger.free()
+            }
             _ => 0,
         }
     }
@@ -393,6 +407,7 @@ impl<T> ClientLink<T> {
             LinkState::Handshake | LinkState::Backoff => Some(self.deadline),
             LinkState::Ready | LinkState::Draining => {
                 let beat = self.next_ping.min(self.dead_at());
+                let beat = self.refused_until.map_or(beat, |t| t.min(beat));
                 Some(self.incoming.poll_timeout().map_or(beat, |t| t.min(beat)))
             }
             LinkState::Connecting | LinkState::Closed => None,
@@ -479,6 +494,9 @@ impl<T> ClientLink<T> {
     }
 
     fn on_timer(&mut self, now: Instant) {
+        if self.refused_until.is_some_and(|t| now >= t) {
+            self.refused_until = None;
+        }
         if self.connected() {
             if let Some(e) = self.incoming.expire(now) {
                 return self.lose(format!("dropped the node: {e}"), false, now);
@@ -566,6 +584,9 @@ impl<T> ClientLink<T> {
             let exec = Duration::from_nanos(d.exec_ns);
             if let Some(job) = self.ledger.done(d.id, d.attempt, exec) {
                 self.credit_full = false;
+                // A result: the node made room.
+                self.refused_until = None;
+                self.refusal_pause = REFUSAL_PAUSE;
                 self.actions.push_back(Action::Done {
                     job,
                     result: d.result,
@@ -580,6 +601,11 @@ impl<T> ClientLink<T> {
         match msg {
             NodeMsg::Done(results) => self.done(results),
             NodeMsg::Returned(back) => {
+                // Over its memory (or draining): pause before sending it
+                // more, so that a full node and this client do not bounce
+                // jobs back and forth.
+                self.refused_until = Some(now + self.refusal_pause);
+                self.refusal_pause = (self.refusal_pause * 2).min(MAX_REFUSAL_PAUSE);
                 for (id, attempt) in back {
                     if let Some(job) = self.ledger.take(id, attempt) {
                         self.credit_full = false;

@@ -1126,3 +1126,64 @@ fn a_cancelled_job_aborts_its_stream_and_the_node_frees_it() {
     assert_eq!(p.node_jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [2]);
     assert_eq!(p.client.state(), LinkState::Ready);
 }
+
+#[test]
+fn a_node_that_hands_jobs_back_gets_none_until_its_pause_ends_or_a_result_comes() {
+    let mut p = Pair::new();
+    p.pump();
+    p.submit(&[(1, 1), (2, 1), (3, 1), (4, 1)]);
+    // Over its memory, the node hands job 2 back: a 1 ms pause.
+    p.node(NodeEvent::GiveBack(vec![(2, 1)]));
+    assert_eq!(returned(&p.take_out()), vec![(2, false)]);
+    assert_eq!(p.client.free(), 0, "no job goes out during the pause");
+    assert_eq!(p.client.poll_timeout(), Some(p.now + REFUSAL_PAUSE));
+    p.tick();
+    assert!(p.client.free() > 0, "the pause ended");
+    // Handed back again and again: the pause doubles (2, then 4 ms).
+    p.node(NodeEvent::GiveBack(vec![(3, 1)]));
+    assert_eq!(p.client.poll_timeout(), Some(p.now + 2 * REFUSAL_PAUSE));
+    p.tick();
+    p.node(NodeEvent::GiveBack(vec![(4, 1)]));
+    assert_eq!(p.client.poll_timeout(), Some(p.now + 4 * REFUSAL_PAUSE));
+    assert_eq!(p.client.free(), 0);
+    // A result shows the node made room: the pause ends at once and the
+    // next one starts again from 1 ms.
+    p.answer(1, 1);
+    assert!(p.client.free() > 0, "a result ends the pause");
+    p.submit(&[(5, 1)]);
+    p.node(NodeEvent::GiveBack(vec![(5, 1)]));
+    assert_eq!(p.client.poll_timeout(), Some(p.now + REFUSAL_PAUSE));
+    assert_eq!(
+        returned(&p.take_out()),
+        vec![(3, false), (4, false), (5, false)]
+    );
+}
+
+#[test]
+fn the_refusal_pause_stops_doubling_at_its_cap() {
+    let mut p = Pair::new();
+    p.pump();
+    let mut pauses = Vec::new();
+    for id in 1..=10 {
+        p.tick();
+        p.submit(&[(id, 1)]);
+        p.node(NodeEvent::GiveBack(vec![(id, 1)]));
+        pauses.push(p.client.poll_timeout().map(|t| t - p.now));
+    }
+    let ms = |n: u64| Some(Duration::from_millis(n));
+    assert_eq!(
+        pauses,
+        vec![
+            ms(1),
+            ms(2),
+            ms(4),
+            ms(8),
+            ms(16),
+            ms(32),
+            ms(64),
+            ms(100),
+            ms(100),
+            ms(100)
+        ]
+    );
+}
