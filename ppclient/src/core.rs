@@ -145,16 +145,28 @@ impl Core {
     /// Waits until `n` nodes are up, the server stops, or `limit` passes;
     /// true if they are up. Woken by every node's change of state.
     pub(crate) fn wait_up(&self, n: usize, limit: Duration) -> bool {
-        let deadline = ppcore::limits::deadline(Instant::now(), limit);
-        let up = || {
-            self.links()
+        self.wait_nodes(limit, |nodes| {
+            nodes
                 .iter()
-                .filter(|l| matches!(l.state(), NodeState::Up { .. }))
+                .filter(|i| matches!(i.state, NodeState::Up { .. }))
                 .count()
-        };
+                >= n
+        })
+    }
+
+    /// Waits until `holds` of the nodes, woken by every change of a node's
+    /// state and every node added, or `limit`; whether it holds.
+    pub(crate) fn wait_nodes(
+        &self,
+        limit: Duration,
+        mut holds: impl FnMut(&[crate::NodeInfo]) -> bool,
+    ) -> bool {
+        let deadline = ppcore::limits::deadline(Instant::now(), limit);
         let mut guard = lock(&self.news.0);
         loop {
-            if up() >= n {
+            // The nodes are read under the news lock: a change made after
+            // this read notifies only once this thread waits.
+            if holds(&self.nodes()) {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -172,6 +184,7 @@ impl Core {
 
     pub(crate) fn add_link(&self, link: Arc<Link>) {
         lock(&self.links).push(link);
+        self.contacted();
     }
 
     /// The link named `name`, if there is one.

@@ -200,6 +200,7 @@ fn start_discovered(core: &Arc<Core>, name: String, found: &Found) {
         link
     });
     link.set_state(NodeState::Connecting);
+    core.contacted();
     let (core, found) = (Arc::clone(core), found.clone());
     let spawned = Arc::clone(&core).spawn("pp-discovered", move || {
         run_discovered(&core, &link);

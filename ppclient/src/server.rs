@@ -345,6 +345,28 @@ impl Server {
         self.core.wait_up(n, timeout)
     }
 
+    /// Waits until `holds` is true of the nodes (as [`Server::nodes`]
+    /// lists them), or `timeout` passes; whether it is. It is asked again
+    /// whenever a node is added or changes state (no polling), so it can
+    /// wait for a node to go down, come back or be given up:
+    ///
+    /// ```no_run
+    /// # let server = ppclient::Server::builder().ncpus(1).build()?;
+    /// use ppclient::NodeState;
+    /// use std::time::Duration;
+    /// let all_up = server.wait_for_nodes_where(Duration::from_secs(10), |nodes| {
+    ///     nodes.iter().all(|n| matches!(n.state, NodeState::Up { .. }))
+    /// });
+    /// # Ok::<(), ppclient::BuildError>(())
+    /// ```
+    pub fn wait_for_nodes_where(
+        &self,
+        timeout: Duration,
+        holds: impl FnMut(&[NodeInfo]) -> bool,
+    ) -> bool {
+        self.core.wait_nodes(timeout, holds)
+    }
+
     /// The address nodes join at, when the server listens.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen_addr

@@ -141,6 +141,7 @@ pub(crate) fn drive(core: &Arc<Core>, target: Target, stream: Option<std::net::T
         if let Target::Named(record) = &target {
             let reason = ppcore::KeyError::Missing.to_string();
             record.set_state(NodeState::Failed { reason });
+            core.contacted();
         }
         return;
     };
@@ -450,6 +451,7 @@ impl Driver<'_> {
                     if let Some(r) = self.record() {
                         r.set_state(NodeState::Draining);
                     }
+                    self.core.contacted();
                 }
                 Action::Down { reason, retry_in } => {
                     tracing::info!(node = %self.name(), ?retry_in, "node down: {reason}");

@@ -2,6 +2,7 @@
 //! secrets from the environment, panics.
 
 use ppclient::{ByteBuf, ErrorKind, Server};
+use std::time::Duration;
 
 /// The cluster's key, and another one.
 static RIGHT: std::sync::LazyLock<String> =
@@ -316,4 +317,30 @@ fn a_full_byte_budget_makes_try_submit_hand_the_job_back_and_submit_wait() {
     assert_eq!(first.wait().map(|b| b.len()), Ok(2 * MIB));
     assert_eq!(small.wait(), Ok(4));
     assert_eq!(server.budget_used(), 0);
+}
+
+#[test]
+fn wait_for_nodes_where_wakes_when_a_node_goes_down() {
+    let secret = ppcore::Key::generate().unwrap().to_text();
+    let n = node(&secret);
+    let server = Server::builder()
+        .ncpus(0)
+        .secret(&secret)
+        .nodes([n.local_addr().to_string()])
+        .build()
+        .unwrap();
+    let down = |nodes: &[ppclient::NodeInfo]| {
+        nodes
+            .iter()
+            .all(|i| matches!(i.state, ppclient::NodeState::Down { .. }))
+    };
+    // Up now: the condition does not hold, and waiting for it times out.
+    assert!(!server.wait_for_nodes_where(Duration::from_millis(50), down));
+    n.stop();
+    n.wait();
+    assert!(
+        server.wait_for_nodes_where(Duration::from_secs(30), down),
+        "{:?}",
+        server.nodes()
+    );
 }

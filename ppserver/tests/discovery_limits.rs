@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{eventually, Node, SECRET};
+use common::{Node, SECRET};
 use ppclient::{NodeState, Server};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -65,14 +65,14 @@ fn a_flood_of_spoofed_answers_gets_at_most_64_links_and_they_are_dropped() {
     assert!(live(&nodes) <= 64, "{} live links", live(&nodes));
     assert!(nodes.iter().any(|n| n.name == real.name()), "{nodes:?}");
     assert_eq!(server.submit(jobs::echo_u64, (8,)).wait(), Ok(8));
-    let all_dead_dropped = || {
-        server.nodes().iter().all(|n| match &n.state {
+    let all_dead_dropped = |nodes: &[ppclient::NodeInfo]| {
+        nodes.iter().all(|n| match &n.state {
             NodeState::Failed { reason } => reason.contains("dropped after 3 failed attempt"),
             _ => n.name == real.name(),
         })
     };
     assert!(
-        eventually(Duration::from_secs(20), all_dead_dropped),
+        server.wait_for_nodes_where(Duration::from_secs(20), all_dead_dropped),
         "{:?}",
         server.nodes()
     );
@@ -161,8 +161,6 @@ fn silent_joiners_are_capped_and_cut_off_and_a_real_node_still_joins() {
         "a dripping joiner kept its handshake open ({dripped} bytes)"
     );
     let _node = Node::start(&["--join", &addr.to_string()]);
-    assert!(eventually(Duration::from_secs(10), || !server
-        .active_nodes()
-        .is_empty()));
+    assert!(server.wait_for_nodes(1, Duration::from_secs(10)));
     assert_eq!(server.submit(jobs::echo_u64, (12,)).wait(), Ok(12));
 }

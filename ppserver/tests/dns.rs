@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod common;
-use common::{close, eventually, maclaurin_64};
+use common::{close, maclaurin_64};
 
 use jobs as _;
 
@@ -25,12 +25,11 @@ fn node() -> ppserver::Running {
     ppserver::start(config, ppcore::Registry::linked().unwrap()).unwrap()
 }
 
-fn up(server: &Server) -> Vec<String> {
-    let mut names: Vec<_> = server
-        .nodes()
-        .into_iter()
+fn up(nodes: &[ppclient::NodeInfo]) -> Vec<String> {
+    let mut names: Vec<_> = nodes
+        .iter()
         .filter(|n| matches!(n.state, NodeState::Up { .. }))
-        .map(|n| n.name)
+        .map(|n| n.name.clone())
         .collect();
     names.sort();
     names
@@ -47,7 +46,7 @@ fn localhost_resolves_to_a_node_that_runs_the_jobs() {
         .build()
         .unwrap();
     let want = format!("127.0.0.1:{port}");
-    assert!(eventually(Duration::from_secs(10), || up(&server).contains(&want)));
+    assert!(server.wait_for_nodes_where(Duration::from_secs(10), |n| up(n).contains(&want)));
     let (sum, exact) = maclaurin_64(&server, 640_000);
     assert!(close(sum, exact));
     let stats = server.stats();
@@ -65,10 +64,13 @@ fn addresses_that_appear_later_become_nodes_and_each_address_is_one_node() {
     let (a, b) = (node(), node());
     let answer: Arc<Mutex<Vec<SocketAddr>>> = Arc::new(Mutex::new(vec![a.local_addr()]));
     let asked = Arc::new(Mutex::new(Vec::new()));
+    let (ask, asks) = std::sync::mpsc::channel();
     let resolver = {
         let (answer, asked) = (Arc::clone(&answer), Arc::clone(&asked));
+        let ask = Mutex::new(ask);
         move |name: &str| {
             asked.lock().unwrap().push(name.to_owned());
+            let _ = ask.lock().unwrap().send(());
             Ok(answer.lock().unwrap().clone())
         }
     };
@@ -80,29 +82,29 @@ fn addresses_that_appear_later_become_nodes_and_each_address_is_one_node() {
         .build()
         .unwrap();
     let (na, nb) = (a.local_addr().to_string(), b.local_addr().to_string());
-    assert!(eventually(Duration::from_secs(10), || up(&server) == [na.clone()]));
+    assert!(server.wait_for_nodes_where(Duration::from_secs(10), |n| up(n) == [na.clone()]));
     // The name gets the default port; the resolver is asked again and again.
     assert_eq!(asked.lock().unwrap()[0], "pp-nodes.default.svc:60000");
     // A second pod: its address becomes a second node.
     answer.lock().unwrap().push(b.local_addr());
     let mut both = vec![na.clone(), nb.clone()];
     both.sort();
-    assert!(eventually(Duration::from_secs(10), || up(&server) == both));
+    assert!(server.wait_for_nodes_where(Duration::from_secs(10), |n| up(n) == both));
     let (sum, exact) = maclaurin_64(&server, 640_000);
     assert!(close(sum, exact));
     // Answers repeat: still one link per address.
-    let before = asked.lock().unwrap().len();
-    assert!(eventually(Duration::from_secs(10), || asked
-        .lock()
-        .unwrap()
-        .len()
-        >= before + 3));
+    for _ in 0..3 {
+        assert!(
+            asks.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "asked no more"
+        );
+    }
     assert_eq!(server.nodes().len(), 2, "{:?}", server.nodes());
     // A pod goes away: its node is lost like any other; the jobs still run.
     answer.lock().unwrap().retain(|x| *x != a.local_addr());
     a.stop();
     a.wait();
-    assert!(eventually(Duration::from_secs(10), || up(&server) == [nb.clone()]));
+    assert!(server.wait_for_nodes_where(Duration::from_secs(10), |n| up(n) == [nb.clone()]));
     let (sum, exact) = maclaurin_64(&server, 640_000);
     assert!(close(sum, exact));
 }

@@ -270,7 +270,7 @@ fn a_joined_node_whose_client_is_gone_exits_after_its_idle_timeout_without_its_g
         "--workers",
         "1",
     ]);
-    assert!(eventually(Duration::from_secs(10), || up(&server) == 1));
+    assert!(server.wait_for_nodes(1, Duration::from_secs(10)));
     let long = server.submit(jobs::sleep_ms, (600_000,));
     let addr = node.name();
     let running = poll(Duration::from_secs(10), || {
