@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{close, eventually, maclaurin_64};
+use common::{close, maclaurin_64};
 
 /// Asks Slurm until `f` holds: every 100 ms, for at most `limit`.
 fn poll(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -203,18 +203,26 @@ fn cancel_one_step_mid_run(test: &str, how: &[&str], reason: &str) {
     assert_eq!(up(&server), 2, "{:?}", server.nodes());
     let n = 40;
     let counts: Arc<Vec<AtomicU32>> = Arc::new((0..n).map(|_| AtomicU32::new(0)).collect());
+    let (ended, ends) = std::sync::mpsc::channel::<()>();
     let handles: Vec<_> = (0..n)
         .map(|i| {
             let counts = Arc::clone(&counts);
+            let ended = ended.clone();
             let options = Options::new().callback(move |_: &Result<u64, _>| {
                 counts[i].fetch_add(1, Ordering::SeqCst);
+                let _ = ended.send(());
             });
             server.submit_with(jobs::sleep_ms, (150 + i as u64,), options)
         })
         .collect();
     // Mid-run: some done, many left.
     let done = |c: &[AtomicU32]| c.iter().filter(|c| c.load(Ordering::SeqCst) > 0).count();
-    assert!(eventually(Duration::from_secs(30), || done(&counts) >= 4));
+    for _ in 0..4 {
+        assert!(
+            ends.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "fewer than 4 jobs ended"
+        );
+    }
     assert!(
         done(&counts) < n / 2,
         "the run ended too early to cancel mid-run"
