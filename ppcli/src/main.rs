@@ -95,6 +95,7 @@ enum RunJob {
         #[arg(long, default_value_t = 0.999999)]
         x: f64,
     },
+    shared: Vec::new(),
 }
 
 #[derive(clap::Args)]

@@ -421,7 +421,8 @@ impl Driver<'_> {
                         attempt: d.attempt,
                         name: task.job().0.to_owned(),
                         args: d.args,
-                        program: None, // the link knows whose job it is
+                        program: None, // the link knows whose job it is,
+                        shared: Vec::new(),
                     };
                     batch.push((run, task));
                 }

@@ -219,6 +219,7 @@ mod tests {
             name: "j".into(),
             args: serde_bytes::ByteBuf::from(vec![5u8; 12 << 20]),
             program: None,
+            shared: Vec::new(),
         };
         bytes.extend(out.encode(&ClientMsg::Run(vec![run])).unwrap());
         let mut got = 0;

@@ -11,6 +11,7 @@
 //! | `outbox` | [`Outbox`]: bytes waiting for a non-blocking socket, and the peer's write progress |
 //! | `fair` | [`RoundRobin`]: queues per client served in turn (a node's fair share of workers) |
 //! | `pool` | [`Pool`]: resizable worker threads pulling from a shared queue; [`Pending`]: waiting for work to drain |
+//! | `shared` | [`Shared`]: a value sent once per node and decoded once per process; [`shared::SharedStore`], a node's cache of them |
 //! | `stats` | [`NodeCounters`] while jobs run, [`Stats`] to read and print |
 //! | `stream` | payloads over one frame as chunked streams: [`stream::Outgoing`] cuts, [`stream::Assembler`] puts back, within limits and a progress deadline |
 //! | `wire` | the protocol's messages and the frame codec ([`encode_frame`], [`decode_frame`], [`FrameReader`]) |
@@ -49,6 +50,7 @@ mod pool;
 pub mod program;
 mod registry;
 pub mod secure;
+pub mod shared;
 mod stats;
 pub mod stream;
 mod transport;
@@ -75,6 +77,7 @@ pub use pending::Pending;
 pub use pool::Pool;
 pub use registry::{DuplicateJob, JobEntry, Registry};
 pub use secure::SecureError;
+pub use shared::{Shared, SharedId};
 pub use stats::{NodeCounters, NodeStats, Stats};
 pub use transport::{Cipher, Opener, Sealer, Transport, CIPHER, SEAL_OVERHEAD};
 pub use wire::{decode_frame, encode_frame, FrameError, FrameReader};

@@ -44,11 +44,13 @@ use crate::key::KeySet;
 use crate::ledger::Ledger;
 use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
 use crate::secure::{ClientHandshake, SecureError, MAX_HANDSHAKE_MESSAGE};
-use crate::stream::{self, Incoming, Streams};
+use crate::shared::SharedId;
+use crate::stream::{self, Incoming, StreamError, Streams};
 use crate::wire::{batches_by_size, ClientMsg, DoneJob, JobInfo, NodeMsg, RunJob};
 use crate::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Heartbeat intervals a peer may stay silent; then it is dead.
@@ -279,6 +281,16 @@ pub struct ClientLink<T> {
     incoming: Incoming,
     /// The largest arguments the node takes.
     peer_max: u64,
+    /// Shared values on this connection: `true` once sent, `false` while
+    /// their stream goes out. The node holds them (unless it asks again).
+    shares: HashMap<SharedId, bool>,
+    /// The sizes of the shared values going out, for the statistics.
+    sharing: HashMap<SharedId, u64>,
+    /// Jobs in flight here that name a shared value still going out: they
+    /// are sent right after it.
+    waiting: Vec<RunJob>,
+    /// Shared values sent, and their bytes, over the link's life.
+    shared_sent: (u64, u64),
     actions: VecDeque<Action<T>>,
 }
 
@@ -320,6 +332,10 @@ impl<T> ClientLink<T> {
             streams: Streams::new(stream::chunk_size(config.max_frame)),
             incoming: Incoming::new(stream_limits(&config)),
             peer_max: stream::DEFAULT_MAX_PAYLOAD,
+            shares: HashMap::new(),
+            sharing: HashMap::new(),
+            waiting: Vec::new(),
+            shared_sent: (0, 0),
             actions: VecDeque::new(),
             config,
         }
@@ -648,6 +664,15 @@ impl<T> ClientLink<T> {
             NodeMsg::ProgramRefused { id, reason } => self
                 .actions
                 .push_back(Action::ProgramRefused { id, reason }),
+            NodeMsg::NeedShared(ids) => {
+                // Sent and evicted (or never kept): to be sent again before
+                // the jobs that name them. One going out already stays.
+                for id in ids {
+                    if self.shares.get(&id) == Some(&true) {
+                        self.shares.remove(&id);
+                    }
+                }
+            }
             NodeMsg::Stream(_) | NodeMsg::DoneStreamed { .. } => {}
             NodeMsg::Welcome { .. } => {
                 self.lose("a second Welcome from the node".into(), false, now)
@@ -762,61 +787,153 @@ impl<T> ClientLink<T> {
             }
             return;
         }
-        let mut jobs = self.within_credit(jobs);
-        for (run, _) in &mut jobs {
-            run.program = self.program_of(&run.name);
-        }
+        let jobs = self.within_credit(jobs);
         let inline = stream::chunk_size(self.config.max_frame);
-        let (large, jobs): (Vec<_>, Vec<_>) =
-            jobs.into_iter().partition(|(r, _)| r.args.len() > inline);
-        for (mut run, job) in large {
+        let mut ready = Vec::with_capacity(jobs.len());
+        for (mut run, job) in jobs {
+            run.program = self.program_of(&run.name);
+            // Arguments too large for a frame go as streams: they count as
+            // jobs, not bytes, in the window.
+            let size = match run.args.len() {
+                n if n > inline => 0,
+                n => n,
+            };
+            self.ledger.sent(run.id, run.attempt, size, job);
+            match run.shared.iter().any(|id| self.shares.get(id) == Some(&false)) {
+                true => self.waiting.push(run),
+                false => ready.push(run),
+            }
+        }
+        self.send_runs(ready);
+    }
+
+    /// Sends jobs already in the ledger: small ones in `Run` batches within
+    /// a frame, large ones as streams followed by their `RunStreamed`.
+    fn send_runs(&mut self, runs: Vec<RunJob>) {
+        let inline = stream::chunk_size(self.config.max_frame);
+        let (large, runs): (Vec<_>, Vec<_>) = runs.into_iter().partition(|r| r.args.len() > inline);
+        for mut run in large {
             let args = std::mem::take(&mut run.args).into_vec();
             let (id, attempt) = (run.id, run.attempt);
-            match self
+            let pushed = self
                 .streams
                 .push(args, self.peer_max, |stream| ClientMsg::RunStreamed {
                     stream,
                     job: run,
-                })
-                .map(|_| ())
-            {
-                Ok(()) => self.ledger.sent(id, attempt, 0, job),
-                Err(e) => {
-                    let message = format!("the node refuses the arguments: {e}");
-                    self.actions.push_back(Action::Done {
-                        job,
-                        result: Err(JobError::new(ErrorKind::Codec, message)),
-                        exec: Duration::ZERO,
-                    });
-                }
+                });
+            if let Err(e) = pushed {
+                self.fail_sent(id, attempt, format!("the node refuses the arguments: {e}"));
             }
         }
         let budget = self.config.max_frame;
-        for batch in batches_by_size(jobs, |(r, _)| r.args.len(), budget) {
-            let (run, kept): (Vec<RunJob>, Vec<T>) = batch.into_iter().unzip();
-            let ids: Vec<(u64, u32, usize)> = run
-                .iter()
-                .map(|r| (r.id, r.attempt, r.args.len()))
-                .collect();
-            match self.framer.encode(&ClientMsg::Run(run)) {
-                Ok(bytes) => {
-                    self.actions.push_back(Action::Send(bytes));
-                    for ((id, attempt, bytes), job) in ids.into_iter().zip(kept) {
-                        self.ledger.sent(id, attempt, bytes, job);
-                    }
-                }
+        for batch in batches_by_size(runs, |r| r.args.len(), budget) {
+            let ids: Vec<(u64, u32)> = batch.iter().map(|r| (r.id, r.attempt)).collect();
+            match self.framer.encode(&ClientMsg::Run(batch)) {
+                Ok(bytes) => self.actions.push_back(Action::Send(bytes)),
                 Err(e) => {
-                    for job in kept {
-                        let err = JobError::new(ErrorKind::Codec, e.to_string());
-                        self.actions.push_back(Action::Done {
-                            job,
-                            result: Err(err),
-                            exec: Duration::ZERO,
-                        });
+                    for (id, attempt) in ids {
+                        self.fail_sent(id, attempt, e.to_string());
                     }
                 }
             }
         }
+    }
+
+    /// A job in the ledger that cannot be sent: it resolves with `message`.
+    fn fail_sent(&mut self, id: u64, attempt: u32, message: String) {
+        if let Some(job) = self.ledger.take(id, attempt) {
+            self.credit_full = false;
+            self.actions.push_back(Action::Done {
+                job,
+                result: Err(JobError::new(ErrorKind::Codec, message)),
+                exec: Duration::ZERO,
+            });
+        }
+    }
+
+    /// Whether shared value `id` must be sent before jobs that name it go
+    /// to this node: not sent on this connection yet, or the node asked for
+    /// it again (`NeedShared`). False while the link is not up.
+    pub fn needs_share(&self, id: &SharedId) -> bool {
+        self.state == LinkState::Ready && !self.shares.contains_key(id)
+    }
+
+    /// Sends shared value `id`, whose encoded bytes are `bytes`, to the node
+    /// as a stream followed by `Share` (nothing if the link is not up or it
+    /// is there already). Jobs submitted from now on that name it go after
+    /// it. Refused, with nothing sent, over the node's `max_payload`.
+    pub fn share(&mut self, id: SharedId, bytes: Arc<Vec<u8>>) -> Result<(), StreamError> {
+        if !self.needs_share(&id) {
+            return Ok(());
+        }
+        let len = bytes.len() as u64;
+        self.streams
+            .push(bytes, self.peer_max, |stream| ClientMsg::Share { id, stream })?;
+        self.shares.insert(id, false);
+        self.sharing.insert(id, len);
+        Ok(())
+    }
+
+    /// The client is done with these shared values: the node is told to
+    /// free them (a stream of one still going out is dropped).
+    pub fn unshare(&mut self, ids: &[SharedId]) {
+        let gone: Vec<SharedId> = ids
+            .iter()
+            .filter(|id| self.shares.remove(id).is_some())
+            .copied()
+            .collect();
+        for id in &gone {
+            self.sharing.remove(id);
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let frames = self.streams.abort_where(
+            |m| matches!(m, ClientMsg::Share { id, .. } if gone.contains(id)),
+        );
+        for frame in frames {
+            self.send(&ClientMsg::Stream(frame));
+        }
+        self.send(&ClientMsg::Unshare(gone));
+        // Jobs waiting for one of them (none, while the client keeps a
+        // value for each job that names it) go now: the node asks back.
+        self.release_waiting();
+    }
+
+    /// The shared values this connection holds or is sending.
+    pub fn shared_ids(&self) -> impl Iterator<Item = &SharedId> {
+        self.shares.keys()
+    }
+
+    /// Shared values sent to the node, and their bytes, over the link's
+    /// life (a value sent again after an eviction or a reconnection counts
+    /// again).
+    pub fn shared_sent(&self) -> (u64, u64) {
+        self.shared_sent
+    }
+
+    /// Shared value `id` went out whole (its `Share` just followed): the
+    /// jobs that waited only for it go now.
+    fn shared_arrived(&mut self, id: SharedId) {
+        if let Some(sent) = self.shares.get_mut(&id) {
+            *sent = true;
+        }
+        self.shared_sent.0 += 1;
+        self.shared_sent.1 += self.sharing.remove(&id).unwrap_or(0);
+        self.release_waiting();
+    }
+
+    /// Sends the waiting jobs whose shared values have all gone out.
+    fn release_waiting(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let shares = &self.shares;
+        let (go, wait): (Vec<RunJob>, Vec<RunJob>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|r| !r.shared.iter().any(|id| shares.get(id) == Some(&false)));
+        self.waiting = wait;
+        self.send_runs(go);
     }
 
     /// The jobs that fit the node's credit window, in order; the others go
@@ -884,12 +1001,16 @@ impl<T> ClientLink<T> {
         }
         if let Some(msg) = then {
             self.send(&msg);
+            if let ClientMsg::Share { id, .. } = msg {
+                self.shared_arrived(id);
+            }
         }
         true
     }
 
     /// Drops the stream of job `id`'s arguments, if it is still going out.
     fn abort_stream(&mut self, id: u64) {
+        self.waiting.retain(|r| r.id != id);
         let frames = self
             .streams
             .abort_where(|m| matches!(m, ClientMsg::RunStreamed { job, .. } if job.id == id));
@@ -901,6 +1022,9 @@ impl<T> ClientLink<T> {
     /// A fresh connection's streams: none either way.
     fn reset_streams(&mut self) {
         self.streams.clear();
+        self.shares.clear();
+        self.sharing.clear();
+        self.waiting.clear();
         self.incoming = Incoming::new(stream_limits(&self.config));
     }
 

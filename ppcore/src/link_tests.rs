@@ -57,6 +57,7 @@ fn run(id: u64, attempt: u32) -> RunJob {
         name: "j".into(),
         args: ByteBuf::from(vec![1, 2, 3]),
         program: None,
+        shared: Vec::new(),
     }
 }
 

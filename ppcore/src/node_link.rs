@@ -32,6 +32,7 @@ use crate::key::KeySet;
 use crate::link::MISSED_BEATS;
 use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
 use crate::secure::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
+use crate::shared::SharedId;
 use crate::stream::{self, Claimed, Incoming, Streams};
 use crate::wire::{batches_by_size, ClientMsg, DoneJob, JobInfo, NodeMsg, NodeStatus, RunJob};
 use crate::{ErrorKind, JobError};
@@ -106,6 +107,17 @@ pub enum NodeEvent<'a> {
     /// The node is full for now (too many clients): tell the client, which
     /// retries later, and close.
     Refuse(String),
+    /// The client broke the protocol in a way only the driver can see (a
+    /// shared value that does not match its id): tell it why and close.
+    Misbehaved(String),
+    /// Jobs that name shared values the node does not hold: the client is
+    /// asked for the values and handed the jobs back.
+    NeedShared {
+        /// The values missing.
+        ids: Vec<SharedId>,
+        /// The jobs, unrun.
+        jobs: Vec<(u64, u32)>,
+    },
 }
 
 /// Something the node's driver must do.
@@ -132,6 +144,16 @@ pub enum NodeAction {
         /// Its bytes.
         data: ByteBuf,
     },
+    /// The client sent a shared value (its bytes, not yet checked against
+    /// `id`): keep it for this connection's jobs.
+    Share {
+        /// The id the client gave it.
+        id: SharedId,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// The client is done with these shared values.
+    Unshare(Vec<SharedId>),
     /// Close the connection; `reason` if it ended badly (already sent as `Reject`).
     Close {
         /// Why, if it was not a clean goodbye.
@@ -266,6 +288,16 @@ impl NodeLink {
                 self.send(&NodeMsg::Returned(jobs));
             }
             NodeEvent::GiveBack(_) => {}
+            NodeEvent::Misbehaved(reason) => self.fail(&reason),
+            NodeEvent::NeedShared { ids, jobs } => {
+                if !ids.is_empty() {
+                    self.send(&NodeMsg::NeedShared(ids));
+                }
+                if !jobs.is_empty() {
+                    jobs.iter().for_each(|(id, _)| self.ended(*id));
+                    self.send(&NodeMsg::Returned(jobs));
+                }
+            }
             NodeEvent::Ended(ids) => ids.into_iter().for_each(|id| self.ended(id)),
             NodeEvent::Status(status) => self.send(&NodeMsg::Status(status)),
             NodeEvent::Drain => {
@@ -373,6 +405,16 @@ impl NodeLink {
                     Err(e) => Err(e),
                 }
             }
+            ClientMsg::Share { id, stream } => match self.incoming.claim_or_refused(stream) {
+                // Over the node's memory: not kept; the jobs that name it
+                // are handed back (and the value asked for) when they come.
+                Ok(Claimed::Refused) => Ok(()),
+                Ok(Claimed::Payload(bytes)) => {
+                    self.actions.push_back(NodeAction::Share { id, bytes });
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             msg => match self.incoming.check_claimed() {
                 Ok(()) => return self.on_plain(msg),
                 Err(e) => Err(e),
@@ -407,7 +449,11 @@ impl NodeLink {
                     .push_back(NodeAction::Chunk { id, offset, data })
             }
             ClientMsg::Limits { max_payload } => self.peer_max = max_payload,
-            ClientMsg::Stream(_) | ClientMsg::RunStreamed { .. } => {}
+            ClientMsg::Unshare(ids) => self.actions.push_back(NodeAction::Unshare(ids)),
+            ClientMsg::Shared { .. } => {
+                self.fail("a client sends shared values as streams (Share), not inline")
+            }
+            ClientMsg::Stream(_) | ClientMsg::RunStreamed { .. } | ClientMsg::Share { .. } => {}
         }
     }
 

@@ -252,6 +252,7 @@ fn tampered_injected_and_replayed_frames_close_the_connection_unrun() {
             name: "j".into(),
             args: ByteBuf::new(),
             program: None,
+            shared: Vec::new(),
         }])
     };
     // modified
@@ -295,6 +296,7 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
         name: "j".into(),
         args: ByteBuf::new(),
         program: None,
+        shared: Vec::new(),
     };
     c.feed(&mut l, &ClientMsg::Run(vec![run]), t0);
     c.feed(&mut l, &ClientMsg::Ping(5), t0);
@@ -450,6 +452,7 @@ fn job(id: u64, size: usize) -> RunJob {
         name: "j".into(),
         args: ByteBuf::from(vec![0u8; size]),
         program: None,
+        shared: Vec::new(),
     }
 }
 

@@ -231,11 +231,50 @@ pub fn chunk_size(max_frame: usize) -> usize {
     crate::wire::max_payload(max_frame).clamp(1, MAX_CHUNK)
 }
 
+/// What a stream sends: bytes of its own, or a shared value's bytes,
+/// sent without a copy (the same ones go to every node).
+#[derive(Debug)]
+pub enum Payload {
+    /// Bytes owned by the stream, freed as it ends.
+    Owned(Vec<u8>),
+    /// Bytes held elsewhere too.
+    Shared(std::sync::Arc<Vec<u8>>),
+}
+
+impl Payload {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Owned(v) => v,
+            Payload::Shared(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Self {
+        Payload::Owned(v)
+    }
+}
+
+impl From<std::sync::Arc<Vec<u8>>> for Payload {
+    fn from(v: std::sync::Arc<Vec<u8>>) -> Self {
+        Payload::Shared(v)
+    }
+}
+
 /// One stream being sent.
 #[derive(Debug)]
 struct Sending {
     id: u64,
-    payload: Vec<u8>,
+    payload: Payload,
     sent: usize,
     started: bool,
 }
@@ -290,7 +329,13 @@ impl Outgoing {
 
     /// Queues `payload` as stream `id`; refused, with nothing queued, when it
     /// is over the peer's `max_payload` or `id` is already queued.
-    pub fn push(&mut self, id: u64, payload: Vec<u8>, max_payload: u64) -> Result<(), StreamError> {
+    pub fn push(
+        &mut self,
+        id: u64,
+        payload: impl Into<Payload>,
+        max_payload: u64,
+    ) -> Result<(), StreamError> {
+        let payload = payload.into();
         check_len(id, payload.len() as u64, max_payload)?;
         if self.queue.iter().any(|s| s.id == id) {
             return Err(StreamError::Duplicate { id });
@@ -332,7 +377,7 @@ impl Outgoing {
         let frame = StreamFrame::Chunk {
             id: stream.id,
             offset: stream.sent as u64,
-            data: ByteBuf::from(stream.payload.get(stream.sent..end).unwrap_or_default()),
+            data: ByteBuf::from(stream.payload.as_slice().get(stream.sent..end).unwrap_or_default()),
         };
         stream.sent = end;
         if stream.sent < stream.payload.len() {
@@ -392,7 +437,7 @@ impl<M> Streams<M> {
     /// chunk from the stream's id.
     pub fn push(
         &mut self,
-        payload: Vec<u8>,
+        payload: impl Into<Payload>,
         max_payload: u64,
         then: impl FnOnce(u64) -> M,
     ) -> Result<u64, StreamError> {

@@ -5,6 +5,7 @@
 
 use crate::error::JobError;
 use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
+use crate::shared::SharedId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -13,7 +14,7 @@ use std::io::{self, Read};
 /// Sent first, in clear, in the handshake's first message, so that a stray client is told apart at once.
 pub const MAGIC: &str = "pp-rs";
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// The default TCP (and discovery UDP) port of a node.
 pub const DEFAULT_PORT: u16 = 60000;
 /// The capability a node lists in `Welcome.caps` when it takes shipped programs.
@@ -64,6 +65,11 @@ pub struct RunJob {
     /// never runs as a built-in of the same name.
     #[serde(default)]
     pub program: Option<ProgramId>,
+    /// The shared values the arguments name, each sent earlier on this
+    /// connection (`Share`); a node that does not hold one answers
+    /// `NeedShared` and hands the job back.
+    #[serde(default)]
+    pub shared: Vec<SharedId>,
 }
 
 /// One job's outcome.
@@ -110,6 +116,16 @@ pub struct NodeStatus {
     /// Program worker processes running now.
     #[serde(default)]
     pub program_workers: u64,
+    /// Shared values held now, for clients' jobs.
+    #[serde(default)]
+    pub shared_values: u64,
+    /// Their bytes (at most `--shared-max`).
+    #[serde(default)]
+    pub shared_bytes: u64,
+    /// Shared values received and kept since the node started (a value it
+    /// held already adds none).
+    #[serde(default)]
+    pub shared_received: u64,
 }
 
 /// What a client sends to a node.
@@ -156,6 +172,25 @@ pub enum ClientMsg {
     Limits {
         /// The largest result the client takes, in bytes.
         max_payload: u64,
+    },
+    /// A shared value, whose bytes are stream `stream`, which completed in
+    /// the frame just before: jobs sent after it may name `id`.
+    Share {
+        /// The value's id: the SHA-256 of its bytes (checked).
+        id: SharedId,
+        /// The stream holding its bytes.
+        stream: u64,
+    },
+    /// The client is done with these shared values (no job of its names
+    /// them any more): the node may free them.
+    Unshare(Vec<SharedId>),
+    /// A shared value's bytes inline: only on a node's pipe to its worker
+    /// process (a node refuses it from a client, which sends `Share`).
+    Shared {
+        /// The value's id.
+        id: SharedId,
+        /// Its bytes.
+        value: ByteBuf,
     },
 }
 
@@ -247,6 +282,10 @@ pub enum NodeMsg {
         /// The job's outcome, without its result bytes.
         job: DoneJob,
     },
+    /// The node does not hold these shared values (never got them, or
+    /// evicted them): send them again before jobs that name them. The jobs
+    /// that named them come back in a `Returned` right after.
+    NeedShared(Vec<SharedId>),
 }
 
 /// What one job adds to a frame besides its payload, at most (ids, attempt,
@@ -541,6 +580,7 @@ mod tests {
                 name: "jobs::echo_bytes".into(),
                 args: ByteBuf::from(vec![7u8; 10_000]),
                 program: None,
+                shared: Vec::new(),
             })
             .collect();
         let max = 64 << 10;
@@ -573,7 +613,7 @@ mod tests {
 
         #[test]
         fn run_batches_round_trip(ids in proptest::collection::vec(0u64..u64::MAX, 0..64), args in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
-            let msg = ClientMsg::Run(ids.iter().map(|&id| RunJob { id, attempt: 1, name: "a::b".into(), args: ByteBuf::from(args.clone()), program: None }).collect());
+            let msg = ClientMsg::Run(ids.iter().map(|&id| RunJob { id, attempt: 1, name: "a::b".into(), args: ByteBuf::from(args.clone()), program: None, shared: Vec::new() }).collect());
             let frame = encode_frame(&msg).unwrap();
             let (back, used) = decode_frame::<ClientMsg>(&frame, DEFAULT_MAX_FRAME).unwrap().unwrap();
             proptest::prop_assert_eq!(used, frame.len());

@@ -250,25 +250,44 @@ pub enum WorkerError {
     /// The input was not a frame of jobs.
     #[error("bad input: {0}")]
     Input(#[from] FrameError),
-    /// The input was a frame, but not `Run`.
-    #[error("a worker takes only Run messages")]
+    /// The input was a frame, but not `Run`, `Shared` or `Unshare`.
+    #[error("a worker takes only Run, Shared and Unshare messages")]
     Unexpected,
+    /// A shared value's bytes do not hash to its id.
+    #[error("shared value {0} does not match its bytes")]
+    SharedMismatch(crate::SharedId),
     /// The answer could not be written.
     #[error("cannot answer: {0}")]
     Output(#[from] std::io::Error),
 }
 
 /// Runs each job that arrives on `input` (`Run` frames) and answers each on
-/// `output` (`Done` frames, flushed one by one), until `input` ends.
+/// `output` (`Done` frames, flushed one by one), until `input` ends. The
+/// shared values the jobs name arrive before them (`Shared` frames), are
+/// decoded once here for all the jobs, and kept until `Unshare`.
 pub fn serve_worker(
     registry: &Registry,
     input: impl Read,
     mut output: impl Write,
 ) -> Result<(), WorkerError> {
     let mut input = FrameReader::new(input, own_max_frame());
+    let mut shared = std::collections::HashMap::new();
     while let Some(msg) = input.read::<ClientMsg>()? {
-        let ClientMsg::Run(jobs) = msg else {
-            return Err(WorkerError::Unexpected);
+        let jobs = match msg {
+            ClientMsg::Run(jobs) => jobs,
+            ClientMsg::Shared { id, value } => {
+                let value = crate::shared::SharedValue::from_bytes(value.into_vec());
+                if value.id() != id {
+                    return Err(WorkerError::SharedMismatch(id));
+                }
+                shared.insert(id, value);
+                continue;
+            }
+            ClientMsg::Unshare(ids) => {
+                ids.iter().for_each(|id| drop(shared.remove(id)));
+                continue;
+            }
+            _ => return Err(WorkerError::Unexpected),
         };
         for job in jobs {
             let started = std::time::Instant::now();
@@ -308,6 +327,7 @@ mod tests {
             name: name.into(),
             args: ByteBuf::from(args),
             program: None,
+            shared: Vec::new(),
         }]);
         encode_frame(&msg).unwrap()
     }

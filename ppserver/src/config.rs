@@ -51,6 +51,9 @@ pub struct Config {
     /// Largest arguments of one job, in bytes (larger than a frame, they
     /// travel as a stream); also what one client's open streams may hold.
     pub max_payload: u64,
+    /// Bytes of shared values the node keeps for its clients' jobs (least
+    /// recently used evicted first, and asked for again when needed).
+    pub shared_max: u64,
     /// A stream from a client that makes no progress for this long drops
     /// the client.
     pub stream_stall: Duration,
@@ -107,6 +110,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
             max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
+            shared_max: ppcore::shared::DEFAULT_SHARED_MAX,
             stream_stall: ppcore::stream::DEFAULT_STALL,
             grace: Duration::from_secs(30),
             isolation: Isolation::Thread,
@@ -225,6 +229,10 @@ pub struct Cli {
     /// 1024); checked before any of them is sent.
     #[arg(long, default_value = "1G", value_name = "BYTES", value_parser = ppcore::limits::parse_bytes)]
     pub max_payload: u64,
+    /// Bytes of shared values kept for clients' jobs (suffixes K, M, G);
+    /// the least recently used go first, and are asked for again if needed.
+    #[arg(long, default_value = "2G", value_name = "BYTES", value_parser = ppcore::limits::parse_bytes)]
+    pub shared_max: u64,
     /// Seconds a stream of arguments may go without progress before the
     /// client is dropped.
     #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = ppcore::limits::parse_secs)]
@@ -301,6 +309,7 @@ impl Cli {
             uploads: !self.no_upload,
             program_idle: positive_secs(self.program_idle).unwrap_or(defaults.program_idle),
             max_payload: self.max_payload,
+            shared_max: self.shared_max,
             stream_stall: positive_secs(self.stream_stall).unwrap_or(defaults.stream_stall),
             ..defaults
         })
@@ -405,6 +414,8 @@ mod tests {
         assert_eq!(cli(&[]).max_payload, 1 << 30);
         assert_eq!(cli(&["--max-payload", "256M"]).max_payload, 256 << 20);
         assert_eq!(cli(&["--max-payload", "4096"]).max_payload, 4096);
+        assert_eq!(cli(&[]).shared_max, 2 << 30);
+        assert_eq!(cli(&["--shared-max", "64M"]).shared_max, 64 << 20);
         for bad in ["0", "2P", "-3", "x", "", "1e9"] {
             assert!(
                 Cli::try_parse_from(["ppserver", "--max-payload", bad]).is_err(),

@@ -26,6 +26,10 @@ use crossbeam_channel::Receiver;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use ppcore::program::ProgramId;
+use ppcore::shared::{OverSharedMax, SharedId, SharedValue};
+use ppcore::wire::DoneJob;
+use ppcore::{ErrorKind, JobError};
+use std::collections::HashMap;
 use ppcore::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig, Outbox};
 use std::io::Read;
 use std::net::Shutdown;
@@ -160,6 +164,7 @@ impl Admitted {
                     peer: peer.clone(),
                     broken: false,
                     upload: None,
+                    over_shared_max: HashMap::new(),
                 };
                 d.run(&events);
             }
@@ -207,6 +212,9 @@ struct Driver<'a> {
     broken: bool,
     /// The program upload under way on this connection (one at a time).
     upload: Option<Box<crate::programs::Upload>>,
+    /// Shared values of this client refused for `--shared-max`: jobs that
+    /// name one fail with the reason (asking again would not help).
+    over_shared_max: HashMap<SharedId, OverSharedMax>,
 }
 
 impl Driver<'_> {
@@ -440,7 +448,15 @@ impl Driver<'_> {
                     self.node.meters.sent(bytes.len());
                     self.outbox.push(&bytes, Instant::now())
                 }
-                NodeAction::Run(jobs) => self.node.submit(jobs, self.conn),
+                NodeAction::Run(jobs) => {
+                    let jobs = self.with_shared(link, jobs);
+                    self.node.submit(jobs, self.conn)
+                }
+                NodeAction::Share { id, bytes } => self.share(link, id, bytes),
+                NodeAction::Unshare(ids) => {
+                    ids.iter().for_each(|id| drop(self.over_shared_max.remove(id)));
+                    self.node.unshare(self.id, &ids)
+                }
                 NodeAction::Cancel(id) => self.node.cancel(self.conn, id),
                 NodeAction::StatusWanted => {
                     link.handle(NodeEvent::Status(self.node.status()), Instant::now())
@@ -472,6 +488,69 @@ impl Driver<'_> {
 }
 
 impl Driver<'_> {
+    /// A shared value from the client: its bytes must hash to its id (else
+    /// the client is dropped); kept within `--shared-max`, else noted so that
+    /// jobs naming it fail with the reason.
+    fn share(&mut self, link: &mut NodeLink, id: SharedId, bytes: Vec<u8>) {
+        let value = SharedValue::from_bytes(bytes);
+        if value.id() != id {
+            let why = format!("shared value {id} does not match its bytes");
+            return link.handle(NodeEvent::Misbehaved(why), Instant::now());
+        }
+        match self.node.share(self.id, value) {
+            Ok(()) => drop(self.over_shared_max.remove(&id)),
+            Err(over) => {
+                tracing::warn!(peer = %self.peer, %id, "shared value refused: {over}");
+                self.over_shared_max.insert(id, over);
+            }
+        }
+    }
+
+    /// Jobs from the client with the shared values they name. A job that
+    /// names a value the node does not hold is handed back, and the value
+    /// asked for; one that names a value over `--shared-max` fails.
+    fn with_shared(
+        &mut self,
+        link: &mut NodeLink,
+        jobs: Vec<ppcore::wire::RunJob>,
+    ) -> Vec<(ppcore::wire::RunJob, Vec<Arc<SharedValue>>)> {
+        let mut ready = Vec::with_capacity(jobs.len());
+        let (mut need, mut back, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+        for job in jobs {
+            if job.shared.is_empty() {
+                ready.push((job, Vec::new()));
+                continue;
+            }
+            if let Some(over) = job.shared.iter().find_map(|id| self.over_shared_max.get(id)) {
+                failed.push(DoneJob {
+                    id: job.id,
+                    attempt: job.attempt,
+                    result: Err(JobError::new(ErrorKind::Codec, over.to_string())
+                        .on(&self.node.node_id, job.attempt)),
+                    exec_ns: 0,
+                });
+                continue;
+            }
+            match self.node.shared_for(self.id, &job.shared) {
+                Ok(values) => ready.push((job, values)),
+                Err(missing) => {
+                    need.extend(missing);
+                    back.push((job.id, job.attempt));
+                }
+            }
+        }
+        let now = Instant::now();
+        if !failed.is_empty() {
+            link.handle(NodeEvent::Finished(failed), now);
+        }
+        if !back.is_empty() {
+            need.sort_unstable();
+            need.dedup();
+            link.handle(NodeEvent::NeedShared { ids: need, jobs: back }, now);
+        }
+        ready
+    }
+
     /// Answers a program offer, and starts the upload or gets the program ready.
     fn offer(&mut self, link: &mut NodeLink, info: &ppcore::program::ProgramInfo) {
         use crate::programs::Decision;

@@ -26,7 +26,8 @@ use ppcore::{encode_frame, ErrorKind, FrameReader, JobError};
 use rustix::process::{kill_process_group, Pid, Signal};
 use serde_bytes::ByteBuf;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use ppcore::SharedId;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::io::{PipeReader, PipeWriter};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -41,6 +42,9 @@ pub(crate) struct WorkerProcess {
     pub(crate) group: Pid,
     jobs: PipeWriter,
     pub(crate) answers: FrameReader<PipeReader>,
+    /// The shared values sent to it: each is sent once, and decoded once
+    /// there for all its jobs.
+    shared: HashSet<SharedId>,
 }
 
 /// Starts `cmd` as a worker process: leader of its own process group, jobs
@@ -67,6 +71,7 @@ pub(crate) fn spawn_with(mut cmd: Command, max_payload: u64) -> std::io::Result<
         child: Some(child),
         jobs,
         answers: FrameReader::new(answers, ppcore::worker::pipe_max_frame(max_payload)),
+        shared: HashSet::new(),
     })
 }
 
@@ -113,17 +118,58 @@ impl WorkerProcess {
         spawn_with(cmd, max_payload)
     }
 
+    /// Sends the process the shared values `jobs` name that it lacks, and
+    /// tells it to free those the node no longer holds; false if it is gone.
+    fn send_shared<'a>(&mut self, jobs: impl Iterator<Item = &'a NodeJob>) -> bool {
+        let stale: Vec<SharedId> = self
+            .shared
+            .iter()
+            .filter(|id| ppcore::shared::lookup(id).is_none())
+            .copied()
+            .collect();
+        if !stale.is_empty() {
+            self.shared.retain(|id| !stale.contains(id));
+            if !self.write(&ClientMsg::Unshare(stale)) {
+                return false;
+            }
+        }
+        for job in jobs {
+            for value in &job.shared {
+                if self.shared.insert(value.id()) {
+                    let msg = ClientMsg::Shared {
+                        id: value.id(),
+                        value: ByteBuf::from(value.bytes().to_vec()),
+                    };
+                    if !self.write(&msg) {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Writes one frame to the process; false if it is gone.
+    fn write(&mut self, msg: &ClientMsg) -> bool {
+        encode_frame(msg).is_ok_and(|frame| self.jobs.write_all(&frame).is_ok())
+    }
+
     /// Sends one job and reads its answer; `None` if the process died.
     fn run(&mut self, job: &NodeJob) -> Option<Result<ByteBuf, JobError>> {
+        if !self.send_shared(std::iter::once(job)) {
+            return None;
+        }
         let run = ClientMsg::Run(vec![RunJob {
             id: job.id,
             attempt: job.attempt,
             name: job.name.clone(),
             args: job.args.clone(),
             program: None,
+            shared: Vec::new(),
         }]);
-        let frame = encode_frame(&run).ok()?;
-        self.jobs.write_all(&frame).ok()?;
+        if !self.write(&run) {
+            return None;
+        }
         match self.answers.read::<NodeMsg>() {
             Ok(Some(NodeMsg::Done(mut done))) => done.pop().map(|d| d.result),
             _ => None,
@@ -132,6 +178,9 @@ impl WorkerProcess {
 
     /// Sends `jobs` in one frame; false if the process is gone.
     fn send(&mut self, jobs: &[NodeJob]) -> bool {
+        if !self.send_shared(jobs.iter()) {
+            return false;
+        }
         let run = ClientMsg::Run(
             jobs.iter()
                 .map(|job| RunJob {
@@ -140,10 +189,11 @@ impl WorkerProcess {
                     name: job.name.clone(),
                     args: job.args.clone(),
                     program: None,
+                    shared: Vec::new(),
                 })
                 .collect(),
         );
-        encode_frame(&run).is_ok_and(|frame| self.jobs.write_all(&frame).is_ok())
+        self.write(&run)
     }
 
     /// The next answer; `None` if the process died.

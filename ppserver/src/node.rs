@@ -7,6 +7,7 @@ use crate::memory::{Held, Memory};
 use crate::out::Conn;
 use crate::Config;
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, NodeStatus};
+use ppcore::shared::{OverSharedMax, SharedId, SharedStore, SharedValue};
 use ppcore::{ErrorKind, JobError, Lanes, Registry};
 use serde_bytes::ByteBuf;
 use std::collections::HashMap;
@@ -25,6 +26,9 @@ pub(crate) struct NodeJob {
     pub(crate) out: Arc<Conn>,
     /// The shipped program that runs it; `None`: a built-in job (`run`).
     pub(crate) program: Option<Arc<crate::programs::Program>>,
+    /// The shared values its arguments name, held until it ends (the
+    /// node's cache may evict them meanwhile).
+    pub(crate) shared: Vec<Arc<SharedValue>>,
     /// Its bytes, counted against `--max-memory` while it waits or runs.
     _held: Held,
 }
@@ -95,6 +99,10 @@ pub(crate) struct Node {
     pub(crate) refused_memory: AtomicU64,
     /// Counters only `--metrics` reads.
     pub(crate) meters: crate::metrics::Meters,
+    /// Shared values clients sent, within `--shared-max`.
+    shared: Mutex<SharedStore>,
+    /// Shared values received and kept (a value already here adds none).
+    shared_received: AtomicU64,
 }
 
 impl Node {
@@ -124,6 +132,7 @@ impl Node {
         });
         let memory = Arc::new(Memory::new(config.max_memory));
         let config_max_payload = config.max_payload;
+        let config_shared_max = config.shared_max;
         Node {
             programs: Arc::new(programs),
             node_id: config.node_id(),
@@ -149,6 +158,8 @@ impl Node {
             memory,
             refused_memory: AtomicU64::new(0),
             meters: Default::default(),
+            shared: Mutex::new(SharedStore::new(config_shared_max)),
+            shared_received: AtomicU64::new(0),
         }
     }
 
@@ -204,6 +215,7 @@ impl Node {
     /// isolation mode, kills the processes still running its jobs: nobody
     /// waits for them, and their slots are wanted.
     pub(crate) fn close(&self, id: u64) {
+        self.lock_shared().release_all(id);
         let mut conns = self.lock_conns();
         let closed = conns.open.remove(&id);
         if closed.is_some() {
@@ -221,6 +233,48 @@ impl Node {
         if let Some(conn) = closed {
             let killed = self.isolated.kill_conn(Arc::as_ptr(&conn) as usize);
             self.cancelled.fetch_add(killed, Ordering::Relaxed);
+        }
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, SharedStore> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connection `conn` sent a shared value (checked against its id):
+    /// kept, or refused over `--shared-max`.
+    pub(crate) fn share(&self, conn: u64, value: Arc<SharedValue>) -> Result<(), OverSharedMax> {
+        let (id, len) = (value.id(), value.len());
+        let evicted = self.lock_shared().put(conn, value)?;
+        self.shared_received.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%id, len, evicted = evicted.len(), "shared value kept");
+        Ok(())
+    }
+
+    /// Connection `conn` is done with these shared values.
+    pub(crate) fn unshare(&self, conn: u64, ids: &[SharedId]) {
+        let mut store = self.lock_shared();
+        ids.iter().for_each(|id| store.release(conn, id));
+    }
+
+    /// The shared values `ids` that connection `conn` holds here, or the ones
+    /// it does not.
+    pub(crate) fn shared_for(
+        &self,
+        conn: u64,
+        ids: &[SharedId],
+    ) -> Result<Vec<Arc<SharedValue>>, Vec<SharedId>> {
+        let mut store = self.lock_shared();
+        let (mut found, mut missing) = (Vec::with_capacity(ids.len()), Vec::new());
+        for id in ids {
+            match store.get(conn, id) {
+                Some(v) => found.push(v),
+                None => missing.push(*id),
+            }
+        }
+        drop(store);
+        match missing.is_empty() {
+            true => Ok(found),
+            false => Err(missing),
         }
     }
 
@@ -251,9 +305,13 @@ impl Node {
 
     /// Queues jobs sent by one client; jobs this node does not know, or that
     /// arrive while it drains, are answered at once.
-    pub(crate) fn submit(&self, jobs: Vec<ppcore::wire::RunJob>, out: &Arc<Conn>) {
+    pub(crate) fn submit(
+        &self,
+        jobs: Vec<(ppcore::wire::RunJob, Vec<Arc<SharedValue>>)>,
+        out: &Arc<Conn>,
+    ) {
         let mut queued = 0;
-        for job in jobs {
+        for (job, shared) in jobs {
             if self.draining() {
                 out.give_back(job.id, job.attempt);
                 continue;
@@ -303,6 +361,7 @@ impl Node {
                 args: job.args,
                 out: Arc::clone(out),
                 program,
+                shared,
             };
             let client = Arc::as_ptr(out) as usize;
             self.fair
@@ -464,6 +523,10 @@ impl Node {
 
     pub(crate) fn status(&self) -> NodeStatus {
         let programs = self.programs.counts();
+        let (shared_values, shared_bytes) = {
+            let store = self.lock_shared();
+            (store.len() as u64, store.used())
+        };
         NodeStatus {
             version: crate::VERSION.to_owned(),
             workers: self.config.workers as u32,
@@ -477,6 +540,9 @@ impl Node {
             programs_uploaded: programs.uploaded,
             programs_cached: programs.cached,
             program_workers: programs.workers,
+            shared_values,
+            shared_bytes,
+            shared_received: self.shared_received.load(Ordering::Relaxed),
         }
     }
 }

@@ -69,6 +69,7 @@ fn job(id: u64, name: &str, args: Vec<u8>) -> RunJob {
         name: name.into(),
         args: ByteBuf::from(args),
         program: None,
+        shared: Vec::new(),
     }
 }
 

@@ -23,6 +23,7 @@ fn submit_big_results(s: &mut Session, n: u64) {
             name: echo.into(),
             args: ByteBuf::from(args),
             program: None,
+            shared: Vec::new(),
         }])));
     }
 }

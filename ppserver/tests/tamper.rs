@@ -147,6 +147,7 @@ fn relay(
                     name: "jobs::echo_u64".into(),
                     args: ByteBuf::from(ppcore::encode(&(666u64,)).unwrap()),
                     program: None,
+                    shared: Vec::new(),
                 }]);
                 out.extend(ppcore::encode_frame(&run).unwrap());
                 out.extend_from_slice(&frame);

@@ -141,6 +141,7 @@ fn non_reader(node: SocketAddr, last: u8, n: u64) -> Result<TcpStream> {
             name: echo.into(),
             args: ByteBuf::from(args),
             program: None,
+            shared: Vec::new(),
         }]);
         s.write_all(&framer.encode(&run)?)?;
     }

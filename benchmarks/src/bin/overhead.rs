@@ -272,6 +272,7 @@ fn echo_frame() -> Result<Vec<u8>> {
         name: <jobs::echo_u64 as ppcore::Job>::NAME.to_owned(),
         args: ppcore::encode(&(u64::MAX,))?.into(),
         program: None,
+        shared: Vec::new(),
     };
     let mut frame = ppcore::encode_frame(&ppcore::wire::ClientMsg::Run(vec![run]))?;
     frame.resize(frame.len() + ppcore::SEAL_OVERHEAD, 0);
