@@ -95,7 +95,6 @@ enum RunJob {
         #[arg(long, default_value_t = 0.999999)]
         x: f64,
     },
-    shared: Vec::new(),
 }
 
 #[derive(clap::Args)]

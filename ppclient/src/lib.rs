@@ -67,6 +67,8 @@ pub use ppcore::{
 /// Numeric vectors (`f64`, `f32`, `i64`, ...) that travel as raw
 /// little-endian bytes: the fast way to send arrays.
 pub use ppcore::{Array, Element};
+/// A value shared by many jobs, sent once per node ([`Server::share`]).
+pub use ppcore::{Shared, SharedId};
 pub use remote::{NodeInfo, NodeState};
 /// serde, for the derives of your own argument and result types, without a
 /// dependency on serde of your own:

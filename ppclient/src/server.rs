@@ -7,7 +7,7 @@ use crate::options::{JobOptions, Options};
 use crate::remote::{NodeInfo, NodeState};
 use crate::task::{Extra, TypedTask, LOCAL};
 use crate::tracker::Pending;
-use ppcore::{ErrorKind, Job, JobError, NodeStats, Pool, Registry, Stats};
+use ppcore::{ErrorKind, Job, JobError, NodeStats, Pool, Registry, Shared, Stats};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -219,6 +219,46 @@ impl Server {
         }
         self.core.enqueue(task);
         handle
+    }
+
+    /// Shares `value` among jobs: pass clones of the [`Shared`] as a job's
+    /// argument (declared `Shared<T>` in its `job!`). The value is encoded
+    /// once, here; its bytes go to each node that runs one of those jobs at
+    /// most once per connection (as Dask's `scatter` or Ray's `put`), before
+    /// the first job that names it, and every job on that node reads the
+    /// same value, decoded once per process there (once per worker process
+    /// for process workers). Local jobs read it in place.
+    ///
+    /// The nodes keep it while any clone lives here (yours, or a job's not
+    /// yet finished) and free it within a moment of the last one's drop. A
+    /// node whose `--shared-max` is full evicts the least recently used
+    /// values and asks again when a job needs one; a job that reruns
+    /// elsewhere takes the value there. [`Server::stats`] shows, per node,
+    /// the values and bytes sent.
+    ///
+    /// The value travels as job arguments do (MessagePack): for arrays of
+    /// numbers use [`Array`](crate::Array) or [`ByteBuf`](crate::ByteBuf)
+    /// inside it, which travel as raw bytes. An error if it does not encode.
+    ///
+    /// ```
+    /// use ppclient::{Server, Shared};
+    /// ppclient::job! {
+    ///     /// Sums `table[from..to]`.
+    ///     pub fn part_sum(table: Shared<Vec<u64>>, from: u64, to: u64) -> u64 {
+    ///         table[from as usize..to as usize].iter().sum()
+    ///     }
+    /// }
+    /// let server = Server::builder().ncpus(2).build()?;
+    /// let table = server.share((0..1000u64).collect::<Vec<_>>())?;
+    /// let parts = server.map(part_sum, (0..10).map(|i| (table.clone(), i * 100, i * 100 + 100)));
+    /// assert_eq!(parts.sum::<Result<u64, _>>()?, 499_500);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn share<T>(&self, value: T) -> Result<Shared<T>, JobError>
+    where
+        T: serde::Serialize + Send + Sync + 'static,
+    {
+        Shared::new(value)
     }
 
     /// Bytes of arguments held against the byte budget now.

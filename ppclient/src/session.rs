@@ -20,6 +20,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use ppcore::link::{Action, ClientLink, Event, LinkConfig, LinkState};
 use ppcore::program::{OfferAnswer, ProgramId};
+use ppcore::shared::{SharedId, SharedValue};
 use ppcore::wire::RunJob;
 use ppcore::{Outbox, Wake};
 use std::collections::{HashMap, HashSet};
@@ -244,6 +245,7 @@ impl Driver<'_> {
                 // Jobs that ended while on the node leave the window; the
                 // link tells the node to stop them.
                 drop(self.link.cancel_where(|t| t.ended()));
+                self.unshare_dropped();
                 continue;
             }
             self.ship_turn();
@@ -413,6 +415,11 @@ impl Driver<'_> {
         for task in tasks {
             match task.dispatch(&self.core.ctx, now) {
                 Ok(d) => {
+                    // The shared values the job names go first, once.
+                    if let Err(e) = self.share(&d.shared) {
+                        task.abandon(e);
+                        continue;
+                    }
                     self.core
                         .ctx
                         .arm(Arc::clone(&task) as Arc<dyn Expire>, task.timeout());
@@ -421,8 +428,8 @@ impl Driver<'_> {
                         attempt: d.attempt,
                         name: task.job().0.to_owned(),
                         args: d.args,
-                        program: None, // the link knows whose job it is,
-                        shared: Vec::new(),
+                        program: None, // the link knows whose job it is
+                        shared: d.shared.iter().map(|v| v.id()).collect(),
                     };
                     batch.push((run, task));
                 }
@@ -434,6 +441,36 @@ impl Driver<'_> {
             self.link.handle(Event::Submit(batch), now);
         }
         true
+    }
+
+    /// Sends the node the shared values it does not hold yet; an error if
+    /// one is over the node's payload limit.
+    fn share(&mut self, values: &[Arc<SharedValue>]) -> Result<(), ppcore::JobError> {
+        for value in values {
+            if self.link.needs_share(&value.id()) {
+                self.link
+                    .share(value.id(), Arc::clone(value.bytes()))
+                    .map_err(|e| {
+                        let message = format!("node {} refuses a shared value: {e}", self.name);
+                        ppcore::JobError::new(ppcore::ErrorKind::Codec, message)
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the node to free the shared values this program no longer
+    /// holds (every handle dropped, no job of ours names them).
+    fn unshare_dropped(&mut self) {
+        let dropped: Vec<SharedId> = self
+            .link
+            .shared_ids()
+            .filter(|id| !ppcore::shared::is_held(id))
+            .copied()
+            .collect();
+        if !dropped.is_empty() {
+            self.link.unshare(&dropped);
+        }
     }
 
     /// Carries out every action the link has for us.
@@ -498,8 +535,10 @@ impl Driver<'_> {
                 }
             }
         }
-        self.record()
-            .inspect(|r| r.meter.link(self.link.in_flight(), self.link.rtt()));
+        self.record().inspect(|r| {
+            r.meter.link(self.link.in_flight(), self.link.rtt());
+            r.counters.set_shared(self.link.shared_sent());
+        });
     }
 
     fn up(&mut self, hello: ppcore::link::NodeHello) {

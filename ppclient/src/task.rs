@@ -72,6 +72,8 @@ impl RunCtx {
 pub(crate) struct Dispatch {
     pub(crate) attempt: u32,
     pub(crate) args: ByteBuf,
+    /// The shared values the arguments name: the node must hold them first.
+    pub(crate) shared: Vec<Arc<ppcore::shared::SharedValue>>,
 }
 
 /// A job in the queue or on a node.
@@ -245,9 +247,13 @@ fn run_here<J: Job>(
             run.attempt,
         )
     };
-    let kept = match retries {
-        0 => None,
-        _ => Some(ppcore::encode_args::<J>(&args, 0)?),
+    // The shared values the kept arguments name stay alive with them.
+    let (kept, _named) = match retries {
+        0 => (None, Vec::new()),
+        _ => {
+            let (kept, named) = ppcore::shared::collect(|| ppcore::encode_args::<J>(&args, 0));
+            (Some(kept?), named)
+        }
     };
     let mut args = Some(args);
     loop {
@@ -353,12 +359,15 @@ impl<J: Job> Task for TypedTask<J> {
         // The arguments are encoded outside the lock: only the owner of the
         // job (the link that popped it) touches them meanwhile.
         let args = self.lock().args.take();
-        let encoded = match &args {
-            Some(args) => ppcore::encode_args::<J>(args, size),
-            None => Err(JobError::new(
-                ErrorKind::Codec,
-                "the job's arguments are gone",
-            )),
+        let (encoded, shared) = match &args {
+            Some(args) => ppcore::shared::collect(|| ppcore::encode_args::<J>(args, size)),
+            None => (
+                Err(JobError::new(
+                    ErrorKind::Codec,
+                    "the job's arguments are gone",
+                )),
+                Vec::new(),
+            ),
         };
         let mut run = self.lock();
         run.args = args;
@@ -381,6 +390,7 @@ impl<J: Job> Task for TypedTask<J> {
         Ok(Dispatch {
             attempt: run.attempt,
             args: ByteBuf::from(args),
+            shared,
         })
     }
 

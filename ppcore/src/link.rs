@@ -116,6 +116,27 @@ pub struct LinkConfig {
     pub give_up_after: Option<u32>,
 }
 
+/// Why a shared value cannot go to a node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShareError {
+    /// It is over what the node keeps.
+    #[error(transparent)]
+    OverSharedMax(#[from] crate::shared::OverSharedMax),
+    /// It is over the node's payload limit.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+}
+
+/// A shared value on one connection.
+#[derive(Debug, Clone, Copy)]
+struct ShareOut {
+    /// Its bytes.
+    len: u64,
+    /// Whether it went out whole (its `Share` was sent).
+    sent: bool,
+}
+
 /// What the node said about itself when the link came up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeHello {
@@ -281,11 +302,12 @@ pub struct ClientLink<T> {
     incoming: Incoming,
     /// The largest arguments the node takes.
     peer_max: u64,
-    /// Shared values on this connection: `true` once sent, `false` while
-    /// their stream goes out. The node holds them (unless it asks again).
-    shares: HashMap<SharedId, bool>,
-    /// The sizes of the shared values going out, for the statistics.
-    sharing: HashMap<SharedId, u64>,
+    /// Shared values on this connection: their sizes, and whether they
+    /// went out whole (else their stream is going out). The node holds them
+    /// (unless it asks again).
+    shares: HashMap<SharedId, ShareOut>,
+    /// The most bytes of shared values the node keeps (its `Welcome`).
+    peer_shared_max: u64,
     /// Jobs in flight here that name a shared value still going out: they
     /// are sent right after it.
     waiting: Vec<RunJob>,
@@ -333,7 +355,7 @@ impl<T> ClientLink<T> {
             incoming: Incoming::new(stream_limits(&config)),
             peer_max: stream::DEFAULT_MAX_PAYLOAD,
             shares: HashMap::new(),
-            sharing: HashMap::new(),
+            peer_shared_max: u64::MAX,
             waiting: Vec::new(),
             shared_sent: (0, 0),
             actions: VecDeque::new(),
@@ -668,7 +690,7 @@ impl<T> ClientLink<T> {
                 // Sent and evicted (or never kept): to be sent again before
                 // the jobs that name them. One going out already stays.
                 for id in ids {
-                    if self.shares.get(&id) == Some(&true) {
+                    if self.shares.get(&id).is_some_and(|s| s.sent) {
                         self.shares.remove(&id);
                     }
                 }
@@ -737,6 +759,7 @@ impl<T> ClientLink<T> {
             max_payload,
             credit_jobs,
             credit_bytes,
+            shared_max,
             ..
         } = welcome
         else {
@@ -748,6 +771,10 @@ impl<T> ClientLink<T> {
         };
         self.peer_max = match max_payload {
             0 => stream::DEFAULT_MAX_PAYLOAD,
+            n => n,
+        };
+        self.peer_shared_max = match shared_max {
+            0 => u64::MAX,
             n => n,
         };
         let workers = workers as usize;
@@ -799,7 +826,17 @@ impl<T> ClientLink<T> {
                 n => n,
             };
             self.ledger.sent(run.id, run.attempt, size, job);
-            match run.shared.iter().any(|id| self.shares.get(id) == Some(&false)) {
+            // Shared values that cannot all be there at once: never runs here.
+            let shared: u64 = run.shared.iter().filter_map(|id| self.shares.get(id)).map(|s| s.len).sum();
+            if shared > self.peer_shared_max {
+                let message = format!(
+                    "the job's shared values take {shared} bytes, over the node's --shared-max of {} bytes",
+                    self.peer_shared_max
+                );
+                self.fail_sent(run.id, run.attempt, message);
+                continue;
+            }
+            match run.shared.iter().any(|id| self.shares.get(id).is_some_and(|s| !s.sent)) {
                 true => self.waiting.push(run),
                 false => ready.push(run),
             }
@@ -861,16 +898,20 @@ impl<T> ClientLink<T> {
     /// Sends shared value `id`, whose encoded bytes are `bytes`, to the node
     /// as a stream followed by `Share` (nothing if the link is not up or it
     /// is there already). Jobs submitted from now on that name it go after
-    /// it. Refused, with nothing sent, over the node's `max_payload`.
-    pub fn share(&mut self, id: SharedId, bytes: Arc<Vec<u8>>) -> Result<(), StreamError> {
+    /// it. Refused, with nothing sent, over the node's `max_payload` or
+    /// `--shared-max`.
+    pub fn share(&mut self, id: SharedId, bytes: Arc<Vec<u8>>) -> Result<(), ShareError> {
         if !self.needs_share(&id) {
             return Ok(());
         }
         let len = bytes.len() as u64;
+        if len > self.peer_shared_max {
+            let max = self.peer_shared_max;
+            return Err(crate::shared::OverSharedMax { len, max }.into());
+        }
         self.streams
             .push(bytes, self.peer_max, |stream| ClientMsg::Share { id, stream })?;
-        self.shares.insert(id, false);
-        self.sharing.insert(id, len);
+        self.shares.insert(id, ShareOut { len, sent: false });
         Ok(())
     }
 
@@ -882,9 +923,7 @@ impl<T> ClientLink<T> {
             .filter(|id| self.shares.remove(id).is_some())
             .copied()
             .collect();
-        for id in &gone {
-            self.sharing.remove(id);
-        }
+
         if gone.is_empty() {
             return;
         }
@@ -915,11 +954,11 @@ impl<T> ClientLink<T> {
     /// Shared value `id` went out whole (its `Share` just followed): the
     /// jobs that waited only for it go now.
     fn shared_arrived(&mut self, id: SharedId) {
-        if let Some(sent) = self.shares.get_mut(&id) {
-            *sent = true;
+        if let Some(share) = self.shares.get_mut(&id) {
+            share.sent = true;
+            self.shared_sent.0 += 1;
+            self.shared_sent.1 += share.len;
         }
-        self.shared_sent.0 += 1;
-        self.shared_sent.1 += self.sharing.remove(&id).unwrap_or(0);
         self.release_waiting();
     }
 
@@ -931,7 +970,7 @@ impl<T> ClientLink<T> {
         let shares = &self.shares;
         let (go, wait): (Vec<RunJob>, Vec<RunJob>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|r| !r.shared.iter().any(|id| shares.get(id) == Some(&false)));
+            .partition(|r| !r.shared.iter().any(|id| shares.get(id).is_some_and(|s| !s.sent)));
         self.waiting = wait;
         self.send_runs(go);
     }
@@ -1023,7 +1062,6 @@ impl<T> ClientLink<T> {
     fn reset_streams(&mut self) {
         self.streams.clear();
         self.shares.clear();
-        self.sharing.clear();
         self.waiting.clear();
         self.incoming = Incoming::new(stream_limits(&self.config));
     }

@@ -46,6 +46,7 @@ fn welcome(workers: u32) -> NodeMsg {
         caps: vec![],
         credit_jobs: 0,
         credit_bytes: 0,
+        shared_max: 0,
         max_payload: 0,
     }
 }
@@ -82,6 +83,10 @@ struct Pair {
     hold_streams: bool,
     /// The node's `--max-payload`.
     node_max_payload: u64,
+    /// What reached the node, in order: shared values (id, length) as
+    /// `Err`, jobs as `Ok(id)`; and the values the client gave up.
+    node_order: Vec<Result<u64, (SharedId, usize)>>,
+    node_unshared: Vec<SharedId>,
 }
 
 impl Pair {
@@ -105,6 +110,8 @@ impl Pair {
             credit: (1000, 1 << 30),
             hold_streams: false,
             node_max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
+            node_order: Vec::new(),
+            node_unshared: Vec::new(),
         }
     }
 
@@ -160,7 +167,14 @@ impl Pair {
                         NodeAction::Send(bytes) => {
                             self.client.handle(Event::Received(&bytes), self.now)
                         }
-                        NodeAction::Run(jobs) => self.node_jobs.extend(jobs),
+                        NodeAction::Run(jobs) => {
+                            self.node_order.extend(jobs.iter().map(|j| Ok(j.id)));
+                            self.node_jobs.extend(jobs)
+                        }
+                        NodeAction::Share { id, bytes } => {
+                            self.node_order.push(Err((id, bytes.len())))
+                        }
+                        NodeAction::Unshare(ids) => self.node_unshared.extend(ids),
                         NodeAction::Cancel(id) => self.node_cancels.push(id),
                         NodeAction::Offer(info) => self.node_offers.push(info),
                         NodeAction::Chunk { offset, data, .. } => {
@@ -1187,4 +1201,98 @@ fn the_refusal_pause_stops_doubling_at_its_cap() {
             ms(100)
         ]
     );
+}
+
+/// A shared value's id and bytes, as a client's `Shared` has them.
+fn shared_value(len: usize, seed: u8) -> (SharedId, Arc<Vec<u8>>) {
+    let bytes = pattern(len, seed);
+    (SharedId::of(&bytes), Arc::new(bytes))
+}
+
+fn submit_naming(p: &mut Pair, id: u64, shared: &[SharedId]) {
+    let mut job = run(id, 1);
+    job.shared = shared.to_vec();
+    p.client.handle(Event::Submit(vec![(job, id)]), p.now);
+    p.pump();
+}
+
+#[test]
+fn a_shared_value_goes_once_and_before_the_jobs_that_name_it() {
+    let mut p = Pair::new();
+    p.pump();
+    // 3 MiB: a stream of several chunks.
+    let (id, bytes) = shared_value(3 << 20, 7);
+    p.hold_streams = true;
+    assert!(p.client.needs_share(&id));
+    p.client.share(id, Arc::clone(&bytes)).unwrap();
+    assert!(!p.client.needs_share(&id));
+    submit_naming(&mut p, 1, &[id]);
+    submit_naming(&mut p, 2, &[]);
+    // The job that does not name it goes at once; the other waits.
+    assert_eq!(p.node_order, vec![Ok(2)]);
+    assert_eq!(p.client.in_flight(), 2);
+    p.hold_streams = false;
+    p.pump();
+    submit_naming(&mut p, 3, &[id]);
+    assert_eq!(
+        p.node_order,
+        vec![Ok(2), Err((id, 3 << 20)), Ok(1), Ok(3)],
+        "the value once, before the jobs that name it"
+    );
+    assert_eq!(p.client.shared_sent(), (1, 3 << 20));
+    // Asked again, it is sent again; not while it is on its way.
+    p.node(NodeEvent::NeedShared {
+        ids: vec![id],
+        jobs: vec![(3, 1)],
+    });
+    assert_eq!(returned(&p.take_out()), vec![(3, false)]);
+    assert!(p.client.needs_share(&id));
+    p.client.share(id, bytes).unwrap();
+    p.pump();
+    assert_eq!(p.client.shared_sent(), (2, 6 << 20));
+}
+
+#[test]
+fn a_dropped_shared_value_is_freed_on_the_node_and_forgotten_on_reconnection() {
+    let mut p = Pair::new();
+    p.pump();
+    let (a, bytes_a) = shared_value(100, 1);
+    let (b, bytes_b) = shared_value(2 << 20, 2);
+    p.client.share(a, bytes_a).unwrap();
+    p.pump();
+    // `b` still going out when the client gives it up: its stream stops.
+    p.hold_streams = true;
+    p.client.share(b, bytes_b).unwrap();
+    p.pump();
+    p.client.unshare(&[a, b]);
+    p.hold_streams = false;
+    p.pump();
+    assert_eq!(p.node_unshared, vec![a, b]);
+    assert_eq!(p.node_order, vec![Err((a, 100))], "b never arrived");
+    assert_eq!(p.client.shared_ids().count(), 0);
+    // A new connection holds nothing: values go again.
+    let (c, bytes_c) = shared_value(10, 3);
+    p.client.share(c, bytes_c).unwrap();
+    p.pump();
+    p.node(NodeEvent::TransportClosed("cut".into()));
+    assert!(p.client.needs_share(&c) || p.client.state() != LinkState::Ready);
+    p.tick();
+    p.pump();
+    assert_eq!(p.client.state(), LinkState::Ready);
+    assert!(p.client.needs_share(&c));
+}
+
+#[test]
+fn a_cancelled_job_waiting_for_a_shared_value_never_goes() {
+    let mut p = Pair::new();
+    p.pump();
+    let (id, bytes) = shared_value(2 << 20, 9);
+    p.hold_streams = true;
+    p.client.share(id, bytes).unwrap();
+    submit_naming(&mut p, 1, &[id]);
+    p.client.handle(Event::Cancel(1), p.now);
+    p.hold_streams = false;
+    p.pump();
+    assert_eq!(p.node_order, vec![Err((id, 2 << 20))]);
+    assert_eq!(p.client.in_flight(), 0);
 }

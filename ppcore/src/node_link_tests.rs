@@ -37,6 +37,7 @@ fn link_with(keys: KeySet, now: Instant) -> NodeLink {
         caps: vec![],
         credit_jobs: 0,
         credit_bytes: 0,
+        shared_max: 0,
         max_payload: 0,
     };
     NodeLink::new(config, welcome, now)

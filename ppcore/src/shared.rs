@@ -226,13 +226,59 @@ pub fn collect<R>(encode: impl FnOnce() -> R) -> (R, Vec<Arc<SharedValue>>) {
 pub struct Shared<T> {
     value: Arc<T>,
     shared: Arc<SharedValue>,
+    /// The sharer's hold on it ([`is_held`]); `None` in a copy decoded
+    /// from a job's arguments.
+    held: Option<Arc<Held>>,
+}
+
+/// A sharer's hold on a value: while one lives, the nodes keep the value.
+struct Held(SharedId);
+
+/// Every live hold of this process, by id.
+fn holds() -> std::sync::MutexGuard<'static, HashMap<SharedId, Weak<Held>>> {
+    static HOLDS: OnceLock<Mutex<HashMap<SharedId, Weak<Held>>>> = OnceLock::new();
+    HOLDS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut holds = holds();
+        if holds.get(&self.0).is_some_and(|w| w.strong_count() == 0) {
+            holds.remove(&self.0);
+        }
+    }
+}
+
+/// Whether a [`Shared`] made in this process (not one decoded from a job's
+/// arguments) still holds value `id`: while one does, the nodes keep it.
+/// A node in the same process holding the value does not count.
+pub fn is_held(id: &SharedId) -> bool {
+    holds().get(id).is_some_and(|w| w.strong_count() > 0)
 }
 
 impl<T: Serialize + Send + Sync + 'static> Shared<T> {
     /// `value`, encoded once, to be shared by jobs.
     pub fn new(value: T) -> Result<Self, JobError> {
         let (shared, value) = SharedValue::encode(value)?;
-        Ok(Shared { value, shared })
+        let held = {
+            let mut holds = holds();
+            match holds.get(&shared.id).and_then(Weak::upgrade) {
+                Some(held) => held,
+                None => {
+                    let held = Arc::new(Held(shared.id));
+                    holds.insert(shared.id, Arc::downgrade(&held));
+                    held
+                }
+            }
+        };
+        Ok(Shared {
+            value,
+            shared,
+            held: Some(held),
+        })
     }
 }
 
@@ -258,6 +304,7 @@ impl<T> Clone for Shared<T> {
         Shared {
             value: Arc::clone(&self.value),
             shared: Arc::clone(&self.shared),
+            held: self.held.clone(),
         }
     }
 }
@@ -302,13 +349,21 @@ impl<'de, T: DeserializeOwned + Send + Sync + 'static> Deserialize<'de> for Shar
         let value = shared.get::<T>().map_err(|e| {
             D::Error::custom(format!("shared value {id} does not decode: {}", e.message))
         })?;
-        Ok(Shared { value, shared })
+        Ok(Shared {
+            value,
+            shared,
+            held: None,
+        })
     }
 }
 
+/// What a node counts for each value it keeps besides its bytes, so that a
+/// flood of tiny values is bounded by `--shared-max` too.
+pub const ENTRY_COST: u64 = 256;
+
 /// Why a node did not keep a shared value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a shared value of {len} bytes is over this node's --shared-max of {max} bytes")]
+#[error("a shared value of {len} bytes is over the node's --shared-max of {max} bytes")]
 pub struct OverSharedMax {
     /// The value's size.
     pub len: u64,
@@ -331,9 +386,13 @@ struct Stored {
 /// own reference: eviction never takes a value from under a job.
 pub struct SharedStore {
     max: u64,
+    /// What the values cost: their bytes and [`ENTRY_COST`] each.
+    cost: u64,
     used: u64,
     uses: u64,
     entries: HashMap<SharedId, Stored>,
+    /// The values by last use, oldest first.
+    by_use: std::collections::BTreeMap<u64, SharedId>,
 }
 
 impl SharedStore {
@@ -341,9 +400,11 @@ impl SharedStore {
     pub fn new(max: u64) -> Self {
         SharedStore {
             max,
+            cost: 0,
             used: 0,
             uses: 0,
             entries: HashMap::new(),
+            by_use: Default::default(),
         }
     }
 
@@ -358,7 +419,9 @@ impl SharedStore {
         let uses = self.uses;
         if let Some(stored) = self.entries.get_mut(&value.id) {
             stored.holders.insert(holder);
+            self.by_use.remove(&stored.last_used);
             stored.last_used = uses;
+            self.by_use.insert(uses, value.id);
             return Ok(Vec::new());
         }
         let len = value.len() as u64;
@@ -366,19 +429,16 @@ impl SharedStore {
             return Err(OverSharedMax { len, max: self.max });
         }
         let mut evicted = Vec::new();
-        while self.used + len > self.max {
-            let Some(oldest) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(id, _)| *id)
-            else {
+        while self.cost + len + ENTRY_COST > self.max && !self.entries.is_empty() {
+            let Some((_, &oldest)) = self.by_use.first_key_value() else {
                 break;
             };
             self.remove(&oldest);
             evicted.push(oldest);
         }
         self.used += len;
+        self.cost += len + ENTRY_COST;
+        self.by_use.insert(uses, value.id);
         self.entries.insert(
             value.id,
             Stored {
@@ -397,7 +457,9 @@ impl SharedStore {
         if !stored.holders.contains(&holder) {
             return None;
         }
+        self.by_use.remove(&stored.last_used);
         stored.last_used = self.uses;
+        self.by_use.insert(self.uses, *id);
         Some(Arc::clone(&stored.value))
     }
 
@@ -427,7 +489,9 @@ impl SharedStore {
 
     fn remove(&mut self, id: &SharedId) {
         if let Some(stored) = self.entries.remove(id) {
+            self.by_use.remove(&stored.last_used);
             self.used -= stored.value.len() as u64;
+            self.cost -= stored.value.len() as u64 + ENTRY_COST;
         }
     }
 
@@ -465,6 +529,22 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         let id = a.id();
         drop((a, b));
+        assert!(lookup(&id).is_none());
+    }
+
+    #[test]
+    fn a_value_is_held_while_a_sharer_keeps_a_clone_not_a_decoded_copy() {
+        let table = Shared::new(vec![9u8; 33]).unwrap();
+        let id = table.id();
+        let copy = table.clone();
+        drop(table);
+        assert!(is_held(&id));
+        let bytes = crate::encode(&copy).unwrap();
+        let decoded: Shared<Vec<u8>> = crate::decode(&bytes).unwrap();
+        drop(copy);
+        assert!(!is_held(&id), "a decoded copy does not hold it");
+        assert!(lookup(&id).is_some(), "though the value lives on with it");
+        drop(decoded);
         assert!(lookup(&id).is_none());
     }
 
@@ -507,7 +587,7 @@ mod tests {
 
     #[test]
     fn the_store_evicts_the_least_recently_used_within_its_cap() {
-        let mut store = SharedStore::new(100);
+        let mut store = SharedStore::new(100 + 2 * ENTRY_COST);
         let (a, b, c) = (value(10, 40), value(11, 40), value(12, 40));
         assert_eq!(store.put(1, a.clone()), Ok(vec![]));
         assert_eq!(store.put(1, b.clone()), Ok(vec![]));
@@ -517,11 +597,9 @@ mod tests {
         assert_eq!((store.len(), store.used()), (2, 80));
         assert!(store.get(1, &b.id()).is_none());
         // Alone over the cap: refused, nothing evicted.
-        let big = value(13, 101);
-        assert_eq!(
-            store.put(1, big),
-            Err(OverSharedMax { len: 101, max: 100 })
-        );
+        let big = value(13, 101 + 2 * ENTRY_COST as usize);
+        let max = 100 + 2 * ENTRY_COST;
+        assert_eq!(store.put(1, big), Err(OverSharedMax { len: max + 1, max }));
         assert_eq!(store.len(), 2);
     }
 

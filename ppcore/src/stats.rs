@@ -27,6 +27,8 @@ struct Shard {
 #[derive(Debug, Default)]
 pub struct NodeCounters {
     shards: [Shard; SHARDS],
+    /// Shared values sent there, and their bytes.
+    shared: [AtomicU64; 2],
 }
 
 thread_local! {
@@ -49,6 +51,12 @@ impl NodeCounters {
         }
     }
 
+    /// Sets the shared values sent there so far, and their bytes.
+    pub fn set_shared(&self, (values, bytes): (u64, u64)) {
+        self.shared[0].store(values, Ordering::Relaxed);
+        self.shared[1].store(bytes, Ordering::Relaxed);
+    }
+
     /// A snapshot under the name `node`.
     pub fn snapshot(&self, node: &str, workers: usize) -> NodeStats {
         let sum = |f: fn(&Shard) -> &AtomicU64| -> u64 {
@@ -64,6 +72,8 @@ impl NodeCounters {
             failed: sum(|s| &s.failed),
             job_time: Duration::from_nanos(sum(|s| &s.busy_ns)),
             down: None,
+            shared_sent: self.shared[0].load(Ordering::Relaxed),
+            shared_bytes: self.shared[1].load(Ordering::Relaxed),
         }
     }
 }
@@ -85,6 +95,13 @@ pub struct NodeStats {
     /// printed beside its row.
     #[serde(default)]
     pub down: Option<String>,
+    /// Shared values sent there (each at most once per connection, again
+    /// after the node evicted one or the connection was lost).
+    #[serde(default)]
+    pub shared_sent: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub shared_bytes: u64,
 }
 
 /// A server's statistics, as `Server::stats` returns them.
@@ -169,6 +186,14 @@ impl fmt::Display for Stats {
             f,
             "mean wait in the queue {:.6} s",
             self.queue_wait.as_secs_f64()
-        )
+        )?;
+        for n in self.nodes.iter().filter(|n| n.shared_sent > 0) {
+            write!(
+                f,
+                "\nshared values sent to {}: {} ({} bytes)",
+                n.node, n.shared_sent, n.shared_bytes
+            )?;
+        }
+        Ok(())
     }
 }

@@ -227,6 +227,11 @@ pub enum NodeMsg {
         /// alone may go over it). 0 (or missing): no bound.
         #[serde(default)]
         credit_bytes: u64,
+        /// The most bytes of shared values the node keeps (`--shared-max`):
+        /// a job whose shared values take more cannot run there. 0 (or
+        /// missing): not said.
+        #[serde(default)]
+        shared_max: u64,
     },
     /// The node refuses this connection, and says why.
     Reject {

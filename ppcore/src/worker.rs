@@ -188,6 +188,7 @@ pub fn program_hello(registry: &Registry) -> Result<Vec<u8>, WorkerError> {
         max_payload: 0,
         credit_jobs: 0,
         credit_bytes: 0,
+        shared_max: 0,
     };
     encode_frame(&hello).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e).into())
 }

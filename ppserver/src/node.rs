@@ -518,6 +518,7 @@ impl Node {
             // Set by each connection's link from its config.
             credit_jobs: 0,
             credit_bytes: 0,
+            shared_max: self.config.shared_max,
         }
     }
 
