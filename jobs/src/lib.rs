@@ -99,6 +99,16 @@ ppcore::job! {
     }
 }
 
+ppcore::job! {
+    /// The sum of `bytes[from..to]` of a shared buffer (clamped to its
+    /// length): a job that reads a large value shared once per node.
+    pub fn shared_byte_sum(bytes: ppcore::Shared<serde_bytes::ByteBuf>, from: u64, to: u64) -> u64 {
+        let to = (to as usize).min(bytes.len());
+        let from = (from as usize).min(to);
+        bytes[from..to].iter().map(|&b| u64::from(b)).sum()
+    }
+}
+
 /// The Maclaurin sum of x^n for n in [0, terms), in closed form: (1 - x^terms)/(1 - x).
 pub fn maclaurin_exact(x: f64, terms: u64) -> f64 {
     (1.0 - x.powf(terms as f64)) / (1.0 - x)

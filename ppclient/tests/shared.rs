@@ -40,7 +40,12 @@ fn client(keys: &KeySet, nodes: &[&ppclient::node::Running]) -> Server {
         .nodes(nodes.iter().map(|n| n.local_addr().to_string()))
         .build()
         .unwrap();
-    assert_eq!(server.active_nodes().len(), nodes.len(), "{:?}", server.nodes());
+    assert_eq!(
+        server.active_nodes().len(),
+        nodes.len(),
+        "{:?}",
+        server.nodes()
+    );
     server
 }
 
@@ -115,7 +120,10 @@ fn a_shared_value_used_by_100_jobs_on_2_nodes_is_sent_once_per_node() {
         );
     }
     assert_eq!(nodes.iter().map(|n| n.jobs).sum::<u64>(), 100);
-    assert!(stats.to_string().contains("shared values sent to"), "{stats}");
+    assert!(
+        stats.to_string().contains("shared values sent to"),
+        "{stats}"
+    );
     for node in [&a, &b] {
         let s = status(&keys, node);
         assert_eq!((s.shared_received, s.shared_values), (1, 1), "{s:?}");
@@ -185,7 +193,11 @@ fn a_job_handed_back_by_a_stopping_node_reruns_elsewhere_with_its_shared_value()
         ppclient::Registry::linked().unwrap(),
     )
     .unwrap();
-    assert!(server.wait_for_nodes(2, Duration::from_secs(10)), "{:?}", server.nodes());
+    assert!(
+        server.wait_for_nodes(2, Duration::from_secs(10)),
+        "{:?}",
+        server.nodes()
+    );
     a.stop();
     for (i, h) in handles.into_iter().enumerate() {
         assert_eq!(h.wait(), Ok(expected(&numbers, i as u64, 6)), "job {i}");
@@ -209,9 +221,7 @@ fn a_node_with_room_for_one_value_evicts_and_asks_again_and_every_result_is_exac
     let node = start_node(&keys, 6 << 20);
     let server = client(&keys, &[&node]);
     let first = server.share(Array::from(table())).unwrap();
-    let second = server
-        .share(Array::from(vec![7u64; LEN / 2 + 3]))
-        .unwrap();
+    let second = server.share(Array::from(vec![7u64; LEN / 2 + 3])).unwrap();
     let handles: Vec<_> = (0..10)
         .map(|i| {
             let t = if i % 2 == 0 { &first } else { &second };
@@ -228,7 +238,9 @@ fn a_node_with_room_for_one_value_evicts_and_asks_again_and_every_result_is_exac
     assert!(s.shared_bytes <= 6 << 20, "{s:?}");
     assert_eq!(s.shared_values, 1, "{s:?}");
     // A job that needs both cannot run here: it fails, saying why.
-    let both = server.submit(both_lens, (first.clone(), second.clone())).wait();
+    let both = server
+        .submit(both_lens, (first.clone(), second.clone()))
+        .wait();
     let err = both.expect_err("two values over --shared-max");
     assert!(err.message.contains("--shared-max"), "{err}");
 }
@@ -255,10 +267,13 @@ fn local_jobs_read_a_shared_value_in_place() {
     let numbers = table();
     let shared = server.share(Array::from(numbers.clone())).unwrap();
     let sums: Vec<u64> = server
-        .map(slice_sum, (0..8).map(|i| {
-            let (from, to) = part(i, 8);
-            (shared.clone(), from, to, 0)
-        }))
+        .map(
+            slice_sum,
+            (0..8).map(|i| {
+                let (from, to) = part(i, 8);
+                (shared.clone(), from, to, 0)
+            }),
+        )
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(sums.iter().sum::<u64>(), numbers.iter().sum::<u64>());

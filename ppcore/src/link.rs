@@ -827,7 +827,12 @@ impl<T> ClientLink<T> {
             };
             self.ledger.sent(run.id, run.attempt, size, job);
             // Shared values that cannot all be there at once: never runs here.
-            let shared: u64 = run.shared.iter().filter_map(|id| self.shares.get(id)).map(|s| s.len).sum();
+            let shared: u64 = run
+                .shared
+                .iter()
+                .filter_map(|id| self.shares.get(id))
+                .map(|s| s.len)
+                .sum();
             if shared > self.peer_shared_max {
                 let message = format!(
                     "the job's shared values take {shared} bytes, over the node's --shared-max of {} bytes",
@@ -836,7 +841,11 @@ impl<T> ClientLink<T> {
                 self.fail_sent(run.id, run.attempt, message);
                 continue;
             }
-            match run.shared.iter().any(|id| self.shares.get(id).is_some_and(|s| !s.sent)) {
+            match run
+                .shared
+                .iter()
+                .any(|id| self.shares.get(id).is_some_and(|s| !s.sent))
+            {
                 true => self.waiting.push(run),
                 false => ready.push(run),
             }
@@ -910,7 +919,10 @@ impl<T> ClientLink<T> {
             return Err(crate::shared::OverSharedMax { len, max }.into());
         }
         self.streams
-            .push(bytes, self.peer_max, |stream| ClientMsg::Share { id, stream })?;
+            .push(bytes, self.peer_max, |stream| ClientMsg::Share {
+                id,
+                stream,
+            })?;
         self.shares.insert(id, ShareOut { len, sent: false });
         Ok(())
     }
@@ -927,9 +939,9 @@ impl<T> ClientLink<T> {
         if gone.is_empty() {
             return;
         }
-        let frames = self.streams.abort_where(
-            |m| matches!(m, ClientMsg::Share { id, .. } if gone.contains(id)),
-        );
+        let frames = self
+            .streams
+            .abort_where(|m| matches!(m, ClientMsg::Share { id, .. } if gone.contains(id)));
         for frame in frames {
             self.send(&ClientMsg::Stream(frame));
         }
@@ -970,7 +982,11 @@ impl<T> ClientLink<T> {
         let shares = &self.shares;
         let (go, wait): (Vec<RunJob>, Vec<RunJob>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|r| !r.shared.iter().any(|id| shares.get(id).is_some_and(|s| !s.sent)));
+            .partition(|r| {
+                !r.shared
+                    .iter()
+                    .any(|id| shares.get(id).is_some_and(|s| !s.sent))
+            });
         self.waiting = wait;
         self.send_runs(go);
     }

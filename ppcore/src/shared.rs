@@ -162,9 +162,7 @@ impl SharedValue {
             let value: T = crate::decode(&self.bytes)?;
             Ok(Arc::new(value))
         };
-        let (ty, decoded) = self
-            .decoded
-            .get_or_init(|| (TypeId::of::<T>(), decode()));
+        let (ty, decoded) = self.decoded.get_or_init(|| (TypeId::of::<T>(), decode()));
         let any = match *ty == TypeId::of::<T>() {
             true => decoded.clone()?,
             false => decode()?,

@@ -377,7 +377,13 @@ impl Outgoing {
         let frame = StreamFrame::Chunk {
             id: stream.id,
             offset: stream.sent as u64,
-            data: ByteBuf::from(stream.payload.as_slice().get(stream.sent..end).unwrap_or_default()),
+            data: ByteBuf::from(
+                stream
+                    .payload
+                    .as_slice()
+                    .get(stream.sent..end)
+                    .unwrap_or_default(),
+            ),
         };
         stream.sent = end;
         if stream.sent < stream.payload.len() {

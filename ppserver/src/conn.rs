@@ -29,8 +29,8 @@ use ppcore::program::ProgramId;
 use ppcore::shared::{OverSharedMax, SharedId, SharedValue};
 use ppcore::wire::DoneJob;
 use ppcore::{ErrorKind, JobError};
-use std::collections::HashMap;
 use ppcore::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig, Outbox};
+use std::collections::HashMap;
 use std::io::Read;
 use std::net::Shutdown;
 use std::sync::atomic::Ordering;
@@ -454,7 +454,8 @@ impl Driver<'_> {
                 }
                 NodeAction::Share { id, bytes } => self.share(link, id, bytes),
                 NodeAction::Unshare(ids) => {
-                    ids.iter().for_each(|id| drop(self.over_shared_max.remove(id)));
+                    ids.iter()
+                        .for_each(|id| drop(self.over_shared_max.remove(id)));
                     self.node.unshare(self.id, &ids)
                 }
                 NodeAction::Cancel(id) => self.node.cancel(self.conn, id),
@@ -521,7 +522,11 @@ impl Driver<'_> {
                 ready.push((job, Vec::new()));
                 continue;
             }
-            if let Some(over) = job.shared.iter().find_map(|id| self.over_shared_max.get(id)) {
+            if let Some(over) = job
+                .shared
+                .iter()
+                .find_map(|id| self.over_shared_max.get(id))
+            {
                 failed.push(DoneJob {
                     id: job.id,
                     attempt: job.attempt,
@@ -546,7 +551,13 @@ impl Driver<'_> {
         if !back.is_empty() {
             need.sort_unstable();
             need.dedup();
-            link.handle(NodeEvent::NeedShared { ids: need, jobs: back }, now);
+            link.handle(
+                NodeEvent::NeedShared {
+                    ids: need,
+                    jobs: back,
+                },
+                now,
+            );
         }
         ready
     }

@@ -22,11 +22,11 @@
 use crate::node::NodeJob;
 use crossbeam_channel::Sender;
 use ppcore::wire::{ClientMsg, DoneJob, NodeMsg, RunJob};
+use ppcore::SharedId;
 use ppcore::{encode_frame, ErrorKind, FrameReader, JobError};
 use rustix::process::{kill_process_group, Pid, Signal};
 use serde_bytes::ByteBuf;
 use std::cell::RefCell;
-use ppcore::SharedId;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::io::{PipeReader, PipeWriter};

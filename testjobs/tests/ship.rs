@@ -293,3 +293,36 @@ fn a_client_that_goes_away_takes_its_running_program_job_with_it() {
     let out = ship(PP_SHIP).args(["run", &n.addr, "3"]).output().unwrap();
     assert_eq!(stdout(&out), "sum 9");
 }
+
+#[test]
+fn a_shared_value_reaches_program_workers_once_and_is_decoded_once_in_each() {
+    let n = node("shared", &["--workers", "2"], &[]);
+    let out = ship(PP_SHIP)
+        .args(["shared", &n.addr, "200"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stdout(&out));
+    let text = stdout(&out);
+    // 0 + 1 + ... + 19999.
+    assert!(text.starts_with("sum 199990000; "), "{text}");
+    let field = |name: &str| -> u64 {
+        let at = text
+            .find(name)
+            .unwrap_or_else(|| panic!("{name} in {text}"));
+        text[at + name.len()..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    let (processes, values, sent) = (field("processes"), field("values"), field("sent"));
+    assert!((1..=2).contains(&processes), "{text}");
+    assert_eq!(
+        values, processes,
+        "one decoded value per worker process: {text}"
+    );
+    assert_eq!(sent, 1, "sent to the node once: {text}");
+    let s = status(&n);
+    assert_eq!(s.shared_received, 1, "{s:?}");
+}

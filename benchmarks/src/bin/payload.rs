@@ -61,6 +61,14 @@ struct Args {
     /// Round trips per variant of the large payload.
     #[arg(long, default_value_t = 2)]
     big_round_trips: usize,
+    /// The size in MiB of one value shared by `--shared-jobs` jobs through a
+    /// fresh node (`shared_bytes_sent` says what went over the wire); 0
+    /// skips it.
+    #[arg(long, default_value_t = 64)]
+    shared_mib: usize,
+    /// Jobs that read the shared value.
+    #[arg(long, default_value_t = 100)]
+    shared_jobs: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -118,6 +126,10 @@ fn main() -> Result<std::process::ExitCode> {
         0 => None,
         mib => Some(measure(mib, args.big_round_trips, &variants, None)?),
     };
+    let shared = match args.shared_mib {
+        0 => None,
+        mib => Some(measure_shared(mib, args.shared_jobs)?),
+    };
 
     if args.json {
         let mut out = serde_json::json!({
@@ -147,8 +159,25 @@ fn main() -> Result<std::process::ExitCode> {
             out["client_peak_rss_x_payload"] = (client as f64 / size).into();
             out["node_peak_rss_x_payload"] = (node as f64 / size).into();
         }
+        if let Some(s) = &shared {
+            out["shared_mib"] = s.mib.into();
+            out["shared_jobs"] = s.jobs.into();
+            out["shared_bytes_sent"] = s.bytes_sent.into();
+            out["shared_values_sent"] = s.values_sent.into();
+            out["shared_jobs_s"] = s.took.as_secs_f64().into();
+        }
         println!("{out}");
     } else {
+        if let Some(s) = &shared {
+            println!(
+                "{} jobs on one shared {} MiB value: {} value(s), {} bytes sent, {:.3} s",
+                s.jobs,
+                s.mib,
+                s.values_sent,
+                s.bytes_sent,
+                s.took.as_secs_f64()
+            );
+        }
         println!(
             "plain TCP {raw:.0} MB/s, {:?} seal + open {aead:.0} MB/s on one core: L = {limit:.0} MB/s",
             ppcore::CIPHER
@@ -172,6 +201,63 @@ fn main() -> Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// What the shared-value run measured.
+struct SharedRun {
+    mib: usize,
+    jobs: u64,
+    values_sent: u64,
+    bytes_sent: u64,
+    took: Duration,
+}
+
+/// `jobs` jobs on one shared value of `mib` MiB through a fresh node: what
+/// the client sent it (the value once, not once per job), how long it took,
+/// and every job's sum checked.
+fn measure_shared(mib: usize, jobs: u64) -> Result<SharedRun> {
+    let size = mib << 20;
+    let node = benchmarks::spawn_node(1)?;
+    let server = Server::builder()
+        .ncpus(0)
+        .secret(benchmarks::cluster_key()?)
+        .nodes([node.addr.clone()])
+        .build()?;
+    ensure!(
+        !server.active_nodes().is_empty(),
+        "spawned node unreachable"
+    );
+    let bytes: Vec<u8> = (0..size).map(byte_at).collect();
+    let started = Instant::now();
+    let value = server.share(ByteBuf::from(bytes.clone()))?;
+    let step = (size as u64 / jobs.max(1)).max(1);
+    let handles: Vec<_> = (0..jobs)
+        .map(|i| {
+            server.submit(
+                jobs::shared_byte_sum,
+                (value.clone(), i * step, (i + 1) * step),
+            )
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let (from, to) = (i * step as usize, ((i + 1) * step as usize).min(size));
+        let want: u64 = bytes[from.min(to)..to].iter().map(|&b| u64::from(b)).sum();
+        ensure!(h.wait()? == want, "job {i} summed the shared value wrong");
+    }
+    let took = started.elapsed();
+    let stats = server.stats();
+    let node = stats
+        .nodes
+        .iter()
+        .find(|n| n.node == node.addr)
+        .context("the node's statistics")?;
+    Ok(SharedRun {
+        mib,
+        jobs,
+        values_sent: node.shared_sent,
+        bytes_sent: node.shared_bytes,
+        took,
+    })
 }
 
 /// What one payload size measured.

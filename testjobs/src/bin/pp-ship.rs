@@ -7,7 +7,7 @@
 //! one job locally. `PP_SHIP_NO_INIT` set: the program "forgets"
 //! `ppclient::init()`.
 
-use ppclient::Server;
+use ppclient::{Server, Shared};
 use std::io::BufRead;
 use std::process::ExitCode;
 
@@ -28,6 +28,16 @@ ppclient::job! {
     }
 }
 
+ppclient::job! {
+    /// Sums `table[i * 100..(i + 1) * 100]`; says which process ran it and
+    /// where the decoded table lives there.
+    pub fn ship_shared_sum(table: Shared<Vec<u64>>, i: u64) -> (u64, u32, u64) {
+        let part = &table[i as usize * 100..(i as usize + 1) * 100];
+        let at = std::sync::Arc::as_ptr(table.value()) as u64;
+        (part.iter().sum(), std::process::id(), at)
+    }
+}
+
 fn main() -> ExitCode {
     if std::env::var_os("PP_SHIP_NO_INIT").is_none() {
         ppclient::init();
@@ -40,6 +50,7 @@ fn main() -> ExitCode {
         ["twice", addr] => twice(addr),
         ["mixed", addr] => mixed(addr),
         ["hold", addr, path] => hold(addr, path),
+        ["shared", addr, n] => shared(addr, n),
         _ => Err("usage: pp-ship [run HOST:PORT N | crash | twice | mixed HOST:PORT]".into()),
     };
     match done {
@@ -83,6 +94,36 @@ fn hold(addr: &str, path: &str) -> Res {
     let server = client(addr)?;
     let held = server.submit(ship_hold, (path.to_owned(), 300)).wait()?;
     println!("held {held}");
+    Ok(())
+}
+
+/// Runs `n` jobs on one shared table of `n * 100` numbers: prints their
+/// sum, and how many worker processes ran them and how many decoded tables
+/// they used.
+fn shared(addr: &str, n: &str) -> Res {
+    let server = client(addr)?;
+    let n: u64 = n.parse()?;
+    let table = server.share((0..n * 100).collect::<Vec<u64>>())?;
+    let handles: Vec<_> = (0..n)
+        .map(|i| server.submit(ship_shared_sum, (table.clone(), i)))
+        .collect();
+    let (mut sum, mut pids, mut values) = (
+        0,
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    for h in handles {
+        let (part, pid, at) = h.wait()?;
+        sum += part;
+        pids.insert(pid);
+        values.insert((pid, at));
+    }
+    let sent: u64 = server.stats().nodes.iter().map(|n| n.shared_sent).sum();
+    println!(
+        "sum {sum}; processes {}; values {}; sent {sent}",
+        pids.len(),
+        values.len()
+    );
     Ok(())
 }
 
