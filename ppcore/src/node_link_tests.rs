@@ -574,3 +574,71 @@ fn cancels_for_jobs_not_in_flight_here_are_dropped_so_a_cancel_storm_holds_nothi
     let (_, other) = c.drain(&mut l);
     assert!(!other.iter().any(|a| matches!(a, NodeAction::Cancel(_))));
 }
+
+#[test]
+fn a_shared_value_is_claimed_from_its_stream_and_freed_on_unshare() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    let bytes = vec![7u8; 300];
+    let id = SharedId::of(&bytes);
+    c.feed(
+        &mut l,
+        &ClientMsg::Stream(StreamFrame::Start { id: 1, len: 300 }),
+        t0,
+    );
+    let chunk = StreamFrame::Chunk {
+        id: 1,
+        offset: 0,
+        data: ByteBuf::from(bytes.clone()),
+    };
+    c.feed(&mut l, &ClientMsg::Stream(chunk), t0);
+    c.feed(&mut l, &ClientMsg::Share { id, stream: 1 }, t0);
+    c.feed(&mut l, &ClientMsg::Unshare(vec![id]), t0);
+    let (sent, other) = c.drain(&mut l);
+    assert!(sent.is_empty(), "{sent:?}");
+    assert_eq!(
+        other,
+        vec![
+            NodeAction::Share { id, bytes },
+            NodeAction::Unshare(vec![id])
+        ]
+    );
+    // A job naming a value the node lacks: asked for, and handed back.
+    l.handle(
+        NodeEvent::NeedShared {
+            ids: vec![id],
+            jobs: vec![(5, 2)],
+        },
+        t0,
+    );
+    let (sent, _) = c.drain(&mut l);
+    assert_eq!(
+        sent,
+        vec![
+            NodeMsg::NeedShared(vec![id]),
+            NodeMsg::Returned(vec![(5, 2)])
+        ]
+    );
+}
+
+#[test]
+fn a_shared_value_sent_inline_by_a_client_closes_the_connection() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    let msg = ClientMsg::Shared {
+        id: SharedId::of(b"x"),
+        value: ByteBuf::from(b"x".to_vec()),
+    };
+    c.feed(&mut l, &msg, t0);
+    let (_, other) = c.drain(&mut l);
+    assert!(closed_because(&other).contains("as streams"), "{other:?}");
+    // A `Share` that claims no stream that just completed is an error too.
+    let (mut l, mut c) = ready(t0);
+    let share = ClientMsg::Share {
+        id: SharedId::of(b"y"),
+        stream: 9,
+    };
+    c.feed(&mut l, &share, t0);
+    let (_, other) = c.drain(&mut l);
+    assert!(l.is_closed(), "{other:?}");
+}

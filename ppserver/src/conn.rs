@@ -454,8 +454,7 @@ impl Driver<'_> {
                 }
                 NodeAction::Share { id, bytes } => self.share(link, id, bytes),
                 NodeAction::Unshare(ids) => {
-                    ids.iter()
-                        .for_each(|id| drop(self.over_shared_max.remove(id)));
+                    self.over_shared_max.retain(|id, _| !ids.contains(id));
                     self.node.unshare(self.id, &ids)
                 }
                 NodeAction::Cancel(id) => self.node.cancel(self.conn, id),
@@ -499,7 +498,9 @@ impl Driver<'_> {
             return link.handle(NodeEvent::Misbehaved(why), Instant::now());
         }
         match self.node.share(self.id, value) {
-            Ok(()) => drop(self.over_shared_max.remove(&id)),
+            Ok(()) => {
+                self.over_shared_max.remove(&id);
+            }
             Err(over) => {
                 tracing::warn!(peer = %self.peer, %id, "shared value refused: {over}");
                 self.over_shared_max.insert(id, over);
