@@ -191,6 +191,35 @@ impl fmt::Debug for SharedValue {
 thread_local! {
     /// The shared values named by the encoding under way on this thread.
     static NAMED: RefCell<Option<Vec<Arc<SharedValue>>>> = const { RefCell::new(None) };
+    /// The shared values the job being decoded on this thread may read.
+    static SCOPE: RefCell<Option<Vec<Arc<SharedValue>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `run` (a job's decoding and run) so that its arguments may name only
+/// `values`: the ones its `RunJob.shared` listed and its connection holds.
+/// A node runs every job of a client so, so that no job reads another
+/// client's value by naming its id. Outside a scope (the client's own
+/// local jobs) any value this process holds may be read.
+pub fn scope<R>(values: &[Arc<SharedValue>], run: impl FnOnce() -> R) -> R {
+    let outer = SCOPE.with(|s| s.borrow_mut().replace(values.to_vec()));
+    let result = run();
+    SCOPE.with(|s| *s.borrow_mut() = outer);
+    result
+}
+
+/// Value `id` as the job decoding on this thread may read it: from its
+/// scope if it has one, else from this process.
+fn resolve(id: &SharedId) -> Result<Arc<SharedValue>, String> {
+    let scoped = SCOPE.with(|s| {
+        s.borrow()
+            .as_ref()
+            .map(|values| values.iter().find(|v| v.id == *id).cloned())
+    });
+    match scoped {
+        Some(Some(value)) => Ok(value),
+        Some(None) => Err(format!("shared value {id} is not among the job's")),
+        None => lookup(id).ok_or_else(|| format!("shared value {id} is not here")),
+    }
 }
 
 /// Runs `encode` and returns, with its result, the shared values it named
@@ -342,8 +371,7 @@ impl<'de, T: DeserializeOwned + Send + Sync + 'static> Deserialize<'de> for Shar
             .try_into()
             .map_err(|_| D::Error::custom("a shared value's id is 32 bytes"))?;
         let id = SharedId(id);
-        let shared = lookup(&id)
-            .ok_or_else(|| D::Error::custom(format!("shared value {id} is not here")))?;
+        let shared = resolve(&id).map_err(D::Error::custom)?;
         let value = shared.get::<T>().map_err(|e| {
             D::Error::custom(format!("shared value {id} does not decode: {}", e.message))
         })?;
@@ -559,6 +587,21 @@ mod tests {
         // Outside `collect`, nothing is gathered; nested, each sees its own.
         let ((_, inner), outer) = collect(|| collect(|| crate::encode(&table).unwrap()));
         assert_eq!((inner.len(), outer.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_scoped_job_reads_only_the_values_it_was_given() {
+        let mine = Shared::new(vec![1u32, 2]).unwrap();
+        let theirs = Shared::new(vec![3u32, 4]).unwrap();
+        let args = crate::encode(&(theirs.clone(),)).unwrap();
+        let read = |values: &[Arc<SharedValue>]| {
+            scope(values, || crate::decode::<(Shared<Vec<u32>>,)>(&args))
+        };
+        let err = read(&[Arc::clone(&mine.shared)]).unwrap_err();
+        assert!(err.message.contains("not among the job's"), "{err}");
+        assert_eq!(*read(&[Arc::clone(&theirs.shared)]).unwrap().0, vec![3, 4]);
+        // Outside a scope: anything this process holds.
+        assert!(crate::decode::<(Shared<Vec<u32>>,)>(&args).is_ok());
     }
 
     #[test]

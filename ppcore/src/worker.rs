@@ -292,9 +292,16 @@ pub fn serve_worker(
         };
         for job in jobs {
             let started = std::time::Instant::now();
-            let result = registry
-                .run(&job.name, job.args.into_vec())
-                .map(ByteBuf::from);
+            // The job may read only the shared values it named (sent
+            // before it): never another client's.
+            let values: Vec<_> = job
+                .shared
+                .iter()
+                .filter_map(|id| shared.get(id).cloned())
+                .collect();
+            let result =
+                crate::shared::scope(&values, || registry.run(&job.name, job.args.into_vec()))
+                    .map(ByteBuf::from);
             let done = NodeMsg::Done(vec![DoneJob {
                 id: job.id,
                 attempt: job.attempt,

@@ -165,7 +165,7 @@ impl WorkerProcess {
             name: job.name.clone(),
             args: job.args.clone(),
             program: None,
-            shared: Vec::new(),
+            shared: job.shared.iter().map(|v| v.id()).collect(),
         }]);
         if !self.write(&run) {
             return None;
@@ -189,7 +189,7 @@ impl WorkerProcess {
                     name: job.name.clone(),
                     args: job.args.clone(),
                     program: None,
-                    shared: Vec::new(),
+                    shared: job.shared.iter().map(|v| v.id()).collect(),
                 })
                 .collect(),
         );

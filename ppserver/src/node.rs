@@ -479,7 +479,9 @@ impl Node {
             let result = match (&job.program, self.config.isolation) {
                 (Some(program), _) => program.run(&job, &self.isolated),
                 (None, Isolation::Thread) => {
-                    (job.run)(std::mem::take(&mut job.args).into_vec()).map(ByteBuf::from)
+                    let args = std::mem::take(&mut job.args).into_vec();
+                    // The job may read only the shared values it named.
+                    ppcore::shared::scope(&job.shared, || (job.run)(args)).map(ByteBuf::from)
                 }
                 (None, Isolation::Process) => self.isolated.run(&job),
             };

@@ -421,3 +421,86 @@ fn streams_started_and_aborted_over_and_over_hold_nothing() {
     assert!(reason.contains("started twice"), "{reason}");
     still_serves(&node, 4);
 }
+
+/// What a job of `s` answered: its result, or the shared values the node
+/// asked for (the job handed back).
+fn answer_of(s: &mut Session, id: u64) -> Result<Result<ByteBuf, String>, Vec<ppcore::SharedId>> {
+    let mut needed = Vec::new();
+    for _ in 0..100_000 {
+        match s.recv() {
+            Ok(NodeMsg::Done(done)) => {
+                if let Some(d) = done.into_iter().find(|d| d.id == id) {
+                    return Ok(d.result.map_err(|e| e.message));
+                }
+            }
+            Ok(NodeMsg::NeedShared(ids)) => needed = ids,
+            Ok(NodeMsg::Returned(back)) if back.iter().any(|(j, _)| *j == id) => {
+                return Err(needed)
+            }
+            Ok(_) => {}
+            Err(e) => panic!("connection ended: {e}"),
+        }
+    }
+    panic!("no answer for job {id}")
+}
+
+#[test]
+fn a_client_cannot_read_another_clients_shared_value_by_naming_its_id() {
+    let node = Node::start(&[]);
+    // A well-behaved client shares a value; the node holds it while the
+    // client keeps its handle.
+    let owner = ppclient::Server::builder()
+        .ncpus(0)
+        .secret(common::SECRET.as_str())
+        .nodes([node.name()])
+        .build()
+        .unwrap();
+    let secret_bytes = ByteBuf::from(vec![42u8; 1000]);
+    let value = owner.share(secret_bytes).unwrap();
+    let sum = owner
+        .submit(jobs::shared_byte_sum, (value.clone(), 0, 1000))
+        .wait();
+    assert_eq!(sum, Ok(42_000));
+    // Another client names its id in a job's arguments.
+    let mut s = greedy(&node, [127, 0, 0, 2]);
+    let args = ppcore::encode(&(ByteBuf::from(value.id().0.to_vec()), 0u64, 1000u64)).unwrap();
+    let job = |id, shared| RunJob {
+        id,
+        attempt: 1,
+        name: <jobs::shared_byte_sum as ppcore::Job>::NAME.into(),
+        args: ByteBuf::from(args.clone()),
+        program: None,
+        shared,
+    };
+    // Not listed in the job: the job may not read it.
+    assert!(s.send(&ClientMsg::Run(vec![job(1, Vec::new())])));
+    let err = answer_of(&mut s, 1)
+        .expect("answered")
+        .expect_err("refused");
+    assert!(err.contains("not among the job's"), "{err}");
+    // Listed, but never sent on this connection: asked for, job handed back.
+    assert!(s.send(&ClientMsg::Run(vec![job(2, vec![value.id()])])));
+    assert_eq!(answer_of(&mut s, 2), Err(vec![value.id()]));
+    // Sent with bytes that are not the value's: the connection is closed.
+    let fake = vec![0u8; 1000];
+    for frame in [
+        StreamFrame::Start { id: 1, len: 1000 },
+        StreamFrame::Chunk {
+            id: 1,
+            offset: 0,
+            data: ByteBuf::from(fake),
+        },
+    ] {
+        assert!(s.send(&ClientMsg::Stream(frame)));
+    }
+    assert!(s.send(&ClientMsg::Share {
+        id: value.id(),
+        stream: 1
+    }));
+    let reason = s.reject_reason();
+    assert!(reason.contains("does not match its bytes"), "{reason}");
+    // The owner is served on, its value intact.
+    let sum = owner.submit(jobs::shared_byte_sum, (value, 10, 20)).wait();
+    assert_eq!(sum, Ok(420));
+    still_serves(&node, 4);
+}
