@@ -104,6 +104,10 @@ fn chaos(args: &Args) -> Result<std::process::ExitCode> {
     let n = args.jobs as usize;
     let calls: Arc<Vec<AtomicU8>> = Arc::new((0..n).map(|_| AtomicU8::new(0)).collect());
     let (x, terms, slices) = (0.999_999, 200_000_000u64, n as u64 / 2);
+    // One value shared by every SHARED_EVERY-th job: nodes die holding it,
+    // restarted nodes and new connections are sent it again.
+    let table: Vec<u8> = (0..SHARED_LEN).map(|k| (k % 253) as u8).collect();
+    let shared = server.share(ByteBuf::from(table.clone()))?;
     let started = Instant::now();
     let handles: Vec<Handle> = (0..n)
         .map(|i| {
@@ -121,6 +125,15 @@ fn chaos(args: &Args) -> Result<std::process::ExitCode> {
                 let opts = Options::new().callback(move |_: &Result<ByteBuf, _>| count());
                 let bytes = ByteBuf::from(big_payload(i));
                 Handle::Big(server.submit_with(jobs::echo_bytes, (bytes,), opts), i)
+            } else if i % SHARED_EVERY == 1 {
+                let opts = Options::new().callback(move |_: &Result<u64, _>| count());
+                let (from, to) = shared_range(i);
+                let want: u64 = table[from as usize..to as usize]
+                    .iter()
+                    .map(|&b| u64::from(b))
+                    .sum();
+                let args = (shared.clone(), from, to);
+                Handle::Shared(server.submit_with(jobs::shared_byte_sum, args, opts), want)
             } else {
                 let opts = Options::new().callback(move |_: &Result<u64, _>| count());
                 Handle::Sleep(server.submit_with(jobs::sleep_ms, (1 + i as u64 % 5,), opts))
@@ -205,7 +218,7 @@ fn chaos(args: &Args) -> Result<std::process::ExitCode> {
         if let Some(Ok(v)) = r {
             if (i as u64) < slices {
                 sum += v;
-            } else if i % BIG_EVERY == 0 {
+            } else if i % BIG_EVERY == 0 || i % SHARED_EVERY == 1 {
                 sleeps_ok &= *v == 1.0;
             } else {
                 sleeps_ok &= *v == (1 + i as u64 % 5) as f64;
@@ -214,7 +227,10 @@ fn chaos(args: &Args) -> Result<std::process::ExitCode> {
     }
     let exact = jobs::maclaurin_exact(x, terms);
     let sum_ok = failed == 0 && sleeps_ok && ((sum - exact) / exact).abs() <= 1e-9;
-    let retries = server.stats().retried;
+    let stats = server.stats();
+    let retries = stats.retried;
+    // Sent once per connection: again to a restarted node, or after a kill.
+    let shared_sent: u64 = stats.nodes.iter().map(|n| n.shared_sent).sum();
     let upload = upload_kill(args)?;
     if args.json {
         let out = serde_json::json!({
@@ -222,6 +238,7 @@ fn chaos(args: &Args) -> Result<std::process::ExitCode> {
             "duplicates": duplicates, "callbacks_missing": uncalled, "failed": failed,
             "retries": retries, "sum_ok": sum_ok, "seconds": seconds,
             "kills": kills, "stops": stops, "restarts": restarts,
+            "shared_values_sent": shared_sent,
             "upload_kill": upload.json(),
         });
         println!("{out}");
@@ -234,7 +251,8 @@ fn chaos(args: &Args) -> Result<std::process::ExitCode> {
             "  chaos: {kills} kill -9, {stops} SIGSTOP (each later SIGCONT), {restarts} restarts"
         );
         println!("  resolved {resolved}, lost {lost}, resolved twice {duplicates}, callbacks missing {uncalled}");
-        println!("  failed {failed}, retries {retries}, sum and sleeps ok: {sum_ok}");
+        println!("  failed {failed}, retries {retries}, sums, sleeps and echoes ok: {sum_ok}");
+        println!("  the shared value was sent {shared_sent} time(s) (once per connection that needed it)");
         server.print_stats();
         println!("{}", upload.text());
     }
@@ -381,12 +399,26 @@ fn big_payload(i: usize) -> Vec<u8> {
     v
 }
 
+/// One job in this many (of the second half) sums a range of a shared value.
+const SHARED_EVERY: usize = 50;
+
+/// The shared value's size: 4 MiB, a stream of four chunks.
+const SHARED_LEN: usize = 4 << 20;
+
+/// The range of the shared value job `i` sums.
+fn shared_range(i: usize) -> (u64, u64) {
+    let from = (i * 7919) % (SHARED_LEN - 4096);
+    (from as u64, (from + 4096) as u64)
+}
+
 /// A job of any kind, resolving to a number.
 enum Handle {
     Slice(ppclient::JobHandle<f64>),
     Sleep(ppclient::JobHandle<u64>),
     /// An echo of `big_payload(i)`: 1 if it came back exact.
     Big(ppclient::JobHandle<ByteBuf>, usize),
+    /// A sum over the shared value, and what it must be: 1 if it is.
+    Shared(ppclient::JobHandle<u64>, u64),
 }
 
 impl Handle {
@@ -398,6 +430,9 @@ impl Handle {
             Handle::Big(h, i) => h
                 .wait_timeout(limit)
                 .map(|r| r.map(|b| f64::from(u8::from(*b == big_payload(i)[..])))),
+            Handle::Shared(h, want) => h
+                .wait_timeout(limit)
+                .map(|r| r.map(|sum| f64::from(u8::from(sum == want)))),
         }
     }
 }
