@@ -212,11 +212,8 @@ struct SharedRun {
     took: Duration,
 }
 
-/// `jobs` jobs on one shared value of `mib` MiB through a fresh node: what
-/// the client sent it (the value once, not once per job), how long it took,
-/// and every job's sum checked.
-fn measure_shared(mib: usize, jobs: u64) -> Result<SharedRun> {
-    let size = mib << 20;
+/// A fresh loopback node of one worker, and a client that uses only it.
+fn fresh_node() -> Result<(benchmarks::SpawnedNode, Server)> {
     let node = benchmarks::spawn_node(1)?;
     let server = Server::builder()
         .ncpus(0)
@@ -227,6 +224,15 @@ fn measure_shared(mib: usize, jobs: u64) -> Result<SharedRun> {
         !server.active_nodes().is_empty(),
         "spawned node unreachable"
     );
+    Ok((node, server))
+}
+
+/// `jobs` jobs on one shared value of `mib` MiB through a fresh node: what
+/// the client sent it (the value once, not once per job), how long it took,
+/// and every job's sum checked.
+fn measure_shared(mib: usize, jobs: u64) -> Result<SharedRun> {
+    let size = mib << 20;
+    let (node, server) = fresh_node()?;
     let bytes: Vec<u8> = (0..size).map(byte_at).collect();
     let started = Instant::now();
     let value = server.share(ByteBuf::from(bytes.clone()))?;
@@ -292,16 +298,7 @@ fn measure(
 ) -> Result<Measured> {
     let size = mib << 20;
     let rounds = rounds.max(1);
-    let node = benchmarks::spawn_node(1)?;
-    let server = Server::builder()
-        .ncpus(0)
-        .secret(benchmarks::cluster_key()?)
-        .nodes([node.addr.clone()])
-        .build()?;
-    ensure!(
-        !server.active_nodes().is_empty(),
-        "spawned node unreachable"
-    );
+    let (node, server) = fresh_node()?;
     let node_pid = node.pid().to_string();
     let mut raw_times = Vec::new();
     let mut times = vec![Vec::new(); variants.len()];
