@@ -212,7 +212,9 @@ impl<'de, T: Element> Visitor<'de> for ArrayVisitor<T> {
         if !bytes.len().is_multiple_of(T::SIZE) {
             return Err(E::invalid_length(bytes.len(), &self));
         }
-        let mut out = vec![T::default(); bytes.len() / T::SIZE];
+        let n = bytes.len() / T::SIZE;
+        let mut out = crate::bigbuf::with_capacity(n);
+        out.resize(n, T::default());
         T::fill_from_le(bytes, &mut out);
         Ok(Array(out))
     }

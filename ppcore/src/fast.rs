@@ -7,8 +7,9 @@
 //!
 //! How: `job!` knows each parameter's type as written, and picks the codec of
 //! each one by "autoref specialisation": `(&&Tag::<T>::new()).codec_*()`
-//! finds [`ViaRaw`] when `T` is `Vec<E: Element>` and falls back to
-//! [`ViaSerde`] otherwise. The client and the node run the same generated
+//! finds [`ViaRaw`] when `T` is `Vec<E: Element>`, [`ViaBytes`] when it is
+//! `ByteBuf` (the same binary, read into a buffer fit for a large payload),
+//! and falls back to [`ViaSerde`] otherwise. The client and the node run the same generated
 //! code for the same job, so both sides agree on the wire. Decoding a raw
 //! field still accepts a list of numbers (what a plain serde encoder writes).
 //!
@@ -19,6 +20,7 @@ use crate::array::{Array, Element};
 use crate::error::{ErrorKind, JobError};
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+use serde_bytes::ByteBuf;
 use std::marker::PhantomData;
 
 /// A type, as a value: the receiver the codec is picked by.
@@ -66,6 +68,70 @@ pub trait ViaSerde {
 
 impl<T: Serialize + DeserializeOwned> ViaSerde for Tag<T> {
     type Item = T;
+}
+
+/// The codec of [`ByteBuf`]: the same binary on the wire as its own serde
+/// implementation writes, read into a buffer that asks for huge pages when
+/// it is large (`crate::bigbuf`).
+pub trait ViaBytes {
+    /// `value` as it is.
+    fn codec_ser<'a>(&self, value: &'a ByteBuf) -> &'a ByteBuf {
+        value
+    }
+    /// The seed that reads it back.
+    fn codec_de(&self) -> BytesSeed {
+        BytesSeed
+    }
+}
+
+impl ViaBytes for &Tag<ByteBuf> {}
+
+/// Reads a [`ByteBuf`] as `serde_bytes` does (a binary, a string or a list
+/// of bytes).
+pub struct BytesSeed;
+
+impl<'de> DeserializeSeed<'de> for BytesSeed {
+    type Value = ByteBuf;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<ByteBuf, D::Error> {
+        deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+}
+
+struct BytesVisitor;
+
+impl<'de> Visitor<'de> for BytesVisitor {
+    type Value = ByteBuf;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a byte array")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+        let mut out = crate::bigbuf::with_capacity(v.len());
+        out.extend_from_slice(v);
+        Ok(ByteBuf::from(out))
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+        Ok(ByteBuf::from(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteBuf, E> {
+        self.visit_bytes(v.as_bytes())
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<ByteBuf, E> {
+        Ok(ByteBuf::from(v.into_bytes()))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
+        // The hint comes from the input: trust it only as far as 4 KiB.
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(b) = seq.next_element::<u8>()? {
+            out.push(b);
+        }
+        Ok(ByteBuf::from(out))
+    }
 }
 
 /// A borrowed vector that serialises as one binary of raw little-endian
@@ -160,7 +226,7 @@ macro_rules! __job_codec {
             out: W,
         ) -> ::core::result::Result<(), $crate::JobError> {
             #[allow(unused_imports)]
-            use $crate::__fast::{ViaRaw as _, ViaSerde as _};
+            use $crate::__fast::{ViaBytes as _, ViaRaw as _, ViaSerde as _};
             let ($($arg,)+) = args;
             $crate::__fast::write(
                 out,
@@ -181,7 +247,7 @@ macro_rules! __job_codec {
                     mut seq: A,
                 ) -> ::core::result::Result<Self::Value, A::Error> {
                     #[allow(unused_imports)]
-                    use $crate::__fast::{ViaRaw as _, ViaSerde as _};
+                    use $crate::__fast::{ViaBytes as _, ViaRaw as _, ViaSerde as _};
                     let mut at = 0usize;
                     Ok(($({
                         let field = seq
@@ -203,13 +269,13 @@ macro_rules! __job_codec {
             out: W,
         ) -> ::core::result::Result<(), $crate::JobError> {
             #[allow(unused_imports)]
-            use $crate::__fast::{ViaRaw as _, ViaSerde as _};
+            use $crate::__fast::{ViaBytes as _, ViaRaw as _, ViaSerde as _};
             $crate::__fast::write(out, &(&&$crate::__fast::Tag::<$out>::new()).codec_ser(output))
         }
 
         fn read_output(bytes: &[u8]) -> ::core::result::Result<Self::Output, $crate::JobError> {
             #[allow(unused_imports)]
-            use $crate::__fast::{ViaRaw as _, ViaSerde as _};
+            use $crate::__fast::{ViaBytes as _, ViaRaw as _, ViaSerde as _};
             $crate::__fast::read_seed(bytes, || (&&$crate::__fast::Tag::<$out>::new()).codec_de())
         }
     };
@@ -233,6 +299,15 @@ mod tests {
     crate::job! {
         /// Fallible, with a raw output.
         fn maybe(ok: bool) -> Result<Vec<u16>, String> { if ok { Ok(vec![1, 2]) } else { Err("no".into()) } }
+    }
+
+    crate::job! {
+        /// Byte buffers in and out.
+        fn bufs(a: serde_bytes::ByteBuf, n: u8) -> serde_bytes::ByteBuf {
+            let mut v = a.into_vec();
+            v.push(n);
+            serde_bytes::ByteBuf::from(v)
+        }
     }
 
     fn args() -> <mixed as Job>::Args {
@@ -290,6 +365,28 @@ mod tests {
             <mixed as Job>::read_output(&bytes).unwrap(),
             vec![1008.0; 2]
         );
+    }
+
+    #[test]
+    fn byte_buffers_travel_as_serde_bytes_writes_them_and_read_every_form_it_reads() {
+        use serde_bytes::ByteBuf;
+        // Large enough for the buffer that asks for huge pages.
+        let big = ByteBuf::from(
+            (0..(5usize << 20))
+                .map(|i| (i % 253) as u8)
+                .collect::<Vec<_>>(),
+        );
+        let ours = written::<bufs>(&(big.clone(), 9));
+        assert_eq!(ours, rmp_serde::to_vec(&(&big, 9u8)).unwrap(), "same wire");
+        let out = crate::run_erased::<bufs>(ours).unwrap();
+        let back = <bufs as Job>::read_output(&out).unwrap();
+        assert_eq!(back.len(), big.len() + 1);
+        assert_eq!((&back[..big.len()], back.last()), (&big[..], Some(&9)));
+        // A list of bytes and a string, as serde_bytes also accepts.
+        let list = rmp_serde::to_vec(&(vec![1u8, 2, 3], 4u8)).unwrap();
+        assert_eq!(bufs::read_args(&list).unwrap().0.into_vec(), vec![1, 2, 3]);
+        let text = rmp_serde::to_vec(&("hi", 4u8)).unwrap();
+        assert_eq!(bufs::read_args(&text).unwrap().0.into_vec(), b"hi".to_vec());
     }
 
     #[test]

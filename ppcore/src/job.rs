@@ -44,9 +44,9 @@ pub trait Job: Copy + Send + Sync + 'static {
 /// `J`'s arguments as they travel, in a buffer of `capacity` bytes to
 /// start with (their size, when [`check_args`] measured it).
 pub fn encode_args<J: Job>(args: &J::Args, capacity: usize) -> Result<Vec<u8>, JobError> {
-    let mut out = Vec::with_capacity(capacity);
+    let mut out = crate::bigbuf::Writer::with_capacity(capacity);
     J::write_args(args, &mut out)?;
-    Ok(out)
+    Ok(out.into_inner())
 }
 
 /// [`check_size`] for `J`'s arguments as [`Job::write_args`] writes them.
@@ -112,9 +112,9 @@ pub fn quiet_job_panics() {
 /// # Ok::<(), ppcore::JobError>(())
 /// ```
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, JobError> {
-    let mut out = Vec::new();
+    let mut out = crate::bigbuf::Writer::default();
     write_to(&mut out, value)?;
-    Ok(out)
+    Ok(out.into_inner())
 }
 
 /// Writes `value` as [`encode`] does: the one place the codec's settings live.
@@ -206,9 +206,9 @@ pub fn run_erased<J: Job>(args: Vec<u8>) -> Result<Vec<u8>, JobError> {
         J::read_args(&bytes)?
     };
     let output = run_caught::<J>(args)?;
-    let mut out = Vec::new();
+    let mut out = crate::bigbuf::Writer::default();
     J::write_output(&output, &mut out)?;
-    Ok(out)
+    Ok(out.into_inner())
 }
 
 /// What a fallible job's function returns: a `Result` (or an alias of one)

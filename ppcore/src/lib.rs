@@ -30,6 +30,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod array;
+mod bigbuf;
 mod bins;
 pub mod budget;
 mod error;

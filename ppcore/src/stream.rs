@@ -724,6 +724,7 @@ impl Assembler {
         if usize::try_from(len).map_or(true, |n| data.try_reserve_exact(n).is_err()) {
             data.reserve(usize::try_from(len.min(FIRST_RESERVE)).unwrap_or(MAX_CHUNK));
         }
+        crate::bigbuf::advise(&data);
         self.reserved = open;
         self.open.insert(
             id,
@@ -796,6 +797,7 @@ impl Assembler {
             let left = usize::try_from(stream.len - expected).unwrap_or(usize::MAX);
             let more = stream.data.capacity().max(data.len()).min(left);
             stream.data.reserve_exact(more);
+            crate::bigbuf::advise(&stream.data);
         }
         stream.data.extend_from_slice(data);
         if received < stream.len {
