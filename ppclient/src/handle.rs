@@ -23,7 +23,8 @@ const READY: u8 = 4;
 
 /// How many times `wait` looks at the cell, spinning, then yielding, before it
 /// sleeps: a job that ends within a microsecond or two is picked up without a
-/// futex round trip, yet a waiter never holds a core the workers need.
+/// futex round trip, yet a waiter never holds a core the workers need. A job
+/// on a node is waited for asleep at once.
 const SPINS: u32 = 256;
 const YIELDS: u32 = 32;
 
@@ -169,8 +170,13 @@ impl<T: Send + 'static> Cell<T> {
     /// Waits until the result is in or `deadline` passes; true if it is in.
     fn wait_ready(&self, deadline: Option<Instant>) -> bool {
         for i in 0..SPINS + YIELDS {
-            if self.is_ready() {
-                return true;
+            match self.state.load(Ordering::Acquire) {
+                READY => return true,
+                // On a node: its answer is a network round trip away, and a
+                // spinning waiter would hold the core the link's driver
+                // needs to take it.
+                REMOTE => break,
+                _ => {}
             }
             if i < SPINS {
                 std::hint::spin_loop();

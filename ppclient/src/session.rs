@@ -5,7 +5,10 @@
 //! socket; it sleeps in `mio` until the socket is readable or writable, the
 //! link's next timer is due, or someone wakes it: a push to the job queue
 //! (only while the node has room and the queue held nothing it can run), or
-//! the server stopping. Then it reads, feeds what happened to the link, and
+//! the server stopping (while jobs are on the node, and for 100 µs after its
+//! last answer, it first looks at the socket and the queue, yielding the
+//! core in between, so that an answer or the next job costs no wake-up).
+//! Then it reads, feeds what happened to the link, and
 //! carries out the actions it returns: dial, write (what the socket does not
 //! take waits in an [`Outbox`], with a no-progress deadline), close, resolve
 //! or requeue jobs. Every decision (handshake, window, heartbeats, losses,
@@ -40,6 +43,10 @@ const READ_BUF: usize = 64 << 10;
 const READS_PER_TURN: usize = 16;
 /// How often a link checks whether this program is hashed, to offer it.
 const OFFER_POLL: Duration = Duration::from_millis(5);
+
+/// How long a driver looks for news before it sleeps, while jobs are on the
+/// node or after its last answer.
+const SPIN: Duration = Duration::from_micros(100);
 
 const WAKE: Token = Token(0);
 const SOCKET: Token = Token(1);
@@ -133,6 +140,8 @@ struct Driver<'a> {
     upload: Option<crate::ship::Upload>,
     /// This program is to be offered to the node once it is hashed.
     offer_due: bool,
+    /// When the node last answered a job.
+    active: Instant,
 }
 
 /// Runs the link for `target` until it closes: dialling (or, for a node that
@@ -197,6 +206,7 @@ pub(crate) fn drive_with(
         kinds: Vec::new(),
         upload: None,
         offer_due: false,
+        active: now,
     };
     d.name = d.target_name();
     if let Some(stream) = stream {
@@ -296,6 +306,9 @@ impl Driver<'_> {
     /// Sleeps until the socket, the queue, a wake-up or a timer has news,
     /// and feeds it to the link.
     fn wait(&mut self, events: &mut Events) {
+        if self.spin(events) {
+            return; // jobs taken: their frames go out first
+        }
         // Asleep from here: a push or a stop from now on wakes the poll.
         self.waker.asleep.store(true, Ordering::SeqCst);
         let busy = self.readable || self.core.stopped() || self.take_jobs();
@@ -342,6 +355,35 @@ impl Driver<'_> {
         if self.link.poll_timeout().is_some_and(|t| t <= now) {
             self.link.handle(Event::Timer, now);
         }
+    }
+
+    /// While jobs are on the node, or shortly after the last answer, looks
+    /// at the socket and the queue for a short while (yielding the core in
+    /// between) before sleeping: an answer or the next job is then taken
+    /// without waking this thread. True if it took jobs.
+    fn spin(&mut self, events: &mut Events) -> bool {
+        if self.conn.is_none() || self.readable || self.stopping {
+            return false;
+        }
+        let now = Instant::now();
+        let recent = now.saturating_duration_since(self.active) < SPIN;
+        if self.link.in_flight() == 0 && !recent {
+            return false;
+        }
+        let until = now + SPIN;
+        while Instant::now() < until {
+            std::thread::yield_now();
+            if self.take_jobs() {
+                return true;
+            }
+            if self.poll.poll(events, Some(Duration::ZERO)).is_ok()
+                && events.iter().any(|ev| ev.token() == SOCKET)
+            {
+                self.readable = true;
+                return false;
+            }
+        }
+        false
     }
 
     /// Reads what the socket has (a bounded amount per turn), feeding it to
@@ -511,6 +553,7 @@ impl Driver<'_> {
                     self.core.fail_unrunnable();
                 }
                 Action::Done { job, result, exec } => {
+                    self.active = Instant::now();
                     if let Some(r) = self.record() {
                         r.counters.record(exec, result.is_err());
                     }

@@ -5,7 +5,9 @@
 //! in or out. The driver owns the link and a non-blocking socket; it sleeps
 //! in `mio` until the socket is readable or writable, the link's timer is
 //! due, or a worker or the daemon wakes it (`out::Conn`: a finished job,
-//! drain, stop). It reads whatever the socket has (so control frames are
+//! drain, stop); while its client's jobs run, and for 100 µs after the last
+//! one ended, it first looks for their results and the socket, yielding the
+//! core in between, so that a short job costs no wake-up. It reads whatever the socket has (so control frames are
 //! always read, even while it waits on a slow client), feeds it to the link
 //! and carries out the actions: write (what the socket does not take waits
 //! in an [`Outbox`]; no progress for `--write-timeout` drops the client),
@@ -43,6 +45,9 @@ const READS_PER_TURN: usize = 16;
 /// Finished jobs gathered into one `Done` frame at most.
 const MAX_BATCH: usize = 1024;
 const SOCKET: Token = Token(1);
+/// How long a driver looks for news before it sleeps, while its client's
+/// jobs run here or after the last one ended.
+const SPIN: Duration = Duration::from_micros(100);
 /// An upload with no chunk for this long is ended.
 const UPLOAD_STALL: Duration = Duration::from_secs(30);
 /// A stream's next chunk is taken when fewer bytes than this wait to be
@@ -165,6 +170,7 @@ impl Admitted {
                     broken: false,
                     upload: None,
                     over_shared_max: HashMap::new(),
+                    active: Instant::now(),
                 };
                 d.run(&events);
             }
@@ -215,6 +221,8 @@ struct Driver<'a> {
     /// Shared values of this client refused for `--shared-max`: jobs that
     /// name one fail with the reason (asking again would not help).
     over_shared_max: HashMap<SharedId, OverSharedMax>,
+    /// When a job of this client last ended here.
+    active: Instant,
 }
 
 impl Driver<'_> {
@@ -253,6 +261,7 @@ impl Driver<'_> {
     /// Sleeps until the socket, a worker, the daemon or the timer has news,
     /// and feeds it to the link.
     fn wait(&mut self, link: &mut NodeLink, events: &Receiver<ConnIn>, polled: &mut Events) {
+        self.spin(events, polled);
         // Asleep from here: a worker's news from now on wakes the poll.
         self.waker.asleep.store(true, Ordering::SeqCst);
         let busy = self.may_read() || !events.is_empty();
@@ -296,6 +305,34 @@ impl Driver<'_> {
         }
         if link.poll_timeout().is_some_and(|t| t <= now) {
             link.handle(NodeEvent::Timer, now);
+        }
+    }
+
+    /// While jobs of this client run here, or shortly after the last one
+    /// ended, looks at the workers' news and the socket for a short while
+    /// (yielding the core in between) before sleeping: a short job's result,
+    /// or the client's next job, is then taken without waking this thread.
+    fn spin(&mut self, events: &Receiver<ConnIn>, polled: &mut Events) {
+        if self.broken || self.may_read() || !events.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let recent = now.saturating_duration_since(self.active) < SPIN;
+        if !self.conn.has_active() && !recent {
+            return;
+        }
+        let until = now + SPIN;
+        while Instant::now() < until {
+            std::thread::yield_now();
+            if !events.is_empty() {
+                return;
+            }
+            if self.poll.poll(polled, Some(Duration::ZERO)).is_ok()
+                && polled.iter().any(|ev| ev.token() == SOCKET)
+            {
+                self.readable = true;
+                return;
+            }
         }
     }
 
@@ -352,6 +389,7 @@ impl Driver<'_> {
         for ev in events.try_iter().take(4 * MAX_BATCH) {
             match ev {
                 ConnIn::Finished(d, h) => {
+                    self.active = now;
                     done.push(d);
                     self.results_held.push(h);
                     if done.len() == MAX_BATCH {

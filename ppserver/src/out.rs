@@ -149,6 +149,11 @@ impl Conn {
         self.tell(ConnIn::Program(id, jobs));
     }
 
+    /// Whether jobs of this connection are queued or running here.
+    pub(crate) fn has_active(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
+    }
+
     /// A job of this connection was queued.
     pub(crate) fn begin(&self) {
         self.active.fetch_add(1, Ordering::AcqRel);
