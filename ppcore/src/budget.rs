@@ -149,7 +149,50 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.gate.lock().budget.give_back(self.bytes);
-        self.gate.freed.notify_all();
+        let waiting = {
+            let mut gate = self.gate.lock();
+            gate.budget.give_back(self.bytes);
+            gate.waiting > 0
+        };
+        // A waiter counts itself under the lock before it sleeps, so none is
+        // missed; with none, no wake-up system call is made (one per job on
+        // the local pool's hot path otherwise).
+        if waiting {
+            self.gate.freed.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_taker_waiting_for_room_wakes_when_a_permit_is_dropped() {
+        let gate = BudgetGate::new(10);
+        let held = gate.acquire(8);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let taker = {
+            let gate = Arc::clone(&gate);
+            std::thread::spawn(move || {
+                let permit = gate.acquire(5);
+                let _ = tx.send(permit.bytes());
+            })
+        };
+        // The taker counts itself under the gate's lock before it sleeps.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gate.waiting() == 0 {
+            assert!(Instant::now() < deadline, "the taker never waited");
+            std::thread::yield_now();
+        }
+        assert!(rx.try_recv().is_err(), "no room yet");
+        drop(held);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(5));
+        taker.join().unwrap();
+        assert_eq!((gate.used(), gate.waiting()), (0, 0));
+        // With nobody waiting, giving back needs no wake-up and loses nothing.
+        drop(gate.acquire(10));
+        assert_eq!(gate.used(), 0);
     }
 }
