@@ -110,7 +110,7 @@ impl Default for Builder {
                 keys: None,
                 connect_timeout: Duration::from_secs(2),
                 heartbeat: Duration::from_secs(1),
-                max_prefetch: 1024,
+                max_prefetch: 4096,
                 max_frame: DEFAULT_MAX_FRAME,
                 max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
             },

@@ -37,7 +37,7 @@ pub struct Config {
     /// Most connections still in their handshake from one address.
     pub max_per_source: usize,
     /// Jobs in flight (queued or running here) a connection may have: the
-    /// credit window announced in `Welcome`; `None`: 1024 + 4 × `workers`.
+    /// credit window announced in `Welcome`; `None`: 4096 + 4 × `workers`.
     pub credit_jobs: Option<usize>,
     /// Bytes of arguments in flight a connection may have (credit window).
     pub credit_bytes: usize,
@@ -126,12 +126,13 @@ impl Default for Config {
 }
 
 /// The default credit window's room for a client's pipeline of tiny jobs:
-/// a client keeps up to its workers + 1024 jobs in flight when jobs take
+/// a client keeps up to its workers + 4096 jobs in flight when jobs take
 /// microseconds (`ppclient`'s `max_prefetch`); with a window of 4 ×
 /// workers alone such a client ran at 33k jobs/s against 480k to 560k
-/// (README, `flood` benchmark). Queued jobs cost their bytes, which
-/// `credit_bytes` and `max_memory` bound.
-pub(crate) const DEFAULT_CREDIT_PIPELINE: usize = 1024;
+/// (README, `flood` benchmark), and 4096 against 1024 took no-op jobs from
+/// 0.60M to 0.85M jobs/s (`overhead --spawn-node`). Queued jobs cost their
+/// bytes, which `credit_bytes` and `max_memory` bound.
+pub(crate) const DEFAULT_CREDIT_PIPELINE: usize = 4096;
 
 /// A quarter of the machine's memory (`MemTotal` in `/proc/meminfo`), or
 /// 1 GiB where that cannot be read.
@@ -215,7 +216,7 @@ pub struct Cli {
     /// Most connections still in their handshake from one address.
     #[arg(long, default_value_t = 16, value_parser = ppcore::limits::parse_count)]
     pub max_per_source: usize,
-    /// Jobs in flight each connection may have (default: 1024 + 4 × workers).
+    /// Jobs in flight each connection may have (default: 4096 + 4 × workers).
     #[arg(long, value_name = "N", value_parser = ppcore::limits::parse_count)]
     pub credit_jobs: Option<usize>,
     /// Bytes of arguments in flight each connection may have (64M; suffixes K, M, G).
@@ -387,7 +388,7 @@ mod tests {
     fn limits_have_defaults_and_refuse_nonsense() {
         let c = cli(&["--workers", "3"]).config().unwrap();
         assert_eq!((c.max_unauthenticated, c.max_per_source), (64, 16));
-        assert_eq!((c.credit_jobs(), c.credit_bytes), (1024 + 12, 64 << 20));
+        assert_eq!((c.credit_jobs(), c.credit_bytes), (4096 + 12, 64 << 20));
         assert!(c.max_memory >= 1 << 20);
         let c = cli(&["--max-memory", "512M", "--credit-jobs", "2"])
             .config()
