@@ -421,8 +421,9 @@ impl<J: Job> Task for TypedTask<J> {
                     (run.attempt, run.args.take())
                 };
                 drop(kept);
-                let result = result
-                    .and_then(|bytes| J::read_output(&bytes).map_err(|e| e.on(node, attempt)));
+                let result = result.and_then(|bytes| {
+                    J::read_output_owned(bytes.into_vec()).map_err(|e| e.on(node, attempt))
+                });
                 resolve(&self, result);
                 None
             }

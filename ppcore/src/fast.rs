@@ -46,6 +46,25 @@ pub trait ViaRaw {
     fn codec_de(&self) -> RawSeed<Self::Elem> {
         RawSeed(PhantomData)
     }
+    /// A `Vec<u8>` taken over from `bytes` when they are exactly one
+    /// binary after `header` bytes; other element types (whose bytes
+    /// would need aligning) and other shapes are given back.
+    fn codec_take(
+        &self,
+        bytes: Vec<u8>,
+        header: fn(&[u8]) -> Option<usize>,
+    ) -> Result<Vec<Self::Elem>, Vec<u8>> {
+        let Some(skip) = header(&bytes) else {
+            return Err(bytes);
+        };
+        let mut slot = Some(bytes);
+        let same = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Vec<Self::Elem>>>();
+        if let Some(mut v) = same.and_then(Option::take) {
+            v.drain(..skip);
+            return Ok(v);
+        }
+        Err(slot.unwrap_or_default())
+    }
 }
 
 impl<E: Element> ViaRaw for &Tag<Vec<E>> {
@@ -64,6 +83,14 @@ pub trait ViaSerde {
     fn codec_de(&self) -> PhantomData<Self::Item> {
         PhantomData
     }
+    /// Nothing to take over: `bytes` are given back.
+    fn codec_take(
+        &self,
+        bytes: Vec<u8>,
+        _header: fn(&[u8]) -> Option<usize>,
+    ) -> Result<Self::Item, Vec<u8>> {
+        Err(bytes)
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> ViaSerde for Tag<T> {
@@ -81,6 +108,19 @@ pub trait ViaBytes {
     /// The seed that reads it back.
     fn codec_de(&self) -> BytesSeed {
         BytesSeed
+    }
+    /// `bytes` taken over when they are exactly one binary after `header`
+    /// bytes; given back otherwise.
+    fn codec_take(
+        &self,
+        mut bytes: Vec<u8>,
+        header: fn(&[u8]) -> Option<usize>,
+    ) -> Result<ByteBuf, Vec<u8>> {
+        let Some(skip) = header(&bytes) else {
+            return Err(bytes);
+        };
+        bytes.drain(..skip);
+        Ok(ByteBuf::from(bytes))
     }
 }
 
@@ -207,6 +247,31 @@ impl<'de, V: Visitor<'de>> DeserializeSeed<'de> for TupleSeed<V> {
     }
 }
 
+/// The length of the MessagePack binary header `bytes` start with, when the
+/// rest of `bytes` is exactly that binary.
+pub fn bin_header(bytes: &[u8]) -> Option<usize> {
+    let be = |at: std::ops::Range<usize>| {
+        bytes
+            .get(at)
+            .map(|b| b.iter().fold(0usize, |n, &x| (n << 8) | usize::from(x)))
+    };
+    let (header, len): (usize, usize) = match *bytes.first()? {
+        0xc4 => (2, be(1..2)?),
+        0xc5 => (3, be(1..3)?),
+        0xc6 => (5, be(1..5)?),
+        _ => return None,
+    };
+    (header.checked_add(len)? == bytes.len()).then_some(header)
+}
+
+/// [`bin_header`] inside a tuple of one field (a job's lone argument).
+pub fn lone_bin_header(bytes: &[u8]) -> Option<usize> {
+    match bytes.split_first()? {
+        (0x91, rest) => bin_header(rest).map(|h| h + 1),
+        _ => None,
+    }
+}
+
 /// The error of a tuple with fewer fields than the job takes.
 pub fn missing<E: serde::de::Error>(at: usize, expected: &dyn serde::de::Expected) -> E {
     E::invalid_length(at, expected)
@@ -261,7 +326,22 @@ macro_rules! __job_codec {
             $crate::__fast::read_tuple(bytes, [$(stringify!($arg)),+].len(), || Fields)
         }
 
+        fn read_args_owned(bytes: ::std::vec::Vec<u8>) -> ::core::result::Result<Self::Args, $crate::JobError> {
+            $crate::__job_codec!(@take_args bytes [$($ty),+])
+        }
+
         $crate::__job_codec!(@output [$out]);
+    };
+    (@take_args $bytes:ident [$ty:ty]) => {{
+        #[allow(unused_imports)]
+        use $crate::__fast::{ViaBytes as _, ViaRaw as _, ViaSerde as _};
+        match (&&$crate::__fast::Tag::<$ty>::new()).codec_take($bytes, $crate::__fast::lone_bin_header) {
+            ::core::result::Result::Ok(arg) => ::core::result::Result::Ok((arg,)),
+            ::core::result::Result::Err(bytes) => Self::read_args(&bytes),
+        }
+    }};
+    (@take_args $bytes:ident [$($ty:ty),+]) => {
+        Self::read_args(&$bytes)
     };
     (@output [$out:ty]) => {
         fn write_output<W: ::std::io::Write>(
@@ -277,6 +357,15 @@ macro_rules! __job_codec {
             #[allow(unused_imports)]
             use $crate::__fast::{ViaBytes as _, ViaRaw as _, ViaSerde as _};
             $crate::__fast::read_seed(bytes, || (&&$crate::__fast::Tag::<$out>::new()).codec_de())
+        }
+
+        fn read_output_owned(bytes: ::std::vec::Vec<u8>) -> ::core::result::Result<Self::Output, $crate::JobError> {
+            #[allow(unused_imports)]
+            use $crate::__fast::{ViaBytes as _, ViaRaw as _, ViaSerde as _};
+            match (&&$crate::__fast::Tag::<$out>::new()).codec_take(bytes, $crate::__fast::bin_header) {
+                ::core::result::Result::Ok(output) => ::core::result::Result::Ok(output),
+                ::core::result::Result::Err(bytes) => Self::read_output(&bytes),
+            }
         }
     };
 }
@@ -308,6 +397,11 @@ mod tests {
             v.push(n);
             serde_bytes::ByteBuf::from(v)
         }
+    }
+
+    crate::job! {
+        /// A lone byte vector in and out.
+        fn flip(bytes: Vec<u8>) -> Vec<u8> { bytes.into_iter().rev().collect() }
     }
 
     fn args() -> <mixed as Job>::Args {
@@ -387,6 +481,62 @@ mod tests {
         assert_eq!(bufs::read_args(&list).unwrap().0.into_vec(), vec![1, 2, 3]);
         let text = rmp_serde::to_vec(&("hi", 4u8)).unwrap();
         assert_eq!(bufs::read_args(&text).unwrap().0.into_vec(), b"hi".to_vec());
+    }
+
+    #[test]
+    fn a_lone_byte_argument_and_a_byte_output_are_taken_over_exact() {
+        use serde_bytes::ByteBuf;
+        for n in [0usize, 1, 255, 256, 65_535, 65_536, 300_000] {
+            let v: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let wire = written::<flip>(&(v.clone(),));
+            assert_eq!(flip::read_args_owned(wire.clone()).unwrap().0, v, "{n}");
+            assert_eq!(flip::read_args(&wire).unwrap().0, v);
+            let mut out = Vec::new();
+            <flip as Job>::write_output(&v, &mut out).unwrap();
+            assert_eq!(<flip as Job>::read_output_owned(out).unwrap(), v);
+            let buf = ByteBuf::from(v.clone());
+            let wire = rmp_serde::to_vec(&(&buf, 7u8)).unwrap();
+            assert_eq!(bufs::read_args_owned(wire).unwrap(), (buf.clone(), 7));
+            let out = rmp_serde::to_vec(&buf).unwrap();
+            assert_eq!(<bufs as Job>::read_output_owned(out).unwrap(), buf);
+        }
+        // Other shapes still decode: a plain serde list, numbers (never
+        // taken over: their bytes would need aligning), several fields.
+        let plain = rmp_serde::to_vec(&(vec![1u8, 2, 3],)).unwrap();
+        assert_eq!(flip::read_args_owned(plain).unwrap().0, vec![1, 2, 3]);
+        let mut out = Vec::new();
+        <maybe as Job>::write_output(&vec![1, 2], &mut out).unwrap();
+        assert_eq!(<maybe as Job>::read_output_owned(out).unwrap(), vec![1, 2]);
+        let wire = written::<mixed>(&args());
+        assert_eq!(mixed::read_args_owned(wire).unwrap().0, args().0);
+        // A binary whose header says more or fewer bytes than follow is not
+        // taken over: it reads as the borrowing decoder reads it (a cut one
+        // is a codec error).
+        let mut long = written::<flip>(&(vec![9u8; 300],));
+        long.push(0);
+        let borrowed = flip::read_args(&long).map(|a| a.0);
+        assert_eq!(flip::read_args_owned(long).map(|a| a.0), borrowed);
+        let mut short = written::<flip>(&(vec![9u8; 300],));
+        short.pop();
+        assert_eq!(
+            flip::read_args_owned(short).unwrap_err().kind,
+            ErrorKind::Codec
+        );
+    }
+
+    #[test]
+    fn binary_headers_are_read_only_when_the_rest_is_exactly_the_binary() {
+        use super::{bin_header, lone_bin_header};
+        assert_eq!(bin_header(&[0xc4, 2, 7, 7]), Some(2));
+        assert_eq!(bin_header(&[0xc5, 0, 1, 7]), Some(3));
+        assert_eq!(bin_header(&[0xc6, 0, 0, 0, 0]), Some(5));
+        assert_eq!(bin_header(&[0xc4, 3, 7, 7]), None, "one byte short");
+        assert_eq!(bin_header(&[0xc4, 1, 7, 7]), None, "one byte over");
+        assert_eq!(bin_header(&[0xc6, 0, 0]), None, "cut header");
+        assert_eq!(bin_header(&[0x92, 1, 2]), None, "not a binary");
+        assert_eq!(bin_header(&[]), None);
+        assert_eq!(lone_bin_header(&[0x91, 0xc4, 1, 7]), Some(3));
+        assert_eq!(lone_bin_header(&[0x92, 0xc4, 1, 7]), None);
     }
 
     #[test]

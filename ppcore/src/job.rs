@@ -39,6 +39,19 @@ pub trait Job: Copy + Send + Sync + 'static {
     fn read_output(bytes: &[u8]) -> Result<Self::Output, JobError> {
         decode(bytes)
     }
+    /// [`read_args`](Job::read_args) from a buffer it may keep:
+    /// [`job!`](crate::job!) takes the buffer of a lone `Vec<u8>` or
+    /// `ByteBuf` parameter over (the bytes move down over their header)
+    /// instead of copying a large payload into a new one.
+    fn read_args_owned(bytes: Vec<u8>) -> Result<Self::Args, JobError> {
+        Self::read_args(&bytes)
+    }
+    /// [`read_output`](Job::read_output) from a buffer it may keep (as
+    /// [`read_args_owned`](Job::read_args_owned), for an output that is a
+    /// `Vec<u8>` or `ByteBuf`).
+    fn read_output_owned(bytes: Vec<u8>) -> Result<Self::Output, JobError> {
+        Self::read_output(&bytes)
+    }
 }
 
 /// `J`'s arguments as they travel, in a buffer of `capacity` bytes to
@@ -200,10 +213,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JobError> {
 /// The type-erased runner of `J`: arguments in, result out, both as bytes.
 pub fn run_erased<J: Job>(args: Vec<u8>) -> Result<Vec<u8>, JobError> {
     let args = {
-        // The encoded arguments go as soon as they are decoded: a large
-        // payload is held once, not twice, while the job runs.
-        let bytes = args;
-        J::read_args(&bytes)?
+        // The encoded arguments go as soon as they are decoded (or become
+        // the argument): a large payload is held once, not twice, while the
+        // job runs.
+        J::read_args_owned(args)?
     };
     let output = run_caught::<J>(args)?;
     let mut out = crate::bigbuf::Writer::default();
