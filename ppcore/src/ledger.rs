@@ -12,7 +12,7 @@
 //! arrives for a job no longer in the ledger (or for another attempt) is
 //! dropped, so each job is resolved once.
 
-use std::collections::HashMap;
+use crate::idmap::IdMap;
 use std::time::Duration;
 
 /// How much queued work (in job run time) a node may hold beyond its workers.
@@ -24,7 +24,7 @@ const EWMA: f64 = 0.1;
 #[derive(Debug)]
 pub struct Ledger<T> {
     /// Job id to (attempt, bytes of its arguments, job).
-    inflight: HashMap<u64, (u32, usize, T)>,
+    inflight: IdMap<(u32, usize, T)>,
     /// Bytes of arguments in flight.
     bytes: usize,
     workers: usize,
@@ -39,7 +39,7 @@ impl<T> Ledger<T> {
     /// extra jobs in flight.
     pub fn new(workers: usize, max_prefetch: usize) -> Self {
         Ledger {
-            inflight: HashMap::new(),
+            inflight: IdMap::default(),
             bytes: 0,
             workers: workers.max(1),
             max_prefetch,

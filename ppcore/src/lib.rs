@@ -38,6 +38,7 @@ mod escape;
 mod fair;
 mod fast;
 mod framing;
+mod idmap;
 mod job;
 mod key;
 mod lanes;

@@ -28,6 +28,7 @@
 //! deadline hold. A frame that does not open closes the connection.
 
 use crate::framing::Framer;
+use crate::idmap::IdMap;
 use crate::key::KeySet;
 use crate::link::MISSED_BEATS;
 use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
@@ -37,7 +38,7 @@ use crate::stream::{self, Claimed, Incoming, Streams};
 use crate::wire::{batches_by_size, ClientMsg, DoneJob, JobInfo, NodeMsg, NodeStatus, RunJob};
 use crate::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The largest frame a client may send before it has authenticated: its
@@ -185,7 +186,7 @@ pub struct NodeLink {
     deadline: Instant,
     /// Jobs accepted and not ended, with their arguments' size: the credit
     /// in use.
-    inflight: HashMap<u64, usize>,
+    inflight: IdMap<usize>,
     inflight_bytes: usize,
     /// Results too large to travel inline, going out as streams.
     streams: Streams<NodeMsg>,
@@ -227,7 +228,7 @@ impl NodeLink {
             welcome,
             draining: false,
             heard: now,
-            inflight: HashMap::new(),
+            inflight: IdMap::default(),
             inflight_bytes: 0,
             streams: Streams::new(stream::chunk_size(config.max_frame)),
             incoming: Incoming::new(limits),
@@ -468,12 +469,13 @@ impl NodeLink {
             let fits = self.inflight.len() < self.config.credit_jobs
                 && (self.inflight.is_empty()
                     || self.inflight_bytes.saturating_add(size) <= self.config.credit_bytes);
-            if fits && !self.inflight.contains_key(&job.id) {
-                self.inflight.insert(job.id, size);
-                self.inflight_bytes += size;
-                take.push(job);
-            } else {
-                back.push((job.id, job.attempt));
+            match self.inflight.entry(job.id) {
+                std::collections::hash_map::Entry::Vacant(slot) if fits => {
+                    slot.insert(size);
+                    self.inflight_bytes += size;
+                    take.push(job);
+                }
+                _ => back.push((job.id, job.attempt)),
             }
         }
         if !take.is_empty() {

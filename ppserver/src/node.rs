@@ -311,13 +311,21 @@ impl Node {
         out: &Arc<Conn>,
     ) {
         let mut queued = 0;
+        // A batch mostly holds jobs of one name: looked up once.
+        let mut last: Option<(&str, JobFn)> = None;
         for (job, shared) in jobs {
             if self.draining() {
                 out.give_back(job.id, job.attempt);
                 continue;
             }
             let (run, program) = match &job.program {
-                None => (self.registry.get(&job.name).map(|e| e.run), None),
+                None => match last {
+                    Some((name, run)) if name == job.name => (Some(run), None),
+                    _ => {
+                        last = self.registry.get(&job.name).map(|e| (e.name, e.run));
+                        (last.map(|(_, run)| run), None)
+                    }
+                },
                 Some(id) => match self.programs.job(id, &job.name) {
                     Some(p) => (Some(not_built_in as JobFn), Some(p)),
                     None => (None, None),
