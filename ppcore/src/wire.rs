@@ -14,7 +14,7 @@ use std::io::{self, Read};
 /// Sent first, in clear, in the handshake's first message, so that a stray client is told apart at once.
 pub const MAGIC: &str = "pp-rs";
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// The default TCP (and discovery UDP) port of a node.
 pub const DEFAULT_PORT: u16 = 60000;
 /// The capability a node lists in `Welcome.caps` when it takes shipped programs.

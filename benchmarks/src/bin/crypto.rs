@@ -1,5 +1,6 @@
-//! What encrypted sessions cost: AEAD seal + open of 1 MiB frames on one
-//! core for both candidate ciphers, handshakes per second, and loopback TCP
+//! What encrypted sessions cost: AEAD seal + open of 1 MiB frames and of
+//! small frames (one job's `Run` or `Done` is about 100 bytes) on one core
+//! for both candidate ciphers, handshakes per second, and loopback TCP
 //! with and without sealing. AEAD and handshake rates are per CPU second of
 //! the measuring thread, so that a busy shared machine does not halve them;
 //! TCP rates are per wall second.
@@ -32,6 +33,24 @@ struct Args {
 
 fn mb_s(bytes: usize, started: Instant) -> f64 {
     bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
+}
+
+/// Bytes of the small frame: about one job's `Run` or `Done` frame.
+const SMALL: usize = 128;
+
+/// CPU nanoseconds of one seal + open of a [`SMALL`] frame on this thread.
+fn small_ns(cipher: Cipher, frames: usize) -> Result<f64> {
+    let mut a = Transport::from_raw_keys(cipher, &[1; 32], &[2; 32]);
+    let mut b = Transport::from_raw_keys(cipher, &[2; 32], &[1; 32]);
+    let frame = vec![0x5a; SMALL];
+    let (_, cpu) = benchmarks::timed(|| {
+        for _ in 0..frames {
+            let plain = b.open_vec(a.seal(&frame)?)?;
+            anyhow::ensure!(plain.len() == SMALL, "short frame");
+        }
+        Ok(())
+    })?;
+    Ok(cpu * 1e9 / frames as f64)
 }
 
 /// Whole handshakes (both sides, on this thread) per CPU second.
@@ -97,6 +116,11 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let (chacha, chacha_wall) = benchmarks::aead_mb_s(Cipher::ChaChaPoly, args.frames)?;
     let (aes, aes_wall) = benchmarks::aead_mb_s(Cipher::AesGcm, args.frames)?;
+    let smalls = args.frames * 200;
+    let (chacha_small, aes_small) = (
+        small_ns(Cipher::ChaChaPoly, smalls)?,
+        small_ns(Cipher::AesGcm, smalls)?,
+    );
     let aead_mb_s = if CIPHER == Cipher::AesGcm {
         aes
     } else {
@@ -111,6 +135,7 @@ fn main() -> Result<()> {
             "cipher": cipher, "aead_mb_s": aead_mb_s,
             "chachapoly_mb_s": chacha, "aesgcm_mb_s": aes,
             "chachapoly_wall_mb_s": chacha_wall, "aesgcm_wall_mb_s": aes_wall,
+            "chachapoly_small_ns": chacha_small, "aesgcm_small_ns": aes_small,
             "handshakes_per_s": handshakes_per_s,
             "raw_tcp_mb_s": raw_tcp_mb_s, "sealed_tcp_mb_s": sealed_tcp_mb_s,
         });
@@ -122,6 +147,9 @@ fn main() -> Result<()> {
         );
         println!("  ChaCha20-Poly1305   {chacha:8.0} MB/s ({chacha_wall:.0})");
         println!("  AES-256-GCM         {aes:8.0} MB/s ({aes_wall:.0})");
+        println!("seal + open of a {SMALL}-byte frame, one core, CPU time:");
+        println!("  ChaCha20-Poly1305   {chacha_small:8.0} ns");
+        println!("  AES-256-GCM         {aes_small:8.0} ns");
         println!("aead_mb_s ({cipher})  {aead_mb_s:8.0} MB/s");
         println!("handshakes_per_s      {handshakes_per_s:8.0}");
         println!("raw_tcp_mb_s          {raw_tcp_mb_s:8.0} MB/s (loopback, 1 MiB frames)");
