@@ -4,6 +4,15 @@
 //! MessagePack, sealing, the ledger and the credit window) is paid once per
 //! job on each side of every remote job; this measures it alone, free of
 //! the scheduling noise of a shared machine.
+//!
+//! With `--round-trips N` it also measures the round trip of one echo job
+//! through the two links over loopback TCP with no hand-off between threads:
+//! each end is one thread blocked in `read`, and the node answers on the
+//! thread that read the job. Beside it, in alternating blocks, a plain
+//! ping-pong of frames of the same size. The gap between the two is what
+//! the protocol itself costs a round trip; the gap between this and
+//! `overhead`'s `remote_rtt_p50_us` is what the hand-offs between threads
+//! (submitter, drivers, node worker) cost.
 
 use anyhow::{ensure, Result};
 use clap::Parser;
@@ -11,6 +20,8 @@ use ppcore::link::{Action, ClientLink, Event, LinkConfig};
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, RunJob};
 use ppcore::{Key, KeySet, NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
 use serde_bytes::ByteBuf;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -22,6 +33,9 @@ struct Args {
     /// Jobs per batch (as a driver takes them from its queue).
     #[arg(long, default_value_t = 1024)]
     batch: usize,
+    /// Also time this many echo round trips over loopback TCP (0: none).
+    #[arg(long, default_value_t = 0)]
+    round_trips: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -111,10 +125,8 @@ fn pump(client: &mut ClientLink<u64>, node: &mut NodeLink, now: Instant, spent: 
     }
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let now = Instant::now();
-    let config = LinkConfig {
+fn client_config() -> LinkConfig {
+    LinkConfig {
         keys: keys(),
         heartbeat: Duration::from_secs(5),
         handshake_timeout: Duration::from_secs(5),
@@ -126,9 +138,11 @@ fn main() -> Result<()> {
         backoff_max: Duration::from_secs(5),
         reconnect: false,
         give_up_after: None,
-    };
-    let mut client: ClientLink<u64> = ClientLink::new(config, now);
-    let node_config = NodeLinkConfig {
+    }
+}
+
+fn node_config() -> NodeLinkConfig {
+    NodeLinkConfig {
         keys: keys(),
         handshake_timeout: Duration::from_secs(5),
         heartbeat: Duration::from_secs(5),
@@ -137,8 +151,50 @@ fn main() -> Result<()> {
         credit_bytes: 1 << 30,
         max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
         stream_stall: Duration::from_secs(30),
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let (c, n, all) = per_job(&args)?;
+    let rtt = match args.round_trips {
+        0 => None,
+        n => Some(round_trips(n)?),
     };
-    let mut node = NodeLink::new(node_config, welcome(), now);
+    if args.json {
+        let mut out = serde_json::json!({
+            "jobs": args.jobs,
+            "batch": args.batch,
+            "client_ns_per_job": c,
+            "node_ns_per_job": n,
+            "total_ns_per_job": all,
+        });
+        if let Some((link, tcp)) = rtt {
+            out["link_rtt_p50_us"] = link.into();
+            out["tcp_rtt_p50_us"] = tcp.into();
+            out["link_rtt_over_tcp"] = (link / tcp).into();
+        }
+        println!("{out}");
+    } else {
+        println!(
+            "{} no-op jobs in batches of {}: client link {c:.0} ns/job, node link {n:.0} ns/job, {all:.0} ns/job in all",
+            args.jobs, args.batch,
+        );
+        if let Some((link, tcp)) = rtt {
+            println!(
+                "echo round trip through both links, no hand-offs: p50 {link:.1} µs; plain ping-pong of the same frames {tcp:.1} µs ({:.2}x)",
+                link / tcp
+            );
+        }
+    }
+    Ok(())
+}
+
+/// CPU nanoseconds per job in the client link, in the node link, and in all.
+fn per_job(args: &Args) -> Result<(f64, f64, f64)> {
+    let now = Instant::now();
+    let mut client: ClientLink<u64> = ClientLink::new(client_config(), now);
+    let mut node = NodeLink::new(node_config(), welcome(), now);
     // The dial, the handshake and the welcome.
     while let Some(a) = client.poll() {
         if let Action::Connect = a {
@@ -185,23 +241,218 @@ fn main() -> Result<()> {
         args.jobs
     );
     let per_job = |d: Duration| d.as_nanos() as f64 / args.jobs as f64;
-    let (c, n) = (per_job(spent.client), per_job(spent.node));
-    if args.json {
-        let out = serde_json::json!({
-            "jobs": args.jobs,
-            "batch": args.batch,
-            "client_ns_per_job": c,
-            "node_ns_per_job": n,
-            "total_ns_per_job": per_job(wall),
-        });
-        println!("{out}");
-    } else {
-        println!(
-            "{} no-op jobs in batches of {}: client link {c:.0} ns/job, node link {n:.0} ns/job, {:.0} ns/job in all",
-            args.jobs,
-            args.batch,
-            per_job(wall)
-        );
+    Ok((per_job(spent.client), per_job(spent.node), per_job(wall)))
+}
+
+/// Round trips timed per block, the two kinds alternating.
+const BLOCK: usize = 500;
+
+/// Median round trip (µs) of one echo job through both links over loopback
+/// TCP, and of a plain ping-pong of frames of the same size.
+fn round_trips(n: usize) -> Result<(f64, f64)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let node = std::thread::spawn(move || serve_node(listener));
+    let mut link = LinkEnd::connect(addr)?;
+    let frame = link.echo(0)?; // the sealed Run frame of one job
+    let (mut tcp, echo) = PingPong::start(frame.len())?;
+    let (mut link_times, mut tcp_times) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut i = 1u64;
+    while link_times.len() < n {
+        for _ in 0..BLOCK.min(n - link_times.len()) {
+            let started = Instant::now();
+            link.echo(i)?;
+            link_times.push(started.elapsed());
+            i += 1;
+            let started = Instant::now();
+            tcp.round_trip(&frame)?;
+            tcp_times.push(started.elapsed());
+        }
     }
-    Ok(())
+    drop(link);
+    drop(tcp);
+    node.join()
+        .map_err(|_| anyhow::anyhow!("the node thread panicked"))??;
+    echo.join()
+        .map_err(|_| anyhow::anyhow!("the echo thread panicked"))??;
+    Ok((p50_us(&mut link_times), p50_us(&mut tcp_times)))
+}
+
+fn p50_us(times: &mut [Duration]) -> f64 {
+    times.sort_unstable();
+    times
+        .get(times.len() / 2)
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
+}
+
+/// The node's end: one thread that reads, feeds its link, runs each job
+/// (an echo: the arguments are the result) and writes, until the client
+/// closes.
+fn serve_node(listener: TcpListener) -> Result<()> {
+    let (mut s, _) = listener.accept()?;
+    s.set_nodelay(true)?;
+    let mut node = NodeLink::new(node_config(), welcome(), Instant::now());
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let (mut out, mut done) = (Vec::new(), Vec::new());
+        while let Some(a) = node.poll() {
+            match a {
+                NodeAction::Send(bytes) => out.extend_from_slice(&bytes),
+                NodeAction::Run(jobs) => done.extend(jobs.into_iter().map(|j| DoneJob {
+                    id: j.id,
+                    attempt: j.attempt,
+                    result: Ok(j.args),
+                    exec_ns: 0,
+                })),
+                NodeAction::Close { .. } => return Ok(()),
+                _ => {}
+            }
+        }
+        let answered = !done.is_empty();
+        if answered {
+            node.handle(NodeEvent::Finished(done), Instant::now());
+        }
+        if !out.is_empty() {
+            s.write_all(&out)?;
+        }
+        if answered {
+            continue; // the answers' frames go out first
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        node.handle(NodeEvent::Received(&buf[..n]), Instant::now());
+    }
+}
+
+/// The client's end: its link and a blocking socket, on this thread.
+struct LinkEnd {
+    link: ClientLink<u64>,
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl LinkEnd {
+    /// Dials the node and waits until the link is up.
+    fn connect(addr: std::net::SocketAddr) -> Result<Self> {
+        let s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        let mut link = ClientLink::new(client_config(), Instant::now());
+        while let Some(a) = link.poll() {
+            if let Action::Connect = a {
+                break;
+            }
+        }
+        link.handle(Event::Connected, Instant::now());
+        let mut end = LinkEnd {
+            link,
+            s,
+            buf: vec![0u8; 64 << 10],
+        };
+        end.until(|a| matches!(a, Action::Up(_)))?;
+        Ok(end)
+    }
+
+    /// Carries out the link's actions until `stop` says one is the one
+    /// awaited, reading from the socket when it has none; returns the
+    /// bytes written meanwhile.
+    fn until(&mut self, mut stop: impl FnMut(&Action<u64>) -> bool) -> Result<Vec<u8>> {
+        let mut written = Vec::new();
+        for _ in 0..1000 {
+            let mut out = Vec::new();
+            let mut found = false;
+            while let Some(a) = self.link.poll() {
+                match &a {
+                    Action::Send(bytes) => out.extend_from_slice(bytes),
+                    Action::Failed { reason } | Action::Down { reason, .. } => {
+                        anyhow::bail!("the link went down: {reason}")
+                    }
+                    _ => {}
+                }
+                found |= stop(&a);
+            }
+            if !out.is_empty() {
+                self.s.write_all(&out)?;
+                written.extend_from_slice(&out);
+            }
+            if found {
+                return Ok(written);
+            }
+            let n = self.s.read(&mut self.buf)?;
+            ensure!(n > 0, "the node closed the connection");
+            self.link
+                .handle(Event::Received(&self.buf[..n]), Instant::now());
+        }
+        anyhow::bail!("no answer after 1000 reads")
+    }
+
+    /// One echo job, there and back; the bytes written for it.
+    fn echo(&mut self, i: u64) -> Result<Vec<u8>> {
+        let run = RunJob {
+            id: i,
+            attempt: 1,
+            name: NAME.to_owned(),
+            args: ppcore::encode(&(i,))?.into(),
+            program: None,
+            shared: Vec::new(),
+        };
+        self.link
+            .handle(Event::Submit(vec![(run, i)]), Instant::now());
+        let mut answer = None;
+        let written = self.until(|a| match a {
+            Action::Done { job, result, .. } if *job == i => {
+                answer = Some(result.clone());
+                true
+            }
+            _ => false,
+        })?;
+        let echoed = answer.and_then(|r| r.ok()).map(|b| b.into_vec());
+        ensure!(
+            echoed == Some(ppcore::encode(&(i,))?),
+            "the echo of job {i} came back wrong"
+        );
+        Ok(written)
+    }
+}
+
+/// The plain ping-pong: frames of one size, echoed by a thread blocked in
+/// `read`.
+struct PingPong {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl PingPong {
+    fn start(len: usize) -> Result<(Self, std::thread::JoinHandle<Result<()>>)> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let echo = std::thread::spawn(move || -> Result<()> {
+            let (mut s, _) = listener.accept()?;
+            s.set_nodelay(true)?;
+            let mut buf = vec![0u8; len];
+            loop {
+                match s.read_exact(&mut buf) {
+                    Ok(()) => s.write_all(&buf)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        });
+        let s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        Ok((
+            PingPong {
+                s,
+                buf: vec![0u8; len],
+            },
+            echo,
+        ))
+    }
+
+    fn round_trip(&mut self, frame: &[u8]) -> Result<()> {
+        self.s.write_all(frame)?;
+        self.s.read_exact(&mut self.buf)?;
+        Ok(())
+    }
 }
