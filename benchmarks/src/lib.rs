@@ -89,6 +89,35 @@ pub fn aead_mb_s(cipher: ppcore::Cipher, frames: usize) -> anyhow::Result<(f64, 
     Ok((mb / cpu, mb / wall))
 }
 
+/// A plain TCP echo over loopback for baselines: a thread echoes what it
+/// reads, `size` bytes at a time, until the client closes; returns the
+/// client's connected stream (both ends with `TCP_NODELAY`) and the thread.
+pub fn tcp_echo(
+    size: usize,
+) -> anyhow::Result<(
+    std::net::TcpStream,
+    std::thread::JoinHandle<anyhow::Result<()>>,
+)> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> anyhow::Result<()> {
+        let (mut peer, _) = listener.accept()?;
+        peer.set_nodelay(true)?;
+        let mut buf = vec![0u8; size];
+        loop {
+            match peer.read_exact(&mut buf) {
+                Ok(()) => peer.write_all(&buf)?,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    });
+    let stream = std::net::TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    Ok((stream, echo))
+}
+
 /// This process's resident set size, from /proc (Linux).
 pub fn rss_bytes() -> anyhow::Result<u64> {
     rss_of("self")

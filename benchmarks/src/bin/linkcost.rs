@@ -425,22 +425,7 @@ struct PingPong {
 
 impl PingPong {
     fn start(len: usize) -> Result<(Self, std::thread::JoinHandle<Result<()>>)> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let echo = std::thread::spawn(move || -> Result<()> {
-            let (mut s, _) = listener.accept()?;
-            s.set_nodelay(true)?;
-            let mut buf = vec![0u8; len];
-            loop {
-                match s.read_exact(&mut buf) {
-                    Ok(()) => s.write_all(&buf)?,
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        });
-        let s = TcpStream::connect(addr)?;
-        s.set_nodelay(true)?;
+        let (s, echo) = benchmarks::tcp_echo(len)?;
         Ok((
             PingPong {
                 s,

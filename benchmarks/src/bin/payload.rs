@@ -20,7 +20,7 @@ use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use ppclient::{Array, ByteBuf, Server};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 ppclient::job! {
@@ -401,20 +401,7 @@ struct RawTcp {
 
 impl RawTcp {
     fn start(size: usize) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let echo = std::thread::spawn(move || -> Result<()> {
-            let (mut peer, _) = listener.accept()?;
-            peer.set_nodelay(true)?;
-            let mut buf = vec![0u8; size];
-            // Until the client closes: then read_exact fails with EOF.
-            while peer.read_exact(&mut buf).is_ok() {
-                peer.write_all(&buf)?;
-            }
-            Ok(())
-        });
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
+        let (stream, echo) = benchmarks::tcp_echo(size)?;
         Ok(RawTcp {
             stream,
             out: (0..size).map(byte_at).collect(),
