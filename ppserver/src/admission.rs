@@ -5,18 +5,22 @@
 //! stranger, however many sockets it opens, never takes a client's slot,
 //! and one address cannot take every stranger's slot.
 //!
-//! When the strangers' slots are all taken, a newcomer does not wait behind
-//! idle sockets: the oldest stranger is evicted to make room (a client
+//! When the strangers' slots are all taken, overall or from one address, a
+//! newcomer does not wait behind idle sockets: the oldest stranger is
+//! evicted to make room (the oldest from the newcomer's own address when
+//! that address is at its limit, else the oldest of all). A client
 //! completes its handshake in a round trip or two, so only a flood of
-//! newcomers faster than that could evict it). Evicted connections still
-//! count until their threads have closed them, up to as many again as the
-//! strangers' limit, so threads stay bounded: at most `clients + 2 ×
-//! unauthenticated` connections are ever open.
+//! newcomers faster than that could evict it, and a neighbour behind the
+//! same address (a shared NAT, a login node) holding idle sockets only
+//! loses its own oldest ones. Evicted connections still count until their
+//! threads have closed them, up to as many again as the strangers' limit,
+//! so threads stay bounded: at most `clients + 2 × unauthenticated`
+//! connections are ever open.
 //!
 //! No lock, no socket: the node keeps one [`Admission`] under its
 //! connections' lock and asks it at accept, at authentication and at close.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 /// The limits a node admits connections under.
@@ -40,7 +44,8 @@ pub(crate) enum Refused {
     /// ones still closing).
     #[error("too many unauthenticated connections (limit {0})")]
     Unauthenticated(usize),
-    /// Connections in their handshake from this address at their limit.
+    /// Connections in their handshake from this address at their limit
+    /// (and as many evicted ones still closing).
     #[error("too many unauthenticated connections from {0} (limit {1})")]
     Source(IpAddr, usize),
     /// Evicted to make room for a newer stranger.
@@ -55,7 +60,8 @@ pub(crate) struct Admission {
     limits: AdmissionLimits,
     /// Strangers, oldest first, with their source.
     strangers: BTreeMap<u64, IpAddr>,
-    per_source: HashMap<IpAddr, usize>,
+    /// Strangers by source, oldest first.
+    per_source: HashMap<IpAddr, BTreeSet<u64>>,
     clients: HashSet<u64>,
     /// Evicted strangers not closed yet.
     evicted: HashSet<u64>,
@@ -74,35 +80,45 @@ impl Admission {
 
     /// Whether a new connection from `source` would be let in now.
     pub(crate) fn check(&self, source: IpAddr) -> Result<(), Refused> {
+        self.victim(source).map(|_| ())
+    }
+
+    /// Whom a new connection from `source` would evict (`Ok(None)`: it fits
+    /// without evicting anyone), or why it is refused.
+    fn victim(&self, source: IpAddr) -> Result<Option<u64>, Refused> {
         let l = &self.limits;
         if self.clients.len() >= l.clients {
             return Err(Refused::Clients(l.clients));
         }
-        if self.per_source.get(&source).copied().unwrap_or(0) >= l.per_source {
-            return Err(Refused::Source(source, l.per_source));
+        let mine = self.per_source.get(&source);
+        let (victim, refused) = if mine.map_or(0, BTreeSet::len) >= l.per_source {
+            let oldest = mine.and_then(|ids| ids.first().copied());
+            (oldest, Refused::Source(source, l.per_source))
+        } else if self.strangers.len() >= l.unauthenticated {
+            let oldest = self.strangers.keys().next().copied();
+            (oldest, Refused::Unauthenticated(l.unauthenticated))
+        } else {
+            return Ok(None);
+        };
+        match victim {
+            Some(old) if self.evicted.len() < l.unauthenticated => Ok(Some(old)),
+            // A limit of 0, or as many evicted ones as strangers still
+            // closing: no room.
+            _ => Err(refused),
         }
-        let full = self.strangers.len() >= l.unauthenticated;
-        if full && self.evicted.len() >= l.unauthenticated {
-            return Err(Refused::Unauthenticated(l.unauthenticated));
-        }
-        Ok(())
     }
 
     /// Lets connection `id` from `source` in, as a stranger, if it may
     /// (`id` larger than any before); `Ok(Some(oldest))` if the stranger
     /// `oldest` was evicted to make room: close it.
     pub(crate) fn open(&mut self, id: u64, source: IpAddr) -> Result<Option<u64>, Refused> {
-        self.check(source)?;
-        let evict = match self.strangers.len() >= self.limits.unauthenticated {
-            true => self.strangers.keys().next().copied(),
-            false => None,
-        };
+        let evict = self.victim(source)?;
         if let Some(old) = evict {
             self.forget_stranger(old);
             self.evicted.insert(old);
         }
         self.strangers.insert(id, source);
-        *self.per_source.entry(source).or_default() += 1;
+        self.per_source.entry(source).or_default().insert(id);
         Ok(evict)
     }
 
@@ -133,9 +149,9 @@ impl Admission {
         let Some(source) = self.strangers.remove(&id) else {
             return false;
         };
-        if let Some(n) = self.per_source.get_mut(&source) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+        if let Some(ids) = self.per_source.get_mut(&source) {
+            ids.remove(&id);
+            if ids.is_empty() {
                 self.per_source.remove(&source);
             }
         }
@@ -164,14 +180,63 @@ mod tests {
     }
 
     #[test]
-    fn one_source_is_capped_while_another_still_gets_in() {
+    fn a_source_at_its_limit_evicts_its_own_oldest_and_no_other_sources() {
         let mut a = admission(10, 10, 2);
-        assert_eq!(a.open(1, A), Ok(None));
+        assert_eq!(a.open(1, B), Ok(None));
         assert_eq!(a.open(2, A), Ok(None));
-        assert_eq!(a.open(3, A), Err(Refused::Source(A, 2)));
-        assert_eq!(a.open(4, B), Ok(None));
-        a.close(1);
+        assert_eq!(a.open(3, A), Ok(None));
+        assert_eq!(a.open(4, A), Ok(Some(2)), "A's oldest goes, not B's");
+        assert_eq!(a.authenticate(2), Err(Refused::Evicted(10)));
+        assert_eq!(a.authenticate(4), Ok(()), "the newcomer gets through");
         assert_eq!(a.open(5, A), Ok(None), "a slot of A came back");
+        assert_eq!(a.open(6, A), Ok(Some(3)));
+        assert_eq!(a.authenticate(1), Ok(()), "B was never touched");
+    }
+
+    #[test]
+    fn a_client_behind_a_neighbours_idle_sockets_gets_in_every_time() {
+        // The neighbour holds 16 idle sockets from the client's address and
+        // opens one more before each of the client's 40 handshakes.
+        let mut a = admission(100, 64, 16);
+        let mut id = 0;
+        let mut next = || {
+            id += 1;
+            id
+        };
+        for _ in 0..16 {
+            a.open(next(), A).unwrap();
+        }
+        let mut done = 0;
+        for _ in 0..40 {
+            let idle = next();
+            if let Ok(Some(old)) = a.open(idle, A) {
+                a.close(old); // its thread closes it
+            }
+            let client = next();
+            if let Some(old) = a.open(client, A).unwrap() {
+                a.close(old);
+            }
+            if a.authenticate(client).is_ok() {
+                done += 1;
+                a.close(client);
+            }
+        }
+        assert_eq!(done, 40);
+        // The neighbour held 16 at each of the client's opens; the last
+        // client took one of them.
+        assert_eq!(a.per_source[&A].len(), 15);
+    }
+
+    #[test]
+    fn evictions_from_one_source_are_bounded_while_evicted_ones_close() {
+        let mut a = admission(10, 2, 1);
+        assert_eq!(a.open(1, A), Ok(None));
+        assert_eq!(a.open(2, A), Ok(Some(1)));
+        assert_eq!(a.open(3, A), Ok(Some(2)));
+        assert_eq!(a.open(4, A), Err(Refused::Source(A, 1)), "2 still closing");
+        assert_eq!(a.open(5, B), Ok(None), "another source has room");
+        a.close(1);
+        assert_eq!(a.open(6, A), Ok(Some(3)));
     }
 
     #[test]

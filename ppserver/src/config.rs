@@ -34,7 +34,8 @@ pub struct Config {
     /// Most connections still in their handshake at once, from anywhere:
     /// strangers never take the clients' slots.
     pub max_unauthenticated: usize,
-    /// Most connections still in their handshake from one address.
+    /// Most connections still in their handshake from one address; a
+    /// newcomer from it evicts that address's oldest.
     pub max_per_source: usize,
     /// Jobs in flight (queued or running here) a connection may have: the
     /// credit window announced in `Welcome`; `None`: 4096 + 4 × `workers`.
@@ -213,7 +214,8 @@ pub struct Cli {
     /// take the clients' slots).
     #[arg(long, default_value_t = 64, value_parser = ppcore::limits::parse_count)]
     pub max_unauthenticated: usize,
-    /// Most connections still in their handshake from one address.
+    /// Most connections still in their handshake from one address (a
+    /// newcomer from it evicts that address's oldest).
     #[arg(long, default_value_t = 16, value_parser = ppcore::limits::parse_count)]
     pub max_per_source: usize,
     /// Jobs in flight each connection may have (default: 4096 + 4 × workers).

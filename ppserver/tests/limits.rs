@@ -118,17 +118,27 @@ fn a_flood_of_idle_strangers_never_takes_a_clients_slot() {
 }
 
 #[test]
-fn the_17th_stranger_from_one_address_is_refused_while_another_address_gets_in() {
+fn a_client_completes_its_handshakes_while_a_neighbour_holds_idle_sockets_from_its_address() {
     let node = Node::start(&["--handshake-timeout", "60"]);
-    let held: Vec<TcpStream> = (0..16)
+    // A neighbour behind the client's address (a shared NAT, a login node)
+    // holds 20 idle sockets, over the per-source cap of 16: each newcomer
+    // evicts the oldest stranger from that address, who is told why.
+    let mut held: Vec<TcpStream> = (0..20)
         .map(|_| connect_from(&node, [127, 0, 0, 2]))
         .collect();
-    let reason = reject_reason(connect_from(&node, [127, 0, 0, 2]));
-    assert!(
-        reason.contains("too many unauthenticated connections from 127.0.0.2 (limit 16)"),
-        "{reason}"
-    );
-    // Another address still gets in, and through the handshake.
+    let reason = reject_reason(held.remove(0));
+    assert!(reason.contains("evicted"), "{reason}");
+    // The neighbour opens one more before each of the client's handshakes,
+    // so 16 or more of its sockets from that address are always there.
+    let mut done = 0;
+    for _ in 0..40 {
+        held.push(connect_from(&node, [127, 0, 0, 2]));
+        if handshake_on(connect_from(&node, [127, 0, 0, 2]), &key()).is_ok() {
+            done += 1;
+        }
+    }
+    assert!(done >= 20, "only {done} of 40 handshakes completed");
+    // Another address is never touched by that address's evictions.
     let _other = authenticated_on(connect_from(&node, [127, 0, 0, 3]));
     still_serves(&node, 4);
     drop(held);
