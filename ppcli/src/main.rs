@@ -19,19 +19,11 @@ mod slurm;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// File holding the cluster's key (`ppclient secret new FILE` makes one).
+    /// File holding the cluster's key (`ppclient secret new FILE` makes
+    /// one); default: the `PP_SECRET` environment variable. No option takes
+    /// the key itself: on the command line `ps` would show it.
     #[arg(long, global = true, value_name = "FILE")]
     secret_file: Option<PathBuf>,
-    /// The key, in the same form, from the environment (never on the
-    /// command line, where `ps` shows it).
-    #[arg(
-        long,
-        global = true,
-        env = "PP_SECRET",
-        hide_env_values = true,
-        hide = true
-    )]
-    secret_env: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -164,9 +156,12 @@ fn run(cli: Cli) -> Result<()> {
     if let Command::Secret { action } = &cli.command {
         return secret(action);
     }
-    let secret = match (&cli.secret_file, &cli.secret_env) {
+    let env = std::env::var(ppclient::SECRET_ENV)
+        .ok()
+        .filter(|v| !v.is_empty());
+    let secret = match (&cli.secret_file, env) {
         (Some(path), _) => Some(KeySet::read_file(path)?),
-        (None, Some(s)) => Some(KeySet::parse(s)?),
+        (None, Some(s)) => Some(KeySet::parse(&s)?),
         (None, None) => None,
     };
     let secret = secret.as_ref();

@@ -128,12 +128,31 @@ fn slurm_submit_runs_the_job_and_leaves_no_job_queued() {
     }
     let node = ppserver();
     let dir = key_dir("submit");
+    // The node program is a wrapper that notes its environment first: the
+    // key travels to the nodes as a file, never in their environment.
+    let seen = PathBuf::from(key_dir("submit-env"));
+    std::fs::create_dir_all(&seen).unwrap();
+    let wrapper = seen.join("node.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nenv > {}/env.$$\nexec {} \"$@\"\n",
+            seen.display(),
+            node.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ppclient"))
         .args(["slurm", "submit", "--node-count", "1", "--time", "5"])
         .args(["--terms", "2000000", "--json"])
         .args(["--listen", "127.0.0.1:0", "--key-dir", &dir])
         .arg("--node-program")
-        .arg(&node)
+        .arg(&wrapper)
         .args(["--", "--job-name=pp-cli-submit"])
         .env("PP_SECRET", &*SECRET)
         .stdin(Stdio::null())
@@ -164,6 +183,25 @@ fn slurm_submit_runs_the_job_and_leaves_no_job_queued() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, [format!("slurm-{job}.out")]);
+    let envs: Vec<String> = std::fs::read_dir(&seen)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("env."))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert!(!envs.is_empty(), "the node never started");
+    for env in envs {
+        assert!(env.contains("SLURM_JOB_ID="), "not a Slurm step: {env}");
+        assert!(
+            !env.contains("PP_SECRET"),
+            "the key reached a node's environment"
+        );
+        assert!(
+            !env.contains(SECRET.as_str()),
+            "the key reached a node's environment"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&seen);
 }
 
 #[test]

@@ -17,8 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where [`Builder`] finds the key when none is given.
-pub const SECRET_ENV: &str = "PP_SECRET";
+pub use ppcore::SECRET_ENV;
 
 /// Why a [`Server`] could not be built.
 #[derive(Debug, thiserror::Error)]

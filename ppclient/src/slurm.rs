@@ -669,6 +669,9 @@ fn run(argv: &[String], stdin: Option<&str>) -> Result<String, SlurmError> {
     let name = argv.first().map_or("", String::as_str);
     let mut child = Command::new(name)
         .args(argv.get(1..).unwrap_or_default())
+        // The key travels as a file: sbatch would otherwise hand it to the
+        // job's environment, where every process of the job can read it.
+        .env_remove(ppcore::SECRET_ENV)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -989,6 +992,7 @@ pub(crate) fn launch(
                     );
                     let child = Command::new(&argv[0])
                         .args(&argv[1..])
+                        .env_remove(ppcore::SECRET_ENV)
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())
                         .stderr(Stdio::inherit())

@@ -24,6 +24,10 @@ pub const KEY_PREFIX: &str = "ppk1-";
 pub const KEY_LEN: usize = 32;
 /// The most keys a [`KeySet`] holds: the new and the old during a rollover.
 pub const MAX_KEYS: usize = 2;
+/// The environment variable that holds the key (the text of a key file)
+/// where no key file is named: read by `ppserver`, the `ppclient` command
+/// and a client's `Builder`.
+pub const SECRET_ENV: &str = "PP_SECRET";
 
 /// How to make a key, for every refusal.
 const HOW_TO_MAKE: &str =
@@ -80,7 +84,9 @@ impl Key {
         Key(bytes)
     }
 
-    /// Parses `ppk1-<base64>`; surrounding whitespace is ignored.
+    /// Parses `ppk1-<base64>`; surrounding whitespace is ignored. A key
+    /// whose 32 bytes are all the same (all zeros, say) is refused: it was
+    /// not generated.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let not = |why| KeyError::NotAKey { why };
         let text = text.trim();
@@ -91,8 +97,13 @@ impl Key {
             .decode(body)
             .map_err(|_| not("what follows `ppk1-` is not base64"))?;
         let key = <[u8; KEY_LEN]>::try_from(bytes.as_slice())
-            .map(Key)
-            .map_err(|_| not("it does not hold 32 bytes"));
+            .map_err(|_| not("it does not hold 32 bytes"))
+            .and_then(|b| match b.iter().all(|&x| x == b[0]) {
+                // All zeros (or any one byte 32 times) is no generated key:
+                // someone wrote it by hand, and anyone can guess it.
+                true => Err(not("its 32 bytes are all the same")),
+                false => Ok(Key(b)),
+            });
         bytes.zeroize();
         key
     }
@@ -258,6 +269,19 @@ mod tests {
                 "echoed: {err}"
             );
         }
+    }
+
+    #[test]
+    fn keys_of_one_repeated_byte_are_refused() {
+        for byte in [0u8, 0xff, b'a'] {
+            let text = Key::from_bytes([byte; KEY_LEN]).to_text();
+            let err = Key::parse(&text).unwrap_err().to_string();
+            assert!(err.contains("all the same"), "{err}");
+            assert!(KeySet::parse(&text).is_err());
+        }
+        let mut almost = [0u8; KEY_LEN];
+        almost[31] = 1;
+        assert!(Key::parse(&Key::from_bytes(almost).to_text()).is_ok());
     }
 
     #[test]

@@ -69,7 +69,9 @@ pub use job::{
     check_args, check_size, decode, encode, encode_args, quiet_job_panics, run_caught, run_erased,
     Fallible, Job,
 };
-pub use key::{write_new_key_file, Key, KeyError, KeySet, KEY_LEN, KEY_PREFIX, MAX_KEYS};
+pub use key::{
+    write_new_key_file, Key, KeyError, KeySet, KEY_LEN, KEY_PREFIX, MAX_KEYS, SECRET_ENV,
+};
 pub use lanes::{Lanes, Wake};
 pub use ledger::Ledger;
 pub use link::{Action, ClientLink, Event, LinkConfig, LinkState, NodeHello};

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
-use ppcore::{KeyError, KeySet};
+use ppcore::{KeyError, KeySet, SECRET_ENV};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -194,10 +194,6 @@ pub struct Cli {
     /// by `ppserver --gen-secret FILE` or `ppclient secret new FILE`.
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
-    /// The key from the environment, in the same form (never on the command
-    /// line, where `ps` shows it).
-    #[arg(long, env = "PP_SECRET", hide_env_values = true, hide = true)]
-    pub secret_env: Option<String>,
     /// Exit after this many seconds without a client connection.
     #[arg(short = 't', long, value_name = "SECS", value_parser = ppcore::limits::parse_whole_secs)]
     pub idle_timeout: Option<u64>,
@@ -327,12 +323,19 @@ fn positive_secs(secs: f64) -> Option<Duration> {
 }
 
 impl Cli {
-    /// The node's keys, from `--secret-file` or `PP_SECRET` (one key, or two
-    /// during a rollover); `None` if neither is given. A value that is not a
-    /// generated key is refused with how to make one. (`--secret` is not
-    /// read: a key on the command line shows in `ps`.)
+    /// The node's keys, from `--secret-file` or else the `PP_SECRET`
+    /// environment variable (one key, or two during a rollover); `None` if
+    /// neither is given. A value that is not a generated key is refused with
+    /// how to make one. No option takes the key itself: on the command line
+    /// `ps` would show it.
     pub fn keys(&self) -> Result<Option<KeySet>, KeyError> {
-        match (&self.secret_file, &self.secret_env) {
+        let env = std::env::var_os(SECRET_ENV).filter(|v| !v.is_empty());
+        self.keys_from(env.as_deref().map(|v| v.to_string_lossy()).as_deref())
+    }
+
+    /// [`Cli::keys`] with `env` as the value of `PP_SECRET`.
+    fn keys_from(&self, env: Option<&str>) -> Result<Option<KeySet>, KeyError> {
+        match (&self.secret_file, env) {
             (Some(path), _) => KeySet::read_file(path).map(Some),
             (None, Some(env)) => KeySet::parse(env).map(Some),
             (None, None) => Ok(None),
@@ -368,14 +371,18 @@ mod tests {
             ppcore::Key::generate().unwrap(),
         );
         let both = format!("{} {}", a.to_text(), b.to_text());
-        let from_env = cli(&["--secret-env", &both]).keys().unwrap().unwrap();
+        let from_env = cli(&[]).keys_from(Some(&both)).unwrap().unwrap();
         assert_eq!(from_env.keys(), &[a, b]);
-        let err = cli(&["--secret-env", "pp-demo-secret"]).keys().unwrap_err();
+        assert!(cli(&[]).keys_from(None).unwrap().is_none());
+        let err = cli(&[]).keys_from(Some("pp-demo-secret")).unwrap_err();
         assert!(
             err.to_string().contains("ppserver --gen-secret FILE"),
             "{err}"
         );
         assert!(cli(&[]).gen_secret().is_none());
+        // No option takes the key itself.
+        let err = Cli::try_parse_from(["ppserver", "--secret-env", &both]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
     }
 
     #[test]

@@ -51,6 +51,8 @@ fn value(s: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) 
 
 #[test]
 fn metrics_count_a_known_run() {
+    let key_file = std::env::temp_dir().join(format!("pp-metrics-key-{}", std::process::id()));
+    std::fs::write(&key_file, SECRET.as_str()).unwrap();
     let cli = ppserver::Cli::parse_from([
         "ppserver",
         "--interface",
@@ -59,12 +61,13 @@ fn metrics_count_a_known_run() {
         "0",
         "--workers",
         "2",
-        "--secret-env",
-        &SECRET,
+        "--secret-file",
+        key_file.to_str().unwrap(),
         "--metrics",
         "127.0.0.1:0",
     ]);
     let config = cli.config().expect("config");
+    std::fs::remove_file(&key_file).unwrap();
     let node = ppserver::start(config, Registry::linked().expect("registry")).expect("starts");
     let metrics = node.metrics_addr().expect("metrics served");
     assert!(metrics.ip().is_loopback());

@@ -41,10 +41,11 @@ struct Args {
     /// (e.g. 127.0.0.1:8787) to watch its runs.
     #[arg(long, value_name = "ADDR")]
     dashboard: Option<String>,
-    /// The key the nodes given with --nodes share (`ppk1-...`), from the
-    /// environment only (a key on the command line shows in `ps`).
-    #[arg(long, env = "PP_SECRET", hide_env_values = true, hide = true)]
-    secret: Option<String>,
+    /// File holding the key the nodes given with --nodes share (default:
+    /// the `PP_SECRET` environment variable; never the key itself on the
+    /// command line, where `ps` shows it).
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<std::path::PathBuf>,
 }
 
 /// The pp servers measured, by row name and JSON key.
@@ -123,11 +124,11 @@ fn servers(args: &Args) -> Result<Servers> {
         main,
     )];
     if !args.nodes.is_empty() {
-        let s = Server::builder()
-            .ncpus(0)
-            .secret(args.secret.as_deref().unwrap_or_default())
-            .nodes(args.nodes.iter().cloned())
-            .build()?;
+        let mut builder = Server::builder().ncpus(0);
+        if let Some(path) = &args.secret_file {
+            builder = builder.secret_file(path);
+        }
+        let s = builder.nodes(args.nodes.iter().cloned()).build()?;
         ensure!(
             !s.active_nodes().is_empty(),
             "no node reachable: {:?}",
