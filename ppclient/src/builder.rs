@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use ppcore::SECRET_ENV;
 
 /// Why a [`Server`] could not be built.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
     /// Two linked jobs share a name.
@@ -48,6 +48,8 @@ pub enum BuildError {
     #[error(transparent)]
     Slurm(#[from] SlurmError),
 }
+
+ppcore::debug_as_display!(BuildError);
 
 fn describe(nodes: &[NodeInfo]) -> String {
     let each: Vec<String> = nodes

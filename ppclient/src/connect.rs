@@ -59,7 +59,7 @@ pub(crate) fn dial(name: &str, settings: &LinkSettings) -> Result<TcpStream, Con
 }
 
 /// Why [`node_status`] failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error("{node}: {reason}")]
 #[non_exhaustive]
 pub struct StatusError {
@@ -70,6 +70,8 @@ pub struct StatusError {
     /// What went wrong, in words.
     pub reason: String,
 }
+
+ppcore::debug_as_display!(StatusError);
 
 /// What kind of failure a [`StatusError`] is.
 ///

@@ -32,7 +32,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Why the Slurm nodes could not be started.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum SlurmError {
     /// Not inside an allocation, or its variables make no sense.
@@ -69,6 +69,8 @@ pub enum SlurmError {
         why: String,
     },
 }
+
+ppcore::debug_as_display!(SlurmError);
 
 /// How a client starts its nodes through Slurm; give it to
 /// [`Builder::slurm_with`](crate::Builder::slurm_with).

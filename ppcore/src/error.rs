@@ -57,7 +57,7 @@ impl fmt::Display for ErrorKind {
 /// A job's failure: what kind, the message, where it ran and on which attempt.
 ///
 /// Made with [`JobError::new`] (fields may be added: not built by hand).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub struct JobError {
     /// What kind of failure.
@@ -71,6 +71,8 @@ pub struct JobError {
     #[serde(default)]
     pub attempt: u32,
 }
+
+crate::debug_as_display!(JobError);
 
 impl JobError {
     /// A new error of `kind` with `message`, not yet tied to a node.
@@ -123,4 +125,22 @@ impl fmt::Display for JobError {
         }
         Ok(())
     }
+}
+
+/// Makes a type's `Debug` print its `Display` message: an error returned
+/// from `fn main() -> Result<(), Box<dyn Error>>` is printed with `Debug`,
+/// and a user should read what went wrong and how to mend it, not the
+/// error's fields. (`ErrorKind` keeps its derived `Debug`: variant names.)
+#[doc(hidden)]
+#[macro_export]
+macro_rules! debug_as_display {
+    ($($ty:ty),* $(,)?) => {
+        $(
+            impl ::core::fmt::Debug for $ty {
+                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                    ::core::fmt::Display::fmt(self, f)
+                }
+            }
+        )*
+    };
 }

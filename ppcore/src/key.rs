@@ -36,7 +36,7 @@ and pass it with --secret-file FILE or PP_SECRET";
 
 /// Why a key (or a key file) was refused. Never holds the refused text: it
 /// may have been someone's password.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
     /// Not a key in the `ppk1-` format.
@@ -66,6 +66,8 @@ pub enum KeyError {
     #[error("no randomness for a new key: {0}")]
     Random(getrandom::Error),
 }
+
+crate::debug_as_display!(KeyError);
 
 /// A 256-bit pre-shared key. Zeroed when dropped; never printed.
 #[derive(Clone, PartialEq, Eq)]

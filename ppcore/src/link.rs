@@ -117,7 +117,7 @@ pub struct LinkConfig {
 }
 
 /// Why a shared value cannot go to a node.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShareError {
     /// It is over what the node keeps.
@@ -127,6 +127,8 @@ pub enum ShareError {
     #[error(transparent)]
     Stream(#[from] StreamError),
 }
+
+crate::debug_as_display!(ShareError);
 
 /// A shared value on one connection.
 #[derive(Debug, Clone, Copy)]

@@ -79,7 +79,7 @@ pub struct ProgramInfo {
 }
 
 /// Why a program cannot be described.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ProgramError {
     /// Reading the file failed.
@@ -89,6 +89,8 @@ pub enum ProgramError {
     #[error("not a program this cluster can ship: {0}")]
     NotElf(&'static str),
 }
+
+crate::debug_as_display!(ProgramError);
 
 /// Bytes of the file's start read to find its headers and interpreter.
 const HEAD: usize = 64 << 10;

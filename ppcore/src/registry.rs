@@ -30,7 +30,7 @@ impl JobEntry {
 inventory::collect!(JobEntry);
 
 /// Two jobs were registered under one name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("two jobs are registered as `{name}` ({first} and {second}); rename one of them")]
 pub struct DuplicateJob {
     /// The name both jobs claim.
@@ -40,6 +40,8 @@ pub struct DuplicateJob {
     /// The second job's signature.
     pub second: &'static str,
 }
+
+crate::debug_as_display!(DuplicateJob);
 
 /// Maps job names to runners. Cheap to clone.
 #[derive(Clone, Debug, Default)]

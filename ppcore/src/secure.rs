@@ -55,7 +55,7 @@ const REFUSE: u8 = 1;
 const MAX_REASON: usize = 256;
 
 /// Why a handshake failed, or a frame did not open.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SecureError {
     /// The two sides do not hold a common key.
@@ -106,6 +106,8 @@ pub enum SecureError {
     #[error("handshake failed: {0}")]
     Noise(String),
 }
+
+crate::debug_as_display!(SecureError);
 
 /// Reason codes of a refusal on the wire.
 #[derive(Clone, Copy)]

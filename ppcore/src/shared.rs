@@ -388,7 +388,7 @@ impl<'de, T: DeserializeOwned + Send + Sync + 'static> Deserialize<'de> for Shar
 pub const ENTRY_COST: u64 = 256;
 
 /// Why a node did not keep a shared value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a shared value of {len} bytes is over the node's --shared-max of {max} bytes")]
 pub struct OverSharedMax {
     /// The value's size.
@@ -396,6 +396,8 @@ pub struct OverSharedMax {
     /// The node's cap.
     pub max: u64,
 }
+
+crate::debug_as_display!(OverSharedMax);
 
 struct Stored {
     value: Arc<SharedValue>,

@@ -88,7 +88,7 @@ pub enum StreamFrame {
 }
 
 /// Why a stream was refused or dropped.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StreamError {
     /// The payload is over the limit: refused before any byte moved.
     #[error("stream {id}: a payload of {len} bytes is over the {max}-byte limit")]
@@ -187,6 +187,8 @@ pub enum StreamError {
         len: u64,
     },
 }
+
+crate::debug_as_display!(StreamError);
 
 /// How much a receiving side accepts from one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 /// Why an upload was refused.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum UploadError {
     /// A chunk did not start where the previous one ended.
@@ -49,6 +49,8 @@ pub enum UploadError {
     #[error("cannot store the upload: {0}")]
     Io(#[from] io::Error),
 }
+
+crate::debug_as_display!(UploadError);
 
 /// The receiving side of one upload.
 #[derive(Debug)]

@@ -326,7 +326,7 @@ pub fn batches_by_size<T>(items: Vec<T>, size: impl Fn(&T) -> usize, budget: usi
 }
 
 /// Why a frame could not be read.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
     /// The length prefix is over the limit.
@@ -351,6 +351,8 @@ pub enum FrameError {
     #[error(transparent)]
     Secure(#[from] crate::SecureError),
 }
+
+crate::debug_as_display!(FrameError);
 
 /// Encodes `msg` as one frame: length prefix and body in one buffer.
 pub fn encode_frame<M: Serialize>(msg: &M) -> Result<Vec<u8>, FrameError> {

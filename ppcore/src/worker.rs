@@ -245,7 +245,7 @@ fn take_pipes() -> std::io::Result<Parent> {
 }
 
 /// Why a worker stopped serving before its input ended.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {
     /// The input was not a frame of jobs.
@@ -261,6 +261,8 @@ pub enum WorkerError {
     #[error("cannot answer: {0}")]
     Output(#[from] std::io::Error),
 }
+
+crate::debug_as_display!(WorkerError);
 
 /// Runs each job that arrives on `input` (`Run` frames) and answers each on
 /// `output` (`Done` frames, flushed one by one), until `input` ends. The

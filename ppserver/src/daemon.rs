@@ -16,7 +16,7 @@ use std::time::Duration;
 const GOODBYE_WAIT: Duration = Duration::from_secs(2);
 
 /// Why a node could not start.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
     /// No key, or a value that is not a generated key: every session is
@@ -40,6 +40,8 @@ pub enum ServeError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+ppcore::debug_as_display!(ServeError);
 
 /// A running node. [`Running::stop`] begins the graceful stop;
 /// [`Running::wait`] returns once the node has stopped.
