@@ -31,12 +31,19 @@ const YIELDS: u32 = 32;
 /// A callback given with a job; it sees the result before the handle does.
 pub(crate) type Callback<T> = Box<dyn FnOnce(&Result<T, JobError>) + Send>;
 
+/// How a result is copied when it is read a second time (`None`: its type
+/// is not `Clone`).
+pub(crate) type Cloner<T> = Option<fn(&T) -> T>;
+
 struct Slot<T> {
     /// The error is boxed: a million queued cells should not each carry
     /// room for an error most of them never get.
     result: Option<Result<T, Box<JobError>>>,
     waker: Option<Waker>,
     sleeping: bool,
+    /// The value is out of the slot being copied (with no lock held): other
+    /// readers wait for it to come back.
+    lent: bool,
     callback: Option<Callback<T>>,
 }
 
@@ -47,6 +54,7 @@ pub(crate) struct Cell<T> {
     ready: Condvar,
     tracker: Arc<Tracker>,
     group: Option<Arc<Pending>>,
+    cloner: Cloner<T>,
 }
 
 impl<T: Send + 'static> Cell<T> {
@@ -54,6 +62,7 @@ impl<T: Send + 'static> Cell<T> {
         tracker: Arc<Tracker>,
         group: Option<Arc<Pending>>,
         callback: Option<Callback<T>>,
+        cloner: Cloner<T>,
     ) -> Self {
         if let Some(g) = &group {
             g.add();
@@ -64,11 +73,13 @@ impl<T: Send + 'static> Cell<T> {
                 result: None,
                 waker: None,
                 sleeping: false,
+                lent: false,
                 callback,
             }),
             ready: Condvar::new(),
             tracker,
             group,
+            cloner,
         }
     }
 
@@ -205,14 +216,46 @@ impl<T: Send + 'static> Cell<T> {
         true
     }
 
+    /// Moves the result out (the handle is consumed: nobody reads it again).
     fn take(&self) -> Result<T, JobError> {
-        match self.lock().result.take() {
-            Some(result) => result.map_err(|e| *e),
-            None => Err(JobError::new(
-                ErrorKind::Cancelled,
-                "the result was already taken",
-            )),
+        let mut slot = self.lock();
+        while slot.lent {
+            slot = self.ready.wait(slot).unwrap_or_else(|e| e.into_inner());
         }
+        match slot.result.take() {
+            Some(result) => result.map_err(|e| *e),
+            None => Err(taken()),
+        }
+    }
+
+    /// The result, leaving it for the next read: an error and a `Clone`
+    /// value are given again; any other value is moved out, and read again
+    /// it is [`ErrorKind::Taken`]. The copy is made with no lock held.
+    fn read(&self) -> Result<T, JobError> {
+        let mut slot = self.lock();
+        while slot.lent {
+            slot = self.ready.wait(slot).unwrap_or_else(|e| e.into_inner());
+        }
+        let value = match slot.result.take() {
+            None => return Err(taken()),
+            Some(Err(e)) => {
+                let again = (*e).clone();
+                slot.result = Some(Err(e));
+                return Err(again);
+            }
+            Some(Ok(value)) => value,
+        };
+        let Some(clone) = self.cloner else {
+            return Ok(value);
+        };
+        slot.lent = true;
+        drop(slot);
+        // Put back even if `clone` panics, so that no reader waits forever.
+        let lent = Lent {
+            cell: self,
+            value: Some(value),
+        };
+        lent.value.as_ref().map(clone).ok_or_else(taken)
     }
 
     /// Takes the result if it is in, else leaves `waker` to be woken when it is.
@@ -238,6 +281,30 @@ impl<T: Send + 'static> Cell<T> {
         } else {
             slot.waker = Some(waker);
         }
+    }
+}
+
+/// A result read again: copied for a `Clone` type, else this.
+fn taken() -> JobError {
+    JobError::new(
+        ErrorKind::Taken,
+        "the result was already taken and its type is not Clone: keep the first one",
+    )
+}
+
+/// A value out of its slot while it is copied; back in the slot when dropped.
+struct Lent<'a, T: Send + 'static> {
+    cell: &'a Cell<T>,
+    value: Option<T>,
+}
+
+impl<T: Send + 'static> Drop for Lent<'_, T> {
+    fn drop(&mut self) {
+        let mut slot = self.cell.lock();
+        slot.result = self.value.take().map(Ok);
+        slot.lent = false;
+        drop(slot);
+        self.cell.ready.notify_all();
     }
 }
 
@@ -348,9 +415,12 @@ impl<T: Send + 'static> JobHandle<T> {
     }
 
     /// Waits at most `timeout` for the job to end (and its callback to
-    /// return); `None` if it has not, and the handle stays usable. The
-    /// result can be taken once: asked again after that, the answer is
-    /// `Some(Err(..))` saying it was taken. From the job's own callback:
+    /// return); `None` if it has not, and the handle stays usable. Asked
+    /// again after it answered, it gives the same answer, as pp's `job()`
+    /// does: an error again, a value again if its type is `Clone` (a copy:
+    /// the handle keeps the value until it is dropped or `wait` takes it);
+    /// a value that is not `Clone` is moved out the first time, and read
+    /// again it is [`ErrorKind::Taken`]. From the job's own callback:
     /// `Some(Err(WouldDeadlock))`, as [`JobHandle::wait`].
     ///
     /// ```
@@ -367,13 +437,14 @@ impl<T: Send + 'static> JobHandle<T> {
         }
         self.cell()
             .wait_ready(Some(ppcore::limits::deadline(Instant::now(), timeout)))
-            .then(|| self.cell().take())
+            .then(|| self.cell().read())
     }
 
     /// The result if the job has ended (and its callback returned), else
-    /// `None`; like [`JobHandle::wait_timeout`] with no wait.
+    /// `None`; like [`JobHandle::wait_timeout`] with no wait (read again,
+    /// the same answer, as there).
     pub fn try_result(&self) -> Option<Result<T, JobError>> {
-        self.cell().is_ready().then(|| self.cell().take())
+        self.cell().is_ready().then(|| self.cell().read())
     }
 
     /// Whether the result is in.

@@ -189,7 +189,7 @@ impl Server {
         let JobOptions { options, callback } = options;
         let group = options.group.map(|name| self.group(name));
         let tracker = Arc::clone(&self.core.tracker);
-        let cell = Cell::new(tracker, group, callback);
+        let cell = Cell::new(tracker, group, callback, J::output_cloner());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.core.tracker.submitted();
         let extra = (options.timeout.is_some() || options.retries > 0).then(|| {

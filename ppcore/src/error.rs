@@ -33,6 +33,9 @@ pub enum ErrorKind {
     /// cannot finish before the callback returns; the wait returns this at
     /// once instead of deadlocking.
     WouldDeadlock,
+    /// The result was read before and its type is not `Clone`, so it
+    /// cannot be given again (a `Clone` result is given again).
+    Taken,
 }
 
 impl fmt::Display for ErrorKind {
@@ -49,6 +52,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Crashed => "worker crashed",
             ErrorKind::Auth => "refused by a node",
             ErrorKind::WouldDeadlock => "would deadlock",
+            ErrorKind::Taken => "result already taken",
         };
         f.write_str(s)
     }

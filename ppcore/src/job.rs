@@ -20,6 +20,14 @@ pub trait Job: Copy + Send + Sync + 'static {
     /// Runs the job on this thread. Panics are not caught here.
     fn run(args: Self::Args) -> Result<Self::Output, JobError>;
 
+    /// How to copy a result, if its type is `Clone`: a handle read a second
+    /// time gives the value again through it (else
+    /// [`ErrorKind::Taken`](crate::ErrorKind::Taken)). [`job!`](crate::job!)
+    /// fills it in for every `Clone` output; the default is `None`.
+    fn output_cloner() -> Option<fn(&Self::Output) -> Self::Output> {
+        None
+    }
+
     /// Writes the arguments as they travel. [`job!`](crate::job!) writes
     /// each parameter that is a `Vec` of bytes or numbers as raw
     /// little-endian bytes (see [`Array`](crate::Array)); the default is
@@ -369,6 +377,12 @@ macro_rules! __job_item {
                 ($into)($name::call($($arg),*))
             }
 
+            fn output_cloner() -> ::core::option::Option<fn(&$out) -> $out> {
+                #[allow(unused_imports)]
+                use $crate::__clone::{ViaClone as _, ViaNone as _};
+                (&$crate::__clone::Probe::<$out>::new()).cloner()
+            }
+
             $crate::__job_codec!([$($arg: $ty),*] [$out]);
         }
 
@@ -376,11 +390,72 @@ macro_rules! __job_item {
     };
 }
 
+/// Whether a type is `Clone`, asked where the type is known (in
+/// [`job!`](crate::job!)'s expansion): `(&Probe::<T>::new()).cloner()` finds
+/// [`ViaClone`] when `T: Clone` (the method on `Probe` itself comes first)
+/// and [`ViaNone`] otherwise.
+#[doc(hidden)]
+pub mod __clone {
+    use std::marker::PhantomData;
+
+    /// Stands for a value of type `T`.
+    pub struct Probe<T>(PhantomData<fn() -> T>);
+
+    impl<T> Probe<T> {
+        /// The probe.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Probe(PhantomData)
+        }
+    }
+
+    /// `T` is `Clone`: its `clone`.
+    pub trait ViaClone<T> {
+        /// `Some(clone)`.
+        fn cloner(&self) -> Option<fn(&T) -> T>;
+    }
+
+    impl<T: Clone> ViaClone<T> for Probe<T> {
+        fn cloner(&self) -> Option<fn(&T) -> T> {
+            Some(T::clone)
+        }
+    }
+
+    /// `T` is not `Clone`.
+    pub trait ViaNone<T> {
+        /// `None`.
+        fn cloner(&self) -> Option<fn(&T) -> T>;
+    }
+
+    impl<T> ViaNone<T> for &Probe<T> {
+        fn cloner(&self) -> Option<fn(&T) -> T> {
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{ErrorKind, Job, JobError};
 
     type Alias<T> = Result<T, String>;
+
+    /// A result type that is not `Clone`.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Unique(u8);
+
+    crate::job! {
+        /// Its output cannot be copied.
+        fn unique(n: u8) -> Unique { Unique(n) }
+    }
+
+    #[test]
+    fn job_outputs_that_are_clone_get_a_cloner_and_others_none() {
+        let copy = <plain_result as Job>::output_cloner().expect("u8 is Clone");
+        assert_eq!(copy(&7), 7);
+        assert!(<unique as Job>::output_cloner().is_none());
+        assert_eq!(unique::call(3).0, 3);
+    }
 
     crate::job! {
         /// Fallible, spelled out.

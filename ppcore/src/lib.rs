@@ -65,6 +65,8 @@ pub use error::{ErrorKind, JobError};
 pub use escape::{escape, escape_bytes, MAX_PEER_TEXT};
 pub use fair::RoundRobin;
 pub use framing::Framer;
+#[doc(hidden)]
+pub use job::__clone;
 pub use job::{
     check_args, check_size, decode, encode, encode_args, quiet_job_panics, run_caught, run_erased,
     Fallible, Job,
