@@ -33,7 +33,7 @@ pub(crate) type Callback<T> = Box<dyn FnOnce(&Result<T, JobError>) + Send>;
 
 /// How a result is copied when it is read a second time (`None`: its type
 /// is not `Clone`).
-pub(crate) type Cloner<T> = Option<fn(&T) -> T>;
+pub(crate) type Cloner<T> = Option<ppcore::Cloner<T>>;
 
 struct Slot<T> {
     /// The error is boxed: a million queued cells should not each carry

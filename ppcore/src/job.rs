@@ -6,6 +6,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+/// Copies a value: `T::clone`, for a type that is `Clone`
+/// ([`Job::output_cloner`]).
+pub type Cloner<T> = fn(&T) -> T;
+
 /// A job: a plain function with a stable name. Written with [`job!`](crate::job!).
 pub trait Job: Copy + Send + Sync + 'static {
     /// The stable name nodes know the job by (`crate::module::function`).
@@ -24,7 +28,7 @@ pub trait Job: Copy + Send + Sync + 'static {
     /// time gives the value again through it (else
     /// [`ErrorKind::Taken`](crate::ErrorKind::Taken)). [`job!`](crate::job!)
     /// fills it in for every `Clone` output; the default is `None`.
-    fn output_cloner() -> Option<fn(&Self::Output) -> Self::Output> {
+    fn output_cloner() -> Option<Cloner<Self::Output>> {
         None
     }
 
@@ -377,7 +381,7 @@ macro_rules! __job_item {
                 ($into)($name::call($($arg),*))
             }
 
-            fn output_cloner() -> ::core::option::Option<fn(&$out) -> $out> {
+            fn output_cloner() -> ::core::option::Option<$crate::Cloner<$out>> {
                 #[allow(unused_imports)]
                 use $crate::__clone::{ViaClone as _, ViaNone as _};
                 (&$crate::__clone::Probe::<$out>::new()).cloner()

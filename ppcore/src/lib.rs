@@ -69,7 +69,7 @@ pub use framing::Framer;
 pub use job::__clone;
 pub use job::{
     check_args, check_size, decode, encode, encode_args, quiet_job_panics, run_caught, run_erased,
-    Fallible, Job,
+    Cloner, Fallible, Job,
 };
 pub use key::{
     write_new_key_file, Key, KeyError, KeySet, KEY_LEN, KEY_PREFIX, MAX_KEYS, SECRET_ENV,
