@@ -11,6 +11,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 pub type Cloner<T> = fn(&T) -> T;
 
 /// A job: a plain function with a stable name. Written with [`job!`](crate::job!).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a job: a closure or a plain function is not a job",
+    label = "write this as a `job!` function",
+    note = "define it with `ppclient::job! {{ pub fn name(x: u64) -> u64 {{ ... }} }}` and pass what a closure captured as arguments: a job runs in other processes, by name"
+)]
 pub trait Job: Copy + Send + Sync + 'static {
     /// The stable name nodes know the job by (`crate::module::function`).
     const NAME: &'static str;
@@ -297,21 +302,104 @@ impl<T, E: std::fmt::Display> Fallible for Result<T, E> {
 /// assert_eq!(parse_alias::run(("8".into(),)), Ok(8));
 /// assert_eq!(parse_alias::run(("y".into(),)).unwrap_err().kind, ErrorKind::Failed);
 /// ```
+///
+/// Three forms are refused, each with a message saying what to write
+/// instead. A borrowed parameter (`&str`, `&[T]`, `&T`, a lifetime): the
+/// arguments travel to other processes, so take owned types:
+///
+/// ```compile_fail
+/// ppcore::job! {
+///     /// Refused: "borrows a parameter ... `String` for `&str`".
+///     pub fn shout(text: &str) -> String { text.to_uppercase() }
+/// }
+/// ```
+///
+/// A generic job: it has one name and one type on every node, so write one
+/// job per type:
+///
+/// ```compile_fail
+/// ppcore::job! {
+///     /// Refused: "is generic ... write one job per type instead".
+///     pub fn first<T: Clone>(items: Vec<T>) -> T { items[0].clone() }
+/// }
+/// ```
+///
+/// A closure where a job is wanted (say `server.submit(|x: u64| x + 1,
+/// (1,))`): the error says to write a `job!` function and pass what the
+/// closure captured as arguments (see [`Job`]).
+///
+/// ```compile_fail
+/// fn wants_a_job<J: ppcore::Job>(_: J) {}
+/// let offset = 3u64;
+/// wants_a_job(move |x: u64| x + offset); // "a closure is not a job"
+/// ```
 #[macro_export]
 macro_rules! job {
-    (#[fallible] $(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?)
+    // Every form goes through the parameter check first; `@checked` is
+    // the job itself.
+    (@checked #[fallible] $(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?)
         -> $ret:ty $body:block) => {
         $crate::__job_item!(
             [$(#[$meta])*] $vis $name [$($arg: $ty),*] [<$ret as $crate::Fallible>::Ok] [$ret]
             [$crate::Fallible::into_job_result] $body
         );
     };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?)
+    (@checked $(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?)
         -> $($rest:tt)+) => {
         $crate::__job_ret!(@scan [[$(#[$meta])*] $vis $name [$($arg: $ty),*]] [] $($rest)+);
     };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
-        $crate::job!($(#[$meta])* $vis fn $name($($arg: $ty),*) -> () $body);
+    (@checked $(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $crate::job!(@checked $(#[$meta])* $vis fn $name($($arg: $ty),*) -> () $body);
+    };
+    (#[fallible] $(#[$meta:meta])* $vis:vis fn $name:ident ($($params:tt)*) $($rest:tt)*) => {
+        $crate::__job_owned!([$name] [$($params)*]
+            [#[fallible] $(#[$meta])* $vis fn $name ($($params)*) $($rest)*]);
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident < $($_rest:tt)*) => {
+        ::core::compile_error!(concat!(
+            "job! `", stringify!($name), "` is generic: a job has one name and one type on every ",
+            "node, so write one job per type instead (`fn sum_f64(v: Vec<f64>)`, `fn sum_u64(v: Vec<u64>)`)"
+        ));
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($($params:tt)*) $($rest:tt)*) => {
+        $crate::__job_owned!([$name] [$($params)*]
+            [$(#[$meta])* $vis fn $name ($($params)*) $($rest)*]);
+    };
+}
+
+/// Checks that a job's parameters are owned (no `&`, no lifetime), then
+/// makes the job: its arguments travel to another process, so they cannot
+/// borrow from the caller.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __job_owned {
+    ([$name:ident] [] [$($job:tt)*]) => {
+        $crate::job!(@checked $($job)*);
+    };
+    ([$name:ident] [& $($_rest:tt)*] $_job:tt) => {
+        $crate::__job_owned!(@borrowed $name);
+    };
+    ([$name:ident] [&& $($_rest:tt)*] $_job:tt) => {
+        $crate::__job_owned!(@borrowed $name);
+    };
+    ([$name:ident] [$lt:lifetime $($_rest:tt)*] $_job:tt) => {
+        $crate::__job_owned!(@borrowed $name);
+    };
+    ([$name:ident] [($($inner:tt)*) $($rest:tt)*] $job:tt) => {
+        $crate::__job_owned!([$name] [$($inner)* $($rest)*] $job);
+    };
+    ([$name:ident] [[$($inner:tt)*] $($rest:tt)*] $job:tt) => {
+        $crate::__job_owned!([$name] [$($inner)* $($rest)*] $job);
+    };
+    ([$name:ident] [$_first:tt $($rest:tt)*] $job:tt) => {
+        $crate::__job_owned!([$name] [$($rest)*] $job);
+    };
+    (@borrowed $name:ident) => {
+        ::core::compile_error!(concat!(
+            "job! `", stringify!($name), "` borrows a parameter: a job's arguments travel to ",
+            "other processes, so take owned types instead (`String` for `&str`, `Vec<T>` for `&[T]`, ",
+            "`T` for `&T`), or share one big value among many jobs with `Server::share`"
+        ));
     };
 }
 
