@@ -341,9 +341,24 @@ impl Server {
         Ok(self.core.tracker.wait_quiet(deadline))
     }
 
-    /// Local worker threads.
+    /// Local worker threads (pp's `get_ncpus`); [`Server::workers`] adds
+    /// the nodes'.
     pub fn ncpus(&self) -> usize {
         self.pool.workers()
+    }
+
+    /// Every worker slot that takes jobs now: the local pool plus the
+    /// workers of each node that is up (for "running with N workers").
+    pub fn workers(&self) -> usize {
+        let remote: usize = self
+            .nodes()
+            .iter()
+            .map(|n| match n.state {
+                crate::NodeState::Up { workers } => workers,
+                _ => 0,
+            })
+            .sum();
+        self.ncpus().saturating_add(remote)
     }
 
     /// Resizes the local pool; 0 leaves all work to the nodes (or, with no

@@ -42,3 +42,40 @@ fn a_result_that_is_not_clone_read_again_is_taken_not_cancelled() {
     assert!(again.message.contains("not Clone"), "{again}");
     assert_eq!(h.wait().unwrap_err().kind, ErrorKind::Taken);
 }
+
+/// A node of `workers` in this process.
+fn node(secret: &str, workers: usize) -> ppclient::node::Running {
+    let config = ppclient::node::Config {
+        port: 0,
+        workers,
+        keys: Some(ppclient::KeySet::parse(secret).unwrap()),
+        ..Default::default()
+    };
+    ppclient::node::start(config, ppclient::Registry::linked().unwrap()).unwrap()
+}
+
+#[test]
+fn workers_counts_the_local_pool_and_the_nodes_that_are_up() {
+    let secret = ppclient::Key::generate().unwrap().to_text();
+    let (a, b) = (node(&secret, 3), node(&secret, 2));
+    let server = Server::builder()
+        .ncpus(1)
+        .secret(&secret)
+        .nodes([a.local_addr().to_string(), b.local_addr().to_string()])
+        .build()
+        .unwrap();
+    assert!(server.wait_for_nodes(2, LONG), "{:?}", server.nodes());
+    assert_eq!(server.ncpus(), 1, "ncpus keeps meaning the local pool");
+    assert_eq!(server.workers(), 1 + 3 + 2);
+    b.stop();
+    b.wait();
+    let one_up = |nodes: &[ppclient::NodeInfo]| {
+        nodes
+            .iter()
+            .filter(|n| matches!(n.state, ppclient::NodeState::Up { .. }))
+            .count()
+            == 1
+    };
+    assert!(server.wait_for_nodes_where(LONG, one_up), "{:?}", server.nodes());
+    assert_eq!(server.workers(), 1 + 3);
+}
