@@ -114,6 +114,11 @@ impl<T: Send + 'static> Cell<T> {
         &self.tracker
     }
 
+    /// Its group, as an identity to compare (not to follow).
+    pub(crate) fn group_id(&self) -> Option<usize> {
+        self.group.as_ref().map(|g| Arc::as_ptr(g) as usize)
+    }
+
     fn claim(&self, from: impl Fn(u8) -> bool) -> bool {
         let mut now = self.state.load(Ordering::Acquire);
         while from(now) {
@@ -515,6 +520,25 @@ impl<T: Send + 'static> AsCompleted<T> {
             handles: handles.into_iter().map(Some).collect(),
             finished: rx,
         }
+    }
+}
+
+impl<T: Send + 'static> AsCompleted<T> {
+    /// Cancels every job not yielded yet (those queued or on a node; see
+    /// [`JobHandle::cancel`]); returns how many were cancelled. The
+    /// iterator then yields what is left, cancelled ones included: "first
+    /// hit wins, cancel the rest" is `next()` then `cancel_rest()`.
+    pub fn cancel_rest(&mut self) -> usize {
+        self.handles.iter().flatten().filter(|h| h.cancel()).count()
+    }
+
+    /// The handles not yielded yet, with their places in the input.
+    pub fn into_unfinished(self) -> Vec<(usize, JobHandle<T>)> {
+        self.handles
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.map(|h| (i, h)))
+            .collect()
     }
 }
 

@@ -11,6 +11,7 @@ use crate::session::{drive, Target, Waker};
 use ppcore::{KeySet, NodeCounters};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -92,6 +93,18 @@ pub(crate) struct Link {
     pub(crate) meter: crate::dashboard::LinkMeter,
     /// Whether this program was shipped to the node.
     pub(crate) ship: Mutex<crate::ship::Ship>,
+    /// Asks to cancel its jobs in flight, for its driver
+    /// ([`Server::cancel_all`](crate::Server::cancel_all), `cancel_group`).
+    cancels: Mutex<Vec<CancelAsk>>,
+    /// Whether `cancels` holds any (read by the driver at every turn).
+    cancel_asked: AtomicBool,
+}
+
+/// Cancel the jobs in flight of one group (`Some`, by identity) or all;
+/// the driver answers how many it cancelled.
+pub(crate) struct CancelAsk {
+    pub(crate) group: Option<usize>,
+    pub(crate) reply: crossbeam_channel::Sender<usize>,
 }
 
 impl Link {
@@ -105,6 +118,8 @@ impl Link {
             peer: Mutex::new((None, None)),
             meter: Default::default(),
             ship: Mutex::new(crate::ship::Ship::No),
+            cancels: Mutex::new(Vec::new()),
+            cancel_asked: AtomicBool::new(false),
         })
     }
 
@@ -177,10 +192,38 @@ impl Link {
     /// Wakes the driver so that it sees the server stopping: it says goodbye
     /// to the node and closes.
     pub(crate) fn close(&self) {
+        self.wake_driver();
+    }
+
+    /// Wakes the driver, if one runs.
+    fn wake_driver(&self) {
         let waker = lock(&self.waker).clone();
         if let Some(waker) = waker {
             waker.wake();
         }
+    }
+
+    /// Asks the driver to cancel the jobs it has in flight (of `group`, or
+    /// all); the answer, how many it cancelled, comes on the receiver.
+    /// `None` if no driver runs (then nothing is in flight).
+    pub(crate) fn ask_cancel(
+        &self,
+        group: Option<usize>,
+    ) -> Option<crossbeam_channel::Receiver<usize>> {
+        let waker = lock(&self.waker).clone()?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        lock(&self.cancels).push(CancelAsk { group, reply });
+        self.cancel_asked.store(true, Ordering::Release);
+        waker.wake();
+        Some(answer)
+    }
+
+    /// The asks to cancel not served yet (cheap when there are none).
+    pub(crate) fn take_cancel_asks(&self) -> Vec<CancelAsk> {
+        if !self.cancel_asked.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *lock(&self.cancels))
     }
 }
 

@@ -312,6 +312,55 @@ impl Server {
         Ok(())
     }
 
+    /// Cancels every job of group `name` that is queued or running on a node
+    /// (nodes are told to stop them); returns how many. Their handles and
+    /// callbacks get [`ErrorKind::Cancelled`]. Jobs running on local threads
+    /// cannot be stopped and run to the end, as with [`JobHandle::cancel`].
+    /// pp's reverse_md5 ends this way at the first hit.
+    pub fn cancel_group(&self, name: &str) -> usize {
+        let group = self.lock_groups().get(name).cloned();
+        match group {
+            Some(g) => self.cancel_where(Some(Arc::as_ptr(&g) as usize)),
+            None => 0,
+        }
+    }
+
+    /// Cancels every job submitted so far that is queued or running on a
+    /// node; returns how many (see [`Server::cancel_group`]).
+    pub fn cancel_all(&self) -> usize {
+        self.cancel_where(None)
+    }
+
+    /// Cancels the queued jobs of `group` (or all), then asks each node's
+    /// driver to cancel those it has in flight, waiting a bounded time for
+    /// their counts.
+    fn cancel_where(&self, group: Option<usize>) -> usize {
+        /// A driver answers within a turn; one that does not (it is stuck
+        /// writing to a node) is not waited for longer.
+        const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+        let queued = self
+            .core
+            .queue
+            .remove_where(|t| crate::task::in_group(t, group));
+        let mut cancelled = queued
+            .into_iter()
+            .filter(|t| Arc::clone(t).cancel())
+            .count();
+        let answers: Vec<_> = self
+            .core
+            .links()
+            .iter()
+            .filter_map(|l| l.ask_cancel(group))
+            .collect();
+        let deadline = Instant::now() + ANSWER_WITHIN;
+        for answer in answers {
+            if let Ok(n) = answer.recv_deadline(deadline) {
+                cancelled += n;
+            }
+        }
+        cancelled
+    }
+
     /// Waits until every job submitted so far has resolved and its callback
     /// has returned (every handle's `is_finished()` is then true, and a
     /// handle's `wait` returns at once).

@@ -250,6 +250,7 @@ impl Driver<'_> {
                 self.link.handle(Event::Close, Instant::now());
                 continue;
             }
+            self.serve_cancel_asks();
             if self.swept.elapsed() >= TICK {
                 self.swept = Instant::now();
                 // Jobs that ended while on the node leave the window; the
@@ -261,6 +262,21 @@ impl Driver<'_> {
             self.ship_turn();
             self.settle();
             self.wait(&mut events);
+        }
+    }
+
+    /// Cancels the jobs in flight that `Server::cancel_all` or
+    /// `cancel_group` asked for, and says how many.
+    fn serve_cancel_asks(&mut self) {
+        let Some(record) = self.record().cloned() else {
+            return;
+        };
+        for ask in record.take_cancel_asks() {
+            let gone = self
+                .link
+                .cancel_where(|t| crate::task::in_group(t, ask.group));
+            let n = gone.into_iter().filter(|t| Arc::clone(t).cancel()).count();
+            let _ = ask.reply.send(n);
         }
     }
 

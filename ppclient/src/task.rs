@@ -105,6 +105,17 @@ pub(crate) trait Task: Expire + Send + Sync {
     fn abandon(self: Arc<Self>, err: JobError);
     /// Whether the job ended while on a node (timed out, cancelled).
     fn ended(&self) -> bool;
+    /// Its group's identity, if it has one.
+    fn group(&self) -> Option<usize>;
+    /// Cancels it if it is queued or on a node (`Server::cancel_all`,
+    /// `cancel_group`); true if this call did.
+    fn cancel(self: Arc<Self>) -> bool;
+}
+
+/// Whether `task` is one that `Server::cancel_group(g)` (`Some(g)`) or
+/// `cancel_all` (`None`) is after.
+pub(crate) fn in_group(task: &Arc<dyn Task>, group: Option<usize>) -> bool {
+    group.is_none_or(|g| task.group() == Some(g))
 }
 
 /// Job `J`: its result cell and what it takes to run it.
@@ -462,6 +473,26 @@ impl<J: Job> Task for TypedTask<J> {
     fn abandon(self: Arc<Self>, err: JobError) {
         self.release();
         resolve(&self, Err(err));
+    }
+
+    fn group(&self) -> Option<usize> {
+        self.cell.group_id()
+    }
+
+    fn cancel(self: Arc<Self>) -> bool {
+        let err = JobError::new(
+            ErrorKind::Cancelled,
+            "cancelled by Server::cancel_all or cancel_group",
+        );
+        if !crate::handle::cancel(&self, err) {
+            return false;
+        }
+        // Out of the queue for good: its budget and arguments go now, not
+        // when the last handle is dropped.
+        self.release();
+        let args = self.lock().args.take();
+        drop(args);
+        true
     }
 
     fn ended(&self) -> bool {

@@ -275,6 +275,29 @@ impl<T, K: PartialEq> Lanes<T, K> {
         out.into_iter().map(|(_, item)| item).collect()
     }
 
+    /// Takes out every item `pred` picks, in queue order; the others keep
+    /// their places. `pred` runs under the queue's lock: keep it a look.
+    pub fn remove_where(&self, mut pred: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut out = Vec::new();
+        let mut state = self.lock();
+        for kind in &mut state.kinds {
+            for (back, lane) in [(false, &mut kind.urgent), (true, &mut kind.normal)] {
+                let mut keep = VecDeque::with_capacity(lane.len());
+                for (seq, item) in lane.drain(..) {
+                    match pred(&item) {
+                        true => out.push(((back, seq), item)),
+                        false => keep.push_back((seq, item)),
+                    }
+                }
+                *lane = keep;
+            }
+        }
+        self.shared.len.fetch_sub(out.len(), Ordering::SeqCst);
+        drop(state);
+        out.sort_by_key(|(at, _)| *at);
+        out.into_iter().map(|(_, item)| item).collect()
+    }
+
     /// Items queued now.
     pub fn len(&self) -> usize {
         self.shared.len.load(Ordering::SeqCst)
@@ -386,5 +409,18 @@ mod tests {
         assert_eq!(q.drain_kinds(|k| *k == 'a'), [9, 0, 3]);
         let rest: Vec<_> = std::iter::from_fn(|| q.try_pop()).collect();
         assert_eq!(rest, [1, 2, 4]);
+    }
+
+    #[test]
+    fn remove_where_takes_items_of_any_kind_and_keeps_the_rest_in_order() {
+        let q = Lanes::<u32, char>::new();
+        for (i, k) in "abcab".chars().enumerate() {
+            q.push_kind(k, i as u32);
+        }
+        q.push_front_kind('b', 8);
+        assert_eq!(q.remove_where(|i| i % 2 == 0), [8, 0, 2, 4]);
+        assert_eq!(q.len(), 2);
+        let rest: Vec<_> = std::iter::from_fn(|| q.try_pop()).collect();
+        assert_eq!(rest, [1, 3]);
     }
 }
