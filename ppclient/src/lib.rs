@@ -4,7 +4,8 @@
 //! One dependency is enough: this crate re-exports [`job!`], the [`Job`] and
 //! [`Registry`] types, [`ByteBuf`] for byte arguments, `serde` for your own
 //! argument types (`#[serde(crate = "ppclient::serde")]`), and, with the
-//! default `node` feature, the node library as [`node`] (`ppserver`).
+//! `node` feature (off by default: a client needs none of it, [`init`]
+//! included), the node library as `node` (`ppserver`).
 //!
 //! ```
 //! ppclient::job! {

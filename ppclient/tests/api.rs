@@ -36,14 +36,14 @@ fn too_big_arguments_fail_at_submit_even_with_only_local_workers() {
 }
 
 /// An in-process loopback node with every linked job.
-fn node(secret: &str) -> ppclient::node::Running {
-    let config = ppclient::node::Config {
+fn node(secret: &str) -> ppserver::Running {
+    let config = ppserver::Config {
         port: 0,
         workers: 1,
         keys: Some(ppclient::KeySet::parse(secret).unwrap()),
         ..Default::default()
     };
-    ppclient::node::start(config, ppclient::Registry::linked().unwrap()).unwrap()
+    ppserver::start(config, ppclient::Registry::linked().unwrap()).unwrap()
 }
 
 #[test]
@@ -69,15 +69,15 @@ fn too_big_arguments_fail_the_same_with_local_workers_and_a_node() {
 
 #[test]
 fn process_isolation_without_init_worker_is_refused_with_the_reason() {
-    let config = ppclient::node::Config {
+    let config = ppserver::Config {
         port: 0,
         keys: Some(ppclient::KeySet::parse(&RIGHT).unwrap()),
-        isolation: ppclient::node::Isolation::Process,
+        isolation: ppserver::Isolation::Process,
         ..Default::default()
     };
-    let refused = ppclient::node::start(config, ppclient::Registry::linked().unwrap());
+    let refused = ppserver::start(config, ppclient::Registry::linked().unwrap());
     let err = refused.err().expect("refused");
-    assert!(matches!(err, ppclient::node::ServeError::NoWorkerMode));
+    assert!(matches!(err, ppserver::ServeError::NoWorkerMode));
     assert!(err.to_string().contains("init_worker"), "{err}");
 }
 
@@ -187,13 +187,13 @@ fn a_refusing_node_fails_the_jobs_only_it_could_run_with_auth() {
 fn a_node_without_the_job_gives_unknown_job_not_auth() {
     let mut registry = ppclient::Registry::new();
     registry.add::<jobs::echo_u64>().unwrap();
-    let config = ppclient::node::Config {
+    let config = ppserver::Config {
         port: 0,
         workers: 1,
         keys: Some(ppclient::KeySet::parse(&RIGHT).unwrap()),
         ..Default::default()
     };
-    let node = ppclient::node::start(config, registry).unwrap();
+    let node = ppserver::start(config, registry).unwrap();
     let server = Server::builder()
         .ncpus(0)
         .secret(RIGHT.as_str())

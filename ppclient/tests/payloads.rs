@@ -58,15 +58,15 @@ ppclient::job! {
     }
 }
 
-fn with_node() -> (ppclient::node::Running, Server) {
+fn with_node() -> (ppserver::Running, Server) {
     let keys = ppclient::KeySet::one(ppclient::Key::generate().unwrap());
-    let config = ppclient::node::Config {
+    let config = ppserver::Config {
         port: 0,
         workers: 1,
         keys: Some(keys.clone()),
         ..Default::default()
     };
-    let node = ppclient::node::start(config, ppclient::Registry::linked().unwrap()).unwrap();
+    let node = ppserver::start(config, ppclient::Registry::linked().unwrap()).unwrap();
     let server = Server::builder()
         .ncpus(0)
         .keys(keys)

@@ -44,14 +44,14 @@ fn a_result_that_is_not_clone_read_again_is_taken_not_cancelled() {
 }
 
 /// A node of `workers` in this process.
-fn node(secret: &str, workers: usize) -> ppclient::node::Running {
-    let config = ppclient::node::Config {
+fn node(secret: &str, workers: usize) -> ppserver::Running {
+    let config = ppserver::Config {
         port: 0,
         workers,
         keys: Some(ppclient::KeySet::parse(secret).unwrap()),
         ..Default::default()
     };
-    ppclient::node::start(config, ppclient::Registry::linked().unwrap()).unwrap()
+    ppserver::start(config, ppclient::Registry::linked().unwrap()).unwrap()
 }
 
 #[test]

@@ -22,18 +22,18 @@ ppclient::job! {
 
 const LEN: usize = 1 << 19; // 4 MiB of u64: a stream of several chunks
 
-fn start_node(keys: &KeySet, shared_max: u64) -> ppclient::node::Running {
-    let config = ppclient::node::Config {
+fn start_node(keys: &KeySet, shared_max: u64) -> ppserver::Running {
+    let config = ppserver::Config {
         port: 0,
         workers: 1,
         keys: Some(keys.clone()),
         shared_max,
         ..Default::default()
     };
-    ppclient::node::start(config, ppclient::Registry::linked().unwrap()).unwrap()
+    ppserver::start(config, ppclient::Registry::linked().unwrap()).unwrap()
 }
 
-fn client(keys: &KeySet, nodes: &[&ppclient::node::Running]) -> Server {
+fn client(keys: &KeySet, nodes: &[&ppserver::Running]) -> Server {
     let server = Server::builder()
         .ncpus(0)
         .keys(keys.clone())
@@ -49,7 +49,7 @@ fn client(keys: &KeySet, nodes: &[&ppclient::node::Running]) -> Server {
     server
 }
 
-fn status(keys: &KeySet, node: &ppclient::node::Running) -> ppclient::NodeStatus {
+fn status(keys: &KeySet, node: &ppserver::Running) -> ppclient::NodeStatus {
     ppclient::node_status_with(
         &node.local_addr().to_string(),
         keys,
@@ -61,7 +61,7 @@ fn status(keys: &KeySet, node: &ppclient::node::Running) -> ppclient::NodeStatus
 /// Polls a node's status until `done` holds: bounded to 10 s and 1,000 asks.
 fn status_until(
     keys: &KeySet,
-    node: &ppclient::node::Running,
+    node: &ppserver::Running,
     done: impl Fn(&ppclient::NodeStatus) -> bool,
 ) -> ppclient::NodeStatus {
     let end = Instant::now() + Duration::from_secs(10);
@@ -182,8 +182,8 @@ fn a_job_handed_back_by_a_stopping_node_reruns_elsewhere_with_its_shared_value()
     // Node b joins; a stops: what it had not started comes back and runs
     // on b, which is sent the value first.
     let listen = server.listen_addr().unwrap().to_string();
-    let b = ppclient::node::start(
-        ppclient::node::Config {
+    let b = ppserver::start(
+        ppserver::Config {
             port: 0,
             workers: 1,
             keys: Some(keys.clone()),

@@ -23,8 +23,8 @@
 //! }
 //! ```
 //!
-//! A client program reaches all of this as `ppclient::node` without a
-//! dependency of its own.
+//! A client program reaches all of this as `ppclient::node` (ppclient's
+//! `node` feature) without a dependency of its own.
 //!
 //! | module | owns |
 //! | --- | --- |
