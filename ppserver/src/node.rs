@@ -120,7 +120,13 @@ impl Node {
             cache_max: config.cache_max,
         };
         let programs = crate::programs::Programs::new(
-            config.uploads.then(|| config.cache_dir.clone()).flatten(),
+            config
+                .uploads
+                .then(|| {
+                    let own = || crate::cache::default_dir(config.port);
+                    config.cache_dir.clone().or_else(own)
+                })
+                .flatten(),
             caps,
             config.program_idle,
             config.max_payload,
@@ -551,6 +557,9 @@ impl Node {
             programs_uploaded: programs.uploaded,
             programs_cached: programs.cached,
             program_workers: programs.workers,
+            programs_waiting: programs.waiting,
+            program_cache: programs.cache,
+            program_refused: programs.refused,
             shared_values,
             shared_bytes,
             shared_received: self.shared_received.load(Ordering::Relaxed),
