@@ -6,7 +6,9 @@
 //! **One directory per node by default**: `$XDG_CACHE_HOME/ppserver/programs/port-PORT`
 //! (or `~/.cache/...`), keyed by the port the node listens on, so that
 //! several nodes on one host never share one by accident and a node
-//! restarted on its port finds its programs again ([`default_dir`]).
+//! restarted on its port finds its programs again; a node on an ephemeral
+//! port gets an `ephemeral-...` directory that goes once the node is gone
+//! ([`own_dir`]).
 //!
 //! **Safe to share on purpose** (one `--cache-dir` given to several nodes):
 //! - an upload is written to its own temporary file, `HASH.TAG-N.part`
@@ -42,18 +44,67 @@ use std::time::{Duration, SystemTime};
 /// its lock and it has not changed for this long.
 pub(crate) const STALE_PART: Duration = Duration::from_secs(60);
 
-/// Where a node listening on `port` keeps programs when `--cache-dir` is
-/// not given: a directory of its own.
-pub(crate) fn default_dir(port: u16) -> Option<PathBuf> {
+/// Where a node asked to listen on `port` keeps programs when `--cache-dir`
+/// is not given: a directory of its own under
+/// `$XDG_CACHE_HOME/ppserver/programs` (else `~/.cache/ppserver/programs`):
+/// `port-PORT` for a node given its port, so that it finds its programs
+/// again when restarted there; `ephemeral-TAG` for a node on an ephemeral
+/// port (`--port 0`, as Slurm starts them), removed by the next node that
+/// starts on the host once its owner is gone. `None` with neither variable.
+pub(crate) fn own_dir(port: u16) -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(
-        base.join("ppserver")
-            .join("programs")
-            .join(format!("port-{port}")),
-    )
+    let name = match port {
+        0 => format!("{EPHEMERAL}{}", process_tag()),
+        port => format!("port-{port}"),
+    };
+    Some(base.join("ppserver").join("programs").join(name))
+}
+
+/// How the directories of nodes on ephemeral ports begin.
+const EPHEMERAL: &str = "ephemeral-";
+/// The file an ephemeral directory's node holds locked while it lives.
+const OWNER: &str = ".owner";
+
+/// Takes ownership of the ephemeral directory `dir` (made already): its
+/// [`OWNER`] file, locked for as long as the returned file is open. Made
+/// under another name and renamed locked, so that it is never seen unlocked
+/// while its owner lives.
+fn own(dir: &Path) -> io::Result<File> {
+    let temp = dir.join(format!("{OWNER}.{}", process_tag()));
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
+    fs::rename(&temp, dir.join(OWNER))?;
+    Ok(file)
+}
+
+/// Removes the ephemeral directories beside `dir` whose node is gone:
+/// their [`OWNER`] file is there and nobody holds its lock.
+fn sweep_ephemeral(dir: &Path) {
+    let Some(Ok(siblings)) = dir.parent().map(fs::read_dir) else {
+        return;
+    };
+    for entry in siblings.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(EPHEMERAL) || path == dir {
+            continue;
+        }
+        let Ok(owner) = File::open(path.join(OWNER)) else {
+            continue; // not one of ours, or its node is being born
+        };
+        let lock = rustix::fs::FlockOperation::NonBlockingLockExclusive;
+        if rustix::fs::flock(&owner, lock).is_ok() {
+            let _ = fs::remove_dir_all(&path);
+            tracing::info!(dir = %path.display(), "a gone node's program cache removed");
+        }
+    }
 }
 
 #[derive(Default)]
@@ -67,6 +118,8 @@ struct State {
 /// A directory of programs within a byte cap.
 pub(crate) struct ProgramCache {
     dir: PathBuf,
+    /// An ephemeral directory's [`OWNER`] file, locked while the node lives.
+    _owner: Option<File>,
     max: u64,
     /// What this process's temporary files are named with.
     tag: String,
@@ -120,15 +173,28 @@ fn evictions(
 }
 
 impl ProgramCache {
-    /// Opens (creating, mode 0700) the cache in `dir`.
-    pub(crate) fn open(dir: PathBuf, max: u64) -> io::Result<Arc<Self>> {
+    /// Opens (creating, mode 0700) the cache in `dir`; `own`: the node's
+    /// own directory ([`own_dir`]), and gone nodes' ephemeral ones beside it
+    /// are removed.
+    pub(crate) fn open(dir: PathBuf, max: u64, own: bool) -> io::Result<Arc<Self>> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        let ephemeral = dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(EPHEMERAL));
+        let owner = match own && ephemeral {
+            true => Some(self::own(&dir)?),
+            false => None,
+        };
+        if own {
+            sweep_ephemeral(&dir);
+        }
         let cache = Arc::new(ProgramCache {
             dir,
+            _owner: owner,
             max,
             tag: process_tag(),
             next: AtomicU64::new(0),

@@ -87,16 +87,18 @@ pub(crate) struct ProgramCounts {
 
 impl Programs {
     /// Programs cached in `dir` (none if `dir` is `None` or not writable:
-    /// every offer is then refused with the reason).
+    /// every offer is then refused with the reason); `own`: the node's own
+    /// directory, not one given (`cache::own_dir`).
     pub(crate) fn new(
         dir: Option<PathBuf>,
+        own: bool,
         caps: NodeCaps,
         idle: Duration,
         max_payload: u64,
     ) -> Self {
         let cache = match dir {
             None => Err("no cache directory (give --cache-dir, or set HOME)".to_owned()),
-            Some(dir) => ProgramCache::open(dir.clone(), caps.cache_max).map_err(|e| {
+            Some(dir) => ProgramCache::open(dir.clone(), caps.cache_max, own).map_err(|e| {
                 tracing::warn!("program cache {} unusable: {e}", dir.display());
                 format!("its program cache {} is not writable: {e}", dir.display())
             }),

@@ -62,16 +62,19 @@ fn node(name: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
 }
 
 /// A node as a user starts it: default options (a loopback interface and
-/// an ephemeral port aside) but `args`, `HOME` at `home`.
+/// an ephemeral port, unless `args` give one, aside) but `args`, `HOME` at
+/// `home`.
 fn stock_node(home: &std::path::Path, args: &[&str]) -> Node {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pp-test-node"));
-    cmd.args(["--interface", "127.0.0.1", "--port", "0"])
-        .args(["--log-level", "error"])
+    cmd.args(["--interface", "127.0.0.1", "--log-level", "error"])
         .args(args)
         .env("PP_SECRET", SECRET.as_str())
         .env("HOME", home)
         .env_remove("XDG_CACHE_HOME")
         .stdout(Stdio::piped());
+    if !args.contains(&"--port") {
+        cmd.args(["--port", "0"]);
+    }
     let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
@@ -427,4 +430,37 @@ fn a_node_that_refuses_the_program_says_why_in_nodes_stats_and_once_on_stderr() 
     // And in the node's own status.
     let refused = status(&refusing).program_refused.unwrap_or_default();
     assert!(refused.contains("--no-upload"), "{refused}");
+}
+
+#[test]
+fn a_stock_node_restarted_on_its_port_keeps_its_programs() {
+    let home = cache_dir("restart-home");
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    // A port nobody listens on now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    let first = stock_node(&home, &["--port", &port]);
+    let out = ship(PP_SHIP)
+        .args(["run", &first.addr, "3"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "sum 9");
+    assert_eq!(status(&first).programs_uploaded, 1);
+    let mut first = first;
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let again = stock_node(&home, &["--port", &port]);
+    let out = ship(PP_SHIP)
+        .args(["run", &again.addr, "3"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "sum 9");
+    let s = status(&again);
+    assert_eq!((s.programs_uploaded, s.programs_cached), (0, 1), "{s:?}");
+    assert!(s.program_cache.ends_with(&format!("port-{port}")), "{s:?}");
+    drop(first);
 }

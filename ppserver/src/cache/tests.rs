@@ -40,7 +40,7 @@ fn names(dir: &Path) -> Vec<String> {
 #[test]
 fn cached_program_is_private_named_by_hash_and_found_again() {
     let dir = temp_dir("hit");
-    let cache = ProgramCache::open(dir.clone(), 1 << 20).expect("open");
+    let cache = ProgramCache::open(dir.clone(), 1 << 20, false).expect("open");
     let path = upload(&cache, b"program one").expect("upload");
     let id = ProgramId::of(b"program one");
     assert_eq!(path, dir.join(format!("{}.bin", id.hex())));
@@ -57,8 +57,8 @@ fn an_upload_is_written_under_a_name_of_its_own_and_renamed_into_place() {
     let dir = temp_dir("rename");
     let id = ProgramId::of(b"same program");
     // Two nodes sharing one directory upload the same program at once.
-    let a = ProgramCache::open(dir.clone(), 1 << 20).expect("open a");
-    let b = ProgramCache::open(dir.clone(), 1 << 20).expect("open b");
+    let a = ProgramCache::open(dir.clone(), 1 << 20, false).expect("open a");
+    let b = ProgramCache::open(dir.clone(), 1 << 20, false).expect("open b");
     let mut slot_a = a.reserve(id, 12, nothing()).expect("slot a");
     let mut slot_b = b.reserve(id, 12, nothing()).expect("slot b");
     let parts = names(&dir);
@@ -80,7 +80,7 @@ fn an_upload_is_written_under_a_name_of_its_own_and_renamed_into_place() {
 #[test]
 fn an_abandoned_upload_leaves_nothing_frees_its_room_and_says_so() {
     let dir = temp_dir("abandon");
-    let cache = ProgramCache::open(dir.clone(), 100).expect("open");
+    let cache = ProgramCache::open(dir.clone(), 100, false).expect("open");
     let id = ProgramId::of(b"never finished");
     let told = Arc::new(AtomicBool::new(false));
     let hook = {
@@ -103,7 +103,7 @@ fn an_abandoned_upload_leaves_nothing_frees_its_room_and_says_so() {
 #[test]
 fn another_process_partial_upload_is_counted_and_kept_while_locked_removed_when_stale() {
     let dir = temp_dir("stale");
-    let writer = ProgramCache::open(dir.clone(), 100).expect("open writer");
+    let writer = ProgramCache::open(dir.clone(), 100, false).expect("open writer");
     let mut slot = writer
         .reserve(ProgramId::of(b"live"), 60, nothing())
         .expect("slot");
@@ -117,7 +117,7 @@ fn another_process_partial_upload_is_counted_and_kept_while_locked_removed_when_
         .expect("age it");
     // Another process opening the directory keeps a live upload (locked),
     // however old, and counts it against the cap.
-    let other = ProgramCache::open(dir.clone(), 100).expect("open other");
+    let other = ProgramCache::open(dir.clone(), 100, false).expect("open other");
     assert!(part.exists(), "a live upload was removed");
     let err = other
         .reserve(ProgramId::of(b"x"), 50, nothing())
@@ -142,7 +142,7 @@ fn another_process_partial_upload_is_counted_and_kept_while_locked_removed_when_
 #[test]
 fn least_recently_used_program_is_evicted_but_never_one_in_use() {
     let dir = temp_dir("lru");
-    let cache = ProgramCache::open(dir.clone(), 250).expect("open");
+    let cache = ProgramCache::open(dir.clone(), 250, false).expect("open");
     let a = vec![b'a'; 100];
     let b = vec![b'b'; 100];
     let c = vec![b'c'; 100];
@@ -193,16 +193,41 @@ fn evictions_take_the_oldest_unpinned_until_the_incoming_bytes_fit() {
 }
 
 #[test]
-fn default_directory_is_the_nodes_own_keyed_by_its_port() {
+fn own_directory_is_keyed_by_the_port_asked_for_and_unique_for_an_ephemeral_one() {
     // Read from the environment of this test process: HOME or XDG_CACHE_HOME.
-    let (Some(a), Some(b)) = (default_dir(60000), default_dir(60001)) else {
-        return; // neither set: no default, which `Programs` reports
+    let Some(a) = own_dir(60000) else {
+        return assert!(own_dir(0).is_none(), "no default, which `Programs` reports");
     };
-    assert_ne!(a, b);
     assert!(
         a.ends_with("ppserver/programs/port-60000"),
         "{}",
         a.display()
     );
-    assert_eq!(default_dir(60000), Some(a));
+    assert_eq!(own_dir(60000), Some(a.clone()));
+    assert_ne!(own_dir(60001), Some(a));
+    let (e1, e2) = (own_dir(0).expect("e1"), own_dir(0).expect("e2"));
+    assert_ne!(e1, e2);
+    let name = e1.file_name().expect("name").to_string_lossy().into_owned();
+    assert!(name.starts_with(EPHEMERAL), "{name}");
+}
+
+#[test]
+fn a_gone_nodes_ephemeral_directory_is_removed_by_the_next_node_never_a_live_ones() {
+    let base = temp_dir("ephemeral");
+    let (one, two) = (base.join("ephemeral-one"), base.join("ephemeral-two"));
+    let foreign = base.join("ephemeral-not-ours");
+    fs::create_dir_all(&foreign).expect("foreign");
+    let first = ProgramCache::open(one.clone(), 100, true).expect("one");
+    upload(&first, b"kept while its node lives").expect("upload");
+    let second = ProgramCache::open(two.clone(), 100, true).expect("two");
+    assert!(
+        one.join(OWNER).exists(),
+        "a live node's directory was removed"
+    );
+    drop(first); // its node is gone
+    let third = ProgramCache::open(base.join("port-7"), 100, true).expect("port");
+    assert!(!one.exists(), "a gone node's directory stays");
+    assert!(two.exists() && foreign.exists());
+    drop((second, third));
+    let _ = fs::remove_dir_all(base);
 }
