@@ -7,6 +7,14 @@
 //! are started on demand, kept while busy, and end after `--program-idle`
 //! without a job. A worker that dies costs its job (`Crashed`, the client's
 //! retry policy decides), exactly as in isolation mode.
+//!
+//! Bounds: one upload per program at a time on the node (and one per
+//! connection); an offer of a program another connection uploads, or that
+//! is starting, is an entry in [`waiting::Waiting`] (no thread): told when
+//! that upload or start ends, dropped when its connection closes. A program
+//! is started by one thread however many connections offer it, and that
+//! thread ends within the worker's 20 s to say hello. Starting retries a
+//! busy file (`ETXTBSY`) at most [`BUSY_TRIES`] times (about half a second).
 
 use crate::cache::{Pin, ProgramCache, Slot};
 use crate::isolate::{kill_group, spawn_with, Running, WorkerProcess};
@@ -25,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-mod waiting;
+pub(crate) mod waiting;
 use waiting::Waiting;
 
 /// Time a new program worker has to list its jobs.
@@ -558,5 +566,21 @@ fn read_hello(process: &mut WorkerProcess) -> Result<Vec<JobInfo>, Option<String
         Ok(Some(NodeMsg::Welcome { jobs, .. })) => Ok(jobs),
         Ok(Some(NodeMsg::Reject { reason, .. })) => Err(Some(reason)),
         _ => Err(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_program_is_tried_again_briefly_and_only_when_busy() {
+        let busy = std::io::Error::from_raw_os_error(26);
+        assert!(is_busy(&busy), "ETXTBSY is 26 on Linux");
+        assert!(!is_busy(&std::io::Error::from_raw_os_error(2)));
+        let total: Duration = (1..BUSY_TRIES).map(busy_pause).sum();
+        assert!(total <= Duration::from_secs(1), "{total:?}");
+        assert_eq!(busy_pause(1), Duration::from_millis(2));
+        assert_eq!(busy_pause(30), Duration::from_millis(100));
     }
 }
