@@ -233,13 +233,15 @@ impl ProgramCache {
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= STALE_PART);
+            // A young file is never touched: its writer may be about to lock it.
+            if !old {
+                continue;
+            }
             let Ok(file) = File::open(entry.path()) else {
                 continue;
             };
-            let free =
-                rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-                    .is_ok();
-            if old && free {
+            let lock = rustix::fs::FlockOperation::NonBlockingLockExclusive;
+            if rustix::fs::flock(&file, lock).is_ok() {
                 let _ = fs::remove_file(entry.path());
                 tracing::info!(file = %name, "stale partial upload removed");
             }
@@ -286,7 +288,7 @@ impl ProgramCache {
             .open(&part)?;
         slot.part = part;
         // Held while the file is written: other processes leave it alone.
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
         slot.file = Some(file);
         slot.abandoned = Some(abandoned);
         Ok(slot)
