@@ -5,7 +5,7 @@
 //! job, waits for a line on stdin, runs another; `pp-ship mixed HOST:PORT`
 //! runs 200 jobs with one that aborts among them; with no arguments it runs
 //! one job locally; `pp-ship spread A,B,...` runs short jobs in rounds until
-//! every node ran some (30 rounds at most), then prints how many nodes it
+//! every node ran some or says why not (150 rounds at most), then prints how many nodes it
 //! used, each node's reason for being unused, and the stats table.
 //! `PP_SHIP_NO_INIT` set: the program "forgets"
 //! `ppclient::init()`.
@@ -147,13 +147,20 @@ fn spread(addrs: &str) -> Res {
         .secret(std::env::var("PP_SECRET").unwrap_or_default())
         .nodes(names.iter().copied())
         .build()?;
-    let all_used = |s: &ppclient::Stats| s.nodes.iter().skip(1).all(|n| n.jobs > 0);
-    for _ in 0..30 {
+    // Every node used, or saying why not (a node still getting the program
+    // ready says nothing yet: it may take part in a later round).
+    let settled = |s: &ppclient::Stats| {
+        s.nodes
+            .iter()
+            .skip(1)
+            .all(|n| n.jobs > 0 || n.down.is_some())
+    };
+    for _ in 0..150 {
         let round: Vec<_> = (0..8).map(|_| server.submit(ship_nap, (20,))).collect();
         for h in round {
             h.wait()?;
         }
-        if all_used(&server.stats()) {
+        if settled(&server.stats()) {
             break;
         }
     }
