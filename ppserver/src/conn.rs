@@ -669,8 +669,9 @@ impl Driver<'_> {
         if let Err(e) = upload.check_progress(now, UPLOAD_STALL) {
             let id = upload.id();
             self.upload = None;
-            let jobs = Err(format!("upload refused: {e}"));
-            link.handle(NodeEvent::ProgramReady { id, jobs }, now);
+            let why = format!("upload refused: {e}");
+            self.node.programs.note_refusal(&why);
+            link.handle(NodeEvent::ProgramReady { id, jobs: Err(why) }, now);
         }
     }
 }
