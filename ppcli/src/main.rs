@@ -231,6 +231,9 @@ fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result
             "node": node, "version": s.version, "workers": s.workers, "jobs": jobs,
             "uptime_s": s.uptime_s, "connections": s.connections, "jobs_done": s.jobs_done,
             "jobs_failed": s.jobs_failed, "jobs_active": s.jobs_active,
+            "programs_uploaded": s.programs_uploaded, "programs_cached": s.programs_cached,
+            "program_workers": s.program_workers, "programs_waiting": s.programs_waiting,
+            "program_cache": s.program_cache, "program_refused": s.program_refused,
         });
         println!("{out}");
     } else {
@@ -251,6 +254,17 @@ fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        println!(
+            "programs    {} uploaded, {} cached, {} workers, {} waiting; cache {}",
+            s.programs_uploaded,
+            s.programs_cached,
+            s.program_workers,
+            s.programs_waiting,
+            ppcore::escape(&s.program_cache)
+        );
+        if let Some(why) = &s.program_refused {
+            println!("refused     {}", ppcore::escape(why));
+        }
     }
     Ok(())
 }

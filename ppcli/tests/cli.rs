@@ -39,12 +39,15 @@ fn status_prints_version_workers_jobs_and_counters() {
         "jobs::maclaurin",
         "uptime",
         "jobs done   0 (0 failed), 0 active",
+        "programs    0 uploaded, 0 cached, 0 workers, 0 waiting; cache ",
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
     let out = ppclient(&["status", &addr, "--json"], SECRET.as_str());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["workers"], 2);
+    assert_eq!(v["programs_waiting"], 0);
+    assert!(v["program_refused"].is_null(), "{v}");
 }
 
 #[test]

@@ -434,6 +434,7 @@ impl Builder {
         if self.report_refusals && up >= self.require_nodes {
             report_refusals(&nodes);
             core.report_late.store(true, Ordering::Release);
+            core.report_ship_refusals();
         }
         if up < self.require_nodes {
             core.stop();

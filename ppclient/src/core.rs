@@ -197,7 +197,41 @@ impl Core {
     }
 
     pub(crate) fn nodes(&self) -> Vec<NodeInfo> {
-        self.links().iter().map(|l| l.info()).collect()
+        let queued = self.queued_kinds();
+        self.links().iter().map(|l| l.info(&queued)).collect()
+    }
+
+    /// The kinds of jobs waiting in the queue now.
+    pub(crate) fn queued_kinds(&self) -> Vec<JobKind> {
+        let mut kinds = Vec::new();
+        // Asked of each kind with queued jobs; none is taken.
+        self.queue.drain_kinds(|kind| {
+            kinds.push(*kind);
+            false
+        });
+        kinds
+    }
+
+    /// Tells the user, once per node, that a node refused this program: a
+    /// `tracing` warning says it already if the program has a subscriber,
+    /// else one line on stderr.
+    pub(crate) fn report_ship_refusals(&self) {
+        for link in self.links() {
+            let Some(reason) = link.ship_refusal() else {
+                continue;
+            };
+            if link.ship_reported.swap(true, Ordering::AcqRel)
+                || tracing::dispatcher::has_been_set()
+            {
+                continue;
+            }
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "pp: node {} refused this program: {reason} (its jobs run on other nodes)",
+                link.name
+            );
+        }
     }
 
     /// Queues a new job.

@@ -6,7 +6,7 @@
 //! with capped exponential backoff; a node that refuses our secret or our
 //! protocol version is given up for good, with the reason.
 
-use crate::core::Core;
+use crate::core::{Core, JobKind};
 use crate::session::{drive, Target, Waker};
 use ppcore::{KeySet, NodeCounters};
 use std::collections::{HashMap, HashSet};
@@ -76,6 +76,11 @@ pub struct NodeInfo {
     pub addr: Option<SocketAddr>,
     /// What the node calls itself (its `Welcome`), once it has said.
     pub node_id: Option<String>,
+    /// Why the node, although up, runs none of the jobs queued now, or none
+    /// of this program's own: it refused this program (and why), or it
+    /// lacks the queued jobs. `None` when it runs them, and when its
+    /// [`state`](Self::state) says why already (down, refused us).
+    pub reason: Option<String>,
 }
 
 /// One remote node, across reconnections.
@@ -93,6 +98,8 @@ pub(crate) struct Link {
     pub(crate) meter: crate::dashboard::LinkMeter,
     /// Whether this program was shipped to the node.
     pub(crate) ship: Mutex<crate::ship::Ship>,
+    /// Set once the user was told that the node refused this program.
+    pub(crate) ship_reported: AtomicBool,
     /// Asks to cancel its jobs in flight, for its driver
     /// ([`Server::cancel_all`](crate::Server::cancel_all), `cancel_group`).
     cancels: Mutex<Vec<CancelAsk>>,
@@ -118,20 +125,35 @@ impl Link {
             peer: Mutex::new((None, None)),
             meter: Default::default(),
             ship: Mutex::new(crate::ship::Ship::No),
+            ship_reported: AtomicBool::new(false),
             cancels: Mutex::new(Vec::new()),
             cancel_asked: AtomicBool::new(false),
         })
     }
 
-    /// What [`Server::nodes`](crate::Server::nodes) says of this node.
-    pub(crate) fn info(&self) -> NodeInfo {
+    /// What [`Server::nodes`](crate::Server::nodes) says of this node,
+    /// with `queued` the kinds of jobs waiting in the queue now.
+    pub(crate) fn info(&self, queued: &[JobKind]) -> NodeInfo {
         let (addr, node_id) = lock(&self.peer).clone();
         NodeInfo {
             name: self.name.clone(),
             state: self.state(),
             addr,
             node_id,
+            reason: self.why_unused(queued),
         }
+    }
+
+    /// Why the node, although up, runs none of the `queued` jobs, or none
+    /// of this program's: see [`NodeInfo::reason`].
+    pub(crate) fn why_unused(&self, queued: &[JobKind]) -> Option<String> {
+        if !matches!(self.state(), NodeState::Up { .. }) {
+            return None;
+        }
+        if let Some(refused) = self.ship_refusal() {
+            return Some(format!("refused this program: {refused}"));
+        }
+        unused_for(queued, |kind| self.can_run(kind))
     }
 
     /// Notes the address a connection reached.
@@ -227,6 +249,29 @@ impl Link {
     }
 }
 
+/// Why a node runs none of the `queued` kinds of jobs, given whether it
+/// can run each (`None`: not known yet); `None` if it may run one. Pure.
+fn unused_for(
+    queued: &[JobKind],
+    can_run: impl Fn((&str, &str)) -> Option<bool>,
+) -> Option<String> {
+    if queued.is_empty() || queued.iter().any(|k| can_run(*k) != Some(false)) {
+        return None;
+    }
+    let mut names: Vec<&str> = queued.iter().map(|k| k.0).collect();
+    names.sort_unstable();
+    names.dedup();
+    let shown: Vec<String> = names.iter().take(3).map(|n| format!("`{n}`")).collect();
+    let more = match names.len().saturating_sub(3) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    Some(format!(
+        "runs none of the queued jobs: it has no {}{more}",
+        shown.join(", ")
+    ))
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -243,5 +288,27 @@ pub(crate) fn start_static(core: &Arc<Core>, name: String) {
         Arc::clone(&core).spawn("pp-link", move || drive(&core, Target::Named(link), None));
     if let Err(e) = spawned {
         tracing::warn!("cannot start a link thread: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unused_for;
+
+    #[test]
+    fn a_node_is_unused_only_if_it_can_run_none_of_the_queued_jobs() {
+        let queued = [("a", "sig"), ("b", "sig"), ("a", "other")];
+        assert_eq!(unused_for(&[], |_| Some(false)), None, "nothing queued");
+        assert_eq!(unused_for(&queued, |k| Some(k.0 == "b")), None);
+        assert_eq!(unused_for(&queued, |_| None), None, "not known yet");
+        assert_eq!(
+            unused_for(&queued, |_| Some(false)).as_deref(),
+            Some("runs none of the queued jobs: it has no `a`, `b`")
+        );
+        let many = [("e", ""), ("d", ""), ("c", ""), ("b", ""), ("a", "")];
+        assert_eq!(
+            unused_for(&many, |_| Some(false)).as_deref(),
+            Some("runs none of the queued jobs: it has no `a`, `b`, `c` and 2 more")
+        );
     }
 }

@@ -486,8 +486,9 @@ impl Server {
         let tracker = &self.core.tracker;
         let [submitted, succeeded, failed, cancelled, timed_out, shut_down] = tracker.counts();
         let mut nodes = vec![self.core.ctx.local.snapshot(LOCAL, self.ncpus())];
+        let queued = self.core.queued_kinds();
         nodes.extend(self.core.links().iter().map(|l| NodeStats {
-            down: why_down(&l.state()),
+            down: why_down(&l.state()).or_else(|| l.why_unused(&queued)),
             ..l.counters.snapshot(&l.name, l.workers())
         }));
         Stats {

@@ -562,7 +562,7 @@ impl Driver<'_> {
                         r.set_state(NodeState::Failed { reason });
                         // After build() returned, nobody else tells the user.
                         if self.core.report_late.load(Ordering::Acquire) {
-                            crate::builder::report_refusals(&[r.info()]);
+                            crate::builder::report_refusals(&[r.info(&[])]);
                         }
                     }
                     self.core.contacted();
@@ -699,6 +699,10 @@ impl Driver<'_> {
         self.upload = None;
         if let Some(r) = self.record() {
             *lock(&r.ship) = crate::ship::Ship::Refused(reason);
+        }
+        // After build() returned, nobody else tells the user.
+        if self.core.report_late.load(Ordering::Acquire) {
+            self.core.report_ship_refusals();
         }
         self.core.fail_unrunnable();
     }

@@ -17,7 +17,7 @@ static SECRET: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| ppcore::Key::generate().expect("randomness").to_text());
 
 /// How many gated jobs of each test may finish; signalled when it grows.
-static RELEASED: Mutex<[u64; 2]> = Mutex::new([0; 2]);
+static RELEASED: Mutex<[u64; 3]> = Mutex::new([0; 3]);
 static OPENED: Condvar = Condvar::new();
 
 ppcore::job! {
@@ -25,7 +25,7 @@ ppcore::job! {
     /// works 20 ms so that the task stream has something to draw.
     fn gated(gate: usize, k: u64) -> u64 {
         let released = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
-        let shut = |r: &mut [u64; 2]| r.get(gate).is_some_and(|&upto| upto <= k);
+        let shut = |r: &mut [u64; 3]| r.get(gate).is_some_and(|&upto| upto <= k);
         drop(OPENED.wait_timeout_while(released, Duration::from_secs(60), shut));
         std::thread::sleep(Duration::from_millis(20));
         k
@@ -579,4 +579,69 @@ fn a_taken_dashboard_port_fails_the_build_with_the_reason() {
         .build()
         .expect_err("not an address");
     assert!(!err.to_string().is_empty());
+}
+
+#[test]
+fn a_node_that_runs_none_of_the_queued_jobs_says_why_in_nodes_stats_and_the_dashboard() {
+    let key = || Some(ppcore::KeySet::parse(&SECRET).expect("a key"));
+    let config = || ppserver::Config {
+        port: 0,
+        workers: 1,
+        keys: key(),
+        ..Default::default()
+    };
+    let full = ppserver::start(config(), Registry::linked().expect("registry")).expect("starts");
+    // A node with no jobs at all: up, and of no use to this run.
+    let bare = ppserver::start(config(), Registry::new()).expect("starts");
+    let bare_name = bare.local_addr().to_string();
+    let server = Server::builder()
+        .ncpus(0)
+        .secret(&*SECRET)
+        .nodes([full.local_addr().to_string(), bare_name.clone()])
+        .dashboard("127.0.0.1:0")
+        .build()
+        .expect("builds");
+    let addr = server.dashboard_addr().expect("dashboard address");
+    // More jobs than the full node takes at once: some wait in the queue.
+    let handles = submit_gated(&server, 2, 40);
+    let reason = |server: &Server| {
+        server
+            .nodes()
+            .into_iter()
+            .find(|n| n.name == bare_name)
+            .and_then(|n| n.reason)
+    };
+    eventually("the bare node's reason", || reason(&server).is_some());
+    let why = reason(&server).unwrap_or_default();
+    assert!(why.contains("runs none of the queued jobs"), "{why}");
+    assert!(why.contains("gated"), "{why}");
+    let stats = server.stats();
+    let row = stats
+        .nodes
+        .iter()
+        .find(|n| n.node == bare_name)
+        .expect("row");
+    assert!(
+        row.down.as_deref().is_some_and(|d| d.contains("gated")),
+        "{row:?}"
+    );
+    assert!(
+        stats.to_string().contains("(runs none of the queued jobs"),
+        "{stats}"
+    );
+    let dash = status_json(addr);
+    let view = dash["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == bare_name.as_str()))
+        .unwrap_or_else(|| panic!("no node view in {dash}"));
+    assert!(
+        view["reason"].as_str().is_some_and(|r| r.contains("gated")),
+        "{view}"
+    );
+    // The queue empty, it is no longer a reason.
+    release(2, 40);
+    for h in handles {
+        h.wait().expect("ran on the full node");
+    }
+    assert_eq!(reason(&server), None);
 }

@@ -91,8 +91,9 @@ pub struct NodeStats {
     pub failed: u64,
     /// The sum of the jobs' run times.
     pub job_time: Duration,
-    /// Why the node takes no jobs now (unreachable, refused us), if so;
-    /// printed beside its row.
+    /// Why the node takes no jobs now (unreachable, refused us), or, up,
+    /// runs none of ours (refused this program, lacks the queued jobs), if
+    /// so; printed beside its row.
     #[serde(default)]
     pub down: Option<String>,
     /// Shared values sent there (each at most once per connection, again

@@ -126,6 +126,16 @@ pub struct NodeStatus {
     /// held already adds none).
     #[serde(default)]
     pub shared_received: u64,
+    /// Connections waiting for another connection's upload of a program,
+    /// or for a program's first worker to start.
+    #[serde(default)]
+    pub programs_waiting: u64,
+    /// The directory of the node's program cache, or why it has none.
+    #[serde(default)]
+    pub program_cache: String,
+    /// The last reason the node gave a client for not running its program.
+    #[serde(default)]
+    pub program_refused: Option<String>,
 }
 
 /// What a client sends to a node.

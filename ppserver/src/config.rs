@@ -70,9 +70,17 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`).
     pub metrics: Option<std::net::SocketAddr>,
-    /// Where shipped programs are kept (`None`: clients' programs are refused).
+    /// Where shipped programs are kept. `None`: the node's own directory,
+    /// `$XDG_CACHE_HOME/ppserver/programs/port-PORT` (else under
+    /// `~/.cache`), keyed by the port it is asked to listen on, so that
+    /// nodes on one host never share one by accident and a node restarted
+    /// on its port keeps its programs; `ephemeral-TAG` for port 0, removed
+    /// by a later node once this one is gone (with neither variable set,
+    /// programs are refused). A directory given may be shared by several nodes on
+    /// purpose: uploads go to temporary files renamed into place.
     pub cache_dir: Option<PathBuf>,
-    /// The most bytes of shipped programs kept; least recently used go first.
+    /// The most bytes of shipped programs kept, uploads under way included
+    /// (each reserves its offered size); least recently used go first.
     pub cache_max: u64,
     /// Whether clients may ship their programs here (`--no-upload` clears it).
     pub uploads: bool,
@@ -118,7 +126,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(5),
             metrics: None,
-            cache_dir: crate::cache::default_dir(),
+            cache_dir: None,
             cache_max: DEFAULT_CACHE_MAX,
             uploads: true,
             program_idle: Duration::from_secs(60),
@@ -256,10 +264,14 @@ pub struct Cli {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
-    /// Directory for programs clients ship (default: ~/.cache/ppserver/programs).
+    /// Directory for programs clients ship (default: the node's own,
+    /// ~/.cache/ppserver/programs/port-PORT, or ephemeral-TAG with --port 0,
+    /// removed once the node is gone; one given may be shared by several
+    /// nodes on purpose).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Most bytes of shipped programs kept (suffixes K, M, G: 2G is 2 GiB).
+    /// Most bytes of shipped programs kept, uploads under way included
+    /// (suffixes K, M, G: 2G is 2 GiB).
     #[arg(long, default_value = "2G", value_parser = ppcore::limits::parse_bytes, value_name = "BYTES")]
     pub cache_max: u64,
     /// Refuse programs shipped by clients: run built-in jobs only.

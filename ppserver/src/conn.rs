@@ -250,6 +250,9 @@ impl Driver<'_> {
             self.check_upload(&mut link);
             self.wait(&mut link, events, &mut polled);
         }
+        // What this connection uploaded or waited for ends with it.
+        self.upload = None;
+        self.node.programs.forget(self.id);
         let _ = self.outbox.flush(&mut self.stream, Instant::now());
         let _ = self.poll.registry().deregister(&mut self.stream);
         let _ = self.stream.shutdown(Shutdown::Both);
@@ -611,14 +614,10 @@ impl Driver<'_> {
             Some(_) => Decision::Answer(OfferAnswer::Refuse(
                 "an upload is under way on this connection: one at a time".into(),
             )),
-            None => self.node.programs.offer(info, now),
+            None => self.node.programs.offer(info, now, self.id, self.conn),
         };
         let answer = match decision {
             Decision::Answer(answer) => answer,
-            Decision::Have(ready) => {
-                self.get_ready(id, ready);
-                OfferAnswer::Have
-            }
             Decision::Upload(upload) => {
                 self.upload = Some(upload);
                 OfferAnswer::Need
@@ -640,19 +639,14 @@ impl Driver<'_> {
             Err(why) => Some(format!("upload refused: {why}")),
             Ok(()) if self.upload.as_ref().is_some_and(|u| u.is_complete()) => {
                 let upload = self.upload.take();
-                match upload.map(|u| self.node.programs.finish(*u)) {
-                    Some(Ok(path)) => {
-                        self.get_ready(id, crate::programs::Ready::Cached(path));
-                        None
-                    }
-                    Some(Err(why)) => Some(why),
-                    None => None,
-                }
+                let programs = &self.node.programs;
+                upload.and_then(|u| programs.finish(*u, self.id, self.conn).err())
             }
             Ok(()) => None,
         };
         if let Some(reason) = failed {
             tracing::warn!(peer = %self.peer, program = %id, "{reason}");
+            self.node.programs.note_refusal(&reason);
             if self.upload.as_ref().is_some_and(|u| u.id() == id) {
                 self.upload = None; // the slot goes, and with it the partial file
             }
@@ -675,21 +669,9 @@ impl Driver<'_> {
         if let Err(e) = upload.check_progress(now, UPLOAD_STALL) {
             let id = upload.id();
             self.upload = None;
-            let jobs = Err(format!("upload refused: {e}"));
-            link.handle(NodeEvent::ProgramReady { id, jobs }, now);
-        }
-    }
-
-    /// Gets program `id` ready off this thread; the outcome comes back as an event.
-    fn get_ready(&self, id: ProgramId, ready: crate::programs::Ready) {
-        let programs = Arc::clone(&self.node.programs);
-        let conn = Arc::clone(self.conn);
-        let spawned = std::thread::Builder::new()
-            .name("pp-program-ready".into())
-            .spawn(move || conn.program(id, programs.ready(id, ready)));
-        if let Err(e) = spawned {
-            self.conn
-                .program(id, Err(format!("cannot start the program: {e}")));
+            let why = format!("upload refused: {e}");
+            self.node.programs.note_refusal(&why);
+            link.handle(NodeEvent::ProgramReady { id, jobs: Err(why) }, now);
         }
     }
 }

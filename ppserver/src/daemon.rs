@@ -108,6 +108,11 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
     let addr = SocketAddr::new(config.interface, config.port);
     let listener = TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
     let addr = listener.local_addr()?;
+    // Keyed by the port asked for: an ephemeral one gets a directory of its own.
+    let own_cache = match config.cache_dir {
+        None if config.uploads => crate::cache::own_dir(config.port),
+        _ => None,
+    };
     // Times from a caller's Config are capped: deadlines computed from them
     // must not overflow (a week is the most any of them can mean).
     let cap = ppcore::limits::cap;
@@ -123,7 +128,7 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
     };
     let queue = ppcore::Lanes::<Ticket>::new();
     let workers = config.workers;
-    let node = Arc::new(Node::new(config, registry, queue.clone()));
+    let node = Arc::new(Node::new(config, registry, queue.clone(), own_cache));
     let worker_node = Arc::clone(&node);
     // Jobs arrive a frame at a time: idle workers sleep at once rather than
     // spin beside the connection drivers (ppcore::Pool::start_polling).

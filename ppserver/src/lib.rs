@@ -28,14 +28,14 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | `cache` | shipped programs on disk: named by hash, private, capped, one upload per hash |
+//! | `cache` | shipped programs on disk: a directory per node by default, named by hash, private, capped (uploads under way included), safe to share (temporary files renamed into place) |
 //! | `config` | [`Config`] and the command line ([`Cli`]) |
 //! | `node` | state shared by a node's connections: registry, job queue, counters, drain |
 //! | `admission` | who may hold a connection: limits on strangers (overall, per address) apart from clients, pure |
 //! | `memory` | `--max-memory`: bytes of queued arguments and unwritten results, held until dropped |
 //! | `conn` | the driver of one connection around [`ppcore::NodeLink`]: one thread that waits on the socket and its wake-ups, reads, writes (with a no-progress timeout), bounds the client's unwritten results |
 //! | `out` | how workers and the daemon reach a connection: a channel to its driver and a waker, its cancelled jobs |
-//! | `programs` | shipped programs: offers, uploads into the cache, program worker processes |
+//! | `programs` | shipped programs: offers, one upload per hash (others wait as connection state, `programs/waiting`), program worker processes |
 //! | `isolate` | isolation mode: worker processes that run jobs, replaced when they crash |
 //! | `metrics` | `--metrics`: the node's counters at `/metrics` in the Prometheus text format |
 //! | `daemon` | [`start`], [`serve`], [`main_with`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |

@@ -12,6 +12,7 @@ use ppcore::{ErrorKind, JobError, Lanes, Registry};
 use serde_bytes::ByteBuf;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -106,7 +107,14 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(config: Config, registry: Registry, queue: Lanes<Ticket>) -> Self {
+    /// A node with `config`; `own_cache`: its own program directory, used
+    /// when `config` gives none (`cache::own_dir` of the port it was asked for).
+    pub(crate) fn new(
+        config: Config,
+        registry: Registry,
+        queue: Lanes<Ticket>,
+        own_cache: Option<PathBuf>,
+    ) -> Self {
         let jobs = registry
             .entries()
             .map(|e| JobInfo {
@@ -119,8 +127,13 @@ impl Node {
             target: format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
             cache_max: config.cache_max,
         };
+        let own = config.cache_dir.is_none();
         let programs = crate::programs::Programs::new(
-            config.uploads.then(|| config.cache_dir.clone()).flatten(),
+            config
+                .uploads
+                .then(|| config.cache_dir.clone().or(own_cache))
+                .flatten(),
+            own,
             caps,
             config.program_idle,
             config.max_payload,
@@ -551,6 +564,9 @@ impl Node {
             programs_uploaded: programs.uploaded,
             programs_cached: programs.cached,
             program_workers: programs.workers,
+            programs_waiting: programs.waiting,
+            program_cache: programs.cache,
+            program_refused: programs.refused,
             shared_values,
             shared_bytes,
             shared_received: self.shared_received.load(Ordering::Relaxed),

@@ -7,10 +7,19 @@
 //! are started on demand, kept while busy, and end after `--program-idle`
 //! without a job. A worker that dies costs its job (`Crashed`, the client's
 //! retry policy decides), exactly as in isolation mode.
+//!
+//! Bounds: one upload per program at a time on the node (and one per
+//! connection); an offer of a program another connection uploads, or that
+//! is starting, is an entry in [`waiting::Waiting`] (no thread): told when
+//! that upload or start ends, dropped when its connection closes. A program
+//! is started by one thread however many connections offer it, and that
+//! thread ends within the worker's 20 s to say hello. Starting retries a
+//! busy file (`ETXTBSY`) at most [`BUSY_TRIES`] times (about half a second).
 
-use crate::cache::{Claim, Pin, ProgramCache, Slot};
+use crate::cache::{Pin, ProgramCache, Slot};
 use crate::isolate::{kill_group, spawn_with, Running, WorkerProcess};
 use crate::node::NodeJob;
+use crate::out::Conn;
 use ppcore::program::{answer_offer, NodeCaps, OfferAnswer, ProgramId, ProgramInfo};
 use ppcore::upload::Receiver;
 use ppcore::wire::{JobInfo, NodeMsg};
@@ -24,10 +33,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+pub(crate) mod waiting;
+use waiting::Waiting;
+
 /// Time a new program worker has to list its jobs.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
-/// Time a client waits for another client's upload of the same program.
-const SHARED_UPLOAD_WAIT: Duration = Duration::from_secs(300);
+/// Tries at starting a program that is busy being written (`ETXTBSY`: a
+/// process forked while this node wrote the file still holds a copy of
+/// the descriptor, until it runs its own program).
+const BUSY_TRIES: u32 = 10;
+
+/// What a waiter is told when another connection's upload failed.
+const SHARED_UPLOAD_FAILED: &str = "another client's upload of this program failed; offer it again";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -35,20 +52,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What to do about an offer.
 pub(crate) enum Decision {
-    /// Tell the client this answer (a refusal); nothing more.
+    /// Tell the client this answer. After `Have`, the program's jobs (or
+    /// why not) come to the connection as `ConnIn::Program`.
     Answer(OfferAnswer),
-    /// Tell the client `Have`, then get the program ready.
-    Have(Ready),
     /// Tell the client `Need`, then take its chunks into this receiver.
     Upload(Box<Upload>),
-}
-
-/// How a program that needs no upload from this client becomes ready.
-pub(crate) enum Ready {
-    /// It is in the cache.
-    Cached(PathBuf),
-    /// Another client is sending it now.
-    Shared,
 }
 
 /// One upload under way on a connection.
@@ -60,12 +68,16 @@ pub(crate) struct Programs {
     caps: NodeCaps,
     idle: Duration,
     known: Mutex<HashMap<ProgramId, Arc<Program>>>,
+    /// Connections waiting for an upload or a start (no thread each).
+    waiting: Mutex<Waiting<Arc<Conn>>>,
     uploaded: AtomicU64,
     cached: AtomicU64,
     workers: Arc<AtomicU64>,
     reaper: Mutex<bool>,
     /// The node's `--max-payload`, which program workers are started with.
     max_payload: u64,
+    /// The last reason this node gave for not running a program.
+    refused: Mutex<Option<String>>,
 }
 
 /// The node's counters of programs, for its status.
@@ -73,20 +85,28 @@ pub(crate) struct ProgramCounts {
     pub(crate) uploaded: u64,
     pub(crate) cached: u64,
     pub(crate) workers: u64,
+    /// Connections waiting for another's upload, or for a program's start.
+    pub(crate) waiting: u64,
+    /// The cache's directory, or why there is none.
+    pub(crate) cache: String,
+    /// The last reason the node gave for not running a program.
+    pub(crate) refused: Option<String>,
 }
 
 impl Programs {
     /// Programs cached in `dir` (none if `dir` is `None` or not writable:
-    /// every offer is then refused with the reason).
+    /// every offer is then refused with the reason); `own`: the node's own
+    /// directory, not one given (`cache::own_dir`).
     pub(crate) fn new(
         dir: Option<PathBuf>,
+        own: bool,
         caps: NodeCaps,
         idle: Duration,
         max_payload: u64,
     ) -> Self {
         let cache = match dir {
-            None => Err("no cache directory (give --cache-dir)".to_owned()),
-            Some(dir) => ProgramCache::open(dir.clone(), caps.cache_max).map_err(|e| {
+            None => Err("no cache directory (give --cache-dir, or set HOME)".to_owned()),
+            Some(dir) => ProgramCache::open(dir.clone(), caps.cache_max, own).map_err(|e| {
                 tracing::warn!("program cache {} unusable: {e}", dir.display());
                 format!("its program cache {} is not writable: {e}", dir.display())
             }),
@@ -99,11 +119,13 @@ impl Programs {
             caps,
             idle,
             known: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(Waiting::default()),
             uploaded: AtomicU64::new(0),
             cached: AtomicU64::new(0),
             workers: Arc::new(AtomicU64::new(0)),
             reaper: Mutex::new(false),
             max_payload,
+            refused: Mutex::new(None),
         }
     }
 
@@ -112,11 +134,44 @@ impl Programs {
             uploaded: self.uploaded.load(Ordering::Relaxed),
             cached: self.cached.load(Ordering::Relaxed),
             workers: self.workers.load(Ordering::Relaxed),
+            waiting: lock(&self.waiting).waiters() as u64,
+            cache: match &self.cache {
+                Ok(cache) => cache.dir().display().to_string(),
+                Err(why) => why.clone(),
+            },
+            refused: lock(&self.refused).clone(),
         }
     }
 
-    /// Decides on an offer: refuse, have, or take an upload.
-    pub(crate) fn offer(&self, info: &ProgramInfo, now: Instant) -> Decision {
+    /// Notes why the node did not run a program (for its status).
+    pub(crate) fn note_refusal(&self, reason: &str) {
+        *lock(&self.refused) = Some(reason.to_owned());
+    }
+
+    /// Decides on an offer from connection `conn` (`who`): refuse, have
+    /// (the program is here, or another connection sends it now: `who` is
+    /// told when it is ready), or take an upload.
+    pub(crate) fn offer(
+        self: &Arc<Self>,
+        info: &ProgramInfo,
+        now: Instant,
+        conn: u64,
+        who: &Arc<Conn>,
+    ) -> Decision {
+        let decision = self.decide(info, now, conn, who);
+        if let Decision::Answer(OfferAnswer::Refuse(why)) = &decision {
+            self.note_refusal(why);
+        }
+        decision
+    }
+
+    fn decide(
+        self: &Arc<Self>,
+        info: &ProgramInfo,
+        now: Instant,
+        conn: u64,
+        who: &Arc<Conn>,
+    ) -> Decision {
         let cache = match &self.cache {
             Ok(cache) => cache,
             Err(why) if self.caps.uploads => {
@@ -126,35 +181,68 @@ impl Programs {
             }
             Err(_) => return Decision::Answer(answer_offer(info, &self.caps, false, |_| true)),
         };
-        let cached = cache.get(&info.id);
+        let id = info.id;
+        let cached = cache.get(&id);
         let has_file = |p: &str| Path::new(p).exists();
         match answer_offer(info, &self.caps, cached.is_some(), has_file) {
             OfferAnswer::Have => {
                 self.cached.fetch_add(1, Ordering::Relaxed);
-                match cached {
-                    Some(path) => Decision::Have(Ready::Cached(path)),
-                    None => Decision::Have(Ready::Shared),
+                if let Some(path) = cached {
+                    self.start(id, path, conn, who);
+                }
+                Decision::Answer(OfferAnswer::Have)
+            }
+            OfferAnswer::Need => {
+                // Another connection uploads or starts it: wait for that.
+                let mut waiting = lock(&self.waiting);
+                if waiting.wait(id, conn, Arc::clone(who)) {
+                    return Decision::Answer(OfferAnswer::Have);
+                }
+                waiting.upload(id);
+                drop(waiting);
+                // Stored (by another node sharing the directory) since we looked?
+                if let Some(path) = cache.get(&id) {
+                    self.cached.fetch_add(1, Ordering::Relaxed);
+                    self.start(id, path, conn, who);
+                    return Decision::Answer(OfferAnswer::Have);
+                }
+                let weak = Arc::downgrade(self);
+                let abandoned = Box::new(move || {
+                    if let Some(programs) = weak.upgrade() {
+                        programs.upload_abandoned(&id);
+                    }
+                });
+                match cache.reserve(id, info.size, abandoned) {
+                    Ok(slot) => Decision::Upload(Box::new(Receiver::new(id, info.size, slot, now))),
+                    Err(e) => {
+                        self.upload_abandoned(&id);
+                        Decision::Answer(OfferAnswer::Refuse(format!(
+                            "this node cannot store the program: {e}"
+                        )))
+                    }
                 }
             }
-            OfferAnswer::Need => match cache.claim(info.id) {
-                Ok(Claim::Ready(path)) => {
-                    self.cached.fetch_add(1, Ordering::Relaxed);
-                    Decision::Have(Ready::Cached(path))
-                }
-                Ok(Claim::Busy) => Decision::Have(Ready::Shared),
-                Ok(Claim::Upload(slot)) => {
-                    Decision::Upload(Box::new(Receiver::new(info.id, info.size, slot, now)))
-                }
-                Err(e) => Decision::Answer(OfferAnswer::Refuse(format!(
-                    "this node cannot store the program: {e}"
-                ))),
-            },
             other => Decision::Answer(other),
         }
     }
 
-    /// Ends a complete upload: verified, into the cache.
-    pub(crate) fn finish(&self, upload: Upload) -> Result<PathBuf, String> {
+    /// An upload ended unfinished: whoever waited for it is told.
+    fn upload_abandoned(&self, id: &ProgramId) {
+        let waiters = lock(&self.waiting).upload_failed(id);
+        for who in waiters {
+            who.program(*id, Err(SHARED_UPLOAD_FAILED.to_owned()));
+        }
+    }
+
+    /// Ends a complete upload of connection `conn`: verified, into the
+    /// cache, and started (`who` is told its jobs).
+    pub(crate) fn finish(
+        self: &Arc<Self>,
+        upload: Upload,
+        conn: u64,
+        who: &Arc<Conn>,
+    ) -> Result<(), String> {
+        let id = upload.id();
         let slot = upload
             .finish()
             .map_err(|e| format!("upload refused: {e}"))?;
@@ -162,24 +250,48 @@ impl Programs {
             .commit()
             .map_err(|e| format!("cannot store the program: {e}"))?;
         self.uploaded.fetch_add(1, Ordering::Relaxed);
-        Ok(path)
+        self.start(id, path, conn, who);
+        Ok(())
     }
 
-    /// Gets the program `id` ready to run (its jobs listed by a first
-    /// worker), waiting for another client's upload if need be. Blocks: call
-    /// it off the connection's driver.
-    pub(crate) fn ready(
-        self: &Arc<Self>,
-        id: ProgramId,
-        how: Ready,
-    ) -> Result<Vec<JobInfo>, String> {
+    /// Connection `conn` closed: it waits for nothing any more.
+    pub(crate) fn forget(&self, conn: u64) {
+        lock(&self.waiting).forget(conn);
+    }
+
+    /// Gets program `id` (its file at `path`) ready to run, once however
+    /// many connections ask: `who` is told its jobs, or why not.
+    fn start(self: &Arc<Self>, id: ProgramId, path: PathBuf, conn: u64, who: &Arc<Conn>) {
+        if let Some(program) = lock(&self.known).get(&id) {
+            return who.program(id, Ok(program.jobs.clone()));
+        }
+        if !lock(&self.waiting).start(id, conn, Arc::clone(who)) {
+            return; // started already: `who` hears with the others
+        }
+        let programs = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("pp-program-start".into())
+            .spawn(move || programs.started(id, programs.launch(id, path)));
+        if let Err(e) = spawned {
+            self.started(id, Err(format!("cannot start the program: {e}")));
+        }
+    }
+
+    /// The start of `id` ended: everyone waiting for it hears how.
+    fn started(&self, id: ProgramId, jobs: Result<Vec<JobInfo>, String>) {
+        if let Err(why) = &jobs {
+            self.note_refusal(why);
+        }
+        let waiters = lock(&self.waiting).started(&id);
+        for who in waiters {
+            who.program(id, jobs.clone());
+        }
+    }
+
+    /// Starts the first worker of program `id` from `path` (its jobs listed).
+    /// Blocks: runs on the start's own thread.
+    fn launch(self: &Arc<Self>, id: ProgramId, path: PathBuf) -> Result<Vec<JobInfo>, String> {
         let cache = self.cache.as_ref().map_err(Clone::clone)?;
-        let path = match how {
-            Ready::Cached(path) => path,
-            Ready::Shared => cache
-                .wait_ready(&id, SHARED_UPLOAD_WAIT)
-                .ok_or("another client's upload of this program failed; offer it again")?,
-        };
         if let Some(program) = lock(&self.known).get(&id) {
             return Ok(program.jobs.clone());
         }
@@ -286,9 +398,8 @@ impl Spawner {
     /// prints goes to the node's stderr, as every worker's does.
     fn spawn(&self) -> Result<(ProgramWorker, Vec<JobInfo>), String> {
         let pin = self.cache.pin(self.id);
-        let mut cmd = Command::new(&self.path);
-        cmd.env(WORKER_ENV, PROGRAM_WORKER);
-        let mut process = spawn_with(cmd, self.max_payload)
+        let mut process = self
+            .start_process()
             .map_err(|e| format!("cannot start the program: {e}"))?;
         let jobs = match read_hello(&mut process) {
             Ok(jobs) => jobs,
@@ -314,6 +425,36 @@ impl Spawner {
         };
         Ok((worker, jobs))
     }
+}
+
+impl Spawner {
+    /// Starts the program's process, trying again a few times while the
+    /// file is busy (`ETXTBSY`: see [`BUSY_TRIES`]).
+    fn start_process(&self) -> std::io::Result<WorkerProcess> {
+        let mut tries = 0;
+        loop {
+            let mut cmd = Command::new(&self.path);
+            cmd.env(WORKER_ENV, PROGRAM_WORKER);
+            match spawn_with(cmd, self.max_payload) {
+                Err(e) if is_busy(&e) && tries + 1 < BUSY_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(busy_pause(tries));
+                }
+                done => return done,
+            }
+        }
+    }
+}
+
+/// Whether starting a program failed because its file is open for writing.
+fn is_busy(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::TXTBSY.raw_os_error())
+}
+
+/// The pause before try `n` + 1 at a busy program: 2, 4, 8 ... ms, at most
+/// 100 ms (about half a second over all [`BUSY_TRIES`]).
+fn busy_pause(n: u32) -> Duration {
+    Duration::from_millis((1u64 << n.min(7)).min(100))
 }
 
 /// A worker's error, saying it was the program's worker that died.
@@ -425,5 +566,21 @@ fn read_hello(process: &mut WorkerProcess) -> Result<Vec<JobInfo>, Option<String
         Ok(Some(NodeMsg::Welcome { jobs, .. })) => Ok(jobs),
         Ok(Some(NodeMsg::Reject { reason, .. })) => Err(Some(reason)),
         _ => Err(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_program_is_tried_again_briefly_and_only_when_busy() {
+        let busy = std::io::Error::from_raw_os_error(26);
+        assert!(is_busy(&busy), "ETXTBSY is 26 on Linux");
+        assert!(!is_busy(&std::io::Error::from_raw_os_error(2)));
+        let total: Duration = (1..BUSY_TRIES).map(busy_pause).sum();
+        assert!(total <= Duration::from_secs(1), "{total:?}");
+        assert_eq!(busy_pause(1), Duration::from_millis(2));
+        assert_eq!(busy_pause(30), Duration::from_millis(100));
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{authenticated, connect, reject_reason, Node, SECRET};
+use common::{authenticated, connect, eventually, reject_reason, Node, SECRET};
 use ppcore::link::HANDSHAKE_MAX_FRAME;
 use ppcore::program::{Linking, OfferAnswer, ProgramId, ProgramInfo, CHUNK};
 use ppcore::secure::ClientHandshake;
@@ -54,6 +54,17 @@ impl Session {
         assert!(self.0.send(msg), "the node closed the connection");
     }
 
+    /// Waits until the node has read everything sent before: its pong.
+    fn sync(&mut self, n: u64) {
+        self.send(&ClientMsg::Ping(n));
+        for _ in 0..10_000 {
+            if self.0.recv().expect("a message") == NodeMsg::Pong(n) {
+                return;
+            }
+        }
+        panic!("no pong")
+    }
+
     /// The next message other than a pong.
     fn next(&mut self) -> NodeMsg {
         for _ in 0..10_000 {
@@ -77,6 +88,28 @@ fn program() -> (Vec<u8>, ProgramInfo) {
         linking: Linking::Static,
     };
     (bytes, info)
+}
+
+/// The node process's threads now.
+fn threads(node: &Node) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a thread count")
+}
+
+/// Bytes of every file in `dir`.
+fn disk(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 fn upload(session: &mut Session, id: ProgramId, bytes: &[u8]) {
@@ -254,6 +287,182 @@ fn offers_too_big_or_without_their_loader_are_refused_with_the_reason() {
     let reason = refusal(&mut s, dynamic);
     assert!(reason.contains("/no/such/ld-linux.so"), "{reason}");
     assert!(reason.contains("crt-static"), "{reason}");
+    // The node's status says why it refused last, and where its cache is.
+    let status = ppclient::node_status(&n.name(), SECRET.as_str(), Duration::from_secs(5)).unwrap();
+    let refused = status.program_refused.unwrap_or_default();
+    assert!(refused.contains("/no/such/ld-linux.so"), "{refused}");
+    assert_eq!(status.program_cache, dir);
+}
+
+#[test]
+fn offers_waiting_for_another_upload_take_no_thread_and_end_with_their_connections() {
+    const CONNECTIONS: usize = 40;
+    const OFFERS: usize = 10;
+    let cache = Cache::new("waiting");
+    let n = node(&cache);
+    let (bytes, info) = program();
+    let mut uploader = Session::new(&n);
+    uploader.send(&ClientMsg::Offer(info.clone()));
+    let need = NodeMsg::Offered {
+        id: info.id,
+        answer: OfferAnswer::Need,
+    };
+    assert_eq!(uploader.next(), need);
+    let alone = threads(&n);
+    let mut waiting: Vec<Session> = (0..CONNECTIONS).map(|_| Session::new(&n)).collect();
+    let connected = threads(&n);
+    // Each of them offers the program, again and again, while the upload
+    // has not begun: each hears `Have`, and waits.
+    let have = NodeMsg::Offered {
+        id: info.id,
+        answer: OfferAnswer::Have,
+    };
+    for s in &mut waiting {
+        for _ in 0..OFFERS {
+            s.send(&ClientMsg::Offer(info.clone()));
+        }
+    }
+    for s in &mut waiting {
+        for _ in 0..OFFERS {
+            assert_eq!(s.next(), have);
+        }
+    }
+    let offered = threads(&n);
+    assert!(
+        offered < connected + 8,
+        "{} waiting offers took {} threads",
+        CONNECTIONS * OFFERS,
+        offered.saturating_sub(connected)
+    );
+    let status = || ppclient::node_status(&n.name(), SECRET.as_str(), Duration::from_secs(5));
+    assert_eq!(status().unwrap().programs_waiting, CONNECTIONS as u64);
+    // Closed, they wait no more, and their threads are gone.
+    let mut last = waiting.pop().expect("a waiting connection");
+    drop(waiting);
+    assert!(
+        eventually(Duration::from_secs(20), || threads(&n) <= alone + 4),
+        "threads: {} with one upload, {} after the waiting connections closed",
+        alone,
+        threads(&n)
+    );
+    assert!(eventually(Duration::from_secs(20), || status()
+        .is_ok_and(|s| s.programs_waiting == 1)));
+    // The one left hears how the upload ended: `true` is no pp worker.
+    upload(&mut uploader, info.id, &bytes);
+    for s in [&mut uploader, &mut last] {
+        match s.next() {
+            NodeMsg::ProgramRefused { id, reason } => {
+                assert_eq!(id, info.id);
+                assert!(reason.contains("did not start as a pp worker"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(status().unwrap().programs_waiting, 0);
+}
+
+#[test]
+fn an_offer_waiting_for_an_upload_hears_when_that_upload_fails() {
+    let cache = Cache::new("waitfail");
+    let n = node(&cache);
+    let (_, info) = program();
+    let mut uploader = Session::new(&n);
+    uploader.send(&ClientMsg::Offer(info.clone()));
+    assert!(matches!(
+        uploader.next(),
+        NodeMsg::Offered {
+            answer: OfferAnswer::Need,
+            ..
+        }
+    ));
+    let mut waiter = Session::new(&n);
+    waiter.send(&ClientMsg::Offer(info.clone()));
+    assert!(matches!(
+        waiter.next(),
+        NodeMsg::Offered {
+            answer: OfferAnswer::Have,
+            ..
+        }
+    ));
+    drop(uploader); // its upload ends with its connection
+    match waiter.next() {
+        NodeMsg::ProgramRefused { reason, .. } => {
+            assert!(reason.contains("offer it again"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Offered again, the program is this connection's to upload.
+    waiter.send(&ClientMsg::Offer(info));
+    assert!(matches!(
+        waiter.next(),
+        NodeMsg::Offered {
+            answer: OfferAnswer::Need,
+            ..
+        }
+    ));
+    assert!(eventually(Duration::from_secs(10), || cache.programs() == 1));
+}
+
+#[test]
+fn partial_uploads_count_against_the_cache_cap_and_go_with_their_connection() {
+    const CAP: u64 = 1 << 20;
+    const SIZE: usize = 400 << 10;
+    let cache = Cache::new("partials");
+    let dir = cache.0.to_string_lossy().into_owned();
+    let n = Node::start(&["--cache-dir", &dir, "--cache-max", "1M"]);
+    let (_, template) = program();
+    let (mut uploading, mut refused) = (Vec::new(), Vec::new());
+    for k in 0..10u8 {
+        // Ten programs of 400 KiB, each sent but for its last byte.
+        let bytes = vec![k + 1; SIZE];
+        let info = ProgramInfo {
+            id: ProgramId::of(&bytes),
+            size: SIZE as u64,
+            ..template.clone()
+        };
+        let mut s = Session::new(&n);
+        s.send(&ClientMsg::Offer(info.clone()));
+        match s.next() {
+            NodeMsg::Offered {
+                answer: OfferAnswer::Need,
+                ..
+            } => {
+                upload(&mut s, info.id, &bytes[..SIZE - 1]);
+                s.sync(u64::from(k));
+                uploading.push(s);
+            }
+            NodeMsg::Offered {
+                answer: OfferAnswer::Refuse(reason),
+                ..
+            } => refused.push(reason),
+            other => panic!("unexpected {other:?}"),
+        }
+        let used = disk(&cache.0);
+        assert!(used <= 2 * CAP, "{used} bytes on disk under a cap of {CAP}");
+    }
+    assert_eq!(uploading.len(), 2, "as many as fit: {refused:?}");
+    assert!(refused[0].contains("--cache-max"), "{}", refused[0]);
+    assert_eq!(cache.programs(), 2, "the partial files live in the cache");
+    // Their connections closed, they are gone, and their room is free.
+    drop(uploading);
+    assert!(
+        eventually(Duration::from_secs(20), || cache.programs() == 0),
+        "partial uploads outlived their connections"
+    );
+    let mut s = Session::new(&n);
+    let bytes = vec![99; SIZE];
+    s.send(&ClientMsg::Offer(ProgramInfo {
+        id: ProgramId::of(&bytes),
+        size: SIZE as u64,
+        ..template
+    }));
+    assert!(matches!(
+        s.next(),
+        NodeMsg::Offered {
+            answer: OfferAnswer::Need,
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -61,6 +61,37 @@ fn node(name: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
     Node { child, addr, cache }
 }
 
+/// A node as a user starts it: default options (a loopback interface and
+/// an ephemeral port, unless `args` give one, aside) but `args`, `HOME` at
+/// `home`.
+fn stock_node(home: &std::path::Path, args: &[&str]) -> Node {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pp-test-node"));
+    cmd.args(["--interface", "127.0.0.1", "--log-level", "error"])
+        .args(args)
+        .env("PP_SECRET", SECRET.as_str())
+        .env("HOME", home)
+        .env_remove("XDG_CACHE_HOME")
+        .stdout(Stdio::piped());
+    if !args.contains(&"--port") {
+        cmd.args(["--port", "0"]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.parse::<std::net::SocketAddr>().is_ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    Node {
+        child,
+        addr,
+        cache: home.to_path_buf(),
+    }
+}
+
 fn ship(bin: &str) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env("PP_SECRET", SECRET.as_str())
@@ -325,4 +356,111 @@ fn a_shared_value_reaches_program_workers_once_and_is_decoded_once_in_each() {
     assert_eq!(sent, 1, "sent to the node once: {text}");
     let s = status(&n);
     assert_eq!(s.shared_received, 1, "{s:?}");
+}
+
+#[test]
+fn two_stock_nodes_on_one_host_both_run_a_shipped_program_from_the_first_run() {
+    // Issue 25's "done when": ten cold runs (no program cached anywhere),
+    // two nodes with default options on one machine, both used each time.
+    for run in 0..10 {
+        let home = cache_dir(&format!("home-{run}"));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        let (a, b) = (stock_node(&home, &[]), stock_node(&home, &[]));
+        let both = format!("{},{}", a.addr, b.addr);
+        let out = ship(PP_SHIP).args(["spread", &both]).output().unwrap();
+        let text = stdout(&out);
+        assert!(out.status.success(), "run {run}: {text}");
+        assert!(text.contains("nodes used 2 of 2"), "run {run}: {text}");
+        assert!(!text.contains("unused"), "run {run}: {text}");
+        // Each node kept the program in a directory of its own.
+        let programs = home.join(".cache/ppserver/programs");
+        let dirs = std::fs::read_dir(&programs).unwrap().flatten().count();
+        assert_eq!(dirs, 2, "run {run}: one cache per node under {programs:?}");
+        assert_eq!(status(&a).programs_uploaded, 1, "run {run}");
+        assert_eq!(status(&b).programs_uploaded, 1, "run {run}");
+    }
+}
+
+#[test]
+fn two_nodes_sharing_one_cache_directory_on_purpose_both_run_the_program() {
+    let home = cache_dir("shared-home");
+    let shared = home.join("programs");
+    let _ = std::fs::remove_dir_all(&home);
+    let dir = shared.to_string_lossy().into_owned();
+    let a = stock_node(&home, &["--cache-dir", &dir]);
+    let b = stock_node(&home, &["--cache-dir", &dir]);
+    let both = format!("{},{}", a.addr, b.addr);
+    let out = ship(PP_SHIP).args(["spread", &both]).output().unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("nodes used 2 of 2"), "{text}");
+    // One program file, and no temporary file left behind.
+    let names: Vec<String> = std::fs::read_dir(&shared)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].ends_with(".bin"), "{names:?}");
+}
+
+#[test]
+fn a_node_that_refuses_the_program_says_why_in_nodes_stats_and_once_on_stderr() {
+    let good = node("why-good", &[], &[]);
+    let refusing = node("why-refusing", &["--no-upload"], &[]);
+    let both = format!("{},{}", good.addr, refusing.addr);
+    let out = ship(PP_SHIP).args(["spread", &both]).output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("nodes used 1 of 2"), "{text}");
+    // In nodes(): the reason field of the refusing node.
+    let why = format!("unused {}: refused this program: ", refusing.addr);
+    assert!(text.contains(&why), "{text}");
+    assert!(text.contains("--no-upload"), "{text}");
+    // In print_stats: beside the node's row.
+    let row = text
+        .lines()
+        .find(|l| l.ends_with(")") && l.contains(&format!("| {} (", refusing.addr)))
+        .unwrap_or_else(|| panic!("no reason beside the row: {text}"));
+    assert!(row.contains("refused this program"), "{row}");
+    // On stderr, once.
+    let err = String::from_utf8_lossy(&out.stderr);
+    let said = format!("node {} refused this program", refusing.addr);
+    assert_eq!(err.matches(&said).count(), 1, "{err}");
+    // And in the node's own status.
+    let refused = status(&refusing).program_refused.unwrap_or_default();
+    assert!(refused.contains("--no-upload"), "{refused}");
+}
+
+#[test]
+fn a_stock_node_restarted_on_its_port_keeps_its_programs() {
+    let home = cache_dir("restart-home");
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    // A port nobody listens on now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    let first = stock_node(&home, &["--port", &port]);
+    let out = ship(PP_SHIP)
+        .args(["run", &first.addr, "3"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "sum 9");
+    assert_eq!(status(&first).programs_uploaded, 1);
+    let mut first = first;
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let again = stock_node(&home, &["--port", &port]);
+    let out = ship(PP_SHIP)
+        .args(["run", &again.addr, "3"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "sum 9");
+    let s = status(&again);
+    assert_eq!((s.programs_uploaded, s.programs_cached), (0, 1), "{s:?}");
+    assert!(s.program_cache.ends_with(&format!("port-{port}")), "{s:?}");
+    drop(first);
 }

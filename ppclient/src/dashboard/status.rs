@@ -154,9 +154,11 @@ pub(crate) fn status(
         bytes_in: None,
         bytes_out: None,
     }];
+    let queued = core.queued_kinds();
     for link in core.links() {
         let stats = link.counters.snapshot(&link.name, link.workers());
         let (state, reason) = state_name(&link.state());
+        let reason = reason.or_else(|| link.why_unused(&queued));
         let (bytes_in, bytes_out) = link.meter.bytes();
         nodes.push(NodeView {
             name: link.name.clone(),

@@ -4,7 +4,10 @@
 //! that aborts its worker, then another; `pp-ship twice HOST:PORT` runs one
 //! job, waits for a line on stdin, runs another; `pp-ship mixed HOST:PORT`
 //! runs 200 jobs with one that aborts among them; with no arguments it runs
-//! one job locally. `PP_SHIP_NO_INIT` set: the program "forgets"
+//! one job locally; `pp-ship spread A,B,...` runs short jobs in rounds until
+//! every node ran some or says why not (150 rounds at most), then prints how many nodes it
+//! used, each node's reason for being unused, and the stats table.
+//! `PP_SHIP_NO_INIT` set: the program "forgets"
 //! `ppclient::init()`.
 
 use ppclient::{Server, Shared};
@@ -38,6 +41,15 @@ ppclient::job! {
     }
 }
 
+ppclient::job! {
+    /// Sleeps `ms` milliseconds: a job long enough for several nodes to
+    /// take part.
+    pub fn ship_nap(ms: u64) -> u64 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        ms
+    }
+}
+
 fn main() -> ExitCode {
     if std::env::var_os("PP_SHIP_NO_INIT").is_none() {
         ppclient::init();
@@ -51,6 +63,7 @@ fn main() -> ExitCode {
         ["mixed", addr] => mixed(addr),
         ["hold", addr, path] => hold(addr, path),
         ["shared", addr, n] => shared(addr, n),
+        ["spread", addrs] => spread(addrs),
         _ => Err("usage: pp-ship [run HOST:PORT N | crash | twice | mixed HOST:PORT]".into()),
     };
     match done {
@@ -124,6 +137,42 @@ fn shared(addr: &str, n: &str) -> Res {
         pids.len(),
         values.len()
     );
+    Ok(())
+}
+
+fn spread(addrs: &str) -> Res {
+    let names: Vec<&str> = addrs.split(',').collect();
+    let server = Server::builder()
+        .ncpus(0)
+        .secret(std::env::var("PP_SECRET").unwrap_or_default())
+        .nodes(names.iter().copied())
+        .build()?;
+    // Every node used, or saying why not (a node still getting the program
+    // ready says nothing yet: it may take part in a later round).
+    let settled = |s: &ppclient::Stats| {
+        s.nodes
+            .iter()
+            .skip(1)
+            .all(|n| n.jobs > 0 || n.down.is_some())
+    };
+    for _ in 0..150 {
+        let round: Vec<_> = (0..8).map(|_| server.submit(ship_nap, (20,))).collect();
+        for h in round {
+            h.wait()?;
+        }
+        if settled(&server.stats()) {
+            break;
+        }
+    }
+    let stats = server.stats();
+    let used = stats.nodes.iter().skip(1).filter(|n| n.jobs > 0).count();
+    println!("nodes used {used} of {}", names.len());
+    for node in server.nodes() {
+        if let Some(reason) = node.reason {
+            println!("unused {}: {reason}", node.name);
+        }
+    }
+    println!("{stats}");
     Ok(())
 }
 
