@@ -58,8 +58,8 @@ fn full_body(addr: SocketAddr, path: &str) -> String {
     String::from_utf8(body).expect("UTF-8")
 }
 
-/// The first event of a fresh event stream, as JSON.
-fn first_event(addr: SocketAddr) -> serde_json::Value {
+/// A fresh event stream, open, and its first event as JSON.
+fn first_event(addr: SocketAddr) -> (BufReader<TcpStream>, serde_json::Value) {
     let (mut reader, status, head) = get(addr, "/events");
     assert!(status.contains(" 200 "), "{status}");
     assert!(head.contains("text/event-stream"), "{head}");
@@ -67,7 +67,10 @@ fn first_event(addr: SocketAddr) -> serde_json::Value {
         let mut line = String::new();
         reader.read_line(&mut line).expect("reads an event line");
         if let Some(json) = line.strip_prefix("data: ") {
-            return serde_json::from_str(json).expect("an event of JSON");
+            return (
+                reader,
+                serde_json::from_str(json).expect("an event of JSON"),
+            );
         }
     }
     panic!("no event in the stream's first lines");
@@ -103,8 +106,33 @@ fn six_hundred_idle_dashboard_connections_take_few_threads_and_the_page_is_serve
     eprintln!("{n} client threads with 600 idle dashboard sockets");
     assert!(n < 64, "{n} client threads with 600 idle dashboard sockets");
     assert!(full_body(addr, "/").contains("/dashboard.js"));
-    let event = first_event(addr);
-    assert_eq!(event["totals"]["succeeded"], 1, "{event}");
-    assert!(threads() < 64);
+    // Event streams cost no thread either, and are capped: the 17th is
+    // refused while 16 are open, and a page can open one once one closes.
+    let mut streams: Vec<_> = (0..16)
+        .map(|_| {
+            let (reader, event) = first_event(addr);
+            assert_eq!(event["totals"]["succeeded"], 1, "{event}");
+            reader
+        })
+        .collect();
+    let (_, status, _) = get(addr, "/events");
+    assert!(status.contains(" 503 "), "the 17th stream: {status}");
+    let n = threads();
+    assert!(
+        n < 64,
+        "{n} client threads with 16 streams and 600 idle sockets"
+    );
+    assert!(full_body(addr, "/api/status").contains("\"totals\""));
+    drop(streams.pop());
+    let mut reopened = None;
+    for _ in 0..100 {
+        let (reader, status, _) = get(addr, "/events");
+        if status.contains(" 200 ") {
+            reopened = Some(reader);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(reopened.is_some(), "a closed stream frees its place");
     drop(idle);
 }
