@@ -22,6 +22,7 @@
 //! | write time | an answer or event that makes no progress for [`WRITE_TIMEOUT`] (10 s) closes the connection |
 //! | event streams | at most [`Limits::max_streams`] (default [`MAX_STREAMS`], 16) at once, more get `503`; each gets its next event only when it has taken the previous one, so a stalled reader holds one event, not a backlog |
 //! | memory | per connection at most one head and body (12 KiB) in and one answer or event out |
+//! | other input | an event stream's reader, or a peer after its answer, may send 64 KiB (dropped) before it is cut off; at most 64 connections are accepted per turn of the loop, so a flood of them cannot starve the open ones |
 
 mod head;
 mod reply;

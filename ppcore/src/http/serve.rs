@@ -14,6 +14,12 @@ use std::time::{Duration, Instant};
 /// How often the loop looks at its stop condition while nothing happens.
 const STOP_CHECK: Duration = Duration::from_millis(200);
 const LISTENER: Token = Token(0);
+/// Bytes an event stream's reader or a closing peer may send (dropped)
+/// before it is cut off: neither has anything to say.
+const MAX_DISCARD: usize = 64 * 1024;
+/// Connections accepted per turn of the loop, so that a flood of them
+/// cannot starve the open ones.
+const ACCEPT_BATCH: usize = 64;
 
 /// Answers requests, on the server's one thread: it must not block.
 pub trait Handler: Send + 'static {
@@ -72,6 +78,8 @@ struct Conn {
     eof: bool,
     /// Answered and shut for writing: reads are dropped until the end.
     lingering: bool,
+    /// Bytes read and dropped (from an event stream's or a lingering peer).
+    discarded: usize,
     events: Option<Box<dyn EventSource>>,
 }
 
@@ -109,7 +117,8 @@ impl Conn {
     }
 
     /// Reads what is there, keeping at most `cap` bytes (`keep` false:
-    /// none); sets `eof` when the peer is done sending.
+    /// none, and past [`MAX_DISCARD`] in all the connection is an error);
+    /// sets `eof` when the peer is done sending.
     fn read(&mut self, cap: usize, keep: bool) -> io::Result<()> {
         let mut chunk = [0u8; 4096];
         while !self.eof && (!keep || self.inbuf.len() < cap) {
@@ -122,7 +131,12 @@ impl Conn {
             match self.sock.read(&mut chunk[..n]) {
                 Ok(0) => self.eof = true,
                 Ok(n) if keep => self.inbuf.extend_from_slice(&chunk[..n]),
-                Ok(_) => {}
+                Ok(n) => {
+                    self.discarded += n;
+                    if self.discarded > MAX_DISCARD {
+                        return Err(io::ErrorKind::InvalidData.into());
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -141,6 +155,8 @@ struct Server<H> {
     conns: HashMap<usize, Conn>,
     next_id: usize,
     next_tick: Instant,
+    /// Whether the last accept stopped at its batch with more maybe waiting.
+    backlog: bool,
 }
 
 impl<H: Handler> Server<H> {
@@ -157,6 +173,7 @@ impl<H: Handler> Server<H> {
             conns: HashMap::new(),
             next_id: 1,
             next_tick: Instant::now() + limits.tick,
+            backlog: false,
         })
     }
 
@@ -169,7 +186,10 @@ impl<H: Handler> Server<H> {
             if self.table.streams() > 0 {
                 wake = wake.min(self.next_tick);
             }
-            let timeout = wake.saturating_duration_since(now);
+            let mut timeout = wake.saturating_duration_since(now);
+            if self.backlog {
+                timeout = Duration::ZERO;
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return;
@@ -195,7 +215,8 @@ impl<H: Handler> Server<H> {
     }
 
     fn accept(&mut self, now: Instant) {
-        loop {
+        self.backlog = false;
+        for _ in 0..ACCEPT_BATCH {
             let sock = match self.listener.accept() {
                 Ok((sock, _)) => sock,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -208,6 +229,8 @@ impl<H: Handler> Server<H> {
             }
             self.add(sock, now);
         }
+        // The batch is full: more may wait, which no new readiness would say.
+        self.backlog = true;
     }
 
     fn add(&mut self, mut sock: TcpStream, now: Instant) {
@@ -231,6 +254,7 @@ impl<H: Handler> Server<H> {
             close_after: false,
             eof: false,
             lingering: false,
+            discarded: 0,
             events: None,
         };
         self.conns.insert(id, conn);
