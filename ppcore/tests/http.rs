@@ -148,3 +148,57 @@ fn a_full_server_evicts_its_oldest_idle_connection_for_a_newcomer() {
         assert!(String::from_utf8_lossy(&buf[..n]).contains("data: "));
     }
 }
+
+/// Events of 256 KiB, counted; says when its stream is dropped.
+struct Big {
+    made: Arc<std::sync::atomic::AtomicUsize>,
+    dropped: std::sync::mpsc::Sender<()>,
+}
+
+impl EventSource for Big {
+    fn next_event(&mut self) -> Option<Vec<u8>> {
+        self.made.fetch_add(1, Ordering::Relaxed);
+        Some(vec![b'x'; 256 << 10])
+    }
+}
+
+impl Drop for Big {
+    fn drop(&mut self) {
+        let _ = self.dropped.send(());
+    }
+}
+
+#[test]
+fn a_stream_nobody_reads_holds_one_event_and_ends_at_the_write_timeout() {
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (dropped, gone) = std::sync::mpsc::channel();
+    let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).expect("binds");
+    let addr = listener.local_addr();
+    let limits = Limits {
+        // A thousand ticks a second, so that a backlog would show.
+        tick: Duration::from_millis(1),
+        write_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let source = (Arc::clone(&made), dropped);
+    let handler = move |_: &Request| Reply::Stream {
+        head: Response::new(200, "application/octet-stream", ""),
+        events: Box::new(Big {
+            made: Arc::clone(&source.0),
+            dropped: source.1.clone(),
+        }),
+    };
+    let _thread = listener
+        .spawn("test-http", limits, handler, || false)
+        .expect("spawns");
+    let mut s = connect(addr);
+    s.write_all(b"GET /big HTTP/1.1\r\n\r\n").unwrap();
+    // Never read: the server gives up on the stream by its write timeout.
+    gone.recv_timeout(Duration::from_secs(60))
+        .expect("the stream is dropped");
+    // Events were made only while the socket's buffers took them: at most
+    // what loopback buffers hold (a few MiB), not one per tick.
+    let n = made.load(Ordering::Relaxed);
+    eprintln!("{n} events made");
+    assert!((1..=64).contains(&n), "{n} events of 256 KiB made");
+}

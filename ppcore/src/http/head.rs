@@ -281,4 +281,40 @@ mod tests {
         let not_utf8 = b"GET /\xff HTTP/1.1\r\n\r\n";
         assert_eq!(parse(not_utf8, &l).unwrap_err().status(), 400);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_parse_without_panic_within_the_buffer(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)
+        ) {
+            if let Ok(Some((_, used))) = parse(&data, &limits()) {
+                proptest::prop_assert!(used <= data.len());
+            }
+        }
+
+        #[test]
+        fn a_request_arriving_byte_by_byte_is_incomplete_until_its_last_byte(
+            path in "/[a-z0-9/]{0,20}",
+            headers in proptest::collection::vec(("[A-Za-z-]{1,8}", "[ -~]{0,12}"), 0..4),
+            body in "[a-z]{0,16}",
+        ) {
+            let mut text = format!("POST {path} HTTP/1.1\r\n");
+            for (k, v) in &headers {
+                text.push_str(&format!("X-{k}: {v}\r\n"));
+            }
+            text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+            let bytes = text.as_bytes();
+            for end in 0..bytes.len() {
+                proptest::prop_assert_eq!(parse(&bytes[..end], &limits()), Ok(None));
+            }
+            let (r, used) = parse(bytes, &limits()).unwrap().unwrap();
+            proptest::prop_assert_eq!(used, bytes.len());
+            proptest::prop_assert_eq!(r.path, path);
+            proptest::prop_assert_eq!(r.headers.len(), headers.len() + 1);
+            for ((k, v), (name, value)) in headers.iter().zip(&r.headers) {
+                proptest::prop_assert_eq!(name, &format!("X-{k}"));
+                proptest::prop_assert_eq!(value, v.trim());
+            }
+        }
+    }
 }
