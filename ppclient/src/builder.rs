@@ -247,7 +247,10 @@ impl Builder {
     /// port for 127.0.0.1): nodes, a task stream, progress per group with
     /// ETA, recent errors, and `/api/status` as JSON. Off by default. It
     /// answers only requests addressed to it by IP or `localhost`; bind it
-    /// beyond loopback only on a network you trust (it has no login).
+    /// beyond loopback only on a network you trust (it has no login). It
+    /// serves from one thread however many connect: at most 256 connections
+    /// (the longest idle evicted for a newcomer), 16 event streams, a
+    /// request head within 10 s and 8 KiB (`ppcore::http`).
     pub fn dashboard(mut self, addr: impl Into<String>) -> Self {
         self.dashboard = Some(addr.into());
         self

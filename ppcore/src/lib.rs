@@ -1,4 +1,5 @@
-//! What the client and the node share, with no sockets in it.
+//! What the client and the node share, with no sockets in it (but for the
+//! small HTTP server in `http`).
 //!
 //! | module | owns |
 //! | --- | --- |
@@ -27,6 +28,7 @@
 //! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
 //! | `link` | [`ClientLink`]: one client↔node link as a state machine (events in, actions out) |
 //! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape |
+//! | `http` | the small HTTP/1.1 server of `/metrics` and the dashboard: pure request parsing and connection table, one `mio` thread around them (the one module here with sockets) |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod array;
@@ -38,6 +40,7 @@ mod escape;
 mod fair;
 mod fast;
 mod framing;
+pub mod http;
 mod idmap;
 mod job;
 mod key;

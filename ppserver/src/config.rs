@@ -68,7 +68,9 @@ pub struct Config {
     /// The longest heartbeat interval clients may use (announced in the
     /// handshake); a client silent for 3 intervals is dropped.
     pub heartbeat: Duration,
-    /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`).
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`),
+    /// from one thread: at most 256 connections, the longest idle evicted
+    /// for a newcomer, each request head within 10 s and 8 KiB.
     pub metrics: Option<std::net::SocketAddr>,
     /// Where shipped programs are kept. `None`: the node's own directory,
     /// `$XDG_CACHE_HOME/ppserver/programs/port-PORT` (else under
@@ -261,7 +263,8 @@ pub struct Cli {
     /// client silent for 3 intervals is dropped.
     #[arg(long, default_value_t = 5.0, value_name = "SECS", value_parser = ppcore::limits::parse_secs)]
     pub heartbeat: f64,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187).
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187);
+    /// one thread, at most 256 connections (oldest idle evicted), 10 s per request.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
     /// Directory for programs clients ship (default: the node's own,

@@ -4,10 +4,14 @@
 //! The counters live where the work happens ([`Meters`] here, and the job
 //! counters of the node's status); a scrape reads them into a [`Sample`]
 //! and [`encode`] turns that into text, with the `prometheus-client` crate
-//! (the Prometheus project's own Rust client). The HTTP side is `tiny_http`:
-//! one thread, blocking, like the rest of the node.
+//! (the Prometheus project's own Rust client). The HTTP side is
+//! [`ppcore::http`]: one thread for every connection, with its bounds (256
+//! connections, the longest idle evicted first; 8 KiB heads; 10 s to send a
+//! request, 10 s of write progress; no event streams). `/metrics` has no
+//! key: bind it where only the scraper can reach it.
 
 use crate::node::Node;
+use ppcore::http;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,7 +19,6 @@ use prometheus_client::registry::{Registry, Unit};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 /// The content type of the OpenMetrics text that `prometheus-client` writes
 /// (Prometheus reads it, and the classic text format, alike).
@@ -223,50 +226,26 @@ pub(crate) fn start(
     node: &Arc<Node>,
     stopped: impl Fn() -> bool + Send + 'static,
 ) -> Result<SocketAddr, crate::ServeError> {
-    let server = tiny_http::Server::http(addr).map_err(|e| bind_error(addr, e))?;
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| bind_error(addr, "not an IP address"))?;
+    let listener = http::Listener::bind(addr).map_err(|e| bind_error(addr, e))?;
+    let bound = listener.local_addr();
     let _ = node.meters.addr.set(bound);
     let node = Arc::clone(node);
-    std::thread::Builder::new()
-        .name("pp-metrics".into())
-        .spawn(move || {
-            while !stopped() {
-                match server.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Some(request)) => answer(request, &node),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!("metrics: {e}");
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                }
-            }
-        })?;
+    // No event streams: a scrape is one answer.
+    let limits = http::Limits {
+        max_streams: 0,
+        ..http::Limits::default()
+    };
+    let handler = move |request: &http::Request| answer(request, &node).into();
+    listener.spawn("pp-metrics", limits, handler, stopped)?;
     tracing::info!("metrics on http://{bound}/metrics");
     Ok(bound)
 }
 
-fn answer(request: tiny_http::Request, node: &Node) {
-    use tiny_http::{Header, Method, Response};
-    let path = request.url().split('?').next().unwrap_or("");
-    let response = match (request.method(), path) {
-        (Method::Get | Method::Head, "/metrics") => {
-            let body = encode(&Sample::of(node));
-            let mut r = Response::from_string(body);
-            if let Ok(h) = Header::from_bytes("Content-Type", CONTENT_TYPE) {
-                r.add_header(h);
-            }
-            r
-        }
-        (Method::Get | Method::Head, _) => {
-            Response::from_string("not found: this node serves /metrics\n").with_status_code(404)
-        }
-        _ => Response::from_string("method not allowed\n").with_status_code(405),
-    };
-    if let Err(e) = request.respond(response) {
-        tracing::debug!("metrics: cannot answer: {e}");
+fn answer(request: &http::Request, node: &Node) -> http::Response {
+    match (request.is_get_or_head(), request.path.as_str()) {
+        (true, "/metrics") => http::Response::new(200, CONTENT_TYPE, encode(&Sample::of(node))),
+        (true, _) => http::Response::text(404, "not found: this node serves /metrics\n"),
+        (false, _) => http::Response::text(405, "method not allowed\n"),
     }
 }
 

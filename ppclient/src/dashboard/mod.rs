@@ -7,8 +7,10 @@
 //! | `/events` | server-sent events: the facts every [`TICK`], new tasks only after the first |
 //! | `/api/status` | the same facts as one JSON object, with every task in the ring |
 //!
-//! HTTP is `tiny_http` (blocking, threads: one serving thread, plus one per
-//! open event stream, at most [`MAX_STREAMS`]). Requests whose `Host` is not
+//! HTTP is [`ppcore::http`]: one thread serves every connection and event
+//! stream, with its bounds (256 connections, the longest idle evicted first;
+//! 8 KiB heads; 10 s to send a request, 10 s of write progress) and at most
+//! [`MAX_STREAMS`] event streams (more get 503). Requests whose `Host` is not
 //! this server's address or `localhost` are refused (no DNS rebinding).
 //! The recorder ([`Recorder`]) is fed by one-line hooks where jobs end.
 
@@ -18,13 +20,11 @@ mod status;
 pub(crate) use recorder::{LinkMeter, Recorder};
 
 use crate::core::Core;
+use ppcore::http::{self, EventSource, Reply, Request, Response};
 use recorder::{Cursor, TASK_RING};
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tiny_http::{Header, Method, Request, Response};
 
 /// How often an event stream sends the news (the page is at most this much behind).
 pub(crate) const TICK: Duration = Duration::from_millis(500);
@@ -54,56 +54,36 @@ pub(crate) fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
 
 /// A dashboard bound to its address, not serving yet.
 pub(crate) struct Bound {
-    server: tiny_http::Server,
-    bound: SocketAddr,
+    listener: http::Listener,
 }
 
 /// Binds the dashboard at `addr`.
 pub(crate) fn bind(addr: &str) -> std::io::Result<Bound> {
     let addr = resolve(addr)?;
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| std::io::Error::other(format!("dashboard on {addr}: {e}")))?;
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| std::io::Error::other("dashboard: not an IP address"))?;
-    Ok(Bound { server, bound })
+    let listener = http::Listener::bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("dashboard on {addr}: {e}")))?;
+    Ok(Bound { listener })
 }
 
 impl Bound {
     /// Hooks a recorder into `core` and serves until the server stops.
     pub(crate) fn start(self, core: &Arc<Core>) -> std::io::Result<SocketAddr> {
-        let Bound { server, bound } = self;
-        start(server, bound, core)
+        let bound = self.listener.local_addr();
+        let recorder = Arc::new(Recorder::default());
+        let _ = recorder.addr.set(bound);
+        let _ = core.ctx.dash.set(Arc::clone(&recorder));
+        let limits = http::Limits {
+            max_streams: MAX_STREAMS,
+            tick: TICK,
+            ..http::Limits::default()
+        };
+        let (c, stop) = (Arc::clone(core), Arc::clone(core));
+        let handler = move |request: &http::Request| route(request, &c, &recorder, bound);
+        self.listener
+            .spawn("pp-dashboard", limits, handler, move || stop.stopped())?;
+        tracing::info!("dashboard on http://{bound}/");
+        Ok(bound)
     }
-}
-
-fn start(
-    server: tiny_http::Server,
-    bound: SocketAddr,
-    core: &Arc<Core>,
-) -> std::io::Result<SocketAddr> {
-    let recorder = Arc::new(Recorder::default());
-    let _ = recorder.addr.set(bound);
-    let _ = core.ctx.dash.set(Arc::clone(&recorder));
-    let core = Arc::clone(core);
-    let streams = Arc::new(AtomicUsize::new(0));
-    std::thread::Builder::new()
-        .name("pp-dashboard".into())
-        .spawn(move || {
-            while !core.stopped() {
-                match server.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Some(request)) => route(request, &core, &recorder, bound, &streams),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!("dashboard: {e}");
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                }
-            }
-        })?;
-    tracing::info!("dashboard on http://{bound}/");
-    Ok(bound)
 }
 
 /// Whether a request with this `Host` header may be answered by a server
@@ -138,124 +118,87 @@ pub(crate) fn host_allowed(host: Option<&str>, bound: SocketAddr) -> bool {
     }
 }
 
-fn header(name: &str, value: &str) -> Option<Header> {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
-}
-
-fn respond(request: Request, status: u16, content_type: &str, body: impl Into<Vec<u8>>) {
-    let mut r = Response::from_data(body.into()).with_status_code(status);
+/// A response with the page's locked-down headers.
+fn respond(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Reply {
+    let mut r = Response::new(status, content_type, body);
     for (k, v) in [
-        ("Content-Type", content_type),
         ("Cache-Control", "no-store"),
         ("X-Content-Type-Options", "nosniff"),
         ("X-Frame-Options", "DENY"),
         ("Referrer-Policy", "no-referrer"),
         ("Content-Security-Policy", CSP),
     ] {
-        if let Some(h) = header(k, v) {
-            r.add_header(h);
-        }
+        r = r.with_header(k, v);
     }
-    if let Err(e) = request.respond(r) {
-        tracing::debug!("dashboard: cannot answer: {e}");
-    }
+    Reply::Full(r)
 }
 
-fn route(
-    request: Request,
-    core: &Arc<Core>,
-    rec: &Arc<Recorder>,
-    bound: SocketAddr,
-    streams: &Arc<AtomicUsize>,
-) {
-    let host = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Host"))
-        .map(|h| h.value.as_str().to_owned());
+fn route(request: &Request, core: &Arc<Core>, rec: &Arc<Recorder>, bound: SocketAddr) -> Reply {
     const TEXT: &str = "text/plain; charset=utf-8";
-    if !host_allowed(host.as_deref(), bound) {
+    if !host_allowed(request.header("Host"), bound) {
         return respond(
-            request,
             421,
             TEXT,
             "this dashboard answers only to its own address or localhost\n",
         );
     }
-    if !matches!(request.method(), Method::Get | Method::Head) {
-        return respond(request, 405, TEXT, "method not allowed\n");
+    if !request.is_get_or_head() {
+        return respond(405, TEXT, "method not allowed\n");
     }
-    let path = request.url().split('?').next().unwrap_or("").to_owned();
-    match path.as_str() {
-        "/" | "/index.html" => respond(request, 200, "text/html; charset=utf-8", INDEX),
-        "/dashboard.js" => respond(request, 200, "text/javascript; charset=utf-8", SCRIPT),
-        "/dashboard.css" => respond(request, 200, "text/css; charset=utf-8", STYLE),
+    match request.path.as_str() {
+        "/" | "/index.html" => respond(200, "text/html; charset=utf-8", INDEX),
+        "/dashboard.js" => respond(200, "text/javascript; charset=utf-8", SCRIPT),
+        "/dashboard.css" => respond(200, "text/css; charset=utf-8", STYLE),
         "/api/status" => {
             let s = status::status(core, rec, &mut Cursor::default(), TASK_RING, true);
             match serde_json::to_vec(&s) {
-                Ok(body) => respond(request, 200, "application/json", body),
-                Err(e) => respond(request, 500, TEXT, format!("{e}\n")),
+                Ok(body) => respond(200, "application/json", body),
+                Err(e) => respond(500, TEXT, format!("{e}\n")),
             }
         }
-        "/events" => open_stream(request, core, rec, streams),
-        _ => respond(request, 404, TEXT, "not found\n"),
+        "/events" => Reply::Stream {
+            head: Response::new(200, "text/event-stream", "retry: 1000\n\n")
+                .with_header("Cache-Control", "no-store")
+                .with_header("X-Content-Type-Options", "nosniff"),
+            events: Box::new(Events {
+                core: Arc::clone(core),
+                rec: Arc::clone(rec),
+                cursor: Cursor::default(),
+                full: true,
+            }),
+        },
+        _ => respond(404, TEXT, "not found\n"),
     }
 }
 
-/// Starts an event stream on a thread of its own, if there is room.
-fn open_stream(
-    request: Request,
-    core: &Arc<Core>,
-    rec: &Arc<Recorder>,
-    streams: &Arc<AtomicUsize>,
-) {
-    if streams.fetch_add(1, Ordering::AcqRel) >= MAX_STREAMS {
-        streams.fetch_sub(1, Ordering::AcqRel);
-        return respond(
-            request,
-            503,
-            "text/plain; charset=utf-8",
-            "too many open dashboards\n",
-        );
-    }
-    let (core, rec, count) = (Arc::clone(core), Arc::clone(rec), Arc::clone(streams));
-    let spawned = std::thread::Builder::new()
-        .name("pp-dashboard-events".into())
-        .spawn(move || {
-            stream(request.into_writer(), &core, &rec);
-            count.fetch_sub(1, Ordering::AcqRel);
-        });
-    if spawned.is_err() {
-        streams.fetch_sub(1, Ordering::AcqRel);
-    }
+/// One open event stream: the facts every [`TICK`], everything in the
+/// first event and only new tasks after it. The server asks for the next
+/// event only once the last one is sent, so a page that stops reading holds
+/// one event, and the cursor catches it up (at most
+/// [`MAX_TASKS_PER_EVENT`] tasks) when it reads again.
+struct Events {
+    core: Arc<Core>,
+    rec: Arc<Recorder>,
+    cursor: Cursor,
+    full: bool,
 }
 
-/// Writes the event stream until the client goes or the server stops.
-///
-/// `tiny_http` would buffer a streamed body in 8 KiB chunks; the stream
-/// therefore takes the connection and writes the head itself, then one
-/// flushed event per tick, the body ending when the connection closes.
-fn stream(mut w: Box<dyn Write + Send>, core: &Core, rec: &Recorder) {
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\nretry: 1000\n\n";
-    if w.write_all(head.as_bytes())
-        .and_then(|()| w.flush())
-        .is_err()
-    {
-        return;
-    }
-    let mut cursor = Cursor::default();
-    let mut full = true;
-    while !core.stopped() {
-        let s = status::status(core, rec, &mut cursor, MAX_TASKS_PER_EVENT, full);
-        full = false;
-        let Ok(json) = serde_json::to_string(&s) else {
-            return;
-        };
-        // JSON has no raw newlines, so one `data:` line carries it.
-        let sent = write!(w, "data: {json}\n\n").and_then(|()| w.flush());
-        if sent.is_err() || core.sleep(TICK) {
-            return;
+impl EventSource for Events {
+    fn next_event(&mut self) -> Option<Vec<u8>> {
+        if self.core.stopped() {
+            return None;
         }
+        let full = std::mem::take(&mut self.full);
+        let s = status::status(
+            &self.core,
+            &self.rec,
+            &mut self.cursor,
+            MAX_TASKS_PER_EVENT,
+            full,
+        );
+        let json = serde_json::to_string(&s).ok()?;
+        // JSON has no raw newlines, so one `data:` line carries it.
+        Some(format!("data: {json}\n\n").into_bytes())
     }
 }
 
