@@ -27,6 +27,7 @@
 //! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
 //! | `link` | [`ClientLink`]: one client↔node link as a state machine (events in, actions out) |
 //! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape |
+//! | `window` | [`window::SendWindow`]: the bytes a link lets wait unsent before it holds back the next payload |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod array;
@@ -57,6 +58,7 @@ mod stats;
 pub mod stream;
 mod transport;
 pub mod upload;
+pub mod window;
 pub mod wire;
 pub mod worker;
 
