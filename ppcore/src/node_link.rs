@@ -294,7 +294,7 @@ impl NodeLink {
     pub fn poll(&mut self) -> Option<NodeAction> {
         let action = self.actions.pop_front();
         if let Some(NodeAction::Send(bytes)) = &action {
-            self.queued -= bytes.len() as u64;
+            self.queued = self.queued.saturating_sub(bytes.len() as u64);
         }
         action
     }
@@ -576,44 +576,61 @@ impl NodeLink {
         }
     }
 
-    /// Finished jobs: their results wait in order for the send window.
+    /// Finished jobs: their results leave in order as the send window
+    /// admits them; the rest wait.
     fn finished(&mut self, done: Vec<DoneJob>) {
         if !self.is_ready() {
             done.iter().for_each(|d| self.ended(d.id));
             return;
         }
-        for d in done {
-            self.held_bytes += result_bytes(&d);
-            self.held.push_back(d);
+        match self.held.is_empty() {
+            // Nothing waits: no result overtakes another by going first.
+            true => self.release_from(done.into_iter()),
+            false => {
+                for d in done {
+                    self.held_bytes += result_bytes(&d);
+                    self.held.push_back(d);
+                }
+                self.release_held();
+            }
         }
-        self.release();
     }
 
-    /// Sends the results that waited, in order, while the window admits
-    /// them: each ends its job here (its credit comes back). Small ones go
-    /// in `Done` batches; those over a frame are queued as streams (or fail,
-    /// over the client's limit).
-    fn release(&mut self) {
+    /// Sends the results that wait, as far as the window admits them.
+    fn release_held(&mut self) {
+        let unsent = self.outbox + self.queued + self.streams.pending_bytes();
+        if self.held.is_empty() || !self.window.admits(unsent) {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        self.held_bytes = 0;
+        self.release_from(held.into_iter());
+    }
+
+    /// Sends results in order while the window admits them: each ends its
+    /// job here (its credit comes back). Small ones go in `Done` batches;
+    /// those over a frame are queued as streams (or fail, over the
+    /// client's limit). The rest wait, keeping their credit.
+    fn release_from(&mut self, mut results: impl Iterator<Item = DoneJob>) {
         let inline = stream::chunk_size(self.config.max_frame);
-        let (mut done, mut batched) = (Vec::new(), 0u64);
-        while let Some(d) = self.held.front() {
-            let unsent = self.outbox + self.queued + self.streams.pending_bytes() + batched;
+        let mut unsent = self.outbox + self.queued + self.streams.pending_bytes();
+        let mut done = Vec::new();
+        for d in results.by_ref() {
             if !self.window.admits(unsent) {
+                self.held_bytes += result_bytes(&d);
+                self.held.push_back(d);
                 break;
             }
-            let size = result_bytes(d);
-            let Some(d) = self.held.pop_front() else {
-                break;
-            };
-            self.held_bytes -= size;
+            unsent += result_bytes(&d);
             self.ended(d.id);
             match d.result.as_ref().is_ok_and(|b| b.len() > inline) {
                 true => done.extend(self.stream_result(d)),
-                false => {
-                    batched += size;
-                    done.push(d);
-                }
+                false => done.push(d),
             }
+        }
+        for d in results {
+            self.held_bytes += result_bytes(&d);
+            self.held.push_back(d);
         }
         let size = |d: &DoneJob| d.result.as_ref().map_or(0, |b| b.len());
         for part in batches_by_size(done, size, self.config.max_frame) {
@@ -650,8 +667,8 @@ impl NodeLink {
     pub fn send_more(&mut self, outbox: usize) -> bool {
         self.outbox = outbox as u64;
         let before = self.actions.len();
-        if !self.held.is_empty() && self.is_ready() {
-            self.release();
+        if self.is_ready() {
+            self.release_held();
         }
         if self.window.pulls(outbox) && self.has_stream() {
             self.pull_stream();
