@@ -27,7 +27,9 @@
 //! the outbox) is counted against the node's `--max-memory` (`memory`), so
 //! new work is handed back while the node is full, whatever a client does
 //! or does not read: the node holds at most `--max-memory` plus the results
-//! of the jobs running when it filled.
+//! of the jobs running when it filled. An outbox's buffer beyond 64 KiB is
+//! given back whenever the driver sleeps with nothing to write, so an idle
+//! connection does not keep the memory of a backlog it once had.
 
 use crate::memory::Held;
 use crate::node::Node;
@@ -58,6 +60,9 @@ const SOCKET: Token = Token(1);
 const SPIN: Duration = Duration::from_micros(100);
 /// An upload with no chunk for this long is ended.
 const UPLOAD_STALL: Duration = Duration::from_secs(30);
+/// The outbox's buffer kept while the driver sleeps with nothing to write:
+/// an idle connection does not hold the memory of a backlog it once had.
+const IDLE_OUTBOX: usize = 64 << 10;
 
 /// Bytes of unwritten results beyond which a connection is not read until
 /// they shrink; also its send window (results wait while this much is
@@ -288,6 +293,9 @@ impl Driver<'_> {
             true => Duration::ZERO,
             false => wake.saturating_duration_since(now),
         };
+        if !timeout.is_zero() {
+            self.outbox.shrink_idle(IDLE_OUTBOX);
+        }
         if let Err(e) = self.poll.poll(polled, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 tracing::warn!(peer = %self.peer, "poll failed: {e}");

@@ -224,3 +224,66 @@ fn a_client_that_reads_again_gets_every_big_result_exactly_once_within_twice_max
     assert_peak_within(&node, base, "a client that read again");
     still_serves(&node, 20);
 }
+
+/// Echo job `id` with 512 KiB of arguments inline: its result travels in
+/// a `Done` frame, through the node's outbox.
+fn inline_job(id: u64) -> RunJob {
+    let args = ppcore::encode(&(ByteBuf::from(vec![id as u8; 512 << 10]),)).unwrap();
+    RunJob {
+        id,
+        attempt: 1,
+        name: <jobs::echo_bytes as ppcore::Job>::NAME.into(),
+        args: ByteBuf::from(args),
+        program: None,
+        shared: Vec::new(),
+    }
+}
+
+#[test]
+fn idle_connections_that_read_a_late_backlog_give_its_memory_back() {
+    const CONNS: u8 = 8;
+    const JOBS: u64 = 40;
+    let node = Node::start(&["--workers", "2", "--write-timeout", "120"]);
+    let base = warm_rss(&node);
+    let mut sessions = Vec::new();
+    for i in 0..CONNS {
+        let mut s = authenticated_on(connect_from(&node, [127, 0, 0, 2 + i]));
+        // 20 MiB of results, read only once all are made: most wait in
+        // the node's outbox meanwhile.
+        for id in 1..=JOBS {
+            assert!(s.send(&ClientMsg::Run(vec![inline_job(id)])));
+        }
+        node.wait_lines("job ended", JOBS as usize);
+        let mut r = Reader::default();
+        for _ in 0..10_000 {
+            if r.results.len() as u64 == JOBS {
+                break;
+            }
+            r.take(s.recv().expect("the node keeps the connection"));
+        }
+        assert_eq!(r.results.len() as u64, JOBS);
+        assert!(r.back.is_empty(), "the node had room: {:?}", r.back);
+        sessions.push(s);
+    }
+    // Every connection is idle now: their outboxes hold no backlog. What
+    // stays: each connection's receive buffer (up to 2 MiB kept) and read
+    // buffer, and what the allocator keeps of the freed results (measured:
+    // 28 to 49 MiB in all; 152 MiB while each outbox kept its backlog's
+    // buffer).
+    let mut grown = 0;
+    let small = common::eventually(Duration::from_secs(10), || {
+        grown = status_bytes(&node, "VmRSS:").saturating_sub(base);
+        grown < 96 * MIB
+    });
+    eprintln!(
+        "8 idle connections after a late 20 MiB backlog each: RSS grew by {} MiB",
+        grown / MIB
+    );
+    assert!(
+        small,
+        "8 idle connections hold {} MiB after reading their backlogs",
+        grown / MIB
+    );
+    still_serves(&node, 4);
+    drop(sessions);
+}
