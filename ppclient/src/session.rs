@@ -50,9 +50,6 @@ const SPIN: Duration = Duration::from_micros(100);
 
 const WAKE: Token = Token(0);
 const SOCKET: Token = Token(1);
-/// A stream's next chunk is taken when fewer bytes than this wait to be
-/// written.
-const PULL_BELOW: usize = 2 << 20;
 
 /// Wakes a driver asleep in `mio`. Only a driver that is (about to be)
 /// asleep costs a system call; a busy one sees the news on its next turn.
@@ -107,6 +104,7 @@ pub(crate) fn link_config(core: &Core, reconnect: bool) -> Option<LinkConfig> {
         backoff_max: Duration::from_secs(5),
         reconnect,
         give_up_after: None,
+        send_window: ppcore::window::default_window(s.max_frame),
     })
 }
 
@@ -290,12 +288,11 @@ impl Driver<'_> {
                 return;
             };
             match self.outbox.flush(conn, Instant::now()) {
-                Ok(_) if self.outbox.len() < PULL_BELOW && self.link.has_stream() => {
-                    // Arguments too large for a frame go out one chunk at
-                    // a time, when what waits runs low: heartbeats and
-                    // other jobs go in between.
-                    self.link.pull_stream();
-                }
+                // Arguments too large for a frame go out one chunk at a
+                // time, when what waits runs low: heartbeats and other jobs
+                // go in between. The link also learns what is unsent, and
+                // takes no job while that is at its send window.
+                Ok(_) if self.link.send_more(self.outbox.len()) => {}
                 Ok(all) => {
                     // Room to write matters only while bytes wait.
                     if all == self.watch_write {
@@ -470,7 +467,8 @@ impl Driver<'_> {
         }
         let mut batch = Vec::with_capacity(tasks.len());
         let now = Instant::now();
-        for task in tasks {
+        let mut tasks = tasks.into_iter();
+        for task in tasks.by_ref() {
             match task.dispatch(&self.core.ctx, now) {
                 Ok(d) => {
                     // The shared values the job names go first, once.
@@ -489,7 +487,17 @@ impl Driver<'_> {
                         program: None, // the link knows whose job it is
                         shared: d.shared.iter().map(|v| v.id()).collect(),
                     };
+                    let streamed = self.link.is_streamed(run.args.len());
                     batch.push((run, task));
+                    // Streamed arguments go to the link at once: the next
+                    // job is encoded only if its send window has room.
+                    if streamed {
+                        self.link
+                            .handle(Event::Submit(std::mem::take(&mut batch)), now);
+                        if self.link.free() == 0 {
+                            break;
+                        }
+                    }
                 }
                 Err(Some(e)) => task.abandon(e),
                 Err(None) => {} // cancelled while queued
@@ -497,6 +505,11 @@ impl Driver<'_> {
         }
         if !batch.is_empty() {
             self.link.handle(Event::Submit(batch), now);
+        }
+        // Jobs not encoded (the window is full) go back ahead of the line,
+        // in order.
+        for task in tasks {
+            self.core.requeue(task);
         }
         true
     }

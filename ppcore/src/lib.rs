@@ -29,6 +29,7 @@
 //! | `link` | [`ClientLink`]: one client↔node link as a state machine (events in, actions out) |
 //! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape |
 //! | `http` | the small HTTP/1.1 server of `/metrics` and the dashboard: pure request parsing and connection table, one `mio` thread around them (the one module here with sockets) |
+//! | `window` | [`window::SendWindow`]: the bytes a link lets wait unsent before it holds back the next payload |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod array;
@@ -60,6 +61,7 @@ mod stats;
 pub mod stream;
 mod transport;
 pub mod upload;
+pub mod window;
 pub mod wire;
 pub mod worker;
 

@@ -29,6 +29,14 @@
 //! lost; the answer to the last ping gives [`ClientLink::rtt`]. Bytes pass
 //! the [`Framer`]: the one place frames are made and read.
 //!
+//! Arguments over a frame go as streams within the send window
+//! (`send_window`, see [`crate::window`]): a job whose arguments would be
+//! queued while the unsent bytes (the driver's outbox, which it reports
+//! with [`ClientLink::send_more`], and the queued streams) are at the window
+//! goes back to the queue unsent, and the link takes no job until they fall
+//! under it. A node that stops reading holds at most the window, plus one
+//! job's arguments, in this link.
+//!
 //! The handshake is Noise `NNpsk0` ([`crate::secure`]): the client's first
 //! message, the node's answer, then every frame both ways is sealed. The
 //! node's `Welcome` is its first sealed frame, and the client's first
@@ -46,6 +54,7 @@ use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
 use crate::secure::{ClientHandshake, SecureError, MAX_HANDSHAKE_MESSAGE};
 use crate::shared::SharedId;
 use crate::stream::{self, Incoming, StreamError, Streams};
+use crate::window::SendWindow;
 use crate::wire::{batches_by_size, ClientMsg, DoneJob, JobInfo, NodeMsg, RunJob};
 use crate::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
@@ -114,6 +123,9 @@ pub struct LinkConfig {
     /// Failed connections in a row (never up) after which the link gives
     /// up for good, as refused; `None`: never (nodes named by the user).
     pub give_up_after: Option<u32>,
+    /// The send window in bytes: streamed arguments wait while this much
+    /// is unsent (see [`crate::window`]).
+    pub send_window: u64,
 }
 
 /// Why a shared value cannot go to a node.
@@ -276,6 +288,11 @@ pub struct ClientLink<T> {
     credit_bytes: usize,
     /// A job did not fit the byte window: take no more until one leaves.
     credit_full: bool,
+    /// Streamed arguments wait while the unsent bytes are at it: no job is
+    /// taken until they fall under it.
+    window: SendWindow,
+    /// The driver's outbox, as it last said ([`ClientLink::send_more`]).
+    outbox: u64,
     /// The node handed jobs back (over its memory): take none until then,
     /// or until a result shows it made room.
     refused_until: Option<Instant>,
@@ -338,6 +355,8 @@ impl<T> ClientLink<T> {
             credit_jobs: 0,
             credit_bytes: 0,
             credit_full: false,
+            window: SendWindow::new(config.send_window),
+            outbox: 0,
             refused_until: None,
             refusal_pause: REFUSAL_PAUSE,
             jobs: HashSet::new(),
@@ -374,7 +393,11 @@ impl<T> ClientLink<T> {
     /// its window and the credit it granted.
     pub fn free(&self) -> usize {
         match self.state {
-            LinkState::Ready if !self.credit_full && self.refused_until.is_none() => {
+            LinkState::Ready
+                if !self.credit_full
+                    && self.refused_until.is_none()
+                    && self.window.admits(self.unsent()) =>
+            {
                 self.ledger.free()
             }
             _ => 0,
@@ -998,6 +1021,7 @@ impl<T> ClientLink<T> {
     /// link takes no more until a job leaves.
     fn within_credit(&mut self, jobs: Vec<(RunJob, T)>) -> Vec<(RunJob, T)> {
         let (mut n, mut bytes) = (self.ledger.len(), self.ledger.bytes());
+        let mut unsent = self.unsent();
         let mut fit = Vec::with_capacity(jobs.len());
         // Arguments too large for a frame go as streams, bounded by the
         // node's `max_payload`: they count as jobs, not bytes.
@@ -1007,17 +1031,24 @@ impl<T> ClientLink<T> {
                 n if n > inline => 0,
                 n => n,
             };
+            let streamed = run.args.len() > inline;
+            let in_window = !streamed || self.window.admits(unsent);
             let fits = !self.credit_full
                 && (self.credit_jobs == 0 || n < self.credit_jobs)
                 && (n == 0
                     || self.credit_bytes == 0
                     || bytes.saturating_add(size) <= self.credit_bytes);
-            if fits {
+            if fits && in_window {
                 n += 1;
                 bytes = bytes.saturating_add(size);
+                if streamed {
+                    unsent = unsent.saturating_add(run.args.len() as u64);
+                }
                 fit.push((run, job));
             } else {
-                self.credit_full = true;
+                // Over the send window, the link takes no job until the
+                // unsent bytes fall under it (`free`).
+                self.credit_full |= !fits;
                 self.actions
                     .push_back(Action::Returned { job, lost: false });
             }
@@ -1034,6 +1065,28 @@ impl<T> ClientLink<T> {
     /// Bytes of arguments waiting to go out as streams.
     pub fn stream_bytes(&self) -> u64 {
         self.streams.pending_bytes()
+    }
+
+    /// Whether arguments of `len` bytes go to the node as a stream (they
+    /// are over what one frame carries inline).
+    pub fn is_streamed(&self, len: usize) -> bool {
+        len > stream::chunk_size(self.config.max_frame)
+    }
+
+    /// Bytes not yet taken by the socket: the driver's outbox as it last
+    /// said, and the queued streams.
+    fn unsent(&self) -> u64 {
+        self.outbox.saturating_add(self.streams.pending_bytes())
+    }
+
+    /// The driver's outbox holds `outbox` bytes now (it has carried out
+    /// every action so far): the next stream frame is queued if the outbox
+    /// runs low. True if it queued anything (carry it out, write, and call
+    /// again). Jobs are taken again ([`ClientLink::free`]) once the unsent
+    /// bytes are under the send window.
+    pub fn send_more(&mut self, outbox: usize) -> bool {
+        self.outbox = outbox as u64;
+        self.window.pulls(outbox) && self.has_stream() && self.pull_stream()
     }
 
     /// Queues the next stream frame to send (and the `Run` after a stream's
@@ -1079,6 +1132,7 @@ impl<T> ClientLink<T> {
     /// A fresh connection's streams: none either way.
     fn reset_streams(&mut self) {
         self.streams.clear();
+        self.outbox = 0;
         self.shares.clear();
         self.waiting.clear();
         self.incoming = Incoming::new(stream_limits(&self.config));

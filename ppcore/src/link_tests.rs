@@ -30,6 +30,7 @@ fn config() -> LinkConfig {
         backoff_max: 5 * SECOND,
         reconnect: true,
         give_up_after: None,
+        send_window: 1 << 30,
     }
 }
 
@@ -83,6 +84,8 @@ struct Pair {
     hold_streams: bool,
     /// The node's `--max-payload`.
     node_max_payload: u64,
+    /// The node's send window.
+    node_window: u64,
     /// What reached the node, in order: shared values (id, length) as
     /// `Err`, jobs as `Ok(id)`; and the values the client gave up.
     node_order: Vec<Result<u64, (SharedId, usize)>>,
@@ -110,6 +113,7 @@ impl Pair {
             credit: (1000, 1 << 30),
             hold_streams: false,
             node_max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
+            node_window: 1 << 30,
             node_order: Vec::new(),
             node_unshared: Vec::new(),
         }
@@ -125,6 +129,7 @@ impl Pair {
             credit_bytes: self.credit.1,
             max_payload: self.node_max_payload,
             stream_stall: SECOND * 30,
+            send_window: self.node_window,
         }
     }
 
@@ -192,9 +197,10 @@ impl Pair {
                 busy = true;
             }
             if !busy && !self.hold_streams {
-                busy = self.client.pull_stream();
+                // Everything sent is delivered at once: the outboxes are empty.
+                busy = self.client.send_more(0);
                 if let Some(node) = &mut self.node {
-                    busy |= node.pull_stream();
+                    busy |= node.send_more(0);
                 }
             }
             if !busy {
@@ -1295,4 +1301,50 @@ fn a_cancelled_job_waiting_for_a_shared_value_never_goes() {
     p.pump();
     assert_eq!(p.node_order, vec![Err((id, 2 << 20))]);
     assert_eq!(p.client.in_flight(), 0);
+}
+
+#[test]
+fn streamed_arguments_wait_for_the_send_window_while_the_node_does_not_read() {
+    const MIB: usize = 1 << 20;
+    let mut cfg = config();
+    cfg.send_window = 3 * MIB as u64;
+    let mut p = Pair::with(cfg, keys(1));
+    p.pump();
+    p.take_out();
+    // The node reads nothing: no stream frame is pulled.
+    p.hold_streams = true;
+    let free = p.client.free();
+    assert!(free >= 4, "{free}");
+    // Four jobs of 2 MiB (over a 1 MiB frame: streams) in one batch: the
+    // first two are queued (0, then 2 MiB unsent: under the window); the
+    // others go back unsent, and the link takes nothing more.
+    let jobs = (1..=4)
+        .map(|id| {
+            let mut job = run(id, 1);
+            job.args = ByteBuf::from(pattern(2 * MIB, id as u8));
+            (job, id)
+        })
+        .collect();
+    p.client.handle(Event::Submit(jobs), p.now);
+    p.pump();
+    assert!(p.client.is_streamed(2 * MIB) && !p.client.is_streamed(1000));
+    assert_eq!(returned(&p.take_out()), vec![(3, false), (4, false)]);
+    assert_eq!(p.client.stream_bytes(), 4 * MIB as u64);
+    assert_eq!(p.client.free(), 0);
+    // The driver's outbox is full too: nothing is framed, nothing taken.
+    assert!(!p.client.send_more(crate::window::PULL_BELOW));
+    assert_eq!(p.client.free(), 0);
+    // The node reads again: both arrive whole, and the link takes jobs.
+    p.hold_streams = false;
+    p.pump();
+    let ids: Vec<u64> = p.node_jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(p.node_jobs[1].args.as_slice(), &pattern(2 * MIB, 2)[..]);
+    assert_eq!(p.client.stream_bytes(), 0);
+    assert!(p.client.free() > 0);
+    // An outbox at the window alone holds new jobs back as well.
+    assert!(!p.client.send_more(3 * MIB));
+    assert_eq!(p.client.free(), 0);
+    assert!(!p.client.send_more(0));
+    assert!(p.client.free() > 0);
 }

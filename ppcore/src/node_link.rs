@@ -18,6 +18,15 @@
 //! for [`MISSED_BEATS`] heartbeat intervals, or does not finish the
 //! handshake in time, is closed.
 //!
+//! Results leave within the connection's send window (`send_window`, see
+//! [`crate::window`]): a finished job's result is framed (inline, or queued
+//! as a stream) only while the bytes not yet written (the driver's outbox,
+//! which it reports with [`NodeLink::send_more`], and the queued streams)
+//! are under the window. Until then the result waits here, in order, and
+//! keeps its job's credit, so a client that stops reading cannot have more
+//! than its credit window of jobs behind it; the driver counts what waits
+//! ([`NodeLink::unsent_results`]) against the node's memory.
+//!
 //! The handshake is Noise `NNpsk0` ([`crate::secure`]): the client's first
 //! message (at most [`CLIENT_HANDSHAKE_MAX_FRAME`] bytes) is checked against
 //! each of the node's keys; a client that holds none is sent a refusal that
@@ -35,6 +44,7 @@ use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
 use crate::secure::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
 use crate::shared::SharedId;
 use crate::stream::{self, Claimed, Incoming, Streams};
+use crate::window::SendWindow;
 use crate::wire::{batches_by_size, ClientMsg, DoneJob, JobInfo, NodeMsg, NodeStatus, RunJob};
 use crate::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
@@ -67,6 +77,9 @@ pub struct NodeLinkConfig {
     /// How long a stream from the client may go without progress before
     /// the connection is dropped.
     pub stream_stall: Duration,
+    /// The send window in bytes: results wait while this much is unsent
+    /// (see [`crate::window`]).
+    pub send_window: u64,
 }
 
 /// Something that happened to a node's connection.
@@ -194,7 +207,25 @@ pub struct NodeLink {
     incoming: Incoming,
     /// The largest result the client takes (its `Limits`).
     peer_max: u64,
+    /// Finished jobs whose results wait for the send window, in order;
+    /// their credit stays taken.
+    held: VecDeque<DoneJob>,
+    /// The bytes of their results.
+    held_bytes: u64,
+    window: SendWindow,
+    /// The driver's outbox, as it last said ([`NodeLink::send_more`]).
+    outbox: u64,
+    /// Bytes in `Send` actions not yet polled.
+    queued: u64,
     actions: VecDeque<NodeAction>,
+}
+
+/// The bytes a finished job holds: its result, or its error's message.
+fn result_bytes(d: &DoneJob) -> u64 {
+    match &d.result {
+        Ok(b) => b.len() as u64,
+        Err(e) => e.message.len() as u64,
+    }
 }
 
 impl NodeLink {
@@ -233,6 +264,11 @@ impl NodeLink {
             streams: Streams::new(stream::chunk_size(config.max_frame)),
             incoming: Incoming::new(limits),
             peer_max: stream::DEFAULT_MAX_PAYLOAD,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            window: SendWindow::new(config.send_window),
+            outbox: 0,
+            queued: 0,
             actions: VecDeque::new(),
             config,
         }
@@ -256,7 +292,11 @@ impl NodeLink {
 
     /// The next thing to do, if any.
     pub fn poll(&mut self) -> Option<NodeAction> {
-        self.actions.pop_front()
+        let action = self.actions.pop_front();
+        if let Some(NodeAction::Send(bytes)) = &action {
+            self.queued = self.queued.saturating_sub(bytes.len() as u64);
+        }
+        action
     }
 
     /// When to report [`NodeEvent::Timer`] if nothing happens before.
@@ -327,6 +367,9 @@ impl NodeLink {
             }
             NodeEvent::TransportClosed(reason) => {
                 self.state = State::Closed;
+                self.streams.clear();
+                self.held.clear();
+                self.held_bytes = 0;
                 self.actions.push_back(NodeAction::Close {
                     reason: Some(reason),
                 });
@@ -533,42 +576,115 @@ impl NodeLink {
         }
     }
 
+    /// Finished jobs: their results leave in order as the send window
+    /// admits them; the rest wait.
     fn finished(&mut self, done: Vec<DoneJob>) {
-        done.iter().for_each(|d| self.ended(d.id));
-        if !self.is_ready() || done.is_empty() {
+        if !self.is_ready() {
+            done.iter().for_each(|d| self.ended(d.id));
             return;
         }
-        let inline = stream::chunk_size(self.config.max_frame);
-        let (large, done): (Vec<_>, Vec<_>) = done
-            .into_iter()
-            .partition(|d| d.result.as_ref().is_ok_and(|b| b.len() > inline));
-        let mut refused = Vec::new();
-        for mut d in large {
-            let result = std::mem::replace(&mut d.result, Ok(Default::default()));
-            let bytes = result.unwrap_or_default().into_vec();
-            let (id, attempt, exec_ns) = (d.id, d.attempt, d.exec_ns);
-            let pushed = self
-                .streams
-                .push(bytes, self.peer_max, |stream| NodeMsg::DoneStreamed {
-                    stream,
-                    job: d,
-                });
-            if let Err(e) = pushed {
-                let message = format!("the client refuses the result: {e}");
-                refused.push(DoneJob {
-                    id,
-                    attempt,
-                    result: Err(JobError::new(ErrorKind::Codec, message)),
-                    exec_ns,
-                });
+        match self.held.is_empty() {
+            // Nothing waits: no result overtakes another by going first.
+            true => self.release_from(done.into_iter()),
+            false => {
+                for d in done {
+                    self.held_bytes += result_bytes(&d);
+                    self.held.push_back(d);
+                }
+                self.release_held();
             }
         }
-        let mut done = done;
-        done.extend(refused);
+    }
+
+    /// Sends the results that wait, as far as the window admits them.
+    fn release_held(&mut self) {
+        let unsent = self.outbox + self.queued + self.streams.pending_bytes();
+        if self.held.is_empty() || !self.window.admits(unsent) {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        self.held_bytes = 0;
+        self.release_from(held.into_iter());
+    }
+
+    /// Sends results in order while the window admits them: each ends its
+    /// job here (its credit comes back). Small ones go in `Done` batches;
+    /// those over a frame are queued as streams (or fail, over the
+    /// client's limit). The rest wait, keeping their credit.
+    fn release_from(&mut self, mut results: impl Iterator<Item = DoneJob>) {
+        let inline = stream::chunk_size(self.config.max_frame);
+        let mut unsent = self.outbox + self.queued + self.streams.pending_bytes();
+        let mut done = Vec::new();
+        for d in results.by_ref() {
+            if !self.window.admits(unsent) {
+                self.held_bytes += result_bytes(&d);
+                self.held.push_back(d);
+                break;
+            }
+            unsent += result_bytes(&d);
+            self.ended(d.id);
+            match d.result.as_ref().is_ok_and(|b| b.len() > inline) {
+                true => done.extend(self.stream_result(d)),
+                false => done.push(d),
+            }
+        }
+        for d in results {
+            self.held_bytes += result_bytes(&d);
+            self.held.push_back(d);
+        }
         let size = |d: &DoneJob| d.result.as_ref().map_or(0, |b| b.len());
         for part in batches_by_size(done, size, self.config.max_frame) {
             self.send(&NodeMsg::Done(part));
         }
+    }
+
+    /// Queues a result over a frame as a stream; the job failed instead if
+    /// the client refuses a result that large.
+    fn stream_result(&mut self, mut d: DoneJob) -> Option<DoneJob> {
+        let result = std::mem::replace(&mut d.result, Ok(Default::default()));
+        let bytes = result.unwrap_or_default().into_vec();
+        let (id, attempt, exec_ns) = (d.id, d.attempt, d.exec_ns);
+        let pushed = self
+            .streams
+            .push(bytes, self.peer_max, |stream| NodeMsg::DoneStreamed {
+                stream,
+                job: d,
+            });
+        let e = pushed.err()?;
+        let message = format!("the client refuses the result: {e}");
+        Some(DoneJob {
+            id,
+            attempt,
+            result: Err(JobError::new(ErrorKind::Codec, message)),
+            exec_ns,
+        })
+    }
+
+    /// The driver's outbox holds `outbox` bytes now (it has carried out
+    /// every action so far): results that waited leave as the window
+    /// allows, and the next stream frame is queued if the outbox runs low.
+    /// True if it queued anything (carry it out, write, and call again).
+    pub fn send_more(&mut self, outbox: usize) -> bool {
+        self.outbox = outbox as u64;
+        let before = self.actions.len();
+        if self.is_ready() {
+            self.release_held();
+        }
+        if self.window.pulls(outbox) && self.has_stream() {
+            self.pull_stream();
+        }
+        self.actions.len() > before
+    }
+
+    /// Bytes of results not yet framed: waiting for the window, and queued
+    /// as streams. The driver counts them against the node's memory.
+    pub fn unsent_results(&self) -> u64 {
+        self.held_bytes + self.streams.pending_bytes()
+    }
+
+    /// Finished jobs whose results wait for the send window.
+    pub fn results_waiting(&self) -> usize {
+        self.held.len()
     }
 
     /// Whether stream frames wait to be sent: the driver asks for them one
@@ -614,7 +730,7 @@ impl NodeLink {
             _ => 0,
         };
         if let Ok(bytes) = self.framer.encode_sized(&NodeMsg::Stream(frame), size) {
-            self.actions.push_back(NodeAction::Send(bytes));
+            self.push_send(bytes);
         }
         if let Some(msg) = then {
             self.send(&msg);
@@ -625,14 +741,21 @@ impl NodeLink {
     fn send(&mut self, msg: &NodeMsg) {
         // Our own messages always encode (results were size-checked above).
         if let Ok(bytes) = self.framer.encode(msg) {
-            self.actions.push_back(NodeAction::Send(bytes));
+            self.push_send(bytes);
         }
+    }
+
+    /// Bytes to write, counted as unsent until polled (then the driver's
+    /// outbox holds them).
+    fn push_send(&mut self, bytes: Vec<u8>) {
+        self.queued += bytes.len() as u64;
+        self.actions.push_back(NodeAction::Send(bytes));
     }
 
     /// A handshake frame (the answer, or a refusal) as bytes to write.
     fn send_raw(&mut self, msg: &[u8]) {
         if let Ok(bytes) = self.framer.encode_handshake(msg) {
-            self.actions.push_back(NodeAction::Send(bytes));
+            self.push_send(bytes);
         }
     }
 
@@ -653,6 +776,8 @@ impl NodeLink {
     fn close(&mut self, reason: Option<String>) {
         self.state = State::Closed;
         self.streams.clear();
+        self.held.clear();
+        self.held_bytes = 0;
         self.actions.push_back(NodeAction::Close { reason });
     }
 }

@@ -15,6 +15,10 @@ fn key(n: u8) -> Key {
 }
 
 fn link_with(keys: KeySet, now: Instant) -> NodeLink {
+    link_windowed(keys, 1 << 30, now)
+}
+
+fn link_windowed(keys: KeySet, send_window: u64, now: Instant) -> NodeLink {
     let config = NodeLinkConfig {
         keys,
         handshake_timeout: 5 * SECOND,
@@ -24,6 +28,7 @@ fn link_with(keys: KeySet, now: Instant) -> NodeLink {
         credit_bytes: 100,
         max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
         stream_stall: SECOND * 30,
+        send_window,
     };
     let welcome = NodeMsg::Welcome {
         node_id: "n".into(),
@@ -107,7 +112,11 @@ impl Client {
 
 /// A link through the handshake, and the client's end.
 fn ready(now: Instant) -> (NodeLink, Client) {
-    let mut l = link(now);
+    ready_on(link(now), now)
+}
+
+/// `l` through the handshake, and the client's end.
+fn ready_on(mut l: NodeLink, now: Instant) -> (NodeLink, Client) {
     let (mut c, first) = Client::start(&key(1));
     l.handle(NodeEvent::Received(&first), now);
     let (sent, other) = c.drain(&mut l);
@@ -641,4 +650,120 @@ fn a_shared_value_sent_inline_by_a_client_closes_the_connection() {
     c.feed(&mut l, &share, t0);
     let (_, other) = c.drain(&mut l);
     assert!(l.is_closed(), "{other:?}");
+}
+
+fn big_done(id: u64, n: usize) -> DoneJob {
+    DoneJob {
+        id,
+        attempt: 1,
+        result: Ok(ByteBuf::from(vec![id as u8; n])),
+        exec_ns: 0,
+    }
+}
+
+/// The ids of the jobs whose results the node sent (inline or streamed).
+fn answered(sent: &[NodeMsg]) -> Vec<u64> {
+    sent.iter()
+        .flat_map(|m| match m {
+            NodeMsg::Done(d) => d.iter().map(|d| d.id).collect(),
+            NodeMsg::DoneStreamed { job, .. } => vec![job.id],
+            _ => vec![],
+        })
+        .collect()
+}
+
+/// Sends stream frames as a driver whose socket takes everything does,
+/// until the link has nothing more; what the client got.
+fn drain_streams(l: &mut NodeLink, c: &mut Client) -> Vec<NodeMsg> {
+    let mut sent = Vec::new();
+    for _ in 0..10_000 {
+        if !l.send_more(0) {
+            break;
+        }
+        sent.extend(c.drain(l).0);
+    }
+    sent
+}
+
+#[test]
+fn results_over_a_frame_wait_for_the_send_window_and_all_leave_in_order_once_it_takes_them() {
+    let t0 = Instant::now();
+    // A window of 25 000 bytes; results of 10 000 travel as streams.
+    let (mut l, mut c) = ready_on(link_windowed(KeySet::one(key(1)), 25_000, t0), t0);
+    let five = (1..=5).map(|id| big_done(id, 10_000)).collect();
+    l.handle(NodeEvent::Finished(five), t0);
+    // Three are queued as streams (0, 10 000, then 20 000 bytes unsent:
+    // under the window), two wait; nothing is framed before it is pulled.
+    assert_eq!(l.results_waiting(), 2);
+    assert_eq!(l.unsent_results(), 50_000);
+    assert!(c.drain(&mut l).0.is_empty());
+    // The socket takes nothing: the outbox is full (at the window, and too
+    // full to frame the next chunk).
+    assert!(!l.send_more(crate::window::PULL_BELOW));
+    assert_eq!(l.results_waiting(), 2);
+    // It takes everything: every result goes, in order, exactly once.
+    let sent = drain_streams(&mut l, &mut c);
+    assert_eq!(answered(&sent), vec![1, 2, 3, 4, 5]);
+    assert_eq!((l.results_waiting(), l.unsent_results()), (0, 0));
+}
+
+#[test]
+fn a_result_waiting_for_the_window_holds_its_jobs_credit() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready_on(link_windowed(KeySet::one(key(1)), 5_000, t0), t0);
+    // Credit: 2 jobs. Both run; both results are over a frame.
+    c.feed(&mut l, &ClientMsg::Run(vec![job(1, 1), job(2, 1)]), t0);
+    c.drain(&mut l);
+    l.handle(
+        NodeEvent::Finished(vec![big_done(1, 10_000), big_done(2, 10_000)]),
+        t0,
+    );
+    // The first goes (nothing was unsent), the second waits with its credit.
+    assert_eq!(l.results_waiting(), 1);
+    assert_eq!(l.credit_used(), (1, 1));
+    c.feed(&mut l, &ClientMsg::Run(vec![job(3, 1), job(4, 1)]), t0);
+    let (sent, other) = c.drain(&mut l);
+    assert_eq!(ids(&other), vec![3]);
+    assert_eq!(sent, vec![NodeMsg::Returned(vec![(4, 1)])]);
+    // The first result out, the second follows and its credit comes back.
+    let sent = drain_streams(&mut l, &mut c);
+    assert_eq!(answered(&sent), vec![1, 2]);
+    assert_eq!(l.credit_used(), (1, 1), "job 3 only");
+}
+
+#[test]
+fn small_results_wait_too_while_the_outbox_is_at_the_window() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready_on(link_windowed(KeySet::one(key(1)), 5_000, t0), t0);
+    assert!(!l.send_more(5_000));
+    l.handle(NodeEvent::Finished(vec![big_done(7, 10)]), t0);
+    assert!(
+        c.drain(&mut l).0.is_empty(),
+        "held while the outbox is full"
+    );
+    assert_eq!((l.results_waiting(), l.unsent_results()), (1, 10));
+    // The outbox shrinks under the window: it goes inline.
+    assert!(l.send_more(4_999));
+    let (sent, _) = c.drain(&mut l);
+    assert_eq!(answered(&sent), vec![7]);
+    // A result larger than the window still goes when nothing is unsent.
+    assert!(!l.send_more(0));
+    l.handle(NodeEvent::Finished(vec![big_done(8, 50_000)]), t0);
+    assert_eq!(l.results_waiting(), 0);
+    let sent = drain_streams(&mut l, &mut c);
+    assert_eq!(answered(&sent), vec![8]);
+}
+
+#[test]
+fn results_waiting_for_the_window_are_dropped_with_the_connection() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready_on(link_windowed(KeySet::one(key(1)), 5_000, t0), t0);
+    l.handle(
+        NodeEvent::Finished(vec![big_done(1, 10_000), big_done(2, 10_000)]),
+        t0,
+    );
+    assert_eq!(l.unsent_results(), 20_000);
+    l.handle(NodeEvent::TransportClosed("gone".into()), t0);
+    assert_eq!((l.results_waiting(), l.unsent_results()), (0, 0));
+    assert!(c.drain(&mut l).0.is_empty());
 }

@@ -82,6 +82,24 @@ impl Outbox {
         }
     }
 
+    /// While nothing waits, gives back the buffer's memory beyond `keep`
+    /// bytes: a connection that once held a large backlog (a client that
+    /// read its results late) does not keep it for the rest of its life.
+    /// The driver calls it when it is about to sleep, so a busy writer keeps
+    /// its buffer.
+    pub fn shrink_idle(&mut self, keep: usize) {
+        if self.is_empty() {
+            self.buf.clear();
+            self.done = 0;
+            self.buf.shrink_to(keep);
+        }
+    }
+
+    /// The bytes the buffer holds room for (what it takes in memory).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Forgets everything waiting (the connection is gone).
     pub fn clear(&mut self) {
         self.buf.clear();
@@ -166,6 +184,29 @@ mod tests {
         w.room = usize::MAX;
         assert!(out.flush(&mut w, t0).unwrap());
         assert_eq!(w.got.len(), 1000 * 1000);
+    }
+
+    #[test]
+    fn an_idle_outbox_gives_back_a_large_backlogs_memory() {
+        let t0 = Instant::now();
+        let mut out = Outbox::new();
+        let mut w = Slow {
+            got: Vec::new(),
+            room: 0,
+        };
+        out.push(&vec![1u8; 8 << 20], t0);
+        assert!(!out.flush(&mut w, t0).unwrap());
+        // Bytes wait: nothing is given back.
+        out.shrink_idle(64 << 10);
+        assert!(out.capacity() >= 8 << 20);
+        w.room = usize::MAX;
+        assert!(out.flush(&mut w, t0).unwrap());
+        assert!(out.capacity() >= 8 << 20, "a busy writer keeps its buffer");
+        out.shrink_idle(64 << 10);
+        assert!(out.capacity() <= 64 << 10, "{}", out.capacity());
+        out.push(b"more", t0);
+        assert!(out.flush(&mut w, t0).unwrap());
+        assert_eq!(w.got.len(), (8 << 20) + 4);
     }
 
     #[test]

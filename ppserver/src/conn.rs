@@ -16,10 +16,20 @@
 //! Memory per client is bounded. Its queued work is bounded by the credit
 //! window the link grants (jobs beyond it go back unrun, and the node keeps
 //! reading, so heartbeats and cancels always get through). Its unwritten
-//! results: while they exceed [`backlog_limit`] (twice the frame limit),
-//! the driver stops reading from it; a client that does not read its
-//! results is held there by TCP until `--write-timeout` drops it. Both are
-//! counted against the node's `--max-memory` (`memory`).
+//! results: the link frames a result (inline, or queued as a stream) only
+//! while the connection's unsent bytes (the outbox and the queued streams)
+//! are under its send window ([`backlog_limit`], twice the frame limit: 32
+//! MiB by default; see `ppcore::window`); until then the result waits in
+//! the link and keeps its job's credit. While the outbox alone exceeds the
+//! same limit the driver stops reading from the client. A client that does
+//! not read its results is held there by TCP until `--write-timeout` drops
+//! it. All of it (queued arguments, results waiting or queued as streams,
+//! the outbox) is counted against the node's `--max-memory` (`memory`), so
+//! new work is handed back while the node is full, whatever a client does
+//! or does not read: the node holds at most `--max-memory` plus the results
+//! of the jobs running when it filled. An outbox's buffer beyond 64 KiB is
+//! given back whenever the driver sleeps with nothing to write, so an idle
+//! connection does not keep the memory of a backlog it once had.
 
 use crate::memory::Held;
 use crate::node::Node;
@@ -50,14 +60,15 @@ const SOCKET: Token = Token(1);
 const SPIN: Duration = Duration::from_micros(100);
 /// An upload with no chunk for this long is ended.
 const UPLOAD_STALL: Duration = Duration::from_secs(30);
-/// A stream's next chunk is taken when fewer bytes than this wait to be
-/// written.
-const PULL_BELOW: usize = 2 << 20;
+/// The outbox's buffer kept while the driver sleeps with nothing to write:
+/// an idle connection does not hold the memory of a backlog it once had.
+const IDLE_OUTBOX: usize = 64 << 10;
 
 /// Bytes of unwritten results beyond which a connection is not read until
-/// they shrink.
+/// they shrink; also its send window (results wait while this much is
+/// unsent).
 fn backlog_limit(max_frame: usize) -> usize {
-    max_frame.saturating_mul(2)
+    usize::try_from(ppcore::window::default_window(max_frame)).unwrap_or(usize::MAX)
 }
 
 /// A connection let in and registered with the node, to be served.
@@ -161,6 +172,7 @@ impl Admitted {
                     waker,
                     outbox: Outbox::new(),
                     outbox_held: node.memory.hold(0),
+                    unsent_held: node.memory.hold(0),
                     streams_held: node.memory.hold(0),
                     results_held: Vec::new(),
                     readable: true,
@@ -200,6 +212,9 @@ struct Driver<'a> {
     outbox: Outbox,
     /// The outbox's bytes, counted against `--max-memory`.
     outbox_held: Held,
+    /// Results in the link not yet framed (waiting for the send window, or
+    /// queued as streams), counted against `--max-memory`.
+    unsent_held: Held,
     /// What the client's incoming streams reserve (their announced
     /// lengths), counted against `--max-memory`: a stream that would go over
     /// it is refused at its start and its job handed back.
@@ -240,6 +255,7 @@ impl Driver<'_> {
             credit_bytes: config.credit_bytes,
             max_payload: config.max_payload,
             stream_stall: config.stream_stall,
+            send_window: backlog_limit(config.max_frame) as u64,
         };
         let mut link = NodeLink::new(link_config, self.node.welcome(), Instant::now());
         if self.node.draining() {
@@ -280,6 +296,9 @@ impl Driver<'_> {
             true => Duration::ZERO,
             false => wake.saturating_duration_since(now),
         };
+        if !timeout.is_zero() {
+            self.outbox.shrink_idle(IDLE_OUTBOX);
+        }
         if let Err(e) = self.poll.poll(polled, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 tracing::warn!(peer = %self.peer, "poll failed: {e}");
@@ -442,7 +461,10 @@ impl Driver<'_> {
             self.streams_held
                 .resize(usize::try_from(link.stream_reserved()).unwrap_or(usize::MAX));
             let open = self.act(link);
-            // The results' frames are in the outbox now: count them there.
+            // The results are in the link (waiting, or as streams) or their
+            // frames in the outbox now: count them there.
+            self.unsent_held
+                .resize(usize::try_from(link.unsent_results()).unwrap_or(usize::MAX));
             self.results_held.clear();
             self.outbox_held.resize(self.outbox.len());
             if !open {
@@ -454,12 +476,10 @@ impl Driver<'_> {
             let flushed = self.outbox.flush(&mut self.stream, Instant::now());
             self.outbox_held.resize(self.outbox.len());
             match flushed {
-                Ok(_) if self.outbox.len() < PULL_BELOW && link.has_stream() => {
-                    // Results too large for a frame go out one chunk at a
-                    // time, when what waits runs low: other frames go in
-                    // between.
-                    link.pull_stream();
-                }
+                // Results that waited for the window, and the next chunk of
+                // a stream when what waits runs low (other frames go in
+                // between chunks).
+                Ok(_) if link.send_more(self.outbox.len()) => {}
                 Ok(all) => {
                     // Room to write matters only while bytes wait.
                     if all == self.watch_write {

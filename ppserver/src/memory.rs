@@ -1,7 +1,11 @@
 //! The node's memory budget (`--max-memory`): bytes it holds for its
 //! clients, queued job arguments and results not yet written, counted
-//! together. New work is let in only while it fits; results, already made,
-//! are always counted. Lock-free: workers and drivers touch it on every job.
+//! together. New work is let in only while it fits, and a queued job starts
+//! only while what the rest holds is within the budget ([`Memory::may_start`]:
+//! a job's result is counted only once it is made, so jobs admitted while
+//! the node was empty must not all run once it is full); results, already
+//! made, are always counted. Lock-free: workers and drivers touch it on
+//! every job.
 //!
 //! What is held is a [`Held`] that gives its bytes back when dropped: a
 //! queued job's arguments go with the job, a result with its message to the
@@ -37,6 +41,13 @@ impl Memory {
                 (fits || used == 0).then(|| used.saturating_add(bytes))
             })
             .is_ok()
+    }
+
+    /// Whether a queued job that holds `own` bytes may start now: what
+    /// everything else holds is within the budget. Otherwise it is handed
+    /// back unrun (its result would only add to a full node).
+    pub(crate) fn may_start(&self, own: &Held) -> bool {
+        self.used().saturating_sub(own.bytes as u64) <= self.limit
     }
 
     /// Counts `bytes` that exist already (a result).
@@ -134,6 +145,22 @@ mod tests {
         assert!(!m.try_take(1));
         m.give_back(1000);
         assert_eq!(m.used(), 0);
+    }
+
+    #[test]
+    fn a_job_starts_only_while_the_rest_is_within_the_budget() {
+        let m = Arc::new(Memory::new(100));
+        let job = m.try_hold(30).unwrap();
+        assert!(m.may_start(&job), "alone");
+        let results = m.hold(100);
+        assert!(m.may_start(&job), "the rest is at the budget, not over");
+        let more = m.hold(1);
+        assert!(!m.may_start(&job), "the rest is over the budget");
+        drop((results, more));
+        // A job larger than the whole budget, alone, still starts.
+        drop(job);
+        let big = m.try_hold(500).unwrap();
+        assert!(m.may_start(&big));
     }
 
     #[test]

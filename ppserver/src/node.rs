@@ -31,7 +31,7 @@ pub(crate) struct NodeJob {
     /// node's cache may evict them meanwhile).
     pub(crate) shared: Vec<Arc<SharedValue>>,
     /// Its bytes, counted against `--max-memory` while it waits or runs.
-    _held: Held,
+    held: Held,
 }
 
 type JobFn = fn(Vec<u8>) -> Result<Vec<u8>, JobError>;
@@ -374,7 +374,7 @@ impl Node {
             self.active.add();
             out.begin();
             let job = NodeJob {
-                _held: held,
+                held,
                 id: job.id,
                 attempt: job.attempt,
                 name: job.name,
@@ -461,7 +461,8 @@ impl Node {
     }
 
     /// Whether `job` is not to run (its client left, cancelled it, or the
-    /// node drains: then it is given back); counted as such.
+    /// node drains or is over `--max-memory`: then it is given back);
+    /// counted as such.
     fn skip(&self, job: &NodeJob) -> bool {
         if job.out.is_closed() {
             true // nobody is waiting for it any more
@@ -470,6 +471,12 @@ impl Node {
             job.out.skipped(job.id);
             true
         } else if self.draining() {
+            job.out.give_back(job.id, job.attempt);
+            true
+        } else if !self.memory.may_start(&job.held) {
+            // Its result would only add to a full node (results waiting for
+            // clients that do not read them, say): back to the client.
+            self.refused_memory.fetch_add(1, Ordering::Relaxed);
             job.out.give_back(job.id, job.attempt);
             true
         } else {

@@ -138,6 +138,7 @@ fn client_config() -> LinkConfig {
         backoff_max: Duration::from_secs(5),
         reconnect: false,
         give_up_after: None,
+        send_window: ppcore::window::default_window(16 << 20),
     }
 }
 
@@ -151,6 +152,7 @@ fn node_config() -> NodeLinkConfig {
         credit_bytes: 1 << 30,
         max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
         stream_stall: Duration::from_secs(30),
+        send_window: ppcore::window::default_window(16 << 20),
     }
 }
 
