@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A generated key for the nodes Slurm starts.
 static SECRET: std::sync::LazyLock<String> =
@@ -48,19 +48,8 @@ fn key_dir(test: &str) -> String {
     dir.display().to_string()
 }
 
-/// Asks Slurm until `f` holds: every 100 ms, for at most `limit`.
-fn poll(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// Asks Slurm until `f` holds, for at most `limit` (the test kit's bounded wait).
+use pptest::eventually as poll;
 
 /// The job's state in `squeue`, empty once it has left the queue.
 fn squeue_state(job: &str) -> String {

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A generated key, shared by the nodes and clients of this test process.
 static SECRET: std::sync::LazyLock<String> =
@@ -38,15 +38,11 @@ fn release(gate: usize, upto: u64) {
 }
 
 /// Waits until `f` holds, at most 60 s; panics with `what` otherwise.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("timed out waiting for {what}");
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    assert!(
+        pptest::eventually(Duration::from_secs(60), f),
+        "timed out waiting for {what}"
+    );
 }
 
 /// Two loopback nodes of one worker each.
@@ -363,38 +359,25 @@ impl Browser {
             .spawn()
             .expect("chromium starts");
         let port_file = profile.join("DevToolsActivePort");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let port: u16 = loop {
-            if let Some(p) = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()))
-            {
-                break p;
-            }
+        let port: u16 = pptest::eventually_some(Duration::from_secs(60), || {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("chromium exited at start: {status}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "chromium never opened its DevTools port"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+            std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()))
+        })
+        .expect("chromium never opened its DevTools port");
         let devtools = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut page_ws = None;
-        for _ in 0..300 {
+        let page_ws = pptest::eventually_some(Duration::from_secs(60), || {
             let (_, _, body) = request(devtools, "GET", "/json/list", &devtools.to_string());
             let targets: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            page_ws = targets.as_array().and_then(|t| {
+            targets.as_array().and_then(|t| {
                 t.iter()
                     .find(|t| t["type"] == "page")
                     .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
-            });
-            if page_ws.is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            })
+        });
         let url = page_ws.expect("a page target");
         let (socket, _) = tungstenite::connect(url.as_str()).expect("DevTools socket");
         if let tungstenite::stream::MaybeTlsStream::Plain(s) = socket.get_ref() {
@@ -458,18 +441,12 @@ impl Browser {
 
 /// Waits (at most 60 s) until the page's DOM satisfies `f`; returns that DOM.
 fn dom_until(browser: &mut Browser, what: &str, f: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let dom = browser.dom();
-        if f(&dom) {
-            return dom;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the page never showed {what}:\n{dom}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut last = String::new();
+    let dom = pptest::eventually_some(Duration::from_secs(60), || {
+        last = browser.dom();
+        f(&last).then(|| last.clone())
+    });
+    dom.unwrap_or_else(|| panic!("the page never showed {what}:\n{last}"))
 }
 
 /// The `watch` group's progress bar as rendered: `aria-valuenow` of the bar

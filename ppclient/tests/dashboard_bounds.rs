@@ -124,15 +124,10 @@ fn six_hundred_idle_dashboard_connections_take_few_threads_and_the_page_is_serve
     );
     assert!(full_body(addr, "/api/status").contains("\"totals\""));
     drop(streams.pop());
-    let mut reopened = None;
-    for _ in 0..100 {
+    let reopened = pptest::eventually_some(Duration::from_secs(10), || {
         let (reader, status, _) = get(addr, "/events");
-        if status.contains(" 200 ") {
-            reopened = Some(reader);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        status.contains(" 200 ").then_some(reader)
+    });
     assert!(reopened.is_some(), "a closed stream frees its place");
     drop(idle);
 }

@@ -3,7 +3,7 @@
 //! the client drops it, sent again where a job reruns or after an eviction.
 
 use ppclient::{Array, KeySet, Server, Shared};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 ppclient::job! {
     /// Sums `table[from..to]`, after `ms` milliseconds.
@@ -58,21 +58,19 @@ fn status(keys: &KeySet, node: &ppserver::Running) -> ppclient::NodeStatus {
     .unwrap()
 }
 
-/// Polls a node's status until `done` holds: bounded to 10 s and 1,000 asks.
+/// Asks a node's status until `done` holds, for at most 10 s; the last
+/// status seen.
 fn status_until(
     keys: &KeySet,
     node: &ppserver::Running,
     done: impl Fn(&ppclient::NodeStatus) -> bool,
 ) -> ppclient::NodeStatus {
-    let end = Instant::now() + Duration::from_secs(10);
-    for _ in 0..1000 {
-        let s = status(keys, node);
-        if done(&s) || Instant::now() > end {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    status(keys, node)
+    let mut last = status(keys, node);
+    let _held = pptest::eventually(Duration::from_secs(10), || {
+        last = status(keys, node);
+        done(&last)
+    });
+    last
 }
 
 fn table() -> Vec<u64> {

@@ -121,17 +121,16 @@ fn a_client_holds_streamed_arguments_within_its_send_window_while_the_node_does_
         .collect();
     // The client gives the node up when it has heard nothing for three
     // heartbeats (3 s): by then it has sent all it would.
-    let deadline = Instant::now() + Duration::from_secs(60);
     let (mut was_up, mut down) = (false, false);
-    while !down && Instant::now() < deadline {
+    let _down = pptest::eventually(Duration::from_secs(60), || {
         let up = server
             .nodes()
             .iter()
             .any(|n| matches!(n.state, ppclient::NodeState::Up { .. }));
         was_up |= up;
         down = was_up && !up;
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        down
+    });
     assert!(was_up, "the node never came up");
     assert!(down, "the client never gave up the silent node");
     let grown = status_bytes("VmHWM:").saturating_sub(base);

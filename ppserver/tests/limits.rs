@@ -54,21 +54,19 @@ fn job(id: u64, name: &str, args: Vec<u8>) -> RunJob {
 /// A session from `from` once the node lets one in (strangers that just
 /// left may still be counted for a moment).
 fn authenticated_eventually(node: &Node, from: [u8; 4]) -> Session {
-    for _ in 0..1000 {
-        let mut s = connect_from(node, from);
+    common::eventually_some(Duration::from_secs(10), || {
+        let s = connect_from(node, from);
         let Ok(mut session) = handshake_on(s.try_clone().unwrap(), &key()) else {
             drop(s.shutdown(std::net::Shutdown::Both));
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
+            return None;
         };
         assert!(session.send(&ClientMsg::Ping(0)));
-        if let Ok(NodeMsg::Welcome { .. }) = session.recv() {
-            return session;
+        match session.recv() {
+            Ok(NodeMsg::Welcome { .. }) => Some(session),
+            _ => None,
         }
-        s = session.stream;
-        drop(s);
-    }
-    panic!("never let in")
+    })
+    .expect("never let in")
 }
 
 /// Sends `Ping(n)` and reads until its `Pong`: the ids of the jobs the node

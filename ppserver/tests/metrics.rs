@@ -121,13 +121,10 @@ fn metrics_count_a_known_run() {
             && value(s, "ppserver_jobs_queued", None) == 0.0
     };
     let mut s = scrape(metrics);
-    for _ in 0..400 {
-        if settled(&s) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
+    let _settled = pptest::eventually(Duration::from_secs(10), || {
         s = scrape(metrics);
-    }
+        settled(&s)
+    });
     let jobs = "ppserver_jobs_total";
     assert_eq!(value(&s, jobs, Some(("outcome", "succeeded"))), 25.0);
     assert_eq!(value(&s, jobs, Some(("outcome", "failed"))), 3.0);

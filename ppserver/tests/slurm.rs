@@ -9,24 +9,13 @@ use ppclient::{NodeState, Options, Server, Slurm};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 use common::{close, maclaurin_64};
 
-/// Asks Slurm until `f` holds: every 100 ms, for at most `limit`.
-fn poll(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// Asks Slurm until `f` holds, for at most `limit` (the test kit's bounded wait).
+use pptest::eventually as poll;
 
 /// Whether a Slurm cluster answers; under CI a missing one fails the test.
 fn slurm_up() -> bool {
@@ -244,9 +233,10 @@ fn cancel_one_step_mid_run(test: &str, how: &[&str], reason: &str) {
     assert_eq!(stats.succeeded, n as u64);
     assert_eq!(stats.failed, 0);
     // The cancelled step is gone; the other one served the rest.
-    poll(Duration::from_secs(30), || {
+    let gone = poll(Duration::from_secs(30), || {
         !alloc.steps().contains(&steps[0])
     });
+    assert!(gone, "the cancelled step stayed: {:?}", alloc.steps());
     assert_eq!(alloc.steps(), [steps[1].clone()]);
     let nodes = server.nodes();
     assert_eq!(up(&server), 1, "{nodes:?}");

@@ -7,7 +7,7 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The cluster's key, made for this test run.
 static SECRET: std::sync::LazyLock<String> =
@@ -110,16 +110,15 @@ fn status(node: &Node) -> ppclient::NodeStatus {
     ppclient::node_status(&node.addr, SECRET.as_str(), Duration::from_secs(5)).unwrap()
 }
 
-/// Polls the node's status (bounded: 20 s) until `f` holds.
+/// Asks the node's status until `f` holds, for at most 20 s; the last
+/// status seen.
 fn status_until(node: &Node, f: impl Fn(&ppclient::NodeStatus) -> bool) -> ppclient::NodeStatus {
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = status(node);
-        if f(&s) || Instant::now() > until {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut last = status(node);
+    let _held = pptest::eventually(Duration::from_secs(20), || {
+        last = status(node);
+        f(&last)
+    });
+    last
 }
 
 #[test]
@@ -285,17 +284,16 @@ fn a_node_killed_during_an_upload_costs_no_job() {
         .spawn()
         .unwrap();
     // The upload has begun once its partial file is in the cache.
-    let until = Instant::now() + Duration::from_secs(60);
     let uploading = || {
         std::fs::read_dir(&first.cache).is_ok_and(|d| {
             d.flatten()
                 .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
         })
     };
-    while !uploading() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(uploading(), "the upload never began");
+    assert!(
+        pptest::eventually(Duration::from_secs(60), uploading),
+        "the upload never began"
+    );
     drop(first); // killed mid-upload, its cache gone
     let second = node("upload-kill-2", &["--port", &port], &[]);
     let out = client.wait_with_output().unwrap();

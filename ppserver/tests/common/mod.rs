@@ -157,17 +157,9 @@ impl Drop for Node {
     }
 }
 
-/// Waits until `f` holds, for at most `limit`.
-pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    false
-}
+/// Waits until a condition holds, for at most a limit (the workspace's test kit).
+#[allow(unused_imports)] // not every test binary waits
+pub use pptest::{eventually, eventually_some};
 
 /// Sums the 64-task Maclaurin split of `terms` terms; also the exact value.
 pub fn maclaurin_64(server: &ppclient::Server, terms: u64) -> (f64, f64) {

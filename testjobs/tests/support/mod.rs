@@ -6,7 +6,7 @@ use ppclient::Server;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The key the nodes and clients share.
 pub(crate) static SECRET: std::sync::LazyLock<String> =
@@ -75,17 +75,15 @@ pub(crate) fn pid_file(test: &str) -> PathBuf {
 
 /// Waits (bounded by [`WAIT`]) for a job to write "worker child" to `path`.
 pub(crate) fn pids_in(path: &PathBuf) -> (u32, u32) {
-    let until = Instant::now() + WAIT;
-    while Instant::now() < until {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            let pids: Vec<u32> = text.split(' ').filter_map(|p| p.parse().ok()).collect();
-            if let [worker, child] = pids[..] {
-                return (worker, child);
-            }
+    pptest::eventually_some(WAIT, || {
+        let text = std::fs::read_to_string(path).ok()?;
+        let pids: Vec<u32> = text.split(' ').filter_map(|p| p.parse().ok()).collect();
+        match pids[..] {
+            [worker, child] => Some((worker, child)),
+            _ => None,
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no pids in {} after {WAIT:?}", path.display())
+    })
+    .unwrap_or_else(|| panic!("no pids in {} after {WAIT:?}", path.display()))
 }
 
 /// Whether process `pid` is gone (or a zombie nobody reaped yet).
@@ -101,14 +99,7 @@ pub(crate) fn gone(pid: u32) -> bool {
 
 /// Waits (bounded by [`WAIT`]) until every process in `pids` is gone.
 pub(crate) fn all_gone(pids: &[u32]) -> bool {
-    let until = Instant::now() + WAIT;
-    while Instant::now() < until {
-        if pids.iter().all(|&p| gone(p)) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+    pptest::eventually(WAIT, || pids.iter().all(|&p| gone(p)))
 }
 
 /// Kills what a failed test may have left behind.
