@@ -265,9 +265,13 @@ fn node_status_reports_counters() {
     let status =
         || ppclient::node_status(&a.name(), SECRET.as_str(), Duration::from_secs(5)).unwrap();
     // A job counts as active until its result is on the wire: all five
-    // have ended once the node's log says so.
-    a.wait_lines("job ended", 5);
-    let s = status();
+    // have ended once the node's status says so.
+    let mut s = status();
+    let ended = common::eventually(Duration::from_secs(10), || {
+        s = status();
+        s.jobs_done >= 5 && s.jobs_active == 0
+    });
+    assert!(ended, "{s:?}");
     assert_eq!(
         (s.workers, s.jobs_done, s.jobs_failed, s.jobs_active),
         (3, 5, 0, 0)
