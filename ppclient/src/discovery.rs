@@ -356,5 +356,4 @@ fn admit_join(core: &Arc<Core>, table: &Arc<Mutex<Joins>>, stream: TcpStream, pe
 }
 
 #[cfg(test)]
-#[path = "discovery_tests.rs"]
 mod tests;

@@ -1233,5 +1233,4 @@ fn stream_limits(config: &LinkConfig) -> stream::Limits {
 }
 
 #[cfg(test)]
-#[path = "link_tests.rs"]
 mod tests;

@@ -783,5 +783,4 @@ impl NodeLink {
 }
 
 #[cfg(test)]
-#[path = "node_link_tests.rs"]
 mod tests;

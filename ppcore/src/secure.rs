@@ -396,5 +396,4 @@ fn parse_refusal(rest: &[u8]) -> SecureError {
 }
 
 #[cfg(test)]
-#[path = "secure_tests.rs"]
 mod tests;
