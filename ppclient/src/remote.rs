@@ -111,6 +111,8 @@ pub(crate) struct Link {
 /// the driver answers how many it cancelled.
 pub(crate) struct CancelAsk {
     pub(crate) group: Option<usize>,
+    /// Only jobs with ids below this (submitted before the ask).
+    pub(crate) below: u64,
     pub(crate) reply: crossbeam_channel::Sender<usize>,
 }
 
@@ -226,15 +228,20 @@ impl Link {
     }
 
     /// Asks the driver to cancel the jobs it has in flight (of `group`, or
-    /// all); the answer, how many it cancelled, comes on the receiver.
+    /// all) with ids below `below`; the answer, how many it cancelled, comes on the receiver.
     /// `None` if no driver runs (then nothing is in flight).
     pub(crate) fn ask_cancel(
         &self,
         group: Option<usize>,
+        below: u64,
     ) -> Option<crossbeam_channel::Receiver<usize>> {
         let waker = lock(&self.waker).clone()?;
         let (reply, answer) = crossbeam_channel::bounded(1);
-        lock(&self.cancels).push(CancelAsk { group, reply });
+        lock(&self.cancels).push(CancelAsk {
+            group,
+            below,
+            reply,
+        });
         self.cancel_asked.store(true, Ordering::Release);
         waker.wake();
         Some(answer)

@@ -338,19 +338,22 @@ impl Server {
         /// A driver answers within a turn; one that does not (it is stuck
         /// writing to a node) is not waited for longer.
         const ANSWER_WITHIN: Duration = Duration::from_secs(2);
-        let queued = self
-            .core
-            .queue
-            .remove_where(|t| crate::task::in_group(t, group));
-        let mut cancelled = queued
-            .into_iter()
-            .filter(|t| Arc::clone(t).cancel())
-            .count();
+        // Only jobs submitted before this call: ids below the next one.
+        let below = self.next_id.load(Ordering::SeqCst);
+        let sweep = || {
+            self.core
+                .queue
+                .remove_where(|t| t.id() < below && crate::task::in_group(t, group))
+                .into_iter()
+                .filter(|t| Arc::clone(t).cancel())
+                .count()
+        };
+        let mut cancelled = sweep();
         let answers: Vec<_> = self
             .core
             .links()
             .iter()
-            .filter_map(|l| l.ask_cancel(group))
+            .filter_map(|l| l.ask_cancel(group, below))
             .collect();
         let deadline = Instant::now() + ANSWER_WITHIN;
         for answer in answers {
@@ -358,7 +361,10 @@ impl Server {
                 cancelled += n;
             }
         }
-        cancelled
+        // Jobs a driver had taken from the queue but not sent (its window
+        // was full), or that a node handed back, went back to the queue
+        // before the driver answered: a second sweep finds them.
+        cancelled + sweep()
     }
 
     /// Waits until every job submitted so far has resolved and its callback

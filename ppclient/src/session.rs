@@ -272,7 +272,7 @@ impl Driver<'_> {
         for ask in record.take_cancel_asks() {
             let gone = self
                 .link
-                .cancel_where(|t| crate::task::in_group(t, ask.group));
+                .cancel_where(|t| t.id() < ask.below && crate::task::in_group(t, ask.group));
             let n = gone.into_iter().filter(|t| Arc::clone(t).cancel()).count();
             let _ = ask.reply.send(n);
         }
@@ -507,7 +507,7 @@ impl Driver<'_> {
             self.link.handle(Event::Submit(batch), now);
         }
         // Jobs not encoded (the window is full) go back ahead of the line,
-        // in order.
+        // in order (the front lane is first in, first out).
         for task in tasks {
             self.core.requeue(task);
         }

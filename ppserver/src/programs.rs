@@ -262,8 +262,14 @@ impl Programs {
     /// Gets program `id` (its file at `path`) ready to run, once however
     /// many connections ask: `who` is told its jobs, or why not.
     fn start(self: &Arc<Self>, id: ProgramId, path: PathBuf, conn: u64, who: &Arc<Conn>) {
-        if let Some(program) = lock(&self.known).get(&id) {
-            return who.program(id, Ok(program.jobs.clone()));
+        let known = lock(&self.known).get(&id).map(|p| p.jobs.clone());
+        if let Some(jobs) = known {
+            // It runs here already: this connection and any that waited for
+            // this upload hear now (no lock held while they are told).
+            if lock(&self.waiting).start(id, conn, Arc::clone(who)) {
+                self.started(id, Ok(jobs));
+            }
+            return;
         }
         if !lock(&self.waiting).start(id, conn, Arc::clone(who)) {
             return; // started already: `who` hears with the others

@@ -159,7 +159,7 @@ fn body_length(request: &Request, limits: &Limits) -> Result<usize, HeadError> {
         .iter()
         .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
     {
-        let n: usize = match v.bytes().all(|b| b.is_ascii_digit()) {
+        let n: usize = match !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
             true => v
                 .parse()
                 .map_err(|_| HeadError::BodyTooLarge(limits.max_body))?,
@@ -273,6 +273,7 @@ mod tests {
             "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length:\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             let e = parse(bad.as_bytes(), &l).unwrap_err();
