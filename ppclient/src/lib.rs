@@ -106,3 +106,28 @@ pub use ppserver as node;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The Rust examples of docs/DASHBOARD.md, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/DASHBOARD.md")]
+pub struct DashboardDoctests;
+
+/// The Rust examples of docs/DATA.md, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/DATA.md")]
+pub struct DataDoctests;
+
+/// The Rust examples of docs/NODES.md, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/NODES.md")]
+pub struct NodesDoctests;
+
+/// The Rust examples of docs/SHIPPING.md, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/SHIPPING.md")]
+pub struct ShippingDoctests;
+
+/// The Rust examples of docs/SLURM.md, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/SLURM.md")]
+pub struct SlurmDoctests;

@@ -35,8 +35,8 @@ impl Options {
     }
 
     /// The same options with a callback: `f` gets the job's result on one of
-    /// the server's callback threads, before the handle resolves (see the
-    /// README's "Callbacks").
+    /// the server's callback threads, before the handle resolves (see
+    /// docs/ARCHITECTURE.md, "Callbacks").
     ///
     /// A callback may submit jobs and wait on other handles and groups,
     /// including jobs that have callbacks of their own: another callback

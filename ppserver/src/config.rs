@@ -140,7 +140,7 @@ impl Default for Config {
 /// a client keeps up to its workers + 4096 jobs in flight when jobs take
 /// microseconds (`ppclient`'s `max_prefetch`); with a window of 4 ×
 /// workers alone such a client ran at 33k jobs/s against 480k to 560k
-/// (README, `flood` benchmark), and 4096 against 1024 took no-op jobs from
+/// (docs/NODES.md, `flood` benchmark), and 4096 against 1024 took no-op jobs from
 /// 0.60M to 0.85M jobs/s (`overhead --spawn-node`). Queued jobs cost their
 /// bytes, which `credit_bytes` and `max_memory` bound.
 pub(crate) const DEFAULT_CREDIT_PIPELINE: usize = 4096;
