@@ -228,8 +228,9 @@ impl Link {
     }
 
     /// Asks the driver to cancel the jobs it has in flight (of `group`, or
-    /// all) with ids below `below`; the answer, how many it cancelled, comes on the receiver.
-    /// `None` if no driver runs (then nothing is in flight).
+    /// all) with ids below `below`; the answer, how many it cancelled,
+    /// comes on the receiver. `None` if no driver runs (then nothing is in
+    /// flight).
     pub(crate) fn ask_cancel(
         &self,
         group: Option<usize>,
@@ -249,7 +250,11 @@ impl Link {
 
     /// The asks to cancel not served yet (cheap when there are none).
     pub(crate) fn take_cancel_asks(&self) -> Vec<CancelAsk> {
-        if !self.cancel_asked.swap(false, Ordering::AcqRel) {
+        // A plain load first: the driver asks every turn, and a swap would
+        // write the flag's cache line each time.
+        if !self.cancel_asked.load(Ordering::Acquire)
+            || !self.cancel_asked.swap(false, Ordering::AcqRel)
+        {
             return Vec::new();
         }
         std::mem::take(&mut *lock(&self.cancels))

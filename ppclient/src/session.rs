@@ -266,10 +266,12 @@ impl Driver<'_> {
     /// Cancels the jobs in flight that `Server::cancel_all` or
     /// `cancel_group` asked for, and says how many.
     fn serve_cancel_asks(&mut self) {
-        let Some(record) = self.record().cloned() else {
-            return;
+        // One atomic load per turn when nobody asks (no Arc clone).
+        let asks = match self.record() {
+            Some(record) => record.take_cancel_asks(),
+            None => return,
         };
-        for ask in record.take_cancel_asks() {
+        for ask in asks {
             let gone = self
                 .link
                 .cancel_where(|t| t.id() < ask.below && crate::task::in_group(t, ask.group));

@@ -49,15 +49,7 @@ fn node(name: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.parse::<std::net::SocketAddr>().is_ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let addr = support::ready_addr(&mut child);
     Node { child, addr, cache }
 }
 
@@ -76,15 +68,7 @@ fn stock_node(home: &std::path::Path, args: &[&str]) -> Node {
         cmd.args(["--port", "0"]);
     }
     let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.parse::<std::net::SocketAddr>().is_ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let addr = support::ready_addr(&mut child);
     Node {
         child,
         addr,

@@ -40,16 +40,20 @@ pub(crate) fn node(workers: &str) -> Node {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let addr = ready_addr(&mut child);
+    Node(child, addr)
+}
+
+/// The address in a node's ready line, its first line on stdout.
+pub(crate) fn ready_addr(child: &mut Child) -> String {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line
-        .split_whitespace()
+    line.split_whitespace()
         .find(|w| w.parse::<std::net::SocketAddr>().is_ok())
-        .unwrap()
-        .to_owned();
-    Node(child, addr)
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned()
 }
 
 /// A client of `node` alone, with no local workers.
