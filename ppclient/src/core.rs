@@ -1,9 +1,10 @@
 //! What the server's threads share: the job queue, the run context, the
 //! links to nodes, and the stop flag.
 
-use crate::remote::{lock, Link, LinkSettings, NodeInfo, NodeState};
+use crate::remote::{Link, LinkSettings, NodeInfo, NodeState};
 use crate::task::{RunCtx, Task};
 use crate::tracker::Tracker;
+use ppcore::sync::lock;
 use ppcore::{JobError, Lanes};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -159,7 +160,7 @@ impl Core {
     pub(crate) fn wait_nodes(
         &self,
         limit: Duration,
-        mut holds: impl FnMut(&[crate::NodeInfo]) -> bool,
+        mut holds: impl FnMut(&[crate::remote::NodeInfo]) -> bool,
     ) -> bool {
         let deadline = ppcore::limits::deadline(Instant::now(), limit);
         let mut guard = lock(&self.news.0);

@@ -12,9 +12,10 @@
 //! is pure and tested without sockets.
 
 use crate::core::Core;
-use crate::remote::{lock, Link, NodeState};
+use crate::remote::{Link, NodeState};
 use crate::session::{drive_with, link_config, Target};
 use ppcore::escape;
+use ppcore::sync::lock;
 use ppcore::wire::{parse_discovery_reply, DISCOVERY_PROBE};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};

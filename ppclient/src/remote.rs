@@ -8,11 +8,12 @@
 
 use crate::core::{Core, JobKind};
 use crate::session::{drive, Target, Waker};
+use ppcore::sync::lock;
 use ppcore::{KeySet, NodeCounters};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The jobs a node advertised: name to signatures (looked up without
@@ -282,10 +283,6 @@ fn unused_for(
         "runs none of the queued jobs: it has no {}{more}",
         shown.join(", ")
     ))
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Adds a link to the node at `name` and starts its driver thread.

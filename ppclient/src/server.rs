@@ -409,7 +409,7 @@ impl Server {
             .nodes()
             .iter()
             .map(|n| match n.state {
-                crate::NodeState::Up { workers } => workers,
+                crate::remote::NodeState::Up { workers } => workers,
                 _ => 0,
             })
             .sum();

@@ -16,7 +16,7 @@
 
 use crate::connect::dial;
 use crate::core::{Core, JobKind};
-use crate::remote::{lock, JobSet, Link, NodeState};
+use crate::remote::{JobSet, Link, NodeState};
 use crate::task::Task;
 use crate::timer::Expire;
 use mio::net::TcpStream;
@@ -24,6 +24,7 @@ use mio::{Events, Interest, Poll, Token};
 use ppcore::link::{Action, ClientLink, Event, LinkConfig, LinkState};
 use ppcore::program::{OfferAnswer, ProgramId};
 use ppcore::shared::{SharedId, SharedValue};
+use ppcore::sync::lock;
 use ppcore::wire::RunJob;
 use ppcore::{Outbox, Wake};
 use std::collections::{HashMap, HashSet};

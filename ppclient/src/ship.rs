@@ -5,9 +5,10 @@
 //! The node verifies the hash before it runs anything and keeps the file in
 //! its cache: a second client with the same program uploads nothing.
 
-use crate::remote::{lock, Link};
+use crate::remote::Link;
 use ppcore::link::{ClientLink, NodeHello};
 use ppcore::program::{ProgramId, ProgramInfo};
+use ppcore::sync::lock;
 use ppcore::upload::Sender;
 use ppcore::Registry;
 use std::collections::HashSet;

@@ -203,7 +203,7 @@ pub fn write<W: std::io::Write, T: Serialize + ?Sized>(out: W, value: &T) -> Res
     crate::job::write_to(out, value)
 }
 
-/// Reads a whole value through `seed`, with [`decode`](crate::decode)'s
+/// Reads a whole value through `seed`, with [`decode`](crate::job::decode)'s
 /// second try for serde's buffering types.
 pub fn read_seed<T, S>(bytes: &[u8], seed: impl Fn() -> S) -> Result<T, JobError>
 where
@@ -277,7 +277,7 @@ pub fn missing<E: serde::de::Error>(at: usize, expected: &dyn serde::de::Expecte
     E::invalid_length(at, expected)
 }
 
-/// Implements [`Job`](crate::Job)'s codec methods for `job!`: the fast
+/// Implements [`Job`](crate::job::Job)'s codec methods for `job!`: the fast
 /// codec for each parameter and the output that is a `Vec` of numbers.
 #[doc(hidden)]
 #[macro_export]
@@ -372,7 +372,8 @@ macro_rules! __job_codec {
 
 #[cfg(test)]
 mod tests {
-    use crate::{ErrorKind, Job};
+    use crate::error::ErrorKind;
+    use crate::job::Job;
 
     crate::job! {
         /// Every kind of field at once.
@@ -452,9 +453,9 @@ mod tests {
         <maybe as Job>::write_output(&vec![1, 2], &mut out).unwrap();
         assert_eq!(out.len(), 2 + 4, "bin8 header and two raw u16");
         assert_eq!(<maybe as Job>::read_output(&out).unwrap(), vec![1, 2]);
-        let bytes = crate::run_erased::<maybe>(written::<maybe>(&(true,))).unwrap();
+        let bytes = crate::job::run_erased::<maybe>(written::<maybe>(&(true,))).unwrap();
         assert_eq!(<maybe as Job>::read_output(&bytes).unwrap(), vec![1, 2]);
-        let bytes = crate::run_erased::<mixed>(written::<mixed>(&args())).unwrap();
+        let bytes = crate::job::run_erased::<mixed>(written::<mixed>(&args())).unwrap();
         assert_eq!(
             <mixed as Job>::read_output(&bytes).unwrap(),
             vec![1008.0; 2]
@@ -472,7 +473,7 @@ mod tests {
         );
         let ours = written::<bufs>(&(big.clone(), 9));
         assert_eq!(ours, rmp_serde::to_vec(&(&big, 9u8)).unwrap(), "same wire");
-        let out = crate::run_erased::<bufs>(ours).unwrap();
+        let out = crate::job::run_erased::<bufs>(ours).unwrap();
         let back = <bufs as Job>::read_output(&out).unwrap();
         assert_eq!(back.len(), big.len() + 1);
         assert_eq!((&back[..big.len()], back.last()), (&big[..], Some(&9)));

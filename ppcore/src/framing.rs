@@ -12,9 +12,9 @@
 //! after it a frame that does not open (modified, injected, replayed,
 //! reordered, truncated) is an error, as is every frame after it.
 
+use crate::secure::SecureError;
 use crate::transport::{Transport, SEAL_OVERHEAD};
 use crate::wire::FrameError;
-use crate::SecureError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

@@ -31,7 +31,7 @@ pub trait Job: Copy + Send + Sync + 'static {
 
     /// How to copy a result, if its type is `Clone`: a handle read a second
     /// time gives the value again through it (else
-    /// [`ErrorKind::Taken`](crate::ErrorKind::Taken)). [`job!`](crate::job!)
+    /// [`ErrorKind::Taken`](crate::error::ErrorKind::Taken)). [`job!`](crate::job!)
     /// fills it in for every `Clone` output; the default is `None`.
     fn output_cloner() -> Option<Cloner<Self::Output>> {
         None
@@ -528,7 +528,8 @@ pub mod __clone {
 
 #[cfg(test)]
 mod tests {
-    use crate::{ErrorKind, Job, JobError};
+    use crate::error::{ErrorKind, JobError};
+    use crate::job::Job;
 
     type Alias<T> = Result<T, String>;
 

@@ -59,6 +59,7 @@ pub mod secure;
 pub mod shared;
 mod stats;
 pub mod stream;
+pub mod sync;
 mod transport;
 pub mod upload;
 pub mod window;

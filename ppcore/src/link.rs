@@ -46,6 +46,7 @@
 //! does not hold the first (a rollover) is redialled with the next; one that
 //! holds none refuses us for good.
 
+use crate::error::{ErrorKind, JobError};
 use crate::escape::escape;
 use crate::framing::Framer;
 use crate::key::KeySet;
@@ -56,7 +57,6 @@ use crate::shared::SharedId;
 use crate::stream::{self, Incoming, StreamError, Streams};
 use crate::window::SendWindow;
 use crate::wire::{batches_by_size, ClientMsg, DoneJob, JobInfo, NodeMsg, RunJob};
-use crate::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;

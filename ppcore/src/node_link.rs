@@ -36,6 +36,7 @@
 //! message gets no further); until then the 4 KiB cap and the handshake
 //! deadline hold. A frame that does not open closes the connection.
 
+use crate::error::{ErrorKind, JobError};
 use crate::framing::Framer;
 use crate::idmap::IdMap;
 use crate::key::KeySet;
@@ -46,7 +47,6 @@ use crate::shared::SharedId;
 use crate::stream::{self, Claimed, Incoming, Streams};
 use crate::window::SendWindow;
 use crate::wire::{batches_by_size, ClientMsg, DoneJob, JobInfo, NodeMsg, NodeStatus, RunJob};
-use crate::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

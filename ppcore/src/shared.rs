@@ -18,7 +18,7 @@
 //! - [`SharedStore`]: a node's cache, pure: which connection holds which
 //!   value, bounded in bytes, least recently used evicted first.
 
-use crate::{ErrorKind, JobError};
+use crate::error::{ErrorKind, JobError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -98,7 +98,7 @@ impl SharedValue {
     pub fn encode<T: Serialize + Send + Sync + 'static>(
         value: T,
     ) -> Result<(Arc<Self>, Arc<T>), JobError> {
-        let bytes = crate::encode(&value)?;
+        let bytes = crate::job::encode(&value)?;
         let id = SharedId::of(&bytes);
         let value = Arc::new(value);
         let any: Arc<dyn Any + Send + Sync> = value.clone();
@@ -159,7 +159,7 @@ impl SharedValue {
     /// is decoded again each time (nothing a `job!` signature does).
     pub fn get<T: DeserializeOwned + Send + Sync + 'static>(&self) -> Result<Arc<T>, JobError> {
         let decode = || -> Result<Arc<dyn Any + Send + Sync>, JobError> {
-            let value: T = crate::decode(&self.bytes)?;
+            let value: T = crate::job::decode(&self.bytes)?;
             Ok(Arc::new(value))
         };
         let (ty, decoded) = self.decoded.get_or_init(|| (TypeId::of::<T>(), decode()));
@@ -567,8 +567,8 @@ mod tests {
         let copy = table.clone();
         drop(table);
         assert!(is_held(&id));
-        let bytes = crate::encode(&copy).unwrap();
-        let decoded: Shared<Vec<u8>> = crate::decode(&bytes).unwrap();
+        let bytes = crate::job::encode(&copy).unwrap();
+        let decoded: Shared<Vec<u8>> = crate::job::decode(&bytes).unwrap();
         drop(copy);
         assert!(!is_held(&id), "a decoded copy does not hold it");
         assert!(lookup(&id).is_some(), "though the value lives on with it");
@@ -579,15 +579,15 @@ mod tests {
     #[test]
     fn a_shared_argument_is_its_id_on_the_wire_and_the_same_value_once_decoded() {
         let table = Shared::new(vec![1.5f64; 1000]).unwrap();
-        let (bytes, named) = collect(|| crate::encode(&(table.clone(), 7u32)).unwrap());
+        let (bytes, named) = collect(|| crate::job::encode(&(table.clone(), 7u32)).unwrap());
         assert!(bytes.len() < 64, "{} bytes", bytes.len());
         assert_eq!(named.len(), 1);
         assert_eq!(named[0].id(), table.id());
-        let (back, n): (Shared<Vec<f64>>, u32) = crate::decode(&bytes).unwrap();
+        let (back, n): (Shared<Vec<f64>>, u32) = crate::job::decode(&bytes).unwrap();
         assert_eq!(n, 7);
         assert!(Arc::ptr_eq(back.value(), table.value()), "decoded once");
         // Outside `collect`, nothing is gathered; nested, each sees its own.
-        let ((_, inner), outer) = collect(|| collect(|| crate::encode(&table).unwrap()));
+        let ((_, inner), outer) = collect(|| collect(|| crate::job::encode(&table).unwrap()));
         assert_eq!((inner.len(), outer.len()), (1, 0));
     }
 
@@ -595,20 +595,20 @@ mod tests {
     fn a_scoped_job_reads_only_the_values_it_was_given() {
         let mine = Shared::new(vec![1u32, 2]).unwrap();
         let theirs = Shared::new(vec![3u32, 4]).unwrap();
-        let args = crate::encode(&(theirs.clone(),)).unwrap();
+        let args = crate::job::encode(&(theirs.clone(),)).unwrap();
         let read = |values: &[Arc<SharedValue>]| {
-            scope(values, || crate::decode::<(Shared<Vec<u32>>,)>(&args))
+            scope(values, || crate::job::decode::<(Shared<Vec<u32>>,)>(&args))
         };
         let err = read(&[Arc::clone(&mine.shared)]).unwrap_err();
         assert!(err.message.contains("not among the job's"), "{err}");
         assert_eq!(*read(&[Arc::clone(&theirs.shared)]).unwrap().0, vec![3, 4]);
         // Outside a scope: anything this process holds.
-        assert!(crate::decode::<(Shared<Vec<u32>>,)>(&args).is_ok());
+        assert!(crate::job::decode::<(Shared<Vec<u32>>,)>(&args).is_ok());
     }
 
     #[test]
     fn bytes_received_decode_once_for_every_job() {
-        let bytes = crate::encode(&vec![3u64, 4, 5]).unwrap();
+        let bytes = crate::job::encode(&vec![3u64, 4, 5]).unwrap();
         let v = SharedValue::from_bytes(bytes);
         let first = v.get::<Vec<u64>>().unwrap();
         let second = v.get::<Vec<u64>>().unwrap();
@@ -621,11 +621,11 @@ mod tests {
     #[test]
     fn an_id_nobody_holds_is_a_clear_error() {
         let id = SharedId::of(b"never shared");
-        let bytes = crate::encode(&serde_bytes::ByteBuf::from(id.0.to_vec())).unwrap();
-        let err = crate::decode::<Shared<u32>>(&bytes).unwrap_err();
+        let bytes = crate::job::encode(&serde_bytes::ByteBuf::from(id.0.to_vec())).unwrap();
+        let err = crate::job::decode::<Shared<u32>>(&bytes).unwrap_err();
         assert!(err.message.contains("is not here"), "{err}");
-        let short = crate::encode(&serde_bytes::ByteBuf::from(vec![1, 2])).unwrap();
-        assert!(crate::decode::<Shared<u32>>(&short).is_err());
+        let short = crate::job::encode(&serde_bytes::ByteBuf::from(vec![1, 2])).unwrap();
+        assert!(crate::job::decode::<Shared<u32>>(&short).is_err());
     }
 
     #[test]

@@ -359,7 +359,7 @@ pub enum FrameError {
     /// A sealed frame did not open (modified, injected, replayed, reordered
     /// or truncated), or a message was framed outside a session.
     #[error(transparent)]
-    Secure(#[from] crate::SecureError),
+    Secure(#[from] crate::secure::SecureError),
 }
 
 crate::debug_as_display!(FrameError);

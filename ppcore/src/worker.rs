@@ -29,8 +29,8 @@
 //!   thread that lives as long as it does.
 
 use crate::registry::Registry;
+use crate::wire::{encode_frame, FrameError, FrameReader};
 use crate::wire::{ClientMsg, DoneJob, JobInfo, NodeMsg, DEFAULT_MAX_FRAME};
-use crate::{encode_frame, FrameError, FrameReader};
 use serde_bytes::ByteBuf;
 use std::io::{PipeReader, PipeWriter};
 use std::io::{Read, Write};
@@ -154,7 +154,7 @@ fn attach() -> Result<Parent, i32> {
 /// its error, sent back as such: printed only with `RUST_BACKTRACE`, as
 /// everywhere. Returns the exit code.
 fn serve_parent(parent: Parent, registry: &Registry) -> i32 {
-    crate::quiet_job_panics();
+    crate::job::quiet_job_panics();
     let Parent { jobs, mut answers } = parent;
     // A shipped program's worker first lists its jobs.
     if std::env::var_os(WORKER_ENV).is_some_and(|v| v == PROGRAM_WORKER) {
@@ -256,7 +256,7 @@ pub enum WorkerError {
     Unexpected,
     /// A shared value's bytes do not hash to its id.
     #[error("shared value {0} does not match its bytes")]
-    SharedMismatch(crate::SharedId),
+    SharedMismatch(crate::shared::SharedId),
     /// The answer could not be written.
     #[error("cannot answer: {0}")]
     Output(#[from] std::io::Error),
@@ -322,8 +322,10 @@ pub fn serve_worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+    use crate::job::encode;
+    use crate::wire::decode_frame;
     use crate::wire::RunJob;
-    use crate::{decode_frame, encode, ErrorKind};
 
     crate::job! {
         /// Doubles.
@@ -346,7 +348,11 @@ mod tests {
     fn answers_each_job_until_the_input_ends() {
         let mut registry = Registry::new();
         registry.add::<double>().unwrap();
-        let mut input = run(1, <double as crate::Job>::NAME, encode(&(21u64,)).unwrap());
+        let mut input = run(
+            1,
+            <double as crate::job::Job>::NAME,
+            encode(&(21u64,)).unwrap(),
+        );
         input.extend(run(2, "nope", Vec::new()));
         let mut output = Vec::new();
         serve_worker(&registry, input.as_slice(), &mut output).unwrap();

@@ -449,3 +449,6 @@ mod tests {
         }
     }
 }
+
+/// This build's version, as nodes report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -85,7 +85,7 @@ impl Stop {
 /// [`serve`] does that, or call [`Running::stop_on_signals`] and
 /// [`Running::wait`] yourself.
 ///
-/// With [`Isolation::Process`](crate::Isolation::Process) this program must
+/// With [`Isolation::Process`](crate::config::Isolation::Process) this program must
 /// call [`init_worker`](crate::init_worker) first in `main`, or this fails
 /// with [`ServeError::NoWorkerMode`].
 ///
@@ -102,7 +102,7 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
     if config.keys.is_none() {
         return Err(ServeError::Key(ppcore::KeyError::Missing));
     }
-    if config.isolation == crate::Isolation::Process && !ppcore::worker::ready() {
+    if config.isolation == crate::config::Isolation::Process && !ppcore::worker::ready() {
         return Err(ServeError::NoWorkerMode);
     }
     let addr = SocketAddr::new(config.interface, config.port);
@@ -392,7 +392,7 @@ pub fn serve(config: Config, registry: Registry) -> Result<(), ServeError> {
     writeln!(
         stdout,
         "ppserver {} ready on {} with {} workers and {jobs} jobs",
-        crate::VERSION,
+        crate::config::VERSION,
         running.local_addr(),
         running.node.config.workers,
     )?;

@@ -53,9 +53,6 @@ mod node;
 mod out;
 mod programs;
 
-pub use config::{Cli, Config, Isolation, DEFAULT_CACHE_MAX};
+pub use config::{Cli, Config, Isolation, DEFAULT_CACHE_MAX, VERSION};
 pub use daemon::{main_linked, main_with, serve, start, Running, ServeError};
 pub use ppcore::init_worker;
-
-/// This build's version, as nodes report it.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");

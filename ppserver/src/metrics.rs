@@ -212,8 +212,8 @@ pub(crate) fn encode(sample: &Sample) -> String {
 }
 
 /// Why the metrics server could not start.
-fn bind_error(addr: SocketAddr, e: impl std::fmt::Display) -> crate::ServeError {
-    crate::ServeError::Bind {
+fn bind_error(addr: SocketAddr, e: impl std::fmt::Display) -> crate::daemon::ServeError {
+    crate::daemon::ServeError::Bind {
         addr,
         source: std::io::Error::other(format!("metrics: {e}")),
     }
@@ -225,7 +225,7 @@ pub(crate) fn start(
     addr: SocketAddr,
     node: &Arc<Node>,
     stopped: impl Fn() -> bool + Send + 'static,
-) -> Result<SocketAddr, crate::ServeError> {
+) -> Result<SocketAddr, crate::daemon::ServeError> {
     let listener = http::Listener::bind(addr).map_err(|e| bind_error(addr, e))?;
     let bound = listener.local_addr();
     let _ = node.meters.addr.set(bound);

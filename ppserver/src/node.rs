@@ -2,10 +2,10 @@
 //! its workers, the counters, the open connections, and the shutdown state.
 
 use crate::admission::{Admission, AdmissionLimits, Refused};
+use crate::config::Config;
 use crate::config::Isolation;
 use crate::memory::{Held, Memory};
 use crate::out::Conn;
-use crate::Config;
 use ppcore::shared::{OverSharedMax, SharedId, SharedStore, SharedValue};
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, NodeStatus};
 use ppcore::{ErrorKind, JobError, Lanes, Registry};
@@ -539,7 +539,7 @@ impl Node {
     pub(crate) fn welcome(&self) -> NodeMsg {
         NodeMsg::Welcome {
             node_id: self.node_id.clone(),
-            version: crate::VERSION.to_owned(),
+            version: crate::config::VERSION.to_owned(),
             workers: self.config.workers as u32,
             jobs: self.jobs.clone(),
             heartbeat_ms: 0,
@@ -559,7 +559,7 @@ impl Node {
             (store.len() as u64, store.used())
         };
         NodeStatus {
-            version: crate::VERSION.to_owned(),
+            version: crate::config::VERSION.to_owned(),
             workers: self.config.workers as u32,
             jobs: self.jobs.clone(),
             uptime_s: self.started.elapsed().as_secs_f64(),

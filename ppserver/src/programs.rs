@@ -21,6 +21,7 @@ use crate::isolate::{kill_group, spawn_with, Running, WorkerProcess};
 use crate::node::NodeJob;
 use crate::out::Conn;
 use ppcore::program::{answer_offer, NodeCaps, OfferAnswer, ProgramId, ProgramInfo};
+use ppcore::sync::lock;
 use ppcore::upload::Receiver;
 use ppcore::wire::{JobInfo, NodeMsg};
 use ppcore::worker::{PROGRAM_WORKER, WORKER_ENV};
@@ -30,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub(crate) mod waiting;
@@ -45,10 +46,6 @@ const BUSY_TRIES: u32 = 10;
 
 /// What a waiter is told when another connection's upload failed.
 const SHARED_UPLOAD_FAILED: &str = "another client's upload of this program failed; offer it again";
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// What to do about an offer.
 pub(crate) enum Decision {

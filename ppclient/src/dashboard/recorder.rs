@@ -15,12 +15,13 @@
 //! A local worker marks itself busy with a plain store to a flag of its own.
 
 use crossbeam_utils::CachePadded;
+use ppcore::sync::lock;
 use ppcore::{JobError, Pending};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 /// How many finished tasks the dashboard keeps, in all.
@@ -47,10 +48,6 @@ thread_local! {
     static SKIP: Cell<u32> = const { Cell::new(0) };
     /// This thread's busy flag, for the recorder at the given address.
     static BUSY: RefCell<Option<(usize, Arc<Flag>)>> = const { RefCell::new(None) };
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether this thread lets a short job pass unrecorded (all but one in [`EVERY`]).
