@@ -1,5 +1,12 @@
 //! `ppclient`: run a built-in job on a pp cluster, or show a node's status.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `main` | the commands (`run`, `status`, `slurm`, `secret`) and running them |
+//! | `args` | the arguments `run maclaurin` and `slurm submit` share: nodes, the job's, Slurm's |
+//! | `slurm` | `slurm submit`: its arguments and the allocation it asks for |
 
+use crate::args::ClusterArgs;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use ppclient::{KeySet, NodeState, Server};
@@ -8,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod args;
 mod slurm;
 
 #[derive(Parser)]
@@ -89,58 +97,6 @@ enum RunJob {
     },
 }
 
-#[derive(clap::Args)]
-struct ClusterArgs {
-    /// Nodes, comma-separated, as host or host:port.
-    #[arg(long, value_delimiter = ',')]
-    nodes: Vec<String>,
-    /// Find nodes by UDP broadcast whose address matches PATTERN ("*", "10.0.0.*").
-    /// Given with --nodes, the job runs twice: once on the named nodes, once
-    /// on the discovered ones.
-    #[arg(long, value_name = "PATTERN")]
-    discover: Option<String>,
-    /// Where discovery probes go (default: broadcast on port 60000).
-    #[arg(long, value_name = "ADDR:PORT")]
-    discover_via: Option<std::net::SocketAddr>,
-    /// Local worker threads (default: all CPUs, none with Slurm; 0 = nodes only).
-    #[arg(long, value_parser = |s: &str| ppcore::limits::parse_workers(s, true))]
-    ncpus: Option<usize>,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
-    /// Inside a Slurm allocation (salloc, sbatch): start a ppserver job step
-    /// on each allocated node with srun; they join this client.
-    #[arg(long)]
-    slurm: bool,
-    #[command(flatten)]
-    slurm_args: slurm::SlurmArgs,
-    /// Every address NAME (host or host:port) resolves to is a node,
-    /// resolved again as nodes come and go (a Kubernetes headless Service).
-    #[arg(long, value_name = "NAME")]
-    nodes_from_dns: Vec<String>,
-    /// Listen at ADDR:PORT for nodes that join (`ppserver --join`); with
-    /// Slurm the default is every interface and a free port.
-    #[arg(long, value_name = "ADDR:PORT")]
-    listen: Option<String>,
-    /// Serve a live web dashboard of the run at ADDR (default 127.0.0.1:8787).
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8787")]
-    dashboard: Option<String>,
-}
-
-/// The Maclaurin job's arguments.
-#[derive(clap::Args)]
-struct MaclaurinArgs {
-    /// Terms of the series.
-    #[arg(long, default_value_t = 12_800_000)]
-    terms: u64,
-    /// Tasks the terms are split into.
-    #[arg(long, default_value_t = 64)]
-    tasks: u64,
-    /// The x of 1/(1-x).
-    #[arg(long, default_value_t = 0.999999)]
-    x: f64,
-}
-
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,11 +147,13 @@ fn run(cli: Cli) -> Result<()> {
                     sbatch_args,
                 },
         } => {
-            let mut submit = ppclient::Slurm::submit(node_count, time).sbatch_args(sbatch_args);
-            if let Some(p) = partition {
-                submit = submit.partition(p);
-            }
-            let submit = cluster.slurm_args.apply(submit);
+            let submit = slurm::submission(
+                node_count,
+                time,
+                partition,
+                sbatch_args,
+                &cluster.slurm_args,
+            );
             let server = connect(&cluster, &Via::Nodes(&cluster.nodes), secret, Some(submit))?;
             maclaurin_on(&server, cluster.json, job.terms, job.tasks, job.x)
         }

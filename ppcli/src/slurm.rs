@@ -1,31 +1,7 @@
-//! `ppclient ... --slurm` and `ppclient slurm submit`: nodes started by Slurm.
+//! `ppclient slurm submit`: nodes in an allocation it submits with sbatch.
 
+use crate::args::{ClusterArgs, MaclaurinArgs, SlurmArgs};
 use ppclient::Slurm;
-use std::path::PathBuf;
-use std::time::Duration;
-
-/// How Slurm starts the nodes, for `run ... --slurm` and `slurm submit`.
-#[derive(clap::Args, Debug, Clone)]
-pub(crate) struct SlurmArgs {
-    /// `ppserver`s per Slurm node, each its own job step with a share of the node's CPUs.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub(crate) servers_per_node: usize,
-    /// The node program on the nodes (default: `ppserver` beside this program, else on PATH).
-    #[arg(long, value_name = "PATH")]
-    pub(crate) node_program: Option<PathBuf>,
-    /// A directory the nodes can read, for the key file (default: ~/.pp).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) key_dir: Option<PathBuf>,
-    /// Host name or address the nodes dial back to (default: this machine's host name).
-    #[arg(long, value_name = "HOST")]
-    pub(crate) advertise: Option<String>,
-    /// Seconds a Slurm node lets running jobs finish when Slurm stops it (kept below KillWait).
-    #[arg(long, default_value_t = 20, value_name = "SECS")]
-    pub(crate) node_grace: u64,
-    /// Seconds a Slurm node lives without its client before it exits.
-    #[arg(long, default_value_t = 15, value_name = "SECS")]
-    pub(crate) node_idle_timeout: u64,
-}
 
 /// `ppclient slurm ...`.
 #[derive(clap::Subcommand)]
@@ -43,31 +19,27 @@ pub(crate) enum SlurmCommand {
         #[arg(long, short = 'p')]
         partition: Option<String>,
         #[command(flatten)]
-        cluster: crate::ClusterArgs,
+        cluster: ClusterArgs,
         #[command(flatten)]
-        job: crate::MaclaurinArgs,
+        job: MaclaurinArgs,
         /// More sbatch arguments, after `--`.
         #[arg(last = true, value_name = "SBATCH_ARGS")]
         sbatch_args: Vec<String>,
     },
 }
 
-impl SlurmArgs {
-    /// The options common to both ways, on top of `base`.
-    pub(crate) fn apply(&self, base: Slurm) -> Slurm {
-        let mut s = base
-            .servers_per_node(self.servers_per_node)
-            .grace(Duration::from_secs(self.node_grace))
-            .idle_timeout(Duration::from_secs(self.node_idle_timeout));
-        if let Some(p) = &self.node_program {
-            s = s.program(p);
-        }
-        if let Some(d) = &self.key_dir {
-            s = s.key_dir(d);
-        }
-        if let Some(h) = &self.advertise {
-            s = s.advertise(h);
-        }
-        s
+/// The allocation `slurm submit` asks for: `node_count` nodes for `time`,
+/// in `partition`, with more `sbatch_args`, and the options both ways share.
+pub(crate) fn submission(
+    node_count: u32,
+    time: String,
+    partition: Option<String>,
+    sbatch_args: Vec<String>,
+    args: &SlurmArgs,
+) -> Slurm {
+    let mut submit = Slurm::submit(node_count, time).sbatch_args(sbatch_args);
+    if let Some(p) = partition {
+        submit = submit.partition(p);
     }
+    args.apply(submit)
 }

@@ -5,11 +5,11 @@ use crate::core::Core;
 use crate::dns::{DnsName, Resolver};
 use crate::remote::{LinkSettings, NodeInfo, NodeState};
 use crate::server::Server;
-use crate::slurm::{Slurm, SlurmError};
 use crate::task::Task;
 use crate::tracker::Tracker;
 use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
 use ppcore::{DuplicateJob, KeyError, KeySet, Pool, Registry};
+use ppslurm::{Slurm, SlurmError};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -373,7 +373,7 @@ impl Builder {
         if remote && keys.is_none() {
             return Err(KeyError::Missing.into());
         }
-        let slurm_key_file = keys.as_ref().map(crate::slurm::key_file_text);
+        let slurm_key_file = keys.as_ref().map(ppslurm::key_file_text);
         // Times are capped so that no deadline computed from them overflows.
         let settings = LinkSettings {
             keys,

@@ -31,7 +31,7 @@
 //! | `connect` | resolve, connect and authenticate; `node_status` |
 //! | `discovery` | UDP discovery probes and nodes that join a listening server |
 //! | `dns` | nodes from a DNS name: one per address, resolved again as nodes come and go |
-//! | `slurm` | [`Slurm`]: `ppserver`s started by `srun` in an allocation, or in one it `sbatch`es |
+//! | `slurm` | the server as the `ppslurm` crate's `Client` (nodes up and down, waits on its condvar, fails what is queued); [`Slurm`] (`ppserver`s started by `srun` in an allocation, or in one it `sbatch`es) is that crate's |
 //! | `handle` | the result cell and [`JobHandle`]: wait, poll, await, cancel; [`AsCompleted`] |
 //! | `task` | the type-erased queue item and how a local worker runs it |
 //! | `tracker` | pending counts for `wait_all` / `wait_group`, outcome counters, the callback thread |
@@ -70,6 +70,7 @@ pub use ppcore::{
 pub use ppcore::{Array, Element};
 /// A value shared by many jobs, sent once per node ([`Server::share`]).
 pub use ppcore::{Shared, SharedId};
+pub use ppslurm::{Slurm, SlurmError};
 pub use remote::{NodeInfo, NodeState};
 /// serde, for the derives of your own argument and result types, without a
 /// dependency on serde of your own:
@@ -94,7 +95,6 @@ pub use serde;
 pub use serde_bytes::{ByteBuf, Bytes};
 pub use server::Server;
 pub use ship::init;
-pub use slurm::{Slurm, SlurmError};
 
 /// The node library (`ppserver`): run a node with your own jobs from this
 /// program, e.g. as a subcommand. See [`node::main_linked`].

@@ -77,7 +77,7 @@ pub struct Server {
     /// node's link ([`Builder::byte_budget`](crate::Builder::byte_budget)).
     budget: Arc<ppcore::budget::BudgetGate>,
     /// Nodes started through Slurm; stopped when this drops (after `drop` stops the links).
-    slurm: Option<crate::slurm::Launched>,
+    slurm: Option<ppslurm::Launched>,
 }
 
 impl Server {
@@ -107,7 +107,7 @@ impl Server {
     }
 
     /// This server with the Slurm nodes it started.
-    pub(crate) fn with_slurm(mut self, launched: crate::slurm::Launched) -> Self {
+    pub(crate) fn with_slurm(mut self, launched: ppslurm::Launched) -> Self {
         self.slurm = Some(launched);
         self
     }
