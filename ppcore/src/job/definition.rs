@@ -384,8 +384,8 @@ macro_rules! __job_item {
 
 /// Whether a type is `Clone`, asked where the type is known (in
 /// [`job!`](crate::job!)'s expansion): `(&Probe::<T>::new()).cloner()` finds
-/// [`ViaClone`] when `T: Clone` (the method on `Probe` itself comes first)
-/// and [`ViaNone`] otherwise.
+/// [`ViaClone`](__clone::ViaClone) when `T: Clone` (the method on `Probe` itself comes first)
+/// and [`ViaNone`](__clone::ViaNone) otherwise.
 #[doc(hidden)]
 pub mod __clone {
     use std::marker::PhantomData;
