@@ -12,9 +12,9 @@
 //! after it a frame that does not open (modified, injected, replayed,
 //! reordered, truncated) is an error, as is every frame after it.
 
-use crate::secure::SecureError;
-use crate::transport::{Transport, SEAL_OVERHEAD};
-use crate::wire::FrameError;
+use crate::session::error::SecureError;
+use crate::session::transport::{Transport, SEAL_OVERHEAD};
+use crate::wire::frame::FrameError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -178,8 +178,8 @@ impl Framer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::CIPHER;
-    use crate::wire::ClientMsg;
+    use crate::session::transport::CIPHER;
+    use crate::wire::messages::ClientMsg;
 
     /// Two framers holding the two ends of one session.
     fn pair(max: usize) -> (Framer, Framer) {

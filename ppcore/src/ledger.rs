@@ -12,7 +12,7 @@
 //! arrives for a job no longer in the ledger (or for another attempt) is
 //! dropped, so each job is resolved once.
 
-use crate::idmap::IdMap;
+use crate::job::idmap::IdMap;
 use std::time::Duration;
 
 /// How much queued work (in job run time) a node may hold beyond its workers.

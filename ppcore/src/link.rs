@@ -46,17 +46,19 @@
 //! does not hold the first (a rollover) is redialled with the next; one that
 //! holds none refuses us for good.
 
-use crate::error::{ErrorKind, JobError};
 use crate::escape::escape;
 use crate::framing::Framer;
-use crate::key::KeySet;
+use crate::job::error::{ErrorKind, JobError};
+use crate::job::shared::SharedId;
 use crate::ledger::Ledger;
-use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
-use crate::secure::{ClientHandshake, SecureError, MAX_HANDSHAKE_MESSAGE};
-use crate::shared::SharedId;
-use crate::stream::{self, Incoming, StreamError, Streams};
+use crate::session::error::SecureError;
+use crate::session::handshake::{ClientHandshake, MAX_HANDSHAKE_MESSAGE};
+use crate::session::key::KeySet;
 use crate::window::SendWindow;
-use crate::wire::{batches_by_size, ClientMsg, DoneJob, JobInfo, NodeMsg, RunJob};
+use crate::wire::frame::batches_by_size;
+use crate::wire::messages::{ClientMsg, DoneJob, JobInfo, NodeMsg, RunJob};
+use crate::wire::program::{OfferAnswer, ProgramId, ProgramInfo};
+use crate::wire::stream::{self, Incoming, StreamError, Streams};
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;

@@ -36,17 +36,18 @@
 //! message gets no further); until then the 4 KiB cap and the handshake
 //! deadline hold. A frame that does not open closes the connection.
 
-use crate::error::{ErrorKind, JobError};
 use crate::framing::Framer;
-use crate::idmap::IdMap;
-use crate::key::KeySet;
+use crate::job::error::{ErrorKind, JobError};
+use crate::job::idmap::IdMap;
+use crate::job::shared::SharedId;
 use crate::link::MISSED_BEATS;
-use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
-use crate::secure::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
-use crate::shared::SharedId;
-use crate::stream::{self, Claimed, Incoming, Streams};
+use crate::session::handshake::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
+use crate::session::key::KeySet;
 use crate::window::SendWindow;
-use crate::wire::{batches_by_size, ClientMsg, DoneJob, JobInfo, NodeMsg, NodeStatus, RunJob};
+use crate::wire::frame::batches_by_size;
+use crate::wire::messages::{ClientMsg, DoneJob, JobInfo, NodeMsg, NodeStatus, RunJob};
+use crate::wire::program::{OfferAnswer, ProgramId, ProgramInfo};
+use crate::wire::stream::{self, Claimed, Incoming, Streams};
 use serde_bytes::ByteBuf;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! hashing as it goes, and accepts the result only if size and SHA-256 match
 //! what was offered. Memory on either side is one chunk.
 
-use crate::program::{ProgramId, CHUNK};
+use crate::wire::program::{ProgramId, CHUNK};
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};

@@ -2,9 +2,10 @@
 //! no sleeps.
 
 use super::*;
-use crate::key::Key;
 use crate::node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
-use crate::wire::{DoneJob, PROTOCOL_VERSION};
+use crate::session::handshake::PROTOCOL_VERSION;
+use crate::session::key::Key;
+use crate::wire::messages::DoneJob;
 use proptest::prelude::*;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -832,7 +833,7 @@ fn the_round_trip_is_the_last_pings_and_only_its() {
 
 #[test]
 fn a_refusal_is_retried_only_when_the_node_says_so() {
-    use crate::secure::{refusal_busy, refusal_reason};
+    use crate::session::handshake::{refusal_busy, refusal_reason};
     for (busy, should_retry) in [(true, true), (false, false)] {
         let mut link = ClientLink::<u64>::new(config(), Instant::now());
         let now = Instant::now();

@@ -2,10 +2,12 @@
 
 use super::*;
 use crate::framing::Framer;
-use crate::key::Key;
-use crate::secure::{ClientHandshake, SecureError};
-use crate::stream::StreamFrame;
-use crate::wire::{JobInfo, PROTOCOL_VERSION};
+use crate::session::error::SecureError;
+use crate::session::handshake::ClientHandshake;
+use crate::session::handshake::PROTOCOL_VERSION;
+use crate::session::key::Key;
+use crate::wire::messages::JobInfo;
+use crate::wire::stream::StreamFrame;
 use serde_bytes::ByteBuf;
 
 const SECOND: Duration = Duration::from_secs(1);

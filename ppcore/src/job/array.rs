@@ -213,7 +213,7 @@ impl<'de, T: Element> Visitor<'de> for ArrayVisitor<T> {
             return Err(E::invalid_length(bytes.len(), &self));
         }
         let n = bytes.len() / T::SIZE;
-        let mut out = crate::bigbuf::with_capacity(n);
+        let mut out = crate::job::bigbuf::with_capacity(n);
         out.resize(n, T::default());
         T::fill_from_le(bytes, &mut out);
         Ok(Array(out))
@@ -222,7 +222,7 @@ impl<'de, T: Element> Visitor<'de> for ArrayVisitor<T> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         // The hint comes from the input: trust it only as far as 1 MiB.
         let hint = seq.size_hint().unwrap_or(0).min(1 << 20);
-        if crate::bins::in_second_try() {
+        if crate::job::binaries_as_arrays::in_second_try() {
             // Our binary, rewritten as numbers by `decode`'s second try.
             let mut bytes = Vec::with_capacity(hint);
             while let Some(b) = seq.next_element::<u8>()? {

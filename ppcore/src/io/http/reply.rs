@@ -87,7 +87,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// A long-lived body (server-sent events): asked for its next bytes once
-/// per [`Limits::tick`](super::Limits::tick) while the client keeps up.
+/// per [`Limits::tick`](super::limits::Limits::tick) while the client keeps up.
 pub trait EventSource: Send {
     /// The next bytes to send, or `None` when the stream is over.
     fn next_event(&mut self) -> Option<Vec<u8>>;
@@ -98,7 +98,7 @@ pub enum Reply {
     /// A whole response.
     Full(Response),
     /// A stream: `head` (its body is the stream's first bytes), then the
-    /// source's events. Over [`Limits::max_streams`](super::Limits::max_streams)
+    /// source's events. Over [`Limits::max_streams`](super::limits::Limits::max_streams)
     /// the server answers 503 instead.
     Stream {
         /// The status line, headers and first bytes.

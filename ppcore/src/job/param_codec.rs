@@ -16,8 +16,8 @@
 //! This module is the macro's business (hidden from the docs); its items are
 //! public only so that the macro's expansion in other crates can name them.
 
-use crate::array::{Array, Element};
-use crate::error::{ErrorKind, JobError};
+use crate::job::array::{Array, Element};
+use crate::job::error::{ErrorKind, JobError};
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_bytes::ByteBuf;
@@ -147,7 +147,7 @@ impl<'de> Visitor<'de> for BytesVisitor {
     }
 
     fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
-        let mut out = crate::bigbuf::with_capacity(v.len());
+        let mut out = crate::job::bigbuf::with_capacity(v.len());
         out.extend_from_slice(v);
         Ok(ByteBuf::from(out))
     }
@@ -183,7 +183,7 @@ impl<E: Element> Serialize for RawRef<'_, E> {
         if serializer.is_human_readable() {
             serializer.collect_seq(self.0.iter())
         } else {
-            serializer.serialize_bytes(&<E as crate::array::sealed::Raw>::le_bytes(self.0))
+            serializer.serialize_bytes(&<E as crate::job::array::sealed::Raw>::le_bytes(self.0))
         }
     }
 }
@@ -200,10 +200,10 @@ impl<'de, E: Element> DeserializeSeed<'de> for RawSeed<E> {
 
 /// Writes `value` with the codec's settings (the one place they live).
 pub fn write<W: std::io::Write, T: Serialize + ?Sized>(out: W, value: &T) -> Result<(), JobError> {
-    crate::job::write_to(out, value)
+    crate::job::codec::write_to(out, value)
 }
 
-/// Reads a whole value through `seed`, with [`decode`](crate::job::decode)'s
+/// Reads a whole value through `seed`, with [`decode`](crate::job::codec::decode)'s
 /// second try for serde's buffering types.
 pub fn read_seed<T, S>(bytes: &[u8], seed: impl Fn() -> S) -> Result<T, JobError>
 where
@@ -217,8 +217,10 @@ where
         Ok(value) => return Ok(value),
         Err(e) => JobError::new(ErrorKind::Codec, e.to_string()),
     };
-    match crate::bins::bins_as_arrays(bytes) {
-        Some(rewritten) => crate::bins::as_second_try(|| once(&rewritten)).map_err(|_| first),
+    match crate::job::binaries_as_arrays::bins_as_arrays(bytes) {
+        Some(rewritten) => {
+            crate::job::binaries_as_arrays::as_second_try(|| once(&rewritten)).map_err(|_| first)
+        }
         None => Err(first),
     }
 }
@@ -277,7 +279,7 @@ pub fn missing<E: serde::de::Error>(at: usize, expected: &dyn serde::de::Expecte
     E::invalid_length(at, expected)
 }
 
-/// Implements [`Job`](crate::job::Job)'s codec methods for `job!`: the fast
+/// Implements [`Job`](crate::job::definition::Job)'s codec methods for `job!`: the fast
 /// codec for each parameter and the output that is a `Vec` of numbers.
 #[doc(hidden)]
 #[macro_export]
@@ -372,8 +374,8 @@ macro_rules! __job_codec {
 
 #[cfg(test)]
 mod tests {
-    use crate::error::ErrorKind;
-    use crate::job::Job;
+    use crate::job::definition::Job;
+    use crate::job::error::ErrorKind;
 
     crate::job! {
         /// Every kind of field at once.
@@ -453,9 +455,10 @@ mod tests {
         <maybe as Job>::write_output(&vec![1, 2], &mut out).unwrap();
         assert_eq!(out.len(), 2 + 4, "bin8 header and two raw u16");
         assert_eq!(<maybe as Job>::read_output(&out).unwrap(), vec![1, 2]);
-        let bytes = crate::job::run_erased::<maybe>(written::<maybe>(&(true,))).unwrap();
+        let bytes =
+            crate::job::definition::run_erased::<maybe>(written::<maybe>(&(true,))).unwrap();
         assert_eq!(<maybe as Job>::read_output(&bytes).unwrap(), vec![1, 2]);
-        let bytes = crate::job::run_erased::<mixed>(written::<mixed>(&args())).unwrap();
+        let bytes = crate::job::definition::run_erased::<mixed>(written::<mixed>(&args())).unwrap();
         assert_eq!(
             <mixed as Job>::read_output(&bytes).unwrap(),
             vec![1008.0; 2]
@@ -473,7 +476,7 @@ mod tests {
         );
         let ours = written::<bufs>(&(big.clone(), 9));
         assert_eq!(ours, rmp_serde::to_vec(&(&big, 9u8)).unwrap(), "same wire");
-        let out = crate::job::run_erased::<bufs>(ours).unwrap();
+        let out = crate::job::definition::run_erased::<bufs>(ours).unwrap();
         let back = <bufs as Job>::read_output(&out).unwrap();
         assert_eq!(back.len(), big.len() + 1);
         assert_eq!((&back[..big.len()], back.last()), (&big[..], Some(&9)));

@@ -2,8 +2,10 @@
 //! map. Decisions (admission, eviction, deadlines, parsing) are made by the
 //! pure [`Table`] and [`parse`]; this file only reads, writes and sleeps.
 
+use super::head::{parse, Request};
+use super::limits::Limits;
+use super::reply::{EventSource, Reply, Response};
 use super::table::{Admission, Phase, Table};
-use super::{parse, EventSource, Limits, Reply, Request, Response};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::HashMap;

@@ -2,11 +2,11 @@
 //! array of small integers, the way byte sequences were written before they
 //! became binaries.
 //!
-//! [`encode`](crate::job::encode) writes a `Vec<u8>` as one binary. serde's
+//! [`encode`](crate::job::codec::encode) writes a `Vec<u8>` as one binary. serde's
 //! buffering types (`#[serde(untagged)]`, internally tagged enums,
 //! `#[serde(flatten)]`) read a binary as "bytes", which a `Vec<u8>` does not
 //! accept; as an array of integers it does. So when a first decode fails,
-//! [`decode`](crate::job::decode) rewrites the input here and tries once more.
+//! [`decode`](crate::job::codec::decode) rewrites the input here and tries once more.
 //! [`Array`](crate::Array) knows the second try ([`in_second_try`]) and reads
 //! its rewritten bytes back as raw bytes.
 

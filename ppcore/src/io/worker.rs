@@ -28,9 +28,9 @@
 //!   parent's *spawning thread* ends, which is why the node spawns from one
 //!   thread that lives as long as it does.
 
-use crate::registry::Registry;
-use crate::wire::{encode_frame, FrameError, FrameReader};
-use crate::wire::{ClientMsg, DoneJob, JobInfo, NodeMsg, DEFAULT_MAX_FRAME};
+use crate::job::registry::Registry;
+use crate::wire::frame::{encode_frame, FrameError, FrameReader, DEFAULT_MAX_FRAME};
+use crate::wire::messages::{ClientMsg, DoneJob, JobInfo, NodeMsg};
 use serde_bytes::ByteBuf;
 use std::io::{PipeReader, PipeWriter};
 use std::io::{Read, Write};
@@ -154,7 +154,7 @@ fn attach() -> Result<Parent, i32> {
 /// its error, sent back as such: printed only with `RUST_BACKTRACE`, as
 /// everywhere. Returns the exit code.
 fn serve_parent(parent: Parent, registry: &Registry) -> i32 {
-    crate::job::quiet_job_panics();
+    crate::job::definition::quiet_job_panics();
     let Parent { jobs, mut answers } = parent;
     // A shipped program's worker first lists its jobs.
     if std::env::var_os(WORKER_ENV).is_some_and(|v| v == PROGRAM_WORKER) {
@@ -256,7 +256,7 @@ pub enum WorkerError {
     Unexpected,
     /// A shared value's bytes do not hash to its id.
     #[error("shared value {0} does not match its bytes")]
-    SharedMismatch(crate::shared::SharedId),
+    SharedMismatch(crate::job::shared::SharedId),
     /// The answer could not be written.
     #[error("cannot answer: {0}")]
     Output(#[from] std::io::Error),
@@ -279,7 +279,7 @@ pub fn serve_worker(
         let jobs = match msg {
             ClientMsg::Run(jobs) => jobs,
             ClientMsg::Shared { id, value } => {
-                let value = crate::shared::SharedValue::from_bytes(value.into_vec());
+                let value = crate::job::shared::SharedValue::from_bytes(value.into_vec());
                 if value.id() != id {
                     return Err(WorkerError::SharedMismatch(id));
                 }
@@ -302,7 +302,7 @@ pub fn serve_worker(
                 .filter_map(|id| shared.get(id).cloned())
                 .collect();
             let result =
-                crate::shared::scope(&values, || registry.run(&job.name, job.args.into_vec()))
+                crate::job::shared::scope(&values, || registry.run(&job.name, job.args.into_vec()))
                     .map(ByteBuf::from);
             let done = NodeMsg::Done(vec![DoneJob {
                 id: job.id,
@@ -322,10 +322,10 @@ pub fn serve_worker(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
-    use crate::job::encode;
-    use crate::wire::decode_frame;
-    use crate::wire::RunJob;
+    use crate::job::codec::encode;
+    use crate::job::error::ErrorKind;
+    use crate::wire::frame::decode_frame;
+    use crate::wire::messages::RunJob;
 
     crate::job! {
         /// Doubles.
@@ -350,7 +350,7 @@ mod tests {
         registry.add::<double>().unwrap();
         let mut input = run(
             1,
-            <double as crate::job::Job>::NAME,
+            <double as crate::job::definition::Job>::NAME,
             encode(&(21u64,)).unwrap(),
         );
         input.extend(run(2, "nope", Vec::new()));

@@ -1,7 +1,7 @@
 //! The registry: job names to type-erased runners.
 
-use crate::error::{ErrorKind, JobError};
-use crate::job::{run_erased, Job};
+use crate::job::definition::{run_erased, Job};
+use crate::job::error::{ErrorKind, JobError};
 use std::collections::BTreeMap;
 
 /// One registered job: its name, signature and type-erased runner.

@@ -1,7 +1,9 @@
-//! What a job is: a named function with serde arguments and output, and the
-//! type-erased entry point a node uses to run it from bytes.
+//! What a job is: a named function with serde arguments and output (the
+//! [`Job`] trait and the [`job!`](crate::job!) macro), and the type-erased
+//! entry point a node uses to run it from bytes.
 
-use crate::error::{ErrorKind, JobError};
+use crate::job::codec::{decode, over_limit, write_to, Counter};
+use crate::job::error::{ErrorKind, JobError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -31,7 +33,7 @@ pub trait Job: Copy + Send + Sync + 'static {
 
     /// How to copy a result, if its type is `Clone`: a handle read a second
     /// time gives the value again through it (else
-    /// [`ErrorKind::Taken`](crate::error::ErrorKind::Taken)). [`job!`](crate::job!)
+    /// [`ErrorKind::Taken`](crate::job::error::ErrorKind::Taken)). [`job!`](crate::job!)
     /// fills it in for every `Clone` output; the default is `None`.
     fn output_cloner() -> Option<Cloner<Self::Output>> {
         None
@@ -40,7 +42,7 @@ pub trait Job: Copy + Send + Sync + 'static {
     /// Writes the arguments as they travel. [`job!`](crate::job!) writes
     /// each parameter that is a `Vec` of bytes or numbers as raw
     /// little-endian bytes (see [`Array`](crate::Array)); the default is
-    /// [`encode`]'s format.
+    /// [`encode`](crate::job::codec::encode)'s format.
     fn write_args<W: std::io::Write>(args: &Self::Args, out: W) -> Result<(), JobError> {
         write_to(out, args)
     }
@@ -74,12 +76,12 @@ pub trait Job: Copy + Send + Sync + 'static {
 /// `J`'s arguments as they travel, in a buffer of `capacity` bytes to
 /// start with (their size, when [`check_args`] measured it).
 pub fn encode_args<J: Job>(args: &J::Args, capacity: usize) -> Result<Vec<u8>, JobError> {
-    let mut out = crate::bigbuf::Writer::with_capacity(capacity);
+    let mut out = crate::job::bigbuf::Writer::with_capacity(capacity);
     J::write_args(args, &mut out)?;
     Ok(out.into_inner())
 }
 
-/// [`check_size`] for `J`'s arguments as [`Job::write_args`] writes them.
+/// [`check_size`](crate::job::codec::check_size) for `J`'s arguments as [`Job::write_args`] writes them.
 pub fn check_args<J: Job>(args: &J::Args, limit: usize) -> Result<usize, JobError> {
     let mut counter = Counter { bytes: 0, limit };
     match J::write_args(args, &mut counter) {
@@ -125,108 +127,6 @@ pub fn quiet_job_panics() {
     });
 }
 
-/// Encodes a value as MessagePack, the format of arguments and results on the wire.
-///
-/// Byte sequences (`Vec<u8>`, `&[u8]`, `Box<[u8]>`, as well as
-/// `serde_bytes::ByteBuf`) are written as one MessagePack binary, not as one
-/// number per byte, so a plain `Vec<u8>` takes on the wire what a `ByteBuf`
-/// takes (serde still hands it over byte by byte, so `ByteBuf` is faster).
-/// [`decode`] reads them back as the same types, and still reads byte
-/// sequences written as arrays of numbers. (Fixed-size arrays such as
-/// `[u8; 32]` stay arrays.) Numeric vectors go fastest as [`Array`](crate::Array).
-///
-/// ```
-/// let bytes = ppcore::encode(&vec![0xFFu8; 1000])?;
-/// assert_eq!(bytes.len(), 1000 + 3);                 // bin16 header, then the bytes
-/// assert_eq!(ppcore::decode::<Vec<u8>>(&bytes)?, vec![0xFFu8; 1000]);
-/// # Ok::<(), ppcore::JobError>(())
-/// ```
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, JobError> {
-    let mut out = crate::bigbuf::Writer::default();
-    write_to(&mut out, value)?;
-    Ok(out.into_inner())
-}
-
-/// Writes `value` as [`encode`] does: the one place the codec's settings live.
-pub(crate) fn write_to<W: std::io::Write, T: Serialize + ?Sized>(
-    out: W,
-    value: &T,
-) -> Result<(), JobError> {
-    let mut serializer =
-        rmp_serde::Serializer::new(out).with_bytes(rmp_serde::config::BytesMode::ForceIterables);
-    value
-        .serialize(&mut serializer)
-        .map_err(|e| JobError::new(ErrorKind::Codec, e.to_string()))
-}
-
-/// Checks that `value`, encoded as [`encode`] would, takes at most `limit`
-/// bytes, and returns how many it takes. Only counts: nothing is allocated,
-/// and counting stops at the limit. Over the limit is an
-/// [`ErrorKind::Codec`] error that says so.
-///
-/// ```
-/// use serde_bytes::ByteBuf;
-/// let args = (ByteBuf::from(vec![0u8; 1000]),);
-/// assert_eq!(ppcore::check_size(&args, 2000), Ok(ppcore::encode(&args)?.len()));
-/// assert_eq!(ppcore::check_size(&args, 999).unwrap_err().kind, ppcore::ErrorKind::Codec);
-/// # Ok::<(), ppcore::JobError>(())
-/// ```
-pub fn check_size<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<usize, JobError> {
-    let mut counter = Counter { bytes: 0, limit };
-    match write_to(&mut counter, value) {
-        Ok(()) => Ok(counter.bytes),
-        Err(_) if counter.bytes > limit => Err(over_limit(limit)),
-        Err(e) => Err(e),
-    }
-}
-
-fn over_limit(limit: usize) -> JobError {
-    JobError::new(
-        ErrorKind::Codec,
-        format!("the arguments are over the {limit}-byte payload limit"),
-    )
-}
-
-/// A sink that counts what is written to it and refuses once past `limit`.
-struct Counter {
-    bytes: usize,
-    limit: usize,
-}
-
-impl std::io::Write for Counter {
-    #[inline]
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.bytes = self.bytes.saturating_add(buf.len());
-        if self.bytes > self.limit {
-            return Err(std::io::Error::other("over the limit"));
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Decodes a MessagePack value; a mismatch is an [`ErrorKind::Codec`] error.
-///
-/// serde's buffering types (`#[serde(untagged)]`, internally tagged enums,
-/// `#[serde(flatten)]`) see a binary as bytes, which a `Vec<u8>` inside them
-/// does not accept: when the first try fails and the input holds binaries,
-/// they are read a second time as arrays of numbers.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JobError> {
-    let first = match rmp_serde::from_slice(bytes) {
-        Ok(value) => return Ok(value),
-        Err(e) => JobError::new(ErrorKind::Codec, e.to_string()),
-    };
-    match crate::bins::bins_as_arrays(bytes) {
-        Some(rewritten) => {
-            crate::bins::as_second_try(|| rmp_serde::from_slice(&rewritten)).map_err(|_| first)
-        }
-        None => Err(first),
-    }
-}
-
 /// The type-erased runner of `J`: arguments in, result out, both as bytes.
 pub fn run_erased<J: Job>(args: Vec<u8>) -> Result<Vec<u8>, JobError> {
     let args = {
@@ -236,7 +136,7 @@ pub fn run_erased<J: Job>(args: Vec<u8>) -> Result<Vec<u8>, JobError> {
         J::read_args_owned(args)?
     };
     let output = run_caught::<J>(args)?;
-    let mut out = crate::bigbuf::Writer::default();
+    let mut out = crate::job::bigbuf::Writer::default();
     J::write_output(&output, &mut out)?;
     Ok(out.into_inner())
 }
@@ -484,8 +384,8 @@ macro_rules! __job_item {
 
 /// Whether a type is `Clone`, asked where the type is known (in
 /// [`job!`](crate::job!)'s expansion): `(&Probe::<T>::new()).cloner()` finds
-/// [`ViaClone`] when `T: Clone` (the method on `Probe` itself comes first)
-/// and [`ViaNone`] otherwise.
+/// [`ViaClone`](__clone::ViaClone) when `T: Clone` (the method on `Probe` itself comes first)
+/// and [`ViaNone`](__clone::ViaNone) otherwise.
 #[doc(hidden)]
 pub mod __clone {
     use std::marker::PhantomData;
@@ -528,8 +428,8 @@ pub mod __clone {
 
 #[cfg(test)]
 mod tests {
-    use crate::error::{ErrorKind, JobError};
-    use crate::job::Job;
+    use crate::job::definition::Job;
+    use crate::job::error::{ErrorKind, JobError};
 
     type Alias<T> = Result<T, String>;
 

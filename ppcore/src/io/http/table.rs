@@ -1,7 +1,7 @@
 //! The server's open connections as pure state: who is admitted, who is
 //! evicted to make room, whose deadline passed. Time is passed in.
 
-use super::Limits;
+use super::limits::Limits;
 use std::collections::HashMap;
 use std::time::Instant;
 

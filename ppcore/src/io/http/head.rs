@@ -2,7 +2,7 @@
 //! yet" is `Ok(None)`, anything over the limits or malformed is an error the
 //! server answers and closes on.
 
-use super::Limits;
+use super::limits::Limits;
 
 /// One HTTP/1.x request: its line and headers (a small body, if any, is
 /// read and dropped: nothing served here takes one).

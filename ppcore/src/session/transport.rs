@@ -12,7 +12,7 @@
 //! The cipher is ChaCha20-Poly1305 or AES-256-GCM; [`CIPHER`] is the one the
 //! protocol uses, chosen by measurement (see there).
 
-use crate::secure::SecureError;
+use crate::session::error::SecureError;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::Aes256Gcm;
 use chacha20poly1305::ChaCha20Poly1305;

@@ -3,7 +3,7 @@
 //! Pull, not push: the queue is a channel that other consumers (remote node
 //! connections) can pull from too, so an idle slot anywhere takes the next job.
 
-use crate::lanes::Lanes;
+use crate::sched::queue::Lanes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

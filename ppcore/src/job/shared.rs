@@ -1,0 +1,665 @@
+//! Values shared by many jobs: sent once to each node that needs one,
+//! decoded once per process there, and named by the SHA-256 of their bytes.
+//!
+//! A client makes a [`Shared<T>`] from a value (`Server::share` in
+//! `ppclient`); jobs take it as an argument like any other. In a job's
+//! encoded arguments a shared value is only its 32-byte [`SharedId`]: the
+//! value's bytes travel on their own, once per node (see PROTOCOL.md,
+//! "Shared values"), and every job there that names the id reads the same
+//! decoded value.
+//!
+//! The pieces:
+//! - [`SharedValue`]: the encoded bytes, their id, and the value decoded
+//!   once (per type asked for). Every live one in this process is listed by
+//!   id ([`lookup`]), which is how a job's arguments find theirs when they
+//!   are decoded, on a node, in a worker process or in the client.
+//! - [`collect`]: which shared values an encoding named (the client sends
+//!   them before the jobs that need them).
+//! - [`SharedStore`]: a node's cache, pure: which connection holds which
+//!   value, bounded in bytes, least recently used evicted first.
+
+use crate::job::error::{ErrorKind, JobError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+/// The default cap of a node's shared values, in bytes (`--shared-max`): 2 GiB.
+pub const DEFAULT_SHARED_MAX: u64 = 2 << 30;
+
+/// A shared value's identity: the SHA-256 of its encoded bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SharedId(pub [u8; 32]);
+
+impl SharedId {
+    /// The id of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        SharedId(Sha256::digest(bytes).into())
+    }
+}
+
+impl fmt::Display for SharedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Twelve hex digits name a value in errors and logs.
+        for b in &self.0[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SharedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SharedId({self})")
+    }
+}
+
+/// A value decoded as one type, or why it did not decode.
+type Decoded = (TypeId, Result<Arc<dyn Any + Send + Sync>, JobError>);
+
+/// One shared value in this process: its bytes, its id, and the value
+/// decoded at most once for the first type asked for.
+pub struct SharedValue {
+    id: SharedId,
+    bytes: Arc<Vec<u8>>,
+    decoded: OnceLock<Decoded>,
+}
+
+/// Every live [`SharedValue`] of this process, by id.
+fn live() -> &'static Mutex<HashMap<SharedId, Weak<SharedValue>>> {
+    static LIVE: OnceLock<Mutex<HashMap<SharedId, Weak<SharedValue>>>> = OnceLock::new();
+    LIVE.get_or_init(Default::default)
+}
+
+fn lock_live() -> std::sync::MutexGuard<'static, HashMap<SharedId, Weak<SharedValue>>> {
+    live().lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The live shared value `id` of this process, if any holds it.
+pub fn lookup(id: &SharedId) -> Option<Arc<SharedValue>> {
+    lock_live().get(id).and_then(Weak::upgrade)
+}
+
+impl SharedValue {
+    /// The value of these bytes (hashed here, so the id is always theirs).
+    /// If this process holds a value of the same id already, that one: the
+    /// bytes are the same, and it may be decoded already.
+    pub fn from_bytes(bytes: Vec<u8>) -> Arc<Self> {
+        let id = SharedId::of(&bytes);
+        Self::register(id, Arc::new(bytes), None)
+    }
+
+    /// The value of `value`, encoded as job arguments are: what a client
+    /// shares. It counts as decoded already (as `T`).
+    pub fn encode<T: Serialize + Send + Sync + 'static>(
+        value: T,
+    ) -> Result<(Arc<Self>, Arc<T>), JobError> {
+        let bytes = crate::job::codec::encode(&value)?;
+        let id = SharedId::of(&bytes);
+        let value = Arc::new(value);
+        let any: Arc<dyn Any + Send + Sync> = value.clone();
+        let shared = Self::register(id, Arc::new(bytes), Some((TypeId::of::<T>(), Ok(any))));
+        // A value of the same bytes may have been decoded as `T` before.
+        let value = shared.cached::<T>().unwrap_or(value);
+        Ok((shared, value))
+    }
+
+    fn register(id: SharedId, bytes: Arc<Vec<u8>>, decoded: Option<Decoded>) -> Arc<Self> {
+        let mut live = lock_live();
+        if let Some(old) = live.get(&id).and_then(Weak::upgrade) {
+            return old;
+        }
+        let cell = OnceLock::new();
+        if let Some(d) = decoded {
+            let _ = cell.set(d);
+        }
+        let value = Arc::new(SharedValue {
+            id,
+            bytes,
+            decoded: cell,
+        });
+        live.insert(id, Arc::downgrade(&value));
+        value
+    }
+
+    /// Its id.
+    pub fn id(&self) -> SharedId {
+        self.id
+    }
+
+    /// Its encoded bytes.
+    pub fn bytes(&self) -> &Arc<Vec<u8>> {
+        &self.bytes
+    }
+
+    /// How many bytes it takes encoded.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether it takes no bytes (never, for an encoded value).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The value as `T` if it was decoded as `T` already.
+    fn cached<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        match self.decoded.get()? {
+            (ty, Ok(any)) if *ty == TypeId::of::<T>() => any.clone().downcast::<T>().ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as `T`: decoded on first use, then the same one for every
+    /// job of this process. Asked for as another type than the first, it
+    /// is decoded again each time (nothing a `job!` signature does).
+    pub fn get<T: DeserializeOwned + Send + Sync + 'static>(&self) -> Result<Arc<T>, JobError> {
+        let decode = || -> Result<Arc<dyn Any + Send + Sync>, JobError> {
+            let value: T = crate::job::codec::decode(&self.bytes)?;
+            Ok(Arc::new(value))
+        };
+        let (ty, decoded) = self.decoded.get_or_init(|| (TypeId::of::<T>(), decode()));
+        let any = match *ty == TypeId::of::<T>() {
+            true => decoded.clone()?,
+            false => decode()?,
+        };
+        any.downcast::<T>()
+            .map_err(|_| JobError::new(ErrorKind::Codec, "a shared value of another type"))
+    }
+}
+
+impl Drop for SharedValue {
+    fn drop(&mut self) {
+        let mut live = lock_live();
+        // A value of the same id made since this one died stays listed.
+        if live.get(&self.id).is_some_and(|w| w.strong_count() == 0) {
+            live.remove(&self.id);
+        }
+    }
+}
+
+impl fmt::Debug for SharedValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SharedValue({}, {} bytes)", self.id, self.bytes.len())
+    }
+}
+
+thread_local! {
+    /// The shared values named by the encoding under way on this thread.
+    static NAMED: RefCell<Option<Vec<Arc<SharedValue>>>> = const { RefCell::new(None) };
+    /// The shared values the job being decoded on this thread may read.
+    static SCOPE: RefCell<Option<Vec<Arc<SharedValue>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `run` (a job's decoding and run) so that its arguments may name only
+/// `values`: the ones its `RunJob.shared` listed and its connection holds.
+/// A node runs every job of a client so, so that no job reads another
+/// client's value by naming its id. Outside a scope (the client's own
+/// local jobs) any value this process holds may be read.
+pub fn scope<R>(values: &[Arc<SharedValue>], run: impl FnOnce() -> R) -> R {
+    let outer = SCOPE.with(|s| s.borrow_mut().replace(values.to_vec()));
+    let result = run();
+    SCOPE.with(|s| *s.borrow_mut() = outer);
+    result
+}
+
+/// Value `id` as the job decoding on this thread may read it: from its
+/// scope if it has one, else from this process.
+fn resolve(id: &SharedId) -> Result<Arc<SharedValue>, String> {
+    let scoped = SCOPE.with(|s| {
+        s.borrow()
+            .as_ref()
+            .map(|values| values.iter().find(|v| v.id == *id).cloned())
+    });
+    match scoped {
+        Some(Some(value)) => Ok(value),
+        Some(None) => Err(format!("shared value {id} is not among the job's")),
+        None => lookup(id).ok_or_else(|| format!("shared value {id} is not here")),
+    }
+}
+
+/// Runs `encode` and returns, with its result, the shared values it named
+/// (each once, in order): what must reach a node before the job does.
+pub fn collect<R>(encode: impl FnOnce() -> R) -> (R, Vec<Arc<SharedValue>>) {
+    let outer = NAMED.with(|n| n.borrow_mut().replace(Vec::new()));
+    let result = encode();
+    let named = NAMED.with(|n| std::mem::replace(&mut *n.borrow_mut(), outer));
+    (result, named.unwrap_or_default())
+}
+
+/// A value shared by many jobs: sent once to each node that runs one of
+/// them, decoded once per process there, and read by reference.
+///
+/// Make one with `Server::share` (ppclient) and pass clones of it as a
+/// job's argument; in the job, use it as a `&T` (it derefs). While any
+/// clone lives in the client (the caller's, or a job's not yet finished),
+/// the nodes keep the value; when the last one is dropped, they free it.
+///
+/// ```
+/// use ppcore::Shared;
+/// ppcore::job! {
+///     /// Sums `table[from..to]`.
+///     pub fn part_sum(table: Shared<Vec<f64>>, from: u64, to: u64) -> f64 {
+///         table[from as usize..to as usize].iter().sum()
+///     }
+/// }
+/// let table = Shared::new(vec![1.0, 2.0, 3.0]).unwrap();
+/// assert_eq!(table.len(), 3); // a `&Vec<f64>`
+/// ```
+pub struct Shared<T> {
+    value: Arc<T>,
+    shared: Arc<SharedValue>,
+    /// The sharer's hold on it ([`is_held`]); `None` in a copy decoded
+    /// from a job's arguments.
+    held: Option<Arc<Held>>,
+}
+
+/// A sharer's hold on a value: while one lives, the nodes keep the value.
+struct Held(SharedId);
+
+/// Every live hold of this process, by id.
+fn holds() -> std::sync::MutexGuard<'static, HashMap<SharedId, Weak<Held>>> {
+    static HOLDS: OnceLock<Mutex<HashMap<SharedId, Weak<Held>>>> = OnceLock::new();
+    HOLDS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut holds = holds();
+        if holds.get(&self.0).is_some_and(|w| w.strong_count() == 0) {
+            holds.remove(&self.0);
+        }
+    }
+}
+
+/// Whether a [`Shared`] made in this process (not one decoded from a job's
+/// arguments) still holds value `id`: while one does, the nodes keep it.
+/// A node in the same process holding the value does not count.
+pub fn is_held(id: &SharedId) -> bool {
+    holds().get(id).is_some_and(|w| w.strong_count() > 0)
+}
+
+impl<T: Serialize + Send + Sync + 'static> Shared<T> {
+    /// `value`, encoded once, to be shared by jobs.
+    pub fn new(value: T) -> Result<Self, JobError> {
+        let (shared, value) = SharedValue::encode(value)?;
+        let held = {
+            let mut holds = holds();
+            match holds.get(&shared.id).and_then(Weak::upgrade) {
+                Some(held) => held,
+                None => {
+                    let held = Arc::new(Held(shared.id));
+                    holds.insert(shared.id, Arc::downgrade(&held));
+                    held
+                }
+            }
+        };
+        Ok(Shared {
+            value,
+            shared,
+            held: Some(held),
+        })
+    }
+}
+
+impl<T> Shared<T> {
+    /// Its id: the SHA-256 of its encoded bytes.
+    pub fn id(&self) -> SharedId {
+        self.shared.id
+    }
+
+    /// Its size encoded, in bytes: what a node is sent, once.
+    pub fn encoded_len(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// The value behind it, for as long as the caller needs.
+    pub fn value(&self) -> &Arc<T> {
+        &self.value
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared {
+            value: Arc::clone(&self.value),
+            shared: Arc::clone(&self.shared),
+            held: self.held.clone(),
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Shared({}, {} bytes)", self.shared.id, self.shared.len())
+    }
+}
+
+impl<T> Serialize for Shared<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        NAMED.with(|n| {
+            if let Some(named) = n.borrow_mut().as_mut() {
+                if !named.iter().any(|v| v.id == self.shared.id) {
+                    named.push(Arc::clone(&self.shared));
+                }
+            }
+        });
+        serializer.serialize_bytes(&self.shared.id.0)
+    }
+}
+
+impl<'de, T: DeserializeOwned + Send + Sync + 'static> Deserialize<'de> for Shared<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw = serde_bytes::ByteBuf::deserialize(deserializer)?;
+        let id: [u8; 32] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| D::Error::custom("a shared value's id is 32 bytes"))?;
+        let id = SharedId(id);
+        let shared = resolve(&id).map_err(D::Error::custom)?;
+        let value = shared.get::<T>().map_err(|e| {
+            D::Error::custom(format!("shared value {id} does not decode: {}", e.message))
+        })?;
+        Ok(Shared {
+            value,
+            shared,
+            held: None,
+        })
+    }
+}
+
+/// What a node counts for each value it keeps besides its bytes, so that a
+/// flood of tiny values is bounded by `--shared-max` too.
+pub const ENTRY_COST: u64 = 256;
+
+/// Why a node did not keep a shared value.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a shared value of {len} bytes is over the node's --shared-max of {max} bytes")]
+pub struct OverSharedMax {
+    /// The value's size.
+    pub len: u64,
+    /// The node's cap.
+    pub max: u64,
+}
+
+crate::debug_as_display!(OverSharedMax);
+
+struct Stored {
+    value: Arc<SharedValue>,
+    holders: HashSet<u64>,
+    last_used: u64,
+}
+
+/// A node's shared values: which connection holds which, within a cap in
+/// bytes. Pure: no lock, no clock (use is counted, not timed).
+///
+/// A value stays while a connection holds it; when the cap would be
+/// passed, the least recently used values go first (a connection that
+/// needs one again is asked for it). A job that was given a value keeps its
+/// own reference: eviction never takes a value from under a job.
+pub struct SharedStore {
+    max: u64,
+    /// What the values cost: their bytes and [`ENTRY_COST`] each.
+    cost: u64,
+    used: u64,
+    uses: u64,
+    entries: HashMap<SharedId, Stored>,
+    /// The values by last use, oldest first.
+    by_use: std::collections::BTreeMap<u64, SharedId>,
+}
+
+impl SharedStore {
+    /// An empty store of at most `max` bytes.
+    pub fn new(max: u64) -> Self {
+        SharedStore {
+            max,
+            cost: 0,
+            used: 0,
+            uses: 0,
+            entries: HashMap::new(),
+            by_use: Default::default(),
+        }
+    }
+
+    /// Connection `holder` sent `value`: kept (with what was evicted to
+    /// make room), or refused if it alone is over the cap.
+    pub fn put(
+        &mut self,
+        holder: u64,
+        value: Arc<SharedValue>,
+    ) -> Result<Vec<SharedId>, OverSharedMax> {
+        self.uses += 1;
+        let uses = self.uses;
+        if let Some(stored) = self.entries.get_mut(&value.id) {
+            stored.holders.insert(holder);
+            self.by_use.remove(&stored.last_used);
+            stored.last_used = uses;
+            self.by_use.insert(uses, value.id);
+            return Ok(Vec::new());
+        }
+        let len = value.len() as u64;
+        if len > self.max {
+            return Err(OverSharedMax { len, max: self.max });
+        }
+        let mut evicted = Vec::new();
+        while self.cost + len + ENTRY_COST > self.max && !self.entries.is_empty() {
+            let Some((_, &oldest)) = self.by_use.first_key_value() else {
+                break;
+            };
+            self.remove(&oldest);
+            evicted.push(oldest);
+        }
+        self.used += len;
+        self.cost += len + ENTRY_COST;
+        self.by_use.insert(uses, value.id);
+        self.entries.insert(
+            value.id,
+            Stored {
+                value,
+                holders: HashSet::from([holder]),
+                last_used: uses,
+            },
+        );
+        Ok(evicted)
+    }
+
+    /// Value `id`, if connection `holder` holds it here (a use, for LRU).
+    pub fn get(&mut self, holder: u64, id: &SharedId) -> Option<Arc<SharedValue>> {
+        self.uses += 1;
+        let stored = self.entries.get_mut(id)?;
+        if !stored.holders.contains(&holder) {
+            return None;
+        }
+        self.by_use.remove(&stored.last_used);
+        stored.last_used = self.uses;
+        self.by_use.insert(self.uses, *id);
+        Some(Arc::clone(&stored.value))
+    }
+
+    /// Connection `holder` is done with `id`: freed if nobody else holds it.
+    pub fn release(&mut self, holder: u64, id: &SharedId) {
+        let unheld = self.entries.get_mut(id).is_some_and(|s| {
+            s.holders.remove(&holder);
+            s.holders.is_empty()
+        });
+        if unheld {
+            self.remove(id);
+        }
+    }
+
+    /// Connection `holder` closed: everything only it held is freed.
+    pub fn release_all(&mut self, holder: u64) {
+        let ids: Vec<SharedId> = self
+            .entries
+            .iter()
+            .filter(|(_, s)| s.holders.contains(&holder))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.release(holder, &id);
+        }
+    }
+
+    fn remove(&mut self, id: &SharedId) {
+        if let Some(stored) = self.entries.remove(id) {
+            self.by_use.remove(&stored.last_used);
+            self.used -= stored.value.len() as u64;
+            self.cost -= stored.value.len() as u64 + ENTRY_COST;
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Values held now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(fill: u8, len: usize) -> Arc<SharedValue> {
+        SharedValue::from_bytes(vec![fill; len])
+    }
+
+    #[test]
+    fn a_value_is_named_by_its_bytes_and_listed_while_it_lives() {
+        let a = value(1, 10);
+        assert_eq!(a.id(), SharedId::of(&[1; 10]));
+        assert!(lookup(&a.id()).is_some_and(|v| Arc::ptr_eq(&v, &a)));
+        // The same bytes again: the same value.
+        let b = value(1, 10);
+        assert!(Arc::ptr_eq(&a, &b));
+        let id = a.id();
+        drop((a, b));
+        assert!(lookup(&id).is_none());
+    }
+
+    #[test]
+    fn a_value_is_held_while_a_sharer_keeps_a_clone_not_a_decoded_copy() {
+        let table = Shared::new(vec![9u8; 33]).unwrap();
+        let id = table.id();
+        let copy = table.clone();
+        drop(table);
+        assert!(is_held(&id));
+        let bytes = crate::job::codec::encode(&copy).unwrap();
+        let decoded: Shared<Vec<u8>> = crate::job::codec::decode(&bytes).unwrap();
+        drop(copy);
+        assert!(!is_held(&id), "a decoded copy does not hold it");
+        assert!(lookup(&id).is_some(), "though the value lives on with it");
+        drop(decoded);
+        assert!(lookup(&id).is_none());
+    }
+
+    #[test]
+    fn a_shared_argument_is_its_id_on_the_wire_and_the_same_value_once_decoded() {
+        let table = Shared::new(vec![1.5f64; 1000]).unwrap();
+        let (bytes, named) = collect(|| crate::job::codec::encode(&(table.clone(), 7u32)).unwrap());
+        assert!(bytes.len() < 64, "{} bytes", bytes.len());
+        assert_eq!(named.len(), 1);
+        assert_eq!(named[0].id(), table.id());
+        let (back, n): (Shared<Vec<f64>>, u32) = crate::job::codec::decode(&bytes).unwrap();
+        assert_eq!(n, 7);
+        assert!(Arc::ptr_eq(back.value(), table.value()), "decoded once");
+        // Outside `collect`, nothing is gathered; nested, each sees its own.
+        let ((_, inner), outer) =
+            collect(|| collect(|| crate::job::codec::encode(&table).unwrap()));
+        assert_eq!((inner.len(), outer.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_scoped_job_reads_only_the_values_it_was_given() {
+        let mine = Shared::new(vec![1u32, 2]).unwrap();
+        let theirs = Shared::new(vec![3u32, 4]).unwrap();
+        let args = crate::job::codec::encode(&(theirs.clone(),)).unwrap();
+        let read = |values: &[Arc<SharedValue>]| {
+            scope(values, || {
+                crate::job::codec::decode::<(Shared<Vec<u32>>,)>(&args)
+            })
+        };
+        let err = read(&[Arc::clone(&mine.shared)]).unwrap_err();
+        assert!(err.message.contains("not among the job's"), "{err}");
+        assert_eq!(*read(&[Arc::clone(&theirs.shared)]).unwrap().0, vec![3, 4]);
+        // Outside a scope: anything this process holds.
+        assert!(crate::job::codec::decode::<(Shared<Vec<u32>>,)>(&args).is_ok());
+    }
+
+    #[test]
+    fn bytes_received_decode_once_for_every_job() {
+        let bytes = crate::job::codec::encode(&vec![3u64, 4, 5]).unwrap();
+        let v = SharedValue::from_bytes(bytes);
+        let first = v.get::<Vec<u64>>().unwrap();
+        let second = v.get::<Vec<u64>>().unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(*first, vec![3, 4, 5]);
+        // Asked for as a type it is not: an error, not a panic.
+        assert_eq!(v.get::<String>().unwrap_err().kind, ErrorKind::Codec);
+    }
+
+    #[test]
+    fn an_id_nobody_holds_is_a_clear_error() {
+        let id = SharedId::of(b"never shared");
+        let bytes = crate::job::codec::encode(&serde_bytes::ByteBuf::from(id.0.to_vec())).unwrap();
+        let err = crate::job::codec::decode::<Shared<u32>>(&bytes).unwrap_err();
+        assert!(err.message.contains("is not here"), "{err}");
+        let short = crate::job::codec::encode(&serde_bytes::ByteBuf::from(vec![1, 2])).unwrap();
+        assert!(crate::job::codec::decode::<Shared<u32>>(&short).is_err());
+    }
+
+    #[test]
+    fn the_store_evicts_the_least_recently_used_within_its_cap() {
+        let mut store = SharedStore::new(100 + 2 * ENTRY_COST);
+        let (a, b, c) = (value(10, 40), value(11, 40), value(12, 40));
+        assert_eq!(store.put(1, a.clone()), Ok(vec![]));
+        assert_eq!(store.put(1, b.clone()), Ok(vec![]));
+        // `a` used last: `b` goes to make room for `c`.
+        assert!(store.get(1, &a.id()).is_some());
+        assert_eq!(store.put(1, c.clone()), Ok(vec![b.id()]));
+        assert_eq!((store.len(), store.used()), (2, 80));
+        assert!(store.get(1, &b.id()).is_none());
+        // Alone over the cap: refused, nothing evicted.
+        let big = value(13, 101 + 2 * ENTRY_COST as usize);
+        let max = 100 + 2 * ENTRY_COST;
+        assert_eq!(store.put(1, big), Err(OverSharedMax { len: max + 1, max }));
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn a_value_lives_while_any_connection_holds_it_and_only_for_them() {
+        let mut store = SharedStore::new(1000);
+        let a = value(20, 10);
+        store.put(1, a.clone()).unwrap();
+        assert!(store.get(2, &a.id()).is_none(), "not connection 2's");
+        store.put(2, a.clone()).unwrap();
+        store.release(1, &a.id());
+        assert!(store.get(2, &a.id()).is_some());
+        store.release_all(2);
+        assert!(store.is_empty());
+        assert_eq!(store.used(), 0);
+    }
+}

@@ -1,0 +1,22 @@
+//! Scheduling work on one machine: the job queue, round robin between
+//! clients, the client's byte budget, worker threads, counting unfinished
+//! work, and the statistics of jobs run.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `queue` | [`Lanes`](queue::Lanes): the job queue, with a front lane for work handed back; consumers that take only some kinds of job, woken ([`Wake`](queue::Wake)) by the next push |
+//! | `round_robin` | [`RoundRobin`](round_robin::RoundRobin): queues per client served in turn (a node's fair share of workers) |
+//! | `budget` | the client's byte budget: `ByteBudget` (pure) and `BudgetGate` (waits while full) (public as `ppcore::budget`) |
+//! | `pool` | [`Pool`](pool::Pool): resizable worker threads pulling from the queue |
+//! | `pending` | [`Pending`](pending::Pending): a count of unfinished work, with waiting for zero |
+//! | `stats` | `NodeCounters` while jobs run, `Stats` to read and print |
+//!
+//! Only `pool` names another file (`queue`); nothing here names another
+//! top-level module.
+
+pub mod budget;
+pub(crate) mod pending;
+pub(crate) mod pool;
+pub(crate) mod queue;
+pub(crate) mod round_robin;
+pub(crate) mod stats;

@@ -1,0 +1,276 @@
+//! The protocol's messages: what a client sends a node ([`ClientMsg`]) and
+//! what a node answers ([`NodeMsg`]), with the jobs and status they carry.
+//! They travel as frames ([`super::frame`]), sealed once the session's
+//! handshake is done.
+
+use crate::job::error::JobError;
+use crate::job::shared::SharedId;
+use crate::wire::program::{OfferAnswer, ProgramId, ProgramInfo};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// The capability a node lists in `Welcome.caps` when it takes shipped programs.
+pub const CAP_SHIP: &str = "ship";
+
+/// A job a node can run: its name and signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// The job's stable name.
+    pub name: String,
+    /// Its argument and result types, as written.
+    pub signature: String,
+}
+
+/// One job to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunJob {
+    /// The client's id of the job.
+    pub id: u64,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// The job's name.
+    pub name: String,
+    /// MessagePack arguments.
+    pub args: ByteBuf,
+    /// The shipped program the job belongs to; `None`: a built-in job of
+    /// the node. A job's identity is program plus name, so a shipped job
+    /// never runs as a built-in of the same name.
+    #[serde(default)]
+    pub program: Option<ProgramId>,
+    /// The shared values the arguments name, each sent earlier on this
+    /// connection (`Share`); a node that does not hold one answers
+    /// `NeedShared` and hands the job back.
+    #[serde(default)]
+    pub shared: Vec<SharedId>,
+}
+
+/// One job's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoneJob {
+    /// The client's id of the job.
+    pub id: u64,
+    /// The attempt this answers.
+    pub attempt: u32,
+    /// The MessagePack result, or why there is none.
+    pub result: Result<ByteBuf, JobError>,
+    /// How long the job ran on the node, in nanoseconds.
+    pub exec_ns: u64,
+}
+
+/// What a node reports about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's software version.
+    pub version: String,
+    /// Its worker slots.
+    pub workers: u32,
+    /// The jobs it can run.
+    pub jobs: Vec<JobInfo>,
+    /// Seconds since it started.
+    pub uptime_s: f64,
+    /// Connections open now.
+    pub connections: u32,
+    /// Jobs it finished (failed ones included).
+    pub jobs_done: u64,
+    /// Of those, jobs that failed or panicked.
+    pub jobs_failed: u64,
+    /// Jobs running or queued on it now.
+    pub jobs_active: u64,
+    /// Jobs cancelled by their client before they started here.
+    #[serde(default)]
+    pub jobs_cancelled: u64,
+    /// Program uploads this node received and verified (a cache hit adds none).
+    #[serde(default)]
+    pub programs_uploaded: u64,
+    /// Offers of programs this node had already (cache hits).
+    #[serde(default)]
+    pub programs_cached: u64,
+    /// Program worker processes running now.
+    #[serde(default)]
+    pub program_workers: u64,
+    /// Shared values held now, for clients' jobs.
+    #[serde(default)]
+    pub shared_values: u64,
+    /// Their bytes (at most `--shared-max`).
+    #[serde(default)]
+    pub shared_bytes: u64,
+    /// Shared values received and kept since the node started (a value it
+    /// held already adds none).
+    #[serde(default)]
+    pub shared_received: u64,
+    /// Connections waiting for another connection's upload of a program,
+    /// or for a program's first worker to start.
+    #[serde(default)]
+    pub programs_waiting: u64,
+    /// The directory of the node's program cache, or why it has none.
+    #[serde(default)]
+    pub program_cache: String,
+    /// The last reason the node gave a client for not running its program.
+    #[serde(default)]
+    pub program_refused: Option<String>,
+}
+
+/// What a client sends to a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// Jobs to run, one or many.
+    Run(Vec<RunJob>),
+    /// Stop a job if it has not finished.
+    Cancel {
+        /// The job's id.
+        id: u64,
+    },
+    /// A heartbeat; the node answers `Pong` with the same number.
+    Ping(u64),
+    /// Asks for a [`NodeStatus`].
+    Status,
+    /// The client is leaving.
+    Goodbye,
+    /// The client offers its program (only to a node listing [`CAP_SHIP`]);
+    /// the node answers `Offered`.
+    Offer(ProgramInfo),
+    /// One piece of an upload the node asked for (`Offered` with `Need`),
+    /// at most 1 MiB, in order from offset 0.
+    Chunk {
+        /// The program being sent.
+        id: ProgramId,
+        /// Where this chunk starts in the file.
+        offset: u64,
+        /// The bytes.
+        data: ByteBuf,
+    },
+    /// One frame of a stream: the arguments of a job too large to travel
+    /// inline (see [`crate::stream`]).
+    Stream(crate::wire::stream::StreamFrame),
+    /// A job whose arguments are stream `stream`, which completed in the
+    /// frame just before; `job.args` is empty.
+    RunStreamed {
+        /// The stream holding the arguments.
+        stream: u64,
+        /// The job, without its arguments.
+        job: RunJob,
+    },
+    /// The client's limits, sent right after its first sealed frame.
+    Limits {
+        /// The largest result the client takes, in bytes.
+        max_payload: u64,
+    },
+    /// A shared value, whose bytes are stream `stream`, which completed in
+    /// the frame just before: jobs sent after it may name `id`.
+    Share {
+        /// The value's id: the SHA-256 of its bytes (checked).
+        id: SharedId,
+        /// The stream holding its bytes.
+        stream: u64,
+    },
+    /// The client is done with these shared values (no job of its names
+    /// them any more): the node may free them.
+    Unshare(Vec<SharedId>),
+    /// A shared value's bytes inline: only on a node's pipe to its worker
+    /// process (a node refuses it from a client, which sends `Share`).
+    Shared {
+        /// The value's id.
+        id: SharedId,
+        /// Its bytes.
+        value: ByteBuf,
+    },
+}
+
+/// What a node sends to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NodeMsg {
+    /// The node's first sealed frame: who it is, what it runs.
+    Welcome {
+        /// The node's name for itself.
+        node_id: String,
+        /// Its software version.
+        version: String,
+        /// Its worker slots.
+        workers: u32,
+        /// The jobs it can run.
+        jobs: Vec<JobInfo>,
+        /// The longest heartbeat interval the node accepts, in ms (0: any).
+        /// The link uses the smaller of this and the client's interval; a
+        /// client silent for 3 intervals is dropped.
+        #[serde(default)]
+        heartbeat_ms: u64,
+        /// Optional protocol features the node speaks (see PROTOCOL.md).
+        #[serde(default)]
+        caps: Vec<String>,
+        /// The largest arguments the node takes, in bytes (0: the default, 1 GiB).
+        #[serde(default)]
+        max_payload: u64,
+        /// The credit window, in jobs: the most jobs this connection may
+        /// have in flight (sent and not answered); more are handed back
+        /// unrun. 0 (or missing): no bound.
+        #[serde(default)]
+        credit_jobs: u32,
+        /// The credit window, in bytes of job arguments in flight (one job
+        /// alone may go over it). 0 (or missing): no bound.
+        #[serde(default)]
+        credit_bytes: u64,
+        /// The most bytes of shared values the node keeps (`--shared-max`):
+        /// a job whose shared values take more cannot run there. 0 (or
+        /// missing): not said.
+        #[serde(default)]
+        shared_max: u64,
+    },
+    /// The node refuses this connection, and says why.
+    Reject {
+        /// Why.
+        reason: String,
+        /// Whether the client may try again later: the node is full, not
+        /// refusing this client (old nodes leave it out: false).
+        #[serde(default)]
+        retry: bool,
+    },
+    /// Finished jobs.
+    Done(Vec<DoneJob>),
+    /// Jobs the node gives back unrun (it is shutting down): run them elsewhere.
+    Returned(Vec<(u64, u32)>),
+    /// The answer to `Ping`.
+    Pong(u64),
+    /// The answer to `Status`.
+    Status(NodeStatus),
+    /// The node takes no new jobs; it finishes the ones it has.
+    Draining,
+    /// The node is closing the connection.
+    Goodbye,
+    /// The answer to `Offer`: have it, send it, or refused (with the reason).
+    Offered {
+        /// The program offered.
+        id: ProgramId,
+        /// The node's answer.
+        answer: OfferAnswer,
+    },
+    /// A shipped program runs here now: its jobs, to be sent with
+    /// `RunJob.program` set to `id`.
+    ProgramReady {
+        /// The program.
+        id: ProgramId,
+        /// The jobs of its registry.
+        jobs: Vec<JobInfo>,
+    },
+    /// The node will not run the program (the upload failed its hash check,
+    /// the program did not start as a worker, ...), and why.
+    ProgramRefused {
+        /// The program.
+        id: ProgramId,
+        /// Why.
+        reason: String,
+    },
+    /// One frame of a stream: a result too large to travel inline.
+    Stream(crate::wire::stream::StreamFrame),
+    /// A job whose result is stream `stream`, which completed in the frame
+    /// just before; `job.result` is an empty `Ok`.
+    DoneStreamed {
+        /// The stream holding the result.
+        stream: u64,
+        /// The job's outcome, without its result bytes.
+        job: DoneJob,
+    },
+    /// The node does not hold these shared values (never got them, or
+    /// evicted them): send them again before jobs that name them. The jobs
+    /// that named them come back in a `Returned` right after.
+    NeedShared(Vec<SharedId>),
+}
