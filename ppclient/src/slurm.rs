@@ -19,8 +19,8 @@
 //! command lines, are pure functions below; the few functions at the end run
 //! the commands.
 
-use crate::core::Core;
-use crate::remote::NodeState;
+use crate::cluster::node::NodeState;
+use crate::cluster::state::Core;
 use ppcore::{ErrorKind, JobError};
 use std::collections::HashSet;
 use std::fmt::Write as _;

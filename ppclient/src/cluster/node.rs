@@ -1,15 +1,17 @@
-//! Remote nodes: what the server knows of each (name, state, jobs,
-//! counters), and the thread that drives its link.
+//! One node as the client knows it, across reconnections: its
+//! [`NodeRecord`] (name, counters, and one [`NodeView`] snapshot of state,
+//! jobs, address and shipping, read and written whole), and what
+//! [`Server::nodes`](crate::Server::nodes) says of it ([`NodeInfo`]).
 //!
-//! The link itself ([`ppcore::ClientLink`], driven by `session`) puts
-//! in-flight jobs back in the queue when a connection breaks and redials
-//! with capped exponential backoff; a node that refuses our secret or our
-//! protocol version is given up for good, with the reason.
+//! The link ([`ppcore::ClientLink`], driven by `link::driver`) writes the
+//! record; it puts in-flight jobs back in the queue when a connection
+//! breaks and redials with capped exponential backoff; a node that refuses
+//! our secret or our protocol version is given up for good, with the reason.
 
-use crate::core::{Core, JobKind};
-use crate::session::{drive, Target, Waker};
+use crate::jobs::recorder::LinkMeter;
+use crate::jobs::task::JobKind;
 use ppcore::sync::lock;
-use ppcore::{KeySet, NodeCounters};
+use ppcore::{ErrorKind, KeySet, NodeCounters, Wake};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,21 +86,105 @@ pub struct NodeInfo {
     pub reason: Option<String>,
 }
 
+/// Where shipping this program to one node stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum Ship {
+    /// Not offered (not needed, not possible, or `init` not called).
+    #[default]
+    No,
+    /// Offered; the node has not said yet whether it will run it.
+    Pending,
+    /// The node runs it.
+    Ready,
+    /// The node refused it, and why.
+    Refused(String),
+}
+
+/// What the client knows of one node at one moment. A [`NodeRecord`] keeps
+/// one, read and written whole, so that nobody sees a half-updated node
+/// (say, up but with the jobs of its last session).
+#[derive(Debug, Clone)]
+pub(crate) struct NodeView {
+    /// Where it stands.
+    pub(crate) state: NodeState,
+    /// The jobs it advertised last, once it has.
+    pub(crate) jobs: Option<JobSet>,
+    /// The address connected to, while (or last) connected.
+    pub(crate) addr: Option<SocketAddr>,
+    /// What the node calls itself, once it has said.
+    pub(crate) node_id: Option<String>,
+    /// Whether this program was shipped to the node.
+    pub(crate) ship: Ship,
+}
+
+impl Default for NodeView {
+    /// A node not reached yet.
+    fn default() -> Self {
+        NodeView {
+            state: NodeState::Connecting,
+            jobs: None,
+            addr: None,
+            node_id: None,
+            ship: Ship::No,
+        }
+    }
+}
+
+impl NodeView {
+    /// Whether this node can run the job: `Some(true)` yes, `Some(false)` no,
+    /// `None` not known yet (it has not answered so far). Pure.
+    pub(crate) fn can_run(&self, job: (&str, &str)) -> Option<bool> {
+        if let NodeState::Failed { .. } = self.state {
+            return Some(false);
+        }
+        let jobs = self.jobs.as_ref()?;
+        let has = jobs.get(job.0).is_some_and(|sigs| sigs.contains(job.1));
+        if !has && self.ship == Ship::Pending {
+            return None; // our program may bring it
+        }
+        Some(has)
+    }
+
+    /// Why the node refused our program, if it did.
+    pub(crate) fn ship_refusal(&self) -> Option<&str> {
+        match &self.ship {
+            Ship::Refused(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Why the node, although up, runs none of the `queued` jobs, or none
+    /// of this program's: see [`NodeInfo::reason`]. Pure.
+    pub(crate) fn why_unused(&self, queued: &[JobKind]) -> Option<String> {
+        if !matches!(self.state, NodeState::Up { .. }) {
+            return None;
+        }
+        if let Some(refused) = self.ship_refusal() {
+            return Some(format!("refused this program: {refused}"));
+        }
+        unused_for(queued, |kind| self.can_run(kind))
+    }
+
+    /// Its worker slots while up, else 0.
+    pub(crate) fn workers(&self) -> usize {
+        match self.state {
+            NodeState::Up { workers } => workers,
+            _ => 0,
+        }
+    }
+}
+
 /// One remote node, across reconnections.
-pub(crate) struct Link {
+pub(crate) struct NodeRecord {
     pub(crate) name: String,
     pub(crate) counters: NodeCounters,
-    state: Mutex<NodeState>,
-    /// The jobs it advertised last, once it has.
-    pub(crate) jobs: Mutex<Option<JobSet>>,
-    /// Wakes the link's driver (to stop), while it runs.
-    waker: Mutex<Option<Arc<Waker>>>,
-    /// The address connected to, and the node's own name.
-    peer: Mutex<(Option<SocketAddr>, Option<String>)>,
+    /// What is known of the node now: one snapshot, read and written whole.
+    view: Mutex<NodeView>,
+    /// Wakes the link's driver (to stop, or to serve a cancel ask), while
+    /// it runs. Not part of the view: it is the driver's doorbell.
+    waker: Mutex<Option<Arc<dyn Wake>>>,
     /// Traffic, jobs in flight and round trip, for the dashboard.
-    pub(crate) meter: crate::dashboard::LinkMeter,
-    /// Whether this program was shipped to the node.
-    pub(crate) ship: Mutex<crate::ship::Ship>,
+    pub(crate) meter: LinkMeter,
     /// Set once the user was told that the node refused this program.
     pub(crate) ship_reported: AtomicBool,
     /// Asks to cancel its jobs in flight, for its driver
@@ -117,96 +203,93 @@ pub(crate) struct CancelAsk {
     pub(crate) reply: crossbeam_channel::Sender<usize>,
 }
 
-impl Link {
+impl NodeRecord {
     pub(crate) fn new(name: String) -> Arc<Self> {
-        Arc::new(Link {
+        Arc::new(NodeRecord {
             name,
             counters: NodeCounters::default(),
-            state: Mutex::new(NodeState::Connecting),
-            jobs: Mutex::new(None),
+            view: Mutex::new(NodeView::default()),
             waker: Mutex::new(None),
-            peer: Mutex::new((None, None)),
             meter: Default::default(),
-            ship: Mutex::new(crate::ship::Ship::No),
             ship_reported: AtomicBool::new(false),
             cancels: Mutex::new(Vec::new()),
             cancel_asked: AtomicBool::new(false),
         })
     }
 
+    /// What is known of the node now, whole.
+    pub(crate) fn view(&self) -> NodeView {
+        lock(&self.view).clone()
+    }
+
+    /// Changes what is known of the node in one step: readers see it
+    /// before or after, never half-way. `change` runs under the record's
+    /// lock: crate code only, no I/O.
+    pub(crate) fn update(&self, change: impl FnOnce(&mut NodeView)) {
+        change(&mut lock(&self.view));
+    }
+
     /// What [`Server::nodes`](crate::Server::nodes) says of this node,
     /// with `queued` the kinds of jobs waiting in the queue now.
     pub(crate) fn info(&self, queued: &[JobKind]) -> NodeInfo {
-        let (addr, node_id) = lock(&self.peer).clone();
+        let view = self.view();
         NodeInfo {
             name: self.name.clone(),
-            state: self.state(),
-            addr,
-            node_id,
-            reason: self.why_unused(queued),
+            reason: view.why_unused(queued),
+            state: view.state,
+            addr: view.addr,
+            node_id: view.node_id,
         }
-    }
-
-    /// Why the node, although up, runs none of the `queued` jobs, or none
-    /// of this program's: see [`NodeInfo::reason`].
-    pub(crate) fn why_unused(&self, queued: &[JobKind]) -> Option<String> {
-        if !matches!(self.state(), NodeState::Up { .. }) {
-            return None;
-        }
-        if let Some(refused) = self.ship_refusal() {
-            return Some(format!("refused this program: {refused}"));
-        }
-        unused_for(queued, |kind| self.can_run(kind))
     }
 
     /// Notes the address a connection reached.
     pub(crate) fn set_addr(&self, addr: Option<SocketAddr>) {
-        lock(&self.peer).0 = addr;
+        self.update(|v| v.addr = addr);
     }
 
-    /// Notes what the node calls itself.
-    pub(crate) fn set_node_id(&self, id: String) {
-        lock(&self.peer).1 = Some(id);
+    /// The node said hello: what it calls itself, its jobs and its
+    /// workers, in one step.
+    pub(crate) fn came_up(&self, node_id: String, jobs: JobSet, workers: usize) {
+        self.update(|v| {
+            v.node_id = Some(node_id);
+            v.jobs = Some(jobs);
+            v.state = NodeState::Up { workers };
+        });
+    }
+
+    /// Our program runs on the node: its `jobs` (name, signature) join the
+    /// node's, in the same step as shipping is marked done.
+    pub(crate) fn program_ready(&self, jobs: impl IntoIterator<Item = (String, String)>) {
+        self.update(|v| {
+            let mut all: HashMap<String, HashSet<String>> =
+                v.jobs.as_deref().cloned().unwrap_or_default();
+            for (name, signature) in jobs {
+                all.entry(name).or_default().insert(signature);
+            }
+            v.jobs = Some(Arc::new(all));
+            v.ship = Ship::Ready;
+        });
+    }
+
+    /// Notes where shipping this program stands.
+    pub(crate) fn set_ship(&self, ship: Ship) {
+        self.update(|v| v.ship = ship);
     }
 
     pub(crate) fn state(&self) -> NodeState {
-        lock(&self.state).clone()
+        lock(&self.view).state.clone()
     }
 
     pub(crate) fn set_state(&self, state: NodeState) {
-        *lock(&self.state) = state;
-    }
-
-    pub(crate) fn workers(&self) -> usize {
-        match self.state() {
-            NodeState::Up { workers } => workers,
-            _ => 0,
-        }
-    }
-
-    /// Whether this node can run the job: `Some(true)` yes, `Some(false)` no,
-    /// `None` not known yet (it has not answered so far).
-    pub(crate) fn can_run(&self, job: (&str, &str)) -> Option<bool> {
-        if let NodeState::Failed { .. } = self.state() {
-            return Some(false);
-        }
-        let jobs = lock(&self.jobs).clone()?;
-        let has = jobs.get(job.0).is_some_and(|sigs| sigs.contains(job.1));
-        if !has && *lock(&self.ship) == crate::ship::Ship::Pending {
-            return None; // our program may bring it
-        }
-        Some(has)
+        self.update(|v| v.state = state);
     }
 
     /// Why the node refused our program, if it did.
     pub(crate) fn ship_refusal(&self) -> Option<String> {
-        match &*lock(&self.ship) {
-            crate::ship::Ship::Refused(reason) => Some(reason.clone()),
-            _ => None,
-        }
+        lock(&self.view).ship_refusal().map(str::to_owned)
     }
 
-    pub(crate) fn set_waker(&self, waker: Arc<Waker>) {
+    pub(crate) fn set_waker<W: Wake + 'static>(&self, waker: Arc<W>) {
         *lock(&self.waker) = Some(waker);
     }
 
@@ -285,18 +368,38 @@ fn unused_for(
     ))
 }
 
-/// Adds a link to the node at `name` and starts its driver thread.
-pub(crate) fn start_static(core: &Arc<Core>, name: String) {
-    if core.stopped() {
-        return;
+/// The kind of error for a job that no local worker and no node can run:
+/// [`ErrorKind::Auth`] if a node that might have run it refused us (it is
+/// `Failed`: wrong key, other protocol version), else
+/// [`ErrorKind::UnknownJob`]. The one rule for every place that gives up on
+/// such a job.
+pub(crate) fn unrunnable_kind(nodes: &[NodeInfo]) -> ErrorKind {
+    if nodes
+        .iter()
+        .any(|n| matches!(n.state, NodeState::Failed { .. }))
+    {
+        ErrorKind::Auth
+    } else {
+        ErrorKind::UnknownJob
     }
-    let link = Link::new(name);
-    core.add_link(Arc::clone(&link));
-    let core = Arc::clone(core);
-    let spawned =
-        Arc::clone(&core).spawn("pp-link", move || drive(&core, Target::Named(link), None));
-    if let Err(e) = spawned {
-        tracing::warn!("cannot start a link thread: {e}");
+}
+
+/// Tells the user about nodes that refused us, logger or not: a refusal is
+/// a configuration error the program's author must see.
+pub(crate) fn report_refusals(nodes: &[NodeInfo]) {
+    use std::io::Write;
+    for node in nodes {
+        if let NodeState::Failed { reason } = &node.state {
+            if tracing::dispatcher::has_been_set() {
+                tracing::warn!(node = %node.name, "node refused us: {reason}");
+            } else {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "pp: node {} refused us: {reason} (jobs run without it)",
+                    node.name
+                );
+            }
+        }
     }
 }
 
