@@ -8,8 +8,9 @@
 //! nodes joining at once ([`MAX_JOINS`]), gives each an overall handshake
 //! deadline and a 4 KiB frame cap until it has authenticated, and names a
 //! joined node by its claimed id *and* its address, never taking over a
-//! live link. The bookkeeping ([`Discovered`], [`ProbeClock`], [`Joins`])
-//! is pure and tested without sockets.
+//! live link. The bookkeeping ([`Discovered`], [`ProbeClock`], and the
+//! join table [`Joins`](crate::cluster::joins::Joins)) is pure and tested
+//! without sockets.
 
 use crate::cluster::joins::{Join, Joins};
 use crate::cluster::node::{NodeRecord, NodeState};
