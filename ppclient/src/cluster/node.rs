@@ -405,7 +405,31 @@ pub(crate) fn report_refusals(nodes: &[NodeInfo]) {
 
 #[cfg(test)]
 mod tests {
-    use super::unused_for;
+    use super::{unused_for, JobSet, NodeRecord, NodeState, Ship};
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_node_coming_up_and_taking_our_program_is_seen_whole() {
+        let record = NodeRecord::new("n:1".into());
+        record.set_ship(Ship::Pending);
+        let jobs: JobSet = Arc::new(HashMap::from([(
+            "a".to_owned(),
+            HashSet::from(["sig".to_owned()]),
+        )]));
+        record.came_up("node-1".into(), jobs, 4);
+        let view = record.view();
+        assert_eq!(view.state, NodeState::Up { workers: 4 });
+        assert_eq!(view.node_id.as_deref(), Some("node-1"));
+        assert_eq!(view.can_run(("a", "sig")), Some(true));
+        assert_eq!(view.can_run(("b", "sig")), None, "our program may bring it");
+        record.program_ready([("b".to_owned(), "sig".to_owned())]);
+        let view = record.view();
+        assert_eq!(view.ship, Ship::Ready);
+        assert_eq!(view.can_run(("a", "sig")), Some(true), "its own jobs stay");
+        assert_eq!(view.can_run(("b", "sig")), Some(true));
+        assert_eq!(view.can_run(("c", "sig")), Some(false));
+    }
 
     #[test]
     fn a_node_is_unused_only_if_it_can_run_none_of_the_queued_jobs() {
