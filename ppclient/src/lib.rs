@@ -20,46 +20,55 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! The modules, from the top down; each names only those below it (checked
+//! by `pptest/tests/layout.rs`: no import circle between files or folders).
+//!
 //! | module | owns |
 //! | --- | --- |
-//! | `server` | [`Server`]: submit, wait, map, groups, stats |
-//! | `builder`, `options` | [`Builder`] (ncpus, nodes, keys, discovery, listen, retries) and per-job [`Options`], [`JobOptions`] |
-//! | `core` | what the server's threads share: the queue, links, stop flag; who can run a job |
-//! | `remote` | what the server knows of each node (state, jobs, counters); starts its link |
-//! | `session` | the driver of one link ([`ppcore::ClientLink`]): dial, read, write, feed jobs from the queue within the window, resolve or requeue what the link gives back |
-//! | `ship` | [`init`], and shipping this program to nodes that lack its jobs: offer, chunked upload |
-//! | `connect` | resolve, connect and authenticate; `node_status` |
-//! | `discovery` | UDP discovery probes and nodes that join a listening server |
-//! | `dns` | nodes from a DNS name: one per address, resolved again as nodes come and go |
+//! | `api::server` | [`Server`]: submit, wait, map, groups, stats, nodes |
+//! | `api::builder`, `api::options` | [`Builder`] (ncpus, nodes, keys, discovery, listen, retries) and per-job [`Options`], [`JobOptions`] |
+//! | `api::handle` | [`JobHandle`]: wait, poll, await, cancel; [`AsCompleted`] |
 //! | `slurm` | the server as the `ppslurm` crate's `Client` (nodes up and down, waits on its condvar, fails what is queued); [`Slurm`] (`ppserver`s started by `srun` in an allocation, or in one it `sbatch`es) is that crate's |
-//! | `handle` | the result cell and [`JobHandle`]: wait, poll, await, cancel; [`AsCompleted`] |
-//! | `task` | the type-erased queue item and how a local worker runs it |
-//! | `tracker` | pending counts for `wait_all` / `wait_group`, outcome counters, the callback thread |
-//! | `dashboard` | the live web dashboard (`Builder::dashboard`): recorder, `/events`, `/api/status` |
-//! | `timer` | the thread that fires job timeouts |
+//! | `dashboard` | the live web dashboard (`Builder::dashboard`): `/events`, `/api/status` |
+//! | `find::discovery` | UDP discovery probes and nodes that join a listening server |
+//! | `find::dns` | nodes from a DNS name: one per address, resolved again as nodes come and go |
+//! | `link::driver` | the driver of one link ([`ppcore::ClientLink`]): read, write, feed jobs from the queue within the window, resolve or requeue what the link gives back |
+//! | `link::dial` | resolve, connect and authenticate; `node_status` |
+//! | `link::ship` | [`init`], and shipping this program to nodes that lack its jobs: offer, chunked upload |
+//! | `link::spawn` | the thread of a named node's link |
+//! | `cluster::state` | what the server's threads share: the queue, the node records, the stop flag and the news of nodes; who can run a job |
+//! | `cluster::node` | what the server knows of each node ([`NodeInfo`], [`NodeState`]): one snapshot per node, read and written whole |
+//! | `cluster::joins` | the table of nodes joining a listening server |
+//! | `jobs::task` | the type-erased queue item and how a local worker runs it |
+//! | `jobs::cell` | a job's result cell: resolved exactly once |
+//! | `jobs::tracker` | pending counts for `wait_all` / `wait_group`, outcome [`Counts`](jobs::tracker::Counts), the callback thread |
+//! | `jobs::recorder` | what the dashboard shows beyond the stats: recent tasks and errors, per-link traffic |
+//! | `jobs::timer` | the thread that fires job timeouts |
+//!
+//! Where this departs from the obvious shape, and why: the dashboard's
+//! recorder sits in `jobs/`, not `dashboard/`, because the job runners and
+//! the links feed it while the dashboard (which reads the cluster) sits
+//! above them; the join table sits in `cluster/`, not `find/`, because a
+//! joined node's link driver holds its place in it and `find/` starts
+//! drivers; `Server::builder` is written beside [`Builder`] so that the
+//! server names no builder.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-mod builder;
-mod connect;
-mod core;
+mod api;
+mod cluster;
 mod dashboard;
-mod discovery;
-mod dns;
-mod handle;
-mod options;
-mod remote;
-mod server;
-mod session;
-mod ship;
+mod find;
+mod jobs;
+mod link;
 mod slurm;
-mod task;
-mod timer;
-mod tracker;
 
-pub use builder::{detect_ncpus, BuildError, Builder, SECRET_ENV};
-pub use connect::{node_status, node_status_with, StatusError, StatusErrorKind};
-pub use handle::{AsCompleted, JobHandle};
-pub use options::{JobOptions, Options};
+pub use api::builder::{detect_ncpus, BuildError, Builder, SECRET_ENV};
+pub use api::handle::{AsCompleted, JobHandle};
+pub use api::options::{JobOptions, Options};
+pub use api::server::Server;
+pub use cluster::node::{NodeInfo, NodeState};
+pub use link::dial::{node_status, node_status_with, StatusError, StatusErrorKind};
+pub use link::ship::init;
 pub use ppcore::wire::NodeStatus;
 pub use ppcore::{
     job, DuplicateJob, ErrorKind, Fallible, Job, JobEntry, JobError, Key, KeySet, NodeStats,
@@ -71,7 +80,6 @@ pub use ppcore::{Array, Element};
 /// A value shared by many jobs, sent once per node ([`Server::share`]).
 pub use ppcore::{Shared, SharedId};
 pub use ppslurm::{Slurm, SlurmError};
-pub use remote::{NodeInfo, NodeState};
 /// serde, for the derives of your own argument and result types, without a
 /// dependency on serde of your own:
 ///
@@ -93,8 +101,6 @@ pub use remote::{NodeInfo, NodeState};
 pub use serde;
 /// Bytes that travel as one MessagePack binary, as a plain `Vec<u8>` does.
 pub use serde_bytes::{ByteBuf, Bytes};
-pub use server::Server;
-pub use ship::init;
 
 /// The node library (`ppserver`): run a node with your own jobs from this
 /// program, e.g. as a subcommand. See [`node::main_linked`].

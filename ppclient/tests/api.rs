@@ -320,6 +320,18 @@ fn a_full_byte_budget_makes_try_submit_hand_the_job_back_and_submit_wait() {
 }
 
 #[test]
+fn a_node_predicate_may_itself_ask_the_server_about_its_nodes() {
+    let server = Server::builder().ncpus(1).build().unwrap();
+    // The predicate runs with no lock of the server held: before, it ran
+    // under the lock every link takes to report news, and the nested wait
+    // below never returned.
+    let held = server.wait_for_nodes_where(Duration::from_secs(10), |nodes| {
+        nodes.is_empty() && server.nodes().is_empty() && server.wait_for_nodes(0, Duration::ZERO)
+    });
+    assert!(held);
+}
+
+#[test]
 fn wait_for_nodes_where_wakes_when_a_node_goes_down() {
     let secret = ppcore::Key::generate().unwrap().to_text();
     let n = node(&secret);

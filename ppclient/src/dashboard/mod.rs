@@ -12,16 +12,14 @@
 //! 8 KiB heads; 10 s to send a request, 10 s of write progress) and at most
 //! [`MAX_STREAMS`] event streams (more get 503). Requests whose `Host` is not
 //! this server's address or `localhost` are refused (no DNS rebinding).
-//! The recorder ([`Recorder`]) is fed by one-line hooks where jobs end.
+//! The recorder ([`Recorder`], in `jobs::recorder`, below the job runners
+//! and links that feed it) is fed by one-line hooks where jobs end.
 
-mod recorder;
 mod status;
 
-pub(crate) use recorder::{LinkMeter, Recorder};
-
-use crate::core::Core;
+use crate::cluster::state::Core;
+use crate::jobs::recorder::{Cursor, Recorder, TASK_RING};
 use ppcore::http::{self, EventSource, Reply, Request, Response};
-use recorder::{Cursor, TASK_RING};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;

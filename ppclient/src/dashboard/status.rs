@@ -2,10 +2,10 @@
 //! what each server-sent event carries. Every text from a peer or a job
 //! travels as a JSON string (data), and the page puts it in with `textContent`.
 
-use super::recorder::{Cursor, Recorder, TaskRecord};
-use crate::core::Core;
-use crate::remote::NodeState;
-use crate::task::LOCAL;
+use crate::cluster::node::NodeState;
+use crate::cluster::state::Core;
+use crate::jobs::recorder::LOCAL;
+use crate::jobs::recorder::{Cursor, Recorder, TaskRecord};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -125,17 +125,16 @@ pub(crate) fn status(
 ) -> Status {
     let elapsed = rec.elapsed();
     let tracker = &core.tracker;
-    let [submitted, succeeded, failed, cancelled, timed_out, shut_down] = tracker.counts();
-    let ended = succeeded + failed + cancelled + timed_out + shut_down;
+    let counts = tracker.counts();
     let totals = Totals {
-        submitted,
-        succeeded,
-        failed,
-        cancelled,
-        timed_out,
-        shut_down,
+        submitted: counts.submitted,
+        succeeded: counts.succeeded,
+        failed: counts.failed,
+        cancelled: counts.cancelled,
+        timed_out: counts.timed_out,
+        shut_down: counts.shut_down,
         retried: tracker.retried.load(Ordering::Relaxed),
-        active: submitted.saturating_sub(ended),
+        active: counts.unresolved(),
         queue_wait_s: tracker.mean_queue_wait().as_secs_f64(),
     };
     let ncpus = core.ncpus.load(Ordering::Acquire);
@@ -156,9 +155,10 @@ pub(crate) fn status(
     }];
     let queued = core.queued_kinds();
     for link in core.links() {
-        let stats = link.counters.snapshot(&link.name, link.workers());
-        let (state, reason) = state_name(&link.state());
-        let reason = reason.or_else(|| link.why_unused(&queued));
+        let view = link.view();
+        let stats = link.counters.snapshot(&link.name, view.workers());
+        let (state, reason) = state_name(&view.state);
+        let reason = reason.or_else(|| view.why_unused(&queued));
         let (bytes_in, bytes_out) = link.meter.bytes();
         nodes.push(NodeView {
             name: link.name.clone(),
@@ -175,7 +175,12 @@ pub(crate) fn status(
             bytes_out: Some(bytes_out),
         });
     }
-    let mut groups = vec![progress("all jobs".into(), submitted, ended, elapsed)];
+    let mut groups = vec![progress(
+        "all jobs".into(),
+        counts.submitted,
+        counts.ended(),
+        elapsed,
+    )];
     for (name, g) in rec.groups() {
         let pending = g.pending.get() as u64;
         let since = elapsed.saturating_sub(Duration::from_micros(g.first_us));

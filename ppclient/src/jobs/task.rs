@@ -5,9 +5,10 @@
 //! cell live together, shared by the queue (or a node's ledger) and the
 //! caller's handle. Whoever holds it in the queue or ledger owns the run.
 
-use crate::handle::{expire, resolve, Cell, Holder};
-use crate::timer::{Expire, Timer};
-use crate::tracker::Tracker;
+use crate::jobs::cell::{expire, resolve, Cell, Holder};
+use crate::jobs::recorder::LOCAL;
+use crate::jobs::timer::{Expire, Timer};
+use crate::jobs::tracker::Tracker;
 use ppcore::{ErrorKind, Job, JobError, NodeCounters};
 use serde_bytes::ByteBuf;
 use std::marker::PhantomData;
@@ -15,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The name the local pool goes by in errors and stats.
-pub(crate) const LOCAL: &str = "local";
+/// A kind of job, as the queue keeps them apart: its name and signature.
+pub(crate) type JobKind = (&'static str, &'static str);
 
 /// What running a job needs besides the job itself.
 pub(crate) struct RunCtx {
@@ -26,7 +27,7 @@ pub(crate) struct RunCtx {
     /// The largest arguments a node can be sent.
     max_payload: usize,
     /// The dashboard's recorder, when there is a dashboard.
-    pub(crate) dash: OnceLock<Arc<crate::dashboard::Recorder>>,
+    pub(crate) dash: OnceLock<Arc<crate::jobs::recorder::Recorder>>,
 }
 
 impl RunCtx {
@@ -484,7 +485,7 @@ impl<J: Job> Task for TypedTask<J> {
             ErrorKind::Cancelled,
             "cancelled by Server::cancel_all or cancel_group",
         );
-        if !crate::handle::cancel(&self, err) {
+        if !crate::jobs::cell::cancel(&self, err) {
             return false;
         }
         // Out of the queue for good: its budget and arguments go now, not

@@ -24,6 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+/// The name the local pool goes by in errors and stats.
+pub(crate) const LOCAL: &str = "local";
+
 /// How many finished tasks the dashboard keeps, in all.
 pub(crate) const TASK_RING: usize = 10_000;
 const SHARDS: usize = 8;
@@ -140,7 +143,7 @@ impl Default for Recorder {
         Recorder {
             born: Instant::now(),
             shards: Default::default(),
-            places: RwLock::new(vec![Arc::from(crate::task::LOCAL)]),
+            places: RwLock::new(vec![Arc::from(LOCAL)]),
             errors: Mutex::new(VecDeque::new()),
             busy: Mutex::new(Vec::new()),
             groups: Mutex::new(HashMap::new()),

@@ -1,6 +1,6 @@
 //! Reaching a node: resolve, connect, authenticate; and a one-off status query.
 
-use crate::remote::LinkSettings;
+use crate::cluster::node::LinkSettings;
 use ppcore::link::HANDSHAKE_MAX_FRAME;
 use ppcore::secure::ClientHandshake;
 use ppcore::wire::{ClientMsg, NodeMsg, DEFAULT_PORT};

@@ -14,17 +14,16 @@
 //! or requeue jobs. Every decision (handshake, window, heartbeats, losses,
 //! backoff) is the link's, tested on a fake clock in ppcore.
 
-use crate::connect::dial;
-use crate::core::{Core, JobKind};
-use crate::remote::{JobSet, Link, NodeState};
-use crate::task::Task;
-use crate::timer::Expire;
+use crate::cluster::node::{JobSet, NodeRecord, NodeState};
+use crate::cluster::state::Core;
+use crate::jobs::task::{JobKind, Task};
+use crate::jobs::timer::Expire;
+use crate::link::dial::dial;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use ppcore::link::{Action, ClientLink, Event, LinkConfig, LinkState};
 use ppcore::program::{OfferAnswer, ProgramId};
 use ppcore::shared::{SharedId, SharedValue};
-use ppcore::sync::lock;
 use ppcore::wire::RunJob;
 use ppcore::{Outbox, Wake};
 use std::collections::{HashMap, HashSet};
@@ -85,9 +84,9 @@ impl Wake for Waker {
 /// Whose link this is.
 pub(crate) enum Target {
     /// A node we dial, already known by name.
-    Named(Arc<Link>),
+    Named(Arc<NodeRecord>),
     /// A node that dialled us; known by name once it said who it is.
-    Joined(Arc<crate::discovery::Join>),
+    Joined(Arc<crate::cluster::joins::Join>),
 }
 
 /// The link's settings from the server's; `None` without keys.
@@ -114,7 +113,7 @@ struct Driver<'a> {
     target: Target,
     /// A joined node's place in the join table, held while it is served
     /// under its name (dropping it frees the name).
-    joined: Option<Arc<crate::discovery::Join>>,
+    joined: Option<Arc<crate::cluster::joins::Join>>,
     link: ClientLink<Arc<dyn Task>>,
     poll: Poll,
     waker: Arc<Waker>,
@@ -136,7 +135,7 @@ struct Driver<'a> {
     /// Which kinds of job the node runs, as found out so far this session.
     kinds: Vec<(JobKind, bool)>,
     /// This program's upload to the node, one chunk per turn.
-    upload: Option<crate::ship::Upload>,
+    upload: Option<crate::link::ship::Upload>,
     /// This program is to be offered to the node once it is hashed.
     offer_due: bool,
     /// When the node last answered a job.
@@ -219,7 +218,7 @@ pub(crate) fn drive_with(
 }
 
 impl Driver<'_> {
-    fn record(&self) -> Option<&Arc<Link>> {
+    fn record(&self) -> Option<&Arc<NodeRecord>> {
         match &self.target {
             Target::Named(r) => Some(r),
             Target::Joined(_) => None,
@@ -275,7 +274,7 @@ impl Driver<'_> {
         for ask in asks {
             let gone = self
                 .link
-                .cancel_where(|t| t.id() < ask.below && crate::task::in_group(t, ask.group));
+                .cancel_where(|t| t.id() < ask.below && crate::jobs::task::in_group(t, ask.group));
             let n = gone.into_iter().filter(|t| Arc::clone(t).cancel()).count();
             let _ = ask.reply.send(n);
         }
@@ -578,7 +577,7 @@ impl Driver<'_> {
                         r.set_state(NodeState::Failed { reason });
                         // After build() returned, nobody else tells the user.
                         if self.core.report_late.load(Ordering::Acquire) {
-                            crate::builder::report_refusals(&[r.info(&[])]);
+                            crate::cluster::node::report_refusals(&[r.info(&[])]);
                         }
                     }
                     self.core.contacted();
@@ -625,7 +624,7 @@ impl Driver<'_> {
                 return self.link.handle(Event::Close, Instant::now());
             };
             let record = self.core.link(&name).unwrap_or_else(|| {
-                let record = Link::new(name);
+                let record = NodeRecord::new(name);
                 self.core.add_link(Arc::clone(&record));
                 record
             });
@@ -639,7 +638,7 @@ impl Driver<'_> {
         self.kinds.clear();
         // Before the jobs are published: nobody takes this program's jobs
         // for unrunnable while it is offered.
-        self.offer_due = crate::ship::on_up(&hello, self.record().map(|r| &**r));
+        self.offer_due = crate::link::ship::on_up(&hello, self.record().map(|r| &**r));
         self.upload = None;
         let mut jobs = HashMap::<String, HashSet<String>>::new();
         for j in hello.jobs {
@@ -647,11 +646,7 @@ impl Driver<'_> {
         }
         let jobs: JobSet = Arc::new(jobs);
         if let Some(r) = self.record() {
-            r.set_node_id(hello.node_id.clone());
-            *lock(&r.jobs) = Some(jobs);
-            r.set_state(NodeState::Up {
-                workers: hello.workers,
-            });
+            r.came_up(hello.node_id.clone(), jobs, hello.workers);
             tracing::info!(node = %r.name, workers = hello.workers, "node up");
         }
         self.core.contacted();
@@ -665,11 +660,11 @@ impl Driver<'_> {
     fn ship_turn(&mut self) {
         if self.offer_due {
             let record = self.record().cloned();
-            self.offer_due = !crate::ship::try_offer(&mut self.link, record.as_deref());
+            self.offer_due = !crate::link::ship::try_offer(&mut self.link, record.as_deref());
             return;
         }
         if let Some(upload) = &mut self.upload {
-            if self.link.upload_room() && !crate::ship::send_chunk(upload, &mut self.link) {
+            if self.link.upload_room() && !crate::link::ship::send_chunk(upload, &mut self.link) {
                 self.upload = None;
             }
         }
@@ -679,7 +674,7 @@ impl Driver<'_> {
     fn offered(&mut self, id: ProgramId, answer: OfferAnswer) {
         tracing::info!(node = %self.name(), program = %id, ?answer, "program offered");
         match answer {
-            OfferAnswer::Need => match crate::ship::start_upload(id) {
+            OfferAnswer::Need => match crate::link::ship::start_upload(id) {
                 Ok(upload) => self.upload = Some(upload),
                 Err(reason) => self.ship_refused(id, reason),
             },
@@ -695,15 +690,7 @@ impl Driver<'_> {
         // The link runs more kinds now: ask it again.
         self.kinds.clear();
         if let Some(r) = self.record() {
-            let mut known = lock(&r.jobs);
-            let mut all: HashMap<String, HashSet<String>> =
-                known.as_deref().cloned().unwrap_or_default();
-            for j in jobs {
-                all.entry(j.name).or_default().insert(j.signature);
-            }
-            *known = Some(Arc::new(all));
-            drop(known);
-            *lock(&r.ship) = crate::ship::Ship::Ready;
+            r.program_ready(jobs.into_iter().map(|j| (j.name, j.signature)));
         }
         self.core.contacted();
     }
@@ -714,7 +701,7 @@ impl Driver<'_> {
         tracing::warn!(node = %self.name(), program = %id, "program refused: {reason}");
         self.upload = None;
         if let Some(r) = self.record() {
-            *lock(&r.ship) = crate::ship::Ship::Refused(reason);
+            r.set_ship(crate::cluster::node::Ship::Refused(reason));
         }
         // After build() returned, nobody else tells the user.
         if self.core.report_late.load(Ordering::Acquire) {

@@ -1,16 +1,15 @@
 //! [`Builder`]: how a [`Server`] is configured and started.
 
-use crate::connect::with_port;
-use crate::core::Core;
-use crate::dns::{DnsName, Resolver};
-use crate::remote::{LinkSettings, NodeInfo, NodeState};
-use crate::server::Server;
-use crate::task::Task;
-use crate::tracker::Tracker;
+use crate::api::server::Server;
+use crate::cluster::node::{LinkSettings, NodeInfo, NodeState};
+use crate::cluster::state::Core;
+use crate::find::dns::{DnsName, Resolver};
+use crate::jobs::task::Task;
+use crate::jobs::tracker::Tracker;
+use crate::link::dial::with_port;
 use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
 use ppcore::{DuplicateJob, KeyError, KeySet, Pool, Registry};
 use ppslurm::{Slurm, SlurmError};
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -119,6 +118,13 @@ impl Default for Builder {
             dns: Vec::new(),
             dns_every: Duration::from_secs(10),
         }
+    }
+}
+
+impl Server {
+    /// A builder with the defaults: every linked job, `ncpus` auto-detected, no nodes.
+    pub fn builder() -> Builder {
+        Builder::default()
     }
 }
 
@@ -383,38 +389,40 @@ impl Builder {
         };
         let open_ended = listener.is_some() || self.discover.is_some() || !self.dns.is_empty();
         let tracker = Arc::new(Tracker::new()?);
-        let core = Arc::new(Core::new(tracker, settings, ncpus, open_ended));
+        let core = Arc::new(Core::new(tracker, settings, ncpus, open_ended, || {
+            (!crate::link::ship::initialized()).then_some(crate::link::ship::INIT_HINT)
+        }));
         let worker_core = Arc::clone(&core);
         let pool = Pool::start("pp-worker", ncpus, core.queue.clone(), move |task| {
             Task::run_local(task, &worker_core.ctx)
         });
         for node in &self.nodes {
-            crate::remote::start_static(&core, node.clone());
+            crate::link::spawn::start_static(&core, node.clone());
         }
         let listen_addr = match listener {
             Some(listener) => {
                 let addr = listener.local_addr()?;
                 let core = Arc::clone(&core);
                 Arc::clone(&core).spawn("pp-listen", move || {
-                    crate::discovery::accept_joins(&core, &listener)
+                    crate::find::discovery::accept_joins(&core, &listener)
                 })?;
                 Some(addr)
             }
             None => None,
         };
         if let Some((pattern, target)) = self.discover.clone() {
-            let found = crate::discovery::Found::new();
-            let _ = crate::discovery::probe(&core, &pattern, target, &found);
+            let found = crate::find::discovery::Found::new();
+            let _ = crate::find::discovery::probe(&core, &pattern, target, &found);
             let core = Arc::clone(&core);
             Arc::clone(&core).spawn("pp-discover", move || {
-                crate::discovery::discover(&core, &pattern, target, &found)
+                crate::find::discovery::discover(&core, &pattern, target, &found)
             })?;
         }
         for dns in self.dns.clone() {
             let (core, every) = (Arc::clone(&core), self.dns_every);
             std::thread::Builder::new()
                 .name("pp-dns".into())
-                .spawn(move || crate::dns::watch(&core, &dns.name, &dns.resolver, every))?;
+                .spawn(move || crate::find::dns::watch(&core, &dns.name, &dns.resolver, every))?;
         }
         let slurm = match (&self.slurm, listen_addr, &slurm_key_file) {
             (Some(slurm), Some(addr), Some(key_file)) => {
@@ -435,7 +443,7 @@ impl Builder {
             .filter(|n| matches!(n.state, NodeState::Up { .. }))
             .count();
         if self.report_refusals && up >= self.require_nodes {
-            report_refusals(&nodes);
+            crate::cluster::node::report_refusals(&nodes);
             core.report_late.store(true, Ordering::Release);
             core.report_ship_refusals();
         }
@@ -500,24 +508,6 @@ impl std::fmt::Debug for KeySource {
         match self {
             KeySource::File(path) => f.debug_tuple("File").field(path).finish(),
             KeySource::Text(_) | KeySource::Keys(_) => f.write_str("Keys(..)"),
-        }
-    }
-}
-
-/// Tells the user about nodes that refused us, logger or not: a refusal is
-/// a configuration error the program's author must see.
-pub(crate) fn report_refusals(nodes: &[NodeInfo]) {
-    for node in nodes {
-        if let NodeState::Failed { reason } = &node.state {
-            if tracing::dispatcher::has_been_set() {
-                tracing::warn!(node = %node.name, "node refused us: {reason}");
-            } else {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "pp: node {} refused us: {reason} (jobs run without it)",
-                    node.name
-                );
-            }
         }
     }
 }

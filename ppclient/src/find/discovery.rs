@@ -8,16 +8,18 @@
 //! nodes joining at once ([`MAX_JOINS`]), gives each an overall handshake
 //! deadline and a 4 KiB frame cap until it has authenticated, and names a
 //! joined node by its claimed id *and* its address, never taking over a
-//! live link. The bookkeeping ([`Discovered`], [`ProbeClock`], [`Joins`])
-//! is pure and tested without sockets.
+//! live link. The bookkeeping ([`Discovered`], [`ProbeClock`], and the
+//! join table [`Joins`](crate::cluster::joins::Joins)) is pure and tested
+//! without sockets.
 
-use crate::core::Core;
-use crate::remote::{Link, NodeState};
-use crate::session::{drive_with, link_config, Target};
+use crate::cluster::joins::{Join, Joins};
+use crate::cluster::node::{NodeRecord, NodeState};
+use crate::cluster::state::Core;
+use crate::link::driver::{drive_with, link_config, Target};
 use ppcore::escape;
 use ppcore::sync::lock;
 use ppcore::wire::{parse_discovery_reply, DISCOVERY_PROBE};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -196,7 +198,7 @@ fn start_discovered(core: &Arc<Core>, name: String, found: &Found) {
     }
     tracing::info!(node = %name, "discovered");
     let link = existing.unwrap_or_else(|| {
-        let link = Link::new(name);
+        let link = NodeRecord::new(name);
         core.add_link(Arc::clone(&link));
         link
     });
@@ -215,7 +217,7 @@ fn start_discovered(core: &Arc<Core>, name: String, found: &Found) {
 /// Serves a discovered node until the server stops, the node refuses us, or
 /// [`DROP_AFTER`] connections in a row fail; then it stays marked failed,
 /// with why (the link says it).
-fn run_discovered(core: &Arc<Core>, link: &Arc<Link>) {
+fn run_discovered(core: &Arc<Core>, link: &Arc<NodeRecord>) {
     let Some(mut config) = link_config(core, true) else {
         return;
     };
@@ -223,92 +225,6 @@ fn run_discovered(core: &Arc<Core>, link: &Arc<Link>) {
     drive_with(core, Target::Named(Arc::clone(link)), None, config);
     if let NodeState::Failed { reason } = link.state() {
         tracing::info!(node = %link.name, "dropping discovered node: {}", escape(&reason));
-    }
-}
-
-/// Nodes joining a listening client: how many at once, and the names being
-/// served. Pure. (Each join's handshake deadline is its link's.)
-#[derive(Debug)]
-pub(crate) struct Joins {
-    max: usize,
-    next_id: u64,
-    /// Joins in progress or served: id to the name it is served under.
-    open: HashMap<u64, Option<String>>,
-    serving: HashSet<String>,
-}
-
-impl Joins {
-    pub(crate) fn new(max: usize) -> Self {
-        Joins {
-            max,
-            next_id: 0,
-            open: HashMap::new(),
-            serving: HashSet::new(),
-        }
-    }
-
-    /// A new connection: its id, or `None` if too many are open.
-    pub(crate) fn admit(&mut self) -> Option<u64> {
-        if self.open.len() >= self.max {
-            return None;
-        }
-        self.next_id += 1;
-        self.open.insert(self.next_id, None);
-        Some(self.next_id)
-    }
-
-    /// Join `id` authenticated as `name`: whether it may be served (no live
-    /// join holds that name).
-    pub(crate) fn authenticated(&mut self, id: u64, name: &str) -> bool {
-        match self.open.get(&id) {
-            Some(None) => {}
-            _ => return false,
-        }
-        if !self.serving.insert(name.to_owned()) {
-            return false;
-        }
-        self.open.insert(id, Some(name.to_owned()));
-        true
-    }
-
-    /// Join `id` ended (served, refused or cut off): its slot and its name
-    /// are free.
-    pub(crate) fn closed(&mut self, id: u64) {
-        if let Some(Some(name)) = self.open.remove(&id) {
-            self.serving.remove(&name);
-        }
-    }
-}
-
-/// The name of a joined node: its claimed id (escaped) and the address it
-/// came from, so that nobody can take over another node's link by claiming
-/// its id.
-pub(crate) fn joined_name(node_id: &str, peer: SocketAddr) -> String {
-    format!("{} ({})", escape(node_id), peer.ip())
-}
-
-/// One node joining a listening client, for its link's driver: where it
-/// came from, and its place in the join table (freed when dropped).
-pub(crate) struct Join {
-    pub(crate) peer: SocketAddr,
-    id: u64,
-    table: Arc<Mutex<Joins>>,
-}
-
-impl Join {
-    /// The node authenticated and said its id: the name to serve it under,
-    /// or `None` if a live join holds that name.
-    pub(crate) fn claim(&self, node_id: &str) -> Option<String> {
-        let name = joined_name(node_id, self.peer);
-        lock(&self.table)
-            .authenticated(self.id, &name)
-            .then_some(name)
-    }
-}
-
-impl Drop for Join {
-    fn drop(&mut self) {
-        lock(&self.table).closed(self.id);
     }
 }
 
@@ -338,11 +254,7 @@ fn admit_join(core: &Arc<Core>, table: &Arc<Mutex<Joins>>, stream: TcpStream, pe
         tracing::warn!(%peer, "too many joining nodes: refused");
         return;
     };
-    let join = Join {
-        peer,
-        id,
-        table: Arc::clone(table),
-    };
+    let join = Join::new(peer, id, Arc::clone(table));
     let Some(mut config) = link_config(core, false) else {
         return;
     };

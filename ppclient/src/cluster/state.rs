@@ -1,17 +1,14 @@
 //! What the server's threads share: the job queue, the run context, the
 //! links to nodes, and the stop flag.
 
-use crate::remote::{Link, LinkSettings, NodeInfo, NodeState};
-use crate::task::{RunCtx, Task};
-use crate::tracker::Tracker;
+use crate::cluster::node::{unrunnable_kind, LinkSettings, NodeInfo, NodeRecord, NodeState};
+use crate::jobs::task::{JobKind, RunCtx, Task};
+use crate::jobs::tracker::Tracker;
 use ppcore::sync::lock;
 use ppcore::{JobError, Lanes};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-/// A kind of job, as the queue keeps them apart: its name and signature.
-pub(crate) type JobKind = (&'static str, &'static str);
 
 pub(crate) struct Core {
     pub(crate) queue: Lanes<Arc<dyn Task>, JobKind>,
@@ -21,7 +18,7 @@ pub(crate) struct Core {
     pub(crate) ncpus: AtomicUsize,
     /// Whether nodes we do not know yet may still turn up (listen, discovery).
     pub(crate) open_ended: bool,
-    links: Mutex<Vec<Arc<Link>>>,
+    links: Mutex<Vec<Arc<NodeRecord>>>,
     stop: AtomicBool,
     /// Set once `build()` has reported refusals (if asked to): refusals
     /// after that are reported as they happen.
@@ -30,7 +27,12 @@ pub(crate) struct Core {
     /// the server is dropped.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Signalled on every change worth waking for: first contact, stop.
-    news: (Mutex<()>, Condvar),
+    /// Counts the changes, so that a waiter that looked at the nodes with
+    /// no lock held can tell whether one came since.
+    news: (Mutex<u64>, Condvar),
+    /// What a job error adds when no node can run a job (how to ship this
+    /// program), if anything: asked of the link layer, which sits above.
+    ship_hint: fn() -> Option<&'static str>,
 }
 
 impl Core {
@@ -39,6 +41,7 @@ impl Core {
         settings: LinkSettings,
         ncpus: usize,
         open_ended: bool,
+        ship_hint: fn() -> Option<&'static str>,
     ) -> Self {
         Core {
             queue: Lanes::new(),
@@ -51,7 +54,8 @@ impl Core {
             stop: AtomicBool::new(false),
             report_late: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
-            news: (Mutex::new(()), Condvar::new()),
+            news: (Mutex::new(0), Condvar::new()),
+            ship_hint,
         }
     }
 
@@ -68,7 +72,7 @@ impl Core {
             link.close();
         }
         for task in self.queue.drain_kinds(|_| true) {
-            task.abandon(crate::task::shutdown_error());
+            task.abandon(crate::jobs::task::shutdown_error());
         }
     }
 
@@ -101,7 +105,8 @@ impl Core {
     }
 
     fn wake(&self) {
-        let _guard = lock(&self.news.0);
+        let mut changes = lock(&self.news.0);
+        *changes = changes.wrapping_add(1);
         self.news.1.notify_all();
     }
 
@@ -160,13 +165,14 @@ impl Core {
     pub(crate) fn wait_nodes(
         &self,
         limit: Duration,
-        mut holds: impl FnMut(&[crate::remote::NodeInfo]) -> bool,
+        mut holds: impl FnMut(&[NodeInfo]) -> bool,
     ) -> bool {
         let deadline = ppcore::limits::deadline(Instant::now(), limit);
-        let mut guard = lock(&self.news.0);
         loop {
-            // The nodes are read under the news lock: a change made after
-            // this read notifies only once this thread waits.
+            // The count of changes is read before the nodes: a change made
+            // while `holds` runs (with no lock held: it is the user's code)
+            // ends the wait below at once.
+            let seen = *lock(&self.news.0);
             if holds(&self.nodes()) {
                 return true;
             }
@@ -174,26 +180,25 @@ impl Core {
             if left.is_zero() || self.stopped() {
                 return false;
             }
-            guard = self
+            let changes = lock(&self.news.0);
+            let _ = self
                 .news
                 .1
-                .wait_timeout(guard, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+                .wait_timeout_while(changes, left, |n| *n == seen && !self.stopped());
         }
     }
 
-    pub(crate) fn add_link(&self, link: Arc<Link>) {
+    pub(crate) fn add_link(&self, link: Arc<NodeRecord>) {
         lock(&self.links).push(link);
         self.contacted();
     }
 
     /// The link named `name`, if there is one.
-    pub(crate) fn link(&self, name: &str) -> Option<Arc<Link>> {
+    pub(crate) fn link(&self, name: &str) -> Option<Arc<NodeRecord>> {
         lock(&self.links).iter().find(|l| l.name == name).cloned()
     }
 
-    pub(crate) fn links(&self) -> Vec<Arc<Link>> {
+    pub(crate) fn links(&self) -> Vec<Arc<NodeRecord>> {
         lock(&self.links).clone()
     }
 
@@ -238,7 +243,7 @@ impl Core {
     /// Queues a new job.
     pub(crate) fn enqueue(&self, task: Arc<dyn Task>) {
         if self.stopped() {
-            return task.abandon(crate::task::shutdown_error());
+            return task.abandon(crate::jobs::task::shutdown_error());
         }
         self.queue.push_kind(task.job(), task);
     }
@@ -247,7 +252,7 @@ impl Core {
     /// jobs not started yet.
     pub(crate) fn requeue(&self, task: Arc<dyn Task>) {
         if self.stopped() {
-            return task.abandon(crate::task::shutdown_error());
+            return task.abandon(crate::jobs::task::shutdown_error());
         }
         self.queue.push_front_kind(task.job(), task);
     }
@@ -266,9 +271,10 @@ impl Core {
         }
         let mut why = Vec::new();
         for link in links.iter() {
-            match link.can_run(job) {
+            let view = link.view();
+            match view.can_run(job) {
                 Some(true) | None => return Ok(()),
-                Some(false) => why.push(match (link.state(), link.ship_refusal()) {
+                Some(false) => why.push(match (&view.state, view.ship_refusal()) {
                     (NodeState::Failed { reason }, _) => format!("{}: {reason}", link.name),
                     (_, Some(refused)) => format!(
                         "{}: has no job `{}` and refused this program: {refused}",
@@ -278,9 +284,9 @@ impl Core {
                 }),
             }
         }
-        let hint = match crate::ship::initialized() {
-            true => String::new(),
-            false => format!(" ({})", crate::ship::INIT_HINT),
+        let hint = match (self.ship_hint)() {
+            None => String::new(),
+            Some(hint) => format!(" ({hint})"),
         };
         Err(format!(
             "no local workers (ncpus = 0) and no node can run `{}`: {}{hint}",
@@ -308,7 +314,7 @@ impl Core {
         if doomed.is_empty() {
             return;
         }
-        let kind = crate::server::unrunnable_kind(&self.nodes());
+        let kind = unrunnable_kind(&self.nodes());
         for task in doomed {
             let why = verdicts
                 .iter()

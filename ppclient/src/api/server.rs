@@ -1,41 +1,19 @@
 //! `Server`: Parallel Python's `pp.Server` for Rust programs.
 
-use crate::builder::Builder;
-use crate::core::Core;
-use crate::handle::{resolve, AsCompleted, Cell, Holder, JobHandle};
-use crate::options::{JobOptions, Options};
-use crate::remote::{NodeInfo, NodeState};
-use crate::task::{Extra, TypedTask, LOCAL};
-use crate::tracker::Pending;
-use ppcore::{ErrorKind, Job, JobError, NodeStats, Pool, Registry, Shared, Stats};
+use crate::api::handle::{AsCompleted, JobHandle};
+use crate::api::options::{JobOptions, Options};
+use crate::cluster::node::{unrunnable_kind, NodeInfo, NodeState};
+use crate::cluster::state::Core;
+use crate::jobs::cell::{resolve, Cell, Holder};
+use crate::jobs::recorder::LOCAL;
+use crate::jobs::task::{Extra, TypedTask};
+use crate::jobs::tracker::Pending;
+use ppcore::{Job, JobError, NodeStats, Pool, Registry, Shared, Stats};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Jobs submitted and not resolved. The counters are read one by one while
-/// jobs end, so the endings may include a job whose submission was read
-/// before it: never below zero.
-fn unresolved(submitted: u64, ended: [u64; 5]) -> u64 {
-    submitted.saturating_sub(ended.iter().fold(0, |a, &b| a.saturating_add(b)))
-}
-
-/// The kind of error for a job that no local worker and no node can run:
-/// [`ErrorKind::Auth`] if a node that might have run it refused us (it is
-/// `Failed`: wrong key, other protocol version), else
-/// [`ErrorKind::UnknownJob`]. The one rule for every place that gives up on
-/// such a job.
-pub(crate) fn unrunnable_kind(nodes: &[NodeInfo]) -> ErrorKind {
-    if nodes
-        .iter()
-        .any(|n| matches!(n.state, NodeState::Failed { .. }))
-    {
-        ErrorKind::Auth
-    } else {
-        ErrorKind::UnknownJob
-    }
-}
 
 /// What a node's row in the statistics says when it takes no jobs.
 fn why_down(state: &NodeState) -> Option<String> {
@@ -115,11 +93,6 @@ impl Server {
     /// The Slurm job its nodes run in, when they were started through Slurm.
     pub fn slurm_job(&self) -> Option<&str> {
         self.slurm.as_ref().map(|l| l.job_id())
-    }
-
-    /// A builder with the defaults: every linked job, `ncpus` auto-detected, no nodes.
-    pub fn builder() -> Builder {
-        Builder::default()
     }
 
     /// Submits `job` with `args` (a tuple) and returns its handle.
@@ -298,9 +271,9 @@ impl Server {
         let Some(g) = group else {
             return Ok(());
         };
-        if let Some(ctx) = crate::tracker::in_callback() {
+        if let Some(ctx) = crate::jobs::tracker::in_callback() {
             if ctx.group == Some(Arc::as_ptr(&g) as usize) {
-                return Err(crate::tracker::would_deadlock(&format!(
+                return Err(crate::jobs::tracker::would_deadlock(&format!(
                     "waited on its own group `{name}`"
                 )));
             }
@@ -343,7 +316,7 @@ impl Server {
         let sweep = || {
             self.core
                 .queue
-                .remove_where(|t| t.id() < below && crate::task::in_group(t, group))
+                .remove_where(|t| t.id() < below && crate::jobs::task::in_group(t, group))
                 .into_iter()
                 .filter(|t| Arc::clone(t).cancel())
                 .count()
@@ -390,8 +363,8 @@ impl Server {
     }
 
     fn wait_all_until(&self, deadline: Option<Instant>) -> Result<bool, JobError> {
-        if crate::tracker::in_callback().is_some() {
-            return Err(crate::tracker::would_deadlock("called wait_all"));
+        if crate::jobs::tracker::in_callback().is_some() {
+            return Err(crate::jobs::tracker::would_deadlock("called wait_all"));
         }
         Ok(self.core.tracker.wait_quiet(deadline))
     }
@@ -409,7 +382,7 @@ impl Server {
             .nodes()
             .iter()
             .map(|n| match n.state {
-                crate::remote::NodeState::Up { workers } => workers,
+                crate::cluster::node::NodeState::Up { workers } => workers,
                 _ => 0,
             })
             .sum();
@@ -490,27 +463,27 @@ impl Server {
     /// The statistics as data: the local pool first, then each node.
     pub fn stats(&self) -> Stats {
         let tracker = &self.core.tracker;
-        let [submitted, succeeded, failed, cancelled, timed_out, shut_down] = tracker.counts();
+        let counts = tracker.counts();
         let mut nodes = vec![self.core.ctx.local.snapshot(LOCAL, self.ncpus())];
         let queued = self.core.queued_kinds();
-        nodes.extend(self.core.links().iter().map(|l| NodeStats {
-            down: why_down(&l.state()).or_else(|| l.why_unused(&queued)),
-            ..l.counters.snapshot(&l.name, l.workers())
+        nodes.extend(self.core.links().iter().map(|l| {
+            let view = l.view();
+            NodeStats {
+                down: why_down(&view.state).or_else(|| view.why_unused(&queued)),
+                ..l.counters.snapshot(&l.name, view.workers())
+            }
         }));
         Stats {
             nodes,
             elapsed: self.created.elapsed(),
-            active: unresolved(
-                submitted,
-                [succeeded, failed, cancelled, timed_out, shut_down],
-            ),
+            active: counts.unresolved(),
             ncpus: self.ncpus(),
-            submitted,
-            succeeded,
-            failed,
-            cancelled,
-            timed_out,
-            shut_down,
+            submitted: counts.submitted,
+            succeeded: counts.succeeded,
+            failed: counts.failed,
+            cancelled: counts.cancelled,
+            timed_out: counts.timed_out,
+            shut_down: counts.shut_down,
             retried: tracker.retried.load(Ordering::Relaxed),
             queue_wait: tracker.mean_queue_wait(),
         }
@@ -550,15 +523,5 @@ impl std::fmt::Debug for Server {
             .field("ncpus", &self.ncpus())
             .field("nodes", &self.nodes())
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unresolved_never_underflows() {
-        assert_eq!(super::unresolved(10, [3, 2, 0, 0, 1]), 4);
-        assert_eq!(super::unresolved(5, [3, 2, 1, 0, 0]), 0);
-        assert_eq!(super::unresolved(0, [u64::MAX, 1, 0, 0, 0]), 0);
     }
 }

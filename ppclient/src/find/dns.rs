@@ -6,7 +6,7 @@
 //! gone the link goes down like any lost node (its jobs run elsewhere), and
 //! it is used again if the address comes back.
 
-use crate::core::Core;
+use crate::cluster::state::Core;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,7 +88,7 @@ pub(crate) fn watch(core: &Arc<Core>, name: &str, resolver: &Resolver, every: Du
             let node = addr.to_string();
             if core.link(&node).is_none() {
                 tracing::info!(name, %node, "node found by DNS");
-                crate::remote::start_static(core, node);
+                crate::link::spawn::start_static(core, node);
             }
         }
         for addr in change.gone {

@@ -129,6 +129,40 @@ impl Drop for Blocking<'_> {
 /// Work handed to the callback thread.
 pub(crate) type CallbackWork = Box<dyn FnOnce() + Send>;
 
+/// Jobs submitted, and how those that ended ended, as the tracker counted
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Counts {
+    pub(crate) submitted: u64,
+    pub(crate) succeeded: u64,
+    pub(crate) failed: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) timed_out: u64,
+    pub(crate) shut_down: u64,
+}
+
+impl Counts {
+    /// Jobs that ended, however they ended.
+    pub(crate) fn ended(&self) -> u64 {
+        [
+            self.succeeded,
+            self.failed,
+            self.cancelled,
+            self.timed_out,
+            self.shut_down,
+        ]
+        .iter()
+        .fold(0, |a, &b| a.saturating_add(b))
+    }
+
+    /// Jobs submitted and not resolved. The counters are read one by one
+    /// while jobs end, so the endings may include a job whose submission
+    /// was read before it: never below zero.
+    pub(crate) fn unresolved(&self) -> u64 {
+        self.submitted.saturating_sub(self.ended())
+    }
+}
+
 /// What the tracker counts, by index into a shard.
 #[derive(Clone, Copy)]
 pub(crate) enum Count {
@@ -328,16 +362,36 @@ impl Tracker {
         }
     }
 
-    /// Submitted, succeeded, failed, cancelled, timed out, shut down.
-    pub(crate) fn counts(&self) -> [u64; 6] {
-        [
-            Count::Submitted,
-            Count::Succeeded,
-            Count::Failed,
-            Count::Cancelled,
-            Count::TimedOut,
-            Count::ShutDown,
-        ]
-        .map(|c| self.sum(c))
+    /// Jobs submitted, and how those that ended ended.
+    pub(crate) fn counts(&self) -> Counts {
+        Counts {
+            submitted: self.sum(Count::Submitted),
+            succeeded: self.sum(Count::Succeeded),
+            failed: self.sum(Count::Failed),
+            cancelled: self.sum(Count::Cancelled),
+            timed_out: self.sum(Count::TimedOut),
+            shut_down: self.sum(Count::ShutDown),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counts;
+
+    #[test]
+    fn unresolved_jobs_never_underflow() {
+        let counts =
+            |submitted, [succeeded, failed, cancelled, timed_out, shut_down]: [u64; 5]| Counts {
+                submitted,
+                succeeded,
+                failed,
+                cancelled,
+                timed_out,
+                shut_down,
+            };
+        assert_eq!(counts(10, [3, 2, 0, 0, 1]).unresolved(), 4);
+        assert_eq!(counts(5, [3, 2, 1, 0, 0]).unresolved(), 0);
+        assert_eq!(counts(0, [u64::MAX, 1, 0, 0, 0]).unresolved(), 0);
     }
 }

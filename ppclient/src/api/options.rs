@@ -1,6 +1,6 @@
 //! [`Options`]: how to run a job; [`JobOptions`]: the same with a callback.
 
-use crate::handle::Callback;
+use crate::jobs::cell::Callback;
 use ppcore::JobError;
 use std::time::Duration;
 

@@ -5,10 +5,9 @@
 //! The node verifies the hash before it runs anything and keeps the file in
 //! its cache: a second client with the same program uploads nothing.
 
-use crate::remote::Link;
+use crate::cluster::node::{NodeRecord, Ship};
 use ppcore::link::{ClientLink, NodeHello};
 use ppcore::program::{ProgramId, ProgramInfo};
-use ppcore::sync::lock;
 use ppcore::upload::Sender;
 use ppcore::Registry;
 use std::collections::HashSet;
@@ -89,29 +88,15 @@ fn own_jobs() -> &'static HashSet<(String, String)> {
     })
 }
 
-/// Where shipping to one node stands.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) enum Ship {
-    /// Not offered (not needed, not possible, or `init` not called).
-    #[default]
-    No,
-    /// Offered; the node has not said yet whether it will run it.
-    Pending,
-    /// The node runs it.
-    Ready,
-    /// The node refused it, and why.
-    Refused(String),
-}
-
 /// An upload under way on one link.
 pub(crate) struct Upload {
     id: ProgramId,
     sender: Sender<File>,
 }
 
-fn set(record: Option<&Link>, ship: Ship) {
+fn set(record: Option<&NodeRecord>, ship: Ship) {
     if let Some(r) = record {
-        *lock(&r.ship) = ship;
+        r.set_ship(ship);
     }
 }
 
@@ -119,7 +104,7 @@ fn set(record: Option<&Link>, ship: Ship) {
 /// some of its jobs and speaks the "ship" capability): then call
 /// [`try_offer`] each turn until it says done. Call before the node's jobs
 /// are published, so that nobody takes its jobs for unrunnable meanwhile.
-pub(crate) fn on_up(hello: &NodeHello, record: Option<&Link>) -> bool {
+pub(crate) fn on_up(hello: &NodeHello, record: Option<&NodeRecord>) -> bool {
     let has: HashSet<(&str, &str)> = hello
         .jobs
         .iter()
@@ -136,7 +121,7 @@ pub(crate) fn on_up(hello: &NodeHello, record: Option<&Link>) -> bool {
 
 /// Offers this program once it is hashed; true when there is nothing more
 /// to do (offered, or it cannot be described: then refused with the reason).
-pub(crate) fn try_offer<T>(link: &mut ClientLink<T>, record: Option<&Link>) -> bool {
+pub(crate) fn try_offer<T>(link: &mut ClientLink<T>, record: Option<&NodeRecord>) -> bool {
     match INFO.get() {
         None => false,
         Some(Ok(info)) => {
