@@ -60,6 +60,7 @@ pub use builder::{detect_ncpus, BuildError, Builder, SECRET_ENV};
 pub use connect::{node_status, node_status_with, StatusError, StatusErrorKind};
 pub use handle::{AsCompleted, JobHandle};
 pub use options::{JobOptions, Options};
+pub use ppcore::link::Refusal;
 pub use ppcore::wire::NodeStatus;
 pub use ppcore::{
     job, DuplicateJob, ErrorKind, Fallible, Job, JobEntry, JobError, Key, KeySet, NodeStats,

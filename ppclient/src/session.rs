@@ -21,9 +21,11 @@ use crate::task::Task;
 use crate::timer::Expire;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use ppcore::link::{Action, ClientLink, Event, LinkConfig, LinkState};
+use ppcore::link::{
+    ClientLink, Event, LinkConfig, LinkEvent, LinkIo, LinkState, Refusal, TransportError,
+};
 use ppcore::program::{OfferAnswer, ProgramId};
-use ppcore::shared::{SharedId, SharedValue};
+use ppcore::shared::SharedValue;
 use ppcore::sync::lock;
 use ppcore::wire::RunJob;
 use ppcore::{Outbox, Wake};
@@ -36,9 +38,6 @@ use std::time::{Duration, Instant};
 
 /// Largest batch of jobs taken from the queue at once.
 const MAX_BATCH: usize = 1024;
-/// How often the driver looks for jobs that ended on their own (timed out,
-/// cancelled) while on the node, and at the stop flag.
-const TICK: Duration = Duration::from_millis(50);
 const READ_BUF: usize = 64 << 10;
 /// Reads per wake-up before the driver looks at its other work.
 const READS_PER_TURN: usize = 16;
@@ -101,8 +100,8 @@ pub(crate) fn link_config(core: &Core, reconnect: bool) -> Option<LinkConfig> {
         max_payload: s.max_payload,
         stream_stall: ppcore::stream::DEFAULT_STALL,
         max_prefetch: s.max_prefetch,
-        backoff_min: Duration::from_millis(100),
-        backoff_max: Duration::from_secs(5),
+        backoff_min: ppcore::link::RECONNECT_FIRST,
+        backoff_max: ppcore::link::RECONNECT_MAX,
         reconnect,
         give_up_after: None,
         send_window: ppcore::window::default_window(s.max_frame),
@@ -132,7 +131,6 @@ struct Driver<'a> {
     name: String,
     buf: Vec<u8>,
     stopping: bool,
-    swept: Instant,
     /// Which kinds of job the node runs, as found out so far this session.
     kinds: Vec<(JobKind, bool)>,
     /// This program's upload to the node, one chunk per turn.
@@ -148,7 +146,7 @@ struct Driver<'a> {
 pub(crate) fn drive(core: &Arc<Core>, target: Target, stream: Option<std::net::TcpStream>) {
     let Some(config) = link_config(core, stream.is_none()) else {
         if let Target::Named(record) = &target {
-            let reason = ppcore::KeyError::Missing.to_string();
+            let reason = Refusal::NoKey;
             record.set_state(NodeState::Failed { reason });
             core.contacted();
         }
@@ -201,7 +199,6 @@ pub(crate) fn drive_with(
         joined: None,
         buf: vec![0u8; READ_BUF],
         stopping: false,
-        swept: now,
         kinds: Vec::new(),
         upload: None,
         offer_due: false,
@@ -250,12 +247,12 @@ impl Driver<'_> {
                 continue;
             }
             self.serve_cancel_asks();
-            if self.swept.elapsed() >= TICK {
-                self.swept = Instant::now();
-                // Jobs that ended while on the node leave the window; the
-                // link tells the node to stop them.
-                drop(self.link.cancel_where(|t| t.ended()));
-                self.unshare_dropped();
+            // Jobs that ended while on the node leave the window (the link
+            // tells the node to stop them), and shared values nobody holds
+            // are freed, when the link says a sweep is due.
+            let now = Instant::now();
+            if let Some(gone) = self.link.sweep(now, |t| t.ended(), ppcore::shared::is_held) {
+                drop(gone);
                 continue;
             }
             self.ship_turn();
@@ -290,7 +287,13 @@ impl Driver<'_> {
                 self.outbox.clear();
                 return;
             };
-            match self.outbox.flush(conn, Instant::now()) {
+            let before = self.outbox.len();
+            let now = Instant::now();
+            let flushed = self.outbox.flush(conn, now);
+            let left = self.outbox.len();
+            // The link keeps the write-stall rule: it hears what each write did.
+            self.link.wrote(before - left, left, now);
+            match flushed {
                 // Arguments too large for a frame go out one chunk at a
                 // time, when what waits runs low: heartbeats and other jobs
                 // go in between. The link also learns what is unsent, and
@@ -311,7 +314,7 @@ impl Driver<'_> {
                     return;
                 }
                 Err(e) => {
-                    let reason = format!("write failed: {e}");
+                    let reason = TransportError::Write(e.to_string());
                     self.link
                         .handle(Event::TransportClosed(reason), Instant::now());
                 }
@@ -329,11 +332,8 @@ impl Driver<'_> {
         self.waker.asleep.store(true, Ordering::SeqCst);
         let busy = self.readable || self.core.stopped() || self.take_jobs();
         let now = Instant::now();
-        let mut wake = self.swept + TICK;
+        let mut wake = self.link.next_sweep();
         if let Some(t) = self.link.poll_timeout() {
-            wake = wake.min(t);
-        }
-        if let Some(t) = self.outbox.stall_deadline(self.write_timeout()) {
             wake = wake.min(t);
         }
         let chunk_due = self.upload.is_some() && self.link.upload_room();
@@ -357,17 +357,6 @@ impl Driver<'_> {
             self.read();
         }
         let now = Instant::now();
-        if self
-            .outbox
-            .stall_deadline(self.write_timeout())
-            .is_some_and(|t| t <= now)
-        {
-            let reason = format!(
-                "no write progress for {:?}: the node stopped reading",
-                self.write_timeout()
-            );
-            self.link.handle(Event::TransportClosed(reason), now);
-        }
         if self.link.poll_timeout().is_some_and(|t| t <= now) {
             self.link.handle(Event::Timer, now);
         }
@@ -414,7 +403,7 @@ impl Driver<'_> {
             match conn.read(&mut self.buf) {
                 Ok(0) => {
                     self.readable = false;
-                    let reason = "the node closed the connection".to_owned();
+                    let reason = TransportError::PeerClosed;
                     self.link.handle(Event::TransportClosed(reason), now);
                 }
                 Ok(n) => {
@@ -428,7 +417,7 @@ impl Driver<'_> {
                 }
                 Err(e) => {
                     self.readable = false;
-                    let reason = format!("read failed: {e}");
+                    let reason = TransportError::Read(e.to_string());
                     self.link.handle(Event::TransportClosed(reason), now);
                 }
             }
@@ -533,46 +522,43 @@ impl Driver<'_> {
         Ok(())
     }
 
-    /// Tells the node to free the shared values this program no longer
-    /// holds (every handle dropped, no job of ours names them).
-    fn unshare_dropped(&mut self) {
-        let dropped: Vec<SharedId> = self
-            .link
-            .shared_ids()
-            .filter(|id| !ppcore::shared::is_held(id))
-            .copied()
-            .collect();
-        if !dropped.is_empty() {
-            self.link.unshare(&dropped);
-        }
-    }
-
-    /// Carries out every action the link has for us.
+    /// Carries out everything the link has for us: bytes to write first
+    /// (a goodbye goes out before its connection closes), then socket
+    /// commands, then what happened.
     fn act(&mut self) {
-        while let Some(action) = self.link.poll() {
-            match action {
-                Action::Connect => self.dial(),
-                Action::Send(bytes) => {
-                    self.record().inspect(|r| r.meter.sent(bytes.len()));
-                    self.outbox.push(&bytes, Instant::now())
+        loop {
+            while let Some(bytes) = self.link.poll_transmit() {
+                self.record().inspect(|r| r.meter.sent(bytes.len()));
+                self.outbox.push(&bytes, Instant::now())
+            }
+            if let Some(io) = self.link.poll_io() {
+                match io {
+                    LinkIo::Connect => self.dial(),
+                    LinkIo::Disconnect => self.disconnect(),
                 }
-                Action::Disconnect => self.disconnect(),
-                Action::Up(hello) => self.up(hello),
-                Action::Draining => {
+                continue;
+            }
+            let Some(event) = self.link.poll_event() else {
+                break;
+            };
+            match event {
+                LinkEvent::Up(hello) => self.up(hello),
+                LinkEvent::Draining => {
                     tracing::info!(node = %self.name(), "node draining");
                     if let Some(r) = self.record() {
                         r.set_state(NodeState::Draining);
                     }
                     self.core.contacted();
                 }
-                Action::Down { reason, retry_in } => {
+                LinkEvent::Down { reason, retry_in } => {
                     tracing::info!(node = %self.name(), ?retry_in, "node down: {reason}");
                     if let Some(r) = self.record() {
+                        let reason = reason.to_string();
                         r.set_state(NodeState::Down { reason });
                     }
                     self.core.contacted();
                 }
-                Action::Failed { reason } => {
+                LinkEvent::Failed { reason } => {
                     tracing::warn!(node = %self.name(), "node refused: {reason}");
                     if let Some(r) = self.record() {
                         r.set_state(NodeState::Failed { reason });
@@ -584,7 +570,7 @@ impl Driver<'_> {
                     self.core.contacted();
                     self.core.fail_unrunnable();
                 }
-                Action::Done { job, result, exec } => {
+                LinkEvent::Done { job, result, exec } => {
                     self.active = Instant::now();
                     if let Some(r) = self.record() {
                         r.counters.record(exec, result.is_err());
@@ -597,12 +583,12 @@ impl Driver<'_> {
                         self.core.requeue(again);
                     }
                 }
-                Action::Offered { id, answer } => self.offered(id, answer),
-                Action::ProgramReady { id, jobs } => self.program_ready(id, jobs),
-                Action::ProgramRefused { id, reason } => {
+                LinkEvent::Offered { id, answer } => self.offered(id, answer),
+                LinkEvent::ProgramReady { id, jobs } => self.program_ready(id, jobs),
+                LinkEvent::ProgramRefused { id, reason } => {
                     self.ship_refused(id, format!("upload refused: {reason}"))
                 }
-                Action::Returned { job, lost } => {
+                LinkEvent::Returned { job, lost } => {
                     if let Some(again) = job.retry(&self.name, lost) {
                         self.core.ctx.dash.get().inspect(|d| d.rerun(&self.name));
                         self.core.requeue(again);
@@ -726,9 +712,10 @@ impl Driver<'_> {
     fn dial(&mut self) {
         match dial(&self.name(), &self.core.settings) {
             Ok(stream) => self.connected(stream),
-            Err(e) => self
-                .link
-                .handle(Event::ConnectFailed(e.reason), Instant::now()),
+            Err(e) => self.link.handle(
+                Event::ConnectFailed(TransportError::Connect(e.reason)),
+                Instant::now(),
+            ),
         }
     }
 
@@ -739,7 +726,8 @@ impl Driver<'_> {
             .set_nodelay(true)
             .and_then(|()| stream.set_nonblocking(true));
         if let Err(e) = setup {
-            return self.link.handle(Event::ConnectFailed(e.to_string()), now);
+            let reason = TransportError::Connect(e.to_string());
+            return self.link.handle(Event::ConnectFailed(reason), now);
         }
         let mut stream = TcpStream::from_std(stream);
         let registered = self
@@ -749,7 +737,8 @@ impl Driver<'_> {
         self.watch_write = false;
         if let Err(e) = registered {
             let _ = stream.shutdown(Shutdown::Both);
-            return self.link.handle(Event::ConnectFailed(e.to_string()), now);
+            let reason = TransportError::Connect(e.to_string());
+            return self.link.handle(Event::ConnectFailed(reason), now);
         }
         if let Some(r) = self.record() {
             r.set_addr(stream.peer_addr().ok());
@@ -759,11 +748,6 @@ impl Driver<'_> {
         self.readable = true;
         self.conn = Some(stream);
         self.link.handle(Event::Connected, now);
-    }
-
-    /// A node that stops reading is lost after this long without progress.
-    fn write_timeout(&self) -> Duration {
-        (self.core.settings.heartbeat * ppcore::link::MISSED_BEATS).max(Duration::from_secs(1))
     }
 
     fn disconnect(&mut self) {

@@ -2,10 +2,17 @@
 //! no sleeps.
 
 use super::*;
-use crate::key::Key;
+use crate::error::{ErrorKind, JobError};
+use crate::framing::Framer;
+use crate::key::{Key, KeySet};
 use crate::node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
-use crate::wire::{DoneJob, PROTOCOL_VERSION};
+use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
+use crate::shared::SharedId;
+use crate::wire::{DoneJob, JobInfo, NodeMsg, RunJob, PROTOCOL_VERSION};
 use proptest::prelude::*;
+use serde_bytes::ByteBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -18,19 +25,82 @@ fn keys(n: u8) -> KeySet {
 }
 
 fn config() -> LinkConfig {
-    LinkConfig {
-        keys: keys(1),
-        heartbeat: SECOND,
-        handshake_timeout: 5 * SECOND,
-        max_frame: 1 << 20,
-        max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
-        stream_stall: SECOND * 30,
-        max_prefetch: 4,
-        backoff_min: Duration::from_millis(100),
-        backoff_max: 5 * SECOND,
-        reconnect: true,
-        give_up_after: None,
-        send_window: 1 << 30,
+    LinkConfig::for_tests()
+}
+
+/// Everything the client link hands out, in one list as the tests read it:
+/// bytes, socket commands and events, reasons as their display text.
+#[derive(Debug)]
+#[allow(dead_code)] // what the link gave, whether a test reads it or not
+enum Action<T> {
+    Connect,
+    Send(Vec<u8>),
+    Disconnect,
+    Up(NodeHello),
+    Draining,
+    Down {
+        reason: String,
+        retry_in: Option<Duration>,
+    },
+    Failed {
+        reason: String,
+    },
+    Done {
+        job: T,
+        result: Result<ByteBuf, JobError>,
+        exec: Duration,
+    },
+    Offered {
+        id: ProgramId,
+        answer: OfferAnswer,
+    },
+    ProgramReady {
+        id: ProgramId,
+        jobs: Vec<JobInfo>,
+    },
+    ProgramRefused {
+        id: ProgramId,
+        reason: String,
+    },
+    Returned {
+        job: T,
+        lost: bool,
+    },
+}
+
+/// Drains a client link's outputs: bytes first, then socket commands, then
+/// events (the order a driver carries them out in).
+trait PollAll<T> {
+    fn poll(&mut self) -> Option<Action<T>>;
+}
+
+impl<T> PollAll<T> for ClientLink<T> {
+    fn poll(&mut self) -> Option<Action<T>> {
+        if let Some(bytes) = self.poll_transmit() {
+            return Some(Action::Send(bytes));
+        }
+        if let Some(io) = self.poll_io() {
+            return Some(match io {
+                LinkIo::Connect => Action::Connect,
+                LinkIo::Disconnect => Action::Disconnect,
+            });
+        }
+        Some(match self.poll_event()? {
+            LinkEvent::Up(hello) => Action::Up(hello),
+            LinkEvent::Draining => Action::Draining,
+            LinkEvent::Down { reason, retry_in } => Action::Down {
+                reason: reason.to_string(),
+                retry_in,
+            },
+            LinkEvent::Failed { reason } => Action::Failed {
+                reason: reason.to_string(),
+            },
+            LinkEvent::Done { job, result, exec } => Action::Done { job, result, exec },
+            LinkEvent::Offered { id, answer } => Action::Offered { id, answer },
+            LinkEvent::ProgramReady { id, jobs } => Action::ProgramReady { id, jobs },
+            LinkEvent::ProgramRefused { id, reason } => Action::ProgramRefused { id, reason },
+            LinkEvent::Returned { job, lost } => Action::Returned { job, lost },
+        })
     }
 }
 
@@ -122,14 +192,11 @@ impl Pair {
     fn node_config(&self) -> NodeLinkConfig {
         NodeLinkConfig {
             keys: self.node_keys.clone(),
-            handshake_timeout: 5 * SECOND,
-            heartbeat: 2 * SECOND,
-            max_frame: 1 << 20,
             credit_jobs: self.credit.0,
             credit_bytes: self.credit.1,
             max_payload: self.node_max_payload,
-            stream_stall: SECOND * 30,
             send_window: self.node_window,
+            ..NodeLinkConfig::for_tests()
         }
     }
 
@@ -147,8 +214,10 @@ impl Pair {
                             self.node = Some(node);
                             self.client.handle(Event::Connected, self.now);
                         } else {
-                            self.client
-                                .handle(Event::ConnectFailed("busy".into()), self.now);
+                            self.client.handle(
+                                Event::ConnectFailed(TransportError::Connect("busy".into())),
+                                self.now,
+                            );
                         }
                     }
                     Action::Send(bytes) => {
@@ -192,8 +261,10 @@ impl Pair {
             }
             if node_closed {
                 self.node = None;
-                self.client
-                    .handle(Event::TransportClosed("node closed".into()), self.now);
+                self.client.handle(
+                    Event::TransportClosed(TransportError::Read("node closed".into())),
+                    self.now,
+                );
                 busy = true;
             }
             if !busy && !self.hold_streams {
@@ -386,8 +457,10 @@ fn the_backoff_doubles_up_to_its_cap_and_resets_after_a_stable_link() {
     assert_eq!(p.client.state(), LinkState::Ready);
     p.now += 6 * SECOND;
     p.node(NodeEvent::TransportClosed("gone".into()));
-    p.client
-        .handle(Event::TransportClosed("reset".into()), p.now);
+    p.client.handle(
+        Event::TransportClosed(TransportError::Read("reset".into())),
+        p.now,
+    );
     p.pump();
     let out = p.take_out();
     assert_eq!(downs(&out).last(), Some(&Some(Duration::from_millis(100))));
@@ -399,8 +472,10 @@ fn a_late_result_after_reassignment_is_dropped() {
     p.pump();
     p.submit(&[(1, 1)]);
     // The connection breaks; the job comes back as lost.
-    p.client
-        .handle(Event::TransportClosed("reset".into()), p.now);
+    p.client.handle(
+        Event::TransportClosed(TransportError::Read("reset".into())),
+        p.now,
+    );
     p.node = None;
     p.pump();
     assert_eq!(returned(&p.take_out()), vec![(1, true)]);
@@ -598,7 +673,7 @@ proptest! {
                 Step::Break => {
                     p.node = None;
                     p.node_jobs.clear();
-                    p.client.handle(Event::TransportClosed("reset".into()), p.now);
+                    p.client.handle(Event::TransportClosed(TransportError::Read("reset".into())), p.now);
                     p.pump();
                 }
                 Step::Silence => {
@@ -681,7 +756,10 @@ fn a_discovered_node_is_given_up_after_failures_in_a_row() {
     let mut failed = None;
     for _ in 0..3 {
         assert!(matches!(link.poll(), Some(Action::Connect)));
-        link.handle(Event::ConnectFailed("refused".into()), now);
+        link.handle(
+            Event::ConnectFailed(TransportError::Connect("refused".into())),
+            now,
+        );
         while let Some(a) = link.poll() {
             if let Action::Failed { reason } = a {
                 failed = Some(reason);
