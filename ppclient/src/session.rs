@@ -9,10 +9,12 @@
 //! last answer, it first looks at the socket and the queue, yielding the
 //! core in between, so that an answer or the next job costs no wake-up).
 //! Then it reads, feeds what happened to the link, and
-//! carries out the actions it returns: dial, write (what the socket does not
-//! take waits in an [`Outbox`], with a no-progress deadline), close, resolve
-//! or requeue jobs. Every decision (handshake, window, heartbeats, losses,
-//! backoff) is the link's, tested on a fake clock in ppcore.
+//! carries out what the link hands out: bytes to write (what the socket does
+//! not take waits in an [`Outbox`]; the link hears what each write did),
+//! dial and close, then events (resolve or requeue jobs, node up or down).
+//! Every decision (handshake, window, heartbeats, losses, backoff, the write
+//! stall, the ended-job sweep, when to offer the program and send its next
+//! chunk) is the link's, tested on a fake clock in ppcore.
 
 use crate::connect::dial;
 use crate::core::{Core, JobKind};
@@ -41,8 +43,6 @@ const MAX_BATCH: usize = 1024;
 const READ_BUF: usize = 64 << 10;
 /// Reads per wake-up before the driver looks at its other work.
 const READS_PER_TURN: usize = 16;
-/// How often a link checks whether this program is hashed, to offer it.
-const OFFER_POLL: Duration = Duration::from_millis(5);
 
 /// How long a driver looks for news before it sleeps, while jobs are on the
 /// node or after its last answer.
@@ -133,10 +133,9 @@ struct Driver<'a> {
     stopping: bool,
     /// Which kinds of job the node runs, as found out so far this session.
     kinds: Vec<(JobKind, bool)>,
-    /// This program's upload to the node, one chunk per turn.
+    /// This program's upload to the node, one chunk per turn (the link
+    /// says when).
     upload: Option<crate::ship::Upload>,
-    /// This program is to be offered to the node once it is hashed.
-    offer_due: bool,
     /// When the node last answered a job.
     active: Instant,
 }
@@ -201,7 +200,6 @@ pub(crate) fn drive_with(
         stopping: false,
         kinds: Vec::new(),
         upload: None,
-        offer_due: false,
         active: now,
     };
     d.name = d.target_name();
@@ -336,11 +334,10 @@ impl Driver<'_> {
         if let Some(t) = self.link.poll_timeout() {
             wake = wake.min(t);
         }
-        let chunk_due = self.upload.is_some() && self.link.upload_room();
-        let timeout = match (busy || chunk_due, self.offer_due) {
-            (true, _) => Duration::ZERO,
-            (false, true) => wake.saturating_duration_since(now).min(OFFER_POLL),
-            (false, false) => wake.saturating_duration_since(now),
+        let chunk_due = self.upload.is_some() && self.link.chunk_due();
+        let timeout = match busy || chunk_due {
+            true => Duration::ZERO,
+            false => wake.saturating_duration_since(now),
         };
         if let Err(e) = self.poll.poll(events, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -625,7 +622,8 @@ impl Driver<'_> {
         self.kinds.clear();
         // Before the jobs are published: nobody takes this program's jobs
         // for unrunnable while it is offered.
-        self.offer_due = crate::ship::on_up(&hello, self.record().map(|r| &**r));
+        let record = self.record().cloned();
+        crate::ship::on_up(&mut self.link, record.as_deref(), Instant::now());
         self.upload = None;
         let mut jobs = HashMap::<String, HashSet<String>>::new();
         for j in hello.jobs {
@@ -649,14 +647,16 @@ impl Driver<'_> {
     /// One step of shipping this program: the offer once it is hashed,
     /// then one chunk of the upload while the node keeps up.
     fn ship_turn(&mut self) {
-        if self.offer_due {
+        let now = Instant::now();
+        if self.link.offer_due(now) {
             let record = self.record().cloned();
-            self.offer_due = !crate::ship::try_offer(&mut self.link, record.as_deref());
+            crate::ship::try_offer(&mut self.link, record.as_deref(), now);
             return;
         }
         if let Some(upload) = &mut self.upload {
-            if self.link.upload_room() && !crate::ship::send_chunk(upload, &mut self.link) {
+            if self.link.chunk_due() && !crate::ship::send_chunk(upload, &mut self.link) {
                 self.upload = None;
+                self.link.upload_over();
             }
         }
     }
@@ -699,6 +699,7 @@ impl Driver<'_> {
     fn ship_refused(&mut self, id: ProgramId, reason: String) {
         tracing::warn!(node = %self.name(), program = %id, "program refused: {reason}");
         self.upload = None;
+        self.link.upload_over();
         if let Some(r) = self.record() {
             *lock(&r.ship) = crate::ship::Ship::Refused(reason);
         }

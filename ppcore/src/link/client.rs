@@ -9,16 +9,17 @@ use crate::ledger::Ledger;
 use crate::link::backoff::Backoff;
 use crate::link::beats::MISSED_BEATS;
 use crate::link::config::{stream_limits, LinkConfig};
+use crate::link::offer::Shipping;
 use crate::link::output::{Event, LinkEvent, LinkIo, NodeHello};
 use crate::link::reason::{DownReason, Refusal};
 use crate::link::stall::{write_stall_limit, WriteStall};
 use crate::link::sweep::Sweep;
-use crate::program::{ProgramId, ProgramInfo};
+use crate::program::{OfferAnswer, ProgramId, ProgramInfo};
 use crate::secure::{ClientHandshake, SecureError, MAX_HANDSHAKE_MESSAGE};
 use crate::shared::SharedId;
 use crate::stream::{self, Incoming, Streams};
 use crate::window::SendWindow;
-use crate::wire::{ClientMsg, DoneJob, NodeMsg, RunJob};
+use crate::wire::{ClientMsg, DoneJob, NodeMsg, RunJob, CAP_SHIP};
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -138,6 +139,10 @@ pub struct ClientLink<T> {
     pub(super) shared_sent: (u64, u64),
     /// Since when the node has taken none of the bytes waiting for it.
     pub(super) stall: WriteStall,
+    /// Whether the node speaks the "ship" capability (its `Welcome`).
+    pub(super) speaks_ship: bool,
+    /// Our program's offer and upload on this connection.
+    pub(super) ship: Shipping,
     /// When ended jobs and dropped shared values were last swept.
     pub(super) sweep: Sweep,
     /// Bytes to write, in order.
@@ -193,6 +198,8 @@ impl<T> ClientLink<T> {
             waiting: Vec::new(),
             shared_sent: (0, 0),
             stall: WriteStall::new(write_stall_limit(config.heartbeat)),
+            speaks_ship: false,
+            ship: Shipping::default(),
             sweep: Sweep::new(now),
             transmits: VecDeque::new(),
             io: VecDeque::new(),
@@ -249,8 +256,10 @@ impl<T> ClientLink<T> {
         jobs.iter().any(|(n, _)| n == name).then_some(*id)
     }
 
-    /// Offers our program to the node (ignored unless the link is up).
+    /// Offers our program to the node (ignored unless the link is up); the
+    /// offer is no longer due.
     pub fn offer(&mut self, info: &ProgramInfo) {
+        self.ship.offer_done();
         if self.connected() && self.state != LinkState::Handshake {
             self.send(&ClientMsg::Offer(info.clone()));
         }
@@ -312,10 +321,10 @@ impl<T> ClientLink<T> {
             }
             LinkState::Connecting | LinkState::Closed => None,
         };
-        match (timer, self.stall.deadline().filter(|_| self.connected())) {
-            (Some(t), Some(s)) => Some(t.min(s)),
-            (t, s) => t.or(s),
-        }
+        let up = matches!(self.state, LinkState::Ready | LinkState::Draining);
+        let look = self.ship.next_look().filter(|_| up);
+        let stall = self.stall.deadline().filter(|_| self.connected());
+        [timer, look, stall].into_iter().flatten().min()
     }
 
     /// The driver wrote `wrote` bytes to the socket at `now`, and `left`
@@ -555,6 +564,10 @@ impl<T> ClientLink<T> {
             }
             NodeMsg::Status(_) => {}
             NodeMsg::Offered { id, answer } => {
+                // One upload at a time: a second `Need` meanwhile is ignored.
+                if matches!(answer, OfferAnswer::Need) && !self.ship.start_upload(id) {
+                    return;
+                }
                 self.events.push_back(LinkEvent::Offered { id, answer })
             }
             NodeMsg::ProgramReady { id, jobs } => {
@@ -563,11 +576,14 @@ impl<T> ClientLink<T> {
                     .map(|j| (j.name.clone(), j.signature.clone()))
                     .collect();
                 self.program = Some((id, set));
+                self.ship.upload_over();
                 self.events.push_back(LinkEvent::ProgramReady { id, jobs });
             }
-            NodeMsg::ProgramRefused { id, reason } => self
-                .events
-                .push_back(LinkEvent::ProgramRefused { id, reason }),
+            NodeMsg::ProgramRefused { id, reason } => {
+                self.ship.upload_over();
+                self.events
+                    .push_back(LinkEvent::ProgramRefused { id, reason })
+            }
             NodeMsg::NeedShared(ids) => {
                 // Sent and evicted (or never kept): to be sent again before
                 // the jobs that name them. One going out already stays.
@@ -666,6 +682,8 @@ impl<T> ClientLink<T> {
             .map(|j| (j.name.clone(), j.signature.clone()))
             .collect();
         self.program = None;
+        self.speaks_ship = caps.iter().any(|c| c == CAP_SHIP);
+        self.ship = Shipping::default();
         self.chunk_pings.clear();
         self.framer.set_max(self.config.max_frame);
         self.state = LinkState::Ready;
@@ -703,8 +721,9 @@ impl<T> ClientLink<T> {
         self.shares.clear();
         self.waiting.clear();
         self.incoming = Incoming::new(stream_limits(&self.config));
-        // A fresh connection's outbox is empty.
+        // A fresh connection's outbox is empty, and nothing is shipped.
         self.stall.clear();
+        self.ship = Shipping::default();
     }
 
     pub(super) fn send(&mut self, msg: &ClientMsg) {

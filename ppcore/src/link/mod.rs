@@ -60,6 +60,7 @@
 //! | `backoff` | the waits before redialling a lost node |
 //! | `stall` | the write-stall rule: a node that takes no bytes for [`write_stall_limit`] is lost |
 //! | `sweep` | the ended-job sweep every [`SWEEP_INTERVAL`] |
+//! | `offer` | the program offer and upload policy: when to offer, [`OFFER_POLL`], one upload at a time |
 //! | `beats` | [`MISSED_BEATS`], shared with the node's link |
 //! | `pull` | the one way both ends of a link take their next stream frame |
 //! | `testing` | the one test configuration of both ends ([`LinkConfig::for_tests`]) |
@@ -68,6 +69,7 @@ mod backoff;
 pub(crate) mod beats;
 mod client;
 mod config;
+mod offer;
 mod output;
 pub(crate) mod pull;
 mod reason;
@@ -82,6 +84,7 @@ pub use client::{
     ClientLink, LinkState, HANDSHAKE_MAX_FRAME, MAX_REFUSAL_PAUSE, REFUSAL_PAUSE, UPLOAD_WINDOW,
 };
 pub use config::LinkConfig;
+pub use offer::OFFER_POLL;
 pub use output::{Event, LinkEvent, LinkIo, NodeHello};
 pub use reason::{DownReason, Refusal, TransportError};
 pub use send::ShareError;

@@ -4,11 +4,13 @@
 
 use crate::error::{ErrorKind, JobError};
 use crate::link::client::{ClientLink, LinkState, ShareOut};
+use crate::link::offer::lacks_any;
 use crate::link::output::LinkEvent;
 use crate::link::pull::next_stream_frame;
 use crate::shared::SharedId;
 use crate::stream::{self, StreamError};
 use crate::wire::{batches_by_size, ClientMsg, RunJob};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -271,6 +273,61 @@ impl<T> ClientLink<T> {
             self.unshare(&dropped);
         }
         Some(gone)
+    }
+
+    /// The link came up (after [`LinkEvent::Up`]): whether our program, with
+    /// jobs `own`, is to be offered to this node: it can be shipped
+    /// (`can_ship`: the program called `init`), the node lacks some of its
+    /// jobs and speaks the "ship" capability. If so the offer is due now:
+    /// see [`ClientLink::offer_due`].
+    pub fn plan_offer(
+        &mut self,
+        own: &HashSet<(String, String)>,
+        can_ship: bool,
+        now: Instant,
+    ) -> bool {
+        let due = self.state == LinkState::Ready
+            && can_ship
+            && self.speaks_ship
+            && lacks_any(own, &self.jobs);
+        self.ship.plan(due, now);
+        due
+    }
+
+    /// Whether the offer of our program is due at `now`: give it with
+    /// [`ClientLink::offer`] once the program is hashed, else say
+    /// [`ClientLink::offer_later`] (or [`ClientLink::drop_offer`] if it
+    /// cannot be described).
+    pub fn offer_due(&self, now: Instant) -> bool {
+        self.ship.offer_due(now)
+    }
+
+    /// The program is not hashed yet: the offer is due again after
+    /// [`OFFER_POLL`](crate::link::OFFER_POLL) (a timer of
+    /// [`ClientLink::poll_timeout`]).
+    pub fn offer_later(&mut self, now: Instant) {
+        self.ship.offer_later(now);
+    }
+
+    /// Our program cannot be offered: no offer is due any more.
+    pub fn drop_offer(&mut self) {
+        self.ship.offer_done();
+    }
+
+    /// Whether the next chunk of the upload the node asked for goes now: an
+    /// upload is under way (one at a time, from the node's `Need`), the link
+    /// is up, and the node has taken enough of it
+    /// ([`ClientLink::upload_room`]).
+    pub fn chunk_due(&self) -> bool {
+        self.ship.uploading()
+            && matches!(self.state, LinkState::Ready | LinkState::Draining)
+            && self.upload_room()
+    }
+
+    /// The upload is over on the driver's side (all read, or reading
+    /// failed, or it could not start): the next `Need` starts another.
+    pub fn upload_over(&mut self) {
+        self.ship.upload_over();
     }
 
     /// Whether stream frames wait to be sent: the driver asks for them one
