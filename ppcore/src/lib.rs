@@ -26,7 +26,7 @@
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
 //! | `worker` | worker processes: [`init_worker`], the one way a program re-runs itself as a job server |
 //! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
-//! | `link` | [`ClientLink`]: one client↔node link as a state machine (events in, actions out) |
+//! | `link` | [`ClientLink`]: one client↔node link as a state machine (events in; bytes, socket commands and [`LinkEvent`]s out, each polled on its own), the rules its driver keeps (write stall, ended-job sweep, backoff, program offer and upload), typed reasons, the shared heartbeat rule and stream pull of both ends, the one test configuration |
 //! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape |
 //! | `http` | the small HTTP/1.1 server of `/metrics` and the dashboard: pure request parsing and connection table, one `mio` thread around them (the one module here with sockets) |
 //! | `window` | [`window::SendWindow`]: the bytes a link lets wait unsent before it holds back the next payload |

@@ -40,7 +40,7 @@ pub const HANDSHAKE_MAX_FRAME: usize = MAX_HANDSHAKE_MESSAGE;
 /// Where a link stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
-    /// Waiting for the driver to dial ([`LinkEvent::Connect`] was given).
+    /// Waiting for the driver to dial ([`LinkIo::Connect`] was given).
     Connecting,
     /// Connected; authenticating.
     Handshake,
@@ -154,7 +154,7 @@ pub struct ClientLink<T> {
 }
 
 impl<T> ClientLink<T> {
-    /// A new link; its first action is [`LinkEvent::Connect`].
+    /// A new link; its first socket command is [`LinkIo::Connect`].
     pub fn new(config: LinkConfig, now: Instant) -> Self {
         let mut link = Self::accepted(config, now);
         link.io.push_back(LinkIo::Connect);

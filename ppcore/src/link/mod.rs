@@ -21,7 +21,7 @@
 //!        (refused for good, no reconnect, or Close: Closed)
 //! ```
 //!
-//! The link owns the jobs in flight (a [`Ledger`]): each job it was given
+//! The link owns the jobs in flight (a [`Ledger`](crate::Ledger)): each job it was given
 //! comes out exactly once, as [`LinkEvent::Done`] (a result) or
 //! [`LinkEvent::Returned`] (to be queued again: the node was lost, gave it back
 //! or the link closed). A result for a job no longer in flight here (a late
@@ -31,7 +31,7 @@
 //! `Welcome` says); the link pings once per interval; any bytes received
 //! count as proof of life; a node silent for [`MISSED_BEATS`] intervals is
 //! lost; the answer to the last ping gives [`ClientLink::rtt`]. Bytes pass
-//! the [`Framer`]: the one place frames are made and read.
+//! the [`Framer`](crate::Framer): the one place frames are made and read.
 //!
 //! Arguments over a frame go as streams within the send window
 //! (`send_window`, see [`crate::window`]): a job whose arguments would be

@@ -364,7 +364,7 @@ impl<T> ClientLink<T> {
     }
 
     /// Queues the next stream frame to send (and the `Run` after a stream's
-    /// last chunk) as [`LinkEvent::Send`]; false if there is none. The driver
+    /// last chunk) as bytes to write ([`ClientLink::poll_transmit`]); false if there is none. The driver
     /// calls it when what it has to write runs low, so that heartbeats and
     /// small jobs queued meanwhile go between the chunks.
     pub fn pull_stream(&mut self) -> bool {
