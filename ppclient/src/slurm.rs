@@ -79,7 +79,7 @@ mod tests {
                 reason: "gone".into(),
             },
             NodeState::Failed {
-                reason: "refused".into(),
+                reason: ppcore::link::Refusal::NoKey,
             },
         ];
         let nodes: Vec<&NodeState> = states.iter().collect();

@@ -18,7 +18,7 @@
 //! | `limits` | numbers from users checked: seconds and worker counts for command lines, deadlines that cannot overflow |
 //! | `sync` | [`sync::lock`], the one poison-tolerant mutex lock |
 //! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
-//! | `link` | [`ClientLink`]: one client↔node link as a state machine (events in, actions out) |
+//! | `link` | [`ClientLink`]: one client↔node link as a state machine (events in; bytes, socket commands and [`LinkEvent`]s out, each polled on its own), the rules its driver keeps (write stall, ended-job sweep, backoff, program offer and upload), typed reasons, the shared heartbeat rule and stream pull of both ends, the one test configuration |
 //! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape |
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
 //! | `outbox` | [`Outbox`]: bytes waiting for a non-blocking socket, and the peer's write progress |
@@ -68,7 +68,7 @@ pub use job::error::{ErrorKind, JobError};
 pub use job::registry::{DuplicateJob, JobEntry, Registry};
 pub use job::shared::{Shared, SharedId};
 pub use ledger::Ledger;
-pub use link::{Action, ClientLink, Event, LinkConfig, LinkState, NodeHello};
+pub use link::{ClientLink, Event, LinkConfig, LinkEvent, LinkIo, LinkState, NodeHello};
 pub use node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig, CLIENT_HANDSHAKE_MAX_FRAME};
 pub use outbox::Outbox;
 pub use sched::budget;

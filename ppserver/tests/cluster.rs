@@ -102,7 +102,7 @@ fn wrong_key_is_a_clear_error_at_once() {
     let NodeState::Failed { reason } = &server.nodes()[0].state else {
         panic!("{:?}", server.nodes())
     };
-    assert!(reason.contains("wrong key"), "{reason}");
+    assert!(reason.to_string().contains("wrong key"), "{reason}");
 }
 
 #[test]

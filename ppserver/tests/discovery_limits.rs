@@ -67,7 +67,9 @@ fn a_flood_of_spoofed_answers_gets_at_most_64_links_and_they_are_dropped() {
     assert_eq!(server.submit(jobs::echo_u64, (8,)).wait(), Ok(8));
     let all_dead_dropped = |nodes: &[ppclient::NodeInfo]| {
         nodes.iter().all(|n| match &n.state {
-            NodeState::Failed { reason } => reason.contains("dropped after 3 failed attempt"),
+            NodeState::Failed { reason } => reason
+                .to_string()
+                .contains("dropped after 3 failed attempt"),
             _ => n.name == real.name(),
         })
     };

@@ -16,7 +16,7 @@
 
 use anyhow::{ensure, Result};
 use clap::Parser;
-use ppcore::link::{Action, ClientLink, Event, LinkConfig};
+use ppcore::link::{ClientLink, Event, LinkConfig, LinkEvent, LinkIo};
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, RunJob};
 use ppcore::{Key, KeySet, NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
 use serde_bytes::ByteBuf;
@@ -80,12 +80,14 @@ fn pump(client: &mut ClientLink<u64>, node: &mut NodeLink, now: Instant, spent: 
         let mut busy = false;
         let mut to_node = Vec::new();
         let started = Instant::now();
-        while let Some(a) = client.poll() {
+        while let Some(bytes) = client.poll_transmit() {
             busy = true;
-            match a {
-                Action::Send(bytes) => to_node.push(bytes),
-                Action::Done { .. } => spent.resolved += 1,
-                _ => {}
+            to_node.push(bytes);
+        }
+        while let Some(event) = client.poll_event() {
+            busy = true;
+            if let LinkEvent::Done { .. } = event {
+                spent.resolved += 1;
             }
         }
         spent.client += started.elapsed();
@@ -129,30 +131,22 @@ fn client_config() -> LinkConfig {
     LinkConfig {
         keys: keys(),
         heartbeat: Duration::from_secs(5),
-        handshake_timeout: Duration::from_secs(5),
         max_frame: 16 << 20,
-        max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
-        stream_stall: Duration::from_secs(30),
         max_prefetch: 4096,
-        backoff_min: Duration::from_millis(100),
-        backoff_max: Duration::from_secs(5),
         reconnect: false,
-        give_up_after: None,
         send_window: ppcore::window::default_window(16 << 20),
+        ..LinkConfig::for_tests()
     }
 }
 
 fn node_config() -> NodeLinkConfig {
     NodeLinkConfig {
         keys: keys(),
-        handshake_timeout: Duration::from_secs(5),
         heartbeat: Duration::from_secs(5),
         max_frame: 16 << 20,
         credit_jobs: 1 << 20,
-        credit_bytes: 1 << 30,
-        max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
-        stream_stall: Duration::from_secs(30),
         send_window: ppcore::window::default_window(16 << 20),
+        ..NodeLinkConfig::for_tests()
     }
 }
 
@@ -198,8 +192,8 @@ fn per_job(args: &Args) -> Result<(f64, f64, f64)> {
     let mut client: ClientLink<u64> = ClientLink::new(client_config(), now);
     let mut node = NodeLink::new(node_config(), welcome(), now);
     // The dial, the handshake and the welcome.
-    while let Some(a) = client.poll() {
-        if let Action::Connect = a {
+    while let Some(io) = client.poll_io() {
+        if io == LinkIo::Connect {
             client.handle(Event::Connected, now);
             break;
         }
@@ -341,8 +335,8 @@ impl LinkEnd {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         let mut link = ClientLink::new(client_config(), Instant::now());
-        while let Some(a) = link.poll() {
-            if let Action::Connect = a {
+        while let Some(io) = link.poll_io() {
+            if io == LinkIo::Connect {
                 break;
             }
         }
@@ -352,27 +346,28 @@ impl LinkEnd {
             s,
             buf: vec![0u8; 64 << 10],
         };
-        end.until(|a| matches!(a, Action::Up(_)))?;
+        end.until(|e| matches!(e, LinkEvent::Up(_)))?;
         Ok(end)
     }
 
     /// Carries out the link's actions until `stop` says one is the one
     /// awaited, reading from the socket when it has none; returns the
     /// bytes written meanwhile.
-    fn until(&mut self, mut stop: impl FnMut(&Action<u64>) -> bool) -> Result<Vec<u8>> {
+    fn until(&mut self, mut stop: impl FnMut(&LinkEvent<u64>) -> bool) -> Result<Vec<u8>> {
         let mut written = Vec::new();
         for _ in 0..1000 {
             let mut out = Vec::new();
             let mut found = false;
-            while let Some(a) = self.link.poll() {
-                match &a {
-                    Action::Send(bytes) => out.extend_from_slice(bytes),
-                    Action::Failed { reason } | Action::Down { reason, .. } => {
-                        anyhow::bail!("the link went down: {reason}")
-                    }
+            while let Some(bytes) = self.link.poll_transmit() {
+                out.extend_from_slice(&bytes);
+            }
+            while let Some(event) = self.link.poll_event() {
+                match &event {
+                    LinkEvent::Failed { reason } => anyhow::bail!("the link went down: {reason}"),
+                    LinkEvent::Down { reason, .. } => anyhow::bail!("the link went down: {reason}"),
                     _ => {}
                 }
-                found |= stop(&a);
+                found |= stop(&event);
             }
             if !out.is_empty() {
                 self.s.write_all(&out)?;
@@ -403,7 +398,7 @@ impl LinkEnd {
             .handle(Event::Submit(vec![(run, i)]), Instant::now());
         let mut answer = None;
         let written = self.until(|a| match a {
-            Action::Done { job, result, .. } if *job == i => {
+            LinkEvent::Done { job, result, .. } if *job == i => {
                 answer = Some(result.clone());
                 true
             }

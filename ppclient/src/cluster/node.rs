@@ -56,8 +56,9 @@ pub enum NodeState {
     /// Refused for good (wrong key, other protocol version), or a
     /// discovered node given up after failures in a row.
     Failed {
-        /// What the node or the handshake said.
-        reason: String,
+        /// What the node or the handshake said (its text reads as it
+        /// always did).
+        reason: ppcore::link::Refusal,
     },
 }
 

@@ -111,7 +111,7 @@ fn state_name(state: &NodeState) -> (&'static str, Option<String>) {
         NodeState::Up { .. } => ("up", None),
         NodeState::Draining => ("draining", None),
         NodeState::Down { reason } => ("down", Some(reason.clone())),
-        NodeState::Failed { reason } => ("failed", Some(reason.clone())),
+        NodeState::Failed { reason } => ("failed", Some(reason.to_string())),
     }
 }
 

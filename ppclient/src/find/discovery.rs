@@ -224,7 +224,7 @@ fn run_discovered(core: &Arc<Core>, link: &Arc<NodeRecord>) {
     config.give_up_after = Some(DROP_AFTER);
     drive_with(core, Target::Named(Arc::clone(link)), None, config);
     if let NodeState::Failed { reason } = link.state() {
-        tracing::info!(node = %link.name, "dropping discovered node: {}", escape(&reason));
+        tracing::info!(node = %link.name, "dropping discovered node: {}", escape(&reason.to_string()));
     }
 }
 

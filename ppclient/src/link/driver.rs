@@ -9,10 +9,12 @@
 //! last answer, it first looks at the socket and the queue, yielding the
 //! core in between, so that an answer or the next job costs no wake-up).
 //! Then it reads, feeds what happened to the link, and
-//! carries out the actions it returns: dial, write (what the socket does not
-//! take waits in an [`Outbox`], with a no-progress deadline), close, resolve
-//! or requeue jobs. Every decision (handshake, window, heartbeats, losses,
-//! backoff) is the link's, tested on a fake clock in ppcore.
+//! carries out what the link hands out: bytes to write (what the socket does
+//! not take waits in an [`Outbox`]; the link hears what each write did),
+//! dial and close, then events (resolve or requeue jobs, node up or down).
+//! Every decision (handshake, window, heartbeats, losses, backoff, the write
+//! stall, the ended-job sweep, when to offer the program and send its next
+//! chunk) is the link's, tested on a fake clock in ppcore.
 
 use crate::cluster::node::{JobSet, NodeRecord, NodeState};
 use crate::cluster::state::Core;
@@ -21,9 +23,11 @@ use crate::jobs::timer::Expire;
 use crate::link::dial::dial;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use ppcore::link::{Action, ClientLink, Event, LinkConfig, LinkState};
+use ppcore::link::{
+    ClientLink, Event, LinkConfig, LinkEvent, LinkIo, LinkState, Refusal, TransportError,
+};
 use ppcore::program::{OfferAnswer, ProgramId};
-use ppcore::shared::{SharedId, SharedValue};
+use ppcore::shared::SharedValue;
 use ppcore::wire::RunJob;
 use ppcore::{Outbox, Wake};
 use std::collections::{HashMap, HashSet};
@@ -35,14 +39,9 @@ use std::time::{Duration, Instant};
 
 /// Largest batch of jobs taken from the queue at once.
 const MAX_BATCH: usize = 1024;
-/// How often the driver looks for jobs that ended on their own (timed out,
-/// cancelled) while on the node, and at the stop flag.
-const TICK: Duration = Duration::from_millis(50);
 const READ_BUF: usize = 64 << 10;
 /// Reads per wake-up before the driver looks at its other work.
 const READS_PER_TURN: usize = 16;
-/// How often a link checks whether this program is hashed, to offer it.
-const OFFER_POLL: Duration = Duration::from_millis(5);
 
 /// How long a driver looks for news before it sleeps, while jobs are on the
 /// node or after its last answer.
@@ -100,8 +99,8 @@ pub(crate) fn link_config(core: &Core, reconnect: bool) -> Option<LinkConfig> {
         max_payload: s.max_payload,
         stream_stall: ppcore::stream::DEFAULT_STALL,
         max_prefetch: s.max_prefetch,
-        backoff_min: Duration::from_millis(100),
-        backoff_max: Duration::from_secs(5),
+        backoff_min: ppcore::link::RECONNECT_FIRST,
+        backoff_max: ppcore::link::RECONNECT_MAX,
         reconnect,
         give_up_after: None,
         send_window: ppcore::window::default_window(s.max_frame),
@@ -131,13 +130,11 @@ struct Driver<'a> {
     name: String,
     buf: Vec<u8>,
     stopping: bool,
-    swept: Instant,
     /// Which kinds of job the node runs, as found out so far this session.
     kinds: Vec<(JobKind, bool)>,
-    /// This program's upload to the node, one chunk per turn.
+    /// This program's upload to the node, one chunk per turn (the link
+    /// says when).
     upload: Option<crate::link::ship::Upload>,
-    /// This program is to be offered to the node once it is hashed.
-    offer_due: bool,
     /// When the node last answered a job.
     active: Instant,
 }
@@ -147,7 +144,7 @@ struct Driver<'a> {
 pub(crate) fn drive(core: &Arc<Core>, target: Target, stream: Option<std::net::TcpStream>) {
     let Some(config) = link_config(core, stream.is_none()) else {
         if let Target::Named(record) = &target {
-            let reason = ppcore::KeyError::Missing.to_string();
+            let reason = Refusal::NoKey;
             record.set_state(NodeState::Failed { reason });
             core.contacted();
         }
@@ -200,10 +197,8 @@ pub(crate) fn drive_with(
         joined: None,
         buf: vec![0u8; READ_BUF],
         stopping: false,
-        swept: now,
         kinds: Vec::new(),
         upload: None,
-        offer_due: false,
         active: now,
     };
     d.name = d.target_name();
@@ -249,12 +244,12 @@ impl Driver<'_> {
                 continue;
             }
             self.serve_cancel_asks();
-            if self.swept.elapsed() >= TICK {
-                self.swept = Instant::now();
-                // Jobs that ended while on the node leave the window; the
-                // link tells the node to stop them.
-                drop(self.link.cancel_where(|t| t.ended()));
-                self.unshare_dropped();
+            // Jobs that ended while on the node leave the window (the link
+            // tells the node to stop them), and shared values nobody holds
+            // are freed, when the link says a sweep is due.
+            let now = Instant::now();
+            if let Some(gone) = self.link.sweep(now, |t| t.ended(), ppcore::shared::is_held) {
+                drop(gone);
                 continue;
             }
             self.ship_turn();
@@ -289,7 +284,13 @@ impl Driver<'_> {
                 self.outbox.clear();
                 return;
             };
-            match self.outbox.flush(conn, Instant::now()) {
+            let before = self.outbox.len();
+            let now = Instant::now();
+            let flushed = self.outbox.flush(conn, now);
+            let left = self.outbox.len();
+            // The link keeps the write-stall rule: it hears what each write did.
+            self.link.wrote(before - left, left, now);
+            match flushed {
                 // Arguments too large for a frame go out one chunk at a
                 // time, when what waits runs low: heartbeats and other jobs
                 // go in between. The link also learns what is unsent, and
@@ -310,7 +311,7 @@ impl Driver<'_> {
                     return;
                 }
                 Err(e) => {
-                    let reason = format!("write failed: {e}");
+                    let reason = TransportError::Write(e.to_string());
                     self.link
                         .handle(Event::TransportClosed(reason), Instant::now());
                 }
@@ -328,18 +329,14 @@ impl Driver<'_> {
         self.waker.asleep.store(true, Ordering::SeqCst);
         let busy = self.readable || self.core.stopped() || self.take_jobs();
         let now = Instant::now();
-        let mut wake = self.swept + TICK;
+        let mut wake = self.link.next_sweep();
         if let Some(t) = self.link.poll_timeout() {
             wake = wake.min(t);
         }
-        if let Some(t) = self.outbox.stall_deadline(self.write_timeout()) {
-            wake = wake.min(t);
-        }
-        let chunk_due = self.upload.is_some() && self.link.upload_room();
-        let timeout = match (busy || chunk_due, self.offer_due) {
-            (true, _) => Duration::ZERO,
-            (false, true) => wake.saturating_duration_since(now).min(OFFER_POLL),
-            (false, false) => wake.saturating_duration_since(now),
+        let chunk_due = self.upload.is_some() && self.link.chunk_due();
+        let timeout = match busy || chunk_due {
+            true => Duration::ZERO,
+            false => wake.saturating_duration_since(now),
         };
         if let Err(e) = self.poll.poll(events, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -356,17 +353,6 @@ impl Driver<'_> {
             self.read();
         }
         let now = Instant::now();
-        if self
-            .outbox
-            .stall_deadline(self.write_timeout())
-            .is_some_and(|t| t <= now)
-        {
-            let reason = format!(
-                "no write progress for {:?}: the node stopped reading",
-                self.write_timeout()
-            );
-            self.link.handle(Event::TransportClosed(reason), now);
-        }
         if self.link.poll_timeout().is_some_and(|t| t <= now) {
             self.link.handle(Event::Timer, now);
         }
@@ -413,7 +399,7 @@ impl Driver<'_> {
             match conn.read(&mut self.buf) {
                 Ok(0) => {
                     self.readable = false;
-                    let reason = "the node closed the connection".to_owned();
+                    let reason = TransportError::PeerClosed;
                     self.link.handle(Event::TransportClosed(reason), now);
                 }
                 Ok(n) => {
@@ -427,7 +413,7 @@ impl Driver<'_> {
                 }
                 Err(e) => {
                     self.readable = false;
-                    let reason = format!("read failed: {e}");
+                    let reason = TransportError::Read(e.to_string());
                     self.link.handle(Event::TransportClosed(reason), now);
                 }
             }
@@ -532,46 +518,43 @@ impl Driver<'_> {
         Ok(())
     }
 
-    /// Tells the node to free the shared values this program no longer
-    /// holds (every handle dropped, no job of ours names them).
-    fn unshare_dropped(&mut self) {
-        let dropped: Vec<SharedId> = self
-            .link
-            .shared_ids()
-            .filter(|id| !ppcore::shared::is_held(id))
-            .copied()
-            .collect();
-        if !dropped.is_empty() {
-            self.link.unshare(&dropped);
-        }
-    }
-
-    /// Carries out every action the link has for us.
+    /// Carries out everything the link has for us: bytes to write first
+    /// (a goodbye goes out before its connection closes), then socket
+    /// commands, then what happened.
     fn act(&mut self) {
-        while let Some(action) = self.link.poll() {
-            match action {
-                Action::Connect => self.dial(),
-                Action::Send(bytes) => {
-                    self.record().inspect(|r| r.meter.sent(bytes.len()));
-                    self.outbox.push(&bytes, Instant::now())
+        loop {
+            while let Some(bytes) = self.link.poll_transmit() {
+                self.record().inspect(|r| r.meter.sent(bytes.len()));
+                self.outbox.push(&bytes, Instant::now())
+            }
+            if let Some(io) = self.link.poll_io() {
+                match io {
+                    LinkIo::Connect => self.dial(),
+                    LinkIo::Disconnect => self.disconnect(),
                 }
-                Action::Disconnect => self.disconnect(),
-                Action::Up(hello) => self.up(hello),
-                Action::Draining => {
+                continue;
+            }
+            let Some(event) = self.link.poll_event() else {
+                break;
+            };
+            match event {
+                LinkEvent::Up(hello) => self.up(hello),
+                LinkEvent::Draining => {
                     tracing::info!(node = %self.name(), "node draining");
                     if let Some(r) = self.record() {
                         r.set_state(NodeState::Draining);
                     }
                     self.core.contacted();
                 }
-                Action::Down { reason, retry_in } => {
+                LinkEvent::Down { reason, retry_in } => {
                     tracing::info!(node = %self.name(), ?retry_in, "node down: {reason}");
                     if let Some(r) = self.record() {
+                        let reason = reason.to_string();
                         r.set_state(NodeState::Down { reason });
                     }
                     self.core.contacted();
                 }
-                Action::Failed { reason } => {
+                LinkEvent::Failed { reason } => {
                     tracing::warn!(node = %self.name(), "node refused: {reason}");
                     if let Some(r) = self.record() {
                         r.set_state(NodeState::Failed { reason });
@@ -583,7 +566,7 @@ impl Driver<'_> {
                     self.core.contacted();
                     self.core.fail_unrunnable();
                 }
-                Action::Done { job, result, exec } => {
+                LinkEvent::Done { job, result, exec } => {
                     self.active = Instant::now();
                     if let Some(r) = self.record() {
                         r.counters.record(exec, result.is_err());
@@ -596,12 +579,12 @@ impl Driver<'_> {
                         self.core.requeue(again);
                     }
                 }
-                Action::Offered { id, answer } => self.offered(id, answer),
-                Action::ProgramReady { id, jobs } => self.program_ready(id, jobs),
-                Action::ProgramRefused { id, reason } => {
+                LinkEvent::Offered { id, answer } => self.offered(id, answer),
+                LinkEvent::ProgramReady { id, jobs } => self.program_ready(id, jobs),
+                LinkEvent::ProgramRefused { id, reason } => {
                     self.ship_refused(id, format!("upload refused: {reason}"))
                 }
-                Action::Returned { job, lost } => {
+                LinkEvent::Returned { job, lost } => {
                     if let Some(again) = job.retry(&self.name, lost) {
                         self.core.ctx.dash.get().inspect(|d| d.rerun(&self.name));
                         self.core.requeue(again);
@@ -638,7 +621,8 @@ impl Driver<'_> {
         self.kinds.clear();
         // Before the jobs are published: nobody takes this program's jobs
         // for unrunnable while it is offered.
-        self.offer_due = crate::link::ship::on_up(&hello, self.record().map(|r| &**r));
+        let record = self.record().cloned();
+        crate::link::ship::on_up(&mut self.link, record.as_deref(), Instant::now());
         self.upload = None;
         let mut jobs = HashMap::<String, HashSet<String>>::new();
         for j in hello.jobs {
@@ -658,14 +642,16 @@ impl Driver<'_> {
     /// One step of shipping this program: the offer once it is hashed,
     /// then one chunk of the upload while the node keeps up.
     fn ship_turn(&mut self) {
-        if self.offer_due {
+        let now = Instant::now();
+        if self.link.offer_due(now) {
             let record = self.record().cloned();
-            self.offer_due = !crate::link::ship::try_offer(&mut self.link, record.as_deref());
+            crate::link::ship::try_offer(&mut self.link, record.as_deref(), now);
             return;
         }
         if let Some(upload) = &mut self.upload {
-            if self.link.upload_room() && !crate::link::ship::send_chunk(upload, &mut self.link) {
+            if self.link.chunk_due() && !crate::link::ship::send_chunk(upload, &mut self.link) {
                 self.upload = None;
+                self.link.upload_over();
             }
         }
     }
@@ -700,6 +686,7 @@ impl Driver<'_> {
     fn ship_refused(&mut self, id: ProgramId, reason: String) {
         tracing::warn!(node = %self.name(), program = %id, "program refused: {reason}");
         self.upload = None;
+        self.link.upload_over();
         if let Some(r) = self.record() {
             r.set_ship(crate::cluster::node::Ship::Refused(reason));
         }
@@ -713,9 +700,10 @@ impl Driver<'_> {
     fn dial(&mut self) {
         match dial(&self.name(), &self.core.settings) {
             Ok(stream) => self.connected(stream),
-            Err(e) => self
-                .link
-                .handle(Event::ConnectFailed(e.reason), Instant::now()),
+            Err(e) => self.link.handle(
+                Event::ConnectFailed(TransportError::Connect(e.reason)),
+                Instant::now(),
+            ),
         }
     }
 
@@ -726,7 +714,8 @@ impl Driver<'_> {
             .set_nodelay(true)
             .and_then(|()| stream.set_nonblocking(true));
         if let Err(e) = setup {
-            return self.link.handle(Event::ConnectFailed(e.to_string()), now);
+            let reason = TransportError::Connect(e.to_string());
+            return self.link.handle(Event::ConnectFailed(reason), now);
         }
         let mut stream = TcpStream::from_std(stream);
         let registered = self
@@ -736,7 +725,8 @@ impl Driver<'_> {
         self.watch_write = false;
         if let Err(e) = registered {
             let _ = stream.shutdown(Shutdown::Both);
-            return self.link.handle(Event::ConnectFailed(e.to_string()), now);
+            let reason = TransportError::Connect(e.to_string());
+            return self.link.handle(Event::ConnectFailed(reason), now);
         }
         if let Some(r) = self.record() {
             r.set_addr(stream.peer_addr().ok());
@@ -746,11 +736,6 @@ impl Driver<'_> {
         self.readable = true;
         self.conn = Some(stream);
         self.link.handle(Event::Connected, now);
-    }
-
-    /// A node that stops reading is lost after this long without progress.
-    fn write_timeout(&self) -> Duration {
-        (self.core.settings.heartbeat * ppcore::link::MISSED_BEATS).max(Duration::from_secs(1))
     }
 
     fn disconnect(&mut self) {

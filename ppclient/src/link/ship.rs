@@ -6,7 +6,7 @@
 //! its cache: a second client with the same program uploads nothing.
 
 use crate::cluster::node::{NodeRecord, Ship};
-use ppcore::link::{ClientLink, NodeHello};
+use ppcore::link::ClientLink;
 use ppcore::program::{ProgramId, ProgramInfo};
 use ppcore::upload::Sender;
 use ppcore::Registry;
@@ -15,6 +15,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use std::time::Instant;
 
 static INIT: AtomicBool = AtomicBool::new(false);
 
@@ -100,37 +101,25 @@ fn set(record: Option<&NodeRecord>, ship: Ship) {
     }
 }
 
-/// A link came up: true if this program is to be offered (the node lacks
-/// some of its jobs and speaks the "ship" capability): then call
-/// [`try_offer`] each turn until it says done. Call before the node's jobs
-/// are published, so that nobody takes its jobs for unrunnable meanwhile.
-pub(crate) fn on_up(hello: &NodeHello, record: Option<&NodeRecord>) -> bool {
-    let has: HashSet<(&str, &str)> = hello
-        .jobs
-        .iter()
-        .map(|j| (j.name.as_str(), j.signature.as_str()))
-        .collect();
-    let lacks = own_jobs()
-        .iter()
-        .any(|(n, s)| !has.contains(&(n.as_str(), s.as_str())));
-    let speaks = hello.caps.iter().any(|c| c == ppcore::wire::CAP_SHIP);
-    let due = initialized() && lacks && speaks;
+/// A link came up: the link decides whether this program is to be offered
+/// (see [`ClientLink::plan_offer`]); then [`try_offer`] each turn while the
+/// offer is due. Call before the node's jobs are published, so that nobody
+/// takes its jobs for unrunnable meanwhile.
+pub(crate) fn on_up<T>(link: &mut ClientLink<T>, record: Option<&NodeRecord>, now: Instant) {
+    let due = link.plan_offer(own_jobs(), initialized(), now);
     set(record, if due { Ship::Pending } else { Ship::No });
-    due
 }
 
-/// Offers this program once it is hashed; true when there is nothing more
-/// to do (offered, or it cannot be described: then refused with the reason).
-pub(crate) fn try_offer<T>(link: &mut ClientLink<T>, record: Option<&NodeRecord>) -> bool {
+/// Offers this program if it is hashed (else the link looks again later);
+/// if it cannot be described, there is nothing to offer: refused with the
+/// reason.
+pub(crate) fn try_offer<T>(link: &mut ClientLink<T>, record: Option<&NodeRecord>, now: Instant) {
     match INFO.get() {
-        None => false,
-        Some(Ok(info)) => {
-            link.offer(info);
-            true
-        }
+        None => link.offer_later(now),
+        Some(Ok(info)) => link.offer(info),
         Some(Err(reason)) => {
+            link.drop_offer();
             set(record, Ship::Refused(reason.clone()));
-            true
         }
     }
 }

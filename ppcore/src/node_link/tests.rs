@@ -23,14 +23,12 @@ fn link_with(keys: KeySet, now: Instant) -> NodeLink {
 fn link_windowed(keys: KeySet, send_window: u64, now: Instant) -> NodeLink {
     let config = NodeLinkConfig {
         keys,
-        handshake_timeout: 5 * SECOND,
         heartbeat: SECOND,
         max_frame: 8192,
         credit_jobs: 2,
         credit_bytes: 100,
-        max_payload: crate::stream::DEFAULT_MAX_PAYLOAD,
-        stream_stall: SECOND * 30,
         send_window,
+        ..NodeLinkConfig::for_tests()
     };
     let welcome = NodeMsg::Welcome {
         node_id: "n".into(),
