@@ -83,6 +83,7 @@ pub use key::{
 pub use lanes::{Lanes, Wake};
 pub use ledger::Ledger;
 pub use link::{Action, ClientLink, Event, LinkConfig, LinkState, NodeHello};
+pub use node_link::reason::{NodeCloseReason, TransportEnd, UploadRefusal};
 pub use node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig, CLIENT_HANDSHAKE_MAX_FRAME};
 pub use outbox::Outbox;
 pub use pending::Pending;

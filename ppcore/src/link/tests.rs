@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::key::Key;
+use crate::node_link::reason::TransportEnd;
 use crate::node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
 use crate::wire::{DoneJob, PROTOCOL_VERSION};
 use proptest::prelude::*;
@@ -158,7 +159,10 @@ impl Pair {
                     }
                     Action::Disconnect => {
                         if let Some(mut node) = self.node.take() {
-                            node.handle(NodeEvent::TransportClosed("closed".into()), self.now);
+                            node.handle(
+                                NodeEvent::TransportClosed(TransportEnd::ClosedByPeer),
+                                self.now,
+                            );
                         }
                     }
                     other => self.out.push(other),
@@ -166,12 +170,14 @@ impl Pair {
             }
             let mut node_closed = false;
             if let Some(node) = &mut self.node {
-                while let Some(a) = node.poll() {
+                loop {
+                    while let Some(bytes) = node.poll_transmit() {
+                        busy = true;
+                        self.client.handle(Event::Received(&bytes), self.now)
+                    }
+                    let Some(a) = node.poll_event() else { break };
                     busy = true;
                     match a {
-                        NodeAction::Send(bytes) => {
-                            self.client.handle(Event::Received(&bytes), self.now)
-                        }
                         NodeAction::Run(jobs) => {
                             self.node_order.extend(jobs.iter().map(|j| Ok(j.id)));
                             self.node_jobs.extend(jobs)
@@ -185,8 +191,10 @@ impl Pair {
                         NodeAction::Chunk { offset, data, .. } => {
                             self.node_chunks.push((offset, data.len()))
                         }
-                        NodeAction::Close { .. } => node_closed = true,
-                        NodeAction::StatusWanted | NodeAction::Authenticated => {}
+                        NodeAction::Closed(_) => node_closed = true,
+                        NodeAction::StatusWanted
+                        | NodeAction::Authenticated
+                        | NodeAction::UploadRefused { .. } => {}
                     }
                 }
             }
@@ -361,7 +369,7 @@ fn any_frame_is_proof_of_life() {
         while p.client.poll().is_some() {}
         assert_eq!(p.client.state(), LinkState::Ready, "round {round}");
         node.handle(NodeEvent::GiveBack(vec![(99, 1)]), p.now);
-        while let Some(NodeAction::Send(bytes)) = node.poll() {
+        while let Some(bytes) = node.poll_transmit() {
             p.client.handle(Event::Received(&bytes), p.now);
         }
     }
@@ -385,7 +393,7 @@ fn the_backoff_doubles_up_to_its_cap_and_resets_after_a_stable_link() {
     p.tick();
     assert_eq!(p.client.state(), LinkState::Ready);
     p.now += 6 * SECOND;
-    p.node(NodeEvent::TransportClosed("gone".into()));
+    p.node(NodeEvent::TransportClosed(TransportEnd::ClosedByPeer));
     p.client
         .handle(Event::TransportClosed("reset".into()), p.now);
     p.pump();
@@ -702,11 +710,10 @@ fn node_frame(p: &mut Pair, event: NodeEvent<'_>) -> Vec<u8> {
     let node = p.node.as_mut().unwrap();
     node.handle(event, p.now);
     let mut frame = None;
-    while let Some(a) = node.poll() {
-        if let NodeAction::Send(bytes) = a {
-            frame.get_or_insert(bytes);
-        }
+    while let Some(bytes) = node.poll_transmit() {
+        frame.get_or_insert(bytes);
     }
+    while node.poll_event().is_some() {}
     frame.unwrap()
 }
 
@@ -793,11 +800,10 @@ fn pong_for_next_ping(p: &mut Pair) -> Vec<u8> {
     let node = p.node.as_mut().unwrap();
     node.handle(NodeEvent::Received(&ping), p.now);
     let mut pong = None;
-    while let Some(a) = node.poll() {
-        if let NodeAction::Send(bytes) = a {
-            pong.get_or_insert(bytes);
-        }
+    while let Some(bytes) = node.poll_transmit() {
+        pong.get_or_insert(bytes);
     }
+    while node.poll_event().is_some() {}
     pong.expect("a pong")
 }
 
@@ -917,6 +923,10 @@ fn an_upload_waits_for_the_node_to_take_its_chunks() {
     let mut p = Pair::new();
     p.pump();
     let id = ProgramId::of(b"x");
+    // The node asked for the program (its one upload on this connection).
+    let answer = crate::program::OfferAnswer::Need;
+    p.node(NodeEvent::Offered { id, answer });
+    p.take_out();
     // The node reads nothing meanwhile: chunks stay in flight.
     for k in 0..UPLOAD_WINDOW as u64 {
         assert!(p.client.upload_room());
@@ -1280,7 +1290,7 @@ fn a_dropped_shared_value_is_freed_on_the_node_and_forgotten_on_reconnection() {
     let (c, bytes_c) = shared_value(10, 3);
     p.client.share(c, bytes_c).unwrap();
     p.pump();
-    p.node(NodeEvent::TransportClosed("cut".into()));
+    p.node(NodeEvent::TransportClosed(TransportEnd::ClosedByPeer));
     assert!(p.client.needs_share(&c) || p.client.state() != LinkState::Ready);
     p.tick();
     p.pump();
