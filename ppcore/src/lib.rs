@@ -27,7 +27,8 @@
 //! | `worker` | worker processes: [`init_worker`], the one way a program re-runs itself as a job server |
 //! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
 //! | `link` | [`ClientLink`]: one client↔node link as a state machine (events in, actions out) |
-//! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape |
+//! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape; it decides the node's rules (one upload at a time and its stall limit, shared values, the backlog limit) and hands out transmits, its timer and events ([`NodeAction`]) apart; typed reasons ([`NodeCloseReason`]) |
+//! | `io_driver` | what both link drivers share: the sizes of a turn, one read of a `mio` socket, the spin before a driver sleeps |
 //! | `http` | the small HTTP/1.1 server of `/metrics` and the dashboard: pure request parsing and connection table, one `mio` thread around them (the one module here with sockets) |
 //! | `window` | [`window::SendWindow`]: the bytes a link lets wait unsent before it holds back the next payload |
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -43,6 +44,7 @@ mod fast;
 mod framing;
 pub mod http;
 mod idmap;
+pub mod io_driver;
 mod job;
 mod key;
 mod lanes;

@@ -41,25 +41,19 @@ use crate::programs::{Decision, Upload};
 use crossbeam_channel::Receiver;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use ppcore::io_driver::{self, ReadOutcome, Spun, READS_PER_TURN, READ_BUF, SPIN};
 use ppcore::program::{OfferAnswer, ProgramId, ProgramInfo};
 use ppcore::shared::{SharedId, SharedValue};
 use ppcore::{NodeAction, NodeCloseReason, NodeEvent, NodeLink, NodeLinkConfig, Outbox};
 use ppcore::{TransportEnd, UploadRefusal};
-use std::io::Read;
 use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const READ_BUF: usize = 64 << 10;
-/// Reads per wake-up before the driver looks at its other work.
-const READS_PER_TURN: usize = 16;
 /// Finished jobs gathered into one `Done` frame at most.
 const MAX_BATCH: usize = 1024;
 const SOCKET: Token = Token(1);
-/// How long a driver looks for news before it sleeps, while its client's
-/// jobs run here or after the last one ended.
-const SPIN: Duration = Duration::from_micros(100);
 
 /// What a driver serves: the socket, the poll it sleeps in and its waker,
 /// and the node's news for it.
@@ -256,18 +250,8 @@ impl Driver<'_> {
         if !self.conn.has_active() && !recent {
             return;
         }
-        let until = now + SPIN;
-        while Instant::now() < until {
-            std::thread::yield_now();
-            if !events.is_empty() {
-                return;
-            }
-            if self.poll.poll(polled, Some(Duration::ZERO)).is_ok()
-                && polled.iter().any(|ev| ev.token() == SOCKET)
-            {
-                self.readable = true;
-                return;
-            }
+        if io_driver::spin(&mut self.poll, polled, SOCKET, || !events.is_empty()) == Spun::Socket {
+            self.readable = true;
         }
     }
 
@@ -284,23 +268,22 @@ impl Driver<'_> {
                 return;
             }
             let now = Instant::now();
-            match self.stream.read(&mut self.buf) {
-                Ok(0) => {
+            match io_driver::read_once(&mut self.stream, &mut self.buf) {
+                ReadOutcome::Closed => {
                     self.readable = false;
                     let why = TransportEnd::ClosedByPeer;
                     return link.handle(NodeEvent::TransportClosed(why), now);
                 }
-                Ok(n) => {
+                ReadOutcome::Bytes(n) => {
                     self.node.meters.received(n);
                     link.set_stream_room(self.node.memory.room());
                     link.handle(NodeEvent::Received(&self.buf[..n]), now)
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                ReadOutcome::WouldBlock => {
                     self.readable = false;
                     return;
                 }
-                Err(e) => {
+                ReadOutcome::Failed(e) => {
                     self.readable = false;
                     let why = TransportEnd::ReadFailed(e.to_string());
                     return link.handle(NodeEvent::TransportClosed(why), now);
