@@ -34,7 +34,8 @@ fuzz_target!(|data: &[u8]| {
     let mut link = NodeLink::new(config, welcome, now);
     for chunk in data.chunks(97) {
         link.handle(NodeEvent::Received(chunk), now);
-        while let Some(action) = link.poll() {
+        while link.poll_transmit().is_some() {}
+        while let Some(action) = link.poll_event() {
             assert!(!matches!(
                 action,
                 NodeAction::Authenticated | NodeAction::Run(_)

@@ -3,8 +3,8 @@
 //! server's condvar, fails what is queued), and starting the nodes with it.
 //! [`Slurm`] itself, its command lines and its driver are the `ppslurm` crate.
 
-use crate::cluster::state::Core;
 use crate::cluster::node::{NodeInfo, NodeState};
+use crate::cluster::state::Core;
 use ppcore::JobError;
 use ppslurm::{Client, Launched, NodeCounts, Slurm, SlurmError};
 use std::net::SocketAddr;

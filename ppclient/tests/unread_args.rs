@@ -80,12 +80,13 @@ fn node_that_stops_reading(keys: KeySet, stop: mpsc::Receiver<()>) -> String {
             };
             link.handle(NodeEvent::Received(&buf[..n]), Instant::now());
             let mut authenticated = false;
-            while let Some(action) = link.poll() {
-                match action {
-                    NodeAction::Send(bytes) if s.write_all(&bytes).is_err() => return,
-                    NodeAction::Authenticated => authenticated = true,
-                    _ => {}
+            while let Some(bytes) = link.poll_transmit() {
+                if s.write_all(&bytes).is_err() {
+                    return;
                 }
+            }
+            while let Some(action) = link.poll_event() {
+                authenticated |= action == NodeAction::Authenticated;
             }
             if authenticated {
                 break;

@@ -19,10 +19,11 @@
 //! | `sync` | [`sync::lock`], the one poison-tolerant mutex lock |
 //! | `framing` | [`Framer`]: the one place a link turns messages into bytes and back |
 //! | `link` | [`ClientLink`]: one client↔node link as a state machine (events in; bytes, socket commands and [`LinkEvent`]s out, each polled on its own), the rules its driver keeps (write stall, ended-job sweep, backoff, program offer and upload), typed reasons, the shared heartbeat rule and stream pull of both ends, the one test configuration |
-//! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape |
+//! | `node_link` | [`NodeLink`]: the node's side of one connection, the same shape; it decides the node's rules (one upload at a time and its stall limit, shared values, the backlog limit) and hands out transmits, its timer and events ([`NodeAction`]) apart; typed reasons ([`NodeCloseReason`]) |
 //! | `ledger` | [`Ledger`]: one node's in-flight jobs and window; who owns each job |
 //! | `outbox` | [`Outbox`]: bytes waiting for a non-blocking socket, and the peer's write progress |
 //! | `upload` | a program upload as pure state: chunks out, chunks in, checked by size and SHA-256 |
+//! | `io::driver` (`io_driver`) | what both link drivers share: the sizes of a turn, one read of a `mio` socket, the spin before a driver sleeps |
 //! | `window` | [`window::SendWindow`]: the bytes a link lets wait unsent before it holds back the next payload |
 //!
 //! Public paths stay what they were before the folders: `ppcore::wire`,
@@ -55,6 +56,7 @@ pub mod wire;
 
 pub use escape::{escape, escape_bytes, MAX_PEER_TEXT};
 pub use framing::Framer;
+pub use io::driver as io_driver;
 pub use io::worker::{init_worker, init_worker_with};
 pub use io::{http, worker};
 pub use job::array::{Array, Element};
@@ -69,6 +71,7 @@ pub use job::registry::{DuplicateJob, JobEntry, Registry};
 pub use job::shared::{Shared, SharedId};
 pub use ledger::Ledger;
 pub use link::{ClientLink, Event, LinkConfig, LinkEvent, LinkIo, LinkState, NodeHello};
+pub use node_link::reason::{NodeCloseReason, TransportEnd, UploadRefusal};
 pub use node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig, CLIENT_HANDSHAKE_MAX_FRAME};
 pub use outbox::Outbox;
 pub use sched::budget;

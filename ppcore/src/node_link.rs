@@ -8,8 +8,12 @@
 //! ```
 //!
 //! The driver (a thread in `ppserver`) feeds received bytes, finished jobs,
-//! drain and stop requests and timer ticks; the link answers with bytes to
-//! write, jobs to queue or cancel, and when to close. It always reads
+//! drain and stop requests and timer ticks ([`NodeLink::handle`]); the link
+//! hands out, each on its own, the bytes to write
+//! ([`NodeLink::poll_transmit`]), when to call back
+//! ([`NodeLink::poll_timeout`]) and what the node must do or know
+//! ([`NodeLink::poll_event`]: jobs to queue or cancel, a program offered,
+//! the connection closed, [`NodeAction`]), as quinn-proto does. It always reads
 //! control frames (heartbeats, cancels, goodbye), also while draining; jobs
 //! that arrive while draining go straight back, and so do jobs past the
 //! connection's credit window (`credit_jobs`, `credit_bytes`, announced in
@@ -35,22 +39,39 @@
 //! counts as authenticated at its first frame that opens (a replayed first
 //! message gets no further); until then the 4 KiB cap and the handshake
 //! deadline hold. A frame that does not open closes the connection.
+//!
+//! The node's rules on what a client sends are decided here, the driver
+//! only does the I/O: one program upload at a time, with a stall limit
+//! (`upload`); jobs and the shared values they name (`shared`: held, lacking
+//! or refused); and the backlog limit ([`NodeLink::may_read`]: the driver
+//! stops reading while its outbox alone is over the send window). Why a
+//! connection ended is a [`NodeCloseReason`] (`reason`).
 
 use crate::framing::Framer;
 use crate::job::error::{ErrorKind, JobError};
 use crate::job::idmap::IdMap;
 use crate::job::shared::SharedId;
-use crate::link::MISSED_BEATS;
+use crate::link::beats::MISSED_BEATS;
+use crate::link::pull::next_stream_frame;
 use crate::session::handshake::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
 use crate::session::key::KeySet;
 use crate::window::SendWindow;
 use crate::wire::frame::batches_by_size;
-use crate::wire::messages::{ClientMsg, DoneJob, JobInfo, NodeMsg, NodeStatus, RunJob};
-use crate::wire::program::{OfferAnswer, ProgramId, ProgramInfo};
+use crate::wire::messages::{ClientMsg, DoneJob, NodeMsg, RunJob};
+use crate::wire::program::{OfferAnswer, ProgramId};
 use crate::wire::stream::{self, Claimed, Incoming, Streams};
-use serde_bytes::ByteBuf;
+use reason::{NodeCloseReason, UploadRefusal};
+use shared::SharedRefusals;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+use upload::{OneUpload, ONE_AT_A_TIME};
+
+pub use events::{NodeAction, NodeEvent};
+
+mod events;
+pub(crate) mod reason;
+mod shared;
+mod upload;
 
 /// The largest frame a client may send before it has authenticated: its
 /// handshake message, and its first sealed frame.
@@ -81,99 +102,6 @@ pub struct NodeLinkConfig {
     /// The send window in bytes: results wait while this much is unsent
     /// (see [`crate::window`]).
     pub send_window: u64,
-}
-
-/// Something that happened to a node's connection.
-#[derive(Debug)]
-pub enum NodeEvent<'a> {
-    /// Bytes arrived.
-    Received(&'a [u8]),
-    /// The time [`NodeLink::poll_timeout`] gave has come.
-    Timer,
-    /// Jobs of this connection finished.
-    Finished(Vec<DoneJob>),
-    /// Jobs of this connection given back unrun (the node is stopping).
-    GiveBack(Vec<(u64, u32)>),
-    /// Jobs of this connection that ended without a word to the client
-    /// (cancelled before they ran): their credit comes back.
-    Ended(Vec<u64>),
-    /// The answer to a [`NodeAction::StatusWanted`].
-    Status(NodeStatus),
-    /// The node stops taking jobs.
-    Drain,
-    /// The node says goodbye and closes.
-    Stop,
-    /// The connection broke.
-    TransportClosed(String),
-    /// The node's answer to a [`NodeAction::Offer`].
-    Offered {
-        /// The program offered.
-        id: ProgramId,
-        /// Have, need or refuse.
-        answer: OfferAnswer,
-    },
-    /// A shipped program is ready here (its jobs), or refused (why).
-    ProgramReady {
-        /// The program.
-        id: ProgramId,
-        /// Its jobs, or why it will not run here.
-        jobs: Result<Vec<JobInfo>, String>,
-    },
-    /// The node is full for now (too many clients): tell the client, which
-    /// retries later, and close.
-    Refuse(String),
-    /// The client broke the protocol in a way only the driver can see (a
-    /// shared value that does not match its id): tell it why and close.
-    Misbehaved(String),
-    /// Jobs that name shared values the node does not hold: the client is
-    /// asked for the values and handed the jobs back.
-    NeedShared {
-        /// The values missing.
-        ids: Vec<SharedId>,
-        /// The jobs, unrun.
-        jobs: Vec<(u64, u32)>,
-    },
-}
-
-/// Something the node's driver must do.
-#[derive(Debug, PartialEq)]
-pub enum NodeAction {
-    /// Write these bytes, in order.
-    Send(Vec<u8>),
-    /// Queue these jobs for the workers.
-    Run(Vec<RunJob>),
-    /// The client cancelled job `id`.
-    Cancel(u64),
-    /// The client asked for the node's status: answer with [`NodeEvent::Status`].
-    StatusWanted,
-    /// The client proved itself.
-    Authenticated,
-    /// The client offers its program: answer with [`NodeEvent::Offered`].
-    Offer(ProgramInfo),
-    /// A piece of an upload.
-    Chunk {
-        /// The program.
-        id: ProgramId,
-        /// Where the piece starts.
-        offset: u64,
-        /// Its bytes.
-        data: ByteBuf,
-    },
-    /// The client sent a shared value (its bytes, not yet checked against
-    /// `id`): keep it for this connection's jobs.
-    Share {
-        /// The id the client gave it.
-        id: SharedId,
-        /// Its bytes.
-        bytes: Vec<u8>,
-    },
-    /// The client is done with these shared values.
-    Unshare(Vec<SharedId>),
-    /// Close the connection; `reason` if it ended badly (already sent as `Reject`).
-    Close {
-        /// Why, if it was not a clean goodbye.
-        reason: Option<String>,
-    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,9 +144,17 @@ pub struct NodeLink {
     window: SendWindow,
     /// The driver's outbox, as it last said ([`NodeLink::send_more`]).
     outbox: u64,
-    /// Bytes in `Send` actions not yet polled.
+    /// Bytes in transmits not yet polled.
     queued: u64,
+    /// Frames to write, in order.
+    transmits: VecDeque<Vec<u8>>,
     actions: VecDeque<NodeAction>,
+    /// The node's id (from its `Welcome`): failed jobs name it.
+    node_id: String,
+    /// The program upload under way, one at a time.
+    upload: OneUpload,
+    /// Shared values the node refused over `--shared-max`.
+    refused_shared: SharedRefusals,
 }
 
 /// The bytes a finished job holds: its result, or its error's message.
@@ -246,6 +182,10 @@ impl NodeLink {
             *credit_bytes = u64::try_from(config.credit_bytes).unwrap_or(u64::MAX);
             *max_payload = config.max_payload;
         }
+        let node_id = match &welcome {
+            NodeMsg::Welcome { node_id, .. } => node_id.clone(),
+            _ => String::new(),
+        };
         let limits = stream::Limits {
             max_payload: config.max_payload,
             max_buffered: config.max_payload,
@@ -270,7 +210,11 @@ impl NodeLink {
             window: SendWindow::new(config.send_window),
             outbox: 0,
             queued: 0,
+            transmits: VecDeque::new(),
             actions: VecDeque::new(),
+            node_id,
+            upload: OneUpload::default(),
+            refused_shared: SharedRefusals::default(),
             config,
         }
     }
@@ -291,13 +235,18 @@ impl NodeLink {
         self.authenticated
     }
 
-    /// The next thing to do, if any.
-    pub fn poll(&mut self) -> Option<NodeAction> {
-        let action = self.actions.pop_front();
-        if let Some(NodeAction::Send(bytes)) = &action {
-            self.queued = self.queued.saturating_sub(bytes.len() as u64);
-        }
-        action
+    /// The next frame to write, in order, if any.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        let bytes = self.transmits.pop_front()?;
+        self.queued = self.queued.saturating_sub(bytes.len() as u64);
+        Some(bytes)
+    }
+
+    /// The next thing the node must do or know, if any. Carrying one out
+    /// may queue transmits and more of these: poll both until both are
+    /// empty.
+    pub fn poll_event(&mut self) -> Option<NodeAction> {
+        self.actions.pop_front()
     }
 
     /// When to report [`NodeEvent::Timer`] if nothing happens before.
@@ -306,10 +255,25 @@ impl NodeLink {
             State::Handshake | State::Proving => Some(self.deadline),
             State::Ready | State::Draining => {
                 let dead = self.dead_at();
-                Some(self.incoming.poll_timeout().map_or(dead, |t| t.min(dead)))
+                let soonest = [self.incoming.poll_timeout(), self.upload.deadline()];
+                Some(soonest.into_iter().flatten().fold(dead, Instant::min))
             }
             State::Closed => None,
         }
+    }
+
+    /// The outbox's buffer a driver keeps while it sleeps with nothing to
+    /// write: an idle connection does not hold the memory of a backlog it
+    /// once had.
+    pub const IDLE_OUTBOX: usize = 64 << 10;
+
+    /// Whether the driver may read from the client while its outbox holds
+    /// `outbox` bytes: not while that alone is over the send window (a
+    /// client that does not read its results is held there by TCP). Its
+    /// queued work is bounded by its credit window instead, and control
+    /// frames always get through once the outbox drains.
+    pub fn may_read(&self, outbox: usize) -> bool {
+        outbox as u64 <= self.config.send_window
     }
 
     fn dead_at(&self) -> Instant {
@@ -330,16 +294,7 @@ impl NodeLink {
                 self.send(&NodeMsg::Returned(jobs));
             }
             NodeEvent::GiveBack(_) => {}
-            NodeEvent::Misbehaved(reason) => self.fail(&reason),
-            NodeEvent::NeedShared { ids, jobs } => {
-                if !ids.is_empty() {
-                    self.send(&NodeMsg::NeedShared(ids));
-                }
-                if !jobs.is_empty() {
-                    jobs.iter().for_each(|(id, _)| self.ended(*id));
-                    self.send(&NodeMsg::Returned(jobs));
-                }
-            }
+            NodeEvent::NeedShared { ids, jobs } => self.need_shared(ids, jobs),
             NodeEvent::Ended(ids) => ids.into_iter().for_each(|id| self.ended(id)),
             NodeEvent::Status(status) => self.send(&NodeMsg::Status(status)),
             NodeEvent::Drain => {
@@ -353,7 +308,7 @@ impl NodeLink {
                 if self.is_ready() {
                     self.send(&NodeMsg::Goodbye);
                 }
-                self.close(None);
+                self.close(NodeCloseReason::Goodbye);
             }
             NodeEvent::Refuse(reason) => {
                 if self.framer.is_secure() {
@@ -362,20 +317,23 @@ impl NodeLink {
                         retry: true,
                     });
                 } else {
-                    self.send_raw(&crate::secure::refusal_busy(&reason));
+                    self.send_raw(&crate::session::handshake::refusal_busy(&reason));
                 }
-                self.close(Some(reason));
+                self.close(NodeCloseReason::Refused(reason));
             }
-            NodeEvent::TransportClosed(reason) => {
-                self.state = State::Closed;
-                self.streams.clear();
-                self.held.clear();
-                self.held_bytes = 0;
-                self.actions.push_back(NodeAction::Close {
-                    reason: Some(reason),
-                });
+            NodeEvent::TransportClosed(why) => self.close(NodeCloseReason::Transport(why)),
+            NodeEvent::Offered { id, answer } => {
+                if answer == OfferAnswer::Need {
+                    self.upload.begin(id, now);
+                }
+                self.send(&NodeMsg::Offered { id, answer })
             }
-            NodeEvent::Offered { id, answer } => self.send(&NodeMsg::Offered { id, answer }),
+            NodeEvent::Uploaded(id) => self.upload.end(id),
+            NodeEvent::UploadFailed { id, reason } => {
+                self.upload.end(id);
+                self.send(&NodeMsg::ProgramRefused { id, reason })
+            }
+            NodeEvent::Stored { id, outcome } => self.refused_shared.stored(id, outcome),
             NodeEvent::ProgramReady { id, jobs: Ok(jobs) } => {
                 self.send(&NodeMsg::ProgramReady { id, jobs })
             }
@@ -388,15 +346,20 @@ impl NodeLink {
 
     fn on_timer(&mut self, now: Instant) {
         if let Some(e) = self.incoming.expire(now) {
-            return self.fail(&e.to_string());
+            return self.fail(NodeCloseReason::Broke(e.to_string()));
         }
         match self.state {
             State::Handshake | State::Proving if now >= self.deadline => {
-                self.fail("timed out during the handshake")
+                self.fail(NodeCloseReason::HandshakeTimeout)
             }
             State::Ready | State::Draining if now >= self.dead_at() => {
                 let silent = now.saturating_duration_since(self.heard);
-                self.fail(&format!("client silent for {silent:?}"));
+                self.fail(NodeCloseReason::Silent(silent));
+            }
+            State::Ready | State::Draining => {
+                if let Some((id, reason)) = self.upload.expire(now) {
+                    self.refuse_upload(id, reason);
+                }
             }
             _ => {}
         }
@@ -410,7 +373,10 @@ impl NodeLink {
                 match self.framer.decode_handshake() {
                     Ok(Some(first)) => self.on_handshake(&first),
                     Ok(None) => return,
-                    Err(e) => return self.fail(&format!("{e} during the handshake")),
+                    Err(e) => {
+                        return self
+                            .fail(NodeCloseReason::Broke(format!("{e} during the handshake")))
+                    }
                 }
                 continue;
             }
@@ -418,9 +384,9 @@ impl NodeLink {
                 Ok(Some(msg)) => self.on_message(msg, now),
                 Ok(None) => return,
                 Err(e) if self.state == State::Proving => {
-                    return self.fail(&format!("{e} during the handshake"))
+                    return self.fail(NodeCloseReason::Broke(format!("{e} during the handshake")))
                 }
-                Err(e) => return self.fail(&e.to_string()),
+                Err(e) => return self.fail(NodeCloseReason::Broke(e.to_string())),
             }
         }
     }
@@ -454,6 +420,11 @@ impl NodeLink {
                 // Over the node's memory: not kept; the jobs that name it
                 // are handed back (and the value asked for) when they come.
                 Ok(Claimed::Refused) => Ok(()),
+                Ok(Claimed::Payload(bytes)) if SharedId::of(&bytes) != id => {
+                    let why = format!("shared value {id} does not match its bytes");
+                    self.fail(NodeCloseReason::Broke(why));
+                    Ok(())
+                }
                 Ok(Claimed::Payload(bytes)) => {
                     self.actions.push_back(NodeAction::Share { id, bytes });
                     Ok(())
@@ -461,17 +432,17 @@ impl NodeLink {
                 Err(e) => Err(e),
             },
             msg => match self.incoming.check_claimed() {
-                Ok(()) => return self.on_plain(msg),
+                Ok(()) => return self.on_plain(msg, now),
                 Err(e) => Err(e),
             },
         };
         if let Err(e) = claimed {
-            self.fail(&e.to_string());
+            self.fail(NodeCloseReason::Broke(e.to_string()));
         }
     }
 
     /// A message that carries no stream.
-    fn on_plain(&mut self, msg: ClientMsg) {
+    fn on_plain(&mut self, msg: ClientMsg, now: Instant) {
         match msg {
             ClientMsg::Run(jobs) if self.draining => {
                 let back = jobs.iter().map(|j| (j.id, j.attempt)).collect();
@@ -487,17 +458,29 @@ impl NodeLink {
             ClientMsg::Cancel { .. } => {}
             ClientMsg::Ping(n) => self.send(&NodeMsg::Pong(n)),
             ClientMsg::Status => self.actions.push_back(NodeAction::StatusWanted),
-            ClientMsg::Goodbye => self.close(None),
+            ClientMsg::Goodbye => self.close(NodeCloseReason::Goodbye),
+            ClientMsg::Offer(info) if self.upload.busy() => {
+                let answer = OfferAnswer::Refuse(ONE_AT_A_TIME.to_owned());
+                self.send(&NodeMsg::Offered {
+                    id: info.id,
+                    answer,
+                });
+            }
             ClientMsg::Offer(info) => self.actions.push_back(NodeAction::Offer(info)),
-            ClientMsg::Chunk { id, offset, data } => {
-                self.actions
-                    .push_back(NodeAction::Chunk { id, offset, data })
-            }
+            ClientMsg::Chunk { id, offset, data } => match self.upload.chunk(id, now) {
+                Ok(()) => self
+                    .actions
+                    .push_back(NodeAction::Chunk { id, offset, data }),
+                Err(refused) => self.refuse_upload(id, refused),
+            },
             ClientMsg::Limits { max_payload } => self.peer_max = max_payload,
-            ClientMsg::Unshare(ids) => self.actions.push_back(NodeAction::Unshare(ids)),
-            ClientMsg::Shared { .. } => {
-                self.fail("a client sends shared values as streams (Share), not inline")
+            ClientMsg::Unshare(ids) => {
+                self.refused_shared.unshared(&ids);
+                self.actions.push_back(NodeAction::Unshare(ids))
             }
+            ClientMsg::Shared { .. } => self.fail(NodeCloseReason::Broke(
+                "a client sends shared values as streams (Share), not inline".to_owned(),
+            )),
             ClientMsg::Stream(_) | ClientMsg::RunStreamed { .. } | ClientMsg::Share { .. } => {}
         }
     }
@@ -530,6 +513,44 @@ impl NodeLink {
         }
     }
 
+    /// Jobs of a [`NodeAction::Run`] with the shared values they name:
+    /// `lookup` gives the values of ids this connection holds on the node
+    /// (or the ids it lacks). Those that name a value the node lacks are
+    /// handed back and the values asked for; those that name one refused
+    /// over `--shared-max` fail with the reason; the rest are to run.
+    pub fn with_shared<V>(
+        &mut self,
+        jobs: Vec<RunJob>,
+        lookup: impl FnMut(&[SharedId]) -> Result<Vec<V>, Vec<SharedId>>,
+    ) -> Vec<(RunJob, Vec<V>)> {
+        let sorted = self.refused_shared.resolve(jobs, &self.node_id, lookup);
+        if !sorted.failed.is_empty() {
+            self.finished(sorted.failed);
+        }
+        self.need_shared(sorted.need, sorted.back);
+        sorted.ready
+    }
+
+    /// Asks for the values `ids` and hands `jobs` back.
+    fn need_shared(&mut self, ids: Vec<SharedId>, jobs: Vec<(u64, u32)>) {
+        if !ids.is_empty() {
+            self.send(&NodeMsg::NeedShared(ids));
+        }
+        if !jobs.is_empty() {
+            jobs.iter().for_each(|(id, _)| self.ended(*id));
+            self.send(&NodeMsg::Returned(jobs));
+        }
+    }
+
+    /// Ends (or refuses a chunk of) the upload of `id`: the client and the
+    /// driver are told.
+    fn refuse_upload(&mut self, id: ProgramId, reason: UploadRefusal) {
+        let text = reason.to_string();
+        self.actions
+            .push_back(NodeAction::UploadRefused { id, reason });
+        self.send(&NodeMsg::ProgramRefused { id, reason: text });
+    }
+
     /// Job `id` ended here: its credit comes back.
     fn ended(&mut self, id: u64) {
         if let Some(size) = self.inflight.remove(&id) {
@@ -560,7 +581,7 @@ impl NodeLink {
             }
             Err(e) => {
                 self.send_raw(&refusal(&e));
-                self.close(Some(format!("handshake refused: {e}")));
+                self.close(NodeCloseReason::Handshake(e));
             }
         }
     }
@@ -667,14 +688,14 @@ impl NodeLink {
     /// True if it queued anything (carry it out, write, and call again).
     pub fn send_more(&mut self, outbox: usize) -> bool {
         self.outbox = outbox as u64;
-        let before = self.actions.len();
+        let before = self.transmits.len();
         if self.is_ready() {
             self.release_held();
         }
         if self.window.pulls(outbox) && self.has_stream() {
             self.pull_stream();
         }
-        self.actions.len() > before
+        self.transmits.len() > before
     }
 
     /// Bytes of results not yet framed: waiting for the window, and queued
@@ -714,23 +735,19 @@ impl NodeLink {
     }
 
     /// Queues the next stream frame to send (and the `Done` after a
-    /// stream's last chunk) as [`NodeAction::Send`]; false if there is none.
+    /// stream's last chunk) as transmits; false if there is none.
     /// The driver calls it when what it has to write runs low, so that
     /// heartbeats and small results go between the chunks.
     pub fn pull_stream(&mut self) -> bool {
         if !self.is_ready() {
             return false;
         }
-        let Some((frame, then)) = self.streams.next_frame() else {
+        let Some((bytes, then)) =
+            next_stream_frame(&mut self.streams, &mut self.framer, NodeMsg::Stream)
+        else {
             return false;
         };
-        // A chunk's frame is allocated once at its size (a few bytes of
-        // message around the data).
-        let size = match &frame {
-            crate::stream::StreamFrame::Chunk { data, .. } => data.len() + 64,
-            _ => 0,
-        };
-        if let Ok(bytes) = self.framer.encode_sized(&NodeMsg::Stream(frame), size) {
+        if let Some(bytes) = bytes {
             self.push_send(bytes);
         }
         if let Some(msg) = then {
@@ -749,8 +766,12 @@ impl NodeLink {
     /// Bytes to write, counted as unsent until polled (then the driver's
     /// outbox holds them).
     fn push_send(&mut self, bytes: Vec<u8>) {
+        // Nothing follows the last word (a reject, a goodbye).
+        if self.state == State::Closed {
+            return;
+        }
         self.queued += bytes.len() as u64;
-        self.actions.push_back(NodeAction::Send(bytes));
+        self.transmits.push_back(bytes);
     }
 
     /// A handshake frame (the answer, or a refusal) as bytes to write.
@@ -762,24 +783,25 @@ impl NodeLink {
 
     /// Ends the connection with a reason the client is told: sealed once
     /// the session is set, else as a handshake refusal.
-    fn fail(&mut self, reason: &str) {
+    fn fail(&mut self, reason: NodeCloseReason) {
+        let text = reason.to_string();
         if self.framer.is_secure() {
             self.send(&NodeMsg::Reject {
-                reason: reason.to_owned(),
+                reason: text,
                 retry: false,
             });
         } else {
-            self.send_raw(&refusal_reason(reason));
+            self.send_raw(&refusal_reason(&text));
         }
-        self.close(Some(reason.to_owned()));
+        self.close(reason);
     }
 
-    fn close(&mut self, reason: Option<String>) {
+    fn close(&mut self, reason: NodeCloseReason) {
         self.state = State::Closed;
         self.streams.clear();
         self.held.clear();
         self.held_bytes = 0;
-        self.actions.push_back(NodeAction::Close { reason });
+        self.actions.push_back(NodeAction::Closed(reason));
     }
 }
 

@@ -371,6 +371,9 @@ impl Cli {
     }
 }
 
+/// This build's version, as nodes report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,6 +452,3 @@ mod tests {
         }
     }
 }
-
-/// This build's version, as nodes report it.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,6 +2,7 @@
 //! graceful stop, wired around the shared [`Node`].
 
 use crate::config::{Cli, Config};
+use crate::error::ServeError;
 use crate::node::{Node, Ticket};
 use ppcore::wire::{discovery_reply, DISCOVERY_PROBE};
 use ppcore::{Pool, Registry};
@@ -14,34 +15,6 @@ use std::time::Duration;
 
 /// How long a stopping node waits for its connections to say goodbye.
 const GOODBYE_WAIT: Duration = Duration::from_secs(2);
-
-/// Why a node could not start.
-#[derive(thiserror::Error)]
-#[non_exhaustive]
-pub enum ServeError {
-    /// No key, or a value that is not a generated key: every session is
-    /// encrypted and authenticated with the cluster's key.
-    #[error(transparent)]
-    Key(#[from] ppcore::KeyError),
-    /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Process isolation re-runs this program as worker processes, and this
-    /// program never calls [`init_worker`](crate::init_worker): its workers
-    /// would run `main` instead of jobs.
-    #[error("--isolation process needs this program to call ppserver::init_worker() first in main (main_with and main_linked do)")]
-    NoWorkerMode,
-    /// Another I/O failure at start.
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-}
-
-ppcore::debug_as_display!(ServeError);
 
 /// A running node. [`Running::stop`] begins the graceful stop;
 /// [`Running::wait`] returns once the node has stopped.
@@ -265,7 +238,7 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
         match stream {
             Ok(stream) => {
                 // Counted (or refused) here, in the order connections came.
-                let Some(admitted) = crate::conn::admit(node, stream) else {
+                let Some(admitted) = crate::conn::admit::admit(node, stream) else {
                     continue;
                 };
                 if let Err(e) = spawn("pp-conn", move || admitted.serve()) {
@@ -279,19 +252,6 @@ fn accept_loop(listener: &TcpListener, node: &Arc<Node>, stop: &Stop) {
             }
         }
     }
-}
-
-/// Refuses a connection at once, with a reason, on the calling thread (the
-/// accept thread for a connection over the limit: a flood costs no thread
-/// each).
-pub(crate) fn refuse(mut stream: TcpStream, reason: String) {
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    // Before any handshake: a refusal frame, nothing derived from a key.
-    let refusal = ppcore::secure::refusal_busy(&reason);
-    if let Ok(frame) = ppcore::Framer::new(refusal.len()).encode_handshake(&refusal) {
-        let _ = stream.write_all(&frame);
-    }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 /// Answers discovery probes with this node's TCP port. Anything else is ignored.
@@ -324,7 +284,7 @@ fn join(target: &str, node: &Arc<Node>, stop: &Stop) {
             Ok(stream) => {
                 tracing::info!(target, "joined");
                 backoff = Duration::from_millis(100);
-                if let Some(admitted) = crate::conn::admit(node, stream) {
+                if let Some(admitted) = crate::conn::admit::admit(node, stream) {
                     admitted.serve();
                 }
             }

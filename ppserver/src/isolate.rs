@@ -19,8 +19,8 @@
 //! - a cancel, a timeout (the client's, which sends a cancel) or the close
 //!   of the job's connection kills the group of the process running it.
 
-use crate::node::NodeJob;
 use crossbeam_channel::Sender;
+use ppcore::shared::SharedValue;
 use ppcore::wire::{ClientMsg, DoneJob, NodeMsg, RunJob};
 use ppcore::SharedId;
 use ppcore::{encode_frame, ErrorKind, FrameReader, JobError};
@@ -33,6 +33,22 @@ use std::io::{PipeReader, PipeWriter};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, OnceLock};
+
+/// What a worker process needs of a job: the node's queued job implements
+/// it (so this module names nothing above it).
+pub(crate) trait IsolatedJob {
+    /// Its id (unique within its connection).
+    fn id(&self) -> u64;
+    /// Its connection, as a number: what a close kills by.
+    fn conn_key(&self) -> usize;
+    /// The frame that runs it in a worker process.
+    fn frame(&self) -> RunJob;
+    /// The shared values its arguments name.
+    fn shared(&self) -> &[Arc<SharedValue>];
+    /// Whether it must not start: its connection closed, or its client
+    /// cancelled it (a cancel is forgotten once seen: each id runs once).
+    fn called_off(&self) -> bool;
+}
 
 /// One worker process, the group it leads, and the channel to it.
 pub(crate) struct WorkerProcess {
@@ -120,7 +136,7 @@ impl WorkerProcess {
 
     /// Sends the process the shared values `jobs` name that it lacks, and
     /// tells it to free those the node no longer holds; false if it is gone.
-    fn send_shared<'a>(&mut self, jobs: impl Iterator<Item = &'a NodeJob>) -> bool {
+    fn send_shared<'a, J: IsolatedJob + 'a>(&mut self, jobs: impl Iterator<Item = &'a J>) -> bool {
         let stale: Vec<SharedId> = self
             .shared
             .iter()
@@ -134,7 +150,7 @@ impl WorkerProcess {
             }
         }
         for job in jobs {
-            for value in &job.shared {
+            for value in job.shared() {
                 if self.shared.insert(value.id()) {
                     let msg = ClientMsg::Shared {
                         id: value.id(),
@@ -155,18 +171,11 @@ impl WorkerProcess {
     }
 
     /// Sends one job and reads its answer; `None` if the process died.
-    fn run(&mut self, job: &NodeJob) -> Option<Result<ByteBuf, JobError>> {
+    fn run(&mut self, job: &impl IsolatedJob) -> Option<Result<ByteBuf, JobError>> {
         if !self.send_shared(std::iter::once(job)) {
             return None;
         }
-        let run = ClientMsg::Run(vec![RunJob {
-            id: job.id,
-            attempt: job.attempt,
-            name: job.name.clone(),
-            args: job.args.clone(),
-            program: None,
-            shared: job.shared.iter().map(|v| v.id()).collect(),
-        }]);
+        let run = ClientMsg::Run(vec![job.frame()]);
         if !self.write(&run) {
             return None;
         }
@@ -177,22 +186,11 @@ impl WorkerProcess {
     }
 
     /// Sends `jobs` in one frame; false if the process is gone.
-    fn send(&mut self, jobs: &[NodeJob]) -> bool {
+    fn send(&mut self, jobs: &[impl IsolatedJob]) -> bool {
         if !self.send_shared(jobs.iter()) {
             return false;
         }
-        let run = ClientMsg::Run(
-            jobs.iter()
-                .map(|job| RunJob {
-                    id: job.id,
-                    attempt: job.attempt,
-                    name: job.name.clone(),
-                    args: job.args.clone(),
-                    program: None,
-                    shared: job.shared.iter().map(|v| v.id()).collect(),
-                })
-                .collect(),
-        );
+        let run = ClientMsg::Run(jobs.iter().map(IsolatedJob::frame).collect());
         self.write(&run)
     }
 
@@ -287,8 +285,8 @@ impl Running {
         }
     }
 
-    fn key(job: &NodeJob) -> JobKey {
-        (Arc::as_ptr(&job.out) as usize, job.id)
+    fn key(job: &impl IsolatedJob) -> JobKey {
+        (job.conn_key(), job.id())
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<JobKey, Pid>> {
@@ -325,7 +323,7 @@ impl Running {
 
     /// Runs `job` in this thread's worker process, starting or replacing the
     /// process as needed.
-    pub(crate) fn run(&self, job: &NodeJob) -> Result<ByteBuf, JobError> {
+    pub(crate) fn run(&self, job: &impl IsolatedJob) -> Result<ByteBuf, JobError> {
         PROCESS.with(|slot| {
             let mut slot = slot.borrow_mut();
             let process = match slot.take() {
@@ -348,14 +346,14 @@ impl Running {
     pub(crate) fn run_on(
         &self,
         mut process: WorkerProcess,
-        job: &NodeJob,
+        job: &impl IsolatedJob,
     ) -> (Result<ByteBuf, JobError>, Option<WorkerProcess>) {
         let key = Self::key(job);
         {
             let mut map = self.map();
             // Checked under the lock: a close or cancel that came before
             // this finds nothing to kill, so the job must not start.
-            if job.out.is_closed() || job.out.cancelled(job.id) {
+            if job.called_off() {
                 return (Err(cancelled()), Some(process));
             }
             map.insert(key, process.group);
@@ -388,7 +386,7 @@ impl Running {
     pub(crate) fn run_batch_on(
         &self,
         mut process: WorkerProcess,
-        jobs: &[NodeJob],
+        jobs: &[impl IsolatedJob],
         mut on_done: impl FnMut(usize, Result<ByteBuf, JobError>, u64),
     ) -> (Result<(), usize>, Option<WorkerProcess>) {
         let sent = process.send(jobs);
@@ -398,8 +396,10 @@ impl Running {
             let answer = if sent { process.recv() } else { None };
             let killed = self.map().remove(&key).is_none();
             match answer {
-                Some(done) if done.id == job.id && !killed => on_done(i, done.result, done.exec_ns),
-                Some(done) if done.id == job.id => {
+                Some(done) if done.id == job.id() && !killed => {
+                    on_done(i, done.result, done.exec_ns)
+                }
+                Some(done) if done.id == job.id() => {
                     // Killed just after it answered: the answer stands,
                     // the process (and the jobs after it) are gone.
                     on_done(i, done.result, done.exec_ns);

@@ -1,7 +1,7 @@
 //! `ppserver --metrics ADDR`: the node's counters at `GET /metrics` in the
 //! Prometheus text format, for Prometheus to scrape.
 //!
-//! The counters live where the work happens ([`Meters`] here, and the job
+//! The counters live where the work happens (`node::meters`, and the job
 //! counters of the node's status); a scrape reads them into a [`Sample`]
 //! and [`encode`] turns that into text, with the `prometheus-client` crate
 //! (the Prometheus project's own Rust client). The HTTP side is
@@ -10,6 +10,7 @@
 //! request, 10 s of write progress; no event streams). `/metrics` has no
 //! key: bind it where only the scraper can reach it.
 
+use crate::error::ServeError;
 use crate::node::Node;
 use ppcore::http;
 use prometheus_client::metrics::counter::Counter;
@@ -17,55 +18,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// The content type of the OpenMetrics text that `prometheus-client` writes
 /// (Prometheus reads it, and the classic text format, alike).
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Counters a node keeps only for its metrics.
-#[derive(Default)]
-pub(crate) struct Meters {
-    handshake_failures: AtomicU64,
-    running: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    /// Where `/metrics` is served, once it is.
-    pub(crate) addr: OnceLock<SocketAddr>,
-}
-
-/// Counts a job as running while it lives.
-pub(crate) struct RunningGuard<'a>(&'a AtomicU64);
-
-impl Drop for RunningGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Meters {
-    /// Counts a connection that closed before its client authenticated.
-    pub(crate) fn handshake_failed(&self) {
-        self.handshake_failures.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts `n` bytes read from a client.
-    pub(crate) fn received(&self, n: usize) {
-        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    /// Counts `n` bytes written to a client.
-    pub(crate) fn sent(&self, n: usize) {
-        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    /// Counts a job as running until the guard is dropped.
-    pub(crate) fn running(&self) -> RunningGuard<'_> {
-        self.running.fetch_add(1, Ordering::Relaxed);
-        RunningGuard(&self.running)
-    }
-}
 
 /// A node's figures at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -212,8 +170,8 @@ pub(crate) fn encode(sample: &Sample) -> String {
 }
 
 /// Why the metrics server could not start.
-fn bind_error(addr: SocketAddr, e: impl std::fmt::Display) -> crate::daemon::ServeError {
-    crate::daemon::ServeError::Bind {
+fn bind_error(addr: SocketAddr, e: impl std::fmt::Display) -> ServeError {
+    ServeError::Bind {
         addr,
         source: std::io::Error::other(format!("metrics: {e}")),
     }
@@ -225,7 +183,7 @@ pub(crate) fn start(
     addr: SocketAddr,
     node: &Arc<Node>,
     stopped: impl Fn() -> bool + Send + 'static,
-) -> Result<SocketAddr, crate::daemon::ServeError> {
+) -> Result<SocketAddr, ServeError> {
     let listener = http::Listener::bind(addr).map_err(|e| bind_error(addr, e))?;
     let bound = listener.local_addr();
     let _ = node.meters.addr.set(bound);

@@ -96,23 +96,24 @@ fn pump(client: &mut ClientLink<u64>, node: &mut NodeLink, now: Instant, spent: 
         for bytes in &to_node {
             node.handle(NodeEvent::Received(bytes), now);
         }
-        while let Some(a) = node.poll() {
+        loop {
+            while let Some(bytes) = node.poll_transmit() {
+                busy = true;
+                to_client.push(bytes);
+            }
+            let Some(a) = node.poll_event() else { break };
             busy = true;
-            match a {
-                NodeAction::Send(bytes) => to_client.push(bytes),
-                NodeAction::Run(jobs) => {
-                    let done = jobs
-                        .into_iter()
-                        .map(|j| DoneJob {
-                            id: j.id,
-                            attempt: j.attempt,
-                            result: Ok(ByteBuf::from(vec![0xc0])),
-                            exec_ns: 100,
-                        })
-                        .collect();
-                    node.handle(NodeEvent::Finished(done), now);
-                }
-                _ => {}
+            if let NodeAction::Run(jobs) = a {
+                let done = jobs
+                    .into_iter()
+                    .map(|j| DoneJob {
+                        id: j.id,
+                        attempt: j.attempt,
+                        result: Ok(ByteBuf::from(vec![0xc0])),
+                        exec_ns: 100,
+                    })
+                    .collect();
+                node.handle(NodeEvent::Finished(done), now);
             }
         }
         spent.node += started.elapsed();
@@ -291,17 +292,20 @@ fn serve_node(listener: TcpListener) -> Result<()> {
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let (mut out, mut done) = (Vec::new(), Vec::new());
-        while let Some(a) = node.poll() {
-            match a {
-                NodeAction::Send(bytes) => out.extend_from_slice(&bytes),
-                NodeAction::Run(jobs) => done.extend(jobs.into_iter().map(|j| DoneJob {
+        loop {
+            while let Some(bytes) = node.poll_transmit() {
+                out.extend_from_slice(&bytes);
+            }
+            match node.poll_event() {
+                Some(NodeAction::Run(jobs)) => done.extend(jobs.into_iter().map(|j| DoneJob {
                     id: j.id,
                     attempt: j.attempt,
                     result: Ok(j.args),
                     exec_ns: 0,
                 })),
-                NodeAction::Close { .. } => return Ok(()),
-                _ => {}
+                Some(NodeAction::Closed(_)) => return Ok(()),
+                Some(_) => {}
+                None => break,
             }
         }
         let answered = !done.is_empty();

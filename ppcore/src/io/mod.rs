@@ -9,5 +9,6 @@
 //!
 //! `worker` names `job` and `wire`; `http` names nothing outside itself.
 
+pub mod driver;
 pub mod http;
 pub mod worker;

@@ -5,6 +5,7 @@
 
 use crate::escape::escape;
 use crate::framing::Framer;
+use crate::job::shared::SharedId;
 use crate::ledger::Ledger;
 use crate::link::backoff::Backoff;
 use crate::link::beats::MISSED_BEATS;
@@ -14,13 +15,12 @@ use crate::link::output::{Event, LinkEvent, LinkIo, NodeHello};
 use crate::link::reason::{DownReason, Refusal};
 use crate::link::stall::{write_stall_limit, WriteStall};
 use crate::link::sweep::Sweep;
-use crate::wire::program::{OfferAnswer, ProgramId, ProgramInfo};
 use crate::session::error::SecureError;
 use crate::session::handshake::{ClientHandshake, MAX_HANDSHAKE_MESSAGE};
-use crate::job::shared::SharedId;
-use crate::wire::stream::{self, Incoming, Streams};
 use crate::window::SendWindow;
 use crate::wire::messages::{ClientMsg, DoneJob, NodeMsg, RunJob, CAP_SHIP};
+use crate::wire::program::{OfferAnswer, ProgramId, ProgramInfo};
+use crate::wire::stream::{self, Incoming, Streams};
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};

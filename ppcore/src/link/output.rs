@@ -4,8 +4,8 @@
 
 use crate::job::error::JobError;
 use crate::link::reason::{DownReason, Refusal, TransportError};
-use crate::wire::program::{OfferAnswer, ProgramId};
 use crate::wire::messages::{JobInfo, RunJob};
+use crate::wire::program::{OfferAnswer, ProgramId};
 use serde_bytes::ByteBuf;
 use std::time::Duration;
 

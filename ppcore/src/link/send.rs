@@ -3,14 +3,14 @@
 //! large for a frame as streams pulled one frame at a time.
 
 use crate::job::error::{ErrorKind, JobError};
+use crate::job::shared::SharedId;
 use crate::link::client::{ClientLink, LinkState, ShareOut};
 use crate::link::offer::lacks_any;
 use crate::link::output::LinkEvent;
 use crate::link::pull::next_stream_frame;
-use crate::job::shared::SharedId;
-use crate::wire::stream::{self, StreamError};
 use crate::wire::frame::batches_by_size;
 use crate::wire::messages::{ClientMsg, RunJob};
+use crate::wire::stream::{self, StreamError};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,9 +2,9 @@
 //! the node link's tests and the `linkcost` benchmark start from it and
 //! change only what they test.
 
-use crate::session::key::{Key, KeySet};
 use crate::link::config::LinkConfig;
 use crate::node_link::NodeLinkConfig;
+use crate::session::key::{Key, KeySet};
 use std::time::Duration;
 
 const SECOND: Duration = Duration::from_secs(1);

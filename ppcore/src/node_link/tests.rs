@@ -1,12 +1,15 @@
 //! The node's side of a connection on a fake clock.
 
+use super::reason::TransportEnd;
 use super::*;
 use crate::framing::Framer;
+use crate::job::shared::OverSharedMax;
 use crate::session::error::SecureError;
 use crate::session::handshake::ClientHandshake;
 use crate::session::handshake::PROTOCOL_VERSION;
 use crate::session::key::Key;
 use crate::wire::messages::JobInfo;
+use crate::wire::program::ProgramInfo;
 use crate::wire::stream::StreamFrame;
 use serde_bytes::ByteBuf;
 
@@ -74,30 +77,30 @@ impl Client {
         (me, frame)
     }
 
-    /// Every message the node sent, and every other action.
+    /// Every message the node sent, and every event it gave its driver.
     fn drain(&mut self, l: &mut NodeLink) -> (Vec<NodeMsg>, Vec<NodeAction>) {
         let (mut sent, mut other) = (Vec::new(), Vec::new());
-        while let Some(a) = l.poll() {
-            match a {
-                NodeAction::Send(bytes) => {
-                    self.framer.push(&bytes);
-                    if !self.framer.is_secure() {
-                        let answer = self.framer.decode_handshake().unwrap().unwrap();
-                        let mut hs = self.hs.take().unwrap();
-                        match hs.read(&answer) {
-                            Ok(_) => self.framer.secure(hs.finish().unwrap()),
-                            Err(e) => self.refused = Some(e),
-                        }
-                        continue;
+        loop {
+            while let Some(bytes) = l.poll_transmit() {
+                self.framer.push(&bytes);
+                if !self.framer.is_secure() {
+                    let answer = self.framer.decode_handshake().unwrap().unwrap();
+                    let mut hs = self.hs.take().unwrap();
+                    match hs.read(&answer) {
+                        Ok(_) => self.framer.secure(hs.finish().unwrap()),
+                        Err(e) => self.refused = Some(e),
                     }
-                    let msg = self.framer.decode::<NodeMsg>().unwrap().unwrap();
-                    assert_eq!(self.framer.buffered(), 0, "one frame per Send");
-                    sent.push(msg);
+                    continue;
                 }
-                a => other.push(a),
+                let msg = self.framer.decode::<NodeMsg>().unwrap().unwrap();
+                assert_eq!(self.framer.buffered(), 0, "one frame per transmit");
+                sent.push(msg);
+            }
+            match l.poll_event() {
+                Some(a) => other.push(a),
+                None => return (sent, other),
             }
         }
-        (sent, other)
     }
 
     fn frame(&mut self, msg: &ClientMsg) -> Vec<u8> {
@@ -143,7 +146,7 @@ fn ready_on(mut l: NodeLink, now: Instant) -> (NodeLink, Client) {
 /// The reason of the node's closing, from its actions.
 fn closed_because(other: &[NodeAction]) -> String {
     match other {
-        [.., NodeAction::Close { reason: Some(r) }] => r.clone(),
+        [.., NodeAction::Closed(r)] if !r.is_goodbye() => r.to_string(),
         _ => panic!("not closed with a reason: {other:?}"),
     }
 }
@@ -161,10 +164,7 @@ fn a_silent_client_is_closed_after_exactly_three_intervals() {
     assert!(
         matches!(&sent[..], [NodeMsg::Pong(1), NodeMsg::Reject { reason, .. }] if reason.contains("silent"))
     );
-    assert!(matches!(
-        &other[..],
-        [NodeAction::Close { reason: Some(_) }]
-    ));
+    assert!(matches!(&other[..], [NodeAction::Closed(r)] if !r.is_goodbye()));
     assert!(l.is_closed());
     assert!(l.authenticated(), "it did, before it went silent");
 }
@@ -276,7 +276,7 @@ fn tampered_injected_and_replayed_frames_close_the_connection_unrun() {
     assert!(!other.iter().any(|a| matches!(a, NodeAction::Run(_))));
     // injected: a plaintext frame
     let (mut l, mut c) = ready(t0);
-    let plain = crate::wire::encode_frame(&run(2)).unwrap();
+    let plain = crate::wire::frame::encode_frame(&run(2)).unwrap();
     l.handle(NodeEvent::Received(&plain), t0);
     let (_, other) = c.drain(&mut l);
     assert!(closed_because(&other).contains("failed authentication"));
@@ -325,7 +325,7 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
     l.handle(NodeEvent::Stop, t0);
     let (sent, other) = c.drain(&mut l);
     assert_eq!(sent, vec![NodeMsg::Goodbye]);
-    assert_eq!(other, vec![NodeAction::Close { reason: None }]);
+    assert_eq!(other, vec![NodeAction::Closed(NodeCloseReason::Goodbye)]);
 }
 
 #[test]
@@ -412,10 +412,7 @@ fn a_stream_that_lies_about_its_length_or_stalls_closes_the_connection() {
         matches!(&sent[..], [NodeMsg::Reject { reason, .. }] if reason.contains("11 bytes sent, 10 announced")),
         "{sent:?}"
     );
-    assert!(matches!(
-        &other[..],
-        [NodeAction::Close { reason: Some(_) }]
-    ));
+    assert!(matches!(&other[..], [NodeAction::Closed(r)] if !r.is_goodbye()));
     // Stalls: pings keep the client alive, the stream is dropped anyway.
     let (mut l, mut c) = ready(t0);
     c.feed(
@@ -763,7 +760,264 @@ fn results_waiting_for_the_window_are_dropped_with_the_connection() {
         t0,
     );
     assert_eq!(l.unsent_results(), 20_000);
-    l.handle(NodeEvent::TransportClosed("gone".into()), t0);
+    l.handle(NodeEvent::TransportClosed(TransportEnd::ClosedByPeer), t0);
     assert_eq!((l.results_waiting(), l.unsent_results()), (0, 0));
     assert!(c.drain(&mut l).0.is_empty());
+}
+
+fn program(n: u8) -> ProgramInfo {
+    ProgramInfo {
+        id: ProgramId([n; 32]),
+        size: 10,
+        target: "x86_64-linux".into(),
+        linking: crate::wire::program::Linking::Static,
+    }
+}
+
+fn chunk(n: u8) -> ClientMsg {
+    ClientMsg::Chunk {
+        id: ProgramId([n; 32]),
+        offset: 0,
+        data: ByteBuf::from(vec![0u8; 5]),
+    }
+}
+
+#[test]
+fn one_upload_at_a_time_per_connection_and_only_its_chunks_reach_the_driver() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    c.feed(&mut l, &ClientMsg::Offer(program(1)), t0);
+    let (sent, other) = c.drain(&mut l);
+    assert!(sent.is_empty());
+    assert_eq!(other, vec![NodeAction::Offer(program(1))]);
+    // The node wants it: the upload of program 1 is under way.
+    let (id1, id2) = (ProgramId([1; 32]), ProgramId([2; 32]));
+    let answer = OfferAnswer::Need;
+    l.handle(NodeEvent::Offered { id: id1, answer }, t0);
+    c.feed(&mut l, &ClientMsg::Offer(program(2)), t0);
+    c.feed(&mut l, &chunk(2), t0);
+    c.feed(&mut l, &chunk(1), t0);
+    let (sent, other) = c.drain(&mut l);
+    let busy = OfferAnswer::Refuse(upload::ONE_AT_A_TIME.into());
+    let not_here = UploadRefusal::NotUnderWay;
+    assert_eq!(
+        sent,
+        vec![
+            NodeMsg::Offered {
+                id: id1,
+                answer: OfferAnswer::Need
+            },
+            NodeMsg::Offered {
+                id: id2,
+                answer: busy
+            },
+            NodeMsg::ProgramRefused {
+                id: id2,
+                reason: not_here.to_string()
+            },
+        ]
+    );
+    let piece = NodeAction::Chunk {
+        id: id1,
+        offset: 0,
+        data: ByteBuf::from(vec![0u8; 5]),
+    };
+    let refused = NodeAction::UploadRefused {
+        id: id2,
+        reason: not_here,
+    };
+    assert_eq!(other, vec![refused, piece]);
+    // Stored: the next offer goes to the driver again.
+    l.handle(NodeEvent::Uploaded(id1), t0);
+    c.feed(&mut l, &ClientMsg::Offer(program(2)), t0);
+    assert_eq!(c.drain(&mut l).1, vec![NodeAction::Offer(program(2))]);
+}
+
+#[test]
+fn an_upload_with_no_chunk_for_thirty_seconds_is_ended_though_the_client_pings() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    let id = ProgramId([1; 32]);
+    l.handle(
+        NodeEvent::Offered {
+            id,
+            answer: OfferAnswer::Need,
+        },
+        t0,
+    );
+    c.feed(&mut l, &chunk(1), t0 + 5 * SECOND);
+    c.drain(&mut l);
+    let mut now = t0 + 5 * SECOND;
+    for n in 0..40 {
+        now += SECOND;
+        c.feed(&mut l, &ClientMsg::Ping(n), now);
+        if l.poll_timeout().is_some_and(|t| t <= now) {
+            l.handle(NodeEvent::Timer, now);
+        }
+        let (sent, other) = c.drain(&mut l);
+        if !other.is_empty() {
+            let reason = UploadRefusal::Stalled(Duration::from_secs(30));
+            assert_eq!(now, t0 + 35 * SECOND, "30 s after the last chunk");
+            assert_eq!(
+                other,
+                vec![NodeAction::UploadRefused {
+                    id,
+                    reason: reason.clone()
+                }]
+            );
+            assert_eq!(
+                sent.last(),
+                Some(&NodeMsg::ProgramRefused {
+                    id,
+                    reason: reason.to_string()
+                })
+            );
+            assert!(!l.is_closed(), "the connection stays");
+            c.feed(&mut l, &ClientMsg::Offer(program(1)), now);
+            assert_eq!(c.drain(&mut l).1, vec![NodeAction::Offer(program(1))]);
+            return;
+        }
+    }
+    panic!("the upload never stalled");
+}
+
+#[test]
+fn an_upload_the_node_could_not_take_is_refused_to_the_client_and_frees_the_slot() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    let id = ProgramId([1; 32]);
+    l.handle(
+        NodeEvent::Offered {
+            id,
+            answer: OfferAnswer::Need,
+        },
+        t0,
+    );
+    let reason = "upload refused: hash mismatch".to_owned();
+    l.handle(
+        NodeEvent::UploadFailed {
+            id,
+            reason: reason.clone(),
+        },
+        t0,
+    );
+    let (sent, _) = c.drain(&mut l);
+    assert_eq!(sent.last(), Some(&NodeMsg::ProgramRefused { id, reason }));
+    assert_eq!(l.poll_timeout(), Some(t0 + 3 * SECOND), "no upload timer");
+    c.feed(&mut l, &ClientMsg::Offer(program(1)), t0);
+    assert_eq!(c.drain(&mut l).1, vec![NodeAction::Offer(program(1))]);
+}
+
+fn job_naming(id: u64, shared: &[SharedId]) -> RunJob {
+    RunJob {
+        shared: shared.to_vec(),
+        ..job(id, 1)
+    }
+}
+
+/// Feeds one `Run` and takes the jobs the link hands the driver.
+fn run_jobs(l: &mut NodeLink, c: &mut Client, jobs: Vec<RunJob>, now: Instant) -> Vec<RunJob> {
+    c.feed(l, &ClientMsg::Run(jobs), now);
+    match c.drain(l) {
+        (_, mut other) if other.len() == 1 => match other.pop() {
+            Some(NodeAction::Run(jobs)) => jobs,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn jobs_naming_a_value_lacking_go_back_and_those_naming_one_refused_over_shared_max_fail() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    let (held, lacking, big) = (SharedId::of(b"a"), SharedId::of(b"b"), SharedId::of(b"c"));
+    let lookup = |ids: &[SharedId]| match ids.contains(&lacking) {
+        true => Err(vec![lacking]),
+        false => Ok(vec![()]),
+    };
+    let jobs = run_jobs(
+        &mut l,
+        &mut c,
+        vec![job_naming(1, &[held]), job_naming(2, &[lacking])],
+        t0,
+    );
+    let ready = l.with_shared(jobs, lookup);
+    assert_eq!(ready.iter().map(|(j, _)| j.id).collect::<Vec<_>>(), vec![1]);
+    let (sent, _) = c.drain(&mut l);
+    assert_eq!(
+        sent,
+        vec![
+            NodeMsg::NeedShared(vec![lacking]),
+            NodeMsg::Returned(vec![(2, 1)])
+        ]
+    );
+    assert_eq!(l.credit_used(), (1, 1), "job 2 gave its credit back");
+    // A value the node refused: the jobs that name it fail with the reason.
+    let over = OverSharedMax { len: 10, max: 5 };
+    l.handle(
+        NodeEvent::Stored {
+            id: big,
+            outcome: Err(over.clone()),
+        },
+        t0,
+    );
+    let jobs = run_jobs(&mut l, &mut c, vec![job_naming(3, &[big])], t0);
+    assert!(l.with_shared(jobs, lookup).is_empty());
+    let (sent, _) = c.drain(&mut l);
+    let [NodeMsg::Done(failed)] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    let err = failed[0].result.as_ref().unwrap_err();
+    assert_eq!((failed[0].id, &err.message), (3, &over.to_string()));
+    assert_eq!(
+        err.node.as_deref(),
+        Some("n"),
+        "the node's id, from its welcome"
+    );
+    assert_eq!(l.credit_used(), (1, 1), "job 3 ended");
+    // Sent again and kept: jobs naming it run.
+    l.handle(
+        NodeEvent::Stored {
+            id: big,
+            outcome: Ok(()),
+        },
+        t0,
+    );
+    let jobs = run_jobs(&mut l, &mut c, vec![job_naming(4, &[big])], t0);
+    assert_eq!(l.with_shared(jobs, lookup).len(), 1);
+}
+
+#[test]
+fn a_shared_value_whose_bytes_do_not_match_its_id_closes_the_connection() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    c.feed(
+        &mut l,
+        &ClientMsg::Stream(StreamFrame::Start { id: 1, len: 3 }),
+        t0,
+    );
+    let chunk = StreamFrame::Chunk {
+        id: 1,
+        offset: 0,
+        data: ByteBuf::from(b"abc".to_vec()),
+    };
+    c.feed(&mut l, &ClientMsg::Stream(chunk), t0);
+    let id = SharedId::of(b"xyz");
+    c.feed(&mut l, &ClientMsg::Share { id, stream: 1 }, t0);
+    let (_, other) = c.drain(&mut l);
+    assert_eq!(
+        closed_because(&other),
+        format!("shared value {id} does not match its bytes")
+    );
+    assert!(!other.iter().any(|a| matches!(a, NodeAction::Share { .. })));
+}
+
+#[test]
+fn the_driver_stops_reading_while_its_outbox_alone_is_over_the_send_window() {
+    let t0 = Instant::now();
+    let l = link_windowed(KeySet::one(key(1)), 5_000, t0);
+    assert!(l.may_read(0));
+    assert!(l.may_read(5_000));
+    assert!(!l.may_read(5_001));
 }

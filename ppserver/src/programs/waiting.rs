@@ -2,10 +2,18 @@
 //! a program another connection is uploading, or that is being started,
 //! waits here (no thread of its own) until the upload or the start ends,
 //! and stops waiting when it closes. Pure: generic over how a waiter is
-//! told (`W`), no I/O, no clock.
+//! told (`W`; the node's is a [`Waiter`]), no I/O, no clock.
 
 use ppcore::program::ProgramId;
+use ppcore::wire::JobInfo;
 use std::collections::HashMap;
+
+/// Whoever waits for a program (a connection, as the node reaches it):
+/// told once how its upload or start ended, its jobs or why not.
+pub(crate) trait Waiter: Send + Sync {
+    /// The outcome of getting program `id` ready.
+    fn program(&self, id: ProgramId, jobs: Result<Vec<JobInfo>, String>);
+}
 
 /// What is under way for a program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,11 +8,10 @@ fn node_frame(p: &mut Pair, event: NodeEvent<'_>) -> Vec<u8> {
     let node = p.node.as_mut().unwrap();
     node.handle(event, p.now);
     let mut frame = None;
-    while let Some(a) = node.poll() {
-        if let NodeAction::Send(bytes) = a {
-            frame.get_or_insert(bytes);
-        }
+    while let Some(bytes) = node.poll_transmit() {
+        frame.get_or_insert(bytes);
     }
+    while node.poll_event().is_some() {}
     frame.unwrap()
 }
 
@@ -99,11 +98,10 @@ fn pong_for_next_ping(p: &mut Pair) -> Vec<u8> {
     let node = p.node.as_mut().unwrap();
     node.handle(NodeEvent::Received(&ping), p.now);
     let mut pong = None;
-    while let Some(a) = node.poll() {
-        if let NodeAction::Send(bytes) = a {
-            pong.get_or_insert(bytes);
-        }
+    while let Some(bytes) = node.poll_transmit() {
+        pong.get_or_insert(bytes);
     }
+    while node.poll_event().is_some() {}
     pong.expect("a pong")
 }
 
@@ -223,6 +221,10 @@ fn an_upload_waits_for_the_node_to_take_its_chunks() {
     let mut p = Pair::new();
     p.pump();
     let id = ProgramId::of(b"x");
+    // The node asked for the program (its one upload on this connection).
+    let answer = OfferAnswer::Need;
+    p.node(NodeEvent::Offered { id, answer });
+    p.take_out();
     // The node reads nothing meanwhile: chunks stay in flight.
     for k in 0..UPLOAD_WINDOW as u64 {
         assert!(p.client.upload_room());

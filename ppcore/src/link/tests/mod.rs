@@ -9,14 +9,15 @@ mod rules;
 mod sending;
 
 use super::*;
-use crate::job::error::{ErrorKind, JobError};
 use crate::framing::Framer;
-use crate::session::key::{Key, KeySet};
-use crate::node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
-use crate::wire::program::{OfferAnswer, ProgramId, ProgramInfo};
+use crate::job::error::{ErrorKind, JobError};
 use crate::job::shared::SharedId;
+use crate::node_link::reason::TransportEnd;
+use crate::node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
 use crate::session::handshake::PROTOCOL_VERSION;
+use crate::session::key::{Key, KeySet};
 use crate::wire::messages::{DoneJob, JobInfo, NodeMsg, RunJob};
+use crate::wire::program::{OfferAnswer, ProgramId, ProgramInfo};
 use proptest::prelude::*;
 use serde_bytes::ByteBuf;
 use std::sync::Arc;
@@ -242,7 +243,10 @@ impl Pair {
                     }
                     Action::Disconnect => {
                         if let Some(mut node) = self.node.take() {
-                            node.handle(NodeEvent::TransportClosed("closed".into()), self.now);
+                            node.handle(
+                                NodeEvent::TransportClosed(TransportEnd::ClosedByPeer),
+                                self.now,
+                            );
                         }
                     }
                     other => self.out.push(other),
@@ -250,12 +254,14 @@ impl Pair {
             }
             let mut node_closed = false;
             if let Some(node) = &mut self.node {
-                while let Some(a) = node.poll() {
+                loop {
+                    while let Some(bytes) = node.poll_transmit() {
+                        busy = true;
+                        self.client.handle(Event::Received(&bytes), self.now)
+                    }
+                    let Some(a) = node.poll_event() else { break };
                     busy = true;
                     match a {
-                        NodeAction::Send(bytes) => {
-                            self.client.handle(Event::Received(&bytes), self.now)
-                        }
                         NodeAction::Run(jobs) => {
                             self.node_order.extend(jobs.iter().map(|j| Ok(j.id)));
                             self.node_jobs.extend(jobs)
@@ -269,8 +275,10 @@ impl Pair {
                         NodeAction::Chunk { offset, data, .. } => {
                             self.node_chunks.push((offset, data.len()))
                         }
-                        NodeAction::Close { .. } => node_closed = true,
-                        NodeAction::StatusWanted | NodeAction::Authenticated => {}
+                        NodeAction::Closed(_) => node_closed = true,
+                        NodeAction::StatusWanted
+                        | NodeAction::Authenticated
+                        | NodeAction::UploadRefused { .. } => {}
                     }
                 }
             }
@@ -447,7 +455,7 @@ fn any_frame_is_proof_of_life() {
         while p.client.poll().is_some() {}
         assert_eq!(p.client.state(), LinkState::Ready, "round {round}");
         node.handle(NodeEvent::GiveBack(vec![(99, 1)]), p.now);
-        while let Some(NodeAction::Send(bytes)) = node.poll() {
+        while let Some(bytes) = node.poll_transmit() {
             p.client.handle(Event::Received(&bytes), p.now);
         }
     }
@@ -471,7 +479,7 @@ fn the_backoff_doubles_up_to_its_cap_and_resets_after_a_stable_link() {
     p.tick();
     assert_eq!(p.client.state(), LinkState::Ready);
     p.now += 6 * SECOND;
-    p.node(NodeEvent::TransportClosed("gone".into()));
+    p.node(NodeEvent::TransportClosed(TransportEnd::ClosedByPeer));
     p.client.handle(
         Event::TransportClosed(TransportError::Read("reset".into())),
         p.now,

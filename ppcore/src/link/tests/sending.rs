@@ -354,7 +354,7 @@ fn a_dropped_shared_value_is_freed_on_the_node_and_forgotten_on_reconnection() {
     let (c, bytes_c) = shared_value(10, 3);
     p.client.share(c, bytes_c).unwrap();
     p.pump();
-    p.node(NodeEvent::TransportClosed("cut".into()));
+    p.node(NodeEvent::TransportClosed(TransportEnd::ClosedByPeer));
     assert!(p.client.needs_share(&c) || p.client.state() != LinkState::Ready);
     p.tick();
     p.pump();

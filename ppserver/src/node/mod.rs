@@ -1,11 +1,24 @@
 //! What every connection of a node shares: the registry, the job queue and
 //! its workers, the counters, the open connections, and the shutdown state.
+//! Below it, the pieces it is made of: who may connect (`admission`), the
+//! memory budget (`memory`), the counters `--metrics` reads (`meters`), a
+//! queued job (`job`), and how workers reach a connection (`handle`).
 
-use crate::admission::{Admission, AdmissionLimits, Refused};
+pub(crate) mod admission;
+pub(crate) mod handle;
+pub(crate) mod job;
+pub(crate) mod memory;
+pub(crate) mod meters;
+
 use crate::config::Config;
 use crate::config::Isolation;
-use crate::memory::{Held, Memory};
-use crate::out::Conn;
+use crate::isolate::Running;
+use crate::programs::Programs;
+use admission::{Admission, AdmissionLimits, Refused};
+use handle::Conn;
+use job::NodeJob;
+use memory::Memory;
+use meters::Meters;
 use ppcore::shared::{OverSharedMax, SharedId, SharedStore, SharedValue};
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, NodeStatus};
 use ppcore::{ErrorKind, JobError, Lanes, Registry};
@@ -16,23 +29,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A job waiting for a worker.
-pub(crate) struct NodeJob {
-    pub(crate) id: u64,
-    pub(crate) attempt: u32,
-    pub(crate) name: String,
-    pub(crate) run: fn(Vec<u8>) -> Result<Vec<u8>, JobError>,
-    pub(crate) args: ByteBuf,
-    pub(crate) out: Arc<Conn>,
-    /// The shipped program that runs it; `None`: a built-in job (`run`).
-    pub(crate) program: Option<Arc<crate::programs::Program>>,
-    /// The shared values its arguments name, held until it ends (the
-    /// node's cache may evict them meanwhile).
-    pub(crate) shared: Vec<Arc<SharedValue>>,
-    /// Its bytes, counted against `--max-memory` while it waits or runs.
-    held: Held,
-}
 
 type JobFn = fn(Vec<u8>) -> Result<Vec<u8>, JobError>;
 
@@ -91,15 +87,15 @@ pub(crate) struct Node {
     /// When the last connection closed (or the node started).
     idle_since: Mutex<Option<Instant>>,
     /// Jobs running in worker processes (isolation mode, shipped programs).
-    isolated: crate::isolate::Running,
+    isolated: Running,
     /// Programs clients shipped here.
-    pub(crate) programs: Arc<crate::programs::Programs>,
+    pub(crate) programs: Arc<Programs>,
     /// `--max-memory`: queued arguments and unwritten results.
     pub(crate) memory: Arc<Memory>,
     /// Jobs handed back because the node was over `--max-memory`.
     pub(crate) refused_memory: AtomicU64,
     /// Counters only `--metrics` reads.
-    pub(crate) meters: crate::metrics::Meters,
+    pub(crate) meters: Meters,
     /// Shared values clients sent, within `--shared-max`.
     shared: Mutex<SharedStore>,
     /// Shared values received and kept (a value already here adds none).
@@ -128,7 +124,7 @@ impl Node {
             cache_max: config.cache_max,
         };
         let own = config.cache_dir.is_none();
-        let programs = crate::programs::Programs::new(
+        let programs = Programs::new(
             config
                 .uploads
                 .then(|| config.cache_dir.clone().or(own_cache))
@@ -167,7 +163,7 @@ impl Node {
             open_conns: ppcore::Pending::default(),
             draining: AtomicBool::new(false),
             idle_since: Mutex::new(Some(Instant::now())),
-            isolated: crate::isolate::Running::new(config_max_payload),
+            isolated: Running::new(config_max_payload),
             memory,
             refused_memory: AtomicU64::new(0),
             meters: Default::default(),
@@ -205,7 +201,7 @@ impl Node {
         };
         if let Some(victim) = victim {
             let why = Refused::Evicted(self.config.max_unauthenticated);
-            victim.refuse(why.to_string());
+            victim.refuse(why);
         }
         Ok(id)
     }

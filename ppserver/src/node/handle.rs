@@ -1,10 +1,12 @@
 //! How the rest of the node reaches one connection: workers hand it finished
 //! jobs, the daemon tells it to drain or stop. Everything goes through a
-//! channel to the connection's driver (`conn`), the only thread that writes
+//! channel to the connection's driver (`conn::driver`), the only thread that writes
 //! to its socket, and wakes it if it sleeps: nothing here does I/O on the
 //! socket, and no lock is held across any.
 
-use crate::memory::{Held, Memory};
+use super::admission::Refused;
+use super::memory::{Held, Memory};
+use crate::programs::waiting::Waiter;
 use crossbeam_channel::Sender;
 use ppcore::wire::DoneJob;
 use std::collections::HashSet;
@@ -49,7 +51,7 @@ pub(crate) enum ConnIn {
     /// A job of this connection was skipped (cancelled before it ran).
     Skipped(u64),
     /// The connection must close, and the peer be told why (it retries).
-    Refuse(String),
+    Refuse(Refused),
     /// The node stops taking jobs.
     Drain,
     /// The node says goodbye.
@@ -128,7 +130,7 @@ impl Conn {
 
     /// Tells the driver to close the connection with `reason` (the peer may
     /// retry later).
-    pub(crate) fn refuse(&self, reason: String) {
+    pub(crate) fn refuse(&self, reason: Refused) {
         self.tell(ConnIn::Refuse(reason));
     }
 
@@ -138,15 +140,6 @@ impl Conn {
 
     pub(crate) fn stop(&self) {
         self.tell(ConnIn::Stop);
-    }
-
-    /// The outcome of getting a shipped program ready.
-    pub(crate) fn program(
-        &self,
-        id: ppcore::program::ProgramId,
-        jobs: Result<Vec<ppcore::wire::JobInfo>, String>,
-    ) {
-        self.tell(ConnIn::Program(id, jobs));
     }
 
     /// Whether jobs of this connection are queued or running here.
@@ -190,5 +183,16 @@ impl Conn {
         }
         let mut set = self.cancelled.lock().unwrap_or_else(|e| e.into_inner());
         set.remove(&id)
+    }
+}
+
+impl Waiter for Conn {
+    /// The outcome of getting a shipped program ready.
+    fn program(
+        &self,
+        id: ppcore::program::ProgramId,
+        jobs: Result<Vec<ppcore::wire::JobInfo>, String>,
+    ) {
+        self.tell(ConnIn::Program(id, jobs));
     }
 }

@@ -4,24 +4,26 @@
 //! One thread per connection, and no hand-off between threads on the way
 //! in or out. The driver owns the link and a non-blocking socket; it sleeps
 //! in `mio` until the socket is readable or writable, the link's timer is
-//! due, or a worker or the daemon wakes it (`out::Conn`: a finished job,
+//! due, or a worker or the daemon wakes it (`node::handle::Conn`: a finished job,
 //! drain, stop); while its client's jobs run, and for 100 µs after the last
 //! one ended, it first looks for their results and the socket, yielding the
 //! core in between, so that a short job costs no wake-up. It reads whatever the socket has (so control frames are
 //! always read, even while it waits on a slow client), feeds it to the link
-//! and carries out the actions: write (what the socket does not take waits
-//! in an [`Outbox`]; no progress for `--write-timeout` drops the client),
-//! queue or cancel jobs, close.
+//! and does what it says: write its transmits (what the socket does not
+//! take waits in an [`Outbox`]; no progress for `--write-timeout` drops the
+//! client), queue or cancel jobs, take an upload's chunks, close. The rules
+//! (one upload at a time and its stall limit, shared values, when to stop
+//! reading) are the link's: this file only does I/O.
 //!
 //! Memory per client is bounded. Its queued work is bounded by the credit
 //! window the link grants (jobs beyond it go back unrun, and the node keeps
 //! reading, so heartbeats and cancels always get through). Its unwritten
 //! results: the link frames a result (inline, or queued as a stream) only
 //! while the connection's unsent bytes (the outbox and the queued streams)
-//! are under its send window ([`backlog_limit`], twice the frame limit: 32
-//! MiB by default; see `ppcore::window`); until then the result waits in
-//! the link and keeps its job's credit. While the outbox alone exceeds the
-//! same limit the driver stops reading from the client. A client that does
+//! are under its send window (twice the frame limit: 32 MiB by default;
+//! see `ppcore::window`); until then the result waits in the link and keeps
+//! its job's credit. While the outbox alone exceeds the same limit the
+//! driver stops reading from the client ([`NodeLink::may_read`]). A client that does
 //! not read its results is held there by TCP until `--write-timeout` drops
 //! it. All of it (queued arguments, results waiting or queued as streams,
 //! the outbox) is counted against the node's `--max-memory` (`memory`), so
@@ -31,163 +33,73 @@
 //! given back whenever the driver sleeps with nothing to write, so an idle
 //! connection does not keep the memory of a backlog it once had.
 
-use crate::memory::Held;
+use crate::node::handle::{Conn, ConnIn, Waker};
+use crate::node::memory::Held;
 use crate::node::Node;
-use crate::out::{Conn, ConnIn, Waker};
+use crate::programs::waiting::Waiter;
+use crate::programs::{Decision, Upload};
 use crossbeam_channel::Receiver;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use ppcore::program::ProgramId;
-use ppcore::shared::{OverSharedMax, SharedId, SharedValue};
-use ppcore::wire::DoneJob;
-use ppcore::{ErrorKind, JobError};
-use ppcore::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig, Outbox};
-use std::collections::HashMap;
-use std::io::Read;
+use ppcore::io_driver::{self, ReadOutcome, Spun, READS_PER_TURN, READ_BUF, SPIN};
+use ppcore::program::{OfferAnswer, ProgramId, ProgramInfo};
+use ppcore::shared::{SharedId, SharedValue};
+use ppcore::{NodeAction, NodeCloseReason, NodeEvent, NodeLink, NodeLinkConfig, Outbox};
+use ppcore::{TransportEnd, UploadRefusal};
 use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const READ_BUF: usize = 64 << 10;
-/// Reads per wake-up before the driver looks at its other work.
-const READS_PER_TURN: usize = 16;
 /// Finished jobs gathered into one `Done` frame at most.
 const MAX_BATCH: usize = 1024;
 const SOCKET: Token = Token(1);
-/// How long a driver looks for news before it sleeps, while its client's
-/// jobs run here or after the last one ended.
-const SPIN: Duration = Duration::from_micros(100);
-/// An upload with no chunk for this long is ended.
-const UPLOAD_STALL: Duration = Duration::from_secs(30);
-/// The outbox's buffer kept while the driver sleeps with nothing to write:
-/// an idle connection does not hold the memory of a backlog it once had.
-const IDLE_OUTBOX: usize = 64 << 10;
 
-/// Bytes of unwritten results beyond which a connection is not read until
-/// they shrink; also its send window (results wait while this much is
-/// unsent).
-fn backlog_limit(max_frame: usize) -> usize {
-    usize::try_from(ppcore::window::default_window(max_frame)).unwrap_or(usize::MAX)
+/// What a driver serves: the socket, the poll it sleeps in and its waker,
+/// and the node's news for it.
+pub(super) struct Wired {
+    pub(super) stream: std::net::TcpStream,
+    pub(super) poll: Poll,
+    pub(super) waker: Arc<Waker>,
+    pub(super) events: Receiver<ConnIn>,
+    pub(super) peer: String,
 }
 
-/// A connection let in and registered with the node, to be served.
-pub(crate) struct Admitted {
-    registered: Registered,
-    stream: std::net::TcpStream,
-    poll: Poll,
-    waker: Arc<Waker>,
-    events: Receiver<ConnIn>,
-    peer: String,
-}
-
-/// A connection's place in the node, given back when dropped (whether it
-/// was served or its thread never started).
-struct Registered {
-    node: Arc<Node>,
-    conn: Arc<Conn>,
-    id: u64,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.conn.mark_closed();
-        self.node.close(self.id);
-    }
-}
-
-/// Lets a new connection in, on the calling thread (the accept thread, so
-/// connections are counted in the order they came and a refused one costs
-/// no thread), or refuses it with a reason (`None`).
-pub(crate) fn admit(node: &Arc<Node>, stream: std::net::TcpStream) -> Option<Admitted> {
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "unknown peer".to_owned(), |a| a.to_string());
-    let source = stream
-        .peer_addr()
-        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    // Refused before anything is made for it: a flood costs a write each.
-    if let Some(refused) = node.refuses(source) {
-        tracing::debug!(%peer, "refused: {refused}");
-        crate::daemon::refuse(stream, refused.to_string());
-        return None;
-    }
-    let watched = Poll::new().and_then(|poll| Ok((Waker::new(&poll)?, poll)));
-    let (waker, poll) = match watched {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(%peer, "cannot watch connection: {e}");
-            return None;
-        }
-    };
-    let (ev_tx, events) = crossbeam_channel::unbounded();
-    let conn = Arc::new(Conn::new(
-        ev_tx,
-        Arc::clone(&waker),
-        Arc::clone(&node.memory),
-    ));
-    let id = match node.open(&conn, source) {
-        Ok(id) => id,
-        Err(refused) => {
-            tracing::debug!(%peer, "refused: {refused}");
-            crate::daemon::refuse(stream, refused.to_string());
-            return None;
-        }
-    };
-    let registered = Registered {
-        node: Arc::clone(node),
-        conn,
-        id,
-    };
-    Some(Admitted {
-        registered,
+/// Serves connection `id` of `node` (`conn`, as the node reaches it) until
+/// it closes; logs why it ended.
+pub(super) fn serve(node: &Arc<Node>, id: u64, conn: &Arc<Conn>, wired: Wired) {
+    let Wired {
         stream,
         poll,
         waker,
         events,
         peer,
-    })
-}
-
-impl Admitted {
-    /// Serves the connection until it closes; logs why it ended.
-    pub(crate) fn serve(self) {
-        let Admitted {
-            registered,
-            stream,
-            poll,
-            waker,
-            events,
-            peer,
-        } = self;
-        let node = &registered.node;
-        match setup(&poll, stream) {
-            Ok(stream) => {
-                let mut d = Driver {
-                    node,
-                    id: registered.id,
-                    conn: &registered.conn,
-                    stream,
-                    poll,
-                    waker,
-                    outbox: Outbox::new(),
-                    outbox_held: node.memory.hold(0),
-                    unsent_held: node.memory.hold(0),
-                    streams_held: node.memory.hold(0),
-                    results_held: Vec::new(),
-                    readable: true,
-                    watch_write: false,
-                    buf: vec![0u8; READ_BUF],
-                    peer: peer.clone(),
-                    broken: false,
-                    upload: None,
-                    over_shared_max: HashMap::new(),
-                    active: Instant::now(),
-                };
-                d.run(&events);
-            }
-            Err(e) => tracing::warn!(%peer, "cannot use connection: {e}"),
+    } = wired;
+    match setup(&poll, stream) {
+        Ok(stream) => {
+            let mut d = Driver {
+                node,
+                id,
+                conn,
+                stream,
+                poll,
+                waker,
+                outbox: Outbox::new(),
+                outbox_held: node.memory.hold(0),
+                unsent_held: node.memory.hold(0),
+                streams_held: node.memory.hold(0),
+                results_held: Vec::new(),
+                readable: true,
+                watch_write: false,
+                buf: vec![0u8; READ_BUF],
+                peer: peer.clone(),
+                broken: false,
+                upload: None,
+                active: Instant::now(),
+            };
+            d.run(&events);
         }
+        Err(e) => tracing::warn!(%peer, "cannot use connection: {e}"),
     }
 }
 
@@ -231,11 +143,9 @@ struct Driver<'a> {
     peer: String,
     /// A write failed: write nothing more.
     broken: bool,
-    /// The program upload under way on this connection (one at a time).
-    upload: Option<Box<crate::programs::Upload>>,
-    /// Shared values of this client refused for `--shared-max`: jobs that
-    /// name one fail with the reason (asking again would not help).
-    over_shared_max: HashMap<SharedId, OverSharedMax>,
+    /// The program upload under way on this connection (the link allows
+    /// one at a time).
+    upload: Option<Box<Upload>>,
     /// When a job of this client last ended here.
     active: Instant,
 }
@@ -255,7 +165,7 @@ impl Driver<'_> {
             credit_bytes: config.credit_bytes,
             max_payload: config.max_payload,
             stream_stall: config.stream_stall,
-            send_window: backlog_limit(config.max_frame) as u64,
+            send_window: ppcore::window::default_window(config.max_frame),
         };
         let mut link = NodeLink::new(link_config, self.node.welcome(), Instant::now());
         if self.node.draining() {
@@ -263,7 +173,6 @@ impl Driver<'_> {
         }
         let mut polled = Events::with_capacity(8);
         while self.settle(&mut link) {
-            self.check_upload(&mut link);
             self.wait(&mut link, events, &mut polled);
         }
         // What this connection uploaded or waited for ends with it.
@@ -280,10 +189,10 @@ impl Driver<'_> {
     /// Sleeps until the socket, a worker, the daemon or the timer has news,
     /// and feeds it to the link.
     fn wait(&mut self, link: &mut NodeLink, events: &Receiver<ConnIn>, polled: &mut Events) {
-        self.spin(events, polled);
+        self.spin(link, events, polled);
         // Asleep from here: a worker's news from now on wakes the poll.
         self.waker.asleep.store(true, Ordering::SeqCst);
-        let busy = self.may_read() || !events.is_empty();
+        let busy = self.may_read(link) || !events.is_empty();
         let now = Instant::now();
         let mut wake = link
             .poll_timeout()
@@ -297,7 +206,7 @@ impl Driver<'_> {
             false => wake.saturating_duration_since(now),
         };
         if !timeout.is_zero() {
-            self.outbox.shrink_idle(IDLE_OUTBOX);
+            self.outbox.shrink_idle(NodeLink::IDLE_OUTBOX);
         }
         if let Err(e) = self.poll.poll(polled, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -310,7 +219,7 @@ impl Driver<'_> {
                 self.readable = true;
             }
         }
-        if self.may_read() {
+        if self.may_read(link) {
             self.read(link);
         }
         self.events(link, events);
@@ -321,9 +230,7 @@ impl Driver<'_> {
                 .stall_deadline(write_timeout)
                 .is_some_and(|t| t <= now)
         {
-            let why =
-                format!("no write progress for {write_timeout:?}: the client stopped reading");
-            self.fail(link, why);
+            self.fail(link, TransportEnd::WriteStalled(write_timeout));
         }
         if link.poll_timeout().is_some_and(|t| t <= now) {
             link.handle(NodeEvent::Timer, now);
@@ -334,8 +241,8 @@ impl Driver<'_> {
     /// ended, looks at the workers' news and the socket for a short while
     /// (yielding the core in between) before sleeping: a short job's result,
     /// or the client's next job, is then taken without waking this thread.
-    fn spin(&mut self, events: &Receiver<ConnIn>, polled: &mut Events) {
-        if self.broken || self.may_read() || !events.is_empty() {
+    fn spin(&mut self, link: &NodeLink, events: &Receiver<ConnIn>, polled: &mut Events) {
+        if self.broken || self.may_read(link) || !events.is_empty() {
             return;
         }
         let now = Instant::now();
@@ -343,54 +250,42 @@ impl Driver<'_> {
         if !self.conn.has_active() && !recent {
             return;
         }
-        let until = now + SPIN;
-        while Instant::now() < until {
-            std::thread::yield_now();
-            if !events.is_empty() {
-                return;
-            }
-            if self.poll.poll(polled, Some(Duration::ZERO)).is_ok()
-                && polled.iter().any(|ev| ev.token() == SOCKET)
-            {
-                self.readable = true;
-                return;
-            }
+        if io_driver::spin(&mut self.poll, polled, SOCKET, || !events.is_empty()) == Spun::Socket {
+            self.readable = true;
         }
     }
 
-    /// Whether to read now: the socket has bytes, and the client's unwritten
-    /// results are under the limit (its queued work is bounded by its credit
-    /// window, and always read: control frames get through).
-    fn may_read(&self) -> bool {
-        self.readable && self.outbox.len() <= backlog_limit(self.node.config.max_frame)
+    /// Whether to read now: the socket has bytes, and the link lets us (the
+    /// client's unwritten results are under the limit).
+    fn may_read(&self, link: &NodeLink) -> bool {
+        self.readable && link.may_read(self.outbox.len())
     }
 
     /// Reads what the socket has (a bounded amount per turn).
     fn read(&mut self, link: &mut NodeLink) {
         for _ in 0..READS_PER_TURN {
-            if !self.may_read() {
+            if !self.may_read(link) {
                 return;
             }
             let now = Instant::now();
-            match self.stream.read(&mut self.buf) {
-                Ok(0) => {
+            match io_driver::read_once(&mut self.stream, &mut self.buf) {
+                ReadOutcome::Closed => {
                     self.readable = false;
-                    let why = "the client closed the connection".to_owned();
+                    let why = TransportEnd::ClosedByPeer;
                     return link.handle(NodeEvent::TransportClosed(why), now);
                 }
-                Ok(n) => {
+                ReadOutcome::Bytes(n) => {
                     self.node.meters.received(n);
                     link.set_stream_room(self.node.memory.room());
                     link.handle(NodeEvent::Received(&self.buf[..n]), now)
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                ReadOutcome::WouldBlock => {
                     self.readable = false;
                     return;
                 }
-                Err(e) => {
+                ReadOutcome::Failed(e) => {
                     self.readable = false;
-                    let why = format!("read failed: {e}");
+                    let why = TransportEnd::ReadFailed(e.to_string());
                     return link.handle(NodeEvent::TransportClosed(why), now);
                 }
             }
@@ -428,7 +323,7 @@ impl Driver<'_> {
                             link.handle(NodeEvent::GiveBack(vec![(id, attempt)]), now)
                         }
                         ConnIn::Skipped(id) => link.handle(NodeEvent::Ended(vec![id]), now),
-                        ConnIn::Refuse(why) => link.handle(NodeEvent::Refuse(why), now),
+                        ConnIn::Refuse(why) => link.handle(NodeEvent::Refuse(why.to_string()), now),
                         ConnIn::Drain => link.handle(NodeEvent::Drain, now),
                         ConnIn::Stop => link.handle(NodeEvent::Stop, now),
                         ConnIn::Program(id, jobs) => {
@@ -445,7 +340,7 @@ impl Driver<'_> {
     }
 
     /// The client is gone or stuck: its jobs here are skipped.
-    fn fail(&mut self, link: &mut NodeLink, why: String) {
+    fn fail(&mut self, link: &mut NodeLink, why: TransportEnd) {
         self.broken = true;
         self.outbox.clear();
         self.conn.mark_closed();
@@ -495,148 +390,88 @@ impl Driver<'_> {
                     }
                     return true;
                 }
-                Err(e) => self.fail(link, format!("write failed: {e}")),
+                Err(e) => self.fail(link, TransportEnd::WriteFailed(e.to_string())),
             }
         }
     }
 
-    /// Carries out the link's actions; false once the connection is over.
+    /// Writes the link's transmits into the outbox and does what it says;
+    /// false once the connection is over.
     fn act(&mut self, link: &mut NodeLink) -> bool {
-        while let Some(action) = link.poll() {
-            match action {
-                NodeAction::Send(_) if self.broken => {}
-                NodeAction::Send(bytes) => {
+        loop {
+            while let Some(bytes) = link.poll_transmit() {
+                if !self.broken {
                     self.node.meters.sent(bytes.len());
                     self.outbox.push(&bytes, Instant::now())
                 }
+            }
+            let Some(action) = link.poll_event() else {
+                // The close may have been seen by an earlier call (the one
+                // in `read`, whose answer ends only the reading): a closed
+                // link stays over.
+                return !link.is_closed();
+            };
+            match action {
                 NodeAction::Run(jobs) => {
-                    let jobs = self.with_shared(link, jobs);
+                    let (node, id) = (self.node, self.id);
+                    let jobs = link.with_shared(jobs, |ids| node.shared_for(id, ids));
                     self.node.submit(jobs, self.conn)
                 }
                 NodeAction::Share { id, bytes } => self.share(link, id, bytes),
-                NodeAction::Unshare(ids) => {
-                    self.over_shared_max.retain(|id, _| !ids.contains(id));
-                    self.node.unshare(self.id, &ids)
-                }
+                NodeAction::Unshare(ids) => self.node.unshare(self.id, &ids),
                 NodeAction::Cancel(id) => self.node.cancel(self.conn, id),
                 NodeAction::StatusWanted => {
                     link.handle(NodeEvent::Status(self.node.status()), Instant::now())
                 }
                 NodeAction::Offer(info) => self.offer(link, &info),
                 NodeAction::Chunk { id, offset, data } => self.chunk(link, id, offset, &data),
+                NodeAction::UploadRefused { id, reason } => self.upload_refused(id, &reason),
                 NodeAction::Authenticated => match self.node.authenticated(self.id) {
                     Ok(()) => tracing::debug!(peer = %self.peer, "client authenticated"),
                     Err(full) => link.handle(NodeEvent::Refuse(full.to_string()), Instant::now()),
                 },
-                NodeAction::Close { reason: None } => {
-                    tracing::debug!(peer = %self.peer, "connection closed");
-                    return false;
-                }
-                NodeAction::Close {
-                    reason: Some(reason),
-                } => {
-                    let reason = ppcore::escape(&reason);
-                    tracing::info!(peer = %self.peer, "connection closed: {reason}");
+                NodeAction::Closed(reason) => {
+                    // What the link sent last (a reject, a goodbye) is in
+                    // the outbox, flushed as the connection ends.
+                    self.closed(&reason);
                     return false;
                 }
             }
         }
-        // The Close may have been carried out by an earlier call (the one
-        // in `read`, whose answer ends only the reading): a closed link
-        // stays over.
-        !link.is_closed()
+    }
+
+    /// Logs why the connection ended.
+    fn closed(&self, reason: &NodeCloseReason) {
+        match reason {
+            NodeCloseReason::Goodbye => tracing::debug!(peer = %self.peer, "connection closed"),
+            reason => {
+                let reason = reason.to_string();
+                let reason = ppcore::escape(&reason);
+                tracing::info!(peer = %self.peer, "connection closed: {reason}");
+            }
+        }
     }
 }
 
 impl Driver<'_> {
-    /// A shared value from the client: its bytes must hash to its id (else
-    /// the client is dropped); kept within `--shared-max`, else noted so that
-    /// jobs naming it fail with the reason.
+    /// A shared value from the client (its bytes match its id: the link
+    /// checked), kept within `--shared-max`; the link hears how it went.
     fn share(&mut self, link: &mut NodeLink, id: SharedId, bytes: Vec<u8>) {
         let value = SharedValue::from_bytes(bytes);
-        if value.id() != id {
-            let why = format!("shared value {id} does not match its bytes");
-            return link.handle(NodeEvent::Misbehaved(why), Instant::now());
+        let outcome = self.node.share(self.id, value);
+        if let Err(over) = &outcome {
+            tracing::warn!(peer = %self.peer, %id, "shared value refused: {over}");
         }
-        match self.node.share(self.id, value) {
-            Ok(()) => {
-                self.over_shared_max.remove(&id);
-            }
-            Err(over) => {
-                tracing::warn!(peer = %self.peer, %id, "shared value refused: {over}");
-                self.over_shared_max.insert(id, over);
-            }
-        }
+        link.handle(NodeEvent::Stored { id, outcome }, Instant::now());
     }
 
-    /// Jobs from the client with the shared values they name. A job that
-    /// names a value the node does not hold is handed back, and the value
-    /// asked for; one that names a value over `--shared-max` fails.
-    fn with_shared(
-        &mut self,
-        link: &mut NodeLink,
-        jobs: Vec<ppcore::wire::RunJob>,
-    ) -> Vec<(ppcore::wire::RunJob, Vec<Arc<SharedValue>>)> {
-        let mut ready = Vec::with_capacity(jobs.len());
-        let (mut need, mut back, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-        for job in jobs {
-            if job.shared.is_empty() {
-                ready.push((job, Vec::new()));
-                continue;
-            }
-            if let Some(over) = job
-                .shared
-                .iter()
-                .find_map(|id| self.over_shared_max.get(id))
-            {
-                failed.push(DoneJob {
-                    id: job.id,
-                    attempt: job.attempt,
-                    result: Err(JobError::new(ErrorKind::Codec, over.to_string())
-                        .on(&self.node.node_id, job.attempt)),
-                    exec_ns: 0,
-                });
-                continue;
-            }
-            match self.node.shared_for(self.id, &job.shared) {
-                Ok(values) => ready.push((job, values)),
-                Err(missing) => {
-                    need.extend(missing);
-                    back.push((job.id, job.attempt));
-                }
-            }
-        }
-        let now = Instant::now();
-        if !failed.is_empty() {
-            link.handle(NodeEvent::Finished(failed), now);
-        }
-        if !back.is_empty() {
-            need.sort_unstable();
-            need.dedup();
-            link.handle(
-                NodeEvent::NeedShared {
-                    ids: need,
-                    jobs: back,
-                },
-                now,
-            );
-        }
-        ready
-    }
-
-    /// Answers a program offer, and starts the upload or gets the program ready.
-    fn offer(&mut self, link: &mut NodeLink, info: &ppcore::program::ProgramInfo) {
-        use crate::programs::Decision;
-        use ppcore::program::OfferAnswer;
+    /// Answers a program offer (the link lets one through only while no
+    /// upload is under way), and starts the upload or gets the program ready.
+    fn offer(&mut self, link: &mut NodeLink, info: &ProgramInfo) {
         let now = Instant::now();
         let id = info.id;
-        let decision = match self.upload {
-            Some(_) => Decision::Answer(OfferAnswer::Refuse(
-                "an upload is under way on this connection: one at a time".into(),
-            )),
-            None => self.node.programs.offer(info, now, self.id, self.conn),
-        };
-        let answer = match decision {
+        let who: Arc<dyn Waiter> = Arc::clone(self.conn) as _;
+        let answer = match self.node.programs.offer(info, now, self.id, &who) {
             Decision::Answer(answer) => answer,
             Decision::Upload(upload) => {
                 self.upload = Some(upload);
@@ -647,51 +482,54 @@ impl Driver<'_> {
         link.handle(NodeEvent::Offered { id, answer }, now);
     }
 
-    /// Takes one piece of the upload; once complete and verified, the program
-    /// is stored and made ready.
+    /// Takes one piece of the upload under way; once complete and verified,
+    /// the program is stored and made ready.
     fn chunk(&mut self, link: &mut NodeLink, id: ProgramId, offset: u64, data: &[u8]) {
         let now = Instant::now();
         let outcome = match self.upload.as_mut() {
-            Some(up) if up.id() == id => up.chunk(offset, data, now).map_err(|e| e.to_string()),
-            _ => Err("no upload of this program under way".to_owned()),
+            Some(up) if up.id() == id => up
+                .chunk(offset, data, now)
+                .map_err(|e| format!("upload refused: {e}")),
+            // The link passes on chunks of the upload under way only.
+            _ => Err(UploadRefusal::NotUnderWay.to_string()),
         };
-        let failed = match outcome {
-            Err(why) => Some(format!("upload refused: {why}")),
+        let ended = match outcome {
+            Err(why) => Err(why),
             Ok(()) if self.upload.as_ref().is_some_and(|u| u.is_complete()) => {
-                let upload = self.upload.take();
-                let programs = &self.node.programs;
-                upload.and_then(|u| programs.finish(*u, self.id, self.conn).err())
+                let who: Arc<dyn Waiter> = Arc::clone(self.conn) as _;
+                match self.upload.take() {
+                    Some(u) => self.node.programs.finish(*u, self.id, &who).map(|()| true),
+                    None => Ok(false),
+                }
             }
-            Ok(()) => None,
+            Ok(()) => Ok(false),
         };
-        if let Some(reason) = failed {
-            tracing::warn!(peer = %self.peer, program = %id, "{reason}");
-            self.node.programs.note_refusal(&reason);
-            if self.upload.as_ref().is_some_and(|u| u.id() == id) {
-                self.upload = None; // the slot goes, and with it the partial file
+        match ended {
+            Ok(true) => link.handle(NodeEvent::Uploaded(id), now),
+            Ok(false) => {}
+            Err(reason) => {
+                tracing::warn!(peer = %self.peer, program = %id, "{reason}");
+                self.node.programs.note_refusal(&reason);
+                self.drop_upload(id);
+                link.handle(NodeEvent::UploadFailed { id, reason }, now);
             }
-            link.handle(
-                NodeEvent::ProgramReady {
-                    id,
-                    jobs: Err(reason),
-                },
-                now,
-            );
         }
     }
 
-    /// Ends an upload that made no progress for [`UPLOAD_STALL`] (a client
-    /// that keeps pinging but sends nothing must not hold the program's one
-    /// upload slot, which other clients of the program wait for).
-    fn check_upload(&mut self, link: &mut NodeLink) {
-        let now = Instant::now();
-        let Some(upload) = &self.upload else { return };
-        if let Err(e) = upload.check_progress(now, UPLOAD_STALL) {
-            let id = upload.id();
+    /// The link ended the upload of `id` (it stalled), or refused a chunk
+    /// of a program not uploaded here.
+    fn upload_refused(&mut self, id: ProgramId, reason: &UploadRefusal) {
+        let reason = reason.to_string();
+        tracing::warn!(peer = %self.peer, program = %id, "{reason}");
+        self.node.programs.note_refusal(&reason);
+        self.drop_upload(id);
+    }
+
+    /// Drops the upload of `id`, if it is the one under way: its slot goes,
+    /// and with it the partial file.
+    fn drop_upload(&mut self, id: ProgramId) {
+        if self.upload.as_ref().is_some_and(|u| u.id() == id) {
             self.upload = None;
-            let why = format!("upload refused: {e}");
-            self.node.programs.note_refusal(&why);
-            link.handle(NodeEvent::ProgramReady { id, jobs: Err(why) }, now);
         }
     }
 }
