@@ -28,4 +28,4 @@ pub(crate) mod error;
 pub(crate) mod idmap;
 pub(crate) mod param_codec;
 pub(crate) mod registry;
-pub(crate) mod shared;
+pub mod shared;

@@ -4,20 +4,20 @@
 //! `send.rs`.
 
 use crate::escape::escape;
-use crate::framing::Framer;
 use crate::job::shared::SharedId;
-use crate::ledger::Ledger;
 use crate::link::backoff::Backoff;
 use crate::link::beats::MISSED_BEATS;
 use crate::link::config::{stream_limits, LinkConfig};
+use crate::link::framing::Framer;
+use crate::link::ledger::Ledger;
 use crate::link::offer::Shipping;
 use crate::link::output::{Event, LinkEvent, LinkIo, NodeHello};
 use crate::link::reason::{DownReason, Refusal};
 use crate::link::stall::{write_stall_limit, WriteStall};
 use crate::link::sweep::Sweep;
+use crate::link::window::SendWindow;
 use crate::session::error::SecureError;
 use crate::session::handshake::{ClientHandshake, MAX_HANDSHAKE_MESSAGE};
-use crate::window::SendWindow;
 use crate::wire::messages::{ClientMsg, DoneJob, NodeMsg, RunJob, CAP_SHIP};
 use crate::wire::program::{OfferAnswer, ProgramId, ProgramInfo};
 use crate::wire::stream::{self, Incoming, Streams};

@@ -1,7 +1,7 @@
 //! How a client link behaves: [`LinkConfig`].
 
 use crate::session::key::KeySet;
-use crate::stream;
+use crate::wire::stream;
 use std::time::Duration;
 
 /// How a link behaves.
@@ -34,7 +34,7 @@ pub struct LinkConfig {
     /// up for good, as refused; `None`: never (nodes named by the user).
     pub give_up_after: Option<u32>,
     /// The send window in bytes: streamed arguments wait while this much
-    /// is unsent (see [`crate::window`]).
+    /// is unsent (see [`crate::link::window`]).
     pub send_window: u64,
 }
 

@@ -34,7 +34,7 @@
 //! the [`Framer`](crate::Framer): the one place frames are made and read.
 //!
 //! Arguments over a frame go as streams within the send window
-//! (`send_window`, see [`crate::window`]): a job whose arguments would be
+//! (`send_window`, see [`crate::link::window`]): a job whose arguments would be
 //! queued while the unsent bytes (the driver's outbox, which it reports
 //! with [`ClientLink::send_more`], and the queued streams) are at the window
 //! goes back to the queue unsent, and the link takes no job until they fall
@@ -69,7 +69,11 @@ mod backoff;
 pub(crate) mod beats;
 mod client;
 mod config;
+pub(crate) mod framing;
+pub(crate) mod ledger;
+pub(crate) mod node;
 mod offer;
+pub(crate) mod outbox;
 mod output;
 pub(crate) mod pull;
 mod reason;
@@ -77,6 +81,8 @@ mod send;
 mod stall;
 mod sweep;
 mod testing;
+pub mod upload;
+pub mod window;
 
 pub use backoff::{RECONNECT_FIRST, RECONNECT_MAX};
 pub use beats::MISSED_BEATS;

@@ -3,7 +3,7 @@
 //! [`ClientLink`](crate::link::ClientLink) and the node's `NodeLink`) pull
 //! their streams through [`next_stream_frame`].
 
-use crate::framing::Framer;
+use crate::link::framing::Framer;
 use crate::wire::stream::{StreamFrame, Streams};
 use serde::Serialize;
 

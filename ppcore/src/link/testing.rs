@@ -3,7 +3,7 @@
 //! change only what they test.
 
 use crate::link::config::LinkConfig;
-use crate::node_link::NodeLinkConfig;
+use crate::link::node::NodeLinkConfig;
 use crate::session::key::{Key, KeySet};
 use std::time::Duration;
 

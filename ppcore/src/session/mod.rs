@@ -16,6 +16,6 @@
 //! module and not the other way round).
 
 pub(crate) mod error;
-pub(crate) mod handshake;
+pub mod handshake;
 pub(crate) mod key;
 pub(crate) mod transport;

@@ -140,7 +140,7 @@ pub enum ClientMsg {
         data: ByteBuf,
     },
     /// One frame of a stream: the arguments of a job too large to travel
-    /// inline (see [`crate::stream`]).
+    /// inline (see [`crate::wire::stream`]).
     Stream(crate::wire::stream::StreamFrame),
     /// A job whose arguments are stream `stream`, which completed in the
     /// frame just before; `job.args` is empty.

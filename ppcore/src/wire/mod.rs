@@ -21,8 +21,8 @@
 pub(crate) mod discovery;
 pub(crate) mod frame;
 pub(crate) mod messages;
-pub(crate) mod program;
-pub(crate) mod stream;
+pub mod program;
+pub mod stream;
 #[cfg(test)]
 mod tests;
 

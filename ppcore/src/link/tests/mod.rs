@@ -9,11 +9,11 @@ mod rules;
 mod sending;
 
 use super::*;
-use crate::framing::Framer;
 use crate::job::error::{ErrorKind, JobError};
 use crate::job::shared::SharedId;
-use crate::node_link::reason::TransportEnd;
-use crate::node_link::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
+use crate::link::framing::Framer;
+use crate::link::node::reason::TransportEnd;
+use crate::link::node::{NodeAction, NodeEvent, NodeLink, NodeLinkConfig};
 use crate::session::handshake::PROTOCOL_VERSION;
 use crate::session::key::{Key, KeySet};
 use crate::wire::messages::{DoneJob, JobInfo, NodeMsg, RunJob};

@@ -406,7 +406,7 @@ fn streamed_arguments_wait_for_the_send_window_while_the_node_does_not_read() {
     assert_eq!(p.client.stream_bytes(), 4 * MIB as u64);
     assert_eq!(p.client.free(), 0);
     // The driver's outbox is full too: nothing is framed, nothing taken.
-    assert!(!p.client.send_more(crate::window::PULL_BELOW));
+    assert!(!p.client.send_more(crate::link::window::PULL_BELOW));
     assert_eq!(p.client.free(), 0);
     // The node reads again: both arrive whole, and the link takes jobs.
     p.hold_streams = false;

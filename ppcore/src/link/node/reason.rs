@@ -73,8 +73,8 @@ pub enum UploadRefusal {
 }
 
 /// The upload's own word for a stall (`ppcore::upload`).
-fn stalled(limit: &Duration) -> crate::upload::UploadError {
-    crate::upload::UploadError::Stalled(*limit)
+fn stalled(limit: &Duration) -> crate::link::upload::UploadError {
+    crate::link::upload::UploadError::Stalled(*limit)
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 //! handshake in time, is closed.
 //!
 //! Results leave within the connection's send window (`send_window`, see
-//! [`crate::window`]): a finished job's result is framed (inline, or queued
+//! [`crate::link::window`]): a finished job's result is framed (inline, or queued
 //! as a stream) only while the bytes not yet written (the driver's outbox,
 //! which it reports with [`NodeLink::send_more`], and the queued streams)
 //! are under the window. Until then the result waits here, in order, and
@@ -47,15 +47,15 @@
 //! stops reading while its outbox alone is over the send window). Why a
 //! connection ended is a [`NodeCloseReason`] (`reason`).
 
-use crate::framing::Framer;
 use crate::job::error::{ErrorKind, JobError};
 use crate::job::idmap::IdMap;
 use crate::job::shared::SharedId;
 use crate::link::beats::MISSED_BEATS;
+use crate::link::framing::Framer;
 use crate::link::pull::next_stream_frame;
+use crate::link::window::SendWindow;
 use crate::session::handshake::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
 use crate::session::key::KeySet;
-use crate::window::SendWindow;
 use crate::wire::frame::batches_by_size;
 use crate::wire::messages::{ClientMsg, DoneJob, NodeMsg, RunJob};
 use crate::wire::program::{OfferAnswer, ProgramId};
@@ -100,7 +100,7 @@ pub struct NodeLinkConfig {
     /// the connection is dropped.
     pub stream_stall: Duration,
     /// The send window in bytes: results wait while this much is unsent
-    /// (see [`crate::window`]).
+    /// (see [`crate::link::window`]).
     pub send_window: u64,
 }
 

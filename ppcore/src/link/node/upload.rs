@@ -94,7 +94,11 @@ mod tests {
         assert_eq!(up.chunk(id(1), t0), Ok(()));
         assert_eq!(up.chunk(id(2), t0), Err(UploadRefusal::NotUnderWay));
         up.begin(id(2), t0);
-        assert_eq!(up.chunk(id(1), t0), Ok(()), "a second Need does not take over");
+        assert_eq!(
+            up.chunk(id(1), t0),
+            Ok(()),
+            "a second Need does not take over"
+        );
         assert_eq!(up.chunk(id(2), t0), Err(UploadRefusal::NotUnderWay));
         up.end(id(2));
         assert!(up.busy(), "another program's end is not this one's");

@@ -2,8 +2,8 @@
 
 use super::reason::TransportEnd;
 use super::*;
-use crate::framing::Framer;
 use crate::job::shared::OverSharedMax;
+use crate::link::framing::Framer;
 use crate::session::error::SecureError;
 use crate::session::handshake::ClientHandshake;
 use crate::session::handshake::PROTOCOL_VERSION;
@@ -696,7 +696,7 @@ fn results_over_a_frame_wait_for_the_send_window_and_all_leave_in_order_once_it_
     assert!(c.drain(&mut l).0.is_empty());
     // The socket takes nothing: the outbox is full (at the window, and too
     // full to frame the next chunk).
-    assert!(!l.send_more(crate::window::PULL_BELOW));
+    assert!(!l.send_more(crate::link::window::PULL_BELOW));
     assert_eq!(l.results_waiting(), 2);
     // It takes everything: every result goes, in order, exactly once.
     let sent = drain_streams(&mut l, &mut c);
