@@ -375,7 +375,7 @@ fn maclaurin_on(server: &Server, json: bool, terms: u64, tasks: u64, x: f64) -> 
                 let state = states
                     .iter()
                     .find(|s| s.name == n.node)
-                    .map_or_else(|| "local".to_owned(), |s| format!("{:?}", s.state));
+                    .map_or_else(|| "local".to_owned(), |s| state_text(&s.state));
                 serde_json::json!({
                     "node": n.node, "workers": n.workers, "jobs": n.jobs,
                     "failed": n.failed, "job_time_s": n.job_time.as_secs_f64(),
@@ -402,4 +402,13 @@ fn maclaurin_on(server: &Server, json: bool, terms: u64, tasks: u64, x: f64) -> 
         bail!("the sum is off the closed form by {rel:e}");
     }
     Ok(())
+}
+
+/// A node's state in `--json` output, as it always read: the state's
+/// `Debug` form, with a refusal's reason quoted as the text it is.
+fn state_text(state: &NodeState) -> String {
+    match state {
+        NodeState::Failed { reason } => format!("Failed {{ reason: {:?} }}", reason.to_string()),
+        other => format!("{other:?}"),
+    }
 }

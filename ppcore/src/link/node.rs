@@ -323,9 +323,8 @@ impl NodeLink {
             }
             NodeEvent::TransportClosed(why) => self.close(NodeCloseReason::Transport(why)),
             NodeEvent::Offered { id, answer } => {
-                if answer == OfferAnswer::Need {
-                    self.upload.begin(id, now);
-                }
+                self.upload
+                    .answered(id, answer == OfferAnswer::Need, now);
                 self.send(&NodeMsg::Offered { id, answer })
             }
             NodeEvent::Uploaded(id) => self.upload.end(id),
@@ -466,7 +465,10 @@ impl NodeLink {
                     answer,
                 });
             }
-            ClientMsg::Offer(info) => self.actions.push_back(NodeAction::Offer(info)),
+            ClientMsg::Offer(info) => {
+                self.upload.ask(info.id);
+                self.actions.push_back(NodeAction::Offer(info))
+            }
             ClientMsg::Chunk { id, offset, data } => match self.upload.chunk(id, now) {
                 Ok(()) => self
                     .actions

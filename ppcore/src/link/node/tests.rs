@@ -834,6 +834,30 @@ fn one_upload_at_a_time_per_connection_and_only_its_chunks_reach_the_driver() {
 }
 
 #[test]
+fn two_offers_in_one_read_reach_the_driver_once_and_the_second_is_refused() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    let mut both = c.frame(&ClientMsg::Offer(program(1)));
+    both.extend(c.frame(&ClientMsg::Offer(program(2))));
+    l.handle(NodeEvent::Received(&both), t0);
+    let (sent, other) = c.drain(&mut l);
+    assert_eq!(other, vec![NodeAction::Offer(program(1))]);
+    let busy = OfferAnswer::Refuse(upload::ONE_AT_A_TIME.into());
+    assert_eq!(
+        sent,
+        vec![NodeMsg::Offered {
+            id: ProgramId([2; 32]),
+            answer: busy
+        }]
+    );
+    // Answered Have: nothing is under way, the next offer goes through.
+    let answer = OfferAnswer::Have;
+    l.handle(NodeEvent::Offered { id: ProgramId([1; 32]), answer }, t0);
+    c.feed(&mut l, &ClientMsg::Offer(program(2)), t0);
+    assert_eq!(c.drain(&mut l).1, vec![NodeAction::Offer(program(2))]);
+}
+
+#[test]
 fn an_upload_with_no_chunk_for_thirty_seconds_is_ended_though_the_client_pings() {
     let t0 = Instant::now();
     let (mut l, mut c) = ready(t0);
