@@ -22,7 +22,8 @@ use crate::jobs::task::{JobKind, Task};
 use crate::jobs::timer::Expire;
 use crate::link::dial::dial;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll};
+use ppcore::io_driver::{self, ReadOutcome, Spun, Waker, READS_PER_TURN, READ_BUF};
 use ppcore::link::{
     ClientLink, Event, LinkConfig, LinkEvent, LinkIo, LinkState, Refusal, TransportError,
 };
@@ -31,54 +32,13 @@ use ppcore::shared::SharedValue;
 use ppcore::wire::RunJob;
 use ppcore::{Outbox, Wake};
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest batch of jobs taken from the queue at once.
 const MAX_BATCH: usize = 1024;
-const READ_BUF: usize = 64 << 10;
-/// Reads per wake-up before the driver looks at its other work.
-const READS_PER_TURN: usize = 16;
-
-/// How long a driver looks for news before it sleeps, while jobs are on the
-/// node or after its last answer.
-const SPIN: Duration = Duration::from_micros(100);
-
-const WAKE: Token = Token(0);
-const SOCKET: Token = Token(1);
-
-/// Wakes a driver asleep in `mio`. Only a driver that is (about to be)
-/// asleep costs a system call; a busy one sees the news on its next turn.
-pub(crate) struct Waker {
-    mio: mio::Waker,
-    asleep: AtomicBool,
-}
-
-impl Waker {
-    fn new(poll: &Poll) -> std::io::Result<Arc<Self>> {
-        Ok(Arc::new(Waker {
-            mio: mio::Waker::new(poll.registry(), WAKE)?,
-            asleep: AtomicBool::new(false),
-        }))
-    }
-
-    /// Wakes the driver if it sleeps (or is about to).
-    pub(crate) fn wake(&self) {
-        if self.asleep.swap(false, Ordering::SeqCst) {
-            // A failed wake leaves the driver to its next tick.
-            let _ = self.mio.wake();
-        }
-    }
-}
-
-impl Wake for Waker {
-    fn wake(&self) {
-        Waker::wake(self);
-    }
-}
 
 /// Whose link this is.
 pub(crate) enum Target {
@@ -298,15 +258,10 @@ impl Driver<'_> {
                 Ok(_) if self.link.send_more(self.outbox.len()) => {}
                 Ok(all) => {
                     // Room to write matters only while bytes wait.
-                    if all == self.watch_write {
-                        let interest = match all {
-                            true => Interest::READABLE,
-                            false => Interest::READABLE | Interest::WRITABLE,
-                        };
-                        match self.poll.registry().reregister(conn, SOCKET, interest) {
-                            Ok(()) => self.watch_write = !all,
-                            Err(e) => tracing::warn!(node = %self.name, "poll: {e}"),
-                        }
+                    let registry = self.poll.registry();
+                    let watch = &mut self.watch_write;
+                    if let Err(e) = io_driver::watch_writes(registry, conn, watch, all) {
+                        tracing::warn!(node = %self.name, "poll: {e}");
                     }
                     return;
                 }
@@ -326,7 +281,7 @@ impl Driver<'_> {
             return; // jobs taken: their frames go out first
         }
         // Asleep from here: a push or a stop from now on wakes the poll.
-        self.waker.asleep.store(true, Ordering::SeqCst);
+        self.waker.going_to_sleep();
         let busy = self.readable || self.core.stopped() || self.take_jobs();
         let now = Instant::now();
         let mut wake = self.link.next_sweep();
@@ -338,17 +293,11 @@ impl Driver<'_> {
             true => Duration::ZERO,
             false => wake.saturating_duration_since(now),
         };
-        if let Err(e) = self.poll.poll(events, Some(timeout)) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                tracing::warn!(node = %self.name(), "poll failed: {e}");
-            }
+        match io_driver::sleep(&mut self.poll, events, timeout) {
+            Ok(socket) => self.readable |= socket,
+            Err(e) => tracing::warn!(node = %self.name(), "poll failed: {e}"),
         }
-        self.waker.asleep.store(false, Ordering::SeqCst);
-        for ev in events.iter() {
-            if ev.token() == SOCKET && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
-                self.readable = true;
-            }
-        }
+        self.waker.awake();
         if self.readable {
             self.read();
         }
@@ -366,25 +315,18 @@ impl Driver<'_> {
         if self.conn.is_none() || self.readable || self.stopping {
             return false;
         }
-        let now = Instant::now();
-        let recent = now.saturating_duration_since(self.active) < SPIN;
-        if self.link.in_flight() == 0 && !recent {
+        let jobs_out = self.link.in_flight() > 0;
+        if !io_driver::worth_spinning(jobs_out, self.active, Instant::now()) {
             return false;
         }
-        let until = now + SPIN;
-        while Instant::now() < until {
-            std::thread::yield_now();
-            if self.take_jobs() {
-                return true;
-            }
-            if self.poll.poll(events, Some(Duration::ZERO)).is_ok()
-                && events.iter().any(|ev| ev.token() == SOCKET)
-            {
+        match io_driver::spin(self, |d| &mut d.poll, events, Self::take_jobs) {
+            Spun::News => true,
+            Spun::Socket => {
                 self.readable = true;
-                return false;
+                false
             }
+            Spun::Quiet => false,
         }
-        false
     }
 
     /// Reads what the socket has (a bounded amount per turn), feeding it to
@@ -396,22 +338,21 @@ impl Driver<'_> {
                 return;
             };
             let now = Instant::now();
-            match conn.read(&mut self.buf) {
-                Ok(0) => {
+            match io_driver::read_once(conn, &mut self.buf) {
+                ReadOutcome::Closed => {
                     self.readable = false;
                     let reason = TransportError::PeerClosed;
                     self.link.handle(Event::TransportClosed(reason), now);
                 }
-                Ok(n) => {
+                ReadOutcome::Bytes(n) => {
                     self.record().inspect(|r| r.meter.received(n));
                     self.link.handle(Event::Received(&self.buf[..n]), now)
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                ReadOutcome::WouldBlock => {
                     self.readable = false;
                     return;
                 }
-                Err(e) => {
+                ReadOutcome::Failed(e) => {
                     self.readable = false;
                     let reason = TransportError::Read(e.to_string());
                     self.link.handle(Event::TransportClosed(reason), now);
@@ -710,24 +651,15 @@ impl Driver<'_> {
     /// A new connection: make it non-blocking, watch it, tell the link.
     fn connected(&mut self, stream: std::net::TcpStream) {
         let now = Instant::now();
-        let setup = stream
-            .set_nodelay(true)
-            .and_then(|()| stream.set_nonblocking(true));
-        if let Err(e) = setup {
-            let reason = TransportError::Connect(e.to_string());
-            return self.link.handle(Event::ConnectFailed(reason), now);
-        }
-        let mut stream = TcpStream::from_std(stream);
-        let registered = self
-            .poll
-            .registry()
-            .register(&mut stream, SOCKET, Interest::READABLE);
+        let watched = io_driver::watch(&self.poll, stream);
         self.watch_write = false;
-        if let Err(e) = registered {
-            let _ = stream.shutdown(Shutdown::Both);
-            let reason = TransportError::Connect(e.to_string());
-            return self.link.handle(Event::ConnectFailed(reason), now);
-        }
+        let stream = match watched {
+            Ok(stream) => stream,
+            Err(e) => {
+                let reason = TransportError::Connect(e.to_string());
+                return self.link.handle(Event::ConnectFailed(reason), now);
+            }
+        };
         if let Some(r) = self.record() {
             r.set_addr(stream.peer_addr().ok());
         }

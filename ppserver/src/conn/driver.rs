@@ -40,8 +40,8 @@ use crate::programs::waiting::Waiter;
 use crate::programs::{Decision, Upload};
 use crossbeam_channel::Receiver;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
-use ppcore::io_driver::{self, ReadOutcome, Spun, READS_PER_TURN, READ_BUF, SPIN};
+use mio::{Events, Poll};
+use ppcore::io_driver::{self, ReadOutcome, Spun, READS_PER_TURN, READ_BUF};
 use ppcore::program::{OfferAnswer, ProgramId, ProgramInfo};
 use ppcore::shared::{SharedId, SharedValue};
 use ppcore::{NodeAction, NodeCloseReason, NodeEvent, NodeLink, NodeLinkConfig, Outbox};
@@ -53,7 +53,6 @@ use std::time::{Duration, Instant};
 
 /// Finished jobs gathered into one `Done` frame at most.
 const MAX_BATCH: usize = 1024;
-const SOCKET: Token = Token(1);
 
 /// What a driver serves: the socket, the poll it sleeps in and its waker,
 /// and the node's news for it.
@@ -75,7 +74,7 @@ pub(super) fn serve(node: &Arc<Node>, id: u64, conn: &Arc<Conn>, wired: Wired) {
         events,
         peer,
     } = wired;
-    match setup(&poll, stream) {
+    match io_driver::watch(&poll, stream) {
         Ok(stream) => {
             let mut d = Driver {
                 node,
@@ -101,16 +100,6 @@ pub(super) fn serve(node: &Arc<Node>, id: u64, conn: &Arc<Conn>, wired: Wired) {
         }
         Err(e) => tracing::warn!(%peer, "cannot use connection: {e}"),
     }
-}
-
-/// Socket options, and the socket watched for reading and writing.
-fn setup(poll: &Poll, stream: std::net::TcpStream) -> std::io::Result<TcpStream> {
-    stream.set_nodelay(true)?;
-    stream.set_nonblocking(true)?;
-    let mut stream = TcpStream::from_std(stream);
-    poll.registry()
-        .register(&mut stream, SOCKET, Interest::READABLE)?;
-    Ok(stream)
 }
 
 struct Driver<'a> {
@@ -208,17 +197,11 @@ impl Driver<'_> {
         if !timeout.is_zero() {
             self.outbox.shrink_idle(NodeLink::IDLE_OUTBOX);
         }
-        if let Err(e) = self.poll.poll(polled, Some(timeout)) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                tracing::warn!(peer = %self.peer, "poll failed: {e}");
-            }
+        match io_driver::sleep(&mut self.poll, polled, timeout) {
+            Ok(socket) => self.readable |= socket,
+            Err(e) => tracing::warn!(peer = %self.peer, "poll failed: {e}"),
         }
         self.waker.asleep.store(false, Ordering::SeqCst);
-        for ev in polled.iter() {
-            if ev.token() == SOCKET && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
-                self.readable = true;
-            }
-        }
         if self.may_read(link) {
             self.read(link);
         }
@@ -245,12 +228,11 @@ impl Driver<'_> {
         if self.broken || self.may_read(link) || !events.is_empty() {
             return;
         }
-        let now = Instant::now();
-        let recent = now.saturating_duration_since(self.active) < SPIN;
-        if !self.conn.has_active() && !recent {
+        if !io_driver::worth_spinning(self.conn.has_active(), self.active, Instant::now()) {
             return;
         }
-        if io_driver::spin(&mut self.poll, polled, SOCKET, || !events.is_empty()) == Spun::Socket {
+        let news = |_: &mut Poll| !events.is_empty();
+        if io_driver::spin(&mut self.poll, |poll| poll, polled, news) == Spun::Socket {
             self.readable = true;
         }
     }
@@ -377,16 +359,10 @@ impl Driver<'_> {
                 Ok(_) if link.send_more(self.outbox.len()) => {}
                 Ok(all) => {
                     // Room to write matters only while bytes wait.
-                    if all == self.watch_write {
-                        let interest = match all {
-                            true => Interest::READABLE,
-                            false => Interest::READABLE | Interest::WRITABLE,
-                        };
-                        let registry = self.poll.registry();
-                        match registry.reregister(&mut self.stream, SOCKET, interest) {
-                            Ok(()) => self.watch_write = !all,
-                            Err(e) => tracing::warn!(peer = %self.peer, "poll: {e}"),
-                        }
+                    let registry = self.poll.registry();
+                    let (stream, watch) = (&mut self.stream, &mut self.watch_write);
+                    if let Err(e) = io_driver::watch_writes(registry, stream, watch, all) {
+                        tracing::warn!(peer = %self.peer, "poll: {e}");
                     }
                     return true;
                 }
