@@ -323,8 +323,7 @@ impl NodeLink {
             }
             NodeEvent::TransportClosed(why) => self.close(NodeCloseReason::Transport(why)),
             NodeEvent::Offered { id, answer } => {
-                self.upload
-                    .answered(id, answer == OfferAnswer::Need, now);
+                self.upload.answered(id, answer == OfferAnswer::Need, now);
                 self.send(&NodeMsg::Offered { id, answer })
             }
             NodeEvent::Uploaded(id) => self.upload.end(id),

@@ -47,7 +47,6 @@ use ppcore::shared::{SharedId, SharedValue};
 use ppcore::{NodeAction, NodeCloseReason, NodeEvent, NodeLink, NodeLinkConfig, Outbox};
 use ppcore::{TransportEnd, UploadRefusal};
 use std::net::Shutdown;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -180,7 +179,7 @@ impl Driver<'_> {
     fn wait(&mut self, link: &mut NodeLink, events: &Receiver<ConnIn>, polled: &mut Events) {
         self.spin(link, events, polled);
         // Asleep from here: a worker's news from now on wakes the poll.
-        self.waker.asleep.store(true, Ordering::SeqCst);
+        self.waker.going_to_sleep();
         let busy = self.may_read(link) || !events.is_empty();
         let now = Instant::now();
         let mut wake = link
@@ -201,7 +200,7 @@ impl Driver<'_> {
             Ok(socket) => self.readable |= socket,
             Err(e) => tracing::warn!(peer = %self.peer, "poll failed: {e}"),
         }
-        self.waker.asleep.store(false, Ordering::SeqCst);
+        self.waker.awake();
         if self.may_read(link) {
             self.read(link);
         }

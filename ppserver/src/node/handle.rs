@@ -13,33 +13,9 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The token of a driver's waker in its `mio` poll.
-pub(crate) const WAKE: mio::Token = mio::Token(0);
-
-/// Wakes a connection's driver asleep in `mio`. Only a driver that is
-/// (about to be) asleep costs a system call: a busy one sees the news on
-/// its next turn.
-pub(crate) struct Waker {
-    mio: mio::Waker,
-    /// Set by the driver just before it looks for work and sleeps.
-    pub(crate) asleep: AtomicBool,
-}
-
-impl Waker {
-    pub(crate) fn new(poll: &mio::Poll) -> std::io::Result<Arc<Self>> {
-        Ok(Arc::new(Waker {
-            mio: mio::Waker::new(poll.registry(), WAKE)?,
-            asleep: AtomicBool::new(false),
-        }))
-    }
-
-    pub(crate) fn wake(&self) {
-        if self.asleep.swap(false, Ordering::SeqCst) {
-            // A failed wake leaves the driver to its next timer.
-            let _ = self.mio.wake();
-        }
-    }
-}
+/// Wakes a connection's driver asleep in `mio` (the one waker both link
+/// drivers use).
+pub(crate) use ppcore::io_driver::Waker;
 
 /// What the driver of a connection hears from the rest of the node.
 pub(crate) enum ConnIn {

@@ -852,7 +852,13 @@ fn two_offers_in_one_read_reach_the_driver_once_and_the_second_is_refused() {
     );
     // Answered Have: nothing is under way, the next offer goes through.
     let answer = OfferAnswer::Have;
-    l.handle(NodeEvent::Offered { id: ProgramId([1; 32]), answer }, t0);
+    l.handle(
+        NodeEvent::Offered {
+            id: ProgramId([1; 32]),
+            answer,
+        },
+        t0,
+    );
     c.feed(&mut l, &ClientMsg::Offer(program(2)), t0);
     assert_eq!(c.drain(&mut l).1, vec![NodeAction::Offer(program(2))]);
 }
