@@ -246,7 +246,18 @@ impl NodeLink {
     /// may queue transmits and more of these: poll both until both are
     /// empty.
     pub fn poll_event(&mut self) -> Option<NodeAction> {
-        self.actions.pop_front()
+        loop {
+            let action = self.actions.pop_front()?;
+            // An offer read in the same batch as one the driver has since
+            // answered `Need` comes after that upload began: one at a time.
+            if let NodeAction::Offer(info) = &action {
+                if self.upload.busy() {
+                    self.refuse_offer(info.id);
+                    continue;
+                }
+            }
+            return Some(action);
+        }
     }
 
     /// When to report [`NodeEvent::Timer`] if nothing happens before.
@@ -323,7 +334,9 @@ impl NodeLink {
             }
             NodeEvent::TransportClosed(why) => self.close(NodeCloseReason::Transport(why)),
             NodeEvent::Offered { id, answer } => {
-                self.upload.answered(id, answer == OfferAnswer::Need, now);
+                if answer == OfferAnswer::Need {
+                    self.upload.begin(id, now);
+                }
                 self.send(&NodeMsg::Offered { id, answer })
             }
             NodeEvent::Uploaded(id) => self.upload.end(id),
@@ -457,17 +470,8 @@ impl NodeLink {
             ClientMsg::Ping(n) => self.send(&NodeMsg::Pong(n)),
             ClientMsg::Status => self.actions.push_back(NodeAction::StatusWanted),
             ClientMsg::Goodbye => self.close(NodeCloseReason::Goodbye),
-            ClientMsg::Offer(info) if self.upload.busy() => {
-                let answer = OfferAnswer::Refuse(ONE_AT_A_TIME.to_owned());
-                self.send(&NodeMsg::Offered {
-                    id: info.id,
-                    answer,
-                });
-            }
-            ClientMsg::Offer(info) => {
-                self.upload.ask(info.id);
-                self.actions.push_back(NodeAction::Offer(info))
-            }
+            ClientMsg::Offer(info) if self.upload.busy() => self.refuse_offer(info.id),
+            ClientMsg::Offer(info) => self.actions.push_back(NodeAction::Offer(info)),
             ClientMsg::Chunk { id, offset, data } => match self.upload.chunk(id, now) {
                 Ok(()) => self
                     .actions
@@ -755,6 +759,12 @@ impl NodeLink {
             self.send(&msg);
         }
         true
+    }
+
+    /// Answers an offer made while an upload is under way: one at a time.
+    fn refuse_offer(&mut self, id: ProgramId) {
+        let answer = OfferAnswer::Refuse(ONE_AT_A_TIME.to_owned());
+        self.send(&NodeMsg::Offered { id, answer });
     }
 
     fn send(&mut self, msg: &NodeMsg) {

@@ -21,31 +21,13 @@ pub(crate) const ONE_AT_A_TIME: &str = "an upload is under way on this connectio
 pub(crate) struct OneUpload {
     /// The program, and when its last chunk came (or the upload began).
     current: Option<(ProgramId, Instant)>,
-    /// An offer handed to the driver and not yet answered: a second offer
-    /// in the same read is refused too.
-    asked: Option<ProgramId>,
 }
 
 impl OneUpload {
     /// Whether an upload is under way: a new offer is refused
     /// ([`ONE_AT_A_TIME`]).
     pub(crate) fn busy(&self) -> bool {
-        self.current.is_some() || self.asked.is_some()
-    }
-
-    /// An offer of `id` goes to the driver for an answer.
-    pub(crate) fn ask(&mut self, id: ProgramId) {
-        self.asked = Some(id);
-    }
-
-    /// The node answered the offer of `id`: with `Need`, its upload begins.
-    pub(crate) fn answered(&mut self, id: ProgramId, need: bool, now: Instant) {
-        if self.asked == Some(id) {
-            self.asked = None;
-        }
-        if need {
-            self.begin(id, now);
-        }
+        self.current.is_some()
     }
 
     /// The node asked for program `id` (`Need`): its upload begins, unless
@@ -123,20 +105,6 @@ mod tests {
         up.end(id(1));
         assert!(!up.busy());
         assert_eq!(up.deadline(), None);
-    }
-
-    #[test]
-    fn an_offer_waiting_for_its_answer_refuses_the_next_one() {
-        let t0 = Instant::now();
-        let mut up = OneUpload::default();
-        up.ask(id(1));
-        assert!(up.busy(), "a second offer in the same read is refused");
-        up.answered(id(1), false, t0);
-        assert!(!up.busy(), "answered Have: nothing under way");
-        up.ask(id(2));
-        up.answered(id(2), true, t0);
-        assert!(up.busy());
-        assert_eq!(up.chunk(id(2), t0), Ok(()));
     }
 
     #[test]
