@@ -409,6 +409,7 @@ fn maclaurin_on(server: &Server, json: bool, terms: u64, tasks: u64, x: f64) -> 
 fn state_text(state: &NodeState) -> String {
     match state {
         NodeState::Failed { reason } => format!("Failed {{ reason: {:?} }}", reason.to_string()),
+        NodeState::Down { reason } => format!("Down {{ reason: {:?} }}", reason.to_string()),
         other => format!("{other:?}"),
     }
 }

@@ -69,7 +69,7 @@ pub use api::server::Server;
 pub use cluster::node::{NodeInfo, NodeState};
 pub use link::dial::{node_status, node_status_with, StatusError, StatusErrorKind};
 pub use link::ship::init;
-pub use ppcore::link::Refusal;
+pub use ppcore::link::{DownReason, Refusal};
 pub use ppcore::wire::NodeStatus;
 pub use ppcore::{
     job, DuplicateJob, ErrorKind, Fallible, Job, JobEntry, JobError, Key, KeySet, NodeStats,

@@ -76,7 +76,7 @@ mod tests {
             NodeState::Up { workers: 2 },
             NodeState::Connecting,
             NodeState::Down {
-                reason: "gone".into(),
+                reason: ppcore::link::DownReason::NodeStopped,
             },
             NodeState::Failed {
                 reason: ppcore::link::Refusal::NoKey,

@@ -51,7 +51,7 @@ pub enum NodeState {
     /// Unreachable for now; retried with backoff.
     Down {
         /// Why the last attempt failed.
-        reason: String,
+        reason: ppcore::link::DownReason,
     },
     /// Refused for good (wrong key, other protocol version), or a
     /// discovered node given up after failures in a row.

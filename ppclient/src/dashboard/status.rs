@@ -110,7 +110,7 @@ fn state_name(state: &NodeState) -> (&'static str, Option<String>) {
         NodeState::Connecting => ("connecting", None),
         NodeState::Up { .. } => ("up", None),
         NodeState::Draining => ("draining", None),
-        NodeState::Down { reason } => ("down", Some(reason.clone())),
+        NodeState::Down { reason } => ("down", Some(reason.to_string())),
         NodeState::Failed { reason } => ("failed", Some(reason.to_string())),
     }
 }

@@ -125,9 +125,8 @@ pub(crate) fn drive_with(
         Err(e) => {
             tracing::warn!("cannot start a link: {e}");
             if let Target::Named(r) = &target {
-                r.set_state(NodeState::Down {
-                    reason: format!("cannot start a link: {e}"),
-                });
+                let why = TransportError::Connect(format!("cannot start a link: {e}"));
+                r.set_state(NodeState::Down { reason: why.into() });
             }
             core.contacted();
             return;
@@ -490,7 +489,6 @@ impl Driver<'_> {
                 LinkEvent::Down { reason, retry_in } => {
                     tracing::info!(node = %self.name(), ?retry_in, "node down: {reason}");
                     if let Some(r) = self.record() {
-                        let reason = reason.to_string();
                         r.set_state(NodeState::Down { reason });
                     }
                     self.core.contacted();
