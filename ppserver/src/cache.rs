@@ -205,7 +205,7 @@ impl ProgramCache {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        ppcore::sync::lock(&self.state)
     }
 
     fn path(&self, id: &ProgramId) -> PathBuf {

@@ -34,17 +34,17 @@ struct Stop {
 
 impl Stop {
     fn ask(&self) {
-        *self.asked.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *ppcore::sync::lock(&self.asked) = true;
         self.cv.notify_all();
     }
 
     fn asked(&self) -> bool {
-        *self.asked.lock().unwrap_or_else(|e| e.into_inner())
+        *ppcore::sync::lock(&self.asked)
     }
 
     /// Sleeps up to `d`; true if a stop was asked.
     fn sleep(&self, d: Duration) -> bool {
-        let guard = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = ppcore::sync::lock(&self.asked);
         let (guard, _) = self
             .cv
             .wait_timeout_while(guard, d, |asked| !*asked)
@@ -187,7 +187,7 @@ impl Running {
     /// Waits for a stop request, then drains and stops.
     pub fn wait(self) {
         {
-            let guard = self.stop.asked.lock().unwrap_or_else(|e| e.into_inner());
+            let guard = ppcore::sync::lock(&self.stop.asked);
             let _guard = self
                 .stop
                 .cv

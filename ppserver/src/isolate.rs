@@ -290,7 +290,7 @@ impl Running {
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<JobKey, Pid>> {
-        self.by_job.lock().unwrap_or_else(|e| e.into_inner())
+        ppcore::sync::lock(&self.by_job)
     }
 
     /// Kills the process running job `id` of connection `out`, if any.

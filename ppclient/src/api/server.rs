@@ -505,7 +505,7 @@ impl Server {
     }
 
     fn lock_groups(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pending>>> {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+        ppcore::sync::lock(&self.groups)
     }
 }
 

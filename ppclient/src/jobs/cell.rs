@@ -177,7 +177,7 @@ impl<T: Send + 'static> Cell<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T>> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+        ppcore::sync::lock(&self.slot)
     }
 
     pub(crate) fn is_ready(&self) -> bool {

@@ -199,7 +199,7 @@ impl<J: Job> TypedTask<J> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Run<J>> {
-        self.run.lock().unwrap_or_else(|e| e.into_inner())
+        ppcore::sync::lock(&self.run)
     }
 
     /// Puts a job that was on a node back in line, unless it ended meanwhile.

@@ -59,7 +59,7 @@ impl Timer {
 
     pub(crate) fn schedule(&self, at: Instant, target: Weak<dyn Expire>) {
         let (lock, cv) = &*self.state;
-        let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = ppcore::sync::lock(lock);
         state.seq += 1;
         let seq = state.seq;
         let first = state.heap.peek().is_none_or(|Reverse(e)| at < e.at);
@@ -73,14 +73,14 @@ impl Timer {
 impl Drop for Timer {
     fn drop(&mut self) {
         let (lock, cv) = &*self.state;
-        lock.lock().unwrap_or_else(|e| e.into_inner()).stopped = true;
+        ppcore::sync::lock(lock).stopped = true;
         cv.notify_one();
     }
 }
 
 fn run(state: &(Mutex<State>, Condvar)) {
     let (lock, cv) = state;
-    let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = ppcore::sync::lock(lock);
     while !guard.stopped {
         let now = Instant::now();
         match guard.heap.peek() {
@@ -92,7 +92,7 @@ fn run(state: &(Mutex<State>, Condvar)) {
                 if let Some(target) = entry.target.upgrade() {
                     target.expire();
                 }
-                guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+                guard = ppcore::sync::lock(lock);
             }
             Some(Reverse(e)) => {
                 let wait = e.at - now;

@@ -305,7 +305,7 @@ impl Tracker {
         let _blocking = self.blocking();
         self.waiters.fetch_add(1, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
-        let mut guard = self.quiet.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = ppcore::sync::lock(&self.quiet.0);
         let quiet = loop {
             if self.pending() == 0 {
                 break true;
@@ -357,7 +357,7 @@ impl Tracker {
         self.bump(Count::Settled);
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::Relaxed) > 0 {
-            let _guard = self.quiet.0.lock().unwrap_or_else(|e| e.into_inner());
+            let _guard = ppcore::sync::lock(&self.quiet.0);
             self.quiet.1.notify_all();
         }
     }

@@ -76,7 +76,7 @@ fn live() -> &'static Mutex<HashMap<SharedId, Weak<SharedValue>>> {
 }
 
 fn lock_live() -> std::sync::MutexGuard<'static, HashMap<SharedId, Weak<SharedValue>>> {
-    live().lock().unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock(live())
 }
 
 /// The live shared value `id` of this process, if any holds it.
@@ -264,10 +264,7 @@ struct Held(SharedId);
 /// Every live hold of this process, by id.
 fn holds() -> std::sync::MutexGuard<'static, HashMap<SharedId, Weak<Held>>> {
     static HOLDS: OnceLock<Mutex<HashMap<SharedId, Weak<Held>>>> = OnceLock::new();
-    HOLDS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock(HOLDS.get_or_init(Default::default))
 }
 
 impl Drop for Held {

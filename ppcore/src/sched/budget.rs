@@ -95,7 +95,7 @@ impl BudgetGate {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Gate> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Takes `bytes`, waiting until they fit.

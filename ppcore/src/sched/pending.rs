@@ -22,7 +22,7 @@ impl Pending {
     pub fn done(&self) {
         if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             // Taking the lock orders this wake-up after a waiter's check.
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _guard = crate::sync::lock(&self.lock);
             self.zero.notify_all();
         }
     }
@@ -34,7 +34,7 @@ impl Pending {
 
     /// Waits until the count is zero or `deadline` passes; true if zero.
     pub fn wait_zero(&self, deadline: Option<Instant>) -> bool {
-        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = crate::sync::lock(&self.lock);
         while self.get() != 0 {
             match deadline {
                 None => guard = self.zero.wait(guard).unwrap_or_else(|e| e.into_inner()),

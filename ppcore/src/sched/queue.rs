@@ -133,7 +133,7 @@ impl<T, K: PartialEq> Lanes<T, K> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T, K>> {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.shared.state)
     }
 
     fn push_at(&self, key: K, items: impl IntoIterator<Item = T>, urgent: bool) {

@@ -133,10 +133,7 @@ impl Conn {
         if self.active.fetch_sub(1, Ordering::AcqRel) == 1
             && self.any_cancelled.swap(false, Ordering::AcqRel)
         {
-            self.cancelled
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
+            ppcore::sync::lock(&self.cancelled).clear();
         }
     }
 
@@ -145,10 +142,7 @@ impl Conn {
         if self.active.load(Ordering::Acquire) == 0 {
             return; // nothing of ours is here: the job is done already
         }
-        self.cancelled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id);
+        ppcore::sync::lock(&self.cancelled).insert(id);
         self.any_cancelled.store(true, Ordering::Release);
     }
 
@@ -157,7 +151,7 @@ impl Conn {
         if !self.any_cancelled.load(Ordering::Acquire) {
             return false;
         }
-        let mut set = self.cancelled.lock().unwrap_or_else(|e| e.into_inner());
+        let mut set = ppcore::sync::lock(&self.cancelled);
         set.remove(&id)
     }
 }

@@ -177,7 +177,7 @@ impl Node {
     }
 
     fn lock_conns(&self) -> std::sync::MutexGuard<'_, Conns> {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+        ppcore::sync::lock(&self.conns)
     }
 
     /// Why a new connection from `source` would be refused now, if it would
@@ -216,7 +216,7 @@ impl Node {
         if let Some(conn) = conns.open.get(&id) {
             conn.authenticated.store(true, Ordering::Release);
         }
-        *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *ppcore::sync::lock(&self.idle_since) = None;
         Ok(())
     }
 
@@ -231,7 +231,7 @@ impl Node {
             conns.admission.close(id);
             self.open_conns.done();
         }
-        let mut idle = self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = ppcore::sync::lock(&self.idle_since);
         if conns.admission.clients() == 0 && idle.is_none() {
             *idle = Some(Instant::now());
         }
@@ -246,7 +246,7 @@ impl Node {
     }
 
     fn lock_shared(&self) -> std::sync::MutexGuard<'_, SharedStore> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+        ppcore::sync::lock(&self.shared)
     }
 
     /// Connection `conn` sent a shared value (checked against its id):
@@ -289,10 +289,7 @@ impl Node {
 
     /// How long the node has had no authenticated client, if it has none.
     pub(crate) fn idle_for(&self) -> Option<Duration> {
-        self.idle_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(|t| t.elapsed())
+        ppcore::sync::lock(&self.idle_since).map(|t| t.elapsed())
     }
 
     /// Waits until every connection has closed, or `limit`; true if all have.
@@ -381,10 +378,7 @@ impl Node {
                 shared,
             };
             let client = Arc::as_ptr(out) as usize;
-            self.fair
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(client, job);
+            ppcore::sync::lock(&self.fair).push(client, job);
             queued += 1;
         }
         if queued > 0 {
@@ -400,7 +394,7 @@ impl Node {
     /// tickets then find nothing, which is fine).
     pub(crate) fn run_next(&self) {
         let (first, mut batch) = {
-            let mut fair = self.fair.lock().unwrap_or_else(|e| e.into_inner());
+            let mut fair = ppcore::sync::lock(&self.fair);
             let Some((client, first)) = fair.pop_keyed() else {
                 return;
             };
