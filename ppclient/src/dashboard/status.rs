@@ -6,6 +6,7 @@ use crate::cluster::node::NodeState;
 use crate::cluster::state::Core;
 use crate::jobs::recorder::LOCAL;
 use crate::jobs::recorder::{Cursor, Recorder, TaskRecord};
+use crate::jobs::tracker::Counts;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -27,12 +28,10 @@ pub(crate) struct Status {
 /// Server-wide counts, as in `Server::stats`.
 #[derive(Debug, Serialize)]
 pub(crate) struct Totals {
-    pub(crate) submitted: u64,
-    pub(crate) succeeded: u64,
-    pub(crate) failed: u64,
-    pub(crate) cancelled: u64,
-    pub(crate) timed_out: u64,
-    pub(crate) shut_down: u64,
+    /// `submitted`, `succeeded`, `failed`, `cancelled`, `timed_out` and
+    /// `shut_down`, as keys of their own.
+    #[serde(flatten)]
+    pub(crate) counts: Counts,
     pub(crate) retried: u64,
     pub(crate) active: u64,
     pub(crate) queue_wait_s: f64,
@@ -127,12 +126,7 @@ pub(crate) fn status(
     let tracker = &core.tracker;
     let counts = tracker.counts();
     let totals = Totals {
-        submitted: counts.submitted,
-        succeeded: counts.succeeded,
-        failed: counts.failed,
-        cancelled: counts.cancelled,
-        timed_out: counts.timed_out,
-        shut_down: counts.shut_down,
+        counts,
         retried: tracker.retried.load(Ordering::Relaxed),
         active: counts.unresolved(),
         queue_wait_s: tracker.mean_queue_wait().as_secs_f64(),

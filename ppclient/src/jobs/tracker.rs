@@ -131,7 +131,7 @@ pub(crate) type CallbackWork = Box<dyn FnOnce() + Send>;
 
 /// Jobs submitted, and how those that ended ended, as the tracker counted
 /// them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub(crate) struct Counts {
     pub(crate) submitted: u64,
     pub(crate) succeeded: u64,
