@@ -47,6 +47,7 @@ fn job(id: u64) -> RunJob {
         args: ByteBuf::from(ppcore::encode(&(id as u8, 4 * MIB)).unwrap()),
         program: None,
         shared: Vec::new(),
+        keep: None,
     }
 }
 

@@ -70,6 +70,7 @@ fn job(id: u64, name: &str, args: Vec<u8>) -> RunJob {
         args: ByteBuf::from(args),
         program: None,
         shared: Vec::new(),
+        keep: None,
     }
 }
 
@@ -471,6 +472,7 @@ fn a_client_cannot_read_another_clients_shared_value_by_naming_its_id() {
         args: ByteBuf::from(args.clone()),
         program: None,
         shared,
+        keep: None,
     };
     // Not listed in the job: the job may not read it.
     assert!(s.send(&ClientMsg::Run(vec![job(1, Vec::new())])));
@@ -495,7 +497,8 @@ fn a_client_cannot_read_another_clients_shared_value_by_naming_its_id() {
     }
     assert!(s.send(&ClientMsg::Share {
         id: value.id(),
-        stream: 1
+        stream: 1,
+        kept: false,
     }));
     let reason = s.reject_reason();
     assert!(reason.contains("does not match its bytes"), "{reason}");

@@ -48,6 +48,7 @@ fn job(id: u64, name: &str, args: Vec<u8>) -> RunJob {
         args: ByteBuf::from(args),
         program: None,
         shared: Vec::new(),
+        keep: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn submit_big_results(s: &mut Session, n: u64) {
             args: ByteBuf::from(args),
             program: None,
             shared: Vec::new(),
+            keep: None,
         }])));
     }
 }

@@ -148,6 +148,7 @@ fn relay(
                     args: ByteBuf::from(ppcore::encode(&(666u64,)).unwrap()),
                     program: None,
                     shared: Vec::new(),
+                    keep: None,
                 }]);
                 out.extend(ppcore::encode_frame(&run).unwrap());
                 out.extend_from_slice(&frame);

@@ -25,6 +25,7 @@ fn flood_without_reading(s: &mut Session, n: u64, size: usize) -> bool {
             args: ByteBuf::from(ppcore::encode(&(ByteBuf::from(vec![7u8; size]),)).unwrap()),
             program: None,
             shared: Vec::new(),
+            keep: None,
         };
         if !s.send(&ClientMsg::Run(vec![job])) {
             return false;

@@ -105,6 +105,7 @@ fn send_streamed(s: &mut Session, id: u64, stream: u64) -> bool {
         args: ByteBuf::new(),
         program: None,
         shared: Vec::new(),
+        keep: None,
     };
     s.send(&ClientMsg::RunStreamed { stream, job })
 }
@@ -236,6 +237,7 @@ fn inline_job(id: u64) -> RunJob {
         args: ByteBuf::from(args),
         program: None,
         shared: Vec::new(),
+        keep: None,
     }
 }
 

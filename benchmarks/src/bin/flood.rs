@@ -142,6 +142,7 @@ fn non_reader(node: SocketAddr, last: u8, n: u64) -> Result<TcpStream> {
             args: ByteBuf::from(args),
             program: None,
             shared: Vec::new(),
+            keep: None,
         }]);
         s.write_all(&framer.encode(&run)?)?;
     }

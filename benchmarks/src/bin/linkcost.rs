@@ -111,6 +111,7 @@ fn pump(client: &mut ClientLink<u64>, node: &mut NodeLink, now: Instant, spent: 
                         attempt: j.attempt,
                         result: Ok(ByteBuf::from(vec![0xc0])),
                         exec_ns: 100,
+                        kept: None,
                     })
                     .collect();
                 node.handle(NodeEvent::Finished(done), now);
@@ -221,6 +222,7 @@ fn per_job(args: &Args) -> Result<(f64, f64, f64)> {
                     args: args_bytes.clone(),
                     program: None,
                     shared: Vec::new(),
+                    keep: None,
                 };
                 (run, id)
             })
@@ -302,6 +304,7 @@ fn serve_node(listener: TcpListener) -> Result<()> {
                     attempt: j.attempt,
                     result: Ok(j.args),
                     exec_ns: 0,
+                    kept: None,
                 })),
                 Some(NodeAction::Closed(_)) => return Ok(()),
                 Some(_) => {}
@@ -397,6 +400,7 @@ impl LinkEnd {
             args: ppcore::encode(&(i,))?.into(),
             program: None,
             shared: Vec::new(),
+            keep: None,
         };
         self.link
             .handle(Event::Submit(vec![(run, i)]), Instant::now());

@@ -273,6 +273,7 @@ fn echo_frame() -> Result<Vec<u8>> {
         args: ppcore::encode(&(u64::MAX,))?.into(),
         program: None,
         shared: Vec::new(),
+        keep: None,
     };
     let mut frame = ppcore::encode_frame(&ppcore::wire::ClientMsg::Run(vec![run]))?;
     frame.resize(frame.len() + ppcore::SEAL_OVERHEAD, 0);

@@ -414,6 +414,7 @@ impl Driver<'_> {
                         args: d.args,
                         program: None, // the link knows whose job it is
                         shared: d.shared.iter().map(|v| v.id()).collect(),
+                        keep: None,
                     };
                     let streamed = self.link.is_streamed(run.args.len());
                     batch.push((run, task));

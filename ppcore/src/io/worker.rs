@@ -309,6 +309,7 @@ pub fn serve_worker(
                 attempt: job.attempt,
                 result,
                 exec_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                kept: None,
             }]);
             let frame = encode_frame(&done)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
@@ -340,6 +341,7 @@ mod tests {
             args: ByteBuf::from(args),
             program: None,
             shared: Vec::new(),
+            keep: None,
         }]);
         encode_frame(&msg).unwrap()
     }

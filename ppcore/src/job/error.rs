@@ -36,6 +36,10 @@ pub enum ErrorKind {
     /// The result was read before and its type is not `Clone`, so it
     /// cannot be given again (a `Clone` result is given again).
     Taken,
+    /// A job whose result this job takes as an argument (a kept result)
+    /// failed, or can no longer be made: the message names that job and
+    /// its error. (An input that was cancelled cancels this job instead.)
+    Dependency,
 }
 
 impl fmt::Display for ErrorKind {
@@ -53,6 +57,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Auth => "refused by a node",
             ErrorKind::WouldDeadlock => "would deadlock",
             ErrorKind::Taken => "result already taken",
+            ErrorKind::Dependency => "input failed",
         };
         f.write_str(s)
     }

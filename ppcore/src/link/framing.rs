@@ -220,6 +220,7 @@ mod tests {
             args: serde_bytes::ByteBuf::from(vec![5u8; 12 << 20]),
             program: None,
             shared: Vec::new(),
+            keep: None,
         };
         bytes.extend(out.encode(&ClientMsg::Run(vec![run])).unwrap());
         let mut got = 0;

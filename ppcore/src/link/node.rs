@@ -427,7 +427,7 @@ impl NodeLink {
                     Err(e) => Err(e),
                 }
             }
-            ClientMsg::Share { id, stream } => match self.incoming.claim_or_refused(stream) {
+            ClientMsg::Share { id, stream, .. } => match self.incoming.claim_or_refused(stream) {
                 // Over the node's memory: not kept; the jobs that name it
                 // are handed back (and the value asked for) when they come.
                 Ok(Claimed::Refused) => Ok(()),
@@ -684,6 +684,7 @@ impl NodeLink {
             attempt,
             result: Err(JobError::new(ErrorKind::Codec, message)),
             exec_ns,
+            kept: None,
         })
     }
 

@@ -146,6 +146,7 @@ impl<T> ClientLink<T> {
             .push(bytes, self.peer_max, |stream| ClientMsg::Share {
                 id,
                 stream,
+                kept: false,
             })?;
         self.shares.insert(id, ShareOut { len, sent: false });
         Ok(())

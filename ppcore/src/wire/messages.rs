@@ -42,6 +42,27 @@ pub struct RunJob {
     /// `NeedShared` and hands the job back.
     #[serde(default)]
     pub shared: Vec<SharedId>,
+    /// Whether the result stays on the node as a kept value, or whether
+    /// this is no job but the fetch of one (see [`KeepOp`]); `None`: an
+    /// ordinary job, its result sent back.
+    #[serde(default)]
+    pub keep: Option<KeepOp>,
+}
+
+/// What a `RunJob` asks of the node's kept values (PROTOCOL.md, "Kept
+/// results"). A kept value belongs to the connection that made or sent it:
+/// no other connection can name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeepOp {
+    /// Run the job and keep its result here as value `id` (the client's
+    /// name for it, random, fixed at submission); the answer is a `DoneJob`
+    /// with `kept: Some(len)` and an empty result, or, if the node cannot
+    /// hold it within `--max-memory`, the result itself with `kept: None`.
+    Keep(SharedId),
+    /// Not a job: answer with the bytes of kept value `id` as this job's
+    /// result (`name` and `args` are empty), once the value is here; an
+    /// error of kind `NodeLost` if this connection holds no such value.
+    Fetch(SharedId),
 }
 
 /// One job's outcome.
@@ -55,6 +76,11 @@ pub struct DoneJob {
     pub result: Result<ByteBuf, JobError>,
     /// How long the job ran on the node, in nanoseconds.
     pub exec_ns: u64,
+    /// `Some(len)`: the job's result (`len` bytes encoded) is kept on the
+    /// node as the value its `RunJob.keep` named, and `result` is an empty
+    /// `Ok`.
+    #[serde(default)]
+    pub kept: Option<u64>,
 }
 
 /// What a node reports about itself.
@@ -108,6 +134,15 @@ pub struct NodeStatus {
     /// The last reason the node gave a client for not running its program.
     #[serde(default)]
     pub program_refused: Option<String>,
+    /// Kept results (and kept values clients sent) held now, on all connections.
+    #[serde(default)]
+    pub kept_values: u64,
+    /// Their bytes (counted against `--max-memory`).
+    #[serde(default)]
+    pub kept_bytes: u64,
+    /// Jobs here that wait for an input another job of theirs is making here.
+    #[serde(default)]
+    pub jobs_waiting: u64,
 }
 
 /// What a client sends to a node.
@@ -158,10 +193,16 @@ pub enum ClientMsg {
     /// A shared value, whose bytes are stream `stream`, which completed in
     /// the frame just before: jobs sent after it may name `id`.
     Share {
-        /// The value's id: the SHA-256 of its bytes (checked).
+        /// The value's id: the SHA-256 of its bytes (checked), or, for a
+        /// kept value, the client's name for it.
         id: SharedId,
         /// The stream holding its bytes.
         stream: u64,
+        /// A kept result the client holds (a job's, made in the client or
+        /// fetched from another node): kept for this connection alone, its
+        /// id not checked against its bytes.
+        #[serde(default)]
+        kept: bool,
     },
     /// The client is done with these shared values (no job of its names
     /// them any more): the node may free them.

@@ -32,4 +32,4 @@ pub use frame::{
     batches_by_size, decode_frame, encode_frame, max_payload, FrameError, FrameReader,
     DEFAULT_MAX_FRAME, PER_JOB_OVERHEAD,
 };
-pub use messages::{ClientMsg, DoneJob, JobInfo, NodeMsg, NodeStatus, RunJob, CAP_SHIP};
+pub use messages::{ClientMsg, DoneJob, JobInfo, KeepOp, NodeMsg, NodeStatus, RunJob, CAP_SHIP};

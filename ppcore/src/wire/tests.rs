@@ -16,12 +16,14 @@ fn sample() -> Vec<NodeMsg> {
             attempt: 2,
             result: Ok(ByteBuf::from(vec![1, 2, 3])),
             exec_ns: 99,
+            kept: None,
         }]),
         NodeMsg::Done(vec![DoneJob {
             id: 8,
             attempt: 1,
             result: Err(JobError::new(ErrorKind::Panicked, "boom").on("n", 1)),
             exec_ns: 1,
+            kept: None,
         }]),
         NodeMsg::Reject {
             reason: "no".into(),
@@ -105,6 +107,7 @@ fn batches_stay_within_the_frame_limit() {
             args: ByteBuf::from(vec![7u8; 10_000]),
             program: None,
             shared: Vec::new(),
+            keep: None,
         })
         .collect();
     let max = 64 << 10;
@@ -127,7 +130,7 @@ proptest::proptest! {
 
     #[test]
     fn run_batches_round_trip(ids in proptest::collection::vec(0u64..u64::MAX, 0..64), args in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
-        let msg = ClientMsg::Run(ids.iter().map(|&id| RunJob { id, attempt: 1, name: "a::b".into(), args: ByteBuf::from(args.clone()), program: None, shared: Vec::new() }).collect());
+        let msg = ClientMsg::Run(ids.iter().map(|&id| RunJob { id, attempt: 1, name: "a::b".into(), args: ByteBuf::from(args.clone()), program: None, shared: Vec::new(), keep: None, }).collect());
         let frame = encode_frame(&msg).unwrap();
         let (back, used) = decode_frame::<ClientMsg>(&frame, DEFAULT_MAX_FRAME).unwrap().unwrap();
         proptest::prop_assert_eq!(used, frame.len());

@@ -45,6 +45,7 @@ impl IsolatedJob for NodeJob {
             args: self.args.clone(),
             program: None,
             shared: self.shared.iter().map(|v| v.id()).collect(),
+            keep: None,
         }
     }
 

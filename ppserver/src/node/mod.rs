@@ -351,6 +351,7 @@ impl Node {
                     attempt: job.attempt,
                     result: Err(err),
                     exec_ns: 0,
+                    kept: None,
                 });
                 continue;
             };
@@ -486,6 +487,7 @@ impl Node {
             attempt: job.attempt,
             result,
             exec_ns,
+            kept: None,
         });
     }
 
@@ -567,6 +569,9 @@ impl Node {
             shared_values,
             shared_bytes,
             shared_received: self.shared_received.load(Ordering::Relaxed),
+            kept_values: 0,
+            kept_bytes: 0,
+            jobs_waiting: 0,
         }
     }
 }

@@ -72,6 +72,7 @@ impl SharedRefusals {
                         JobError::new(ErrorKind::Codec, over.to_string()).on(node, job.attempt)
                     ),
                     exec_ns: 0,
+                    kept: None,
                 });
                 continue;
             }
@@ -102,6 +103,7 @@ mod tests {
             args: ByteBuf::new(),
             program: None,
             shared: shared.to_vec(),
+            keep: None,
         }
     }
 

@@ -263,6 +263,7 @@ fn tampered_injected_and_replayed_frames_close_the_connection_unrun() {
             args: ByteBuf::new(),
             program: None,
             shared: Vec::new(),
+            keep: None,
         }])
     };
     // modified
@@ -307,6 +308,7 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
         args: ByteBuf::new(),
         program: None,
         shared: Vec::new(),
+        keep: None,
     };
     c.feed(&mut l, &ClientMsg::Run(vec![run]), t0);
     c.feed(&mut l, &ClientMsg::Ping(5), t0);
@@ -344,6 +346,7 @@ fn results_over_a_frame_stream_when_pulled_and_over_the_clients_limit_fail() {
         attempt: 1,
         result: Ok(ByteBuf::from(vec![id as u8; n])),
         exec_ns: 0,
+        kept: None,
     };
     l.handle(
         NodeEvent::Finished(vec![done(1, 10_000), done(2, 10), done(4, 30_000)]),
@@ -460,6 +463,7 @@ fn job(id: u64, size: usize) -> RunJob {
         args: ByteBuf::from(vec![0u8; size]),
         program: None,
         shared: Vec::new(),
+        keep: None,
     }
 }
 
@@ -507,6 +511,7 @@ fn jobs_beyond_the_credit_window_are_handed_back_and_control_frames_still_read()
         attempt: 1,
         result: Ok(ByteBuf::new()),
         exec_ns: 0,
+        kept: None,
     };
     l.handle(NodeEvent::Finished(vec![done]), t0);
     l.handle(NodeEvent::Ended(vec![1]), t0);
@@ -598,7 +603,15 @@ fn a_shared_value_is_claimed_from_its_stream_and_freed_on_unshare() {
         data: ByteBuf::from(bytes.clone()),
     };
     c.feed(&mut l, &ClientMsg::Stream(chunk), t0);
-    c.feed(&mut l, &ClientMsg::Share { id, stream: 1 }, t0);
+    c.feed(
+        &mut l,
+        &ClientMsg::Share {
+            id,
+            stream: 1,
+            kept: false,
+        },
+        t0,
+    );
     c.feed(&mut l, &ClientMsg::Unshare(vec![id]), t0);
     let (sent, other) = c.drain(&mut l);
     assert!(sent.is_empty(), "{sent:?}");
@@ -643,6 +656,7 @@ fn a_shared_value_sent_inline_by_a_client_closes_the_connection() {
     let share = ClientMsg::Share {
         id: SharedId::of(b"y"),
         stream: 9,
+        kept: false,
     };
     c.feed(&mut l, &share, t0);
     let (_, other) = c.drain(&mut l);
@@ -655,6 +669,7 @@ fn big_done(id: u64, n: usize) -> DoneJob {
         attempt: 1,
         result: Ok(ByteBuf::from(vec![id as u8; n])),
         exec_ns: 0,
+        kept: None,
     }
 }
 
@@ -1048,7 +1063,15 @@ fn a_shared_value_whose_bytes_do_not_match_its_id_closes_the_connection() {
     };
     c.feed(&mut l, &ClientMsg::Stream(chunk), t0);
     let id = SharedId::of(b"xyz");
-    c.feed(&mut l, &ClientMsg::Share { id, stream: 1 }, t0);
+    c.feed(
+        &mut l,
+        &ClientMsg::Share {
+            id,
+            stream: 1,
+            kept: false,
+        },
+        t0,
+    );
     let (_, other) = c.drain(&mut l);
     assert_eq!(
         closed_because(&other),

@@ -21,6 +21,7 @@ fn done_event(id: u64) -> NodeEvent<'static> {
         attempt: 1,
         result: Ok(ByteBuf::from(vec![2])),
         exec_ns: 1,
+        kept: None,
     }])
 }
 

@@ -139,6 +139,7 @@ fn run(id: u64, attempt: u32) -> RunJob {
         args: ByteBuf::from(vec![1, 2, 3]),
         program: None,
         shared: Vec::new(),
+        keep: None,
     }
 }
 
@@ -331,6 +332,7 @@ impl Pair {
             attempt,
             result: Ok(ByteBuf::from(vec![id as u8])),
             exec_ns: 1000,
+            kept: None,
         };
         self.node(NodeEvent::Finished(vec![done]));
     }

@@ -95,6 +95,7 @@ fn arguments_and_results_larger_than_a_frame_travel_as_streams_exact() {
         attempt: 1,
         result: Ok(ByteBuf::from(result.clone())),
         exec_ns: 5,
+        kept: None,
     };
     p.node(NodeEvent::Finished(vec![done]));
     let got = results(p.take_out());
@@ -171,6 +172,7 @@ fn a_result_stream_that_stalls_loses_the_node_even_while_pongs_arrive() {
         attempt: 1,
         result: Ok(ByteBuf::from(pattern(4 << 20, 6))),
         exec_ns: 5,
+        kept: None,
     };
     p.node(NodeEvent::Finished(vec![done]));
     // The node sends the start and one chunk, then nothing more of it.
