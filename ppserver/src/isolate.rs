@@ -155,6 +155,7 @@ impl WorkerProcess {
                     let msg = ClientMsg::Shared {
                         id: value.id(),
                         value: ByteBuf::from(value.bytes().to_vec()),
+                        kept: false,
                     };
                     if !self.write(&msg) {
                         return false;

@@ -278,7 +278,7 @@ pub fn serve_worker(
     while let Some(msg) = input.read::<ClientMsg>()? {
         let jobs = match msg {
             ClientMsg::Run(jobs) => jobs,
-            ClientMsg::Shared { id, value } => {
+            ClientMsg::Shared { id, value, .. } => {
                 let value = crate::job::shared::SharedValue::from_bytes(value.into_vec());
                 if value.id() != id {
                     return Err(WorkerError::SharedMismatch(id));

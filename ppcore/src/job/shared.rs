@@ -93,6 +93,19 @@ impl SharedValue {
         Self::register(id, Arc::new(bytes), None)
     }
 
+    /// A kept value's bytes under the id its client gave it (a job's kept
+    /// result, or one a client sent as kept): not checked against the
+    /// bytes, and not listed in this process's table, so only a job whose
+    /// scope holds it reads it (see [`scope`]). What a node and a worker
+    /// process keep.
+    pub fn kept(id: SharedId, bytes: Vec<u8>) -> Arc<Self> {
+        Arc::new(SharedValue {
+            id,
+            bytes: Arc::new(bytes),
+            decoded: OnceLock::new(),
+        })
+    }
+
     /// The value of `value`, encoded as job arguments are: what a client
     /// shares. It counts as decoded already (as `T`).
     pub fn encode<T: Serialize + Send + Sync + 'static>(
@@ -175,7 +188,8 @@ impl SharedValue {
 impl Drop for SharedValue {
     fn drop(&mut self) {
         let mut live = lock_live();
-        // A value of the same id made since this one died stays listed.
+        // A value of the same id made since this one died stays listed (and
+        // an unlisted kept value leaves a listed one of its id alone).
         if live.get(&self.id).is_some_and(|w| w.strong_count() == 0) {
             live.remove(&self.id);
         }

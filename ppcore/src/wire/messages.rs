@@ -214,6 +214,10 @@ pub enum ClientMsg {
         id: SharedId,
         /// Its bytes.
         value: ByteBuf,
+        /// A kept value: its id is its client's name for it, not the hash
+        /// of its bytes (see `Share.kept`).
+        #[serde(default)]
+        kept: bool,
     },
 }
 

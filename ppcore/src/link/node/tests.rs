@@ -647,6 +647,7 @@ fn a_shared_value_sent_inline_by_a_client_closes_the_connection() {
     let msg = ClientMsg::Shared {
         id: SharedId::of(b"x"),
         value: ByteBuf::from(b"x".to_vec()),
+        kept: false,
     };
     c.feed(&mut l, &msg, t0);
     let (_, other) = c.drain(&mut l);
