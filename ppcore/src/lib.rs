@@ -64,6 +64,7 @@ pub use sched::pool::Pool;
 pub use sched::queue::{Lanes, Wake};
 pub use sched::round_robin::RoundRobin;
 pub use sched::stats::{NodeCounters, NodeStats, Stats};
+pub use sched::values;
 pub use session::error::SecureError;
 pub use session::handshake as secure;
 pub use session::key::{

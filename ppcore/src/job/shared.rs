@@ -106,6 +106,19 @@ impl SharedValue {
         })
     }
 
+    /// A kept value in the client (a job's kept result that came back, or
+    /// was made by the local pool), under its kept id and listed in this
+    /// process's table, so that the client's own jobs read it. `decoded`:
+    /// the value itself, if this process has it (then it is not decoded
+    /// again).
+    pub fn kept_listed(
+        id: SharedId,
+        bytes: Vec<u8>,
+        decoded: Option<(TypeId, Arc<dyn Any + Send + Sync>)>,
+    ) -> Arc<Self> {
+        Self::register(id, Arc::new(bytes), decoded.map(|(ty, v)| (ty, Ok(v))))
+    }
+
     /// The value of `value`, encoded as job arguments are: what a client
     /// shares. It counts as decoded already (as `T`).
     pub fn encode<T: Serialize + Send + Sync + 'static>(
@@ -202,9 +215,47 @@ impl fmt::Debug for SharedValue {
     }
 }
 
+/// A job's result kept where it was made, as the client sees it: its id
+/// (fixed at submission), and how to get its bytes here. Implemented by the
+/// client (`ppclient`), which knows where each kept value lies.
+pub trait KeptSource: Send + Sync + 'static {
+    /// The value's id.
+    fn id(&self) -> SharedId;
+    /// The value in this process: fetched from where it lies (waiting for
+    /// the job that makes it, if it has not ended), or why it cannot be.
+    fn fetch(&self) -> Result<Arc<SharedValue>, JobError>;
+}
+
+/// What one encoding named: shared values (their bytes are here) and kept
+/// results (they may lie elsewhere).
+#[derive(Default)]
+pub struct Named {
+    /// Shared values, each once, in order.
+    pub values: Vec<Arc<SharedValue>>,
+    /// Kept results, each once, in order.
+    pub kept: Vec<Arc<dyn KeptSource>>,
+}
+
+impl Named {
+    /// Whether it names nothing.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.kept.is_empty()
+    }
+}
+
+impl fmt::Debug for Named {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kept: Vec<SharedId> = self.kept.iter().map(|k| k.id()).collect();
+        f.debug_struct("Named")
+            .field("values", &self.values)
+            .field("kept", &kept)
+            .finish()
+    }
+}
+
 thread_local! {
-    /// The shared values named by the encoding under way on this thread.
-    static NAMED: RefCell<Option<Vec<Arc<SharedValue>>>> = const { RefCell::new(None) };
+    /// What the encoding under way on this thread names.
+    static NAMED: RefCell<Option<Named>> = const { RefCell::new(None) };
     /// The shared values the job being decoded on this thread may read.
     static SCOPE: RefCell<Option<Vec<Arc<SharedValue>>>> = const { RefCell::new(None) };
 }
@@ -236,14 +287,24 @@ fn resolve(id: &SharedId) -> Result<Arc<SharedValue>, String> {
     }
 }
 
-/// Runs `encode` and returns, with its result, the shared values it named
-/// (each once, in order): what must reach a node before the job does.
-pub fn collect<R>(encode: impl FnOnce() -> R) -> (R, Vec<Arc<SharedValue>>) {
-    let outer = NAMED.with(|n| n.borrow_mut().replace(Vec::new()));
+/// Runs `encode` and returns, with its result, the shared values and kept
+/// results it named (each once, in order): what must reach a node before
+/// the job does.
+pub fn collect<R>(encode: impl FnOnce() -> R) -> (R, Named) {
+    let outer = NAMED.with(|n| n.borrow_mut().replace(Named::default()));
     let result = encode();
     let named = NAMED.with(|n| std::mem::replace(&mut *n.borrow_mut(), outer));
     (result, named.unwrap_or_default())
 }
+
+/// Kept references ([`Shared::kept`]) alive in this process: while there
+/// are none, no job's arguments can name a kept result, and a client need
+/// not look.
+pub fn kept_alive() -> usize {
+    KEPT_ALIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static KEPT_ALIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A value shared by many jobs: sent once to each node that runs one of
 /// them, decoded once per process there, and read by reference.
@@ -265,15 +326,61 @@ pub fn collect<R>(encode: impl FnOnce() -> R) -> (R, Vec<Arc<SharedValue>>) {
 /// assert_eq!(table.len(), 3); // a `&Vec<f64>`
 /// ```
 pub struct Shared<T> {
-    value: Arc<T>,
-    shared: Arc<SharedValue>,
+    /// The value; for a kept result in the client, set once fetched.
+    value: OnceLock<Arc<T>>,
+    source: Source,
     /// The sharer's hold on it ([`is_held`]); `None` in a copy decoded
     /// from a job's arguments.
     held: Option<Arc<Held>>,
 }
 
+/// Where a [`Shared`] gets its bytes.
+enum Source {
+    /// A value whose bytes are here.
+    Value(Arc<SharedValue>),
+    /// A job's kept result, which may lie on a node.
+    Kept(Arc<KeptCount>),
+}
+
+/// A kept source, counted in [`kept_alive`] while it lives.
+struct KeptCount(Arc<dyn KeptSource>);
+
+impl Drop for KeptCount {
+    fn drop(&mut self) {
+        KEPT_ALIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A sharer's hold on a value: while one lives, the nodes keep the value.
 struct Held(SharedId);
+
+/// A hold on value `id` ([`is_held`]) by something that is not a
+/// [`Shared`]: a client's handle of a job whose result is kept.
+pub struct Hold(#[allow(dead_code)] Arc<Held>);
+
+/// Holds value `id`: while the returned hold (or any [`Shared`] of `id`
+/// made here) lives, [`is_held`] says so.
+pub fn hold(id: SharedId) -> Hold {
+    Hold(held_for(id))
+}
+
+fn held_for(id: SharedId) -> Arc<Held> {
+    let mut holds = holds();
+    match holds.get(&id).and_then(Weak::upgrade) {
+        Some(held) => held,
+        None => {
+            let held = Arc::new(Held(id));
+            holds.insert(id, Arc::downgrade(&held));
+            held
+        }
+    }
+}
+
+impl fmt::Debug for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hold({})", self.0 .0)
+    }
+}
 
 /// Every live hold of this process, by id.
 fn holds() -> std::sync::MutexGuard<'static, HashMap<SharedId, Weak<Held>>> {
@@ -301,75 +408,137 @@ impl<T: Serialize + Send + Sync + 'static> Shared<T> {
     /// `value`, encoded once, to be shared by jobs.
     pub fn new(value: T) -> Result<Self, JobError> {
         let (shared, value) = SharedValue::encode(value)?;
-        let held = {
-            let mut holds = holds();
-            match holds.get(&shared.id).and_then(Weak::upgrade) {
-                Some(held) => held,
-                None => {
-                    let held = Arc::new(Held(shared.id));
-                    holds.insert(shared.id, Arc::downgrade(&held));
-                    held
-                }
-            }
-        };
+        let held = held_for(shared.id);
         Ok(Shared {
-            value,
-            shared,
+            value: OnceLock::from(value),
+            source: Source::Value(shared),
             held: Some(held),
         })
     }
 }
 
 impl<T> Shared<T> {
-    /// Its id: the SHA-256 of its encoded bytes.
+    /// A reference to a job's kept result (what a client's
+    /// `JobHandle::keep` gives): it holds the value where it lies, and is
+    /// read (fetched here) only if the caller reads it.
+    pub fn kept(source: Arc<dyn KeptSource>) -> Self {
+        KEPT_ALIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let held = held_for(source.id());
+        Shared {
+            value: OnceLock::new(),
+            source: Source::Kept(Arc::new(KeptCount(source))),
+            held: Some(held),
+        }
+    }
+
+    /// Its id: the SHA-256 of its encoded bytes, or, for a kept result,
+    /// the id its job was given when it was submitted.
     pub fn id(&self) -> SharedId {
-        self.shared.id
+        match &self.source {
+            Source::Value(v) => v.id,
+            Source::Kept(k) => k.0.id(),
+        }
     }
 
-    /// Its size encoded, in bytes: what a node is sent, once.
+    /// Whether it is a job's kept result (made in this process with
+    /// [`Shared::kept`]) rather than a value whose bytes are here.
+    pub fn is_kept(&self) -> bool {
+        matches!(self.source, Source::Kept(_))
+    }
+}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> Shared<T> {
+    /// Its size encoded, in bytes: what a node is sent, once. A kept
+    /// result is fetched first (see [`Shared::fetch`]); 0 if it cannot be.
     pub fn encoded_len(&self) -> usize {
-        self.shared.len()
+        match &self.source {
+            Source::Value(v) => v.len(),
+            Source::Kept(k) => k.0.fetch().map_or(0, |v| v.len()),
+        }
     }
 
-    /// The value behind it, for as long as the caller needs.
+    /// The value behind it, for as long as the caller needs: a kept result
+    /// is fetched here the first time (waiting for its job to end).
+    ///
+    /// # Errors
+    ///
+    /// The kept result's job failed, or the value cannot be had: its error.
+    pub fn fetch(&self) -> Result<&Arc<T>, JobError> {
+        if let Some(value) = self.value.get() {
+            return Ok(value);
+        }
+        let value = match &self.source {
+            Source::Value(v) => v.get::<T>()?,
+            Source::Kept(k) => k.0.fetch()?.get::<T>()?,
+        };
+        Ok(self.value.get_or_init(|| value))
+    }
+
+    /// The value behind it, for as long as the caller needs (a kept result
+    /// is fetched first).
+    ///
+    /// # Panics
+    ///
+    /// If a kept result cannot be fetched (its job failed): use
+    /// [`Shared::fetch`] to get the error instead.
     pub fn value(&self) -> &Arc<T> {
-        &self.value
+        match self.fetch() {
+            Ok(value) => value,
+            Err(e) => panic!("the kept result {} cannot be read: {e}", self.id()),
+        }
     }
 }
 
 impl<T> Clone for Shared<T> {
     fn clone(&self) -> Self {
+        let source = match &self.source {
+            Source::Value(v) => Source::Value(Arc::clone(v)),
+            Source::Kept(k) => Source::Kept(Arc::clone(k)),
+        };
         Shared {
-            value: Arc::clone(&self.value),
-            shared: Arc::clone(&self.shared),
+            value: self.value.clone(),
+            source,
             held: self.held.clone(),
         }
     }
 }
 
-impl<T> std::ops::Deref for Shared<T> {
+/// Reads the value; a kept result is fetched on first use (see
+/// [`Shared::value`], which panics if that fails: in a job, a `Shared`
+/// argument is always here already).
+impl<T: DeserializeOwned + Send + Sync + 'static> std::ops::Deref for Shared<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.value
+        self.value()
     }
 }
 
 impl<T> fmt::Debug for Shared<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Shared({}, {} bytes)", self.shared.id, self.shared.len())
+        match &self.source {
+            Source::Value(v) => write!(f, "Shared({}, {} bytes)", v.id, v.len()),
+            Source::Kept(k) => write!(f, "Shared({}, kept)", k.0.id()),
+        }
     }
 }
 
 impl<T> Serialize for Shared<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let id = self.id();
         NAMED.with(|n| {
             if let Some(named) = n.borrow_mut().as_mut() {
-                if !named.iter().any(|v| v.id == self.shared.id) {
-                    named.push(Arc::clone(&self.shared));
+                match &self.source {
+                    Source::Value(v) if !named.values.iter().any(|x| x.id == id) => {
+                        named.values.push(Arc::clone(v))
+                    }
+                    Source::Kept(k) if !named.kept.iter().any(|x| x.id() == id) => {
+                        named.kept.push(Arc::clone(&k.0))
+                    }
+                    _ => {}
                 }
             }
         });
-        serializer.serialize_bytes(&self.shared.id.0)
+        serializer.serialize_bytes(&id.0)
     }
 }
 
@@ -387,8 +556,8 @@ impl<'de, T: DeserializeOwned + Send + Sync + 'static> Deserialize<'de> for Shar
             D::Error::custom(format!("shared value {id} does not decode: {}", e.message))
         })?;
         Ok(Shared {
-            value,
-            shared,
+            value: OnceLock::from(value),
+            source: Source::Value(shared),
             held: None,
         })
     }
@@ -592,15 +761,70 @@ mod tests {
         let table = Shared::new(vec![1.5f64; 1000]).unwrap();
         let (bytes, named) = collect(|| crate::job::codec::encode(&(table.clone(), 7u32)).unwrap());
         assert!(bytes.len() < 64, "{} bytes", bytes.len());
-        assert_eq!(named.len(), 1);
-        assert_eq!(named[0].id(), table.id());
+        assert_eq!((named.values.len(), named.kept.len()), (1, 0));
+        assert_eq!(named.values[0].id(), table.id());
         let (back, n): (Shared<Vec<f64>>, u32) = crate::job::codec::decode(&bytes).unwrap();
         assert_eq!(n, 7);
         assert!(Arc::ptr_eq(back.value(), table.value()), "decoded once");
         // Outside `collect`, nothing is gathered; nested, each sees its own.
         let ((_, inner), outer) =
             collect(|| collect(|| crate::job::codec::encode(&table).unwrap()));
-        assert_eq!((inner.len(), outer.len()), (1, 0));
+        assert_eq!((inner.values.len(), outer.values.len()), (1, 0));
+    }
+
+    impl<T> Shared<T> {
+        fn value_of(&self) -> Arc<SharedValue> {
+            match &self.source {
+                Source::Value(v) => Arc::clone(v),
+                Source::Kept(_) => panic!("a kept result"),
+            }
+        }
+    }
+
+    struct Remote(SharedId, Arc<SharedValue>);
+    impl KeptSource for Remote {
+        fn id(&self) -> SharedId {
+            self.0
+        }
+        fn fetch(&self) -> Result<Arc<SharedValue>, JobError> {
+            Ok(Arc::clone(&self.1))
+        }
+    }
+
+    #[test]
+    fn a_kept_result_is_its_id_on_the_wire_is_held_and_is_fetched_when_read() {
+        let id = SharedId([42; 32]);
+        let bytes = crate::job::codec::encode(&vec![5u16, 6]).unwrap();
+        let source = Arc::new(Remote(id, SharedValue::kept(id, bytes)));
+        let before = kept_alive();
+        let kept: Shared<Vec<u16>> = Shared::kept(source);
+        assert!(kept.is_kept() && is_held(&id));
+        assert_eq!(kept_alive(), before + 1);
+        let (encoded, named) = collect(|| crate::job::codec::encode(&(kept.clone(),)).unwrap());
+        assert!(named.values.is_empty());
+        assert_eq!(named.kept.len(), 1);
+        assert_eq!(named.kept[0].id(), id);
+        let raw: (serde_bytes::ByteBuf,) = crate::job::codec::decode(&encoded).unwrap();
+        assert_eq!(raw.0.as_slice(), &id.0, "the id alone travels");
+        assert_eq!(**kept.fetch().unwrap(), vec![5, 6]);
+        assert_eq!(kept[1], 6, "deref reads the fetched value");
+        drop((kept, named));
+        assert!(!is_held(&id));
+        assert_eq!(kept_alive(), before);
+    }
+
+    #[test]
+    fn a_kept_value_is_unlisted_on_a_node_and_listed_in_the_client() {
+        let id = SharedId([43; 32]);
+        let node_side = SharedValue::kept(id, vec![0x91, 0x01]);
+        assert!(lookup(&id).is_none(), "only a job's scope reads it");
+        let client_side = SharedValue::kept_listed(id, vec![0x91, 0x01], None);
+        assert!(lookup(&id).is_some_and(|v| Arc::ptr_eq(&v, &client_side)));
+        drop(node_side);
+        assert!(
+            lookup(&id).is_some(),
+            "an unlisted one leaves the listed alone"
+        );
     }
 
     #[test]
@@ -613,9 +837,12 @@ mod tests {
                 crate::job::codec::decode::<(Shared<Vec<u32>>,)>(&args)
             })
         };
-        let err = read(&[Arc::clone(&mine.shared)]).unwrap_err();
+        let err = read(&[Arc::clone(&mine.value_of())]).unwrap_err();
         assert!(err.message.contains("not among the job's"), "{err}");
-        assert_eq!(*read(&[Arc::clone(&theirs.shared)]).unwrap().0, vec![3, 4]);
+        assert_eq!(
+            *read(&[Arc::clone(&theirs.value_of())]).unwrap().0,
+            vec![3, 4]
+        );
         // Outside a scope: anything this process holds.
         assert!(crate::job::codec::decode::<(Shared<Vec<u32>>,)>(&args).is_ok());
     }

@@ -522,6 +522,7 @@ impl<T> ClientLink<T> {
                     job,
                     result: d.result,
                     exec,
+                    kept: d.kept,
                 });
             }
         }

@@ -90,6 +90,9 @@ pub enum LinkEvent<T> {
         result: Result<ByteBuf, JobError>,
         /// Its run time on the node.
         exec: Duration,
+        /// `Some(len)`: the result is kept on the node (its `len` bytes;
+        /// `result` is empty), as the job's `RunJob.keep` asked.
+        kept: Option<u64>,
     },
     /// The node answered our program offer.
     Offered {

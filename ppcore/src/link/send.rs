@@ -117,6 +117,7 @@ impl<T> ClientLink<T> {
                 job,
                 result: Err(JobError::new(ErrorKind::Codec, message)),
                 exec: Duration::ZERO,
+                kept: None,
             });
         }
     }
@@ -133,7 +134,14 @@ impl<T> ClientLink<T> {
     /// is there already). Jobs submitted from now on that name it go after
     /// it. Refused, with nothing sent, over the node's `max_payload` or
     /// `--shared-max`.
-    pub fn share(&mut self, id: SharedId, bytes: Arc<Vec<u8>>) -> Result<(), ShareError> {
+    /// A kept result the client holds (`kept`) goes the same way, kept by
+    /// the node for this connection alone (see `ClientMsg::Share`).
+    pub fn share(
+        &mut self,
+        id: SharedId,
+        bytes: Arc<Vec<u8>>,
+        kept: bool,
+    ) -> Result<(), ShareError> {
         if !self.needs_share(&id) {
             return Ok(());
         }
@@ -146,7 +154,7 @@ impl<T> ClientLink<T> {
             .push(bytes, self.peer_max, |stream| ClientMsg::Share {
                 id,
                 stream,
-                kept: false,
+                kept,
             })?;
         self.shares.insert(id, ShareOut { len, sent: false });
         Ok(())
@@ -174,6 +182,13 @@ impl<T> ClientLink<T> {
         // Jobs waiting for one of them (none, while the client keeps a
         // value for each job that names it) go now: the node asks back.
         self.release_waiting();
+    }
+
+    /// The node keeps job result `id` (`len` bytes) for this connection:
+    /// it holds it as if it had been sent, so jobs that name it go without
+    /// it, and the sweep frees it there once nobody here holds it.
+    pub fn note_kept(&mut self, id: SharedId, len: u64) {
+        self.shares.insert(id, ShareOut { len, sent: true });
     }
 
     /// The shared values this connection holds or is sending.

@@ -10,6 +10,7 @@
 //! | `pool` | [`Pool`](pool::Pool): resizable worker threads pulling from the queue |
 //! | `pending` | [`Pending`](pending::Pending): a count of unfinished work, with waiting for zero |
 //! | `stats` | `NodeCounters` while jobs run, `Stats` to read and print |
+//! | `values` | [`Directory`](values::Directory): where each kept result lies, which jobs wait for which, where a job whose inputs are ready runs (public as `ppcore::values`) |
 //!
 //! Only `pool` names another file (`queue`); nothing here names another
 //! top-level module.
@@ -20,3 +21,4 @@ pub(crate) mod pool;
 pub(crate) mod queue;
 pub(crate) mod round_robin;
 pub(crate) mod stats;
+pub mod values;

@@ -104,7 +104,9 @@ impl<T> PollAll<T> for ClientLink<T> {
             LinkEvent::Failed { reason } => Action::Failed {
                 reason: reason.to_string(),
             },
-            LinkEvent::Done { job, result, exec } => Action::Done { job, result, exec },
+            LinkEvent::Done {
+                job, result, exec, ..
+            } => Action::Done { job, result, exec },
             LinkEvent::Offered { id, answer } => Action::Offered { id, answer },
             LinkEvent::ProgramReady { id, jobs } => Action::ProgramReady { id, jobs },
             LinkEvent::ProgramRefused { id, reason } => Action::ProgramRefused { id, reason },

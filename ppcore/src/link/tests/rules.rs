@@ -69,7 +69,7 @@ fn the_sweep_every_50_ms_takes_back_ended_jobs_and_frees_dropped_values() {
     let t0 = p.now;
     let bytes = Arc::new(vec![7u8; 10]);
     let id = SharedId::of(&bytes[..]);
-    p.client.share(id, Arc::clone(&bytes)).unwrap();
+    p.client.share(id, Arc::clone(&bytes), false).unwrap();
     p.submit(&[(1, 1), (2, 1)]);
     let ended = |job: &u64| *job == 1;
     assert!(p.client.sweep(t0 + 49 * MS, ended, |_| true).is_none());

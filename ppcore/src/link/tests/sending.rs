@@ -306,7 +306,7 @@ fn a_shared_value_goes_once_and_before_the_jobs_that_name_it() {
     let (id, bytes) = shared_value(3 << 20, 7);
     p.hold_streams = true;
     assert!(p.client.needs_share(&id));
-    p.client.share(id, Arc::clone(&bytes)).unwrap();
+    p.client.share(id, Arc::clone(&bytes), false).unwrap();
     assert!(!p.client.needs_share(&id));
     submit_naming(&mut p, 1, &[id]);
     submit_naming(&mut p, 2, &[]);
@@ -329,7 +329,7 @@ fn a_shared_value_goes_once_and_before_the_jobs_that_name_it() {
     });
     assert_eq!(returned(&p.take_out()), vec![(3, false)]);
     assert!(p.client.needs_share(&id));
-    p.client.share(id, bytes).unwrap();
+    p.client.share(id, bytes, false).unwrap();
     p.pump();
     assert_eq!(p.client.shared_sent(), (2, 6 << 20));
 }
@@ -340,11 +340,11 @@ fn a_dropped_shared_value_is_freed_on_the_node_and_forgotten_on_reconnection() {
     p.pump();
     let (a, bytes_a) = shared_value(100, 1);
     let (b, bytes_b) = shared_value(2 << 20, 2);
-    p.client.share(a, bytes_a).unwrap();
+    p.client.share(a, bytes_a, false).unwrap();
     p.pump();
     // `b` still going out when the client gives it up: its stream stops.
     p.hold_streams = true;
-    p.client.share(b, bytes_b).unwrap();
+    p.client.share(b, bytes_b, false).unwrap();
     p.pump();
     p.client.unshare(&[a, b]);
     p.hold_streams = false;
@@ -354,7 +354,7 @@ fn a_dropped_shared_value_is_freed_on_the_node_and_forgotten_on_reconnection() {
     assert_eq!(p.client.shared_ids().count(), 0);
     // A new connection holds nothing: values go again.
     let (c, bytes_c) = shared_value(10, 3);
-    p.client.share(c, bytes_c).unwrap();
+    p.client.share(c, bytes_c, false).unwrap();
     p.pump();
     p.node(NodeEvent::TransportClosed(TransportEnd::ClosedByPeer));
     assert!(p.client.needs_share(&c) || p.client.state() != LinkState::Ready);
@@ -370,7 +370,7 @@ fn a_cancelled_job_waiting_for_a_shared_value_never_goes() {
     p.pump();
     let (id, bytes) = shared_value(2 << 20, 9);
     p.hold_streams = true;
-    p.client.share(id, bytes).unwrap();
+    p.client.share(id, bytes, false).unwrap();
     submit_naming(&mut p, 1, &[id]);
     p.client.handle(Event::Cancel(1), p.now);
     p.hold_streams = false;

@@ -1,0 +1,565 @@
+//! The client's value directory: where each kept result lies, and which
+//! jobs wait for which of them. Pure: no lock, no clock, no I/O; the client
+//! feeds it what happened (a producer went to a node, its result was kept
+//! there or came to the client, it failed, a node was lost) and carries out
+//! what it answers (run this job there, fetch that value, make that one
+//! again).
+//!
+//! The rules:
+//! - A job whose kept inputs all lie in the client runs anywhere (the
+//!   values go to a node with the job, as shared values do).
+//! - A job whose kept inputs lie on one node, or are being made there, runs
+//!   on that node (inputs in the client go with it): a chain of dependent
+//!   jobs on one node goes out without waiting for each step to end.
+//! - A job whose inputs lie on several nodes waits while the inputs on all
+//!   but the node holding most of them come to the client, then runs on
+//!   that node.
+//! - A job waits while an input is queued, or lost and being made again.
+//! - A job whose input failed fails (`Dependency`, naming the input's job);
+//!   one whose input was cancelled is cancelled.
+
+use crate::job::error::{ErrorKind, JobError};
+use crate::job::shared::SharedId;
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// Where a kept value is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State<N> {
+    /// Its job is queued (or handed back): nowhere yet.
+    Pending,
+    /// Its job was sent to node `N`, which will keep the result.
+    Making(N),
+    /// Kept on node `N`.
+    On(N),
+    /// Here, in the client.
+    Client,
+    /// Its node was lost; not being made again yet.
+    Lost,
+    /// Its job failed (or was cancelled) for good: its dependents fail so.
+    Failed(JobError),
+}
+
+/// Where a job is to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place<N> {
+    /// Wherever a worker is free: every input is in the client.
+    Anywhere,
+    /// On node `N`, where its inputs lie or are being made.
+    On(N),
+}
+
+/// What the client is to do after a change.
+#[derive(Debug)]
+pub struct Moves<T, N> {
+    /// Jobs to run, and where.
+    pub run: Vec<(T, Place<N>)>,
+    /// Jobs that cannot run: resolve them with the error.
+    pub fail: Vec<(T, JobError)>,
+    /// Values to bring to the client from the node that keeps them.
+    pub fetch: Vec<(SharedId, N)>,
+    /// Lost values to make again (their jobs' recipes are the client's).
+    pub remake: Vec<SharedId>,
+}
+
+impl<T, N> Default for Moves<T, N> {
+    fn default() -> Self {
+        Moves {
+            run: Vec::new(),
+            fail: Vec::new(),
+            fetch: Vec::new(),
+            remake: Vec::new(),
+        }
+    }
+}
+
+impl<T, N> Moves<T, N> {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.run.is_empty()
+            && self.fail.is_empty()
+            && self.fetch.is_empty()
+            && self.remake.is_empty()
+    }
+
+    fn append(&mut self, mut other: Moves<T, N>) {
+        self.run.append(&mut other.run);
+        self.fail.append(&mut other.fail);
+        self.fetch.append(&mut other.fetch);
+        self.remake.append(&mut other.remake);
+    }
+}
+
+struct Value<N> {
+    state: State<N>,
+    /// The job that makes it: its id and name, for errors.
+    producer: (u64, &'static str),
+    /// A fetch to the client is under way.
+    fetching: bool,
+    /// How many times it was lost and made again.
+    remade: u32,
+}
+
+struct Waiting<T> {
+    task: T,
+    inputs: Vec<SharedId>,
+}
+
+/// The directory. `T` is a job as the client holds it, `N` a node's name.
+pub struct Directory<T, N> {
+    values: HashMap<SharedId, Value<N>>,
+    /// Jobs held for their inputs, by job id.
+    held: HashMap<u64, Waiting<T>>,
+    /// Which held jobs wait on which value.
+    waiters: HashMap<SharedId, Vec<u64>>,
+}
+
+impl<T, N> Default for Directory<T, N> {
+    fn default() -> Self {
+        Directory {
+            values: HashMap::new(),
+            held: HashMap::new(),
+            waiters: HashMap::new(),
+        }
+    }
+}
+
+/// How the inputs of one job stand.
+enum Verdict<N> {
+    Run(Place<N>),
+    Fail(JobError),
+    Wait {
+        fetch: Vec<(SharedId, N)>,
+        remake: Vec<SharedId>,
+    },
+}
+
+impl<T, N: Clone + Eq + Hash> Directory<T, N> {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new kept value `id`, made by job `producer` (its id and name),
+    /// which is queued.
+    pub fn add(&mut self, id: SharedId, producer: (u64, &'static str)) {
+        self.values.insert(
+            id,
+            Value {
+                state: State::Pending,
+                producer,
+                fetching: false,
+                remade: 0,
+            },
+        );
+    }
+
+    /// Where value `id` is, if the directory knows it.
+    pub fn state(&self, id: &SharedId) -> Option<&State<N>> {
+        self.values.get(id).map(|v| &v.state)
+    }
+
+    /// The job that makes value `id` (its id and name).
+    pub fn producer(&self, id: &SharedId) -> Option<(u64, &'static str)> {
+        self.values.get(id).map(|v| v.producer)
+    }
+
+    /// Jobs held for their inputs now.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Kept values known now.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether it knows no value.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Job `job` (`task`), whose arguments name kept values `inputs`: run
+    /// it now (where), fail it, or hold it until its inputs are ready.
+    pub fn place(&mut self, job: u64, task: T, inputs: Vec<SharedId>) -> Moves<T, N> {
+        let mut moves = Moves::default();
+        match self.verdict(&inputs) {
+            Verdict::Run(place) => moves.run.push((task, place)),
+            Verdict::Fail(e) => moves.fail.push((task, e)),
+            Verdict::Wait { fetch, remake } => {
+                for (id, _) in &fetch {
+                    if let Some(v) = self.values.get_mut(id) {
+                        v.fetching = true;
+                    }
+                }
+                for id in &remake {
+                    if let Some(v) = self.values.get_mut(id) {
+                        v.state = State::Pending;
+                        v.remade += 1;
+                    }
+                }
+                moves.fetch = fetch;
+                moves.remake = remake;
+                for id in &inputs {
+                    let waiters = self.waiters.entry(*id).or_default();
+                    if !waiters.contains(&job) {
+                        waiters.push(job);
+                    }
+                }
+                self.held.insert(job, Waiting { task, inputs });
+            }
+        }
+        moves
+    }
+
+    fn verdict(&self, inputs: &[SharedId]) -> Verdict<N> {
+        let mut nodes: Vec<(N, usize)> = Vec::new();
+        let mut resting = true;
+        let mut remake = Vec::new();
+        for id in inputs {
+            let Some(value) = self.values.get(id) else {
+                return Verdict::Fail(JobError::new(
+                    ErrorKind::Dependency,
+                    format!("kept value {id} is no longer known to the client"),
+                ));
+            };
+            let (job, name) = value.producer;
+            match &value.state {
+                State::Failed(e) if e.kind == ErrorKind::Cancelled => {
+                    return Verdict::Fail(JobError::new(
+                        ErrorKind::Cancelled,
+                        format!("input job {job} ({name}) was cancelled"),
+                    ))
+                }
+                State::Failed(e) => {
+                    return Verdict::Fail(JobError::new(
+                        ErrorKind::Dependency,
+                        format!("input job {job} ({name}) failed: {e}"),
+                    ))
+                }
+                State::Client => {}
+                State::On(n) | State::Making(n) => {
+                    if matches!(value.state, State::Making(_)) {
+                        resting = false;
+                    }
+                    match nodes.iter_mut().find(|(m, _)| m == n) {
+                        Some((_, count)) => *count += 1,
+                        None => nodes.push((n.clone(), 1)),
+                    }
+                }
+                State::Pending => resting = false,
+                State::Lost => {
+                    resting = false;
+                    remake.push(*id);
+                }
+            }
+        }
+        if remake.is_empty() && !nodes.is_empty() && nodes.len() == 1 {
+            let only = nodes.swap_remove(0).0;
+            // Inputs still queued elsewhere: wait for them to be placed.
+            if inputs.iter().all(|id| {
+                self.values
+                    .get(id)
+                    .is_some_and(|v| !matches!(v.state, State::Pending))
+            }) {
+                return Verdict::Run(Place::On(only));
+            }
+        }
+        if remake.is_empty() && nodes.is_empty() && resting {
+            return Verdict::Run(Place::Anywhere);
+        }
+        // On several nodes, all at rest: all but the node holding the most
+        // come to the client.
+        let mut fetch = Vec::new();
+        if remake.is_empty() && resting && nodes.len() > 1 {
+            let (best, _) = nodes
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, (_, count))| *count)
+                .map(|(i, n)| (i, n.clone()))
+                .unwrap_or((0, nodes[0].clone()));
+            let keep = &nodes[best].0;
+            for id in inputs {
+                if let Some(v) = self.values.get(id) {
+                    if let State::On(n) = &v.state {
+                        if n != keep && !v.fetching {
+                            fetch.push((*id, n.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        Verdict::Wait { fetch, remake }
+    }
+
+    /// Looks again at the jobs waiting on `id`, after it changed.
+    fn revisit(&mut self, id: &SharedId) -> Moves<T, N> {
+        let mut moves = Moves::default();
+        let Some(jobs) = self.waiters.remove(id) else {
+            return moves;
+        };
+        for job in jobs {
+            let Some(waiting) = self.held.remove(&job) else {
+                continue;
+            };
+            for other in &waiting.inputs {
+                if let Some(list) = self.waiters.get_mut(other) {
+                    list.retain(|j| *j != job);
+                    if list.is_empty() {
+                        self.waiters.remove(other);
+                    }
+                }
+            }
+            moves.append(self.place(job, waiting.task, waiting.inputs));
+        }
+        moves
+    }
+
+    fn set(&mut self, id: &SharedId, state: State<N>) -> Moves<T, N> {
+        match self.values.get_mut(id) {
+            Some(v) => {
+                v.state = state;
+                v.fetching = false;
+            }
+            None => return Moves::default(),
+        }
+        self.revisit(id)
+    }
+
+    /// The job making `id` was sent to node `node`.
+    pub fn making(&mut self, id: &SharedId, node: N) -> Moves<T, N> {
+        self.set(id, State::Making(node))
+    }
+
+    /// Node `node` keeps `id`.
+    pub fn kept_on(&mut self, id: &SharedId, node: N) -> Moves<T, N> {
+        self.set(id, State::On(node))
+    }
+
+    /// Value `id` is in the client (made here, come back in full, or fetched).
+    pub fn in_client(&mut self, id: &SharedId) -> Moves<T, N> {
+        self.set(id, State::Client)
+    }
+
+    /// The job making `id` is queued again (handed back, retried).
+    pub fn requeued(&mut self, id: &SharedId) -> Moves<T, N> {
+        self.set(id, State::Pending)
+    }
+
+    /// The job making `id` failed for good (or was cancelled): `err`.
+    pub fn failed(&mut self, id: &SharedId, err: JobError) -> Moves<T, N> {
+        self.set(id, State::Failed(err))
+    }
+
+    /// A fetch of `id` did not bring it (the node lost it): lost.
+    pub fn fetch_failed(&mut self, id: &SharedId) -> Moves<T, N> {
+        self.set(id, State::Lost)
+    }
+
+    /// Node `node` is lost: the values it kept are lost (those being made
+    /// there are queued again by their jobs' retries). Returns the lost
+    /// ids; jobs waiting on them are looked at again.
+    pub fn node_lost(&mut self, node: &N) -> (Vec<SharedId>, Moves<T, N>) {
+        let mut lost = Vec::new();
+        let mut moves = Moves::default();
+        let ids: Vec<SharedId> = self
+            .values
+            .iter()
+            .filter(|(_, v)| matches!(&v.state, State::On(n) | State::Making(n) if n == node))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let making = matches!(
+                self.values.get(&id).map(|v| &v.state),
+                Some(State::Making(_))
+            );
+            match making {
+                true => moves.append(self.set(&id, State::Pending)),
+                false => {
+                    lost.push(id);
+                    moves.append(self.set(&id, State::Lost));
+                }
+            }
+        }
+        (lost, moves)
+    }
+
+    /// Value `id` is lost and is to be made again now (nothing waits on it
+    /// yet): it counts as queued from here, once per loss.
+    pub fn remaking(&mut self, id: &SharedId) -> bool {
+        match self.values.get_mut(id) {
+            Some(v) if v.state == State::Lost => {
+                v.state = State::Pending;
+                v.remade += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// How many times value `id` was made again after a loss.
+    pub fn remade(&self, id: &SharedId) -> u32 {
+        self.values.get(id).map_or(0, |v| v.remade)
+    }
+
+    /// Nobody refers to `id` any more: the directory forgets it (jobs still
+    /// waiting on it are looked at again, and fail).
+    pub fn forget(&mut self, id: &SharedId) -> Moves<T, N> {
+        self.values.remove(id);
+        self.revisit(id)
+    }
+
+    /// Takes every held job out (the client is stopping).
+    pub fn drain(&mut self) -> Vec<T> {
+        self.waiters.clear();
+        self.held.drain().map(|(_, w)| w.task).collect()
+    }
+
+    /// Takes out the held jobs for which `pick` holds (cancelled ones).
+    pub fn take_where(&mut self, mut pick: impl FnMut(&T) -> bool) -> Vec<T> {
+        let ids: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, w)| pick(&w.task))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = Vec::new();
+        for job in ids {
+            if let Some(w) = self.held.remove(&job) {
+                for id in &w.inputs {
+                    if let Some(list) = self.waiters.get_mut(id) {
+                        list.retain(|j| *j != job);
+                    }
+                }
+                out.push(w.task);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> SharedId {
+        SharedId([n; 32])
+    }
+
+    type Dir = Directory<&'static str, &'static str>;
+
+    fn dir(values: &[u8]) -> Dir {
+        let mut d = Dir::new();
+        for v in values {
+            d.add(id(*v), (u64::from(*v), "map"));
+        }
+        d
+    }
+
+    #[test]
+    fn a_job_waits_for_a_queued_input_and_follows_it_to_its_node() {
+        let mut d = dir(&[1]);
+        assert!(d.place(10, "reduce", vec![id(1)]).is_empty(), "held");
+        assert_eq!(d.held(), 1);
+        let moves = d.making(&id(1), "n1");
+        assert_eq!(moves.run, vec![("reduce", Place::On("n1"))]);
+        assert_eq!(d.held(), 0);
+    }
+
+    #[test]
+    fn a_chain_on_one_node_goes_out_step_by_step_as_each_producer_is_sent() {
+        let mut d = dir(&[1, 2]);
+        assert!(d.place(2, "step2", vec![id(1)]).is_empty());
+        assert!(d.place(3, "step3", vec![id(2)]).is_empty());
+        assert_eq!(d.making(&id(1), "n").run, vec![("step2", Place::On("n"))]);
+        // step2 (which makes value 2) is sent: step3 follows at once.
+        assert_eq!(d.making(&id(2), "n").run, vec![("step3", Place::On("n"))]);
+    }
+
+    #[test]
+    fn inputs_in_the_client_run_anywhere_and_on_one_node_run_there() {
+        let mut d = dir(&[1, 2]);
+        d.in_client(&id(1));
+        let m = d.place(5, "a", vec![id(1)]);
+        assert_eq!(m.run, vec![("a", Place::Anywhere)]);
+        d.kept_on(&id(2), "n2");
+        let m = d.place(6, "b", vec![id(1), id(2)]);
+        assert_eq!(
+            m.run,
+            vec![("b", Place::On("n2"))],
+            "client inputs go along"
+        );
+    }
+
+    #[test]
+    fn inputs_on_two_nodes_are_fetched_from_the_smaller_side_then_run_on_the_larger() {
+        let mut d = dir(&[1, 2, 3]);
+        d.kept_on(&id(1), "a");
+        d.kept_on(&id(2), "b");
+        d.kept_on(&id(3), "b");
+        let m = d.place(9, "r", vec![id(1), id(2), id(3)]);
+        assert!(m.run.is_empty());
+        assert_eq!(m.fetch, vec![(id(1), "a")]);
+        // Asked again (another job), the fetch under way is not repeated.
+        let m = d.place(10, "r2", vec![id(1), id(2)]);
+        assert!(m.fetch.is_empty());
+        let m = d.in_client(&id(1));
+        assert_eq!(m.run.len(), 2);
+        assert!(m.run.iter().all(|(_, p)| *p == Place::On("b")));
+    }
+
+    #[test]
+    fn a_failed_input_fails_its_dependents_and_names_the_input_job() {
+        let mut d = dir(&[7]);
+        d.place(1, "dep", vec![id(7)]);
+        let m = d.failed(&id(7), JobError::new(ErrorKind::Failed, "bad row"));
+        let (task, err) = &m.fail[0];
+        assert_eq!((*task, err.kind), ("dep", ErrorKind::Dependency));
+        assert!(err.message.contains("input job 7 (map) failed"), "{err}");
+        assert!(err.message.contains("bad row"), "{err}");
+        // Placed later, the same.
+        let m = d.place(2, "late", vec![id(7)]);
+        assert_eq!(m.fail[0].1.kind, ErrorKind::Dependency);
+    }
+
+    #[test]
+    fn a_cancelled_input_cancels_its_dependents() {
+        let mut d = dir(&[3]);
+        d.place(1, "dep", vec![id(3)]);
+        let m = d.failed(&id(3), JobError::new(ErrorKind::Cancelled, "by the caller"));
+        assert_eq!(m.fail[0].1.kind, ErrorKind::Cancelled);
+    }
+
+    #[test]
+    fn a_lost_node_loses_its_values_once_and_dependents_wait_for_them_to_be_made_again() {
+        let mut d = dir(&[1, 2]);
+        d.kept_on(&id(1), "dead");
+        d.making(&id(2), "dead");
+        let (lost, _) = d.node_lost(&"dead");
+        assert_eq!(
+            lost,
+            vec![id(1)],
+            "the one being made is retried by its job"
+        );
+        assert_eq!(d.state(&id(2)), Some(&State::Pending));
+        let m = d.place(4, "r", vec![id(1)]);
+        assert_eq!(m.remake, vec![id(1)], "made again");
+        let m = d.place(5, "r2", vec![id(1)]);
+        assert!(m.remake.is_empty(), "once per loss");
+        assert_eq!(d.remade(&id(1)), 1);
+        let m = d.making(&id(1), "alive");
+        assert_eq!(m.run.len(), 2);
+        assert!(!d.remaking(&id(1)), "not lost now");
+    }
+
+    #[test]
+    fn forgetting_a_value_fails_jobs_still_waiting_on_it_and_held_jobs_can_be_taken() {
+        let mut d = dir(&[1, 2]);
+        d.place(1, "a", vec![id(1)]);
+        d.place(2, "b", vec![id(2)]);
+        assert_eq!(d.take_where(|t| *t == "b"), vec!["b"]);
+        let m = d.forget(&id(1));
+        assert_eq!(m.fail[0].1.kind, ErrorKind::Dependency);
+        assert_eq!(d.held(), 0);
+    }
+}
