@@ -4,7 +4,8 @@
 
 use crate::jobs::cell::{cancel, Cell, Holder};
 use crate::jobs::tracker::Tracker;
-use ppcore::{ErrorKind, JobError};
+use ppcore::shared::KeptSource;
+use ppcore::{ErrorKind, JobError, Shared};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,11 +19,82 @@ use std::time::{Duration, Instant};
 pub struct JobHandle<T> {
     job: Arc<dyn Holder<T>>,
     id: u64,
+    /// For a job submitted with `Options::keep`: its kept result.
+    kept: Option<Kept<T>>,
+}
+
+/// A kept job's result as its handle reaches it.
+struct Kept<T> {
+    source: Arc<dyn KeptSource>,
+    decode: fn(Vec<u8>) -> Result<T, JobError>,
+    /// The handle holds the value where it lies while it lives.
+    _hold: ppcore::shared::Hold,
 }
 
 impl<T: Send + 'static> JobHandle<T> {
     pub(crate) fn new(job: Arc<dyn Holder<T>>, id: u64) -> Self {
-        JobHandle { job, id }
+        JobHandle {
+            job,
+            id,
+            kept: None,
+        }
+    }
+
+    /// This handle, of a job whose result is kept as `source`.
+    pub(crate) fn kept<K: KeptSource>(
+        mut self,
+        source: Arc<K>,
+        decode: fn(Vec<u8>) -> Result<T, JobError>,
+    ) -> Self {
+        let hold = ppcore::shared::hold(source.id());
+        self.kept = Some(Kept {
+            source,
+            decode,
+            _hold: hold,
+        });
+        self
+    }
+
+    /// A reference to the job's kept result (submitted with
+    /// [`Options::keep`](crate::Options::keep)), to pass to other jobs as a
+    /// [`Shared<T>`](ppcore::Shared) argument. It does not fetch the
+    /// result: the jobs that take it run where it lies. The value lives
+    /// (on its node, or in the client) while this handle or any reference
+    /// lives; when the last goes, every holder frees it.
+    ///
+    /// ```
+    /// use ppclient::{Options, Server, Shared};
+    /// ppclient::job! { fn square(x: u64) -> u64 { x * x } }
+    /// ppclient::job! { fn plus_one(x: Shared<u64>) -> u64 { *x + 1 } }
+    /// let server = Server::builder().ncpus(1).build()?;
+    /// let a = server.submit_with(square, (7,), Options::new().keep());
+    /// let b = server.submit(plus_one, (a.keep()?,));
+    /// assert_eq!(b.wait()?, 50);
+    /// assert_eq!(a.wait()?, 49); // fetched now, once
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Codec`] if the job was not submitted with `Options::keep`
+    /// (its result comes back to the client instead).
+    pub fn keep(&self) -> Result<Shared<T>, JobError> {
+        match &self.kept {
+            Some(k) => Ok(Shared::kept(Arc::clone(&k.source))),
+            None => Err(JobError::new(
+                ErrorKind::Codec,
+                "this job's result is not kept: submit it with Options::new().keep()",
+            )),
+        }
+    }
+
+    /// A kept job's result, once it ended: its error, or its value fetched.
+    fn read_kept(&self, kept: &Kept<T>) -> Result<T, JobError> {
+        if let Some(e) = self.cell().kept_error() {
+            return Err(e);
+        }
+        let value = kept.source.fetch()?;
+        (kept.decode)(value.bytes().to_vec())
     }
 
     fn cell(&self) -> &Cell<T> {
@@ -40,10 +112,16 @@ impl<T: Send + 'static> JobHandle<T> {
     /// Called from the job's own callback, it returns
     /// [`ErrorKind::WouldDeadlock`] at once: the job resolves only after its
     /// callback returns. Waiting on any other job from a callback is fine.
+    ///
+    /// A job submitted with [`Options::keep`](crate::Options::keep) has its
+    /// result fetched here, from where it lies.
     pub fn wait(self) -> Result<T, JobError> {
         self.cell().check_not_own()?;
         self.cell().wait_ready(None);
-        self.cell().take()
+        match &self.kept {
+            Some(kept) => self.read_kept(kept),
+            None => self.cell().take(),
+        }
     }
 
     /// Waits at most `timeout` for the job to end (and its callback to
@@ -69,14 +147,22 @@ impl<T: Send + 'static> JobHandle<T> {
         }
         self.cell()
             .wait_ready(Some(ppcore::limits::deadline(Instant::now(), timeout)))
-            .then(|| self.cell().read())
+            .then(|| self.read())
+    }
+
+    /// The result of a job that ended (a kept one fetched, each time).
+    fn read(&self) -> Result<T, JobError> {
+        match &self.kept {
+            Some(kept) => self.read_kept(kept),
+            None => self.cell().read(),
+        }
     }
 
     /// The result if the job has ended (and its callback returned), else
     /// `None`; like [`JobHandle::wait_timeout`] with no wait (read again,
     /// the same answer, as there).
     pub fn try_result(&self) -> Option<Result<T, JobError>> {
-        self.cell().is_ready().then(|| self.cell().read())
+        self.cell().is_ready().then(|| self.read())
     }
 
     /// Whether the result is in.
@@ -99,8 +185,22 @@ impl<T: Send + 'static> JobHandle<T> {
 impl<T: Send + 'static> Future for JobHandle<T> {
     type Output = Result<T, JobError>;
 
+    /// A kept job's result is fetched when it is ready (that wait blocks
+    /// the task: `wait` on it from a thread to avoid it).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.cell().poll_take(cx.waker())
+        match &self.kept {
+            Some(kept) => match self.cell().is_ready() {
+                true => Poll::Ready(self.read_kept(kept)),
+                false => {
+                    self.cell().notify(cx.waker().clone());
+                    match self.cell().is_ready() {
+                        true => Poll::Ready(self.read_kept(kept)),
+                        false => Poll::Pending,
+                    }
+                }
+            },
+            None => self.cell().poll_take(cx.waker()),
+        }
     }
 }
 

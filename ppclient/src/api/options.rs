@@ -26,6 +26,7 @@ pub struct Options {
     pub(crate) node_retries: Option<u32>,
     pub(crate) crash_retries: Option<u32>,
     pub(crate) retries: u16,
+    pub(crate) keep: bool,
 }
 
 impl Options {
@@ -89,6 +90,18 @@ impl Options {
     /// panics (default 0: such a failure is the job's answer).
     pub fn retries(mut self, n: u16) -> Self {
         self.retries = n;
+        self
+    }
+
+    /// Keeps the job's result where it is made (on its node, or in the
+    /// client for the local pool) instead of sending it back: pass
+    /// [`JobHandle::keep`](crate::JobHandle::keep) to other jobs, which
+    /// take it where they take a [`Shared`](crate::Shared) value, and run
+    /// where it lies. `wait` on the handle fetches it then, once. A kept
+    /// job takes no callback (such a `submit` fails at once). See
+    /// docs/KEPT.md.
+    pub fn keep(mut self) -> Self {
+        self.keep = true;
         self
     }
 

@@ -158,17 +158,55 @@ impl Server {
         sized: Result<usize, JobError>,
         permit: Option<ppcore::budget::Permit>,
     ) -> JobHandle<J::Output> {
-        let too_big = sized.err();
+        let mut too_big = sized.err();
         let JobOptions { options, callback } = options;
         let group = options.group.map(|name| self.group(name));
         let tracker = Arc::clone(&self.core.tracker);
+        let with_callback = callback.is_some();
         let cell = Cell::new(tracker, group, callback, J::output_cloner());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.core.tracker.submitted();
-        let extra = (options.timeout.is_some() || options.retries > 0).then(|| {
+        // The kept results the arguments name: the job waits for them. Only
+        // looked for while any kept reference lives in this process.
+        let inputs = match (ppcore::shared::kept_alive(), &too_big) {
+            (0, _) | (_, Some(_)) => Vec::new(),
+            _ => {
+                let (_, named) = ppcore::shared::collect(|| ppcore::encode_args::<J>(&args, 0));
+                named.kept.iter().map(|k| k.id()).collect()
+            }
+        };
+        let kept = match options.keep {
+            false => None,
+            true if with_callback => {
+                too_big = too_big.or(Some(JobError::new(
+                    ppcore::ErrorKind::Codec,
+                    "a job whose result is kept (Options::keep) takes no callback: \
+                     wait on its handle, or pass its result to another job",
+                )));
+                None
+            }
+            true => match self.core.new_kept(id, J::NAME) {
+                Ok(kept) => Some(kept),
+                Err(e) => {
+                    too_big = too_big.or(Some(e));
+                    None
+                }
+            },
+        };
+        let keep = kept.as_ref().map(|k| crate::jobs::task::KeepTo {
+            id: ppcore::shared::KeptSource::id(&**k),
+            sink: self.core.kept_sink(),
+        });
+        let extra = (options.timeout.is_some()
+            || options.retries > 0
+            || keep.is_some()
+            || !inputs.is_empty())
+        .then(|| {
             Box::new(Extra {
                 timeout: options.timeout,
                 failure_retries: options.retries,
+                keep,
+                inputs,
                 ..Extra::default()
             })
         });
@@ -177,7 +215,10 @@ impl Server {
             clamp16(options.crash_retries.unwrap_or(self.crash_retries)),
         );
         let task = Arc::new(TypedTask::<J>::new(id, args, cell, limits, extra));
-        let handle = JobHandle::new(Arc::clone(&task) as Arc<dyn Holder<J::Output>>, id);
+        let mut handle = JobHandle::new(Arc::clone(&task) as Arc<dyn Holder<J::Output>>, id);
+        if let Some(kept) = kept {
+            handle = handle.kept(kept, J::read_output_owned);
+        }
         if let Some(err) = too_big {
             resolve(&task, Err(err));
             return handle;
@@ -190,7 +231,7 @@ impl Server {
         if let Some(permit) = permit {
             task.hold(permit);
         }
-        self.core.enqueue(task);
+        self.core.place(task);
         handle
     }
 
@@ -314,12 +355,16 @@ impl Server {
         // Only jobs submitted before this call: ids below the next one.
         let below = self.next_id.load(Ordering::SeqCst);
         let sweep = || {
-            self.core
-                .queue
-                .remove_where(|t| t.id() < below && crate::jobs::task::in_group(t, group))
-                .into_iter()
-                .filter(|t| Arc::clone(t).cancel())
-                .count()
+            let pick = |t: &Arc<dyn crate::jobs::task::Task>| {
+                t.id() < below && crate::jobs::task::in_group(t, group)
+            };
+            // Queued, held for kept inputs, or pinned to a node.
+            let mut taken = self.core.queue.remove_where(pick);
+            taken.extend(ppcore::sync::lock(&self.core.values.dir).take_where(pick));
+            for link in self.core.links() {
+                taken.extend(link.take_pinned_where(pick));
+            }
+            taken.into_iter().filter(|t| Arc::clone(t).cancel()).count()
         };
         let mut cancelled = sweep();
         let answers: Vec<_> = self

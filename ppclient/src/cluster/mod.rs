@@ -1,9 +1,12 @@
 //! What the client knows of its nodes and shares between its threads: one
 //! record per node, read and written as one snapshot ([`node`]), the queue,
-//! the links and the stop flag ([`state`]), and the table of nodes joining
-//! a listening client ([`joins`]). Names no link driver: the drivers write
-//! into it.
+//! the links and the stop flag ([`state`]), the table of nodes joining
+//! a listening client ([`joins`]), and kept results: what the client holds
+//! of them ([`values`]) and where the jobs that take them run ([`kept`]).
+//! Names no link driver: the drivers write into it.
 
 pub(crate) mod joins;
+pub(crate) mod kept;
 pub(crate) mod node;
 pub(crate) mod state;
+pub(crate) mod values;

@@ -193,6 +193,12 @@ pub(crate) struct NodeRecord {
     cancels: Mutex<Vec<CancelAsk>>,
     /// Whether `cancels` holds any (read by the driver at every turn).
     cancel_asked: AtomicBool,
+    /// Jobs to run on this node and nowhere else (their kept inputs lie
+    /// there), and fetches of values kept there; its driver takes them
+    /// before the queue's.
+    pinned: Mutex<std::collections::VecDeque<Arc<dyn crate::jobs::task::Task>>>,
+    /// Whether `pinned` holds any (read by the driver at every turn).
+    has_pinned: AtomicBool,
 }
 
 /// Cancel the jobs in flight of one group (`Some`, by identity) or all;
@@ -215,7 +221,45 @@ impl NodeRecord {
             ship_reported: AtomicBool::new(false),
             cancels: Mutex::new(Vec::new()),
             cancel_asked: AtomicBool::new(false),
+            pinned: Mutex::new(Default::default()),
+            has_pinned: AtomicBool::new(false),
         })
+    }
+
+    /// Queues `task` for this node alone, and wakes its driver.
+    pub(crate) fn pin(&self, task: Arc<dyn crate::jobs::task::Task>) {
+        lock(&self.pinned).push_back(task);
+        self.has_pinned.store(true, Ordering::Release);
+        self.wake_driver();
+    }
+
+    /// Up to `n` of the jobs pinned to this node, oldest first.
+    pub(crate) fn take_pinned(&self, n: usize) -> Vec<Arc<dyn crate::jobs::task::Task>> {
+        if !self.has_pinned.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut pinned = lock(&self.pinned);
+        let n = n.min(pinned.len());
+        let out: Vec<_> = pinned.drain(..n).collect();
+        self.has_pinned.store(!pinned.is_empty(), Ordering::Release);
+        out
+    }
+
+    /// Every job pinned to this node (it was lost: they are placed again).
+    pub(crate) fn drain_pinned(&self) -> Vec<Arc<dyn crate::jobs::task::Task>> {
+        self.take_pinned(usize::MAX)
+    }
+
+    /// Takes out the pinned jobs for which `pick` holds (cancelled ones).
+    pub(crate) fn take_pinned_where(
+        &self,
+        mut pick: impl FnMut(&Arc<dyn crate::jobs::task::Task>) -> bool,
+    ) -> Vec<Arc<dyn crate::jobs::task::Task>> {
+        let mut pinned = lock(&self.pinned);
+        let (out, keep): (Vec<_>, Vec<_>) = pinned.drain(..).partition(|t| pick(t));
+        pinned.extend(keep);
+        self.has_pinned.store(!pinned.is_empty(), Ordering::Release);
+        out
     }
 
     /// What is known of the node now, whole.

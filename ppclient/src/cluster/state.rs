@@ -33,6 +33,9 @@ pub(crate) struct Core {
     /// What a job error adds when no node can run a job (how to ship this
     /// program), if anything: asked of the link layer, which sits above.
     ship_hint: fn() -> Option<&'static str>,
+    /// Kept results: where each lies, and the jobs waiting for them
+    /// (`cluster::kept`).
+    pub(crate) values: crate::cluster::values::Values,
 }
 
 impl Core {
@@ -56,6 +59,7 @@ impl Core {
             threads: Mutex::new(Vec::new()),
             news: (Mutex::new(0), Condvar::new()),
             ship_hint,
+            values: Default::default(),
         }
     }
 
@@ -74,6 +78,17 @@ impl Core {
         for task in self.queue.drain_kinds(|_| true) {
             task.abandon(crate::jobs::task::shutdown_error());
         }
+        // Jobs held for their inputs, and those pinned to a node, too.
+        let held = lock(&self.values.dir).drain();
+        let pinned = self
+            .links()
+            .iter()
+            .flat_map(|l| l.drain_pinned())
+            .collect::<Vec<_>>();
+        for task in held.into_iter().chain(pinned) {
+            task.abandon(crate::jobs::task::shutdown_error());
+        }
+        self.values.changed();
     }
 
     /// Starts one of the server's threads (joined by [`Core::join`]).
@@ -249,10 +264,20 @@ impl Core {
     }
 
     /// Puts a job handed back (its node was lost or stopped) ahead of the
-    /// jobs not started yet.
-    pub(crate) fn requeue(&self, task: Arc<dyn Task>) {
+    /// jobs not started yet; one that takes kept results is placed again
+    /// (they may lie elsewhere now).
+    pub(crate) fn requeue(self: &Arc<Self>, task: Arc<dyn Task>) {
         if self.stopped() {
             return task.abandon(crate::jobs::task::shutdown_error());
+        }
+        if let Some(id) = task.keeps() {
+            self.remaking_queued(&id);
+        }
+        if task.is_fetch() {
+            return task.abandon(JobError::new(ppcore::ErrorKind::NodeLost, "handed back"));
+        }
+        if !task.inputs().is_empty() {
+            return self.place(task);
         }
         self.queue.push_front_kind(task.job(), task);
     }

@@ -222,6 +222,36 @@ impl<T: Send + 'static> Cell<T> {
         true
     }
 
+    /// Resolves a job whose result is kept where it was made: ready, with
+    /// no value in the cell (the handle fetches it), counted as a success.
+    fn publish_kept(&self) {
+        self.tracker.ended(&Ok(()));
+        let (waker, sleeping) = {
+            let mut slot = self.lock();
+            self.state.store(READY, Ordering::Release);
+            (slot.waker.take(), slot.sleeping)
+        };
+        if sleeping {
+            self.ready.notify_all();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+        if let Some(g) = &self.group {
+            g.done();
+        }
+        self.tracker.settled();
+    }
+
+    /// For a kept job's handle: its error if it failed; `None` if it was
+    /// kept (the cell holds no value: the handle fetches it).
+    pub(crate) fn kept_error(&self) -> Option<JobError> {
+        match &self.lock().result {
+            Some(Err(e)) => Some((**e).clone()),
+            _ => None,
+        }
+    }
+
     /// Moves the result out (the handle is consumed: nobody reads it again).
     pub(crate) fn take(&self) -> Result<T, JobError> {
         let mut slot = self.lock();
@@ -319,6 +349,25 @@ impl<T: Send + 'static> Drop for Lent<'_, T> {
 pub(crate) trait Holder<T>: Send + Sync + 'static {
     /// The cell.
     fn cell(&self) -> &Cell<T>;
+    /// The job resolved with `err` (whoever resolved it): a job whose
+    /// result was to be kept tells its dependents.
+    fn failed(&self, _err: &JobError) {}
+}
+
+/// Resolves a job whose result is kept (on a node, or in the client's
+/// value directory) unless it already ended; true if this call did. A kept
+/// job has no callback (`submit` refuses one).
+pub(crate) fn resolve_kept<T, H>(holder: &Arc<H>) -> bool
+where
+    T: Send + 'static,
+    H: Holder<T> + ?Sized,
+{
+    let cell = holder.cell();
+    if !cell.claim(|s| s < CLAIMED) {
+        return false;
+    }
+    cell.publish_kept();
+    true
 }
 
 /// Resolves the job with `result` unless it already ended; true if this
@@ -363,6 +412,9 @@ where
     let cell = holder.cell();
     if !cell.claim(from) {
         return false;
+    }
+    if let Err(e) = &result {
+        holder.failed(e);
     }
     let callback = cell.lock().callback.take();
     match callback {

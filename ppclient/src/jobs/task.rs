@@ -5,10 +5,12 @@
 //! cell live together, shared by the queue (or a node's ledger) and the
 //! caller's handle. Whoever holds it in the queue or ledger owns the run.
 
-use crate::jobs::cell::{expire, resolve, Cell, Holder};
+use crate::jobs::cell::{expire, resolve, resolve_kept, Cell, Holder};
 use crate::jobs::recorder::LOCAL;
 use crate::jobs::timer::{Expire, Timer};
 use crate::jobs::tracker::Tracker;
+use ppcore::shared::{KeptSource, SharedId, SharedValue};
+use ppcore::wire::KeepOp;
 use ppcore::{ErrorKind, Job, JobError, NodeCounters};
 use serde_bytes::ByteBuf;
 use std::marker::PhantomData;
@@ -74,7 +76,41 @@ pub(crate) struct Dispatch {
     pub(crate) attempt: u32,
     pub(crate) args: ByteBuf,
     /// The shared values the arguments name: the node must hold them first.
-    pub(crate) shared: Vec<Arc<ppcore::shared::SharedValue>>,
+    pub(crate) shared: Vec<Arc<SharedValue>>,
+    /// The kept results the arguments name: on the node, or sent with it.
+    pub(crate) kept: Vec<Arc<dyn KeptSource>>,
+    /// Keep the result there, or fetch a kept value (`RunJob.keep`).
+    pub(crate) keep: Option<KeepOp>,
+}
+
+/// Where the news of jobs whose results are kept goes: the client's value
+/// directory (`cluster::kept`, above this layer).
+pub(crate) trait KeptSink: Send + Sync {
+    /// Kept value `id` is in the client now (made by the local pool, or
+    /// come back in full).
+    fn here(&self, id: SharedId, value: Arc<SharedValue>);
+    /// Kept value `id` is kept on node `node` (`len` bytes).
+    fn on_node(&self, id: SharedId, node: &str, len: u64);
+    /// Kept value `id` cannot be made: its job failed (or was cancelled).
+    fn failed(&self, id: SharedId, err: &JobError);
+    /// How to make kept value `id` again, should its node be lost.
+    fn recipe(&self, id: SharedId, remake: Remake);
+}
+
+/// Makes a lost kept value's job again: a new task (its `n`th remake).
+pub(crate) type Remake = Arc<dyn Fn(u32) -> Arc<dyn Task> + Send + Sync>;
+
+/// A job's result kept where it is made, and who hears of it.
+pub(crate) struct KeepTo {
+    pub(crate) id: SharedId,
+    pub(crate) sink: Arc<dyn KeptSink>,
+}
+
+/// Ids of the client's own tasks (fetches, remakes), apart from the
+/// server's job ids (which count up from 0).
+pub(crate) fn inner_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 62);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A job in the queue or on a node.
@@ -93,11 +129,13 @@ pub(crate) trait Task: Expire + Send + Sync {
     /// belongs to was taken (one clock read per batch, not per job).
     fn dispatch(&self, ctx: &RunCtx, now: Instant) -> Result<Dispatch, Option<JobError>>;
     /// Takes a node's answer: resolves the handle, or, if the job failed in a
-    /// way it may be retried for, returns it to be queued again.
+    /// way it may be retried for, returns it to be queued again. `kept`:
+    /// the node kept the result (its length), as the job asked.
     fn complete(
         self: Arc<Self>,
         result: Result<ByteBuf, JobError>,
         node: &str,
+        kept: Option<u64>,
     ) -> Option<Arc<dyn Task>>;
     /// Puts a dispatched job back in line; `lost` counts against its retries.
     /// `None` if it ended meanwhile or its retries ran out (then resolved).
@@ -111,6 +149,22 @@ pub(crate) trait Task: Expire + Send + Sync {
     /// Cancels it if it is queued or on a node (`Server::cancel_all`,
     /// `cancel_group`); true if this call did.
     fn cancel(self: Arc<Self>) -> bool;
+    /// The kept value its result becomes, if it is kept.
+    fn keeps(&self) -> Option<SharedId> {
+        None
+    }
+    /// The kept values its arguments name (it runs once they are ready).
+    fn inputs(&self) -> Vec<SharedId> {
+        Vec::new()
+    }
+    /// Whether it is the fetch of a kept value, not a job.
+    fn is_fetch(&self) -> bool {
+        false
+    }
+    /// Whether it makes a lost kept value again.
+    fn is_remake(&self) -> bool {
+        false
+    }
 }
 
 /// Whether `task` is one that `Server::cancel_group(g)` (`Some(g)`) or
@@ -155,6 +209,10 @@ pub(crate) struct Extra {
     pub(crate) crashes: u16,
     /// Runs left after the job returns an error or panics.
     pub(crate) failure_retries: u16,
+    /// Its result is kept where it is made (`Options::keep`).
+    pub(crate) keep: Option<KeepTo>,
+    /// The kept values its arguments name.
+    pub(crate) inputs: Vec<SharedId>,
 }
 
 /// Whether a job's own failure (not the system's) may be retried.
@@ -260,8 +318,8 @@ fn run_here<J: Job>(
         )
     };
     // The shared values the kept arguments name stay alive with them.
-    let (kept, _named) = match retries {
-        0 => (None, Vec::new()),
+    let (kept, _named): (Option<Vec<u8>>, ppcore::shared::Named) = match retries {
+        0 => (None, Default::default()),
         _ => {
             let (kept, named) = ppcore::shared::collect(|| ppcore::encode_args::<J>(&args, 0));
             (Some(kept?), named)
@@ -305,6 +363,12 @@ fn run_here<J: Job>(
 impl<J: Job> Holder<J::Output> for TypedTask<J> {
     fn cell(&self) -> &Cell<J::Output> {
         &self.cell
+    }
+
+    fn failed(&self, err: &JobError) {
+        if let Some((id, sink)) = self.keep_to() {
+            sink.failed(id, err);
+        }
     }
 }
 
@@ -353,7 +417,20 @@ impl<J: Job> Task for TypedTask<J> {
                 "the job's arguments are gone",
             )),
         };
-        resolve(&self, result);
+        match (result, self.keep_to()) {
+            (Ok(value), Some((id, sink))) => match keep_here::<J>(id, &value) {
+                Ok(kept) => {
+                    sink.here(id, kept);
+                    resolve_kept(&self);
+                }
+                Err(e) => {
+                    resolve(&self, Err(e));
+                }
+            },
+            (result, _) => {
+                resolve(&self, result);
+            }
+        }
     }
 
     fn dispatch(&self, ctx: &RunCtx, now: Instant) -> Result<Dispatch, Option<JobError>> {
@@ -371,16 +448,17 @@ impl<J: Job> Task for TypedTask<J> {
         // The arguments are encoded outside the lock: only the owner of the
         // job (the link that popped it) touches them meanwhile.
         let args = self.lock().args.take();
-        let (encoded, shared) = match &args {
+        let (encoded, named) = match &args {
             Some(args) => ppcore::shared::collect(|| ppcore::encode_args::<J>(args, size)),
             None => (
                 Err(JobError::new(
                     ErrorKind::Codec,
                     "the job's arguments are gone",
                 )),
-                Vec::new(),
+                Default::default(),
             ),
         };
+        let keep = self.keep_to();
         let mut run = self.lock();
         run.args = args;
         let checked = encoded.and_then(|args| match args.len() {
@@ -399,10 +477,29 @@ impl<J: Job> Task for TypedTask<J> {
             self.cell.tracker().started(waited);
         }
         run.attempt += 1;
+        let attempt = run.attempt;
+        drop(run);
+        let args = ByteBuf::from(args);
+        let keep = keep.map(|(id, sink)| {
+            // Should its node be lost, the value is made again from these.
+            let recipe = Recipe {
+                job: self.id,
+                keep: id,
+                args: args.clone(),
+                shared: named.values.clone(),
+                kept: named.kept.clone(),
+                sink: Arc::clone(&sink),
+            };
+            let recipe = Arc::new(recipe);
+            sink.recipe(id, Arc::new(move |n| Redo::<J>::new(&recipe, n)));
+            KeepOp::Keep(id)
+        });
         Ok(Dispatch {
-            attempt: run.attempt,
-            args: ByteBuf::from(args),
-            shared,
+            attempt,
+            args,
+            shared: named.values,
+            kept: named.kept,
+            keep,
         })
     }
 
@@ -410,12 +507,26 @@ impl<J: Job> Task for TypedTask<J> {
         self: Arc<Self>,
         result: Result<ByteBuf, JobError>,
         node: &str,
+        kept: Option<u64>,
     ) -> Option<Arc<dyn Task>> {
         // One name per node: the address the user gave, not the node's own.
         let result = result.map_err(|e| {
             let a = e.attempt;
             e.on(node, a)
         });
+        if let (Ok(bytes), Some((id, sink))) = (&result, self.keep_to()) {
+            let args = self.lock().args.take();
+            drop(args);
+            match kept {
+                Some(len) => sink.on_node(id, node, len),
+                None => {
+                    let value = SharedValue::kept_listed(id, bytes.to_vec(), None);
+                    sink.here(id, value);
+                }
+            }
+            resolve_kept(&self);
+            return None;
+        }
         match result {
             Err(e) if e.kind == ErrorKind::Crashed => self.crashed(e),
             Err(e)
@@ -498,6 +609,213 @@ impl<J: Job> Task for TypedTask<J> {
 
     fn ended(&self) -> bool {
         self.cell.ended()
+    }
+
+    fn keeps(&self) -> Option<SharedId> {
+        self.keep_to().map(|(id, _)| id)
+    }
+
+    fn inputs(&self) -> Vec<SharedId> {
+        self.lock()
+            .extra
+            .as_ref()
+            .map_or_else(Vec::new, |e| e.inputs.clone())
+    }
+}
+
+impl<J: Job> TypedTask<J> {
+    /// Its kept value's id and sink, if its result is kept.
+    fn keep_to(&self) -> Option<(SharedId, Arc<dyn KeptSink>)> {
+        let run = self.lock();
+        let keep = run.extra.as_ref()?.keep.as_ref()?;
+        Some((keep.id, Arc::clone(&keep.sink)))
+    }
+}
+
+/// A kept result made here, as a value in this process under its kept id.
+fn keep_here<J: Job>(id: SharedId, value: &J::Output) -> Result<Arc<SharedValue>, JobError> {
+    let mut bytes = Vec::new();
+    J::write_output(value, &mut bytes)?;
+    Ok(SharedValue::kept_listed(id, bytes, None))
+}
+
+/// What it takes to make a kept value again: the job's encoded arguments
+/// and what they name.
+struct Recipe {
+    job: u64,
+    keep: SharedId,
+    args: ByteBuf,
+    shared: Vec<Arc<SharedValue>>,
+    kept: Vec<Arc<dyn KeptSource>>,
+    sink: Arc<dyn KeptSink>,
+}
+
+/// Job `J` run again to make a kept value lost with its node. Nobody waits
+/// on it but the value's dependents: it has no handle; its end goes to the
+/// value directory.
+struct Redo<J: Job> {
+    id: u64,
+    recipe: Arc<Recipe>,
+    /// Which remake this is (for its attempt number).
+    round: u32,
+    /// Node losses it met.
+    losses: Mutex<u16>,
+    /// It ran or was given up: later answers are dropped.
+    over: AtomicBool,
+    /// Its inputs stay held while it is queued.
+    _holds: Vec<ppcore::shared::Hold>,
+    job: PhantomData<fn() -> J>,
+}
+
+/// Node losses a remake may meet before its value is given up.
+const REMAKE_LOSSES: u16 = 3;
+
+impl<J: Job> Redo<J> {
+    fn new(recipe: &Arc<Recipe>, round: u32) -> Arc<dyn Task> {
+        let holds = recipe
+            .kept
+            .iter()
+            .map(|k| ppcore::shared::hold(k.id()))
+            .collect();
+        Arc::new(Redo::<J> {
+            id: inner_id(),
+            recipe: Arc::clone(recipe),
+            round,
+            losses: Mutex::new(0),
+            over: AtomicBool::new(false),
+            _holds: holds,
+            job: PhantomData,
+        })
+    }
+
+    /// The value can no longer be made: its dependents fail so.
+    fn give_up(&self, err: JobError) {
+        if !self.over.swap(true, Ordering::AcqRel) {
+            let message = format!(
+                "job {} ({}) failed when run again to make its lost result: {}",
+                self.recipe.job,
+                J::NAME,
+                err
+            );
+            self.recipe
+                .sink
+                .failed(self.recipe.keep, &err.with_message(message));
+        }
+    }
+}
+
+impl<J: Job> Expire for Redo<J> {
+    fn expire(self: Arc<Self>) {}
+}
+
+impl<J: Job> Task for Redo<J> {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn job(&self) -> (&'static str, &'static str) {
+        (J::NAME, J::SIGNATURE)
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    fn run_local(self: Arc<Self>, ctx: &RunCtx) {
+        if self.over.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let started = Instant::now();
+        let result = J::read_args(&self.recipe.args).and_then(ppcore::run_caught::<J>);
+        ctx.local.record(started.elapsed(), result.is_err());
+        ctx.local.recomputed();
+        let made = result.and_then(|value| keep_here::<J>(self.recipe.keep, &value));
+        match made {
+            Ok(value) => self.recipe.sink.here(self.recipe.keep, value),
+            Err(e) => {
+                self.over.store(false, Ordering::Release);
+                self.give_up(e.on(LOCAL, 1));
+            }
+        }
+    }
+
+    fn dispatch(&self, _ctx: &RunCtx, _now: Instant) -> Result<Dispatch, Option<JobError>> {
+        if self.over.load(Ordering::Acquire) {
+            return Err(None);
+        }
+        Ok(Dispatch {
+            attempt: 1000 + self.round,
+            args: self.recipe.args.clone(),
+            shared: self.recipe.shared.clone(),
+            kept: self.recipe.kept.clone(),
+            keep: Some(KeepOp::Keep(self.recipe.keep)),
+        })
+    }
+
+    fn complete(
+        self: Arc<Self>,
+        result: Result<ByteBuf, JobError>,
+        node: &str,
+        kept: Option<u64>,
+    ) -> Option<Arc<dyn Task>> {
+        let id = self.recipe.keep;
+        match (result, kept) {
+            (Ok(_), Some(len)) if !self.over.swap(true, Ordering::AcqRel) => {
+                self.recipe.sink.on_node(id, node, len)
+            }
+            (Ok(bytes), None) if !self.over.swap(true, Ordering::AcqRel) => {
+                let value = SharedValue::kept_listed(id, bytes.into_vec(), None);
+                self.recipe.sink.here(id, value)
+            }
+            (Ok(_), _) => {}
+            (Err(e), _) => {
+                let attempt = e.attempt;
+                self.give_up(e.on(node, attempt))
+            }
+        }
+        None
+    }
+
+    fn retry(self: Arc<Self>, node: &str, lost: bool) -> Option<Arc<dyn Task>> {
+        let losses = {
+            let mut losses = ppcore::sync::lock(&self.losses);
+            *losses += u16::from(lost);
+            *losses
+        };
+        if losses >= REMAKE_LOSSES {
+            let why = format!("lost {losses} node(s) while they ran it");
+            self.give_up(JobError::new(ErrorKind::NodeLost, why).on(node, 0));
+            return None;
+        }
+        Some(self)
+    }
+
+    fn abandon(self: Arc<Self>, err: JobError) {
+        self.give_up(err);
+    }
+
+    fn ended(&self) -> bool {
+        self.over.load(Ordering::Acquire)
+    }
+
+    fn group(&self) -> Option<usize> {
+        None
+    }
+
+    fn cancel(self: Arc<Self>) -> bool {
+        false
+    }
+
+    fn keeps(&self) -> Option<SharedId> {
+        Some(self.recipe.keep)
+    }
+
+    fn inputs(&self) -> Vec<SharedId> {
+        self.recipe.kept.iter().map(|k| k.id()).collect()
+    }
+
+    fn is_remake(&self) -> bool {
+        true
     }
 }
 

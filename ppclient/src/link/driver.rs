@@ -16,6 +16,7 @@
 //! stall, the ended-job sweep, when to offer the program and send its next
 //! chunk) is the link's, tested on a fake clock in ppcore.
 
+use crate::cluster::kept::Input;
 use crate::cluster::node::{JobSet, NodeRecord, NodeState};
 use crate::cluster::state::Core;
 use crate::jobs::task::{JobKind, Task};
@@ -28,8 +29,8 @@ use ppcore::link::{
     ClientLink, Event, LinkConfig, LinkEvent, LinkIo, LinkState, Refusal, TransportError,
 };
 use ppcore::program::{OfferAnswer, ProgramId};
-use ppcore::shared::SharedValue;
-use ppcore::wire::RunJob;
+use ppcore::shared::{SharedId, SharedValue};
+use ppcore::wire::{KeepOp, RunJob};
 use ppcore::{Outbox, Wake};
 use std::collections::{HashMap, HashSet};
 use std::net::Shutdown;
@@ -209,6 +210,7 @@ impl Driver<'_> {
             let now = Instant::now();
             if let Some(gone) = self.link.sweep(now, |t| t.ended(), ppcore::shared::is_held) {
                 drop(gone);
+                self.core.forget_gone();
                 continue;
             }
             self.ship_turn();
@@ -376,27 +378,49 @@ impl Driver<'_> {
     }
 
     /// Takes queued jobs the node can run, within its window, and submits
-    /// them; true if it took any. Jobs it cannot run keep their places in
-    /// the queue. If there is room but nothing for this node, the queue
-    /// wakes the driver at its next push.
+    /// them; true if it took any. Jobs pinned to this node (their kept
+    /// inputs lie here) go first; a job that keeps its result here may pin
+    /// its dependents, which go in the next round. Jobs it cannot run keep
+    /// their places in the queue. If there is room but nothing for this
+    /// node, the queue wakes the driver at its next push.
     fn take_jobs(&mut self) -> bool {
-        let room = self.link.free().min(MAX_BATCH);
-        if room == 0 || self.stopping {
-            return false;
+        let mut took = false;
+        // Each round but the first takes only what the last one pinned: a
+        // chain of N dependent jobs takes N rounds, bounded by the window.
+        loop {
+            let room = self.link.free().min(MAX_BATCH);
+            if room == 0 || self.stopping {
+                return took;
+            }
+            let mut tasks = self
+                .record()
+                .map(|r| r.take_pinned(room))
+                .unwrap_or_default();
+            let pinned = tasks.len();
+            if !took && tasks.len() < room {
+                let (link, kinds) = (&self.link, &mut self.kinds);
+                tasks.extend(self.core.queue.pop_batch(
+                    |kind| Self::runs(link, kinds, kind),
+                    room - tasks.len(),
+                    Some(&self.watcher),
+                ));
+            }
+            if tasks.is_empty() {
+                return took;
+            }
+            took = true;
+            self.send_jobs(tasks, pinned);
         }
-        let (link, kinds) = (&self.link, &mut self.kinds);
-        let tasks = self.core.queue.pop_batch(
-            |kind| Self::runs(link, kinds, kind),
-            room,
-            Some(&self.watcher),
-        );
-        if tasks.is_empty() {
-            return false;
-        }
+    }
+
+    /// Encodes `tasks` (the first `pinned` of them pinned to this node) and
+    /// hands them to the link.
+    fn send_jobs(&mut self, tasks: Vec<Arc<dyn Task>>, pinned: usize) {
         let mut batch = Vec::with_capacity(tasks.len());
         let now = Instant::now();
-        let mut tasks = tasks.into_iter();
-        for task in tasks.by_ref() {
+        let mut tasks = tasks.into_iter().enumerate();
+        let mut making = Vec::new();
+        for (_, task) in tasks.by_ref() {
             match task.dispatch(&self.core.ctx, now) {
                 Ok(d) => {
                     // The shared values the job names go first, once.
@@ -404,17 +428,40 @@ impl Driver<'_> {
                         task.abandon(e);
                         continue;
                     }
+                    let mut shared: Vec<SharedId> = d.shared.iter().map(|v| v.id()).collect();
+                    match self.kept_inputs(&d.kept) {
+                        Ok(chained) => {
+                            if chained {
+                                self.record().inspect(|r| r.counters.chained());
+                            }
+                        }
+                        Err(None) => {
+                            // An input lies elsewhere now: placed again.
+                            if let Some(t) = task.retry(&self.name, false) {
+                                self.core.requeue(t);
+                            }
+                            continue;
+                        }
+                        Err(Some(e)) => {
+                            task.abandon(e);
+                            continue;
+                        }
+                    }
+                    shared.extend(d.kept.iter().map(|k| k.id()));
                     self.core
                         .ctx
                         .arm(Arc::clone(&task) as Arc<dyn Expire>, task.timeout());
+                    if let Some(KeepOp::Keep(id)) = d.keep {
+                        making.push(id);
+                    }
                     let run = RunJob {
                         id: task.id(),
                         attempt: d.attempt,
                         name: task.job().0.to_owned(),
                         args: d.args,
                         program: None, // the link knows whose job it is
-                        shared: d.shared.iter().map(|v| v.id()).collect(),
-                        keep: None,
+                        shared,
+                        keep: d.keep,
                     };
                     let streamed = self.link.is_streamed(run.args.len());
                     batch.push((run, task));
@@ -436,25 +483,58 @@ impl Driver<'_> {
             self.link.handle(Event::Submit(batch), now);
         }
         // Jobs not encoded (the window is full) go back ahead of the line,
-        // in order (the front lane is first in, first out).
-        for task in tasks {
-            self.core.requeue(task);
+        // in order (the front lane is first in, first out); pinned ones to
+        // this node again.
+        for (i, task) in tasks {
+            match (i < pinned, self.record()) {
+                (true, Some(r)) => r.pin(task),
+                _ => self.core.requeue(task),
+            }
         }
-        true
+        // Their results will be kept here: the jobs waiting on them follow.
+        for id in making {
+            self.core.making(&id, &self.name);
+        }
+    }
+
+    /// Sends the node the kept results a job takes that lie in the client;
+    /// true if one of them is still being made there (the node starts the
+    /// job when it is: no round trip). `Err(None)`: one lies elsewhere.
+    fn kept_inputs(
+        &mut self,
+        kept: &[Arc<dyn ppcore::shared::KeptSource>],
+    ) -> Result<bool, Option<ppcore::JobError>> {
+        let mut chained = false;
+        for input in kept {
+            let id = input.id();
+            match self.core.input_for(&id, &self.name) {
+                Input::Here(value) => self.share_one(&value, true).map_err(Some)?,
+                Input::There(making) => chained |= making,
+                Input::Elsewhere => return Err(None),
+            }
+        }
+        Ok(chained)
     }
 
     /// Sends the node the shared values it does not hold yet; an error if
     /// one is over the node's payload limit.
     fn share(&mut self, values: &[Arc<SharedValue>]) -> Result<(), ppcore::JobError> {
         for value in values {
-            if self.link.needs_share(&value.id()) {
-                self.link
-                    .share(value.id(), Arc::clone(value.bytes()))
-                    .map_err(|e| {
-                        let message = format!("node {} refuses a shared value: {e}", self.name);
-                        ppcore::JobError::new(ppcore::ErrorKind::Codec, message)
-                    })?;
-            }
+            self.share_one(value, false)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the node value `value` (a kept result the client holds, if
+    /// `kept`) unless it holds it already.
+    fn share_one(&mut self, value: &Arc<SharedValue>, kept: bool) -> Result<(), ppcore::JobError> {
+        if self.link.needs_share(&value.id()) {
+            self.link
+                .share(value.id(), Arc::clone(value.bytes()), kept)
+                .map_err(|e| {
+                    let message = format!("node {} refuses a shared value: {e}", self.name);
+                    ppcore::JobError::new(ppcore::ErrorKind::Codec, message)
+                })?;
         }
         Ok(())
     }
@@ -492,6 +572,8 @@ impl Driver<'_> {
                     if let Some(r) = self.record() {
                         r.set_state(NodeState::Down { reason });
                     }
+                    // What it kept for this connection is gone with it.
+                    self.core.node_lost(&self.name);
                     self.core.contacted();
                 }
                 LinkEvent::Failed { reason } => {
@@ -506,15 +588,27 @@ impl Driver<'_> {
                     self.core.contacted();
                     self.core.fail_unrunnable();
                 }
-                LinkEvent::Done { job, result, exec } => {
+                LinkEvent::Done {
+                    job,
+                    result,
+                    exec,
+                    kept,
+                } => {
                     self.active = Instant::now();
-                    if let Some(r) = self.record() {
+                    if let Some(r) = self.record().filter(|_| !job.is_fetch()) {
                         r.counters.record(exec, result.is_err());
+                        if job.is_remake() && result.is_ok() {
+                            r.counters.recomputed();
+                        }
+                    }
+                    if let (Some(len), Some(id)) = (kept, job.keeps()) {
+                        // Freed there by the sweep once nobody holds it.
+                        self.link.note_kept(id, len);
                     }
                     self.core.ctx.dash.get().inspect(|d| {
                         d.remote_end(&self.name, job.job().0, exec, result.as_ref().err())
                     });
-                    if let Some(again) = job.complete(result, &self.name) {
+                    if let Some(again) = job.complete(result, &self.name, kept) {
                         self.core.ctx.dash.get().inspect(|d| d.rerun(&self.name));
                         self.core.requeue(again);
                     }

@@ -42,6 +42,34 @@ impl SharedId {
     }
 }
 
+impl SharedId {
+    /// A fresh id nobody can guess: the name a client gives a job's kept
+    /// result when it is submitted. SHA-256 of a 32-byte seed from the
+    /// operating system (read once per process) and a counter.
+    pub fn fresh() -> Result<Self, JobError> {
+        static SEED: OnceLock<Result<[u8; 32], String>> = OnceLock::new();
+        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seed = SEED.get_or_init(|| {
+            let mut seed = [0u8; 32];
+            getrandom::getrandom(&mut seed)
+                .map(|()| seed)
+                .map_err(|e| e.to_string())
+        });
+        let seed = seed.as_ref().map_err(|e| {
+            JobError::new(
+                ErrorKind::Codec,
+                format!("no randomness for a kept id: {e}"),
+            )
+        })?;
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut h = Sha256::new();
+        h.update(b"pp kept id");
+        h.update(seed);
+        h.update(n.to_le_bytes());
+        Ok(SharedId(h.finalize().into()))
+    }
+}
+
 impl fmt::Display for SharedId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Twelve hex digits name a value in errors and logs.

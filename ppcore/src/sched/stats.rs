@@ -29,6 +29,10 @@ pub struct NodeCounters {
     shards: [Shard; SHARDS],
     /// Shared values sent there, and their bytes.
     shared: [AtomicU64; 2],
+    /// Kept results: made again there after a loss, jobs sent there before
+    /// their inputs were ready (started there without a round trip), and
+    /// results kept there.
+    kept: [AtomicU64; 3],
 }
 
 thread_local! {
@@ -57,6 +61,22 @@ impl NodeCounters {
         self.shared[1].store(bytes, Ordering::Relaxed);
     }
 
+    /// Records a job that made a lost kept result again here.
+    pub fn recomputed(&self) {
+        self.kept[0].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a job sent here before the inputs it takes were ready: the
+    /// node starts it when they are, without a round trip to the client.
+    pub fn chained(&self) {
+        self.kept[1].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a job result kept here.
+    pub fn kept(&self) {
+        self.kept[2].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A snapshot under the name `node`.
     pub fn snapshot(&self, node: &str, workers: usize) -> NodeStats {
         let sum = |f: fn(&Shard) -> &AtomicU64| -> u64 {
@@ -74,6 +94,9 @@ impl NodeCounters {
             down: None,
             shared_sent: self.shared[0].load(Ordering::Relaxed),
             shared_bytes: self.shared[1].load(Ordering::Relaxed),
+            recomputed: self.kept[0].load(Ordering::Relaxed),
+            chained: self.kept[1].load(Ordering::Relaxed),
+            kept: self.kept[2].load(Ordering::Relaxed),
         }
     }
 }
@@ -103,6 +126,17 @@ pub struct NodeStats {
     /// Their bytes.
     #[serde(default)]
     pub shared_bytes: u64,
+    /// Jobs run there again to make a kept result that was lost with its
+    /// node (lineage).
+    #[serde(default)]
+    pub recomputed: u64,
+    /// Jobs sent there before the kept results they take were ready (made
+    /// there by jobs still running): started without a client round trip.
+    #[serde(default)]
+    pub chained: u64,
+    /// Job results kept there (`Options::keep`) instead of sent back.
+    #[serde(default)]
+    pub kept: u64,
 }
 
 /// A server's statistics, as `Server::stats` returns them.
@@ -188,6 +222,13 @@ impl fmt::Display for Stats {
             "mean wait in the queue {:.6} s",
             self.queue_wait.as_secs_f64()
         )?;
+        for n in self.nodes.iter().filter(|n| n.kept + n.recomputed > 0) {
+            write!(
+                f,
+                "\nkept results on {}: {} kept, {} chained, {} recomputed",
+                n.node, n.kept, n.chained, n.recomputed
+            )?;
+        }
         for n in self.nodes.iter().filter(|n| n.shared_sent > 0) {
             write!(
                 f,

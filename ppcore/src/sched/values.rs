@@ -397,6 +397,19 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
         }
     }
 
+    /// If value `id` is kept on a node and no fetch of it is under way, that
+    /// node (a fetch is under way from now).
+    pub fn start_fetch(&mut self, id: &SharedId) -> Option<N> {
+        let v = self.values.get_mut(id)?;
+        match &v.state {
+            State::On(n) if !v.fetching => {
+                v.fetching = true;
+                Some(n.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// How many times value `id` was made again after a loss.
     pub fn remade(&self, id: &SharedId) -> u32 {
         self.values.get(id).map_or(0, |v| v.remade)
