@@ -114,3 +114,24 @@ ppcore::job! {
         std::process::abort()
     }
 }
+
+ppcore::job! {
+    /// The sum of `from..to`: a map job whose result is kept.
+    pub fn range_sum(from: u64, to: u64) -> u64 {
+        (from..to).sum()
+    }
+}
+
+ppcore::job! {
+    /// The sum of four kept results: a reduce job.
+    pub fn sum4(a: ppcore::Shared<u64>, b: ppcore::Shared<u64>, c: ppcore::Shared<u64>, d: ppcore::Shared<u64>) -> u64 {
+        *a + *b + *c + *d
+    }
+}
+
+ppcore::job! {
+    /// A kept result plus one.
+    pub fn plus_one(x: ppcore::Shared<u64>) -> u64 {
+        *x + 1
+    }
+}

@@ -250,6 +250,7 @@ impl Core {
             id: inner_id(),
             value: id,
             core: Arc::downgrade(self),
+            node: node.to_owned(),
             over: AtomicBool::new(false),
         });
         match self.link(node) {
@@ -305,6 +306,8 @@ struct Fetch {
     id: u64,
     value: SharedId,
     core: Weak<Core>,
+    /// The node it fetches from.
+    node: String,
     over: AtomicBool,
 }
 
@@ -325,7 +328,7 @@ impl Fetch {
             Err(e) => {
                 // Gone from its node: lost, and made again when needed.
                 tracing::info!(value = %self.value, "fetch failed: {e}");
-                lock(&core.values.dir).fetch_failed(&self.value)
+                lock(&core.values.dir).fetch_failed(&self.value, &self.node)
             }
         };
         core.apply(moves);

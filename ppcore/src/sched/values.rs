@@ -351,9 +351,17 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
         self.set(id, State::Failed(err))
     }
 
-    /// A fetch of `id` did not bring it (the node lost it): lost.
-    pub fn fetch_failed(&mut self, id: &SharedId) -> Moves<T, N> {
-        self.set(id, State::Lost)
+    /// A fetch of `id` from `node` did not bring it (the node lost it):
+    /// lost, unless it is known elsewhere by now (being made again).
+    pub fn fetch_failed(&mut self, id: &SharedId, node: &N) -> Moves<T, N> {
+        match self.values.get_mut(id) {
+            Some(v) if v.state == State::On(node.clone()) => self.set(id, State::Lost),
+            Some(v) => {
+                v.fetching = false;
+                Moves::default()
+            }
+            None => Moves::default(),
+        }
     }
 
     /// Node `node` is lost: the values it kept are lost (those being made
@@ -559,6 +567,9 @@ mod tests {
         assert_eq!(m.remake, vec![id(1)], "made again");
         let m = d.place(5, "r2", vec![id(1)]);
         assert!(m.remake.is_empty(), "once per loss");
+        // A fetch from the dead node failing later loses nothing more.
+        assert!(d.fetch_failed(&id(1), &"dead").is_empty());
+        assert_eq!(d.state(&id(1)), Some(&State::Pending));
         assert_eq!(d.remade(&id(1)), 1);
         let m = d.making(&id(1), "alive");
         assert_eq!(m.run.len(), 2);
