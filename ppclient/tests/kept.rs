@@ -110,7 +110,7 @@ fn a_cancelled_input_cancels_its_dependents_and_wait_all_covers_held_jobs() {
         .map(|_| server.submit(step, (input.keep().unwrap(), 0)))
         .collect();
     assert!(input.cancel());
-    server.wait_all();
+    server.wait_all().unwrap();
     for d in dependents {
         let err = d.wait().unwrap_err();
         assert_eq!(err.kind, ErrorKind::Cancelled, "{err}");
@@ -123,7 +123,7 @@ fn wait_all_waits_for_jobs_held_for_their_inputs() {
     let server = local(1);
     let input = server.submit_with(step, (Shared::new(1u64).unwrap(), 100), keep());
     let held = server.submit(step, (input.keep().unwrap(), 0));
-    server.wait_all();
+    server.wait_all().unwrap();
     assert!(held.is_finished(), "held jobs are in wait_all");
     assert_eq!(held.wait().unwrap(), 3);
 }

@@ -129,6 +129,7 @@ impl Core {
         if inputs.is_empty() {
             return self.enqueue(task);
         }
+        self.forget_gone();
         let id = task.id();
         let moves = lock(&self.values.dir).place(id, task, inputs);
         self.apply(moves);
@@ -210,6 +211,12 @@ impl Core {
             }
         }
         self.values.changed();
+    }
+
+    /// Node `node` says it does not have kept value `id` any more: lost.
+    pub(crate) fn kept_lost_on(self: &Arc<Self>, id: &SharedId, node: &str) {
+        let moves = lock(&self.values.dir).fetch_failed(id, &node.to_owned());
+        self.apply(moves);
     }
 
     /// Forgets the kept values nobody refers to any more.

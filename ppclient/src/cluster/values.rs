@@ -63,7 +63,7 @@ impl Values {
     /// The ids dropped since the last call; their values here and their
     /// recipes go now (the directory's entries are the caller's).
     pub(crate) fn take_gone(&self) -> Vec<SharedId> {
-        if !self.has_gone.swap(false, Ordering::AcqRel) {
+        if !self.has_gone.load(Ordering::Acquire) || !self.has_gone.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
         let gone = std::mem::take(&mut *lock(&self.gone));

@@ -629,7 +629,11 @@ impl Driver<'_> {
         self.record().inspect(|r| {
             r.meter.link(self.link.in_flight(), self.link.rtt());
             r.counters.set_shared(self.link.shared_sent());
+            r.counters.set_kept_here(self.link.kept_here());
         });
+        for id in self.link.take_lost_kept() {
+            self.core.kept_lost_on(&id, &self.name);
+        }
     }
 
     fn up(&mut self, hello: ppcore::link::NodeHello) {

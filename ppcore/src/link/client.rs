@@ -73,6 +73,8 @@ pub(super) struct ShareOut {
     pub(super) len: u64,
     /// Whether it went out whole (its `Share` was sent).
     pub(super) sent: bool,
+    /// Whether it is a job's result the node kept (not sent by us).
+    pub(super) kept: bool,
 }
 
 /// One client↔node link.
@@ -138,6 +140,11 @@ pub struct ClientLink<T> {
     pub(super) waiting: Vec<RunJob>,
     /// Shared values sent, and their bytes, over the link's life.
     pub(super) shared_sent: (u64, u64),
+    /// Job results the node keeps for this connection, and their bytes.
+    pub(super) kept_total: (u64, u64),
+    /// Kept results the node said it does not have (`NeedShared`), for
+    /// the client to make again.
+    pub(super) lost_kept: Vec<SharedId>,
     /// Since when the node has taken none of the bytes waiting for it.
     pub(super) stall: WriteStall,
     /// Whether the node speaks the "ship" capability (its `Welcome`).
@@ -198,6 +205,8 @@ impl<T> ClientLink<T> {
             peer_shared_max: u64::MAX,
             waiting: Vec::new(),
             shared_sent: (0, 0),
+            kept_total: (0, 0),
+            lost_kept: Vec::new(),
             stall: WriteStall::new(write_stall_limit(config.heartbeat)),
             speaks_ship: false,
             ship: Shipping::default(),
@@ -591,7 +600,13 @@ impl<T> ClientLink<T> {
                 // the jobs that name them. One going out already stays.
                 for id in ids {
                     if self.shares.get(&id).is_some_and(|s| s.sent) {
-                        self.shares.remove(&id);
+                        if let Some(share) = self.shares.remove(&id) {
+                            if share.kept {
+                                // A result it kept and no longer has: lost.
+                                self.lost_kept.push(id);
+                            }
+                            self.forget_kept(&share);
+                        }
                     }
                 }
             }
@@ -721,6 +736,7 @@ impl<T> ClientLink<T> {
         self.streams.clear();
         self.outbox = 0;
         self.shares.clear();
+        self.kept_total = (0, 0);
         self.waiting.clear();
         self.incoming = Incoming::new(stream_limits(&self.config));
         // A fresh connection's outbox is empty, and nothing is shipped.

@@ -156,18 +156,27 @@ impl<T> ClientLink<T> {
                 stream,
                 kept,
             })?;
-        self.shares.insert(id, ShareOut { len, sent: false });
+        self.shares.insert(
+            id,
+            ShareOut {
+                len,
+                sent: false,
+                kept: false,
+            },
+        );
         Ok(())
     }
 
     /// The client is done with these shared values: the node is told to
     /// free them (a stream of one still going out is dropped).
     pub fn unshare(&mut self, ids: &[SharedId]) {
-        let gone: Vec<SharedId> = ids
-            .iter()
-            .filter(|id| self.shares.remove(id).is_some())
-            .copied()
-            .collect();
+        let mut gone: Vec<SharedId> = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(share) = self.shares.remove(id) {
+                self.forget_kept(&share);
+                gone.push(*id);
+            }
+        }
 
         if gone.is_empty() {
             return;
@@ -188,7 +197,34 @@ impl<T> ClientLink<T> {
     /// it holds it as if it had been sent, so jobs that name it go without
     /// it, and the sweep frees it there once nobody here holds it.
     pub fn note_kept(&mut self, id: SharedId, len: u64) {
-        self.shares.insert(id, ShareOut { len, sent: true });
+        let kept = ShareOut {
+            len,
+            sent: true,
+            kept: true,
+        };
+        if let Some(old) = self.shares.insert(id, kept) {
+            self.forget_kept(&old);
+        }
+        self.kept_total.0 += 1;
+        self.kept_total.1 += len;
+    }
+
+    /// Kept results the node said it no longer has, since the last call.
+    pub fn take_lost_kept(&mut self) -> Vec<SharedId> {
+        std::mem::take(&mut self.lost_kept)
+    }
+
+    pub(super) fn forget_kept(&mut self, share: &ShareOut) {
+        if share.kept {
+            self.kept_total.0 = self.kept_total.0.saturating_sub(1);
+            self.kept_total.1 = self.kept_total.1.saturating_sub(share.len);
+        }
+    }
+
+    /// The job results the node keeps for this connection now, and their
+    /// bytes.
+    pub fn kept_here(&self) -> (u64, u64) {
+        self.kept_total
     }
 
     /// The shared values this connection holds or is sending.

@@ -33,6 +33,8 @@ pub struct NodeCounters {
     /// their inputs were ready (started there without a round trip), and
     /// results kept there.
     kept: [AtomicU64; 3],
+    /// Job results kept there now for this client, and their bytes.
+    kept_here: [AtomicU64; 2],
 }
 
 thread_local! {
@@ -72,6 +74,12 @@ impl NodeCounters {
         self.kept[1].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Sets the job results kept there now, and their bytes.
+    pub fn set_kept_here(&self, (values, bytes): (u64, u64)) {
+        self.kept_here[0].store(values, Ordering::Relaxed);
+        self.kept_here[1].store(bytes, Ordering::Relaxed);
+    }
+
     /// Records a job result kept here.
     pub fn kept(&self) {
         self.kept[2].fetch_add(1, Ordering::Relaxed);
@@ -97,6 +105,8 @@ impl NodeCounters {
             recomputed: self.kept[0].load(Ordering::Relaxed),
             chained: self.kept[1].load(Ordering::Relaxed),
             kept: self.kept[2].load(Ordering::Relaxed),
+            kept_values: self.kept_here[0].load(Ordering::Relaxed),
+            kept_bytes: self.kept_here[1].load(Ordering::Relaxed),
         }
     }
 }
@@ -137,6 +147,12 @@ pub struct NodeStats {
     /// Job results kept there (`Options::keep`) instead of sent back.
     #[serde(default)]
     pub kept: u64,
+    /// Of those, the ones it keeps now (still referenced), and their bytes.
+    #[serde(default)]
+    pub kept_values: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub kept_bytes: u64,
 }
 
 /// A server's statistics, as `Server::stats` returns them.
