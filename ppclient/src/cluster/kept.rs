@@ -289,11 +289,7 @@ impl Core {
                     ))
                 }
                 Some(State::Failed(e)) => return Err(e),
-                Some(State::Lost) => {
-                    if lock(&self.values.dir).remaking(id) {
-                        self.remake_now(*id);
-                    }
-                }
+                Some(State::Lost) if lock(&self.values.dir).remaking(id) => self.remake_now(*id),
                 _ => {}
             }
             if let Some(node) = from {
@@ -332,10 +328,17 @@ impl Fetch {
                 core.values.put_here(self.value, value);
                 lock(&core.values.dir).in_client(&self.value)
             }
-            Err(e) => {
+            Err(e) if e.kind == ErrorKind::NodeLost => {
                 // Gone from its node: lost, and made again when needed.
                 tracing::info!(value = %self.value, "fetch failed: {e}");
                 lock(&core.values.dir).fetch_failed(&self.value, &self.node)
+            }
+            Err(e) => {
+                // It lies there but cannot come here (over the client's
+                // payload limit, say): what needs it here fails with why,
+                // rather than fetching again and again.
+                let message = format!("kept value {} cannot be fetched: {}", self.value, e);
+                lock(&core.values.dir).failed(&self.value, e.with_message(message))
             }
         };
         core.apply(moves);

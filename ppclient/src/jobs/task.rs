@@ -491,7 +491,7 @@ impl<J: Job> Task for TypedTask<J> {
                 sink: Arc::clone(&sink),
             };
             let recipe = Arc::new(recipe);
-            sink.recipe(id, Arc::new(move |n| Redo::<J>::new(&recipe, n)));
+            sink.recipe(id, Arc::new(move |n| Redo::<J>::task(&recipe, n)));
             KeepOp::Keep(id)
         });
         Ok(Dispatch {
@@ -671,7 +671,7 @@ struct Redo<J: Job> {
 const REMAKE_LOSSES: u16 = 3;
 
 impl<J: Job> Redo<J> {
-    fn new(recipe: &Arc<Recipe>, round: u32) -> Arc<dyn Task> {
+    fn task(recipe: &Arc<Recipe>, round: u32) -> Arc<dyn Task> {
         let holds = recipe
             .kept
             .iter()

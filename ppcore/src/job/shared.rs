@@ -342,6 +342,12 @@ static KEPT_ALIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 /// clone lives in the client (the caller's, or a job's not yet finished),
 /// the nodes keep the value; when the last one is dropped, they free it.
 ///
+/// A job's kept result (`JobHandle::keep` in ppclient) is a `Shared<T>`
+/// too: the same parameter takes either kind. Its id is random, given when
+/// its job was submitted (a shared value's is the SHA-256 of its bytes);
+/// its bytes stay where the job made them, and in the client it is
+/// fetched only if read ([`Shared::fetch`]).
+///
 /// ```
 /// use ppcore::Shared;
 /// ppcore::job! {
