@@ -608,7 +608,15 @@ impl Driver<'_> {
                     self.core.ctx.dash.get().inspect(|d| {
                         d.remote_end(&self.name, job.job().0, exec, result.as_ref().err())
                     });
-                    if let Some(again) = job.complete(result, &self.name, kept) {
+                    // An input failed or was cancelled meanwhile: so does it.
+                    let inputs = job.inputs();
+                    let failed = match inputs.is_empty() {
+                        true => None,
+                        false => ppcore::sync::lock(&self.core.values.dir).input_failure(&inputs),
+                    };
+                    if let Some(err) = failed {
+                        job.abandon(err);
+                    } else if let Some(again) = job.complete(result, &self.name, kept) {
                         self.core.ctx.dash.get().inspect(|d| d.rerun(&self.name));
                         self.core.requeue(again);
                     }

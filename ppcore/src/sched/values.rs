@@ -134,7 +134,33 @@ enum Verdict<N> {
     },
 }
 
+/// How a job taking `value` ends if the value failed: `Dependency` naming
+/// its job, or `Cancelled` if its job was cancelled.
+fn failure<N>(value: &Value<N>) -> Option<JobError> {
+    let (job, name) = value.producer;
+    match &value.state {
+        State::Failed(e) if e.kind == ErrorKind::Cancelled => Some(JobError::new(
+            ErrorKind::Cancelled,
+            format!("input job {job} ({name}) was cancelled"),
+        )),
+        State::Failed(e) => Some(JobError::new(
+            ErrorKind::Dependency,
+            format!("input job {job} ({name}) failed: {e}"),
+        )),
+        _ => None,
+    }
+}
+
 impl<T, N: Clone + Eq + Hash> Directory<T, N> {
+    /// How a job taking `inputs` ends if one of them failed (or was
+    /// cancelled) since it was sent: the answer it gets instead of its own.
+    pub fn input_failure(&self, inputs: &[SharedId]) -> Option<JobError> {
+        inputs
+            .iter()
+            .filter_map(|id| self.values.get(id))
+            .find_map(failure)
+    }
+
     /// An empty directory.
     pub fn new() -> Self {
         Self::default()
@@ -223,20 +249,11 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
                     format!("kept value {id} is no longer known to the client"),
                 ));
             };
-            let (job, name) = value.producer;
+            if let Some(e) = failure(value) {
+                return Verdict::Fail(e);
+            }
             match &value.state {
-                State::Failed(e) if e.kind == ErrorKind::Cancelled => {
-                    return Verdict::Fail(JobError::new(
-                        ErrorKind::Cancelled,
-                        format!("input job {job} ({name}) was cancelled"),
-                    ))
-                }
-                State::Failed(e) => {
-                    return Verdict::Fail(JobError::new(
-                        ErrorKind::Dependency,
-                        format!("input job {job} ({name}) failed: {e}"),
-                    ))
-                }
+                State::Failed(_) => {}
                 State::Client => {}
                 State::On(n) | State::Making(n) => {
                     if matches!(value.state, State::Making(_)) {
