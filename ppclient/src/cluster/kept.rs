@@ -228,6 +228,15 @@ impl Core {
         }
     }
 
+    /// Frees the kept values the client holds that nobody holds any more
+    /// (the links free those on the nodes likewise).
+    pub(crate) fn drop_unheld(self: &Arc<Self>) {
+        for id in self.values.drop_unheld() {
+            let moves = lock(&self.values.dir).dropped_here(&id);
+            self.apply(moves);
+        }
+    }
+
     /// Lost value `id` is to be made again (the directory counted it).
     fn remake(self: &Arc<Self>, id: SharedId) {
         self.remake_now(id);

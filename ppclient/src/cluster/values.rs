@@ -77,6 +77,22 @@ impl Values {
         gone
     }
 
+    /// Drops the kept values held here that no handle or `Shared` holds any
+    /// more (a recipe may still refer to them: they count as lost then, and
+    /// are made again if needed); their ids.
+    pub(crate) fn drop_unheld(&self) -> Vec<SharedId> {
+        let mut here = lock(&self.here);
+        let ids: Vec<SharedId> = here
+            .keys()
+            .filter(|id| !ppcore::shared::is_held(id))
+            .copied()
+            .collect();
+        for id in &ids {
+            here.remove(id);
+        }
+        ids
+    }
+
     /// The count of changes so far.
     pub(crate) fn version(&self) -> u64 {
         *lock(&self.changes.0)

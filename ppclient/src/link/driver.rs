@@ -211,6 +211,7 @@ impl Driver<'_> {
             if let Some(gone) = self.link.sweep(now, |t| t.ended(), ppcore::shared::is_held) {
                 drop(gone);
                 self.core.forget_gone();
+                self.core.drop_unheld();
                 continue;
             }
             self.ship_turn();

@@ -381,6 +381,15 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
         }
     }
 
+    /// The client dropped its copy of `id` (nobody held it): lost, if it
+    /// was only there.
+    pub fn dropped_here(&mut self, id: &SharedId) -> Moves<T, N> {
+        match self.values.get(id).map(|v| &v.state) {
+            Some(State::Client) => self.set(id, State::Lost),
+            _ => Moves::default(),
+        }
+    }
+
     /// Node `node` is lost: the values it kept are lost (those being made
     /// there are queued again by their jobs' retries). Returns the lost
     /// ids; jobs waiting on them are looked at again.
