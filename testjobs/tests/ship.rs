@@ -341,6 +341,21 @@ fn a_shared_value_reaches_program_workers_once_and_is_decoded_once_in_each() {
 }
 
 #[test]
+fn a_shipped_programs_kept_results_stay_on_the_stock_node_and_chain_there() {
+    let n = node("kept", &["--workers", "1"], &[]);
+    let out = ship(PP_SHIP)
+        .args(["kept", &n.addr, "30"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stdout(&out));
+    let text = stdout(&out);
+    // 3 + (0 + 1 + ... + 29) = 438; 3 * (0 + 1 + 2 + 3) = 18.
+    assert!(text.starts_with("chain 438; total 18; "), "{text}");
+    // 31 chain links, 4 parts and 2 pairs kept on the node.
+    assert!(text.contains("kept 37;"), "{text}");
+}
+
+#[test]
 fn two_stock_nodes_on_one_host_both_run_a_shipped_program_from_the_first_run() {
     // Issue 25's "done when": ten cold runs (no program cached anywhere),
     // two nodes with default options on one machine, both used each time.

@@ -7,6 +7,9 @@
 //! one job locally; `pp-ship spread A,B,...` runs short jobs in rounds until
 //! every node ran some or says why not (150 rounds at most), then prints how many nodes it
 //! used, each node's reason for being unused, and the stats table.
+//! `pp-ship kept HOST:PORT N` chains N kept results of its own jobs on the
+//! node and sums pairs of kept parts there, printing both answers and the
+//! node's kept and chained counts.
 //! `PP_SHIP_NO_INIT` set: the program "forgets"
 //! `ppclient::init()`.
 
@@ -50,6 +53,16 @@ ppclient::job! {
     }
 }
 
+ppclient::job! {
+    /// A kept result of this program plus `k`.
+    pub fn ship_add_kept(x: Shared<u64>, k: u64) -> u64 { *x + k }
+}
+
+ppclient::job! {
+    /// The sum of two kept results of this program.
+    pub fn ship_pair(a: Shared<u64>, b: Shared<u64>) -> u64 { *a + *b }
+}
+
 fn main() -> ExitCode {
     if std::env::var_os("PP_SHIP_NO_INIT").is_none() {
         ppclient::init();
@@ -63,6 +76,7 @@ fn main() -> ExitCode {
         ["mixed", addr] => mixed(addr),
         ["hold", addr, path] => hold(addr, path),
         ["shared", addr, n] => shared(addr, n),
+        ["kept", addr, n] => kept(addr, n),
         ["spread", addrs] => spread(addrs),
         _ => Err("usage: pp-ship [run HOST:PORT N | crash | twice | mixed HOST:PORT]".into()),
     };
@@ -113,6 +127,30 @@ fn hold(addr: &str, path: &str) -> Res {
 /// Runs `n` jobs on one shared table of `n * 100` numbers: prints their
 /// sum, and how many worker processes ran them and how many decoded tables
 /// they used.
+fn kept(addr: &str, n: &str) -> Res {
+    let server = client(addr)?;
+    let n: u64 = n.parse()?;
+    let keep = ppclient::Options::new().keep();
+    let mut last = server.submit_with(ship_triple, (1,), &keep);
+    for k in 0..n {
+        let next = server.submit_with(ship_add_kept, (last.keep()?, k), &keep);
+        last = next;
+    }
+    let parts: Vec<_> = (0..4)
+        .map(|i| server.submit_with(ship_triple, (i,), &keep))
+        .collect();
+    let left = server.submit_with(ship_pair, (parts[0].keep()?, parts[1].keep()?), &keep);
+    let right = server.submit_with(ship_pair, (parts[2].keep()?, parts[3].keep()?), &keep);
+    let total = server.submit(ship_pair, (left.keep()?, right.keep()?));
+    let (chain, total) = (last.wait()?, total.wait()?);
+    let node = &server.stats().nodes[1];
+    println!(
+        "chain {chain}; total {total}; kept {}; chained {}",
+        node.kept, node.chained
+    );
+    Ok(())
+}
+
 fn shared(addr: &str, n: &str) -> Res {
     let server = client(addr)?;
     let n: u64 = n.parse()?;
