@@ -192,6 +192,8 @@ fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result
             "programs_uploaded": s.programs_uploaded, "programs_cached": s.programs_cached,
             "program_workers": s.program_workers, "programs_waiting": s.programs_waiting,
             "program_cache": s.program_cache, "program_refused": s.program_refused,
+            "kept_values": s.kept_values, "kept_bytes": s.kept_bytes,
+            "jobs_waiting": s.jobs_waiting,
         });
         println!("{out}");
     } else {
@@ -223,6 +225,10 @@ fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result
         if let Some(why) = &s.program_refused {
             println!("refused     {}", ppcore::escape(why));
         }
+        println!(
+            "kept        {} results ({} bytes), {} jobs waiting for inputs",
+            s.kept_values, s.kept_bytes, s.jobs_waiting
+        );
     }
     Ok(())
 }
