@@ -420,6 +420,7 @@ impl<J: Job> Task for TypedTask<J> {
         match (result, self.keep_to()) {
             (Ok(value), Some((id, sink))) => match keep_here::<J>(id, &value) {
                 Ok(kept) => {
+                    ctx.local.kept();
                     sink.here(id, kept);
                     resolve_kept(&self);
                 }
