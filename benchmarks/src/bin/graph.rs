@@ -188,11 +188,7 @@ fn rtt_median_us(server: &Server, round_trips: usize, timeout: Duration) -> Resu
 }
 
 /// Waits at most `timeout` for `h`; an error naming `what` otherwise.
-fn wait_for<T: Send + 'static>(
-    h: &JobHandle<T>,
-    timeout: Duration,
-    what: &str,
-) -> Result<T> {
+fn wait_for<T: Send + 'static>(h: &JobHandle<T>, timeout: Duration, what: &str) -> Result<T> {
     match h.wait_timeout(timeout) {
         Some(r) => r.with_context(|| format!("{what} (job {}) failed", h.id())),
         None => anyhow::bail!("{what} (job {}) not done in {timeout:?}", h.id()),
@@ -370,7 +366,10 @@ fn machine() -> String {
 fn print_table(out: &serde_json::Value) {
     let f = |k: &str| out[k].as_f64().unwrap_or(f64::NAN);
     println!("machine: {}", out["machine"].as_str().unwrap_or("?"));
-    println!("chains of {} kept jobs, best of {}", out["steps"], out["runs"]);
+    println!(
+        "chains of {} kept jobs, best of {}",
+        out["steps"], out["runs"]
+    );
     println!(
         "  local pool ({} workers):      {:>8.2} µs per step",
         out["local_ncpus"],
