@@ -328,10 +328,11 @@ impl NodeLink {
             }
             NodeEvent::Stop => {
                 let waiting = self.kept.take_waiting();
-                if self.is_ready() && !waiting.is_empty() {
-                    self.send(&NodeMsg::Returned(waiting));
-                }
                 if self.is_ready() {
+                    // Parked jobs go back with the rest (theirs went unrun).
+                    if !waiting.is_empty() {
+                        self.send(&NodeMsg::Returned(waiting));
+                    }
                     self.send(&NodeMsg::Goodbye);
                 }
                 self.close(NodeCloseReason::Goodbye);
@@ -549,14 +550,11 @@ impl NodeLink {
         }
     }
 
-    /// Jobs of a [`NodeAction::Run`] with the shared values they name:
-    /// first this connection's kept values; a job that names one a job in
-    /// flight here will keep parks until it is kept (queued again as a
-    /// `Run`); `lookup` gives the values of the other ids this connection
-    /// holds on the node (or the ids it lacks). Those that name a value the
-    /// node lacks are handed back and the values asked for; those that name
-    /// one refused over `--shared-max` fail with the reason; the rest are
-    /// to run.
+    /// Jobs of a [`NodeAction::Run`] with the shared values they name: this
+    /// connection's kept values (a job naming one a job here will keep parks
+    /// until then, and comes again as a `Run`), else `lookup`'s (the node's
+    /// store, or the ids it lacks). Jobs naming a value lacking go back and
+    /// it is asked for; one refused over `--shared-max` fails; the rest run.
     pub fn with_shared<V: From<Arc<SharedValue>>>(
         &mut self,
         jobs: Vec<RunJob>,
@@ -566,20 +564,8 @@ impl NodeLink {
             .filter_map(|job| self.kept.park_if_pending(job))
             .collect();
         let kept = &self.kept;
-        let sorted = self.refused_shared.resolve(jobs, &self.node_id, |ids| {
-            let others: Vec<SharedId> = (ids.iter().filter(|id| kept.get(id).is_none()).copied())
-                .collect();
-            let mut found = match others.is_empty() {
-                true => Vec::new(),
-                false => lookup(&others)?,
-            }
-            .into_iter();
-            let values = ids.iter().map(|id| match kept.get(id) {
-                Some(v) => Some(V::from(Arc::clone(v))),
-                None => found.next(),
-            });
-            values.collect::<Option<Vec<V>>>().ok_or(others)
-        });
+        let lookup = |ids: &[SharedId]| kept.values_or(ids, &mut lookup);
+        let sorted = self.refused_shared.resolve(jobs, &self.node_id, lookup);
         if !sorted.failed.is_empty() {
             self.finished(sorted.failed);
         }
@@ -612,8 +598,8 @@ impl NodeLink {
         self.kept.set_room(room);
     }
 
-    /// Kept values this connection holds, and their bytes (the driver
-    /// counts them against the node's memory).
+    /// Kept values this connection holds, and their bytes (counted against
+    /// the node's memory).
     pub fn kept(&self) -> (usize, u64) {
         (self.kept.len(), self.kept.bytes())
     }

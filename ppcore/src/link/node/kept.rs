@@ -90,9 +90,27 @@ impl Kept {
         self.parked.len() + self.fetches.len()
     }
 
-    /// The kept value `id`, if this connection holds it.
-    pub(crate) fn get(&self, id: &SharedId) -> Option<&Arc<SharedValue>> {
-        self.values.get(id)
+    /// The values `ids` names: this connection's kept values, and the rest
+    /// from `lookup` (the node's store), or the ids it lacks.
+    pub(crate) fn values_or<V: From<Arc<SharedValue>>>(
+        &self,
+        ids: &[SharedId],
+        lookup: &mut impl FnMut(&[SharedId]) -> Result<Vec<V>, Vec<SharedId>>,
+    ) -> Result<Vec<V>, Vec<SharedId>> {
+        let others: Vec<SharedId> = (ids.iter())
+            .filter(|id| !self.values.contains_key(id))
+            .copied()
+            .collect();
+        let mut found = match others.is_empty() {
+            true => Vec::new(),
+            false => lookup(&others)?,
+        }
+        .into_iter();
+        let values = ids.iter().map(|id| match self.values.get(id) {
+            Some(v) => Some(V::from(Arc::clone(v))),
+            None => found.next(),
+        });
+        values.collect::<Option<Vec<V>>>().ok_or(others)
     }
 
     /// Whether a job in flight here will keep `id`.
@@ -210,7 +228,10 @@ impl Kept {
         let mut out = Settled::default();
         let parked = std::mem::take(&mut self.parked);
         for p in parked {
-            if p.waits.iter().any(|id| !self.values.contains_key(id) && !self.pending(id)) {
+            if p.waits
+                .iter()
+                .any(|id| !self.values.contains_key(id) && !self.pending(id))
+            {
                 out.back.push((p.job.id, p.job.attempt));
             } else if p.waits.iter().all(|id| self.values.contains_key(id)) {
                 out.run.push(p.job);

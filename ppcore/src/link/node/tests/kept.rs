@@ -182,7 +182,12 @@ fn a_result_over_the_keep_room_comes_back_in_full_and_its_dependants_go_back() {
     let t0 = Instant::now();
     let (mut l, mut c) = roomy(t0);
     let x = value(b"x");
-    let jobs = run_jobs(&mut l, &mut c, vec![keeping(1, x, &[]), job_naming(2, &[x])], t0);
+    let jobs = run_jobs(
+        &mut l,
+        &mut c,
+        vec![keeping(1, x, &[]), job_naming(2, &[x])],
+        t0,
+    );
     l.with_shared(jobs, nothing);
     l.set_keep_room(3);
     l.handle(NodeEvent::Finished(vec![ok(1, b"hello")]), t0);
@@ -209,11 +214,27 @@ fn a_fetch_of_a_value_not_here_is_answered_node_lost_at_once() {
 /// Sends `bytes` as shared value `id`, kept or not.
 fn share(l: &mut NodeLink, c: &mut Client, id: SharedId, bytes: &[u8], kept: bool, now: Instant) {
     let len = bytes.len() as u64;
-    c.feed(l, &ClientMsg::Stream(StreamFrame::Start { id: 1, len }), now);
+    c.feed(
+        l,
+        &ClientMsg::Stream(StreamFrame::Start { id: 1, len }),
+        now,
+    );
     let data = ByteBuf::from(bytes.to_vec());
-    let chunk = StreamFrame::Chunk { id: 1, offset: 0, data };
+    let chunk = StreamFrame::Chunk {
+        id: 1,
+        offset: 0,
+        data,
+    };
     c.feed(l, &ClientMsg::Stream(chunk), now);
-    c.feed(l, &ClientMsg::Share { id, stream: 1, kept }, now);
+    c.feed(
+        l,
+        &ClientMsg::Share {
+            id,
+            stream: 1,
+            kept,
+        },
+        now,
+    );
 }
 
 #[test]
@@ -227,7 +248,9 @@ fn a_value_sent_kept_is_not_hash_checked_and_no_other_link_sees_it() {
     assert!(!l.is_closed());
     assert_eq!(l.kept(), (1, 5));
     let jobs = run_jobs(&mut l, &mut c, vec![job_naming(1, &[x])], t0);
-    let ready = l.with_shared(jobs, |_| panic!("a kept value is not looked up in the store"));
+    let ready = l.with_shared(jobs, |_| {
+        panic!("a kept value is not looked up in the store")
+    });
     assert_eq!(ran(&ready), vec![(1, vec![b"value".to_vec()])]);
     // Another connection naming the same id: its store lookup, which lacks it.
     let (mut other_link, mut other) = roomy(t0);
@@ -236,7 +259,10 @@ fn a_value_sent_kept_is_not_hash_checked_and_no_other_link_sees_it() {
     let (sent, _) = other.drain(&mut other_link);
     assert_eq!(
         sent,
-        vec![NodeMsg::NeedShared(vec![x]), NodeMsg::Returned(vec![(1, 1)])]
+        vec![
+            NodeMsg::NeedShared(vec![x]),
+            NodeMsg::Returned(vec![(1, 1)])
+        ]
     );
 }
 
@@ -260,7 +286,12 @@ fn a_cancelled_parked_job_gives_its_credit_back_unanswered() {
     let t0 = Instant::now();
     let (mut l, mut c) = roomy(t0);
     let x = value(b"x");
-    let jobs = run_jobs(&mut l, &mut c, vec![keeping(1, x, &[]), job_naming(2, &[x])], t0);
+    let jobs = run_jobs(
+        &mut l,
+        &mut c,
+        vec![keeping(1, x, &[]), job_naming(2, &[x])],
+        t0,
+    );
     l.with_shared(jobs, nothing);
     c.feed(&mut l, &ClientMsg::Cancel { id: 2 }, t0);
     let (sent, other) = c.drain(&mut l);
