@@ -3,7 +3,7 @@
 //! loopback nodes. Jobs wait on a gate the test opens step by step, so every
 //! check waits for an event (a count reached), never for time.
 
-use ppclient::{Options, Server};
+use ppclient::{Options, Server, Shared};
 use ppcore::Registry;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,7 +17,7 @@ static SECRET: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| ppcore::Key::generate().expect("randomness").to_text());
 
 /// How many gated jobs of each test may finish; signalled when it grows.
-static RELEASED: Mutex<[u64; 3]> = Mutex::new([0; 3]);
+static RELEASED: Mutex<[u64; 4]> = Mutex::new([0; 4]);
 static OPENED: Condvar = Condvar::new();
 
 ppcore::job! {
@@ -25,11 +25,16 @@ ppcore::job! {
     /// works 20 ms so that the task stream has something to draw.
     fn gated(gate: usize, k: u64) -> u64 {
         let released = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
-        let shut = |r: &mut [u64; 3]| r.get(gate).is_some_and(|&upto| upto <= k);
+        let shut = |r: &mut [u64; 4]| r.get(gate).is_some_and(|&upto| upto <= k);
         drop(OPENED.wait_timeout_while(released, Duration::from_secs(60), shut));
         std::thread::sleep(Duration::from_millis(20));
         k
     }
+}
+
+ppclient::job! {
+    /// A kept result, plus one.
+    fn plus_one(x: Shared<u64>) -> u64 { *x + 1 }
 }
 
 fn release(gate: usize, upto: u64) {
@@ -621,4 +626,61 @@ fn a_node_that_runs_none_of_the_queued_jobs_says_why_in_nodes_stats_and_the_dash
         h.wait().expect("ran on the full node");
     }
     assert_eq!(reason(&server), None);
+}
+
+#[test]
+fn held_jobs_kept_bytes_and_kept_counts_show_for_a_kept_run_on_the_local_pool() {
+    let server = Server::builder()
+        .ncpus(1)
+        .dashboard("127.0.0.1:0")
+        .build()
+        .expect("builds");
+    let addr = server.dashboard_addr().expect("dashboard address");
+    let local = |s: &serde_json::Value| s["nodes"][0].clone();
+    let fresh = status_json(addr);
+    assert_eq!(fresh["totals"]["held"], 0, "{fresh}");
+    assert_eq!(fresh["totals"]["kept_bytes"], 0, "{fresh}");
+    for key in ["kept", "chained", "recomputed"] {
+        assert_eq!(local(&fresh)[key], 0, "{key}: {fresh}");
+    }
+
+    // The input waits on its gate: its three dependents are held.
+    let input = server.submit_with(gated, (3, 41), Options::new().keep());
+    let dependents: Vec<_> = (0..3)
+        .map(|_| server.submit(plus_one, (input.keep().expect("kept"),)))
+        .collect();
+    eventually("three jobs held", || {
+        status_json(addr)["totals"]["held"] == 3
+    });
+    let s = status_json(addr);
+    assert_eq!(s["totals"]["kept_bytes"], 0, "nothing made yet: {s}");
+    assert_eq!(local(&s)["kept"], 0, "{s}");
+
+    release(3, 42);
+    for d in dependents {
+        assert_eq!(d.wait().expect("a dependent"), 42);
+    }
+    let s = status_json(addr);
+    assert_eq!(s["totals"]["held"], 0, "{s}");
+    let bytes = s["totals"]["kept_bytes"].as_u64().expect("kept_bytes");
+    assert!(bytes > 0, "the input's result is kept in the client: {s}");
+    let view = local(&s);
+    assert_eq!(view["done"], 4, "{view}");
+    assert_eq!(view["chained"], 0, "chains are a node's: {view}");
+    assert_eq!(view["recomputed"], 0, "nothing lost: {view}");
+    let stats = server.stats();
+    assert_eq!(
+        view["kept"].as_u64(),
+        Some(stats.nodes[0].kept),
+        "as in Server::stats: {stats:?}"
+    );
+
+    // Its last handle dropped, the kept value is freed at the client's next
+    // turn (here the next fetch): then only the new result, of the same
+    // size, is kept.
+    drop(input);
+    let again = server.submit_with(gated, (3, 41), Options::new().keep());
+    assert_eq!(again.wait().expect("the gate is open"), 41);
+    let s = status_json(addr);
+    assert_eq!(s["totals"]["kept_bytes"], bytes, "{s}");
 }

@@ -61,6 +61,8 @@ pub(crate) struct WorkerProcess {
     /// The shared values sent to it: each is sent once, and decoded once
     /// there for all its jobs.
     shared: HashSet<SharedId>,
+    /// Kept values sent for the last jobs: freed there before the next.
+    kept: Vec<SharedId>,
 }
 
 /// Starts `cmd` as a worker process: leader of its own process group, jobs
@@ -88,6 +90,7 @@ pub(crate) fn spawn_with(mut cmd: Command, max_payload: u64) -> std::io::Result<
         jobs,
         answers: FrameReader::new(answers, ppcore::worker::pipe_max_frame(max_payload)),
         shared: HashSet::new(),
+        kept: Vec::new(),
     })
 }
 
@@ -137,12 +140,13 @@ impl WorkerProcess {
     /// Sends the process the shared values `jobs` name that it lacks, and
     /// tells it to free those the node no longer holds; false if it is gone.
     fn send_shared<'a, J: IsolatedJob + 'a>(&mut self, jobs: impl Iterator<Item = &'a J>) -> bool {
-        let stale: Vec<SharedId> = self
+        let mut stale: Vec<SharedId> = self
             .shared
             .iter()
             .filter(|id| ppcore::shared::lookup(id).is_none())
             .copied()
             .collect();
+        stale.append(&mut self.kept);
         if !stale.is_empty() {
             self.shared.retain(|id| !stale.contains(id));
             if !self.write(&ClientMsg::Unshare(stale)) {
@@ -151,11 +155,21 @@ impl WorkerProcess {
         }
         for job in jobs {
             for value in job.shared() {
-                if self.shared.insert(value.id()) {
+                // A kept value is its connection's, under its client's name,
+                // which another client may give another value: sent for each
+                // job (over what the process holds under that id), never
+                // taken for one the process has.
+                let listed = ppcore::shared::lookup(&value.id());
+                let kept = !listed.is_some_and(|l| Arc::ptr_eq(&l, value));
+                if kept {
+                    self.shared.remove(&value.id());
+                    self.kept.push(value.id());
+                }
+                if kept || self.shared.insert(value.id()) {
                     let msg = ClientMsg::Shared {
                         id: value.id(),
                         value: ByteBuf::from(value.bytes().to_vec()),
-                        kept: false,
+                        kept,
                     };
                     if !self.write(&msg) {
                         return false;

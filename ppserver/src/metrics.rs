@@ -41,6 +41,9 @@ pub(crate) struct Sample {
     pub(crate) memory_held: u64,
     pub(crate) memory_limit: u64,
     pub(crate) memory_refused: u64,
+    pub(crate) kept_values: u64,
+    pub(crate) kept_bytes: u64,
+    pub(crate) jobs_waiting: u64,
     pub(crate) uptime_s: f64,
 }
 
@@ -64,6 +67,9 @@ impl Sample {
             memory_held: node.memory.used(),
             memory_limit: node.memory.limit(),
             memory_refused: node.refused_memory.load(Ordering::Relaxed),
+            kept_values: status.kept_values,
+            kept_bytes: status.kept_bytes,
+            jobs_waiting: status.jobs_waiting,
             uptime_s: status.uptime_s,
         }
     }
@@ -109,6 +115,24 @@ pub(crate) fn encode(sample: &Sample) -> String {
         sample.queued,
     );
     gauge(&mut r, "workers", "Worker slots", sample.workers);
+    gauge(
+        &mut r,
+        "kept_values",
+        "Kept results (and kept values clients sent) held now, on all connections",
+        sample.kept_values,
+    );
+    gauge(
+        &mut r,
+        "kept_bytes",
+        "Bytes of kept values held now (counted against --max-memory)",
+        sample.kept_bytes,
+    );
+    gauge(
+        &mut r,
+        "jobs_waiting",
+        "Jobs and fetches parked for a result another job of their client is making here",
+        sample.jobs_waiting,
+    );
     gauge(
         &mut r,
         "connections",
@@ -248,6 +272,9 @@ mod tests {
             memory_held: 4096,
             memory_limit: 1 << 30,
             memory_refused: 9,
+            kept_values: 3,
+            kept_bytes: 300,
+            jobs_waiting: 2,
             uptime_s: 1.5,
         };
         let text = encode(&sample);
@@ -267,6 +294,9 @@ mod tests {
         assert_eq!(value(&s, "ppserver_memory_held_bytes", None), 4096.0);
         assert_eq!(value(&s, "ppserver_memory_limit_bytes", None), 1073741824.0);
         assert_eq!(value(&s, "ppserver_memory_refused_jobs_total", None), 9.0);
+        assert_eq!(value(&s, "ppserver_kept_values", None), 3.0);
+        assert_eq!(value(&s, "ppserver_kept_bytes", None), 300.0);
+        assert_eq!(value(&s, "ppserver_jobs_waiting", None), 2.0);
         assert!(text.contains("# TYPE ppserver_jobs counter"), "{text}");
     }
 }

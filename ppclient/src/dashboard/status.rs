@@ -7,6 +7,7 @@ use crate::cluster::state::Core;
 use crate::jobs::recorder::LOCAL;
 use crate::jobs::recorder::{Cursor, Recorder, TaskRecord};
 use crate::jobs::tracker::Counts;
+use ppcore::sync::lock;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -35,6 +36,11 @@ pub(crate) struct Totals {
     pub(crate) retried: u64,
     pub(crate) active: u64,
     pub(crate) queue_wait_s: f64,
+    /// Jobs held until the kept results they take are ready.
+    pub(crate) held: u64,
+    /// Bytes of kept results held in this process (the local pool's, and
+    /// those a node sent back over its `--max-memory`).
+    pub(crate) kept_bytes: u64,
 }
 
 /// One place jobs run: the local pool or a node.
@@ -56,6 +62,13 @@ pub(crate) struct NodeView {
     /// Bytes read from and written to the node since the server started.
     pub(crate) bytes_in: Option<u64>,
     pub(crate) bytes_out: Option<u64>,
+    /// Job results kept there (`Options::keep`).
+    pub(crate) kept: u64,
+    /// Jobs sent there before their inputs were ready (started there
+    /// without a round trip to the client).
+    pub(crate) chained: u64,
+    /// Jobs run there again to make a kept result lost with its node.
+    pub(crate) recomputed: u64,
 }
 
 /// A group's progress; the first row, `all jobs`, is every job.
@@ -130,6 +143,8 @@ pub(crate) fn status(
         retried: tracker.retried.load(Ordering::Relaxed),
         active: counts.unresolved(),
         queue_wait_s: tracker.mean_queue_wait().as_secs_f64(),
+        held: lock(&core.values.dir).held() as u64,
+        kept_bytes: core.values.bytes_here(),
     };
     let ncpus = core.ncpus.load(Ordering::Acquire);
     let local = core.ctx.local.snapshot(LOCAL, ncpus);
@@ -146,6 +161,9 @@ pub(crate) fn status(
         rtt_ms: None,
         bytes_in: None,
         bytes_out: None,
+        kept: local.kept,
+        chained: local.chained,
+        recomputed: local.recomputed,
     }];
     let queued = core.queued_kinds();
     for link in core.links() {
@@ -167,6 +185,9 @@ pub(crate) fn status(
             rtt_ms: link.meter.rtt().map(|d| d.as_secs_f64() * 1e3),
             bytes_in: Some(bytes_in),
             bytes_out: Some(bytes_out),
+            kept: stats.kept,
+            chained: stats.chained,
+            recomputed: stats.recomputed,
         });
     }
     let mut groups = vec![progress(

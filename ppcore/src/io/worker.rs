@@ -278,8 +278,12 @@ pub fn serve_worker(
     while let Some(msg) = input.read::<ClientMsg>()? {
         let jobs = match msg {
             ClientMsg::Run(jobs) => jobs,
-            ClientMsg::Shared { id, value, .. } => {
-                let value = crate::job::shared::SharedValue::from_bytes(value.into_vec());
+            ClientMsg::Shared { id, value, kept } => {
+                // A kept value's id is its client's name for it: no hash.
+                let value = match kept {
+                    true => crate::job::shared::SharedValue::kept(id, value.into_vec()),
+                    false => crate::job::shared::SharedValue::from_bytes(value.into_vec()),
+                };
                 if value.id() != id {
                     return Err(WorkerError::SharedMismatch(id));
                 }

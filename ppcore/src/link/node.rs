@@ -49,7 +49,7 @@
 
 use crate::job::error::{ErrorKind, JobError};
 use crate::job::idmap::IdMap;
-use crate::job::shared::SharedId;
+use crate::job::shared::{SharedId, SharedValue};
 use crate::link::beats::MISSED_BEATS;
 use crate::link::framing::Framer;
 use crate::link::pull::next_stream_frame;
@@ -57,18 +57,21 @@ use crate::link::window::SendWindow;
 use crate::session::handshake::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
 use crate::session::key::KeySet;
 use crate::wire::frame::batches_by_size;
-use crate::wire::messages::{ClientMsg, DoneJob, NodeMsg, RunJob};
+use crate::wire::messages::{ClientMsg, DoneJob, KeepOp, NodeMsg, RunJob};
 use crate::wire::program::{OfferAnswer, ProgramId};
 use crate::wire::stream::{self, Claimed, Incoming, Streams};
+use kept::Kept;
 use reason::{NodeCloseReason, UploadRefusal};
 use shared::SharedRefusals;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use upload::{OneUpload, ONE_AT_A_TIME};
 
 pub use events::{NodeAction, NodeEvent};
 
 mod events;
+mod kept;
 pub(crate) mod reason;
 mod shared;
 mod upload;
@@ -155,6 +158,8 @@ pub struct NodeLink {
     upload: OneUpload,
     /// Shared values the node refused over `--shared-max`.
     refused_shared: SharedRefusals,
+    /// Kept results and values of this connection, and what waits for them.
+    kept: Kept,
 }
 
 /// The bytes a finished job holds: its result, or its error's message.
@@ -215,6 +220,7 @@ impl NodeLink {
             node_id,
             upload: OneUpload::default(),
             refused_shared: SharedRefusals::default(),
+            kept: Kept::default(),
             config,
         }
     }
@@ -296,6 +302,11 @@ impl NodeLink {
         if self.state == State::Closed {
             return;
         }
+        self.on_event(event, now);
+        self.settle_kept();
+    }
+
+    fn on_event(&mut self, event: NodeEvent<'_>, now: Instant) {
         match event {
             NodeEvent::Received(bytes) => self.on_bytes(bytes, now),
             NodeEvent::Timer => self.on_timer(now),
@@ -316,7 +327,12 @@ impl NodeLink {
                 }
             }
             NodeEvent::Stop => {
+                let waiting = self.kept.take_waiting();
                 if self.is_ready() {
+                    // Parked jobs go back with the rest (theirs went unrun).
+                    if !waiting.is_empty() {
+                        self.send(&NodeMsg::Returned(waiting));
+                    }
                     self.send(&NodeMsg::Goodbye);
                 }
                 self.close(NodeCloseReason::Goodbye);
@@ -427,10 +443,16 @@ impl NodeLink {
                     Err(e) => Err(e),
                 }
             }
-            ClientMsg::Share { id, stream, .. } => match self.incoming.claim_or_refused(stream) {
+            ClientMsg::Share { id, stream, kept } => match self.incoming.claim_or_refused(stream) {
                 // Over the node's memory: not kept; the jobs that name it
                 // are handed back (and the value asked for) when they come.
                 Ok(Claimed::Refused) => Ok(()),
+                // The client's own name for its value: kept for this
+                // connection alone, so not checked against the bytes.
+                Ok(Claimed::Payload(bytes)) if kept => {
+                    self.kept.insert(id, SharedValue::kept(id, bytes));
+                    Ok(())
+                }
                 Ok(Claimed::Payload(bytes)) if SharedId::of(&bytes) != id => {
                     let why = format!("shared value {id} does not match its bytes");
                     self.fail(NodeCloseReason::Broke(why));
@@ -463,6 +485,8 @@ impl NodeLink {
             // Only a job in flight here can be cancelled: the node keeps
             // each cancel until its job comes up, so cancels for other ids
             // would pile up for as long as any job of the connection runs.
+            // A parked job or fetch leaves at once, as one not started.
+            ClientMsg::Cancel { id } if self.kept.cancel(id) => self.ended(id),
             ClientMsg::Cancel { id } if self.inflight.contains_key(&id) => {
                 self.actions.push_back(NodeAction::Cancel(id))
             }
@@ -481,6 +505,7 @@ impl NodeLink {
             ClientMsg::Limits { max_payload } => self.peer_max = max_payload,
             ClientMsg::Unshare(ids) => {
                 self.refused_shared.unshared(&ids);
+                self.kept.remove(&ids);
                 self.actions.push_back(NodeAction::Unshare(ids))
             }
             ClientMsg::Shared { .. } => self.fail(NodeCloseReason::Broke(
@@ -505,7 +530,14 @@ impl NodeLink {
                 std::collections::hash_map::Entry::Vacant(slot) if fits => {
                     slot.insert(size);
                     self.inflight_bytes += size;
-                    take.push(job);
+                    match job.keep {
+                        Some(KeepOp::Fetch(value)) => self.kept.fetch(job.id, job.attempt, value),
+                        Some(KeepOp::Keep(value)) => {
+                            self.kept.will_keep(job.id, value);
+                            take.push(job);
+                        }
+                        None => take.push(job),
+                    }
                 }
                 _ => back.push((job.id, job.attempt)),
             }
@@ -518,22 +550,64 @@ impl NodeLink {
         }
     }
 
-    /// Jobs of a [`NodeAction::Run`] with the shared values they name:
-    /// `lookup` gives the values of ids this connection holds on the node
-    /// (or the ids it lacks). Those that name a value the node lacks are
-    /// handed back and the values asked for; those that name one refused
-    /// over `--shared-max` fail with the reason; the rest are to run.
-    pub fn with_shared<V>(
+    /// Jobs of a [`NodeAction::Run`] with the shared values they name: this
+    /// connection's kept values (a job naming one a job here will keep parks
+    /// until then, and comes again as a `Run`), else `lookup`'s (the node's
+    /// store, or the ids it lacks). Jobs naming a value lacking go back and
+    /// it is asked for; one refused over `--shared-max` fails; the rest run.
+    pub fn with_shared<V: From<Arc<SharedValue>>>(
         &mut self,
         jobs: Vec<RunJob>,
-        lookup: impl FnMut(&[SharedId]) -> Result<Vec<V>, Vec<SharedId>>,
+        mut lookup: impl FnMut(&[SharedId]) -> Result<Vec<V>, Vec<SharedId>>,
     ) -> Vec<(RunJob, Vec<V>)> {
+        let jobs: Vec<RunJob> = (jobs.into_iter())
+            .filter_map(|job| self.kept.park_if_pending(job))
+            .collect();
+        let kept = &self.kept;
+        let lookup = |ids: &[SharedId]| kept.values_or(ids, &mut lookup);
         let sorted = self.refused_shared.resolve(jobs, &self.node_id, lookup);
         if !sorted.failed.is_empty() {
             self.finished(sorted.failed);
         }
         self.need_shared(sorted.need, sorted.back);
+        self.settle_kept();
         sorted.ready
+    }
+
+    /// Lets go the parked jobs and fetches that can go (see `kept`), until
+    /// nothing more changes.
+    fn settle_kept(&mut self) {
+        while let Some(settled) = self.kept.settle(&self.node_id) {
+            if !settled.run.is_empty() {
+                self.actions.push_back(NodeAction::Run(settled.run));
+            }
+            if !settled.back.is_empty() {
+                settled.back.iter().for_each(|(id, _)| self.ended(*id));
+                self.send(&NodeMsg::Returned(settled.back));
+            }
+            if !settled.answers.is_empty() {
+                self.finished(settled.answers);
+            }
+        }
+    }
+
+    /// The room the node has now for kept results (its free memory): the
+    /// driver sets it before it reports finished jobs. A result to keep
+    /// over it goes back in full.
+    pub fn set_keep_room(&mut self, room: u64) {
+        self.kept.set_room(room);
+    }
+
+    /// Kept values this connection holds, and their bytes (counted against
+    /// the node's memory).
+    pub fn kept(&self) -> (usize, u64) {
+        (self.kept.len(), self.kept.bytes())
+    }
+
+    /// Jobs and fetches parked here, waiting for a value a job in flight
+    /// here will keep.
+    pub fn jobs_waiting(&self) -> usize {
+        self.kept.waiting()
     }
 
     /// Asks for the values `ids` and hands `jobs` back.
@@ -558,6 +632,7 @@ impl NodeLink {
 
     /// Job `id` ended here: its credit comes back.
     fn ended(&mut self, id: u64) {
+        self.kept.ended(id);
         if let Some(size) = self.inflight.remove(&id) {
             self.inflight_bytes -= size;
         }
@@ -606,6 +681,7 @@ impl NodeLink {
     /// Finished jobs: their results leave in order as the send window
     /// admits them; the rest wait.
     fn finished(&mut self, done: Vec<DoneJob>) {
+        let done: Vec<DoneJob> = done.into_iter().map(|d| self.kept.on_done(d)).collect();
         if !self.is_ready() {
             done.iter().for_each(|d| self.ended(d.id));
             return;
@@ -813,6 +889,7 @@ impl NodeLink {
         self.streams.clear();
         self.held.clear();
         self.held_bytes = 0;
+        self.kept.clear();
         self.actions.push_back(NodeAction::Closed(reason));
     }
 }

@@ -86,6 +86,8 @@ pub(super) fn serve(node: &Arc<Node>, id: u64, conn: &Arc<Conn>, wired: Wired) {
                 outbox_held: node.memory.hold(0),
                 unsent_held: node.memory.hold(0),
                 streams_held: node.memory.hold(0),
+                kept_held: node.memory.hold(0),
+                kept_counted: [0; 3],
                 results_held: Vec::new(),
                 readable: true,
                 watch_write: false,
@@ -119,6 +121,12 @@ struct Driver<'a> {
     /// lengths), counted against `--max-memory`: a stream that would go over
     /// it is refused at its start and its job handed back.
     streams_held: Held,
+    /// This connection's kept values (`NodeLink::kept`), counted against
+    /// `--max-memory`.
+    kept_held: Held,
+    /// Its kept values, their bytes and its parked jobs, as last added to
+    /// the node's meters.
+    kept_counted: [u64; 3],
     /// Results read from the workers, counted until the link's frames of
     /// them reach the outbox.
     results_held: Vec<Held>,
@@ -172,6 +180,8 @@ impl Driver<'_> {
         if !link.authenticated() {
             self.node.meters.handshake_failed();
         }
+        // What was kept here goes with the connection.
+        self.node.meters.kept(&mut self.kept_counted, [0; 3]);
     }
 
     /// Sleeps until the socket, a worker, the daemon or the timer has news,
@@ -284,6 +294,8 @@ impl Driver<'_> {
         let mut done = Vec::new();
         // One clock read per turn: the link needs `now` only for its timers.
         let now = Instant::now();
+        // Results to keep must fit the memory left (theirs is counted already).
+        link.set_keep_room(self.node.memory.room());
         for ev in events.try_iter().take(4 * MAX_BATCH) {
             match ev {
                 ConnIn::Finished(d, h) => {
@@ -337,6 +349,11 @@ impl Driver<'_> {
             self.streams_held
                 .resize(usize::try_from(link.stream_reserved()).unwrap_or(usize::MAX));
             let open = self.act(link);
+            let (values, bytes) = link.kept();
+            self.kept_held
+                .resize(usize::try_from(bytes).unwrap_or(usize::MAX));
+            let now = [values as u64, bytes, link.jobs_waiting() as u64];
+            self.node.meters.kept(&mut self.kept_counted, now);
             // The results are in the link (waiting, or as streams) or their
             // frames in the outbox now: count them there.
             self.unsent_held

@@ -569,9 +569,9 @@ impl Node {
             shared_values,
             shared_bytes,
             shared_received: self.shared_received.load(Ordering::Relaxed),
-            kept_values: 0,
-            kept_bytes: 0,
-            jobs_waiting: 0,
+            kept_values: self.meters.kept_values.load(Ordering::Relaxed),
+            kept_bytes: self.meters.kept_bytes.load(Ordering::Relaxed),
+            jobs_waiting: self.meters.jobs_waiting.load(Ordering::Relaxed),
         }
     }
 }

@@ -43,6 +43,7 @@
       ["succeeded", fmtInt(t.succeeded)], ["failed", fmtInt(t.failed)],
       ["active", fmtInt(t.active)], ["retried", fmtInt(t.retried)],
       ["mean queue wait", fmtSecs(t.queue_wait_s)],
+      ["held for inputs", fmtInt(t.held)], ["kept here", fmtBytes(t.kept_bytes)],
     ];
     for (const [k, v] of items) {
       const d = el("div", "stat");
@@ -86,7 +87,8 @@
       const bytes = n.bytes_in === null ? "–" : fmtBytes(n.bytes_in) + " / " + fmtBytes(n.bytes_out);
       tr.append(el("td", "name", n.name), state, el("td", "n", n.workers), el("td", "n", n.busy),
                 el("td", "n", fmtInt(n.done)), el("td", "n", fmtInt(n.failed)), el("td", "n", fmtInt(n.rerun)),
-                el("td", "n", fmtSecs(n.job_time_s)), el("td", "n", rtt), el("td", "n", bytes));
+                el("td", "n", fmtSecs(n.job_time_s)), el("td", "n", rtt), el("td", "n", bytes),
+                el("td", "n", fmtInt(n.kept)), el("td", "n", fmtInt(n.chained)), el("td", "n", fmtInt(n.recomputed)));
       body.append(tr);
     }
   }

@@ -128,10 +128,11 @@ fn ready_on(mut l: NodeLink, now: Instant) -> (NodeLink, Client) {
             sent[..],
             [NodeMsg::Welcome {
                 heartbeat_ms: 1000,
-                credit_jobs: 2,
-                credit_bytes: 100,
+                credit_jobs,
+                credit_bytes,
                 ..
-            }]
+            }] if credit_jobs as usize == l.config.credit_jobs
+                && credit_bytes as usize == l.config.credit_bytes
         ),
         "{sent:?}"
     );
@@ -994,7 +995,7 @@ fn jobs_naming_a_value_lacking_go_back_and_those_naming_one_refused_over_shared_
     let (held, lacking, big) = (SharedId::of(b"a"), SharedId::of(b"b"), SharedId::of(b"c"));
     let lookup = |ids: &[SharedId]| match ids.contains(&lacking) {
         true => Err(vec![lacking]),
-        false => Ok(vec![()]),
+        false => Ok(vec![SharedValue::kept(held, Vec::new())]),
     };
     let jobs = run_jobs(
         &mut l,
@@ -1089,3 +1090,5 @@ fn the_driver_stops_reading_while_its_outbox_alone_is_over_the_send_window() {
     assert!(l.may_read(5_000));
     assert!(!l.may_read(5_001));
 }
+
+mod kept;

@@ -1,0 +1,267 @@
+//! The node's rules for kept results (PROTOCOL.md, "Kept results: the
+//! node's rules"), as plain state of one connection: the values it keeps
+//! (a job's result it was asked to keep, or a value its client sent as
+//! kept), which job in flight will keep which id, the jobs that wait
+//! (parked) for such an id, and the fetches of kept values.
+//!
+//! Kept values belong to their connection alone: their ids are the
+//! client's names, so a node-wide store would let one client read or
+//! replace another's value. Everything here is bounded: kept bytes by the
+//! room the driver gives (`--max-memory`) and by the incoming streams'
+//! reservations, parked jobs and fetches by the credit window (they keep
+//! theirs).
+
+use crate::job::error::{ErrorKind, JobError};
+use crate::job::idmap::IdMap;
+use crate::job::shared::{SharedId, SharedValue};
+use crate::wire::messages::{DoneJob, RunJob};
+use serde_bytes::ByteBuf;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A job that waits for values jobs in flight here will keep.
+#[derive(Debug)]
+struct Parked {
+    job: RunJob,
+    /// The ids it waits for (pending when it came).
+    waits: Vec<SharedId>,
+}
+
+/// A fetch of a kept value: not a job, but it holds a job's credit.
+#[derive(Debug, Clone, Copy)]
+struct Fetch {
+    id: u64,
+    attempt: u32,
+    value: SharedId,
+}
+
+/// What a settle decided.
+#[derive(Debug, Default)]
+pub(crate) struct Settled {
+    /// Parked jobs whose inputs are all kept now: to queue.
+    pub(crate) run: Vec<RunJob>,
+    /// Parked jobs an input of which will not be kept here: handed back.
+    pub(crate) back: Vec<(u64, u32)>,
+    /// Fetches answered (the value, or `NodeLost`).
+    pub(crate) answers: Vec<DoneJob>,
+}
+
+/// The kept values of one connection and what waits for them.
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    values: HashMap<SharedId, Arc<SharedValue>>,
+    bytes: u64,
+    /// Jobs in flight that keep their result, by job id: the id they keep.
+    making: IdMap<SharedId>,
+    /// The other way: who makes each pending id.
+    makers: HashMap<SharedId, u64>,
+    parked: Vec<Parked>,
+    fetches: Vec<Fetch>,
+    /// The room the driver last gave for kept results.
+    room: u64,
+    /// Something changed that may let a parked job or fetch go.
+    changed: bool,
+}
+
+/// The error a fetch of a value not here gets.
+pub(crate) fn not_here(value: SharedId, node: &str, attempt: u32) -> JobError {
+    let message = format!("kept value {value} is not on this node");
+    JobError::new(ErrorKind::NodeLost, message).on(node, attempt)
+}
+
+impl Kept {
+    /// The driver's room for kept results (the node's free memory).
+    pub(crate) fn set_room(&mut self, room: u64) {
+        self.room = room;
+    }
+
+    /// Kept values held.
+    pub(crate) fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Their bytes.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Parked jobs and fetches.
+    pub(crate) fn waiting(&self) -> usize {
+        self.parked.len() + self.fetches.len()
+    }
+
+    /// The values `ids` names: this connection's kept values, and the rest
+    /// from `lookup` (the node's store), or the ids it lacks.
+    pub(crate) fn values_or<V: From<Arc<SharedValue>>>(
+        &self,
+        ids: &[SharedId],
+        lookup: &mut impl FnMut(&[SharedId]) -> Result<Vec<V>, Vec<SharedId>>,
+    ) -> Result<Vec<V>, Vec<SharedId>> {
+        let others: Vec<SharedId> = (ids.iter())
+            .filter(|id| !self.values.contains_key(id))
+            .copied()
+            .collect();
+        let mut found = match others.is_empty() {
+            true => Vec::new(),
+            false => lookup(&others)?,
+        }
+        .into_iter();
+        let values = ids.iter().map(|id| match self.values.get(id) {
+            Some(v) => Some(V::from(Arc::clone(v))),
+            None => found.next(),
+        });
+        values.collect::<Option<Vec<V>>>().ok_or(others)
+    }
+
+    /// Whether a job in flight here will keep `id`.
+    fn pending(&self, id: &SharedId) -> bool {
+        !self.values.contains_key(id) && self.makers.contains_key(id)
+    }
+
+    /// Job `job` (accepted, in flight) keeps its result as `value`.
+    pub(crate) fn will_keep(&mut self, job: u64, value: SharedId) {
+        if let Some(old) = self.making.insert(job, value) {
+            self.forget_maker(job, old);
+        }
+        self.makers.insert(value, job);
+    }
+
+    fn forget_maker(&mut self, job: u64, value: SharedId) {
+        if self.makers.get(&value) == Some(&job) {
+            self.makers.remove(&value);
+            self.changed = true;
+        }
+    }
+
+    /// Job `job` left without keeping (failed, handed back, cancelled,
+    /// refused): what waits for its value goes back at the next settle.
+    pub(crate) fn ended(&mut self, job: u64) {
+        if let Some(value) = self.making.remove(&job) {
+            self.forget_maker(job, value);
+        }
+    }
+
+    /// A finished job: if it keeps its result and the result fits the room,
+    /// the value is kept here and the answer says so (empty, `kept: Some`);
+    /// otherwise it goes back as it is.
+    pub(crate) fn on_done(&mut self, mut done: DoneJob) -> DoneJob {
+        let Some(value) = self.making.remove(&done.id) else {
+            return done;
+        };
+        self.forget_maker(done.id, value);
+        let len = match &done.result {
+            Ok(bytes) if bytes.len() as u64 <= self.room => bytes.len() as u64,
+            _ => return done,
+        };
+        let bytes = std::mem::replace(&mut done.result, Ok(ByteBuf::new()));
+        let bytes = bytes.unwrap_or_default().into_vec();
+        self.room -= len;
+        self.insert(value, SharedValue::kept(value, bytes));
+        done.kept = Some(len);
+        done
+    }
+
+    /// Keeps `value` as `id` (a kept result, or a value the client sent as kept).
+    pub(crate) fn insert(&mut self, id: SharedId, value: Arc<SharedValue>) {
+        self.bytes += value.len() as u64;
+        if let Some(old) = self.values.insert(id, value) {
+            self.bytes -= old.len() as u64;
+        }
+        self.changed = true;
+    }
+
+    /// The client is done with these values.
+    pub(crate) fn remove(&mut self, ids: &[SharedId]) {
+        for id in ids {
+            if let Some(old) = self.values.remove(id) {
+                self.bytes -= old.len() as u64;
+                self.changed = true;
+            }
+        }
+    }
+
+    /// Parks `job` if it names a value a job in flight here will keep;
+    /// gives it back otherwise.
+    pub(crate) fn park_if_pending(&mut self, job: RunJob) -> Option<RunJob> {
+        let waits: Vec<SharedId> = job
+            .shared
+            .iter()
+            .filter(|id| self.pending(id))
+            .copied()
+            .collect();
+        if waits.is_empty() {
+            return Some(job);
+        }
+        self.parked.push(Parked { job, waits });
+        None
+    }
+
+    /// A fetch of kept value `value` (answered at the next settle, or when
+    /// the value is kept).
+    pub(crate) fn fetch(&mut self, id: u64, attempt: u32, value: SharedId) {
+        self.fetches.push(Fetch { id, attempt, value });
+        self.changed = true;
+    }
+
+    /// Takes parked job or fetch `id` out (cancelled); true if it was here.
+    pub(crate) fn cancel(&mut self, id: u64) -> bool {
+        let before = self.waiting();
+        self.parked.retain(|p| p.job.id != id);
+        self.fetches.retain(|f| f.id != id);
+        before != self.waiting()
+    }
+
+    /// Every parked job and fetch, taken out (the node gives them back).
+    pub(crate) fn take_waiting(&mut self) -> Vec<(u64, u32)> {
+        let jobs = self.parked.drain(..).map(|p| (p.job.id, p.job.attempt));
+        let fetches = self.fetches.drain(..).map(|f| (f.id, f.attempt));
+        jobs.chain(fetches).collect()
+    }
+
+    /// Lets go what can go since the last settle: parked jobs whose inputs
+    /// are all kept run, those an input of which will not be kept go back;
+    /// fetches are answered. `None` if nothing changed.
+    pub(crate) fn settle(&mut self, node: &str) -> Option<Settled> {
+        if !std::mem::take(&mut self.changed) {
+            return None;
+        }
+        let mut out = Settled::default();
+        let parked = std::mem::take(&mut self.parked);
+        for p in parked {
+            if p.waits
+                .iter()
+                .any(|id| !self.values.contains_key(id) && !self.pending(id))
+            {
+                out.back.push((p.job.id, p.job.attempt));
+            } else if p.waits.iter().all(|id| self.values.contains_key(id)) {
+                out.run.push(p.job);
+            } else {
+                self.parked.push(p);
+            }
+        }
+        let fetches = std::mem::take(&mut self.fetches);
+        for f in fetches {
+            let result = match self.values.get(&f.value) {
+                Some(v) => Ok(ByteBuf::from(v.bytes().to_vec())),
+                None if self.pending(&f.value) => {
+                    self.fetches.push(f);
+                    continue;
+                }
+                None => Err(not_here(f.value, node, f.attempt)),
+            };
+            out.answers.push(DoneJob {
+                id: f.id,
+                attempt: f.attempt,
+                result,
+                exec_ns: 0,
+                kept: None,
+            });
+        }
+        Some(out)
+    }
+
+    /// The connection closed: everything goes with it.
+    pub(crate) fn clear(&mut self) {
+        *self = Kept::default();
+    }
+}
