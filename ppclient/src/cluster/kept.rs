@@ -68,6 +68,7 @@ struct Sink(Weak<Core>);
 impl KeptSink for Sink {
     fn here(&self, id: SharedId, value: Arc<SharedValue>) {
         if let Some(core) = self.0.upgrade() {
+            core.forget_gone();
             core.values.put_here(id, value);
             let moves = lock(&core.values.dir).in_client(&id);
             core.apply(moves);

@@ -143,6 +143,8 @@ fn failure<N>(value: &Value<N>) -> Option<JobError> {
             ErrorKind::Cancelled,
             format!("input job {job} ({name}) was cancelled"),
         )),
+        // Down a chain, the first failure is named, not every link to it.
+        State::Failed(e) if e.kind == ErrorKind::Dependency => Some(e.clone()),
         State::Failed(e) => Some(JobError::new(
             ErrorKind::Dependency,
             format!("input job {job} ({name}) failed: {e}"),
@@ -567,6 +569,17 @@ mod tests {
         // Placed later, the same.
         let m = d.place(2, "late", vec![id(7)]);
         assert_eq!(m.fail[0].1.kind, ErrorKind::Dependency);
+    }
+
+    #[test]
+    fn down_a_chain_the_first_failure_is_named_and_the_message_does_not_grow() {
+        let mut d = dir(&[1, 2]);
+        d.failed(&id(1), JobError::new(ErrorKind::Failed, "root cause"));
+        let first = d.place(2, "b", vec![id(1)]).fail.remove(0).1;
+        d.failed(&id(2), first.clone());
+        let second = d.place(3, "c", vec![id(2)]).fail.remove(0).1;
+        assert_eq!(second, first);
+        assert!(second.message.contains("input job 1 (map)"), "{second}");
     }
 
     #[test]
