@@ -27,6 +27,14 @@ struct Parked {
     waits: Vec<SharedId>,
 }
 
+/// Whether `job` is still listed under `id` (lists are cleaned lazily: a
+/// job that left stays in the lists of its other ids until they change).
+fn listed(list: &mut Vec<u64>, job: u64) {
+    if !list.contains(&job) {
+        list.push(job);
+    }
+}
+
 /// A fetch of a kept value: not a job, but it holds a job's credit.
 #[derive(Debug, Clone, Copy)]
 struct Fetch {
@@ -55,12 +63,17 @@ pub(crate) struct Kept {
     making: IdMap<SharedId>,
     /// The other way: who makes each pending id.
     makers: HashMap<SharedId, u64>,
-    parked: Vec<Parked>,
-    fetches: Vec<Fetch>,
+    /// Parked jobs by job id, and by the ids they wait for.
+    parked: HashMap<u64, Parked>,
+    waiters: HashMap<SharedId, Vec<u64>>,
+    /// Fetches by the value they fetch, and each fetch's value.
+    fetches: HashMap<SharedId, Vec<Fetch>>,
+    fetch_of: HashMap<u64, SharedId>,
     /// The room the driver last gave for kept results.
     room: u64,
-    /// Something changed that may let a parked job or fetch go.
-    changed: bool,
+    /// Ids that changed (kept, dropped, or no longer to be kept) since the
+    /// last settle: only what waits on them is looked at again.
+    touched: Vec<SharedId>,
 }
 
 /// The error a fetch of a value not here gets.
@@ -87,7 +100,7 @@ impl Kept {
 
     /// Parked jobs and fetches.
     pub(crate) fn waiting(&self) -> usize {
-        self.parked.len() + self.fetches.len()
+        self.parked.len() + self.fetch_of.len()
     }
 
     /// The values `ids` names: this connection's kept values, and the rest
@@ -129,7 +142,7 @@ impl Kept {
     fn forget_maker(&mut self, job: u64, value: SharedId) {
         if self.makers.get(&value) == Some(&job) {
             self.makers.remove(&value);
-            self.changed = true;
+            self.touched.push(value);
         }
     }
 
@@ -167,7 +180,7 @@ impl Kept {
         if let Some(old) = self.values.insert(id, value) {
             self.bytes -= old.len() as u64;
         }
-        self.changed = true;
+        self.touched.push(id);
     }
 
     /// The client is done with these values.
@@ -175,7 +188,7 @@ impl Kept {
         for id in ids {
             if let Some(old) = self.values.remove(id) {
                 self.bytes -= old.len() as u64;
-                self.changed = true;
+                self.touched.push(*id);
             }
         }
     }
@@ -192,70 +205,108 @@ impl Kept {
         if waits.is_empty() {
             return Some(job);
         }
-        self.parked.push(Parked { job, waits });
+        for id in &waits {
+            listed(self.waiters.entry(*id).or_default(), job.id);
+        }
+        self.parked.insert(job.id, Parked { job, waits });
         None
     }
 
     /// A fetch of kept value `value` (answered at the next settle, or when
     /// the value is kept).
     pub(crate) fn fetch(&mut self, id: u64, attempt: u32, value: SharedId) {
-        self.fetches.push(Fetch { id, attempt, value });
-        self.changed = true;
+        self.fetches
+            .entry(value)
+            .or_default()
+            .push(Fetch { id, attempt, value });
+        self.fetch_of.insert(id, value);
+        self.touched.push(value);
     }
 
     /// Takes parked job or fetch `id` out (cancelled); true if it was here.
     pub(crate) fn cancel(&mut self, id: u64) -> bool {
-        let before = self.waiting();
-        self.parked.retain(|p| p.job.id != id);
-        self.fetches.retain(|f| f.id != id);
-        before != self.waiting()
+        if self.parked.remove(&id).is_some() {
+            return true;
+        }
+        let Some(value) = self.fetch_of.remove(&id) else {
+            return false;
+        };
+        if let Some(list) = self.fetches.get_mut(&value) {
+            list.retain(|f| f.id != id);
+            if list.is_empty() {
+                self.fetches.remove(&value);
+            }
+        }
+        true
     }
 
     /// Every parked job and fetch, taken out (the node gives them back).
     pub(crate) fn take_waiting(&mut self) -> Vec<(u64, u32)> {
-        let jobs = self.parked.drain(..).map(|p| (p.job.id, p.job.attempt));
-        let fetches = self.fetches.drain(..).map(|f| (f.id, f.attempt));
+        self.waiters.clear();
+        self.fetch_of.clear();
+        let jobs = self.parked.drain().map(|(_, p)| (p.job.id, p.job.attempt));
+        let fetches = self
+            .fetches
+            .drain()
+            .flat_map(|(_, f)| f)
+            .map(|f| (f.id, f.attempt));
         jobs.chain(fetches).collect()
     }
 
     /// Lets go what can go since the last settle: parked jobs whose inputs
     /// are all kept run, those an input of which will not be kept go back;
-    /// fetches are answered. `None` if nothing changed.
+    /// fetches are answered. Only what waits on an id that changed is
+    /// looked at. `None` if nothing changed.
     pub(crate) fn settle(&mut self, node: &str) -> Option<Settled> {
-        if !std::mem::take(&mut self.changed) {
+        if self.touched.is_empty() {
             return None;
         }
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
         let mut out = Settled::default();
-        let parked = std::mem::take(&mut self.parked);
-        for p in parked {
-            if p.waits
-                .iter()
-                .any(|id| !self.values.contains_key(id) && !self.pending(id))
-            {
-                out.back.push((p.job.id, p.job.attempt));
-            } else if p.waits.iter().all(|id| self.values.contains_key(id)) {
-                out.run.push(p.job);
-            } else {
-                self.parked.push(p);
-            }
-        }
-        let fetches = std::mem::take(&mut self.fetches);
-        for f in fetches {
-            let result = match self.values.get(&f.value) {
-                Some(v) => Ok(ByteBuf::from(v.bytes().to_vec())),
-                None if self.pending(&f.value) => {
-                    self.fetches.push(f);
-                    continue;
+        for id in touched {
+            for job in self.waiters.remove(&id).unwrap_or_default() {
+                let Some(p) = self.parked.get(&job) else {
+                    continue; // it left (cancelled, run) since it was listed
+                };
+                if p.waits
+                    .iter()
+                    .any(|w| !self.values.contains_key(w) && !self.pending(w))
+                {
+                    if let Some(p) = self.parked.remove(&job) {
+                        out.back.push((p.job.id, p.job.attempt));
+                    }
+                } else if p.waits.iter().all(|w| self.values.contains_key(w)) {
+                    if let Some(p) = self.parked.remove(&job) {
+                        out.run.push(p.job);
+                    }
+                } else if self.pending(&id) {
+                    // Still waiting on this id (and others).
+                    listed(self.waiters.entry(id).or_default(), job);
                 }
-                None => Err(not_here(f.value, node, f.attempt)),
+            }
+            let Some(fetches) = self.fetches.remove(&id) else {
+                continue;
             };
-            out.answers.push(DoneJob {
-                id: f.id,
-                attempt: f.attempt,
-                result,
-                exec_ns: 0,
-                kept: None,
-            });
+            if self.pending(&id) {
+                self.fetches.insert(id, fetches);
+                continue;
+            }
+            for f in fetches {
+                self.fetch_of.remove(&f.id);
+                let result = match self.values.get(&f.value) {
+                    Some(v) => Ok(ByteBuf::from(v.bytes().to_vec())),
+                    None => Err(not_here(f.value, node, f.attempt)),
+                };
+                out.answers.push(DoneJob {
+                    id: f.id,
+                    attempt: f.attempt,
+                    result,
+                    exec_ns: 0,
+                    kept: None,
+                });
+            }
         }
         Some(out)
     }
