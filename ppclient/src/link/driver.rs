@@ -389,20 +389,23 @@ impl Driver<'_> {
         // Each round but the first takes only what the last one pinned: a
         // chain of N dependent jobs takes N rounds, bounded by the window.
         loop {
-            let room = self.link.free().min(MAX_BATCH);
-            if room == 0 || self.stopping {
+            if self.stopping {
                 return took;
             }
-            let mut tasks = self
-                .record()
-                .map(|r| r.take_pinned(room))
-                .unwrap_or_default();
+            // Pinned jobs mostly wait there for inputs being made there:
+            // they take the node's credit, not a worker slot.
+            let pinned_room = self.link.free_within_credit().min(MAX_BATCH);
+            let mut tasks = match pinned_room {
+                0 => Vec::new(),
+                n => self.record().map(|r| r.take_pinned(n)).unwrap_or_default(),
+            };
             let pinned = tasks.len();
-            if !took && tasks.len() < room {
+            let room = self.link.free().min(MAX_BATCH).saturating_sub(pinned);
+            if !took && room > 0 {
                 let (link, kinds) = (&self.link, &mut self.kinds);
                 tasks.extend(self.core.queue.pop_batch(
                     |kind| Self::runs(link, kinds, kind),
-                    room - tasks.len(),
+                    room,
                     Some(&self.watcher),
                 ));
             }

@@ -238,6 +238,22 @@ impl<T> ClientLink<T> {
         }
     }
 
+    /// Like [`ClientLink::free`], but within the node's credit alone, not
+    /// the adaptive window: for jobs sent to wait on the node for kept
+    /// inputs being made there (a chain), which take no worker slot there.
+    pub fn free_within_credit(&self) -> usize {
+        match self.state {
+            LinkState::Ready
+                if !self.credit_full
+                    && self.refused_until.is_none()
+                    && self.window.admits(self.unsent()) =>
+            {
+                self.ledger.credit_free()
+            }
+            _ => 0,
+        }
+    }
+
     /// Jobs in flight.
     pub fn in_flight(&self) -> usize {
         self.ledger.len()

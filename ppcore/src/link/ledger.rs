@@ -34,6 +34,10 @@ pub struct Ledger<T> {
     mean_exec_ns: Option<f64>,
 }
 
+/// How many jobs may wait on a node for inputs made there when the node
+/// grants no credit bound.
+const MAX_UNBOUNDED_PARKED: usize = 4096;
+
 impl<T> Ledger<T> {
     /// A ledger for a node with `workers` slots and at most `max_prefetch`
     /// extra jobs in flight.
@@ -80,6 +84,17 @@ impl<T> Ledger<T> {
     /// Bytes of arguments in flight.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// How many more jobs the node's credit admits, whatever the adaptive
+    /// window says: for jobs that wait there for inputs being made there
+    /// (they take no worker slot while they wait).
+    pub fn credit_free(&self) -> usize {
+        match self.credit_jobs {
+            0 => (self.workers + self.prefetch()).max(MAX_UNBOUNDED_PARKED),
+            credit => credit,
+        }
+        .saturating_sub(self.inflight.len())
     }
 
     /// How many more jobs the node may take now.
