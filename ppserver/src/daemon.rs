@@ -11,6 +11,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
+
+/// How many times an idle node worker looks at the queue (yielding in
+/// between) after a job that kept its result, before it sleeps.
+const CHAIN_POLLS: u32 = 64;
 use std::time::Duration;
 
 /// How long a stopping node waits for its connections to say goodbye.
@@ -104,10 +108,17 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
     let node = Arc::new(Node::new(config, registry, queue.clone(), own_cache));
     let worker_node = Arc::clone(&node);
     // Jobs arrive a frame at a time: idle workers sleep at once rather than
-    // spin beside the connection drivers (ppcore::Pool::start_polling).
-    let pool = Pool::start_polling("pp-node-worker", workers, 0, queue, move |Ticket| {
-        worker_node.run_next()
-    });
+    // spin beside the connection drivers (ppcore::Pool::start_polling),
+    // except after a job that kept its result here: the jobs waiting for it
+    // are queued the moment it ends, and a worker that looks for them saves
+    // each link of a chain a wake-up.
+    let pool = Pool::start_polling(
+        "pp-node-worker",
+        workers,
+        CHAIN_POLLS,
+        queue,
+        move |Ticket| worker_node.run_next(),
+    );
     let stop = Arc::new(Stop::default());
     spawn("pp-accept", {
         let (node, stop) = (Arc::clone(&node), Arc::clone(&stop));

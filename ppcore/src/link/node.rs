@@ -47,20 +47,18 @@
 //! stops reading while its outbox alone is over the send window). Why a
 //! connection ended is a [`NodeCloseReason`] (`reason`).
 
-use crate::job::error::{ErrorKind, JobError};
 use crate::job::idmap::IdMap;
 use crate::job::shared::{SharedId, SharedValue};
 use crate::link::beats::MISSED_BEATS;
 use crate::link::framing::Framer;
-use crate::link::pull::next_stream_frame;
 use crate::link::window::SendWindow;
 use crate::session::handshake::{refusal, refusal_reason, NodeHandshake, MAX_HANDSHAKE_MESSAGE};
 use crate::session::key::KeySet;
-use crate::wire::frame::batches_by_size;
 use crate::wire::messages::{ClientMsg, DoneJob, KeepOp, NodeMsg, RunJob};
 use crate::wire::program::{OfferAnswer, ProgramId};
 use crate::wire::stream::{self, Claimed, Incoming, Streams};
 use kept::Kept;
+use linger::Linger;
 use reason::{NodeCloseReason, UploadRefusal};
 use shared::SharedRefusals;
 use std::collections::VecDeque;
@@ -72,7 +70,9 @@ pub use events::{NodeAction, NodeEvent};
 
 mod events;
 mod kept;
+mod linger;
 pub(crate) mod reason;
+mod results;
 mod shared;
 mod upload;
 
@@ -160,14 +160,10 @@ pub struct NodeLink {
     refused_shared: SharedRefusals,
     /// Kept results and values of this connection, and what waits for them.
     kept: Kept,
-}
-
-/// The bytes a finished job holds: its result, or its error's message.
-fn result_bytes(d: &DoneJob) -> u64 {
-    match &d.result {
-        Ok(b) => b.len() as u64,
-        Err(e) => e.message.len() as u64,
-    }
+    /// Reports of kept results waiting to share a frame.
+    linger: Linger,
+    /// The time of the event being handled.
+    now: Instant,
 }
 
 impl NodeLink {
@@ -221,6 +217,8 @@ impl NodeLink {
             upload: OneUpload::default(),
             refused_shared: SharedRefusals::default(),
             kept: Kept::default(),
+            linger: Linger::default(),
+            now,
             config,
         }
     }
@@ -272,7 +270,11 @@ impl NodeLink {
             State::Handshake | State::Proving => Some(self.deadline),
             State::Ready | State::Draining => {
                 let dead = self.dead_at();
-                let soonest = [self.incoming.poll_timeout(), self.upload.deadline()];
+                let soonest = [
+                    self.incoming.poll_timeout(),
+                    self.upload.deadline(),
+                    self.linger.deadline(),
+                ];
                 Some(soonest.into_iter().flatten().fold(dead, Instant::min))
             }
             State::Closed => None,
@@ -302,6 +304,7 @@ impl NodeLink {
         if self.state == State::Closed {
             return;
         }
+        self.now = now;
         self.on_event(event, now);
         self.settle_kept();
     }
@@ -329,6 +332,7 @@ impl NodeLink {
             NodeEvent::Stop => {
                 let waiting = self.kept.take_waiting();
                 if self.is_ready() {
+                    self.send_lingering(true);
                     // Parked jobs go back with the rest (theirs went unrun).
                     if !waiting.is_empty() {
                         self.send(&NodeMsg::Returned(waiting));
@@ -387,6 +391,7 @@ impl NodeLink {
                 if let Some((id, reason)) = self.upload.expire(now) {
                     self.refuse_upload(id, reason);
                 }
+                self.send_lingering(false);
             }
             _ => {}
         }
@@ -676,166 +681,6 @@ impl NodeLink {
             self.state = State::Draining;
             self.send(&NodeMsg::Draining);
         }
-    }
-
-    /// Finished jobs: their results leave in order as the send window
-    /// admits them; the rest wait.
-    fn finished(&mut self, done: Vec<DoneJob>) {
-        let done: Vec<DoneJob> = done.into_iter().map(|d| self.kept.on_done(d)).collect();
-        if !self.is_ready() {
-            done.iter().for_each(|d| self.ended(d.id));
-            return;
-        }
-        match self.held.is_empty() {
-            // Nothing waits: no result overtakes another by going first.
-            true => self.release_from(done.into_iter()),
-            false => {
-                for d in done {
-                    self.held_bytes += result_bytes(&d);
-                    self.held.push_back(d);
-                }
-                self.release_held();
-            }
-        }
-    }
-
-    /// Sends the results that wait, as far as the window admits them.
-    fn release_held(&mut self) {
-        let unsent = self.outbox + self.queued + self.streams.pending_bytes();
-        if self.held.is_empty() || !self.window.admits(unsent) {
-            return;
-        }
-        let held = std::mem::take(&mut self.held);
-        self.held_bytes = 0;
-        self.release_from(held.into_iter());
-    }
-
-    /// Sends results in order while the window admits them: each ends its
-    /// job here (its credit comes back). Small ones go in `Done` batches;
-    /// those over a frame are queued as streams (or fail, over the
-    /// client's limit). The rest wait, keeping their credit.
-    fn release_from(&mut self, mut results: impl Iterator<Item = DoneJob>) {
-        let inline = stream::chunk_size(self.config.max_frame);
-        let mut unsent = self.outbox + self.queued + self.streams.pending_bytes();
-        let mut done = Vec::new();
-        for d in results.by_ref() {
-            if !self.window.admits(unsent) {
-                self.held_bytes += result_bytes(&d);
-                self.held.push_back(d);
-                break;
-            }
-            unsent += result_bytes(&d);
-            self.ended(d.id);
-            match d.result.as_ref().is_ok_and(|b| b.len() > inline) {
-                true => done.extend(self.stream_result(d)),
-                false => done.push(d),
-            }
-        }
-        for d in results {
-            self.held_bytes += result_bytes(&d);
-            self.held.push_back(d);
-        }
-        let size = |d: &DoneJob| d.result.as_ref().map_or(0, |b| b.len());
-        for part in batches_by_size(done, size, self.config.max_frame) {
-            self.send(&NodeMsg::Done(part));
-        }
-    }
-
-    /// Queues a result over a frame as a stream; the job failed instead if
-    /// the client refuses a result that large.
-    fn stream_result(&mut self, mut d: DoneJob) -> Option<DoneJob> {
-        let result = std::mem::replace(&mut d.result, Ok(Default::default()));
-        let bytes = result.unwrap_or_default().into_vec();
-        let (id, attempt, exec_ns) = (d.id, d.attempt, d.exec_ns);
-        let pushed = self
-            .streams
-            .push(bytes, self.peer_max, |stream| NodeMsg::DoneStreamed {
-                stream,
-                job: d,
-            });
-        let e = pushed.err()?;
-        let message = format!("the client refuses the result: {e}");
-        Some(DoneJob {
-            id,
-            attempt,
-            result: Err(JobError::new(ErrorKind::Codec, message)),
-            exec_ns,
-            kept: None,
-        })
-    }
-
-    /// The driver's outbox holds `outbox` bytes now (it has carried out
-    /// every action so far): results that waited leave as the window
-    /// allows, and the next stream frame is queued if the outbox runs low.
-    /// True if it queued anything (carry it out, write, and call again).
-    pub fn send_more(&mut self, outbox: usize) -> bool {
-        self.outbox = outbox as u64;
-        let before = self.transmits.len();
-        if self.is_ready() {
-            self.release_held();
-        }
-        if self.window.pulls(outbox) && self.has_stream() {
-            self.pull_stream();
-        }
-        self.transmits.len() > before
-    }
-
-    /// Bytes of results not yet framed: waiting for the window, and queued
-    /// as streams. The driver counts them against the node's memory.
-    pub fn unsent_results(&self) -> u64 {
-        self.held_bytes + self.streams.pending_bytes()
-    }
-
-    /// Finished jobs whose results wait for the send window.
-    pub fn results_waiting(&self) -> usize {
-        self.held.len()
-    }
-
-    /// Whether stream frames wait to be sent: the driver asks for them one
-    /// at a time with [`NodeLink::pull_stream`].
-    pub fn has_stream(&self) -> bool {
-        self.is_ready() && !self.streams.is_empty()
-    }
-
-    /// Bytes of results waiting to go out as streams.
-    pub fn stream_bytes(&self) -> u64 {
-        self.streams.pending_bytes()
-    }
-
-    /// The memory the node may still commit to this client's incoming
-    /// streams, beyond what they reserve now: a stream that starts over it
-    /// is refused and its job handed back (see [`stream::Assembler::set_room`]).
-    /// The driver sets it before it hands over received bytes.
-    pub fn set_stream_room(&mut self, room: u64) {
-        self.incoming.set_room(room);
-    }
-
-    /// Bytes this client's incoming streams reserve now (their announced
-    /// lengths): what the driver counts against the node's memory.
-    pub fn stream_reserved(&self) -> u64 {
-        self.incoming.reserved()
-    }
-
-    /// Queues the next stream frame to send (and the `Done` after a
-    /// stream's last chunk) as transmits; false if there is none.
-    /// The driver calls it when what it has to write runs low, so that
-    /// heartbeats and small results go between the chunks.
-    pub fn pull_stream(&mut self) -> bool {
-        if !self.is_ready() {
-            return false;
-        }
-        let Some((bytes, then)) =
-            next_stream_frame(&mut self.streams, &mut self.framer, NodeMsg::Stream)
-        else {
-            return false;
-        };
-        if let Some(bytes) = bytes {
-            self.push_send(bytes);
-        }
-        if let Some(msg) = then {
-            self.send(&msg);
-        }
-        true
     }
 
     /// Answers an offer made while an upload is under way: one at a time.

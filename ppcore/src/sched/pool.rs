@@ -60,14 +60,20 @@ impl Pool {
         K: PartialEq + Send + 'static,
         F: Fn(T) + Send + Sync + 'static,
     {
-        Self::start_polling(name, workers, POLLS, queue, run)
+        Self::start_polling(name, workers, POLLS, queue, move |item| {
+            run(item);
+            true
+        })
     }
 
     /// [`start`](Self::start) with idle workers that look at the queue
-    /// `polls` times before they sleep. Polling saves a producer that
-    /// pushes one item at a time a wake-up per item; where items come in
-    /// batches (a node's connection pushes each frame's jobs at once, one
-    /// wake-up per batch) it only takes CPU from the producer: 0 there.
+    /// `polls` times before they sleep, after an item for which `run`
+    /// answered true (after one it answered false they sleep at once).
+    /// Polling saves a producer that pushes one item at a time a wake-up
+    /// per item; where items come in batches (a node's connection pushes
+    /// each frame's jobs at once, one wake-up per batch) it only takes CPU
+    /// from the producer. A node polls only after a job that keeps its
+    /// result: the next link of a chain comes as soon as it ends.
     pub fn start_polling<T, K, F>(
         name: &str,
         workers: usize,
@@ -78,7 +84,7 @@ impl Pool {
     where
         T: Send + 'static,
         K: PartialEq + Send + 'static,
-        F: Fn(T) + Send + Sync + 'static,
+        F: Fn(T) -> bool + Send + Sync + 'static,
     {
         let run = Arc::new(run);
         let name = name.to_owned();
@@ -149,7 +155,7 @@ fn worker_loop<T, K: PartialEq>(
     counts: &Counts,
     queue: &Lanes<T, K>,
     polls: u32,
-    run: &(dyn Fn(T) + Send + Sync),
+    run: &(dyn Fn(T) -> bool + Send + Sync),
 ) {
     // Leaves the live count right if `run` ever panics.
     struct Leave<'a>(&'a Counts, bool);
@@ -161,18 +167,23 @@ fn worker_loop<T, K: PartialEq>(
         }
     }
     let mut leave = Leave(counts, false);
+    // Whether the last item asked for polling before the next sleep.
+    let mut poll = false;
     loop {
         if counts.retire_one() {
             leave.1 = true;
             return;
         }
-        if let Some(item) = poll_briefly(queue, polls) {
-            run(item);
-            continue;
+        if poll {
+            if let Some(item) = poll_briefly(queue, polls) {
+                poll = run(item);
+                continue;
+            }
         }
-        if let Some(item) = queue.pop_timeout(IDLE_CHECK) {
-            run(item);
-        }
+        poll = match queue.pop_timeout(IDLE_CHECK) {
+            Some(item) => run(item),
+            None => false,
+        };
     }
 }
 
@@ -199,8 +210,10 @@ mod tests {
         let queue = Lanes::<u64>::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
+        // Items that ask for polling and items that do not.
         let _pool = Pool::start_polling("t0", 2, 0, queue.clone(), move |x| {
             let _ = tx.lock().unwrap().send(x);
+            x % 2 == 0
         });
         // One at a time (the workers go back to sleep between pushes), then
         // a batch.

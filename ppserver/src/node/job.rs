@@ -26,6 +26,8 @@ pub(crate) struct NodeJob {
     pub(crate) shared: Vec<Arc<SharedValue>>,
     /// Its bytes, counted against `--max-memory` while it waits or runs.
     pub(crate) held: Held,
+    /// Its result is kept here (jobs waiting for it may follow at once).
+    pub(crate) keeps: bool,
 }
 
 impl IsolatedJob for NodeJob {

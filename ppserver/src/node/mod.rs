@@ -369,6 +369,7 @@ impl Node {
             out.begin();
             let job = NodeJob {
                 held,
+                keeps: matches!(job.keep, Some(ppcore::wire::KeepOp::Keep(_))),
                 id: job.id,
                 attempt: job.attempt,
                 name: job.name,
@@ -392,12 +393,13 @@ impl Node {
     /// Runs the next job in turn (a worker took a ticket); with it, for a
     /// shipped program, more of the same client's jobs of that program, so
     /// that one round trip to a program worker carries several (their
-    /// tickets then find nothing, which is fine).
-    pub(crate) fn run_next(&self) {
+    /// tickets then find nothing, which is fine). True if what ran keeps its
+    /// result here: jobs waiting for it may be queued next.
+    pub(crate) fn run_next(&self) -> bool {
         let (first, mut batch) = {
             let mut fair = ppcore::sync::lock(&self.fair);
             let Some((client, first)) = fair.pop_keyed() else {
-                return;
+                return false;
             };
             let mut batch = Vec::new();
             if let Some(program) = first.program.clone() {
@@ -418,11 +420,14 @@ impl Node {
             }
             (first, batch)
         };
+        let keeps = first.keeps || batch.iter().any(|j| j.keeps);
         if batch.is_empty() {
-            return self.run(first);
+            self.run(first);
+        } else {
+            batch.insert(0, first);
+            self.run_batch(batch);
         }
-        batch.insert(0, first);
-        self.run_batch(batch);
+        keeps
     }
 
     /// Runs jobs of one shipped program in one of its workers.

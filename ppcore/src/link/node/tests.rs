@@ -2,6 +2,7 @@
 
 use super::reason::TransportEnd;
 use super::*;
+use crate::job::error::{ErrorKind, JobError};
 use crate::job::shared::OverSharedMax;
 use crate::link::framing::Framer;
 use crate::session::error::SecureError;

@@ -146,9 +146,41 @@ fn a_chain_of_three_runs_step_by_step_without_the_client() {
     let (sent, other) = c.drain(&mut l);
     let ready = l.with_shared(queued(other), nothing);
     assert_eq!(ran(&ready), vec![(3, vec![b"ab".to_vec()])]);
-    let kept: Vec<_> = done_of(&sent).iter().map(|d| (d.id, d.kept)).collect();
-    assert_eq!(kept, vec![(2, Some(2))]);
+    // The reports of kept results wait while job 3 runs (`linger`).
+    assert!(done_of(&sent).is_empty(), "{sent:?}");
     assert_eq!(l.kept(), (2, 3));
+    let due = l.poll_timeout().unwrap();
+    assert!(due <= t0 + super::super::linger::LINGER, "the reports wait at most LINGER");
+    l.handle(NodeEvent::Timer, due);
+    let (sent, _) = c.drain(&mut l);
+    let kept: Vec<_> = done_of(&sent).iter().map(|d| (d.id, d.kept)).collect();
+    assert_eq!(kept, vec![(1, Some(1)), (2, Some(2))], "one frame for both");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+}
+
+#[test]
+fn reports_of_kept_results_go_with_the_next_result_or_when_nothing_else_runs() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = roomy(t0);
+    let (x, y) = (value(b"x"), value(b"y"));
+    let jobs = vec![keeping(1, x, &[]), job(2, 0), keeping(3, y, &[])];
+    let jobs = run_jobs(&mut l, &mut c, jobs, t0);
+    assert_eq!(l.with_shared(jobs, nothing).len(), 3);
+    l.handle(NodeEvent::Finished(vec![ok(1, b"a")]), t0);
+    let (sent, _) = c.drain(&mut l);
+    assert!(done_of(&sent).is_empty(), "jobs 2 and 3 run: the report waits");
+    // A result that carries bytes takes the waiting report along, in order.
+    l.handle(NodeEvent::Finished(vec![ok(2, b"r")]), t0);
+    let (sent, _) = c.drain(&mut l);
+    let ids: Vec<u64> = done_of(&sent).iter().map(|d| d.id).collect();
+    assert_eq!(ids, [1, 2]);
+    // The last job of the client: nothing else will come soon, so its
+    // report goes at once.
+    l.handle(NodeEvent::Finished(vec![ok(3, b"b")]), t0);
+    let (sent, _) = c.drain(&mut l);
+    let kept: Vec<_> = done_of(&sent).iter().map(|d| (d.id, d.kept.is_some())).collect();
+    assert_eq!(kept, vec![(3, true)]);
+    assert_eq!(l.poll_timeout().map(|t| t > t0 + SECOND), Some(true), "no timer left");
 }
 
 #[test]
