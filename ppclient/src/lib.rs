@@ -124,6 +124,11 @@ pub struct DashboardDoctests;
 #[doc = include_str!("../../docs/DATA.md")]
 pub struct DataDoctests;
 
+/// The Rust examples of docs/KEPT.md, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/KEPT.md")]
+pub struct KeptDoctests;
+
 /// The Rust examples of docs/NODES.md, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/NODES.md")]

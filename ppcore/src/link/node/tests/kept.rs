@@ -150,7 +150,10 @@ fn a_chain_of_three_runs_step_by_step_without_the_client() {
     assert!(done_of(&sent).is_empty(), "{sent:?}");
     assert_eq!(l.kept(), (2, 3));
     let due = l.poll_timeout().unwrap();
-    assert!(due <= t0 + super::super::linger::LINGER, "the reports wait at most LINGER");
+    assert!(
+        due <= t0 + super::super::linger::LINGER,
+        "the reports wait at most LINGER"
+    );
     l.handle(NodeEvent::Timer, due);
     let (sent, _) = c.drain(&mut l);
     let kept: Vec<_> = done_of(&sent).iter().map(|d| (d.id, d.kept)).collect();
@@ -168,7 +171,10 @@ fn reports_of_kept_results_go_with_the_next_result_or_when_nothing_else_runs() {
     assert_eq!(l.with_shared(jobs, nothing).len(), 3);
     l.handle(NodeEvent::Finished(vec![ok(1, b"a")]), t0);
     let (sent, _) = c.drain(&mut l);
-    assert!(done_of(&sent).is_empty(), "jobs 2 and 3 run: the report waits");
+    assert!(
+        done_of(&sent).is_empty(),
+        "jobs 2 and 3 run: the report waits"
+    );
     // A result that carries bytes takes the waiting report along, in order.
     l.handle(NodeEvent::Finished(vec![ok(2, b"r")]), t0);
     let (sent, _) = c.drain(&mut l);
@@ -178,9 +184,16 @@ fn reports_of_kept_results_go_with_the_next_result_or_when_nothing_else_runs() {
     // report goes at once.
     l.handle(NodeEvent::Finished(vec![ok(3, b"b")]), t0);
     let (sent, _) = c.drain(&mut l);
-    let kept: Vec<_> = done_of(&sent).iter().map(|d| (d.id, d.kept.is_some())).collect();
+    let kept: Vec<_> = done_of(&sent)
+        .iter()
+        .map(|d| (d.id, d.kept.is_some()))
+        .collect();
     assert_eq!(kept, vec![(3, true)]);
-    assert_eq!(l.poll_timeout().map(|t| t > t0 + SECOND), Some(true), "no timer left");
+    assert_eq!(
+        l.poll_timeout().map(|t| t > t0 + SECOND),
+        Some(true),
+        "no timer left"
+    );
 }
 
 #[test]
