@@ -2,7 +2,7 @@
 # Build with scripts/docker-build.sh: it compiles the static binaries first,
 # since no base image is needed (or can be pulled) for a static binary.
 FROM scratch
-COPY target/docker/ppserver target/docker/ppclient target/docker/myjobs /
+COPY target/docker/ppserver target/docker/ppclient target/docker/myjobs target/docker/wordcount /
 USER 10001:10001
 EXPOSE 60000/tcp 60000/udp
 # The secret comes from PP_SECRET in the container's environment.

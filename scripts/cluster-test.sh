@@ -131,4 +131,18 @@ if want not in out or "hello myjobs, from process" not in out:
 print(f"ship: ok ({want}; the jobs ran on stock nodes)")
 PY
 
-echo "cluster test: OK: docker kill and network disconnect mid-run, every job resolved once, sums exact; a user program shipped to stock nodes ran its own jobs; image ${image_mb} MB, nodes healthy ${ready_ms} ms after 'up'"
+# 4. A map-reduce with kept results (examples/myjobs/src/bin/wordcount.rs) on
+# the stock nodes: the same table as the same program on this machine's pool.
+"${dc[@]}" --profile ship run --rm -T --no-deps wordcount node1:60000 node2:60000 \
+    >"$work/wc.txt" 2>"$work/wc.err" || true
+target/docker/wordcount >"$work/wc-local.txt" 2>/dev/null || true
+python3 - "$work/wc.txt" "$work/wc.err" "$work/wc-local.txt" <<'PY'
+import sys
+out, err, local = (open(p).read() for p in sys.argv[1:4])
+if not out.startswith("words: ") or out != local:
+    print(f"wordcount: FAILED: nodes gave {out!r}, the local pool {local!r}; {err[-2000:]!r}")
+    sys.exit(1)
+print(f"wordcount: ok ({out.splitlines()[0]}; {err.strip().splitlines()[-1]})")
+PY
+
+echo "cluster test: OK: docker kill and network disconnect mid-run, every job resolved once, sums exact; a user program shipped to stock nodes ran its own jobs; a kept-results map-reduce matched the local pool; image ${image_mb} MB, nodes healthy ${ready_ms} ms after 'up'"

@@ -1,0 +1,59 @@
+//! The word-count example on a stock node (the `ppserver` library with the
+//! built-in jobs only, in this test's process) and on the local pool: the
+//! same table either way, and on the node the merges ran where their kept
+//! inputs lay.
+
+use std::process::{Command, Output};
+
+fn run(args: &[String], key: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wordcount"))
+        .args(args)
+        .env("PP_SECRET", key)
+        .output()
+        .expect("the example starts")
+}
+
+fn text(out: &Output) -> (String, String) {
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    let stdout = String::from_utf8_lossy(stdout).into_owned();
+    let stderr = String::from_utf8_lossy(stderr).into_owned();
+    assert!(out.status.success(), "{stdout} {stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn the_word_count_gives_the_same_table_on_a_stock_node_and_locally() {
+    let cache = std::env::temp_dir().join(format!("pp-wordcount-test-{}", std::process::id()));
+    let key = ppclient::Key::generate().unwrap().to_text();
+    let config = ppserver::Config {
+        port: 0,
+        workers: 2,
+        keys: Some(ppclient::KeySet::parse(&key).unwrap()),
+        cache_dir: Some(cache.clone()),
+        ..ppserver::Config::default()
+    };
+    use jobs as _; // the built-in jobs, as the stock node has them
+    let node = ppserver::start(config, ppclient::Registry::linked().unwrap()).unwrap();
+    let remote = run(&[node.local_addr().to_string()], &key);
+    node.stop();
+    let _ = std::fs::remove_dir_all(&cache);
+    let (on_node, log) = text(&remote);
+    let (local, _) = text(&run(&[], &key));
+    assert!(
+        on_node.starts_with("words: 3200000, distinct: "),
+        "{on_node}"
+    );
+    assert_eq!(
+        on_node, local,
+        "the node's table and the local pool's differ"
+    );
+    let chained: u64 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("merges started where their inputs lay: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count of chained merges: {log}"));
+    assert!(
+        chained >= 1,
+        "no merge started on the node holding its inputs: {log}"
+    );
+}
