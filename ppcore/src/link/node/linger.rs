@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// The longest a report of a kept result waits to share a frame. Short
 /// beside the heartbeat and any timeout a client keeps; long beside a
 /// chain's step (tens of microseconds), so a frame carries tens of them.
-pub(in crate::link::node) const LINGER: Duration = Duration::from_micros(500);
+pub(super) const LINGER: Duration = Duration::from_micros(500);
 
 /// The most reports that wait: then they go.
 pub(super) const LINGER_MOST: usize = 256;
