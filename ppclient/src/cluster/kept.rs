@@ -75,12 +75,12 @@ impl KeptSink for Sink {
         }
     }
 
-    fn on_node(&self, id: SharedId, node: &str, _len: u64) {
+    fn on_node(&self, id: SharedId, node: &str, len: u64) {
         if let Some(core) = self.0.upgrade() {
             if let Some(record) = core.link(node) {
                 record.counters.kept();
             }
-            let moves = lock(&core.values.dir).kept_on(&id, node.to_owned());
+            let moves = lock(&core.values.dir).kept_on(&id, node.to_owned(), len);
             core.apply(moves);
         }
     }

@@ -98,6 +98,8 @@ struct Value<N> {
     fetching: bool,
     /// How many times it was lost and made again.
     remade: u32,
+    /// Its bytes where it is kept (0 until known).
+    bytes: u64,
 }
 
 struct Waiting<T> {
@@ -178,6 +180,7 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
                 producer,
                 fetching: false,
                 remade: 0,
+                bytes: 0,
             },
         );
     }
@@ -241,7 +244,8 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
     }
 
     fn verdict(&self, inputs: &[SharedId]) -> Verdict<N> {
-        let mut nodes: Vec<(N, usize)> = Vec::new();
+        // Each node holding inputs: their bytes, and how many.
+        let mut nodes: Vec<(N, (u64, usize))> = Vec::new();
         let mut resting = true;
         let mut remake = Vec::new();
         for id in inputs {
@@ -262,8 +266,11 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
                         resting = false;
                     }
                     match nodes.iter_mut().find(|(m, _)| m == n) {
-                        Some((_, count)) => *count += 1,
-                        None => nodes.push((n.clone(), 1)),
+                        Some((_, (bytes, count))) => {
+                            *bytes += value.bytes;
+                            *count += 1;
+                        }
+                        None => nodes.push((n.clone(), (value.bytes, 1))),
                     }
                 }
                 State::Pending => resting = false,
@@ -288,13 +295,14 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
             return Verdict::Run(Place::Anywhere);
         }
         // On several nodes, all at rest: all but the node holding the most
-        // come to the client.
+        // input bytes (then the most inputs; then the last named) come to
+        // the client, so the least moves.
         let mut fetch = Vec::new();
         if remake.is_empty() && resting && nodes.len() > 1 {
             let (best, _) = nodes
                 .iter()
                 .enumerate()
-                .max_by_key(|(_, (_, count))| *count)
+                .max_by_key(|(_, (_, weight))| *weight)
                 .map(|(i, n)| (i, n.clone()))
                 .unwrap_or((0, nodes[0].clone()));
             let keep = &nodes[best].0;
@@ -351,7 +359,10 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
     }
 
     /// Node `node` keeps `id`.
-    pub fn kept_on(&mut self, id: &SharedId, node: N) -> Moves<T, N> {
+    pub fn kept_on(&mut self, id: &SharedId, node: N, bytes: u64) -> Moves<T, N> {
+        if let Some(v) = self.values.get_mut(id) {
+            v.bytes = bytes;
+        }
         self.set(id, State::On(node))
     }
 
@@ -531,7 +542,7 @@ mod tests {
         d.in_client(&id(1));
         let m = d.place(5, "a", vec![id(1)]);
         assert_eq!(m.run, vec![("a", Place::Anywhere)]);
-        d.kept_on(&id(2), "n2");
+        d.kept_on(&id(2), "n2", 8);
         let m = d.place(6, "b", vec![id(1), id(2)]);
         assert_eq!(
             m.run,
@@ -543,9 +554,9 @@ mod tests {
     #[test]
     fn inputs_on_two_nodes_are_fetched_from_the_smaller_side_then_run_on_the_larger() {
         let mut d = dir(&[1, 2, 3]);
-        d.kept_on(&id(1), "a");
-        d.kept_on(&id(2), "b");
-        d.kept_on(&id(3), "b");
+        d.kept_on(&id(1), "a", 8);
+        d.kept_on(&id(2), "b", 8);
+        d.kept_on(&id(3), "b", 8);
         let m = d.place(9, "r", vec![id(1), id(2), id(3)]);
         assert!(m.run.is_empty());
         assert_eq!(m.fetch, vec![(id(1), "a")]);
@@ -555,6 +566,22 @@ mod tests {
         let m = d.in_client(&id(1));
         assert_eq!(m.run.len(), 2);
         assert!(m.run.iter().all(|(_, p)| *p == Place::On("b")));
+    }
+
+    #[test]
+    fn a_job_runs_where_most_of_its_input_bytes_lie_not_most_of_its_inputs() {
+        let mut d = dir(&[1, 2, 3]);
+        d.kept_on(&id(1), "big", 1 << 20);
+        d.kept_on(&id(2), "small", 10);
+        d.kept_on(&id(3), "small", 10);
+        let m = d.place(9, "r", vec![id(1), id(2), id(3)]);
+        assert!(m.run.is_empty());
+        let mut fetch = m.fetch.clone();
+        fetch.sort_by_key(|(i, _)| *i != id(2));
+        assert_eq!(fetch, vec![(id(2), "small"), (id(3), "small")]);
+        d.in_client(&id(2));
+        let m = d.in_client(&id(3));
+        assert_eq!(m.run, vec![("r", Place::On("big"))]);
     }
 
     #[test]
@@ -593,7 +620,7 @@ mod tests {
     #[test]
     fn a_lost_node_loses_its_values_once_and_dependents_wait_for_them_to_be_made_again() {
         let mut d = dir(&[1, 2]);
-        d.kept_on(&id(1), "dead");
+        d.kept_on(&id(1), "dead", 8);
         d.making(&id(2), "dead");
         let (lost, _) = d.node_lost(&"dead");
         assert_eq!(
