@@ -3,26 +3,17 @@
 
 use std::process::Command;
 
+mod common;
+
 #[test]
 fn the_example_runs_its_own_jobs_on_a_stock_node() {
-    let cache = std::env::temp_dir().join(format!("pp-myjobs-test-{}", std::process::id()));
-    let key = ppclient::Key::generate().unwrap().to_text();
-    let config = ppserver::Config {
-        port: 0,
-        workers: 2,
-        keys: Some(ppclient::KeySet::parse(&key).unwrap()),
-        cache_dir: Some(cache.clone()),
-        ..ppserver::Config::default()
-    };
-    use jobs as _; // the built-in jobs, as the stock node has them
-    let node = ppserver::start(config, ppclient::Registry::linked().unwrap()).unwrap();
+    let node = common::StockNode::start("myjobs");
     let out = Command::new(env!("CARGO_BIN_EXE_myjobs"))
-        .arg(node.local_addr().to_string())
-        .env("PP_SECRET", &key)
+        .arg(node.addr())
+        .env("PP_SECRET", &node.key)
         .output()
         .unwrap();
     node.stop();
-    let _ = std::fs::remove_dir_all(&cache);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -5,6 +5,8 @@
 
 use std::process::{Command, Output};
 
+mod common;
+
 fn run(args: &[String], key: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wordcount"))
         .args(args)
@@ -23,20 +25,10 @@ fn text(out: &Output) -> (String, String) {
 
 #[test]
 fn the_word_count_gives_the_same_table_on_a_stock_node_and_locally() {
-    let cache = std::env::temp_dir().join(format!("pp-wordcount-test-{}", std::process::id()));
-    let key = ppclient::Key::generate().unwrap().to_text();
-    let config = ppserver::Config {
-        port: 0,
-        workers: 2,
-        keys: Some(ppclient::KeySet::parse(&key).unwrap()),
-        cache_dir: Some(cache.clone()),
-        ..ppserver::Config::default()
-    };
-    use jobs as _; // the built-in jobs, as the stock node has them
-    let node = ppserver::start(config, ppclient::Registry::linked().unwrap()).unwrap();
-    let remote = run(&[node.local_addr().to_string()], &key);
+    let node = common::StockNode::start("wordcount");
+    let key = node.key.clone();
+    let remote = run(&[node.addr()], &key);
     node.stop();
-    let _ = std::fs::remove_dir_all(&cache);
     let (on_node, log) = text(&remote);
     let (local, _) = text(&run(&[], &key));
     assert!(
