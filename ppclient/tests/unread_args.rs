@@ -70,6 +70,7 @@ fn node_that_stops_reading(keys: KeySet, stop: mpsc::Receiver<()>) -> String {
             credit_jobs: 0,
             credit_bytes: 0,
             shared_max: 0,
+            reach: None,
         };
         let mut link = NodeLink::new(config, welcome, Instant::now());
         let mut buf = [0u8; 512];

@@ -28,6 +28,13 @@ pub struct Config {
     pub discovery: bool,
     /// Dial a client that listens (`Server::builder().listen(..)`) instead of waiting.
     pub join: Option<String>,
+    /// Where peers reach this node to fetch its kept values (`--advertise`:
+    /// `host` or `host:port`; a host alone takes the listening port).
+    /// `None`: the listening address if it is a specific, non-loopback
+    /// one, or any address at the port if it listens on all of them; a
+    /// node on loopback only, or one that joins a client, is unreachable
+    /// to peers unless it is given one (its values go through the client).
+    pub advertise: Option<String>,
     /// Most authenticated clients at once; more are refused with a reason
     /// (they retry).
     pub max_connections: usize,
@@ -112,6 +119,7 @@ impl Default for Config {
             idle_timeout: None,
             discovery: false,
             join: None,
+            advertise: None,
             max_connections: 256,
             max_unauthenticated: 64,
             max_per_source: 16,
@@ -213,6 +221,11 @@ pub struct Cli {
     /// Dial a client that listens, at HOST:PORT, and serve it.
     #[arg(long, value_name = "HOST:PORT")]
     pub join: Option<String>,
+    /// Where other nodes reach this one to fetch kept values (HOST or
+    /// HOST:PORT; default: the listening address, unless it is loopback or
+    /// the node joins a client: then values go through the client).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub advertise: Option<String>,
     /// Most authenticated clients at once; more are refused (they retry).
     #[arg(long, default_value_t = 256, value_parser = ppcore::limits::parse_count)]
     pub max_connections: usize,
@@ -305,6 +318,7 @@ impl Cli {
             idle_timeout: self.idle_timeout.map(Duration::from_secs),
             discovery: self.discovery,
             join: self.join.clone(),
+            advertise: self.advertise.clone(),
             max_connections: self.max_connections,
             max_unauthenticated: self.max_unauthenticated,
             max_per_source: self.max_per_source,
@@ -373,6 +387,39 @@ impl Cli {
 
 /// This build's version, as nodes report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+impl Config {
+    /// Where peers reach this node (`Welcome.reach`), from `--advertise`,
+    /// the listening address and `--join` (see [`Config::advertise`]):
+    /// `host:port`, `:port` (any address of the node at that port), or
+    /// `None` (unreachable to peers).
+    pub fn reach(&self) -> Option<String> {
+        if let Some(given) = &self.advertise {
+            let given = given.trim();
+            let has_port = given.parse::<std::net::SocketAddr>().is_ok()
+                || (!given.starts_with('[')
+                    && given.matches(':').count() == 1
+                    && given
+                        .rsplit_once(':')
+                        .is_some_and(|(_, p)| p.parse::<u16>().is_ok()))
+                || given
+                    .rsplit_once("]:")
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+            return match (has_port, given.parse::<IpAddr>()) {
+                (true, _) => Some(given.to_owned()),
+                (false, Ok(IpAddr::V6(ip))) => Some(format!("[{ip}]:{}", self.port)),
+                (false, _) => Some(format!("{}:{}", given.trim_matches(['[', ']']), self.port)),
+            };
+        }
+        if self.join.is_some() || self.interface.is_loopback() {
+            return None;
+        }
+        match self.interface.is_unspecified() {
+            true => Some(format!(":{}", self.port)),
+            false => Some(std::net::SocketAddr::new(self.interface, self.port).to_string()),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -450,5 +497,42 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_node_is_reachable_by_peers_where_it_says_or_where_it_listens_but_not_on_loopback_alone() {
+        let at = |interface: [u8; 4], advertise: Option<&str>, join: Option<&str>| {
+            Config {
+                interface: IpAddr::from(interface),
+                port: 7000,
+                advertise: advertise.map(str::to_owned),
+                join: join.map(str::to_owned),
+                ..Config::default()
+            }
+            .reach()
+        };
+        assert_eq!(at([127, 0, 0, 1], None, None), None);
+        assert_eq!(at([0, 0, 0, 0], None, None).as_deref(), Some(":7000"));
+        assert_eq!(
+            at([10, 1, 2, 3], None, None).as_deref(),
+            Some("10.1.2.3:7000")
+        );
+        assert_eq!(at([0, 0, 0, 0], None, Some("c:1")), None);
+        let given = at([127, 0, 0, 1], Some("127.0.0.1"), None);
+        assert_eq!(given.as_deref(), Some("127.0.0.1:7000"));
+        let given = at([0, 0, 0, 0], Some("node-a.example:9000"), Some("c:1"));
+        assert_eq!(given.as_deref(), Some("node-a.example:9000"));
+        assert_eq!(
+            at([0, 0, 0, 0], Some("node-a"), None).as_deref(),
+            Some("node-a:7000")
+        );
+        assert_eq!(
+            at([0, 0, 0, 0], Some("::1"), None).as_deref(),
+            Some("[::1]:7000")
+        );
+        assert_eq!(
+            at([0, 0, 0, 0], Some("[::1]:8"), None).as_deref(),
+            Some("[::1]:8")
+        );
     }
 }

@@ -52,6 +52,7 @@ mod error;
 mod isolate;
 mod metrics;
 mod node;
+mod peer;
 mod programs;
 
 pub use config::{Cli, Config, Isolation, DEFAULT_CACHE_MAX, VERSION};

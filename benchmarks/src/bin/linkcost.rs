@@ -61,6 +61,7 @@ fn welcome() -> NodeMsg {
         credit_jobs: 0,
         credit_bytes: 0,
         shared_max: 0,
+        reach: None,
         max_payload: 0,
     }
 }

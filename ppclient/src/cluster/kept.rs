@@ -142,6 +142,7 @@ impl Core {
             run,
             fail,
             fetch,
+            transfer,
             remake,
         } = moves;
         for (task, place) in run {
@@ -158,6 +159,9 @@ impl Core {
         }
         for (id, node) in fetch {
             self.fetch_from(id, &node);
+        }
+        for (id, from, to) in transfer {
+            self.transfer(id, &from, &to);
         }
         for id in remake {
             self.remake(id);
@@ -334,6 +338,8 @@ impl Fetch {
         };
         let moves = match result {
             Ok(bytes) => {
+                core.link(&self.node)
+                    .inspect(|r| r.counters.fetched(bytes.len() as u64));
                 let value = SharedValue::kept_listed(self.value, bytes.into_vec(), None);
                 core.values.put_here(self.value, value);
                 lock(&core.values.dir).in_client(&self.value)

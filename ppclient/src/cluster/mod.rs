@@ -2,11 +2,13 @@
 //! record per node, read and written as one snapshot ([`node`]), the queue,
 //! the links and the stop flag ([`state`]), the table of nodes joining
 //! a listening client ([`joins`]), and kept results: what the client holds
-//! of them ([`values`]) and where the jobs that take them run ([`kept`]).
+//! of them ([`values`]), where the jobs that take them run ([`kept`]) and
+//! how they move node to node ([`transfer`]).
 //! Names no link driver: the drivers write into it.
 
 pub(crate) mod joins;
 pub(crate) mod kept;
 pub(crate) mod node;
 pub(crate) mod state;
+pub(crate) mod transfer;
 pub(crate) mod values;

@@ -116,6 +116,8 @@ pub(crate) struct NodeView {
     pub(crate) node_id: Option<String>,
     /// Whether this program was shipped to the node.
     pub(crate) ship: Ship,
+    /// Where peers reach it for node-to-node transfers (`Welcome.reach`).
+    pub(crate) reach: Option<String>,
 }
 
 impl Default for NodeView {
@@ -127,6 +129,7 @@ impl Default for NodeView {
             addr: None,
             node_id: None,
             ship: Ship::No,
+            reach: None,
         }
     }
 }
@@ -290,6 +293,17 @@ impl NodeRecord {
     /// Notes the address a connection reached.
     pub(crate) fn set_addr(&self, addr: Option<SocketAddr>) {
         self.update(|v| v.addr = addr);
+    }
+
+    /// Notes where peers reach the node (`None`: they cannot).
+    pub(crate) fn set_reach(&self, reach: Option<String>) {
+        self.update(|v| v.reach = reach);
+    }
+
+    /// The address node `to` fetches this node's kept values at, if it can.
+    pub(crate) fn peer_addr_for(&self, to: &NodeRecord) -> Option<String> {
+        let from = self.view();
+        crate::cluster::transfer::peer_addr(from.reach.as_deref()?, from.addr, to.view().addr)
     }
 
     /// The node said hello: what it calls itself, its jobs and its

@@ -680,6 +680,9 @@ impl Driver<'_> {
         }
         let jobs: JobSet = Arc::new(jobs);
         if let Some(r) = self.record() {
+            r.set_reach(hello.reach.clone());
+            let reachable = hello.reach.is_some();
+            ppcore::sync::lock(&self.core.values.dir).set_reachable(r.name.clone(), reachable);
             r.came_up(hello.node_id.clone(), jobs, hello.workers);
             tracing::info!(node = %r.name, workers = hello.workers, "node up");
         }

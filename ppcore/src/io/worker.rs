@@ -189,6 +189,7 @@ pub fn program_hello(registry: &Registry) -> Result<Vec<u8>, WorkerError> {
         credit_jobs: 0,
         credit_bytes: 0,
         shared_max: 0,
+        reach: None,
     };
     encode_frame(&hello).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e).into())
 }

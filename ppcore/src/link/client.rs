@@ -688,6 +688,7 @@ impl<T> ClientLink<T> {
             credit_jobs,
             credit_bytes,
             shared_max,
+            reach,
             ..
         } = welcome
         else {
@@ -733,6 +734,7 @@ impl<T> ClientLink<T> {
             caps,
             credit_jobs: self.credit_jobs,
             credit_bytes: self.credit_bytes,
+            reach,
         }));
     }
 

@@ -322,6 +322,25 @@ impl NodeLink {
             NodeEvent::NeedShared { ids, jobs } => self.need_shared(ids, jobs),
             NodeEvent::Ended(ids) => ids.into_iter().for_each(|id| self.ended(id)),
             NodeEvent::Status(status) => self.send(&NodeMsg::Status(status)),
+            NodeEvent::Exported {
+                id,
+                attempt,
+                value,
+                bytes,
+            } => {
+                let result = match bytes {
+                    Some(bytes) => Ok(serde_bytes::ByteBuf::from(bytes)),
+                    None => Err(kept::not_here(value, &self.node_id, attempt)),
+                };
+                let done = DoneJob {
+                    id,
+                    attempt,
+                    result,
+                    exec_ns: 0,
+                    kept: None,
+                };
+                self.finished(vec![done]);
+            }
             NodeEvent::Drain => {
                 self.draining = true;
                 if self.state == State::Ready {
@@ -535,11 +554,27 @@ impl NodeLink {
                 std::collections::hash_map::Entry::Vacant(slot) if fits => {
                     slot.insert(size);
                     self.inflight_bytes += size;
-                    match job.keep {
-                        Some(KeepOp::Fetch(value)) => self.kept.fetch(job.id, job.attempt, value),
+                    match &job.keep {
+                        Some(KeepOp::Fetch(value)) => {
+                            self.kept.fetch(job.id, job.attempt, *value, false)
+                        }
+                        Some(KeepOp::Export(value)) => {
+                            self.kept.fetch(job.id, job.attempt, *value, true)
+                        }
                         Some(KeepOp::Keep(value)) => {
-                            self.kept.will_keep(job.id, value);
+                            self.kept.will_keep(job.id, *value);
                             take.push(job);
+                        }
+                        // Made here by a fetch from the peer: kept as a
+                        // job's result is, and jobs that name it wait.
+                        Some(KeepOp::Pull { value, from }) => {
+                            self.kept.will_keep(job.id, *value);
+                            self.actions.push_back(NodeAction::Pull {
+                                id: job.id,
+                                attempt: job.attempt,
+                                value: *value,
+                                from: from.clone(),
+                            });
                         }
                         None => take.push(job),
                     }
@@ -590,10 +625,23 @@ impl NodeLink {
                 settled.back.iter().for_each(|(id, _)| self.ended(*id));
                 self.send(&NodeMsg::Returned(settled.back));
             }
+            for value in settled.exported {
+                self.actions.push_back(NodeAction::Export(value));
+            }
+            for (id, attempt, value) in settled.elsewhere {
+                self.actions
+                    .push_back(NodeAction::FetchExported { id, attempt, value });
+            }
             if !settled.answers.is_empty() {
                 self.finished(settled.answers);
             }
         }
+    }
+
+    /// Kept value `id` of this connection, if it holds it (for the node's
+    /// exports: [`NodeAction::Export`]).
+    pub fn kept_value(&self, id: &SharedId) -> Option<Arc<SharedValue>> {
+        self.kept.get(id).cloned()
     }
 
     /// The room the node has now for kept results (its free memory): the

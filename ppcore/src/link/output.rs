@@ -29,6 +29,9 @@ pub struct NodeHello {
     /// The node's credit window: the most bytes of arguments in flight
     /// (one job alone may go over it; 0: no bound).
     pub credit_bytes: usize,
+    /// Where peers reach the node for node-to-node transfers
+    /// (`Welcome.reach`); `None`: they cannot.
+    pub reach: Option<String>,
 }
 
 /// Something that happened to a link.

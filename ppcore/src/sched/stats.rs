@@ -35,6 +35,9 @@ pub struct NodeCounters {
     kept: [AtomicU64; 3],
     /// Job results kept there now for this client, and their bytes.
     kept_here: [AtomicU64; 2],
+    /// Kept values moved there from other nodes (node to node) and their
+    /// bytes; kept values brought from there to the client and theirs.
+    moved: [AtomicU64; 4],
 }
 
 thread_local! {
@@ -85,6 +88,18 @@ impl NodeCounters {
         self.kept[2].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records kept value of `bytes` moved here from another node, node to node.
+    pub fn transferred(&self, bytes: u64) {
+        self.moved[0].fetch_add(1, Ordering::Relaxed);
+        self.moved[1].fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records a kept value of `bytes` brought from here to the client.
+    pub fn fetched(&self, bytes: u64) {
+        self.moved[2].fetch_add(1, Ordering::Relaxed);
+        self.moved[3].fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// A snapshot under the name `node`.
     pub fn snapshot(&self, node: &str, workers: usize) -> NodeStats {
         let sum = |f: fn(&Shard) -> &AtomicU64| -> u64 {
@@ -107,6 +122,10 @@ impl NodeCounters {
             kept: self.kept[2].load(Ordering::Relaxed),
             kept_values: self.kept_here[0].load(Ordering::Relaxed),
             kept_bytes: self.kept_here[1].load(Ordering::Relaxed),
+            transfers: self.moved[0].load(Ordering::Relaxed),
+            transfer_bytes: self.moved[1].load(Ordering::Relaxed),
+            fetched: self.moved[2].load(Ordering::Relaxed),
+            fetched_bytes: self.moved[3].load(Ordering::Relaxed),
         }
     }
 }
@@ -153,6 +172,21 @@ pub struct NodeStats {
     /// Their bytes.
     #[serde(default)]
     pub kept_bytes: u64,
+    /// Kept values moved there node to node (fetched by it from the node
+    /// that held them, not through the client).
+    #[serde(default)]
+    pub transfers: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub transfer_bytes: u64,
+    /// Kept values brought from there to the client (a job elsewhere
+    /// needed them and its node could not fetch them itself, or the
+    /// program asked for the value).
+    #[serde(default)]
+    pub fetched: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub fetched_bytes: u64,
 }
 
 /// A server's statistics, as `Server::stats` returns them.

@@ -12,15 +12,17 @@
 //!   on that node (inputs in the client go with it): a chain of dependent
 //!   jobs on one node goes out without waiting for each step to end.
 //! - A job whose inputs lie on several nodes waits while the inputs on all
-//!   but the node holding most of them come to the client, then runs on
-//!   that node.
+//!   but the node holding most of their bytes move to that node, then runs
+//!   there. An input moves node to node (a transfer) if peers can reach the
+//!   node that holds it ([`Directory::set_reachable`]); through the client
+//!   otherwise, or if a transfer of it failed.
 //! - A job waits while an input is queued, or lost and being made again.
 //! - A job whose input failed fails (`Dependency`, naming the input's job);
 //!   one whose input was cancelled is cancelled.
 
 use crate::job::error::{ErrorKind, JobError};
 use crate::job::shared::SharedId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 /// Where a kept value is.
@@ -58,6 +60,9 @@ pub struct Moves<T, N> {
     pub fail: Vec<(T, JobError)>,
     /// Values to bring to the client from the node that keeps them.
     pub fetch: Vec<(SharedId, N)>,
+    /// Values to move node to node: the value, the node that keeps it,
+    /// the node that is to (the client only says who holds what).
+    pub transfer: Vec<(SharedId, N, N)>,
     /// Lost values to make again (their jobs' recipes are the client's).
     pub remake: Vec<SharedId>,
 }
@@ -68,6 +73,7 @@ impl<T, N> Default for Moves<T, N> {
             run: Vec::new(),
             fail: Vec::new(),
             fetch: Vec::new(),
+            transfer: Vec::new(),
             remake: Vec::new(),
         }
     }
@@ -79,6 +85,7 @@ impl<T, N> Moves<T, N> {
         self.run.is_empty()
             && self.fail.is_empty()
             && self.fetch.is_empty()
+            && self.transfer.is_empty()
             && self.remake.is_empty()
     }
 
@@ -86,6 +93,7 @@ impl<T, N> Moves<T, N> {
         self.run.append(&mut other.run);
         self.fail.append(&mut other.fail);
         self.fetch.append(&mut other.fetch);
+        self.transfer.append(&mut other.transfer);
         self.remake.append(&mut other.remake);
     }
 }
@@ -100,6 +108,8 @@ struct Value<N> {
     remade: u32,
     /// Its bytes where it is kept (0 until known).
     bytes: u64,
+    /// A transfer of it failed: it moves through the client from now on.
+    relay: bool,
 }
 
 struct Waiting<T> {
@@ -114,6 +124,8 @@ pub struct Directory<T, N> {
     held: HashMap<u64, Waiting<T>>,
     /// Which held jobs wait on which value.
     waiters: HashMap<SharedId, Vec<u64>>,
+    /// Nodes whose peers can fetch kept values from them.
+    reachable: HashSet<N>,
 }
 
 impl<T, N> Default for Directory<T, N> {
@@ -122,6 +134,7 @@ impl<T, N> Default for Directory<T, N> {
             values: HashMap::new(),
             held: HashMap::new(),
             waiters: HashMap::new(),
+            reachable: HashSet::new(),
         }
     }
 }
@@ -132,6 +145,7 @@ enum Verdict<N> {
     Fail(JobError),
     Wait {
         fetch: Vec<(SharedId, N)>,
+        transfer: Vec<(SharedId, N, N)>,
         remake: Vec<SharedId>,
     },
 }
@@ -181,6 +195,7 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
                 fetching: false,
                 remade: 0,
                 bytes: 0,
+                relay: false,
             },
         );
     }
@@ -217,8 +232,13 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
         match self.verdict(&inputs) {
             Verdict::Run(place) => moves.run.push((task, place)),
             Verdict::Fail(e) => moves.fail.push((task, e)),
-            Verdict::Wait { fetch, remake } => {
-                for (id, _) in &fetch {
+            Verdict::Wait {
+                fetch,
+                transfer,
+                remake,
+            } => {
+                let moving = fetch.iter().map(|(id, _)| id);
+                for id in moving.chain(transfer.iter().map(|(id, _, _)| id)) {
                     if let Some(v) = self.values.get_mut(id) {
                         v.fetching = true;
                     }
@@ -230,6 +250,7 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
                     }
                 }
                 moves.fetch = fetch;
+                moves.transfer = transfer;
                 moves.remake = remake;
                 for id in &inputs {
                     let waiters = self.waiters.entry(*id).or_default();
@@ -295,9 +316,9 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
             return Verdict::Run(Place::Anywhere);
         }
         // On several nodes, all at rest: all but the node holding the most
-        // input bytes (then the most inputs; then the last named) come to
-        // the client, so the least moves.
-        let mut fetch = Vec::new();
+        // input bytes (then the most inputs; then the last named) move to
+        // it, node to node where they can, so the least moves.
+        let (mut fetch, mut transfer) = (Vec::new(), Vec::new());
         if remake.is_empty() && resting && nodes.len() > 1 {
             let (best, _) = nodes
                 .iter()
@@ -310,13 +331,20 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
                 if let Some(v) = self.values.get(id) {
                     if let State::On(n) = &v.state {
                         if n != keep && !v.fetching {
-                            fetch.push((*id, n.clone()));
+                            match !v.relay && self.reachable.contains(n) {
+                                true => transfer.push((*id, n.clone(), keep.clone())),
+                                false => fetch.push((*id, n.clone())),
+                            }
                         }
                     }
                 }
             }
         }
-        Verdict::Wait { fetch, remake }
+        Verdict::Wait {
+            fetch,
+            transfer,
+            remake,
+        }
     }
 
     /// Looks again at the jobs waiting on `id`, after it changed.
@@ -364,6 +392,28 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
             v.bytes = bytes;
         }
         self.set(id, State::On(node))
+    }
+
+    /// Whether peers can fetch kept values from node `node` (it said where
+    /// they reach it): values there move node to node, not through the client.
+    pub fn set_reachable(&mut self, node: N, reachable: bool) {
+        match reachable {
+            true => self.reachable.insert(node),
+            false => self.reachable.remove(&node),
+        };
+    }
+
+    /// A transfer of `id` did not bring it to its node (the peer was not
+    /// reachable from there, say): it moves through the client from now on.
+    pub fn transfer_failed(&mut self, id: &SharedId) -> Moves<T, N> {
+        match self.values.get_mut(id) {
+            Some(v) => {
+                v.relay = true;
+                v.fetching = false;
+            }
+            None => return Moves::default(),
+        }
+        self.revisit(id)
     }
 
     /// Value `id` is in the client (made here, come back in full, or fetched).
@@ -582,6 +632,34 @@ mod tests {
         d.in_client(&id(2));
         let m = d.in_client(&id(3));
         assert_eq!(m.run, vec![("r", Place::On("big"))]);
+    }
+
+    #[test]
+    fn inputs_on_a_reachable_node_move_node_to_node_and_through_the_client_once_that_failed() {
+        let mut d = dir(&[1, 2, 3]);
+        d.set_reachable("b", true);
+        d.kept_on(&id(1), "a", 1 << 20);
+        d.kept_on(&id(2), "b", 10);
+        d.kept_on(&id(3), "c", 10);
+        let m = d.place(9, "r", vec![id(1), id(2), id(3)]);
+        assert!(m.run.is_empty());
+        // "b" is reachable: its value moves to "a" directly; "c" is not.
+        assert_eq!(m.transfer, vec![(id(2), "b", "a")]);
+        assert_eq!(m.fetch, vec![(id(3), "c")]);
+        d.in_client(&id(3));
+        // The transfer failed: the value comes through the client instead.
+        let m = d.transfer_failed(&id(2));
+        assert_eq!((m.fetch, m.transfer), (vec![(id(2), "b")], vec![]));
+        let m = d.in_client(&id(2));
+        assert_eq!(m.run, vec![("r", Place::On("a"))]);
+        // A transfer that arrives: the value lies where the job runs.
+        let mut d = dir(&[1, 2]);
+        d.set_reachable("b", true);
+        d.kept_on(&id(1), "a", 100);
+        d.kept_on(&id(2), "b", 10);
+        assert_eq!(d.place(9, "r", vec![id(1), id(2)]).transfer.len(), 1);
+        let m = d.kept_on(&id(2), "a", 10);
+        assert_eq!(m.run, vec![("r", Place::On("a"))]);
     }
 
     #[test]

@@ -51,8 +51,9 @@ pub struct RunJob {
 
 /// What a `RunJob` asks of the node's kept values (PROTOCOL.md, "Kept
 /// results"). A kept value belongs to the connection that made or sent it:
-/// no other connection can name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// no other connection can name it, unless it was exported for a peer
+/// (`Export`), which then fetches it by its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeepOp {
     /// Run the job and keep its result here as value `id` (the client's
     /// name for it, random, fixed at submission); the answer is a `DoneJob`
@@ -61,8 +62,25 @@ pub enum KeepOp {
     Keep(SharedId),
     /// Not a job: answer with the bytes of kept value `id` as this job's
     /// result (`name` and `args` are empty), once the value is here; an
-    /// error of kind `NodeLost` if this connection holds no such value.
+    /// error of kind `NodeLost` if this connection holds no such value
+    /// (and no connection exported it: see `Export`).
     Fetch(SharedId),
+    /// Not a job: let peers fetch kept value `id` of this connection (a
+    /// `Fetch` on any connection with the cluster key then answers with
+    /// it, while this connection keeps it), once it is here. Answered with
+    /// `kept: Some(len)` and an empty result, or `NodeLost` if this
+    /// connection holds no such value.
+    Export(SharedId),
+    /// Not a job: fetch kept value `value` from the peer node at `from`
+    /// (`host:port`, over a session with the cluster key, as a client
+    /// does) and keep it here, as a `Keep` job keeps its result: jobs that
+    /// name it wait for it here, and the answer is the same.
+    Pull {
+        /// The value.
+        value: SharedId,
+        /// Where the peer that exported it listens.
+        from: String,
+    },
 }
 
 /// One job's outcome.
@@ -143,6 +161,18 @@ pub struct NodeStatus {
     /// Jobs here that wait for an input another job of theirs is making here.
     #[serde(default)]
     pub jobs_waiting: u64,
+    /// Kept values this node fetched from peers (`Pull`), and their bytes.
+    #[serde(default)]
+    pub transfers_in: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub transfer_in_bytes: u64,
+    /// Kept values peers fetched from this node, and their bytes.
+    #[serde(default)]
+    pub transfers_out: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub transfer_out_bytes: u64,
 }
 
 /// What a client sends to a node.
@@ -259,6 +289,13 @@ pub enum NodeMsg {
         /// missing): not said.
         #[serde(default)]
         shared_max: u64,
+        /// Where peers reach this node to fetch kept values it exports
+        /// (node-to-node transfers): `host:port`, or `:port` (any of its
+        /// addresses at that port: the one the client dialed). `None` (or
+        /// missing): peers cannot reach it, and its kept values travel
+        /// through the client.
+        #[serde(default)]
+        reach: Option<String>,
     },
     /// The node refuses this connection, and says why.
     Reject {

@@ -411,6 +411,27 @@ impl Driver<'_> {
                 }
                 NodeAction::Share { id, bytes } => self.share(link, id, bytes),
                 NodeAction::Unshare(ids) => self.node.unshare(self.id, &ids),
+                NodeAction::Export(value) => {
+                    if let Some(v) = link.kept_value(&value) {
+                        self.node.peers.exports.export(&v);
+                    }
+                }
+                NodeAction::FetchExported { id, attempt, value } => {
+                    let bytes = self.node.peers.serve(&value);
+                    let answer = NodeEvent::Exported {
+                        id,
+                        attempt,
+                        value,
+                        bytes,
+                    };
+                    link.handle(answer, Instant::now());
+                }
+                NodeAction::Pull {
+                    id,
+                    attempt,
+                    value,
+                    from,
+                } => self.pull((id, attempt), value, from),
                 NodeAction::Cancel(id) => self.node.cancel(self.conn, id),
                 NodeAction::StatusWanted => {
                     link.handle(NodeEvent::Status(self.node.status()), Instant::now())
@@ -455,6 +476,25 @@ impl Driver<'_> {
             tracing::warn!(peer = %self.peer, %id, "shared value refused: {over}");
         }
         link.handle(NodeEvent::Stored { id, outcome }, Instant::now());
+    }
+
+    /// Fetches kept value `value` from the peer at `from`, as job `job`:
+    /// on a pull thread, within the memory the node has now.
+    fn pull(&mut self, job: (u64, u32), value: SharedId, from: String) {
+        let room = self.node.memory.room();
+        match self.node.fetch_limits(room) {
+            Some(limits) => self.node.peers.pull(self.conn, job, value, from, limits),
+            None => self.conn.finished(ppcore::wire::DoneJob {
+                id: job.0,
+                attempt: job.1,
+                result: Err(ppcore::JobError::new(
+                    ppcore::ErrorKind::NodeLost,
+                    "this node holds no key to pull with",
+                )),
+                exec_ns: 0,
+                kept: None,
+            }),
+        }
     }
 
     /// Answers a program offer (the link lets one through only while no

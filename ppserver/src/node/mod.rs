@@ -100,6 +100,8 @@ pub(crate) struct Node {
     shared: Mutex<SharedStore>,
     /// Shared values received and kept (a value already here adds none).
     shared_received: AtomicU64,
+    /// Kept values exported to peers, and pulls from them.
+    pub(crate) peers: crate::peer::Peers,
 }
 
 impl Node {
@@ -169,6 +171,7 @@ impl Node {
             meters: Default::default(),
             shared: Mutex::new(SharedStore::new(config_shared_max)),
             shared_received: AtomicU64::new(0),
+            peers: crate::peer::Peers::default(),
         }
     }
 
@@ -546,6 +549,7 @@ impl Node {
             credit_jobs: 0,
             credit_bytes: 0,
             shared_max: self.config.shared_max,
+            reach: self.config.reach(),
         }
     }
 
@@ -555,6 +559,7 @@ impl Node {
             let store = self.lock_shared();
             (store.len() as u64, store.used())
         };
+        let peers = &self.peers.counts;
         NodeStatus {
             version: crate::config::VERSION.to_owned(),
             workers: self.config.workers as u32,
@@ -577,6 +582,22 @@ impl Node {
             kept_values: self.meters.kept_values.load(Ordering::Relaxed),
             kept_bytes: self.meters.kept_bytes.load(Ordering::Relaxed),
             jobs_waiting: self.meters.jobs_waiting.load(Ordering::Relaxed),
+            transfers_in: peers.pulls.load(Ordering::Relaxed),
+            transfer_in_bytes: peers.pull_bytes.load(Ordering::Relaxed),
+            transfers_out: peers.served.load(Ordering::Relaxed),
+            transfer_out_bytes: peers.served_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// How a pull fetches from a peer: the cluster's keys, the node's
+    /// timeouts and frame size, and at most `room` bytes.
+    pub(crate) fn fetch_limits(&self, room: u64) -> Option<crate::peer::FetchLimits> {
+        Some(crate::peer::FetchLimits {
+            keys: self.config.keys.clone()?,
+            connect: self.config.handshake_timeout,
+            stall: self.config.stream_stall,
+            max_frame: self.config.max_frame,
+            max: room.min(self.config.max_payload),
+        })
     }
 }

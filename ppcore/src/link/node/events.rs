@@ -67,6 +67,18 @@ pub enum NodeEvent<'a> {
     /// The node is full for now (too many clients): tell the client, which
     /// retries later, and close.
     Refuse(String),
+    /// The node's answer to a [`NodeAction::FetchExported`]: the value's
+    /// bytes, or `None` if no connection exports it.
+    Exported {
+        /// The fetch.
+        id: u64,
+        /// Its attempt.
+        attempt: u32,
+        /// The value fetched.
+        value: SharedId,
+        /// Its bytes, if exported.
+        bytes: Option<Vec<u8>>,
+    },
     /// Jobs that name shared values the node does not hold: the client is
     /// asked for the values and handed the jobs back (what
     /// [`NodeLink::with_shared`](super::NodeLink::with_shared) does for such jobs).
@@ -122,6 +134,33 @@ pub enum NodeAction {
     },
     /// The client is done with these shared values.
     Unshare(Vec<SharedId>),
+    /// Let peers fetch this connection's kept value `id`
+    /// ([`NodeLink::kept_value`](super::NodeLink::kept_value)) while the
+    /// connection keeps it.
+    Export(SharedId),
+    /// A fetch of a kept value this connection does not hold: answer with
+    /// [`NodeEvent::Exported`], from the values other connections export.
+    FetchExported {
+        /// The fetch (it holds a job's credit until answered).
+        id: u64,
+        /// Its attempt.
+        attempt: u32,
+        /// The value.
+        value: SharedId,
+    },
+    /// Fetch kept value `value` from the peer at `from` and report it as
+    /// job `id`'s result ([`NodeEvent::Finished`]): it is kept here, as a
+    /// kept job's result is. A failed fetch is that job's error.
+    Pull {
+        /// The job (it holds a job's credit until it ends).
+        id: u64,
+        /// Its attempt.
+        attempt: u32,
+        /// The value.
+        value: SharedId,
+        /// Where the peer listens (`host:port`).
+        from: String,
+    },
     /// The connection is over: close it (what the client was to be told is
     /// among the transmits already).
     Closed(NodeCloseReason),

@@ -35,12 +35,15 @@ fn listed(list: &mut Vec<u64>, job: u64) {
     }
 }
 
-/// A fetch of a kept value: not a job, but it holds a job's credit.
+/// A fetch of a kept value, or its export for peers: not a job, but it
+/// holds a job's credit.
 #[derive(Debug, Clone, Copy)]
 struct Fetch {
     id: u64,
     attempt: u32,
     value: SharedId,
+    /// An export (`KeepOp::Export`), not a fetch.
+    export: bool,
 }
 
 /// What a settle decided.
@@ -50,8 +53,13 @@ pub(crate) struct Settled {
     pub(crate) run: Vec<RunJob>,
     /// Parked jobs an input of which will not be kept here: handed back.
     pub(crate) back: Vec<(u64, u32)>,
-    /// Fetches answered (the value, or `NodeLost`).
+    /// Fetches answered (the value, or `NodeLost`), and exports.
     pub(crate) answers: Vec<DoneJob>,
+    /// Values exported for peers (their exports are among the answers).
+    pub(crate) exported: Vec<SharedId>,
+    /// Fetches of values this connection does not hold: the node's
+    /// exports may (job id, attempt, value).
+    pub(crate) elsewhere: Vec<(u64, u32, SharedId)>,
 }
 
 /// The kept values of one connection and what waits for them.
@@ -77,7 +85,7 @@ pub(crate) struct Kept {
 }
 
 /// The error a fetch of a value not here gets.
-pub(crate) fn not_here(value: SharedId, node: &str, attempt: u32) -> JobError {
+pub(super) fn not_here(value: SharedId, node: &str, attempt: u32) -> JobError {
     let message = format!("kept value {value} is not on this node");
     JobError::new(ErrorKind::NodeLost, message).on(node, attempt)
 }
@@ -212,13 +220,15 @@ impl Kept {
         None
     }
 
-    /// A fetch of kept value `value` (answered at the next settle, or when
-    /// the value is kept).
-    pub(crate) fn fetch(&mut self, id: u64, attempt: u32, value: SharedId) {
-        self.fetches
-            .entry(value)
-            .or_default()
-            .push(Fetch { id, attempt, value });
+    /// A fetch (or, `export`, an export) of kept value `value`, answered
+    /// at the next settle, or when the value is kept.
+    pub(crate) fn fetch(&mut self, id: u64, attempt: u32, value: SharedId, export: bool) {
+        self.fetches.entry(value).or_default().push(Fetch {
+            id,
+            attempt,
+            value,
+            export,
+        });
         self.fetch_of.insert(id, value);
         self.touched.push(value);
     }
@@ -295,20 +305,34 @@ impl Kept {
             }
             for f in fetches {
                 self.fetch_of.remove(&f.id);
-                let result = match self.values.get(&f.value) {
-                    Some(v) => Ok(ByteBuf::from(v.bytes().to_vec())),
-                    None => Err(not_here(f.value, node, f.attempt)),
+                let (result, kept) = match (self.values.get(&f.value), f.export) {
+                    (Some(v), false) => (Ok(ByteBuf::from(v.bytes().to_vec())), None),
+                    (Some(v), true) => {
+                        out.exported.push(f.value);
+                        (Ok(ByteBuf::new()), Some(v.len() as u64))
+                    }
+                    // Not this connection's: perhaps another's, exported.
+                    (None, false) => {
+                        out.elsewhere.push((f.id, f.attempt, f.value));
+                        continue;
+                    }
+                    (None, true) => (Err(not_here(f.value, node, f.attempt)), None),
                 };
                 out.answers.push(DoneJob {
                     id: f.id,
                     attempt: f.attempt,
                     result,
                     exec_ns: 0,
-                    kept: None,
+                    kept,
                 });
             }
         }
         Some(out)
+    }
+
+    /// Kept value `id` of this connection, if it holds it.
+    pub(crate) fn get(&self, id: &SharedId) -> Option<&Arc<SharedValue>> {
+        self.values.get(id)
     }
 
     /// The connection closed: everything goes with it.

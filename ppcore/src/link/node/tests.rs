@@ -47,6 +47,7 @@ fn link_windowed(keys: KeySet, send_window: u64, now: Instant) -> NodeLink {
         credit_jobs: 0,
         credit_bytes: 0,
         shared_max: 0,
+        reach: None,
         max_payload: 0,
     };
     NodeLink::new(config, welcome, now)

@@ -129,6 +129,7 @@ fn welcome(workers: u32) -> NodeMsg {
         credit_jobs: 0,
         credit_bytes: 0,
         shared_max: 0,
+        reach: None,
         max_payload: 0,
     }
 }
@@ -281,6 +282,9 @@ impl Pair {
                         NodeAction::Closed(_) => node_closed = true,
                         NodeAction::StatusWanted
                         | NodeAction::Authenticated
+                        | NodeAction::Export(_)
+                        | NodeAction::FetchExported { .. }
+                        | NodeAction::Pull { .. }
                         | NodeAction::UploadRefused { .. } => {}
                     }
                 }

@@ -1,0 +1,107 @@
+//! Kept values move node to node (issue 29): a job whose kept inputs lie
+//! on two nodes runs where most of their bytes lie, and the input from the
+//! other node comes to it directly from that node when peers can reach it
+//! (`--advertise`), or through the client when they cannot (a node on
+//! loopback that advertises nothing). Either way the answer is the same.
+
+use ppclient::{KeySet, Options, Registry, Server, Shared};
+use std::time::Duration;
+
+ppclient::job! {
+    /// `n` bytes of `fill` (run on the node that has it: "big").
+    pub fn big_blob(n: u64, fill: u8) -> Vec<u8> { vec![fill; n as usize] }
+}
+
+ppclient::job! {
+    /// `n` bytes of `fill` (run on the node that has it: "small").
+    pub fn small_blob(n: u64, fill: u8) -> Vec<u8> { vec![fill; n as usize] }
+}
+
+ppclient::job! {
+    /// The lengths and byte sums of two kept blobs.
+    pub fn measure_both(a: Shared<Vec<u8>>, b: Shared<Vec<u8>>) -> (u64, u64) {
+        let sum = |v: &[u8]| v.iter().map(|&x| u64::from(x)).sum::<u64>();
+        ((a.len() + b.len()) as u64, sum(&a) + sum(&b))
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+const BIG: u64 = 4 << 20;
+const SMALL: u64 = 3 << 20;
+
+/// A node on loopback running `producer` and `measure_both`, advertising
+/// its loopback address to peers if `advertise`.
+fn start_node<J: ppclient::Job>(keys: &KeySet, advertise: bool) -> ppserver::Running {
+    let mut registry = Registry::new();
+    registry.add::<J>().unwrap();
+    registry.add::<measure_both>().unwrap();
+    let config = ppserver::Config {
+        port: 0,
+        workers: 1,
+        keys: Some(keys.clone()),
+        advertise: advertise.then(|| "127.0.0.1".to_owned()),
+        ..Default::default()
+    };
+    ppserver::start(config, registry).unwrap()
+}
+
+struct Run {
+    answer: (u64, u64),
+    stats: ppclient::Stats,
+    big: ppclient::NodeStatus,
+    small: ppclient::NodeStatus,
+}
+
+/// Two producers, one per node, and a job taking both results.
+fn run(advertise: bool) -> Run {
+    let keys = KeySet::one(ppclient::Key::generate().unwrap());
+    let big = start_node::<big_blob>(&keys, advertise);
+    let small = start_node::<small_blob>(&keys, advertise);
+    let server = Server::builder()
+        .ncpus(0)
+        .keys(keys.clone())
+        .nodes([big.local_addr().to_string(), small.local_addr().to_string()])
+        .build()
+        .unwrap();
+    assert_eq!(server.active_nodes().len(), 2, "{:?}", server.nodes());
+    let a = server.submit_with(big_blob, (BIG, 1), Options::new().keep());
+    let b = server.submit_with(small_blob, (SMALL, 2), Options::new().keep());
+    let (a, b) = (a.keep().unwrap(), b.keep().unwrap());
+    let both = server.submit(measure_both, (a, b));
+    let answer = both.wait_timeout(WAIT).unwrap().unwrap();
+    let status = |n: &ppserver::Running| {
+        ppclient::node_status_with(&n.local_addr().to_string(), &keys, WAIT).unwrap()
+    };
+    Run {
+        answer,
+        stats: server.stats(),
+        big: status(&big),
+        small: status(&small),
+    }
+}
+
+#[test]
+fn an_input_on_a_reachable_node_moves_to_the_job_node_to_node_not_through_the_client() {
+    let run = run(true);
+    assert_eq!(run.answer, (BIG + SMALL, BIG + 2 * SMALL));
+    // The job ran where most input bytes lay; the small input came from its
+    // node to there, directly.
+    assert_eq!(run.big.transfers_in, 1);
+    // The value's encoded bytes: the blob and a few bytes of header.
+    assert!((SMALL..SMALL + 64).contains(&run.big.transfer_in_bytes));
+    assert_eq!(run.small.transfers_out, 1);
+    assert_eq!(run.small.transfers_in + run.big.transfers_out, 0);
+    let moved: u64 = run.stats.nodes.iter().map(|n| n.transfers).sum();
+    let fetched: u64 = run.stats.nodes.iter().map(|n| n.fetched).sum();
+    assert_eq!((moved, fetched), (1, 0), "{:#?}", run.stats.nodes);
+}
+
+#[test]
+fn an_input_on_a_node_peers_cannot_reach_comes_through_the_client() {
+    let run = run(false);
+    assert_eq!(run.answer, (BIG + SMALL, BIG + 2 * SMALL));
+    assert_eq!(run.big.transfers_in + run.small.transfers_out, 0);
+    let moved: u64 = run.stats.nodes.iter().map(|n| n.transfers).sum();
+    let fetched: u64 = run.stats.nodes.iter().map(|n| n.fetched).sum();
+    assert_eq!((moved, fetched), (0, 1), "{:#?}", run.stats.nodes);
+}
