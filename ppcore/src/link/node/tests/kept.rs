@@ -211,15 +211,136 @@ fn a_producer_that_fails_hands_back_its_parked_jobs_and_fails_its_fetches() {
     };
     l.handle(NodeEvent::Finished(vec![failed]), t0);
     let (sent, other) = c.drain(&mut l);
-    assert!(other.is_empty(), "{other:?}");
+    // The fetch asks the node whether another connection exports it.
+    assert_eq!(other, vec![exported_asked(3, x)]);
     assert!(sent.contains(&NodeMsg::Returned(vec![(2, 1)])), "{sent:?}");
-    let done = done_of(&sent);
-    assert_eq!(done.iter().map(|d| d.id).collect::<Vec<_>>(), vec![1, 3]);
-    let err = done[1].result.as_ref().unwrap_err();
+    assert_eq!(
+        done_of(&sent).iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![1]
+    );
+    let sent = not_exported(&mut l, &mut c, 3, x, t0);
+    let err = done_of(&sent)[0].result.clone().unwrap_err();
     assert_eq!(err.kind, ErrorKind::NodeLost);
     assert!(err.message.contains("is not on this node"), "{err}");
     assert_eq!(l.credit_used(), (0, 0));
     assert_eq!(l.jobs_waiting(), 0);
+}
+
+fn exported_asked(id: u64, value: SharedId) -> NodeAction {
+    NodeAction::FetchExported {
+        id,
+        attempt: 1,
+        value,
+    }
+}
+
+/// The node answers that no connection exports `value`.
+fn not_exported(
+    l: &mut NodeLink,
+    c: &mut Client,
+    id: u64,
+    value: SharedId,
+    now: Instant,
+) -> Vec<NodeMsg> {
+    let answer = NodeEvent::Exported {
+        id,
+        attempt: 1,
+        value,
+        bytes: None,
+    };
+    l.handle(answer, now);
+    let (sent, other) = c.drain(l);
+    assert!(other.is_empty(), "{other:?}");
+    sent
+}
+
+#[test]
+fn a_fetch_of_a_value_another_connection_exports_gets_its_bytes_from_the_node() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = roomy(t0);
+    let x = value(b"x");
+    c.feed(&mut l, &ClientMsg::Run(vec![fetch(1, x)]), t0);
+    assert_eq!(c.drain(&mut l).1, vec![exported_asked(1, x)]);
+    let answer = NodeEvent::Exported {
+        id: 1,
+        attempt: 1,
+        value: x,
+        bytes: Some(b"peer's".to_vec()),
+    };
+    l.handle(answer, t0);
+    let (sent, _) = c.drain(&mut l);
+    assert_eq!(bytes(&done_of(&sent)[0]), Some(&b"peer's"[..]));
+    assert_eq!(l.credit_used(), (0, 0));
+}
+
+#[test]
+fn an_export_waits_for_its_value_then_answers_kept_and_asks_the_node_to_export_it() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = roomy(t0);
+    let x = value(b"x");
+    let export = RunJob {
+        keep: Some(KeepOp::Export(x)),
+        ..fetch(2, x)
+    };
+    let jobs = run_jobs(&mut l, &mut c, vec![keeping(1, x, &[]), export], t0);
+    assert_eq!(l.with_shared(jobs, nothing).len(), 1);
+    assert_eq!(l.jobs_waiting(), 1);
+    l.handle(NodeEvent::Finished(vec![ok(1, b"made")]), t0);
+    let (sent, other) = c.drain(&mut l);
+    assert_eq!(other, vec![NodeAction::Export(x)]);
+    let kept = l.kept_value(&x).map(|v| v.bytes().to_vec());
+    assert_eq!(kept.as_deref(), Some(&b"made"[..]));
+    let done = done_of(&sent);
+    assert_eq!(
+        done.iter().map(|d| (d.id, d.kept)).collect::<Vec<_>>(),
+        [(1, Some(4)), (2, Some(4))]
+    );
+    // An export of a value this connection does not hold: NodeLost.
+    let y = value(b"y");
+    let export = RunJob {
+        keep: Some(KeepOp::Export(y)),
+        ..fetch(3, y)
+    };
+    c.feed(&mut l, &ClientMsg::Run(vec![export]), t0);
+    let (sent, other) = c.drain(&mut l);
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(
+        done_of(&sent)[0].result.as_ref().unwrap_err().kind,
+        ErrorKind::NodeLost
+    );
+}
+
+#[test]
+fn a_pull_keeps_what_the_peer_gave_and_jobs_naming_it_wait_for_it_here() {
+    let t0 = Instant::now();
+    let (mut l, mut c) = roomy(t0);
+    let x = value(b"x");
+    let pull = RunJob {
+        keep: Some(KeepOp::Pull {
+            value: x,
+            from: "10.0.0.1:7000".into(),
+        }),
+        ..fetch(1, x)
+    };
+    c.feed(&mut l, &ClientMsg::Run(vec![pull, job_naming(2, &[x])]), t0);
+    let (_, mut other) = c.drain(&mut l);
+    let want = NodeAction::Pull {
+        id: 1,
+        attempt: 1,
+        value: x,
+        from: "10.0.0.1:7000".into(),
+    };
+    assert_eq!(other[0], want);
+    let jobs = queued(other.split_off(1));
+    // The job naming it parks until the pull ends.
+    assert!(l.with_shared(jobs, nothing).is_empty());
+    l.handle(NodeEvent::Finished(vec![ok(1, b"pulled")]), t0);
+    let (_, other) = c.drain(&mut l);
+    let ready = l.with_shared(queued(other), nothing);
+    assert_eq!(ran(&ready), vec![(2, vec![b"pulled".to_vec()])]);
+    // Its report, once it has lingered: kept, as a kept job's is.
+    l.handle(NodeEvent::Timer, t0 + Duration::from_millis(1));
+    assert_eq!(done_of(&c.drain(&mut l).0)[0].kept, Some(6));
 }
 
 #[test]
@@ -244,12 +365,15 @@ fn a_result_over_the_keep_room_comes_back_in_full_and_its_dependants_go_back() {
 }
 
 #[test]
-fn a_fetch_of_a_value_not_here_is_answered_node_lost_at_once() {
+fn a_fetch_of_a_value_not_here_nor_exported_is_answered_node_lost() {
     let t0 = Instant::now();
     let (mut l, mut c) = roomy(t0);
-    c.feed(&mut l, &ClientMsg::Run(vec![fetch(1, value(b"x"))]), t0);
+    let x = value(b"x");
+    c.feed(&mut l, &ClientMsg::Run(vec![fetch(1, x)]), t0);
     let (sent, other) = c.drain(&mut l);
-    assert!(other.is_empty());
+    assert!(done_of(&sent).is_empty());
+    assert_eq!(other, vec![exported_asked(1, x)]);
+    let sent = not_exported(&mut l, &mut c, 1, x, t0);
     let done = done_of(&sent);
     let err = done[0].result.as_ref().unwrap_err();
     assert_eq!((done[0].id, err.kind), (1, ErrorKind::NodeLost));
