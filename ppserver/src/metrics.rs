@@ -44,6 +44,8 @@ pub(crate) struct Sample {
     pub(crate) kept_values: u64,
     pub(crate) kept_bytes: u64,
     pub(crate) jobs_waiting: u64,
+    /// Kept values pulled from peers and their bytes; served to peers and theirs.
+    pub(crate) transfers: [u64; 4],
     pub(crate) uptime_s: f64,
 }
 
@@ -70,6 +72,12 @@ impl Sample {
             kept_values: status.kept_values,
             kept_bytes: status.kept_bytes,
             jobs_waiting: status.jobs_waiting,
+            transfers: [
+                status.transfers_in,
+                status.transfer_in_bytes,
+                status.transfers_out,
+                status.transfer_out_bytes,
+            ],
             uptime_s: status.uptime_s,
         }
     }
@@ -138,6 +146,35 @@ pub(crate) fn encode(sample: &Sample) -> String {
         "connections",
         "Connections open now (clients and strangers still in their handshake)",
         sample.connections,
+    );
+    let [pulls, pull_bytes, served, served_bytes] = sample.transfers;
+    counter(
+        &mut r,
+        "transfers_in",
+        "Kept values fetched from peer nodes (node-to-node transfers)",
+        None,
+        pulls,
+    );
+    counter(
+        &mut r,
+        "transfer_in",
+        "Bytes of kept values fetched from peer nodes",
+        Some(Unit::Bytes),
+        pull_bytes,
+    );
+    counter(
+        &mut r,
+        "transfers_out",
+        "Kept values peer nodes fetched from this node",
+        None,
+        served,
+    );
+    counter(
+        &mut r,
+        "transfer_out",
+        "Bytes of kept values peer nodes fetched from this node",
+        Some(Unit::Bytes),
+        served_bytes,
     );
     counter(
         &mut r,
@@ -275,6 +312,7 @@ mod tests {
             kept_values: 3,
             kept_bytes: 300,
             jobs_waiting: 2,
+            transfers: [4, 400, 5, 500],
             uptime_s: 1.5,
         };
         let text = encode(&sample);
@@ -297,6 +335,10 @@ mod tests {
         assert_eq!(value(&s, "ppserver_kept_values", None), 3.0);
         assert_eq!(value(&s, "ppserver_kept_bytes", None), 300.0);
         assert_eq!(value(&s, "ppserver_jobs_waiting", None), 2.0);
+        assert_eq!(value(&s, "ppserver_transfers_in_total", None), 4.0);
+        assert_eq!(value(&s, "ppserver_transfer_in_bytes_total", None), 400.0);
+        assert_eq!(value(&s, "ppserver_transfers_out_total", None), 5.0);
+        assert_eq!(value(&s, "ppserver_transfer_out_bytes_total", None), 500.0);
         assert!(text.contains("# TYPE ppserver_jobs counter"), "{text}");
     }
 }

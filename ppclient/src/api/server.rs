@@ -513,8 +513,11 @@ impl Server {
         let queued = self.core.queued_kinds();
         nodes.extend(self.core.links().iter().map(|l| {
             let view = l.view();
+            let (bytes_received, bytes_sent) = l.meter.bytes();
             NodeStats {
                 down: why_down(&view.state).or_else(|| view.why_unused(&queued)),
+                bytes_sent,
+                bytes_received,
                 ..l.counters.snapshot(&l.name, view.workers())
             }
         }));

@@ -69,6 +69,11 @@ pub(crate) struct NodeView {
     pub(crate) chained: u64,
     /// Jobs run there again to make a kept result lost with its node.
     pub(crate) recomputed: u64,
+    /// Kept values moved there node to node, and their bytes.
+    pub(crate) transfers: u64,
+    pub(crate) transfer_bytes: u64,
+    /// Kept values brought from there to the client.
+    pub(crate) fetched: u64,
 }
 
 /// A group's progress; the first row, `all jobs`, is every job.
@@ -164,6 +169,9 @@ pub(crate) fn status(
         kept: local.kept,
         chained: local.chained,
         recomputed: local.recomputed,
+        transfers: 0,
+        transfer_bytes: 0,
+        fetched: 0,
     }];
     let queued = core.queued_kinds();
     for link in core.links() {
@@ -188,6 +196,9 @@ pub(crate) fn status(
             kept: stats.kept,
             chained: stats.chained,
             recomputed: stats.recomputed,
+            transfers: stats.transfers,
+            transfer_bytes: stats.transfer_bytes,
+            fetched: stats.fetched,
         });
     }
     let mut groups = vec![progress(

@@ -126,6 +126,8 @@ impl NodeCounters {
             transfer_bytes: self.moved[1].load(Ordering::Relaxed),
             fetched: self.moved[2].load(Ordering::Relaxed),
             fetched_bytes: self.moved[3].load(Ordering::Relaxed),
+            bytes_sent: 0,
+            bytes_received: 0,
         }
     }
 }
@@ -187,6 +189,13 @@ pub struct NodeStats {
     /// Their bytes.
     #[serde(default)]
     pub fetched_bytes: u64,
+    /// Bytes the client's link sent to the node (every frame: jobs,
+    /// values, heartbeats), and received from it.
+    #[serde(default)]
+    pub bytes_sent: u64,
+    /// Bytes received from it.
+    #[serde(default)]
+    pub bytes_received: u64,
 }
 
 /// A server's statistics, as `Server::stats` returns them.

@@ -88,7 +88,8 @@
       tr.append(el("td", "name", n.name), state, el("td", "n", n.workers), el("td", "n", n.busy),
                 el("td", "n", fmtInt(n.done)), el("td", "n", fmtInt(n.failed)), el("td", "n", fmtInt(n.rerun)),
                 el("td", "n", fmtSecs(n.job_time_s)), el("td", "n", rtt), el("td", "n", bytes),
-                el("td", "n", fmtInt(n.kept)), el("td", "n", fmtInt(n.chained)), el("td", "n", fmtInt(n.recomputed)));
+                el("td", "n", fmtInt(n.kept)), el("td", "n", fmtInt(n.chained)), el("td", "n", fmtInt(n.recomputed)),
+                el("td", "n", fmtInt(n.transfers) + " / " + fmtBytes(n.transfer_bytes)), el("td", "n", fmtInt(n.fetched)));
       body.append(tr);
     }
   }
