@@ -3,10 +3,13 @@
 //! trip to the same node; and a map-reduce whose maps keep their results on
 //! two nodes, one of which is killed (SIGKILL) before the reduce: the lost
 //! maps are made again from their recipes and the total must be exact.
+//! And a map-reduce of large values over four nodes that peers can reach
+//! (issue 29): kept results moving node to node, against the same work
+//! with every map result brought to the client and sent out again.
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ppclient::{JobHandle, Options, Server, Shared};
+use ppclient::{Array, JobHandle, Options, Server, Shared};
 use std::time::{Duration, Instant};
 
 ppclient::job! {
@@ -29,6 +32,56 @@ ppclient::job! {
     pub fn add4(a: Shared<u64>, b: Shared<u64>, c: Shared<u64>, d: Shared<u64>) -> u64 {
         *a + *b + *c + *d
     }
+}
+
+ppclient::job! {
+    /// A map job of the large map-reduce: `len` numbers made from `seed`.
+    pub fn fill(seed: u64, len: u64) -> Array<f64> { fill_values(seed, len) }
+}
+
+ppclient::job! {
+    /// A reduce job: the element-wise sum of kept map results.
+    pub fn sum_kept(parts: Vec<Shared<Array<f64>>>) -> Array<f64> {
+        sum_of(parts.iter().map(|p| p.as_slice()))
+    }
+}
+
+ppclient::job! {
+    /// The same reduce, its inputs sent as values.
+    pub fn sum_sent(parts: Vec<Array<f64>>) -> Array<f64> {
+        sum_of(parts.iter().map(|p| p.as_slice()))
+    }
+}
+
+ppclient::job! {
+    /// The final job: the total of kept partial sums.
+    pub fn total_kept(parts: Vec<Shared<Array<f64>>>) -> f64 {
+        parts.iter().flat_map(|p| p.iter()).sum()
+    }
+}
+
+ppclient::job! {
+    /// The same final job, its inputs sent as values.
+    pub fn total_sent(parts: Vec<Array<f64>>) -> f64 {
+        parts.iter().flat_map(|p| p.iter()).sum()
+    }
+}
+
+/// `len` numbers made from `seed` (cheap to make: the benchmark is the
+/// moving of them).
+fn fill_values(seed: u64, len: u64) -> Array<f64> {
+    (0..len)
+        .map(|i| ((seed * 7919 + i) % 1024) as f64 * 0.25)
+        .collect()
+}
+
+/// The element-wise sum of `parts`.
+fn sum_of<'a>(mut parts: impl Iterator<Item = &'a [f64]>) -> Array<f64> {
+    let mut out = parts.next().map(<[f64]>::to_vec).unwrap_or_default();
+    for p in parts {
+        out.iter_mut().zip(p).for_each(|(o, x)| *o += x);
+    }
+    Array::from(out)
 }
 
 #[derive(Parser)]
@@ -59,6 +112,21 @@ struct Args {
     /// The longest any one wait may take, in seconds, before the run fails.
     #[arg(long, default_value_t = 120)]
     timeout_s: u64,
+    /// Nodes of the large map-reduce (peers reach each other on loopback).
+    #[arg(long, default_value_t = 4)]
+    mr_nodes: usize,
+    /// Map jobs of the large map-reduce.
+    #[arg(long, default_value_t = 64)]
+    mr_maps: usize,
+    /// Map results each reduce job takes (the final job takes the reduces').
+    #[arg(long, default_value_t = 8)]
+    mr_fan_in: usize,
+    /// MiB of f64 each map job returns.
+    #[arg(long, default_value_t = 16)]
+    mr_map_mib: u64,
+    /// Skip the large map-reduce.
+    #[arg(long)]
+    no_mapreduce: bool,
     /// Only the local chain (no nodes spawned).
     #[arg(long)]
     local_only: bool,
@@ -143,6 +211,10 @@ fn run(args: Args) -> Result<()> {
         out["recomputed"] = mr.recomputed.into();
         out["max_runs_per_map"] = max_runs_per_map(mr.recomputed, args.maps).into();
         out["no_map_run_more_than_twice"] = (mr.recomputed <= args.maps).into();
+        drop(nodes);
+        if !args.no_mapreduce {
+            large_mapreduce(&args, &mut out, timeout)?;
+        }
     } else {
         out["nodes"] = 0.into();
     }
@@ -336,6 +408,141 @@ fn killed_mapreduce(
     })
 }
 
+/// The large map-reduce both ways on fresh nodes, into `out`.
+fn large_mapreduce(args: &Args, out: &mut serde_json::Value, timeout: Duration) -> Result<()> {
+    anyhow::ensure!(
+        args.mr_maps > 0 && args.mr_fan_in > 0 && args.mr_nodes > 0,
+        "--mr-maps, --mr-fan-in and --mr-nodes must be at least 1"
+    );
+    let nodes = (0..args.mr_nodes)
+        .map(|_| benchmarks::spawn_node_with(0, 1, &["--advertise", "127.0.0.1"]))
+        .collect::<Result<Vec<_>>>()?;
+    let nodes: Vec<&benchmarks::SpawnedNode> = nodes.iter().collect();
+    let len = args.mr_map_mib * (1 << 20) / 8;
+    // Each way on its own client, so each counts its own bytes.
+    let via_client = mapreduce_via_client(args, &nodes, len, timeout)?;
+    let kept = mapreduce_kept(args, &nodes, len, timeout)?;
+    anyhow::ensure!(
+        kept.total == via_client.total,
+        "the two ways disagree: {} kept, {} via the client",
+        kept.total,
+        via_client.total
+    );
+    // The map results as they travel: raw little-endian f64 and a header.
+    let map_bytes = ppcore::encode(&fill_values(0, len))?.len() as u64;
+    let intermediate = map_bytes * args.mr_maps as u64;
+    out["mr_nodes"] = args.mr_nodes.into();
+    out["mr_maps"] = args.mr_maps.into();
+    out["mr_fan_in"] = args.mr_fan_in.into();
+    out["mapreduce_s"] = kept.seconds.into();
+    out["via_client_s"] = via_client.seconds.into();
+    out["mapreduce_over_via_client"] = (kept.seconds / via_client.seconds).into();
+    out["intermediate_bytes"] = intermediate.into();
+    out["client_bytes"] = kept.client_bytes.into();
+    out["client_bytes_over_intermediate"] = (kept.client_bytes as f64 / intermediate as f64).into();
+    out["via_client_bytes"] = via_client.client_bytes.into();
+    out["transfers"] = kept.transfers.into();
+    out["transfer_bytes"] = kept.transfer_bytes.into();
+    out["fetched_through_client"] = kept.fetched.into();
+    out["mapreduce_total"] = kept.total.into();
+    Ok(())
+}
+
+struct MrRun {
+    seconds: f64,
+    total: f64,
+    /// Bytes the client's links sent and received during the run.
+    client_bytes: u64,
+    transfers: u64,
+    transfer_bytes: u64,
+    fetched: u64,
+}
+
+/// Bytes the client's links have sent and received so far.
+fn link_bytes(server: &Server) -> u64 {
+    let nodes = server.stats().nodes;
+    nodes.iter().map(|n| n.bytes_sent + n.bytes_received).sum()
+}
+
+/// Maps keep their results; reduces take them where they lie (moved node
+/// to node), and the final job the reduces'.
+fn mapreduce_kept(
+    args: &Args,
+    nodes: &[&benchmarks::SpawnedNode],
+    len: u64,
+    timeout: Duration,
+) -> Result<MrRun> {
+    let server = client_of(nodes)?;
+    let keep = || Options::new().keep();
+    let before = link_bytes(&server);
+    let started = Instant::now();
+    let maps: Vec<Shared<Array<f64>>> = (0..args.mr_maps as u64)
+        .map(|i| server.submit_with(fill, (i, len), keep()).keep())
+        .collect::<Result<_, _>>()
+        .context("a map's kept result")?;
+    let partials: Vec<Shared<Array<f64>>> = maps
+        .chunks(args.mr_fan_in)
+        .map(|c| server.submit_with(sum_kept, (c.to_vec(),), keep()).keep())
+        .collect::<Result<_, _>>()
+        .context("a reduce's kept result")?;
+    drop(maps);
+    let last = server.submit(total_kept, (partials,));
+    let total = wait_for(&last, timeout, "the final job")?;
+    let seconds = started.elapsed().as_secs_f64();
+    let client_bytes = link_bytes(&server) - before;
+    let stats = server.stats();
+    let sum = |f: fn(&ppclient::NodeStats) -> u64| stats.nodes.iter().map(f).sum::<u64>();
+    Ok(MrRun {
+        seconds,
+        total,
+        client_bytes,
+        transfers: sum(|n| n.transfers),
+        transfer_bytes: sum(|n| n.transfer_bytes),
+        fetched: sum(|n| n.fetched),
+    })
+}
+
+/// The same work the pp way: the client waits for each map result and
+/// sends the values with the reduces, then the reduces' with the final job.
+fn mapreduce_via_client(
+    args: &Args,
+    nodes: &[&benchmarks::SpawnedNode],
+    len: u64,
+    timeout: Duration,
+) -> Result<MrRun> {
+    let server = client_of(nodes)?;
+    let before = link_bytes(&server);
+    let started = Instant::now();
+    let maps: Vec<JobHandle<Array<f64>>> = (0..args.mr_maps as u64)
+        .map(|i| server.submit(fill, (i, len)))
+        .collect();
+    let mut reduces = Vec::new();
+    for chunk in maps.chunks(args.mr_fan_in) {
+        let values = chunk
+            .iter()
+            .map(|h| wait_for(h, timeout, "a map"))
+            .collect::<Result<Vec<_>>>()?;
+        reduces.push(server.submit(sum_sent, (values,)));
+    }
+    drop(maps);
+    let partials = reduces
+        .iter()
+        .map(|h| wait_for(h, timeout, "a reduce"))
+        .collect::<Result<Vec<_>>>()?;
+    drop(reduces);
+    let last = server.submit(total_sent, (partials,));
+    let total = wait_for(&last, timeout, "the final job")?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(MrRun {
+        seconds,
+        total,
+        client_bytes: link_bytes(&server) - before,
+        transfers: 0,
+        transfer_bytes: 0,
+        fetched: 0,
+    })
+}
+
 /// The most times one map job ran, derived from the stats: each ran once,
 /// and again once per loss of its result. With one node lost, recomputes
 /// up to `maps` mean at most twice each; more mean (by pigeonhole) at least
@@ -405,5 +612,28 @@ fn print_table(out: &serde_json::Value) {
         out["recomputed"],
         out["max_runs_per_map"],
         out["no_map_run_more_than_twice"]
+    );
+    if out.get("mapreduce_s").is_none() {
+        return;
+    }
+    println!(
+        "map-reduce of {} maps on {} nodes, {} inputs per reduce, {} MB of map results",
+        out["mr_maps"],
+        out["mr_nodes"],
+        out["mr_fan_in"],
+        f("intermediate_bytes") / 1e6
+    );
+    println!(
+        "  kept, node to node: {:>8.3} s, client bytes {} ({:.4} of the map results; goal <= 0.01), {} transfers",
+        f("mapreduce_s"),
+        out["client_bytes"],
+        f("client_bytes_over_intermediate"),
+        out["transfers"]
+    );
+    println!(
+        "  via the client:     {:>8.3} s, client bytes {} (ratio {:.3}; goal <= 0.7)",
+        f("via_client_s"),
+        out["via_client_bytes"],
+        f("mapreduce_over_via_client")
     );
 }
