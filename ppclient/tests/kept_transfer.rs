@@ -30,8 +30,8 @@ const BIG: u64 = 4 << 20;
 const SMALL: u64 = 3 << 20;
 
 /// A node on loopback running `producer` and `measure_both`, advertising
-/// its loopback address to peers if `advertise`.
-fn start_node<J: ppclient::Job>(keys: &KeySet, advertise: bool) -> ppserver::Running {
+/// `advertise` to peers.
+fn start_node<J: ppclient::Job>(keys: &KeySet, advertise: Option<&str>) -> ppserver::Running {
     let mut registry = Registry::new();
     registry.add::<J>().unwrap();
     registry.add::<measure_both>().unwrap();
@@ -39,7 +39,7 @@ fn start_node<J: ppclient::Job>(keys: &KeySet, advertise: bool) -> ppserver::Run
         port: 0,
         workers: 1,
         keys: Some(keys.clone()),
-        advertise: advertise.then(|| "127.0.0.1".to_owned()),
+        advertise: advertise.map(str::to_owned),
         ..Default::default()
     };
     ppserver::start(config, registry).unwrap()
@@ -52,8 +52,9 @@ struct Run {
     small: ppclient::NodeStatus,
 }
 
-/// Two producers, one per node, and a job taking both results.
-fn run(advertise: bool) -> Run {
+/// Two producers, one per node, and a job taking both results; the nodes
+/// advertise `advertise`.
+fn run(advertise: Option<&str>) -> Run {
     let keys = KeySet::one(ppclient::Key::generate().unwrap());
     let big = start_node::<big_blob>(&keys, advertise);
     let small = start_node::<small_blob>(&keys, advertise);
@@ -82,8 +83,10 @@ fn run(advertise: bool) -> Run {
 
 #[test]
 fn an_input_on_a_reachable_node_moves_to_the_job_node_to_node_not_through_the_client() {
-    let run = run(true);
+    let run = run(Some("127.0.0.1"));
     assert_eq!(run.answer, (BIG + SMALL, BIG + 2 * SMALL));
+    // It ran where most of its input bytes lay, the slot there being free.
+    assert_eq!((run.big.jobs_done, run.small.jobs_done), (2, 1));
     // The job ran where most input bytes lay; the small input came from its
     // node to there, directly.
     assert_eq!(run.big.transfers_in, 1);
@@ -98,9 +101,20 @@ fn an_input_on_a_reachable_node_moves_to_the_job_node_to_node_not_through_the_cl
 
 #[test]
 fn an_input_on_a_node_peers_cannot_reach_comes_through_the_client() {
-    let run = run(false);
+    let run = run(None);
     assert_eq!(run.answer, (BIG + SMALL, BIG + 2 * SMALL));
     assert_eq!(run.big.transfers_in + run.small.transfers_out, 0);
+    let moved: u64 = run.stats.nodes.iter().map(|n| n.transfers).sum();
+    let fetched: u64 = run.stats.nodes.iter().map(|n| n.fetched).sum();
+    assert_eq!((moved, fetched), (0, 1), "{:#?}", run.stats.nodes);
+}
+
+#[test]
+fn a_transfer_that_fails_brings_the_value_through_the_client_instead() {
+    // The nodes say peers reach them where nobody listens.
+    let run = run(Some("127.0.0.1:1"));
+    assert_eq!(run.answer, (BIG + SMALL, BIG + 2 * SMALL));
+    assert_eq!(run.big.transfers_in, 0);
     let moved: u64 = run.stats.nodes.iter().map(|n| n.transfers).sum();
     let fetched: u64 = run.stats.nodes.iter().map(|n| n.fetched).sum();
     assert_eq!((moved, fetched), (0, 1), "{:#?}", run.stats.nodes);

@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 /// The id the one fetch of a peer session carries.
 const FETCH_ID: u64 = 1;
 
+/// How often the fetching side pings while it waits: the peer drops a
+/// client silent for three of its heartbeat intervals (5 s by default),
+/// and a large value can take longer than that to arrive.
+const PING_EVERY: Duration = Duration::from_secs(1);
+
 /// Why a fetch from a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PeerError {
@@ -123,7 +128,7 @@ fn fetch_over(
     };
     let io = |e: std::io::Error| broken(e.to_string());
     stream.set_nodelay(true).map_err(io)?;
-    stream.set_read_timeout(Some(limits.stall)).map_err(io)?;
+    stream.set_read_timeout(Some(PING_EVERY)).map_err(io)?;
     stream.set_write_timeout(Some(limits.stall)).map_err(io)?;
     let mut framer = Framer::new(HANDSHAKE_MAX_FRAME);
     let (mut hs, first) = ClientHandshake::start(key, &[]).map_err(|e| broken(e.to_string()))?;
@@ -131,7 +136,7 @@ fn fetch_over(
         .encode_handshake(&first)
         .map_err(|e| broken(e.to_string()))?;
     (&*stream).write_all(&frame).map_err(io)?;
-    let mut reader = Reader::new(stream, addr);
+    let mut reader = Reader::new(stream, addr, limits.stall);
     let answer = reader.next(&mut framer, |f| f.decode_handshake())?;
     match hs.read(&answer).and_then(|_| hs.finish()) {
         Ok(session) => framer.secure(session),
@@ -236,20 +241,50 @@ fn read_answer(
     }
 }
 
-/// Reads whole frames from the peer.
+/// Reads whole frames from the peer; pings it while it waits (once the
+/// session is sealed), and gives up after `stall` without a byte.
 struct Reader<'a> {
     stream: &'a TcpStream,
     addr: &'a str,
     buf: Vec<u8>,
+    stall: Duration,
+    heard: Instant,
+    pinged: Instant,
 }
 
 impl<'a> Reader<'a> {
-    fn new(stream: &'a TcpStream, addr: &'a str) -> Self {
+    fn new(stream: &'a TcpStream, addr: &'a str, stall: Duration) -> Self {
+        let now = Instant::now();
         Reader {
             stream,
             addr,
             buf: vec![0u8; 64 << 10],
+            stall,
+            heard: now,
+            pinged: now,
         }
+    }
+
+    /// Nothing came for a while: ping (the peer keeps us), or give up.
+    fn idle(&mut self, framer: &mut Framer) -> Result<(), PeerError> {
+        let now = Instant::now();
+        if now.duration_since(self.heard) >= self.stall {
+            return Err(PeerError::Broken {
+                addr: self.addr.to_owned(),
+                reason: format!("nothing for {:?}", self.stall),
+            });
+        }
+        if framer.is_secure() && now.duration_since(self.pinged) >= PING_EVERY {
+            self.pinged = now;
+            if let Ok(ping) = framer.encode(&ClientMsg::Ping(0)) {
+                let written = (&*self.stream).write_all(&ping);
+                written.map_err(|e| PeerError::Broken {
+                    addr: self.addr.to_owned(),
+                    reason: format!("write failed: {e}"),
+                })?;
+            }
+        }
+        Ok(())
     }
 
     fn next<T>(
@@ -269,8 +304,19 @@ impl<'a> Reader<'a> {
             }
             match self.stream.read(&mut self.buf) {
                 Ok(0) => return Err(broken("the peer closed the connection".into())),
-                Ok(n) => framer.push(&self.buf[..n]),
+                Ok(n) => {
+                    self.heard = Instant::now();
+                    framer.push(&self.buf[..n]);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    self.idle(framer)?
+                }
                 Err(e) => return Err(broken(format!("read failed: {e}"))),
             }
         }
