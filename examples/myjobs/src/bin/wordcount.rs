@@ -116,6 +116,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let stats = server.stats();
     let chained: u64 = stats.nodes.iter().map(|n| n.chained).sum();
+    let moved: u64 = stats.nodes.iter().map(|n| n.transfers).sum();
     eprintln!("merges started where their inputs lay: {chained}");
+    eprintln!("tables moved node to node: {moved}");
     Ok(())
 }
