@@ -213,6 +213,32 @@ pub(crate) struct CancelAsk {
     pub(crate) reply: crossbeam_channel::Sender<usize>,
 }
 
+/// The address a node fetches from another's kept values at: the other's
+/// `reach` as it said (`host:port`), or, for `:port`, the address the
+/// client reached it at (`from`) with that port. A loopback address names
+/// a peer only for nodes on the same host, so it is used only for a node
+/// the client reaches on loopback too (`to`). `None`: no transfer.
+pub(crate) fn peer_addr(
+    reach: &str,
+    from: Option<SocketAddr>,
+    to: Option<SocketAddr>,
+) -> Option<String> {
+    let addr = match reach.strip_prefix(':') {
+        Some(port) => SocketAddr::new(from?.ip(), port.parse().ok()?).to_string(),
+        None => reach.to_owned(),
+    };
+    let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+    let host = host.trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback && !to?.ip().is_loopback() {
+        return None;
+    }
+    Some(addr)
+}
+
 impl NodeRecord {
     pub(crate) fn new(name: String) -> Arc<Self> {
         Arc::new(NodeRecord {
@@ -303,7 +329,7 @@ impl NodeRecord {
     /// The address node `to` fetches this node's kept values at, if it can.
     pub(crate) fn peer_addr_for(&self, to: &NodeRecord) -> Option<String> {
         let from = self.view();
-        crate::cluster::transfer::peer_addr(from.reach.as_deref()?, from.addr, to.view().addr)
+        peer_addr(from.reach.as_deref()?, from.addr, to.view().addr)
     }
 
     /// The node said hello: what it calls itself, its jobs and its
@@ -464,7 +490,7 @@ pub(crate) fn report_refusals(nodes: &[NodeInfo]) {
 
 #[cfg(test)]
 mod tests {
-    use super::{unused_for, JobSet, NodeRecord, NodeState, Ship};
+    use super::{peer_addr, unused_for, JobSet, NodeRecord, NodeState, Ship};
     use std::collections::{HashMap, HashSet};
     use std::sync::Arc;
 
@@ -505,5 +531,26 @@ mod tests {
             unused_for(&many, |_| Some(false)).as_deref(),
             Some("runs none of the queued jobs: it has no `a`, `b`, `c` and 2 more")
         );
+    }
+
+    #[test]
+    fn a_peer_is_reached_where_it_says_or_at_the_address_dialed_but_loopback_only_from_loopback() {
+        let at = |s: &str| Some(s.parse().unwrap());
+        let (lo, lan) = (at("127.0.0.1:1"), at("10.0.0.9:1"));
+        let got = peer_addr(":7000", at("10.0.0.5:7000"), lan);
+        assert_eq!(got.as_deref(), Some("10.0.0.5:7000"));
+        assert_eq!(
+            peer_addr("a.example:9", None, lan).as_deref(),
+            Some("a.example:9")
+        );
+        assert_eq!(
+            peer_addr("127.0.0.1:7000", None, lo).as_deref(),
+            Some("127.0.0.1:7000")
+        );
+        assert_eq!(peer_addr("127.0.0.1:7000", None, lan), None);
+        assert_eq!(peer_addr(":7000", at("127.0.0.1:7000"), lan), None);
+        assert_eq!(peer_addr("[::1]:7000", None, lan), None);
+        assert_eq!(peer_addr(":7000", None, lan), None);
+        assert_eq!(peer_addr(":x", at("10.0.0.5:7000"), lan), None);
     }
 }

@@ -16,36 +16,9 @@ use ppcore::sync::lock;
 use ppcore::wire::KeepOp;
 use ppcore::{ErrorKind, JobError};
 use serde_bytes::ByteBuf;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-
-/// The address a node fetches from another's kept values at: the other's
-/// `reach` as it said (`host:port`), or, for `:port`, the address the
-/// client reached it at (`from`) with that port. A loopback address names
-/// a peer only for nodes on the same host, so it is used only for a node
-/// the client reaches on loopback too (`to`). `None`: no transfer.
-pub(crate) fn peer_addr(
-    reach: &str,
-    from: Option<SocketAddr>,
-    to: Option<SocketAddr>,
-) -> Option<String> {
-    let addr = match reach.strip_prefix(':') {
-        Some(port) => SocketAddr::new(from?.ip(), port.parse().ok()?).to_string(),
-        None => reach.to_owned(),
-    };
-    let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
-    let host = host.trim_matches(['[', ']']);
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback && !to?.ip().is_loopback() {
-        return None;
-    }
-    Some(addr)
-}
 
 impl Core {
     /// Moves kept value `id` from node `from` to node `to`, node to node,
@@ -227,31 +200,5 @@ impl Task for Transfer {
 
     fn is_fetch(&self) -> bool {
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::peer_addr;
-
-    #[test]
-    fn a_peer_is_reached_where_it_says_or_at_the_address_dialed_but_loopback_only_from_loopback() {
-        let at = |s: &str| Some(s.parse().unwrap());
-        let (lo, lan) = (at("127.0.0.1:1"), at("10.0.0.9:1"));
-        let got = peer_addr(":7000", at("10.0.0.5:7000"), lan);
-        assert_eq!(got.as_deref(), Some("10.0.0.5:7000"));
-        assert_eq!(
-            peer_addr("a.example:9", None, lan).as_deref(),
-            Some("a.example:9")
-        );
-        assert_eq!(
-            peer_addr("127.0.0.1:7000", None, lo).as_deref(),
-            Some("127.0.0.1:7000")
-        );
-        assert_eq!(peer_addr("127.0.0.1:7000", None, lan), None);
-        assert_eq!(peer_addr(":7000", at("127.0.0.1:7000"), lan), None);
-        assert_eq!(peer_addr("[::1]:7000", None, lan), None);
-        assert_eq!(peer_addr(":7000", None, lan), None);
-        assert_eq!(peer_addr(":x", at("10.0.0.5:7000"), lan), None);
     }
 }

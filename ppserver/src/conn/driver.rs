@@ -483,7 +483,10 @@ impl Driver<'_> {
     fn pull(&mut self, job: (u64, u32), value: SharedId, from: String) {
         let room = self.node.memory.room();
         match self.node.fetch_limits(room) {
-            Some(limits) => self.node.peers.pull(self.conn, job, value, from, limits),
+            Some(limits) => {
+                let asker = Arc::clone(self.conn) as Arc<dyn crate::peer::Asker>;
+                self.node.peers.pull(asker, job, value, from, limits)
+            }
             None => self.conn.finished(ppcore::wire::DoneJob {
                 id: job.0,
                 attempt: job.1,

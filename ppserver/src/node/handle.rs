@@ -156,6 +156,16 @@ impl Conn {
     }
 }
 
+impl crate::peer::Asker for Conn {
+    fn finished(&self, done: DoneJob) {
+        Conn::finished(self, done);
+    }
+
+    fn is_closed(&self) -> bool {
+        Conn::is_closed(self)
+    }
+}
+
 impl Waiter for Conn {
     /// The outcome of getting a shipped program ready.
     fn program(

@@ -22,7 +22,6 @@
 
 mod fetch;
 
-use crate::node::handle::Conn;
 use crossbeam_channel::{Receiver, Sender};
 pub(crate) use fetch::FetchLimits;
 use ppcore::shared::{SharedId, SharedValue};
@@ -74,9 +73,17 @@ pub(crate) struct TransferCounts {
     pub(crate) served_bytes: AtomicU64,
 }
 
+/// Where a pull's outcome goes: the connection that asked for it.
+pub(crate) trait Asker: Send + Sync {
+    /// The pull (a job of the connection) ended.
+    fn finished(&self, done: DoneJob);
+    /// Whether the connection closed (its pulls are not worth making).
+    fn is_closed(&self) -> bool;
+}
+
 /// One pull to carry out.
 struct Pull {
-    conn: Arc<Conn>,
+    conn: Arc<dyn Asker>,
     id: u64,
     attempt: u32,
     value: SharedId,
@@ -97,14 +104,14 @@ impl Peers {
     /// outcome comes back to the connection as the job's result.
     pub(crate) fn pull(
         &self,
-        conn: &Arc<Conn>,
+        conn: Arc<dyn Asker>,
         (id, attempt): (u64, u32),
         value: SharedId,
         from: String,
         limits: FetchLimits,
     ) {
         let pull = Pull {
-            conn: Arc::clone(conn),
+            conn,
             id,
             attempt,
             value,
