@@ -119,3 +119,69 @@ fn a_transfer_that_fails_brings_the_value_through_the_client_instead() {
     let fetched: u64 = run.stats.nodes.iter().map(|n| n.fetched).sum();
     assert_eq!((moved, fetched), (0, 1), "{:#?}", run.stats.nodes);
 }
+
+ppclient::job! {
+    /// Sleeps `ms` milliseconds (keeps the node that has it busy).
+    pub fn slow(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+}
+
+ppclient::job! {
+    /// The length and byte sum of one kept blob.
+    pub fn measure_one(a: Shared<Vec<u8>>) -> (u64, u64) {
+        (a.len() as u64, a.iter().map(|&x| u64::from(x)).sum())
+    }
+}
+
+#[test]
+fn a_job_whose_inputs_lie_on_a_busy_node_runs_where_a_worker_is_free_and_its_input_moves_there() {
+    let keys = KeySet::one(ppclient::Key::generate().unwrap());
+    let node = |registry: Registry| {
+        let config = ppserver::Config {
+            port: 0,
+            workers: 1,
+            keys: Some(keys.clone()),
+            advertise: Some("127.0.0.1".into()),
+            ..Default::default()
+        };
+        ppserver::start(config, registry).unwrap()
+    };
+    let mut busy = Registry::new();
+    busy.add::<big_blob>().unwrap();
+    busy.add::<slow>().unwrap();
+    busy.add::<measure_one>().unwrap();
+    let mut free = Registry::new();
+    free.add::<measure_one>().unwrap();
+    let (busy, free) = (node(busy), node(free));
+    let server = Server::builder()
+        .ncpus(0)
+        .keys(keys.clone())
+        .nodes([busy.local_addr().to_string(), free.local_addr().to_string()])
+        .build()
+        .unwrap();
+    assert_eq!(server.active_nodes().len(), 2, "{:?}", server.nodes());
+    let blob = server.submit_with(big_blob, (SMALL, 3), Options::new().keep());
+    let blob = blob.keep().unwrap();
+    assert!(server.wait_all_timeout(WAIT).unwrap());
+    // The one worker where the blob lies is taken for a long while.
+    let long = server.submit(slow, (20_000,));
+    let status = |n: &ppserver::Running| {
+        ppclient::node_status_with(&n.local_addr().to_string(), &keys, WAIT).unwrap()
+    };
+    let started = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        status(&busy).jobs_active == 1
+    });
+    assert!(started, "the long job never started");
+    let measured = server.submit(measure_one, (blob,));
+    assert_eq!(
+        measured.wait_timeout(WAIT).unwrap().unwrap(),
+        (SMALL, 3 * SMALL)
+    );
+    let free_status = status(&free);
+    assert_eq!((free_status.jobs_done, free_status.transfers_in), (1, 1));
+    assert!(
+        !long.is_finished(),
+        "the long job ended first: nothing was shown"
+    );
+    server.cancel_all();
+}

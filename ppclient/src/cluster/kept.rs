@@ -151,6 +151,10 @@ impl Core {
                     Some(record) if !self.stopped() => record.pin(task),
                     _ => self.enqueue(task),
                 },
+                Place::Near(node) => match self.link(&node) {
+                    Some(record) if !self.stopped() => self.near(&record, task),
+                    _ => self.enqueue(task),
+                },
                 Place::Anywhere => self.enqueue(task),
             }
         }

@@ -3,11 +3,13 @@
 //! the links and the stop flag ([`state`]), the table of nodes joining
 //! a listening client ([`joins`]), and kept results: what the client holds
 //! of them ([`values`]), where the jobs that take them run ([`kept`]) and
-//! how they move node to node ([`transfer`]).
+//! how they move node to node ([`transfer`]), and how long a job waits for a
+//! worker where its inputs lie ([`near`]).
 //! Names no link driver: the drivers write into it.
 
 pub(crate) mod joins;
 pub(crate) mod kept;
+pub(crate) mod near;
 pub(crate) mod node;
 pub(crate) mod state;
 pub(crate) mod transfer;

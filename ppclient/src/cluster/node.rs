@@ -202,6 +202,18 @@ pub(crate) struct NodeRecord {
     pinned: Mutex<std::collections::VecDeque<Arc<dyn crate::jobs::task::Task>>>,
     /// Whether `pinned` holds any (read by the driver at every turn).
     has_pinned: AtomicBool,
+    /// Jobs whose kept inputs all lie here at rest: they go while a
+    /// worker is free here, and are placed elsewhere if none is within a
+    /// bounded wait (`cluster::near`). Each holds what its timer needs.
+    near: Mutex<std::collections::VecDeque<Near>>,
+    has_near: AtomicBool,
+}
+
+/// A job waiting for a free worker on the node where its inputs lie.
+struct Near {
+    task: Arc<dyn crate::jobs::task::Task>,
+    /// Alive while the job waits here (its timer holds it weakly).
+    _wait: Arc<dyn Send + Sync>,
 }
 
 /// Cancel the jobs in flight of one group (`Some`, by identity) or all;
@@ -252,7 +264,47 @@ impl NodeRecord {
             cancel_asked: AtomicBool::new(false),
             pinned: Mutex::new(Default::default()),
             has_pinned: AtomicBool::new(false),
+            near: Mutex::new(Default::default()),
+            has_near: AtomicBool::new(false),
         })
+    }
+
+    /// Queues `task` for this node while a worker is free here; `wait`
+    /// lives as long as it waits.
+    pub(crate) fn pin_near(
+        &self,
+        task: Arc<dyn crate::jobs::task::Task>,
+        wait: Arc<dyn Send + Sync>,
+    ) {
+        lock(&self.near).push_back(Near { task, _wait: wait });
+        self.has_near.store(true, Ordering::Release);
+        self.wake_driver();
+    }
+
+    /// Up to `n` of the jobs waiting for a free worker here, oldest first.
+    pub(crate) fn take_near(&self, n: usize) -> Vec<Arc<dyn crate::jobs::task::Task>> {
+        if n == 0 || !self.has_near.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut near = lock(&self.near);
+        let n = n.min(near.len());
+        let out: Vec<_> = near.drain(..n).map(|w| w.task).collect();
+        self.has_near.store(!near.is_empty(), Ordering::Release);
+        out
+    }
+
+    /// Whether jobs wait here for a free worker.
+    pub(crate) fn has_near(&self) -> bool {
+        self.has_near.load(Ordering::Acquire)
+    }
+
+    /// Job `id`, if it still waits here for a free worker.
+    pub(crate) fn take_near_id(&self, id: u64) -> Option<Arc<dyn crate::jobs::task::Task>> {
+        let mut near = lock(&self.near);
+        let at = near.iter().position(|w| w.task.id() == id)?;
+        let out = near.remove(at).map(|w| w.task);
+        self.has_near.store(!near.is_empty(), Ordering::Release);
+        out
     }
 
     /// Queues `task` for this node alone, and wakes its driver.
@@ -276,7 +328,9 @@ impl NodeRecord {
 
     /// Every job pinned to this node (it was lost: they are placed again).
     pub(crate) fn drain_pinned(&self) -> Vec<Arc<dyn crate::jobs::task::Task>> {
-        self.take_pinned(usize::MAX)
+        let mut all = self.take_pinned(usize::MAX);
+        all.extend(self.take_near(usize::MAX));
+        all
     }
 
     /// Takes out the pinned jobs for which `pick` holds (cancelled ones).
@@ -284,10 +338,18 @@ impl NodeRecord {
         &self,
         mut pick: impl FnMut(&Arc<dyn crate::jobs::task::Task>) -> bool,
     ) -> Vec<Arc<dyn crate::jobs::task::Task>> {
-        let mut pinned = lock(&self.pinned);
-        let (out, keep): (Vec<_>, Vec<_>) = pinned.drain(..).partition(|t| pick(t));
-        pinned.extend(keep);
-        self.has_pinned.store(!pinned.is_empty(), Ordering::Release);
+        let mut out = {
+            let mut pinned = lock(&self.pinned);
+            let (out, keep): (Vec<_>, Vec<_>) = pinned.drain(..).partition(|t| pick(t));
+            pinned.extend(keep);
+            self.has_pinned.store(!pinned.is_empty(), Ordering::Release);
+            out
+        };
+        let mut near = lock(&self.near);
+        let (gone, keep): (Vec<_>, Vec<_>) = near.drain(..).partition(|w| pick(&w.task));
+        near.extend(keep);
+        self.has_near.store(!near.is_empty(), Ordering::Release);
+        out.extend(gone.into_iter().map(|w| w.task));
         out
     }
 

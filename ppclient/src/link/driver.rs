@@ -399,6 +399,13 @@ impl Driver<'_> {
                 0 => Vec::new(),
                 n => self.record().map(|r| r.take_pinned(n)).unwrap_or_default(),
             };
+            // Jobs whose inputs lie here at rest: while a worker is free.
+            if !took && pinned_room > tasks.len() {
+                if let Some(r) = self.record().filter(|r| r.has_near()) {
+                    let idle = r.view().workers().saturating_sub(self.link.in_flight());
+                    tasks.extend(r.take_near(idle.min(pinned_room - tasks.len())));
+                }
+            }
             let pinned = tasks.len();
             let room = self.link.free().min(MAX_BATCH).saturating_sub(pinned);
             if !took && room > 0 {

@@ -10,7 +10,11 @@
 //!   values go to a node with the job, as shared values do).
 //! - A job whose kept inputs lie on one node, or are being made there, runs
 //!   on that node (inputs in the client go with it): a chain of dependent
-//!   jobs on one node goes out without waiting for each step to end.
+//!   jobs on one node goes out without waiting for each step to end. If
+//!   they all lie there at rest, the node is only preferred
+//!   ([`Place::Near`]): the client may place the job elsewhere after a
+//!   bounded wait for a free slot there ([`Directory::place_on`]), and the
+//!   inputs then move.
 //! - A job whose inputs lie on several nodes waits while the inputs on all
 //!   but the node holding most of their bytes move to that node, then runs
 //!   there. An input moves node to node (a transfer) if peers can reach the
@@ -47,8 +51,12 @@ pub enum State<N> {
 pub enum Place<N> {
     /// Wherever a worker is free: every input is in the client.
     Anywhere,
-    /// On node `N`, where its inputs lie or are being made.
+    /// On node `N`, where its inputs are being made (or lie, and the
+    /// client chose it): it must go there.
     On(N),
+    /// On node `N`, where all its inputs lie at rest, if a slot is free
+    /// there soon; elsewhere otherwise ([`Directory::place_on`]).
+    Near(N),
 }
 
 /// What the client is to do after a change.
@@ -112,16 +120,18 @@ struct Value<N> {
     relay: bool,
 }
 
-struct Waiting<T> {
+struct Waiting<T, N> {
     task: T,
     inputs: Vec<SharedId>,
+    /// The node it is to run on, if the client chose one.
+    target: Option<N>,
 }
 
 /// The directory. `T` is a job as the client holds it, `N` a node's name.
 pub struct Directory<T, N> {
     values: HashMap<SharedId, Value<N>>,
     /// Jobs held for their inputs, by job id.
-    held: HashMap<u64, Waiting<T>>,
+    held: HashMap<u64, Waiting<T, N>>,
     /// Which held jobs wait on which value.
     waiters: HashMap<SharedId, Vec<u64>>,
     /// Nodes whose peers can fetch kept values from them.
@@ -228,8 +238,32 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
     /// Job `job` (`task`), whose arguments name kept values `inputs`: run
     /// it now (where), fail it, or hold it until its inputs are ready.
     pub fn place(&mut self, job: u64, task: T, inputs: Vec<SharedId>) -> Moves<T, N> {
+        self.place_to(job, task, inputs, None)
+    }
+
+    /// Job `job` runs on node `node` (it waited in vain for a slot where
+    /// its inputs lie): its inputs elsewhere move there first.
+    pub fn place_on(&mut self, job: u64, task: T, inputs: Vec<SharedId>, node: N) -> Moves<T, N> {
+        self.place_to(job, task, inputs, Some(node))
+    }
+
+    /// The bytes of kept values `ids` where they lie (0 for those unknown).
+    pub fn bytes_of(&self, ids: &[SharedId]) -> u64 {
+        ids.iter()
+            .filter_map(|id| self.values.get(id))
+            .map(|v| v.bytes)
+            .sum()
+    }
+
+    fn place_to(
+        &mut self,
+        job: u64,
+        task: T,
+        inputs: Vec<SharedId>,
+        target: Option<N>,
+    ) -> Moves<T, N> {
         let mut moves = Moves::default();
-        match self.verdict(&inputs) {
+        match self.verdict(&inputs, target.as_ref()) {
             Verdict::Run(place) => moves.run.push((task, place)),
             Verdict::Fail(e) => moves.fail.push((task, e)),
             Verdict::Wait {
@@ -258,13 +292,20 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
                         waiters.push(job);
                     }
                 }
-                self.held.insert(job, Waiting { task, inputs });
+                self.held.insert(
+                    job,
+                    Waiting {
+                        task,
+                        inputs,
+                        target,
+                    },
+                );
             }
         }
         moves
     }
 
-    fn verdict(&self, inputs: &[SharedId]) -> Verdict<N> {
+    fn verdict(&self, inputs: &[SharedId], target: Option<&N>) -> Verdict<N> {
         // Each node holding inputs: their bytes, and how many.
         let mut nodes: Vec<(N, (u64, usize))> = Vec::new();
         let mut resting = true;
@@ -301,7 +342,18 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
                 }
             }
         }
-        if remake.is_empty() && !nodes.is_empty() && nodes.len() == 1 {
+        if let Some(t) = target {
+            // The client chose the node: what lies elsewhere moves there.
+            if remake.is_empty() && resting && nodes.iter().all(|(n, _)| n == t) {
+                return Verdict::Run(Place::On(t.clone()));
+            }
+            if !nodes.iter().any(|(n, _)| n == t) {
+                nodes.push((t.clone(), (u64::MAX, usize::MAX)));
+            }
+            if let Some(entry) = nodes.iter_mut().find(|(n, _)| n == t) {
+                entry.1 = (u64::MAX, usize::MAX);
+            }
+        } else if remake.is_empty() && nodes.len() == 1 {
             let only = nodes.swap_remove(0).0;
             // Inputs still queued elsewhere: wait for them to be placed.
             if inputs.iter().all(|id| {
@@ -309,7 +361,10 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
                     .get(id)
                     .is_some_and(|v| !matches!(v.state, State::Pending))
             }) {
-                return Verdict::Run(Place::On(only));
+                return Verdict::Run(match resting {
+                    true => Place::Near(only),
+                    false => Place::On(only),
+                });
             }
         }
         if remake.is_empty() && nodes.is_empty() && resting {
@@ -365,7 +420,12 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
                     }
                 }
             }
-            moves.append(self.place(job, waiting.task, waiting.inputs));
+            let Waiting {
+                task,
+                inputs,
+                target,
+            } = waiting;
+            moves.append(self.place_to(job, task, inputs, target));
         }
         moves
     }
@@ -596,7 +656,7 @@ mod tests {
         let m = d.place(6, "b", vec![id(1), id(2)]);
         assert_eq!(
             m.run,
-            vec![("b", Place::On("n2"))],
+            vec![("b", Place::Near("n2"))],
             "client inputs go along"
         );
     }
@@ -615,7 +675,7 @@ mod tests {
         assert!(m.fetch.is_empty());
         let m = d.in_client(&id(1));
         assert_eq!(m.run.len(), 2);
-        assert!(m.run.iter().all(|(_, p)| *p == Place::On("b")));
+        assert!(m.run.iter().all(|(_, p)| *p == Place::Near("b")));
     }
 
     #[test]
@@ -631,7 +691,7 @@ mod tests {
         assert_eq!(fetch, vec![(id(2), "small"), (id(3), "small")]);
         d.in_client(&id(2));
         let m = d.in_client(&id(3));
-        assert_eq!(m.run, vec![("r", Place::On("big"))]);
+        assert_eq!(m.run, vec![("r", Place::Near("big"))]);
     }
 
     #[test]
@@ -651,7 +711,7 @@ mod tests {
         let m = d.transfer_failed(&id(2));
         assert_eq!((m.fetch, m.transfer), (vec![(id(2), "b")], vec![]));
         let m = d.in_client(&id(2));
-        assert_eq!(m.run, vec![("r", Place::On("a"))]);
+        assert_eq!(m.run, vec![("r", Place::Near("a"))]);
         // A transfer that arrives: the value lies where the job runs.
         let mut d = dir(&[1, 2]);
         d.set_reachable("b", true);
@@ -659,7 +719,34 @@ mod tests {
         d.kept_on(&id(2), "b", 10);
         assert_eq!(d.place(9, "r", vec![id(1), id(2)]).transfer.len(), 1);
         let m = d.kept_on(&id(2), "a", 10);
-        assert_eq!(m.run, vec![("r", Place::On("a"))]);
+        assert_eq!(m.run, vec![("r", Place::Near("a"))]);
+    }
+
+    #[test]
+    fn a_job_placed_on_another_node_waits_while_its_inputs_move_there_then_must_run_there() {
+        let mut d = dir(&[1, 2]);
+        d.set_reachable("busy", true);
+        d.kept_on(&id(1), "busy", 100);
+        d.kept_on(&id(2), "busy", 10);
+        // Where its inputs lie at rest, the node is only preferred.
+        let m = d.place(9, "r", vec![id(1), id(2)]);
+        assert_eq!(m.run, vec![("r", Place::Near("busy"))]);
+        assert_eq!(d.bytes_of(&[id(1), id(2)]), 110);
+        // No slot there in time: placed on a free node, its inputs move.
+        let m = d.place_on(9, "r", vec![id(1), id(2)], "free");
+        assert!(m.run.is_empty());
+        let mut moving = m.transfer.clone();
+        moving.sort_by_key(|(i, _, _)| *i != id(1));
+        assert_eq!(
+            moving,
+            vec![(id(1), "busy", "free"), (id(2), "busy", "free")]
+        );
+        d.kept_on(&id(1), "free", 100);
+        let m = d.kept_on(&id(2), "free", 10);
+        assert_eq!(m.run, vec![("r", Place::On("free"))]);
+        // Placed on the node that holds them already: it runs there.
+        let m = d.place_on(10, "s", vec![id(1)], "free");
+        assert_eq!(m.run, vec![("s", Place::On("free"))]);
     }
 
     #[test]
