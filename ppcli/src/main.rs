@@ -194,6 +194,8 @@ fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result
             "program_cache": s.program_cache, "program_refused": s.program_refused,
             "kept_values": s.kept_values, "kept_bytes": s.kept_bytes,
             "jobs_waiting": s.jobs_waiting,
+            "transfers_in": s.transfers_in, "transfer_in_bytes": s.transfer_in_bytes,
+            "transfers_out": s.transfers_out, "transfer_out_bytes": s.transfer_out_bytes,
         });
         println!("{out}");
     } else {
@@ -228,6 +230,10 @@ fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result
         println!(
             "kept        {} results ({} bytes), {} jobs waiting for inputs",
             s.kept_values, s.kept_bytes, s.jobs_waiting
+        );
+        println!(
+            "transfers   {} in ({} bytes), {} out ({} bytes), node to node",
+            s.transfers_in, s.transfer_in_bytes, s.transfers_out, s.transfer_out_bytes
         );
     }
     Ok(())

@@ -40,6 +40,7 @@ fn status_prints_version_workers_jobs_and_counters() {
         "uptime",
         "jobs done   0 (0 failed), 0 active",
         "programs    0 uploaded, 0 cached, 0 workers, 0 waiting; cache ",
+        "transfers   0 in (0 bytes), 0 out (0 bytes), node to node",
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
@@ -47,6 +48,10 @@ fn status_prints_version_workers_jobs_and_counters() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["workers"], 2);
     assert_eq!(v["programs_waiting"], 0);
+    assert_eq!(
+        (v["transfers_in"].as_u64(), v["transfer_out_bytes"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert!(v["program_refused"].is_null(), "{v}");
 }
 
