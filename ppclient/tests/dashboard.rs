@@ -640,7 +640,14 @@ fn held_jobs_kept_bytes_and_kept_counts_show_for_a_kept_run_on_the_local_pool() 
     let fresh = status_json(addr);
     assert_eq!(fresh["totals"]["held"], 0, "{fresh}");
     assert_eq!(fresh["totals"]["kept_bytes"], 0, "{fresh}");
-    for key in ["kept", "chained", "recomputed", "transfers", "transfer_bytes", "fetched"] {
+    for key in [
+        "kept",
+        "chained",
+        "recomputed",
+        "transfers",
+        "transfer_bytes",
+        "fetched",
+    ] {
         assert_eq!(local(&fresh)[key], 0, "{key}: {fresh}");
     }
 

@@ -68,13 +68,22 @@ fn main() -> Result<std::process::ExitCode> {
         );
         let jobs_per_s = throughput(&server, args.remote_jobs)?;
         let (p50, p99) = latency(&server, args.round_trips)?;
-        Some((
+        // Round trips judged by their floor: the best of 5 medians of each,
+        // alternating, so both see the same moments of a noisy machine.
+        let (mut remote_best, mut tcp_best) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..RTT_ROUNDS {
+            tcp_best = tcp_best.min(tcp_rtt_p50(args.round_trips)?);
+            remote_best = remote_best.min(latency(&server, args.round_trips)?.0);
+        }
+        Some(Remote {
             jobs_per_s,
             p50,
             p99,
-            node.ready.as_secs_f64() * 1e3,
+            ready_ms: node.ready.as_secs_f64() * 1e3,
             idle_rss,
-        ))
+            remote_best,
+            tcp_best,
+        })
     } else {
         None
     };
@@ -90,14 +99,17 @@ fn main() -> Result<std::process::ExitCode> {
             "tcp_rtt_p50_us": tcp_p50,
             "local_over_rayon": jobs_per_s / rayon_per_s,
         });
-        if let Some((jobs_per_s, p50, p99, ready_ms, idle_rss)) = remote {
-            out["node_ready_ms"] = ready_ms.into();
-            out["node_idle_rss_mb"] = idle_rss.into();
-            out["remote_jobs_per_s"] = jobs_per_s.into();
-            out["remote_rtt_p50_us"] = p50.into();
-            out["remote_rtt_p99_us"] = p99.into();
-            out["remote_rtt_over_tcp"] = (p50 / tcp_p50).into();
-            out["remote_over_local"] = (remote_per_s_ratio(jobs_per_s, &out)).into();
+        if let Some(r) = &remote {
+            out["node_ready_ms"] = r.ready_ms.into();
+            out["node_idle_rss_mb"] = r.idle_rss.into();
+            out["remote_jobs_per_s"] = r.jobs_per_s.into();
+            out["remote_rtt_p50_us"] = r.p50.into();
+            out["remote_rtt_p99_us"] = r.p99.into();
+            out["remote_rtt_over_tcp"] = (r.p50 / tcp_p50).into();
+            out["remote_rtt_best_us"] = r.remote_best.into();
+            out["tcp_rtt_best_us"] = r.tcp_best.into();
+            out["remote_rtt_best_over_tcp"] = (r.remote_best / r.tcp_best).into();
+            out["remote_over_local"] = (remote_per_s_ratio(r.jobs_per_s, &out)).into();
         }
         println!("{out}");
     } else {
@@ -116,20 +128,46 @@ fn main() -> Result<std::process::ExitCode> {
             "  {} queued no-op jobs: {queued_mb:.0} MB of RSS",
             args.jobs
         );
-        if let Some((jobs_per_s, p50, p99, ready_ms, idle_rss)) = remote {
+        if let Some(r) = remote {
             println!("one loopback node, all work remote");
-            println!("  node: ready {ready_ms:.1} ms after start, {idle_rss:.1} MB RSS idle");
             println!(
-                "  throughput: {jobs_per_s:>12.0} no-op jobs/s ({} jobs)",
-                args.remote_jobs
+                "  node: ready {:.1} ms after start, {:.1} MB RSS idle",
+                r.ready_ms, r.idle_rss
             );
             println!(
-                "  submit-then-wait: p50 {p50:.1} µs ({:.2}x TCP), p99 {p99:.1} µs",
-                p50 / tcp_p50
+                "  throughput: {:>12.0} no-op jobs/s ({} jobs)",
+                r.jobs_per_s, args.remote_jobs
+            );
+            println!(
+                "  submit-then-wait: p50 {:.1} µs ({:.2}x TCP), p99 {:.1} µs",
+                r.p50,
+                r.p50 / tcp_p50,
+                r.p99
+            );
+            println!(
+                "  best of {RTT_ROUNDS} medians, alternating: {:.1} µs remote, {:.1} µs TCP ({:.2}x; goal <= 2)",
+                r.remote_best,
+                r.tcp_best,
+                r.remote_best / r.tcp_best
             );
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Medians of each round trip taken, alternating, for the best-of figures.
+const RTT_ROUNDS: usize = 5;
+
+/// What the run through a spawned node measured.
+struct Remote {
+    jobs_per_s: f64,
+    p50: f64,
+    p99: f64,
+    ready_ms: f64,
+    idle_rss: f64,
+    /// The best of [`RTT_ROUNDS`] medians of each, alternating.
+    remote_best: f64,
+    tcp_best: f64,
 }
 
 fn throughput(server: &Server, jobs: u64) -> Result<f64> {
