@@ -194,6 +194,7 @@ fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result
             "program_cache": s.program_cache, "program_refused": s.program_refused,
             "kept_values": s.kept_values, "kept_bytes": s.kept_bytes,
             "jobs_waiting": s.jobs_waiting,
+            "spilled_bytes": s.spilled_bytes, "spill_reads": s.spill_reads,
         });
         println!("{out}");
     } else {
@@ -228,6 +229,10 @@ fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result
         println!(
             "kept        {} results ({} bytes), {} jobs waiting for inputs",
             s.kept_values, s.kept_bytes, s.jobs_waiting
+        );
+        println!(
+            "spilled     {} bytes on disk, {} read back",
+            s.spilled_bytes, s.spill_reads
         );
     }
     Ok(())

@@ -88,6 +88,14 @@ pub struct Config {
     pub uploads: bool,
     /// A shipped program's worker process idle this long ends.
     pub program_idle: Duration,
+    /// Where kept values that do not fit `max_memory` are spilled. `None`:
+    /// `spill` under `cache_dir` (or under the node's own cache directory).
+    /// Several nodes may share one: each deletes only its own files, and at
+    /// start those of nodes that are gone.
+    pub spill_dir: Option<PathBuf>,
+    /// The most bytes of spill files (headers included); 0 turns spill off
+    /// (then a kept result over `max_memory` goes back to its client).
+    pub spill_max: u64,
 }
 
 /// Where a node runs jobs.
@@ -132,6 +140,8 @@ impl Default for Config {
             cache_max: DEFAULT_CACHE_MAX,
             uploads: true,
             program_idle: Duration::from_secs(60),
+            spill_dir: None,
+            spill_max: crate::node::spill::DEFAULT_SPILL_MAX,
         }
     }
 }
@@ -283,6 +293,14 @@ pub struct Cli {
     /// Seconds a shipped program's idle worker process lives.
     #[arg(long, default_value_t = 60.0, value_name = "SECS", value_parser = ppcore::limits::parse_secs)]
     pub program_idle: f64,
+    /// Directory for kept values that do not fit --max-memory (default:
+    /// `spill` under the cache directory); may be shared by several nodes.
+    #[arg(long, value_name = "DIR")]
+    pub spill_dir: Option<PathBuf>,
+    /// Most bytes of spilled kept values on disk (suffixes K, M, G: 4G is
+    /// 4 GiB); 0 turns spill off.
+    #[arg(long, default_value = "4G", value_parser = ppcore::limits::parse_bytes, value_name = "BYTES")]
+    pub spill_max: u64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -325,6 +343,8 @@ impl Cli {
             max_payload: self.max_payload,
             shared_max: self.shared_max,
             stream_stall: positive_secs(self.stream_stall).unwrap_or(defaults.stream_stall),
+            spill_dir: self.spill_dir.clone(),
+            spill_max: self.spill_max,
             ..defaults
         })
     }

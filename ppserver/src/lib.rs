@@ -55,6 +55,7 @@ mod node;
 mod programs;
 
 pub use config::{Cli, Config, Isolation, DEFAULT_CACHE_MAX, VERSION};
+pub use node::spill::DEFAULT_SPILL_MAX;
 pub use daemon::{main_linked, main_with, serve, start, Running};
 pub use error::ServeError;
 pub use ppcore::init_worker;

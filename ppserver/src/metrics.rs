@@ -44,6 +44,8 @@ pub(crate) struct Sample {
     pub(crate) kept_values: u64,
     pub(crate) kept_bytes: u64,
     pub(crate) jobs_waiting: u64,
+    pub(crate) spilled_bytes: u64,
+    pub(crate) spill_reads: u64,
     pub(crate) uptime_s: f64,
 }
 
@@ -70,6 +72,8 @@ impl Sample {
             kept_values: status.kept_values,
             kept_bytes: status.kept_bytes,
             jobs_waiting: status.jobs_waiting,
+            spilled_bytes: status.spilled_bytes,
+            spill_reads: status.spill_reads,
             uptime_s: status.uptime_s,
         }
     }
@@ -132,6 +136,19 @@ pub(crate) fn encode(sample: &Sample) -> String {
         "jobs_waiting",
         "Jobs and fetches parked for a result another job of their client is making here",
         sample.jobs_waiting,
+    );
+    gauge(
+        &mut r,
+        "spilled_bytes",
+        "Bytes of kept values spilled to disk now (their files; at most --spill-max)",
+        sample.spilled_bytes,
+    );
+    counter(
+        &mut r,
+        "spill_reads",
+        "Spilled kept values read back from disk for a job or a fetch",
+        None,
+        sample.spill_reads,
     );
     gauge(
         &mut r,
@@ -275,6 +292,8 @@ mod tests {
             kept_values: 3,
             kept_bytes: 300,
             jobs_waiting: 2,
+            spilled_bytes: 4000,
+            spill_reads: 6,
             uptime_s: 1.5,
         };
         let text = encode(&sample);
@@ -297,6 +316,8 @@ mod tests {
         assert_eq!(value(&s, "ppserver_kept_values", None), 3.0);
         assert_eq!(value(&s, "ppserver_kept_bytes", None), 300.0);
         assert_eq!(value(&s, "ppserver_jobs_waiting", None), 2.0);
+        assert_eq!(value(&s, "ppserver_spilled_bytes", None), 4000.0);
+        assert_eq!(value(&s, "ppserver_spill_reads_total", None), 6.0);
         assert!(text.contains("# TYPE ppserver_jobs counter"), "{text}");
     }
 }

@@ -6,3 +6,4 @@
 
 pub(crate) mod admit;
 mod driver;
+mod spilled;

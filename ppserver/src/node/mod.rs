@@ -9,6 +9,7 @@ pub(crate) mod handle;
 pub(crate) mod job;
 pub(crate) mod memory;
 pub(crate) mod meters;
+pub(crate) mod spill;
 
 use crate::config::Config;
 use crate::config::Isolation;
@@ -19,6 +20,7 @@ use handle::Conn;
 use job::NodeJob;
 use memory::Memory;
 use meters::Meters;
+use spill::Spill;
 use ppcore::shared::{OverSharedMax, SharedId, SharedStore, SharedValue};
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, NodeStatus};
 use ppcore::{ErrorKind, JobError, Lanes, Registry};
@@ -92,6 +94,8 @@ pub(crate) struct Node {
     pub(crate) programs: Arc<Programs>,
     /// `--max-memory`: queued arguments and unwritten results.
     pub(crate) memory: Arc<Memory>,
+    /// `--spill-dir`, `--spill-max`: kept values over `--max-memory`.
+    pub(crate) spill: Arc<Spill>,
     /// Jobs handed back because the node was over `--max-memory`.
     pub(crate) refused_memory: AtomicU64,
     /// Counters only `--metrics` reads.
@@ -104,12 +108,14 @@ pub(crate) struct Node {
 
 impl Node {
     /// A node with `config`; `own_cache`: its own program directory, used
-    /// when `config` gives none (`cache::own_dir` of the port it was asked for).
+    /// when `config` gives none (`cache::own_dir` of the port it was asked
+    /// for); `spill`: where kept values over `--max-memory` go.
     pub(crate) fn new(
         config: Config,
         registry: Registry,
         queue: Lanes<Ticket>,
         own_cache: Option<PathBuf>,
+        spill: Spill,
     ) -> Self {
         let jobs = registry
             .entries()
@@ -165,6 +171,7 @@ impl Node {
             idle_since: Mutex::new(Some(Instant::now())),
             isolated: Running::new(config_max_payload),
             memory,
+            spill: Arc::new(spill),
             refused_memory: AtomicU64::new(0),
             meters: Default::default(),
             shared: Mutex::new(SharedStore::new(config_shared_max)),
@@ -577,6 +584,8 @@ impl Node {
             kept_values: self.meters.kept_values.load(Ordering::Relaxed),
             kept_bytes: self.meters.kept_bytes.load(Ordering::Relaxed),
             jobs_waiting: self.meters.jobs_waiting.load(Ordering::Relaxed),
+            spilled_bytes: self.spill.used(),
+            spill_reads: self.spill.reads(),
         }
     }
 }

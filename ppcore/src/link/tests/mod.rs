@@ -282,6 +282,10 @@ impl Pair {
                         NodeAction::StatusWanted
                         | NodeAction::Authenticated
                         | NodeAction::UploadRefused { .. } => {}
+                        // Spill is off here (no room is set).
+                        NodeAction::Spill { .. }
+                        | NodeAction::ReadBack { .. }
+                        | NodeAction::DropSpilled(_) => {}
                     }
                 }
             }
