@@ -114,7 +114,10 @@ fn kept_values_over_max_memory_spill_and_read_back() {
     for (seed, k) in kept.into_iter().enumerate() {
         assert_eq!(k.wait().unwrap(), pattern_bytes(n, seed as u64));
     }
-    assert!(status(&keys, &node).spill_reads > reads, "fetches read back");
+    assert!(
+        status(&keys, &node).spill_reads > reads,
+        "fetches read back"
+    );
     assert_eq!(server.stats().nodes[1].recomputed, 0, "{}", server.stats());
     // Dropped (the handles went with their results): the files go.
     assert!(
@@ -159,7 +162,10 @@ fn a_corrupt_spill_file_is_recomputed_not_read() {
     // The node keeps serving, and keeps spilling.
     let again = server.submit_with(pattern, (n, 10), Options::new().keep());
     let m = server.submit(measure, (again.keep().unwrap(),));
-    assert_eq!(m.wait_timeout(WAIT).expect("ends").unwrap(), expected(n, 10));
+    assert_eq!(
+        m.wait_timeout(WAIT).expect("ends").unwrap(),
+        expected(n, 10)
+    );
     assert!(status(&keys, &node).spill_reads >= 2);
     drop(server);
     node.stop();
@@ -207,7 +213,10 @@ fn a_spill_write_that_fails_sends_the_result_back_in_full() {
     assert_eq!(kept.wait().unwrap(), pattern_bytes(2 * MIB, 1));
     // And the node keeps serving.
     let m = server.submit(measure, (server.share(pattern_bytes(10, 0)).unwrap(),));
-    assert_eq!(m.wait_timeout(WAIT).expect("ends").unwrap(), expected(10, 0));
+    assert_eq!(
+        m.wait_timeout(WAIT).expect("ends").unwrap(),
+        expected(10, 0)
+    );
     drop(server);
     node.stop();
     node.wait();
@@ -235,7 +244,9 @@ fn spill_files_go_with_the_connection_and_dead_nodes_files_at_start() {
         "{:?}",
         spill_files(&dir)
     );
-    assert!(pptest::eventually(WAIT, || status(&keys, &node).spilled_bytes == 0));
+    assert!(pptest::eventually(WAIT, || status(&keys, &node)
+        .spilled_bytes
+        == 0));
     drop(kept);
     node.stop();
     node.wait();

@@ -10,6 +10,9 @@ use std::time::Duration;
 /// The default cap of the program cache: 2 GiB.
 pub const DEFAULT_CACHE_MAX: u64 = 2 << 30;
 
+/// The default `--spill-max`: 4 GiB of spilled kept values.
+pub const DEFAULT_SPILL_MAX: u64 = 4 << 30;
+
 /// How a node runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -141,7 +144,7 @@ impl Default for Config {
             uploads: true,
             program_idle: Duration::from_secs(60),
             spill_dir: None,
-            spill_max: crate::node::spill::DEFAULT_SPILL_MAX,
+            spill_max: DEFAULT_SPILL_MAX,
         }
     }
 }

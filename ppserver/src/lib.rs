@@ -54,8 +54,7 @@ mod metrics;
 mod node;
 mod programs;
 
-pub use config::{Cli, Config, Isolation, DEFAULT_CACHE_MAX, VERSION};
-pub use node::spill::DEFAULT_SPILL_MAX;
+pub use config::{Cli, Config, Isolation, DEFAULT_CACHE_MAX, DEFAULT_SPILL_MAX, VERSION};
 pub use daemon::{main_linked, main_with, serve, start, Running};
 pub use error::ServeError;
 pub use ppcore::init_worker;

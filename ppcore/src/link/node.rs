@@ -331,7 +331,9 @@ impl NodeLink {
                 attempt,
                 bytes,
             } => {
-                let done = self.kept.read_back(value, (fetch, attempt), bytes, &self.node_id);
+                let done = self
+                    .kept
+                    .read_back(value, (fetch, attempt), bytes, &self.node_id);
                 self.finished(vec![done]);
             }
             NodeEvent::Ended(ids) => ids.into_iter().for_each(|id| self.ended(id)),

@@ -21,9 +21,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The default `--spill-max`: 4 GiB.
-pub const DEFAULT_SPILL_MAX: u64 = 4 << 30;
-
 /// The node's spill directory and budget.
 #[derive(Debug)]
 pub(crate) struct Spill {

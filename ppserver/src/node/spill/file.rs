@@ -123,7 +123,10 @@ mod tests {
         let (id, path) = (SharedId::of(b"v"), d.join("v.spill"));
         let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         write(&path, &id, &bytes).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().len(), HEADER + bytes.len() as u64);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            HEADER + bytes.len() as u64
+        );
         assert_eq!(read(&path, &id).unwrap(), bytes);
         write(&path, &id, b"").unwrap();
         assert_eq!(read(&path, &id).unwrap(), b"");
@@ -139,7 +142,13 @@ mod tests {
         file.set_len(HEADER + 999).unwrap();
         let err = read(&path, &id).unwrap_err();
         assert!(
-            matches!(err, SpillError::Length { said: 1000, found: 999 }),
+            matches!(
+                err,
+                SpillError::Length {
+                    said: 1000,
+                    found: 999
+                }
+            ),
             "{err}"
         );
         file.set_len(20).unwrap();
