@@ -1,7 +1,8 @@
 //! What every connection of a node shares: the registry, the job queue and
 //! its workers, the counters, the open connections, and the shutdown state.
 //! Below it, the pieces it is made of: who may connect (`admission`), the
-//! memory budget (`memory`), the counters `--metrics` reads (`meters`), a
+//! memory budget (`memory`), spill to disk (`spill`), the counters
+//! `--metrics` reads (`meters`), a
 //! queued job (`job`), and how workers reach a connection (`handle`).
 
 pub(crate) mod admission;

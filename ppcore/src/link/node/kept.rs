@@ -9,7 +9,8 @@
 //! replace another's value. Everything here is bounded: kept bytes by the
 //! room the driver gives (`--max-memory`) and by the incoming streams'
 //! reservations, parked jobs and fetches by the credit window (they keep
-//! theirs).
+//! theirs). Values over the memory room may go to disk instead (`spill`):
+//! they count as kept here, and as pending while they are written.
 
 use super::spill::Spills;
 use crate::job::error::{ErrorKind, JobError};
