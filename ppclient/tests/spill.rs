@@ -200,8 +200,10 @@ fn a_spill_write_that_fails_sends_the_result_back_in_full() {
     // 3 MiB of memory: a 2 MiB result, counted while it is kept, does not
     // fit, but the value sent back with a job does.
     let node = start_node(&keys, 3 * MIB, &dir);
-    // The directory goes after the start: every write fails, as on a full disk.
-    std::fs::remove_dir_all(&dir).unwrap();
+    // A file stands where the directory would be made (at the first
+    // write): every write fails, as on a full disk.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::write(&dir, b"not a directory").unwrap();
     let server = client(&keys, &node);
     let kept = server.submit_with(pattern, (2 * MIB, 1), Options::new().keep());
     server.wait_all().unwrap();
@@ -220,6 +222,7 @@ fn a_spill_write_that_fails_sends_the_result_back_in_full() {
     drop(server);
     node.stop();
     node.wait();
+    let _ = std::fs::remove_file(dir);
 }
 
 #[test]

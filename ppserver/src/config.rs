@@ -302,7 +302,7 @@ pub struct Cli {
     pub spill_dir: Option<PathBuf>,
     /// Most bytes of spilled kept values on disk (suffixes K, M, G: 4G is
     /// 4 GiB); 0 turns spill off.
-    #[arg(long, default_value = "4G", value_parser = ppcore::limits::parse_bytes, value_name = "BYTES")]
+    #[arg(long, default_value = "4G", value_parser = parse_spill_max, value_name = "BYTES")]
     pub spill_max: u64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
@@ -350,6 +350,14 @@ impl Cli {
             spill_max: self.spill_max,
             ..defaults
         })
+    }
+}
+
+/// `--spill-max`: a size, or 0 (spill off).
+fn parse_spill_max(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "0" => Ok(0),
+        size => ppcore::limits::parse_bytes(size),
     }
 }
 
@@ -403,6 +411,22 @@ mod tests {
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("ppserver").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn spill_is_on_by_default_within_4_gib_and_0_turns_it_off() {
+        let c = cli(&[]).config().unwrap();
+        assert_eq!((c.spill_dir, c.spill_max), (None, 4 << 30));
+        let c = cli(&["--spill-dir", "/tmp/s", "--spill-max", "0"])
+            .config()
+            .unwrap();
+        assert_eq!((c.spill_dir, c.spill_max), (Some("/tmp/s".into()), 0));
+        assert_eq!(
+            cli(&["--spill-max", "1G"]).config().unwrap().spill_max,
+            1 << 30
+        );
+        let bad = Cli::try_parse_from(["ppserver", "--spill-max", "-1"]);
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -45,7 +45,8 @@ impl Spilled {
         if !self.spill.try_reserve(size) {
             return Err(bytes);
         }
-        match file::write(&path, &id, &bytes) {
+        let written = (self.spill.make_ready()).and_then(|()| file::write(&path, &id, &bytes));
+        match written {
             Ok(()) => {
                 self.files.insert(id, size);
                 Ok(())

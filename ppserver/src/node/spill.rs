@@ -6,10 +6,12 @@
 //! files (`conn::spilled`), and its link decides what goes to disk.
 //!
 //! Several nodes may share a spill directory. A node names its files
-//! `p{PORT}-c{CONN}-{ID}.spill` and holds the lock file `p{PORT}.lock`
-//! (an `flock`) while it lives; a node that starts deletes the files of
-//! every port whose lock nobody holds (their node is gone), its own port's
-//! earlier run's included, and touches nothing else.
+//! `p{PORT}-c{CONN}-{ID}.spill` and, from its first write on, holds the
+//! lock file `p{PORT}.lock` (an `flock`) while it lives; a node that starts
+//! deletes the files of every port whose lock nobody holds (their node is
+//! gone), its own port's earlier run's included, and touches nothing else.
+//! The directory is made at the first write: a node that never spills
+//! leaves no trace in its cache directory.
 
 pub(crate) mod file;
 
@@ -19,7 +21,8 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// The node's spill directory and budget.
 #[derive(Debug)]
@@ -32,42 +35,48 @@ pub(crate) struct Spill {
     /// Values read back (or tried).
     reads: AtomicU64,
     port: u16,
-    /// The lock this node holds while it lives (see the module's doc).
-    _lock: Option<File>,
+    /// Whether the directory is made and this node's lock taken.
+    ready: AtomicBool,
+    /// The locks this node holds while it lives (see the module's doc;
+    /// two drivers' first writes at once may both take one).
+    locks: Mutex<Vec<File>>,
 }
 
 impl Spill {
-    /// Spill to `dir` within `max` file bytes for the node on `port`: the
-    /// directory is made (mode 0700) and swept of dead nodes' files. Off if
-    /// `max` is 0, `dir` is `None`, or the directory cannot be used (said
-    /// in the log).
+    /// Spill to `dir` within `max` file bytes for the node on `port`; off
+    /// if `max` is 0 or `dir` is `None`. The directory, if it is there, is
+    /// swept of dead nodes' files now.
     pub(crate) fn open(dir: Option<PathBuf>, max: u64, port: u16) -> Spill {
-        let off = Spill {
-            dir: None,
-            max: 0,
+        let dir = dir.filter(|_| max > 0);
+        if let Some(dir) = &dir {
+            sweep(dir);
+            tracing::debug!(dir = %dir.display(), max, "kept values spill here");
+        }
+        Spill {
+            dir,
+            max,
             used: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             port,
-            _lock: None,
-        };
-        let Some(dir) = dir.filter(|_| max > 0) else {
-            return off;
-        };
-        match own(&dir, port) {
-            Ok(lock) => {
-                tracing::debug!(dir = %dir.display(), max, "kept values spill here");
-                Spill {
-                    dir: Some(dir),
-                    max,
-                    _lock: Some(lock),
-                    ..off
-                }
-            }
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), "spill to disk off: {e}");
-                off
-            }
+            ready: AtomicBool::new(false),
+            locks: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Makes the directory (mode 0700) and takes this node's lock there,
+    /// once: before the first file is written.
+    pub(crate) fn make_ready(&self) -> io::Result<()> {
+        let Some(dir) = &self.dir else {
+            return Err(io::Error::other("spill is off"));
+        };
+        if self.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // The I/O is done outside the lock; only the file is kept under it.
+        let lock = own(dir, self.port)?;
+        ppcore::sync::lock(&self.locks).push(lock);
+        self.ready.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// The most bytes one value may have to be spilled now (0 when off or full).
@@ -121,16 +130,17 @@ impl Spill {
     }
 }
 
-/// Makes `dir`, sweeps dead nodes' files from it, and takes `port`'s lock
-/// (made under another name and renamed locked, so that a sweeping node
-/// never sees it unlocked while its owner lives).
+/// Makes `dir` and takes `port`'s lock there (made under another name and
+/// renamed locked, so that a sweeping node never sees it unlocked while its
+/// owner lives).
 fn own(dir: &Path, port: u16) -> io::Result<File> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    sweep(dir);
-    let temp = dir.join(format!("p{port}.lock.{}", std::process::id()));
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let temp = dir.join(format!("p{port}.lock.{}-{n}", std::process::id()));
     let file = File::options()
         .write(true)
         .create(true)
@@ -205,6 +215,8 @@ mod tests {
             SharedId::fresh().unwrap()
         ));
         let live = Spill::open(Some(dir.clone()), 1 << 20, 7001);
+        assert!(!dir.exists(), "made at the first write only");
+        live.make_ready().unwrap();
         let id = SharedId::of(b"x");
         let live_file = live.path(1, &id).unwrap();
         fs::write(&live_file, b"live").unwrap();
@@ -228,6 +240,7 @@ mod tests {
     fn the_budget_holds_and_zero_turns_spill_off() {
         let dir = std::env::temp_dir().join(format!("pp-spill-budget-{}", std::process::id()));
         let s = Spill::open(Some(dir.clone()), 1000, 7005);
+        s.make_ready().unwrap();
         assert_eq!(s.room(), 1000 - file::HEADER);
         assert!(s.try_reserve(600));
         assert!(!s.try_reserve(600));
