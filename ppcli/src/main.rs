@@ -196,6 +196,7 @@ fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result
             "jobs_waiting": s.jobs_waiting,
             "transfers_in": s.transfers_in, "transfer_in_bytes": s.transfer_in_bytes,
             "transfers_out": s.transfers_out, "transfer_out_bytes": s.transfer_out_bytes,
+            "spilled_bytes": s.spilled_bytes, "spill_reads": s.spill_reads,
         });
         println!("{out}");
     } else {
@@ -234,6 +235,10 @@ fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result
         println!(
             "transfers   {} in ({} bytes), {} out ({} bytes), node to node",
             s.transfers_in, s.transfer_in_bytes, s.transfers_out, s.transfer_out_bytes
+        );
+        println!(
+            "spilled     {} bytes on disk, {} read back",
+            s.spilled_bytes, s.spill_reads
         );
     }
     Ok(())

@@ -51,7 +51,10 @@ fn start_node(keys: &KeySet, max_memory: Option<u64>) -> ppserver::Running {
         ..Default::default()
     };
     if let Some(m) = max_memory {
+        // Results over it come back to the client: no spill to disk here
+        // (tests/spill.rs has that).
         config.max_memory = m;
+        config.spill_max = 0;
     }
     ppserver::start(config, ppclient::Registry::linked().unwrap()).unwrap()
 }

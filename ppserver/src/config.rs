@@ -10,6 +10,9 @@ use std::time::Duration;
 /// The default cap of the program cache: 2 GiB.
 pub const DEFAULT_CACHE_MAX: u64 = 2 << 30;
 
+/// The default `--spill-max`: 4 GiB of spilled kept values.
+pub const DEFAULT_SPILL_MAX: u64 = 4 << 30;
+
 /// How a node runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -95,6 +98,14 @@ pub struct Config {
     pub uploads: bool,
     /// A shipped program's worker process idle this long ends.
     pub program_idle: Duration,
+    /// Where kept values that do not fit `max_memory` are spilled. `None`:
+    /// `spill` under `cache_dir` (or under the node's own cache directory).
+    /// Several nodes may share one: each deletes only its own files, and at
+    /// start those of nodes that are gone.
+    pub spill_dir: Option<PathBuf>,
+    /// The most bytes of spill files (headers included); 0 turns spill off
+    /// (then a kept result over `max_memory` goes back to its client).
+    pub spill_max: u64,
 }
 
 /// Where a node runs jobs.
@@ -140,6 +151,8 @@ impl Default for Config {
             cache_max: DEFAULT_CACHE_MAX,
             uploads: true,
             program_idle: Duration::from_secs(60),
+            spill_dir: None,
+            spill_max: DEFAULT_SPILL_MAX,
         }
     }
 }
@@ -296,6 +309,14 @@ pub struct Cli {
     /// Seconds a shipped program's idle worker process lives.
     #[arg(long, default_value_t = 60.0, value_name = "SECS", value_parser = ppcore::limits::parse_secs)]
     pub program_idle: f64,
+    /// Directory for kept values that do not fit --max-memory (default:
+    /// `spill` under the cache directory); may be shared by several nodes.
+    #[arg(long, value_name = "DIR")]
+    pub spill_dir: Option<PathBuf>,
+    /// Most bytes of spilled kept values on disk (suffixes K, M, G: 4G is
+    /// 4 GiB); 0 turns spill off.
+    #[arg(long, default_value = "4G", value_parser = parse_spill_max, value_name = "BYTES")]
+    pub spill_max: u64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -339,8 +360,18 @@ impl Cli {
             max_payload: self.max_payload,
             shared_max: self.shared_max,
             stream_stall: positive_secs(self.stream_stall).unwrap_or(defaults.stream_stall),
+            spill_dir: self.spill_dir.clone(),
+            spill_max: self.spill_max,
             ..defaults
         })
+    }
+}
+
+/// `--spill-max`: a size, or 0 (spill off).
+fn parse_spill_max(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "0" => Ok(0),
+        size => ppcore::limits::parse_bytes(size),
     }
 }
 
@@ -427,6 +458,22 @@ mod tests {
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("ppserver").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn spill_is_on_by_default_within_4_gib_and_0_turns_it_off() {
+        let c = cli(&[]).config().unwrap();
+        assert_eq!((c.spill_dir, c.spill_max), (None, 4 << 30));
+        let c = cli(&["--spill-dir", "/tmp/s", "--spill-max", "0"])
+            .config()
+            .unwrap();
+        assert_eq!((c.spill_dir, c.spill_max), (Some("/tmp/s".into()), 0));
+        assert_eq!(
+            cli(&["--spill-max", "1G"]).config().unwrap().spill_max,
+            1 << 30
+        );
+        let bad = Cli::try_parse_from(["ppserver", "--spill-max", "-1"]);
+        assert!(bad.is_err());
     }
 
     #[test]

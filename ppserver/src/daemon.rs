@@ -90,6 +90,14 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
         None if config.uploads => crate::cache::own_dir(config.port),
         _ => None,
     };
+    // `spill` under the cache directory, the node's own if none is given.
+    let spill_dir = config.spill_dir.clone().or_else(|| {
+        (config.cache_dir.clone())
+            .or_else(|| own_cache.clone())
+            .or_else(|| crate::cache::own_dir(config.port))
+            .map(|dir| dir.join("spill"))
+    });
+    let spill = crate::node::spill::Spill::open(spill_dir, config.spill_max, addr.port());
     // Times from a caller's Config are capped: deadlines computed from them
     // must not overflow (a week is the most any of them can mean).
     let cap = ppcore::limits::cap;
@@ -105,7 +113,7 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
     };
     let queue = ppcore::Lanes::<Ticket>::new();
     let workers = config.workers;
-    let node = Arc::new(Node::new(config, registry, queue.clone(), own_cache));
+    let node = Arc::new(Node::new(config, registry, queue.clone(), own_cache, spill));
     let worker_node = Arc::clone(&node);
     // Jobs arrive a frame at a time: idle workers sleep at once rather than
     // spin beside the connection drivers (ppcore::Pool::start_polling),

@@ -30,8 +30,8 @@
 //! | --- | --- |
 //! | `cache` | shipped programs on disk: a directory per node by default, named by hash, private, capped (uploads under way included), safe to share (temporary files renamed into place) |
 //! | `config` | [`Config`] and the command line ([`Cli`]) |
-//! | `node` | state shared by a node's connections: registry, job queue, counters, drain (`node/mod.rs`), and its parts: a queued job (`node/job`), how workers and the daemon reach a connection (`node/handle`: a channel to its driver and a waker, its cancelled jobs), who may hold a connection (`node/admission`: limits on strangers, overall and per address, apart from clients; pure), `--max-memory` (`node/memory`: bytes of queued arguments and unwritten results, held until dropped), the counters only `--metrics` reads (`node/meters`) |
-//! | `conn` | one connection: letting it in or refusing it on the accept thread (`conn/admit`), and its driver around [`ppcore::NodeLink`] (`conn/driver`): one thread that waits on the socket and its wake-ups, reads, writes (with a no-progress timeout) and does what the link says; the link decides the protocol's rules |
+//! | `node` | state shared by a node's connections: registry, job queue, counters, drain (`node/mod.rs`), and its parts: a queued job (`node/job`), how workers and the daemon reach a connection (`node/handle`: a channel to its driver and a waker, its cancelled jobs), who may hold a connection (`node/admission`: limits on strangers, overall and per address, apart from clients; pure), `--max-memory` (`node/memory`: bytes of queued arguments and unwritten results, held until dropped), the counters only `--metrics` reads (`node/meters`), spill to disk (`node/spill`: `--spill-dir` and `--spill-max`, the file format in `node/spill/file`, the sweep of gone nodes' files) |
+//! | `conn` | one connection: letting it in or refusing it on the accept thread (`conn/admit`), and its driver around [`ppcore::NodeLink`] (`conn/driver`): one thread that waits on the socket and its wake-ups, reads, writes (with a no-progress timeout) and does what the link says; the link decides the protocol's rules; the connection's spill files (`conn/spilled`: written, read back checked, deleted) |
 //! | `programs` | shipped programs: offers, one upload per hash (others wait as connection state, `programs/waiting`), a running program's worker processes (`programs/program`) |
 //! | `isolate` | isolation mode: worker processes that run jobs, replaced when they crash; knows a job only as an `IsolatedJob` |
 //! | `metrics` | `--metrics`: the node's counters at `/metrics` in the Prometheus text format |
@@ -55,7 +55,7 @@ mod node;
 mod peer;
 mod programs;
 
-pub use config::{Cli, Config, Isolation, DEFAULT_CACHE_MAX, VERSION};
+pub use config::{Cli, Config, Isolation, DEFAULT_CACHE_MAX, DEFAULT_SPILL_MAX, VERSION};
 pub use daemon::{main_linked, main_with, serve, start, Running};
 pub use error::ServeError;
 pub use ppcore::init_worker;

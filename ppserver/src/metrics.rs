@@ -46,6 +46,8 @@ pub(crate) struct Sample {
     pub(crate) jobs_waiting: u64,
     /// Kept values pulled from peers and their bytes; served to peers and theirs.
     pub(crate) transfers: [u64; 4],
+    pub(crate) spilled_bytes: u64,
+    pub(crate) spill_reads: u64,
     pub(crate) uptime_s: f64,
 }
 
@@ -78,6 +80,8 @@ impl Sample {
                 status.transfers_out,
                 status.transfer_out_bytes,
             ],
+            spilled_bytes: status.spilled_bytes,
+            spill_reads: status.spill_reads,
             uptime_s: status.uptime_s,
         }
     }
@@ -140,6 +144,19 @@ pub(crate) fn encode(sample: &Sample) -> String {
         "jobs_waiting",
         "Jobs and fetches parked for a result another job of their client is making here",
         sample.jobs_waiting,
+    );
+    gauge(
+        &mut r,
+        "spilled_bytes",
+        "Bytes of kept values spilled to disk now (their files; at most --spill-max)",
+        sample.spilled_bytes,
+    );
+    counter(
+        &mut r,
+        "spill_reads",
+        "Spilled kept values read back from disk for a job or a fetch",
+        None,
+        sample.spill_reads,
     );
     gauge(
         &mut r,
@@ -313,6 +330,8 @@ mod tests {
             kept_bytes: 300,
             jobs_waiting: 2,
             transfers: [4, 400, 5, 500],
+            spilled_bytes: 4000,
+            spill_reads: 6,
             uptime_s: 1.5,
         };
         let text = encode(&sample);
@@ -339,6 +358,8 @@ mod tests {
         assert_eq!(value(&s, "ppserver_transfer_in_bytes_total", None), 400.0);
         assert_eq!(value(&s, "ppserver_transfers_out_total", None), 5.0);
         assert_eq!(value(&s, "ppserver_transfer_out_bytes_total", None), 500.0);
+        assert_eq!(value(&s, "ppserver_spilled_bytes", None), 4000.0);
+        assert_eq!(value(&s, "ppserver_spill_reads_total", None), 6.0);
         assert!(text.contains("# TYPE ppserver_jobs counter"), "{text}");
     }
 }

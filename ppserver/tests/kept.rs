@@ -115,7 +115,7 @@ fn kept_results_work_the_same_with_process_isolation() {
 
 #[test]
 fn a_result_over_max_memory_comes_back_in_full_and_nothing_is_kept() {
-    let node = Node::start(&["--workers", "1", "--max-memory", "1M"]);
+    let node = Node::start(&["--workers", "1", "--max-memory", "1M", "--spill-max", "0"]);
     let mut s = authenticated(&node);
     let x = SharedId::of(b"big");
     let big = vec![7u8; 600 << 10];
@@ -131,7 +131,7 @@ fn a_result_over_max_memory_comes_back_in_full_and_nothing_is_kept() {
 
 #[test]
 fn a_flood_of_keep_jobs_is_bounded_by_max_memory_and_the_node_keeps_serving() {
-    let node = Node::start(&["--workers", "2", "--max-memory", "8M"]);
+    let node = Node::start(&["--workers", "2", "--max-memory", "8M", "--spill-max", "0"]);
     let mut s = authenticated(&node);
     let payload = vec![1u8; 256 << 10];
     let mut kept = 0u64;

@@ -74,6 +74,7 @@ mod linger;
 pub(crate) mod reason;
 mod results;
 mod shared;
+mod spill;
 mod upload;
 
 /// The largest frame a client may send before it has authenticated: its
@@ -320,8 +321,23 @@ impl NodeLink {
             }
             NodeEvent::GiveBack(_) => {}
             NodeEvent::NeedShared { ids, jobs } => self.need_shared(ids, jobs),
+            NodeEvent::Spilled { id, result } => {
+                let done = self.kept.spilled(id, result);
+                self.finished(done.into_iter().collect());
+            }
+            NodeEvent::ReadBack {
+                value,
+                fetch,
+                attempt,
+                bytes,
+            } => {
+                let done = self
+                    .kept
+                    .read_back(value, (fetch, attempt), bytes, &self.node_id);
+                self.finished(vec![done]);
+            }
             NodeEvent::Ended(ids) => ids.into_iter().for_each(|id| self.ended(id)),
-            NodeEvent::Status(status) => self.send(&NodeMsg::Status(status)),
+            NodeEvent::Status(status) => self.send(&NodeMsg::Status(*status)),
             NodeEvent::Exported {
                 id,
                 attempt,
@@ -606,6 +622,8 @@ impl NodeLink {
         let kept = &self.kept;
         let lookup = |ids: &[SharedId]| kept.values_or(ids, &mut lookup);
         let sorted = self.refused_shared.resolve(jobs, &self.node_id, lookup);
+        // A spilled value the driver could not read back is lost.
+        self.kept.lost(&sorted.need);
         if !sorted.failed.is_empty() {
             self.finished(sorted.failed);
         }
@@ -617,7 +635,12 @@ impl NodeLink {
     /// Lets go the parked jobs and fetches that can go (see `kept`), until
     /// nothing more changes.
     fn settle_kept(&mut self) {
-        while let Some(settled) = self.kept.settle(&self.node_id) {
+        loop {
+            let spill = self.kept.spill.take_actions();
+            self.actions.extend(spill);
+            let Some(settled) = self.kept.settle(&self.node_id) else {
+                break;
+            };
             if !settled.run.is_empty() {
                 self.actions.push_back(NodeAction::Run(settled.run));
             }
@@ -649,6 +672,13 @@ impl NodeLink {
     /// over it goes back in full.
     pub fn set_keep_room(&mut self, room: u64) {
         self.kept.set_room(room);
+    }
+
+    /// The room the node's spill directory has now (`--spill-max` left; 0
+    /// turns spill off, as it starts): a result to keep over the memory
+    /// room but within this is written to disk ([`NodeAction::Spill`]).
+    pub fn set_spill_room(&mut self, room: u64) {
+        self.kept.spill.set_room(room);
     }
 
     /// Kept values this connection holds, and their bytes (counted against

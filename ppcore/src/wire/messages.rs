@@ -173,6 +173,14 @@ pub struct NodeStatus {
     /// Their bytes.
     #[serde(default)]
     pub transfer_out_bytes: u64,
+    /// Bytes of kept values spilled to disk now (their files, headers
+    /// included; at most `--spill-max`).
+    #[serde(default)]
+    pub spilled_bytes: u64,
+    /// Spilled values read back from disk since the node started (for a
+    /// job or a fetch; a read that failed its checksum counts too).
+    #[serde(default)]
+    pub spill_reads: u64,
 }
 
 /// What a client sends to a node.

@@ -33,6 +33,7 @@
 //! given back whenever the driver sleeps with nothing to write, so an idle
 //! connection does not keep the memory of a backlog it once had.
 
+use super::spilled::Spilled;
 use crate::node::handle::{Conn, ConnIn, Waker};
 use crate::node::memory::Held;
 use crate::node::Node;
@@ -46,6 +47,7 @@ use ppcore::program::{OfferAnswer, ProgramId, ProgramInfo};
 use ppcore::shared::{SharedId, SharedValue};
 use ppcore::{NodeAction, NodeCloseReason, NodeEvent, NodeLink, NodeLinkConfig, Outbox};
 use ppcore::{TransportEnd, UploadRefusal};
+use std::collections::HashMap;
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,6 +90,7 @@ pub(super) fn serve(node: &Arc<Node>, id: u64, conn: &Arc<Conn>, wired: Wired) {
                 streams_held: node.memory.hold(0),
                 kept_held: node.memory.hold(0),
                 kept_counted: [0; 3],
+                spilled: Spilled::new(Arc::clone(&node.spill), id),
                 results_held: Vec::new(),
                 readable: true,
                 watch_write: false,
@@ -127,6 +130,9 @@ struct Driver<'a> {
     /// Its kept values, their bytes and its parked jobs, as last added to
     /// the node's meters.
     kept_counted: [u64; 3],
+    /// This connection's spill files (kept values over `--max-memory`),
+    /// deleted when it ends.
+    spilled: Spilled,
     /// Results read from the workers, counted until the link's frames of
     /// them reach the outbox.
     results_held: Vec<Held>,
@@ -296,6 +302,7 @@ impl Driver<'_> {
         let now = Instant::now();
         // Results to keep must fit the memory left (theirs is counted already).
         link.set_keep_room(self.node.memory.room());
+        link.set_spill_room(self.spilled.room());
         for ev in events.try_iter().take(4 * MAX_BATCH) {
             match ev {
                 ConnIn::Finished(d, h) => {
@@ -406,9 +413,32 @@ impl Driver<'_> {
             match action {
                 NodeAction::Run(jobs) => {
                     let (node, id) = (self.node, self.id);
-                    let jobs = link.with_shared(jobs, |ids| node.shared_for(id, ids));
+                    // Spilled values are read back once per batch of jobs.
+                    let (spilled, mut read) = (&mut self.spilled, HashMap::new());
+                    let jobs = link.with_shared(jobs, |ids| {
+                        spilled.values_or(ids, &mut read, |rest| node.shared_for(id, rest))
+                    });
                     self.node.submit(jobs, self.conn)
                 }
+                NodeAction::Spill { id, bytes } => {
+                    let result = self.spilled.write(id, bytes);
+                    link.handle(NodeEvent::Spilled { id, result }, Instant::now())
+                }
+                NodeAction::ReadBack {
+                    value,
+                    fetch,
+                    attempt,
+                } => {
+                    let bytes = self.spilled.read(&value);
+                    let back = NodeEvent::ReadBack {
+                        value,
+                        fetch,
+                        attempt,
+                        bytes,
+                    };
+                    link.handle(back, Instant::now())
+                }
+                NodeAction::DropSpilled(ids) => ids.iter().for_each(|id| self.spilled.remove(id)),
                 NodeAction::Share { id, bytes } => self.share(link, id, bytes),
                 NodeAction::Unshare(ids) => self.node.unshare(self.id, &ids),
                 NodeAction::Export(value) => {
@@ -433,9 +463,10 @@ impl Driver<'_> {
                     from,
                 } => self.pull((id, attempt), value, from),
                 NodeAction::Cancel(id) => self.node.cancel(self.conn, id),
-                NodeAction::StatusWanted => {
-                    link.handle(NodeEvent::Status(self.node.status()), Instant::now())
-                }
+                NodeAction::StatusWanted => link.handle(
+                    NodeEvent::Status(Box::new(self.node.status())),
+                    Instant::now(),
+                ),
                 NodeAction::Offer(info) => self.offer(link, &info),
                 NodeAction::Chunk { id, offset, data } => self.chunk(link, id, offset, &data),
                 NodeAction::UploadRefused { id, reason } => self.upload_refused(id, &reason),

@@ -1,7 +1,8 @@
 //! What every connection of a node shares: the registry, the job queue and
 //! its workers, the counters, the open connections, and the shutdown state.
 //! Below it, the pieces it is made of: who may connect (`admission`), the
-//! memory budget (`memory`), the counters `--metrics` reads (`meters`), a
+//! memory budget (`memory`), spill to disk (`spill`), the counters
+//! `--metrics` reads (`meters`), a
 //! queued job (`job`), and how workers reach a connection (`handle`).
 
 pub(crate) mod admission;
@@ -9,6 +10,7 @@ pub(crate) mod handle;
 pub(crate) mod job;
 pub(crate) mod memory;
 pub(crate) mod meters;
+pub(crate) mod spill;
 
 use crate::config::Config;
 use crate::config::Isolation;
@@ -23,6 +25,7 @@ use ppcore::shared::{OverSharedMax, SharedId, SharedStore, SharedValue};
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, NodeStatus};
 use ppcore::{ErrorKind, JobError, Lanes, Registry};
 use serde_bytes::ByteBuf;
+use spill::Spill;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -92,6 +95,8 @@ pub(crate) struct Node {
     pub(crate) programs: Arc<Programs>,
     /// `--max-memory`: queued arguments and unwritten results.
     pub(crate) memory: Arc<Memory>,
+    /// `--spill-dir`, `--spill-max`: kept values over `--max-memory`.
+    pub(crate) spill: Arc<Spill>,
     /// Jobs handed back because the node was over `--max-memory`.
     pub(crate) refused_memory: AtomicU64,
     /// Counters only `--metrics` reads.
@@ -106,12 +111,14 @@ pub(crate) struct Node {
 
 impl Node {
     /// A node with `config`; `own_cache`: its own program directory, used
-    /// when `config` gives none (`cache::own_dir` of the port it was asked for).
+    /// when `config` gives none (`cache::own_dir` of the port it was asked
+    /// for); `spill`: where kept values over `--max-memory` go.
     pub(crate) fn new(
         config: Config,
         registry: Registry,
         queue: Lanes<Ticket>,
         own_cache: Option<PathBuf>,
+        spill: Spill,
     ) -> Self {
         let jobs = registry
             .entries()
@@ -167,6 +174,7 @@ impl Node {
             idle_since: Mutex::new(Some(Instant::now())),
             isolated: Running::new(config_max_payload),
             memory,
+            spill: Arc::new(spill),
             refused_memory: AtomicU64::new(0),
             meters: Default::default(),
             shared: Mutex::new(SharedStore::new(config_shared_max)),
@@ -586,6 +594,8 @@ impl Node {
             transfer_in_bytes: peers.pull_bytes.load(Ordering::Relaxed),
             transfers_out: peers.served.load(Ordering::Relaxed),
             transfer_out_bytes: peers.served_bytes.load(Ordering::Relaxed),
+            spilled_bytes: self.spill.used(),
+            spill_reads: self.spill.reads(),
         }
     }
 

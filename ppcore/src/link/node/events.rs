@@ -23,7 +23,7 @@ pub enum NodeEvent<'a> {
     /// (cancelled before they ran): their credit comes back.
     Ended(Vec<u64>),
     /// The answer to a [`NodeAction::StatusWanted`].
-    Status(NodeStatus),
+    Status(Box<NodeStatus>),
     /// The node stops taking jobs.
     Drain,
     /// The node says goodbye and closes.
@@ -87,6 +87,27 @@ pub enum NodeEvent<'a> {
         ids: Vec<SharedId>,
         /// The jobs, unrun.
         jobs: Vec<(u64, u32)>,
+    },
+    /// The driver's answer to a [`NodeAction::Spill`]: written, or not
+    /// (its bytes back: the result then goes to the client in full).
+    Spilled {
+        /// The value.
+        id: SharedId,
+        /// Written, or the bytes that were not.
+        result: Result<(), Vec<u8>>,
+    },
+    /// The driver's answer to a [`NodeAction::ReadBack`]: the value's bytes,
+    /// checked against their checksum, or `None` (missing, corrupt,
+    /// unreadable: the value is lost and the fetch answered so).
+    ReadBack {
+        /// The value.
+        value: SharedId,
+        /// The fetch that wants it.
+        fetch: u64,
+        /// Its attempt.
+        attempt: u32,
+        /// The bytes read back, if they were intact.
+        bytes: Option<Vec<u8>>,
     },
 }
 
@@ -161,6 +182,30 @@ pub enum NodeAction {
         /// Where the peer listens (`host:port`).
         from: String,
     },
+    /// A result to keep that does not fit the memory room (but fits the
+    /// spill room): write it to the spill file of `id` and report with
+    /// [`NodeEvent::Spilled`]. Its job's answer waits for that.
+    Spill {
+        /// The kept value's id.
+        id: SharedId,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// A fetch of spilled value `value`: read it back (checking its
+    /// checksum) and report with [`NodeEvent::ReadBack`]. Jobs that name a
+    /// spilled value get it from the `lookup` of
+    /// [`NodeLink::with_shared`](super::NodeLink::with_shared) instead.
+    ReadBack {
+        /// The value.
+        value: SharedId,
+        /// The fetch.
+        fetch: u64,
+        /// Its attempt.
+        attempt: u32,
+    },
+    /// Spill files no longer wanted (the values were dropped, replaced or
+    /// lost): delete them.
+    DropSpilled(Vec<SharedId>),
     /// The connection is over: close it (what the client was to be told is
     /// among the transmits already).
     Closed(NodeCloseReason),

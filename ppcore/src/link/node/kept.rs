@@ -9,8 +9,10 @@
 //! replace another's value. Everything here is bounded: kept bytes by the
 //! room the driver gives (`--max-memory`) and by the incoming streams'
 //! reservations, parked jobs and fetches by the credit window (they keep
-//! theirs).
+//! theirs). Values over the memory room may go to disk instead (`spill`):
+//! they count as kept here, and as pending while they are written.
 
+use super::spill::Spills;
 use crate::job::error::{ErrorKind, JobError};
 use crate::job::idmap::IdMap;
 use crate::job::shared::{SharedId, SharedValue};
@@ -82,6 +84,8 @@ pub(crate) struct Kept {
     /// Ids that changed (kept, dropped, or no longer to be kept) since the
     /// last settle: only what waits on them is looked at again.
     touched: Vec<SharedId>,
+    /// Kept values written to disk, and those being written (`spill`).
+    pub(crate) spill: Spills,
 }
 
 /// The error a fetch of a value not here gets.
@@ -96,9 +100,9 @@ impl Kept {
         self.room = room;
     }
 
-    /// Kept values held.
+    /// Kept values held (in memory or spilled).
     pub(crate) fn len(&self) -> usize {
-        self.values.len()
+        self.values.len() + self.spill.len()
     }
 
     /// Their bytes.
@@ -134,9 +138,15 @@ impl Kept {
         values.collect::<Option<Vec<V>>>().ok_or(others)
     }
 
-    /// Whether a job in flight here will keep `id`.
+    /// Whether `id` is kept here, in memory or spilled.
+    fn has(&self, id: &SharedId) -> bool {
+        self.values.contains_key(id) || self.spill.has(id)
+    }
+
+    /// Whether a job in flight here will keep `id` (or its result is being
+    /// spilled).
     fn pending(&self, id: &SharedId) -> bool {
-        !self.values.contains_key(id) && self.makers.contains_key(id)
+        !self.has(id) && self.makers.contains_key(id)
     }
 
     /// Job `job` (accepted, in flight) keeps its result as `value`.
@@ -164,11 +174,68 @@ impl Kept {
 
     /// A finished job: if it keeps its result and the result fits the room,
     /// the value is kept here and the answer says so (empty, `kept: Some`);
-    /// otherwise it goes back as it is.
-    pub(crate) fn on_done(&mut self, mut done: DoneJob) -> DoneJob {
-        let Some(value) = self.making.remove(&done.id) else {
-            return done;
+    /// if it fits the spill room instead, the answer waits for its write
+    /// (`None`); otherwise it goes back as it is.
+    pub(crate) fn on_done(&mut self, done: DoneJob) -> Option<DoneJob> {
+        let Some(&value) = self.making.get(&done.id) else {
+            return Some(done);
         };
+        let over = matches!(&done.result, Ok(b) if b.len() as u64 > self.room);
+        let done = match over {
+            true => self.spill.try_write(value, done)?,
+            false => done,
+        };
+        Some(self.keep_or_return(value, done))
+    }
+
+    /// The driver wrote (or failed to write) value `id` to disk: the
+    /// answer of the job that made it, kept or in full.
+    pub(crate) fn spilled(&mut self, id: SharedId, result: Result<(), Vec<u8>>) -> Option<DoneJob> {
+        let done = self.spill.written(id, result)?;
+        if let Some(value) = self.making.remove(&done.id) {
+            self.forget_maker(done.id, value);
+        }
+        self.touched.push(id);
+        Some(done)
+    }
+
+    /// The driver read back spilled value `value` for fetch `fetch`
+    /// (`None`: its file is missing or corrupt, so the value is lost).
+    pub(crate) fn read_back(
+        &mut self,
+        value: SharedId,
+        (fetch, attempt): (u64, u32),
+        bytes: Option<Vec<u8>>,
+        node: &str,
+    ) -> DoneJob {
+        let result = match bytes {
+            Some(bytes) => Ok(ByteBuf::from(bytes)),
+            None => {
+                self.lost(&[value]);
+                Err(not_here(value, node, attempt))
+            }
+        };
+        DoneJob {
+            id: fetch,
+            attempt,
+            result,
+            exec_ns: 0,
+            kept: None,
+        }
+    }
+
+    /// Spilled values among `ids` whose files could not be read: lost.
+    pub(crate) fn lost(&mut self, ids: &[SharedId]) {
+        for id in ids {
+            if self.spill.forget(id) {
+                self.touched.push(*id);
+            }
+        }
+    }
+
+    /// `done` (of the job that keeps `value`) kept in memory, or as it is.
+    fn keep_or_return(&mut self, value: SharedId, mut done: DoneJob) -> DoneJob {
+        self.making.remove(&done.id);
         self.forget_maker(done.id, value);
         let len = match &done.result {
             Ok(bytes) if bytes.len() as u64 <= self.room => bytes.len() as u64,
@@ -184,6 +251,7 @@ impl Kept {
 
     /// Keeps `value` as `id` (a kept result, or a value the client sent as kept).
     pub(crate) fn insert(&mut self, id: SharedId, value: Arc<SharedValue>) {
+        self.spill.forget(&id);
         self.bytes += value.len() as u64;
         if let Some(old) = self.values.insert(id, value) {
             self.bytes -= old.len() as u64;
@@ -196,6 +264,9 @@ impl Kept {
         for id in ids {
             if let Some(old) = self.values.remove(id) {
                 self.bytes -= old.len() as u64;
+                self.touched.push(*id);
+            }
+            if self.spill.forget(id) {
                 self.touched.push(*id);
             }
         }
@@ -280,14 +351,11 @@ impl Kept {
                 let Some(p) = self.parked.get(&job) else {
                     continue; // it left (cancelled, run) since it was listed
                 };
-                if p.waits
-                    .iter()
-                    .any(|w| !self.values.contains_key(w) && !self.pending(w))
-                {
+                if p.waits.iter().any(|w| !self.has(w) && !self.pending(w)) {
                     if let Some(p) = self.parked.remove(&job) {
                         out.back.push((p.job.id, p.job.attempt));
                     }
-                } else if p.waits.iter().all(|w| self.values.contains_key(w)) {
+                } else if p.waits.iter().all(|w| self.has(w)) {
                     if let Some(p) = self.parked.remove(&job) {
                         out.run.push(p.job);
                     }
@@ -310,6 +378,18 @@ impl Kept {
                     (Some(v), true) => {
                         out.exported.push(f.value);
                         (Ok(ByteBuf::new()), Some(v.len() as u64))
+                    }
+                    // Spilled: read back first. Peers fetch from memory
+                    // only: an export of a spilled value is refused (not
+                    // `NodeLost`: it is here), and the client brings it
+                    // through itself.
+                    (None, true) if self.spill.has(&f.value) => {
+                        let why = format!("kept value {} is spilled to disk here", f.value);
+                        (Err(JobError::new(ErrorKind::Failed, why)), None)
+                    }
+                    (None, false) if self.spill.has(&f.value) => {
+                        self.spill.read_back(f.id, f.attempt, f.value);
+                        continue;
                     }
                     // Not this connection's: perhaps another's, exported.
                     (None, false) => {

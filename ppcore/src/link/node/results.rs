@@ -21,7 +21,10 @@ impl NodeLink {
     /// Finished jobs: their results leave in order as the send window
     /// admits them; the rest wait.
     pub(super) fn finished(&mut self, done: Vec<DoneJob>) {
-        let done: Vec<DoneJob> = done.into_iter().map(|d| self.kept.on_done(d)).collect();
+        // Results being spilled come back when written (`NodeEvent::Spilled`).
+        let done: Vec<DoneJob> = (done.into_iter())
+            .filter_map(|d| self.kept.on_done(d))
+            .collect();
         if !self.is_ready() {
             done.iter().for_each(|d| self.ended(d.id));
             return;

@@ -1094,3 +1094,4 @@ fn the_driver_stops_reading_while_its_outbox_alone_is_over_the_send_window() {
 }
 
 mod kept;
+mod spill;

@@ -286,6 +286,10 @@ impl Pair {
                         | NodeAction::FetchExported { .. }
                         | NodeAction::Pull { .. }
                         | NodeAction::UploadRefused { .. } => {}
+                        // Spill is off here (no room is set).
+                        NodeAction::Spill { .. }
+                        | NodeAction::ReadBack { .. }
+                        | NodeAction::DropSpilled(_) => {}
                     }
                 }
             }
