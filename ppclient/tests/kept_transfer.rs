@@ -185,3 +185,53 @@ fn a_job_whose_inputs_lie_on_a_busy_node_runs_where_a_worker_is_free_and_its_inp
     );
     server.cancel_all();
 }
+
+#[test]
+fn a_value_spilled_to_disk_on_its_node_comes_through_the_client_not_lost() {
+    let keys = KeySet::one(ppclient::Key::generate().unwrap());
+    let dir = std::env::temp_dir().join(format!(
+        "pp-spill-transfer-{}-{}",
+        std::process::id(),
+        ppclient::Key::generate().unwrap().fingerprint()
+    ));
+    let big = start_node::<big_blob>(&keys, Some("127.0.0.1"));
+    // The small node has 1 MiB of memory: its 3 MiB blob is spilled.
+    let mut registry = Registry::new();
+    registry.add::<small_blob>().unwrap();
+    registry.add::<measure_both>().unwrap();
+    let config = ppserver::Config {
+        port: 0,
+        workers: 1,
+        keys: Some(keys.clone()),
+        advertise: Some("127.0.0.1".into()),
+        max_memory: 1 << 20,
+        spill_dir: Some(dir.clone()),
+        ..Default::default()
+    };
+    let small = ppserver::start(config, registry).unwrap();
+    let server = Server::builder()
+        .ncpus(0)
+        .keys(keys.clone())
+        .nodes([big.local_addr().to_string(), small.local_addr().to_string()])
+        .build()
+        .unwrap();
+    let a = server.submit_with(big_blob, (BIG, 1), Options::new().keep());
+    let b = server.submit_with(small_blob, (SMALL, 2), Options::new().keep());
+    let (a, b) = (a.keep().unwrap(), b.keep().unwrap());
+    let both = server.submit(measure_both, (a, b));
+    assert_eq!(
+        both.wait_timeout(WAIT).unwrap().unwrap(),
+        (BIG + SMALL, BIG + 2 * SMALL)
+    );
+    let small_status =
+        ppclient::node_status_with(&small.local_addr().to_string(), &keys, WAIT).unwrap();
+    assert!(small_status.spill_reads >= 1, "{small_status:?}");
+    let stats = server.stats();
+    let recomputed: u64 = stats.nodes.iter().map(|n| n.recomputed).sum();
+    let fetched: u64 = stats.nodes.iter().map(|n| n.fetched).sum();
+    assert_eq!((recomputed, fetched), (0, 1), "{:#?}", stats.nodes);
+    drop(server);
+    small.stop();
+    small.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
