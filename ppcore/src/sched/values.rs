@@ -519,6 +519,12 @@ impl<T, N: Clone + Eq + Hash> Directory<T, N> {
     pub fn node_lost(&mut self, node: &N) -> (Vec<SharedId>, Moves<T, N>) {
         let mut lost = Vec::new();
         let mut moves = Moves::default();
+        // Jobs the client chose that node for are placed afresh.
+        for waiting in self.held.values_mut() {
+            if waiting.target.as_ref() == Some(node) {
+                waiting.target = None;
+            }
+        }
         let ids: Vec<SharedId> = self
             .values
             .iter()
@@ -747,6 +753,16 @@ mod tests {
         // Placed on the node that holds them already: it runs there.
         let m = d.place_on(10, "s", vec![id(1)], "free");
         assert_eq!(m.run, vec![("s", Place::On("free"))]);
+        // The node chosen is lost while the inputs move: placed afresh.
+        let mut d = dir(&[1]);
+        d.kept_on(&id(1), "a", 10);
+        assert_eq!(
+            d.place_on(11, "t", vec![id(1)], "b").fetch,
+            vec![(id(1), "a")]
+        );
+        d.node_lost(&"b");
+        let m = d.in_client(&id(1));
+        assert_eq!(m.run, vec![("t", Place::Anywhere)]);
     }
 
     #[test]
