@@ -167,9 +167,68 @@ pub(crate) fn verify<'a>(key: &[u8], record: &'a [u8]) -> Result<&'a [u8], Damag
     Ok(body)
 }
 
+/// Records committed together, as one value of the store: each as its
+/// key's length (u32, big-endian), the key, the record's length, the record.
+/// One value per commit, not one per record: a B-tree insert per result
+/// cost more than the job it recorded.
+pub(crate) fn batch<'a>(rows: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, record) in rows {
+        for part in [key, record] {
+            let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out
+}
+
+/// A key and its record, inside a batch.
+pub(crate) type Pair<'a> = (&'a [u8], &'a [u8]);
+
+/// The (key, record) pairs of a [`batch`]; `Err` if it is cut short. The
+/// records' checksums are for [`verify`].
+pub(crate) fn unbatch(mut bytes: &[u8]) -> Result<Vec<Pair<'_>>, Damaged> {
+    fn part<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8], Damaged> {
+        let (len, rest) = bytes.split_first_chunk::<4>().ok_or(Damaged::Checksum)?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| Damaged::Checksum)?;
+        let (part, rest) = rest.split_at_checked(len).ok_or(Damaged::Checksum)?;
+        *bytes = rest;
+        Ok(part)
+    }
+    let mut rows = Vec::new();
+    while !bytes.is_empty() {
+        let key = part(&mut bytes)?;
+        let record = part(&mut bytes)?;
+        rows.push((key, record));
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_split_back_into_their_records() {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = (0..5u8)
+            .map(|i| (vec![i; usize::from(i)], vec![i + 1; 3]))
+            .collect();
+        let bytes = batch(rows.iter().map(|(k, r)| (k.as_slice(), r.as_slice())));
+        let back = unbatch(&bytes).unwrap();
+        assert_eq!(back.len(), 5);
+        for ((k, r), (bk, br)) in rows.iter().zip(back) {
+            assert_eq!((k.as_slice(), r.as_slice()), (bk, br));
+        }
+        assert_eq!(unbatch(&[]), Ok(Vec::new()));
+        for cut in 1..bytes.len() {
+            let short = unbatch(&bytes[..cut]);
+            assert!(
+                short.is_err() || short.is_ok_and(|r| r.len() < 5),
+                "cut at {cut}"
+            );
+        }
+    }
 
     #[test]
     fn occurrences_count_each_pair_apart() {

@@ -11,7 +11,7 @@ pub(crate) mod key;
 pub(crate) mod store;
 
 use crate::journal::key::{Key, Occurrences};
-use crate::journal::store::{Row, Store};
+use crate::journal::store::{Recorded, Row, Store};
 use crossbeam_channel::{Receiver, Sender};
 use ppcore::{Job, JobError, Registry};
 use std::path::{Path, PathBuf};
@@ -44,7 +44,8 @@ enum Message {
 
 /// An open journal and its writer thread.
 pub(crate) struct Journal {
-    store: Arc<Store>,
+    /// What it held when opened: read without a lock (it never changes).
+    recorded: Recorded,
     path: PathBuf,
     occurrences: Mutex<Occurrences>,
     tx: Sender<Message>,
@@ -115,7 +116,8 @@ impl Journal {
         reset: bool,
         registry: &Registry,
     ) -> Result<Arc<Journal>, crate::BuildError> {
-        let store = Arc::new(Store::open(path, reset, registry)?);
+        let (store, recorded) = Store::open(path, reset, registry)?;
+        let store = Arc::new(store);
         let (tx, rx) = crossbeam_channel::unbounded();
         let writer = {
             let (store, path) = (Arc::clone(&store), path.to_owned());
@@ -124,7 +126,7 @@ impl Journal {
                 .spawn(move || write_loop(&store, &path, &rx))?
         };
         Ok(Arc::new(Journal {
-            store,
+            recorded,
             path: path.to_owned(),
             occurrences: Mutex::new(Occurrences::default()),
             tx,
@@ -151,20 +153,12 @@ impl Journal {
                 key::derived(J::NAME, &hash, occurrence)
             }
         };
-        // A journal that was empty when opened has nothing to give back.
-        if self.store.records > 0 {
-            match self.store.get(&key) {
-                Ok(Some(record)) => match key::read(&key, &record) {
-                    Ok(outcome) => return Lookup::Recorded(outcome),
-                    Err(e) => tracing::warn!(
-                        "journal {}: {e} for a job {}: running it again",
-                        self.path.display(),
-                        J::NAME
-                    ),
-                },
-                Ok(None) => {}
+        if let Some(record) = self.recorded.get(&key) {
+            match key::read(&key, record) {
+                Ok(outcome) => return Lookup::Recorded(outcome),
+                // Checked on open: only an error record that does not decode.
                 Err(e) => tracing::warn!(
-                    "journal {}: could not be read ({e}): running job {} again",
+                    "journal {}: {e} for a job {}: running it again",
                     self.path.display(),
                     J::NAME
                 ),

@@ -4,11 +4,13 @@
 
 use crate::journal::key::{self, Key};
 use ppcore::Registry;
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Identity -> record (`journal::key`).
-const RESULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("results");
+/// Commit number -> the records of that commit (`journal::key::batch`).
+const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
 /// Name -> signature of every job with a record: checked against the
 /// program's registry on open.
 const JOBS: TableDefinition<&str, &str> = TableDefinition::new("jobs");
@@ -69,9 +71,12 @@ pub enum JournalError {
 /// The open journal file.
 pub(crate) struct Store {
     db: Database,
-    /// Records it held when opened.
-    pub(crate) records: u64,
+    /// The next commit's number.
+    next: AtomicU64,
 }
+
+/// The records a journal held when opened, by identity.
+pub(crate) type Recorded = HashMap<Key, Vec<u8>>;
 
 /// One record to write.
 pub(crate) struct Row {
@@ -96,7 +101,7 @@ impl Store {
         path: &Path,
         reset: bool,
         registry: &Registry,
-    ) -> Result<Store, JournalError> {
+    ) -> Result<(Store, Recorded), JournalError> {
         if reset {
             match std::fs::remove_file(path) {
                 Ok(()) => {}
@@ -137,11 +142,15 @@ impl Store {
             }
             other => unreadable(path, other),
         })?;
-        let store = Store { db, records: 0 };
+        let store = Store {
+            db,
+            next: AtomicU64::new(0),
+        };
         store.format(path)?;
         store.check_jobs(path, registry)?;
-        let records = store.check_records(path)?;
-        Ok(Store { records, ..store })
+        let (recorded, next) = store.read_records(path)?;
+        store.next.store(next, Ordering::Relaxed);
+        Ok((store, recorded))
     }
 
     /// Checks the format version, writing it into a new journal.
@@ -204,33 +213,30 @@ impl Store {
         }
     }
 
-    /// Every record's checksum, and that its job is listed; how many there are.
-    fn check_records(&self, path: &Path) -> Result<u64, JournalError> {
+    /// Every record, its checksum checked and its job listed; and the
+    /// next commit's number.
+    fn read_records(&self, path: &Path) -> Result<(Recorded, u64), JournalError> {
         let bad = |e: redb::Error| unreadable(path, e);
         let read = self.db.begin_read().map_err(|e| bad(e.into()))?;
         let jobs = read.open_table(JOBS).map_err(|e| bad(e.into()))?;
         let results = read.open_table(RESULTS).map_err(|e| bad(e.into()))?;
+        let (mut recorded, mut next) = (Recorded::new(), 0);
         for row in results.iter().map_err(|e| bad(e.into()))? {
-            let (k, v) = row.map_err(|e| bad(e.into()))?;
-            let (k, v) = (k.value(), v.value());
-            key::verify(k, v).map_err(|e| unreadable(path, e))?;
-            let listed = match key::name_of(k) {
-                Some(name) => jobs.get(name).map_err(|e| bad(e.into()))?.is_some(),
-                None => false,
-            };
-            if !listed {
-                return Err(unreadable(path, "a record of an unlisted job"));
+            let (n, blob) = row.map_err(|e| bad(e.into()))?;
+            next = n.value() + 1;
+            for (k, v) in key::unbatch(blob.value()).map_err(|e| unreadable(path, e))? {
+                key::verify(k, v).map_err(|e| unreadable(path, e))?;
+                let listed = match key::name_of(k) {
+                    Some(name) => jobs.get(name).map_err(|e| bad(e.into()))?.is_some(),
+                    None => false,
+                };
+                if !listed {
+                    return Err(unreadable(path, "a record of an unlisted job"));
+                }
+                recorded.insert(k.to_vec(), v.to_vec());
             }
         }
-        results.len().map_err(|e| bad(e.into()))
-    }
-
-    /// The record under `key`, if there is one.
-    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Fault> {
-        let read = self.db.begin_read().map_err(boxed)?;
-        let results = read.open_table(RESULTS).map_err(boxed)?;
-        let found = results.get(key).map_err(boxed)?;
-        Ok(found.map(|v| v.value().to_vec()))
+        Ok((recorded, next))
     }
 
     /// Writes `rows` in one transaction, durable when this returns.
@@ -247,10 +253,11 @@ impl Store {
                     listed.push(name);
                     jobs.insert(name, signature).map_err(boxed)?;
                 }
-                results
-                    .insert(row.key.as_slice(), row.record.as_slice())
-                    .map_err(boxed)?;
             }
+            let blob = key::batch(rows.iter().map(|r| (r.key.as_slice(), r.record.as_slice())));
+            // Only this journal's writer thread commits: numbers in order.
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            results.insert(n, blob.as_slice()).map_err(boxed)?;
         }
         txn.commit().map_err(boxed)
     }
