@@ -129,6 +129,11 @@ pub struct DashboardDoctests;
 #[doc = include_str!("../../docs/DATA.md")]
 pub struct DataDoctests;
 
+/// The Rust examples of docs/JOURNAL.md, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/JOURNAL.md")]
+pub struct JournalDoctests;
+
 /// The Rust examples of docs/KEPT.md, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/KEPT.md")]
