@@ -115,15 +115,19 @@ impl Journal {
         path: &Path,
         reset: bool,
         registry: &Registry,
-    ) -> Result<Arc<Journal>, crate::BuildError> {
+    ) -> Result<Arc<Journal>, JournalError> {
         let (store, recorded) = Store::open(path, reset, registry)?;
         let store = Arc::new(store);
         let (tx, rx) = crossbeam_channel::unbounded();
         let writer = {
-            let (store, path) = (Arc::clone(&store), path.to_owned());
+            let (store, at) = (Arc::clone(&store), path.to_owned());
             std::thread::Builder::new()
                 .name("pp-journal".into())
-                .spawn(move || write_loop(&store, &path, &rx))?
+                .spawn(move || write_loop(&store, &at, &rx))
+                .map_err(|source| JournalError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?
         };
         Ok(Arc::new(Journal {
             recorded,
