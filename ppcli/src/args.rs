@@ -41,6 +41,15 @@ pub(crate) struct ClusterArgs {
     /// Serve a live web dashboard of the run at ADDR (default 127.0.0.1:8787).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8787")]
     pub(crate) dashboard: Option<String>,
+    /// Record each finished task's result in a journal at PATH, and take
+    /// those it holds from an earlier run of the same command instead of
+    /// running them again (docs/JOURNAL.md).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) journal: Option<PathBuf>,
+    /// Delete the --journal file first: start fresh (also from a journal
+    /// that is refused as corrupt, truncated or another program's).
+    #[arg(long, requires = "journal")]
+    pub(crate) journal_reset: bool,
 }
 
 /// The Maclaurin job's arguments.

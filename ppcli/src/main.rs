@@ -286,6 +286,11 @@ fn connect(
     for name in &cluster.nodes_from_dns {
         builder = builder.nodes_from_dns(name.clone());
     }
+    builder = match (&cluster.journal, cluster.journal_reset) {
+        (Some(path), false) => builder.journal(path),
+        (Some(path), true) => builder.journal_reset(path),
+        (None, _) => builder,
+    };
     let open_ended =
         submit.is_some() || !cluster.nodes_from_dns.is_empty() || cluster.listen.is_some();
     if let Some(submit) = submit {
@@ -369,13 +374,17 @@ fn maclaurin_on(server: &Server, json: bool, terms: u64, tasks: u64, x: f64) -> 
         .collect();
     let bar =
         (!json && std::io::stdout().is_terminal()).then(|| indicatif::ProgressBar::new(tasks));
-    let mut sum = 0.0;
-    for (_, result) in server.as_completed(handles) {
-        sum += result?;
+    // Summed in task order, not as they finish: the same terms give the
+    // same sum to the last bit, however the run went (or was resumed from
+    // a journal).
+    let mut parts = vec![0.0; handles.len()];
+    for (k, result) in server.as_completed(handles) {
+        parts[k] = result?;
         if let Some(bar) = &bar {
             bar.inc(1);
         }
     }
+    let sum: f64 = parts.iter().sum();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -406,6 +415,7 @@ fn maclaurin_on(server: &Server, json: bool, terms: u64, tasks: u64, x: f64) -> 
             "ncpus": server.ncpus(), "nodes": nodes, "retried": stats.retried,
             "submitted": stats.submitted, "succeeded": stats.succeeded,
             "failed": stats.failed, "active": stats.active,
+            "ran": stats.ran, "from_journal": stats.from_journal,
         });
         println!("{out}");
     } else {

@@ -44,6 +44,9 @@
 //! | `jobs::tracker` | pending counts for `wait_all` / `wait_group`, outcome [`Counts`](jobs::tracker::Counts), the callback thread |
 //! | `jobs::recorder` | what the dashboard shows beyond the stats: recent tasks and errors, per-link traffic |
 //! | `jobs::timer` | the thread that fires job timeouts |
+//! | `journal` | the journal ([`Builder::journal`]): the lookup at `submit`, the writer thread that commits results in batches before they are seen |
+//! | `journal::store` | the journal's redb file: open, check (format, jobs, checksums), read, write |
+//! | `journal::key` | pure: a job's identity (name, hash of arguments, occurrence, or the user's key), records and their checksums |
 //!
 //! Where this departs from the obvious shape, and why: the dashboard's
 //! recorder sits in `jobs/`, not `dashboard/`, because the job runners and
@@ -59,6 +62,7 @@ mod cluster;
 mod dashboard;
 mod find;
 mod jobs;
+mod journal;
 mod link;
 mod slurm;
 
@@ -67,6 +71,7 @@ pub use api::handle::{AsCompleted, JobHandle};
 pub use api::options::{JobOptions, Options};
 pub use api::server::Server;
 pub use cluster::node::{NodeInfo, NodeState};
+pub use journal::JournalError;
 pub use link::dial::{node_status, node_status_with, StatusError, StatusErrorKind};
 pub use link::ship::init;
 pub use ppcore::link::{DownReason, Refusal};
@@ -123,6 +128,11 @@ pub struct DashboardDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/DATA.md")]
 pub struct DataDoctests;
+
+/// The Rust examples of docs/JOURNAL.md, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/JOURNAL.md")]
+pub struct JournalDoctests;
 
 /// The Rust examples of docs/KEPT.md, compiled and run as doc tests.
 #[cfg(doctest)]

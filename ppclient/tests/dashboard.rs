@@ -691,3 +691,26 @@ fn held_jobs_kept_bytes_and_kept_counts_show_for_a_kept_run_on_the_local_pool() 
     let s = status_json(addr);
     assert_eq!(s["totals"]["kept_bytes"], bytes, "{s}");
 }
+
+#[test]
+fn totals_show_jobs_run_and_taken_from_the_journal() {
+    let dir = std::env::temp_dir().join(format!("pp-dash-journal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.journal");
+    for (ran, from_journal) in [(3, 0), (0, 3)] {
+        let server = Server::builder()
+            .ncpus(1)
+            .journal(&path)
+            .dashboard("127.0.0.1:0")
+            .build()
+            .unwrap();
+        let addr = server.dashboard_addr().unwrap();
+        for x in 0..3 {
+            assert_eq!(server.submit(jobs::echo_u64, (x,)).wait().unwrap(), x);
+        }
+        let s = status_json(addr);
+        assert_eq!(s["totals"]["ran"], ran, "{s}");
+        assert_eq!(s["totals"]["from_journal"], from_journal, "{s}");
+    }
+}

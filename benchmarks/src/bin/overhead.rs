@@ -30,6 +30,11 @@ struct Args {
     /// No-op jobs for the remote throughput run.
     #[arg(long, default_value_t = 1_000_000)]
     remote_jobs: u64,
+    /// Also measure no-op jobs on the local pool with a journal at PATH
+    /// (deleted first, and again after): every result committed before
+    /// it is seen; then a second run that takes them all from it.
+    #[arg(long, value_name = "PATH")]
+    journal: Option<std::path::PathBuf>,
 }
 
 fn main() -> Result<std::process::ExitCode> {
@@ -52,6 +57,10 @@ fn main() -> Result<std::process::ExitCode> {
     let jobs_per_s = throughput(&server, args.jobs)?;
     let (p50, p99) = latency(&server, args.round_trips)?;
     drop(server);
+    let journal = match &args.journal {
+        Some(path) => Some(journal_throughput(args.ncpus, path, args.jobs)?),
+        None => None,
+    };
     let remote = if args.spawn_node {
         let isolation = ["--isolation", args.node_isolation.as_str()];
         let node = benchmarks::spawn_node_with(0, ppclient::detect_ncpus(), &isolation)?;
@@ -99,6 +108,11 @@ fn main() -> Result<std::process::ExitCode> {
             "tcp_rtt_p50_us": tcp_p50,
             "local_over_rayon": jobs_per_s / rayon_per_s,
         });
+        if let Some((written, replayed)) = journal {
+            out["journal_jobs_per_s"] = written.into();
+            out["journal_over_local"] = (written / jobs_per_s).into();
+            out["journal_replay_jobs_per_s"] = replayed.into();
+        }
         if let Some(r) = &remote {
             out["node_ready_ms"] = r.ready_ms.into();
             out["node_idle_rss_mb"] = r.idle_rss.into();
@@ -128,6 +142,14 @@ fn main() -> Result<std::process::ExitCode> {
             "  {} queued no-op jobs: {queued_mb:.0} MB of RSS",
             args.jobs
         );
+        if let Some((written, replayed)) = journal {
+            println!("local pool with a journal");
+            println!(
+                "  throughput: {written:>12.0} no-op jobs/s recorded ({:.2}x without; goal >= 0.5)",
+                written / jobs_per_s
+            );
+            println!("  second run: {replayed:>12.0} jobs/s taken from the journal");
+        }
         if let Some(r) = remote {
             println!("one loopback node, all work remote");
             println!(
@@ -177,6 +199,40 @@ fn throughput(server: &Server, jobs: u64) -> Result<f64> {
         h.wait()?;
     }
     Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// No-op jobs on the local pool with a fresh journal at `path` (each result
+/// committed before its handle resolves), then the same jobs again, taken
+/// from it: both in jobs/s. The file is deleted after.
+fn journal_throughput(
+    ncpus: Option<usize>,
+    path: &std::path::Path,
+    jobs: u64,
+) -> Result<(f64, f64)> {
+    let build = |reset: bool| {
+        let b = Server::builder();
+        let b = match ncpus {
+            Some(n) => b.ncpus(n),
+            None => b,
+        };
+        match reset {
+            true => b.journal_reset(path).build(),
+            false => b.journal(path).build(),
+        }
+    };
+    let server = build(true)?;
+    let written = throughput(&server, jobs)?;
+    anyhow::ensure!(server.stats().ran == jobs, "every job ran");
+    drop(server);
+    let server = build(false)?;
+    let replayed = throughput(&server, jobs)?;
+    anyhow::ensure!(
+        server.stats().from_journal == jobs,
+        "every job from the journal"
+    );
+    drop(server);
+    std::fs::remove_file(path)?;
+    Ok((written, replayed))
 }
 
 fn latency(server: &Server, round_trips: usize) -> Result<(f64, f64)> {

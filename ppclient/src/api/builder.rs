@@ -6,6 +6,7 @@ use crate::cluster::state::Core;
 use crate::find::dns::{DnsName, Resolver};
 use crate::jobs::task::Task;
 use crate::jobs::tracker::Tracker;
+use crate::journal::{Journal, JournalError};
 use crate::link::dial::with_port;
 use ppcore::wire::{DEFAULT_MAX_FRAME, DEFAULT_PORT};
 use ppcore::{DuplicateJob, KeyError, KeySet, Pool, Registry};
@@ -46,6 +47,11 @@ pub enum BuildError {
     /// The Slurm nodes could not be started.
     #[error(transparent)]
     Slurm(#[from] SlurmError),
+    /// The journal ([`Builder::journal`]) cannot be used: truncated,
+    /// corrupt, written by another program or a newer version, or in use.
+    /// The message names the file and what to do.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 ppcore::debug_as_display!(BuildError);
@@ -89,6 +95,8 @@ pub struct Builder {
     slurm: Option<Slurm>,
     dns: Vec<DnsName>,
     dns_every: Duration,
+    /// The journal's file, and whether to start it fresh.
+    journal: Option<(PathBuf, bool)>,
 }
 
 impl Default for Builder {
@@ -117,6 +125,7 @@ impl Default for Builder {
             slurm: None,
             dns: Vec::new(),
             dns_every: Duration::from_secs(10),
+            journal: None,
         }
     }
 }
@@ -331,6 +340,39 @@ impl Builder {
         self
     }
 
+    /// Records every finished job's result in a journal at `path` (a redb
+    /// database, created if missing), and gives back the results it
+    /// already holds: the same program run again with the same journal
+    /// gets each recorded result at `submit`, without running the job (its
+    /// handle resolves at once; its callback, if any, runs again: the new
+    /// process has fresh state). See docs/JOURNAL.md.
+    ///
+    /// A job's identity is its name, a hash of its encoded arguments and
+    /// which occurrence of that pair it is in submission order, or
+    /// [`Options::journal_key`](crate::Options::journal_key). A result is
+    /// in the journal (committed, synced) before its handle or callback
+    /// sees it. Recorded: values, and the job's own errors (returned or
+    /// panicked); not the system's (shutdown, cancel, timeout, lost
+    /// nodes), nor kept jobs ([`Options::keep`](crate::Options::keep)) in
+    /// this version, nor jobs whose arguments name [`Shared`](crate::Shared)
+    /// values unless they have a journal key.
+    ///
+    /// [`Builder::build`] fails with [`BuildError::Journal`] for a journal
+    /// that is truncated, corrupt, written by another program (jobs this one
+    /// lacks) or by a newer version, or open in another program; a journal
+    /// left by a killed client opens as it is.
+    pub fn journal(mut self, path: impl Into<PathBuf>) -> Self {
+        self.journal = Some((path.into(), false));
+        self
+    }
+
+    /// [`Builder::journal`], deleting the file first: a fresh start, also
+    /// from a journal that [`Builder::build`] refuses (`--journal-reset`).
+    pub fn journal_reset(mut self, path: impl Into<PathBuf>) -> Self {
+        self.journal = Some((path.into(), true));
+        self
+    }
+
     /// Starts the server: the local pool, and a link to each node. Returns
     /// once every node given has answered once (or a connect timeout passed).
     ///
@@ -349,6 +391,11 @@ impl Builder {
         let registry = match self.registry.take() {
             Some(r) => r,
             None => Registry::linked()?,
+        };
+        // Before anything starts: a journal that cannot be used stops here.
+        let journal = match &self.journal {
+            Some((path, reset)) => Some(Journal::open(path, *reset, &registry)?),
+            None => None,
         };
         // With Slurm the allocation's CPUs belong to its nodes, the one this
         // client runs on too: no local workers unless asked.
@@ -478,6 +525,10 @@ impl Builder {
                 self.byte_budget,
             ),
         );
+        let server = match journal {
+            Some(journal) => server.with_journal(journal),
+            None => server,
+        };
         Ok(match slurm {
             Some(launched) => server.with_slurm(launched),
             None => server,

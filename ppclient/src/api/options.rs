@@ -27,6 +27,7 @@ pub struct Options {
     pub(crate) crash_retries: Option<u32>,
     pub(crate) retries: u16,
     pub(crate) keep: bool,
+    pub(crate) journal_key: Option<String>,
 }
 
 impl Options {
@@ -102,6 +103,20 @@ impl Options {
     /// docs/KEPT.md.
     pub fn keep(mut self) -> Self {
         self.keep = true;
+        self
+    }
+
+    /// The job's identity in the journal
+    /// ([`Builder::journal`](crate::Builder::journal)), instead of the one
+    /// derived from its name, a hash of its arguments and which occurrence
+    /// of that pair it is in submission order. For a program whose jobs
+    /// are not submitted in the same order each run (from several
+    /// threads, or from a set), or whose arguments name
+    /// [`Shared`](crate::Shared) values (those are not journaled without a
+    /// key). Keys must be unique among a job's submissions; the job's name
+    /// is part of the identity, so two jobs may use the same key.
+    pub fn journal_key(mut self, key: impl Into<String>) -> Self {
+        self.journal_key = Some(key.into());
         self
     }
 

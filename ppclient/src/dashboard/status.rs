@@ -34,6 +34,10 @@ pub(crate) struct Totals {
     #[serde(flatten)]
     pub(crate) counts: Counts,
     pub(crate) retried: u64,
+    /// Jobs that ran (each counted once) and jobs resolved from the
+    /// journal without running, as in `Stats`.
+    pub(crate) ran: u64,
+    pub(crate) from_journal: u64,
     pub(crate) active: u64,
     pub(crate) queue_wait_s: f64,
     /// Jobs held until the kept results they take are ready.
@@ -146,6 +150,8 @@ pub(crate) fn status(
     let totals = Totals {
         counts,
         retried: tracker.retried.load(Ordering::Relaxed),
+        ran: tracker.ran(),
+        from_journal: tracker.from_journal.load(Ordering::Relaxed),
         active: counts.unresolved(),
         queue_wait_s: tracker.mean_queue_wait().as_secs_f64(),
         held: lock(&core.values.dir).held() as u64,

@@ -352,6 +352,11 @@ pub(crate) trait Holder<T>: Send + Sync + 'static {
     /// The job resolved with `err` (whoever resolved it): a job whose
     /// result was to be kept tells its dependents.
     fn failed(&self, _err: &JobError) {}
+    /// The record of `result` to write before anyone sees it, if the job
+    /// is journaled (once: the entry is taken).
+    fn journal(&self, _result: &Result<T, JobError>) -> Option<crate::journal::Prepared> {
+        None
+    }
 }
 
 /// Resolves a job whose result is kept (on a node, or in the client's
@@ -416,6 +421,26 @@ where
     if let Err(e) = &result {
         holder.failed(e);
     }
+    match holder.journal(&result) {
+        None => deliver(holder, result),
+        // Durable before visible: the handle and the callback see the
+        // result once the journal's writer has committed it.
+        Some(record) => {
+            let holder = Arc::clone(holder);
+            record.then(Box::new(move || deliver(&holder, result)));
+        }
+    }
+    true
+}
+
+/// Lets a claimed job's result be seen: runs its callback (which then
+/// publishes it), or publishes it.
+fn deliver<T, H>(holder: &Arc<H>, result: Result<T, JobError>)
+where
+    T: Send + 'static,
+    H: Holder<T> + ?Sized,
+{
+    let cell = holder.cell();
     let callback = cell.lock().callback.take();
     match callback {
         None => cell.publish(result),
@@ -434,5 +459,4 @@ where
             }));
         }
     }
-    true
 }

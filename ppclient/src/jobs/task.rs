@@ -184,6 +184,8 @@ pub(crate) struct TypedTask<J: Job> {
     /// Worker-process crashes it may cause before it fails with `Crashed`.
     max_crashes: u16,
     run: Mutex<Run<J>>,
+    /// Its result is recorded in the journal (the entry is in `Extra`).
+    journaled: bool,
     job: PhantomData<fn() -> J>,
 }
 
@@ -213,6 +215,8 @@ pub(crate) struct Extra {
     pub(crate) keep: Option<KeepTo>,
     /// The kept values its arguments name.
     pub(crate) inputs: Vec<SharedId>,
+    /// Where its result is recorded (`Builder::journal`).
+    pub(crate) journal: Option<crate::journal::Entry>,
 }
 
 /// Whether a job's own failure (not the system's) may be retried.
@@ -228,9 +232,11 @@ impl<J: Job> TypedTask<J> {
         (max_losses, max_crashes): (u16, u16),
         extra: Option<Box<Extra>>,
     ) -> Self {
+        let journaled = extra.as_ref().is_some_and(|e| e.journal.is_some());
         TypedTask {
             id,
             cell,
+            journaled,
             submitted: Instant::now(),
             max_losses,
             max_crashes,
@@ -369,6 +375,22 @@ impl<J: Job> Holder<J::Output> for TypedTask<J> {
         if let Some((id, sink)) = self.keep_to() {
             sink.failed(id, err);
         }
+    }
+
+    fn journal(&self, result: &Result<J::Output, JobError>) -> Option<crate::journal::Prepared> {
+        if !self.journaled {
+            return None;
+        }
+        let entry = self.lock().extra.as_mut()?.journal.take()?;
+        let outcome = match result {
+            Ok(value) => {
+                let mut bytes = Vec::new();
+                J::write_output(value, &mut bytes).ok()?;
+                Ok(bytes)
+            }
+            Err(e) => Err(e),
+        };
+        entry.prepare((J::NAME, J::SIGNATURE), outcome)
     }
 }
 

@@ -209,6 +209,8 @@ pub(crate) struct Tracker {
     waiters: CachePadded<AtomicUsize>,
     quiet: (Mutex<()>, Condvar),
     pub(crate) retried: AtomicU64,
+    /// Jobs resolved from the journal at `submit`, without running.
+    pub(crate) from_journal: AtomicU64,
     callbacks: CachePadded<Sender<CallbackWork>>,
     pool: Arc<CallbackPool>,
 }
@@ -229,6 +231,7 @@ impl Tracker {
             waiters: CachePadded::new(AtomicUsize::new(0)),
             quiet: (Mutex::new(()), Condvar::new()),
             retried: AtomicU64::new(0),
+            from_journal: AtomicU64::new(0),
             callbacks: CachePadded::new(tx),
             pool,
         })
@@ -266,6 +269,11 @@ impl Tracker {
             Count::WaitNs,
             u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
         );
+    }
+
+    /// Jobs that started (each counted once, however many times it ran).
+    pub(crate) fn ran(&self) -> u64 {
+        self.sum(Count::Started)
     }
 
     /// The mean time jobs waited in the queue before they started.

@@ -226,6 +226,14 @@ pub struct Stats {
     /// The mean time jobs waited in the queue before they started.
     #[serde(default)]
     pub queue_wait: Duration,
+    /// Jobs that ran (started on a local worker or a node), each counted
+    /// once however many times it was retried.
+    #[serde(default)]
+    pub ran: u64,
+    /// Jobs resolved from the client's journal at `submit`, without
+    /// running (recorded by an earlier run of the program).
+    #[serde(default)]
+    pub from_journal: u64,
 }
 
 impl fmt::Display for Stats {
@@ -281,6 +289,13 @@ impl fmt::Display for Stats {
             "mean wait in the queue {:.6} s",
             self.queue_wait.as_secs_f64()
         )?;
+        if self.from_journal > 0 {
+            write!(
+                f,
+                "\n{} from the journal (not run again), {} ran",
+                self.from_journal, self.ran
+            )?;
+        }
         for n in self.nodes.iter().filter(|n| n.kept + n.recomputed > 0) {
             write!(
                 f,
