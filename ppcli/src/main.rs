@@ -416,6 +416,7 @@ fn maclaurin_on(server: &Server, json: bool, terms: u64, tasks: u64, x: f64) -> 
             "submitted": stats.submitted, "succeeded": stats.succeeded,
             "failed": stats.failed, "active": stats.active,
             "ran": stats.ran, "from_journal": stats.from_journal,
+            "reclaimed": stats.reclaimed,
         });
         println!("{out}");
     } else {

@@ -106,6 +106,10 @@ pub struct Config {
     /// The most bytes of spill files (headers included); 0 turns spill off
     /// (then a kept result over `max_memory` goes back to its client).
     pub spill_max: u64,
+    /// How long a journaled client's run outlives its connection (its jobs
+    /// run on, their results kept against `max_memory`, for the run's next
+    /// client to reclaim); zero: not at all.
+    pub orphan_keep: Duration,
 }
 
 /// Where a node runs jobs.
@@ -153,6 +157,7 @@ impl Default for Config {
             program_idle: Duration::from_secs(60),
             spill_dir: None,
             spill_max: DEFAULT_SPILL_MAX,
+            orphan_keep: Duration::from_secs(600),
         }
     }
 }
@@ -317,6 +322,11 @@ pub struct Cli {
     /// 4 GiB); 0 turns spill off.
     #[arg(long, default_value = "4G", value_parser = parse_spill_max, value_name = "BYTES")]
     pub spill_max: u64,
+    /// Seconds a journaled client's run outlives its connection: its jobs
+    /// run on and their results are kept (within --max-memory) for the run's
+    /// next client to reclaim; 0 turns it off.
+    #[arg(long, default_value_t = 600, value_name = "SECS", value_parser = ppcore::limits::parse_whole_secs)]
+    pub orphan_keep: u64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -362,6 +372,7 @@ impl Cli {
             stream_stall: positive_secs(self.stream_stall).unwrap_or(defaults.stream_stall),
             spill_dir: self.spill_dir.clone(),
             spill_max: self.spill_max,
+            orphan_keep: Duration::from_secs(self.orphan_keep),
             ..defaults
         })
     }

@@ -128,6 +128,12 @@ pub fn start(config: Config, registry: Registry) -> Result<Running, ServeError> 
         move |Ticket| worker_node.run_next(),
     );
     let stop = Arc::new(Stop::default());
+    if !node.config.orphan_keep.is_zero() {
+        spawn("pp-runs", {
+            let (node, stop) = (Arc::clone(&node), Arc::clone(&stop));
+            move || runs_watch(&node, &stop)
+        })?;
+    }
     spawn("pp-accept", {
         let (node, stop) = (Arc::clone(&node), Arc::clone(&stop));
         move || accept_loop(&listener, &node, &stop)
@@ -323,6 +329,16 @@ fn resolve(target: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("{target}: {e}"))?
         .next()
         .ok_or_else(|| format!("{target}: no address"))
+}
+
+/// Forgets journaled runs orphaned longer than `--orphan-keep`, and what
+/// they held, even while no connection comes or goes.
+fn runs_watch(node: &Node, stop: &Stop) {
+    let tick =
+        (node.config.orphan_keep / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    while !stop.sleep(tick) {
+        node.runs.expire(std::time::Instant::now());
+    }
 }
 
 fn idle_watch(limit: Duration, node: &Node, stop: &Stop) {

@@ -224,6 +224,7 @@ fn per_job(args: &Args) -> Result<(f64, f64, f64)> {
                     program: None,
                     shared: Vec::new(),
                     keep: None,
+                    journal: None,
                 };
                 (run, id)
             })
@@ -402,6 +403,7 @@ impl LinkEnd {
             program: None,
             shared: Vec::new(),
             keep: None,
+            journal: None,
         };
         self.link
             .handle(Event::Submit(vec![(run, i)]), Instant::now());

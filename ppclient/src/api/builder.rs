@@ -121,6 +121,7 @@ impl Default for Builder {
                 max_prefetch: 4096,
                 max_frame: DEFAULT_MAX_FRAME,
                 max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
+                run: None,
             },
             slurm: None,
             dns: Vec::new(),
@@ -430,6 +431,8 @@ impl Builder {
         // Times are capped so that no deadline computed from them overflows.
         let settings = LinkSettings {
             keys,
+            // Named to every node: its results there outlive this process.
+            run: journal.as_ref().map(|j| j.run()),
             connect_timeout: ppcore::limits::cap(self.settings.connect_timeout),
             heartbeat: ppcore::limits::cap(self.settings.heartbeat).max(Duration::from_millis(1)),
             ..self.settings.clone()
@@ -514,6 +517,7 @@ impl Builder {
                 return Err(e.into());
             }
         }
+        let acks_core = Arc::downgrade(&core);
         let server = Server::new(
             core,
             pool,
@@ -526,7 +530,26 @@ impl Builder {
             ),
         );
         let server = match journal {
-            Some(journal) => server.with_journal(journal),
+            Some(journal) => {
+                // After each commit, the nodes that hold those results are
+                // told: they forget them.
+                journal.set_acker(Box::new(move |acks| {
+                    let Some(core) = acks_core.upgrade() else {
+                        return;
+                    };
+                    let mut by_node: std::collections::HashMap<String, Vec<ppcore::wire::JobKey>> =
+                        Default::default();
+                    for (node, key) in acks {
+                        by_node.entry(node).or_default().push(key);
+                    }
+                    for (node, keys) in by_node {
+                        if let Some(record) = core.link(&node) {
+                            record.recorded(keys);
+                        }
+                    }
+                }));
+                server.with_journal(journal)
+            }
             None => server,
         };
         Ok(match slurm {

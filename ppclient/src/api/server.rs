@@ -217,6 +217,15 @@ impl Server {
             },
             _ => (None, None),
         };
+        // A node holds its outcome for this run (an earlier client of the
+        // run sent it there): taken back from there, not run.
+        let reclaim_at = journal
+            .as_ref()
+            .filter(|_| self.core.has_reclaims())
+            .and_then(|e| {
+                let key = e.job_key();
+                Some((key, self.core.reclaim_from(&key)?))
+            });
         let extra = (options.timeout.is_some()
             || options.retries > 0
             || keep.is_some()
@@ -229,6 +238,9 @@ impl Server {
                 keep,
                 inputs,
                 journal,
+                reclaim: crate::jobs::attempt::Reclaim::of(
+                    reclaim_at.as_ref().map(|(key, _)| *key),
+                ),
                 ..Extra::default()
             })
         });
@@ -264,7 +276,10 @@ impl Server {
         if let Some(permit) = permit {
             task.hold(permit);
         }
-        self.core.place(task);
+        match reclaim_at {
+            Some((_, node)) => node.pin(task),
+            None => self.core.place(task),
+        }
         handle
     }
 
@@ -569,6 +584,7 @@ impl Server {
             queue_wait: tracker.mean_queue_wait(),
             ran: tracker.ran(),
             from_journal: tracker.from_journal.load(Ordering::Relaxed),
+            reclaimed: tracker.reclaimed.load(Ordering::Relaxed),
         }
     }
 

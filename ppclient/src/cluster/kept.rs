@@ -399,6 +399,7 @@ impl Task for Fetch {
             shared: Vec::new(),
             kept: Vec::new(),
             keep: Some(KeepOp::Fetch(self.value)),
+            journal: None,
         })
     }
 

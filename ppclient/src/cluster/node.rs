@@ -33,6 +33,8 @@ pub(crate) struct LinkSettings {
     pub(crate) max_frame: usize,
     /// The largest arguments or result of one job, in bytes.
     pub(crate) max_payload: u64,
+    /// The journaled run this client belongs to (`Builder::journal`).
+    pub(crate) run: Option<ppcore::wire::RunId>,
 }
 
 /// Where a node stands, as [`Server::nodes`](crate::Server::nodes) reports it.
@@ -207,6 +209,10 @@ pub(crate) struct NodeRecord {
     /// bounded wait (`cluster::near`). Each holds what its timer needs.
     near: Mutex<std::collections::VecDeque<Near>>,
     has_near: AtomicBool,
+    /// Results of the journaled run that came from this node and are
+    /// recorded now: its driver tells the node (`Recorded`), which forgets them.
+    acks: Mutex<Vec<ppcore::wire::JobKey>>,
+    has_acks: AtomicBool,
 }
 
 /// A job waiting for a free worker on the node where its inputs lie.
@@ -266,6 +272,8 @@ impl NodeRecord {
             has_pinned: AtomicBool::new(false),
             near: Mutex::new(Default::default()),
             has_near: AtomicBool::new(false),
+            acks: Mutex::new(Vec::new()),
+            has_acks: AtomicBool::new(false),
         })
     }
 
@@ -456,6 +464,22 @@ impl NodeRecord {
         if let Some(waker) = waker {
             waker.wake();
         }
+    }
+
+    /// These results from this node are recorded in the journal: its
+    /// driver is to tell the node.
+    pub(crate) fn recorded(&self, keys: impl IntoIterator<Item = ppcore::wire::JobKey>) {
+        lock(&self.acks).extend(keys);
+        self.has_acks.store(true, Ordering::Release);
+        self.wake_driver();
+    }
+
+    /// The recorded results not told to the node yet (cheap when none).
+    pub(crate) fn take_acks(&self) -> Vec<ppcore::wire::JobKey> {
+        if !self.has_acks.load(Ordering::Acquire) || !self.has_acks.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *lock(&self.acks))
     }
 
     /// Asks the driver to cancel the jobs it has in flight (of `group`, or

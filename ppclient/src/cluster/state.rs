@@ -5,7 +5,9 @@ use crate::cluster::node::{unrunnable_kind, LinkSettings, NodeInfo, NodeRecord, 
 use crate::jobs::task::{JobKind, RunCtx, Task};
 use crate::jobs::tracker::Tracker;
 use ppcore::sync::lock;
+use ppcore::wire::JobKey;
 use ppcore::{JobError, Lanes};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +38,11 @@ pub(crate) struct Core {
     /// Kept results: where each lies, and the jobs waiting for them
     /// (`cluster::kept`).
     pub(crate) values: crate::cluster::values::Values,
+    /// Jobs of the journaled run that a node holds (finished or running:
+    /// an earlier client of the run sent them there), by the node's name;
+    /// `submit` takes them back instead of running them.
+    reclaims: Mutex<HashMap<JobKey, String>>,
+    has_reclaims: AtomicBool,
 }
 
 impl Core {
@@ -60,7 +67,41 @@ impl Core {
             news: (Mutex::new(0), Condvar::new()),
             ship_hint,
             values: Default::default(),
+            reclaims: Mutex::new(HashMap::new()),
+            has_reclaims: AtomicBool::new(false),
         }
+    }
+
+    /// Node `node` holds these jobs of the run.
+    pub(crate) fn reclaimable(&self, node: &str, keys: Vec<JobKey>) {
+        let mut reclaims = lock(&self.reclaims);
+        for key in keys {
+            reclaims.insert(key, node.to_owned());
+        }
+        self.has_reclaims
+            .store(!reclaims.is_empty(), Ordering::Release);
+    }
+
+    /// Whether any node holds jobs of the run not reclaimed yet (cheap:
+    /// `submit` asks it for every journaled job).
+    pub(crate) fn has_reclaims(&self) -> bool {
+        self.has_reclaims.load(Ordering::Acquire)
+    }
+
+    /// The node that holds job `key` of the run, if one does (once: a job
+    /// is reclaimed at most once).
+    pub(crate) fn reclaim_from(&self, key: &JobKey) -> Option<Arc<NodeRecord>> {
+        let node = {
+            let mut reclaims = lock(&self.reclaims);
+            if reclaims.is_empty() {
+                return None;
+            }
+            let node = reclaims.remove(key);
+            self.has_reclaims
+                .store(!reclaims.is_empty(), Ordering::Release);
+            node?
+        };
+        self.link(&node)
     }
 
     pub(crate) fn stopped(&self) -> bool {

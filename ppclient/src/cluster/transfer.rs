@@ -150,6 +150,7 @@ impl Task for Transfer {
             shared: Vec::new(),
             kept: Vec::new(),
             keep: Some(keep),
+            journal: None,
         })
     }
 

@@ -38,6 +38,7 @@ pub(crate) struct Totals {
     /// journal without running, as in `Stats`.
     pub(crate) ran: u64,
     pub(crate) from_journal: u64,
+    pub(crate) reclaimed: u64,
     pub(crate) active: u64,
     pub(crate) queue_wait_s: f64,
     /// Jobs held until the kept results they take are ready.
@@ -152,6 +153,7 @@ pub(crate) fn status(
         retried: tracker.retried.load(Ordering::Relaxed),
         ran: tracker.ran(),
         from_journal: tracker.from_journal.load(Ordering::Relaxed),
+        reclaimed: tracker.reclaimed.load(Ordering::Relaxed),
         active: counts.unresolved(),
         queue_wait_s: tracker.mean_queue_wait().as_secs_f64(),
         held: lock(&core.values.dir).held() as u64,

@@ -4,6 +4,7 @@
 //! counters ([`tracker`]), and what the dashboard records of jobs and links
 //! ([`recorder`]).
 
+pub(crate) mod attempt;
 pub(crate) mod cell;
 pub(crate) mod recorder;
 pub(crate) mod task;

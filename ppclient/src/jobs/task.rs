@@ -5,6 +5,7 @@
 //! cell live together, shared by the queue (or a node's ledger) and the
 //! caller's handle. Whoever holds it in the queue or ledger owns the run.
 
+use crate::jobs::attempt::{is_job_failure, Reclaim};
 use crate::jobs::cell::{expire, resolve, resolve_kept, Cell, Holder};
 use crate::jobs::recorder::LOCAL;
 use crate::jobs::timer::{Expire, Timer};
@@ -72,6 +73,7 @@ impl RunCtx {
 }
 
 /// A job to start on a node.
+#[derive(Default)]
 pub(crate) struct Dispatch {
     pub(crate) attempt: u32,
     pub(crate) args: ByteBuf,
@@ -79,8 +81,11 @@ pub(crate) struct Dispatch {
     pub(crate) shared: Vec<Arc<SharedValue>>,
     /// The kept results the arguments name: on the node, or sent with it.
     pub(crate) kept: Vec<Arc<dyn KeptSource>>,
-    /// Keep the result there, or fetch a kept value (`RunJob.keep`).
+    /// Keep the result there, fetch a kept value, or reclaim an earlier
+    /// client's result (`RunJob.keep`).
     pub(crate) keep: Option<KeepOp>,
+    /// Its identity in the journaled run (`RunJob.journal`).
+    pub(crate) journal: Option<ppcore::wire::JobKey>,
 }
 
 /// Where the news of jobs whose results are kept goes: the client's value
@@ -217,11 +222,15 @@ pub(crate) struct Extra {
     pub(crate) inputs: Vec<SharedId>,
     /// Where its result is recorded (`Builder::journal`).
     pub(crate) journal: Option<crate::journal::Entry>,
+    /// A node holds this job's outcome for the run (an earlier client of it
+    /// sent it there): asked for it instead of running.
+    pub(crate) reclaim: Reclaim,
 }
 
-/// Whether a job's own failure (not the system's) may be retried.
-fn is_job_failure(e: &JobError) -> bool {
-    matches!(e.kind, ErrorKind::Failed | ErrorKind::Panicked)
+/// Whether the job's next attempt is its first start (to count).
+fn first_start<J: Job>(run: &mut Run<J>) -> bool {
+    let first = run.attempt == 0;
+    (run.extra.as_mut()).map_or(first, |e| e.reclaim.first_start(first))
 }
 
 impl<J: Job> TypedTask<J> {
@@ -424,7 +433,7 @@ impl<J: Job> Task for TypedTask<J> {
         let now = Instant::now();
         let (args, timeout) = {
             let mut run = self.lock();
-            if run.attempt == 0 {
+            if first_start(&mut run) {
                 self.cell.tracker().started(now - self.submitted);
             }
             run.attempt += 1;
@@ -495,13 +504,25 @@ impl<J: Job> Task for TypedTask<J> {
             _ => Ok(args),
         });
         let args = checked.map_err(Some)?;
-        if run.attempt == 0 {
+        let reclaim = run.extra.as_ref().and_then(|e| e.reclaim.key);
+        if first_start(&mut run) {
             let waited = now.saturating_duration_since(self.submitted);
             self.cell.tracker().started(waited);
         }
         run.attempt += 1;
         let attempt = run.attempt;
+        let journal = (run.extra.as_ref()).and_then(|e| Some(e.journal.as_ref()?.job_key()));
         drop(run);
+        if let Some(key) = reclaim {
+            // Not run: the node that holds its outcome answers with it.
+            let keep = Some(KeepOp::Reclaim(key));
+            return Ok(Dispatch {
+                attempt,
+                keep,
+                journal,
+                ..Dispatch::default()
+            });
+        }
         let args = ByteBuf::from(args);
         let keep = keep.map(|(id, sink)| {
             // Should its node be lost, the value is made again from these.
@@ -523,6 +544,7 @@ impl<J: Job> Task for TypedTask<J> {
             shared: named.values,
             kept: named.kept,
             keep,
+            journal,
         })
     }
 
@@ -537,6 +559,24 @@ impl<J: Job> Task for TypedTask<J> {
             let a = e.attempt;
             e.on(node, a)
         });
+        if self.journaled {
+            let reclaimed = {
+                let mut run = self.lock();
+                let extra = run.extra.get_or_insert_with(Default::default);
+                // The node holds this result until it is recorded.
+                if let Some(entry) = &mut extra.journal {
+                    entry.ran_on(node);
+                }
+                extra.reclaim.end()
+            };
+            let tracker = self.cell.tracker();
+            match &result {
+                // The node no longer holds it: it runs after all.
+                Err(e) if reclaimed && e.kind == ErrorKind::NodeLost => return self.back_in_line(),
+                _ if reclaimed => tracker.reclaimed.fetch_add(1, Ordering::Relaxed),
+                _ => 0,
+            };
+        }
         if let (Ok(bytes), Some((id, sink))) = (&result, self.keep_to()) {
             let args = self.lock().args.take();
             drop(args);
@@ -579,6 +619,11 @@ impl<J: Job> Task for TypedTask<J> {
     fn retry(self: Arc<Self>, node: &str, lost: bool) -> Option<Arc<dyn Task>> {
         let given_up = {
             let mut run = self.lock();
+            // A reclaim not answered (its node is gone): the job runs instead.
+            if run.extra.as_mut().is_some_and(|e| e.reclaim.end()) {
+                drop(run);
+                return self.back_in_line();
+            }
             let attempt = run.attempt;
             let extra = run.extra.get_or_insert_with(Default::default);
             if lost {
@@ -772,6 +817,7 @@ impl<J: Job> Task for Redo<J> {
             shared: self.recipe.shared.clone(),
             kept: self.recipe.kept.clone(),
             keep: Some(KeepOp::Keep(self.recipe.keep)),
+            journal: None,
         })
     }
 

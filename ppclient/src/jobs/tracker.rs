@@ -211,6 +211,9 @@ pub(crate) struct Tracker {
     pub(crate) retried: AtomicU64,
     /// Jobs resolved from the journal at `submit`, without running.
     pub(crate) from_journal: AtomicU64,
+    /// Jobs whose outcome a node held for the run (an earlier client of it
+    /// sent them), taken back without running them here.
+    pub(crate) reclaimed: AtomicU64,
     callbacks: CachePadded<Sender<CallbackWork>>,
     pool: Arc<CallbackPool>,
 }
@@ -232,6 +235,7 @@ impl Tracker {
             quiet: (Mutex::new(()), Condvar::new()),
             retried: AtomicU64::new(0),
             from_journal: AtomicU64::new(0),
+            reclaimed: AtomicU64::new(0),
             callbacks: CachePadded::new(tx),
             pool,
         })

@@ -13,9 +13,11 @@ pub(crate) mod store;
 use crate::journal::key::{Key, Occurrences};
 use crate::journal::store::{Recorded, Row, Store};
 use crossbeam_channel::{Receiver, Sender};
+use ppcore::wire::{JobKey, RunId};
 use ppcore::{Job, JobError, Registry};
+use sha2::Digest;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 pub use store::JournalError;
@@ -37,8 +39,16 @@ impl Drop for Then {
     }
 }
 
+/// A recorded result of job `JobKey` that the named node holds until told
+/// (`Recorded`).
+pub(crate) type Ack = (String, JobKey);
+
+/// What tells the nodes which results are recorded (set once the server's
+/// links exist): called by the writer after each commit.
+pub(crate) type Acker = Box<dyn Fn(Vec<Ack>) + Send + Sync>;
+
 enum Message {
-    Write(Row, Then),
+    Write(Row, Then, Option<Ack>),
     Stop,
 }
 
@@ -50,6 +60,9 @@ pub(crate) struct Journal {
     occurrences: Mutex<Occurrences>,
     tx: Sender<Message>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The run's id (made with the journal): nodes know its results by it.
+    run: RunId,
+    acker: Arc<OnceLock<Acker>>,
 }
 
 /// What the journal says of a job at `submit`.
@@ -67,9 +80,22 @@ pub(crate) enum Lookup {
 pub(crate) struct Entry {
     journal: Arc<Journal>,
     key: Key,
+    /// The node whose result this is, which holds it until it is recorded.
+    ran_on: Option<String>,
 }
 
 impl Entry {
+    /// The job's identity on the nodes (`RunJob.journal`): a digest of its
+    /// journal identity, made when asked (a local run never needs it).
+    pub(crate) fn job_key(&self) -> JobKey {
+        JobKey(sha2::Sha256::digest(&self.key).into())
+    }
+
+    /// The result came from node `node` (it holds it until recorded).
+    pub(crate) fn ran_on(&mut self, node: &str) {
+        self.ran_on = Some(node.to_owned());
+    }
+
     /// The record of job (name, signature)'s `outcome`; `None` if it is
     /// not recorded (the system's errors are not: `key::is_recorded`).
     pub(crate) fn prepare(
@@ -78,6 +104,10 @@ impl Entry {
         outcome: Result<Vec<u8>, &JobError>,
     ) -> Option<Prepared> {
         let record = key::record(&self.key, outcome)?;
+        let ack = self
+            .ran_on
+            .as_ref()
+            .map(|node| (node.clone(), self.job_key()));
         let row = Row {
             key: self.key,
             record,
@@ -86,6 +116,7 @@ impl Entry {
         Some(Prepared {
             journal: self.journal,
             row,
+            ack,
         })
     }
 }
@@ -94,6 +125,7 @@ impl Entry {
 pub(crate) struct Prepared {
     journal: Arc<Journal>,
     row: Row,
+    ack: Option<Ack>,
 }
 
 impl Prepared {
@@ -105,7 +137,7 @@ impl Prepared {
         let _ = self
             .journal
             .tx
-            .send(Message::Write(self.row, Then(Some(then))));
+            .send(Message::Write(self.row, Then(Some(then)), self.ack));
     }
 }
 
@@ -116,14 +148,15 @@ impl Journal {
         reset: bool,
         registry: &Registry,
     ) -> Result<Arc<Journal>, JournalError> {
-        let (store, recorded) = Store::open(path, reset, registry)?;
+        let (store, recorded, run) = Store::open(path, reset, registry)?;
         let store = Arc::new(store);
         let (tx, rx) = crossbeam_channel::unbounded();
+        let acker = Arc::new(OnceLock::new());
         let writer = {
-            let (store, at) = (Arc::clone(&store), path.to_owned());
+            let (store, at, acks) = (Arc::clone(&store), path.to_owned(), Arc::clone(&acker));
             std::thread::Builder::new()
                 .name("pp-journal".into())
-                .spawn(move || write_loop(&store, &at, &rx))
+                .spawn(move || write_loop(&store, &at, &rx, &acks))
                 .map_err(|source| JournalError::Io {
                     path: path.to_owned(),
                     source,
@@ -135,7 +168,20 @@ impl Journal {
             occurrences: Mutex::new(Occurrences::default()),
             tx,
             writer: Mutex::new(Some(writer)),
+            run,
+            acker,
         }))
+    }
+
+    /// The run's id.
+    pub(crate) fn run(&self) -> RunId {
+        self.run
+    }
+
+    /// Tells the nodes, after each commit, which of their results are
+    /// recorded (set once; later calls are ignored).
+    pub(crate) fn set_acker(&self, acker: Acker) {
+        let _ = self.acker.set(acker);
     }
 
     /// Identifies job `J` with `args` (or the user's `given` key) and looks it up.
@@ -172,6 +218,7 @@ impl Journal {
         Lookup::Run(Entry {
             journal: Arc::clone(self),
             key,
+            ran_on: None,
         })
     }
 
@@ -189,7 +236,7 @@ impl Journal {
 /// commits it in one durable transaction, then lets it be seen; again.
 /// While one commit syncs, the next batch gathers: no timer, and a lone
 /// result waits for one sync only.
-fn write_loop(store: &Store, path: &Path, rx: &Receiver<Message>) {
+fn write_loop(store: &Store, path: &Path, rx: &Receiver<Message>, acker: &OnceLock<Acker>) {
     let mut stop = false;
     while !stop {
         let Ok(first) = rx.recv() else {
@@ -199,7 +246,7 @@ fn write_loop(store: &Store, path: &Path, rx: &Receiver<Message>) {
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                Message::Write(row, then) => batch.push((row, then)),
+                Message::Write(row, then, ack) => batch.push((row, then, ack)),
                 Message::Stop => {
                     stop = true;
                     break;
@@ -212,8 +259,17 @@ fn write_loop(store: &Store, path: &Path, rx: &Receiver<Message>) {
         if batch.is_empty() {
             continue;
         }
-        let (rows, thens): (Vec<Row>, Vec<Then>) = batch.into_iter().unzip();
-        if let Err(e) = store.put(&rows) {
+        let (mut rows, mut thens, mut acks) = (Vec::new(), Vec::new(), Vec::new());
+        for (row, then, ack) in batch {
+            rows.push(row);
+            thens.push(then);
+            acks.extend(ack);
+        }
+        let put = store.put(&rows);
+        if let (Ok(()), Some(acker), false) = (&put, acker.get(), acks.is_empty()) {
+            acker(acks);
+        }
+        if let Err(e) = put {
             // The results are right, only not recorded: they are given to
             // the program, and run again next time.
             tracing::warn!(
@@ -229,7 +285,7 @@ fn write_loop(store: &Store, path: &Path, rx: &Receiver<Message>) {
     let rest: Vec<(Row, Then)> = rx
         .try_iter()
         .filter_map(|m| match m {
-            Message::Write(row, then) => Some((row, then)),
+            Message::Write(row, then, _) => Some((row, then)),
             Message::Stop => None,
         })
         .collect();

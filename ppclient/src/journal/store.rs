@@ -3,6 +3,7 @@
 //! `submit` and written in batches by the journal's writer thread.
 
 use crate::journal::key::{self, Key};
+use ppcore::wire::RunId;
 use ppcore::Registry;
 use redb::{Database, ReadableTable, TableDefinition};
 use std::collections::HashMap;
@@ -16,6 +17,9 @@ const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
 const JOBS: TableDefinition<&str, &str> = TableDefinition::new("jobs");
 /// `"format"` -> the format version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `"id"` -> the run's id (`ppcore::wire::RunId`, 32 random bytes), made
+/// with the journal: the nodes know the run's results by it.
+const RUN: TableDefinition<&str, &[u8]> = TableDefinition::new("run");
 
 /// The format this version writes and reads.
 pub(crate) const FORMAT: u64 = 1;
@@ -101,7 +105,7 @@ impl Store {
         path: &Path,
         reset: bool,
         registry: &Registry,
-    ) -> Result<(Store, Recorded), JournalError> {
+    ) -> Result<(Store, Recorded, RunId), JournalError> {
         if reset {
             match std::fs::remove_file(path) {
                 Ok(()) => {}
@@ -150,7 +154,43 @@ impl Store {
         store.check_jobs(path, registry)?;
         let (recorded, next) = store.read_records(path)?;
         store.next.store(next, Ordering::Relaxed);
-        Ok((store, recorded))
+        let run = store.run_id(path)?;
+        Ok((store, recorded, run))
+    }
+
+    /// The run's id, made (and committed) the first time.
+    fn run_id(&self, path: &Path) -> Result<RunId, JournalError> {
+        let bad = |e: redb::Error| unreadable(path, e);
+        let read = self.db.begin_read().map_err(|e| bad(e.into()))?;
+        let found = match read.open_table(RUN) {
+            Ok(table) => table
+                .get("id")
+                .map_err(|e| bad(e.into()))?
+                .map(|v| v.value().to_vec()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(bad(e.into())),
+        };
+        drop(read);
+        match found {
+            Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
+                .map(RunId)
+                .map_err(|_| unreadable(path, "a run id that is not 32 bytes")),
+            None => {
+                let id = ppcore::shared::SharedId::fresh()
+                    .map_err(|e| unreadable(path, e.message))?
+                    .0;
+                let write = || -> Result<(), Fault> {
+                    let txn = self.db.begin_write().map_err(boxed)?;
+                    txn.open_table(RUN)
+                        .map_err(boxed)?
+                        .insert("id", id.as_slice())
+                        .map_err(boxed)?;
+                    txn.commit().map_err(boxed)
+                };
+                write().map_err(|e| bad(*e))?;
+                Ok(RunId(id))
+            }
+        }
     }
 
     /// Checks the format version, writing it into a new journal.

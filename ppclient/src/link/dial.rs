@@ -133,6 +133,7 @@ pub fn node_status_with(
         max_prefetch: 0,
         max_frame: ppcore::wire::DEFAULT_MAX_FRAME,
         max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
+        run: None,
     };
     let mut last = String::new();
     for key in keys.keys() {

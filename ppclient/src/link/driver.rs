@@ -65,6 +65,7 @@ pub(crate) fn link_config(core: &Core, reconnect: bool) -> Option<LinkConfig> {
         reconnect,
         give_up_after: None,
         send_window: ppcore::window::default_window(s.max_frame),
+        run: s.run,
     })
 }
 
@@ -204,6 +205,9 @@ impl Driver<'_> {
                 continue;
             }
             self.serve_cancel_asks();
+            if let Some(acks) = self.record().map(|r| r.take_acks()) {
+                self.link.recorded(&acks);
+            }
             // Jobs that ended while on the node leave the window (the link
             // tells the node to stop them), and shared values nobody holds
             // are freed, when the link says a sweep is due.
@@ -473,6 +477,7 @@ impl Driver<'_> {
                         program: None, // the link knows whose job it is
                         shared,
                         keep: d.keep,
+                        journal: d.journal,
                     };
                     let streamed = self.link.is_streamed(run.args.len());
                     batch.push((run, task));
@@ -686,6 +691,11 @@ impl Driver<'_> {
             jobs.entry(j.name).or_default().insert(j.signature);
         }
         let jobs: JobSet = Arc::new(jobs);
+        // What the node holds of our journaled run, for `submit` to reclaim.
+        if !hello.orphans.is_empty() {
+            tracing::info!(node = %self.name, jobs = hello.orphans.len(), "node holds results of this run");
+            self.core.reclaimable(&self.name, hello.orphans);
+        }
         if let Some(r) = self.record() {
             r.set_reach(hello.reach.clone());
             let reachable = hello.reach.is_some();

@@ -347,6 +347,7 @@ mod tests {
             program: None,
             shared: Vec::new(),
             keep: None,
+            journal: None,
         }]);
         encode_frame(&msg).unwrap()
     }

@@ -20,6 +20,7 @@ use crate::session::error::SecureError;
 use crate::session::handshake::{ClientHandshake, MAX_HANDSHAKE_MESSAGE};
 use crate::wire::messages::{ClientMsg, DoneJob, NodeMsg, RunJob, CAP_SHIP};
 use crate::wire::program::{OfferAnswer, ProgramId, ProgramInfo};
+use crate::wire::run::JobKey;
 use crate::wire::stream::{self, Incoming, Streams};
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -153,6 +154,8 @@ pub struct ClientLink<T> {
     pub(super) ship: Shipping,
     /// When ended jobs and dropped shared values were last swept.
     pub(super) sweep: Sweep,
+    /// The node's `Welcome`, while its answer to our `Resume` comes in.
+    pub(super) resuming: Option<NodeHello>,
     /// Bytes to write, in order.
     pub(super) transmits: VecDeque<Vec<u8>>,
     /// Socket commands, in order.
@@ -211,6 +214,7 @@ impl<T> ClientLink<T> {
             speaks_ship: false,
             ship: Shipping::default(),
             sweep: Sweep::new(now),
+            resuming: None,
             transmits: VecDeque::new(),
             io: VecDeque::new(),
             events: VecDeque::new(),
@@ -628,6 +632,8 @@ impl<T> ClientLink<T> {
             }
             NodeMsg::Stream(_) | NodeMsg::DoneStreamed { .. } => {}
             NodeMsg::Welcome { .. } => self.lose(DownReason::SecondWelcome, now),
+            // Only ever the answer to our `Resume`, before the link is up.
+            NodeMsg::Orphans { .. } => self.lose(DownReason::SecondWelcome, now),
         }
     }
 
@@ -648,6 +654,9 @@ impl<T> ClientLink<T> {
                 self.send(&ClientMsg::Limits {
                     max_payload: self.config.max_payload,
                 });
+                if let Some(run) = self.config.run {
+                    self.send(&ClientMsg::Resume { run });
+                }
             }
             Err(SecureError::WrongKey) if self.key_index + 1 < self.config.keys.keys().len() => {
                 self.key_index += 1;
@@ -667,7 +676,15 @@ impl<T> ClientLink<T> {
     /// The first sealed frame from the node must be its `Welcome`.
     pub(super) fn on_handshake(&mut self, msg: NodeMsg, now: Instant) {
         match msg {
-            welcome @ NodeMsg::Welcome { .. } => self.welcome(welcome, now),
+            welcome @ NodeMsg::Welcome { .. } if self.resuming.is_none() => {
+                self.welcome(welcome, now)
+            }
+            NodeMsg::Orphans { keys, more } => self.orphans(keys, more, now),
+            // Between its `Welcome` and its `Orphans`: the answer to our
+            // first ping, say.
+            msg @ (NodeMsg::Pong(_) | NodeMsg::Status(_)) if self.resuming.is_some() => {
+                self.on_plain(msg, now)
+            }
             NodeMsg::Reject { reason, .. } => {
                 let reason = escape(&reason).into_owned();
                 self.lose(DownReason::RefusedForNow(reason), now)
@@ -720,12 +737,7 @@ impl<T> ClientLink<T> {
         self.ship = Shipping::default();
         self.chunk_pings.clear();
         self.framer.set_max(self.config.max_frame);
-        self.state = LinkState::Ready;
-        self.failures = 0;
-        self.heard = now;
-        self.next_ping = now + self.heartbeat;
-        self.ready_since = Some(now);
-        self.events.push_back(LinkEvent::Up(NodeHello {
+        let hello = NodeHello {
             node_id,
             version,
             workers,
@@ -735,7 +747,38 @@ impl<T> ClientLink<T> {
             credit_jobs: self.credit_jobs,
             credit_bytes: self.credit_bytes,
             reach,
-        }));
+            orphans: Vec::new(),
+        };
+        match self.config.run {
+            // The node's answer to our `Resume` comes next: up after it.
+            Some(_) => self.resuming = Some(hello),
+            None => self.ready(hello, now),
+        }
+    }
+
+    /// The node is up: jobs may go.
+    fn ready(&mut self, hello: NodeHello, now: Instant) {
+        self.state = LinkState::Ready;
+        self.failures = 0;
+        self.heard = now;
+        self.next_ping = now + self.heartbeat;
+        self.ready_since = Some(now);
+        self.events.push_back(LinkEvent::Up(hello));
+    }
+
+    /// Part of the node's answer to `Resume` (during the handshake, after
+    /// its `Welcome`): the run's jobs it holds. The link is up after the
+    /// last part.
+    fn orphans(&mut self, keys: Vec<JobKey>, more: bool, now: Instant) {
+        let Some(hello) = &mut self.resuming else {
+            return self.lose(DownReason::NoWelcomeFirst, now);
+        };
+        hello.orphans.extend(keys);
+        if !more {
+            if let Some(hello) = self.resuming.take() {
+                self.ready(hello, now);
+            }
+        }
     }
 
     /// Drops the stream of job `id`'s arguments, if it is still going out.
@@ -792,6 +835,7 @@ impl<T> ClientLink<T> {
             self.io.push_back(LinkIo::Disconnect);
         }
         self.handshake = None;
+        self.resuming = None;
         if self.ready_since.is_none() {
             self.failures = self.failures.saturating_add(1);
         }
@@ -840,6 +884,7 @@ impl<T> ClientLink<T> {
                 .push_back(LinkEvent::Returned { job, lost: false });
         }
         self.handshake = None;
+        self.resuming = None;
         self.reset_streams();
         self.state = LinkState::Closed;
     }

@@ -36,6 +36,9 @@ pub struct LinkConfig {
     /// The send window in bytes: streamed arguments wait while this much
     /// is unsent (see [`crate::link::window`]).
     pub send_window: u64,
+    /// The journaled run this client belongs to: named to the node on
+    /// every connection (`Resume`), and up only once the node answered.
+    pub run: Option<crate::wire::run::RunId>,
 }
 
 /// What a link accepts in streams from its peer.

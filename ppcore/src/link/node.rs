@@ -56,6 +56,7 @@ use crate::session::handshake::{refusal, refusal_reason, NodeHandshake, MAX_HAND
 use crate::session::key::KeySet;
 use crate::wire::messages::{ClientMsg, DoneJob, KeepOp, NodeMsg, RunJob};
 use crate::wire::program::{OfferAnswer, ProgramId};
+use crate::wire::run::{JobKey, KEYS_PER_MESSAGE};
 use crate::wire::stream::{self, Claimed, Incoming, Streams};
 use kept::Kept;
 use linger::Linger;
@@ -163,6 +164,8 @@ pub struct NodeLink {
     kept: Kept,
     /// Reports of kept results waiting to share a frame.
     linger: Linger,
+    /// The client named its journaled run (`Resume`): once per connection.
+    resumed: bool,
     /// The time of the event being handled.
     now: Instant,
 }
@@ -219,6 +222,7 @@ impl NodeLink {
             refused_shared: SharedRefusals::default(),
             kept: Kept::default(),
             linger: Linger::default(),
+            resumed: false,
             now,
             config,
         }
@@ -338,6 +342,7 @@ impl NodeLink {
             }
             NodeEvent::Ended(ids) => ids.into_iter().for_each(|id| self.ended(id)),
             NodeEvent::Status(status) => self.send(&NodeMsg::Status(*status)),
+            NodeEvent::Orphans(keys) => self.orphans(keys),
             NodeEvent::Exported {
                 id,
                 attempt,
@@ -543,6 +548,14 @@ impl NodeLink {
                 Err(refused) => self.refuse_upload(id, refused),
             },
             ClientMsg::Limits { max_payload } => self.peer_max = max_payload,
+            ClientMsg::Resume { .. } if self.resumed => self.fail(NodeCloseReason::Broke(
+                "a connection names its run (Resume) once".to_owned(),
+            )),
+            ClientMsg::Resume { run } => {
+                self.resumed = true;
+                self.actions.push_back(NodeAction::Resume(run))
+            }
+            ClientMsg::Recorded(keys) => self.actions.push_back(NodeAction::Recorded(keys)),
             ClientMsg::Unshare(ids) => {
                 self.refused_shared.unshared(&ids);
                 self.kept.remove(&ids);
@@ -592,6 +605,13 @@ impl NodeLink {
                                 from: from.clone(),
                             });
                         }
+                        // The outcome of a job an earlier client of this
+                        // connection's run sent: the node looks it up.
+                        Some(KeepOp::Reclaim(key)) => self.actions.push_back(NodeAction::Reclaim {
+                            id: job.id,
+                            attempt: job.attempt,
+                            key: *key,
+                        }),
                         None => take.push(job),
                     }
                 }
@@ -765,6 +785,23 @@ impl NodeLink {
     fn refuse_offer(&mut self, id: ProgramId) {
         let answer = OfferAnswer::Refuse(ONE_AT_A_TIME.to_owned());
         self.send(&NodeMsg::Offered { id, answer });
+    }
+
+    /// The answer to `Resume`: the run's jobs held here, in messages of at
+    /// most [`KEYS_PER_MESSAGE`] keys (well within any frame).
+    fn orphans(&mut self, keys: Vec<JobKey>) {
+        let mut chunks = keys.chunks(KEYS_PER_MESSAGE).peekable();
+        if chunks.peek().is_none() {
+            return self.send(&NodeMsg::Orphans {
+                keys: Vec::new(),
+                more: false,
+            });
+        }
+        while let Some(chunk) = chunks.next() {
+            let more = chunks.peek().is_some();
+            let keys = chunk.to_vec();
+            self.send(&NodeMsg::Orphans { keys, more });
+        }
     }
 
     fn send(&mut self, msg: &NodeMsg) {

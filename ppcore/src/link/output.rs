@@ -32,6 +32,9 @@ pub struct NodeHello {
     /// Where peers reach the node for node-to-node transfers
     /// (`Welcome.reach`); `None`: they cannot.
     pub reach: Option<String>,
+    /// The jobs of our journaled run that the node holds for an earlier
+    /// client of it (its answer to `Resume`; empty without a run).
+    pub orphans: Vec<crate::wire::run::JobKey>,
 }
 
 /// Something that happened to a link.

@@ -10,6 +10,7 @@ use crate::link::output::LinkEvent;
 use crate::link::pull::next_stream_frame;
 use crate::wire::frame::batches_by_size;
 use crate::wire::messages::{ClientMsg, RunJob};
+use crate::wire::run::{JobKey, KEYS_PER_MESSAGE};
 use crate::wire::stream::{self, StreamError};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -165,6 +166,19 @@ impl<T> ClientLink<T> {
             },
         );
         Ok(())
+    }
+
+    /// Tells the node these jobs' results are in our journal (it forgets
+    /// them), in messages of at most [`KEYS_PER_MESSAGE`] keys; nothing if
+    /// the link is not up (the next connection's node holds them until
+    /// the run's next client says so, or `--orphan-keep` passes).
+    pub fn recorded(&mut self, keys: &[JobKey]) {
+        if !matches!(self.state, LinkState::Ready | LinkState::Draining) {
+            return;
+        }
+        for chunk in keys.chunks(KEYS_PER_MESSAGE) {
+            self.send(&ClientMsg::Recorded(chunk.to_vec()));
+        }
     }
 
     /// The client is done with these shared values: the node is told to

@@ -33,6 +33,7 @@ impl LinkConfig {
             reconnect: true,
             give_up_after: None,
             send_window: 1 << 30,
+            run: None,
         }
     }
 }

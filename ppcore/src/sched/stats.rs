@@ -234,6 +234,11 @@ pub struct Stats {
     /// running (recorded by an earlier run of the program).
     #[serde(default)]
     pub from_journal: u64,
+    /// Jobs whose outcome a node held for the journaled run (sent there by
+    /// an earlier client of it, which vanished), taken back without
+    /// running again.
+    #[serde(default)]
+    pub reclaimed: u64,
 }
 
 impl fmt::Display for Stats {
@@ -289,11 +294,11 @@ impl fmt::Display for Stats {
             "mean wait in the queue {:.6} s",
             self.queue_wait.as_secs_f64()
         )?;
-        if self.from_journal > 0 {
+        if self.from_journal + self.reclaimed > 0 {
             write!(
                 f,
-                "\n{} from the journal (not run again), {} ran",
-                self.from_journal, self.ran
+                "\n{} from the journal (not run again), {} reclaimed from nodes, {} ran",
+                self.from_journal, self.reclaimed, self.ran
             )?;
         }
         for n in self.nodes.iter().filter(|n| n.kept + n.recomputed > 0) {

@@ -6,6 +6,7 @@
 use crate::job::error::JobError;
 use crate::job::shared::SharedId;
 use crate::wire::program::{OfferAnswer, ProgramId, ProgramInfo};
+use crate::wire::run::{JobKey, RunId};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -47,6 +48,12 @@ pub struct RunJob {
     /// ordinary job, its result sent back.
     #[serde(default)]
     pub keep: Option<KeepOp>,
+    /// The job's identity in its journaled run (the connection sent
+    /// `Resume`): the node keeps its result until the client says it is
+    /// recorded (`Recorded`), and, should the client vanish, for
+    /// `--orphan-keep`, for the run's next client to reclaim.
+    #[serde(default)]
+    pub journal: Option<JobKey>,
 }
 
 /// What a `RunJob` asks of the node's kept values (PROTOCOL.md, "Kept
@@ -81,6 +88,12 @@ pub enum KeepOp {
         /// Where the peer that exported it listens.
         from: String,
     },
+    /// Not a job: answer with the outcome of the job `key` of this
+    /// connection's run (`Resume`) that an earlier client of the run sent
+    /// here, once it has finished (at once if it has). An error of kind
+    /// `NodeLost` if the node holds no such job (never had it, forgot it,
+    /// or it did not run): the client runs it itself.
+    Reclaim(JobKey),
 }
 
 /// One job's outcome.
@@ -181,6 +194,14 @@ pub struct NodeStatus {
     /// job or a fetch; a read that failed its checksum counts too).
     #[serde(default)]
     pub spill_reads: u64,
+    /// Journaled runs the node holds results or jobs of (`Resume`), live
+    /// or orphaned (their client vanished, within `--orphan-keep`).
+    #[serde(default)]
+    pub runs: u64,
+    /// Their jobs held here: queued, running, or finished and not yet
+    /// recorded by their client.
+    #[serde(default)]
+    pub run_jobs: u64,
 }
 
 /// What a client sends to a node.
@@ -245,6 +266,16 @@ pub enum ClientMsg {
     /// The client is done with these shared values (no job of its names
     /// them any more): the node may free them.
     Unshare(Vec<SharedId>),
+    /// This connection belongs to journaled run `run` (sent once, right
+    /// after `Limits`): the node answers `Orphans`, keeps the results of
+    /// the run's jobs until `Recorded`, and keeps running its jobs should
+    /// the connection be lost.
+    Resume {
+        /// The run.
+        run: RunId,
+    },
+    /// These jobs' results are in the client's journal: the node forgets them.
+    Recorded(Vec<JobKey>),
     /// A shared value's bytes inline: only on a node's pipe to its worker
     /// process (a node refuses it from a client, which sends `Share`).
     Shared {
@@ -358,6 +389,16 @@ pub enum NodeMsg {
         stream: u64,
         /// The job's outcome, without its result bytes.
         job: DoneJob,
+    },
+    /// The answer to `Resume`: the jobs of the run that an earlier client
+    /// of it sent here and that finished or may still finish (`Reclaim`
+    /// takes them), in as many messages as it takes: the last says `more:
+    /// false`.
+    Orphans {
+        /// Some of the jobs.
+        keys: Vec<JobKey>,
+        /// Whether another `Orphans` follows.
+        more: bool,
     },
     /// The node does not hold these shared values (never got them, or
     /// evicted them): send them again before jobs that name them. The jobs

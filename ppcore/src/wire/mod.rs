@@ -9,6 +9,7 @@
 //! | `stream` | payloads over one frame as chunked streams (public as `ppcore::stream`) |
 //! | `program` | a shipped program's identity and a node's answer to an offer (public as `ppcore::program`) |
 //! | `discovery` | the UDP probe a client broadcasts and a node's answer |
+//! | `run` | a journaled run's identity ([`RunId`]) and its jobs' ([`JobKey`]) |
 //!
 //! The protocol's magic and version are the handshake's greeting, so they
 //! are defined in `session::handshake` (which must not depend on this
@@ -22,6 +23,7 @@ pub(crate) mod discovery;
 pub(crate) mod frame;
 pub(crate) mod messages;
 pub mod program;
+pub(crate) mod run;
 pub mod stream;
 #[cfg(test)]
 mod tests;
@@ -33,3 +35,4 @@ pub use frame::{
     DEFAULT_MAX_FRAME, PER_JOB_OVERHEAD,
 };
 pub use messages::{ClientMsg, DoneJob, JobInfo, KeepOp, NodeMsg, NodeStatus, RunJob, CAP_SHIP};
+pub use run::{JobKey, RunId};

@@ -36,6 +36,7 @@
 use super::spilled::Spilled;
 use crate::node::handle::{Conn, ConnIn, Waker};
 use crate::node::memory::Held;
+use crate::node::runs::Claim;
 use crate::node::Node;
 use crate::programs::waiting::Waiter;
 use crate::programs::{Decision, Upload};
@@ -49,6 +50,7 @@ use ppcore::{NodeAction, NodeCloseReason, NodeEvent, NodeLink, NodeLinkConfig, O
 use ppcore::{TransportEnd, UploadRefusal};
 use std::collections::HashMap;
 use std::net::Shutdown;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -463,6 +465,24 @@ impl Driver<'_> {
                     from,
                 } => self.pull((id, attempt), value, from),
                 NodeAction::Cancel(id) => self.node.cancel(self.conn, id),
+                NodeAction::Resume(run) => {
+                    // Once per connection (the link sees to it).
+                    let _ = self.conn.run.set(run);
+                    let held = self.node.runs.attach(run, self.id, Instant::now());
+                    link.handle(NodeEvent::Orphans(held), Instant::now());
+                }
+                NodeAction::Recorded(keys) => {
+                    if let Some(run) = self.conn.run.get() {
+                        self.node.runs.recorded(run, &keys);
+                    }
+                }
+                NodeAction::Reclaim { id, attempt, key } => {
+                    let run = self.conn.run.get();
+                    match self.node.runs.claim(run, &key, self.conn, (id, attempt)) {
+                        Claim::Done(done) => self.conn.finished(done),
+                        Claim::Waiting => {}
+                    }
+                }
                 NodeAction::StatusWanted => link.handle(
                     NodeEvent::Status(Box::new(self.node.status())),
                     Instant::now(),
@@ -475,6 +495,9 @@ impl Driver<'_> {
                     Err(full) => link.handle(NodeEvent::Refuse(full.to_string()), Instant::now()),
                 },
                 NodeAction::Closed(reason) => {
+                    if matches!(reason, NodeCloseReason::Goodbye) {
+                        self.conn.goodbye.store(true, Ordering::Release);
+                    }
                     // What the link sent last (a reject, a goodbye) is in
                     // the outbox, flushed as the connection ends.
                     self.closed(&reason);

@@ -9,9 +9,10 @@ use super::memory::{Held, Memory};
 use crate::programs::waiting::Waiter;
 use crossbeam_channel::Sender;
 use ppcore::wire::DoneJob;
+use ppcore::wire::RunId;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Wakes a connection's driver asleep in `mio` (the one waker both link
 /// drivers use).
@@ -53,6 +54,10 @@ pub(crate) struct Conn {
     /// so late cancels cannot pile up.
     cancelled: Mutex<HashSet<u64>>,
     any_cancelled: AtomicBool,
+    /// The journaled run the client named (`Resume`), once it has.
+    pub(crate) run: OnceLock<RunId>,
+    /// The client said goodbye: its run (if any) ends with it.
+    pub(crate) goodbye: AtomicBool,
 }
 
 impl Conn {
@@ -66,6 +71,8 @@ impl Conn {
             active: AtomicU64::new(0),
             cancelled: Mutex::new(HashSet::new()),
             any_cancelled: AtomicBool::new(false),
+            run: OnceLock::new(),
+            goodbye: AtomicBool::new(false),
         }
     }
 

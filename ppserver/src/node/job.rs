@@ -3,6 +3,7 @@
 
 use super::handle::Conn;
 use super::memory::Held;
+use super::runs::Journaled;
 use crate::isolate::IsolatedJob;
 use crate::programs::program::Program;
 use ppcore::shared::SharedValue;
@@ -28,6 +29,17 @@ pub(crate) struct NodeJob {
     pub(crate) held: Held,
     /// Its result is kept here (jobs waiting for it may follow at once).
     pub(crate) keeps: bool,
+    /// Its run, if its client is journaled: it runs on should the client
+    /// vanish, and its result is kept until recorded.
+    pub(crate) journal: Option<Journaled>,
+}
+
+impl NodeJob {
+    /// Whether nobody is waiting for it any more: its client left, and
+    /// its run (if any) is not kept.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.out.is_closed() && !self.journal.as_ref().is_some_and(Journaled::wanted)
+    }
 }
 
 impl IsolatedJob for NodeJob {
@@ -48,6 +60,7 @@ impl IsolatedJob for NodeJob {
             program: None,
             shared: self.shared.iter().map(|v| v.id()).collect(),
             keep: None,
+            journal: None,
         }
     }
 
@@ -56,6 +69,6 @@ impl IsolatedJob for NodeJob {
     }
 
     fn called_off(&self) -> bool {
-        self.out.is_closed() || self.out.cancelled(self.id)
+        self.abandoned() || self.out.cancelled(self.id)
     }
 }

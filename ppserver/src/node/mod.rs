@@ -10,6 +10,7 @@ pub(crate) mod handle;
 pub(crate) mod job;
 pub(crate) mod memory;
 pub(crate) mod meters;
+pub(crate) mod runs;
 pub(crate) mod spill;
 
 use crate::config::Config;
@@ -24,6 +25,7 @@ use meters::Meters;
 use ppcore::shared::{OverSharedMax, SharedId, SharedStore, SharedValue};
 use ppcore::wire::{DoneJob, JobInfo, NodeMsg, NodeStatus};
 use ppcore::{ErrorKind, JobError, Lanes, Registry};
+use runs::{Journaled, Runs};
 use serde_bytes::ByteBuf;
 use spill::Spill;
 use std::collections::HashMap;
@@ -107,6 +109,8 @@ pub(crate) struct Node {
     shared_received: AtomicU64,
     /// Kept values exported to peers, and pulls from them.
     pub(crate) peers: crate::peer::Peers,
+    /// Journaled clients' runs: results until recorded, orphans (`--orphan-keep`).
+    pub(crate) runs: Arc<Runs>,
 }
 
 impl Node {
@@ -149,6 +153,7 @@ impl Node {
             per_source: config.max_per_source,
         });
         let memory = Arc::new(Memory::new(config.max_memory));
+        let runs = Arc::new(Runs::new(config.orphan_keep, Arc::clone(&memory)));
         let config_max_payload = config.max_payload;
         let config_shared_max = config.shared_max;
         Node {
@@ -180,6 +185,7 @@ impl Node {
             shared: Mutex::new(SharedStore::new(config_shared_max)),
             shared_received: AtomicU64::new(0),
             peers: crate::peer::Peers::default(),
+            runs,
         }
     }
 
@@ -249,8 +255,15 @@ impl Node {
         drop(idle);
         drop(conns);
         // Its jobs running in worker processes (process isolation, or a
-        // shipped program's) die with it.
+        // shipped program's) die with it, unless its run outlives it.
         if let Some(conn) = closed {
+            if let Some(run) = conn.run.get() {
+                let goodbye = conn.goodbye.load(Ordering::Acquire);
+                self.runs.detach(run, id, goodbye, Instant::now());
+                if !goodbye && !self.config.orphan_keep.is_zero() {
+                    return;
+                }
+            }
             let killed = self.isolated.kill_conn(Arc::as_ptr(&conn) as usize);
             self.cancelled.fetch_add(killed, Ordering::Relaxed);
         }
@@ -378,7 +391,19 @@ impl Node {
             };
             self.active.add();
             out.begin();
+            let journal = match (job.journal, out.run.get()) {
+                (Some(key), Some(run)) => {
+                    self.runs.begin(run, key);
+                    Some(Journaled {
+                        runs: Arc::clone(&self.runs),
+                        run: *run,
+                        key,
+                    })
+                }
+                _ => None,
+            };
             let job = NodeJob {
+                journal,
                 held,
                 keeps: matches!(job.keep, Some(ppcore::wire::KeepOp::Keep(_))),
                 id: job.id,
@@ -471,7 +496,18 @@ impl Node {
     /// node drains or is over `--max-memory`: then it is given back);
     /// counted as such.
     fn skip(&self, job: &NodeJob) -> bool {
-        if job.out.is_closed() {
+        let skip = self.skips(job);
+        if skip {
+            if let Some(j) = &job.journal {
+                j.runs.dropped(&j.run, &j.key);
+            }
+        }
+        skip
+    }
+
+    /// [`Node::skip`]'s reasons.
+    fn skips(&self, job: &NodeJob) -> bool {
+        if job.abandoned() {
             true // nobody is waiting for it any more
         } else if job.out.cancelled(job.id) {
             self.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -498,13 +534,17 @@ impl Node {
         if result.is_err() {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
-        job.out.finished(DoneJob {
+        let done = DoneJob {
             id: job.id,
             attempt: job.attempt,
             result,
             exec_ns,
             kept: None,
-        });
+        };
+        if let Some(j) = &job.journal {
+            j.runs.finished(&j.run, &j.key, &done);
+        }
+        job.out.finished(done);
     }
 
     /// Runs one job on this worker thread and sends its result.
@@ -568,6 +608,7 @@ impl Node {
             (store.len() as u64, store.used())
         };
         let peers = &self.peers.counts;
+        let (runs, run_jobs) = self.runs.counts();
         NodeStatus {
             version: crate::config::VERSION.to_owned(),
             workers: self.config.workers as u32,
@@ -596,6 +637,8 @@ impl Node {
             transfer_out_bytes: peers.served_bytes.load(Ordering::Relaxed),
             spilled_bytes: self.spill.used(),
             spill_reads: self.spill.reads(),
+            runs,
+            run_jobs,
         }
     }
 

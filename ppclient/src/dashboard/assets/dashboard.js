@@ -43,6 +43,7 @@
       ["succeeded", fmtInt(t.succeeded)], ["failed", fmtInt(t.failed)],
       ["active", fmtInt(t.active)], ["retried", fmtInt(t.retried)],
       ["ran", fmtInt(t.ran)], ["from journal", fmtInt(t.from_journal)],
+      ["reclaimed", fmtInt(t.reclaimed)],
       ["mean queue wait", fmtSecs(t.queue_wait_s)],
       ["held for inputs", fmtInt(t.held)], ["kept here", fmtBytes(t.kept_bytes)],
     ];

@@ -6,6 +6,7 @@ use super::reason::{NodeCloseReason, TransportEnd, UploadRefusal};
 use crate::job::shared::{OverSharedMax, SharedId};
 use crate::wire::messages::{DoneJob, JobInfo, NodeStatus, RunJob};
 use crate::wire::program::{OfferAnswer, ProgramId, ProgramInfo};
+use crate::wire::run::{JobKey, RunId};
 use serde_bytes::ByteBuf;
 
 /// Something that happened to a node's connection.
@@ -67,6 +68,9 @@ pub enum NodeEvent<'a> {
     /// The node is full for now (too many clients): tell the client, which
     /// retries later, and close.
     Refuse(String),
+    /// The node's answer to a [`NodeAction::Resume`]: the run's jobs it
+    /// holds (finished, or queued or running for a client that vanished).
+    Orphans(Vec<JobKey>),
     /// The node's answer to a [`NodeAction::FetchExported`]: the value's
     /// bytes, or `None` if no connection exports it.
     Exported {
@@ -206,6 +210,22 @@ pub enum NodeAction {
     /// Spill files no longer wanted (the values were dropped, replaced or
     /// lost): delete them.
     DropSpilled(Vec<SharedId>),
+    /// The client says this connection belongs to journaled run `run`
+    /// (once per connection): answer with [`NodeEvent::Orphans`].
+    Resume(RunId),
+    /// The client recorded these jobs' results in its journal: forget them.
+    Recorded(Vec<JobKey>),
+    /// Answer job `id` with the outcome of the run's job `key`
+    /// ([`NodeEvent::Finished`]), once it has one; `NodeLost` if the node
+    /// holds no such job for the run (or the connection named no run).
+    Reclaim {
+        /// The reclaim (it holds a job's credit until answered).
+        id: u64,
+        /// Its attempt.
+        attempt: u32,
+        /// The run's job.
+        key: JobKey,
+    },
     /// The connection is over: close it (what the client was to be told is
     /// among the transmits already).
     Closed(NodeCloseReason),

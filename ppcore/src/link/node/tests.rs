@@ -267,6 +267,7 @@ fn tampered_injected_and_replayed_frames_close_the_connection_unrun() {
             program: None,
             shared: Vec::new(),
             keep: None,
+            journal: None,
         }])
     };
     // modified
@@ -312,6 +313,7 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
         program: None,
         shared: Vec::new(),
         keep: None,
+        journal: None,
     };
     c.feed(&mut l, &ClientMsg::Run(vec![run]), t0);
     c.feed(&mut l, &ClientMsg::Ping(5), t0);
@@ -467,6 +469,7 @@ fn job(id: u64, size: usize) -> RunJob {
         program: None,
         shared: Vec::new(),
         keep: None,
+        journal: None,
     }
 }
 
@@ -1095,3 +1098,67 @@ fn the_driver_stops_reading_while_its_outbox_alone_is_over_the_send_window() {
 
 mod kept;
 mod spill;
+
+#[test]
+fn a_connection_names_its_run_once_and_a_second_resume_closes_it() {
+    use crate::wire::run::{JobKey, RunId};
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    let run = RunId([5; 32]);
+    c.feed(&mut l, &ClientMsg::Resume { run }, t0);
+    let (sent, other) = c.drain(&mut l);
+    assert!(sent.is_empty());
+    assert_eq!(other, vec![NodeAction::Resume(run)]);
+    // The driver's answer goes out as `Orphans`, the last part saying so.
+    l.handle(NodeEvent::Orphans(vec![JobKey([1; 32])]), t0);
+    let (sent, _) = c.drain(&mut l);
+    assert_eq!(
+        sent,
+        vec![NodeMsg::Orphans {
+            keys: vec![JobKey([1; 32])],
+            more: false
+        }]
+    );
+    c.feed(&mut l, &ClientMsg::Recorded(vec![JobKey([1; 32])]), t0);
+    let (_, other) = c.drain(&mut l);
+    assert_eq!(other, vec![NodeAction::Recorded(vec![JobKey([1; 32])])]);
+    c.feed(&mut l, &ClientMsg::Resume { run }, t0);
+    let (_, other) = c.drain(&mut l);
+    assert!(closed_because(&other).contains("once"), "{other:?}");
+}
+
+#[test]
+fn a_reclaim_takes_a_jobs_credit_and_is_answered_as_a_job() {
+    use crate::wire::run::JobKey;
+    let t0 = Instant::now();
+    let (mut l, mut c) = ready(t0);
+    let reclaim = RunJob {
+        keep: Some(KeepOp::Reclaim(JobKey([2; 32]))),
+        args: ByteBuf::new(),
+        ..job(4, 0)
+    };
+    c.feed(&mut l, &ClientMsg::Run(vec![reclaim]), t0);
+    let (_, other) = c.drain(&mut l);
+    assert_eq!(
+        other,
+        vec![NodeAction::Reclaim {
+            id: 4,
+            attempt: 1,
+            key: JobKey([2; 32])
+        }]
+    );
+    let done = DoneJob {
+        id: 4,
+        attempt: 1,
+        result: Ok(ByteBuf::from(vec![1])),
+        exec_ns: 1,
+        kept: None,
+    };
+    l.handle(NodeEvent::Finished(vec![done.clone()]), t0);
+    let (sent, _) = c.drain(&mut l);
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, NodeMsg::Done(d) if d == &vec![done.clone()])),
+        "{sent:?}"
+    );
+}

@@ -5,6 +5,7 @@
 //! keeps (write stall, ended-job sweep, offer and upload).
 
 mod frames;
+mod resume;
 mod rules;
 mod sending;
 
@@ -143,6 +144,7 @@ fn run(id: u64, attempt: u32) -> RunJob {
         program: None,
         shared: Vec::new(),
         keep: None,
+        journal: None,
     }
 }
 
@@ -175,6 +177,12 @@ struct Pair {
     node_unshared: Vec<SharedId>,
     /// The capabilities the node's `Welcome` lists.
     node_caps: Vec<String>,
+    /// What the node answers a `Resume` with; the runs named, the keys
+    /// said recorded, and the reclaims (job id, key) asked of it.
+    node_orphans: Vec<crate::wire::run::JobKey>,
+    node_runs: Vec<crate::wire::run::RunId>,
+    node_recorded: Vec<crate::wire::run::JobKey>,
+    node_reclaims: Vec<(u64, crate::wire::run::JobKey)>,
 }
 
 impl Pair {
@@ -202,6 +210,10 @@ impl Pair {
             node_order: Vec::new(),
             node_unshared: Vec::new(),
             node_caps: Vec::new(),
+            node_orphans: Vec::new(),
+            node_runs: Vec::new(),
+            node_recorded: Vec::new(),
+            node_reclaims: Vec::new(),
         }
     }
 
@@ -280,6 +292,12 @@ impl Pair {
                             self.node_chunks.push((offset, data.len()))
                         }
                         NodeAction::Closed(_) => node_closed = true,
+                        NodeAction::Resume(run) => {
+                            self.node_runs.push(run);
+                            node.handle(NodeEvent::Orphans(self.node_orphans.clone()), self.now)
+                        }
+                        NodeAction::Recorded(keys) => self.node_recorded.extend(keys),
+                        NodeAction::Reclaim { id, key, .. } => self.node_reclaims.push((id, key)),
                         NodeAction::StatusWanted
                         | NodeAction::Authenticated
                         | NodeAction::Export(_)

@@ -26,6 +26,7 @@ fn roomy(now: Instant) -> (NodeLink, Client) {
 fn keeping(id: u64, value: SharedId, shared: &[SharedId]) -> RunJob {
     RunJob {
         keep: Some(KeepOp::Keep(value)),
+        journal: None,
         ..job_naming(id, shared)
     }
 }
@@ -33,6 +34,7 @@ fn keeping(id: u64, value: SharedId, shared: &[SharedId]) -> RunJob {
 fn fetch(id: u64, value: SharedId) -> RunJob {
     RunJob {
         keep: Some(KeepOp::Fetch(value)),
+        journal: None,
         name: String::new(),
         ..job(id, 0)
     }
@@ -280,6 +282,7 @@ fn an_export_waits_for_its_value_then_answers_kept_and_asks_the_node_to_export_i
     let x = value(b"x");
     let export = RunJob {
         keep: Some(KeepOp::Export(x)),
+        journal: None,
         ..fetch(2, x)
     };
     let jobs = run_jobs(&mut l, &mut c, vec![keeping(1, x, &[]), export], t0);
@@ -299,6 +302,7 @@ fn an_export_waits_for_its_value_then_answers_kept_and_asks_the_node_to_export_i
     let y = value(b"y");
     let export = RunJob {
         keep: Some(KeepOp::Export(y)),
+        journal: None,
         ..fetch(3, y)
     };
     c.feed(&mut l, &ClientMsg::Run(vec![export]), t0);

@@ -28,6 +28,7 @@ fn spilling(now: Instant) -> (NodeLink, Client) {
 fn keeping(id: u64, value: SharedId, shared: &[SharedId]) -> RunJob {
     RunJob {
         keep: Some(KeepOp::Keep(value)),
+        journal: None,
         ..job_naming(id, shared)
     }
 }
@@ -35,6 +36,7 @@ fn keeping(id: u64, value: SharedId, shared: &[SharedId]) -> RunJob {
 fn fetch(id: u64, value: SharedId) -> RunJob {
     RunJob {
         keep: Some(KeepOp::Fetch(value)),
+        journal: None,
         name: String::new(),
         ..job(id, 0)
     }
