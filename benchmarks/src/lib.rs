@@ -162,7 +162,10 @@ fn read_sealed(
         input.read_exact(frame)?;
         let plain = open.open_in_place(frame)?;
         let to = at + plain.len();
-        anyhow::ensure!(to <= into.len() && !plain.is_empty(), "frame past the payload");
+        anyhow::ensure!(
+            to <= into.len() && !plain.is_empty(),
+            "frame past the payload"
+        );
         into[at..to].copy_from_slice(plain);
         at = to;
     }
@@ -198,9 +201,7 @@ impl SealedTcp {
                 match read_sealed(&mut peer, &mut open, &mut buf, &mut frame) {
                     Ok(()) => write_sealed(&mut peer, &mut seal, &buf, &mut frame)?,
                     Err(e) => match e.downcast_ref::<std::io::Error>() {
-                        Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-                            return Ok(())
-                        }
+                        Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                         _ => return Err(e),
                     },
                 }

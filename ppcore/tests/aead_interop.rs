@@ -43,10 +43,16 @@ impl Old {
         let nonce = self.nonce();
         let mut buf = plain.to_vec();
         let tag = match self.cipher {
-            Cipher::AesGcm => Aes256Gcm::new((&self.key).into())
-                .encrypt_in_place_detached((&nonce).into(), b"", &mut buf),
-            _ => ChaCha20Poly1305::new((&self.key).into())
-                .encrypt_in_place_detached((&nonce).into(), b"", &mut buf),
+            Cipher::AesGcm => Aes256Gcm::new((&self.key).into()).encrypt_in_place_detached(
+                (&nonce).into(),
+                b"",
+                &mut buf,
+            ),
+            _ => ChaCha20Poly1305::new((&self.key).into()).encrypt_in_place_detached(
+                (&nonce).into(),
+                b"",
+                &mut buf,
+            ),
         }
         .expect("RustCrypto seals any frame size used here");
         buf.extend_from_slice(&tag);
@@ -98,7 +104,11 @@ fn the_new_backend_seals_the_same_bytes_as_rustcrypto_did() {
         let mut old = Old::new(cipher, SEND);
         for (i, len) in SIZES.into_iter().enumerate() {
             let p = plain(len, i as u8);
-            assert_eq!(new.seal(&p).unwrap(), old.seal(&p), "{cipher:?}, {len} bytes");
+            assert_eq!(
+                new.seal(&p).unwrap(),
+                old.seal(&p),
+                "{cipher:?}, {len} bytes"
+            );
         }
     }
 }

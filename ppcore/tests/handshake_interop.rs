@@ -47,8 +47,14 @@ fn check_the_keys_agree(mut ours: Transport, theirs: &mut HandshakeState, initia
     } else {
         Transport::from_raw_keys(CIPHER, &to_client, &to_node)
     };
-    assert_eq!(theirs.open(&ours.seal(b"Run 1").unwrap()).unwrap(), b"Run 1");
-    assert_eq!(ours.open(&theirs.seal(b"Done 1").unwrap()).unwrap(), b"Done 1");
+    assert_eq!(
+        theirs.open(&ours.seal(b"Run 1").unwrap()).unwrap(),
+        b"Run 1"
+    );
+    assert_eq!(
+        ours.open(&theirs.seal(b"Done 1").unwrap()).unwrap(),
+        b"Done 1"
+    );
 }
 
 #[test]
@@ -59,9 +65,11 @@ fn a_rustcrypto_client_completes_the_handshake_with_a_ring_node() {
     let mut buf = vec![0u8; 1024];
     let n = client.write_message(b"hello", &mut buf).unwrap();
     hello.extend_from_slice(&buf[..n]);
-    let mut node =
-        NodeHandshake::new(KeySet::one(Key::from_bytes(key_bytes())), b"welcome".to_vec())
-            .unwrap();
+    let mut node = NodeHandshake::new(
+        KeySet::one(Key::from_bytes(key_bytes())),
+        b"welcome".to_vec(),
+    )
+    .unwrap();
     let answer = node.read(&hello).unwrap().expect("an answer");
     assert_eq!(node.client_payload(), b"hello");
     assert_eq!(answer[0], 0, "accepted");

@@ -60,7 +60,10 @@ fn rustcrypto_aesgcm_mb_s(frames: usize) -> Result<f64> {
         }
         Ok(())
     })?;
-    anyhow::ensure!(frame.iter().all(|&x| x == 0x5a), "round trip changed the frame");
+    anyhow::ensure!(
+        frame.iter().all(|&x| x == 0x5a),
+        "round trip changed the frame"
+    );
     Ok((frames * FRAME) as f64 / 1e6 / cpu)
 }
 
