@@ -118,6 +118,124 @@ pub fn tcp_echo(
     Ok((stream, echo))
 }
 
+/// The keys of [`SealedTcp`]'s two directions (benchmark keys, never a
+/// session's: a session's come from its handshake).
+const ECHO_KEYS: ([u8; 32], [u8; 32]) = ([3; 32], [4; 32]);
+
+/// Writes `payload` as sealed frames of at most [`AEAD_FRAME`] bytes of
+/// plaintext each (length header, ciphertext, tag), each sealed in place in
+/// `frame` with the session's AEAD.
+fn write_sealed(
+    out: &mut impl std::io::Write,
+    seal: &mut ppcore::Sealer,
+    payload: &[u8],
+    frame: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    for chunk in payload.chunks(AEAD_FRAME) {
+        frame.clear();
+        frame.extend_from_slice(&[0u8; 4]);
+        frame.extend_from_slice(chunk);
+        *frame = seal.seal_reserved(std::mem::take(frame))?;
+        out.write_all(frame)?;
+    }
+    Ok(())
+}
+
+/// Reads sealed frames (as [`write_sealed`] writes them) until `into` is
+/// full, opening each in place in `frame`, then copying the plaintext out.
+fn read_sealed(
+    input: &mut impl std::io::Read,
+    open: &mut ppcore::Opener,
+    into: &mut [u8],
+    frame: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    let mut at = 0;
+    while at < into.len() {
+        let mut len = [0u8; 4];
+        input.read_exact(&mut len)?;
+        let len = u32::from_be_bytes(len) as usize;
+        anyhow::ensure!(
+            len <= AEAD_FRAME + ppcore::SEAL_OVERHEAD,
+            "frame of {len} bytes"
+        );
+        frame.resize(len, 0);
+        input.read_exact(frame)?;
+        let plain = open.open_in_place(frame)?;
+        let to = at + plain.len();
+        anyhow::ensure!(
+            to <= into.len() && !plain.is_empty(),
+            "frame past the payload"
+        );
+        into[at..to].copy_from_slice(plain);
+        at = to;
+    }
+    Ok(())
+}
+
+/// The plain TCP echo of [`tcp_echo`] with every byte sealed: each
+/// [`AEAD_FRAME`] chunk is sealed by its sender and opened by its receiver
+/// with the session's AEAD ([`ppcore::CIPHER`]), both ways; the echo thread
+/// opens the whole payload, then seals it back. What a node's echo would
+/// cost with nothing but the framing and the cipher.
+pub struct SealedTcp {
+    stream: std::net::TcpStream,
+    seal: ppcore::Sealer,
+    open: ppcore::Opener,
+    frame: Vec<u8>,
+    echo: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl SealedTcp {
+    /// Connects to a fresh echo thread that echoes `size` bytes at a time.
+    pub fn start(size: usize) -> anyhow::Result<Self> {
+        let (send, recv) = ECHO_KEYS;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let echo = std::thread::spawn(move || -> anyhow::Result<()> {
+            let (mut peer, _) = listener.accept()?;
+            peer.set_nodelay(true)?;
+            let (mut seal, mut open) =
+                ppcore::Transport::from_raw_keys(ppcore::CIPHER, &recv, &send).split();
+            let (mut buf, mut frame) = (vec![0u8; size], Vec::new());
+            loop {
+                match read_sealed(&mut peer, &mut open, &mut buf, &mut frame) {
+                    Ok(()) => write_sealed(&mut peer, &mut seal, &buf, &mut frame)?,
+                    Err(e) => match e.downcast_ref::<std::io::Error>() {
+                        Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                        _ => return Err(e),
+                    },
+                }
+            }
+        });
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        let (seal, open) = ppcore::Transport::from_raw_keys(ppcore::CIPHER, &send, &recv).split();
+        Ok(SealedTcp {
+            stream,
+            seal,
+            open,
+            frame: Vec::new(),
+            echo,
+        })
+    }
+
+    /// Sends `out` sealed and reads the echo back, opened, into `back`
+    /// (of the same length).
+    pub fn round_trip(&mut self, out: &[u8], back: &mut [u8]) -> anyhow::Result<()> {
+        anyhow::ensure!(out.len() == back.len(), "echo sizes differ");
+        write_sealed(&mut self.stream, &mut self.seal, out, &mut self.frame)?;
+        read_sealed(&mut self.stream, &mut self.open, back, &mut self.frame)
+    }
+
+    /// Closes the connection and waits for the echo thread.
+    pub fn finish(self) -> anyhow::Result<()> {
+        drop(self.stream);
+        self.echo
+            .join()
+            .map_err(|_| anyhow::anyhow!("echo thread panicked"))?
+    }
+}
+
 /// This process's resident set size, from /proc (Linux).
 pub fn rss_bytes() -> anyhow::Result<u64> {
     rss_of("self")

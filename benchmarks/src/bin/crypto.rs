@@ -1,12 +1,16 @@
 //! What encrypted sessions cost: AEAD seal + open of 1 MiB frames and of
 //! small frames (one job's `Run` or `Done` is about 100 bytes) on one core
-//! for both candidate ciphers, handshakes per second, and loopback TCP
+//! for both candidate ciphers (the transport's backend, ring), the same for
+//! the RustCrypto AES-256-GCM the transport used before issue 33
+//! (`rustcrypto_aesgcm_mb_s`, the comparison), handshakes per second, and loopback TCP
 //! with and without sealing. AEAD and handshake rates are per CPU second of
 //! the measuring thread, so that a busy shared machine does not halve them;
 //! TCP rates are per wall second.
 //!
 //! `cargo run --release -p benchmarks --bin crypto -- --json`
 
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::Aes256Gcm;
 use anyhow::{Context, Result};
 use clap::Parser;
 use ppcore::secure::{ClientHandshake, NodeHandshake};
@@ -33,6 +37,34 @@ struct Args {
 
 fn mb_s(bytes: usize, started: Instant) -> f64 {
     bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
+}
+
+/// Seal + open of `frames` 1 MiB frames with RustCrypto's AES-256-GCM on
+/// this thread, as the transport did before issue 33 (in place, detached
+/// tag, Noise's nonce): MB per CPU second.
+fn rustcrypto_aesgcm_mb_s(frames: usize) -> Result<f64> {
+    let (a, b) = (
+        Aes256Gcm::new((&[1u8; 32]).into()),
+        Aes256Gcm::new((&[1u8; 32]).into()),
+    );
+    let mut frame = vec![0x5a; FRAME];
+    let (_, cpu) = benchmarks::timed(|| {
+        for seq in 0..frames as u64 {
+            let mut nonce = [0u8; 12];
+            nonce[4..].copy_from_slice(&seq.to_be_bytes());
+            let tag = a
+                .encrypt_in_place_detached((&nonce).into(), b"", &mut frame)
+                .map_err(|_| anyhow::anyhow!("seal failed"))?;
+            b.decrypt_in_place_detached((&nonce).into(), b"", &mut frame, &tag)
+                .map_err(|_| anyhow::anyhow!("open failed"))?;
+        }
+        Ok(())
+    })?;
+    anyhow::ensure!(
+        frame.iter().all(|&x| x == 0x5a),
+        "round trip changed the frame"
+    );
+    Ok((frames * FRAME) as f64 / 1e6 / cpu)
 }
 
 /// Bytes of the small frame: about one job's `Run` or `Done` frame.
@@ -116,6 +148,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let (chacha, chacha_wall) = benchmarks::aead_mb_s(Cipher::ChaChaPoly, args.frames)?;
     let (aes, aes_wall) = benchmarks::aead_mb_s(Cipher::AesGcm, args.frames)?;
+    let rustcrypto_aes = rustcrypto_aesgcm_mb_s(args.frames)?;
     let smalls = args.frames * 200;
     let (chacha_small, aes_small) = (
         small_ns(Cipher::ChaChaPoly, smalls)?,
@@ -134,6 +167,8 @@ fn main() -> Result<()> {
         let out = serde_json::json!({
             "cipher": cipher, "aead_mb_s": aead_mb_s,
             "chachapoly_mb_s": chacha, "aesgcm_mb_s": aes,
+            "rustcrypto_aesgcm_mb_s": rustcrypto_aes,
+            "aesgcm_vs_rustcrypto": aes / rustcrypto_aes,
             "chachapoly_wall_mb_s": chacha_wall, "aesgcm_wall_mb_s": aes_wall,
             "chachapoly_small_ns": chacha_small, "aesgcm_small_ns": aes_small,
             "handshakes_per_s": handshakes_per_s,
@@ -147,6 +182,10 @@ fn main() -> Result<()> {
         );
         println!("  ChaCha20-Poly1305   {chacha:8.0} MB/s ({chacha_wall:.0})");
         println!("  AES-256-GCM         {aes:8.0} MB/s ({aes_wall:.0})");
+        println!(
+            "  AES-256-GCM, RustCrypto (before issue 33) {rustcrypto_aes:8.0} MB/s: {:.1}x",
+            aes / rustcrypto_aes
+        );
         println!("seal + open of a {SMALL}-byte frame, one core, CPU time:");
         println!("  ChaCha20-Poly1305   {chacha_small:8.0} ns");
         println!("  AES-256-GCM         {aes_small:8.0} ns");

@@ -6,10 +6,14 @@
 //! 2 × payload / the median round trip (plain TCP: the same bytes echoed by
 //! a thread over one loopback connection).
 //!
-//! The limit L is the smaller of plain TCP and `aead_mb_s`, the session
-//! cipher's seal + open of 1 MiB frames on one core: every byte of a payload
-//! is sealed by its sender and opened by its receiver. Each variant's
-//! `*_vs_limit` is its MB/s over L. A second, large payload (`--big-mib`,
+//! Two baselines run in the same rounds, over the same loopback: plain TCP
+//! (`raw_tcp_mb_s`) and the same echo with each 1 MiB chunk sealed by its
+//! sender and opened by its receiver with the session's AEAD
+//! (`sealed_tcp_mb_s`: what the cipher and the framing alone cost). Each
+//! variant's `*_vs_raw_tcp` and `*_vs_sealed_tcp` is its MB/s over those.
+//! The older limit L is the smaller of plain TCP and `aead_mb_s`, the
+//! session cipher's seal + open of 1 MiB frames on one core, and
+//! `*_vs_limit` is MB/s over L. A second, large payload (`--big-mib`,
 //! 256 MiB by default) is echoed through a fresh node, and the peak RSS of
 //! the client and the node during those echoes is reported, also as a
 //! multiple of the payload.
@@ -117,10 +121,10 @@ fn main() -> Result<std::process::ExitCode> {
     // The session cipher's seal + open on this thread, per CPU second: with
     // plain TCP, the limit L the payload figures are held against.
     let (aead, _) = benchmarks::aead_mb_s(ppcore::CIPHER, 128)?;
-    let mut raw = RawTcp::start(args.mib << 20)?;
-    let small = measure(args.mib, args.round_trips, &variants, Some(&mut raw))?;
-    raw.finish()?;
-    let raw = small.raw_mb_s;
+    let mut baselines = Baselines::start(args.mib << 20)?;
+    let small = measure(args.mib, args.round_trips, &variants, Some(&mut baselines))?;
+    baselines.finish()?;
+    let (raw, sealed) = (small.raw_mb_s, small.sealed_mb_s);
     let limit = raw.min(aead);
     let big = match args.big_mib {
         0 => None,
@@ -136,6 +140,7 @@ fn main() -> Result<std::process::ExitCode> {
             "payload_mib": args.mib,
             "round_trips": args.round_trips.max(1),
             "raw_tcp_mb_s": raw,
+            "sealed_tcp_mb_s": sealed,
             "aead_mb_s": aead,
             "cipher": format!("{:?}", ppcore::CIPHER),
             "limit_mb_s": limit,
@@ -143,6 +148,8 @@ fn main() -> Result<std::process::ExitCode> {
         for (key, c) in variants.iter().map(|v| v.0).zip(&small.cases) {
             out[format!("{key}_mb_s")] = c.mb_s.into();
             out[format!("{key}_vs_limit")] = (c.mb_s / limit).into();
+            out[format!("{key}_vs_raw_tcp")] = (c.mb_s / raw).into();
+            out[format!("{key}_vs_sealed_tcp")] = (c.mb_s / sealed).into();
         }
         if let Some(big) = &big {
             let size = (big.mib << 20) as f64;
@@ -179,7 +186,7 @@ fn main() -> Result<std::process::ExitCode> {
             );
         }
         println!(
-            "plain TCP {raw:.0} MB/s, {:?} seal + open {aead:.0} MB/s on one core: L = {limit:.0} MB/s",
+            "plain TCP {raw:.0} MB/s, sealed TCP {sealed:.0} MB/s, {:?} seal + open {aead:.0} MB/s on one core: L = {limit:.0} MB/s",
             ppcore::CIPHER
         );
         for m in std::iter::once(&small).chain(&big) {
@@ -187,13 +194,18 @@ fn main() -> Result<std::process::ExitCode> {
                 "{} MiB echoed through one loopback node, median of {} round trips",
                 m.mib, m.rounds
             );
-            println!("  {:<12} {:>8} {:>6}", "", "MB/s", "vs L");
+            println!(
+                "  {:<12} {:>8} {:>6} {:>6} {:>6}",
+                "", "MB/s", "vs L", "vs raw", "vs sealed"
+            );
             for ((_, name), c) in variants.iter().zip(&m.cases) {
                 println!(
-                    "  {:<12} {:>8.0} {:>6.2}   peak RSS client {:.0} MB, node {:.0} MB",
+                    "  {:<12} {:>8.0} {:>6.2} {:>6.2} {:>6.2}   peak RSS client {:.0} MB, node {:.0} MB",
                     name,
                     c.mb_s,
                     c.mb_s / limit,
+                    c.mb_s / raw,
+                    c.mb_s / sealed,
                     c.client_peak as f64 / 1e6,
                     c.node_peak as f64 / 1e6
                 );
@@ -272,6 +284,8 @@ struct Measured {
     rounds: usize,
     /// Plain TCP, when it was measured with this size.
     raw_mb_s: f64,
+    /// Sealed TCP, when it was measured with this size.
+    sealed_mb_s: f64,
     /// One per variant, in order.
     cases: Vec<Case>,
 }
@@ -284,7 +298,7 @@ struct Case {
 }
 
 /// Echoes every variant of `mib` MiB through a fresh node, round by round
-/// (every variant once per round, plain TCP first when given, so that each
+/// (every variant once per round, plain then sealed TCP first when given, so that each
 /// round's figures see the same conditions on a noisy machine); the first
 /// round warms up. Peak RSS is measured per echo, from the RSS just before
 /// it: the client's own copy of the payload is made inside, and compared
@@ -294,20 +308,21 @@ fn measure(
     mib: usize,
     rounds: usize,
     variants: &[(&str, &str)],
-    mut raw: Option<&mut RawTcp>,
+    mut baselines: Option<&mut Baselines>,
 ) -> Result<Measured> {
     let size = mib << 20;
     let rounds = rounds.max(1);
     let (node, server) = fresh_node()?;
     let node_pid = node.pid().to_string();
-    let mut raw_times = Vec::new();
+    let (mut raw_times, mut sealed_times) = (Vec::new(), Vec::new());
     let mut times = vec![Vec::new(); variants.len()];
     let mut peaks = vec![(0u64, 0u64); variants.len()];
     for round in 0..=rounds {
-        if let Some(raw) = raw.as_deref_mut() {
-            let took = raw.round_trip()?;
+        if let Some(b) = baselines.as_deref_mut() {
+            let (raw, sealed) = (b.raw_round_trip()?, b.sealed_round_trip()?);
             if round > 0 {
-                raw_times.push(took);
+                raw_times.push(raw);
+                sealed_times.push(sealed);
             }
         }
         for (i, (key, _)) in variants.iter().enumerate() {
@@ -358,6 +373,7 @@ fn measure(
         mib,
         rounds,
         raw_mb_s: mb_s(raw_times),
+        sealed_mb_s: mb_s(sealed_times),
         cases: times
             .into_iter()
             .zip(peaks)
@@ -390,28 +406,32 @@ where
     Ok(took)
 }
 
-/// Plain TCP over loopback: a thread echoes what it reads, `size` bytes at
-/// a time, over one connection with `TCP_NODELAY`.
-struct RawTcp {
+/// The two baselines over loopback, each a thread that echoes `size` bytes
+/// at a time over one connection with `TCP_NODELAY`: plain TCP, and the same
+/// with every 1 MiB chunk sealed and opened ([`benchmarks::SealedTcp`]).
+struct Baselines {
     stream: TcpStream,
     out: Vec<u8>,
     back: Vec<u8>,
     echo: std::thread::JoinHandle<Result<()>>,
+    sealed: benchmarks::SealedTcp,
 }
 
-impl RawTcp {
+impl Baselines {
     fn start(size: usize) -> Result<Self> {
         let (stream, echo) = benchmarks::tcp_echo(size)?;
-        Ok(RawTcp {
+        Ok(Baselines {
             stream,
             out: (0..size).map(byte_at).collect(),
             back: vec![0u8; size],
             echo,
+            sealed: benchmarks::SealedTcp::start(size)?,
         })
     }
 
-    /// One echo of the payload; checks it came back exact.
-    fn round_trip(&mut self) -> Result<Duration> {
+    /// One plain echo of the payload; checks it came back exact.
+    fn raw_round_trip(&mut self) -> Result<Duration> {
+        self.back.fill(0);
         let started = Instant::now();
         self.stream.write_all(&self.out)?;
         self.stream.read_exact(&mut self.back)?;
@@ -420,11 +440,22 @@ impl RawTcp {
         Ok(took)
     }
 
+    /// One sealed echo of the payload; checks it came back exact.
+    fn sealed_round_trip(&mut self) -> Result<Duration> {
+        self.back.fill(0);
+        let started = Instant::now();
+        self.sealed.round_trip(&self.out, &mut self.back)?;
+        let took = started.elapsed();
+        ensure!(self.back == self.out, "sealed TCP echo differs");
+        Ok(took)
+    }
+
     fn finish(self) -> Result<()> {
         drop(self.stream);
         self.echo
             .join()
             .map_err(|_| anyhow::anyhow!("echo thread panicked"))?
-            .context("echo thread")
+            .context("echo thread")?;
+        self.sealed.finish().context("sealed echo thread")
     }
 }
