@@ -2,8 +2,11 @@
 //! links to nodes, and the stop flag.
 
 use crate::cluster::node::{unrunnable_kind, LinkSettings, NodeInfo, NodeRecord, NodeState};
-use crate::jobs::task::{JobKind, RunCtx, Task};
+use crate::jobs::slots::unsatisfiable;
+use crate::jobs::task::{queue_key, JobKind, QueueKey, RunCtx, Task};
 use crate::jobs::tracker::Tracker;
+use ppcore::resources::{Offer, Request};
+use ppcore::slots::Slots;
 use ppcore::sync::lock;
 use ppcore::{JobError, Lanes};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,11 +14,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) struct Core {
-    pub(crate) queue: Lanes<Arc<dyn Task>, JobKind>,
+    pub(crate) queue: Lanes<Arc<dyn Task>, QueueKey>,
     pub(crate) ctx: RunCtx,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) settings: LinkSettings,
     pub(crate) ncpus: AtomicUsize,
+    /// The local pool's offer and what its jobs hold.
+    pub(crate) slots: Slots,
     /// Whether nodes we do not know yet may still turn up (listen, discovery).
     pub(crate) open_ended: bool,
     links: Mutex<Vec<Arc<NodeRecord>>>,
@@ -42,7 +47,7 @@ impl Core {
     pub(crate) fn new(
         tracker: Arc<Tracker>,
         settings: LinkSettings,
-        ncpus: usize,
+        (ncpus, offer): (usize, Offer),
         open_ended: bool,
         ship_hint: fn() -> Option<&'static str>,
     ) -> Self {
@@ -52,6 +57,7 @@ impl Core {
             tracker,
             settings,
             ncpus: AtomicUsize::new(ncpus),
+            slots: Slots::new(offer),
             open_ended,
             links: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -226,8 +232,10 @@ impl Core {
     pub(crate) fn queued_kinds(&self) -> Vec<JobKind> {
         let mut kinds = Vec::new();
         // Asked of each kind with queued jobs; none is taken.
-        self.queue.drain_kinds(|kind| {
-            kinds.push(*kind);
+        self.queue.drain_kinds(|(kind, _)| {
+            if !kinds.contains(kind) {
+                kinds.push(*kind);
+            }
             false
         });
         kinds
@@ -255,12 +263,31 @@ impl Core {
         }
     }
 
+    /// Whether a job asking for `request` may ever run: on the local pool
+    /// (the only place requests run this round), with workers, when it
+    /// fits the pool's offer. Turns the pool's ledger on.
+    pub(crate) fn check_request(&self, request: &Request) -> Result<(), JobError> {
+        let offer = self.slots.offer();
+        if self.ncpus.load(Ordering::Acquire) == 0 {
+            return Err(unsatisfiable(
+                request,
+                &offer,
+                "no local workers (ncpus = 0)",
+            ));
+        }
+        if let Err(short) = offer.covers(request) {
+            return Err(unsatisfiable(request, &offer, &short));
+        }
+        self.slots.engage();
+        Ok(())
+    }
+
     /// Queues a new job.
     pub(crate) fn enqueue(&self, task: Arc<dyn Task>) {
         if self.stopped() {
             return task.abandon(crate::jobs::task::shutdown_error());
         }
-        self.queue.push_kind(task.job(), task);
+        self.queue.push_kind(queue_key(&task), task);
     }
 
     /// Puts a job handed back (its node was lost or stopped) ahead of the
@@ -279,7 +306,7 @@ impl Core {
         if !task.inputs().is_empty() {
             return self.place(task);
         }
-        self.queue.push_front_kind(task.job(), task);
+        self.queue.push_front_kind(queue_key(&task), task);
     }
 
     /// Whether anyone (local workers, a node, a node yet to come) may run `job`;
@@ -324,13 +351,27 @@ impl Core {
     /// pool was emptied: fails the queued jobs nobody can run now, with the
     /// reason; the others keep their places.
     pub(crate) fn fail_unrunnable(&self) {
-        if self.ncpus.load(Ordering::Acquire) > 0 || self.open_ended {
+        if self.ncpus.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        // Jobs with a request run on the local pool only: with no workers
+        // they never run.
+        for task in self.queue.drain_kinds(|(_, request)| request.is_some()) {
+            let request = task.request().cloned().unwrap_or_default();
+            let offer = self.slots.offer();
+            task.abandon(unsatisfiable(
+                &request,
+                &offer,
+                "no local workers (ncpus = 0)",
+            ));
+        }
+        if self.open_ended {
             return;
         }
         let mut verdicts: Vec<(JobKind, Option<String>)> = Vec::new();
         // Asked once per kind queued; the jobs of kinds someone can run are
         // not touched.
-        let doomed = self.queue.drain_kinds(|kind| {
+        let doomed = self.queue.drain_kinds(|(kind, _)| {
             let why = self.runnable(*kind).err();
             let doomed = why.is_some();
             verdicts.push((*kind, why));

@@ -9,6 +9,7 @@ use crate::jobs::cell::{expire, resolve, resolve_kept, Cell, Holder};
 use crate::jobs::recorder::LOCAL;
 use crate::jobs::timer::{Expire, Timer};
 use crate::jobs::tracker::Tracker;
+use ppcore::resources::Request;
 use ppcore::shared::{KeptSource, SharedId, SharedValue};
 use ppcore::wire::KeepOp;
 use ppcore::{ErrorKind, Job, JobError, NodeCounters};
@@ -20,6 +21,15 @@ use std::time::{Duration, Instant};
 
 /// A kind of job, as the queue keeps them apart: its name and signature.
 pub(crate) type JobKind = (&'static str, &'static str);
+
+/// How the queue keeps jobs apart: their kind and what they ask for
+/// (`None`: one cpu), so that a consumer can take only jobs that fit it.
+pub(crate) type QueueKey = (JobKind, Option<Arc<Request>>);
+
+/// `task`'s place in the queue.
+pub(crate) fn queue_key(task: &Arc<dyn Task>) -> QueueKey {
+    (task.job(), task.request().cloned())
+}
 
 /// What running a job needs besides the job itself.
 pub(crate) struct RunCtx {
@@ -165,6 +175,10 @@ pub(crate) trait Task: Expire + Send + Sync {
     fn is_remake(&self) -> bool {
         false
     }
+    /// What it asks for beyond one cpu (`Options::cpus`, `resource`, ...).
+    fn request(&self) -> Option<&Arc<Request>> {
+        None
+    }
 }
 
 /// Whether `task` is one that `Server::cancel_group(g)` (`Some(g)`) or
@@ -186,6 +200,8 @@ pub(crate) struct TypedTask<J: Job> {
     run: Mutex<Run<J>>,
     /// Its result is recorded in the journal (the entry is in `Extra`).
     journaled: bool,
+    /// What it asks for beyond one cpu.
+    request: Option<Arc<Request>>,
     job: PhantomData<fn() -> J>,
 }
 
@@ -246,8 +262,15 @@ impl<J: Job> TypedTask<J> {
                 extra,
                 permit: None,
             }),
+            request: None,
             job: PhantomData,
         }
+    }
+
+    /// The same job asking for `request` (`None`: one cpu, nothing else).
+    pub(crate) fn with_request(mut self, request: Option<Arc<Request>>) -> Self {
+        self.request = request;
+        self
     }
 
     /// Holds `permit` until the job is taken.
@@ -643,6 +666,10 @@ impl<J: Job> Task for TypedTask<J> {
             .extra
             .as_ref()
             .map_or_else(Vec::new, |e| e.inputs.clone())
+    }
+
+    fn request(&self) -> Option<&Arc<Request>> {
+        self.request.as_ref()
     }
 }
 

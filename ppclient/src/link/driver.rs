@@ -410,8 +410,10 @@ impl Driver<'_> {
             let room = self.link.free().min(MAX_BATCH).saturating_sub(pinned);
             if !took && room > 0 {
                 let (link, kinds) = (&self.link, &mut self.kinds);
+                // Jobs with a request run on the local pool only (nodes
+                // do not tell their offers yet).
                 tasks.extend(self.core.queue.pop_batch(
-                    |kind| Self::runs(link, kinds, kind),
+                    |(kind, request)| request.is_none() && Self::runs(link, kinds, kind),
                     room,
                     Some(&self.watcher),
                 ));
