@@ -60,8 +60,7 @@ fn a_four_cpu_job_takes_four_of_the_pools_slots() {
 
 /// Licence instances in use, violations (an instance handed out twice or
 /// none handed), the most held at once, and how many jobs began.
-static LICENCES: Mutex<(BTreeSet<u32>, u32, usize, usize)> =
-    Mutex::new((BTreeSet::new(), 0, 0, 0));
+static LICENCES: Mutex<(BTreeSet<u32>, u32, usize, usize)> = Mutex::new((BTreeSet::new(), 0, 0, 0));
 /// How many `licensed` jobs the test submits.
 const LICENSED_JOBS: usize = 8;
 static LICENCE_CHANGED: Condvar = Condvar::new();
@@ -240,4 +239,134 @@ fn jobs_begun_before_the_first_request_still_count() {
     }
     assert_eq!(wide.wait(), Ok(0));
     assert_eq!(SEEN_BY_WIDE.load(Ordering::SeqCst), 0);
+}
+
+/// A node on loopback with `workers` workers offering `list`.
+fn node(keys: &ppclient::KeySet, workers: usize, list: &str) -> ppserver::Running {
+    let mut offer = ppclient::Offer::new(0);
+    offer.add_list(list).unwrap();
+    let config = ppserver::Config {
+        port: 0,
+        workers,
+        keys: Some(keys.clone()),
+        offer,
+        ..Default::default()
+    };
+    ppserver::start(config, ppclient::Registry::linked().unwrap()).unwrap()
+}
+
+fn client(keys: &ppclient::KeySet, nodes: &[&ppserver::Running]) -> Server {
+    Server::builder()
+        .ncpus(0)
+        .keys(keys.clone())
+        .nodes(nodes.iter().map(|n| n.local_addr().to_string()))
+        .require_nodes(nodes.len())
+        .build()
+        .unwrap()
+}
+
+/// GPU instances in use on the GPU node, violations, the most at once.
+static GPUS: Mutex<(BTreeSet<u32>, u32, usize)> = Mutex::new((BTreeSet::new(), 0, 0));
+
+ppclient::job! {
+    /// Holds the GPU it was handed for `ms`: its instance.
+    fn on_gpu(ms: u64) -> u32 {
+        let mine = job_context().instances("gpu").to_vec();
+        {
+            let mut g = GPUS.lock().unwrap();
+            if mine.len() != 1 || !g.0.insert(mine[0]) {
+                g.1 += 1;
+            }
+            g.2 = g.2.max(g.0.len());
+        }
+        std::thread::sleep(Duration::from_millis(ms));
+        if let Some(m) = mine.first() {
+            GPUS.lock().unwrap().0.remove(m);
+        }
+        mine.first().copied().unwrap_or(u32::MAX)
+    }
+}
+
+#[test]
+fn gpu_jobs_run_only_on_the_node_that_offers_them_never_more_at_once_each_its_own() {
+    let keys = ppclient::KeySet::one(ppclient::Key::generate().unwrap());
+    let plain = node(&keys, 4, "");
+    let gpus = node(&keys, 4, "gpu=2");
+    let server = client(&keys, &[&plain, &gpus]);
+    let one = Options::new().resource("gpu", 1.0);
+    let handles: Vec<_> = (0..12)
+        .map(|_| server.submit_with(on_gpu, (10,), &one))
+        .collect();
+    let got: BTreeSet<u32> = handles.into_iter().map(|h| h.wait().unwrap()).collect();
+    let g = GPUS.lock().unwrap();
+    assert_eq!(g.1, 0, "no gpu handed out twice at once, none missing");
+    assert!(g.2 <= 2, "never more than the two offered at once");
+    assert!(got.iter().all(|i| *i < 2), "{got:?}");
+    let stats = server.stats();
+    let ran = |addr: std::net::SocketAddr| {
+        stats
+            .nodes
+            .iter()
+            .find(|n| n.node == addr.to_string())
+            .map_or(0, |n| n.jobs)
+    };
+    assert_eq!(ran(plain.local_addr()), 0, "the node without gpus ran none");
+    assert_eq!(ran(gpus.local_addr()), 12);
+}
+
+#[test]
+fn four_cpu_jobs_on_a_four_worker_node_run_one_at_a_time_while_one_cpu_jobs_fill_others() {
+    let keys = ppclient::KeySet::one(ppclient::Key::generate().unwrap());
+    let wide_node = node(&keys, 4, "");
+    let narrow = node(&keys, 2, "");
+    let server = client(&keys, &[&wide_node, &narrow]);
+    let wide = Options::new().cpus(4);
+    let mut handles = Vec::new();
+    for i in 0..30 {
+        match i % 5 {
+            0 => handles.push(server.submit_with(weighed, (20,), &wide)),
+            _ => handles.push(server.submit_with(weighed, (10,), Options::new().cpus(1))),
+        }
+    }
+    let cpus: Vec<u32> = handles.into_iter().map(|h| h.wait().unwrap()).collect();
+    assert_eq!(cpus.iter().filter(|c| **c == 4).count(), 6);
+    assert_eq!(
+        WIDE_MAX.load(Ordering::SeqCst),
+        1,
+        "4-cpu jobs one at a time"
+    );
+    let stats = server.stats();
+    let narrow_ran = stats
+        .nodes
+        .iter()
+        .find(|n| n.node == narrow.local_addr().to_string())
+        .map_or(0, |n| n.jobs);
+    assert!(narrow_ran > 0, "the 2-worker node took 1-cpu jobs");
+}
+
+#[test]
+fn a_request_no_node_can_meet_fails_naming_the_largest_offer() {
+    let keys = ppclient::KeySet::one(ppclient::Key::generate().unwrap());
+    let small = node(&keys, 2, "");
+    let big = node(&keys, 4, "gpu=1");
+    let server = client(&keys, &[&small, &big]);
+    let err = server
+        .submit_with(weighed, (0,), Options::new().cpus(8))
+        .wait()
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unsatisfiable);
+    assert!(err.message.contains("request cpus=8"), "{}", err.message);
+    assert!(
+        err.message.contains("largest offer is cpus=4"),
+        "{}",
+        err.message
+    );
+    let err = server
+        .submit_with(weighed, (0,), Options::new().resource("gpu", 2.0))
+        .wait()
+        .unwrap_err();
+    assert!(err.message.contains("gpu=2 (offers 1)"), "{}", err.message);
+    // What one of them offers runs there.
+    let half = Options::new().resource("gpu", 0.5);
+    assert_eq!(server.submit_with(weighed, (0,), &half).wait(), Ok(1));
 }

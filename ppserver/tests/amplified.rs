@@ -48,6 +48,7 @@ fn job(id: u64) -> RunJob {
         program: None,
         shared: Vec::new(),
         keep: None,
+        request: None,
     }
 }
 

@@ -71,6 +71,7 @@ fn job(id: u64, name: &str, args: Vec<u8>) -> RunJob {
         program: None,
         shared: Vec::new(),
         keep: None,
+        request: None,
     }
 }
 
@@ -473,6 +474,7 @@ fn a_client_cannot_read_another_clients_shared_value_by_naming_its_id() {
         program: None,
         shared,
         keep: None,
+        request: None,
     };
     // Not listed in the job: the job may not read it.
     assert!(s.send(&ClientMsg::Run(vec![job(1, Vec::new())])));

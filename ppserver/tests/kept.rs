@@ -19,6 +19,7 @@ fn echo(id: u64, bytes: &[u8], shared: &[SharedId], keep: Option<KeepOp>) -> Run
         program: None,
         shared: shared.to_vec(),
         keep,
+        request: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn job(id: u64, name: &str, args: Vec<u8>) -> RunJob {
         program: None,
         shared: Vec::new(),
         keep: None,
+        request: None,
     }
 }
 

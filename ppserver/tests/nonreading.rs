@@ -25,6 +25,7 @@ fn submit_big_results(s: &mut Session, n: u64) {
             program: None,
             shared: Vec::new(),
             keep: None,
+            request: None,
         }])));
     }
 }

@@ -149,6 +149,7 @@ fn relay(
                     program: None,
                     shared: Vec::new(),
                     keep: None,
+                    request: None,
                 }]);
                 out.extend(ppcore::encode_frame(&run).unwrap());
                 out.extend_from_slice(&frame);

@@ -26,6 +26,7 @@ fn flood_without_reading(s: &mut Session, n: u64, size: usize) -> bool {
             program: None,
             shared: Vec::new(),
             keep: None,
+            request: None,
         };
         if !s.send(&ClientMsg::Run(vec![job])) {
             return false;

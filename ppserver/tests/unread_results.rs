@@ -106,6 +106,7 @@ fn send_streamed(s: &mut Session, id: u64, stream: u64) -> bool {
         program: None,
         shared: Vec::new(),
         keep: None,
+        request: None,
     };
     s.send(&ClientMsg::RunStreamed { stream, job })
 }
@@ -238,6 +239,7 @@ fn inline_job(id: u64) -> RunJob {
         program: None,
         shared: Vec::new(),
         keep: None,
+        request: None,
     }
 }
 

@@ -143,6 +143,7 @@ fn non_reader(node: SocketAddr, last: u8, n: u64) -> Result<TcpStream> {
             program: None,
             shared: Vec::new(),
             keep: None,
+            request: None,
         }]);
         s.write_all(&framer.encode(&run)?)?;
     }

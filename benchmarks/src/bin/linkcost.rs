@@ -63,6 +63,7 @@ fn welcome() -> NodeMsg {
         shared_max: 0,
         reach: None,
         max_payload: 0,
+        offer: None,
     }
 }
 
@@ -224,6 +225,7 @@ fn per_job(args: &Args) -> Result<(f64, f64, f64)> {
                     program: None,
                     shared: Vec::new(),
                     keep: None,
+                    request: None,
                 };
                 (run, id)
             })
@@ -402,6 +404,7 @@ impl LinkEnd {
             program: None,
             shared: Vec::new(),
             keep: None,
+            request: None,
         };
         self.link
             .handle(Event::Submit(vec![(run, i)]), Instant::now());

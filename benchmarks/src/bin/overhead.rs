@@ -408,6 +408,7 @@ fn echo_frame() -> Result<Vec<u8>> {
         program: None,
         shared: Vec::new(),
         keep: None,
+        request: None,
     };
     let mut frame = ppcore::encode_frame(&ppcore::wire::ClientMsg::Run(vec![run]))?;
     frame.resize(frame.len() + ppcore::SEAL_OVERHEAD, 0);

@@ -4,7 +4,7 @@ use crate::api::server::Server;
 use crate::cluster::node::{LinkSettings, NodeInfo, NodeState};
 use crate::cluster::state::Core;
 use crate::find::dns::{DnsName, Resolver};
-use crate::jobs::task::Task;
+use crate::jobs::task::{QueueKey, Task};
 use crate::jobs::tracker::Tracker;
 use crate::journal::{Journal, JournalError};
 use crate::link::dial::with_port;
@@ -491,15 +491,29 @@ impl Builder {
             || (!crate::link::ship::initialized()).then_some(crate::link::ship::INIT_HINT),
         ));
         let worker_core = Arc::clone(&core);
-        let pool = Pool::start("pp-worker", ncpus, core.queue.clone(), move |task| {
-            let core = &*worker_core;
-            crate::jobs::slots::run_local(
-                &core.slots,
-                task,
-                || core.stopped(),
-                |task| Task::run_local(task, &core.ctx),
-            )
-        });
+        let taking = Arc::clone(&core);
+        // Local workers take jobs with a request only if the pool's offer
+        // covers it (the others wait for a node that offers it).
+        let fits_here = move |(_, request): &QueueKey| {
+            request
+                .as_ref()
+                .is_none_or(|r| taking.slots.covers(r).is_ok())
+        };
+        let pool = Pool::start_taking(
+            "pp-worker",
+            ncpus,
+            core.queue.clone(),
+            fits_here,
+            move |task| {
+                let core = &*worker_core;
+                crate::jobs::slots::run_local(
+                    &core.slots,
+                    task,
+                    || core.stopped(),
+                    |task| Task::run_local(task, &core.ctx),
+                )
+            },
+        );
         for node in &self.nodes {
             crate::link::spawn::start_static(&core, node.clone());
         }

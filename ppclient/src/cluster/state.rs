@@ -263,23 +263,75 @@ impl Core {
         }
     }
 
-    /// Whether a job asking for `request` may ever run: on the local pool
-    /// (the only place requests run this round), with workers, when it
-    /// fits the pool's offer. Turns the pool's ledger on.
+    /// Whether a job asking for `request` may ever run: the local pool
+    /// (with workers) or a node that is up offers it, or nodes that may
+    /// still join can. If not, the error names the request and the largest
+    /// offer. Named nodes have answered (or their connect timeout passed)
+    /// once `build` returned. Turns the local pool's ledger on.
     pub(crate) fn check_request(&self, request: &Request) -> Result<(), JobError> {
-        let offer = self.slots.offer();
-        if self.ncpus.load(Ordering::Acquire) == 0 {
-            return Err(unsatisfiable(
-                request,
-                &offer,
-                "no local workers (ncpus = 0)",
-            ));
-        }
-        if let Err(short) = offer.covers(request) {
-            return Err(unsatisfiable(request, &offer, &short));
-        }
         self.slots.engage();
-        Ok(())
+        let mut offers = Vec::new();
+        if self.ncpus.load(Ordering::Acquire) > 0 {
+            offers.push(self.slots.offer());
+        }
+        for link in self.links() {
+            let view = link.view();
+            if let (NodeState::Up { .. }, Some(offer)) = (&view.state, view.offer) {
+                offers.push(offer);
+            }
+        }
+        if offers.iter().any(|o| o.covers(request).is_ok()) || self.open_ended {
+            return Ok(());
+        }
+        let largest = offers.into_iter().max_by_key(|o| o.size_key());
+        Err(match largest {
+            Some(offer) => {
+                let short = offer.covers(request).err().unwrap_or_default();
+                unsatisfiable(request, &offer, &short)
+            }
+            None => unsatisfiable(
+                request,
+                &self.slots.offer(),
+                "no local workers and no node up",
+            ),
+        })
+    }
+
+    /// Fails the queued jobs whose request no machine up can meet, when
+    /// no node may still join; the others keep their places.
+    fn fail_unmet(&self) {
+        if self.open_ended {
+            return;
+        }
+        // The requests queued, judged with no lock of the queue held.
+        let mut asked: Vec<Arc<Request>> = Vec::new();
+        self.queue.drain_kinds(|(_, request)| {
+            if let Some(r) = request.as_ref().filter(|r| !asked.contains(r)) {
+                asked.push(Arc::clone(r));
+            }
+            false
+        });
+        let verdicts: Vec<(Arc<Request>, JobError)> = asked
+            .into_iter()
+            .filter_map(|r| self.check_request(&r).err().map(|e| (r, e)))
+            .collect();
+        if verdicts.is_empty() {
+            return;
+        }
+        let doomed = self.queue.drain_kinds(|(_, request)| {
+            request
+                .as_ref()
+                .is_some_and(|r| verdicts.iter().any(|(v, _)| v == r))
+        });
+        for task in doomed {
+            let err = task
+                .request()
+                .and_then(|r| verdicts.iter().find(|(v, _)| v == r))
+                .map(|(_, e)| e.clone());
+            if let Some(err) = err {
+                task.abandon(err);
+            }
+        }
     }
 
     /// Queues a new job.
@@ -351,21 +403,8 @@ impl Core {
     /// pool was emptied: fails the queued jobs nobody can run now, with the
     /// reason; the others keep their places.
     pub(crate) fn fail_unrunnable(&self) {
-        if self.ncpus.load(Ordering::Acquire) > 0 {
-            return;
-        }
-        // Jobs with a request run on the local pool only: with no workers
-        // they never run.
-        for task in self.queue.drain_kinds(|(_, request)| request.is_some()) {
-            let request = task.request().cloned().unwrap_or_default();
-            let offer = self.slots.offer();
-            task.abandon(unsatisfiable(
-                &request,
-                &offer,
-                "no local workers (ncpus = 0)",
-            ));
-        }
-        if self.open_ended {
+        self.fail_unmet();
+        if self.ncpus.load(Ordering::Acquire) > 0 || self.open_ended {
             return;
         }
         let mut verdicts: Vec<(JobKind, Option<String>)> = Vec::new();

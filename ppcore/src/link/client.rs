@@ -689,6 +689,7 @@ impl<T> ClientLink<T> {
             credit_bytes,
             shared_max,
             reach,
+            offer,
             ..
         } = welcome
         else {
@@ -735,6 +736,12 @@ impl<T> ClientLink<T> {
             credit_jobs: self.credit_jobs,
             credit_bytes: self.credit_bytes,
             reach,
+            offer: {
+                // An offer that does not check (a peer's) counts as none.
+                let mut offer = offer.filter(|o| o.check().is_ok()).unwrap_or_default();
+                offer.set_cpus(u32::try_from(workers).unwrap_or(u32::MAX));
+                offer
+            },
         }));
     }
 

@@ -221,6 +221,7 @@ mod tests {
             program: None,
             shared: Vec::new(),
             keep: None,
+            request: None,
         };
         bytes.extend(out.encode(&ClientMsg::Run(vec![run])).unwrap());
         let mut got = 0;

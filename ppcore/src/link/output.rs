@@ -32,6 +32,8 @@ pub struct NodeHello {
     /// Where peers reach the node for node-to-node transfers
     /// (`Welcome.reach`); `None`: they cannot.
     pub reach: Option<String>,
+    /// What it offers its jobs (`Welcome.offer`), its workers as cpus.
+    pub offer: crate::sched::resources::Offer,
 }
 
 /// Something that happened to a link.

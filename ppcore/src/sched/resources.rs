@@ -357,6 +357,36 @@ impl Offer {
         Ok(())
     }
 
+    /// Checks an offer that came from a peer: names, counts (at most
+    /// [`MAX_INSTANCES`] each, so a ledger of it stays small), order and
+    /// sizes as [`set_named`](Self::set_named) and
+    /// [`add_tag`](Self::add_tag) would have made them.
+    pub fn check(&self) -> Result<(), ResourceError> {
+        if self.named.len() > MAX_KINDS || self.tags.len() > MAX_KINDS {
+            return Err(ResourceError::TooMany);
+        }
+        for (i, (name, count)) in self.named.iter().enumerate() {
+            check_name(name)?;
+            if *count == 0 || *count > MAX_INSTANCES {
+                return Err(ResourceError::BadAmount {
+                    name: name.clone(),
+                    amount: count.to_string(),
+                    why: "not 1 to 4096 instances",
+                });
+            }
+            if i > 0 && self.named[i - 1].0 >= *name {
+                return Err(ResourceError::BadList(name.clone()));
+            }
+        }
+        for (i, tag) in self.tags.iter().enumerate() {
+            check_name(tag)?;
+            if i > 0 && self.tags[i - 1] >= *tag {
+                return Err(ResourceError::BadList(tag.clone()));
+            }
+        }
+        Ok(())
+    }
+
     /// The cpus offered.
     pub fn cpus(&self) -> u32 {
         self.cpus

@@ -5,6 +5,7 @@ use super::handle::Conn;
 use super::memory::Held;
 use crate::isolate::IsolatedJob;
 use crate::programs::program::Program;
+use ppcore::resources::Request;
 use ppcore::shared::SharedValue;
 use ppcore::wire::RunJob;
 use ppcore::JobError;
@@ -28,6 +29,8 @@ pub(crate) struct NodeJob {
     pub(crate) held: Held,
     /// Its result is kept here (jobs waiting for it may follow at once).
     pub(crate) keeps: bool,
+    /// What it asks for beyond one cpu (`RunJob.request`).
+    pub(crate) request: Option<Arc<Request>>,
 }
 
 impl IsolatedJob for NodeJob {
@@ -48,6 +51,7 @@ impl IsolatedJob for NodeJob {
             program: None,
             shared: self.shared.iter().map(|v| v.id()).collect(),
             keep: None,
+            request: None,
         }
     }
 

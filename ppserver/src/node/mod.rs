@@ -107,6 +107,9 @@ pub(crate) struct Node {
     shared_received: AtomicU64,
     /// Kept values exported to peers, and pulls from them.
     pub(crate) peers: crate::peer::Peers,
+    /// What the node offers its jobs and what running jobs hold: a job
+    /// with a request waits on its worker until it fits.
+    pub(crate) slots: ppcore::slots::Slots,
 }
 
 impl Node {
@@ -149,6 +152,9 @@ impl Node {
             per_source: config.max_per_source,
         });
         let memory = Arc::new(Memory::new(config.max_memory));
+        let mut offer = config.offer.clone();
+        offer.set_cpus(u32::try_from(config.workers).unwrap_or(u32::MAX));
+        let slots = ppcore::slots::Slots::new(offer);
         let config_max_payload = config.max_payload;
         let config_shared_max = config.shared_max;
         Node {
@@ -180,6 +186,7 @@ impl Node {
             shared: Mutex::new(SharedStore::new(config_shared_max)),
             shared_received: AtomicU64::new(0),
             peers: crate::peer::Peers::default(),
+            slots,
         }
     }
 
@@ -366,6 +373,18 @@ impl Node {
                 });
                 continue;
             };
+            // A request this node can never meet is answered at once: it
+            // never waits for what will not come.
+            if let Some(why) = job.request.as_ref().and_then(|r| self.never_fits(r)) {
+                out.finished(DoneJob {
+                    id: job.id,
+                    attempt: job.attempt,
+                    result: Err(JobError::new(ErrorKind::Unsatisfiable, why)),
+                    exec_ns: 0,
+                    kept: None,
+                });
+                continue;
+            }
             // Over --max-memory: back to the client, to run elsewhere or later.
             let Some(held) = self.memory.try_hold(job_bytes(&job)) else {
                 let n = self.refused_memory.fetch_add(1, Ordering::Relaxed) + 1;
@@ -389,6 +408,7 @@ impl Node {
                 out: Arc::clone(out),
                 program,
                 shared,
+                request: job.request.map(Arc::new),
             };
             let client = Arc::as_ptr(out) as usize;
             ppcore::sync::lock(&self.fair).push(client, job);
@@ -413,13 +433,14 @@ impl Node {
                 return false;
             };
             let mut batch = Vec::new();
-            if let Some(program) = first.program.clone() {
+            if let (Some(program), None) = (first.program.clone(), &first.request) {
                 // Leave the other workers their share of what is queued.
                 let most = (fair.len() / self.config.workers.max(1)).min(PROGRAM_BATCH - 1);
                 let mut bytes = first.args.len();
                 while batch.len() < most {
                     let same = |j: &NodeJob| {
-                        j.program.as_ref().is_some_and(|p| Arc::ptr_eq(p, &program))
+                        j.request.is_none()
+                            && j.program.as_ref().is_some_and(|p| Arc::ptr_eq(p, &program))
                             && bytes + j.args.len() <= PROGRAM_BATCH_BYTES
                     };
                     let Some(job) = fair.pop_from(&client, same) else {
@@ -436,7 +457,18 @@ impl Node {
             self.run(first);
         } else {
             batch.insert(0, first);
-            self.run_batch(batch);
+            // A batch takes one cpu (its jobs run one after another).
+            let mut batch = Some(batch);
+            let ran = self.slots.run(
+                None,
+                || false,
+                || {
+                    if let Some(batch) = batch.take() {
+                        self.run_batch(batch);
+                    }
+                },
+            );
+            debug_assert!(ran.is_ok(), "a plain request always fits in the end");
         }
         keeps
     }
@@ -507,8 +539,55 @@ impl Node {
         });
     }
 
-    /// Runs one job on this worker thread and sends its result.
-    pub(crate) fn run(&self, mut job: NodeJob) {
+    /// Why `request` (from a peer) can never run here, if it cannot: it
+    /// does not check, or it does not fit the offer.
+    fn never_fits(&self, request: &ppcore::resources::Request) -> Option<String> {
+        let offer = self.slots.offer();
+        let short = match request.check() {
+            Err(e) => e.to_string(),
+            Ok(()) => offer.covers(request).err()?,
+        };
+        Some(format!(
+            "request {request} cannot run on node {}: it offers {offer} (short of {short})",
+            self.node_id
+        ))
+    }
+
+    /// Runs one job on this worker thread, once its request fits (waiting
+    /// here), and sends its result.
+    pub(crate) fn run(&self, job: NodeJob) {
+        let request = job.request.clone();
+        let mut job = Some(job);
+        let ran = self.slots.run(
+            request.as_deref(),
+            || self.draining(),
+            || {
+                if let Some(job) = job.take() {
+                    self.run_held(job);
+                }
+            },
+        );
+        if let (Err(why), Some(job)) = (ran, job) {
+            let err = match why {
+                ppcore::slots::NotRun::Never(short) => {
+                    JobError::new(ErrorKind::Unsatisfiable, short)
+                }
+                ppcore::slots::NotRun::Stopped => {
+                    job.out.give_back(job.id, job.attempt);
+                    job.out.end();
+                    self.active.done();
+                    return;
+                }
+            };
+            self.report(&job, Err(err), 0);
+            job.out.end();
+            self.active.done();
+        }
+    }
+
+    /// Runs one job on this worker thread (what it asked for held) and
+    /// sends its result.
+    fn run_held(&self, mut job: NodeJob) {
         if !self.skip(&job) {
             let _running = self.meters.running();
             let started = Instant::now();
@@ -558,6 +637,7 @@ impl Node {
             credit_bytes: 0,
             shared_max: self.config.shared_max,
             reach: self.config.reach(),
+            offer: Some(self.slots.offer()),
         }
     }
 
@@ -568,6 +648,7 @@ impl Node {
             (store.len() as u64, store.used())
         };
         let peers = &self.peers.counts;
+        let (cpus_in_use, memory_in_use, resources_in_use) = self.slots.in_use();
         NodeStatus {
             version: crate::config::VERSION.to_owned(),
             workers: self.config.workers as u32,
@@ -596,6 +677,10 @@ impl Node {
             transfer_out_bytes: peers.served_bytes.load(Ordering::Relaxed),
             spilled_bytes: self.spill.used(),
             spill_reads: self.spill.reads(),
+            offer: Some(self.slots.offer()),
+            cpus_in_use,
+            memory_in_use,
+            resources_in_use,
         }
     }
 

@@ -162,6 +162,7 @@ fn fetch_over(
         program: None,
         shared: Vec::new(),
         keep: Some(KeepOp::Fetch(value)),
+        request: None,
     };
     let ask = [
         ClientMsg::Limits {

@@ -104,6 +104,7 @@ mod tests {
             program: None,
             shared: shared.to_vec(),
             keep: None,
+            request: None,
         }
     }
 

@@ -49,6 +49,7 @@ fn link_windowed(keys: KeySet, send_window: u64, now: Instant) -> NodeLink {
         shared_max: 0,
         reach: None,
         max_payload: 0,
+        offer: None,
     };
     NodeLink::new(config, welcome, now)
 }
@@ -267,6 +268,7 @@ fn tampered_injected_and_replayed_frames_close_the_connection_unrun() {
             program: None,
             shared: Vec::new(),
             keep: None,
+            request: None,
         }])
     };
     // modified
@@ -312,6 +314,7 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
         program: None,
         shared: Vec::new(),
         keep: None,
+        request: None,
     };
     c.feed(&mut l, &ClientMsg::Run(vec![run]), t0);
     c.feed(&mut l, &ClientMsg::Ping(5), t0);
@@ -467,6 +470,7 @@ fn job(id: u64, size: usize) -> RunJob {
         program: None,
         shared: Vec::new(),
         keep: None,
+        request: None,
     }
 }
 

@@ -131,6 +131,7 @@ fn welcome(workers: u32) -> NodeMsg {
         shared_max: 0,
         reach: None,
         max_payload: 0,
+        offer: None,
     }
 }
 
@@ -143,6 +144,7 @@ fn run(id: u64, attempt: u32) -> RunJob {
         program: None,
         shared: Vec::new(),
         keep: None,
+        request: None,
     }
 }
 

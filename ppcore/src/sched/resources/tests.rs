@@ -255,3 +255,14 @@ fn a_stream_of_small_jobs_does_not_starve_a_large_one() {
     // within 3 ticks.
     assert!(started <= 14, "started at tick {started}");
 }
+
+#[test]
+fn a_peer_offer_too_large_or_out_of_order_is_refused() {
+    let mut o = Offer::new(2);
+    o.named = vec![("gpu".into(), MAX_INSTANCES + 1)];
+    assert!(o.check().is_err());
+    o.named = vec![("b".into(), 1), ("a".into(), 1)];
+    assert!(o.check().is_err());
+    o.named = vec![("a".into(), 1), ("b".into(), 4096)];
+    assert!(o.check().is_ok());
+}
