@@ -339,6 +339,12 @@ pub struct Cli {
     /// the node's own buffers and kept values.
     #[arg(long, value_name = "SIZE", value_parser = ppcore::limits::parse_bytes)]
     pub memory: Option<u64>,
+    /// Offer what the Slurm allocation gives this node (set by the Slurm
+    /// launcher): workers from SLURM_CPUS_ON_NODE, memory from
+    /// SLURM_MEM_PER_NODE, GPUs from SLURM_JOB_GPUS or CUDA_VISIBLE_DEVICES,
+    /// unless --workers, --memory or --resources gpu=... say otherwise.
+    #[arg(long)]
+    pub slurm: bool,
     /// Directory whose entries `gpu=auto` counts, one per GPU (default
     /// PP_GPU_DIR, else /proc/driver/nvidia/gpus).
     #[arg(long, value_name = "DIR")]
@@ -360,7 +366,10 @@ impl Cli {
         Ok(Config {
             interface: self.interface,
             port: self.port,
-            workers: self.workers.unwrap_or(defaults.workers),
+            workers: self
+                .workers
+                .or_else(|| self.slurm.then(|| self.slurm_env().0).flatten())
+                .unwrap_or(defaults.workers),
             offer: self.offer(),
             keys,
             idle_timeout: self.idle_timeout.map(Duration::from_secs),
@@ -414,17 +423,32 @@ impl Cli {
     /// parsed: a list that passed cannot fail here, but for a count that
     /// `auto` made too large, which leaves the named resources out).
     fn offer(&self) -> ppcore::resources::Offer {
+        let (_, slurm_memory, slurm_gpus) = match self.slurm {
+            true => self.slurm_env(),
+            false => (None, None, None),
+        };
+        let memory = self.memory.or(slurm_memory);
         let build = |resources| {
             crate::offer::build(
                 resources,
                 self.tags.as_deref(),
-                self.memory,
+                memory,
                 self.gpu_dir.as_deref(),
             )
         };
-        build(self.resources.as_deref())
+        let mut offer = build(self.resources.as_deref())
             .or_else(|_| build(None))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let named_gpu = offer.named().iter().any(|(n, _)| n == "gpu");
+        if let (Some(gpus), false) = (slurm_gpus, named_gpu) {
+            let _ = offer.set_named("gpu", gpus.min(ppcore::resources::MAX_INSTANCES));
+        }
+        offer
+    }
+
+    /// What the Slurm allocation gives this node: cpus, memory, GPUs.
+    fn slurm_env(&self) -> (Option<usize>, Option<u64>, Option<u32>) {
+        crate::offer::slurm_offer(|k| std::env::var(k).ok())
     }
 
     /// The node's keys, from `--secret-file` or else the `PP_SECRET`

@@ -146,8 +146,8 @@ impl WorkerProcess {
                 .into_iter()
                 .find(|(name, _)| name == "gpu");
             if let Some((_, ids)) = gpus {
-                let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
-                cmd.env(CUDA_ENV, ids.join(","));
+                let node_list = std::env::var(CUDA_ENV).ok();
+                cmd.env(CUDA_ENV, cuda_devices(&ids, node_list.as_deref()));
             }
         }
         let mut process = spawn_with(cmd, max_payload)?;
@@ -295,6 +295,40 @@ thread_local! {
 
 /// The environment variable CUDA reads the GPUs a process may use from.
 pub(crate) const CUDA_ENV: &str = "CUDA_VISIBLE_DEVICES";
+
+/// `CUDA_VISIBLE_DEVICES` for a worker holding GPU instances `ids`: the
+/// ids themselves, or, where the node itself was given a list (Slurm sets
+/// one for its allocation), the entries of that list they index.
+fn cuda_devices(ids: &[u32], node_list: Option<&str>) -> String {
+    let own: Vec<&str> = node_list
+        .map(|l| {
+            l.split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let picked: Vec<String> = ids
+        .iter()
+        .map(|&i| match own.get(i as usize) {
+            Some(d) => (*d).to_owned(),
+            None => i.to_string(),
+        })
+        .collect();
+    picked.join(",")
+}
+
+#[cfg(test)]
+mod cuda_tests {
+    use super::cuda_devices;
+
+    #[test]
+    fn gpu_instances_index_the_nodes_own_device_list() {
+        assert_eq!(cuda_devices(&[1], None), "1");
+        assert_eq!(cuda_devices(&[0, 1], Some("2,3")), "2,3");
+        assert_eq!(cuda_devices(&[1], Some("5,7")), "7");
+    }
+}
 
 /// A running job: its connection (by address) and id.
 type JobKey = (usize, u64);

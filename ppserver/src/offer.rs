@@ -66,6 +66,24 @@ pub(crate) fn build(
     Ok(offer)
 }
 
+/// What a Slurm allocation gives this node, from Slurm's environment
+/// (`get` reads a variable): its cpus (`SLURM_CPUS_ON_NODE`), memory
+/// (`SLURM_MEM_PER_NODE`, MiB) and GPUs (`SLURM_JOB_GPUS`, else
+/// `CUDA_VISIBLE_DEVICES`: a list of ids).
+pub(crate) fn slurm_offer(
+    get: impl Fn(&str) -> Option<String>,
+) -> (Option<usize>, Option<u64>, Option<u32>) {
+    let cpus = get("SLURM_CPUS_ON_NODE").and_then(|v| v.trim().parse().ok());
+    let memory = get("SLURM_MEM_PER_NODE")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(|mib| mib.checked_mul(1 << 20));
+    let gpus = get("SLURM_JOB_GPUS")
+        .or_else(|| get("CUDA_VISIBLE_DEVICES"))
+        .map(|list| list.split(',').filter(|g| !g.trim().is_empty()).count())
+        .and_then(|n| u32::try_from(n).ok());
+    (cpus, memory, gpus)
+}
+
 /// How many of `name` this machine has: GPUs are counted; anything else
 /// `auto` is 0.
 fn auto_count(name: &str, gpu_dir: Option<&Path>) -> u32 {
@@ -196,6 +214,19 @@ mod tests {
         assert_eq!(cgroup_limit("max\n"), None);
         assert_eq!(cgroup_limit("9223372036854771712\n"), None);
         assert_eq!(cgroup_limit("1073741824\n"), Some(1 << 30));
+    }
+
+    #[test]
+    fn a_slurm_allocation_gives_its_cpus_memory_and_gpus() {
+        let env = |k: &str| match k {
+            "SLURM_CPUS_ON_NODE" => Some("8".to_owned()),
+            "SLURM_MEM_PER_NODE" => Some("4096".to_owned()),
+            "SLURM_JOB_GPUS" => Some("2,3".to_owned()),
+            _ => None,
+        };
+        assert_eq!(slurm_offer(env), (Some(8), Some(4 << 30), Some(2)));
+        let cuda = |k: &str| (k == "CUDA_VISIBLE_DEVICES").then(|| "0".to_owned());
+        assert_eq!(slurm_offer(cuda), (None, None, Some(1)));
     }
 
     #[test]
