@@ -318,18 +318,6 @@ fn cuda_devices(ids: &[u32], node_list: Option<&str>) -> String {
     picked.join(",")
 }
 
-#[cfg(test)]
-mod cuda_tests {
-    use super::cuda_devices;
-
-    #[test]
-    fn gpu_instances_index_the_nodes_own_device_list() {
-        assert_eq!(cuda_devices(&[1], None), "1");
-        assert_eq!(cuda_devices(&[0, 1], Some("2,3")), "2,3");
-        assert_eq!(cuda_devices(&[1], Some("5,7")), "7");
-    }
-}
-
 /// A running job: its connection (by address) and id.
 type JobKey = (usize, u64);
 
@@ -499,4 +487,16 @@ impl Running {
 
 fn cancelled() -> JobError {
     JobError::new(ErrorKind::Cancelled, "cancelled: worker process stopped")
+}
+
+#[cfg(test)]
+mod cuda_tests {
+    use super::cuda_devices;
+
+    #[test]
+    fn gpu_instances_index_the_nodes_own_device_list() {
+        assert_eq!(cuda_devices(&[1], None), "1");
+        assert_eq!(cuda_devices(&[0, 1], Some("2,3")), "2,3");
+        assert_eq!(cuda_devices(&[1], Some("5,7")), "7");
+    }
 }

@@ -95,7 +95,7 @@ pub fn millis(name: &str, units: f64) -> Result<u64, ResourceError> {
         return Err(bad("more than 4096"));
     }
     let m = rounded as u64;
-    if m > MILLI && m % MILLI != 0 {
+    if m > MILLI && !m.is_multiple_of(MILLI) {
         return Err(bad(
             "above 1, amounts are whole (instances are not split across)",
         ));
@@ -200,7 +200,7 @@ impl Request {
     /// earlier amount of it; 0 removes it).
     pub fn set_named(&mut self, name: &str, millis: u64) -> Result<(), ResourceError> {
         check_name(name)?;
-        if millis > MILLI && millis % MILLI != 0 {
+        if millis > MILLI && !millis.is_multiple_of(MILLI) {
             return Err(ResourceError::BadAmount {
                 name: name.to_owned(),
                 amount: units(millis),
@@ -249,7 +249,10 @@ impl Request {
         for (i, (name, m)) in self.named.iter().enumerate() {
             check_name(name)?;
             let sorted = i == 0 || self.named[i - 1].0 < *name;
-            if *m == 0 || (*m > MILLI && m % MILLI != 0) || *m > MAX_INSTANCES as u64 * MILLI {
+            if *m == 0
+                || (*m > MILLI && !m.is_multiple_of(MILLI))
+                || *m > MAX_INSTANCES as u64 * MILLI
+            {
                 return Err(ResourceError::BadAmount {
                     name: name.clone(),
                     amount: units(*m),

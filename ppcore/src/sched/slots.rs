@@ -25,6 +25,9 @@ pub const RESERVE_AFTER: Duration = Duration::from_millis(200);
 /// How often a waiting worker looks whether the server stops.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
 
+/// Named instances a job holds, by resource name.
+type Instances = Vec<(String, Vec<u32>)>;
+
 /// Why a job did not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotRun {
@@ -170,7 +173,7 @@ impl Slots {
         &self,
         asked: &Request,
         stopping: &impl Fn() -> bool,
-    ) -> Result<(Held, Vec<(String, Vec<u32>)>), NotRun> {
+    ) -> Result<(Held, Instances), NotRun> {
         let mut state = lock(&self.state);
         if let Err(short) = state.ledger.offer().covers(asked) {
             return Err(NotRun::Never(short));
