@@ -270,6 +270,10 @@ impl Core {
     /// once `build` returned. Turns the local pool's ledger on.
     pub(crate) fn check_request(&self, request: &Request) -> Result<(), JobError> {
         self.slots.engage();
+        let workers = self.ncpus.load(Ordering::Acquire) > 0;
+        if workers && self.slots.covers(request).is_ok() {
+            return Ok(()); // the common case: no offer copied
+        }
         let mut offers = Vec::new();
         if self.ncpus.load(Ordering::Acquire) > 0 {
             offers.push(self.slots.offer());

@@ -44,6 +44,10 @@ pub struct Slots {
     /// Jobs running outside the ledger (begun before it was engaged).
     plain: AtomicU32,
     state: Mutex<SlotState>,
+    /// The offer's cpus, and the rest of it (which never changes, its cpus
+    /// unbounded): for [`covers`](Slots::covers) without the lock.
+    cpus: AtomicU32,
+    fixed: Offer,
     changed: Condvar,
     /// Workers asleep on `changed`.
     sleepers: AtomicUsize,
@@ -72,7 +76,11 @@ impl Drop for Hold<'_> {
 impl Slots {
     /// A machine offering `offer` (its cpus are its worker threads).
     pub fn new(offer: Offer) -> Self {
+        let mut fixed = offer.clone();
+        fixed.set_cpus(u32::MAX);
         Slots {
+            cpus: AtomicU32::new(offer.cpus()),
+            fixed,
             engaged: AtomicBool::new(false),
             plain: AtomicU32::new(0),
             state: Mutex::new(SlotState {
@@ -97,9 +105,9 @@ impl Slots {
 
     /// The pool was resized to `n` workers.
     pub fn set_cpus(&self, n: usize) {
-        lock(&self.state)
-            .ledger
-            .set_cpus(u32::try_from(n).unwrap_or(u32::MAX));
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.cpus.store(n, Ordering::Relaxed);
+        lock(&self.state).ledger.set_cpus(n);
         self.changed();
     }
 
@@ -112,7 +120,12 @@ impl Slots {
 
     /// Whether the pool, empty, could run `request`; if not, why.
     pub fn covers(&self, request: &Request) -> Result<(), String> {
-        lock(&self.state).ledger.offer().covers(request)
+        // No lock: asked by the queue for every job a local worker looks at.
+        let cpus = self.cpus.load(Ordering::Relaxed);
+        if request.cpus() > cpus {
+            return Err(format!("cpus={} (offers {cpus})", request.cpus()));
+        }
+        self.fixed.covers(request)
     }
 
     fn changed(&self) {
