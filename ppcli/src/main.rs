@@ -197,6 +197,9 @@ fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result
             "transfers_in": s.transfers_in, "transfer_in_bytes": s.transfer_in_bytes,
             "transfers_out": s.transfers_out, "transfer_out_bytes": s.transfer_out_bytes,
             "spilled_bytes": s.spilled_bytes, "spill_reads": s.spill_reads,
+            "resources": resources_json(&s), "tags": s.offer.as_ref().map_or(&[][..], |o| o.tags()),
+            "cpus_in_use": s.cpus_in_use, "memory": s.offer.as_ref().and_then(|o| o.memory()),
+            "memory_in_use": s.memory_in_use,
         });
         println!("{out}");
     } else {
@@ -240,8 +243,39 @@ fn status(node: &str, keys: Option<&KeySet>, json: bool, timeout: f64) -> Result
             "spilled     {} bytes on disk, {} read back",
             s.spilled_bytes, s.spill_reads
         );
+        if let Some(offer) = &s.offer {
+            println!("offer       {}", ppcore::escape(&offer.to_string()));
+            let used: Vec<String> = s
+                .resources_in_use
+                .iter()
+                .map(|(name, m)| format!("{}={}", ppcore::escape(name), *m as f64 / 1000.0))
+                .collect();
+            println!(
+                "in use      cpus={} memory={} {}",
+                s.cpus_in_use,
+                ppcore::resources::bytes_text(s.memory_in_use),
+                used.join(" ")
+            );
+        }
     }
     Ok(())
+}
+
+/// `{"gpu": {"offered": 2, "in_use": 0.5}, ...}` of a node's status.
+fn resources_json(s: &ppclient::NodeStatus) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (name, count) in s.offer.as_ref().map_or(&[][..], |o| o.named()) {
+        let used = s
+            .resources_in_use
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, m)| *m);
+        out.insert(
+            name.clone(),
+            serde_json::json!({"offered": count, "in_use": used as f64 / 1000.0}),
+        );
+    }
+    serde_json::Value::Object(out)
 }
 
 /// How a run finds its nodes.

@@ -56,6 +56,36 @@ fn status_prints_version_workers_jobs_and_counters() {
 }
 
 #[test]
+fn status_shows_the_nodes_offer_resources_and_tags() {
+    let mut offer = ppcore::resources::Offer::new(0);
+    offer.add_list("gpu=2,licence=4").unwrap();
+    offer.add_tag("ssd").unwrap();
+    offer.set_memory(Some(1 << 30));
+    let config = ppserver::Config {
+        port: 0,
+        workers: 3,
+        keys: Some(ppcore::KeySet::parse(&SECRET).unwrap()),
+        offer,
+        ..Default::default()
+    };
+    let node = ppserver::start(config, ppcore::Registry::linked().unwrap()).unwrap();
+    let addr = node.local_addr().to_string();
+    let out = ppclient(&["status", &addr], SECRET.as_str());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("offer       cpus=3 memory=1.0 GiB gpu=2 licence=4 tags=ssd"),
+        "{text}"
+    );
+    assert!(text.contains("in use      cpus=0"), "{text}");
+    let out = ppclient(&["status", &addr, "--json"], SECRET.as_str());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["resources"]["gpu"]["offered"], 2, "{v}");
+    assert_eq!(v["resources"]["licence"]["in_use"], 0.0, "{v}");
+    assert_eq!(v["tags"], serde_json::json!(["ssd"]), "{v}");
+    assert_eq!(v["memory"], 1u64 << 30, "{v}");
+}
+
+#[test]
 fn run_maclaurin_prints_the_sum_and_the_stats_table() {
     let node = node();
     let addr = node.local_addr().to_string();

@@ -75,11 +75,16 @@ pub use journal::JournalError;
 pub use link::dial::{node_status, node_status_with, StatusError, StatusErrorKind};
 pub use link::ship::init;
 pub use ppcore::link::{DownReason, Refusal};
+/// What a job asks for and a machine offers (docs/RESOURCES.md).
+pub use ppcore::resources::{Offer, Request};
 pub use ppcore::wire::NodeStatus;
 pub use ppcore::{
     job, DuplicateJob, ErrorKind, Fallible, Job, JobEntry, JobError, Key, KeySet, NodeStats,
     Registry, Stats,
 };
+/// What a running job holds ([`Options::cpus`], [`Options::resource`]):
+/// `job_context().instances("gpu")` inside a job says which GPUs are its.
+pub use ppcore::{job_context, JobContext};
 /// Numeric vectors (`f64`, `f32`, `i64`, ...) that travel as raw
 /// little-endian bytes: the fast way to send arrays.
 pub use ppcore::{Array, Element};

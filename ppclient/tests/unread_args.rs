@@ -71,6 +71,7 @@ fn node_that_stops_reading(keys: KeySet, stop: mpsc::Receiver<()>) -> String {
             credit_bytes: 0,
             shared_max: 0,
             reach: None,
+            offer: None,
         };
         let mut link = NodeLink::new(config, welcome, Instant::now());
         let mut buf = [0u8; 512];

@@ -22,6 +22,10 @@ pub struct Config {
     pub port: u16,
     /// Worker threads.
     pub workers: usize,
+    /// What the node offers its jobs besides its workers (those are its
+    /// cpus): named resources, tags, memory (`--resources`, `--tags`,
+    /// `--memory`; default: nothing named, the machine's memory).
+    pub offer: ppcore::resources::Offer,
     /// The cluster's keys (generated: `ppserver --gen-secret FILE`; two
     /// during a rollover). A node does not start without one.
     pub keys: Option<KeySet>,
@@ -130,6 +134,11 @@ impl Default for Config {
             interface: IpAddr::from([127, 0, 0, 1]),
             port: DEFAULT_PORT,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            offer: {
+                let mut offer = ppcore::resources::Offer::new(0);
+                offer.set_memory(Some(crate::offer::machine_memory()));
+                offer
+            },
             keys: None,
             idle_timeout: None,
             discovery: false,
@@ -327,6 +336,29 @@ pub struct Cli {
     /// next client to reclaim; 0 turns it off.
     #[arg(long, default_value_t = 600, value_name = "SECS", value_parser = ppcore::limits::parse_whole_secs)]
     pub orphan_keep: u64,
+    /// Named resources offered to jobs, whole counts: `gpu=2,licence=4`;
+    /// `gpu=auto` counts NVIDIA GPUs (/proc/driver/nvidia/gpus or
+    /// `nvidia-smi -L`; --gpu-dir or PP_GPU_DIR names another directory).
+    #[arg(long, value_name = "LIST", value_parser = crate::offer::parse_resources)]
+    pub resources: Option<String>,
+    /// Tags of this node, for jobs that ask for one: `ssd,eu-west`.
+    #[arg(long, value_name = "LIST", value_parser = crate::offer::parse_tags)]
+    pub tags: Option<String>,
+    /// Memory offered to jobs' requests (default: the machine's, or its
+    /// cgroup's limit; suffixes K, M, G). --max-memory stays the bound on
+    /// the node's own buffers and kept values.
+    #[arg(long, value_name = "SIZE", value_parser = ppcore::limits::parse_bytes)]
+    pub memory: Option<u64>,
+    /// Offer what the Slurm allocation gives this node (set by the Slurm
+    /// launcher): workers from SLURM_CPUS_ON_NODE, memory from
+    /// SLURM_MEM_PER_NODE, GPUs from SLURM_JOB_GPUS or CUDA_VISIBLE_DEVICES,
+    /// unless --workers, --memory or --resources gpu=... say otherwise.
+    #[arg(long)]
+    pub slurm: bool,
+    /// Directory whose entries `gpu=auto` counts, one per GPU (default
+    /// PP_GPU_DIR, else /proc/driver/nvidia/gpus).
+    #[arg(long, value_name = "DIR")]
+    pub gpu_dir: Option<PathBuf>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -344,7 +376,11 @@ impl Cli {
         Ok(Config {
             interface: self.interface,
             port: self.port,
-            workers: self.workers.unwrap_or(defaults.workers),
+            workers: self
+                .workers
+                .or_else(|| self.slurm.then(|| self.slurm_env().0).flatten())
+                .unwrap_or(defaults.workers),
+            offer: self.offer(),
             keys,
             idle_timeout: self.idle_timeout.map(Duration::from_secs),
             discovery: self.discovery,
@@ -394,6 +430,38 @@ fn positive_secs(secs: f64) -> Option<Duration> {
 }
 
 impl Cli {
+    /// The offer of `--resources`, `--tags`, `--memory` (checked when
+    /// parsed: a list that passed cannot fail here, but for a count that
+    /// `auto` made too large, which leaves the named resources out).
+    fn offer(&self) -> ppcore::resources::Offer {
+        let (_, slurm_memory, slurm_gpus) = match self.slurm {
+            true => self.slurm_env(),
+            false => (None, None, None),
+        };
+        let memory = self.memory.or(slurm_memory);
+        let build = |resources| {
+            crate::offer::build(
+                resources,
+                self.tags.as_deref(),
+                memory,
+                self.gpu_dir.as_deref(),
+            )
+        };
+        let mut offer = build(self.resources.as_deref())
+            .or_else(|_| build(None))
+            .unwrap_or_default();
+        let named_gpu = offer.named().iter().any(|(n, _)| n == "gpu");
+        if let (Some(gpus), false) = (slurm_gpus, named_gpu) {
+            let _ = offer.set_named("gpu", gpus.min(ppcore::resources::MAX_INSTANCES));
+        }
+        offer
+    }
+
+    /// What the Slurm allocation gives this node: cpus, memory, GPUs.
+    fn slurm_env(&self) -> (Option<usize>, Option<u64>, Option<u32>) {
+        crate::offer::slurm_offer(|k| std::env::var(k).ok())
+    }
+
     /// The node's keys, from `--secret-file` or else the `PP_SECRET`
     /// environment variable (one key, or two during a rollover); `None` if
     /// neither is given. A value that is not a generated key is refused with

@@ -63,6 +63,9 @@ pub(crate) struct WorkerProcess {
     shared: HashSet<SharedId>,
     /// Kept values sent for the last jobs: freed there before the next.
     kept: Vec<SharedId>,
+    /// The instances it was started for (its environment): a job holding
+    /// others runs in a process started for them.
+    instances: String,
 }
 
 /// Starts `cmd` as a worker process: leader of its own process group, jobs
@@ -91,6 +94,7 @@ pub(crate) fn spawn_with(mut cmd: Command, max_payload: u64) -> std::io::Result<
         answers: FrameReader::new(answers, ppcore::worker::pipe_max_frame(max_payload)),
         shared: HashSet::new(),
         kept: Vec::new(),
+        instances: String::new(),
     })
 }
 
@@ -130,11 +134,25 @@ pub(crate) fn kill_group(group: Pid) {
 }
 
 impl WorkerProcess {
-    /// The node's own program as a worker.
-    fn spawn(max_payload: u64) -> std::io::Result<Self> {
+    /// The node's own program as a worker, for jobs holding `instances`
+    /// (`gpu=0,1;licence=3`, as the job's context says: in the process's
+    /// environment, its GPUs as `CUDA_VISIBLE_DEVICES`).
+    fn spawn(max_payload: u64, instances: &str) -> std::io::Result<Self> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.env(ppcore::worker::WORKER_ENV, "1");
-        spawn_with(cmd, max_payload)
+        if !instances.is_empty() {
+            cmd.env(ppcore::INSTANCES_ENV, instances);
+            let gpus = ppcore::JobContext::parse_instances(instances)
+                .into_iter()
+                .find(|(name, _)| name == "gpu");
+            if let Some((_, ids)) = gpus {
+                let node_list = std::env::var(CUDA_ENV).ok();
+                cmd.env(CUDA_ENV, cuda_devices(&ids, node_list.as_deref()));
+            }
+        }
+        let mut process = spawn_with(cmd, max_payload)?;
+        process.instances = instances.to_owned();
+        Ok(process)
     }
 
     /// Sends the process the shared values `jobs` name that it lacks, and
@@ -275,6 +293,31 @@ thread_local! {
     static PROCESS: RefCell<Option<WorkerProcess>> = const { RefCell::new(None) };
 }
 
+/// The environment variable CUDA reads the GPUs a process may use from.
+pub(crate) const CUDA_ENV: &str = "CUDA_VISIBLE_DEVICES";
+
+/// `CUDA_VISIBLE_DEVICES` for a worker holding GPU instances `ids`: the
+/// ids themselves, or, where the node itself was given a list (Slurm sets
+/// one for its allocation), the entries of that list they index.
+fn cuda_devices(ids: &[u32], node_list: Option<&str>) -> String {
+    let own: Vec<&str> = node_list
+        .map(|l| {
+            l.split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let picked: Vec<String> = ids
+        .iter()
+        .map(|&i| match own.get(i as usize) {
+            Some(d) => (*d).to_owned(),
+            None => i.to_string(),
+        })
+        .collect();
+    picked.join(",")
+}
+
 /// A running job: its connection (by address) and id.
 type JobKey = (usize, u64);
 
@@ -341,14 +384,20 @@ impl Running {
     pub(crate) fn run(&self, job: &impl IsolatedJob) -> Result<ByteBuf, JobError> {
         PROCESS.with(|slot| {
             let mut slot = slot.borrow_mut();
+            // The instances this thread's job holds (its context, set by
+            // the node's ledger): a process started for others is replaced.
+            let instances = ppcore::job_context().instances_text();
             let process = match slot.take() {
-                Some(process) => process,
-                None => WorkerProcess::spawn(self.max_payload).map_err(|e| {
-                    JobError::new(
-                        ErrorKind::Crashed,
-                        format!("cannot start a worker process: {e}"),
-                    )
-                })?,
+                Some(process) if process.instances == instances => process,
+                old => {
+                    drop(old); // killed and reaped
+                    WorkerProcess::spawn(self.max_payload, &instances).map_err(|e| {
+                        JobError::new(
+                            ErrorKind::Crashed,
+                            format!("cannot start a worker process: {e}"),
+                        )
+                    })?
+                }
             };
             let (result, alive) = self.run_on(process, job);
             *slot = alive; // a dead process is replaced on the next job
@@ -438,4 +487,16 @@ impl Running {
 
 fn cancelled() -> JobError {
     JobError::new(ErrorKind::Cancelled, "cancelled: worker process stopped")
+}
+
+#[cfg(test)]
+mod cuda_tests {
+    use super::cuda_devices;
+
+    #[test]
+    fn gpu_instances_index_the_nodes_own_device_list() {
+        assert_eq!(cuda_devices(&[1], None), "1");
+        assert_eq!(cuda_devices(&[0, 1], Some("2,3")), "2,3");
+        assert_eq!(cuda_devices(&[1], Some("5,7")), "7");
+    }
 }

@@ -34,12 +34,13 @@
 //! | `conn` | one connection: letting it in or refusing it on the accept thread (`conn/admit`), and its driver around [`ppcore::NodeLink`] (`conn/driver`): one thread that waits on the socket and its wake-ups, reads, writes (with a no-progress timeout) and does what the link says; the link decides the protocol's rules; the connection's spill files (`conn/spilled`: written, read back checked, deleted) |
 //! | `programs` | shipped programs: offers, one upload per hash (others wait as connection state, `programs/waiting`), a running program's worker processes (`programs/program`) |
 //! | `isolate` | isolation mode: worker processes that run jobs, replaced when they crash; knows a job only as an `IsolatedJob` |
+//! | `offer` | what the node offers jobs: `--resources` (with `gpu=auto` counted), `--tags`, `--memory` (the machine's, cgroup-aware, by default) |
 //! | `metrics` | `--metrics`: the node's counters at `/metrics` in the Prometheus text format |
 //! | `error` | [`ServeError`]: why a node could not start |
 //! | `daemon` | [`start`], [`serve`], [`main_with`]: listener, workers, discovery, `--join`, idle timeout, graceful stop |
 //!
 //! Imports point one way: `daemon` → `conn` → `node` → `programs` →
-//! `isolate`, `cache`; `metrics` → `node`, `error`. A lower module that
+//! `isolate`, `cache`; `metrics` → `node`, `error`; `config` → `offer`. A lower module that
 //! must reach a higher one's type does so through a trait it defines
 //! (`isolate::IsolatedJob`, `programs::waiting::Waiter`).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -52,10 +53,12 @@ mod error;
 mod isolate;
 mod metrics;
 mod node;
+mod offer;
 mod peer;
 mod programs;
 
 pub use config::{Cli, Config, Isolation, DEFAULT_CACHE_MAX, DEFAULT_SPILL_MAX, VERSION};
 pub use daemon::{main_linked, main_with, serve, start, Running};
 pub use error::ServeError;
+pub use offer::GPU_DIR_ENV;
 pub use ppcore::init_worker;

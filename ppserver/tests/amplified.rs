@@ -49,6 +49,7 @@ fn job(id: u64) -> RunJob {
         shared: Vec::new(),
         keep: None,
         journal: None,
+        request: None,
     }
 }
 

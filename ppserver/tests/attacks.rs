@@ -72,6 +72,7 @@ fn job(id: u64, name: &str, args: Vec<u8>) -> RunJob {
         shared: Vec::new(),
         keep: None,
         journal: None,
+        request: None,
     }
 }
 
@@ -475,6 +476,7 @@ fn a_client_cannot_read_another_clients_shared_value_by_naming_its_id() {
         shared,
         keep: None,
         journal: None,
+        request: None,
     };
     // Not listed in the job: the job may not read it.
     assert!(s.send(&ClientMsg::Run(vec![job(1, Vec::new())])));

@@ -20,6 +20,7 @@ fn echo(id: u64, bytes: &[u8], shared: &[SharedId], keep: Option<KeepOp>) -> Run
         shared: shared.to_vec(),
         keep,
         journal: None,
+        request: None,
     }
 }
 

@@ -50,6 +50,7 @@ fn job(id: u64, name: &str, args: Vec<u8>) -> RunJob {
         shared: Vec::new(),
         keep: None,
         journal: None,
+        request: None,
     }
 }
 

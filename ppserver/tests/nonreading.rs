@@ -26,6 +26,7 @@ fn submit_big_results(s: &mut Session, n: u64) {
             shared: Vec::new(),
             keep: None,
             journal: None,
+            request: None,
         }])));
     }
 }

@@ -208,6 +208,7 @@ fn a_programs_job_never_runs_as_the_built_in_of_its_name() {
         shared: Vec::new(),
         keep: None,
         journal: None,
+        request: None,
     };
     s.send(&ClientMsg::Run(vec![job(Some(ProgramId::of(b"not here")))]));
     let NodeMsg::Done(done) = s.next() else {

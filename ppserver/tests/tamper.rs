@@ -150,6 +150,7 @@ fn relay(
                     shared: Vec::new(),
                     keep: None,
                     journal: None,
+                    request: None,
                 }]);
                 out.extend(ppcore::encode_frame(&run).unwrap());
                 out.extend_from_slice(&frame);

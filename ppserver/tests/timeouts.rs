@@ -27,6 +27,7 @@ fn flood_without_reading(s: &mut Session, n: u64, size: usize) -> bool {
             shared: Vec::new(),
             keep: None,
             journal: None,
+            request: None,
         };
         if !s.send(&ClientMsg::Run(vec![job])) {
             return false;

@@ -107,6 +107,7 @@ fn send_streamed(s: &mut Session, id: u64, stream: u64) -> bool {
         shared: Vec::new(),
         keep: None,
         journal: None,
+        request: None,
     };
     s.send(&ClientMsg::RunStreamed { stream, job })
 }
@@ -240,6 +241,7 @@ fn inline_job(id: u64) -> RunJob {
         shared: Vec::new(),
         keep: None,
         journal: None,
+        request: None,
     }
 }
 

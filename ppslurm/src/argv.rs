@@ -67,6 +67,8 @@ impl NodeArgs {
             "0",
             "--log-level",
             "warn",
+            // Offer what the allocation gives: memory, GPUs.
+            "--slurm",
         ]
         .map(str::to_owned)
         .to_vec()

@@ -135,3 +135,13 @@ ppcore::job! {
         *x + 1
     }
 }
+
+ppcore::job! {
+    /// What the process running it was told of its GPUs
+    /// (`CUDA_VISIBLE_DEVICES`) and what the job's context says it holds:
+    /// for the tests of resources in process isolation.
+    pub fn visible_gpus() -> (Option<String>, Vec<u32>) {
+        let ctx = ppcore::job_context();
+        (std::env::var("CUDA_VISIBLE_DEVICES").ok(), ctx.instances("gpu").to_vec())
+    }
+}

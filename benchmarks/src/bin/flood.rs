@@ -144,6 +144,7 @@ fn non_reader(node: SocketAddr, last: u8, n: u64) -> Result<TcpStream> {
             shared: Vec::new(),
             keep: None,
             journal: None,
+            request: None,
         }]);
         s.write_all(&framer.encode(&run)?)?;
     }

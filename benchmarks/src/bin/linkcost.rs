@@ -63,6 +63,7 @@ fn welcome() -> NodeMsg {
         shared_max: 0,
         reach: None,
         max_payload: 0,
+        offer: None,
     }
 }
 
@@ -225,6 +226,7 @@ fn per_job(args: &Args) -> Result<(f64, f64, f64)> {
                     shared: Vec::new(),
                     keep: None,
                     journal: None,
+                    request: None,
                 };
                 (run, id)
             })
@@ -404,6 +406,7 @@ impl LinkEnd {
             shared: Vec::new(),
             keep: None,
             journal: None,
+            request: None,
         };
         self.link
             .handle(Event::Submit(vec![(run, i)]), Instant::now());

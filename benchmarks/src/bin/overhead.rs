@@ -35,6 +35,11 @@ struct Args {
     /// it is seen; then a second run that takes them all from it.
     #[arg(long, value_name = "PATH")]
     journal: Option<std::path::PathBuf>,
+    /// Also measure no-op jobs on the local pool each asking for
+    /// `cpus(1)` and `resource("licence", 1)`, the pool offering
+    /// `licence=2` (prints `resources_jobs_per_s`).
+    #[arg(long)]
+    resources: bool,
 }
 
 fn main() -> Result<std::process::ExitCode> {
@@ -57,6 +62,10 @@ fn main() -> Result<std::process::ExitCode> {
     let jobs_per_s = throughput(&server, args.jobs)?;
     let (p50, p99) = latency(&server, args.round_trips)?;
     drop(server);
+    let resources = match args.resources {
+        true => Some(resources_throughput(args.ncpus, args.jobs)?),
+        false => None,
+    };
     let journal = match &args.journal {
         Some(path) => Some(journal_throughput(args.ncpus, path, args.jobs)?),
         None => None,
@@ -108,6 +117,10 @@ fn main() -> Result<std::process::ExitCode> {
             "tcp_rtt_p50_us": tcp_p50,
             "local_over_rayon": jobs_per_s / rayon_per_s,
         });
+        if let Some(per_s) = resources {
+            out["resources_jobs_per_s"] = per_s.into();
+            out["resources_over_local"] = (per_s / jobs_per_s).into();
+        }
         if let Some((written, replayed)) = journal {
             out["journal_jobs_per_s"] = written.into();
             out["journal_over_local"] = (written / jobs_per_s).into();
@@ -142,6 +155,13 @@ fn main() -> Result<std::process::ExitCode> {
             "  {} queued no-op jobs: {queued_mb:.0} MB of RSS",
             args.jobs
         );
+        if let Some(per_s) = resources {
+            println!("local pool, jobs with cpus(1) + resource(\"licence\", 1), licence=2 offered");
+            println!(
+                "  throughput: {per_s:>12.0} no-op jobs/s ({:.2}x without; goal >= 0.8)",
+                per_s / jobs_per_s
+            );
+        }
         if let Some((written, replayed)) = journal {
             println!("local pool with a journal");
             println!(
@@ -195,6 +215,26 @@ struct Remote {
 fn throughput(server: &Server, jobs: u64) -> Result<f64> {
     let started = Instant::now();
     let handles: Vec<_> = (0..jobs).map(|_| server.submit(jobs::noop, ())).collect();
+    for h in handles {
+        h.wait()?;
+    }
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// No-op jobs on the local pool, each asking for a cpu and a licence of
+/// the two the pool offers, in jobs/s.
+fn resources_throughput(ncpus: Option<usize>, jobs: u64) -> Result<f64> {
+    let b = Server::builder().resources("licence=2");
+    let server = match ncpus {
+        Some(n) => b.ncpus(n),
+        None => b,
+    }
+    .build()?;
+    let asks = ppclient::Options::new().cpus(1).resource("licence", 1.0);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..jobs)
+        .map(|_| server.submit_with(jobs::noop, (), &asks))
+        .collect();
     for h in handles {
         h.wait()?;
     }
@@ -369,6 +409,7 @@ fn echo_frame() -> Result<Vec<u8>> {
         shared: Vec::new(),
         keep: None,
         journal: None,
+        request: None,
     };
     let mut frame = ppcore::encode_frame(&ppcore::wire::ClientMsg::Run(vec![run]))?;
     frame.resize(frame.len() + ppcore::SEAL_OVERHEAD, 0);

@@ -4,6 +4,7 @@ use crate::api::server::Server;
 use crate::cluster::node::{LinkSettings, NodeInfo, NodeState};
 use crate::cluster::state::Core;
 use crate::find::dns::{DnsName, Resolver};
+use crate::jobs::queue_key::QueueKey;
 use crate::jobs::task::Task;
 use crate::jobs::tracker::Tracker;
 use crate::journal::{Journal, JournalError};
@@ -52,6 +53,10 @@ pub enum BuildError {
     /// The message names the file and what to do.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The local pool's offer ([`Builder::resources`], [`Builder::tag`])
+    /// has a bad name or count.
+    #[error("local pool's offer: {0}")]
+    Resources(#[from] ppcore::resources::ResourceError),
 }
 
 ppcore::debug_as_display!(BuildError);
@@ -97,6 +102,10 @@ pub struct Builder {
     dns_every: Duration,
     /// The journal's file, and whether to start it fresh.
     journal: Option<(PathBuf, bool)>,
+    /// What the local pool offers besides its cpus (those are `ncpus`).
+    offer: ppcore::resources::Offer,
+    /// The first bad part of the offer, reported by `build`.
+    offer_error: Option<ppcore::resources::ResourceError>,
 }
 
 impl Default for Builder {
@@ -127,6 +136,8 @@ impl Default for Builder {
             dns: Vec::new(),
             dns_every: Duration::from_secs(10),
             journal: None,
+            offer: ppcore::resources::Offer::default(),
+            offer_error: None,
         }
     }
 }
@@ -145,6 +156,38 @@ impl Builder {
     /// At most [`ppcore::limits::MAX_WORKERS`].
     pub fn ncpus(mut self, n: usize) -> Self {
         self.ncpus = Some(n.min(ppcore::limits::MAX_WORKERS));
+        self
+    }
+
+    /// Named resources the local pool offers its jobs, as
+    /// `ppserver --resources` takes them: `"gpu=2,licence=4"` (whole
+    /// counts of instances: gpu 0 and gpu 1). Its cpus are its workers
+    /// ([`ncpus`](Self::ncpus)). A job asking for
+    /// [`Options::resource`](crate::Options::resource) runs locally only
+    /// while its amount is free. A bad list fails `build`. See
+    /// docs/RESOURCES.md.
+    pub fn resources(mut self, list: &str) -> Self {
+        if let Err(e) = self.offer.add_list(list) {
+            self.offer_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// A tag of the local pool (`ssd`): jobs asking for it
+    /// ([`Options::tag`](crate::Options::tag)) may run here.
+    pub fn tag(mut self, name: &str) -> Self {
+        if let Err(e) = self.offer.add_tag(name) {
+            self.offer_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// The memory the local pool offers its jobs, in bytes, for
+    /// [`Options::memory`](crate::Options::memory) requests (default: not
+    /// counted, any request fits). Placement only: a local job shares
+    /// this process's memory and nothing stops it taking more.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.offer.set_memory(Some(bytes));
         self
     }
 
@@ -389,6 +432,9 @@ impl Builder {
         // here with a message naming the fix (the node passes it on).
         ppcore::worker::exit_if_uninitialized_worker();
         ppcore::quiet_job_panics();
+        if let Some(e) = self.offer_error.take() {
+            return Err(e.into());
+        }
         let registry = match self.registry.take() {
             Some(r) => r,
             None => Registry::linked()?,
@@ -439,13 +485,39 @@ impl Builder {
         };
         let open_ended = listener.is_some() || self.discover.is_some() || !self.dns.is_empty();
         let tracker = Arc::new(Tracker::new()?);
-        let core = Arc::new(Core::new(tracker, settings, ncpus, open_ended, || {
-            (!crate::link::ship::initialized()).then_some(crate::link::ship::INIT_HINT)
-        }));
+        let mut offer = std::mem::take(&mut self.offer);
+        offer.set_cpus(u32::try_from(ncpus).unwrap_or(u32::MAX));
+        let core = Arc::new(Core::new(
+            tracker,
+            settings,
+            (ncpus, offer),
+            open_ended,
+            || (!crate::link::ship::initialized()).then_some(crate::link::ship::INIT_HINT),
+        ));
         let worker_core = Arc::clone(&core);
-        let pool = Pool::start("pp-worker", ncpus, core.queue.clone(), move |task| {
-            Task::run_local(task, &worker_core.ctx)
-        });
+        let taking = Arc::clone(&core);
+        // Local workers take jobs with a request only if the pool's offer
+        // covers it (the others wait for a node that offers it).
+        let fits_here = move |(_, request): &QueueKey| {
+            request
+                .as_ref()
+                .is_none_or(|r| taking.slots.covers(r).is_ok())
+        };
+        let pool = Pool::start_taking(
+            "pp-worker",
+            ncpus,
+            core.queue.clone(),
+            fits_here,
+            move |task| {
+                let core = &*worker_core;
+                crate::jobs::slots::run_local(
+                    &core.slots,
+                    task,
+                    || core.stopped(),
+                    |task| Task::run_local(task, &core.ctx),
+                )
+            },
+        );
         for node in &self.nodes {
             crate::link::spawn::start_static(&core, node.clone());
         }

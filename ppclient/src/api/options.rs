@@ -1,7 +1,9 @@
 //! [`Options`]: how to run a job; [`JobOptions`]: the same with a callback.
 
 use crate::jobs::cell::Callback;
+use ppcore::resources::{millis, Request};
 use ppcore::JobError;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How to run a job: group, timeout, retries. Passed to
@@ -28,6 +30,11 @@ pub struct Options {
     pub(crate) retries: u16,
     pub(crate) keep: bool,
     pub(crate) journal_key: Option<String>,
+    /// What the job asks for, when more than one cpu (`None`: one cpu).
+    pub(crate) request: Option<Arc<Request>>,
+    /// A request that could not be made (a bad name or amount): the job
+    /// fails at submit with it.
+    pub(crate) bad_request: Option<String>,
 }
 
 impl Options {
@@ -118,6 +125,78 @@ impl Options {
     pub fn journal_key(mut self, key: impl Into<String>) -> Self {
         self.journal_key = Some(key.into());
         self
+    }
+
+    /// Runs the job only where `n` cpus are free, and holds them while it
+    /// runs (default 1; 0 for a job that only waits). On the local pool
+    /// every worker is one cpu: a `cpus(4)` job takes four of its slots.
+    /// See docs/RESOURCES.md.
+    ///
+    /// ```
+    /// use ppclient::{Options, Server};
+    /// let server = Server::builder().ncpus(2).build()?;
+    /// let wide = Options::new().cpus(2);
+    /// assert_eq!(server.submit_with(jobs::echo_u64, (7,), &wide).wait()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cpus(mut self, n: u32) -> Self {
+        self.edit(|r| {
+            r.set_cpus(n);
+            Ok(())
+        });
+        self
+    }
+
+    /// Runs the job only where `bytes` of memory are free (of what the
+    /// machine offers: `Builder::resources`, `ppserver --memory`), and
+    /// holds them while it runs. See docs/RESOURCES.md for what is
+    /// enforced.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.edit(|r| {
+            r.set_memory(bytes);
+            Ok(())
+        });
+        self
+    }
+
+    /// Runs the job only where `amount` of the named resource `name` is
+    /// free (`gpu`, `licence`), and holds it while it runs. Amounts under
+    /// one are a part of one instance (`0.5` of a GPU), at most three
+    /// decimals; amounts of one or more are whole instances. The job
+    /// learns which instances it holds from
+    /// [`job_context`](crate::job_context). A bad name or amount fails the
+    /// job at submit.
+    ///
+    /// ```
+    /// use ppclient::{Builder, Options, Server};
+    /// let server = Server::builder().ncpus(2).resources("licence=1").build()?;
+    /// let licensed = Options::new().resource("licence", 1.0);
+    /// assert_eq!(server.submit_with(jobs::echo_u64, (5,), &licensed).wait()?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resource(mut self, name: &str, amount: f64) -> Self {
+        self.edit(|r| r.set_named(name, millis(name, amount)?));
+        self
+    }
+
+    /// Runs the job only on a machine with tag `name` (`ssd`, `eu-west`:
+    /// `ppserver --tags`, `Builder::tags`).
+    pub fn tag(mut self, name: &str) -> Self {
+        self.edit(|r| r.add_tag(name));
+        self
+    }
+
+    fn edit(
+        &mut self,
+        f: impl FnOnce(&mut Request) -> Result<(), ppcore::resources::ResourceError>,
+    ) {
+        let request = Arc::make_mut(self.request.get_or_insert_with(Default::default));
+        if let Err(e) = f(request) {
+            self.bad_request.get_or_insert(e.to_string());
+        }
+        if request.is_plain() {
+            self.request = None;
+        }
     }
 
     /// How many node worker processes this job may crash before it is

@@ -248,7 +248,15 @@ impl Server {
             clamp16(options.node_retries.unwrap_or(self.node_retries)),
             clamp16(options.crash_retries.unwrap_or(self.crash_retries)),
         );
-        let task = Arc::new(TypedTask::<J>::new(id, args, cell, limits, extra));
+        if let Some(bad) = &options.bad_request {
+            too_big = too_big.or(Some(JobError::new(ppcore::ErrorKind::Unsatisfiable, bad)));
+        }
+        if let (Some(request), None) = (&options.request, &too_big) {
+            too_big = self.core.check_request(request).err();
+        }
+        let task = Arc::new(
+            TypedTask::<J>::new(id, args, cell, limits, extra).with_request(options.request),
+        );
         let mut handle = JobHandle::new(Arc::clone(&task) as Arc<dyn Holder<J::Output>>, id);
         if let Some(kept) = kept {
             handle = handle.kept(kept, J::read_output_owned);
@@ -489,6 +497,7 @@ impl Server {
         let n = n.min(ppcore::limits::MAX_WORKERS);
         self.core.ncpus.store(n, Ordering::Release);
         self.pool.set_workers(n);
+        self.core.slots.set_cpus(n);
         // Queued jobs only local workers could have run fail now, with the reason.
         self.core.fail_unrunnable();
     }

@@ -87,6 +87,8 @@ pub struct NodeInfo {
     /// lacks the queued jobs. `None` when it runs them, and when its
     /// [`state`](Self::state) says why already (down, refused us).
     pub reason: Option<String>,
+    /// What it offers jobs (its `Welcome`; its workers as cpus), once up.
+    pub offer: Option<ppcore::resources::Offer>,
 }
 
 /// Where shipping this program to one node stands.
@@ -120,6 +122,8 @@ pub(crate) struct NodeView {
     pub(crate) ship: Ship,
     /// Where peers reach it for node-to-node transfers (`Welcome.reach`).
     pub(crate) reach: Option<String>,
+    /// What it offers jobs (`Welcome.offer`), once up.
+    pub(crate) offer: Option<ppcore::resources::Offer>,
 }
 
 impl Default for NodeView {
@@ -132,6 +136,7 @@ impl Default for NodeView {
             node_id: None,
             ship: Ship::No,
             reach: None,
+            offer: None,
         }
     }
 }
@@ -383,6 +388,7 @@ impl NodeRecord {
             state: view.state,
             addr: view.addr,
             node_id: view.node_id,
+            offer: view.offer,
         }
     }
 

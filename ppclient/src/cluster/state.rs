@@ -2,8 +2,12 @@
 //! links to nodes, and the stop flag.
 
 use crate::cluster::node::{unrunnable_kind, LinkSettings, NodeInfo, NodeRecord, NodeState};
+use crate::jobs::queue_key::{queue_key, QueueKey};
+use crate::jobs::slots::unsatisfiable;
 use crate::jobs::task::{JobKind, RunCtx, Task};
 use crate::jobs::tracker::Tracker;
+use ppcore::resources::{Offer, Request};
+use ppcore::slots::Slots;
 use ppcore::sync::lock;
 use ppcore::wire::JobKey;
 use ppcore::{JobError, Lanes};
@@ -13,11 +17,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) struct Core {
-    pub(crate) queue: Lanes<Arc<dyn Task>, JobKind>,
+    pub(crate) queue: Lanes<Arc<dyn Task>, QueueKey>,
     pub(crate) ctx: RunCtx,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) settings: LinkSettings,
     pub(crate) ncpus: AtomicUsize,
+    /// The local pool's offer and what its jobs hold.
+    pub(crate) slots: Slots,
     /// Whether nodes we do not know yet may still turn up (listen, discovery).
     pub(crate) open_ended: bool,
     links: Mutex<Vec<Arc<NodeRecord>>>,
@@ -49,7 +55,7 @@ impl Core {
     pub(crate) fn new(
         tracker: Arc<Tracker>,
         settings: LinkSettings,
-        ncpus: usize,
+        (ncpus, offer): (usize, Offer),
         open_ended: bool,
         ship_hint: fn() -> Option<&'static str>,
     ) -> Self {
@@ -59,6 +65,7 @@ impl Core {
             tracker,
             settings,
             ncpus: AtomicUsize::new(ncpus),
+            slots: Slots::new(offer),
             open_ended,
             links: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -267,8 +274,10 @@ impl Core {
     pub(crate) fn queued_kinds(&self) -> Vec<JobKind> {
         let mut kinds = Vec::new();
         // Asked of each kind with queued jobs; none is taken.
-        self.queue.drain_kinds(|kind| {
-            kinds.push(*kind);
+        self.queue.drain_kinds(|(kind, _)| {
+            if !kinds.contains(kind) {
+                kinds.push(*kind);
+            }
             false
         });
         kinds
@@ -296,12 +305,87 @@ impl Core {
         }
     }
 
+    /// Whether a job asking for `request` may ever run: the local pool
+    /// (with workers) or a node that is up offers it, or nodes that may
+    /// still join can. If not, the error names the request and the largest
+    /// offer. Named nodes have answered (or their connect timeout passed)
+    /// once `build` returned. Turns the local pool's ledger on.
+    pub(crate) fn check_request(&self, request: &Request) -> Result<(), JobError> {
+        self.slots.engage();
+        let workers = self.ncpus.load(Ordering::Acquire) > 0;
+        if workers && self.slots.covers(request).is_ok() {
+            return Ok(()); // the common case: no offer copied
+        }
+        let mut offers = Vec::new();
+        if self.ncpus.load(Ordering::Acquire) > 0 {
+            offers.push(self.slots.offer());
+        }
+        for link in self.links() {
+            let view = link.view();
+            if let (NodeState::Up { .. }, Some(offer)) = (&view.state, view.offer) {
+                offers.push(offer);
+            }
+        }
+        if offers.iter().any(|o| o.covers(request).is_ok()) || self.open_ended {
+            return Ok(());
+        }
+        let largest = offers.into_iter().max_by_key(|o| o.size_key());
+        Err(match largest {
+            Some(offer) => {
+                let short = offer.covers(request).err().unwrap_or_default();
+                unsatisfiable(request, &offer, &short)
+            }
+            None => unsatisfiable(
+                request,
+                &self.slots.offer(),
+                "no local workers and no node up",
+            ),
+        })
+    }
+
+    /// Fails the queued jobs whose request no machine up can meet, when
+    /// no node may still join; the others keep their places.
+    fn fail_unmet(&self) {
+        if self.open_ended {
+            return;
+        }
+        // The requests queued, judged with no lock of the queue held.
+        let mut asked: Vec<Arc<Request>> = Vec::new();
+        self.queue.drain_kinds(|(_, request)| {
+            if let Some(r) = request.as_ref().filter(|r| !asked.contains(r)) {
+                asked.push(Arc::clone(r));
+            }
+            false
+        });
+        let verdicts: Vec<(Arc<Request>, JobError)> = asked
+            .into_iter()
+            .filter_map(|r| self.check_request(&r).err().map(|e| (r, e)))
+            .collect();
+        if verdicts.is_empty() {
+            return;
+        }
+        let doomed = self.queue.drain_kinds(|(_, request)| {
+            request
+                .as_ref()
+                .is_some_and(|r| verdicts.iter().any(|(v, _)| v == r))
+        });
+        for task in doomed {
+            let err = task
+                .request()
+                .and_then(|r| verdicts.iter().find(|(v, _)| v == r))
+                .map(|(_, e)| e.clone());
+            if let Some(err) = err {
+                task.abandon(err);
+            }
+        }
+    }
+
     /// Queues a new job.
     pub(crate) fn enqueue(&self, task: Arc<dyn Task>) {
         if self.stopped() {
             return task.abandon(crate::jobs::task::shutdown_error());
         }
-        self.queue.push_kind(task.job(), task);
+        self.queue.push_kind(queue_key(&task), task);
     }
 
     /// Puts a job handed back (its node was lost or stopped) ahead of the
@@ -320,7 +404,7 @@ impl Core {
         if !task.inputs().is_empty() {
             return self.place(task);
         }
-        self.queue.push_front_kind(task.job(), task);
+        self.queue.push_front_kind(queue_key(&task), task);
     }
 
     /// Whether anyone (local workers, a node, a node yet to come) may run `job`;
@@ -365,13 +449,14 @@ impl Core {
     /// pool was emptied: fails the queued jobs nobody can run now, with the
     /// reason; the others keep their places.
     pub(crate) fn fail_unrunnable(&self) {
+        self.fail_unmet();
         if self.ncpus.load(Ordering::Acquire) > 0 || self.open_ended {
             return;
         }
         let mut verdicts: Vec<(JobKind, Option<String>)> = Vec::new();
         // Asked once per kind queued; the jobs of kinds someone can run are
         // not touched.
-        let doomed = self.queue.drain_kinds(|kind| {
+        let doomed = self.queue.drain_kinds(|(kind, _)| {
             let why = self.runnable(*kind).err();
             let doomed = why.is_some();
             verdicts.push((*kind, why));

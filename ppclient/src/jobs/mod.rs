@@ -1,12 +1,15 @@
 //! A job's life in the client, below everything that schedules it: the
 //! type-erased queue item and how a local worker runs it ([`task`]), its
 //! result cell ([`cell`]), timeouts ([`timer`]), pending counts and outcome
-//! counters ([`tracker`]), and what the dashboard records of jobs and links
-//! ([`recorder`]).
+//! counters ([`tracker`]), what the dashboard records of jobs and links
+//! ([`recorder`]), and the local pool's ledger of requests ([`slots`]).
 
 pub(crate) mod attempt;
 pub(crate) mod cell;
+pub(crate) mod holder;
+pub(crate) mod queue_key;
 pub(crate) mod recorder;
+pub(crate) mod slots;
 pub(crate) mod task;
 pub(crate) mod timer;
 pub(crate) mod tracker;

@@ -6,10 +6,11 @@
 //! caller's handle. Whoever holds it in the queue or ledger owns the run.
 
 use crate::jobs::attempt::{is_job_failure, Reclaim};
-use crate::jobs::cell::{expire, resolve, resolve_kept, Cell, Holder};
+use crate::jobs::cell::{expire, resolve, resolve_kept, Cell};
 use crate::jobs::recorder::LOCAL;
 use crate::jobs::timer::{Expire, Timer};
 use crate::jobs::tracker::Tracker;
+use ppcore::resources::Request;
 use ppcore::shared::{KeptSource, SharedId, SharedValue};
 use ppcore::wire::KeepOp;
 use ppcore::{ErrorKind, Job, JobError, NodeCounters};
@@ -170,6 +171,10 @@ pub(crate) trait Task: Expire + Send + Sync {
     fn is_remake(&self) -> bool {
         false
     }
+    /// What it asks for beyond one cpu (`Options::cpus`, `resource`, ...).
+    fn request(&self) -> Option<&Arc<Request>> {
+        None
+    }
 }
 
 /// Whether `task` is one that `Server::cancel_group(g)` (`Some(g)`) or
@@ -181,7 +186,7 @@ pub(crate) fn in_group(task: &Arc<dyn Task>, group: Option<usize>) -> bool {
 /// Job `J`: its result cell and what it takes to run it.
 pub(crate) struct TypedTask<J: Job> {
     id: u64,
-    cell: Cell<J::Output>,
+    pub(super) cell: Cell<J::Output>,
     /// When it was submitted, for the queue-wait statistic.
     submitted: Instant,
     /// Node losses this job may meet before it fails with `NodeLost`.
@@ -190,7 +195,9 @@ pub(crate) struct TypedTask<J: Job> {
     max_crashes: u16,
     run: Mutex<Run<J>>,
     /// Its result is recorded in the journal (the entry is in `Extra`).
-    journaled: bool,
+    pub(super) journaled: bool,
+    /// What it asks for beyond one cpu.
+    request: Option<Arc<Request>>,
     job: PhantomData<fn() -> J>,
 }
 
@@ -255,8 +262,15 @@ impl<J: Job> TypedTask<J> {
                 extra,
                 permit: None,
             }),
+            request: None,
             job: PhantomData,
         }
+    }
+
+    /// The same job asking for `request` (`None`: one cpu, nothing else).
+    pub(crate) fn with_request(mut self, request: Option<Arc<Request>>) -> Self {
+        self.request = request;
+        self
     }
 
     /// Holds `permit` until the job is taken.
@@ -269,6 +283,11 @@ impl<J: Job> TypedTask<J> {
     fn release(&self) {
         let permit = self.lock().permit.take();
         drop(permit);
+    }
+
+    /// Takes where its result is to be recorded (once).
+    pub(super) fn take_journal(&self) -> Option<crate::journal::Entry> {
+        self.lock().extra.as_mut()?.journal.take()
     }
 
     fn lock(&self) -> MutexGuard<'_, Run<J>> {
@@ -372,34 +391,6 @@ fn run_here<J: Job>(
             }
             result => return result,
         }
-    }
-}
-
-impl<J: Job> Holder<J::Output> for TypedTask<J> {
-    fn cell(&self) -> &Cell<J::Output> {
-        &self.cell
-    }
-
-    fn failed(&self, err: &JobError) {
-        if let Some((id, sink)) = self.keep_to() {
-            sink.failed(id, err);
-        }
-    }
-
-    fn journal(&self, result: &Result<J::Output, JobError>) -> Option<crate::journal::Prepared> {
-        if !self.journaled {
-            return None;
-        }
-        let entry = self.lock().extra.as_mut()?.journal.take()?;
-        let outcome = match result {
-            Ok(value) => {
-                let mut bytes = Vec::new();
-                J::write_output(value, &mut bytes).ok()?;
-                Ok(bytes)
-            }
-            Err(e) => Err(e),
-        };
-        entry.prepare((J::NAME, J::SIGNATURE), outcome)
     }
 }
 
@@ -689,11 +680,15 @@ impl<J: Job> Task for TypedTask<J> {
             .as_ref()
             .map_or_else(Vec::new, |e| e.inputs.clone())
     }
+
+    fn request(&self) -> Option<&Arc<Request>> {
+        self.request.as_ref()
+    }
 }
 
 impl<J: Job> TypedTask<J> {
     /// Its kept value's id and sink, if its result is kept.
-    fn keep_to(&self) -> Option<(SharedId, Arc<dyn KeptSink>)> {
+    pub(super) fn keep_to(&self) -> Option<(SharedId, Arc<dyn KeptSink>)> {
         let run = self.lock();
         let keep = run.extra.as_ref()?.keep.as_ref()?;
         Some((keep.id, Arc::clone(&keep.sink)))

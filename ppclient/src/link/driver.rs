@@ -22,6 +22,7 @@ use crate::cluster::state::Core;
 use crate::jobs::task::{JobKind, Task};
 use crate::jobs::timer::Expire;
 use crate::link::dial::dial;
+use crate::link::fit::NodeFit;
 use mio::net::TcpStream;
 use mio::{Events, Poll};
 use ppcore::io_driver::{self, ReadOutcome, Spun, Waker, READS_PER_TURN, READ_BUF};
@@ -99,6 +100,9 @@ struct Driver<'a> {
     upload: Option<crate::link::ship::Upload>,
     /// When the node last answered a job.
     active: Instant,
+    /// The node's offer and what the jobs with a request sent there hold
+    /// (from its `Welcome`, while it is up).
+    fit: Option<NodeFit>,
 }
 
 /// Runs the link for `target` until it closes: dialling (or, for a node that
@@ -161,6 +165,7 @@ pub(crate) fn drive_with(
         kinds: Vec::new(),
         upload: None,
         active: now,
+        fit: None,
     };
     d.name = d.target_name();
     if let Some(stream) = stream {
@@ -414,11 +419,23 @@ impl Driver<'_> {
             let room = self.link.free().min(MAX_BATCH).saturating_sub(pinned);
             if !took && room > 0 {
                 let (link, kinds) = (&self.link, &mut self.kinds);
+                // Jobs that ask for nothing; then those with a request.
                 tasks.extend(self.core.queue.pop_batch(
-                    |kind| Self::runs(link, kinds, kind),
+                    |(kind, request)| request.is_none() && Self::runs(link, kinds, kind),
                     room,
                     Some(&self.watcher),
                 ));
+                // Jobs with a request, where it fits the node's offer now.
+                let left = (room + pinned).saturating_sub(tasks.len());
+                if let (Some(fit), true) = (&mut self.fit, left > 0) {
+                    let (core, watcher) = (self.core, &self.watcher);
+                    tasks.extend(fit.take(
+                        &core.queue,
+                        |k| Self::runs(link, kinds, k),
+                        left,
+                        watcher,
+                    ));
+                }
             }
             if tasks.is_empty() {
                 return took;
@@ -433,6 +450,17 @@ impl Driver<'_> {
     fn send_jobs(&mut self, tasks: Vec<Arc<dyn Task>>, pinned: usize) {
         let mut batch = Vec::with_capacity(tasks.len());
         let now = Instant::now();
+        // Jobs with a request that do not reach the link give back what
+        // they hold of the node's offer.
+        let asked: Vec<u64> = match self.fit {
+            Some(_) => tasks
+                .iter()
+                .filter(|t| t.request().is_some())
+                .map(|t| t.id())
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut sent = Vec::new();
         let mut tasks = tasks.into_iter().enumerate();
         let mut making = Vec::new();
         for (_, task) in tasks.by_ref() {
@@ -478,7 +506,9 @@ impl Driver<'_> {
                         shared,
                         keep: d.keep,
                         journal: d.journal,
+                        request: task.request().map(|r| (**r).clone()),
                     };
+                    sent.push(run.id);
                     let streamed = self.link.is_streamed(run.args.len());
                     batch.push((run, task));
                     // Streamed arguments go to the link at once: the next
@@ -505,6 +535,11 @@ impl Driver<'_> {
             match (i < pinned, self.record()) {
                 (true, Some(r)) => r.pin(task),
                 _ => self.core.requeue(task),
+            }
+        }
+        if let Some(fit) = &mut self.fit {
+            for id in asked.into_iter().filter(|id| !sent.contains(id)) {
+                fit.release(id);
             }
         }
         // Their results will be kept here: the jobs waiting on them follow.
@@ -575,7 +610,10 @@ impl Driver<'_> {
                 break;
             };
             match event {
-                LinkEvent::Up(hello) => self.up(hello),
+                LinkEvent::Up(hello) => {
+                    self.fit = Some(NodeFit::new(hello.offer.clone()));
+                    self.up(hello)
+                }
                 LinkEvent::Draining => {
                     tracing::info!(node = %self.name(), "node draining");
                     if let Some(r) = self.record() {
@@ -590,6 +628,7 @@ impl Driver<'_> {
                     }
                     // What it kept for this connection is gone with it.
                     self.core.node_lost(&self.name);
+                    self.fit = None;
                     self.core.contacted();
                 }
                 LinkEvent::Failed { reason } => {
@@ -611,6 +650,9 @@ impl Driver<'_> {
                     kept,
                 } => {
                     self.active = Instant::now();
+                    if let (Some(fit), Some(_)) = (&mut self.fit, job.request()) {
+                        fit.release(job.id());
+                    }
                     if let Some(r) = self.record().filter(|_| !job.is_fetch()) {
                         r.counters.record(exec, result.is_err());
                         if job.is_remake() && result.is_ok() {
@@ -643,6 +685,9 @@ impl Driver<'_> {
                     self.ship_refused(id, format!("upload refused: {reason}"))
                 }
                 LinkEvent::Returned { job, lost } => {
+                    if let (Some(fit), Some(_)) = (&mut self.fit, job.request()) {
+                        fit.release(job.id());
+                    }
                     if let Some(again) = job.retry(&self.name, lost) {
                         self.core.ctx.dash.get().inspect(|d| d.rerun(&self.name));
                         self.core.requeue(again);
@@ -700,6 +745,8 @@ impl Driver<'_> {
             r.set_reach(hello.reach.clone());
             let reachable = hello.reach.is_some();
             ppcore::sync::lock(&self.core.values.dir).set_reachable(r.name.clone(), reachable);
+            let offer = hello.offer.clone();
+            r.update(|v| v.offer = Some(offer));
             r.came_up(hello.node_id.clone(), jobs, hello.workers);
             tracing::info!(node = %r.name, workers = hello.workers, "node up");
         }

@@ -190,6 +190,7 @@ pub fn program_hello(registry: &Registry) -> Result<Vec<u8>, WorkerError> {
         credit_bytes: 0,
         shared_max: 0,
         reach: None,
+        offer: None,
     };
     encode_frame(&hello).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e).into())
 }
@@ -348,6 +349,7 @@ mod tests {
             shared: Vec::new(),
             keep: None,
             journal: None,
+            request: None,
         }]);
         encode_frame(&msg).unwrap()
     }

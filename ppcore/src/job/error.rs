@@ -40,6 +40,10 @@ pub enum ErrorKind {
     /// failed, or can no longer be made: the message names that job and
     /// its error. (An input that was cancelled cancels this job instead.)
     Dependency,
+    /// What the job asks for (`Options::cpus`, `memory`, `resource`,
+    /// `tag`) fits no machine the server has or may still get: the message
+    /// names the request and the largest offer.
+    Unsatisfiable,
 }
 
 impl fmt::Display for ErrorKind {
@@ -58,6 +62,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::WouldDeadlock => "would deadlock",
             ErrorKind::Taken => "result already taken",
             ErrorKind::Dependency => "input failed",
+            ErrorKind::Unsatisfiable => "request fits no machine",
         };
         f.write_str(s)
     }

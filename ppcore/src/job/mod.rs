@@ -6,6 +6,7 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `definition` | the `Job` trait, the `job!` macro, running a job with its panics caught, the type-erased runner |
+//! | `context` | [`JobContext`](context::JobContext): what the running job holds (`job_context()`), set per run by whoever runs it |
 //! | `codec` | `encode`, `decode`, `check_size`: the MessagePack codec of arguments and results |
 //! | `param_codec` | the codec `job!` picks per parameter: vectors of numbers as raw bytes, serde for the rest (the macro's business, public as `ppcore::__fast`) |
 //! | `binaries_as_arrays` | the decoder's second try: binaries rewritten as arrays of numbers, for serde's buffering types |
@@ -23,6 +24,7 @@ pub(crate) mod array;
 pub(crate) mod bigbuf;
 pub(crate) mod binaries_as_arrays;
 pub(crate) mod codec;
+pub(crate) mod context;
 pub(crate) mod definition;
 pub(crate) mod error;
 pub(crate) mod idmap;

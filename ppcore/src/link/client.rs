@@ -706,6 +706,7 @@ impl<T> ClientLink<T> {
             credit_bytes,
             shared_max,
             reach,
+            offer,
             ..
         } = welcome
         else {
@@ -748,6 +749,12 @@ impl<T> ClientLink<T> {
             credit_bytes: self.credit_bytes,
             reach,
             orphans: Vec::new(),
+            offer: {
+                // An offer that does not check (a peer's) counts as none.
+                let mut offer = offer.filter(|o| o.check().is_ok()).unwrap_or_default();
+                offer.set_cpus(u32::try_from(workers).unwrap_or(u32::MAX));
+                offer
+            },
         };
         match self.config.run {
             // The node's answer to our `Resume` comes next: up after it.

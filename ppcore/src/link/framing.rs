@@ -222,6 +222,7 @@ mod tests {
             shared: Vec::new(),
             keep: None,
             journal: None,
+            request: None,
         };
         bytes.extend(out.encode(&ClientMsg::Run(vec![run])).unwrap());
         let mut got = 0;

@@ -35,6 +35,8 @@ pub struct NodeHello {
     /// The jobs of our journaled run that the node holds for an earlier
     /// client of it (its answer to `Resume`; empty without a run).
     pub orphans: Vec<crate::wire::run::JobKey>,
+    /// What it offers its jobs (`Welcome.offer`), its workers as cpus.
+    pub offer: crate::sched::resources::Offer,
 }
 
 /// Something that happened to a link.

@@ -10,15 +10,19 @@
 //! | `pool` | [`Pool`](pool::Pool): resizable worker threads pulling from the queue |
 //! | `pending` | [`Pending`](pending::Pending): a count of unfinished work, with waiting for zero |
 //! | `stats` | `NodeCounters` while jobs run, `Stats` to read and print |
+//! | `resources` | what a job asks for ([`Request`](resources::Request)) and a machine offers ([`Offer`](resources::Offer)); the [`Ledger`](resources::Ledger) of what is free, held instances, and [`Turns`](resources::Turns) (the oldest waiter gets the machine after a bounded wait) (public as `ppcore::resources`) |
+//! | `slots` | [`Slots`](slots::Slots): a machine's ledger shared by the threads running its jobs; a job waits on its thread until its request fits (public as `ppcore::slots`) |
 //! | `values` | [`Directory`](values::Directory): where each kept result lies, which jobs wait for which, where a job whose inputs are ready runs (public as `ppcore::values`) |
 //!
-//! Only `pool` names another file (`queue`); nothing here names another
-//! top-level module.
+//! Only `pool` (`queue`) and `slots` (`resources`, and `job`'s context)
+//! name other files.
 
 pub mod budget;
 pub(crate) mod pending;
 pub(crate) mod pool;
 pub(crate) mod queue;
+pub mod resources;
 pub(crate) mod round_robin;
+pub mod slots;
 pub(crate) mod stats;
 pub mod values;

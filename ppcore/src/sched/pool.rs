@@ -17,6 +17,9 @@ const POLLS: u32 = 64;
 
 type Spawn = dyn Fn(Arc<Counts>, usize) -> bool + Send + Sync;
 
+/// Which kinds of item a pool's workers take.
+type Accept<K> = dyn Fn(&K) -> bool + Send + Sync;
+
 #[derive(Default)]
 struct Counts {
     target: AtomicUsize,
@@ -66,6 +69,29 @@ impl Pool {
         })
     }
 
+    /// [`start`](Self::start) with workers that take only items of the
+    /// kinds `accept` takes (asked under the queue's lock: keep it a
+    /// look); the others stay queued for other consumers.
+    pub fn start_taking<T, K, A, F>(
+        name: &str,
+        workers: usize,
+        queue: Lanes<T, K>,
+        accept: A,
+        run: F,
+    ) -> Self
+    where
+        T: Send + 'static,
+        K: PartialEq + Send + 'static,
+        A: Fn(&K) -> bool + Send + Sync + 'static,
+        F: Fn(T) + Send + Sync + 'static,
+    {
+        let accept: Arc<Accept<K>> = Arc::new(accept);
+        Self::start_with(name, workers, POLLS, queue, accept, move |item| {
+            run(item);
+            true
+        })
+    }
+
     /// [`start`](Self::start) with idle workers that look at the queue
     /// `polls` times before they sleep, after an item for which `run`
     /// answered true (after one it answered false they sleep at once).
@@ -86,15 +112,32 @@ impl Pool {
         K: PartialEq + Send + 'static,
         F: Fn(T) -> bool + Send + Sync + 'static,
     {
+        Self::start_with(name, workers, polls, queue, Arc::new(|_: &K| true), run)
+    }
+
+    fn start_with<T, K, F>(
+        name: &str,
+        workers: usize,
+        polls: u32,
+        queue: Lanes<T, K>,
+        accept: Arc<Accept<K>>,
+        run: F,
+    ) -> Self
+    where
+        T: Send + 'static,
+        K: PartialEq + Send + 'static,
+        F: Fn(T) -> bool + Send + Sync + 'static,
+    {
         let run = Arc::new(run);
         let name = name.to_owned();
         let spawn: Arc<Spawn> = Arc::new(move |counts: Arc<Counts>, index: usize| {
             let queue = queue.clone();
             let run = Arc::clone(&run);
+            let accept = Arc::clone(&accept);
             let worker_counts = Arc::clone(&counts);
             let spawned = std::thread::Builder::new()
                 .name(format!("{name}-{index}"))
-                .spawn(move || worker_loop(&worker_counts, &queue, polls, &*run));
+                .spawn(move || worker_loop(&worker_counts, &queue, polls, &*accept, &*run));
             if spawned.is_err() {
                 // The OS refused a thread: the pool stays smaller than asked.
                 counts.live.fetch_sub(1, Ordering::AcqRel);
@@ -155,8 +198,10 @@ fn worker_loop<T, K: PartialEq>(
     counts: &Counts,
     queue: &Lanes<T, K>,
     polls: u32,
+    accept: &Accept<K>,
     run: &(dyn Fn(T) -> bool + Send + Sync),
 ) {
+    let mut accept = |k: &K| accept(k);
     // Leaves the live count right if `run` ever panics.
     struct Leave<'a>(&'a Counts, bool);
     impl Drop for Leave<'_> {
@@ -175,12 +220,12 @@ fn worker_loop<T, K: PartialEq>(
             return;
         }
         if poll {
-            if let Some(item) = poll_briefly(queue, polls) {
+            if let Some(item) = poll_briefly(queue, polls, &mut accept) {
                 poll = run(item);
                 continue;
             }
         }
-        poll = match queue.pop_timeout(IDLE_CHECK) {
+        poll = match queue.pop_timeout_where(&mut accept, IDLE_CHECK) {
             Some(item) => run(item),
             None => false,
         };
@@ -190,9 +235,13 @@ fn worker_loop<T, K: PartialEq>(
 /// Looks at the queue a few times, yielding in between, before the worker
 /// sleeps: while jobs arrive back to back, a worker that stays awake saves the
 /// submitter a wake-up system call per job.
-fn poll_briefly<T, K: PartialEq>(queue: &Lanes<T, K>, polls: u32) -> Option<T> {
+fn poll_briefly<T, K: PartialEq>(
+    queue: &Lanes<T, K>,
+    polls: u32,
+    accept: &mut impl FnMut(&K) -> bool,
+) -> Option<T> {
     for _ in 0..polls {
-        if let Some(item) = queue.try_pop() {
+        if let Some(item) = queue.try_pop_where(accept) {
             return Some(item);
         }
         std::thread::yield_now();

@@ -184,11 +184,16 @@ impl<T, K: PartialEq> Lanes<T, K> {
 
     /// The next item, if one is queued.
     pub fn try_pop(&self) -> Option<T> {
+        self.try_pop_where(&mut |_| true)
+    }
+
+    /// The next item of a kind `accept` takes, if one is queued.
+    pub fn try_pop_where(&self, accept: &mut impl FnMut(&K) -> bool) -> Option<T> {
         if self.shared.len.load(Ordering::SeqCst) == 0 {
             return None;
         }
         let mut state = self.lock();
-        let item = state.pick(&mut |_| true).and_then(|p| state.take(p));
+        let item = state.pick(accept).and_then(|p| state.take(p));
         if item.is_some() {
             self.shared.len.fetch_sub(1, Ordering::SeqCst);
         }
@@ -197,14 +202,24 @@ impl<T, K: PartialEq> Lanes<T, K> {
 
     /// The next item, waiting at most `timeout` for one.
     pub fn pop_timeout(&self, timeout: Duration) -> Option<T> {
-        if let Some(item) = self.try_pop() {
+        self.pop_timeout_where(&mut |_| true, timeout)
+    }
+
+    /// The next item of a kind `accept` takes, waiting at most `timeout`
+    /// for one (woken by every push; items of other kinds stay put).
+    pub fn pop_timeout_where(
+        &self,
+        accept: &mut impl FnMut(&K) -> bool,
+        timeout: Duration,
+    ) -> Option<T> {
+        if let Some(item) = self.try_pop_where(accept) {
             return Some(item);
         }
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
         self.shared.sleepers.fetch_add(1, Ordering::SeqCst);
         let item = loop {
-            if let Some(item) = state.pick(&mut |_| true).and_then(|p| state.take(p)) {
+            if let Some(item) = state.pick(accept).and_then(|p| state.take(p)) {
                 self.shared.len.fetch_sub(1, Ordering::SeqCst);
                 break Some(item);
             }

@@ -44,7 +44,7 @@ use snow::{Builder, HandshakeState};
 /// Sent first, in clear, in the handshake's first message, so that a stray client is told apart at once.
 pub const MAGIC: &str = "pp-rs";
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// The largest handshake message either side sends or reads: what a peer
 /// may make us buffer before it has proved anything.

@@ -54,6 +54,12 @@ pub struct RunJob {
     /// `--orphan-keep`, for the run's next client to reclaim.
     #[serde(default)]
     pub journal: Option<JobKey>,
+    /// What the job asks for beyond one cpu (cpus, memory, named amounts,
+    /// tags); `None` (or missing): one cpu. The node runs it only within
+    /// its offer, holding the request while it runs; one that can never
+    /// fit fails with `Unsatisfiable` (PROTOCOL.md, "Resources").
+    #[serde(default)]
+    pub request: Option<crate::sched::resources::Request>,
 }
 
 /// What a `RunJob` asks of the node's kept values (PROTOCOL.md, "Kept
@@ -202,6 +208,19 @@ pub struct NodeStatus {
     /// recorded by their client.
     #[serde(default)]
     pub run_jobs: u64,
+    /// What the node offers its jobs (its workers as cpus, named
+    /// resources, tags, memory); `None` from older nodes.
+    #[serde(default)]
+    pub offer: Option<crate::sched::resources::Offer>,
+    /// Cpus held by running jobs now.
+    #[serde(default)]
+    pub cpus_in_use: u32,
+    /// Memory held by running jobs' requests now, in bytes.
+    #[serde(default)]
+    pub memory_in_use: u64,
+    /// Thousandths of each named resource held by running jobs now.
+    #[serde(default)]
+    pub resources_in_use: Vec<(String, u64)>,
 }
 
 /// What a client sends to a node.
@@ -335,6 +354,12 @@ pub enum NodeMsg {
         /// through the client.
         #[serde(default)]
         reach: Option<String>,
+        /// What the node offers its jobs: its workers as cpus, named
+        /// resources with their instance counts, tags, memory
+        /// (PROTOCOL.md, "Resources"). `None` (or missing): its workers as
+        /// cpus and nothing else.
+        #[serde(default)]
+        offer: Option<crate::sched::resources::Offer>,
     },
     /// The node refuses this connection, and says why.
     Reject {

@@ -109,6 +109,7 @@ fn batches_stay_within_the_frame_limit() {
             shared: Vec::new(),
             keep: None,
             journal: None,
+            request: None,
         })
         .collect();
     let max = 64 << 10;
@@ -131,7 +132,7 @@ proptest::proptest! {
 
     #[test]
     fn run_batches_round_trip(ids in proptest::collection::vec(0u64..u64::MAX, 0..64), args in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
-        let msg = ClientMsg::Run(ids.iter().map(|&id| RunJob { id, attempt: 1, name: "a::b".into(), args: ByteBuf::from(args.clone()), program: None, shared: Vec::new(), keep: None, journal: None, }).collect());
+        let msg = ClientMsg::Run(ids.iter().map(|&id| RunJob { id, attempt: 1, name: "a::b".into(), args: ByteBuf::from(args.clone()), program: None, shared: Vec::new(), keep: None, journal: None, request: None, }).collect());
         let frame = encode_frame(&msg).unwrap();
         let (back, used) = decode_frame::<ClientMsg>(&frame, DEFAULT_MAX_FRAME).unwrap().unwrap();
         proptest::prop_assert_eq!(used, frame.len());

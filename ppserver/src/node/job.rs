@@ -6,6 +6,7 @@ use super::memory::Held;
 use super::runs::Journaled;
 use crate::isolate::IsolatedJob;
 use crate::programs::program::Program;
+use ppcore::resources::Request;
 use ppcore::shared::SharedValue;
 use ppcore::wire::RunJob;
 use ppcore::JobError;
@@ -32,6 +33,8 @@ pub(crate) struct NodeJob {
     /// Its run, if its client is journaled: it runs on should the client
     /// vanish, and its result is kept until recorded.
     pub(crate) journal: Option<Journaled>,
+    /// What it asks for beyond one cpu (`RunJob.request`).
+    pub(crate) request: Option<Arc<Request>>,
 }
 
 impl NodeJob {
@@ -61,6 +64,7 @@ impl IsolatedJob for NodeJob {
             shared: self.shared.iter().map(|v| v.id()).collect(),
             keep: None,
             journal: None,
+            request: None,
         }
     }
 

@@ -111,6 +111,9 @@ pub(crate) struct Node {
     pub(crate) peers: crate::peer::Peers,
     /// Journaled clients' runs: results until recorded, orphans (`--orphan-keep`).
     pub(crate) runs: Arc<Runs>,
+    /// What the node offers its jobs and what running jobs hold: a job
+    /// with a request waits on its worker until it fits.
+    pub(crate) slots: ppcore::slots::Slots,
 }
 
 impl Node {
@@ -154,6 +157,9 @@ impl Node {
         });
         let memory = Arc::new(Memory::new(config.max_memory));
         let runs = Arc::new(Runs::new(config.orphan_keep, Arc::clone(&memory)));
+        let mut offer = config.offer.clone();
+        offer.set_cpus(u32::try_from(config.workers).unwrap_or(u32::MAX));
+        let slots = ppcore::slots::Slots::new(offer);
         let config_max_payload = config.max_payload;
         let config_shared_max = config.shared_max;
         Node {
@@ -186,6 +192,7 @@ impl Node {
             shared_received: AtomicU64::new(0),
             peers: crate::peer::Peers::default(),
             runs,
+            slots,
         }
     }
 
@@ -379,6 +386,18 @@ impl Node {
                 });
                 continue;
             };
+            // A request this node can never meet is answered at once: it
+            // never waits for what will not come.
+            if let Some(why) = job.request.as_ref().and_then(|r| self.never_fits(r)) {
+                out.finished(DoneJob {
+                    id: job.id,
+                    attempt: job.attempt,
+                    result: Err(JobError::new(ErrorKind::Unsatisfiable, why)),
+                    exec_ns: 0,
+                    kept: None,
+                });
+                continue;
+            }
             // Over --max-memory: back to the client, to run elsewhere or later.
             let Some(held) = self.memory.try_hold(job_bytes(&job)) else {
                 let n = self.refused_memory.fetch_add(1, Ordering::Relaxed) + 1;
@@ -414,6 +433,7 @@ impl Node {
                 out: Arc::clone(out),
                 program,
                 shared,
+                request: job.request.map(Arc::new),
             };
             let client = Arc::as_ptr(out) as usize;
             ppcore::sync::lock(&self.fair).push(client, job);
@@ -438,13 +458,14 @@ impl Node {
                 return false;
             };
             let mut batch = Vec::new();
-            if let Some(program) = first.program.clone() {
+            if let (Some(program), None) = (first.program.clone(), &first.request) {
                 // Leave the other workers their share of what is queued.
                 let most = (fair.len() / self.config.workers.max(1)).min(PROGRAM_BATCH - 1);
                 let mut bytes = first.args.len();
                 while batch.len() < most {
                     let same = |j: &NodeJob| {
-                        j.program.as_ref().is_some_and(|p| Arc::ptr_eq(p, &program))
+                        j.request.is_none()
+                            && j.program.as_ref().is_some_and(|p| Arc::ptr_eq(p, &program))
                             && bytes + j.args.len() <= PROGRAM_BATCH_BYTES
                     };
                     let Some(job) = fair.pop_from(&client, same) else {
@@ -461,7 +482,18 @@ impl Node {
             self.run(first);
         } else {
             batch.insert(0, first);
-            self.run_batch(batch);
+            // A batch takes one cpu (its jobs run one after another).
+            let mut batch = Some(batch);
+            let ran = self.slots.run(
+                None,
+                || false,
+                || {
+                    if let Some(batch) = batch.take() {
+                        self.run_batch(batch);
+                    }
+                },
+            );
+            debug_assert!(ran.is_ok(), "a plain request always fits in the end");
         }
         keeps
     }
@@ -547,8 +579,55 @@ impl Node {
         job.out.finished(done);
     }
 
-    /// Runs one job on this worker thread and sends its result.
-    pub(crate) fn run(&self, mut job: NodeJob) {
+    /// Why `request` (from a peer) can never run here, if it cannot: it
+    /// does not check, or it does not fit the offer.
+    fn never_fits(&self, request: &ppcore::resources::Request) -> Option<String> {
+        let offer = self.slots.offer();
+        let short = match request.check() {
+            Err(e) => e.to_string(),
+            Ok(()) => offer.covers(request).err()?,
+        };
+        Some(format!(
+            "request {request} cannot run on node {}: it offers {offer} (short of {short})",
+            self.node_id
+        ))
+    }
+
+    /// Runs one job on this worker thread, once its request fits (waiting
+    /// here), and sends its result.
+    pub(crate) fn run(&self, job: NodeJob) {
+        let request = job.request.clone();
+        let mut job = Some(job);
+        let ran = self.slots.run(
+            request.as_deref(),
+            || self.draining(),
+            || {
+                if let Some(job) = job.take() {
+                    self.run_held(job);
+                }
+            },
+        );
+        if let (Err(why), Some(job)) = (ran, job) {
+            let err = match why {
+                ppcore::slots::NotRun::Never(short) => {
+                    JobError::new(ErrorKind::Unsatisfiable, short)
+                }
+                ppcore::slots::NotRun::Stopped => {
+                    job.out.give_back(job.id, job.attempt);
+                    job.out.end();
+                    self.active.done();
+                    return;
+                }
+            };
+            self.report(&job, Err(err), 0);
+            job.out.end();
+            self.active.done();
+        }
+    }
+
+    /// Runs one job on this worker thread (what it asked for held) and
+    /// sends its result.
+    fn run_held(&self, mut job: NodeJob) {
         if !self.skip(&job) {
             let _running = self.meters.running();
             let started = Instant::now();
@@ -598,6 +677,7 @@ impl Node {
             credit_bytes: 0,
             shared_max: self.config.shared_max,
             reach: self.config.reach(),
+            offer: Some(self.slots.offer()),
         }
     }
 
@@ -609,6 +689,7 @@ impl Node {
         };
         let peers = &self.peers.counts;
         let (runs, run_jobs) = self.runs.counts();
+        let (cpus_in_use, memory_in_use, resources_in_use) = self.slots.in_use();
         NodeStatus {
             version: crate::config::VERSION.to_owned(),
             workers: self.config.workers as u32,
@@ -639,6 +720,10 @@ impl Node {
             spill_reads: self.spill.reads(),
             runs,
             run_jobs,
+            offer: Some(self.slots.offer()),
+            cpus_in_use,
+            memory_in_use,
+            resources_in_use,
         }
     }
 

@@ -163,6 +163,7 @@ fn fetch_over(
         shared: Vec::new(),
         keep: Some(KeepOp::Fetch(value)),
         journal: None,
+        request: None,
     };
     let ask = [
         ClientMsg::Limits {

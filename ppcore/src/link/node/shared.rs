@@ -105,6 +105,7 @@ mod tests {
             shared: shared.to_vec(),
             keep: None,
             journal: None,
+            request: None,
         }
     }
 

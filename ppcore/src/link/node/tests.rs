@@ -49,6 +49,7 @@ fn link_windowed(keys: KeySet, send_window: u64, now: Instant) -> NodeLink {
         shared_max: 0,
         reach: None,
         max_payload: 0,
+        offer: None,
     };
     NodeLink::new(config, welcome, now)
 }
@@ -268,6 +269,7 @@ fn tampered_injected_and_replayed_frames_close_the_connection_unrun() {
             shared: Vec::new(),
             keep: None,
             journal: None,
+            request: None,
         }])
     };
     // modified
@@ -314,6 +316,7 @@ fn a_draining_node_still_reads_control_frames_and_gives_jobs_back() {
         shared: Vec::new(),
         keep: None,
         journal: None,
+        request: None,
     };
     c.feed(&mut l, &ClientMsg::Run(vec![run]), t0);
     c.feed(&mut l, &ClientMsg::Ping(5), t0);
@@ -470,6 +473,7 @@ fn job(id: u64, size: usize) -> RunJob {
         shared: Vec::new(),
         keep: None,
         journal: None,
+        request: None,
     }
 }
 

@@ -132,6 +132,7 @@ fn welcome(workers: u32) -> NodeMsg {
         shared_max: 0,
         reach: None,
         max_payload: 0,
+        offer: None,
     }
 }
 
@@ -145,6 +146,7 @@ fn run(id: u64, attempt: u32) -> RunJob {
         shared: Vec::new(),
         keep: None,
         journal: None,
+        request: None,
     }
 }
 
