@@ -8,6 +8,13 @@ use std::sync::mpsc;
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
 
+/// `cargo test` runs this file's tests on threads of one process, and
+/// `RUNS` counts them all: each test runs alone.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 ppclient::job! {
     /// Doubles `x`, counting its runs in this process.
     pub fn counted_double(x: u64) -> u64 {
@@ -71,6 +78,7 @@ fn run(path: &PathBuf, n: u64) -> (Vec<Result<u64, ErrorKind>>, ppclient::Stats)
 
 #[test]
 fn a_second_run_gets_every_result_from_the_journal_without_running() {
+    let _serial = serial();
     let path = journal_path("replay");
     let before = RUNS.load(Ordering::SeqCst);
     let (first, stats) = run(&path, 20);
@@ -97,6 +105,7 @@ fn a_second_run_gets_every_result_from_the_journal_without_running() {
 
 #[test]
 fn a_recorded_jobs_callback_runs_again() {
+    let _serial = serial();
     let path = journal_path("callback");
     for round in 0..2 {
         let server = server(&path).unwrap();
@@ -113,6 +122,7 @@ fn a_recorded_jobs_callback_runs_again() {
 
 #[test]
 fn journal_keys_name_jobs_whatever_their_order() {
+    let _serial = serial();
     let path = journal_path("keys");
     let submit = |order: &[u64]| {
         let server = server(&path).unwrap();
@@ -135,6 +145,7 @@ fn journal_keys_name_jobs_whatever_their_order() {
 
 #[test]
 fn a_journal_of_another_program_is_refused_naming_its_jobs() {
+    let _serial = serial();
     let path = journal_path("other");
     {
         let mut r = Registry::new();
@@ -197,6 +208,7 @@ fn refused_as_unreadable(path: &PathBuf) {
 
 #[test]
 fn a_truncated_journal_is_refused_and_can_be_reset() {
+    let _serial = serial();
     let path = journal_path("truncated");
     run(&path, 50);
     let len = std::fs::metadata(&path).unwrap().len();
@@ -216,6 +228,7 @@ fn a_truncated_journal_is_refused_and_can_be_reset() {
 
 #[test]
 fn a_corrupt_record_is_refused_never_read_as_a_result() {
+    let _serial = serial();
     let path = journal_path("corrupt");
     run(&path, 50);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -234,6 +247,7 @@ fn a_corrupt_record_is_refused_never_read_as_a_result() {
 
 #[test]
 fn a_file_that_is_not_a_journal_is_refused() {
+    let _serial = serial();
     let path = journal_path("text");
     std::fs::write(&path, "these are notes, not a journal\n".repeat(200)).unwrap();
     refused_as_unreadable(&path);
@@ -242,6 +256,7 @@ fn a_file_that_is_not_a_journal_is_refused() {
 
 #[test]
 fn a_journal_of_a_newer_version_is_refused() {
+    let _serial = serial();
     let path = journal_path("newer");
     run(&path, 2);
     // The format version, as docs/JOURNAL.md describes the file.
@@ -270,6 +285,7 @@ fn a_journal_of_a_newer_version_is_refused() {
 
 #[test]
 fn a_journal_open_in_another_server_is_refused() {
+    let _serial = serial();
     let path = journal_path("in-use");
     let first = server(&path).unwrap();
     let err = server(&path).unwrap_err();
