@@ -5,34 +5,10 @@
 mod support;
 
 use ppclient::{Options, Server};
-use std::process::{Command, Stdio};
-use support::{ready_addr, Node, SECRET};
+use support::{node_with, Node, SECRET};
 
 fn gpu_node() -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pp-test-node"))
-        .args([
-            "--interface",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--log-level",
-            "warn",
-        ])
-        .args([
-            "--isolation",
-            "process",
-            "--workers",
-            "2",
-            "--resources",
-            "gpu=2",
-        ])
-        .env("PP_SECRET", SECRET.as_str())
-        .env_remove("CUDA_VISIBLE_DEVICES")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = ready_addr(&mut child);
-    Node(child, addr)
+    node_with("2", &["--resources", "gpu=2"])
 }
 
 #[test]

@@ -26,6 +26,12 @@ impl Drop for Node {
 
 /// Starts a node with `workers` worker processes.
 pub(crate) fn node(workers: &str) -> Node {
+    node_with(workers, &[])
+}
+
+/// Starts a node with `workers` worker processes and `more` arguments
+/// (told of no GPUs by its environment: only by what it offers).
+pub(crate) fn node_with(workers: &str, more: &[&str]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pp-test-node"))
         .args([
             "--interface",
@@ -36,7 +42,9 @@ pub(crate) fn node(workers: &str) -> Node {
             "warn",
         ])
         .args(["--isolation", "process", "--workers", workers])
+        .args(more)
         .env("PP_SECRET", SECRET.as_str())
+        .env_remove("CUDA_VISIBLE_DEVICES")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
