@@ -14,7 +14,8 @@
 use crate::job::context::{with_job_context, JobContext};
 use crate::sched::resources::{Held, Ledger, Offer, Request, Turns};
 use crate::sync::lock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,21 @@ pub const RESERVE_AFTER: Duration = Duration::from_millis(200);
 /// How often a waiting worker looks whether the server stops.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
 
-/// Named instances a job holds, by resource name.
-type Instances = Vec<(String, Vec<u32>)>;
+/// How many contexts a worker thread keeps for reuse.
+const CONTEXTS_KEPT: usize = 4;
+
+thread_local! {
+    /// The contexts this thread's last jobs ran with: by the machine's
+    /// [`Slots`] id and what the job held.
+    static CONTEXTS: RefCell<Vec<(u64, Held, Arc<JobContext>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Tells one machine's [`Slots`] from another's (for the contexts kept).
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Why a job did not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +53,8 @@ pub enum NotRun {
 
 /// One machine's ledger, shared by the threads that run its jobs.
 pub struct Slots {
+    /// Its identity among the machines of this process.
+    id: u64,
     /// Whether jobs go through the ledger (set at the first request).
     engaged: AtomicBool,
     /// Jobs running outside the ledger (begun before it was engaged).
@@ -79,6 +95,7 @@ impl Slots {
         let mut fixed = offer.clone();
         fixed.set_cpus(u32::MAX);
         Slots {
+            id: next_id(),
             cpus: AtomicU32::new(offer.cpus()),
             fixed,
             engaged: AtomicBool::new(false),
@@ -163,33 +180,64 @@ impl Slots {
         }
         let plain = Request::new();
         let asked = request.unwrap_or(&plain);
-        let (held, instances) = self.wait_for(asked, &stopping)?;
+        let held = self.wait_for(asked, &stopping)?;
+        let context = request.map(|asked| self.context(asked, &held));
         let _hold = Hold {
             slots: self,
             held: Some(held),
         };
-        Ok(match request {
-            Some(asked) => with_job_context(
-                Arc::new(JobContext {
-                    cpus: asked.cpus(),
-                    memory: asked.memory(),
-                    instances,
-                }),
-                run,
-            ),
+        Ok(match context {
+            Some(context) => with_job_context(context, run),
             None => run(),
         })
     }
 
+    /// The context of a job that asked for `asked` and holds `held`: this
+    /// thread's earlier one for the same holding if it has one (a worker
+    /// running one kind of request again and again builds it once), else
+    /// made now.
+    fn context(&self, asked: &Request, held: &Held) -> Arc<JobContext> {
+        let cached = CONTEXTS.with(|c| {
+            let c = c.borrow();
+            c.iter()
+                .find(|(id, h, _)| *id == self.id && h == held)
+                .map(|(_, _, ctx)| Arc::clone(ctx))
+        });
+        if let Some(ctx) = cached {
+            return ctx;
+        }
+        let instances = match held.has_instances() {
+            true => lock(&self.state).ledger.instances(held),
+            false => Vec::new(),
+        };
+        let ctx = Arc::new(JobContext {
+            cpus: asked.cpus(),
+            memory: asked.memory(),
+            instances,
+        });
+        CONTEXTS.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() == CONTEXTS_KEPT {
+                c.remove(0);
+            }
+            c.push((self.id, held.clone(), Arc::clone(&ctx)));
+        });
+        ctx
+    }
+
     /// Waits (on this worker) until `asked` fits and it is this job's turn.
-    fn wait_for(
-        &self,
-        asked: &Request,
-        stopping: &impl Fn() -> bool,
-    ) -> Result<(Held, Instances), NotRun> {
+    fn wait_for(&self, asked: &Request, stopping: &impl Fn() -> bool) -> Result<Held, NotRun> {
         let mut state = lock(&self.state);
         if let Err(short) = state.ledger.offer().covers(asked) {
             return Err(NotRun::Never(short));
+        }
+        if state.turns.is_empty() {
+            // Nobody waits: it takes what it asks for now if it fits,
+            // with no clock read and no turn.
+            let spare = self.plain.load(Ordering::SeqCst);
+            if let Some(held) = state.ledger.hold_beside(asked, spare) {
+                return Ok(held);
+            }
         }
         let mut now = Instant::now();
         let ticket = state.turns.join(now);
@@ -214,18 +262,91 @@ impl Slots {
         };
         let waited = state.turns.len() > 1;
         state.turns.leave(ticket);
-        let out = got.map(|held| {
-            let names = match held.has_instances() {
-                true => state.ledger.instances(&held),
-                false => Vec::new(),
-            };
-            (held, names)
-        });
         drop(state);
         if waited {
             // The next in line may go now.
             self.changed();
         }
-        out
+        got
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::context::job_context;
+
+    fn gpus(n: &str) -> Slots {
+        let mut offer = Offer::new(4);
+        offer.add_list(&format!("gpu={n}")).unwrap();
+        Slots::new(offer)
+    }
+
+    fn one_gpu() -> Request {
+        let mut r = Request::new();
+        r.set_named("gpu", 1000).unwrap();
+        r
+    }
+
+    #[test]
+    fn each_job_sees_the_instance_it_holds_even_when_contexts_are_reused() {
+        let slots = gpus("2");
+        let ask = one_gpu();
+        // Two jobs at once hold different gpus; each sees its own.
+        let (outer, inner) = slots
+            .run(
+                Some(&ask),
+                || false,
+                || {
+                    let outer = job_context().instances("gpu").to_vec();
+                    let inner = slots
+                        .run(
+                            Some(&ask),
+                            || false,
+                            || job_context().instances("gpu").to_vec(),
+                        )
+                        .unwrap();
+                    (outer, inner)
+                },
+            )
+            .unwrap();
+        assert_eq!(outer.len(), 1);
+        assert_eq!(inner.len(), 1);
+        assert_ne!(outer, inner);
+        // Run again one at a time (the kept context): still the instance held.
+        for _ in 0..3 {
+            let seen = slots
+                .run(
+                    Some(&ask),
+                    || false,
+                    || job_context().instances("gpu").to_vec(),
+                )
+                .unwrap();
+            assert_eq!(seen, outer);
+        }
+        // Another machine with the same holding names its own offer.
+        let other = gpus("1");
+        let seen = other
+            .run(
+                Some(&ask),
+                || false,
+                || job_context().instances("gpu").to_vec(),
+            )
+            .unwrap();
+        assert_eq!(seen, vec![0]);
+        // Nothing asked: no context.
+        let plain = slots.run(None, || false, job_context).unwrap();
+        assert!(plain.instances.is_empty());
+    }
+
+    #[test]
+    fn a_request_that_never_fits_says_why() {
+        let slots = gpus("1");
+        let mut two = Request::new();
+        two.set_named("gpu", 2000).unwrap();
+        assert!(matches!(
+            slots.run(Some(&two), || false, || ()),
+            Err(NotRun::Never(_))
+        ));
     }
 }
