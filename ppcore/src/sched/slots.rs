@@ -288,6 +288,17 @@ mod tests {
         r
     }
 
+    /// The gpus a job asking for `ask` on `slots` sees it holds.
+    fn gpus_seen(slots: &Slots, ask: &Request) -> Vec<u32> {
+        slots
+            .run(
+                Some(ask),
+                || false,
+                || job_context().instances("gpu").to_vec(),
+            )
+            .unwrap()
+    }
+
     #[test]
     fn each_job_sees_the_instance_it_holds_even_when_contexts_are_reused() {
         let slots = gpus("2");
@@ -299,13 +310,7 @@ mod tests {
                 || false,
                 || {
                     let outer = job_context().instances("gpu").to_vec();
-                    let inner = slots
-                        .run(
-                            Some(&ask),
-                            || false,
-                            || job_context().instances("gpu").to_vec(),
-                        )
-                        .unwrap();
+                    let inner = gpus_seen(&slots, &ask);
                     (outer, inner)
                 },
             )
@@ -315,24 +320,12 @@ mod tests {
         assert_ne!(outer, inner);
         // Run again one at a time (the kept context): still the instance held.
         for _ in 0..3 {
-            let seen = slots
-                .run(
-                    Some(&ask),
-                    || false,
-                    || job_context().instances("gpu").to_vec(),
-                )
-                .unwrap();
+            let seen = gpus_seen(&slots, &ask);
             assert_eq!(seen, outer);
         }
         // Another machine with the same holding names its own offer.
         let other = gpus("1");
-        let seen = other
-            .run(
-                Some(&ask),
-                || false,
-                || job_context().instances("gpu").to_vec(),
-            )
-            .unwrap();
+        let seen = gpus_seen(&other, &ask);
         assert_eq!(seen, vec![0]);
         // Nothing asked: no context.
         let plain = slots.run(None, || false, job_context).unwrap();
