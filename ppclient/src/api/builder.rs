@@ -484,7 +484,7 @@ impl Builder {
             ..self.settings.clone()
         };
         let open_ended = listener.is_some() || self.discover.is_some() || !self.dns.is_empty();
-        let tracker = Arc::new(Tracker::new()?);
+        let tracker = Arc::new(Tracker::new(self.byte_budget)?);
         let mut offer = std::mem::take(&mut self.offer);
         offer.set_cpus(u32::try_from(ncpus).unwrap_or(u32::MAX));
         let core = Arc::new(Core::new(
@@ -596,10 +596,7 @@ impl Builder {
             registry,
             (self.node_retries, self.crash_retries),
             listen_addr,
-            (
-                usize::try_from(self.settings.max_payload).unwrap_or(usize::MAX),
-                self.byte_budget,
-            ),
+            usize::try_from(self.settings.max_payload).unwrap_or(usize::MAX),
         );
         let server = match journal {
             Some(journal) => {

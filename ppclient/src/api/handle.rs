@@ -2,9 +2,9 @@
 //! and [`AsCompleted`]. The result they read lands in the job's cell
 //! (`jobs::cell`).
 
-use crate::jobs::cell::{cancel, Cell, Holder};
+use crate::jobs::cell::JobRef;
+use crate::jobs::spec::KeptResult;
 use crate::jobs::tracker::Tracker;
-use ppcore::shared::KeptSource;
 use ppcore::{ErrorKind, JobError, Shared};
 use std::future::Future;
 use std::pin::Pin;
@@ -17,42 +17,14 @@ use std::time::{Duration, Instant};
 /// Dropping the handle does not cancel the job; its callback still runs.
 #[must_use = "a job's result is only seen through its handle"]
 pub struct JobHandle<T> {
-    job: Arc<dyn Holder<T>>,
-    id: u64,
-    /// For a job submitted with `Options::keep`: its kept result.
-    kept: Option<Kept<T>>,
-}
-
-/// A kept job's result as its handle reaches it.
-struct Kept<T> {
-    source: Arc<dyn KeptSource>,
-    decode: fn(Vec<u8>) -> Result<T, JobError>,
-    /// The handle holds the value where it lies while it lives.
-    _hold: ppcore::shared::Hold,
+    /// The job itself: one pointer, whatever the job (a kept result is
+    /// reached through it too), so that a million handles stay small.
+    job: Arc<dyn JobRef<T>>,
 }
 
 impl<T: Send + 'static> JobHandle<T> {
-    pub(crate) fn new(job: Arc<dyn Holder<T>>, id: u64) -> Self {
-        JobHandle {
-            job,
-            id,
-            kept: None,
-        }
-    }
-
-    /// This handle, of a job whose result is kept as `source`.
-    pub(crate) fn kept<K: KeptSource>(
-        mut self,
-        source: Arc<K>,
-        decode: fn(Vec<u8>) -> Result<T, JobError>,
-    ) -> Self {
-        let hold = ppcore::shared::hold(source.id());
-        self.kept = Some(Kept {
-            source,
-            decode,
-            _hold: hold,
-        });
-        self
+    pub(crate) fn new(job: Arc<dyn JobRef<T>>) -> Self {
+        JobHandle { job }
     }
 
     /// A reference to the job's kept result (submitted with
@@ -79,7 +51,7 @@ impl<T: Send + 'static> JobHandle<T> {
     /// [`ErrorKind::Codec`] if the job was not submitted with `Options::keep`
     /// (its result comes back to the client instead).
     pub fn keep(&self) -> Result<Shared<T>, JobError> {
-        match &self.kept {
+        match self.job.kept() {
             Some(k) => Ok(Shared::kept(Arc::clone(&k.source))),
             None => Err(JobError::new(
                 ErrorKind::Codec,
@@ -89,21 +61,17 @@ impl<T: Send + 'static> JobHandle<T> {
     }
 
     /// A kept job's result, once it ended: its error, or its value fetched.
-    fn read_kept(&self, kept: &Kept<T>) -> Result<T, JobError> {
-        if let Some(e) = self.cell().kept_error() {
+    fn read_kept(&self, kept: &KeptResult<T>) -> Result<T, JobError> {
+        if let Some(e) = self.job.kept_error() {
             return Err(e);
         }
         let value = kept.source.fetch()?;
         (kept.decode)(value.bytes().to_vec())
     }
 
-    fn cell(&self) -> &Cell<T> {
-        self.job.cell()
-    }
-
     /// The job's id, unique within its server.
     pub fn id(&self) -> u64 {
-        self.id
+        self.job.id()
     }
 
     /// Blocks until the job ends (and its callback returned) and returns its
@@ -116,11 +84,11 @@ impl<T: Send + 'static> JobHandle<T> {
     /// A job submitted with [`Options::keep`](crate::Options::keep) has its
     /// result fetched here, from where it lies.
     pub fn wait(self) -> Result<T, JobError> {
-        self.cell().check_not_own()?;
-        self.cell().wait_ready(None);
-        match &self.kept {
+        self.job.check_not_own()?;
+        self.job.wait_ready(None);
+        match self.job.kept() {
             Some(kept) => self.read_kept(kept),
-            None => self.cell().take(),
+            None => self.job.take(),
         }
     }
 
@@ -142,19 +110,19 @@ impl<T: Send + 'static> JobHandle<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<T, JobError>> {
-        if let Err(e) = self.cell().check_not_own() {
+        if let Err(e) = self.job.check_not_own() {
             return Some(Err(e));
         }
-        self.cell()
+        self.job
             .wait_ready(Some(ppcore::limits::deadline(Instant::now(), timeout)))
             .then(|| self.read())
     }
 
     /// The result of a job that ended (a kept one fetched, each time).
     fn read(&self) -> Result<T, JobError> {
-        match &self.kept {
+        match self.job.kept() {
             Some(kept) => self.read_kept(kept),
-            None => self.cell().read(),
+            None => self.job.read(),
         }
     }
 
@@ -162,12 +130,12 @@ impl<T: Send + 'static> JobHandle<T> {
     /// `None`; like [`JobHandle::wait_timeout`] with no wait (read again,
     /// the same answer, as there).
     pub fn try_result(&self) -> Option<Result<T, JobError>> {
-        self.cell().is_ready().then(|| self.read())
+        self.job.is_ready().then(|| self.read())
     }
 
     /// Whether the result is in.
     pub fn is_finished(&self) -> bool {
-        self.cell().is_ready()
+        self.job.is_ready()
     }
 
     /// Cancels the job if it is queued or running on a node (the node is
@@ -175,10 +143,8 @@ impl<T: Send + 'static> JobHandle<T> {
     /// then get [`ErrorKind::Cancelled`]. A job running on a local thread
     /// cannot be stopped: then false.
     pub fn cancel(&self) -> bool {
-        cancel(
-            &self.job,
-            JobError::new(ErrorKind::Cancelled, "cancelled by the caller"),
-        )
+        let err = JobError::new(ErrorKind::Cancelled, "cancelled by the caller");
+        Arc::clone(&self.job).cancel(err)
     }
 }
 
@@ -188,25 +154,27 @@ impl<T: Send + 'static> Future for JobHandle<T> {
     /// A kept job's result is fetched when it is ready (that wait blocks
     /// the task: `wait` on it from a thread to avoid it).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &self.kept {
-            Some(kept) => match self.cell().is_ready() {
+        match self.job.kept() {
+            Some(kept) => match self.job.is_ready() {
                 true => Poll::Ready(self.read_kept(kept)),
                 false => {
-                    self.cell().notify(cx.waker().clone());
-                    match self.cell().is_ready() {
+                    self.job.notify(cx.waker().clone());
+                    match self.job.is_ready() {
                         true => Poll::Ready(self.read_kept(kept)),
                         false => Poll::Pending,
                     }
                 }
             },
-            None => self.cell().poll_take(cx.waker()),
+            None => self.job.poll_take(cx.waker()),
         }
     }
 }
 
-impl<T> std::fmt::Debug for JobHandle<T> {
+impl<T: 'static> std::fmt::Debug for JobHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobHandle").field("id", &self.id).finish()
+        f.debug_struct("JobHandle")
+            .field("id", &self.job.id())
+            .finish()
     }
 }
 
@@ -238,11 +206,11 @@ impl<T: Send + 'static> AsCompleted<T> {
         for (index, handle) in handles.iter().enumerate() {
             let tx = tx.clone();
             handle
-                .cell()
+                .job
                 .notify(Waker::from(Arc::new(IndexWaker { index, tx })));
         }
         AsCompleted {
-            tracker: handles.first().map(|h| Arc::clone(&h.cell().tracker)),
+            tracker: handles.first().map(|h| Arc::clone(h.job.tracker())),
             left: handles.len(),
             handles: handles.into_iter().map(Some).collect(),
             finished: rx,

@@ -4,7 +4,8 @@ use crate::api::handle::{AsCompleted, JobHandle};
 use crate::api::options::{JobOptions, Options};
 use crate::cluster::node::{unrunnable_kind, NodeInfo, NodeState};
 use crate::cluster::state::Core;
-use crate::jobs::cell::{resolve, Cell, Holder};
+use crate::jobs::cell::{resolve, Birth, Cell, JobRef};
+use crate::jobs::spec::{KeptResult, Spec};
 use crate::jobs::recorder::LOCAL;
 use crate::jobs::task::{Extra, TypedTask};
 use crate::jobs::tracker::Pending;
@@ -69,8 +70,9 @@ impl Server {
         registry: Registry,
         (node_retries, crash_retries): (u32, u32),
         listen_addr: Option<SocketAddr>,
-        (max_args, budget): (usize, u64),
+        max_args: usize,
     ) -> Self {
+        let budget = Arc::clone(&core.tracker.budget);
         Server {
             core,
             pool,
@@ -82,7 +84,7 @@ impl Server {
             crash_retries,
             listen_addr,
             max_args,
-            budget: ppcore::budget::BudgetGate::new(budget),
+            budget,
             slurm: None,
             journal: None,
         }
@@ -133,7 +135,10 @@ impl Server {
         options: impl Into<JobOptions<J::Output>>,
     ) -> JobHandle<J::Output> {
         let sized = ppcore::check_args::<J>(&args, self.max_args);
-        let permit = sized.as_ref().ok().map(|&n| self.budget.acquire(n as u64));
+        // Arguments of no bytes take nothing (and no lock) from the budget.
+        let permit = (sized.as_ref().ok())
+            .filter(|&&n| n > 0)
+            .map(|&n| self.budget.acquire(n as u64));
         self.enqueue::<J>(args, options.into(), sized, permit)
     }
 
@@ -151,6 +156,7 @@ impl Server {
     ) -> Result<JobHandle<J::Output>, (J, J::Args)> {
         let sized = ppcore::check_args::<J>(&args, self.max_args);
         let permit = match &sized {
+            Ok(0) => None,
             Ok(n) => match self.budget.try_acquire(*n as u64) {
                 Some(p) => Some(p),
                 None => return Err((job, args)),
@@ -171,9 +177,7 @@ impl Server {
         let mut too_big = sized.err();
         let JobOptions { options, callback } = options;
         let group = options.group.map(|name| self.group(name));
-        let tracker = Arc::clone(&self.core.tracker);
         let with_callback = callback.is_some();
-        let cell = Cell::new(tracker, group, callback, J::output_cloner());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.core.tracker.submitted();
         // The kept results the arguments name: the job waits for them. Only
@@ -248,19 +252,28 @@ impl Server {
             clamp16(options.node_retries.unwrap_or(self.node_retries)),
             clamp16(options.crash_retries.unwrap_or(self.crash_retries)),
         );
+        let journaled = extra.as_ref().is_some_and(|e| e.journal.is_some());
         if let Some(bad) = &options.bad_request {
             too_big = too_big.or(Some(JobError::new(ppcore::ErrorKind::Unsatisfiable, bad)));
         }
         if let (Some(request), None) = (&options.request, &too_big) {
             too_big = self.core.check_request(request).err();
         }
-        let task = Arc::new(
-            TypedTask::<J>::new(id, args, cell, limits, extra).with_request(options.request),
-        );
-        let mut handle = JobHandle::new(Arc::clone(&task) as Arc<dyn Holder<J::Output>>, id);
-        if let Some(kept) = kept {
-            handle = handle.kept(kept, J::read_output_owned);
-        }
+        let spec = Spec {
+            group,
+            request: options.request,
+            kept: kept.map(|k| KeptResult::new(k, J::read_output_owned)),
+        };
+        let birth = Birth {
+            args,
+            callback,
+            extra,
+            limits,
+            journaled,
+        };
+        let cell = Cell::new(Arc::clone(&self.core.tracker), spec, birth);
+        let task = Arc::new(TypedTask::<J>::new(id, cell));
+        let handle = JobHandle::new(Arc::clone(&task) as Arc<dyn JobRef<J::Output>>);
         if let Some(err) = too_big {
             resolve(&task, Err(err));
             return handle;

@@ -7,12 +7,13 @@
 //! that resolves the job; everyone else's result is dropped. That is how each
 //! handle and callback resolves exactly once.
 
+use crate::jobs::spec::{KeptResult, Spec};
 use crate::jobs::tracker::{
     as_callback, in_callback, would_deadlock, InCallback, Pending, Tracker,
 };
 use ppcore::{ErrorKind, JobError};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,15 @@ const RUNNING: u8 = 1;
 const REMOTE: u8 = 2;
 const CLAIMED: u8 = 3;
 const READY: u8 = 4;
+
+/// `Cell::flags`: a thread sleeps on `ready` (set and read with the
+/// slot's lock held).
+const SLEEPING: u8 = 1;
+/// The value is out of the slot being copied (with no lock held): other
+/// readers wait for it to come back (set and read with the lock held).
+const LENT: u8 = 2;
+/// Its result is recorded in the journal (set at birth).
+const JOURNALED: u8 = 4;
 
 /// How many times `wait` looks at the cell, spinning, then yielding, before it
 /// sleeps: a job that ends within a microsecond or two is picked up without a
@@ -36,51 +46,123 @@ pub(crate) type Callback<T> = Box<dyn FnOnce(&Result<T, JobError>) + Send>;
 /// is not `Clone`).
 pub(crate) type Cloner<T> = Option<ppcore::Cloner<T>>;
 
-struct Slot<T> {
-    /// The error is boxed: a million queued cells should not each carry
-    /// room for an error most of them never get.
+/// The part of a job that changes as it runs, behind the job's one lock:
+/// its result, its arguments, its attempts, and (boxed, for the few jobs
+/// that have them) a waker, a callback and the job's rarely used part `E`.
+///
+/// A million queued jobs should not each carry room for what most of them
+/// never get: the error is boxed, and so is all of `More`.
+pub(crate) struct Slot<T, A, E> {
     result: Option<Result<T, Box<JobError>>>,
+    more: Option<Box<More<T, E>>>,
+    /// Taken by a local run; kept (for retries) while on a node.
+    pub(crate) args: Option<A>,
+    pub(crate) attempt: u32,
+    /// Bytes of the client's byte budget its arguments hold, until a
+    /// worker or a node's link takes the job (`u32::MAX`: more; the count
+    /// is in `E`).
+    pub(crate) budget: u32,
+    /// Node losses this job may meet before it fails with `NodeLost`.
+    pub(crate) max_losses: u16,
+    /// Worker-process crashes it may cause before it fails with `Crashed`.
+    pub(crate) max_crashes: u16,
+}
+
+/// What few jobs need of the slot.
+struct More<T, E> {
     waker: Option<Waker>,
-    sleeping: bool,
-    /// The value is out of the slot being copied (with no lock held): other
-    /// readers wait for it to come back.
-    lent: bool,
     callback: Option<Callback<T>>,
+    extra: Option<Box<E>>,
 }
 
-/// Where a job's result lands.
-pub(crate) struct Cell<T> {
+impl<T, A, E> Slot<T, A, E> {
+    fn more(&mut self) -> &mut More<T, E> {
+        self.more.get_or_insert_with(|| {
+            Box::new(More {
+                waker: None,
+                callback: None,
+                extra: None,
+            })
+        })
+    }
+
+    fn take_waker(&mut self) -> Option<Waker> {
+        self.more.as_mut()?.waker.take()
+    }
+
+    /// The job's rarely used part, if it has one.
+    pub(crate) fn extra(&self) -> Option<&E> {
+        self.more.as_ref()?.extra.as_deref()
+    }
+
+    /// The job's rarely used part, if it has one, to change.
+    pub(crate) fn extra_mut(&mut self) -> Option<&mut E> {
+        self.more.as_mut()?.extra.as_deref_mut()
+    }
+
+    /// The job's rarely used part, made if it has none.
+    pub(crate) fn extra_or_default(&mut self) -> &mut E
+    where
+        E: Default,
+    {
+        self.more().extra.get_or_insert_with(Default::default)
+    }
+}
+
+/// How a job starts: what its slot holds at first.
+pub(crate) struct Birth<T, A, E> {
+    pub(crate) args: A,
+    pub(crate) callback: Option<Callback<T>>,
+    pub(crate) extra: Option<Box<E>>,
+    /// Node losses and worker crashes it may meet.
+    pub(crate) limits: (u16, u16),
+    pub(crate) journaled: bool,
+}
+
+/// Where a job's result lands, and the job's one lock.
+pub(crate) struct Cell<T, A, E> {
     state: AtomicU8,
-    slot: Mutex<Slot<T>>,
+    flags: AtomicU8,
     ready: Condvar,
+    slot: Mutex<Slot<T, A, E>>,
     pub(crate) tracker: Arc<Tracker>,
-    group: Option<Arc<Pending>>,
-    cloner: Cloner<T>,
+    spec: Option<Box<Spec<T>>>,
 }
 
-impl<T: Send + 'static> Cell<T> {
-    pub(crate) fn new(
-        tracker: Arc<Tracker>,
-        group: Option<Arc<Pending>>,
-        callback: Option<Callback<T>>,
-        cloner: Cloner<T>,
-    ) -> Self {
-        if let Some(g) = &group {
+impl<T: Send + 'static, A, E> Cell<T, A, E> {
+    pub(crate) fn new(tracker: Arc<Tracker>, spec: Spec<T>, birth: Birth<T, A, E>) -> Self {
+        if let Some(g) = &spec.group {
             g.add();
         }
+        let Birth {
+            args,
+            callback,
+            extra,
+            limits: (max_losses, max_crashes),
+            journaled,
+        } = birth;
+        let more = (callback.is_some() || extra.is_some()).then(|| {
+            Box::new(More {
+                waker: None,
+                callback,
+                extra,
+            })
+        });
         Cell {
             state: AtomicU8::new(QUEUED),
+            flags: AtomicU8::new(if journaled { JOURNALED } else { 0 }),
             slot: Mutex::new(Slot {
                 result: None,
-                waker: None,
-                sleeping: false,
-                lent: false,
-                callback,
+                more,
+                args: Some(args),
+                attempt: 0,
+                budget: 0,
+                max_losses,
+                max_crashes,
             }),
             ready: Condvar::new(),
             tracker,
-            group,
-            cloner,
+            spec: spec.boxed(),
         }
     }
 
@@ -115,9 +197,23 @@ impl<T: Send + 'static> Cell<T> {
         &self.tracker
     }
 
+    /// Whether its result is recorded in the journal.
+    pub(crate) fn journaled(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & JOURNALED != 0
+    }
+
+    /// What it was submitted with beyond the arguments, if anything.
+    pub(crate) fn spec(&self) -> Option<&Spec<T>> {
+        self.spec.as_deref()
+    }
+
+    fn group(&self) -> Option<&Arc<Pending>> {
+        self.spec()?.group.as_ref()
+    }
+
     /// Its group, as an identity to compare (not to follow).
     pub(crate) fn group_id(&self) -> Option<usize> {
-        self.group.as_ref().map(|g| Arc::as_ptr(g) as usize)
+        self.group().map(|g| Arc::as_ptr(g) as usize)
     }
 
     fn claim(&self, from: impl Fn(u8) -> bool) -> bool {
@@ -134,15 +230,23 @@ impl<T: Send + 'static> Cell<T> {
         false
     }
 
-    fn publish(&self, result: Result<T, JobError>) {
+    /// Makes the job ready (with `result`, or none for a kept one) and
+    /// wakes whoever waits.
+    fn publish(&self, result: Option<Result<T, JobError>>) {
         // Counted first, so that stats read after a handle resolved count it.
-        self.tracker
-            .ended(&result.as_ref().map(|_| ()).map_err(|e| e.kind));
+        let outcome = match &result {
+            Some(r) => r.as_ref().map(|_| ()).map_err(|e| e.kind),
+            None => Ok(()),
+        };
+        self.tracker.ended(&outcome);
         let (waker, sleeping) = {
             let mut slot = self.lock();
-            slot.result = Some(result.map_err(Box::new));
+            if let Some(result) = result {
+                slot.result = Some(result.map_err(Box::new));
+            }
             self.state.store(READY, Ordering::Release);
-            (slot.waker.take(), slot.sleeping)
+            let sleeping = self.flags.load(Ordering::Relaxed) & SLEEPING != 0;
+            (slot.take_waker(), sleeping)
         };
         if sleeping {
             self.ready.notify_all();
@@ -150,7 +254,7 @@ impl<T: Send + 'static> Cell<T> {
         if let Some(w) = waker {
             w.wake();
         }
-        if let Some(g) = &self.group {
+        if let Some(g) = self.group() {
             g.done();
         }
         // Last: `wait_all` returns only once every handle is ready.
@@ -161,7 +265,7 @@ impl<T: Send + 'static> Cell<T> {
     fn identity(&self) -> InCallback {
         InCallback {
             cell: self as *const Self as *const () as usize,
-            group: self.group.as_ref().map(|g| Arc::as_ptr(g) as usize),
+            group: self.group_id(),
         }
     }
 
@@ -176,8 +280,47 @@ impl<T: Send + 'static> Cell<T> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T>> {
+    /// The job's lock, over what changes as it runs.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Slot<T, A, E>> {
         ppcore::sync::lock(&self.slot)
+    }
+
+    /// The slot, with no lock: nobody else holds the job.
+    pub(crate) fn slot_mut(&mut self) -> &mut Slot<T, A, E> {
+        self.slot.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits on `ready` (the lock held in `slot`) until woken.
+    fn sleep<'a>(
+        &self,
+        slot: MutexGuard<'a, Slot<T, A, E>>,
+        deadline: Option<Instant>,
+    ) -> Option<MutexGuard<'a, Slot<T, A, E>>> {
+        self.flags.fetch_or(SLEEPING, Ordering::Relaxed);
+        match deadline {
+            None => Some(self.ready.wait(slot).unwrap_or_else(|e| e.into_inner())),
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                if left == Duration::ZERO {
+                    return None;
+                }
+                let woken = self.ready.wait_timeout(slot, left);
+                Some(woken.unwrap_or_else(|e| e.into_inner()).0)
+            }
+        }
+    }
+
+    fn lent(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & LENT != 0
+    }
+
+    /// The lock, once no reader has the value out.
+    fn lock_unlent(&self) -> MutexGuard<'_, Slot<T, A, E>> {
+        let mut slot = self.lock();
+        while self.lent() {
+            slot = self.ready.wait(slot).unwrap_or_else(|e| e.into_inner());
+        }
+        slot
     }
 
     pub(crate) fn is_ready(&self) -> bool {
@@ -204,43 +347,12 @@ impl<T: Send + 'static> Cell<T> {
         let _blocking = self.tracker.blocking();
         let mut slot = self.lock();
         while !self.is_ready() {
-            slot.sleeping = true;
-            slot = match deadline {
-                None => self.ready.wait(slot).unwrap_or_else(|e| e.into_inner()),
-                Some(at) => {
-                    let left = at.saturating_duration_since(Instant::now());
-                    if left == Duration::ZERO {
-                        return false;
-                    }
-                    self.ready
-                        .wait_timeout(slot, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+            match self.sleep(slot, deadline) {
+                Some(again) => slot = again,
+                None => return false,
+            }
         }
         true
-    }
-
-    /// Resolves a job whose result is kept where it was made: ready, with
-    /// no value in the cell (the handle fetches it), counted as a success.
-    fn publish_kept(&self) {
-        self.tracker.ended(&Ok(()));
-        let (waker, sleeping) = {
-            let mut slot = self.lock();
-            self.state.store(READY, Ordering::Release);
-            (slot.waker.take(), slot.sleeping)
-        };
-        if sleeping {
-            self.ready.notify_all();
-        }
-        if let Some(w) = waker {
-            w.wake();
-        }
-        if let Some(g) = &self.group {
-            g.done();
-        }
-        self.tracker.settled();
     }
 
     /// For a kept job's handle: its error if it failed; `None` if it was
@@ -254,24 +366,18 @@ impl<T: Send + 'static> Cell<T> {
 
     /// Moves the result out (the handle is consumed: nobody reads it again).
     pub(crate) fn take(&self) -> Result<T, JobError> {
-        let mut slot = self.lock();
-        while slot.lent {
-            slot = self.ready.wait(slot).unwrap_or_else(|e| e.into_inner());
-        }
-        match slot.result.take() {
+        match self.lock_unlent().result.take() {
             Some(result) => result.map_err(|e| *e),
             None => Err(taken()),
         }
     }
 
     /// The result, leaving it for the next read: an error and a `Clone`
-    /// value are given again; any other value is moved out, and read again
-    /// it is [`ErrorKind::Taken`]. The copy is made with no lock held.
-    pub(crate) fn read(&self) -> Result<T, JobError> {
-        let mut slot = self.lock();
-        while slot.lent {
-            slot = self.ready.wait(slot).unwrap_or_else(|e| e.into_inner());
-        }
+    /// value (copied by `cloner`) are given again; any other value is moved
+    /// out, and read again it is [`ErrorKind::Taken`]. The copy is made
+    /// with no lock held.
+    pub(crate) fn read(&self, cloner: Cloner<T>) -> Result<T, JobError> {
+        let mut slot = self.lock_unlent();
         let value = match slot.result.take() {
             None => return Err(taken()),
             Some(Err(e)) => {
@@ -281,10 +387,10 @@ impl<T: Send + 'static> Cell<T> {
             }
             Some(Ok(value)) => value,
         };
-        let Some(clone) = self.cloner else {
+        let Some(clone) = cloner else {
             return Ok(value);
         };
-        slot.lent = true;
+        self.flags.fetch_or(LENT, Ordering::Relaxed);
         drop(slot);
         // Put back even if `clone` panics, so that no reader waits forever.
         let lent = Lent {
@@ -301,9 +407,10 @@ impl<T: Send + 'static> Cell<T> {
             drop(slot);
             return Poll::Ready(self.take());
         }
-        match &slot.waker {
+        let more = slot.more();
+        match &more.waker {
             Some(w) if w.will_wake(waker) => {}
-            _ => slot.waker = Some(waker.clone()),
+            _ => more.waker = Some(waker.clone()),
         }
         Poll::Pending
     }
@@ -315,7 +422,7 @@ impl<T: Send + 'static> Cell<T> {
             drop(slot);
             waker.wake();
         } else {
-            slot.waker = Some(waker);
+            slot.more().waker = Some(waker);
         }
     }
 }
@@ -329,16 +436,16 @@ fn taken() -> JobError {
 }
 
 /// A value out of its slot while it is copied; back in the slot when dropped.
-struct Lent<'a, T: Send + 'static> {
-    cell: &'a Cell<T>,
+struct Lent<'a, T: Send + 'static, A, E> {
+    cell: &'a Cell<T, A, E>,
     value: Option<T>,
 }
 
-impl<T: Send + 'static> Drop for Lent<'_, T> {
+impl<T: Send + 'static, A, E> Drop for Lent<'_, T, A, E> {
     fn drop(&mut self) {
         let mut slot = self.cell.lock();
         slot.result = self.value.take().map(Ok);
-        slot.lent = false;
+        self.cell.flags.fetch_and(!LENT, Ordering::Relaxed);
         drop(slot);
         self.cell.ready.notify_all();
     }
@@ -347,8 +454,16 @@ impl<T: Send + 'static> Drop for Lent<'_, T> {
 /// Whatever holds a job's cell: the job itself, queued or running, with its
 /// arguments in the same allocation (one allocation per job).
 pub(crate) trait Holder<T>: Send + Sync + 'static {
+    /// The job's arguments.
+    type Args: Send + 'static;
+    /// The job's rarely used part.
+    type Extra: Send + 'static;
     /// The cell.
-    fn cell(&self) -> &Cell<T>;
+    fn cell(&self) -> &Cell<T, Self::Args, Self::Extra>;
+    /// The job's id, unique within its server.
+    fn id(&self) -> u64;
+    /// How its result is copied when read again (`None`: not `Clone`).
+    fn cloner(&self) -> Cloner<T>;
     /// The job resolved with `err` (whoever resolved it): a job whose
     /// result was to be kept tells its dependents.
     fn failed(&self, _err: &JobError) {}
@@ -359,19 +474,87 @@ pub(crate) trait Holder<T>: Send + Sync + 'static {
     }
 }
 
+/// What a job's handle asks of the job behind it, whatever its type of
+/// arguments: the handle holds it as `Arc<dyn JobRef<T>>`, one fat pointer.
+pub(crate) trait JobRef<T>: Send + Sync + 'static {
+    /// The job's id, unique within its server.
+    fn id(&self) -> u64;
+    /// `Err` if waiting on it here could never end (see `Cell::check_not_own`).
+    fn check_not_own(&self) -> Result<(), JobError>;
+    /// Waits until the result is in or `deadline` passes; true if it is in.
+    fn wait_ready(&self, deadline: Option<Instant>) -> bool;
+    /// Whether the result is in.
+    fn is_ready(&self) -> bool;
+    /// Moves the result out.
+    fn take(&self) -> Result<T, JobError>;
+    /// The result, leaving it for the next read (see `Cell::read`).
+    fn read(&self) -> Result<T, JobError>;
+    /// A kept job's error, if it failed.
+    fn kept_error(&self) -> Option<JobError>;
+    /// Takes the result if it is in, else leaves `waker`.
+    fn poll_take(&self, waker: &Waker) -> Poll<Result<T, JobError>>;
+    /// Wakes `waker` once the result is in.
+    fn notify(&self, waker: Waker);
+    /// The server's completion accounting.
+    fn tracker(&self) -> &Arc<Tracker>;
+    /// Its result kept where it was made, if it was submitted so.
+    fn kept(&self) -> Option<&KeptResult<T>>;
+    /// Cancels it if it is queued or on a node; true if this call did.
+    fn cancel(self: Arc<Self>, err: JobError) -> bool;
+}
+
+impl<T: Send + 'static, H: Holder<T>> JobRef<T> for H {
+    fn id(&self) -> u64 {
+        Holder::id(self)
+    }
+    fn check_not_own(&self) -> Result<(), JobError> {
+        self.cell().check_not_own()
+    }
+    fn wait_ready(&self, deadline: Option<Instant>) -> bool {
+        self.cell().wait_ready(deadline)
+    }
+    fn is_ready(&self) -> bool {
+        self.cell().is_ready()
+    }
+    fn take(&self) -> Result<T, JobError> {
+        self.cell().take()
+    }
+    fn read(&self) -> Result<T, JobError> {
+        self.cell().read(self.cloner())
+    }
+    fn kept_error(&self) -> Option<JobError> {
+        self.cell().kept_error()
+    }
+    fn poll_take(&self, waker: &Waker) -> Poll<Result<T, JobError>> {
+        self.cell().poll_take(waker)
+    }
+    fn notify(&self, waker: Waker) {
+        self.cell().notify(waker)
+    }
+    fn tracker(&self) -> &Arc<Tracker> {
+        &self.cell().tracker
+    }
+    fn kept(&self) -> Option<&KeptResult<T>> {
+        self.cell().spec()?.kept.as_ref()
+    }
+    fn cancel(self: Arc<Self>, err: JobError) -> bool {
+        cancel(&self, err)
+    }
+}
+
 /// Resolves a job whose result is kept (on a node, or in the client's
 /// value directory) unless it already ended; true if this call did. A kept
 /// job has no callback (`submit` refuses one).
 pub(crate) fn resolve_kept<T, H>(holder: &Arc<H>) -> bool
 where
     T: Send + 'static,
-    H: Holder<T> + ?Sized,
+    H: Holder<T>,
 {
     let cell = holder.cell();
     if !cell.claim(|s| s < CLAIMED) {
         return false;
     }
-    cell.publish_kept();
+    cell.publish(None);
     true
 }
 
@@ -380,7 +563,7 @@ where
 pub(crate) fn resolve<T, H>(holder: &Arc<H>, result: Result<T, JobError>) -> bool
 where
     T: Send + 'static,
-    H: Holder<T> + ?Sized,
+    H: Holder<T>,
 {
     resolve_from(holder, |s| s < CLAIMED, result)
 }
@@ -390,7 +573,7 @@ where
 pub(crate) fn cancel<T, H>(holder: &Arc<H>, err: JobError) -> bool
 where
     T: Send + 'static,
-    H: Holder<T> + ?Sized,
+    H: Holder<T>,
 {
     resolve_from(holder, |s| s == QUEUED || s == REMOTE, Err(err))
 }
@@ -399,7 +582,7 @@ where
 pub(crate) fn expire<T, H>(holder: &Arc<H>)
 where
     T: Send + 'static,
-    H: Holder<T> + ?Sized,
+    H: Holder<T>,
 {
     let err = JobError::new(ErrorKind::TimedOut, "the job ran past its timeout");
     resolve_from(holder, |s| s == RUNNING || s == REMOTE, Err(err));
@@ -412,7 +595,7 @@ fn resolve_from<T, H>(
 ) -> bool
 where
     T: Send + 'static,
-    H: Holder<T> + ?Sized,
+    H: Holder<T>,
 {
     let cell = holder.cell();
     if !cell.claim(from) {
@@ -438,12 +621,12 @@ where
 fn deliver<T, H>(holder: &Arc<H>, result: Result<T, JobError>)
 where
     T: Send + 'static,
-    H: Holder<T> + ?Sized,
+    H: Holder<T>,
 {
     let cell = holder.cell();
-    let callback = cell.lock().callback.take();
+    let callback = cell.lock().more.as_mut().and_then(|m| m.callback.take());
     match callback {
-        None => cell.publish(result),
+        None => cell.publish(Some(result)),
         Some(callback) => {
             let keep = Arc::clone(holder);
             let identity = cell.identity();
@@ -452,7 +635,7 @@ where
                 let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     as_callback(identity, || callback(&result));
                 }));
-                keep.cell().publish(result);
+                keep.cell().publish(Some(result));
                 if let Err(payload) = seen {
                     std::panic::resume_unwind(payload);
                 }

@@ -1,13 +1,24 @@
 //! What a job's handle asks of the job behind it (`cell::Holder`): its
 //! result cell, who hears of its failure, and its journal record.
 
-use crate::jobs::cell::{Cell, Holder};
-use crate::jobs::task::TypedTask;
+use crate::jobs::cell::{Cell, Cloner, Holder};
+use crate::jobs::task::{Extra, Task, TypedTask};
 use ppcore::{Job, JobError};
 
 impl<J: Job> Holder<J::Output> for TypedTask<J> {
-    fn cell(&self) -> &Cell<J::Output> {
+    type Args = J::Args;
+    type Extra = Extra;
+
+    fn cell(&self) -> &Cell<J::Output, J::Args, Extra> {
         &self.cell
+    }
+
+    fn id(&self) -> u64 {
+        Task::id(self)
+    }
+
+    fn cloner(&self) -> Cloner<J::Output> {
+        J::output_cloner()
     }
 
     fn failed(&self, err: &JobError) {
@@ -17,7 +28,7 @@ impl<J: Job> Holder<J::Output> for TypedTask<J> {
     }
 
     fn journal(&self, result: &Result<J::Output, JobError>) -> Option<crate::journal::Prepared> {
-        if !self.journaled {
+        if !self.cell.journaled() {
             return None;
         }
         let entry = self.take_journal()?;
@@ -30,5 +41,26 @@ impl<J: Job> Holder<J::Output> for TypedTask<J> {
             Err(e) => Err(e),
         };
         entry.prepare((J::NAME, J::SIGNATURE), outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::handle::JobHandle;
+
+    ppcore::job! { fn nothing() {} }
+
+    /// What a queued job costs the client besides its arguments: the job
+    /// (one allocation) and the handle the caller keeps. A million of them
+    /// should fit in 150 MB with the queue's pointer to each.
+    #[test]
+    fn a_queued_job_and_its_handle_stay_small() {
+        assert!(
+            std::mem::size_of::<TypedTask<nothing>>() <= 88,
+            "a no-op job takes {} bytes",
+            std::mem::size_of::<TypedTask<nothing>>()
+        );
+        assert_eq!(std::mem::size_of::<JobHandle<()>>(), 16);
     }
 }

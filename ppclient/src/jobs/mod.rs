@@ -10,6 +10,7 @@ pub(crate) mod holder;
 pub(crate) mod queue_key;
 pub(crate) mod recorder;
 pub(crate) mod slots;
+pub(crate) mod spec;
 pub(crate) mod task;
 pub(crate) mod timer;
 pub(crate) mod tracker;

@@ -6,7 +6,7 @@
 //! caller's handle. Whoever holds it in the queue or ledger owns the run.
 
 use crate::jobs::attempt::{is_job_failure, Reclaim};
-use crate::jobs::cell::{expire, resolve, resolve_kept, Cell};
+use crate::jobs::cell::{expire, resolve, resolve_kept, Cell, Slot};
 use crate::jobs::recorder::LOCAL;
 use crate::jobs::timer::{Expire, Timer};
 use crate::jobs::tracker::Tracker;
@@ -183,34 +183,26 @@ pub(crate) fn in_group(task: &Arc<dyn Task>, group: Option<usize>) -> bool {
     group.is_none_or(|g| task.group() == Some(g))
 }
 
-/// Job `J`: its result cell and what it takes to run it.
+/// Job `J`: its result cell and what it takes to run it. Everything that
+/// changes as it runs is behind the cell's one lock ([`Run`]); what few
+/// jobs are given is boxed (the cell's `Spec`, and `Extra` in the slot), so
+/// that a million queued jobs stay small.
 pub(crate) struct TypedTask<J: Job> {
     id: u64,
-    pub(super) cell: Cell<J::Output>,
-    /// When it was submitted, for the queue-wait statistic.
-    submitted: Instant,
-    /// Node losses this job may meet before it fails with `NodeLost`.
-    max_losses: u16,
-    /// Worker-process crashes it may cause before it fails with `Crashed`.
-    max_crashes: u16,
-    run: Mutex<Run<J>>,
-    /// Its result is recorded in the journal (the entry is in `Extra`).
-    pub(super) journaled: bool,
-    /// What it asks for beyond one cpu.
-    request: Option<Arc<Request>>,
-    job: PhantomData<fn() -> J>,
+    /// When it was submitted (`since_epoch`), for the queue-wait statistic.
+    submitted: u64,
+    pub(super) cell: Cell<J::Output, J::Args, Extra>,
 }
 
-/// The part of a job that changes as it runs.
-struct Run<J: Job> {
-    /// Taken by a local run; kept (for retries) while on a node.
-    args: Option<J::Args>,
-    attempt: u32,
-    /// What few jobs need, boxed so that queued jobs stay small.
-    extra: Option<Box<Extra>>,
-    /// Its arguments' share of the client's byte budget, until a worker
-    /// or a node's link takes the job.
-    permit: Option<ppcore::budget::Permit>,
+/// The part of job `J` that changes as it runs.
+pub(crate) type Run<J> = Slot<<J as Job>::Output, <J as Job>::Args, Extra>;
+
+/// Nanoseconds from the first time this process asked to `at`: an instant
+/// in 8 bytes instead of 16.
+fn since_epoch(at: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The rarely used part of a job.
@@ -229,69 +221,60 @@ pub(crate) struct Extra {
     pub(crate) inputs: Vec<SharedId>,
     /// Where its result is recorded (`Builder::journal`).
     pub(crate) journal: Option<crate::journal::Entry>,
+    /// Bytes of the byte budget its arguments hold, when over `u32::MAX`
+    /// (the slot says `u32::MAX` then).
+    pub(crate) budget: u64,
     /// A node holds this job's outcome for the run (an earlier client of it
     /// sent it there): asked for it instead of running.
     pub(crate) reclaim: Reclaim,
 }
 
 /// Whether the job's next attempt is its first start (to count).
-fn first_start<J: Job>(run: &mut Run<J>) -> bool {
+fn first_start<T, A>(run: &mut Slot<T, A, Extra>) -> bool {
     let first = run.attempt == 0;
-    (run.extra.as_mut()).map_or(first, |e| e.reclaim.first_start(first))
+    (run.extra_mut()).map_or(first, |e| e.reclaim.first_start(first))
 }
 
 impl<J: Job> TypedTask<J> {
-    pub(crate) fn new(
-        id: u64,
-        args: J::Args,
-        cell: Cell<J::Output>,
-        (max_losses, max_crashes): (u16, u16),
-        extra: Option<Box<Extra>>,
-    ) -> Self {
-        let journaled = extra.as_ref().is_some_and(|e| e.journal.is_some());
+    pub(crate) fn new(id: u64, cell: Cell<J::Output, J::Args, Extra>) -> Self {
         TypedTask {
             id,
             cell,
-            journaled,
-            submitted: Instant::now(),
-            max_losses,
-            max_crashes,
-            run: Mutex::new(Run {
-                args: Some(args),
-                attempt: 0,
-                extra,
-                permit: None,
-            }),
-            request: None,
-            job: PhantomData,
+            submitted: since_epoch(Instant::now()),
         }
     }
 
-    /// The same job asking for `request` (`None`: one cpu, nothing else).
-    pub(crate) fn with_request(mut self, request: Option<Arc<Request>>) -> Self {
-        self.request = request;
-        self
-    }
-
-    /// Holds `permit` until the job is taken.
+    /// Holds `permit` until the job is taken (its bytes are given back by
+    /// `release`, or when the job is dropped).
     pub(crate) fn hold(&self, permit: ppcore::budget::Permit) {
-        self.lock().permit = Some(permit);
+        let bytes = permit.into_bytes();
+        let mut run = self.lock();
+        match u32::try_from(bytes) {
+            Ok(b) if b < u32::MAX => run.budget = b,
+            _ => {
+                run.budget = u32::MAX;
+                run.extra_or_default().budget = bytes;
+            }
+        }
     }
 
     /// Gives the arguments' share of the budget back (the job was taken, or
-    /// ended); the waiters are woken with no lock of the job held.
-    fn release(&self) {
-        let permit = self.lock().permit.take();
-        drop(permit);
+    /// ended), with no lock of the job held; the bytes it gave back.
+    fn release(&self) -> u64 {
+        let bytes = take_budget(&mut self.lock());
+        if bytes > 0 {
+            self.cell.tracker().budget.give_back(bytes);
+        }
+        bytes
     }
 
     /// Takes where its result is to be recorded (once).
     pub(super) fn take_journal(&self) -> Option<crate::journal::Entry> {
-        self.lock().extra.as_mut()?.journal.take()
+        self.lock().extra_mut()?.journal.take()
     }
 
     fn lock(&self) -> MutexGuard<'_, Run<J>> {
-        ppcore::sync::lock(&self.run)
+        self.cell.lock()
     }
 
     /// Puts a job that was on a node back in line, unless it ended meanwhile.
@@ -305,13 +288,14 @@ impl<J: Job> TypedTask<J> {
     /// The job crashed a node's worker process: back in line unless it has
     /// done so too often (a poison job), then resolved with `err`.
     fn crashed(self: Arc<Self>, err: JobError) -> Option<Arc<dyn Task>> {
-        let crashes = {
+        let (crashes, max_crashes) = {
             let mut run = self.lock();
-            let extra = run.extra.get_or_insert_with(Default::default);
+            let max_crashes = run.max_crashes;
+            let extra = run.extra_or_default();
             extra.crashes += 1;
-            extra.crashes
+            (extra.crashes, max_crashes)
         };
-        if crashes >= self.max_crashes.max(1) {
+        if crashes >= max_crashes.max(1) {
             let message = format!("{} (crashed {crashes} time(s); not retried)", err.message);
             resolve(&self, Err(err.with_message(message)));
             return None;
@@ -321,9 +305,29 @@ impl<J: Job> TypedTask<J> {
     }
 }
 
+/// The budget bytes `run` holds, taken (0 if none).
+fn take_budget<T, A>(run: &mut Slot<T, A, Extra>) -> u64 {
+    match std::mem::take(&mut run.budget) {
+        u32::MAX => run.extra_mut().map_or(0, |e| std::mem::take(&mut e.budget)),
+        b => u64::from(b),
+    }
+}
+
+impl<J: Job> Drop for TypedTask<J> {
+    /// A job dropped while it still holds budget (never taken by a worker
+    /// or a link) gives it back.
+    fn drop(&mut self) {
+        let run = self.cell.slot_mut();
+        let bytes = take_budget(run);
+        if bytes > 0 {
+            self.cell.tracker().budget.give_back(bytes);
+        }
+    }
+}
+
 /// Uses up one of `extra`'s retries after a job failure, if any is left.
-fn take_failure_retry(extra: &mut Option<Box<Extra>>, tracker: &Tracker) -> bool {
-    match extra.as_mut() {
+fn take_failure_retry(extra: Option<&mut Extra>, tracker: &Tracker) -> bool {
+    match extra {
         Some(extra) if extra.failure_retries > 0 => {
             extra.failure_retries -= 1;
             tracker.retried.fetch_add(1, Ordering::Relaxed);
@@ -347,7 +351,7 @@ fn run_here<J: Job>(
     let (retries, mut attempt) = {
         let run = task.lock();
         (
-            run.extra.as_ref().map_or(0, |e| e.failure_retries),
+            run.extra().map_or(0, |e| e.failure_retries),
             run.attempt,
         )
     };
@@ -383,7 +387,7 @@ fn run_here<J: Job>(
         match result {
             Err(e) if is_job_failure(&e) => {
                 let mut run = task.lock();
-                if !take_failure_retry(&mut run.extra, task.cell.tracker()) {
+                if !take_failure_retry(run.extra_mut(), task.cell.tracker()) {
                     return Err(e);
                 }
                 run.attempt += 1;
@@ -410,7 +414,7 @@ impl<J: Job> Task for TypedTask<J> {
     }
 
     fn timeout(&self) -> Option<Duration> {
-        self.lock().extra.as_ref().and_then(|e| e.timeout)
+        self.lock().extra().and_then(|e| e.timeout)
     }
 
     fn run_local(self: Arc<Self>, ctx: &RunCtx) {
@@ -425,10 +429,11 @@ impl<J: Job> Task for TypedTask<J> {
         let (args, timeout) = {
             let mut run = self.lock();
             if first_start(&mut run) {
-                self.cell.tracker().started(now - self.submitted);
+                let waited = since_epoch(now).saturating_sub(self.submitted);
+                self.cell.tracker().started(Duration::from_nanos(waited));
             }
             run.attempt += 1;
-            (run.args.take(), run.extra.as_ref().and_then(|e| e.timeout))
+            (run.args.take(), run.extra().and_then(|e| e.timeout))
         };
         // The user's job runs with no lock held.
         ctx.arm(Arc::clone(&self) as Arc<dyn Expire>, timeout);
@@ -459,12 +464,7 @@ impl<J: Job> Task for TypedTask<J> {
     fn dispatch(&self, ctx: &RunCtx, now: Instant) -> Result<Dispatch, Option<JobError>> {
         // The arguments' measured size, while the permit still says it: the
         // encoding buffer is allocated once at its final size.
-        let size = self
-            .lock()
-            .permit
-            .as_ref()
-            .map_or(0, |p| usize::try_from(p.bytes()).unwrap_or(0));
-        self.release();
+        let size = usize::try_from(self.release()).unwrap_or(0);
         if !self.cell.start_remote() {
             return Err(None);
         }
@@ -495,14 +495,14 @@ impl<J: Job> Task for TypedTask<J> {
             _ => Ok(args),
         });
         let args = checked.map_err(Some)?;
-        let reclaim = run.extra.as_ref().and_then(|e| e.reclaim.key);
+        let reclaim = run.extra().and_then(|e| e.reclaim.key);
         if first_start(&mut run) {
-            let waited = now.saturating_duration_since(self.submitted);
-            self.cell.tracker().started(waited);
+            let waited = since_epoch(now).saturating_sub(self.submitted);
+            self.cell.tracker().started(Duration::from_nanos(waited));
         }
         run.attempt += 1;
         let attempt = run.attempt;
-        let journal = (run.extra.as_ref()).and_then(|e| Some(e.journal.as_ref()?.job_key()));
+        let journal = run.extra().and_then(|e| Some(e.journal.as_ref()?.job_key()));
         drop(run);
         if let Some(key) = reclaim {
             // Not run: the node that holds its outcome answers with it.
@@ -550,10 +550,10 @@ impl<J: Job> Task for TypedTask<J> {
             let a = e.attempt;
             e.on(node, a)
         });
-        if self.journaled {
+        if self.cell.journaled() {
             let reclaimed = {
                 let mut run = self.lock();
-                let extra = run.extra.get_or_insert_with(Default::default);
+                let extra = run.extra_or_default();
                 // The node holds this result until it is recorded.
                 if let Some(entry) = &mut extra.journal {
                     entry.ran_on(node);
@@ -585,7 +585,7 @@ impl<J: Job> Task for TypedTask<J> {
             Err(e) if e.kind == ErrorKind::Crashed => self.crashed(e),
             Err(e)
                 if is_job_failure(&e)
-                    && take_failure_retry(&mut self.lock().extra, self.cell.tracker()) =>
+                    && take_failure_retry(self.lock().extra_mut(), self.cell.tracker()) =>
             {
                 self.back_in_line()
             }
@@ -611,17 +611,17 @@ impl<J: Job> Task for TypedTask<J> {
         let given_up = {
             let mut run = self.lock();
             // A reclaim not answered (its node is gone): the job runs instead.
-            if run.extra.as_mut().is_some_and(|e| e.reclaim.end()) {
+            if run.extra_mut().is_some_and(|e| e.reclaim.end()) {
                 drop(run);
                 return self.back_in_line();
             }
-            let attempt = run.attempt;
-            let extra = run.extra.get_or_insert_with(Default::default);
+            let (attempt, max_losses) = (run.attempt, run.max_losses);
+            let extra = run.extra_or_default();
             if lost {
                 extra.lost_on.push(node.to_owned());
             }
             let lost_on = &extra.lost_on;
-            (lost_on.len() >= usize::from(self.max_losses.max(1))).then(|| {
+            (lost_on.len() >= usize::from(max_losses.max(1))).then(|| {
                 JobError::new(
                     ErrorKind::NodeLost,
                     format!(
@@ -676,13 +676,12 @@ impl<J: Job> Task for TypedTask<J> {
 
     fn inputs(&self) -> Vec<SharedId> {
         self.lock()
-            .extra
-            .as_ref()
+            .extra()
             .map_or_else(Vec::new, |e| e.inputs.clone())
     }
 
     fn request(&self) -> Option<&Arc<Request>> {
-        self.request.as_ref()
+        self.cell.spec()?.request.as_ref()
     }
 }
 
@@ -690,7 +689,7 @@ impl<J: Job> TypedTask<J> {
     /// Its kept value's id and sink, if its result is kept.
     pub(super) fn keep_to(&self) -> Option<(SharedId, Arc<dyn KeptSink>)> {
         let run = self.lock();
-        let keep = run.extra.as_ref()?.keep.as_ref()?;
+        let keep = run.extra()?.keep.as_ref()?;
         Some((keep.id, Arc::clone(&keep.sink)))
     }
 }

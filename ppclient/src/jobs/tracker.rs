@@ -216,12 +216,17 @@ pub(crate) struct Tracker {
     pub(crate) reclaimed: AtomicU64,
     callbacks: CachePadded<Sender<CallbackWork>>,
     pool: Arc<CallbackPool>,
+    /// Bytes of arguments submitted and not yet taken by a worker or a
+    /// node's link ([`Builder::byte_budget`](crate::Builder::byte_budget)):
+    /// a queued job keeps only the count of its share, given back here.
+    pub(crate) budget: Arc<ppcore::budget::BudgetGate>,
 }
 
 impl Tracker {
     /// A tracker whose callbacks run on threads of their own, which end
-    /// when the last job that could have a callback is gone.
-    pub(crate) fn new() -> std::io::Result<Self> {
+    /// when the last job that could have a callback is gone, and whose
+    /// jobs' arguments share a budget of `budget` bytes.
+    pub(crate) fn new(budget: u64) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::unbounded::<CallbackWork>();
         let pool = Arc::new(CallbackPool {
             rx,
@@ -238,6 +243,7 @@ impl Tracker {
             reclaimed: AtomicU64::new(0),
             callbacks: CachePadded::new(tx),
             pool,
+            budget: ppcore::budget::BudgetGate::new(budget),
         })
     }
 

@@ -122,6 +122,22 @@ impl BudgetGate {
         })
     }
 
+    /// Gives back `bytes` taken by a permit turned
+    /// [`into_bytes`](Permit::into_bytes), waking the waiters.
+    pub fn give_back(&self, bytes: u64) {
+        let waiting = {
+            let mut gate = self.lock();
+            gate.budget.give_back(bytes);
+            gate.waiting > 0
+        };
+        // A waiter counts itself under the lock before it sleeps, so none is
+        // missed; with none, no wake-up system call is made (one per job on
+        // the local pool's hot path otherwise).
+        if waiting {
+            self.freed.notify_all();
+        }
+    }
+
     /// Bytes held now.
     pub fn used(&self) -> u64 {
         self.lock().budget.used()
@@ -145,20 +161,18 @@ impl Permit {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    /// Its bytes, kept taken: whoever holds them gives them back with
+    /// [`BudgetGate::give_back`] (a count is smaller to keep than a permit).
+    pub fn into_bytes(mut self) -> u64 {
+        std::mem::take(&mut self.bytes)
+    }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let waiting = {
-            let mut gate = self.gate.lock();
-            gate.budget.give_back(self.bytes);
-            gate.waiting > 0
-        };
-        // A waiter counts itself under the lock before it sleeps, so none is
-        // missed; with none, no wake-up system call is made (one per job on
-        // the local pool's hot path otherwise).
-        if waiting {
-            self.gate.freed.notify_all();
+        if self.bytes > 0 {
+            self.gate.give_back(self.bytes);
         }
     }
 }

@@ -9,7 +9,7 @@
 //! so it never polls. Items are kept per kind (few kinds: one per job type),
 //! each kind in order, with a sequence number that orders them across kinds.
 
-use std::collections::VecDeque;
+use super::lane::Lane;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -47,8 +47,8 @@ struct State<T, K> {
 
 struct Kind<T, K> {
     key: K,
-    urgent: VecDeque<(u64, T)>,
-    normal: VecDeque<(u64, T)>,
+    urgent: Lane<T>,
+    normal: Lane<T>,
 }
 
 impl<T, K> Clone for Lanes<T, K> {
@@ -88,9 +88,9 @@ impl<T, K: PartialEq> State<T, K> {
     fn pick(&self, accept: &mut impl FnMut(&K) -> bool) -> Option<Pick> {
         let mut best: Option<(bool, u64, usize)> = None;
         for (i, kind) in self.kinds.iter().enumerate() {
-            let head = match (kind.urgent.front(), kind.normal.front()) {
-                (Some((s, _)), _) => (true, *s),
-                (None, Some((s, _))) => (false, *s),
+            let head = match (kind.urgent.front_seq(), kind.normal.front_seq()) {
+                (Some(s), _) => (true, s),
+                (None, Some(s)) => (false, s),
                 (None, None) => continue,
             };
             let better = best.is_none_or(|(u, s, _)| (head.0 && !u) || (head.0 == u && head.1 < s));
@@ -107,7 +107,7 @@ impl<T, K: PartialEq> State<T, K> {
             true => &mut kind.urgent,
             false => &mut kind.normal,
         };
-        lane.pop_front().map(|(_, item)| item)
+        lane.pop_front()
     }
 
     fn lane(&mut self, key: K) -> &mut Kind<T, K> {
@@ -116,8 +116,8 @@ impl<T, K: PartialEq> State<T, K> {
             None => {
                 self.kinds.push(Kind {
                     key,
-                    urgent: VecDeque::new(),
-                    normal: VecDeque::new(),
+                    urgent: Lane::default(),
+                    normal: Lane::default(),
                 });
                 self.kinds.len() - 1
             }
@@ -146,7 +146,7 @@ impl<T, K: PartialEq> Lanes<T, K> {
                 false => &mut kind.normal,
             };
             for item in items {
-                lane.push_back((seq, item));
+                lane.push_back(seq, item);
                 seq += 1;
             }
             let n = seq - state.next_seq;
@@ -281,7 +281,7 @@ impl<T, K: PartialEq> Lanes<T, K> {
                 continue;
             }
             for (back, lane) in [(false, &mut kind.urgent), (true, &mut kind.normal)] {
-                out.extend(lane.drain(..).map(|(seq, item)| ((back, seq), item)));
+                out.extend(lane.drain().map(|(seq, item)| ((back, seq), item)));
             }
         }
         self.shared.len.fetch_sub(out.len(), Ordering::SeqCst);
@@ -297,14 +297,8 @@ impl<T, K: PartialEq> Lanes<T, K> {
         let mut state = self.lock();
         for kind in &mut state.kinds {
             for (back, lane) in [(false, &mut kind.urgent), (true, &mut kind.normal)] {
-                let mut keep = VecDeque::with_capacity(lane.len());
-                for (seq, item) in lane.drain(..) {
-                    match pred(&item) {
-                        true => out.push(((back, seq), item)),
-                        false => keep.push_back((seq, item)),
-                    }
-                }
-                *lane = keep;
+                let taken = lane.take_where(&mut pred);
+                out.extend(taken.into_iter().map(|(seq, item)| ((back, seq), item)));
             }
         }
         self.shared.len.fetch_sub(out.len(), Ordering::SeqCst);
