@@ -47,20 +47,19 @@ impl<J: Job> Holder<J::Output> for TypedTask<J> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::handle::JobHandle;
 
     ppcore::job! { fn nothing() {} }
 
     /// What a queued job costs the client besides its arguments: the job
-    /// (one allocation) and the handle the caller keeps. A million of them
-    /// should fit in 150 MB with the queue's pointer to each.
+    /// (one allocation, a 112-byte malloc chunk at 88 bytes), the handle
+    /// the caller keeps (`api::handle`'s test) and the queue's pointer. A
+    /// million of them should fit in 150 MB.
     #[test]
-    fn a_queued_job_and_its_handle_stay_small() {
+    fn a_queued_job_stays_small() {
         assert!(
             std::mem::size_of::<TypedTask<nothing>>() <= 88,
             "a no-op job takes {} bytes",
             std::mem::size_of::<TypedTask<nothing>>()
         );
-        assert_eq!(std::mem::size_of::<JobHandle<()>>(), 16);
     }
 }

@@ -1,6 +1,7 @@
 //! A job's life in the client, below everything that schedules it: the
 //! type-erased queue item and how a local worker runs it ([`task`]), its
-//! result cell ([`cell`]), timeouts ([`timer`]), pending counts and outcome
+//! result cell and one lock ([`cell`]), what few jobs are given and
+//! nothing changes ([`spec`]), timeouts ([`timer`]), pending counts and outcome
 //! counters ([`tracker`]), what the dashboard records of jobs and links
 //! ([`recorder`]), and the local pool's ledger of requests ([`slots`]).
 

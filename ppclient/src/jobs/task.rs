@@ -350,10 +350,7 @@ fn run_here<J: Job>(
     let mut started = now;
     let (retries, mut attempt) = {
         let run = task.lock();
-        (
-            run.extra().map_or(0, |e| e.failure_retries),
-            run.attempt,
-        )
+        (run.extra().map_or(0, |e| e.failure_retries), run.attempt)
     };
     // The shared values the kept arguments name stay alive with them.
     let (kept, _named): (Option<Vec<u8>>, ppcore::shared::Named) = match retries {
@@ -502,7 +499,9 @@ impl<J: Job> Task for TypedTask<J> {
         }
         run.attempt += 1;
         let attempt = run.attempt;
-        let journal = run.extra().and_then(|e| Some(e.journal.as_ref()?.job_key()));
+        let journal = run
+            .extra()
+            .and_then(|e| Some(e.journal.as_ref()?.job_key()));
         drop(run);
         if let Some(key) = reclaim {
             // Not run: the node that holds its outcome answers with it.

@@ -209,4 +209,15 @@ mod tests {
         drop(gate.acquire(10));
         assert_eq!(gate.used(), 0);
     }
+
+    #[test]
+    fn bytes_kept_from_a_permit_stay_taken_until_given_back() {
+        let gate = BudgetGate::new(10);
+        let bytes = gate.acquire(7).into_bytes();
+        assert_eq!((bytes, gate.used()), (7, 7));
+        assert!(gate.try_acquire(4).is_none(), "the 7 bytes are still taken");
+        gate.give_back(bytes);
+        assert_eq!(gate.used(), 0);
+        assert!(gate.try_acquire(10).is_some());
+    }
 }

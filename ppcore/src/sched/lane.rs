@@ -67,10 +67,7 @@ impl<T> Lane<T> {
 
     /// Takes every item, with its number, in order.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = (u64, T)> + '_ {
-        let seqs = self
-            .runs
-            .drain(..)
-            .flat_map(|r| r.first..r.first + r.count);
+        let seqs = self.runs.drain(..).flat_map(|r| r.first..r.first + r.count);
         seqs.zip(self.items.drain(..))
     }
 
