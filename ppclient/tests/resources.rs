@@ -370,3 +370,77 @@ fn a_request_no_node_can_meet_fails_naming_the_largest_offer() {
     let half = Options::new().resource("gpu", 0.5);
     assert_eq!(server.submit_with(weighed, (0,), &half).wait(), Ok(1));
 }
+
+/// A client that listens for nodes joining, with no local workers.
+fn listening(keys: &ppclient::KeySet, unmet_wait: Duration) -> Server {
+    Server::builder()
+        .ncpus(0)
+        .keys(keys.clone())
+        .listen("127.0.0.1:0")
+        .unmet_wait(unmet_wait)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_request_nobody_meets_fails_after_the_stated_wait_when_nodes_may_join() {
+    let keys = ppclient::KeySet::one(ppclient::Key::generate().unwrap());
+    let server = listening(&keys, Duration::from_millis(300));
+    let listen = server.listen_addr().unwrap().to_string();
+    let joined = ppserver::start(
+        ppserver::Config {
+            port: 0,
+            workers: 2,
+            keys: Some(keys.clone()),
+            join: Some(listen),
+            ..Default::default()
+        },
+        ppclient::Registry::linked().unwrap(),
+    )
+    .unwrap();
+    assert!(server.wait_for_nodes(1, Duration::from_secs(10)));
+    let started = Instant::now();
+    let job = server.submit_with(on_gpu, (0,), Options::new().resource("gpu", 1.0));
+    // A node that offers a GPU may still join: the job waits for one...
+    assert!(!job.is_finished());
+    // ...at most the stated wait, then fails naming the request, the
+    // largest offer and the wait.
+    let err = job
+        .wait_timeout(Duration::from_secs(20))
+        .expect("still waiting 20 s after a wait of 300 ms")
+        .unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(err.kind, ErrorKind::Unsatisfiable, "{err}");
+    assert!(err.message.contains("gpu=1"), "{}", err.message);
+    assert!(err.message.contains("largest offer"), "{}", err.message);
+    assert!(err.message.contains("unmet_wait"), "{}", err.message);
+    // The server goes on: what the joined node offers runs there.
+    assert_eq!(server.submit(weighed, (0,)).wait(), Ok(1));
+    drop(joined);
+}
+
+#[test]
+fn a_node_that_joins_within_the_wait_runs_the_job_that_waited_for_it() {
+    let keys = ppclient::KeySet::one(ppclient::Key::generate().unwrap());
+    let server = listening(&keys, Duration::from_secs(60));
+    let job = server.submit_with(on_gpu, (0,), Options::new().resource("gpu", 1.0));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!job.is_finished(), "it waits for a node that offers a GPU");
+    let mut offer = ppclient::Offer::new(0);
+    offer.add_list("gpu=1").unwrap();
+    let gpu = ppserver::start(
+        ppserver::Config {
+            port: 0,
+            workers: 1,
+            keys: Some(keys.clone()),
+            join: Some(server.listen_addr().unwrap().to_string()),
+            offer,
+            ..Default::default()
+        },
+        ppclient::Registry::linked().unwrap(),
+    )
+    .unwrap();
+    let got = job.wait_timeout(Duration::from_secs(20));
+    assert_eq!(got, Some(Ok(0)), "GPU 0 of the node that joined");
+    drop(gpu);
+}

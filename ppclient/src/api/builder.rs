@@ -18,6 +18,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a job whose request nobody meets waits for a node that may
+/// still join ([`Builder::unmet_wait`]).
+const DEFAULT_UNMET_WAIT: Duration = Duration::from_secs(60);
+
 pub use ppcore::SECRET_ENV;
 
 /// Why a [`Server`] could not be built.
@@ -126,6 +130,7 @@ impl Default for Builder {
             settings: LinkSettings {
                 keys: None,
                 connect_timeout: Duration::from_secs(2),
+                unmet_wait: DEFAULT_UNMET_WAIT,
                 heartbeat: Duration::from_secs(1),
                 max_prefetch: 4096,
                 max_frame: DEFAULT_MAX_FRAME,
@@ -357,6 +362,20 @@ impl Builder {
     /// job larger than the whole budget waits until nothing else holds any.
     pub fn byte_budget(mut self, bytes: u64) -> Self {
         self.byte_budget = bytes;
+        self
+    }
+
+    /// How long a job whose request ([`Options::cpus`](crate::Options::cpus),
+    /// [`resource`](crate::Options::resource), ...) no machine up can meet
+    /// waits for a node that offers it to join, when one may: the client
+    /// listens ([`Builder::listen`]), discovers nodes or finds them through
+    /// DNS (default 60 s). Then it fails with
+    /// [`ErrorKind::Unsatisfiable`](crate::ErrorKind::Unsatisfiable),
+    /// naming the request, the largest offer and this wait. With only
+    /// named nodes there is no wait: once every node answered (or its
+    /// connect timeout passed) such a job fails at `submit`.
+    pub fn unmet_wait(mut self, wait: Duration) -> Self {
+        self.settings.unmet_wait = wait;
         self
     }
 

@@ -4,6 +4,7 @@ use crate::api::handle::{AsCompleted, JobHandle};
 use crate::api::options::{JobOptions, Options};
 use crate::cluster::node::{unrunnable_kind, NodeInfo, NodeState};
 use crate::cluster::state::Core;
+use crate::cluster::unmet::Verdict;
 use crate::jobs::cell::{resolve, Birth, Cell, JobRef};
 use crate::jobs::recorder::LOCAL;
 use crate::jobs::spec::{KeptResult, Spec};
@@ -256,8 +257,12 @@ impl Server {
         if let Some(bad) = &options.bad_request {
             too_big = too_big.or(Some(JobError::new(ppcore::ErrorKind::Unsatisfiable, bad)));
         }
+        let mut waits = false;
         if let (Some(request), None) = (&options.request, &too_big) {
-            too_big = self.core.check_request(request).err();
+            match self.core.check_request(request) {
+                Ok(verdict) => waits = verdict == Verdict::Waits,
+                Err(e) => too_big = Some(e),
+            }
         }
         let spec = Spec {
             group,
@@ -300,6 +305,10 @@ impl Server {
         match reclaim_at {
             Some((_, node)) => node.pin(task),
             None => self.core.place(task),
+        }
+        if waits {
+            // Queued: it fails if no node that offers it joins in time.
+            Core::watch_unmet(&self.core);
         }
         handle
     }

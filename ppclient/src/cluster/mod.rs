@@ -4,7 +4,8 @@
 //! a listening client ([`joins`]), and kept results: what the client holds
 //! of them ([`values`]), where the jobs that take them run ([`kept`]) and
 //! how they move node to node ([`transfer`]), and how long a job waits for a
-//! worker where its inputs lie ([`near`]).
+//! worker where its inputs lie ([`near`]); and requests nobody can meet,
+//! failed at once or after a stated wait ([`unmet`]).
 //! Names no link driver: the drivers write into it.
 
 pub(crate) mod joins;
@@ -13,4 +14,5 @@ pub(crate) mod near;
 pub(crate) mod node;
 pub(crate) mod state;
 pub(crate) mod transfer;
+pub(crate) mod unmet;
 pub(crate) mod values;

@@ -35,6 +35,9 @@ pub(crate) struct LinkSettings {
     pub(crate) max_payload: u64,
     /// The journaled run this client belongs to (`Builder::journal`).
     pub(crate) run: Option<ppcore::wire::RunId>,
+    /// How long a job whose request nobody meets waits for a node that
+    /// may still join (`Builder::unmet_wait`).
+    pub(crate) unmet_wait: Duration,
 }
 
 /// Where a node stands, as [`Server::nodes`](crate::Server::nodes) reports it.

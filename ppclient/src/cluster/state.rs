@@ -3,10 +3,9 @@
 
 use crate::cluster::node::{unrunnable_kind, LinkSettings, NodeInfo, NodeRecord, NodeState};
 use crate::jobs::queue_key::{queue_key, QueueKey};
-use crate::jobs::slots::unsatisfiable;
 use crate::jobs::task::{JobKind, RunCtx, Task};
 use crate::jobs::tracker::Tracker;
-use ppcore::resources::{Offer, Request};
+use ppcore::resources::Offer;
 use ppcore::slots::Slots;
 use ppcore::sync::lock;
 use ppcore::wire::JobKey;
@@ -49,6 +48,9 @@ pub(crate) struct Core {
     /// `submit` takes them back instead of running them.
     reclaims: Mutex<HashMap<JobKey, String>>,
     has_reclaims: AtomicBool,
+    /// A thread fails the jobs whose request nobody meets once they waited
+    /// `unmet_wait` (`cluster::unmet`).
+    pub(super) unmet_watch: AtomicBool,
 }
 
 impl Core {
@@ -76,6 +78,7 @@ impl Core {
             values: Default::default(),
             reclaims: Mutex::new(HashMap::new()),
             has_reclaims: AtomicBool::new(false),
+            unmet_watch: AtomicBool::new(false),
         }
     }
 
@@ -302,81 +305,6 @@ impl Core {
                 "pp: node {} refused this program: {reason} (its jobs run on other nodes)",
                 link.name
             );
-        }
-    }
-
-    /// Whether a job asking for `request` may ever run: the local pool
-    /// (with workers) or a node that is up offers it, or nodes that may
-    /// still join can. If not, the error names the request and the largest
-    /// offer. Named nodes have answered (or their connect timeout passed)
-    /// once `build` returned. Turns the local pool's ledger on.
-    pub(crate) fn check_request(&self, request: &Request) -> Result<(), JobError> {
-        self.slots.engage();
-        let workers = self.ncpus.load(Ordering::Acquire) > 0;
-        if workers && self.slots.covers(request).is_ok() {
-            return Ok(()); // the common case: no offer copied
-        }
-        let mut offers = Vec::new();
-        if self.ncpus.load(Ordering::Acquire) > 0 {
-            offers.push(self.slots.offer());
-        }
-        for link in self.links() {
-            let view = link.view();
-            if let (NodeState::Up { .. }, Some(offer)) = (&view.state, view.offer) {
-                offers.push(offer);
-            }
-        }
-        if offers.iter().any(|o| o.covers(request).is_ok()) || self.open_ended {
-            return Ok(());
-        }
-        let largest = offers.into_iter().max_by_key(|o| o.size_key());
-        Err(match largest {
-            Some(offer) => {
-                let short = offer.covers(request).err().unwrap_or_default();
-                unsatisfiable(request, &offer, &short)
-            }
-            None => unsatisfiable(
-                request,
-                &self.slots.offer(),
-                "no local workers and no node up",
-            ),
-        })
-    }
-
-    /// Fails the queued jobs whose request no machine up can meet, when
-    /// no node may still join; the others keep their places.
-    fn fail_unmet(&self) {
-        if self.open_ended {
-            return;
-        }
-        // The requests queued, judged with no lock of the queue held.
-        let mut asked: Vec<Arc<Request>> = Vec::new();
-        self.queue.drain_kinds(|(_, request)| {
-            if let Some(r) = request.as_ref().filter(|r| !asked.contains(r)) {
-                asked.push(Arc::clone(r));
-            }
-            false
-        });
-        let verdicts: Vec<(Arc<Request>, JobError)> = asked
-            .into_iter()
-            .filter_map(|r| self.check_request(&r).err().map(|e| (r, e)))
-            .collect();
-        if verdicts.is_empty() {
-            return;
-        }
-        let doomed = self.queue.drain_kinds(|(_, request)| {
-            request
-                .as_ref()
-                .is_some_and(|r| verdicts.iter().any(|(v, _)| v == r))
-        });
-        for task in doomed {
-            let err = task
-                .request()
-                .and_then(|r| verdicts.iter().find(|(v, _)| v == r))
-                .map(|(_, e)| e.clone());
-            if let Some(err) = err {
-                task.abandon(err);
-            }
         }
     }
 

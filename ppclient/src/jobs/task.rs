@@ -175,6 +175,10 @@ pub(crate) trait Task: Expire + Send + Sync {
     fn request(&self) -> Option<&Arc<Request>> {
         None
     }
+    /// How long ago it was submitted (zero if it was not: the client's own).
+    fn age(&self, _now: Instant) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// Whether `task` is one that `Server::cancel_group(g)` (`Some(g)`) or
@@ -426,8 +430,7 @@ impl<J: Job> Task for TypedTask<J> {
         let (args, timeout) = {
             let mut run = self.lock();
             if first_start(&mut run) {
-                let waited = since_epoch(now).saturating_sub(self.submitted);
-                self.cell.tracker().started(Duration::from_nanos(waited));
+                self.cell.tracker().started(self.age(now));
             }
             run.attempt += 1;
             (run.args.take(), run.extra().and_then(|e| e.timeout))
@@ -494,8 +497,7 @@ impl<J: Job> Task for TypedTask<J> {
         let args = checked.map_err(Some)?;
         let reclaim = run.extra().and_then(|e| e.reclaim.key);
         if first_start(&mut run) {
-            let waited = since_epoch(now).saturating_sub(self.submitted);
-            self.cell.tracker().started(Duration::from_nanos(waited));
+            self.cell.tracker().started(self.age(now));
         }
         run.attempt += 1;
         let attempt = run.attempt;
@@ -681,6 +683,10 @@ impl<J: Job> Task for TypedTask<J> {
 
     fn request(&self) -> Option<&Arc<Request>> {
         self.cell.spec()?.request.as_ref()
+    }
+
+    fn age(&self, now: Instant) -> Duration {
+        Duration::from_nanos(since_epoch(now).saturating_sub(self.submitted))
     }
 }
 

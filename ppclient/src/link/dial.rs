@@ -134,6 +134,7 @@ pub fn node_status_with(
         max_frame: ppcore::wire::DEFAULT_MAX_FRAME,
         max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
         run: None,
+        unmet_wait: timeout,
     };
     let mut last = String::new();
     for key in keys.keys() {
