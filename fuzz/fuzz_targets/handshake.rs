@@ -14,10 +14,9 @@ fuzz_target!(|data: &[u8]| {
         handshake_timeout: Duration::from_secs(5),
         heartbeat: Duration::from_secs(5),
         max_frame: 1 << 20,
-        max_payload: ppcore::stream::DEFAULT_MAX_PAYLOAD,
-        stream_stall: Duration::from_secs(30),
         credit_jobs: 8,
         credit_bytes: 1 << 20,
+        ..NodeLinkConfig::for_tests()
     };
     let welcome = NodeMsg::Welcome {
         node_id: "n".into(),
@@ -29,6 +28,9 @@ fuzz_target!(|data: &[u8]| {
         max_payload: 0,
         credit_jobs: 0,
         credit_bytes: 0,
+        shared_max: 0,
+        reach: None,
+        offer: None,
     };
     let now = Instant::now();
     let mut link = NodeLink::new(config, welcome, now);
