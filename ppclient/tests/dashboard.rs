@@ -714,3 +714,50 @@ fn totals_show_jobs_run_and_taken_from_the_journal() {
         assert_eq!(s["totals"]["from_journal"], from_journal, "{s}");
     }
 }
+
+#[test]
+fn every_place_shows_what_it_offers_and_what_its_running_jobs_hold() {
+    let mut offer = ppclient::Offer::new(0);
+    offer.add_list("licence=3").unwrap();
+    let config = ppserver::Config {
+        port: 0,
+        workers: 2,
+        keys: Some(ppcore::KeySet::parse(&SECRET).expect("a key")),
+        offer,
+        ..Default::default()
+    };
+    let node = ppserver::start(config, Registry::linked().expect("registry")).expect("node starts");
+    let server = Server::builder()
+        .ncpus(2)
+        .resources("gpu=2")
+        .secret(&*SECRET)
+        .nodes([node.local_addr().to_string()])
+        .require_nodes(1)
+        .dashboard("127.0.0.1:0")
+        .build()
+        .expect("builds");
+    let addr = server.dashboard_addr().expect("dashboard address");
+    let place = |s: &serde_json::Value, i: usize, key: &str| {
+        s["nodes"][i][key].as_str().unwrap_or("").to_owned()
+    };
+    let s = status_json(addr);
+    assert!(place(&s, 0, "offer").contains("gpu=2"), "{s}");
+    assert!(place(&s, 1, "offer").contains("licence=3"), "{s}");
+    assert_eq!(place(&s, 0, "in_use"), "cpus=0", "{s}");
+    // Only the local pool has GPUs, only the node licences: each job runs
+    // where its request fits, and holds it until its gate opens.
+    let gpu = server.submit_with(gated, (2, 0), Options::new().resource("gpu", 1.0));
+    let licences = server.submit_with(gated, (2, 0), Options::new().resource("licence", 2.0));
+    eventually("both jobs holding what they asked for", || {
+        let s = status_json(addr);
+        place(&s, 0, "in_use") == "cpus=1 gpu=1" && place(&s, 1, "in_use") == "cpus=1 licence=2"
+    });
+    release(2, 1);
+    assert_eq!(gpu.wait(), Ok(0));
+    assert_eq!(licences.wait(), Ok(0));
+    eventually("nothing held once they ended", || {
+        let s = status_json(addr);
+        place(&s, 0, "in_use") == "cpus=0" && place(&s, 1, "in_use") == "cpus=0"
+    });
+    drop(node);
+}

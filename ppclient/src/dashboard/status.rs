@@ -5,7 +5,7 @@
 use crate::cluster::node::NodeState;
 use crate::cluster::state::Core;
 use crate::jobs::recorder::LOCAL;
-use crate::jobs::recorder::{Cursor, Recorder, TaskRecord};
+use crate::jobs::recorder::{Cursor, InUse, Recorder, TaskRecord};
 use crate::jobs::tracker::Counts;
 use ppcore::sync::lock;
 use serde::Serialize;
@@ -52,6 +52,10 @@ pub(crate) struct Totals {
 #[derive(Debug, Serialize)]
 pub(crate) struct NodeView {
     pub(crate) name: String,
+    /// What it offers jobs (`cpus=4 memory=15.6 GiB gpu=2`), once known.
+    pub(crate) offer: Option<String>,
+    /// What the jobs running there hold of it now (`cpus=2 gpu=1`).
+    pub(crate) in_use: Option<String>,
     /// `up`, `connecting`, `draining`, `down` or `failed`.
     pub(crate) state: &'static str,
     pub(crate) reason: Option<String>,
@@ -127,6 +131,24 @@ pub(crate) fn progress(name: String, total: u64, done: u64, elapsed: Duration) -
     }
 }
 
+/// What jobs hold, as the dashboard shows it: `cpus=2 memory=1.0 GiB
+/// gpu=1 licence=0.5` (memory and resources only where some is held).
+fn in_use_text((cpus, memory, named): InUse) -> String {
+    let mut text = format!("cpus={cpus}");
+    if memory > 0 {
+        text.push_str(&format!(
+            " memory={}",
+            ppcore::resources::bytes_text(memory)
+        ));
+    }
+    for (name, millis) in named.into_iter().filter(|(_, m)| *m > 0) {
+        let amount = format!("{:.3}", millis as f64 / 1000.0);
+        let amount = amount.trim_end_matches('0').trim_end_matches('.');
+        text.push_str(&format!(" {name}={amount}"));
+    }
+    text
+}
+
 fn state_name(state: &NodeState) -> (&'static str, Option<String>) {
     match state {
         NodeState::Connecting => ("connecting", None),
@@ -163,6 +185,8 @@ pub(crate) fn status(
     let local = core.ctx.local.snapshot(LOCAL, ncpus);
     let mut nodes = vec![NodeView {
         name: LOCAL.to_owned(),
+        offer: (ncpus > 0).then(|| core.slots.offer().to_string()),
+        in_use: (ncpus > 0).then(|| in_use_text(core.slots.in_use())),
         state: "up",
         reason: None,
         workers: ncpus,
@@ -190,6 +214,8 @@ pub(crate) fn status(
         let (bytes_in, bytes_out) = link.meter.bytes();
         nodes.push(NodeView {
             name: link.name.clone(),
+            offer: view.offer.as_ref().map(|o| o.to_string()),
+            in_use: link.meter.in_use().map(in_use_text),
             state,
             reason,
             workers: stats.workers,
@@ -282,6 +308,18 @@ mod tests {
             progress("g".into(), 5, 7, Duration::from_secs(1)).eta_s,
             Some(0.0)
         );
+    }
+
+    #[test]
+    fn what_jobs_hold_reads_as_an_offer_does() {
+        let held = (
+            2,
+            1 << 30,
+            vec![("gpu".into(), 1000), ("licence".into(), 500)],
+        );
+        assert_eq!(in_use_text(held), "cpus=2 memory=1.0 GiB gpu=1 licence=0.5");
+        let idle = (0, 0, vec![("gpu".into(), 0)]);
+        assert_eq!(in_use_text(idle), "cpus=0");
     }
 
     #[test]

@@ -391,7 +391,13 @@ pub(crate) struct LinkMeter {
     in_flight: AtomicU64,
     /// The last round trip, µs; 0 until a ping was answered.
     rtt_us: AtomicU64,
+    /// What the jobs sent there hold of its offer, as the client counts
+    /// it (kept only while there is a dashboard).
+    in_use: Mutex<Option<InUse>>,
 }
+
+/// Cpus, bytes of memory and thousandths of each named resource held.
+pub(crate) type InUse = (u32, u64, Vec<(String, u64)>);
 
 impl LinkMeter {
     /// `n` bytes were written to the node.
@@ -409,6 +415,16 @@ impl LinkMeter {
         self.in_flight.store(in_flight as u64, Ordering::Relaxed);
         let us = rtt.map_or(0, |d| micros(d).max(1));
         self.rtt_us.store(us, Ordering::Relaxed);
+    }
+
+    /// What the jobs sent there hold now (`None`: the node made no offer).
+    pub(crate) fn set_in_use(&self, in_use: Option<InUse>) {
+        *ppcore::sync::lock(&self.in_use) = in_use;
+    }
+
+    /// What the jobs sent there held when last told.
+    pub(crate) fn in_use(&self) -> Option<InUse> {
+        ppcore::sync::lock(&self.in_use).clone()
     }
 
     /// Bytes (in, out) since the server started.

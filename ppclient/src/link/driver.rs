@@ -699,6 +699,11 @@ impl Driver<'_> {
             r.meter.link(self.link.in_flight(), self.link.rtt());
             r.counters.set_shared(self.link.shared_sent());
             r.counters.set_kept_here(self.link.kept_here());
+            if self.core.ctx.dash.get().is_some() {
+                let in_flight = self.link.in_flight();
+                r.meter
+                    .set_in_use(self.fit.as_ref().map(|f| f.in_use(in_flight)));
+            }
         });
         for id in self.link.take_lost_kept() {
             self.core.kept_lost_on(&id, &self.name);

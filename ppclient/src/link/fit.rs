@@ -70,6 +70,15 @@ impl NodeFit {
         out
     }
 
+    /// What the jobs sent there hold now, `in_flight` of them in all (those
+    /// with no request hold one cpu each).
+    pub(crate) fn in_use(&self, in_flight: usize) -> crate::jobs::recorder::InUse {
+        let (cpus, memory, named) = self.ledger.in_use();
+        let plain = in_flight.saturating_sub(self.held.len());
+        let plain = u32::try_from(plain).unwrap_or(u32::MAX);
+        (cpus.saturating_add(plain), memory, named)
+    }
+
     /// Job `id` ended there (answered, handed back): its hold is free.
     pub(crate) fn release(&mut self, id: u64) {
         if let Some((_, held)) = self.held.remove(&id) {

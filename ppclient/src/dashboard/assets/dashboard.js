@@ -87,7 +87,8 @@
       if (n.reason) state.append(el("span", "reason", n.reason));
       const rtt = n.rtt_ms === null ? "–" : n.rtt_ms.toFixed(2) + " ms";
       const bytes = n.bytes_in === null ? "–" : fmtBytes(n.bytes_in) + " / " + fmtBytes(n.bytes_out);
-      tr.append(el("td", "name", n.name), state, el("td", "n", n.workers), el("td", "n", n.busy),
+      tr.append(el("td", "name", n.name), state, el("td", "offer", n.offer ?? "–"),
+                el("td", "offer", n.in_use ?? "–"), el("td", "n", n.workers), el("td", "n", n.busy),
                 el("td", "n", fmtInt(n.done)), el("td", "n", fmtInt(n.failed)), el("td", "n", fmtInt(n.rerun)),
                 el("td", "n", fmtSecs(n.job_time_s)), el("td", "n", rtt), el("td", "n", bytes),
                 el("td", "n", fmtInt(n.kept)), el("td", "n", fmtInt(n.chained)), el("td", "n", fmtInt(n.recomputed)),
