@@ -70,13 +70,15 @@ impl NodeFit {
         out
     }
 
-    /// What the jobs sent there hold now, `in_flight` of them in all (those
-    /// with no request hold one cpu each).
+    /// What the jobs sent there hold now, `in_flight` of them in all: those
+    /// with no request hold one cpu each while they run, and those past
+    /// the node's cpus wait there (its prefetch) holding none.
     pub(crate) fn in_use(&self, in_flight: usize) -> crate::jobs::recorder::InUse {
         let (cpus, memory, named) = self.ledger.in_use();
         let plain = in_flight.saturating_sub(self.held.len());
         let plain = u32::try_from(plain).unwrap_or(u32::MAX);
-        (cpus.saturating_add(plain), memory, named)
+        let free = self.ledger.offer().cpus().saturating_sub(cpus);
+        (cpus + plain.min(free), memory, named)
     }
 
     /// Job `id` ended there (answered, handed back): its hold is free.
