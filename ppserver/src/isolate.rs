@@ -66,6 +66,26 @@ pub(crate) struct WorkerProcess {
     /// The instances it was started for (its environment): a job holding
     /// others runs in a process started for them.
     instances: String,
+    /// The memory request it was started for (0: none): its data limit is
+    /// this plus [`WORKER_HEADROOM`].
+    memory: u64,
+}
+
+/// What a process worker itself may use beside the memory its job asked
+/// for: its runtime, the job's arguments and answer in flight, the shared
+/// values it was sent.
+pub(crate) const WORKER_HEADROOM: u64 = 64 << 20;
+
+/// Holds process `pid` to `bytes` of data (heap and private writable
+/// mappings, `RLIMIT_DATA`): an allocation past it fails, and the job that
+/// made it ends its process.
+fn limit_data(pid: Pid, bytes: u64) -> std::io::Result<()> {
+    let limit = rustix::process::Rlimit {
+        current: Some(bytes),
+        maximum: Some(bytes),
+    };
+    rustix::process::prlimit(Some(pid), rustix::process::Resource::Data, limit)?;
+    Ok(())
 }
 
 /// Starts `cmd` as a worker process: leader of its own process group, jobs
@@ -95,6 +115,7 @@ pub(crate) fn spawn_with(mut cmd: Command, max_payload: u64) -> std::io::Result<
         shared: HashSet::new(),
         kept: Vec::new(),
         instances: String::new(),
+        memory: 0,
     })
 }
 
@@ -136,8 +157,10 @@ pub(crate) fn kill_group(group: Pid) {
 impl WorkerProcess {
     /// The node's own program as a worker, for jobs holding `instances`
     /// (`gpu=0,1;licence=3`, as the job's context says: in the process's
-    /// environment, its GPUs as `CUDA_VISIBLE_DEVICES`).
-    fn spawn(max_payload: u64, instances: &str) -> std::io::Result<Self> {
+    /// environment, its GPUs as `CUDA_VISIBLE_DEVICES`) and `memory` bytes
+    /// (0: none; else its data limit, with [`WORKER_HEADROOM`], set before
+    /// it is sent a job).
+    fn spawn(max_payload: u64, instances: &str, memory: u64) -> std::io::Result<Self> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.env(ppcore::worker::WORKER_ENV, "1");
         if !instances.is_empty() {
@@ -152,6 +175,11 @@ impl WorkerProcess {
         }
         let mut process = spawn_with(cmd, max_payload)?;
         process.instances = instances.to_owned();
+        if memory > 0 {
+            // On failure the process is dropped: killed and reaped.
+            limit_data(process.group, memory.saturating_add(WORKER_HEADROOM))?;
+            process.memory = memory;
+        }
         Ok(process)
     }
 
@@ -386,12 +414,13 @@ impl Running {
             let mut slot = slot.borrow_mut();
             // The instances this thread's job holds (its context, set by
             // the node's ledger): a process started for others is replaced.
-            let instances = ppcore::job_context().instances_text();
+            let context = ppcore::job_context();
+            let (instances, memory) = (context.instances_text(), context.memory);
             let process = match slot.take() {
-                Some(process) if process.instances == instances => process,
+                Some(p) if p.instances == instances && p.memory == memory => p,
                 old => {
                     drop(old); // killed and reaped
-                    WorkerProcess::spawn(self.max_payload, &instances).map_err(|e| {
+                    WorkerProcess::spawn(self.max_payload, &instances, memory).map_err(|e| {
                         JobError::new(
                             ErrorKind::Crashed,
                             format!("cannot start a worker process: {e}"),
@@ -401,7 +430,21 @@ impl Running {
             };
             let (result, alive) = self.run_on(process, job);
             *slot = alive; // a dead process is replaced on the next job
-            result
+            result.map_err(|e| match (e.kind, memory) {
+                (ErrorKind::Crashed, 1..) => {
+                    let message = format!(
+                        "{} (it ran under a data limit of {}: its memory request of {} \
+                         and {} for the worker; a job that allocates past its request \
+                         ends its process)",
+                        e.message,
+                        ppcore::resources::bytes_text(memory.saturating_add(WORKER_HEADROOM)),
+                        ppcore::resources::bytes_text(memory),
+                        ppcore::resources::bytes_text(WORKER_HEADROOM),
+                    );
+                    e.with_message(message)
+                }
+                _ => e,
+            })
         })
     }
 

@@ -145,3 +145,17 @@ ppcore::job! {
         (std::env::var("CUDA_VISIBLE_DEVICES").ok(), ctx.instances("gpu").to_vec())
     }
 }
+
+ppcore::job! {
+    /// Allocates `mib` MiB, writes every page, and returns `mib`: for the
+    /// tests of a process worker held to its job's memory request.
+    pub fn allocate(mib: u64) -> u64 {
+        let len = usize::try_from(mib << 20).unwrap_or(usize::MAX);
+        let mut block = vec![0u8; len];
+        for page in block.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        std::hint::black_box(&block);
+        block.iter().step_by(1 << 20).map(|&b| u64::from(b)).sum()
+    }
+}
