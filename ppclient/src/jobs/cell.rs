@@ -51,9 +51,10 @@ pub(crate) type Cloner<T> = Option<ppcore::Cloner<T>>;
 /// that have them) a waker, a callback and the job's rarely used part `E`.
 ///
 /// A million queued jobs should not each carry room for what most of them
-/// never get: the error is boxed, and so is all of `More`.
+/// never get: an error is kept in `More`, boxed with the rest of it.
 pub(crate) struct Slot<T, A, E> {
-    result: Option<Result<T, Box<JobError>>>,
+    /// Its value, once it succeeded (until taken).
+    value: Option<T>,
     more: Option<Box<More<T, E>>>,
     /// Taken by a local run; kept (for retries) while on a node.
     pub(crate) args: Option<A>,
@@ -73,6 +74,8 @@ struct More<T, E> {
     waker: Option<Waker>,
     callback: Option<Callback<T>>,
     extra: Option<Box<E>>,
+    /// Its error, once it failed (kept: read again, it is given again).
+    error: Option<JobError>,
 }
 
 impl<T, A, E> Slot<T, A, E> {
@@ -82,8 +85,13 @@ impl<T, A, E> Slot<T, A, E> {
                 waker: None,
                 callback: None,
                 extra: None,
+                error: None,
             })
         })
+    }
+
+    fn error(&self) -> Option<&JobError> {
+        self.more.as_ref()?.error.as_ref()
     }
 
     fn take_waker(&mut self) -> Option<Waker> {
@@ -146,13 +154,14 @@ impl<T: Send + 'static, A, E> Cell<T, A, E> {
                 waker: None,
                 callback,
                 extra,
+                error: None,
             })
         });
         Cell {
             state: AtomicU8::new(QUEUED),
             flags: AtomicU8::new(if journaled { JOURNALED } else { 0 }),
             slot: Mutex::new(Slot {
-                result: None,
+                value: None,
                 more,
                 args: Some(args),
                 attempt: 0,
@@ -241,8 +250,10 @@ impl<T: Send + 'static, A, E> Cell<T, A, E> {
         self.tracker.ended(&outcome);
         let (waker, sleeping) = {
             let mut slot = self.lock();
-            if let Some(result) = result {
-                slot.result = Some(result.map_err(Box::new));
+            match result {
+                Some(Ok(value)) => slot.value = Some(value),
+                Some(Err(e)) => slot.more().error = Some(e),
+                None => {}
             }
             self.state.store(READY, Ordering::Release);
             let sleeping = self.flags.load(Ordering::Relaxed) & SLEEPING != 0;
@@ -358,16 +369,17 @@ impl<T: Send + 'static, A, E> Cell<T, A, E> {
     /// For a kept job's handle: its error if it failed; `None` if it was
     /// kept (the cell holds no value: the handle fetches it).
     pub(crate) fn kept_error(&self) -> Option<JobError> {
-        match &self.lock().result {
-            Some(Err(e)) => Some((**e).clone()),
-            _ => None,
-        }
+        self.lock().error().cloned()
     }
 
     /// Moves the result out (the handle is consumed: nobody reads it again).
     pub(crate) fn take(&self) -> Result<T, JobError> {
-        match self.lock_unlent().result.take() {
-            Some(result) => result.map_err(|e| *e),
+        let mut slot = self.lock_unlent();
+        if let Some(value) = slot.value.take() {
+            return Ok(value);
+        }
+        match slot.more.as_mut().and_then(|m| m.error.take()) {
+            Some(e) => Err(e),
             None => Err(taken()),
         }
     }
@@ -378,14 +390,11 @@ impl<T: Send + 'static, A, E> Cell<T, A, E> {
     /// with no lock held.
     pub(crate) fn read(&self, cloner: Cloner<T>) -> Result<T, JobError> {
         let mut slot = self.lock_unlent();
-        let value = match slot.result.take() {
-            None => return Err(taken()),
-            Some(Err(e)) => {
-                let again = (*e).clone();
-                slot.result = Some(Err(e));
-                return Err(again);
-            }
-            Some(Ok(value)) => value,
+        if let Some(e) = slot.error() {
+            return Err(e.clone());
+        }
+        let Some(value) = slot.value.take() else {
+            return Err(taken());
         };
         let Some(clone) = cloner else {
             return Ok(value);
@@ -444,7 +453,7 @@ struct Lent<'a, T: Send + 'static, A, E> {
 impl<T: Send + 'static, A, E> Drop for Lent<'_, T, A, E> {
     fn drop(&mut self) {
         let mut slot = self.cell.lock();
-        slot.result = self.value.take().map(Ok);
+        slot.value = self.value.take();
         self.cell.flags.fetch_and(!LENT, Ordering::Relaxed);
         drop(slot);
         self.cell.ready.notify_all();

@@ -16,9 +16,13 @@ pub(crate) fn run_local(
     stopping: impl Fn() -> bool,
     run: impl FnOnce(Arc<dyn Task>),
 ) {
-    let request = task.request().cloned();
+    // The job's own count, not its request's: a request is shared by
+    // every job submitted with the same options, and its count is touched
+    // by the submitting thread too.
+    let job = Arc::clone(&task);
+    let request = job.request().map(|r| &**r);
     let mut task = Some(task);
-    let outcome = slots.run(request.as_deref(), stopping, || {
+    let outcome = slots.run(request, stopping, || {
         if let Some(task) = task.take() {
             run(task);
         }
@@ -29,7 +33,7 @@ pub(crate) fn run_local(
     match why {
         NotRun::Stopped => task.abandon(shutdown_error()),
         NotRun::Never(short) => {
-            let asked = request.as_deref().cloned().unwrap_or_default();
+            let asked = request.cloned().unwrap_or_default();
             task.abandon(unsatisfiable(&asked, &slots.offer(), &short));
         }
     }
