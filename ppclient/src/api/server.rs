@@ -266,7 +266,6 @@ impl Server {
         }
         let spec = Spec {
             group,
-            request: options.request,
             kept: kept.map(|k| KeptResult::new(k, J::read_output_owned)),
         };
         let birth = Birth {
@@ -277,7 +276,7 @@ impl Server {
             journaled,
         };
         let cell = Cell::new(Arc::clone(&self.core.tracker), spec, birth);
-        let task = Arc::new(TypedTask::<J>::new(id, cell));
+        let task = Arc::new(TypedTask::<J>::new(id, options.request, cell));
         let handle = JobHandle::new(Arc::clone(&task) as Arc<dyn JobRef<J::Output>>);
         if let Some(err) = too_big {
             resolve(&task, Err(err));

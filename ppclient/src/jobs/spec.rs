@@ -1,8 +1,7 @@
 //! What few jobs are submitted with and nothing changes later: a group,
-//! a request beyond one cpu, a result kept where it is made. Boxed, and
+//! a result kept where it is made. Boxed, and
 //! only for the jobs that have one, so that a plain queued job stays small.
 
-use ppcore::resources::Request;
 use ppcore::shared::KeptSource;
 use ppcore::{JobError, Pending};
 use std::sync::Arc;
@@ -11,8 +10,6 @@ use std::sync::Arc;
 pub(crate) struct Spec<T> {
     /// Its group ([`Server::wait_group`](crate::Server::wait_group)).
     pub(crate) group: Option<Arc<Pending>>,
-    /// What it asks for beyond one cpu.
-    pub(crate) request: Option<Arc<Request>>,
     /// Its result kept where it is made, as its handle reaches it.
     pub(crate) kept: Option<KeptResult<T>>,
 }
@@ -20,7 +17,7 @@ pub(crate) struct Spec<T> {
 impl<T> Spec<T> {
     /// The box, if anything is in it.
     pub(crate) fn boxed(self) -> Option<Box<Self>> {
-        let empty = self.group.is_none() && self.request.is_none() && self.kept.is_none();
+        let empty = self.group.is_none() && self.kept.is_none();
         (!empty).then(|| Box::new(self))
     }
 }

@@ -195,6 +195,9 @@ pub(crate) struct TypedTask<J: Job> {
     id: u64,
     /// When it was submitted (`since_epoch`), for the queue-wait statistic.
     submitted: u64,
+    /// What it asks for beyond one cpu: in the job, not boxed, since a
+    /// worker reads it for every job that has one.
+    request: Option<Arc<Request>>,
     pub(super) cell: Cell<J::Output, J::Args, Extra>,
 }
 
@@ -240,10 +243,15 @@ fn first_start<T, A>(run: &mut Slot<T, A, Extra>) -> bool {
 }
 
 impl<J: Job> TypedTask<J> {
-    pub(crate) fn new(id: u64, cell: Cell<J::Output, J::Args, Extra>) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        request: Option<Arc<Request>>,
+        cell: Cell<J::Output, J::Args, Extra>,
+    ) -> Self {
         TypedTask {
             id,
             cell,
+            request,
             submitted: since_epoch(Instant::now()),
         }
     }
@@ -682,7 +690,7 @@ impl<J: Job> Task for TypedTask<J> {
     }
 
     fn request(&self) -> Option<&Arc<Request>> {
-        self.cell.spec()?.request.as_ref()
+        self.request.as_ref()
     }
 
     fn age(&self, now: Instant) -> Duration {

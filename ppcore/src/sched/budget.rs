@@ -19,6 +19,7 @@
 //! A job larger than the whole budget is admitted when nothing else holds
 //! any of it, so that it waits for the others but never forever.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// The default budget: 1 GiB of arguments not yet sent.
@@ -40,16 +41,23 @@ impl ByteBudget {
     /// Takes `bytes` if they fit (or nothing else is held); false, with
     /// nothing taken, otherwise.
     pub fn try_take(&mut self, bytes: u64) -> bool {
+        match self.used_after(bytes) {
+            Some(used) => {
+                self.used = used;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What `used` would be after taking `bytes`, if they may be taken:
+    /// they fit, or nothing else is held.
+    pub fn used_after(&self, bytes: u64) -> Option<u64> {
         let fits = self
             .used
             .checked_add(bytes)
             .is_some_and(|total| total <= self.limit);
-        if fits || self.used == 0 {
-            self.used = self.used.saturating_add(bytes);
-            true
-        } else {
-            false
-        }
+        (fits || self.used == 0).then(|| self.used.saturating_add(bytes))
     }
 
     /// Gives back `bytes` taken before.
@@ -70,43 +78,65 @@ impl ByteBudget {
 }
 
 /// A [`ByteBudget`] that threads share: taking waits while it is full.
+///
+/// Taking and giving back while the budget has room are one atomic
+/// operation each, with no lock (a submit and a worker's take of every job
+/// on the local pool's hot path do them); only a taker that must wait, and
+/// whoever frees room while one does, take the lock.
 #[derive(Debug)]
 pub struct BudgetGate {
-    state: Mutex<Gate>,
+    limit: u64,
+    used: AtomicU64,
+    /// Takers asleep in [`acquire`](Self::acquire): counted under `sleep`'s
+    /// lock before they look a last time, so that a give-back that reads 0
+    /// here freed its bytes before they looked.
+    waiting: AtomicUsize,
+    sleep: Mutex<()>,
     freed: Condvar,
-}
-
-#[derive(Debug)]
-struct Gate {
-    budget: ByteBudget,
-    waiting: usize,
 }
 
 impl BudgetGate {
     /// A gate over `limit` bytes.
     pub fn new(limit: u64) -> Arc<Self> {
         Arc::new(BudgetGate {
-            state: Mutex::new(Gate {
-                budget: ByteBudget::new(limit),
-                waiting: 0,
-            }),
+            limit,
+            used: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            sleep: Mutex::new(()),
             freed: Condvar::new(),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Gate> {
-        crate::sync::lock(&self.state)
+    /// Takes `bytes` if the budget's rule lets it now.
+    fn try_take(&self, bytes: u64) -> bool {
+        let mut used = self.used.load(Ordering::SeqCst);
+        loop {
+            let budget = ByteBudget {
+                limit: self.limit,
+                used,
+            };
+            let Some(after) = budget.used_after(bytes) else {
+                return false;
+            };
+            match self
+                .used
+                .compare_exchange_weak(used, after, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
     }
 
     /// Takes `bytes`, waiting until they fit.
     pub fn acquire(self: &Arc<Self>, bytes: u64) -> Permit {
-        let mut gate = self.lock();
-        if !gate.budget.try_take(bytes) {
-            gate.waiting += 1;
-            while !gate.budget.try_take(bytes) {
-                gate = self.freed.wait(gate).unwrap_or_else(|e| e.into_inner());
+        if !self.try_take(bytes) {
+            let mut asleep = crate::sync::lock(&self.sleep);
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while !self.try_take(bytes) {
+                asleep = self.freed.wait(asleep).unwrap_or_else(|e| e.into_inner());
             }
-            gate.waiting -= 1;
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
         Permit {
             gate: Arc::clone(self),
@@ -116,7 +146,7 @@ impl BudgetGate {
 
     /// Takes `bytes` if they fit now; `None` otherwise (hand the job back).
     pub fn try_acquire(self: &Arc<Self>, bytes: u64) -> Option<Permit> {
-        self.lock().budget.try_take(bytes).then(|| Permit {
+        self.try_take(bytes).then(|| Permit {
             gate: Arc::clone(self),
             bytes,
         })
@@ -125,27 +155,27 @@ impl BudgetGate {
     /// Gives back `bytes` taken by a permit turned
     /// [`into_bytes`](Permit::into_bytes), waking the waiters.
     pub fn give_back(&self, bytes: u64) {
-        let waiting = {
-            let mut gate = self.lock();
-            gate.budget.give_back(bytes);
-            gate.waiting > 0
-        };
-        // A waiter counts itself under the lock before it sleeps, so none is
-        // missed; with none, no wake-up system call is made (one per job on
-        // the local pool's hot path otherwise).
-        if waiting {
+        let before = self.used.fetch_sub(bytes, Ordering::SeqCst);
+        debug_assert!(bytes <= before, "giving back more than was taken");
+        // With nobody waiting, no lock and no wake-up system call (one per
+        // job on the local pool's hot path otherwise). A waiter counts
+        // itself under the lock and then looks again: either it sees these
+        // bytes, or it is counted here and woken (the lock taken first, so
+        // that it is asleep or not yet looking).
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            drop(crate::sync::lock(&self.sleep));
             self.freed.notify_all();
         }
     }
 
     /// Bytes held now.
     pub fn used(&self) -> u64 {
-        self.lock().budget.used()
+        self.used.load(Ordering::SeqCst)
     }
 
     /// Threads waiting in [`acquire`](Self::acquire) now.
     pub fn waiting(&self) -> usize {
-        self.lock().waiting
+        self.waiting.load(Ordering::SeqCst)
     }
 }
 
