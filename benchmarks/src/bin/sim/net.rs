@@ -1,0 +1,246 @@
+//! The simulated clock, the event agenda and the network: no sockets, no
+//! threads. Time is nanoseconds since a base `Instant`, handed to the
+//! state machines as `base + offset`; it moves only when the next event is
+//! taken from the agenda.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// Something that happens at a simulated time. `node` is the index of the
+/// node (and of the client's link to it); `conn` names the connection, so
+/// that what was in flight on a closed one is dropped.
+pub(crate) enum Ev {
+    /// The client's dial of `node` ended (connected, or not: the node is
+    /// silent).
+    Dialled { node: u32 },
+    /// Bytes the client wrote reach the node.
+    ToNode {
+        node: u32,
+        conn: u32,
+        bytes: Vec<u8>,
+    },
+    /// Bytes the node wrote reach the client.
+    ToClient {
+        node: u32,
+        conn: u32,
+        bytes: Vec<u8>,
+    },
+    /// The client closed connection `conn`: the node hears it.
+    ClosedToNode { node: u32, conn: u32 },
+    /// The node closed connection `conn`: the client hears it.
+    ClosedToClient { node: u32, conn: u32 },
+    /// The time the client's link asked to be woken at.
+    ClientTimer { node: u32 },
+    /// The time the node's link asked to be woken at.
+    NodeTimer { node: u32, conn: u32 },
+    /// A worker of `node` finished job `id`.
+    Finished {
+        node: u32,
+        conn: u32,
+        id: u64,
+        attempt: u32,
+    },
+    /// The node's connection driver wakes and hands its finished jobs to
+    /// its link (one batch per turn, as ppserver's driver does).
+    Flush { node: u32, conn: u32 },
+    /// The client's driver of `node` was woken by a push to the queue.
+    Turn { node: u32 },
+    /// The submitter queues its next batch.
+    Submit,
+}
+
+struct Entry {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    /// Reversed: the heap's top is the earliest event (ties in the order
+    /// they were scheduled).
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// The simulated clock and what is due, earliest first.
+pub(crate) struct Agenda {
+    base: Instant,
+    now: u64,
+    heap: BinaryHeap<Entry>,
+    seq: u64,
+}
+
+impl Agenda {
+    /// Time zero is `base`.
+    pub(crate) fn new(base: Instant) -> Self {
+        Agenda {
+            base,
+            now: 0,
+            heap: BinaryHeap::new(),
+            seq: 0,
+        }
+    }
+
+    /// Simulated nanoseconds since time zero.
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.now
+    }
+
+    /// The simulated time as the state machines see it.
+    pub(crate) fn now(&self) -> Instant {
+        self.base + Duration::from_nanos(self.now)
+    }
+
+    /// `t` in simulated nanoseconds (0 if before time zero).
+    pub(crate) fn ns_of(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Schedules `ev` at `at` (never in the past).
+    pub(crate) fn at(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        let at = at.max(self.now);
+        self.heap.push(Entry {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    /// Schedules `ev` `after` nanoseconds from now.
+    pub(crate) fn after(&mut self, after: u64, ev: Ev) {
+        self.at(self.now.saturating_add(after), ev);
+    }
+
+    /// The next event due no later than `until`, the clock moved to it.
+    pub(crate) fn next_until(&mut self, until: u64) -> Option<Ev> {
+        if self.heap.peek()?.at > until {
+            return None;
+        }
+        let e = self.heap.pop()?;
+        self.now = e.at;
+        Some(e.ev)
+    }
+
+    /// Moves the clock to `t` (when nothing is due before it).
+    pub(crate) fn advance_to(&mut self, t: u64) {
+        self.now = self.now.max(t);
+    }
+}
+
+/// A small, fast, seeded generator (SplitMix64): the same seed gives the
+/// same run.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// How the simulated network behaves.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NetConfig {
+    /// One-way latency of a segment.
+    pub(crate) latency_ns: u64,
+    /// Up to this much more, uniform.
+    pub(crate) jitter_ns: u64,
+    /// Chance that a segment is lost and sent again.
+    pub(crate) loss: f64,
+    /// How much later a lost segment arrives: sent again after duplicate
+    /// acknowledgements or a tail-loss probe, a few round trips.
+    pub(crate) retransmit_ns: u64,
+}
+
+/// One direction of one node's connection. TCP delivers in order: a
+/// segment held back by a retransmission holds back those behind it.
+#[derive(Clone, Copy, Default)]
+struct Pipe {
+    /// When the last segment sent this way arrives.
+    last: u64,
+}
+
+/// The network between the client and every node.
+pub(crate) struct Net {
+    config: NetConfig,
+    rng: Rng,
+    to_node: Vec<Pipe>,
+    to_client: Vec<Pipe>,
+    /// Segments lost (and sent again) so far.
+    pub(crate) lost: u64,
+    /// Bytes sent either way.
+    pub(crate) bytes: u64,
+}
+
+impl Net {
+    pub(crate) fn new(config: NetConfig, nodes: usize, seed: u64) -> Self {
+        Net {
+            config,
+            rng: Rng::new(seed),
+            to_node: vec![Pipe::default(); nodes],
+            to_client: vec![Pipe::default(); nodes],
+            lost: 0,
+            bytes: 0,
+        }
+    }
+
+    /// When a segment of `len` bytes sent at `now` towards the node (or
+    /// the client) arrives.
+    pub(crate) fn arrival(&mut self, node: usize, to_node: bool, now: u64, len: usize) -> u64 {
+        let mut delay = self.config.latency_ns;
+        if self.config.jitter_ns > 0 {
+            delay += self.rng.next_u64() % self.config.jitter_ns;
+        }
+        if self.config.loss > 0.0 && self.rng.unit() < self.config.loss {
+            self.lost += 1;
+            delay += self.config.retransmit_ns;
+        }
+        self.bytes += len as u64;
+        let pipes = match to_node {
+            true => &mut self.to_node,
+            false => &mut self.to_client,
+        };
+        let pipe = &mut pipes[node];
+        pipe.last = pipe.last.max(now + delay);
+        pipe.last
+    }
+
+    /// The time a dial takes: one round trip.
+    pub(crate) fn dial_ns(&self) -> u64 {
+        2 * self.config.latency_ns
+    }
+
+    /// A draw in [0, 1) for whoever needs one (job run times).
+    pub(crate) fn unit(&mut self) -> f64 {
+        self.rng.unit()
+    }
+}
