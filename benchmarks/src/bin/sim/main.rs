@@ -165,11 +165,25 @@ fn idle(w: &mut World, intervals: u32) -> (u64, Duration) {
     (w.stats.events - before, started.elapsed())
 }
 
-/// Silences `node` right after the client last hears from it; the
-/// heartbeat intervals until its link declares it lost, and the
-/// simulated seconds.
-fn lost_after(w: &mut World, node: usize) -> Result<(u64, f64)> {
+/// What happened to a node that stopped answering.
+struct Loss {
+    /// Heartbeat intervals from its last word to its link's loss (rounded
+    /// up).
+    intervals: u64,
+    /// The same in simulated seconds.
+    seconds: f64,
+    /// Jobs it held, handed back and run elsewhere.
+    returned: u64,
+}
+
+/// Gives the nodes a round of jobs, silences `node` right after the
+/// client next hears from it (it holds jobs then), and counts the
+/// heartbeat intervals until its link declares it lost; then every job,
+/// those it held too, must resolve elsewhere.
+fn lost_after(w: &mut World, node: usize, jobs: u64) -> Result<Loss> {
     let hb = w.heartbeat().as_nanos() as u64;
+    let before = w.stats;
+    w.submit(jobs, 1024, 1 << 18);
     w.silence_after_next_word(node);
     let until = w.agenda.now_ns() + 10 * hb;
     ensure!(
@@ -178,14 +192,40 @@ fn lost_after(w: &mut World, node: usize) -> Result<(u64, f64)> {
     );
     let silenced = w.agenda.now_ns();
     let lost_before = w.client.ends[node].lost_at;
+    let lost = |w: &World| {
+        w.client.ends[node]
+            .lost_at
+            .filter(|_| w.client.ends[node].lost_at != lost_before)
+    };
+    // Interval by interval; what it sent before it fell silent still
+    // arrives (and counts as a word from it).
     for k in 1..=20 {
-        let changed = |w: &World| w.client.ends[node].lost_at != lost_before;
-        if w.run_until(silenced + k * hb, changed) {
-            let lost = w.client.ends[node].lost_at.unwrap_or(silenced);
-            return Ok((k, (lost - silenced) as f64 / SECOND as f64));
+        if w.run_until(silenced + k * hb, |w| lost(w).is_some()) {
+            break;
         }
     }
-    anyhow::bail!("node {node}, silent for 20 intervals, was never declared lost")
+    let Some(lost_at) = lost(w) else {
+        anyhow::bail!("node {node}, silent for 20 intervals, was never declared lost");
+    };
+    let silent_for = lost_at - w.client.ends[node].heard_at;
+    let (intervals, seconds) = (silent_for.div_ceil(hb), silent_for as f64 / SECOND as f64);
+    let target = before.resolved + jobs;
+    let until = w.agenda.now_ns() + 60 * SECOND;
+    ensure!(
+        w.run_until(until, |w| w.stats.resolved >= target),
+        "{} of {jobs} jobs resolved after the loss",
+        w.stats.resolved - before.resolved
+    );
+    ensure!(
+        w.stats.duplicates == 0,
+        "{} jobs resolved twice",
+        w.stats.duplicates
+    );
+    Ok(Loss {
+        intervals,
+        seconds,
+        returned: w.stats.returned - before.returned,
+    })
 }
 
 /// Bytes per idle node that the client's side, then the nodes' side,
@@ -236,7 +276,8 @@ fn main() -> Result<()> {
     }
     let mut w = big.ok_or_else(|| anyhow::anyhow!("no run with {largest} nodes"))?;
     let (idle_events, idle_wall) = idle(&mut w, 3);
-    let (lost_intervals, lost_s) = lost_after(&mut w, largest / 2)?;
+    let loss = lost_after(&mut w, largest / 2, 16 * largest as u64)?;
+    let (lost_intervals, lost_s) = (loss.intervals, loss.seconds);
     let segments_lost = w.net.lost;
     drop(w);
     let (client_bytes, node_bytes) = idle_bytes(args.params(largest))?;
@@ -255,6 +296,7 @@ fn main() -> Result<()> {
             "node_bytes_per_idle_node": node_bytes.round(),
             "idle_events_per_s": idle_events_per_s.round(),
             "lost_after_s": lost_s,
+            "lost_node_jobs_returned": loss.returned,
             "connect_s": big_run.connect.as_secs_f64(),
             "jobs": args.jobs,
             "workers": args.workers,
@@ -272,8 +314,9 @@ fn main() -> Result<()> {
         println!("{out}");
     } else {
         println!(
-            "{largest} nodes idle: {:.2}M events/s; a silent node lost after {lost_intervals} heartbeat intervals ({lost_s:.3} s); the client holds {client_bytes:.0} bytes per idle node, each node {node_bytes:.0}",
-            idle_events_per_s / 1e6
+            "{largest} nodes idle: {:.2}M events/s; a silent node lost after {lost_intervals} heartbeat intervals ({lost_s:.3} s), the {} jobs it held run elsewhere; the client holds {client_bytes:.0} bytes per idle node, each node {node_bytes:.0}",
+            idle_events_per_s / 1e6,
+            loss.returned,
         );
     }
     Ok(())

@@ -80,6 +80,8 @@ pub(crate) struct ClientEnd {
     pub(crate) up: bool,
     /// When the link last declared the node lost.
     pub(crate) lost_at: Option<u64>,
+    /// When the client last heard from the node.
+    pub(crate) heard_at: u64,
 }
 
 /// A node: its link (one connection at a time) and its workers.
@@ -224,6 +226,7 @@ impl World {
                 turn_due: false,
                 up: false,
                 lost_at: None,
+                heard_at: 0,
             })
             .collect();
         let node_config = node_config(params.workers);
@@ -304,8 +307,8 @@ impl World {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Dialled { node } => self.dialled(node as usize),
-            Ev::ToNode { node, conn, bytes } => self.to_node(node as usize, conn, &bytes),
-            Ev::ToClient { node, conn, bytes } => self.to_client(node as usize, conn, &bytes),
+            Ev::ToNode { node, conn, bytes } => self.node_receives(node as usize, conn, &bytes),
+            Ev::ToClient { node, conn, bytes } => self.client_receives(node as usize, conn, &bytes),
             Ev::ClosedToNode { node, conn } => {
                 let n = &mut self.nodes[node as usize];
                 if n.conn == conn && !n.silent {
@@ -423,13 +426,14 @@ impl World {
         self.stats.client += started.elapsed();
     }
 
-    fn to_client(&mut self, i: usize, conn: u32, bytes: &[u8]) {
+    fn client_receives(&mut self, i: usize, conn: u32, bytes: &[u8]) {
         if self.live[i] != conn || self.client.ends[i].conn != conn {
             return;
         }
         self.stats.events += 1;
         let started = Instant::now();
         let now = self.agenda.now();
+        self.client.ends[i].heard_at = self.agenda.now_ns();
         self.client.ends[i].link.handle(Event::Received(bytes), now);
         self.client_act(i);
         self.stats.client += started.elapsed();
@@ -609,7 +613,7 @@ impl World {
 
     // ---- the nodes ----
 
-    fn to_node(&mut self, i: usize, conn: u32, bytes: &[u8]) {
+    fn node_receives(&mut self, i: usize, conn: u32, bytes: &[u8]) {
         let n = &mut self.nodes[i];
         if self.live[i] != conn || n.conn != conn || n.silent {
             return;
