@@ -424,6 +424,47 @@ mod tests {
         assert_eq!(rest, [0, 2, 4]);
     }
 
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_consumer_that_finds_nothing_twice_is_woken_once_and_unwatch_forgets_it() {
+        let q = Lanes::<u32>::new();
+        let (a, b) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (wa, wb): (Arc<dyn Wake>, Arc<dyn Wake>) = (a.clone(), b.clone());
+        for _ in 0..3 {
+            assert!(q.pop_batch(|_| true, 4, Some(&wa)).is_empty());
+        }
+        assert!(q.pop_batch(|_| true, 4, Some(&wb)).is_empty());
+        q.push(1);
+        assert_eq!(
+            (a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)),
+            (1, 1)
+        );
+        // Woken watchers are forgotten: the next push wakes nobody.
+        q.push(2);
+        assert_eq!(
+            (a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)),
+            (1, 1)
+        );
+        // Both wait again (they find nothing they take); one goes away.
+        assert!(q.pop_batch(|_| false, 4, Some(&wa)).is_empty());
+        assert!(q.pop_batch(|_| false, 4, Some(&wb)).is_empty());
+        q.unwatch(&wa);
+        q.push(3);
+        assert_eq!(
+            (a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)),
+            (1, 2)
+        );
+    }
+
     #[test]
     fn drain_kinds_keeps_the_rest_in_place() {
         let q = Lanes::<u32, char>::new();

@@ -109,6 +109,7 @@ struct JobRun {
     sim_ns: u64,
     returned: u64,
     downs: u64,
+    empty_turns: u64,
 }
 
 /// Connects every link of a new world, within 30 simulated seconds.
@@ -152,6 +153,7 @@ fn run_jobs(args: &Args, params: Params) -> Result<(World, JobRun)> {
         sim_ns: w.agenda.now_ns() - t0,
         returned: w.stats.returned - before.returned,
         downs: w.stats.downs - before.downs,
+        empty_turns: w.stats.empty_turns - before.empty_turns,
     };
     Ok((w, run))
 }
@@ -257,7 +259,7 @@ fn main() -> Result<()> {
         let (w, run) = run_jobs(&args, args.params(n))?;
         if !args.json {
             println!(
-                "{n:>6} nodes: connected in {:.2} s; {} jobs in {:.2} s wall ({:.3} s simulated), {} events ({:.2}M/s), client {:.0} ns/job, {} jobs handed back, {} links lost",
+                "{n:>6} nodes: connected in {:.2} s; {} jobs in {:.2} s wall ({:.3} s simulated), {} events ({:.2}M/s), client {:.0} ns/job, {} jobs handed back, {} links lost, {} driver turns found nothing",
                 run.connect.as_secs_f64(),
                 args.jobs,
                 run.wall.as_secs_f64(),
@@ -267,6 +269,7 @@ fn main() -> Result<()> {
                 run.client.as_nanos() as f64 / args.jobs as f64,
                 run.returned,
                 run.downs,
+                run.empty_turns,
             );
         }
         if n == largest && big.is_none() {
@@ -298,6 +301,7 @@ fn main() -> Result<()> {
             "lost_after_s": lost_s,
             "lost_node_jobs_returned": loss.returned,
             "connect_s": big_run.connect.as_secs_f64(),
+            "empty_turns": big_run.empty_turns,
             "jobs": args.jobs,
             "workers": args.workers,
             "exec_us": args.exec_us,

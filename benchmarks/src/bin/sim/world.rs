@@ -119,6 +119,11 @@ pub(crate) struct Stats {
     pub(crate) downs: u64,
     /// Links up now.
     pub(crate) up: usize,
+    /// Jobs handed to links.
+    pub(crate) taken: u64,
+    /// Turns of a driver woken by a push that found nothing to take
+    /// (every push wakes every driver waiting on the queue).
+    pub(crate) empty_turns: u64,
 }
 
 pub(crate) struct World {
@@ -344,7 +349,9 @@ impl World {
                 self.stats.events += 1;
                 let started = Instant::now();
                 self.client.ends[node as usize].turn_due = false;
+                let taken = self.stats.taken;
                 self.client_act(node as usize);
+                self.stats.empty_turns += u64::from(self.stats.taken == taken);
                 self.stats.client += started.elapsed();
             }
             Ev::Submit => self.submit_batch(),
@@ -590,6 +597,7 @@ impl World {
         if jobs.is_empty() {
             return false;
         }
+        self.stats.taken += jobs.len() as u64;
         let batch = jobs
             .into_iter()
             .map(|job| {
