@@ -20,7 +20,7 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `net` | the clock and agenda, the network, a seeded generator |
-//! | `world` | the client's side and the nodes' side, and what each event does |
+//! | `world` | what the world holds and how an event is dispatched; `world/client` the client's side (the drivers), `world/node` the nodes' side |
 //! | `alloc` | the counting allocator |
 
 mod alloc;
