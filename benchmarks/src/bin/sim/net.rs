@@ -279,3 +279,84 @@ impl Net {
         self.rng.unit()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ev: &Ev) -> u32 {
+        match ev {
+            Ev::Turn { node } => *node,
+            _ => u32::MAX,
+        }
+    }
+
+    #[test]
+    fn the_agenda_gives_events_by_time_then_in_the_order_scheduled() {
+        let mut agenda = Agenda::new(Instant::now());
+        let mut rng = Rng::new(7);
+        // (time, order scheduled) of what is still due, as a plain list.
+        let mut due: Vec<(u64, u32)> = Vec::new();
+        let mut next = 0u32;
+        for round in 0..2000 {
+            for _ in 0..(rng.next_u64() % 4) {
+                // Many events at the same times, some far ahead.
+                let after = match rng.next_u64() % 3 {
+                    0 => 0,
+                    1 => rng.next_u64() % 8,
+                    _ => rng.next_u64() % 1_000_000_000,
+                };
+                agenda.after(after, Ev::Turn { node: next });
+                due.push((agenda.now_ns() + after, next));
+                next += 1;
+            }
+            // Now and then the clock is moved past nothing (as between runs).
+            if round % 97 == 0 {
+                let t = agenda.now_ns() + 3;
+                if due.iter().all(|(at, _)| *at > t) {
+                    agenda.advance_to(t);
+                }
+            }
+            // Now and then only what is due now (the next may lie beyond:
+            // what is scheduled after that is at or after now, not after it).
+            let until = match round % 13 {
+                0 => agenda.now_ns(),
+                _ => u64::MAX,
+            };
+            if let Some(ev) = agenda.next_until(until) {
+                due.sort();
+                let (at, first) = due.remove(0);
+                assert_eq!((agenda.now_ns(), id(&ev)), (at, first));
+            }
+        }
+        due.sort();
+        for (at, first) in due {
+            let ev = agenda.next_until(u64::MAX).map(|ev| id(&ev));
+            assert_eq!((agenda.now_ns(), ev), (at, Some(first)));
+        }
+        assert!(agenda.next_until(u64::MAX).is_none());
+    }
+
+    #[test]
+    fn a_lost_segment_holds_back_those_behind_it() {
+        let config = NetConfig {
+            latency_ns: 100,
+            jitter_ns: 50,
+            loss: 0.2,
+            retransmit_ns: 10_000,
+        };
+        let mut net = Net::new(config, 2, 3);
+        let mut last = 0;
+        for t in 0..1000 {
+            let at = net.arrival(1, true, t * 1000, 1);
+            assert!(at >= last && at >= t * 1000 + 100, "out of order at {t}");
+            last = at;
+        }
+        assert!(net.lost > 100, "{} of 1000 lost", net.lost);
+        // The other direction and the other node are not held back (at
+        // most one retransmission of their own).
+        assert!(last > 999_000);
+        assert!(net.arrival(0, true, 0, 1) <= 10_150);
+        assert!(net.arrival(1, false, 0, 1) <= 10_150);
+    }
+}
