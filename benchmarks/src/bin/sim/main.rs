@@ -293,11 +293,11 @@ fn main() -> Result<()> {
     if args.json {
         let mut out = serde_json::json!({
             "nodes": largest,
-            "events_per_s": events_per_s.round(),
+            "events_per_s": events_per_s.round() as u64,
             "lost_after_intervals": lost_intervals,
-            "client_bytes_per_idle_node": client_bytes.round(),
-            "node_bytes_per_idle_node": node_bytes.round(),
-            "idle_events_per_s": idle_events_per_s.round(),
+            "client_bytes_per_idle_node": client_bytes.round() as u64,
+            "node_bytes_per_idle_node": node_bytes.round() as u64,
+            "idle_events_per_s": idle_events_per_s.round() as u64,
             "lost_after_s": lost_s,
             "lost_node_jobs_returned": loss.returned,
             "connect_s": big_run.connect.as_secs_f64(),
@@ -313,7 +313,7 @@ fn main() -> Result<()> {
         });
         for r in &runs {
             let ns = r.client.as_nanos() as f64 / args.jobs as f64;
-            out[format!("per_job_ns_{}", r.nodes)] = ns.round().into();
+            out[format!("per_job_ns_{}", r.nodes)] = (ns.round() as u64).into();
         }
         println!("{out}");
     } else {
