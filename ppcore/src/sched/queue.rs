@@ -10,6 +10,7 @@
 //! each kind in order, with a sequence number that orders them across kinds.
 
 use super::lane::Lane;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,8 +42,11 @@ struct Shared<T, K> {
 struct State<T, K> {
     kinds: Vec<Kind<T, K>>,
     next_seq: u64,
-    /// Woken (and forgotten) on the next push.
-    watchers: Vec<Arc<dyn Wake>>,
+    /// Woken (and forgotten) on the next push, keyed by [`watcher_key`]:
+    /// a consumer that finds nothing again is not added twice, at a cost
+    /// that does not grow with the consumers waiting (10,000 idle node
+    /// links each look at the queue on every turn).
+    watchers: HashMap<usize, Arc<dyn Wake>>,
 }
 
 struct Kind<T, K> {
@@ -66,7 +70,7 @@ impl<T, K> Default for Lanes<T, K> {
                 state: Mutex::new(State {
                     kinds: Vec::new(),
                     next_seq: 0,
-                    watchers: Vec::new(),
+                    watchers: HashMap::new(),
                 }),
                 ready: Condvar::new(),
                 len: AtomicUsize::new(0),
@@ -74,6 +78,12 @@ impl<T, K> Default for Lanes<T, K> {
             }),
         }
     }
+}
+
+/// A watcher's identity: the address of what its `Arc` points to (the
+/// queue holds a clone, so no other watcher can have it meanwhile).
+fn watcher_key(w: &Arc<dyn Wake>) -> usize {
+    Arc::as_ptr(w).cast::<()>() as usize
 }
 
 /// Which lane, and where in it, the next item to take is.
@@ -161,7 +171,7 @@ impl<T, K: PartialEq> Lanes<T, K> {
             (1, _) => self.shared.ready.notify_one(),
             _ => self.shared.ready.notify_all(),
         }
-        for w in watchers {
+        for w in watchers.into_values() {
             w.wake();
         }
     }
@@ -258,9 +268,10 @@ impl<T, K: PartialEq> Lanes<T, K> {
         self.shared.len.fetch_sub(out.len(), Ordering::SeqCst);
         if out.is_empty() {
             if let Some(w) = watcher {
-                if !state.watchers.iter().any(|x| Arc::ptr_eq(x, w)) {
-                    state.watchers.push(Arc::clone(w));
-                }
+                state
+                    .watchers
+                    .entry(watcher_key(w))
+                    .or_insert_with(|| Arc::clone(w));
             }
         }
         out
@@ -268,7 +279,7 @@ impl<T, K: PartialEq> Lanes<T, K> {
 
     /// Forgets `watcher` (its consumer goes away).
     pub fn unwatch(&self, watcher: &Arc<dyn Wake>) {
-        self.lock().watchers.retain(|x| !Arc::ptr_eq(x, watcher));
+        self.lock().watchers.remove(&watcher_key(watcher));
     }
 
     /// Takes out every item of the kinds `pred` picks (asked once per kind
@@ -406,6 +417,47 @@ mod tests {
         // Anyone else sees the 'a's in their order, none overtaken.
         let rest: Vec<_> = std::iter::from_fn(|| q.try_pop()).collect();
         assert_eq!(rest, [0, 2, 4]);
+    }
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_consumer_that_finds_nothing_twice_is_woken_once_and_unwatch_forgets_it() {
+        let q = Lanes::<u32>::new();
+        let (a, b) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (wa, wb): (Arc<dyn Wake>, Arc<dyn Wake>) = (a.clone(), b.clone());
+        for _ in 0..3 {
+            assert!(q.pop_batch(|_| true, 4, Some(&wa)).is_empty());
+        }
+        assert!(q.pop_batch(|_| true, 4, Some(&wb)).is_empty());
+        q.push(1);
+        assert_eq!(
+            (a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)),
+            (1, 1)
+        );
+        // Woken watchers are forgotten: the next push wakes nobody.
+        q.push(2);
+        assert_eq!(
+            (a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)),
+            (1, 1)
+        );
+        // Both wait again (they find nothing they take); one goes away.
+        assert!(q.pop_batch(|_| false, 4, Some(&wa)).is_empty());
+        assert!(q.pop_batch(|_| false, 4, Some(&wb)).is_empty());
+        q.unwatch(&wa);
+        q.push(3);
+        assert_eq!(
+            (a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)),
+            (1, 2)
+        );
     }
 
     #[test]
