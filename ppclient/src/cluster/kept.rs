@@ -8,7 +8,8 @@
 //! queued or pinned to a node, failed, fetched, made again.
 
 use crate::cluster::state::Core;
-use crate::jobs::task::{inner_id, Dispatch, KeptSink, Remake, RunCtx, Task};
+use crate::jobs::ctx::RunCtx;
+use crate::jobs::task::{inner_id, Dispatch, KeptSink, Remake, Task};
 use crate::jobs::timer::Expire;
 use ppcore::shared::{KeptSource, SharedId, SharedValue};
 use ppcore::sync::lock;

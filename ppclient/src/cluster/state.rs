@@ -2,8 +2,9 @@
 //! links to nodes, and the stop flag.
 
 use crate::cluster::node::{unrunnable_kind, LinkSettings, NodeInfo, NodeRecord, NodeState};
+use crate::jobs::ctx::RunCtx;
 use crate::jobs::queue_key::{queue_key, QueueKey};
-use crate::jobs::task::{JobKind, RunCtx, Task};
+use crate::jobs::task::{JobKind, Task};
 use crate::jobs::tracker::Tracker;
 use ppcore::resources::Offer;
 use ppcore::slots::Slots;

@@ -9,7 +9,8 @@
 
 use crate::cluster::node::NodeRecord;
 use crate::cluster::state::Core;
-use crate::jobs::task::{inner_id, Dispatch, RunCtx, Task};
+use crate::jobs::ctx::RunCtx;
+use crate::jobs::task::{inner_id, Dispatch, Task};
 use crate::jobs::timer::Expire;
 use ppcore::shared::{SharedId, SharedValue};
 use ppcore::sync::lock;

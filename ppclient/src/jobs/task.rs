@@ -8,70 +8,22 @@
 use crate::jobs::attempt::{is_job_failure, Reclaim};
 use crate::jobs::cell::{expire, resolve, resolve_kept, Cell, Slot};
 use crate::jobs::recorder::LOCAL;
-use crate::jobs::timer::{Expire, Timer};
+use crate::jobs::timer::Expire;
 use crate::jobs::tracker::Tracker;
 use ppcore::resources::Request;
 use ppcore::shared::{KeptSource, SharedId, SharedValue};
 use ppcore::wire::KeepOp;
-use ppcore::{ErrorKind, Job, JobError, NodeCounters};
+use ppcore::{ErrorKind, Job, JobError};
 use serde_bytes::ByteBuf;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::jobs::ctx::RunCtx;
+
 /// A kind of job, as the queue keeps them apart: its name and signature.
 pub(crate) type JobKind = (&'static str, &'static str);
-
-/// What running a job needs besides the job itself.
-pub(crate) struct RunCtx {
-    pub(crate) local: NodeCounters,
-    timer: OnceLock<Timer>,
-    stopping: AtomicBool,
-    /// The largest arguments a node can be sent.
-    max_payload: usize,
-    /// The dashboard's recorder, when there is a dashboard.
-    pub(crate) dash: OnceLock<Arc<crate::jobs::recorder::Recorder>>,
-}
-
-impl RunCtx {
-    pub(crate) fn new(max_payload: u64) -> Self {
-        RunCtx {
-            local: NodeCounters::default(),
-            timer: OnceLock::new(),
-            stopping: AtomicBool::new(false),
-            max_payload: usize::try_from(max_payload).unwrap_or(usize::MAX),
-            dash: OnceLock::new(),
-        }
-    }
-
-    pub(crate) fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
-    }
-
-    /// Arranges for `job` to time out after `timeout`, if it has one. The
-    /// timer thread is started on first use: most programs never set a timeout.
-    pub(crate) fn arm(&self, job: Arc<dyn Expire>, timeout: Option<Duration>) {
-        let Some(timeout) = timeout else {
-            return;
-        };
-        let timer = match self.timer.get() {
-            Some(t) => t,
-            None => match Timer::start() {
-                Ok(t) => self.timer.get_or_init(|| t),
-                Err(_) => return,
-            },
-        };
-        timer.schedule(
-            ppcore::limits::deadline(Instant::now(), timeout),
-            Arc::downgrade(&job),
-        );
-    }
-}
 
 /// A job to start on a node.
 #[derive(Default)]
