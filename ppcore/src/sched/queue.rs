@@ -10,7 +10,7 @@
 //! each kind in order, with a sequence number that orders them across kinds.
 
 use super::lane::Lane;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -42,11 +42,13 @@ struct Shared<T, K> {
 struct State<T, K> {
     kinds: Vec<Kind<T, K>>,
     next_seq: u64,
-    /// Woken (and forgotten) on the next push, keyed by [`watcher_key`]:
-    /// a consumer that finds nothing again is not added twice, at a cost
-    /// that does not grow with the consumers waiting (10,000 idle node
-    /// links each look at the queue on every turn).
-    watchers: HashMap<usize, Arc<dyn Wake>>,
+    /// Consumers waiting for items they can take, keyed by
+    /// [`watcher_key`] (a consumer that finds nothing again is not added
+    /// twice, at a cost that does not grow with the consumers waiting:
+    /// 10,000 idle node links each look at the queue on every turn), each
+    /// with the `next_seq` it had seen when it found nothing. See
+    /// [`Lanes::pop_batch`] for who is woken when.
+    watchers: Watchers,
 }
 
 struct Kind<T, K> {
@@ -70,7 +72,7 @@ impl<T, K> Default for Lanes<T, K> {
                 state: Mutex::new(State {
                     kinds: Vec::new(),
                     next_seq: 0,
-                    watchers: HashMap::new(),
+                    watchers: Watchers::default(),
                 }),
                 ready: Condvar::new(),
                 len: AtomicUsize::new(0),
@@ -91,6 +93,54 @@ fn watcher_key(w: &Arc<dyn Wake>) -> usize {
 struct Pick {
     kind: usize,
     urgent: bool,
+}
+
+/// The consumers waiting, each once, oldest look first.
+#[derive(Default)]
+struct Watchers {
+    /// Where each is in `by_seen`.
+    at: HashMap<usize, (u64, u64)>,
+    /// By the `next_seq` each had seen when it found nothing, then by when
+    /// it began to wait.
+    by_seen: BTreeMap<(u64, u64), (usize, Arc<dyn Wake>)>,
+    next: u64,
+}
+
+impl Watchers {
+    /// `w` waits, having seen the items before `seen`.
+    fn insert(&mut self, seen: u64, w: &Arc<dyn Wake>) {
+        let key = watcher_key(w);
+        let place = (seen, self.next);
+        self.next += 1;
+        if let Some(before) = self.at.insert(key, place) {
+            self.by_seen.remove(&before);
+        }
+        self.by_seen.insert(place, (key, Arc::clone(w)));
+    }
+
+    fn remove(&mut self, w: &Arc<dyn Wake>) {
+        if let Some(place) = self.at.remove(&watcher_key(w)) {
+            self.by_seen.remove(&place);
+        }
+    }
+
+    /// Takes out up to `n` of those that have not looked since item
+    /// `seq` - 1 came, oldest look first, to wake (with no lock held).
+    fn take(&mut self, n: usize, seq: u64) -> Vec<Arc<dyn Wake>> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let Some(entry) = self.by_seen.first_entry() else {
+                break;
+            };
+            if entry.key().0 >= seq {
+                break;
+            }
+            let (key, w) = entry.remove();
+            self.at.remove(&key);
+            out.push(w);
+        }
+        out
+    }
 }
 
 impl<T, K: PartialEq> State<T, K> {
@@ -162,7 +212,14 @@ impl<T, K: PartialEq> Lanes<T, K> {
             let n = seq - state.next_seq;
             state.next_seq = seq;
             self.shared.len.fetch_add(n as usize, Ordering::SeqCst);
-            (std::mem::take(&mut state.watchers), n)
+            // One waiting consumer per item: each takes at least one, or
+            // hands the wake on (`pop_batch`).
+            (
+                state
+                    .watchers
+                    .take(usize::try_from(n).unwrap_or(usize::MAX), seq),
+                n,
+            )
         };
         // A sleeper counts itself and looks at the queue under the lock, so
         // it either saw these items or is counted here.
@@ -171,7 +228,7 @@ impl<T, K: PartialEq> Lanes<T, K> {
             (1, _) => self.shared.ready.notify_one(),
             _ => self.shared.ready.notify_all(),
         }
-        for w in watchers.into_values() {
+        for w in watchers {
             w.wake();
         }
     }
@@ -250,7 +307,16 @@ impl<T, K: PartialEq> Lanes<T, K> {
 
     /// Takes up to `max` items, in queue order, of the kinds `accept` takes;
     /// the others keep their places. If it takes none and `watcher` is given,
-    /// `watcher` is woken by the next push (once).
+    /// `watcher` waits to be woken (once).
+    ///
+    /// Who is woken: a push of `n` items wakes `n` waiting consumers (the
+    /// oldest waiting first), not all of them (64 node links woken for one
+    /// job, 63 to find nothing). A consumer that takes nothing while items
+    /// are left (it cannot run them) hands its wake on to one consumer
+    /// that has not looked since they came; every consumer that looks
+    /// again has seen them, so the hand-on ends once all have looked, and
+    /// an item some waiting consumer can take is never left with none
+    /// woken. A consumer that took something looks again before it waits.
     pub fn pop_batch(
         &self,
         mut accept: impl FnMut(&K) -> bool,
@@ -266,20 +332,29 @@ impl<T, K: PartialEq> Lanes<T, K> {
             }
         }
         self.shared.len.fetch_sub(out.len(), Ordering::SeqCst);
+        let mut hand_on = Vec::new();
         if out.is_empty() {
+            let seen = state.next_seq;
             if let Some(w) = watcher {
-                state
-                    .watchers
-                    .entry(watcher_key(w))
-                    .or_insert_with(|| Arc::clone(w));
+                state.watchers.insert(seen, w);
             }
+            // Items are left that this consumer cannot take: the wake it
+            // may have had for them goes to one that has not looked since
+            // they came (so the hand-on ends once every consumer looked).
+            if self.shared.len.load(Ordering::SeqCst) > 0 {
+                hand_on = state.watchers.take(1, seen);
+            }
+        }
+        drop(state);
+        for w in hand_on {
+            w.wake();
         }
         out
     }
 
     /// Forgets `watcher` (its consumer goes away).
     pub fn unwatch(&self, watcher: &Arc<dyn Wake>) {
-        self.lock().watchers.remove(&watcher_key(watcher));
+        self.lock().watchers.remove(watcher);
     }
 
     /// Takes out every item of the kinds `pred` picks (asked once per kind
@@ -426,6 +501,69 @@ mod tests {
         }
     }
 
+    fn counters(n: usize) -> (Vec<Arc<Count>>, Vec<Arc<dyn Wake>>) {
+        let counts: Vec<_> = (0..n)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        let wakes = counts.iter().map(|c| c.clone() as Arc<dyn Wake>).collect();
+        (counts, wakes)
+    }
+
+    fn woken(counts: &[Arc<Count>]) -> Vec<usize> {
+        counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect()
+    }
+
+    #[test]
+    fn a_push_wakes_one_waiting_consumer_per_item_oldest_first() {
+        let q = Lanes::<u32>::new();
+        let (counts, wakes) = counters(4);
+        for w in &wakes {
+            assert!(q.pop_batch(|_| true, 4, Some(w)).is_empty());
+        }
+        q.push(1);
+        assert_eq!(woken(&counts), [1, 0, 0, 0]);
+        q.push_all([2, 3]);
+        assert_eq!(woken(&counts), [1, 1, 1, 0]);
+        // The woken took what they were woken for: the last one sleeps on.
+        assert_eq!(q.pop_batch(|_| true, 4, Some(&wakes[0])), [1, 2, 3]);
+        assert!(q.pop_batch(|_| true, 4, Some(&wakes[1])).is_empty());
+        assert_eq!(woken(&counts), [1, 1, 1, 0], "nothing left: no hand-on");
+    }
+
+    #[test]
+    fn a_consumer_that_cannot_take_what_it_was_woken_for_hands_the_wake_on() {
+        let q = Lanes::<u32, char>::new();
+        let (counts, wakes) = counters(3);
+        // Consumer 0 takes only 'a', 1 and 2 only 'b'.
+        let takes = |i: usize| move |k: &char| *k == if i == 0 { 'a' } else { 'b' };
+        for (i, w) in wakes.iter().enumerate() {
+            assert!(q.pop_batch(takes(i), 4, Some(w)).is_empty());
+        }
+        q.push_kind('b', 7);
+        assert_eq!(woken(&counts), [1, 0, 0], "the oldest waiter first");
+        assert!(q.pop_batch(takes(0), 4, Some(&wakes[0])).is_empty());
+        assert_eq!(woken(&counts), [1, 1, 0], "handed on to the next");
+        assert_eq!(q.pop_batch(takes(1), 4, Some(&wakes[1])), [7]);
+        assert!(q.pop_batch(takes(1), 4, Some(&wakes[1])).is_empty());
+        // An item nobody takes: the wake goes round once and ends. Each
+        // consumer looks whenever it was woken since it last looked.
+        let mut looked = woken(&counts);
+        q.push_kind('c', 8);
+        for _ in 0..10 {
+            let now = woken(&counts);
+            let due: Vec<usize> = (0..3).filter(|&i| now[i] > looked[i]).collect();
+            if due.is_empty() {
+                break;
+            }
+            looked = now;
+            for i in due {
+                assert!(q.pop_batch(takes(i), 4, Some(&wakes[i])).is_empty());
+            }
+        }
+        assert_eq!(woken(&counts), [2, 2, 1], "each woken once for the 'c'");
+        assert_eq!(q.len(), 1);
+    }
+
     #[test]
     fn a_consumer_that_finds_nothing_twice_is_woken_once_and_unwatch_forgets_it() {
         let q = Lanes::<u32>::new();
@@ -438,7 +576,7 @@ mod tests {
             assert!(q.pop_batch(|_| true, 4, Some(&wa)).is_empty());
         }
         assert!(q.pop_batch(|_| true, 4, Some(&wb)).is_empty());
-        q.push(1);
+        q.push_all([1, 2]);
         assert_eq!(
             (a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)),
             (1, 1)
