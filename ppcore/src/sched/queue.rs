@@ -5,8 +5,9 @@
 //! first jobs *they* can run and leave the others where they are: a job no
 //! node can run keeps its place for the local workers, and nothing takes it
 //! out and puts it back (which let later jobs overtake it). A consumer that
-//! found nothing it can run leaves a [`Wake`] and is woken by the next push,
-//! so it never polls. Items are kept per kind (few kinds: one per job type),
+//! found nothing it can run leaves a [`Wake`] and is woken by a later push
+//! (one waiting consumer per item pushed, the wake handed on by one that
+//! cannot take them: [`Lanes::pop_batch`]), so it never polls. Items are kept per kind (few kinds: one per job type),
 //! each kind in order, with a sequence number that orders them across kinds.
 
 use super::lane::Lane;
