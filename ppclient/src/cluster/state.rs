@@ -52,6 +52,8 @@ pub(crate) struct Core {
     /// A thread fails the jobs whose request nobody meets once they waited
     /// `unmet_wait` (`cluster::unmet`).
     pub(super) unmet_watch: AtomicBool,
+    /// Since when each request queued has been met by no machine up.
+    pub(super) unmet_since: Mutex<HashMap<Arc<ppcore::resources::Request>, Instant>>,
 }
 
 impl Core {
@@ -80,6 +82,7 @@ impl Core {
             reclaims: Mutex::new(HashMap::new()),
             has_reclaims: AtomicBool::new(false),
             unmet_watch: AtomicBool::new(false),
+            unmet_since: Mutex::new(HashMap::new()),
         }
     }
 
@@ -333,7 +336,12 @@ impl Core {
         if !task.inputs().is_empty() {
             return self.place(task);
         }
+        let asks = task.request().is_some();
         self.queue.push_front_kind(queue_key(&task), task);
+        if asks && self.open_ended {
+            // Handed back by a node that went: nobody else may meet it.
+            Core::watch_unmet(self);
+        }
     }
 
     /// Whether anyone (local workers, a node, a node yet to come) may run `job`;
@@ -377,8 +385,11 @@ impl Core {
     /// After a node refused us, or told which jobs it runs, or the local
     /// pool was emptied: fails the queued jobs nobody can run now, with the
     /// reason; the others keep their places.
-    pub(crate) fn fail_unrunnable(&self) {
-        self.fail_unmet();
+    pub(crate) fn fail_unrunnable(self: &Arc<Self>) {
+        if self.fail_unmet() {
+            // Jobs whose request nobody meets now wait for a node to join.
+            Core::watch_unmet(self);
+        }
         if self.ncpus.load(Ordering::Acquire) > 0 || self.open_ended {
             return;
         }

@@ -8,6 +8,7 @@ use crate::cluster::node::NodeState;
 use crate::cluster::state::Core;
 use crate::jobs::slots::unsatisfiable;
 use ppcore::resources::Request;
+use ppcore::sync::lock;
 use ppcore::JobError;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -96,6 +97,22 @@ impl Core {
             request.and_then(|r| verdicts.iter().find(|(v, _)| v == r).map(|(_, e)| e))
         };
         let wait = self.settings.unmet_wait;
+        let now = Instant::now();
+        // A request waits from when nobody met it, not from its submit (it
+        // may have been met then, by a node since gone).
+        let since: Vec<(Arc<Request>, Instant)> = {
+            let mut since = lock(&self.unmet_since);
+            since.retain(|r, _| verdicts.iter().any(|(v, _)| v == r));
+            for (r, _) in &verdicts {
+                since.entry(Arc::clone(r)).or_insert(now);
+            }
+            since.iter().map(|(r, t)| (Arc::clone(r), *t)).collect()
+        };
+        let unmet_for = |request: Option<&Arc<Request>>| {
+            let r = request?;
+            let (_, t) = since.iter().find(|(v, _)| v == r)?;
+            Some(now.saturating_duration_since(*t))
+        };
         let (doomed, waiting) = match self.open_ended {
             false => {
                 let doomed = self
@@ -104,11 +121,11 @@ impl Core {
                 (doomed, false)
             }
             true => {
-                let now = Instant::now();
                 let mut young = 0usize;
                 let doomed = self.queue.remove_where(|task| {
                     let due = unmet(task.request()).is_some();
-                    let old = task.age(now) >= wait;
+                    let old = task.age(now) >= wait
+                        && unmet_for(task.request()).is_some_and(|d| d >= wait);
                     young += usize::from(due && !old);
                     due && old
                 });

@@ -35,7 +35,7 @@ use ppcore::wire::{KeepOp, RunJob};
 use ppcore::{Outbox, Wake};
 use std::collections::{HashMap, HashSet};
 use std::net::Shutdown;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,7 +79,9 @@ struct Driver<'a> {
     link: ClientLink<Arc<dyn Task>>,
     poll: Poll,
     waker: Arc<Waker>,
-    /// `waker`, as the queue keeps it.
+    /// `waker`, as the queue keeps it, marking that the queue woke it.
+    watch: Arc<QueueWatch>,
+    /// `watch`, as the queue keeps it.
     watcher: Arc<dyn Wake>,
     /// The live connection.
     conn: Option<TcpStream>,
@@ -146,13 +148,18 @@ pub(crate) fn drive_with(
     if let Target::Named(record) = &target {
         record.set_waker(Arc::clone(&waker));
     }
-    let watcher: Arc<dyn Wake> = waker.clone();
+    let watch = Arc::new(QueueWatch {
+        woken: AtomicBool::new(false),
+        waker: Arc::clone(&waker),
+    });
+    let watcher: Arc<dyn Wake> = watch.clone();
     let mut d = Driver {
         core,
         target,
         link,
         poll,
         waker,
+        watch,
         watcher,
         conn: None,
         outbox: Outbox::new(),
@@ -399,6 +406,7 @@ impl Driver<'_> {
         // chain of N dependent jobs takes N rounds, bounded by the window.
         loop {
             if self.stopping {
+                self.pass_on_unused_wake();
                 return took;
             }
             // Pinned jobs mostly wait there for inputs being made there:
@@ -418,6 +426,7 @@ impl Driver<'_> {
             let pinned = tasks.len();
             let room = self.link.free().min(MAX_BATCH).saturating_sub(pinned);
             if !took && room > 0 {
+                self.watch.woken.store(false, Ordering::SeqCst);
                 let (link, kinds) = (&self.link, &mut self.kinds);
                 // Jobs that ask for nothing; then those with a request.
                 tasks.extend(self.core.queue.pop_batch(
@@ -436,12 +445,22 @@ impl Driver<'_> {
                         watcher,
                     ));
                 }
+            } else if !took {
+                self.pass_on_unused_wake();
             }
             if tasks.is_empty() {
                 return took;
             }
             took = true;
             self.send_jobs(tasks, pinned);
+        }
+    }
+
+    /// The queue woke this driver for a job it will not look for now (no
+    /// room, or stopping): the wake goes to another waiting driver.
+    fn pass_on_unused_wake(&self) {
+        if self.watch.woken.swap(false, Ordering::SeqCst) {
+            self.core.queue.pass_on(&self.watcher);
         }
     }
 
@@ -860,5 +879,21 @@ impl Driver<'_> {
         }
         self.outbox.clear();
         self.readable = false;
+    }
+}
+
+/// A driver's waker as the job queue keeps it: it also marks that the
+/// queue woke the driver, so that a driver that will not look hands the
+/// wake on (`Lanes::pass_on`) and one woken otherwise costs the queue
+/// nothing.
+struct QueueWatch {
+    woken: AtomicBool,
+    waker: Arc<Waker>,
+}
+
+impl Wake for QueueWatch {
+    fn wake(&self) {
+        self.woken.store(true, Ordering::SeqCst);
+        self.waker.wake();
     }
 }

@@ -155,8 +155,17 @@ impl BudgetGate {
     /// Gives back `bytes` taken by a permit turned
     /// [`into_bytes`](Permit::into_bytes), waking the waiters.
     pub fn give_back(&self, bytes: u64) {
-        let before = self.used.fetch_sub(bytes, Ordering::SeqCst);
-        debug_assert!(bytes <= before, "giving back more than was taken");
+        // Saturating, as `ByteBudget::give_back`: a count given back twice
+        // must not wrap and shut the gate for good.
+        let given = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+        debug_assert!(
+            given.is_ok_and(|before| bytes <= before),
+            "giving back more than was taken"
+        );
         // With nobody waiting, no lock and no wake-up system call (one per
         // job on the local pool's hot path otherwise). A waiter counts
         // itself under the lock and then looks again: either it sees these

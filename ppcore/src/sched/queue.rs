@@ -334,7 +334,12 @@ impl<T, K: PartialEq> Lanes<T, K> {
         }
         self.shared.len.fetch_sub(out.len(), Ordering::SeqCst);
         let mut hand_on = Vec::new();
-        if out.is_empty() {
+        if !out.is_empty() {
+            // It looks again before it waits: a wait it left is stale.
+            if let Some(w) = watcher {
+                state.watchers.remove(w);
+            }
+        } else {
             let seen = state.next_seq;
             if let Some(w) = watcher {
                 state.watchers.insert(seen, w);
@@ -353,9 +358,32 @@ impl<T, K: PartialEq> Lanes<T, K> {
         out
     }
 
-    /// Forgets `watcher` (its consumer goes away).
+    /// Forgets `watcher` (its consumer goes away), handing on the wake it
+    /// may have had.
     pub fn unwatch(&self, watcher: &Arc<dyn Wake>) {
-        self.lock().watchers.remove(watcher);
+        self.pass_on(watcher);
+    }
+
+    /// For a consumer woken that will not look now (it has no room, or is
+    /// stopping): it waits no more, and the wake it may have had goes to
+    /// one that has not looked since the last item came, if items are
+    /// queued. Without this, a push that woke only it would wake nobody
+    /// who can take the item.
+    pub fn pass_on(&self, watcher: &Arc<dyn Wake>) {
+        let woken = {
+            let mut state = self.lock();
+            state.watchers.remove(watcher);
+            match self.shared.len.load(Ordering::SeqCst) {
+                0 => Vec::new(),
+                _ => {
+                    let seq = state.next_seq;
+                    state.watchers.take(1, seq)
+                }
+            }
+        };
+        for w in woken {
+            w.wake();
+        }
     }
 
     /// Takes out every item of the kinds `pred` picks (asked once per kind
@@ -563,6 +591,28 @@ mod tests {
         }
         assert_eq!(woken(&counts), [2, 2, 1], "each woken once for the 'c'");
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn a_consumer_woken_that_will_not_look_passes_the_wake_on() {
+        let q = Lanes::<u32>::new();
+        let (counts, wakes) = counters(3);
+        for w in &wakes {
+            assert!(q.pop_batch(|_| true, 4, Some(w)).is_empty());
+        }
+        q.push(1);
+        assert_eq!(woken(&counts), [1, 0, 0]);
+        // Consumer 0 has no room to look: the wake goes to the next.
+        q.pass_on(&wakes[0]);
+        assert_eq!(woken(&counts), [1, 1, 0]);
+        // Consumer 1 goes away: so does the wake, to the last.
+        q.unwatch(&wakes[1]);
+        assert_eq!(woken(&counts), [1, 1, 1]);
+        assert_eq!(q.pop_batch(|_| true, 4, Some(&wakes[2])), [1]);
+        // Nothing queued: a pass-on wakes nobody.
+        assert!(q.pop_batch(|_| true, 4, Some(&wakes[1])).is_empty());
+        q.pass_on(&wakes[0]);
+        assert_eq!(woken(&counts), [1, 1, 1]);
     }
 
     #[test]
