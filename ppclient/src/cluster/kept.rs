@@ -202,7 +202,8 @@ impl Core {
 
     /// Node `node`'s link went down: the values kept there are lost. Those
     /// still referenced are made again now; jobs pinned to it are placed
-    /// again.
+    /// again; on a server whose nodes may still join, queued jobs only it
+    /// met are watched (they fail after `unmet_wait`).
     pub(crate) fn node_lost(self: &Arc<Self>, node: &str) {
         let (lost, moves) = lock(&self.values.dir).node_lost(&node.to_owned());
         self.apply(moves);
@@ -221,6 +222,11 @@ impl Core {
             }
         }
         self.values.changed();
+        if self.open_ended {
+            // Queued jobs only it could run may now wait for a node to
+            // join: at most `unmet_wait` (`cluster::unmet`).
+            Core::watch_unmet(self);
+        }
     }
 
     /// Node `node` says it does not have kept value `id` any more: lost.
